@@ -1,0 +1,49 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Coxswain",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "cox", targets: ["ctl"]),
+        .library(name: "API", targets: ["API"]),
+        .library(name: "Store", targets: ["Store"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    ],
+    targets: [
+        // SQLite from the system (Debian: libsqlite3-dev).
+        .systemLibrary(name: "CSQLite", path: "Sources/CSQLite", providers: [.apt(["libsqlite3-dev"])]),
+
+        // Objects (generated from Protos/), codecs, validation, defaulting, selectors. Knows no HTTP, no storage.
+        .target(name: "API", dependencies: [
+            .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            .product(name: "Yams", package: "Yams"),
+        ]),
+        // Revisioned object store: SQLite backend, revision log, watch hub, compaction.
+        .target(name: "Store", dependencies: [
+            "API", "CSQLite",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // Components. Filled in by later issues; each depends only downward.
+        .target(name: "APIServer", dependencies: ["API", "Store"]),
+        .target(name: "Scheduler", dependencies: ["API"]),
+        .target(name: "Controllers", dependencies: ["API"]),
+        .target(name: "NodeAgent", dependencies: ["API"]),
+        // The `cox` executable.
+        .executableTarget(name: "ctl", dependencies: [
+            "API", "Store", "APIServer", "Scheduler", "Controllers", "NodeAgent",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "TestSupport", dependencies: ["API", "Store"]),
+
+        .testTarget(name: "APITests", dependencies: ["API", "TestSupport"]),
+        .testTarget(name: "StoreTests", dependencies: ["Store", "API", "TestSupport", "ctl"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

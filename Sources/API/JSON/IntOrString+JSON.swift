@@ -1,0 +1,38 @@
+/// IntOrString is a bare number or a bare string in JSON (`port: 8080`, `port: http`, `maxSurge: 25%`).
+extension IntOrString: JSONCodable {
+    public init(int: Int32) {
+        self.init()
+        value = .intVal(int)
+    }
+
+    public init(string: String) {
+        self.init()
+        value = .strVal(string)
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        switch json {
+        case .int: value = .intVal(try json.decodeInt32())
+        case .string(let s): value = .strVal(s)
+        default: throw JSONDecodeError(.typeMismatch(expected: "integer or string", got: json.typeName))
+        }
+    }
+
+    public func writeJSON(to w: inout JSONWriter) {
+        switch value {
+        case .intVal(let i): w.int(i)
+        case .strVal(let s): w.string(s)
+        case nil: w.int(0)
+        }
+    }
+
+    /// A user-facing rendering: `8080` or `http`.
+    public var displayString: String {
+        switch value {
+        case .intVal(let i): String(i)
+        case .strVal(let s): s
+        case nil: "0"
+        }
+    }
+}

@@ -1,0 +1,84 @@
+import SwiftProtobuf
+
+/// What the API knows about a kind: its group/version, names, and scope.
+public struct KindInfo: Sendable, Hashable, CustomStringConvertible {
+    /// API group; "" for the core group.
+    public let group: String
+    public let version: String
+    public let kind: String
+    /// Lower-case plural used in URL paths (`pods`).
+    public let resource: String
+    public let singular: String
+    public let shortNames: [String]
+    public let namespaced: Bool
+
+    public var apiVersion: String { group.isEmpty ? version : "\(group)/\(version)" }
+    /// `pods` or `deployments.apps`: unique across groups, used as the storage key prefix.
+    public var groupResource: String { group.isEmpty ? resource : "\(resource).\(group)" }
+    public var description: String { groupResource }
+}
+
+/// A top-level API object: protobuf message plus Kubernetes JSON, with ObjectMeta.
+public protocol APIObject: SwiftProtobuf.Message, JSONCodable, Sendable {
+    static var kindInfo: KindInfo { get }
+    var apiVersion: String { get set }
+    var kind: String { get set }
+    var metadata: ObjectMeta { get set }
+    /// Whether the user-controlled part of the object (what bumps `generation`) differs.
+    func specDiffers(from other: Self) -> Bool
+    /// Sets defaults as Kubernetes would before validation.
+    mutating func applyDefaults()
+    /// Field errors; empty when valid.
+    func validate() -> [FieldError]
+}
+
+extension APIObject {
+    public var name: String { metadata.name }
+    public var namespace: String { metadata.namespace }
+
+    /// Fills `apiVersion` and `kind` when the object was built in code.
+    public mutating func setTypeMeta() {
+        apiVersion = Self.kindInfo.apiVersion
+        kind = Self.kindInfo.kind
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        // Messages without required fields always serialize.
+        (try? serializedBytes()) ?? []
+    }
+}
+
+/// A list of objects of one kind.
+public protocol APIObjectList: SwiftProtobuf.Message, JSONCodable, Sendable {
+    associatedtype Item: APIObject
+    var apiVersion: String { get set }
+    var kind: String { get set }
+    var metadata: ListMeta { get set }
+    var items: [Item] { get set }
+}
+
+/// Every kind the API serves, for lookups by any of the names a user may type.
+public enum Kinds {
+    public static let all: [any APIObject.Type] = [
+        Namespace.self, Pod.self, Node.self, Event.self, Lease.self, ReplicaSet.self, Deployment.self,
+    ]
+
+    /// Finds a kind by kind name, plural, singular or short name, case-insensitively.
+    public static func lookup(_ name: String) -> (any APIObject.Type)? {
+        let lower = name.lowercased()
+        return all.first { type in
+            let info = type.kindInfo
+            return info.kind.lowercased() == lower || info.resource == lower || info.singular == lower
+                || info.shortNames.contains(lower) || info.groupResource == lower
+        }
+    }
+
+    /// Finds the kind a manifest names with `apiVersion` and `kind`.
+    public static func lookup(apiVersion: String, kind: String) -> (any APIObject.Type)? {
+        all.first { $0.kindInfo.apiVersion == apiVersion && $0.kindInfo.kind == kind }
+    }
+
+    public static func lookup(groupResource: String) -> (any APIObject.Type)? {
+        all.first { $0.kindInfo.groupResource == groupResource }
+    }
+}

@@ -1,0 +1,52 @@
+// The kinds of the first release. Each conformance names the kind and what counts as its spec.
+
+extension Namespace: APIObject {
+    public static let kindInfo = KindInfo(group: "", version: "v1", kind: "Namespace", resource: "namespaces",
+                                          singular: "namespace", shortNames: ["ns"], namespaced: false)
+    public func specDiffers(from other: Namespace) -> Bool { spec != other.spec }
+}
+
+extension Pod: APIObject {
+    public static let kindInfo = KindInfo(group: "", version: "v1", kind: "Pod", resource: "pods",
+                                          singular: "pod", shortNames: ["po"], namespaced: true)
+    public func specDiffers(from other: Pod) -> Bool { spec != other.spec }
+}
+
+extension Node: APIObject {
+    public static let kindInfo = KindInfo(group: "", version: "v1", kind: "Node", resource: "nodes",
+                                          singular: "node", shortNames: ["no"], namespaced: false)
+    public func specDiffers(from other: Node) -> Bool { spec != other.spec }
+}
+
+extension Event: APIObject {
+    public static let kindInfo = KindInfo(group: "", version: "v1", kind: "Event", resource: "events",
+                                          singular: "event", shortNames: ["ev"], namespaced: true)
+    /// Events have no spec; their generation never moves.
+    public func specDiffers(from other: Event) -> Bool { false }
+}
+
+extension Lease: APIObject {
+    public static let kindInfo = KindInfo(group: "coordination.k8s.io", version: "v1", kind: "Lease", resource: "leases",
+                                          singular: "lease", shortNames: [], namespaced: true)
+    public func specDiffers(from other: Lease) -> Bool { spec != other.spec }
+}
+
+extension ReplicaSet: APIObject {
+    public static let kindInfo = KindInfo(group: "apps", version: "v1", kind: "ReplicaSet", resource: "replicasets",
+                                          singular: "replicaset", shortNames: ["rs"], namespaced: true)
+    public func specDiffers(from other: ReplicaSet) -> Bool { spec != other.spec }
+}
+
+extension Deployment: APIObject {
+    public static let kindInfo = KindInfo(group: "apps", version: "v1", kind: "Deployment", resource: "deployments",
+                                          singular: "deployment", shortNames: ["deploy"], namespaced: true)
+    public func specDiffers(from other: Deployment) -> Bool { spec != other.spec }
+}
+
+extension NamespaceList: APIObjectList {}
+extension PodList: APIObjectList {}
+extension NodeList: APIObjectList {}
+extension EventList: APIObjectList {}
+extension LeaseList: APIObjectList {}
+extension ReplicaSetList: APIObjectList {}
+extension DeploymentList: APIObjectList {}

@@ -1,0 +1,66 @@
+/// One problem with one field, worded as Kubernetes words it:
+/// `spec.containers[1].name: Duplicate value: "web"`.
+public struct FieldError: Error, Sendable, Hashable, CustomStringConvertible {
+    public enum Kind: String, Sendable {
+        case required = "Required value"
+        case invalid = "Invalid value"
+        case duplicate = "Duplicate value"
+        case notSupported = "Unsupported value"
+        case tooLong = "Too long"
+        case forbidden = "Forbidden"
+    }
+
+    public let field: String
+    public let kind: Kind
+    public let value: String?
+    public let detail: String
+
+    public init(_ kind: Kind, _ field: String, value: String? = nil, detail: String = "") {
+        self.kind = kind
+        self.field = field
+        self.value = value
+        self.detail = detail
+    }
+
+    public var description: String {
+        var s = "\(field): \(kind.rawValue)"
+        if let value { s += ": \"\(value)\"" }
+        if !detail.isEmpty { s += ": \(detail)" }
+        return s
+    }
+
+    public static func required(_ field: String, _ detail: String = "") -> FieldError { .init(.required, field, detail: detail) }
+    public static func invalid(_ field: String, _ value: String, _ detail: String) -> FieldError { .init(.invalid, field, value: value, detail: detail) }
+    public static func duplicate(_ field: String, _ value: String) -> FieldError { .init(.duplicate, field, value: value) }
+    public static func notSupported(_ field: String, _ value: String, _ supported: [String]) -> FieldError {
+        .init(.notSupported, field, value: value, detail: "supported values: " + supported.map { "\"\($0)\"" }.joined(separator: ", "))
+    }
+}
+
+/// The errors of one object, as one error: the message Kubernetes gives for `Invalid`.
+public struct ValidationError: Error, Sendable, CustomStringConvertible {
+    public let kind: String
+    public let name: String
+    public let errors: [FieldError]
+
+    public init(kind: String, name: String, errors: [FieldError]) {
+        self.kind = kind
+        self.name = name
+        self.errors = errors
+    }
+
+    public var description: String {
+        let list = errors.map(\.description)
+        let joined = list.count == 1 ? list[0] : "[" + list.joined(separator: ", ") + "]"
+        return "\(kind) \"\(name)\" is invalid: \(joined)"
+    }
+}
+
+extension APIObject {
+    /// Throws a ValidationError when `validate()` finds anything.
+    public func validated() throws -> Self {
+        let errors = validate()
+        if !errors.isEmpty { throw ValidationError(kind: Self.kindInfo.kind, name: metadata.name, errors: errors) }
+        return self
+    }
+}

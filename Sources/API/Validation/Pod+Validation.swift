@@ -1,0 +1,202 @@
+public enum PodDefaults {
+    public static let restartPolicy = "Always"
+    public static let terminationGracePeriodSeconds: Int64 = 30
+    public static let schedulerName = "default-scheduler"
+    public static let probePeriodSeconds: Int32 = 10
+    public static let probeTimeoutSeconds: Int32 = 1
+    public static let probeSuccessThreshold: Int32 = 1
+    public static let probeFailureThreshold: Int32 = 3
+}
+
+public enum PodValues {
+    public static let restartPolicies = ["Always", "OnFailure", "Never"]
+    public static let protocols = ["TCP", "UDP", "SCTP"]
+    public static let tolerationOperators = ["Equal", "Exists"]
+    public static let taintEffects = ["NoSchedule", "PreferNoSchedule", "NoExecute"]
+    public static let nodeSelectorOperators = ["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"]
+    public static let phases = ["Pending", "Running", "Succeeded", "Failed", "Unknown"]
+}
+
+extension Pod {
+    public mutating func applyDefaults() {
+        setTypeMeta()
+        if metadata.namespace.isEmpty { metadata.namespace = "default" }
+        spec.applyDefaults()
+    }
+
+    public func validate() -> [FieldError] {
+        validateObjectMeta(metadata, namespaced: true) + spec.validate(path: "spec")
+    }
+}
+
+extension PodSpec {
+    public mutating func applyDefaults() {
+        if restartPolicy.isEmpty { restartPolicy = PodDefaults.restartPolicy }
+        if !hasTerminationGracePeriodSeconds { terminationGracePeriodSeconds = PodDefaults.terminationGracePeriodSeconds }
+        if schedulerName.isEmpty { schedulerName = PodDefaults.schedulerName }
+        for i in containers.indices {
+            for p in containers[i].ports.indices where containers[i].ports[p].protocol.isEmpty {
+                containers[i].ports[p].protocol = "TCP"
+            }
+            if containers[i].hasLivenessProbe { containers[i].livenessProbe.applyDefaults() }
+            if containers[i].hasReadinessProbe { containers[i].readinessProbe.applyDefaults() }
+            if containers[i].hasStartupProbe { containers[i].startupProbe.applyDefaults() }
+        }
+        for i in tolerations.indices where tolerations[i].operator.isEmpty {
+            tolerations[i].operator = "Equal"
+        }
+    }
+
+    public func validate(path: String) -> [FieldError] {
+        var errors: [FieldError] = []
+        if containers.isEmpty { errors.append(.required("\(path).containers")) }
+        var names = Set<String>()
+        for (i, container) in containers.enumerated() {
+            let cpath = "\(path).containers[\(i)]"
+            if container.name.isEmpty {
+                errors.append(.required("\(cpath).name"))
+            } else if let problem = NameSyntax.labelProblem(container.name) {
+                errors.append(.invalid("\(cpath).name", container.name, problem))
+            } else if !names.insert(container.name).inserted {
+                errors.append(.duplicate("\(cpath).name", container.name))
+            }
+            if container.command.isEmpty && container.image.isEmpty {
+                errors.append(.required("\(cpath).command", "a container needs a command (or an image for image runtimes)"))
+            }
+            var envNames = Set<String>()
+            for (e, env) in container.env.enumerated() {
+                if env.name.isEmpty { errors.append(.required("\(cpath).env[\(e)].name")) }
+                else if env.name.contains("=") { errors.append(.invalid("\(cpath).env[\(e)].name", env.name, "must not contain '='")) }
+                else if !envNames.insert(env.name).inserted { errors.append(.duplicate("\(cpath).env[\(e)].name", env.name)) }
+            }
+            var portNames = Set<String>()
+            for (p, port) in container.ports.enumerated() {
+                let ppath = "\(cpath).ports[\(p)]"
+                if !(1...65535).contains(port.containerPort) {
+                    errors.append(.invalid("\(ppath).containerPort", String(port.containerPort), "must be between 1 and 65535, inclusive"))
+                }
+                if port.hostPort != 0 && !(1...65535).contains(port.hostPort) {
+                    errors.append(.invalid("\(ppath).hostPort", String(port.hostPort), "must be between 1 and 65535, inclusive"))
+                }
+                if !port.name.isEmpty && !portNames.insert(port.name).inserted { errors.append(.duplicate("\(ppath).name", port.name)) }
+                if !port.protocol.isEmpty && !PodValues.protocols.contains(port.protocol) {
+                    errors.append(.notSupported("\(ppath).protocol", port.protocol, PodValues.protocols))
+                }
+            }
+            if container.hasResources {
+                errors += validateQuantities(container.resources.limits, path: "\(cpath).resources.limits")
+                errors += validateQuantities(container.resources.requests, path: "\(cpath).resources.requests")
+                for key in container.resources.requests.keys.sorted() {
+                    guard let limitText = container.resources.limits[key], let requestText = container.resources.requests[key],
+                          let limit = try? Quantity(parsing: limitText), let request = try? Quantity(parsing: requestText) else { continue }
+                    if request.value > limit.value {
+                        errors.append(.invalid("\(cpath).resources.requests[\(key)]", requestText, "must be less than or equal to \(key) limit of \(limitText)"))
+                    }
+                }
+            }
+            if container.hasLivenessProbe { errors += container.livenessProbe.validate(path: "\(cpath).livenessProbe", isLiveness: true) }
+            if container.hasReadinessProbe { errors += container.readinessProbe.validate(path: "\(cpath).readinessProbe", isLiveness: false) }
+            if container.hasStartupProbe { errors += container.startupProbe.validate(path: "\(cpath).startupProbe", isLiveness: true) }
+        }
+        if !PodValues.restartPolicies.contains(restartPolicy) {
+            errors.append(.notSupported("\(path).restartPolicy", restartPolicy, PodValues.restartPolicies))
+        }
+        if hasTerminationGracePeriodSeconds && terminationGracePeriodSeconds < 0 {
+            errors.append(.invalid("\(path).terminationGracePeriodSeconds", String(terminationGracePeriodSeconds), "must be greater than or equal to 0"))
+        }
+        if hasActiveDeadlineSeconds && activeDeadlineSeconds <= 0 {
+            errors.append(.invalid("\(path).activeDeadlineSeconds", String(activeDeadlineSeconds), "must be greater than 0"))
+        }
+        if !nodeName.isEmpty, let problem = NameSyntax.subdomainProblem(nodeName) {
+            errors.append(.invalid("\(path).nodeName", nodeName, problem))
+        }
+        for key in nodeSelector.keys.sorted() {
+            if let problem = LabelSyntax.keyProblem(key) { errors.append(.invalid("\(path).nodeSelector", key, problem)) }
+            if let problem = LabelSyntax.valueProblem(nodeSelector[key]!) { errors.append(.invalid("\(path).nodeSelector", nodeSelector[key]!, problem)) }
+        }
+        for (i, toleration) in tolerations.enumerated() {
+            let tpath = "\(path).tolerations[\(i)]"
+            if !toleration.operator.isEmpty && !PodValues.tolerationOperators.contains(toleration.operator) {
+                errors.append(.notSupported("\(tpath).operator", toleration.operator, PodValues.tolerationOperators))
+            }
+            if toleration.operator == "Exists" && !toleration.value.isEmpty {
+                errors.append(.invalid("\(tpath).operator", toleration.operator, "value must be empty when `operator` is 'Exists'"))
+            }
+            if toleration.key.isEmpty && toleration.operator != "Exists" {
+                errors.append(.invalid("\(tpath).operator", toleration.operator, "operator must be Exists when `key` is empty, which means \"match all values and all keys\""))
+            }
+            if !toleration.effect.isEmpty && !PodValues.taintEffects.contains(toleration.effect) {
+                errors.append(.notSupported("\(tpath).effect", toleration.effect, PodValues.taintEffects))
+            }
+            if toleration.hasTolerationSeconds && toleration.effect != "NoExecute" {
+                errors.append(.invalid("\(tpath).effect", toleration.effect, "effect must be 'NoExecute' when `tolerationSeconds` is set"))
+            }
+        }
+        if hasAffinity && affinity.hasNodeAffinity && affinity.nodeAffinity.hasRequiredDuringSchedulingIgnoredDuringExecution {
+            let terms = affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms
+            let apath = "\(path).affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms"
+            if terms.isEmpty { errors.append(.required(apath, "must have at least one node selector term")) }
+            for (t, term) in terms.enumerated() {
+                for (e, expr) in term.matchExpressions.enumerated() {
+                    let epath = "\(apath)[\(t)].matchExpressions[\(e)]"
+                    if !PodValues.nodeSelectorOperators.contains(expr.operator) {
+                        errors.append(.notSupported("\(epath).operator", expr.operator, PodValues.nodeSelectorOperators))
+                    } else if ["In", "NotIn"].contains(expr.operator) && expr.values.isEmpty {
+                        errors.append(.required("\(epath).values", "must be specified when `operator` is 'In' or 'NotIn'"))
+                    } else if ["Exists", "DoesNotExist"].contains(expr.operator) && !expr.values.isEmpty {
+                        errors.append(.init(.forbidden, "\(epath).values", detail: "may not be specified when `operator` is 'Exists' or 'DoesNotExist'"))
+                    }
+                    if let problem = LabelSyntax.keyProblem(expr.key) { errors.append(.invalid("\(epath).key", expr.key, problem)) }
+                }
+            }
+        }
+        return errors
+    }
+}
+
+extension Probe {
+    public mutating func applyDefaults() {
+        if periodSeconds == 0 { periodSeconds = PodDefaults.probePeriodSeconds }
+        if timeoutSeconds == 0 { timeoutSeconds = PodDefaults.probeTimeoutSeconds }
+        if successThreshold == 0 { successThreshold = PodDefaults.probeSuccessThreshold }
+        if failureThreshold == 0 { failureThreshold = PodDefaults.probeFailureThreshold }
+        if hasHTTPGet {
+            if httpGet.path.isEmpty { httpGet.path = "/" }
+            if httpGet.scheme.isEmpty { httpGet.scheme = "HTTP" }
+        }
+    }
+
+    func validate(path: String, isLiveness: Bool) -> [FieldError] {
+        var errors: [FieldError] = []
+        let handlers = [hasExec, hasHTTPGet, hasTcpSocket].filter { $0 }.count
+        if handlers == 0 { errors.append(.required(path, "must specify a handler type (exec, httpGet or tcpSocket)")) }
+        if handlers > 1 { errors.append(.init(.forbidden, path, detail: "may not specify more than 1 handler type")) }
+        if hasExec && exec.command.isEmpty { errors.append(.required("\(path).exec.command")) }
+        if hasHTTPGet {
+            errors += validatePort(httpGet.port, path: "\(path).httpGet.port")
+            if !["HTTP", "HTTPS"].contains(httpGet.scheme) { errors.append(.notSupported("\(path).httpGet.scheme", httpGet.scheme, ["HTTP", "HTTPS"])) }
+        }
+        if hasTcpSocket { errors += validatePort(tcpSocket.port, path: "\(path).tcpSocket.port") }
+        for (field, value) in [("initialDelaySeconds", initialDelaySeconds), ("timeoutSeconds", timeoutSeconds), ("periodSeconds", periodSeconds),
+                               ("successThreshold", successThreshold), ("failureThreshold", failureThreshold)] where value < 0 {
+            errors.append(.invalid("\(path).\(field)", String(value), "must be greater than or equal to 0"))
+        }
+        if isLiveness && successThreshold != 1 {
+            errors.append(.invalid("\(path).successThreshold", String(successThreshold), "must be 1"))
+        }
+        return errors
+    }
+
+    func validatePort(_ port: IntOrString, path: String) -> [FieldError] {
+        switch port.value {
+        case .intVal(let p) where !(1...65535).contains(p):
+            return [.invalid(path, String(p), "must be between 1 and 65535, inclusive")]
+        case .strVal(let name) where NameSyntax.labelProblem(name.lowercased()) != nil || name.utf8.count > 15:
+            return [.invalid(path, name, "must be a port number or an IANA service name of at most 15 characters")]
+        case nil:
+            return [.required(path)]
+        default:
+            return []
+        }
+    }
+}

@@ -1,0 +1,78 @@
+/// Name and label syntax as Kubernetes defines it (apimachinery validation).
+public enum NameSyntax {
+    public static let dns1123LabelMaxLength = 63
+    public static let dns1123SubdomainMaxLength = 253
+
+    /// A DNS-1123 subdomain: lower-case alphanumerics, '-' and '.', starting and ending alphanumeric.
+    public static func subdomainProblem(_ name: String) -> String? {
+        if name.isEmpty { return "must not be empty" }
+        if name.utf8.count > dns1123SubdomainMaxLength { return "must be no more than \(dns1123SubdomainMaxLength) characters" }
+        for part in name.split(separator: ".", omittingEmptySubsequences: false) {
+            if !isLabel(part) {
+                return "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com')"
+            }
+        }
+        return nil
+    }
+
+    /// A DNS-1123 label: at most 63 lower-case alphanumerics or '-', starting and ending alphanumeric.
+    public static func labelProblem(_ name: String) -> String? {
+        if name.isEmpty { return "must not be empty" }
+        if name.utf8.count > dns1123LabelMaxLength { return "must be no more than \(dns1123LabelMaxLength) characters" }
+        if !isLabel(Substring(name)) {
+            return "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name')"
+        }
+        return nil
+    }
+
+    static func isLabel(_ s: Substring) -> Bool {
+        let bytes = Array(s.utf8)
+        guard !bytes.isEmpty, bytes.count <= dns1123LabelMaxLength else { return false }
+        func alnum(_ b: UInt8) -> Bool { (b >= 0x61 && b <= 0x7A) || (b >= 0x30 && b <= 0x39) }
+        guard alnum(bytes.first!), alnum(bytes.last!) else { return false }
+        return bytes.allSatisfy { alnum($0) || $0 == 0x2D }
+    }
+}
+
+public enum LabelSyntax {
+    public static let maxNameLength = 63
+
+    static func isQualifiedNamePart(_ s: Substring) -> Bool {
+        let bytes = Array(s.utf8)
+        guard !bytes.isEmpty, bytes.count <= maxNameLength else { return false }
+        func alnum(_ b: UInt8) -> Bool { (b >= 0x61 && b <= 0x7A) || (b >= 0x41 && b <= 0x5A) || (b >= 0x30 && b <= 0x39) }
+        guard alnum(bytes.first!), alnum(bytes.last!) else { return false }
+        return bytes.allSatisfy { alnum($0) || $0 == 0x2D || $0 == 0x5F || $0 == 0x2E }
+    }
+
+    /// A label or annotation key: `[prefix/]name`, prefix a DNS subdomain, name ≤ 63 characters.
+    public static func keyProblem(_ key: String) -> String? {
+        let parts = key.split(separator: "/", omittingEmptySubsequences: false)
+        let name: Substring
+        switch parts.count {
+        case 1: name = parts[0]
+        case 2:
+            if parts[0].isEmpty { return "prefix part must be non-empty" }
+            if let problem = NameSyntax.subdomainProblem(String(parts[0])) { return "prefix part \(problem)" }
+            name = parts[1]
+        default:
+            return "a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character, with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
+        }
+        if name.isEmpty { return "name part must be non-empty" }
+        if name.utf8.count > maxNameLength { return "name part must be no more than \(maxNameLength) characters" }
+        if !isQualifiedNamePart(name) {
+            return "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName', 'my.name', or '123-abc')"
+        }
+        return nil
+    }
+
+    /// A label value: empty, or ≤ 63 alphanumerics, '-', '_', '.', starting and ending alphanumeric.
+    public static func valueProblem(_ value: String) -> String? {
+        if value.isEmpty { return nil }
+        if value.utf8.count > maxNameLength { return "must be no more than \(maxNameLength) characters" }
+        if !isQualifiedNamePart(Substring(value)) {
+            return "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue', or 'my_value', or '12345')"
+        }
+        return nil
+    }
+}

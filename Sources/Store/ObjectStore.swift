@@ -1,0 +1,111 @@
+import API
+
+/// Where an object lives: its kind's group-resource, namespace ("" when cluster-scoped) and name.
+public struct ObjectKey: Hashable, Sendable, CustomStringConvertible {
+    public let resource: String
+    public let namespace: String
+    public let name: String
+
+    public init(resource: String, namespace: String, name: String) {
+        self.resource = resource
+        self.namespace = namespace
+        self.name = name
+    }
+
+    public init<T: APIObject>(_ type: T.Type, namespace: String, name: String) {
+        self.init(resource: T.kindInfo.groupResource, namespace: T.kindInfo.namespaced ? namespace : "", name: name)
+    }
+
+    public init<T: APIObject>(of object: T) {
+        self.init(T.self, namespace: object.metadata.namespace, name: object.metadata.name)
+    }
+
+    public var description: String { namespace.isEmpty ? "\(resource)/\(name)" : "\(resource)/\(namespace)/\(name)" }
+}
+
+public struct ListOptions: Sendable {
+    /// Only this namespace; nil lists all namespaces.
+    public var namespace: String?
+    public var labelSelector: Selector
+    /// Extra server-side filter (field selectors), applied with the label selector.
+    public var predicate: (@Sendable (any APIObject) -> Bool)?
+    /// At most this many items; 0 means no limit.
+    public var limit: Int
+    /// The token from the previous page's `continue`.
+    public var continueToken: String?
+
+    public init(namespace: String? = nil, labelSelector: Selector = .everything,
+                predicate: (@Sendable (any APIObject) -> Bool)? = nil, limit: Int = 0, continueToken: String? = nil) {
+        self.namespace = namespace
+        self.labelSelector = labelSelector
+        self.predicate = predicate
+        self.limit = limit
+        self.continueToken = continueToken
+    }
+}
+
+public struct ListResult<T: APIObject>: Sendable {
+    public var items: [T]
+    /// The revision every item was read at; a watch from here misses nothing.
+    public var revision: Int64
+    /// Set when more items remain; pass it back to get the next page at the same revision.
+    public var continueToken: String?
+}
+
+public struct WatchOptions: Sendable {
+    /// Only changes to this group-resource (`pods`, `deployments.apps`); nil for every kind.
+    public var resource: String?
+    public var namespace: String?
+    public var labelSelector: Selector
+    public var predicate: (@Sendable (any APIObject) -> Bool)?
+
+    public init(resource: String? = nil, namespace: String? = nil, labelSelector: Selector = .everything,
+                predicate: (@Sendable (any APIObject) -> Bool)? = nil) {
+        self.resource = resource
+        self.namespace = namespace
+        self.labelSelector = labelSelector
+        self.predicate = predicate
+    }
+
+    public static func of<T: APIObject>(_ type: T.Type, namespace: String? = nil, labelSelector: Selector = .everything) -> WatchOptions {
+        WatchOptions(resource: T.kindInfo.groupResource, namespace: namespace, labelSelector: labelSelector)
+    }
+
+    func matches(_ event: StoreEvent) -> Bool {
+        if let resource, event.key.resource != resource { return false }
+        if let namespace, event.key.namespace != namespace { return false }
+        if !labelSelector.isEverything && !labelSelector.matches(event.object.metadata.labels) { return false }
+        if let predicate, !predicate(event.object) { return false }
+        return true
+    }
+}
+
+/// The revisioned object store. One global revision per committed write (as etcd does); every
+/// object's `resourceVersion` is the revision of its last write. Writes are acknowledged only once
+/// durable. Implementations: `SQLiteStore`.
+public protocol ObjectStore: Sendable {
+    /// The revision of the last committed write.
+    var currentRevision: Int64 { get }
+
+    /// Creates the object; sets uid, creationTimestamp, generation 1 and resourceVersion.
+    /// Fails with `alreadyExists` when a live object has the key.
+    func create<T: APIObject>(_ object: T) async throws -> T
+
+    func get<T: APIObject>(_ type: T.Type, namespace: String, name: String) async throws -> T
+
+    /// Replaces the object. A non-empty `metadata.resourceVersion` is a precondition (stale →
+    /// `conflict`). uid and creationTimestamp are kept; generation bumps when the spec changes.
+    /// An update that changes nothing returns the stored object without a new revision.
+    func update<T: APIObject>(_ object: T) async throws -> T
+
+    /// Deletes the object, if `resourceVersion` is given only when it is still current.
+    /// Returns the object's last state, its resourceVersion the revision of the deletion.
+    func delete<T: APIObject>(_ type: T.Type, namespace: String, name: String, resourceVersion: Int64?) async throws -> T
+
+    /// Lists objects of one kind at one consistent revision, in namespace/name order.
+    func list<T: APIObject>(_ type: T.Type, options: ListOptions) async throws -> ListResult<T>
+
+    /// Every change after `revision`, in order, exactly once. Fails with `compacted` when that
+    /// history is gone, and with `watcherTooSlow` when the consumer falls too far behind.
+    func watch(from revision: Int64, options: WatchOptions) throws -> StoreWatch
+}

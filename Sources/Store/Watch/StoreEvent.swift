@@ -1,0 +1,52 @@
+import API
+import Synchronization
+
+/// One committed change. Immutable, shared by every watcher; each wire encoding of it is made
+/// at most once (`encoded(_:using:)`) and the same bytes are handed to every watcher.
+public final class StoreEvent: Sendable {
+    public enum EventType: Int64, Sendable {
+        case added = 0
+        case modified = 1
+        case deleted = 2
+
+        public var name: String {
+            switch self {
+            case .added: "ADDED"
+            case .modified: "MODIFIED"
+            case .deleted: "DELETED"
+            }
+        }
+    }
+
+    public let revision: Int64
+    public let type: EventType
+    public let key: ObjectKey
+    /// The object after the change; for deletions its last state (resourceVersion = this revision).
+    public let object: any APIObject
+    /// The object's protobuf encoding, as stored.
+    public let bytes: [UInt8]
+    private let encodings = Mutex<[String: [UInt8]]>([:])
+
+    /// How many wire encodings have been made, process-wide (for `/metrics` and tests).
+    public static let encodeCount = Atomic<Int>(0)
+
+    init(revision: Int64, type: EventType, key: ObjectKey, object: any APIObject, bytes: [UInt8]) {
+        self.revision = revision
+        self.type = type
+        self.key = key
+        self.object = object
+        self.bytes = bytes
+    }
+
+    /// The event encoded for the wire as `format`, made by `encode` the first time it is asked for.
+    public func encoded(_ format: String, using encode: (StoreEvent) -> [UInt8]) -> [UInt8] {
+        if let cached = encodings.withLock({ $0[format] }) { return cached }
+        let made = encode(self)
+        return encodings.withLock { cache in
+            if let raced = cache[format] { return raced }
+            cache[format] = made
+            StoreEvent.encodeCount.add(1, ordering: .relaxed)
+            return made
+        }
+    }
+}

@@ -1,0 +1,114 @@
+import API
+import Synchronization
+
+/// A stream of committed changes after a revision, filtered by kind, namespace and selectors.
+///
+/// It first catches up from the store's revision log (if the history it needs is older than the
+/// in-memory ring), then follows the ring. Each event is delivered once, in revision order.
+/// `next()` returns batches; an empty batch means the store closed.
+public final class StoreWatch: Sendable, AsyncSequence {
+    public typealias Element = StoreEvent
+
+    /// Events read from history per step while catching up.
+    static let replayBatch = 1_000
+    /// Events taken from the ring per step.
+    static let ringBatch = 4_096
+
+    struct State {
+        /// Every event up to here has been delivered or filtered out.
+        var cursor: Int64
+        /// Whether the watch reads from the ring (after which falling behind is an error).
+        var live = false
+        var finished = false
+    }
+
+    let hub: WatchHub
+    let options: WatchOptions
+    let replay: @Sendable (_ after: Int64, _ limit: Int) throws -> [StoreEvent]
+    private let state: Mutex<State>
+
+    init(hub: WatchHub, from revision: Int64, options: WatchOptions,
+         replay: @escaping @Sendable (_ after: Int64, _ limit: Int) throws -> [StoreEvent]) {
+        self.hub = hub
+        self.options = options
+        self.replay = replay
+        self.state = Mutex(State(cursor: revision))
+        hub.watcherStarted()
+    }
+
+    deinit {
+        if !state.withLock({ $0.finished }) { hub.watcherEnded() }
+    }
+
+    /// The revision of the last event delivered or skipped: resume a new watch from here.
+    public var revision: Int64 { state.withLock { $0.cursor } }
+
+    /// Stops the watch and releases its slot; `next()` then returns an empty batch.
+    public func cancel() {
+        let wasFinished = state.withLock { s -> Bool in
+            defer { s.finished = true }
+            return s.finished
+        }
+        if !wasFinished { hub.watcherEnded() }
+    }
+
+    private func finish() {
+        cancel()
+    }
+
+    /// The next non-empty batch of matching events; empty when the watch or the store has ended.
+    /// Throws `compacted`, `watcherTooSlow`, or CancellationError.
+    public func next() async throws -> [StoreEvent] {
+        while true {
+            let (cursor, live, finished) = state.withLock { ($0.cursor, $0.live, $0.finished) }
+            if finished { return [] }
+            try Task.checkCancellation()
+            let events: [StoreEvent]
+            switch hub.read(after: cursor, max: Self.ringBatch) {
+            case .events(let read):
+                events = read
+                state.withLock { $0.live = true }
+            case .caughtUp:
+                state.withLock { $0.live = true }
+                await hub.waitForEvents(after: cursor)
+                continue
+            case .closed:
+                finish()
+                return []
+            case .behind:
+                if live {
+                    finish()
+                    throw StoreError(.watcherTooSlow, "watch fell more than \(hub.capacity) events behind; resume from revision \(cursor)", revision: cursor)
+                }
+                do {
+                    events = try replay(cursor, Self.replayBatch)
+                } catch {
+                    finish()
+                    throw error
+                }
+                if events.isEmpty { continue }
+            }
+            state.withLock { $0.cursor = events.last!.revision }
+            let matching = events.filter(options.matches)
+            if !matching.isEmpty { return matching }
+        }
+    }
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        let watch: StoreWatch
+        var buffer: [StoreEvent] = []
+        var index = 0
+
+        public mutating func next() async throws -> StoreEvent? {
+            if index == buffer.count {
+                buffer = try await watch.next()
+                index = 0
+                if buffer.isEmpty { return nil }
+            }
+            defer { index += 1 }
+            return buffer[index]
+        }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(watch: self) }
+}

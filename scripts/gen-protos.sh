@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Regenerates the Swift code for Protos/ into Sources/API/Generated:
+#   *.pb.swift               protobuf messages (protoc + protoc-gen-swift from swift-protobuf)
+#   JSONCodecs.generated.swift  Kubernetes-compatible JSON codecs (scripts/gen-json.py)
+# Installs protoc (Debian protobuf-compiler) and the Python protobuf package if missing, and
+# builds protoc-gen-swift from the swift-protobuf version Package.swift resolves to.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v protoc >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq protobuf-compiler
+fi
+python3 -c 'import google.protobuf' 2>/dev/null || pip install -q protobuf
+
+swift package resolve >/dev/null
+plugin_src=.build/checkouts/swift-protobuf
+swift build -c release --package-path "$plugin_src" --scratch-path .build-protoc --product protoc-gen-swift
+plugin=.build-protoc/release/protoc-gen-swift
+
+out=Sources/API/Generated
+rm -f "$out"/*.pb.swift "$out"/JSONCodecs.generated.swift
+protoc -I Protos --plugin=protoc-gen-swift="$plugin" \
+  --swift_out="$out" --swift_opt=Visibility=Public --swift_opt=FileNaming=PathToUnderscores \
+  Protos/cox/*.proto
+desc=$(mktemp)
+protoc -I Protos --include_imports --include_source_info -o "$desc" Protos/cox/*.proto
+python3 scripts/gen-json.py "$desc" "$out/JSONCodecs.generated.swift"
+rm -f "$desc"
+echo "generated into $out"
