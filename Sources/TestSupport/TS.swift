@@ -1,1 +1,1 @@
-// ts
+public enum TestSupport {}

@@ -97,10 +97,13 @@ public enum Manifests {
         }
         var out: [(JSONValue, Int)] = []
         do {
-            for node in try Yams.compose_all(yaml: text) {
+            var nodes = try Yams.compose_all(yaml: text)
+            while let node = nodes.next() {
                 let line = (node.mark?.line ?? 1)
                 for json in flattenLists(try yamlToJSON(node, source: source)) { out.append((json, line)) }
             }
+            // The sequence stops at a syntax error and keeps it rather than throwing.
+            if let error = nodes.error { throw error }
         } catch let error as ManifestError {
             throw error
         } catch let error as YamlError {

@@ -1,0 +1,136 @@
+import Testing
+@testable import API
+
+@Suite("Validation and defaulting")
+struct ValidationTests {
+    func pod(_ json: String) throws -> Pod {
+        var pod = try Pod(jsonString: json)
+        pod.applyDefaults()
+        return pod
+    }
+
+    @Test func defaultsAreKubernetesDefaults() throws {
+        let pod = try pod(#"{"metadata":{"name":"a"},"spec":{"containers":[{"name":"c","command":["x"],"ports":[{"containerPort":80}],"livenessProbe":{"httpGet":{"port":80}}}],"tolerations":[{"key":"k","effect":"NoSchedule"}]}}"#)
+        #expect(pod.apiVersion == "v1" && pod.kind == "Pod")
+        #expect(pod.metadata.namespace == "default")
+        #expect(pod.spec.restartPolicy == "Always")
+        #expect(pod.spec.terminationGracePeriodSeconds == 30)
+        #expect(pod.spec.containers[0].ports[0].protocol == "TCP")
+        let probe = pod.spec.containers[0].livenessProbe
+        #expect(probe.periodSeconds == 10 && probe.timeoutSeconds == 1 && probe.failureThreshold == 3 && probe.successThreshold == 1)
+        #expect(probe.httpGet.path == "/" && probe.httpGet.scheme == "HTTP")
+        #expect(pod.spec.tolerations[0].operator == "Equal")
+        #expect(pod.validate().isEmpty, "\(pod.validate())")
+
+        var deployment = try Deployment(jsonString: #"{"metadata":{"name":"d"},"spec":{"selector":{"matchLabels":{"a":"b"}},"template":{"metadata":{"labels":{"a":"b"}},"spec":{"containers":[{"name":"c","command":["x"]}]}}}}"#)
+        deployment.applyDefaults()
+        #expect(deployment.spec.replicas == 1)
+        #expect(deployment.spec.strategy.type == "RollingUpdate")
+        #expect(deployment.spec.strategy.rollingUpdate.maxSurge.displayString == "25%")
+        #expect(deployment.spec.revisionHistoryLimit == 10)
+        #expect(deployment.validate().isEmpty, "\(deployment.validate())")
+    }
+
+    @Test func errorsNameTheirFieldPath() throws {
+        let bad = try pod(#"""
+        {"metadata":{"name":"Bad_Name","labels":{"-x":"ok"}},
+         "spec":{"restartPolicy":"Sometimes","containers":[
+            {"name":"web","command":["a"],"resources":{"limits":{"cpu":"1x"}}},
+            {"name":"web","command":["b"],"ports":[{"containerPort":70000}]},
+            {"name":"nocmd"}]}}
+        """#)
+        let messages = bad.validate().map(\.description)
+        #expect(messages.contains(#"spec.containers[1].name: Duplicate value: "web""#))
+        #expect(messages.contains(where: { $0.hasPrefix(#"metadata.name: Invalid value: "Bad_Name": a lowercase RFC 1123 subdomain"#) }))
+        #expect(messages.contains(where: { $0.hasPrefix(#"metadata.labels: Invalid value: "-x""#) }))
+        #expect(messages.contains(#"spec.restartPolicy: Unsupported value: "Sometimes": supported values: "Always", "OnFailure", "Never""#))
+        #expect(messages.contains(where: { $0.hasPrefix(#"spec.containers[0].resources.limits[cpu]: Invalid value: "1x""#) }))
+        #expect(messages.contains(#"spec.containers[1].ports[0].containerPort: Invalid value: "70000": must be between 1 and 65535, inclusive"#))
+        #expect(messages.contains(where: { $0.hasPrefix("spec.containers[2].command: Required value") }))
+        #expect(messages.count == 7, "\(messages)")
+        #expect(throws: ValidationError.self) { _ = try bad.validated() }
+    }
+
+    @Test func workloadSelectorMustMatchTemplate() throws {
+        var rs = try ReplicaSet(jsonString: #"{"metadata":{"name":"r"},"spec":{"selector":{"matchLabels":{"app":"a"}},"template":{"metadata":{"labels":{"app":"b"}},"spec":{"containers":[{"name":"c","command":["x"]}]}}}}"#)
+        rs.applyDefaults()
+        #expect(rs.validate().map(\.description) == [#"spec.template.metadata.labels: Invalid value: "app=b": `selector` does not match template `labels`"#])
+    }
+
+    @Test func quantities() throws {
+        #expect(try Quantity(parsing: "500m").milliValue == 500)
+        #expect(try Quantity(parsing: "2").milliValue == 2000)
+        #expect(try Quantity(parsing: "128Mi").integerValue == 134_217_728)
+        #expect(try Quantity(parsing: "1.5G").integerValue == 1_500_000_000)
+        #expect(try Quantity(parsing: "1e3").integerValue == 1000)
+        #expect(try Quantity(parsing: "0.1").milliValue == 100)
+        #expect(try Quantity(parsing: "1n").milliValue == 1, "rounds up, as Kubernetes does")
+        for bad in ["", "m", "1.2.3", "12Q", "abc", "1 Gi", "--1"] {
+            #expect(throws: Quantity.ParseError.self, "\(bad)") { _ = try Quantity(parsing: bad) }
+        }
+    }
+
+    @Test func manifestsFromYAML() throws {
+        let yaml = """
+        apiVersion: v1
+        kind: Pod
+        metadata:
+          name: one
+        spec:
+          containers:
+            - name: c
+              command: [sleep, "1"]
+              resources:
+                limits: {cpu: 2, memory: 64Mi}
+        ---
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata: {name: two}
+        spec:
+          selector: {matchLabels: {a: b}}
+          template:
+            metadata: {labels: {a: b}}
+            spec: {containers: [{name: c, command: [x]}]}
+        """
+        let objects = try Manifests.decode(yaml, source: "test.yaml")
+        #expect(objects.count == 2)
+        let pod = try #require(objects[0].object as? Pod)
+        #expect(pod.spec.containers[0].resources.limits["cpu"] == "2", "YAML numbers are accepted as quantities")
+        #expect(objects[1].object is Deployment)
+        #expect(objects[1].line == 12)
+    }
+
+    @Test func manifestErrorsNameFileAndLine() {
+        let unknown = "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: [{name: c, command: [x]}]}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: b}\nspec:\n  containers: [{name: c, command: [x], imagge: y}]\n"
+        #expect {
+            _ = try Manifests.decode(unknown, source: "pods.yaml")
+        } throws: { error in
+            "\(error)" == #"pods.yaml:6: unknown field "spec.containers[0].imagge""#
+        }
+        #expect {
+            _ = try Manifests.decode("apiVersion: v1\nkind: Pod\nmetadata:\n  name: [a\n", source: "bad.yaml")
+        } throws: { error in
+            (error as? ManifestError)?.line != nil && "\(error)".hasPrefix("bad.yaml:")
+        }
+        #expect {
+            _ = try Manifests.decode("apiVersion: v1\nkind: Widget\nmetadata: {name: a}\n", source: "w.yaml")
+        } throws: { error in
+            "\(error)".contains(#"no kind "Widget" is registered for version "v1""#) && "\(error)".contains("apps/v1/Deployment")
+        }
+    }
+
+    @Test func exampleManifestsAreValid() throws {
+        let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../manifests").standardized.path
+        let objects = try Manifests.load(path: dir)
+        #expect(objects.count >= 2)
+    }
+
+    @Test func kindLookupAcceptsEveryName() {
+        for name in ["po", "pod", "pods", "Pod", "deploy", "deployments", "no", "rs", "ns", "lease", "ev"] {
+            #expect(Kinds.lookup(name) != nil, "\(name)")
+        }
+        #expect(Kinds.lookup("widgets") == nil)
+    }
+}
+
+import Foundation
