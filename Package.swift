@@ -43,7 +43,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["API", "Store"]),
 
         .testTarget(name: "APITests", dependencies: ["API", "TestSupport"]),
-        .testTarget(name: "StoreTests", dependencies: ["Store", "API", "TestSupport", "ctl"]),
+        .testTarget(name: "StoreTests", dependencies: ["Store", "API", "TestSupport", "ctl", .product(name: "Logging", package: "swift-log")]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -27,6 +27,7 @@ final class WriteQueue: @unchecked Sendable {
     private let condition = NSCondition()
     private var pending: [PendingWrite] = []
     private var closed = false
+    private var stopped = false
 
     func enqueue(_ write: PendingWrite) {
         condition.lock()
@@ -52,10 +53,25 @@ final class WriteQueue: @unchecked Sendable {
         return batch
     }
 
+    /// Refuses new writes; the writer thread finishes what is queued, then stops.
     func close() {
         condition.lock()
         closed = true
         condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Called by the writer thread as it exits.
+    func markStopped() {
+        condition.lock()
+        stopped = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    func waitUntilStopped() {
+        condition.lock()
+        while !stopped { condition.wait() }
         condition.unlock()
     }
 }
@@ -69,12 +85,14 @@ struct WriterLoop {
     let options: SQLiteStore.Options
     let logger: Logger
     let revisions: RevisionState
+    let stats: StoreStats
 
     func run() {
         let maxBatch = options.groupCommit ? options.maxBatch : 1
         while let batch = queue.take(max: maxBatch) {
             process(batch)
         }
+        queue.markStopped()
     }
 
     func process(_ batch: [PendingWrite]) {
@@ -107,14 +125,18 @@ struct WriterLoop {
             let meta = try connection.prepare("UPDATE meta SET v = ? WHERE k = ?")
             meta.bind(1, revision).bind(2, "current_rev")
             try meta.run()
+            connection.resetStatements()
             try connection.execute("COMMIT")
         } catch {
+            connection.resetStatements()
             try? connection.execute("ROLLBACK")
             logger.error("store commit failed; batch not applied", metadata: ["error": "\(error)", "writes": "\(batch.count)"])
+            stats.failedCommits.add(1, ordering: .relaxed)
             let failure = StoreError(.storage, "the write could not be made durable: \(error)")
             for write in batch { write.continuation.resume(throwing: failure) }
             return
         }
+        stats.recordCommit(batch: batch.count)
         revisions.value.withLock { $0 = (revision, compacted) }
         hub.publish(events)
         for (write, outcome) in zip(batch, outcomes) {

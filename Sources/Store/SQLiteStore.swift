@@ -43,6 +43,8 @@ public final class SQLiteStore: ObjectStore, Sendable {
     let writer: WriteQueue
     let readers: Mutex<[SQLiteConnection]>
     let revisions: RevisionState
+    /// Write-path counters.
+    public let stats = StoreStats()
 
     /// Opens (creating if needed) the store in `directory`.
     public init(directory: String, options: Options = Options(), logger: Logger = Logger(label: "cox.store")) throws {
@@ -73,8 +75,8 @@ public final class SQLiteStore: ObjectStore, Sendable {
         self.hub = WatchHub(capacity: options.watchRingCapacity, head: current)
         self.readers = Mutex([])
         self.writer = WriteQueue()
-        let thread = Thread { [writer, hub, options, logger, revisions] in
-            WriterLoop(connection: connection, queue: writer, hub: hub, options: options, logger: logger, revisions: revisions).run()
+        let thread = Thread { [writer, hub, options, logger, revisions, stats] in
+            WriterLoop(connection: connection, queue: writer, hub: hub, options: options, logger: logger, revisions: revisions, stats: stats).run()
         }
         thread.name = "cox-store-writer"
         thread.start()
@@ -85,9 +87,10 @@ public final class SQLiteStore: ObjectStore, Sendable {
         close()
     }
 
-    /// Stops accepting writes (pending ones finish) and ends every watch.
+    /// Stops accepting writes, waits for queued ones to commit, and ends every watch.
     public func close() {
         writer.close()
+        writer.waitUntilStopped()
         hub.close()
     }
 
@@ -160,14 +163,19 @@ public final class SQLiteStore: ObjectStore, Sendable {
             try c.execute("PRAGMA query_only=1;")
             return c
         }()
-        defer {
+        try connection.execute("BEGIN")
+        let result: Result<R, Error> = Result { try body(connection) }
+        connection.resetStatements()
+        do {
+            try connection.execute("COMMIT")
             readers.withLock { pool in
                 if pool.count < options.readPoolSize { pool.append(connection) }
             }
+        } catch {
+            // A connection whose transaction did not end would keep an old snapshot: drop it.
+            logger.warning("read transaction did not end cleanly; closing the connection", metadata: ["error": "\(error)"])
         }
-        try connection.execute("BEGIN")
-        defer { try? connection.execute("COMMIT") }
-        return try body(connection)
+        return try result.get()
     }
 
     public func get<T: APIObject>(_ type: T.Type, namespace: String, name: String) async throws -> T {

@@ -47,6 +47,12 @@ final class SQLiteConnection: @unchecked Sendable {
         }
     }
 
+    /// Resets every cached statement, ending their read cursors so a transaction can end and the
+    /// next one sees a fresh snapshot.
+    func resetStatements() {
+        for statement in statements.values { sqlite3_reset(statement.handle) }
+    }
+
     /// A prepared statement, cached by its SQL text and reset before reuse.
     func prepare(_ sql: String) throws -> Statement {
         if let cached = statements[sql] {

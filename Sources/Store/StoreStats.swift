@@ -1,0 +1,24 @@
+import Synchronization
+
+/// Counters of the store's write path, for `/metrics` and for tests that check batching.
+public final class StoreStats: Sendable {
+    /// Transactions committed.
+    public let commits = Atomic<Int>(0)
+    /// Writes acknowledged (including failed preconditions, which use no revision).
+    public let writes = Atomic<Int>(0)
+    /// Largest number of writes in one commit.
+    public let largestBatch = Atomic<Int>(0)
+    /// Commits that failed (nothing in them was applied).
+    public let failedCommits = Atomic<Int>(0)
+
+    func recordCommit(batch: Int) {
+        commits.add(1, ordering: .relaxed)
+        writes.add(batch, ordering: .relaxed)
+        var current = largestBatch.load(ordering: .relaxed)
+        while batch > current {
+            let (exchanged, original) = largestBatch.compareExchange(expected: current, desired: batch, ordering: .relaxed)
+            if exchanged { break }
+            current = original
+        }
+    }
+}

@@ -1,0 +1,78 @@
+import API
+import Dispatch
+import Synchronization
+
+/// Measures the watch hub alone: one publisher, many watchers, every watcher receives every event.
+/// Lives here because the hub is internal; `cox bench watch` prints its figures.
+public enum WatchFanoutBenchmark {
+    public struct Result: Sendable {
+        public let deliveries: Int
+        public let seconds: Double
+        public let lagP50Milliseconds: Double
+        public let lagP99Milliseconds: Double
+    }
+
+    /// Sample the lag of every Nth event per watcher (keeps memory bounded with many watchers).
+    static let lagSampleEvery = 64
+
+    /// Publish times by revision, written before an event is published and read after (the hub's
+    /// lock orders the two).
+    final class PublishTimes: @unchecked Sendable {
+        let nanos: UnsafeMutableBufferPointer<UInt64>
+        init(count: Int) { nanos = .allocate(capacity: count + 1) }
+        deinit { nanos.deallocate() }
+    }
+
+    public static func run(watchers: Int, events: Int, batch: Int) async -> Result {
+        // The ring holds every event so that the figure is fan-out cost, not cut-offs.
+        let hub = WatchHub(capacity: events, head: 0)
+        var pod = Samples.pod()
+        pod.metadata.resourceVersion = "1"
+        let bytes = pod.protobufBytes()
+        let key = ObjectKey(of: pod)
+        let prepared = (1...events).map { StoreEvent(revision: Int64($0), type: .modified, key: key, object: pod, bytes: bytes) }
+        let times = PublishTimes(count: events)
+        let start = DispatchTime.now().uptimeNanoseconds
+        let lags = await withTaskGroup(of: [UInt64].self) { group in
+            for _ in 0..<watchers {
+                let watch = StoreWatch(hub: hub, from: 0, options: WatchOptions()) { _, _ in [] }
+                group.addTask {
+                    var samples: [UInt64] = []
+                    samples.reserveCapacity(events / lagSampleEvery + 1)
+                    var received = 0
+                    while received < events {
+                        guard let batch = try? await watch.next(), !batch.isEmpty else { break }
+                        let now = DispatchTime.now().uptimeNanoseconds
+                        for event in batch where event.revision % Int64(lagSampleEvery) == 0 {
+                            samples.append(now - times.nanos[Int(event.revision)])
+                        }
+                        received += batch.count
+                    }
+                    watch.cancel()
+                    return samples
+                }
+            }
+            group.addTask {
+                var next = 0
+                while next < events {
+                    let end = min(events, next + batch)
+                    let now = DispatchTime.now().uptimeNanoseconds
+                    for i in next..<end { times.nanos[i + 1] = now }
+                    hub.publish(Array(prepared[next..<end]))
+                    next = end
+                    await Task.yield()
+                }
+                return []
+            }
+            var all: [UInt64] = []
+            for await samples in group { all.append(contentsOf: samples) }
+            return all
+        }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        let sorted = lags.sorted()
+        func pct(_ p: Double) -> Double {
+            sorted.isEmpty ? 0 : Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]) / 1e6
+        }
+        return Result(deliveries: watchers * events, seconds: seconds, lagP50Milliseconds: pct(0.5), lagP99Milliseconds: pct(0.99))
+    }
+}

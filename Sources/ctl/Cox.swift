@@ -1,0 +1,13 @@
+import API
+import ArgumentParser
+
+/// `cox`: every Coxswain component and the user's CLI in one binary.
+@main
+struct Cox: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cox",
+        abstract: "Coxswain: a small, Kubernetes-shaped workload orchestrator.",
+        version: CoxVersion.version,
+        subcommands: [VersionCommand.self, ValidateCommand.self, BenchCommand.self, DebugCommand.self]
+    )
+}

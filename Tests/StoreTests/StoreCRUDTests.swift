@@ -1,0 +1,156 @@
+import API
+import Foundation
+import Logging
+import Testing
+import TestSupport
+@testable import Store
+
+func openStore(_ dir: TemporaryDirectory, configure: (inout SQLiteStore.Options) -> Void = { _ in }) throws -> SQLiteStore {
+    var options = SQLiteStore.Options()
+    configure(&options)
+    var logger = Logger(label: "cox.store.test")
+    logger.logLevel = .warning
+    return try SQLiteStore(directory: dir.path, options: options, logger: logger)
+}
+
+func expectStoreError(_ code: StoreError.Code, _ body: () async throws -> Void, sourceLocation: SourceLocation = #_sourceLocation) async {
+    do {
+        try await body()
+        Issue.record("expected \(code), got success", sourceLocation: sourceLocation)
+    } catch let error as StoreError {
+        #expect(error.code == code, "\(error)", sourceLocation: sourceLocation)
+    } catch {
+        Issue.record("expected \(code), got \(error)", sourceLocation: sourceLocation)
+    }
+}
+
+@Suite("Store: objects and revisions")
+struct StoreCRUDTests {
+    @Test func createSetsServerFieldsAndRevisionsAreGlobal() async throws {
+        let dir = TemporaryDirectory()
+        let store = try openStore(dir)
+        defer { store.close() }
+        let a = try await store.create(TestObjects.pod("a"))
+        let n = try await store.create(TestObjects.node("n1"))
+        let b = try await store.create(TestObjects.pod("b", namespace: "other"))
+        #expect([a, b].map(\.metadata.resourceVersion) == ["1", "3"])
+        #expect(n.metadata.resourceVersion == "2")
+        #expect(a.metadata.uid.count == 36 && a.metadata.uid != b.metadata.uid)
+        #expect(a.metadata.generation == 1)
+        #expect(a.metadata.creationTimestamp.seconds > 1_700_000_000)
+        #expect(store.currentRevision == 3)
+        let fetched = try await store.get(Pod.self, namespace: "default", name: "a")
+        #expect(fetched == a)
+        await expectStoreError(.alreadyExists) { _ = try await store.create(TestObjects.pod("a")) }
+        await expectStoreError(.notFound) { _ = try await store.get(Pod.self, namespace: "other", name: "a") }
+        #expect(store.currentRevision == 3, "failed writes use no revision")
+    }
+
+    @Test func updatesArePreconditionedAndGenerationFollowsSpec() async throws {
+        let dir = TemporaryDirectory()
+        let store = try openStore(dir)
+        defer { store.close() }
+        let created = try await store.create(TestObjects.pod("a"))
+
+        var statusOnly = created
+        statusOnly.status.phase = "Running"
+        let afterStatus = try await store.update(statusOnly)
+        #expect(afterStatus.metadata.generation == 1, "status changes do not bump generation")
+        #expect(afterStatus.metadata.resourceVersion == "2")
+
+        var stale = created
+        stale.spec.containers[0].command = ["true"]
+        await expectStoreError(.conflict) { _ = try await store.update(stale) }
+
+        var fresh = afterStatus
+        fresh.spec.containers[0].command = ["true"]
+        fresh.metadata.uid = "forged"
+        let afterSpec = try await store.update(fresh)
+        #expect(afterSpec.metadata.generation == 2)
+        #expect(afterSpec.metadata.uid == created.metadata.uid, "uid is immutable")
+        #expect(afterSpec.metadata.creationTimestamp == created.metadata.creationTimestamp)
+
+        let unchanged = try await store.update(afterSpec)
+        #expect(unchanged.metadata.resourceVersion == afterSpec.metadata.resourceVersion, "a no-op update writes nothing")
+        #expect(store.currentRevision == 3)
+
+        var unconditional = afterSpec
+        unconditional.metadata.resourceVersion = ""
+        unconditional.metadata.labels["x"] = "y"
+        #expect(try await store.update(unconditional).metadata.resourceVersion == "4")
+        await expectStoreError(.notFound) { _ = try await store.update(TestObjects.pod("ghost")) }
+    }
+
+    @Test func deleteIsPreconditionedAndFinal() async throws {
+        let dir = TemporaryDirectory()
+        let store = try openStore(dir)
+        defer { store.close() }
+        let created = try await store.create(TestObjects.pod("a"))
+        _ = try await store.update({ var p = created; p.metadata.labels["v"] = "2"; return p }())
+        await expectStoreError(.conflict) { _ = try await store.delete(Pod.self, namespace: "default", name: "a", resourceVersion: 1) }
+        let deleted = try await store.delete(Pod.self, namespace: "default", name: "a", resourceVersion: 2)
+        #expect(deleted.metadata.resourceVersion == "3")
+        #expect(deleted.metadata.labels["v"] == "2", "the deletion returns the last state")
+        await expectStoreError(.notFound) { _ = try await store.get(Pod.self, namespace: "default", name: "a") }
+        await expectStoreError(.notFound) { _ = try await store.delete(Pod.self, namespace: "default", name: "a", resourceVersion: nil) }
+        let again = try await store.create(TestObjects.pod("a"))
+        #expect(again.metadata.uid != created.metadata.uid, "a re-created object is a new object")
+    }
+
+    @Test func oversizedObjectsAreRefusedAndChangeNothing() async throws {
+        let dir = TemporaryDirectory()
+        let store = try openStore(dir) { $0.maxObjectBytes = 64 * 1024 }
+        defer { store.close() }
+        _ = try await store.create(TestObjects.pod("small"))
+        var big = TestObjects.pod("big")
+        big.metadata.annotations["blob"] = String(repeating: "x", count: 100 * 1024)
+        await expectStoreError(.tooLarge) { _ = try await store.create(big) }
+        await expectStoreError(.notFound) { _ = try await store.get(Pod.self, namespace: "default", name: "big") }
+        #expect(store.currentRevision == 1)
+        await expectStoreError(.invalid) { _ = try await store.create(TestObjects.pod("")) }
+        var badVersion = TestObjects.pod("small")
+        badVersion.metadata.resourceVersion = "abc"
+        await expectStoreError(.invalid) { _ = try await store.update(badVersion) }
+    }
+
+    @Test func everythingSurvivesReopening() async throws {
+        let dir = TemporaryDirectory()
+        var store = try openStore(dir)
+        for i in 0..<10 { _ = try await store.create(TestObjects.pod("p\(i)")) }
+        _ = try await store.delete(Pod.self, namespace: "default", name: "p3", resourceVersion: nil)
+        store.close()
+        store = try openStore(dir)
+        defer { store.close() }
+        #expect(store.currentRevision == 11)
+        let list = try await store.list(Pod.self, options: ListOptions())
+        #expect(list.items.count == 9)
+        #expect(try await store.create(TestObjects.pod("p3")).metadata.resourceVersion == "12")
+    }
+
+    @Test func concurrentWritesAreGroupedIntoFewerCommits() async throws {
+        let dir = TemporaryDirectory()
+        let store = try openStore(dir)
+        defer { store.close() }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for i in 0..<256 {
+                group.addTask { _ = try await store.create(TestObjects.pod("p\(i)")) }
+            }
+            try await group.waitForAll()
+        }
+        let commits = store.stats.commits.load(ordering: .relaxed)
+        #expect(store.currentRevision == 256)
+        #expect(commits < 256, "256 concurrent writes took \(commits) commits")
+        #expect(store.stats.largestBatch.load(ordering: .relaxed) > 1)
+    }
+
+    @Test func oneTransactionPerWriteWhenGroupCommitIsOff() async throws {
+        let dir = TemporaryDirectory()
+        let store = try openStore(dir) { $0.groupCommit = false }
+        defer { store.close() }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for i in 0..<32 { group.addTask { _ = try await store.create(TestObjects.pod("p\(i)")) } }
+            try await group.waitForAll()
+        }
+        #expect(store.stats.commits.load(ordering: .relaxed) == 32)
+    }
+}

@@ -1,0 +1,71 @@
+import API
+import Testing
+import TestSupport
+@testable import Store
+
+@Suite("Store: lists")
+struct StoreListTests {
+    @Test func namespacesSelectorsAndOrder() async throws {
+        let dir = TemporaryDirectory()
+        let store = try openStore(dir)
+        defer { store.close() }
+        for (ns, name, tier) in [("b", "z", "web"), ("a", "y", "db"), ("a", "x", "web"), ("b", "w", "db")] {
+            _ = try await store.create(TestObjects.pod(name, namespace: ns, labels: ["tier": tier]))
+        }
+        _ = try await store.create(TestObjects.node("n"))
+        let all = try await store.list(Pod.self, options: ListOptions())
+        #expect(all.items.map { "\($0.metadata.namespace)/\($0.metadata.name)" } == ["a/x", "a/y", "b/w", "b/z"])
+        #expect(all.revision == 5)
+        #expect(all.continueToken == nil)
+        #expect(try await store.list(Pod.self, options: ListOptions(namespace: "a")).items.map(\.metadata.name) == ["x", "y"])
+        let web = try await store.list(Pod.self, options: ListOptions(labelSelector: try Selector(parsing: "tier=web")))
+        #expect(web.items.map(\.metadata.name) == ["x", "z"])
+        let byField = try await store.list(Pod.self, options: ListOptions(predicate: { $0.metadata.name == "w" }))
+        #expect(byField.items.map(\.metadata.name) == ["w"])
+        #expect(try await store.list(Node.self, options: ListOptions(namespace: "a")).items.count == 1, "namespace is ignored for cluster-scoped kinds")
+    }
+
+    @Test func pagesComeFromOneRevision() async throws {
+        let dir = TemporaryDirectory()
+        let store = try openStore(dir)
+        defer { store.close() }
+        for i in 0..<25 { _ = try await store.create(TestObjects.pod(String(format: "p%02d", i))) }
+        var first = try await store.list(Pod.self, options: ListOptions(limit: 10))
+        #expect(first.items.count == 10)
+        let token = try #require(first.continueToken)
+        // Change the world between pages: delete one not yet listed, add one, modify one.
+        _ = try await store.delete(Pod.self, namespace: "default", name: "p15", resourceVersion: nil)
+        _ = try await store.create(TestObjects.pod("p99"))
+        var changed = try await store.get(Pod.self, namespace: "default", name: "p20")
+        changed.metadata.labels["changed"] = "yes"
+        _ = try await store.update(changed)
+
+        var names = first.items.map(\.metadata.name)
+        var next: String? = token
+        while let page = next {
+            first = try await store.list(Pod.self, options: ListOptions(limit: 10, continueToken: page))
+            #expect(first.revision == 25)
+            names += first.items.map(\.metadata.name)
+            #expect(!first.items.contains { $0.metadata.labels["changed"] != nil }, "pages show the state at the first page's revision")
+            next = first.continueToken
+        }
+        #expect(names == (0..<25).map { String(format: "p%02d", $0) })
+
+        let filtered = try await store.list(Pod.self, options: ListOptions(labelSelector: try Selector(parsing: "changed=yes"), limit: 5))
+        #expect(filtered.items.map(\.metadata.name) == ["p20"])
+        #expect(filtered.continueToken == nil)
+    }
+
+    @Test func continueTokensExpireWithCompaction() async throws {
+        let dir = TemporaryDirectory()
+        let store = try openStore(dir)
+        defer { store.close() }
+        for i in 0..<5 { _ = try await store.create(TestObjects.pod("p\(i)")) }
+        let page = try await store.list(Pod.self, options: ListOptions(limit: 2))
+        for i in 0..<3 { _ = try await store.update({ var p = TestObjects.pod("p\(i)"); p.metadata.labels["i"] = "\(i)"; return p }()) }
+        try await store.compact(to: store.currentRevision)
+        await expectStoreError(.compacted) { _ = try await store.list(Pod.self, options: ListOptions(limit: 2, continueToken: page.continueToken)) }
+        await expectStoreError(.invalid) { _ = try await store.list(Pod.self, options: ListOptions(continueToken: "garbage")) }
+        #expect(try await store.list(Pod.self, options: ListOptions()).items.count == 5)
+    }
+}

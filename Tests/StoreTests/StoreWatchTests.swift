@@ -1,0 +1,179 @@
+import API
+import Foundation
+import Testing
+import TestSupport
+@testable import Store
+
+/// Collects events from a watch until `count` have arrived.
+func collect(_ watch: StoreWatch, count: Int) async throws -> [StoreEvent] {
+    var events: [StoreEvent] = []
+    while events.count < count {
+        let batch = try await watch.next()
+        if batch.isEmpty { break }
+        events += batch
+    }
+    return events
+}
+
+@Suite("Store: watches")
+struct StoreWatchTests {
+    @Test func watchSeesEveryChangeAfterItsRevisionOnceInOrder() async throws {
+        let dir = TemporaryDirectory()
+        let store = try openStore(dir)
+        defer { store.close() }
+        let a = try await store.create(TestObjects.pod("a", labels: ["app": "x"]))
+        let start = store.currentRevision
+        let watch = try store.watch(from: start, options: .of(Pod.self))
+        var modified = a
+        modified.metadata.labels["v"] = "2"
+        _ = try await store.update(modified)
+        _ = try await store.create(TestObjects.node("n"))
+        _ = try await store.create(TestObjects.pod("b", namespace: "other"))
+        _ = try await store.delete(Pod.self, namespace: "default", name: "a", resourceVersion: nil)
+        let events = try await collect(watch, count: 3)
+        #expect(events.map(\.type) == [.modified, .added, .deleted])
+        #expect(events.map(\.revision) == [2, 4, 5])
+        #expect(events.map(\.key.name) == ["a", "b", "a"])
+        #expect(events[2].object.metadata.resourceVersion == "5")
+        watch.cancel()
+
+        let selective = try store.watch(from: 0, options: WatchOptions(resource: "pods", namespace: "default", labelSelector: try Selector(parsing: "app=x")))
+        let replayed = try await collect(selective, count: 3)
+        #expect(replayed.map(\.revision) == [1, 2, 5])
+    }
+
+    @Test func watchFromOldRevisionReplaysFromTheLogThenFollows() async throws {
+        let dir = TemporaryDirectory()
+        // A tiny ring forces catch-up through the revision log.
+        let store = try openStore(dir) { $0.watchRingCapacity = 4 }
+        defer { store.close() }
+        for i in 0..<50 { _ = try await store.create(TestObjects.pod("p\(i)")) }
+        let watch = try store.watch(from: 10, options: WatchOptions())
+        let writer = Task {
+            for i in 50..<60 { _ = try await store.create(TestObjects.pod("p\(i)")) }
+        }
+        let events = try await collect(watch, count: 50)
+        try await writer.value
+        #expect(events.map(\.revision) == Array(11...60))
+    }
+
+    @Test func watchResumesAcrossReopen() async throws {
+        let dir = TemporaryDirectory()
+        var store = try openStore(dir)
+        for i in 0..<5 { _ = try await store.create(TestObjects.pod("p\(i)")) }
+        store.close()
+        store = try openStore(dir)
+        defer { store.close() }
+        let watch = try store.watch(from: 3, options: WatchOptions())
+        _ = try await store.create(TestObjects.pod("p5"))
+        #expect(try await collect(watch, count: 3).map(\.revision) == [4, 5, 6])
+    }
+
+    @Test func compactedHistoryIsAnErrorNeverAGap() async throws {
+        let dir = TemporaryDirectory()
+        let store = try openStore(dir) { $0.watchRingCapacity = 8 }
+        defer { store.close() }
+        for i in 0..<40 { _ = try await store.create(TestObjects.pod("p\(i % 5)-\(i)")) }
+        try await store.compact(to: 30)
+        await expectStoreError(.compacted) { _ = try store.watch(from: 5, options: WatchOptions()) }
+        let fromCompaction = try store.watch(from: 30, options: WatchOptions())
+        #expect(try await collect(fromCompaction, count: 10).map(\.revision) == Array(31...40))
+    }
+
+    /// A watch that runs while compaction happens sees every change exactly once, in order, or
+    /// ends with `compacted`; it never skips silently.
+    @Test func watchAcrossConcurrentCompaction() async throws {
+        for attempt in 0..<4 {
+            let dir = TemporaryDirectory()
+            let store = try openStore(dir) { $0.watchRingCapacity = 16 }
+            for i in 0..<200 { _ = try await store.create(TestObjects.pod("p\(i % 7)-\(i)")) }
+            let watch = try store.watch(from: 0, options: WatchOptions())
+            let churn = Task {
+                for i in 0..<200 {
+                    var pod = TestObjects.pod("p\(i % 7)-\(i)")
+                    pod.metadata.labels["round"] = "2"
+                    _ = try await store.update(pod)
+                    if i % 40 == 0 { try await store.compact(to: store.currentRevision - Int64(attempt * 5)) }
+                }
+            }
+            var seen: [Int64] = []
+            do {
+                while seen.count < 400 {
+                    let batch = try await watch.next()
+                    seen += batch.map(\.revision)
+                    // Slow consumer: give the writer and compactor room to race ahead.
+                    await Task.yield()
+                }
+                #expect(seen == Array(1...400))
+            } catch let error as StoreError {
+                #expect(error.code == .compacted || error.code == .watcherTooSlow, "\(error)")
+                #expect(seen == Array(1...Int64(seen.count)), "what arrived before the error has no gap")
+            }
+            try await churn.value
+            store.close()
+        }
+    }
+
+    @Test func slowWatcherIsCutOffWithItsResumeRevisionAndWritersNeverWait() async throws {
+        let dir = TemporaryDirectory()
+        let store = try openStore(dir) { $0.watchRingCapacity = 32 }
+        defer { store.close() }
+        let watch = try store.watch(from: 0, options: WatchOptions())
+        _ = try await store.create(TestObjects.pod("first"))
+        let firstBatch = try await watch.next()
+        #expect(firstBatch.map(\.revision) == [1])
+        // The watcher stops reading; 100 writes must still complete.
+        for i in 0..<100 { _ = try await store.create(TestObjects.pod("p\(i)")) }
+        #expect(store.currentRevision == 101)
+        do {
+            _ = try await watch.next()
+            Issue.record("a watcher 100 events behind a 32-event ring must be cut off")
+        } catch let error as StoreError {
+            #expect(error.code == .watcherTooSlow)
+            #expect(error.revision == 1)
+        }
+        // Resuming from the reported revision works (from the log).
+        let resumed = try store.watch(from: 1, options: WatchOptions())
+        #expect(try await collect(resumed, count: 100).map(\.revision) == Array(2...101))
+    }
+
+    @Test func cancellingAWaitingWatchReturnsPromptly() async throws {
+        let dir = TemporaryDirectory()
+        let store = try openStore(dir)
+        defer { store.close() }
+        let watch = try store.watch(from: 0, options: WatchOptions())
+        #expect(store.activeWatchers == 1)
+        let waiting = Task { try await watch.next() }
+        try await Task.sleep(for: .milliseconds(20))
+        waiting.cancel()
+        await #expect(throws: CancellationError.self) { _ = try await waiting.value }
+        watch.cancel()
+        #expect(store.activeWatchers == 0)
+    }
+
+    @Test func eachEncodingIsMadeOncePerEvent() async throws {
+        let dir = TemporaryDirectory()
+        let store = try openStore(dir)
+        defer { store.close() }
+        let watches = try (0..<20).map { _ in try store.watch(from: 0, options: WatchOptions()) }
+        _ = try await store.create(TestObjects.pod("a"))
+        let encodes = Counter()
+        var outputs: Set<[UInt8]> = []
+        for watch in watches {
+            let event = try #require(try await watch.next().first)
+            outputs.insert(event.encoded("json") { e in
+                encodes.increment()
+                return e.object.jsonBytes()
+            })
+        }
+        #expect(encodes.value == 1)
+        #expect(outputs.count == 1)
+    }
+}
+
+final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+    func increment() { lock.lock(); count += 1; lock.unlock() }
+    var value: Int { lock.lock(); defer { lock.unlock() }; return count }
+}
