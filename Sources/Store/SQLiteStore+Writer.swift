@@ -5,7 +5,9 @@ import Synchronization
 
 /// One write the writer thread applies inside a batch.
 enum WriteOp: @unchecked Sendable {
-    case create(ObjectKey, any APIObject)
+    /// The object is ready to store (uid, creationTimestamp, generation set) and `bytes` is its
+    /// encoding, made by the caller so that encoding runs in parallel, off the writer thread.
+    case create(ObjectKey, any APIObject, bytes: [UInt8])
     case update(ObjectKey, any APIObject, expected: Int64?)
     case delete(ObjectKey, any APIObject.Type, expected: Int64?)
     case compact(Int64)
@@ -86,6 +88,7 @@ struct WriterLoop {
     let logger: Logger
     let revisions: RevisionState
     let stats: StoreStats
+    let live = LiveObjects()
 
     func run() {
         let maxBatch = options.groupCommit ? options.maxBatch : 1
@@ -127,9 +130,11 @@ struct WriterLoop {
             try meta.run()
             connection.resetStatements()
             try connection.execute("COMMIT")
+            live.commit()
         } catch {
             connection.resetStatements()
             try? connection.execute("ROLLBACK")
+            live.rollback()
             logger.error("store commit failed; batch not applied", metadata: ["error": "\(error)", "writes": "\(batch.count)"])
             stats.failedCommits.add(1, ordering: .relaxed)
             let failure = StoreError(.storage, "the write could not be made durable: \(error)")
@@ -146,11 +151,26 @@ struct WriterLoop {
 
     // MARK: - Applying one write
 
-    func current(_ key: ObjectKey) throws -> (revision: Int64, bytes: [UInt8])? {
+    /// The live object at `key` and the revision of its last write, from the cache of live objects
+    /// or, on a miss, from the database.
+    func current(_ key: ObjectKey, as type: (some APIObject).Type) throws -> (revision: Int64, bytes: [UInt8], object: any APIObject)? {
+        if let cached = live.objects[key] { return cached }
         let statement = try connection.prepare("SELECT rev, type, value FROM kv WHERE res = ? AND ns = ? AND name = ? ORDER BY rev DESC LIMIT 1")
         statement.bind(1, key.resource).bind(2, key.namespace).bind(3, key.name)
         guard try statement.step(), statement.int64(1) != StoreEvent.EventType.deleted.rawValue else { return nil }
-        return (statement.int64(0), statement.blob(2))
+        let revision = statement.int64(0)
+        let bytes = statement.blob(2)
+        var object = try type.init(serializedBytes: bytes)
+        object.metadata.resourceVersion = String(revision)
+        return (revision, bytes, object)
+    }
+
+    /// Whether a live object has this key.
+    func exists(_ key: ObjectKey) throws -> Bool {
+        if live.objects[key] != nil { return true }
+        let statement = try connection.prepare("SELECT type FROM kv WHERE res = ? AND ns = ? AND name = ? ORDER BY rev DESC LIMIT 1")
+        statement.bind(1, key.resource).bind(2, key.namespace).bind(3, key.name)
+        return try statement.step() && statement.int64(0) != StoreEvent.EventType.deleted.rawValue
     }
 
     func insert(_ key: ObjectKey, revision: Int64, type: StoreEvent.EventType, bytes: [UInt8]) throws {
@@ -164,37 +184,33 @@ struct WriterLoop {
 
     func apply(_ op: WriteOp, revision: Int64) throws -> StoreEvent? {
         switch op {
-        case .create(let key, let object): return try create(key, object, revision: revision)
+        case .create(let key, let object, let bytes): return try create(key, object, bytes: bytes, revision: revision)
         case .update(let key, let object, let expected): return try update(key, object, expected: expected, revision: revision)
         case .delete(let key, let type, let expected): return try delete(key, type, expected: expected, revision: revision)
         case .compact: return nil
         }
     }
 
-    func create<T: APIObject>(_ key: ObjectKey, _ object: T, revision: Int64) throws -> StoreEvent {
-        if try current(key) != nil {
+    func create<T: APIObject>(_ key: ObjectKey, _ object: T, bytes: [UInt8], revision: Int64) throws -> StoreEvent {
+        if try exists(key) {
             throw StoreError(.alreadyExists, "\(T.kindInfo.resource) \"\(key.name)\" already exists")
         }
-        var stored = object
-        stored.setTypeMeta()
-        stored.metadata.uid = UUID().uuidString.lowercased()
-        stored.metadata.creationTimestamp = Timestamp.nowSeconds()
-        stored.metadata.generation = 1
-        stored.metadata.resourceVersion = String(revision)
-        let bytes = stored.protobufBytes()
         try insert(key, revision: revision, type: .added, bytes: bytes)
+        var stored = object
+        stored.metadata.resourceVersion = String(revision)
+        live.stage(key, (revision, bytes, stored))
         return StoreEvent(revision: revision, type: .added, key: key, object: stored, bytes: bytes)
     }
 
     func update<T: APIObject>(_ key: ObjectKey, _ object: T, expected: Int64?, revision: Int64) throws -> StoreEvent? {
-        guard let (currentRevision, currentBytes) = try current(key) else {
+        guard let (currentRevision, _, currentObject) = try current(key, as: T.self) else {
             throw StoreError(.notFound, "\(T.kindInfo.resource) \"\(key.name)\" not found")
         }
         if let expected, expected != currentRevision {
             throw StoreError(.conflict, "Operation cannot be fulfilled on \(T.kindInfo.groupResource) \"\(key.name)\": the object has been modified; please apply your changes to the latest version and try again",
                              revision: currentRevision)
         }
-        let existing = try T(serializedBytes: currentBytes)
+        let existing = currentObject as! T
         var stored = object
         stored.setTypeMeta()
         stored.metadata.uid = existing.metadata.uid
@@ -202,25 +218,28 @@ struct WriterLoop {
         stored.metadata.generation = existing.metadata.generation + (stored.specDiffers(from: existing) ? 1 : 0)
         stored.metadata.resourceVersion = existing.metadata.resourceVersion
         if stored.isEqualTo(message: existing) { return nil }
-        stored.metadata.resourceVersion = String(revision)
+        stored.metadata.resourceVersion = ""
         let bytes = stored.protobufBytes()
         try insert(key, revision: revision, type: .modified, bytes: bytes)
+        stored.metadata.resourceVersion = String(revision)
+        live.stage(key, (revision, bytes, stored))
         return StoreEvent(revision: revision, type: .modified, key: key, object: stored, bytes: bytes)
     }
 
     func delete<T: APIObject>(_ key: ObjectKey, _ type: T.Type, expected: Int64?, revision: Int64) throws -> StoreEvent {
-        guard let (currentRevision, currentBytes) = try current(key) else {
+        guard let (currentRevision, currentBytes, currentObject) = try current(key, as: T.self) else {
             throw StoreError(.notFound, "\(T.kindInfo.resource) \"\(key.name)\" not found")
         }
         if let expected, expected != currentRevision {
             throw StoreError(.conflict, "Operation cannot be fulfilled on \(T.kindInfo.groupResource) \"\(key.name)\": the object has been modified; please apply your changes to the latest version and try again",
                              revision: currentRevision)
         }
-        var last = try T(serializedBytes: currentBytes)
+        // The tombstone keeps the last state; its version is the deletion's revision.
+        try insert(key, revision: revision, type: .deleted, bytes: currentBytes)
+        var last = currentObject as! T
         last.metadata.resourceVersion = String(revision)
-        let bytes = last.protobufBytes()
-        try insert(key, revision: revision, type: .deleted, bytes: bytes)
-        return StoreEvent(revision: revision, type: .deleted, key: key, object: last, bytes: bytes)
+        live.stageDeletion(key)
+        return StoreEvent(revision: revision, type: .deleted, key: key, object: last, bytes: currentBytes)
     }
 
     /// Deletes every row at or before `target` that a later row of the same key (also at or before
@@ -248,4 +267,36 @@ struct WriterLoop {
 final class RevisionState: Sendable {
     let value: Mutex<(current: Int64, compacted: Int64)>
     init(current: Int64, compacted: Int64) { value = Mutex((current, compacted)) }
+}
+
+/// The writer thread's cache of live objects, so updates and deletes need no decode. Changes made
+/// inside a transaction are staged and become visible to later writes in the same batch at once,
+/// but are dropped if the commit fails. Bounded by `capacity`: past it, entries are evicted at
+/// random (a miss costs one read and one decode).
+final class LiveObjects {
+    typealias Entry = (revision: Int64, bytes: [UInt8], object: any APIObject)
+    static let capacity = 100_000
+
+    private(set) var objects: [ObjectKey: Entry] = [:]
+    private var undo: [ObjectKey: Entry?] = [:]
+
+    func stage(_ key: ObjectKey, _ entry: Entry) {
+        if undo[key] == nil { undo[key] = .some(objects[key]) }
+        objects[key] = entry
+    }
+
+    func stageDeletion(_ key: ObjectKey) {
+        if undo[key] == nil { undo[key] = .some(objects[key]) }
+        objects[key] = nil
+    }
+
+    func commit() {
+        undo.removeAll(keepingCapacity: true)
+        while objects.count > Self.capacity, let victim = objects.keys.randomElement() { objects[victim] = nil }
+    }
+
+    func rollback() {
+        for (key, previous) in undo { objects[key] = previous }
+        undo.removeAll(keepingCapacity: true)
+    }
 }

@@ -115,7 +115,14 @@ public final class SQLiteStore: ObjectStore, Sendable {
 
     public func create<T: APIObject>(_ object: T) async throws -> T {
         try checkKey(object)
-        guard let event = try await submit(.create(ObjectKey(of: object), object)) else { throw StoreError(.storage, "create returned nothing") }
+        var stored = object
+        stored.setTypeMeta()
+        stored.metadata.uid = UUID().uuidString.lowercased()
+        stored.metadata.creationTimestamp = Timestamp.nowSeconds()
+        stored.metadata.generation = 1
+        stored.metadata.resourceVersion = ""
+        let bytes = stored.protobufBytes()
+        guard let event = try await submit(.create(ObjectKey(of: stored), stored, bytes: bytes)) else { throw StoreError(.storage, "create returned nothing") }
         return event.object as! T
     }
 
@@ -181,12 +188,14 @@ public final class SQLiteStore: ObjectStore, Sendable {
     public func get<T: APIObject>(_ type: T.Type, namespace: String, name: String) async throws -> T {
         let key = ObjectKey(type, namespace: namespace, name: name)
         return try read { connection in
-            let statement = try connection.prepare("SELECT type, value FROM kv WHERE res = ? AND ns = ? AND name = ? ORDER BY rev DESC LIMIT 1")
+            let statement = try connection.prepare("SELECT type, value, rev FROM kv WHERE res = ? AND ns = ? AND name = ? ORDER BY rev DESC LIMIT 1")
             statement.bind(1, key.resource).bind(2, key.namespace).bind(3, key.name)
             guard try statement.step(), statement.int64(0) != StoreEvent.EventType.deleted.rawValue else {
                 throw StoreError(.notFound, "\(T.kindInfo.resource) \"\(name)\" not found")
             }
-            return try T(serializedBytes: statement.blob(1))
+            var object = try T(serializedBytes: statement.blob(1))
+            object.metadata.resourceVersion = String(statement.int64(2))
+            return object
         }
     }
 
@@ -208,7 +217,7 @@ public final class SQLiteStore: ObjectStore, Sendable {
                 throw StoreError(.compacted, "the continue token is from revision \(revision), which has been compacted (compacted up to \(compacted)); start the list again", revision: compacted)
             }
             let sql = """
-                SELECT ns, name, value FROM kv AS a
+                SELECT ns, name, value, rev FROM kv AS a
                 WHERE res = ?1 AND (?2 IS NULL OR ns = ?2) AND rev <= ?3 AND (ns, name) > (?4, ?5) AND type != 2
                   AND rev = (SELECT max(rev) FROM kv AS b WHERE b.res = a.res AND b.ns = a.ns AND b.name = a.name AND b.rev <= ?3)
                 ORDER BY ns, name LIMIT ?6
@@ -225,7 +234,8 @@ public final class SQLiteStore: ObjectStore, Sendable {
                 while try statement.step() {
                     rows += 1
                     cursor = (statement.string(0), statement.string(1))
-                    let object = try T(serializedBytes: statement.blob(2))
+                    var object = try T(serializedBytes: statement.blob(2))
+                    object.metadata.resourceVersion = String(statement.int64(3))
                     if !options.labelSelector.isEverything && !options.labelSelector.matches(object.metadata.labels) { continue }
                     if let predicate = options.predicate, !predicate(object) { continue }
                     items.append(object)
@@ -275,7 +285,8 @@ public final class SQLiteStore: ObjectStore, Sendable {
                     throw StoreError(.storage, "unknown resource \"\(resource)\" in the revision log at revision \(statement.int64(0))")
                 }
                 let bytes = statement.blob(5)
-                let object = try kind.init(serializedBytes: bytes)
+                var object = try kind.init(serializedBytes: bytes)
+                object.metadata.resourceVersion = String(statement.int64(0))
                 events.append(StoreEvent(revision: statement.int64(0), type: StoreEvent.EventType(rawValue: statement.int64(4)) ?? .modified,
                                          key: ObjectKey(resource: resource, namespace: statement.string(2), name: statement.string(3)),
                                          object: object, bytes: bytes))

@@ -122,3 +122,23 @@ extension Manifests {
         return try type.init(json: json)
     }
 }
+
+@Suite("Resource version suffix")
+struct ResourceVersionSuffixTests {
+    /// Every kind has metadata as field 3, so appending the suffix sets the version without
+    /// touching anything else.
+    @Test func appendingTheSuffixSetsOnlyTheResourceVersion() throws {
+        for kind in Kinds.all {
+            var object = try kind.init(json: .object([]))
+            object.metadata.name = "x"
+            object.metadata.labels = ["a": "b"]
+            object.metadata.resourceVersion = "7"
+            let stored: [UInt8] = try object.serializedBytes()
+            let merged = try kind.init(serializedBytes: ResourceVersionSuffix.appending(1_234_567_890_123, to: stored))
+            #expect(merged.metadata.resourceVersion == "1234567890123", "\(kind)")
+            var expected = object
+            expected.metadata.resourceVersion = "1234567890123"
+            #expect(merged.isEqualTo(message: expected), "\(kind)")
+        }
+    }
+}

@@ -23,7 +23,7 @@ public final class StoreEvent: Sendable {
     public let key: ObjectKey
     /// The object after the change; for deletions its last state (resourceVersion = this revision).
     public let object: any APIObject
-    /// The object's protobuf encoding, as stored.
+    /// The object's protobuf encoding as stored: without resourceVersion (see `protobufBytes`).
     public let bytes: [UInt8]
     private let encodings = Mutex<[String: [UInt8]]>([:])
 
@@ -37,6 +37,9 @@ public final class StoreEvent: Sendable {
         self.object = object
         self.bytes = bytes
     }
+
+    /// The object's protobuf encoding with its resourceVersion, made without re-encoding.
+    public var protobufBytes: [UInt8] { ResourceVersionSuffix.appending(revision, to: bytes) }
 
     /// The event encoded for the wire as `format`, made by `encode` the first time it is asked for.
     public func encoded(_ format: String, using encode: (StoreEvent) -> [UInt8]) -> [UInt8] {

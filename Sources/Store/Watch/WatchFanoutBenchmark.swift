@@ -76,3 +76,58 @@ public enum WatchFanoutBenchmark {
         return Result(deliveries: watchers * events, seconds: seconds, lagP50Milliseconds: pct(0.5), lagP99Milliseconds: pct(0.99))
     }
 }
+
+extension WatchFanoutBenchmark {
+    /// The baseline: the obvious design, one AsyncStream per watcher and a yield per event per
+    /// watcher, measured the same way.
+    public static func runPerWatcherStreams(watchers: Int, events: Int, batch: Int) async -> Result {
+        var pod = Samples.pod()
+        pod.metadata.resourceVersion = "1"
+        let bytes = pod.protobufBytes()
+        let key = ObjectKey(of: pod)
+        let prepared = (1...events).map { StoreEvent(revision: Int64($0), type: .modified, key: key, object: pod, bytes: bytes) }
+        let times = PublishTimes(count: events)
+        let streams = (0..<watchers).map { _ in AsyncStream<StoreEvent>.makeStream(bufferingPolicy: .unbounded) }
+        let start = DispatchTime.now().uptimeNanoseconds
+        let lags = await withTaskGroup(of: [UInt64].self) { group in
+            for (stream, _) in streams {
+                group.addTask {
+                    var samples: [UInt64] = []
+                    var received = 0
+                    for await event in stream {
+                        if event.revision % Int64(lagSampleEvery) == 0 {
+                            samples.append(DispatchTime.now().uptimeNanoseconds - times.nanos[Int(event.revision)])
+                        }
+                        received += 1
+                        if received == events { break }
+                    }
+                    return samples
+                }
+            }
+            group.addTask {
+                var next = 0
+                while next < events {
+                    let end = min(events, next + batch)
+                    let now = DispatchTime.now().uptimeNanoseconds
+                    for i in next..<end { times.nanos[i + 1] = now }
+                    for (_, continuation) in streams {
+                        for event in prepared[next..<end] { continuation.yield(event) }
+                    }
+                    next = end
+                    await Task.yield()
+                }
+                for (_, continuation) in streams { continuation.finish() }
+                return []
+            }
+            var all: [UInt64] = []
+            for await samples in group { all.append(contentsOf: samples) }
+            return all
+        }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        let sorted = lags.sorted()
+        func pct(_ p: Double) -> Double {
+            sorted.isEmpty ? 0 : Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]) / 1e6
+        }
+        return Result(deliveries: watchers * events, seconds: seconds, lagP50Milliseconds: pct(0.5), lagP99Milliseconds: pct(0.99))
+    }
+}
