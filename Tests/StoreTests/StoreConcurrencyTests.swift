@@ -78,4 +78,26 @@ struct StoreConcurrencyTests {
         #expect(rows <= 50 + 100 + 50, "only the retained history and the live objects remain (\(rows) rows)")
         #expect(sizeAfterChurn <= sizeAfterWarmup * 2, "4× more writes must not grow the file: \(sizeAfterWarmup) → \(sizeAfterChurn) bytes")
     }
+
+    /// The background compactor keeps only the configured history and stops when cancelled.
+    @Test func backgroundCompactorRunsUntilCancelled() async throws {
+        let dir = TemporaryDirectory()
+        let store = try openStore(dir)
+        defer { store.close() }
+        for i in 0..<10 { _ = try await store.create(TestObjects.pod("p\(i)")) }
+        for round in 1...2 {
+            for i in 0..<10 { _ = try await store.update(TestObjects.pod("p\(i)", labels: ["round": "\(round)"])) }
+        }
+        let compactor = Task { await store.runCompactor(interval: .milliseconds(10), retainRevisions: 5) }
+        // Bounded wait for the first pass (not a timing assertion: 500 × 10 ms at most).
+        for _ in 0..<500 where store.compactedRevision < 25 { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(store.compactedRevision == 25)
+        compactor.cancel()
+        await compactor.value
+        // Revisions 1–10 created p0…p9, 11–20 and 21–30 updated them. At 25, p0…p4's latest rows are
+        // 21–25 and p5…p9's are 16–20; 26–30 are newer. Everything else is superseded.
+        #expect(try store.logRevisions().map(\.revision) == Array(16...30))
+        let live = try await store.list(Pod.self, options: ListOptions())
+        #expect(live.items.allSatisfy { $0.metadata.labels["round"] == "2" } && live.items.count == 10, "compaction never changes live objects")
+    }
 }

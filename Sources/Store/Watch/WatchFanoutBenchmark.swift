@@ -23,14 +23,28 @@ public enum WatchFanoutBenchmark {
         deinit { nanos.deallocate() }
     }
 
-    public static func run(watchers: Int, events: Int, batch: Int) async -> Result {
-        // The ring holds every event so that the figure is fan-out cost, not cut-offs.
-        let hub = WatchHub(capacity: events, head: 0)
+    /// `count` events with revisions 1...count, all carrying the sample pod.
+    static func preparedEvents(_ count: Int) -> [StoreEvent] {
         var pod = Samples.pod()
         pod.metadata.resourceVersion = "1"
         let bytes = pod.protobufBytes()
         let key = ObjectKey(of: pod)
-        let prepared = (1...events).map { StoreEvent(revision: Int64($0), type: .modified, key: key, object: pod, bytes: bytes) }
+        return (1...count).map { StoreEvent(revision: Int64($0), type: .modified, key: key, object: pod, bytes: bytes) }
+    }
+
+    static func summarize(lags: [UInt64], deliveries: Int, since start: UInt64) -> Result {
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        let sorted = lags.sorted()
+        func pct(_ p: Double) -> Double {
+            sorted.isEmpty ? 0 : Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]) / 1e6
+        }
+        return Result(deliveries: deliveries, seconds: seconds, lagP50Milliseconds: pct(0.5), lagP99Milliseconds: pct(0.99))
+    }
+
+    public static func run(watchers: Int, events: Int, batch: Int) async -> Result {
+        // The ring holds every event so that the figure is fan-out cost, not cut-offs.
+        let hub = WatchHub(capacity: events, head: 0)
+        let prepared = preparedEvents(events)
         let times = PublishTimes(count: events)
         let start = DispatchTime.now().uptimeNanoseconds
         let lags = await withTaskGroup(of: [UInt64].self) { group in
@@ -68,12 +82,7 @@ public enum WatchFanoutBenchmark {
             for await samples in group { all.append(contentsOf: samples) }
             return all
         }
-        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-        let sorted = lags.sorted()
-        func pct(_ p: Double) -> Double {
-            sorted.isEmpty ? 0 : Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]) / 1e6
-        }
-        return Result(deliveries: watchers * events, seconds: seconds, lagP50Milliseconds: pct(0.5), lagP99Milliseconds: pct(0.99))
+        return summarize(lags: lags, deliveries: watchers * events, since: start)
     }
 }
 
@@ -81,11 +90,7 @@ extension WatchFanoutBenchmark {
     /// The baseline: the obvious design, one AsyncStream per watcher and a yield per event per
     /// watcher, measured the same way.
     public static func runPerWatcherStreams(watchers: Int, events: Int, batch: Int) async -> Result {
-        var pod = Samples.pod()
-        pod.metadata.resourceVersion = "1"
-        let bytes = pod.protobufBytes()
-        let key = ObjectKey(of: pod)
-        let prepared = (1...events).map { StoreEvent(revision: Int64($0), type: .modified, key: key, object: pod, bytes: bytes) }
+        let prepared = preparedEvents(events)
         let times = PublishTimes(count: events)
         let streams = (0..<watchers).map { _ in AsyncStream<StoreEvent>.makeStream(bufferingPolicy: .unbounded) }
         let start = DispatchTime.now().uptimeNanoseconds
@@ -123,11 +128,6 @@ extension WatchFanoutBenchmark {
             for await samples in group { all.append(contentsOf: samples) }
             return all
         }
-        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-        let sorted = lags.sorted()
-        func pct(_ p: Double) -> Double {
-            sorted.isEmpty ? 0 : Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]) / 1e6
-        }
-        return Result(deliveries: watchers * events, seconds: seconds, lagP50Milliseconds: pct(0.5), lagP99Milliseconds: pct(0.99))
+        return summarize(lags: lags, deliveries: watchers * events, since: start)
     }
 }
