@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates the Swift code for Protos/ into Sources/API/Generated:
 #   *.pb.swift               protobuf messages (protoc + protoc-gen-swift from swift-protobuf)
-#   JSONCodecs.generated.swift  Kubernetes-compatible JSON codecs (scripts/gen-json.py)
+#   JSONCodecs.generated.swift   Kubernetes-compatible JSON codecs (scripts/gen-codecs.py)
+#   ProtoCodecs.generated.swift  specialised protobuf codecs (scripts/gen-codecs.py)
 # Installs protoc (Debian protobuf-compiler) and the Python protobuf package if missing, and
 # builds protoc-gen-swift from the swift-protobuf version Package.swift resolves to.
 set -euo pipefail
@@ -18,12 +19,12 @@ swift build -c release --package-path "$plugin_src" --scratch-path .build-protoc
 plugin=.build-protoc/release/protoc-gen-swift
 
 out=Sources/API/Generated
-rm -f "$out"/*.pb.swift "$out"/JSONCodecs.generated.swift
+rm -f "$out"/*.pb.swift "$out"/*.generated.swift
 protoc -I Protos --plugin=protoc-gen-swift="$plugin" \
   --swift_out="$out" --swift_opt=Visibility=Public --swift_opt=FileNaming=PathToUnderscores \
   Protos/cox/*.proto
 desc=$(mktemp)
 protoc -I Protos --include_imports --include_source_info -o "$desc" Protos/cox/*.proto
-python3 scripts/gen-json.py "$desc" "$out/JSONCodecs.generated.swift"
+python3 scripts/gen-codecs.py "$desc" "$out/JSONCodecs.generated.swift" "$out/ProtoCodecs.generated.swift"
 rm -f "$desc"
 echo "generated into $out"

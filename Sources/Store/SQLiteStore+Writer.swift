@@ -160,7 +160,7 @@ struct WriterLoop {
         guard try statement.step(), statement.int64(1) != StoreEvent.EventType.deleted.rawValue else { return nil }
         let revision = statement.int64(0)
         let bytes = statement.blob(2)
-        var object = try type.init(serializedBytes: bytes)
+        var object = try type.init(protobuf: bytes)
         object.metadata.resourceVersion = String(revision)
         return (revision, bytes, object)
     }

@@ -193,7 +193,7 @@ public final class SQLiteStore: ObjectStore, Sendable {
             guard try statement.step(), statement.int64(0) != StoreEvent.EventType.deleted.rawValue else {
                 throw StoreError(.notFound, "\(T.kindInfo.resource) \"\(name)\" not found")
             }
-            var object = try T(serializedBytes: statement.blob(1))
+            var object = try T(protobuf: statement.blob(1))
             object.metadata.resourceVersion = String(statement.int64(2))
             return object
         }
@@ -234,7 +234,7 @@ public final class SQLiteStore: ObjectStore, Sendable {
                 while try statement.step() {
                     rows += 1
                     cursor = (statement.string(0), statement.string(1))
-                    var object = try T(serializedBytes: statement.blob(2))
+                    var object = try T(protobuf: statement.blob(2))
                     object.metadata.resourceVersion = String(statement.int64(3))
                     if !options.labelSelector.isEverything && !options.labelSelector.matches(object.metadata.labels) { continue }
                     if let predicate = options.predicate, !predicate(object) { continue }
@@ -285,7 +285,7 @@ public final class SQLiteStore: ObjectStore, Sendable {
                     throw StoreError(.storage, "unknown resource \"\(resource)\" in the revision log at revision \(statement.int64(0))")
                 }
                 let bytes = statement.blob(5)
-                var object = try kind.init(serializedBytes: bytes)
+                var object = try kind.init(protobuf: bytes)
                 object.metadata.resourceVersion = String(statement.int64(0))
                 events.append(StoreEvent(revision: statement.int64(0), type: StoreEvent.EventType(rawValue: statement.int64(4)) ?? .modified,
                                          key: ObjectKey(resource: resource, namespace: statement.string(2), name: statement.string(3)),

@@ -19,7 +19,7 @@ public struct KindInfo: Sendable, Hashable, CustomStringConvertible {
 }
 
 /// A top-level API object: protobuf message plus Kubernetes JSON, with ObjectMeta.
-public protocol APIObject: SwiftProtobuf.Message, JSONCodable, Sendable {
+public protocol APIObject: SwiftProtobuf.Message, JSONCodable, ProtoCodable, Sendable {
     static var kindInfo: KindInfo { get }
     var apiVersion: String { get set }
     var kind: String { get set }
@@ -42,14 +42,12 @@ extension APIObject {
         kind = Self.kindInfo.kind
     }
 
-    public func protobufBytes() -> [UInt8] {
-        // Messages without required fields always serialize.
-        (try? serializedBytes()) ?? []
-    }
+    /// The protobuf encoding, by the generated codec.
+    public func protobufBytes() -> [UInt8] { protoBytes() }
 }
 
 /// A list of objects of one kind.
-public protocol APIObjectList: SwiftProtobuf.Message, JSONCodable, Sendable {
+public protocol APIObjectList: SwiftProtobuf.Message, JSONCodable, ProtoCodable, Sendable {
     associatedtype Item: APIObject
     var apiVersion: String { get set }
     var kind: String { get set }

@@ -23,8 +23,8 @@ extension APIObject {
             return try Self(jsonBytes: bytes)
         case .protobuf:
             do {
-                return try Self(serializedBytes: bytes)
-            } catch let error as BinaryDecodingError {
+                return try Self(protobuf: bytes)
+            } catch let error as ProtoDecodingError {
                 throw ProtobufDecodeError(kind: kindInfo.kind, reason: "\(error)")
             }
         }
