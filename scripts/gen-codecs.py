@@ -173,7 +173,10 @@ def proto_codec(msg, maps):
             read.append("            case %d: %s.append(try r.string())" % (n, v))
         elif is_msg:
             write.append("        if %s { w.message(%d, %s) }" % (has, n, v))
-            read.append("            case %d: try r.merge(into: &%s)" % (n, v))
+            # A first occurrence decodes into a fresh value (uniquely owned, no copy-on-write);
+            # a repeated occurrence merges, as protobuf requires.
+            read.append("            case %d:\n                if %s { try r.merge(into: &%s) } else { %s = try r.message(%s.self) }"
+                        % (n, has, v, v, "Timestamp" if tname == "Timestamp" else tname))
         else:
             if field.type not in scalar_write:
                 sys.exit("unsupported field type %s.%s" % (msg.name, field.name))

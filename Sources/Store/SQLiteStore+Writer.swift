@@ -30,6 +30,9 @@ final class WriteQueue: @unchecked Sendable {
     private var pending: [PendingWrite] = []
     private var closed = false
     private var stopped = false
+    /// Whether the writer thread sleeps in `take`; only then does an enqueue need to wake it
+    /// (a futex call per write otherwise).
+    private var writerWaiting = false
 
     func enqueue(_ write: PendingWrite) {
         condition.lock()
@@ -39,7 +42,7 @@ final class WriteQueue: @unchecked Sendable {
             return
         }
         pending.append(write)
-        condition.signal()
+        if writerWaiting { condition.signal() }
         condition.unlock()
     }
 
@@ -47,7 +50,11 @@ final class WriteQueue: @unchecked Sendable {
     func take(max: Int) -> [PendingWrite]? {
         condition.lock()
         defer { condition.unlock() }
-        while pending.isEmpty && !closed { condition.wait() }
+        while pending.isEmpty && !closed {
+            writerWaiting = true
+            condition.wait()
+            writerWaiting = false
+        }
         if pending.isEmpty { return nil }
         let count = min(max, pending.count)
         let batch = Array(pending.prefix(count))

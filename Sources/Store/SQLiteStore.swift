@@ -117,7 +117,7 @@ public final class SQLiteStore: ObjectStore, Sendable {
         try checkKey(object)
         var stored = object
         stored.setTypeMeta()
-        stored.metadata.uid = UUID().uuidString.lowercased()
+        stored.metadata.uid = UID.random()
         stored.metadata.creationTimestamp = Timestamp.nowSeconds()
         stored.metadata.generation = 1
         stored.metadata.resourceVersion = ""

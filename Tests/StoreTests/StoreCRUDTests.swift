@@ -35,7 +35,10 @@ struct StoreCRUDTests {
         let b = try await store.create(TestObjects.pod("b", namespace: "other"))
         #expect([a, b].map(\.metadata.resourceVersion) == ["1", "3"])
         #expect(n.metadata.resourceVersion == "2")
-        #expect(a.metadata.uid.count == 36 && a.metadata.uid != b.metadata.uid)
+        #expect(a.metadata.uid != b.metadata.uid)
+        for uid in [a, b].map(\.metadata.uid) {
+            #expect(uid.wholeMatch(of: /[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}/) != nil, "\(uid) is a v4 UUID")
+        }
         #expect(a.metadata.generation == 1)
         #expect(a.metadata.creationTimestamp.seconds > 1_700_000_000)
         #expect(store.currentRevision == 3)

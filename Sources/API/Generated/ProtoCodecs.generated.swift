@@ -27,8 +27,10 @@ extension ObjectMeta: ProtoCodable {
             case 4: self.uid = try r.string()
             case 5: self.resourceVersion = try r.string()
             case 6: self.generation = try r.int64()
-            case 7: try r.merge(into: &self.creationTimestamp)
-            case 8: try r.merge(into: &self.deletionTimestamp)
+            case 7:
+                if self.hasCreationTimestamp { try r.merge(into: &self.creationTimestamp) } else { self.creationTimestamp = try r.message(Timestamp.self) }
+            case 8:
+                if self.hasDeletionTimestamp { try r.merge(into: &self.deletionTimestamp) } else { self.deletionTimestamp = try r.message(Timestamp.self) }
             case 9: self.deletionGracePeriodSeconds = try r.int64()
             case 10:
                 let (key, value) = try r.mapEntry()
@@ -187,11 +189,13 @@ extension Status: ProtoCodable {
             switch field {
             case 1: self.apiVersion = try r.string()
             case 2: self.kind = try r.string()
-            case 3: try r.merge(into: &self.metadata)
+            case 3:
+                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ListMeta.self) }
             case 4: self.status = try r.string()
             case 5: self.message = try r.string()
             case 6: self.reason = try r.string()
-            case 7: try r.merge(into: &self.details)
+            case 7:
+                if self.hasDetails { try r.merge(into: &self.details) } else { self.details = try r.message(StatusDetails.self) }
             case 8: self.code = try r.int32()
             default: try r.skip()
             }
@@ -260,9 +264,12 @@ extension Namespace: ProtoCodable {
             switch field {
             case 1: self.apiVersion = try r.string()
             case 2: self.kind = try r.string()
-            case 3: try r.merge(into: &self.metadata)
-            case 4: try r.merge(into: &self.spec)
-            case 5: try r.merge(into: &self.status)
+            case 3:
+                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ObjectMeta.self) }
+            case 4:
+                if self.hasSpec { try r.merge(into: &self.spec) } else { self.spec = try r.message(NamespaceSpec.self) }
+            case 5:
+                if self.hasStatus { try r.merge(into: &self.status) } else { self.status = try r.message(NamespaceStatus.self) }
             default: try r.skip()
             }
         }
@@ -282,7 +289,8 @@ extension NamespaceList: ProtoCodable {
             switch field {
             case 1: self.apiVersion = try r.string()
             case 2: self.kind = try r.string()
-            case 3: try r.merge(into: &self.metadata)
+            case 3:
+                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ListMeta.self) }
             case 4: self.items.append(try r.message(Namespace.self))
             default: try r.skip()
             }
@@ -396,7 +404,8 @@ extension HTTPGetAction: ProtoCodable {
         while let field = try r.nextField() {
             switch field {
             case 1: self.path = try r.string()
-            case 2: try r.merge(into: &self.port)
+            case 2:
+                if self.hasPort { try r.merge(into: &self.port) } else { self.port = try r.message(IntOrString.self) }
             case 3: self.host = try r.string()
             case 4: self.scheme = try r.string()
             case 5: self.httpHeaders.append(try r.message(HTTPHeader.self))
@@ -415,7 +424,8 @@ extension TCPSocketAction: ProtoCodable {
     public mutating func mergeProto(from r: inout ProtoReader) throws {
         while let field = try r.nextField() {
             switch field {
-            case 1: try r.merge(into: &self.port)
+            case 1:
+                if self.hasPort { try r.merge(into: &self.port) } else { self.port = try r.message(IntOrString.self) }
             case 2: self.host = try r.string()
             default: try r.skip()
             }
@@ -439,9 +449,12 @@ extension Probe: ProtoCodable {
     public mutating func mergeProto(from r: inout ProtoReader) throws {
         while let field = try r.nextField() {
             switch field {
-            case 1: try r.merge(into: &self.exec)
-            case 2: try r.merge(into: &self.httpGet)
-            case 3: try r.merge(into: &self.tcpSocket)
+            case 1:
+                if self.hasExec { try r.merge(into: &self.exec) } else { self.exec = try r.message(ExecAction.self) }
+            case 2:
+                if self.hasHTTPGet { try r.merge(into: &self.httpGet) } else { self.httpGet = try r.message(HTTPGetAction.self) }
+            case 3:
+                if self.hasTcpSocket { try r.merge(into: &self.tcpSocket) } else { self.tcpSocket = try r.message(TCPSocketAction.self) }
             case 4: self.initialDelaySeconds = try r.int32()
             case 5: self.timeoutSeconds = try r.int32()
             case 6: self.periodSeconds = try r.int32()
@@ -480,10 +493,14 @@ extension Container: ProtoCodable {
             case 5: self.workingDir = try r.string()
             case 6: self.ports.append(try r.message(ContainerPort.self))
             case 7: self.env.append(try r.message(EnvVar.self))
-            case 8: try r.merge(into: &self.resources)
-            case 9: try r.merge(into: &self.livenessProbe)
-            case 10: try r.merge(into: &self.readinessProbe)
-            case 11: try r.merge(into: &self.startupProbe)
+            case 8:
+                if self.hasResources { try r.merge(into: &self.resources) } else { self.resources = try r.message(ResourceRequirements.self) }
+            case 9:
+                if self.hasLivenessProbe { try r.merge(into: &self.livenessProbe) } else { self.livenessProbe = try r.message(Probe.self) }
+            case 10:
+                if self.hasReadinessProbe { try r.merge(into: &self.readinessProbe) } else { self.readinessProbe = try r.message(Probe.self) }
+            case 11:
+                if self.hasStartupProbe { try r.merge(into: &self.startupProbe) } else { self.startupProbe = try r.message(Probe.self) }
             case 12: self.imagePullPolicy = try r.string()
             default: try r.skip()
             }
@@ -571,7 +588,8 @@ extension NodeAffinity: ProtoCodable {
     public mutating func mergeProto(from r: inout ProtoReader) throws {
         while let field = try r.nextField() {
             switch field {
-            case 1: try r.merge(into: &self.requiredDuringSchedulingIgnoredDuringExecution)
+            case 1:
+                if self.hasRequiredDuringSchedulingIgnoredDuringExecution { try r.merge(into: &self.requiredDuringSchedulingIgnoredDuringExecution) } else { self.requiredDuringSchedulingIgnoredDuringExecution = try r.message(NodeSelector.self) }
             default: try r.skip()
             }
         }
@@ -586,7 +604,8 @@ extension Affinity: ProtoCodable {
     public mutating func mergeProto(from r: inout ProtoReader) throws {
         while let field = try r.nextField() {
             switch field {
-            case 1: try r.merge(into: &self.nodeAffinity)
+            case 1:
+                if self.hasNodeAffinity { try r.merge(into: &self.nodeAffinity) } else { self.nodeAffinity = try r.message(NodeAffinity.self) }
             default: try r.skip()
             }
         }
@@ -623,7 +642,8 @@ extension PodSpec: ProtoCodable {
             case 6: self.serviceAccountName = try r.string()
             case 7: self.nodeName = try r.string()
             case 8: self.hostname = try r.string()
-            case 9: try r.merge(into: &self.affinity)
+            case 9:
+                if self.hasAffinity { try r.merge(into: &self.affinity) } else { self.affinity = try r.message(Affinity.self) }
             case 10: self.schedulerName = try r.string()
             case 11: self.tolerations.append(try r.message(Toleration.self))
             case 12: self.priority = try r.int32()
@@ -649,8 +669,10 @@ extension PodCondition: ProtoCodable {
             switch field {
             case 1: self.`type` = try r.string()
             case 2: self.status = try r.string()
-            case 3: try r.merge(into: &self.lastProbeTime)
-            case 4: try r.merge(into: &self.lastTransitionTime)
+            case 3:
+                if self.hasLastProbeTime { try r.merge(into: &self.lastProbeTime) } else { self.lastProbeTime = try r.message(Timestamp.self) }
+            case 4:
+                if self.hasLastTransitionTime { try r.merge(into: &self.lastTransitionTime) } else { self.lastTransitionTime = try r.message(Timestamp.self) }
             case 5: self.reason = try r.string()
             case 6: self.message = try r.string()
             default: try r.skip()
@@ -684,7 +706,8 @@ extension ContainerStateRunning: ProtoCodable {
     public mutating func mergeProto(from r: inout ProtoReader) throws {
         while let field = try r.nextField() {
             switch field {
-            case 1: try r.merge(into: &self.startedAt)
+            case 1:
+                if self.hasStartedAt { try r.merge(into: &self.startedAt) } else { self.startedAt = try r.message(Timestamp.self) }
             default: try r.skip()
             }
         }
@@ -709,8 +732,10 @@ extension ContainerStateTerminated: ProtoCodable {
             case 2: self.signal = try r.int32()
             case 3: self.reason = try r.string()
             case 4: self.message = try r.string()
-            case 5: try r.merge(into: &self.startedAt)
-            case 6: try r.merge(into: &self.finishedAt)
+            case 5:
+                if self.hasStartedAt { try r.merge(into: &self.startedAt) } else { self.startedAt = try r.message(Timestamp.self) }
+            case 6:
+                if self.hasFinishedAt { try r.merge(into: &self.finishedAt) } else { self.finishedAt = try r.message(Timestamp.self) }
             case 7: self.containerID = try r.string()
             default: try r.skip()
             }
@@ -728,9 +753,12 @@ extension ContainerState: ProtoCodable {
     public mutating func mergeProto(from r: inout ProtoReader) throws {
         while let field = try r.nextField() {
             switch field {
-            case 1: try r.merge(into: &self.waiting)
-            case 2: try r.merge(into: &self.running)
-            case 3: try r.merge(into: &self.terminated)
+            case 1:
+                if self.hasWaiting { try r.merge(into: &self.waiting) } else { self.waiting = try r.message(ContainerStateWaiting.self) }
+            case 2:
+                if self.hasRunning { try r.merge(into: &self.running) } else { self.running = try r.message(ContainerStateRunning.self) }
+            case 3:
+                if self.hasTerminated { try r.merge(into: &self.terminated) } else { self.terminated = try r.message(ContainerStateTerminated.self) }
             default: try r.skip()
             }
         }
@@ -753,8 +781,10 @@ extension ContainerStatus: ProtoCodable {
         while let field = try r.nextField() {
             switch field {
             case 1: self.name = try r.string()
-            case 2: try r.merge(into: &self.state)
-            case 3: try r.merge(into: &self.lastState)
+            case 2:
+                if self.hasState { try r.merge(into: &self.state) } else { self.state = try r.message(ContainerState.self) }
+            case 3:
+                if self.hasLastState { try r.merge(into: &self.lastState) } else { self.lastState = try r.message(ContainerState.self) }
             case 4: self.ready = try r.bool()
             case 5: self.restartCount = try r.int32()
             case 6: self.image = try r.string()
@@ -804,7 +834,8 @@ extension PodStatus: ProtoCodable {
             case 5: self.hostIp = try r.string()
             case 6: self.podIp = try r.string()
             case 7: self.podIps.append(try r.message(PodIP.self))
-            case 8: try r.merge(into: &self.startTime)
+            case 8:
+                if self.hasStartTime { try r.merge(into: &self.startTime) } else { self.startTime = try r.message(Timestamp.self) }
             case 9: self.containerStatuses.append(try r.message(ContainerStatus.self))
             default: try r.skip()
             }
@@ -826,9 +857,12 @@ extension Pod: ProtoCodable {
             switch field {
             case 1: self.apiVersion = try r.string()
             case 2: self.kind = try r.string()
-            case 3: try r.merge(into: &self.metadata)
-            case 4: try r.merge(into: &self.spec)
-            case 5: try r.merge(into: &self.status)
+            case 3:
+                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ObjectMeta.self) }
+            case 4:
+                if self.hasSpec { try r.merge(into: &self.spec) } else { self.spec = try r.message(PodSpec.self) }
+            case 5:
+                if self.hasStatus { try r.merge(into: &self.status) } else { self.status = try r.message(PodStatus.self) }
             default: try r.skip()
             }
         }
@@ -848,7 +882,8 @@ extension PodList: ProtoCodable {
             switch field {
             case 1: self.apiVersion = try r.string()
             case 2: self.kind = try r.string()
-            case 3: try r.merge(into: &self.metadata)
+            case 3:
+                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ListMeta.self) }
             case 4: self.items.append(try r.message(Pod.self))
             default: try r.skip()
             }
@@ -865,8 +900,10 @@ extension PodTemplateSpec: ProtoCodable {
     public mutating func mergeProto(from r: inout ProtoReader) throws {
         while let field = try r.nextField() {
             switch field {
-            case 1: try r.merge(into: &self.metadata)
-            case 2: try r.merge(into: &self.spec)
+            case 1:
+                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ObjectMeta.self) }
+            case 2:
+                if self.hasSpec { try r.merge(into: &self.spec) } else { self.spec = try r.message(PodSpec.self) }
             default: try r.skip()
             }
         }
@@ -887,7 +924,8 @@ extension Taint: ProtoCodable {
             case 1: self.key = try r.string()
             case 2: self.value = try r.string()
             case 3: self.effect = try r.string()
-            case 4: try r.merge(into: &self.timeAdded)
+            case 4:
+                if self.hasTimeAdded { try r.merge(into: &self.timeAdded) } else { self.timeAdded = try r.message(Timestamp.self) }
             default: try r.skip()
             }
         }
@@ -930,8 +968,10 @@ extension NodeCondition: ProtoCodable {
             switch field {
             case 1: self.`type` = try r.string()
             case 2: self.status = try r.string()
-            case 3: try r.merge(into: &self.lastHeartbeatTime)
-            case 4: try r.merge(into: &self.lastTransitionTime)
+            case 3:
+                if self.hasLastHeartbeatTime { try r.merge(into: &self.lastHeartbeatTime) } else { self.lastHeartbeatTime = try r.message(Timestamp.self) }
+            case 4:
+                if self.hasLastTransitionTime { try r.merge(into: &self.lastTransitionTime) } else { self.lastTransitionTime = try r.message(Timestamp.self) }
             case 5: self.reason = try r.string()
             case 6: self.message = try r.string()
             default: try r.skip()
@@ -1012,7 +1052,8 @@ extension NodeStatus: ProtoCodable {
             case 3: self.phase = try r.string()
             case 4: self.conditions.append(try r.message(NodeCondition.self))
             case 5: self.addresses.append(try r.message(NodeAddress.self))
-            case 6: try r.merge(into: &self.nodeInfo)
+            case 6:
+                if self.hasNodeInfo { try r.merge(into: &self.nodeInfo) } else { self.nodeInfo = try r.message(NodeSystemInfo.self) }
             default: try r.skip()
             }
         }
@@ -1033,9 +1074,12 @@ extension Node: ProtoCodable {
             switch field {
             case 1: self.apiVersion = try r.string()
             case 2: self.kind = try r.string()
-            case 3: try r.merge(into: &self.metadata)
-            case 4: try r.merge(into: &self.spec)
-            case 5: try r.merge(into: &self.status)
+            case 3:
+                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ObjectMeta.self) }
+            case 4:
+                if self.hasSpec { try r.merge(into: &self.spec) } else { self.spec = try r.message(NodeSpec.self) }
+            case 5:
+                if self.hasStatus { try r.merge(into: &self.status) } else { self.status = try r.message(NodeStatus.self) }
             default: try r.skip()
             }
         }
@@ -1055,7 +1099,8 @@ extension NodeList: ProtoCodable {
             switch field {
             case 1: self.apiVersion = try r.string()
             case 2: self.kind = try r.string()
-            case 3: try r.merge(into: &self.metadata)
+            case 3:
+                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ListMeta.self) }
             case 4: self.items.append(try r.message(Node.self))
             default: try r.skip()
             }
@@ -1131,16 +1176,22 @@ extension Event: ProtoCodable {
             switch field {
             case 1: self.apiVersion = try r.string()
             case 2: self.kind = try r.string()
-            case 3: try r.merge(into: &self.metadata)
-            case 4: try r.merge(into: &self.involvedObject)
+            case 3:
+                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ObjectMeta.self) }
+            case 4:
+                if self.hasInvolvedObject { try r.merge(into: &self.involvedObject) } else { self.involvedObject = try r.message(ObjectReference.self) }
             case 5: self.reason = try r.string()
             case 6: self.message = try r.string()
-            case 7: try r.merge(into: &self.source)
-            case 8: try r.merge(into: &self.firstTimestamp)
-            case 9: try r.merge(into: &self.lastTimestamp)
+            case 7:
+                if self.hasSource { try r.merge(into: &self.source) } else { self.source = try r.message(EventSource.self) }
+            case 8:
+                if self.hasFirstTimestamp { try r.merge(into: &self.firstTimestamp) } else { self.firstTimestamp = try r.message(Timestamp.self) }
+            case 9:
+                if self.hasLastTimestamp { try r.merge(into: &self.lastTimestamp) } else { self.lastTimestamp = try r.message(Timestamp.self) }
             case 10: self.count = try r.int32()
             case 11: self.`type` = try r.string()
-            case 12: try r.merge(into: &self.eventTime)
+            case 12:
+                if self.hasEventTime { try r.merge(into: &self.eventTime) } else { self.eventTime = try r.message(Timestamp.self) }
             case 13: self.reportingComponent = try r.string()
             case 14: self.reportingInstance = try r.string()
             case 15: self.action = try r.string()
@@ -1163,7 +1214,8 @@ extension EventList: ProtoCodable {
             switch field {
             case 1: self.apiVersion = try r.string()
             case 2: self.kind = try r.string()
-            case 3: try r.merge(into: &self.metadata)
+            case 3:
+                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ListMeta.self) }
             case 4: self.items.append(try r.message(Event.self))
             default: try r.skip()
             }
@@ -1184,8 +1236,10 @@ extension ReplicaSetSpec: ProtoCodable {
             switch field {
             case 1: self.replicas = try r.int32()
             case 2: self.minReadySeconds = try r.int32()
-            case 3: try r.merge(into: &self.selector)
-            case 4: try r.merge(into: &self.template)
+            case 3:
+                if self.hasSelector { try r.merge(into: &self.selector) } else { self.selector = try r.message(LabelSelector.self) }
+            case 4:
+                if self.hasTemplate { try r.merge(into: &self.template) } else { self.template = try r.message(PodTemplateSpec.self) }
             default: try r.skip()
             }
         }
@@ -1206,7 +1260,8 @@ extension ReplicaSetCondition: ProtoCodable {
             switch field {
             case 1: self.`type` = try r.string()
             case 2: self.status = try r.string()
-            case 3: try r.merge(into: &self.lastTransitionTime)
+            case 3:
+                if self.hasLastTransitionTime { try r.merge(into: &self.lastTransitionTime) } else { self.lastTransitionTime = try r.message(Timestamp.self) }
             case 4: self.reason = try r.string()
             case 5: self.message = try r.string()
             default: try r.skip()
@@ -1254,9 +1309,12 @@ extension ReplicaSet: ProtoCodable {
             switch field {
             case 1: self.apiVersion = try r.string()
             case 2: self.kind = try r.string()
-            case 3: try r.merge(into: &self.metadata)
-            case 4: try r.merge(into: &self.spec)
-            case 5: try r.merge(into: &self.status)
+            case 3:
+                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ObjectMeta.self) }
+            case 4:
+                if self.hasSpec { try r.merge(into: &self.spec) } else { self.spec = try r.message(ReplicaSetSpec.self) }
+            case 5:
+                if self.hasStatus { try r.merge(into: &self.status) } else { self.status = try r.message(ReplicaSetStatus.self) }
             default: try r.skip()
             }
         }
@@ -1276,7 +1334,8 @@ extension ReplicaSetList: ProtoCodable {
             switch field {
             case 1: self.apiVersion = try r.string()
             case 2: self.kind = try r.string()
-            case 3: try r.merge(into: &self.metadata)
+            case 3:
+                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ListMeta.self) }
             case 4: self.items.append(try r.message(ReplicaSet.self))
             default: try r.skip()
             }
@@ -1293,8 +1352,10 @@ extension RollingUpdateDeployment: ProtoCodable {
     public mutating func mergeProto(from r: inout ProtoReader) throws {
         while let field = try r.nextField() {
             switch field {
-            case 1: try r.merge(into: &self.maxUnavailable)
-            case 2: try r.merge(into: &self.maxSurge)
+            case 1:
+                if self.hasMaxUnavailable { try r.merge(into: &self.maxUnavailable) } else { self.maxUnavailable = try r.message(IntOrString.self) }
+            case 2:
+                if self.hasMaxSurge { try r.merge(into: &self.maxSurge) } else { self.maxSurge = try r.message(IntOrString.self) }
             default: try r.skip()
             }
         }
@@ -1311,7 +1372,8 @@ extension DeploymentStrategy: ProtoCodable {
         while let field = try r.nextField() {
             switch field {
             case 1: self.`type` = try r.string()
-            case 2: try r.merge(into: &self.rollingUpdate)
+            case 2:
+                if self.hasRollingUpdate { try r.merge(into: &self.rollingUpdate) } else { self.rollingUpdate = try r.message(RollingUpdateDeployment.self) }
             default: try r.skip()
             }
         }
@@ -1334,9 +1396,12 @@ extension DeploymentSpec: ProtoCodable {
         while let field = try r.nextField() {
             switch field {
             case 1: self.replicas = try r.int32()
-            case 2: try r.merge(into: &self.selector)
-            case 3: try r.merge(into: &self.template)
-            case 4: try r.merge(into: &self.strategy)
+            case 2:
+                if self.hasSelector { try r.merge(into: &self.selector) } else { self.selector = try r.message(LabelSelector.self) }
+            case 3:
+                if self.hasTemplate { try r.merge(into: &self.template) } else { self.template = try r.message(PodTemplateSpec.self) }
+            case 4:
+                if self.hasStrategy { try r.merge(into: &self.strategy) } else { self.strategy = try r.message(DeploymentStrategy.self) }
             case 5: self.minReadySeconds = try r.int32()
             case 6: self.revisionHistoryLimit = try r.int32()
             case 7: self.paused = try r.bool()
@@ -1362,8 +1427,10 @@ extension DeploymentCondition: ProtoCodable {
             switch field {
             case 1: self.`type` = try r.string()
             case 2: self.status = try r.string()
-            case 3: try r.merge(into: &self.lastUpdateTime)
-            case 4: try r.merge(into: &self.lastTransitionTime)
+            case 3:
+                if self.hasLastUpdateTime { try r.merge(into: &self.lastUpdateTime) } else { self.lastUpdateTime = try r.message(Timestamp.self) }
+            case 4:
+                if self.hasLastTransitionTime { try r.merge(into: &self.lastTransitionTime) } else { self.lastTransitionTime = try r.message(Timestamp.self) }
             case 5: self.reason = try r.string()
             case 6: self.message = try r.string()
             default: try r.skip()
@@ -1415,9 +1482,12 @@ extension Deployment: ProtoCodable {
             switch field {
             case 1: self.apiVersion = try r.string()
             case 2: self.kind = try r.string()
-            case 3: try r.merge(into: &self.metadata)
-            case 4: try r.merge(into: &self.spec)
-            case 5: try r.merge(into: &self.status)
+            case 3:
+                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ObjectMeta.self) }
+            case 4:
+                if self.hasSpec { try r.merge(into: &self.spec) } else { self.spec = try r.message(DeploymentSpec.self) }
+            case 5:
+                if self.hasStatus { try r.merge(into: &self.status) } else { self.status = try r.message(DeploymentStatus.self) }
             default: try r.skip()
             }
         }
@@ -1437,7 +1507,8 @@ extension DeploymentList: ProtoCodable {
             switch field {
             case 1: self.apiVersion = try r.string()
             case 2: self.kind = try r.string()
-            case 3: try r.merge(into: &self.metadata)
+            case 3:
+                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ListMeta.self) }
             case 4: self.items.append(try r.message(Deployment.self))
             default: try r.skip()
             }
@@ -1459,8 +1530,10 @@ extension LeaseSpec: ProtoCodable {
             switch field {
             case 1: self.holderIdentity = try r.string()
             case 2: self.leaseDurationSeconds = try r.int32()
-            case 3: try r.merge(into: &self.acquireTime)
-            case 4: try r.merge(into: &self.renewTime)
+            case 3:
+                if self.hasAcquireTime { try r.merge(into: &self.acquireTime) } else { self.acquireTime = try r.message(Timestamp.self) }
+            case 4:
+                if self.hasRenewTime { try r.merge(into: &self.renewTime) } else { self.renewTime = try r.message(Timestamp.self) }
             case 5: self.leaseTransitions = try r.int32()
             default: try r.skip()
             }
@@ -1481,8 +1554,10 @@ extension Lease: ProtoCodable {
             switch field {
             case 1: self.apiVersion = try r.string()
             case 2: self.kind = try r.string()
-            case 3: try r.merge(into: &self.metadata)
-            case 4: try r.merge(into: &self.spec)
+            case 3:
+                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ObjectMeta.self) }
+            case 4:
+                if self.hasSpec { try r.merge(into: &self.spec) } else { self.spec = try r.message(LeaseSpec.self) }
             default: try r.skip()
             }
         }
@@ -1502,7 +1577,8 @@ extension LeaseList: ProtoCodable {
             switch field {
             case 1: self.apiVersion = try r.string()
             case 2: self.kind = try r.string()
-            case 3: try r.merge(into: &self.metadata)
+            case 3:
+                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ListMeta.self) }
             case 4: self.items.append(try r.message(Lease.self))
             default: try r.skip()
             }

@@ -147,7 +147,7 @@ public struct JSONParser {
                 if byte == UInt8(ascii: "\"") {
                     let slice = UnsafeRawBufferPointer(rebasing: bytes[start..<index])
                     index += 1
-                    guard let string = String(validating: slice, as: UTF8.self) else { throw error("invalid UTF-8 in string") }
+                    guard let string = makeString(slice) else { throw error("invalid UTF-8 in string") }
                     return string
                 }
                 if byte == UInt8(ascii: "\\") { break }

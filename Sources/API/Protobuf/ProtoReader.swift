@@ -65,7 +65,7 @@ public struct ProtoReader {
 
     public mutating func string() throws -> String {
         let slice = try lengthDelimited()
-        guard let string = String(validating: slice, as: UTF8.self) else { throw fail("invalid UTF-8 in string") }
+        guard let string = makeString(slice) else { throw fail("invalid UTF-8 in string") }
         return string
     }
 
