@@ -14,6 +14,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
     ],
     targets: [
         // SQLite from the system (Debian: libsqlite3-dev).
@@ -29,20 +32,28 @@ let package = Package(
             "API", "CSQLite",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // Cluster PKI: CA, serving and client certificates, kubeconfig files.
+        .target(name: "PKI", dependencies: [
+            .product(name: "X509", package: "swift-certificates"),
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "SwiftASN1", package: "swift-asn1"),
+            .product(name: "Yams", package: "Yams"),
+        ]),
         // Components. Filled in by later issues; each depends only downward.
-        .target(name: "APIServer", dependencies: ["API", "Store"]),
+        .target(name: "APIServer", dependencies: ["API", "Store", "PKI"]),
         .target(name: "Scheduler", dependencies: ["API"]),
         .target(name: "Controllers", dependencies: ["API"]),
         .target(name: "NodeAgent", dependencies: ["API"]),
         // The `cox` executable.
         .executableTarget(name: "ctl", dependencies: [
-            "API", "Store", "APIServer", "Scheduler", "Controllers", "NodeAgent",
+            "API", "Store", "PKI", "APIServer", "Scheduler", "Controllers", "NodeAgent",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "TestSupport", dependencies: ["API", "Store"]),
 
         .testTarget(name: "APITests", dependencies: ["API", "TestSupport"]),
+        .testTarget(name: "PKITests", dependencies: ["PKI", "TestSupport"]),
         .testTarget(name: "StoreTests", dependencies: ["Store", "API", "TestSupport", "ctl", .product(name: "Logging", package: "swift-log")]),
     ],
     swiftLanguageModes: [.v6]
