@@ -17,6 +17,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // SQLite from the system (Debian: libsqlite3-dev).
@@ -40,7 +43,15 @@ let package = Package(
             .product(name: "Yams", package: "Yams"),
         ]),
         // Components. Filled in by later issues; each depends only downward.
-        .target(name: "APIServer", dependencies: ["API", "Store", "PKI"]),
+        .target(name: "APIServer", dependencies: [
+            "API", "Store", "PKI",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdTLS", package: "hummingbird"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "X509", package: "swift-certificates"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .target(name: "Scheduler", dependencies: ["API"]),
         .target(name: "Controllers", dependencies: ["API"]),
         .target(name: "NodeAgent", dependencies: ["API"]),
@@ -54,6 +65,7 @@ let package = Package(
 
         .testTarget(name: "APITests", dependencies: ["API", "TestSupport"]),
         .testTarget(name: "PKITests", dependencies: ["PKI", "TestSupport"]),
+        .testTarget(name: "APIServerTests", dependencies: ["APIServer", "API", "Store", "PKI", "TestSupport"]),
         .testTarget(name: "StoreTests", dependencies: ["Store", "API", "TestSupport", "ctl", .product(name: "Logging", package: "swift-log")]),
     ],
     swiftLanguageModes: [.v6]

@@ -26,6 +26,10 @@ public protocol APIObject: SwiftProtobuf.Message, JSONCodable, ProtoCodable, Sen
     var metadata: ObjectMeta { get set }
     /// Whether the user-controlled part of the object (what bumps `generation`) differs.
     func specDiffers(from other: Self) -> Bool
+    /// Replaces this object's status with `other`'s (spec and status are written separately:
+    /// an update keeps the stored status, a status update keeps the stored spec). No-op for
+    /// kinds without status.
+    mutating func copyStatus(from other: Self)
     /// Sets defaults as Kubernetes would before validation.
     mutating func applyDefaults()
     /// Field errors; empty when valid.

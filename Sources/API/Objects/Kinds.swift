@@ -4,18 +4,21 @@ extension Namespace: APIObject {
     public static let kindInfo = KindInfo(group: "", version: "v1", kind: "Namespace", resource: "namespaces",
                                           singular: "namespace", shortNames: ["ns"], namespaced: false)
     public func specDiffers(from other: Namespace) -> Bool { spec != other.spec }
+    public mutating func copyStatus(from other: Namespace) { status = other.status }
 }
 
 extension Pod: APIObject {
     public static let kindInfo = KindInfo(group: "", version: "v1", kind: "Pod", resource: "pods",
                                           singular: "pod", shortNames: ["po"], namespaced: true)
     public func specDiffers(from other: Pod) -> Bool { spec != other.spec }
+    public mutating func copyStatus(from other: Pod) { status = other.status }
 }
 
 extension Node: APIObject {
     public static let kindInfo = KindInfo(group: "", version: "v1", kind: "Node", resource: "nodes",
                                           singular: "node", shortNames: ["no"], namespaced: false)
     public func specDiffers(from other: Node) -> Bool { spec != other.spec }
+    public mutating func copyStatus(from other: Node) { status = other.status }
 }
 
 extension Event: APIObject {
@@ -23,24 +26,28 @@ extension Event: APIObject {
                                           singular: "event", shortNames: ["ev"], namespaced: true)
     /// Events have no spec; their generation never moves.
     public func specDiffers(from other: Event) -> Bool { false }
+    public mutating func copyStatus(from other: Event) {}
 }
 
 extension Lease: APIObject {
     public static let kindInfo = KindInfo(group: "coordination.k8s.io", version: "v1", kind: "Lease", resource: "leases",
                                           singular: "lease", shortNames: [], namespaced: true)
     public func specDiffers(from other: Lease) -> Bool { spec != other.spec }
+    public mutating func copyStatus(from other: Lease) {}
 }
 
 extension ReplicaSet: APIObject {
     public static let kindInfo = KindInfo(group: "apps", version: "v1", kind: "ReplicaSet", resource: "replicasets",
                                           singular: "replicaset", shortNames: ["rs"], namespaced: true)
     public func specDiffers(from other: ReplicaSet) -> Bool { spec != other.spec }
+    public mutating func copyStatus(from other: ReplicaSet) { status = other.status }
 }
 
 extension Deployment: APIObject {
     public static let kindInfo = KindInfo(group: "apps", version: "v1", kind: "Deployment", resource: "deployments",
                                           singular: "deployment", shortNames: ["deploy"], namespaced: true)
     public func specDiffers(from other: Deployment) -> Bool { spec != other.spec }
+    public mutating func copyStatus(from other: Deployment) { status = other.status }
 }
 
 extension NamespaceList: APIObjectList {}

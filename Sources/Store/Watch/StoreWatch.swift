@@ -43,17 +43,25 @@ public final class StoreWatch: Sendable, AsyncSequence {
     /// The revision of the last event delivered or skipped: resume a new watch from here.
     public var revision: Int64 { state.withLock { $0.cursor } }
 
-    /// Stops the watch and releases its slot; `next()` then returns an empty batch.
+    /// Stops the watch and releases its slot; `next()` then returns an empty batch, also when it
+    /// is already waiting (from another task: timeouts, disconnects).
     public func cancel() {
         let wasFinished = state.withLock { s -> Bool in
             defer { s.finished = true }
             return s.finished
         }
-        if !wasFinished { hub.watcherEnded() }
+        if !wasFinished {
+            hub.watcherEnded()
+            hub.wakeAll()
+        }
     }
 
     private func finish() {
-        cancel()
+        let wasFinished = state.withLock { s -> Bool in
+            defer { s.finished = true }
+            return s.finished
+        }
+        if !wasFinished { hub.watcherEnded() }
     }
 
     /// The next non-empty batch of matching events; empty when the watch or the store has ended.

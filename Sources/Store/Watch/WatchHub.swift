@@ -108,6 +108,17 @@ final class WatchHub: Sendable {
         }
     }
 
+    /// Wakes every waiting watcher without publishing (a watch that was cancelled from outside
+    /// notices at once; the others check and wait again).
+    func wakeAll() {
+        let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            let woken = Array(s.waiters.values)
+            s.waiters.removeAll(keepingCapacity: true)
+            return woken
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
     /// Ends every watch: they finish once they have read what was published.
     func close() {
         let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in

@@ -1,0 +1,130 @@
+import API
+import Hummingbird
+import NIOCore
+import Store
+
+extension APIResponder {
+    /// `?watch=true`: every change after `resourceVersion` (or, without one, the current objects
+    /// as ADDED and then every change), as JSON lines or length-prefixed protobuf WatchEvents.
+    /// Each event is encoded once per format, whatever the number of watchers.
+    func watch<T: APIObject>(_ type: T.Type, _ path: ResourcePath, query: QueryParameters, format: WireFormat) async throws -> Response {
+        let options = try listOptions(path, query: query)
+        var initial: [T] = []
+        let start: Int64
+        let requested = query["resourceVersion"] ?? ""
+        if requested.isEmpty || requested == "0" {
+            var listOptions = options
+            listOptions.limit = 0
+            let listed = try await store.list(T.self, options: listOptions)
+            initial = listed.items
+            start = listed.revision
+        } else {
+            guard let revision = Int64(requested), revision >= 0 else {
+                throw APIError.badRequest("resourceVersion must be a revision number, not \"\(requested)\"")
+            }
+            start = revision
+        }
+        var timeout = limits.maxWatchSeconds
+        if let text = query["timeoutSeconds"] {
+            guard let seconds = Int(text), seconds > 0 else { throw APIError.badRequest("timeoutSeconds must be a positive integer") }
+            timeout = min(seconds, limits.maxWatchSeconds)
+        }
+        let watch: StoreWatch
+        do {
+            watch = try store.watch(from: start, options: WatchOptions(
+                resource: T.kindInfo.groupResource, namespace: options.namespace, labelSelector: options.labelSelector, predicate: options.predicate))
+        } catch let error as StoreError where error.code == .compacted {
+            throw APIError(410, "Expired", "too old resource version: \(start) (\(error.message))")
+        }
+        let encodedFormat = format
+        let initialObjects = initial
+        let watchSeconds = timeout
+        return Response(status: .ok, headers: [.contentType: format.rawValue, .cacheControl: "no-cache"], body: ResponseBody { writer in
+            let timer = Task {
+                try? await Task.sleep(for: .seconds(watchSeconds))
+                watch.cancel()
+            }
+            defer {
+                timer.cancel()
+                watch.cancel()
+            }
+            if !initialObjects.isEmpty {
+                var buffer = ByteBuffer()
+                for object in initialObjects {
+                    buffer.writeBytes(Self.frame(type: "ADDED", object: object, format: encodedFormat))
+                }
+                try await writer.write(buffer)
+            }
+            do {
+                while true {
+                    let batch = try await watch.next()
+                    if batch.isEmpty { break }
+                    var buffer = ByteBuffer()
+                    for event in batch {
+                        buffer.writeBytes(event.encoded(encodedFormat.rawValue) { Self.frame(event: $0, format: encodedFormat) })
+                    }
+                    try await writer.write(buffer)
+                }
+            } catch let error as StoreError {
+                // The watch cannot go on (too slow, history compacted): say so, as Kubernetes does, and end.
+                let status = APIError(410, "Expired", error.message).status
+                try await writer.write(ByteBuffer(bytes: Self.errorFrame(status, format: encodedFormat)))
+            }
+            try await writer.finish(nil)
+        })
+    }
+
+    static func frame(event: StoreEvent, format: WireFormat) -> [UInt8] {
+        switch format {
+        case .json:
+            var w = JSONWriter()
+            w.beginObject()
+            w.key("type"); w.string(event.type.name)
+            w.key("object"); event.object.writeJSON(to: &w)
+            w.endObject()
+            return w.bytes + [0x0A]
+        case .protobuf:
+            return lengthPrefixed(type: event.type.name, object: event.protobufBytes)
+        }
+    }
+
+    static func frame<T: APIObject>(type: String, object: T, format: WireFormat) -> [UInt8] {
+        switch format {
+        case .json:
+            var w = JSONWriter()
+            w.beginObject()
+            w.key("type"); w.string(type)
+            w.key("object"); object.writeJSON(to: &w)
+            w.endObject()
+            return w.bytes + [0x0A]
+        case .protobuf:
+            return lengthPrefixed(type: type, object: object.protoBytes())
+        }
+    }
+
+    static func errorFrame(_ status: Status, format: WireFormat) -> [UInt8] {
+        switch format {
+        case .json:
+            var w = JSONWriter()
+            w.beginObject()
+            w.key("type"); w.string("ERROR")
+            w.key("object"); status.writeJSON(to: &w)
+            w.endObject()
+            return w.bytes + [0x0A]
+        case .protobuf:
+            return lengthPrefixed(type: "ERROR", object: status.protoBytes())
+        }
+    }
+
+    /// A WatchEvent message behind its length as 4 big-endian bytes.
+    static func lengthPrefixed(type: String, object: [UInt8]) -> [UInt8] {
+        var event = WatchEvent()
+        event.type = type
+        event.object = Data(object)
+        let body = event.protoBytes()
+        let n = UInt32(body.count)
+        return [UInt8(n >> 24), UInt8(n >> 16 & 0xFF), UInt8(n >> 8 & 0xFF), UInt8(n & 0xFF)] + body
+    }
+}
+
+import Foundation

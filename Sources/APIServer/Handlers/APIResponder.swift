@@ -1,0 +1,234 @@
+import API
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import Store
+import Synchronization
+
+/// Serves the Kubernetes-shaped REST API over one store: authenticates the TLS peer, enforces the
+/// body and in-flight caps, routes by path, and answers errors as `Status` objects.
+/// Query parameters; the first value wins when a key repeats.
+typealias QueryParameters = [String: String]
+
+struct APIResponder: HTTPResponder {
+    typealias Context = APIRequestContext
+
+    let store: SQLiteStore
+    let limits: APIServer.Limits
+    let inflight: InflightCounter
+    let logger: Logger
+
+    func respond(to request: Request, context: Context) async throws -> Response {
+        let path = request.uri.path
+        if path == "/livez" || path == "/readyz" {
+            return Response(status: .ok, headers: [.contentType: "text/plain"], body: .init(byteBuffer: ByteBuffer(string: "ok")))
+        }
+        let format = Self.responseFormat(request)
+        guard inflight.enter(limit: limits.maxInflightRequests) else {
+            var error = APIError(429, "TooManyRequests", "too many requests in flight (limit \(limits.maxInflightRequests)); retry after 1 second")
+            error.retryAfterSeconds = 1
+            var response = errorResponse(error, format)
+            response.headers[.retryAfter] = "1"
+            return response
+        }
+        defer { inflight.leave() }
+        do {
+            guard let identity = try await ClientIdentity.of(channel: context.channel) else {
+                return errorResponse(.unauthorized, format)
+            }
+            var request = request
+            return try await route(&request, identity: identity, format: format)
+        } catch {
+            let mapped = APIError.from(error)
+            if mapped.code >= 500 { logger.error("request failed", metadata: ["path": "\(path)", "error": "\(error)"]) }
+            return errorResponse(mapped, format)
+        }
+    }
+
+    static func responseFormat(_ request: Request) -> WireFormat {
+        request.headers[.accept]?.contains(WireFormat.protobuf.rawValue) == true ? .protobuf : .json
+    }
+
+    static func requestFormat(_ request: Request) -> WireFormat {
+        request.headers[.contentType]?.hasPrefix(WireFormat.protobuf.rawValue) == true ? .protobuf : .json
+    }
+
+    func errorResponse(_ error: APIError, _ format: WireFormat) -> Response {
+        let status = error.status
+        let body = format == .protobuf ? status.protoBytes() : status.jsonBytes()
+        return Response(status: HTTPResponse.Status(code: error.code), headers: [.contentType: format.rawValue],
+                        body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+
+    static func json(_ value: JSONValue) -> Response {
+        var writer = JSONWriter()
+        writer.value(value)
+        return Response(status: .ok, headers: [.contentType: WireFormat.json.rawValue], body: .init(byteBuffer: ByteBuffer(bytes: writer.bytes)))
+    }
+
+    func route(_ request: inout Request, identity: ClientIdentity, format: WireFormat) async throws -> Response {
+        let segments = request.uri.path.split(separator: "/").map(String.init)
+        switch segments {
+        case ["version"]: return Self.json(Discovery.version())
+        case ["api"]: return Self.json(Discovery.coreVersions())
+        case ["apis"]: return Self.json(Discovery.groupList())
+        default: break
+        }
+        if segments.count == 2 && segments[0] == "api" || segments.count == 3 && segments[0] == "apis" {
+            let group = segments[0] == "api" ? "" : segments[1]
+            guard let list = Discovery.resourceList(group: group, version: segments.last!) else {
+                throw APIError.notFound("the server could not find the requested resource")
+            }
+            return Self.json(list)
+        }
+        guard let path = try ResourcePath.parse(segments) else {
+            throw APIError.notFound("the server could not find the requested resource")
+        }
+        return try await handle(path.kind, path, &request, format: format)
+    }
+
+    func body(_ request: inout Request) async throws -> [UInt8] {
+        do {
+            let buffer = try await request.collectBody(upTo: limits.maxBodyBytes)
+            return Array(buffer.readableBytesView)
+        } catch {
+            throw APIError(413, "RequestEntityTooLarge", "the request body is larger than the limit of \(limits.maxBodyBytes) bytes")
+        }
+    }
+
+    func handle<T: APIObject>(_ type: T.Type, _ path: ResourcePath, _ request: inout Request, format: WireFormat) async throws -> Response {
+        let query = Dictionary(request.uri.queryParameters.map { (String($0.key), String($0.value)) }, uniquingKeysWith: { first, _ in first })
+        let info = T.kindInfo
+        switch (request.method, path.name, path.subresource) {
+        case (.get, nil, _):
+            if query["watch"].map({ $0 == "true" || $0 == "1" }) == true {
+                return try await watch(T.self, path, query: query, format: format)
+            }
+            return try await list(T.self, path, query: query, format: format)
+        case (.get, let name?, _):
+            let object = try await store.get(T.self, namespace: path.namespace ?? "", name: name)
+            return encode(object, format)
+        case (.post, nil, nil):
+            var object = try await decodeBody(T.self, &request)
+            if info.namespaced {
+                let namespace = path.namespace ?? ""
+                if object.metadata.namespace.isEmpty { object.metadata.namespace = namespace }
+                guard !namespace.isEmpty, object.metadata.namespace == namespace else {
+                    throw APIError.badRequest("the namespace of the provided object does not match the namespace sent on the request")
+                }
+            }
+            if object.metadata.name.isEmpty && !object.metadata.generateName.isEmpty {
+                object.metadata.name = object.metadata.generateName + Self.randomSuffix()
+            }
+            object.applyDefaults()
+            object.metadata.resourceVersion = ""
+            let created = try await store.create(try object.validated())
+            return encode(created, format, status: .created)
+        case (.put, let name?, let subresource):
+            var object = try await decodeBody(T.self, &request)
+            if object.metadata.namespace.isEmpty, let namespace = path.namespace { object.metadata.namespace = namespace }
+            guard object.metadata.name == name, object.metadata.namespace == (path.namespace ?? object.metadata.namespace) else {
+                throw APIError.badRequest("the name and namespace of the object (\(object.metadata.namespace)/\(object.metadata.name)) must match the request path")
+            }
+            let current = try await store.get(T.self, namespace: path.namespace ?? "", name: name)
+            if subresource == "status" {
+                // A status write keeps everything but the status.
+                var updated = current
+                updated.copyStatus(from: object)
+                updated.metadata.resourceVersion = object.metadata.resourceVersion
+                return encode(try await store.update(updated), format)
+            }
+            object.copyStatus(from: current)
+            object.applyDefaults()
+            return encode(try await store.update(try object.validated()), format)
+        case (.delete, let name?, nil):
+            let precondition = query["resourceVersion"].flatMap { Int64($0) }
+            let deleted = try await store.delete(T.self, namespace: path.namespace ?? "", name: name, resourceVersion: precondition)
+            return encode(deleted, format)
+        default:
+            throw APIError.methodNotAllowed(request.method.rawValue)
+        }
+    }
+
+    static func randomSuffix() -> String {
+        let alphabet = Array("bcdfghjklmnpqrstvwxz2456789")
+        return String((0..<5).map { _ in alphabet.randomElement()! })
+    }
+
+    func decodeBody<T: APIObject>(_ type: T.Type, _ request: inout Request) async throws -> T {
+        let bytes = try await body(&request)
+        let object = try T.decode(bytes, as: Self.requestFormat(request))
+        let info = T.kindInfo
+        if !object.kind.isEmpty && (object.kind != info.kind || object.apiVersion != info.apiVersion) {
+            throw APIError.badRequest("the body is a \(object.apiVersion)/\(object.kind), but the request is for \(info.apiVersion)/\(info.kind)")
+        }
+        return object
+    }
+
+    func encode<T: APIObject>(_ object: T, _ format: WireFormat, status: HTTPResponse.Status = .ok) -> Response {
+        Response(status: status, headers: [.contentType: format.rawValue], body: .init(byteBuffer: ByteBuffer(bytes: object.encode(as: format))))
+    }
+
+    // MARK: - Lists
+
+    func listOptions(_ path: ResourcePath, query: QueryParameters) throws -> ListOptions {
+        var options = ListOptions(namespace: path.namespace)
+        if let selector = query["labelSelector"], !selector.isEmpty { options.labelSelector = try Selector(parsing: String(selector)) }
+        if let fields = query["fieldSelector"], !fields.isEmpty { options.predicate = try FieldSelector(parsing: String(fields)).matches }
+        if let limit = query["limit"] {
+            guard let value = Int(limit), value >= 0 else { throw APIError.badRequest("limit must be a non-negative integer, not \"\(limit)\"") }
+            options.limit = value
+        }
+        if let token = query["continue"], !token.isEmpty { options.continueToken = String(token) }
+        return options
+    }
+
+    func list<T: APIObject>(_ type: T.Type, _ path: ResourcePath, query: QueryParameters, format: WireFormat) async throws -> Response {
+        let result = try await store.list(T.self, options: try listOptions(path, query: query))
+        var meta = ListMeta()
+        meta.resourceVersion = String(result.revision)
+        if let token = result.continueToken { meta.continue = token }
+        let info = T.kindInfo
+        let bytes: [UInt8]
+        switch format {
+        case .protobuf:
+            // Every List kind is {apiVersion=1, kind=2, metadata=3, items=4}.
+            var w = ProtoWriter()
+            w.string(1, info.apiVersion)
+            w.string(2, info.kind + "List")
+            w.message(3, meta)
+            for item in result.items { w.message(4, item) }
+            bytes = w.bytes
+        case .json:
+            var w = JSONWriter()
+            w.beginObject()
+            w.key("apiVersion"); w.string(info.apiVersion)
+            w.key("kind"); w.string(info.kind + "List")
+            w.key("metadata"); meta.writeJSON(to: &w)
+            w.key("items")
+            w.beginArray()
+            for item in result.items { item.writeJSON(to: &w) }
+            w.endArray()
+            w.endObject()
+            bytes = w.bytes
+        }
+        return Response(status: .ok, headers: [.contentType: format.rawValue], body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+}
+
+/// Counts requests being served, to refuse work past a cap instead of queueing without bound.
+final class InflightCounter: Sendable {
+    private let count = Atomic<Int>(0)
+
+    func enter(limit: Int) -> Bool {
+        let now = count.add(1, ordering: .relaxed).newValue
+        if now > limit {
+            count.subtract(1, ordering: .relaxed)
+            return false
+        }
+        return true
+    }
+
+    func leave() { count.subtract(1, ordering: .relaxed) }
+}

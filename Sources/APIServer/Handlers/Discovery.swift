@@ -1,0 +1,57 @@
+import API
+
+/// `/version`, `/api`, `/apis` and the resource lists, so generic Kubernetes clients find what is served.
+enum Discovery {
+    static func version() -> JSONValue {
+        .object([
+            JSONMember("major", .string("1")), JSONMember("minor", .string("30")),
+            JSONMember("gitVersion", .string("v1.30.0+cox-\(CoxVersion.version)")),
+            JSONMember("platform", .string("linux/amd64")),
+        ])
+    }
+
+    static func coreVersions() -> JSONValue {
+        .object([JSONMember("kind", .string("APIVersions")), JSONMember("versions", .array([.string("v1")])),
+                 JSONMember("serverAddressByClientCIDRs", .array([]))])
+    }
+
+    static var groups: [String: String] {
+        var out: [String: String] = [:]
+        for kind in Kinds.all where !kind.kindInfo.group.isEmpty { out[kind.kindInfo.group] = kind.kindInfo.version }
+        return out
+    }
+
+    static func groupList() -> JSONValue {
+        let items: [JSONValue] = groups.keys.sorted().map { group in
+            let version: JSONValue = .object([JSONMember("groupVersion", .string("\(group)/\(groups[group]!)")), JSONMember("version", .string(groups[group]!))])
+            return .object([JSONMember("name", .string(group)), JSONMember("versions", .array([version])), JSONMember("preferredVersion", version)])
+        }
+        return .object([JSONMember("kind", .string("APIGroupList")), JSONMember("apiVersion", .string("v1")), JSONMember("groups", .array(items))])
+    }
+
+    /// The resources of one group/version; nil when nothing is served there.
+    static func resourceList(group: String, version: String) -> JSONValue? {
+        let kinds = Kinds.all.filter { $0.kindInfo.group == group && $0.kindInfo.version == version }
+        guard !kinds.isEmpty else { return nil }
+        var resources: [JSONValue] = []
+        for kind in kinds {
+            let info = kind.kindInfo
+            let verbs: [JSONValue] = ["create", "delete", "get", "list", "update", "watch"].map { .string($0) }
+            resources.append(.object([
+                JSONMember("name", .string(info.resource)), JSONMember("singularName", .string(info.singular)),
+                JSONMember("namespaced", .bool(info.namespaced)), JSONMember("kind", .string(info.kind)),
+                JSONMember("verbs", .array(verbs)), JSONMember("shortNames", .array(info.shortNames.map { .string($0) })),
+            ]))
+            if ["Pod", "Node", "Namespace", "ReplicaSet", "Deployment"].contains(info.kind) {
+                resources.append(.object([
+                    JSONMember("name", .string(info.resource + "/status")), JSONMember("singularName", .string("")),
+                    JSONMember("namespaced", .bool(info.namespaced)), JSONMember("kind", .string(info.kind)),
+                    JSONMember("verbs", .array([.string("get"), .string("update")])),
+                ]))
+            }
+        }
+        return .object([JSONMember("kind", .string("APIResourceList")), JSONMember("apiVersion", .string("v1")),
+                        JSONMember("groupVersion", .string(group.isEmpty ? version : "\(group)/\(version)")),
+                        JSONMember("resources", .array(resources))])
+    }
+}

@@ -1,0 +1,49 @@
+import API
+
+/// A request path split the Kubernetes way:
+///
+///     /api/v1/namespaces/default/pods/web/status    group "", kind Pod, namespace default, name web, status
+///     /apis/apps/v1/deployments                     every Deployment in every namespace
+///     /api/v1/nodes/n1                              a cluster-scoped object
+struct ResourcePath {
+    let kind: any APIObject.Type
+    /// nil: all namespaces (or a cluster-scoped kind).
+    let namespace: String?
+    let name: String?
+    let subresource: String?
+
+    /// nil when the path names no resource (discovery, unknown paths).
+    static func parse(_ segments: [String]) throws -> ResourcePath? {
+        let group: String, version: String
+        var rest: ArraySlice<String>
+        if segments.count >= 2, segments[0] == "api" {
+            (group, version, rest) = ("", segments[1], segments[2...])
+        } else if segments.count >= 3, segments[0] == "apis" {
+            (group, version, rest) = (segments[1], segments[2], segments[3...])
+        } else {
+            return nil
+        }
+        guard !rest.isEmpty else { return nil }
+        var namespace: String?
+        if rest.first == "namespaces", rest.count >= 3, rest[rest.startIndex + 2] != "status" {
+            namespace = rest[rest.startIndex + 1]
+            rest = rest.dropFirst(2)
+        }
+        let resource = rest.removeFirst()
+        guard let kind = Kinds.all.first(where: { $0.kindInfo.group == group && $0.kindInfo.resource == resource }) else {
+            throw APIError.notFound("the server could not find the requested resource (\(group.isEmpty ? "" : group + "/")\(version) \(resource))")
+        }
+        guard kind.kindInfo.version == version else {
+            throw APIError.notFound("the server could not find the requested resource: \(resource) is served as \(kind.kindInfo.apiVersion), not \(group.isEmpty ? version : group + "/" + version)")
+        }
+        if namespace != nil && !kind.kindInfo.namespaced {
+            throw APIError.notFound("\(resource) are not namespaced")
+        }
+        let name = rest.popFirst()
+        let subresource = rest.popFirst()
+        guard rest.isEmpty, subresource == nil || subresource == "status" else {
+            throw APIError.notFound("the server could not find the requested resource (subresource \(subresource ?? ""))")
+        }
+        return ResourcePath(kind: kind, namespace: namespace, name: name, subresource: subresource)
+    }
+}

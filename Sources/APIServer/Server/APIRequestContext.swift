@@ -1,0 +1,16 @@
+import Hummingbird
+import NIOCore
+
+/// Per-request context: Hummingbird's core storage plus the connection, for the TLS peer identity.
+public struct APIRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public let channel: any Channel
+
+    public init(source: ApplicationRequestContextSource) {
+        self.coreContext = .init(source: source)
+        self.channel = source.channel
+    }
+
+    /// Bodies are capped by the API server itself (so it can answer 413 with a Status).
+    public var maxUploadSize: Int { Int.max }
+}

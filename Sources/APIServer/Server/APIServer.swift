@@ -1,0 +1,85 @@
+import API
+import Foundation
+import Hummingbird
+import HummingbirdTLS
+import Logging
+import NIOCore
+import NIOSSL
+import PKI
+import Store
+
+/// The API server: TLS only (client certificates verified against the cluster CA when presented;
+/// requests without one get 401 except `/livez` and `/readyz`), Kubernetes-shaped REST and watch
+/// over the embedded store. PKI is bootstrapped in the data directory on first start.
+public struct APIServer: Sendable {
+    public struct Limits: Sendable {
+        /// Request bodies above this get 413 (Kubernetes' default is 3 MiB).
+        public var maxBodyBytes = 3 * 1024 * 1024
+        /// Requests served at once; more get 429 with Retry-After.
+        public var maxInflightRequests = 400
+        /// Longest a watch stays open; clients re-watch from their last revision.
+        public var maxWatchSeconds = 1_800
+        public init() {}
+    }
+
+    public struct Configuration: Sendable {
+        public var dataDirectory: String
+        public var host = "127.0.0.1"
+        /// 0 picks a free port (tests).
+        public var port = 6443
+        /// Extra names and addresses for the serving certificate (`--advertise-address`).
+        public var extraNames: [String] = []
+        public var limits = Limits()
+        public var store = SQLiteStore.Options()
+        /// Where the admin kubeconfig is written; nil for `DATA/admin.kubeconfig`.
+        public var kubeconfigPath: String?
+
+        public init(dataDirectory: String) {
+            self.dataDirectory = dataDirectory
+        }
+    }
+
+    public let configuration: Configuration
+    public let logger: Logger
+
+    public init(configuration: Configuration, logger: Logger = Logger(label: "cox.apiserver")) {
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// Runs until cancelled or until SIGINT/SIGTERM (graceful: in-flight requests finish, watches end).
+    /// `onRunning` gets the bound port and the kubeconfig path once the server accepts connections.
+    public func run(onRunning: @escaping @Sendable (_ port: Int, _ kubeconfig: String) async -> Void = { _, _ in }) async throws {
+        let pki = try ClusterPKI.bootstrap(dataDirectory: configuration.dataDirectory, extraNames: configuration.extraNames + [configuration.host])
+        let store = try SQLiteStore(directory: configuration.dataDirectory, options: configuration.store, logger: logger)
+        defer { store.close() }
+
+        var tls = TLSConfiguration.makeServerConfiguration(
+            certificateChain: try NIOSSLCertificate.fromPEMBytes(Array(pki.serving.certificatePEM.utf8)).map { .certificate($0) },
+            privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(pki.serving.privateKeyPEM.utf8), format: .pem)))
+        tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(pki.authority.certificatePEM.utf8)))
+        tls.certificateVerification = .optionalVerification
+        tls.minimumTLSVersion = .tlsv12
+
+        let responder = APIResponder(store: store, limits: configuration.limits, inflight: InflightCounter(), logger: logger)
+        let kubeconfigPath = configuration.kubeconfigPath ?? (configuration.dataDirectory as NSString).appendingPathComponent("admin.kubeconfig")
+        let host = configuration.host
+        let app = Application(
+            responder: responder,
+            server: try .tls(.http1(), tlsConfiguration: tls),
+            configuration: .init(address: .hostname(host, port: configuration.port), serverName: "cox"),
+            onServerRunning: { [logger] channel in
+                let port = channel.localAddress?.port ?? 0
+                let urlHost = host.contains(":") ? "[\(host)]" : host
+                do {
+                    try pki.writeAdminKubeconfig(to: kubeconfigPath, serverURL: "https://\(urlHost):\(port)")
+                } catch {
+                    logger.error("cannot write the admin kubeconfig", metadata: ["path": "\(kubeconfigPath)", "error": "\(error)"])
+                }
+                logger.info("serving", metadata: ["address": "https://\(urlHost):\(port)", "kubeconfig": "\(kubeconfigPath)"])
+                await onRunning(port, kubeconfigPath)
+            },
+            logger: logger)
+        try await app.runService()
+    }
+}
