@@ -20,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         // SQLite from the system (Debian: libsqlite3-dev).
@@ -42,6 +43,14 @@ let package = Package(
             .product(name: "SwiftASN1", package: "swift-asn1"),
             .product(name: "Yams", package: "Yams"),
         ]),
+        // Typed API client over TLS (kubeconfig, JSON or protobuf). Knows nothing of the server.
+        .target(name: "Client", dependencies: [
+            "API", "PKI",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
         // Components. Filled in by later issues; each depends only downward.
         .target(name: "APIServer", dependencies: [
             "API", "Store", "PKI",
@@ -57,7 +66,7 @@ let package = Package(
         .target(name: "NodeAgent", dependencies: ["API"]),
         // The `cox` executable.
         .executableTarget(name: "ctl", dependencies: [
-            "API", "Store", "PKI", "APIServer", "Scheduler", "Controllers", "NodeAgent",
+            "API", "Store", "PKI", "Client", "APIServer", "Scheduler", "Controllers", "NodeAgent",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -65,7 +74,7 @@ let package = Package(
 
         .testTarget(name: "APITests", dependencies: ["API", "TestSupport"]),
         .testTarget(name: "PKITests", dependencies: ["PKI", "TestSupport"]),
-        .testTarget(name: "APIServerTests", dependencies: ["APIServer", "API", "Store", "PKI", "TestSupport"]),
+        .testTarget(name: "APIServerTests", dependencies: ["APIServer", "API", "Store", "PKI", "Client", "TestSupport", "ctl"]),
         .testTarget(name: "StoreTests", dependencies: ["Store", "API", "TestSupport", "ctl", .product(name: "Logging", package: "swift-log")]),
     ],
     swiftLanguageModes: [.v6]

@@ -35,3 +35,14 @@ public enum Tools {
         return Output(status: process.terminationStatus, output: String(decoding: data, as: UTF8.self))
     }
 }
+
+/// Locates the `cox` binary built next to the tests (override with COX_BINARY).
+public func coxBinary() throws -> String {
+    if let path = ProcessInfo.processInfo.environment["COX_BINARY"] { return path }
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    for candidate in [".build/debug/cox", ".build/x86_64-unknown-linux-gnu/debug/cox", ".build/aarch64-unknown-linux-gnu/debug/cox"] {
+        let path = root.appendingPathComponent(candidate).path
+        if FileManager.default.isExecutableFile(atPath: path) { return path }
+    }
+    throw CocoaError(.fileNoSuchFile, userInfo: [NSFilePathErrorKey: "cox binary under \(root.path)/.build (run `swift build` first)"])
+}

@@ -4,17 +4,6 @@ import Testing
 import TestSupport
 @testable import Store
 
-/// Locates the `cox` binary built next to the tests (override with COX_BINARY).
-func coxBinary() throws -> String {
-    if let path = ProcessInfo.processInfo.environment["COX_BINARY"] { return path }
-    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    for candidate in [".build/debug/cox", ".build/x86_64-unknown-linux-gnu/debug/cox", ".build/aarch64-unknown-linux-gnu/debug/cox"] {
-        let path = root.appendingPathComponent(candidate).path
-        if FileManager.default.isExecutableFile(atPath: path) { return path }
-    }
-    throw CocoaError(.fileNoSuchFile, userInfo: [NSFilePathErrorKey: "cox binary under \(root.path)/.build (run `swift build` first)"])
-}
-
 @Suite("Store: crash safety")
 struct CrashTests {
     /// A child process writes as fast as it can and prints each acknowledged revision; it is

@@ -4,21 +4,21 @@ extension Namespace: APIObject {
     public static let kindInfo = KindInfo(group: "", version: "v1", kind: "Namespace", resource: "namespaces",
                                           singular: "namespace", shortNames: ["ns"], namespaced: false)
     public func specDiffers(from other: Namespace) -> Bool { spec != other.spec }
-    public mutating func copyStatus(from other: Namespace) { status = other.status }
+    public mutating func copyStatus(from other: Namespace) { if other.hasStatus { status = other.status } else { clearStatus() } }
 }
 
 extension Pod: APIObject {
     public static let kindInfo = KindInfo(group: "", version: "v1", kind: "Pod", resource: "pods",
                                           singular: "pod", shortNames: ["po"], namespaced: true)
     public func specDiffers(from other: Pod) -> Bool { spec != other.spec }
-    public mutating func copyStatus(from other: Pod) { status = other.status }
+    public mutating func copyStatus(from other: Pod) { if other.hasStatus { status = other.status } else { clearStatus() } }
 }
 
 extension Node: APIObject {
     public static let kindInfo = KindInfo(group: "", version: "v1", kind: "Node", resource: "nodes",
                                           singular: "node", shortNames: ["no"], namespaced: false)
     public func specDiffers(from other: Node) -> Bool { spec != other.spec }
-    public mutating func copyStatus(from other: Node) { status = other.status }
+    public mutating func copyStatus(from other: Node) { if other.hasStatus { status = other.status } else { clearStatus() } }
 }
 
 extension Event: APIObject {
@@ -40,14 +40,14 @@ extension ReplicaSet: APIObject {
     public static let kindInfo = KindInfo(group: "apps", version: "v1", kind: "ReplicaSet", resource: "replicasets",
                                           singular: "replicaset", shortNames: ["rs"], namespaced: true)
     public func specDiffers(from other: ReplicaSet) -> Bool { spec != other.spec }
-    public mutating func copyStatus(from other: ReplicaSet) { status = other.status }
+    public mutating func copyStatus(from other: ReplicaSet) { if other.hasStatus { status = other.status } else { clearStatus() } }
 }
 
 extension Deployment: APIObject {
     public static let kindInfo = KindInfo(group: "apps", version: "v1", kind: "Deployment", resource: "deployments",
                                           singular: "deployment", shortNames: ["deploy"], namespaced: true)
     public func specDiffers(from other: Deployment) -> Bool { spec != other.spec }
-    public mutating func copyStatus(from other: Deployment) { status = other.status }
+    public mutating func copyStatus(from other: Deployment) { if other.hasStatus { status = other.status } else { clearStatus() } }
 }
 
 extension NamespaceList: APIObjectList {}

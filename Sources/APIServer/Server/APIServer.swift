@@ -64,22 +64,35 @@ public struct APIServer: Sendable {
         let responder = APIResponder(store: store, limits: configuration.limits, inflight: InflightCounter(), logger: logger)
         let kubeconfigPath = configuration.kubeconfigPath ?? (configuration.dataDirectory as NSString).appendingPathComponent("admin.kubeconfig")
         let host = configuration.host
+        let urlHost = host.contains(":") ? "[\(host)]" : host
+        // Hummingbird waits for onServerRunning before it serves, so the caller's callback (which
+        // may well call this server) runs in a sibling task, once the port is known.
+        let (ports, portContinuation) = AsyncStream<Int>.makeStream()
         let app = Application(
             responder: responder,
             server: try .tls(.http1(), tlsConfiguration: tls),
             configuration: .init(address: .hostname(host, port: configuration.port), serverName: "cox"),
             onServerRunning: { [logger] channel in
                 let port = channel.localAddress?.port ?? 0
-                let urlHost = host.contains(":") ? "[\(host)]" : host
                 do {
                     try pki.writeAdminKubeconfig(to: kubeconfigPath, serverURL: "https://\(urlHost):\(port)")
                 } catch {
                     logger.error("cannot write the admin kubeconfig", metadata: ["path": "\(kubeconfigPath)", "error": "\(error)"])
                 }
                 logger.info("serving", metadata: ["address": "https://\(urlHost):\(port)", "kubeconfig": "\(kubeconfigPath)"])
-                await onRunning(port, kubeconfigPath)
+                portContinuation.yield(port)
+                portContinuation.finish()
             },
             logger: logger)
-        try await app.runService()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                defer { portContinuation.finish() }
+                try await app.runService()
+            }
+            group.addTask {
+                for await port in ports { await onRunning(port, kubeconfigPath) }
+            }
+            try await group.waitForAll()
+        }
     }
 }

@@ -1,5 +1,8 @@
+import API
 import APIServer
 import ArgumentParser
+import Client
+import PKI
 import Foundation
 import Logging
 
@@ -33,8 +36,11 @@ struct UpCommand: AsyncParsableCommand {
 
     @Option(help: "Data directory.") var dataDir = ".cox"
     @Option(help: "Port to listen on.") var port = 6443
+    @Option(name: .shortAndLong, help: "Manifests to apply once the cluster is up (a file or directory; repeatable).") var filename: [String] = []
 
     func run() async throws {
+        // Read the manifests first: a typo should stop `cox up` before anything starts.
+        let manifests = try filename.flatMap { try Manifests.load(path: $0) }
         var configuration = APIServer.Configuration(dataDirectory: dataDir)
         configuration.port = port
         try await APIServer(configuration: configuration).run { port, kubeconfig in
@@ -45,6 +51,16 @@ struct UpCommand: AsyncParsableCommand {
                                kubectl --kubeconfig \(kubeconfig) get --raw /api/v1/namespaces/default/pods
                 Ctrl-C stops it.
                 """)
+            fflush(nil)
+            guard !manifests.isEmpty else { return }
+            // Applied through the public API, as any other client would.
+            do {
+                let client = try APIClient(kubeconfig: try Kubeconfig.load(path: kubeconfig))
+                if await ApplyCommand.apply(manifests.map(\.object), with: client) { printError("some manifests were not applied (see above)") }
+                try? await client.shutdown()
+            } catch {
+                printError("error: cannot apply the manifests: \(error)")
+            }
             fflush(nil)
         }
     }

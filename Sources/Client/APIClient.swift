@@ -1,0 +1,158 @@
+import API
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOSSL
+import PKI
+
+/// A failed call: the server's Status when it answered, or what went wrong on the way.
+public struct ClientError: Error, Sendable, CustomStringConvertible {
+    public let code: Int
+    public let reason: String
+    public let message: String
+    public var description: String { message }
+}
+
+/// Typed calls to a Coxswain (or Kubernetes-shaped) API server over TLS, authenticated by the
+/// kubeconfig's client certificate. Protobuf by default, JSON on request. Every call has a deadline.
+public final class APIClient: Sendable {
+    public static let defaultTimeout: TimeAmount = .seconds(30)
+
+    let http: HTTPClient
+    public let server: String
+    let format: WireFormat
+    let timeout: TimeAmount
+
+    public init(kubeconfig: Kubeconfig, format: WireFormat = .protobuf, timeout: TimeAmount = APIClient.defaultTimeout) throws {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(kubeconfig.caPEM.utf8)))
+        tls.minimumTLSVersion = .tlsv12
+        if let certificate = kubeconfig.clientCertificatePEM, let key = kubeconfig.clientKeyPEM {
+            tls.certificateChain = try NIOSSLCertificate.fromPEMBytes(Array(certificate.utf8)).map { .certificate($0) }
+            tls.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(key.utf8), format: .pem))
+        }
+        self.http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(tlsConfiguration: tls))
+        self.server = kubeconfig.server.hasSuffix("/") ? String(kubeconfig.server.dropLast()) : kubeconfig.server
+        self.format = format
+        self.timeout = timeout
+    }
+
+    public func shutdown() async throws {
+        try await http.shutdown()
+    }
+
+    /// `/api/v1/namespaces/NS/pods[/NAME]` and the like.
+    public static func path(_ info: KindInfo, namespace: String?, name: String? = nil) -> String {
+        var path = info.group.isEmpty ? "/api/\(info.version)" : "/apis/\(info.group)/\(info.version)"
+        if info.namespaced, let namespace, !namespace.isEmpty { path += "/namespaces/\(namespace)" }
+        path += "/\(info.resource)"
+        if let name { path += "/\(name)" }
+        return path
+    }
+
+    func call(_ method: HTTPMethod, _ path: String, body: [UInt8]? = nil) async throws -> [UInt8] {
+        var request = HTTPClientRequest(url: server + path)
+        request.method = method
+        request.headers.add(name: "Accept", value: format.rawValue)
+        if let body {
+            request.headers.add(name: "Content-Type", value: format.rawValue)
+            request.body = .bytes(ByteBuffer(bytes: body))
+        }
+        let response: HTTPClientResponse
+        do {
+            response = try await http.execute(request, timeout: timeout)
+        } catch let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout {
+            throw ClientError(code: 0, reason: "Timeout", message: "\(method) \(server)\(path): no answer within the deadline of \(timeout.nanoseconds / 1_000_000_000) s")
+        } catch {
+            throw ClientError(code: 0, reason: "Unreachable", message: "cannot reach the API server at \(server): \(Self.explain(error))")
+        }
+        var buffer = try await response.body.collect(upTo: 64 * 1024 * 1024)
+        let bytes = buffer.readBytes(length: buffer.readableBytes) ?? []
+        guard (200..<300).contains(Int(response.status.code)) else {
+            let isProtobuf = response.headers.first(name: "Content-Type")?.hasPrefix(WireFormat.protobuf.rawValue) == true
+            if let status = isProtobuf ? try? Status(protobuf: bytes) : try? Status(jsonBytes: bytes), !status.message.isEmpty {
+                throw ClientError(code: Int(status.code), reason: status.reason, message: status.message)
+            }
+            throw ClientError(code: Int(response.status.code), reason: "HTTP\(response.status.code)", message: "\(method) \(path): HTTP \(response.status.code)")
+        }
+        return bytes
+    }
+
+    /// Turns TLS and socket errors into one sentence.
+    static func explain(_ error: any Error) -> String {
+        let text = "\(error)"
+        if text.contains("connectionRefused") || text.contains("Connection refused") { return "connection refused (is the server running?)" }
+        if text.contains("certificate") || text.contains("handshake") || text.contains("SSL") {
+            return "the TLS handshake failed; the server's certificate is not signed by the CA in your kubeconfig, or the server refused your client certificate (\(text))"
+        }
+        return text
+    }
+
+    func decode<T: APIObject>(_ type: T.Type, _ bytes: [UInt8]) throws -> T {
+        format == .protobuf ? try T(protobuf: bytes) : try T(jsonBytes: bytes)
+    }
+
+    public func get<T: APIObject>(_ type: T.Type, namespace: String, name: String) async throws -> T {
+        try decode(T.self, try await call(.GET, Self.path(T.kindInfo, namespace: namespace, name: name)))
+    }
+
+    public func create<T: APIObject>(_ object: T) async throws -> T {
+        try decode(T.self, try await call(.POST, Self.path(T.kindInfo, namespace: object.metadata.namespace), body: object.encode(as: format)))
+    }
+
+    public func update<T: APIObject>(_ object: T) async throws -> T {
+        let path = Self.path(T.kindInfo, namespace: object.metadata.namespace, name: object.metadata.name)
+        return try decode(T.self, try await call(.PUT, path, body: object.encode(as: format)))
+    }
+
+    public func delete<T: APIObject>(_ type: T.Type, namespace: String, name: String) async throws -> T {
+        try decode(T.self, try await call(.DELETE, Self.path(T.kindInfo, namespace: namespace, name: name)))
+    }
+
+    /// Lists objects (all pages), with an optional label selector; nil namespace lists all namespaces.
+    public func list<T: APIObject>(_ type: T.Type, namespace: String?, labelSelector: String? = nil) async throws -> (items: [T], resourceVersion: String) {
+        var items: [T] = []
+        var token = ""
+        var revision = ""
+        repeat {
+            var query: [String] = ["limit=500"]
+            if let labelSelector, !labelSelector.isEmpty { query.append("labelSelector=\(Self.escape(labelSelector))") }
+            if !token.isEmpty { query.append("continue=\(Self.escape(token))") }
+            let bytes = try await call(.GET, Self.path(T.kindInfo, namespace: namespace) + "?" + query.joined(separator: "&"))
+            let page = try decodeList(T.self, bytes)
+            items += page.items
+            token = page.meta.continue
+            if revision.isEmpty { revision = page.meta.resourceVersion }
+        } while !token.isEmpty
+        return (items, revision)
+    }
+
+    static func escape(_ value: String) -> String {
+        value.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~"))) ?? value
+    }
+
+    /// Every List kind is {apiVersion, kind, metadata, items}: decoded generically.
+    func decodeList<T: APIObject>(_ type: T.Type, _ bytes: [UInt8]) throws -> (items: [T], meta: ListMeta) {
+        var items: [T] = []
+        var meta = ListMeta()
+        switch format {
+        case .protobuf:
+            try bytes.withUnsafeBytes { buffer in
+                var reader = ProtoReader(buffer)
+                while let field = try reader.nextField() {
+                    switch field {
+                    case 3: meta = try reader.message(ListMeta.self)
+                    case 4: items.append(try reader.message(T.self))
+                    default: try reader.skip()
+                    }
+                }
+            }
+        case .json:
+            let json = try JSONParser.parse(bytes: bytes)
+            if let metadata = json["metadata"] { meta = try ListMeta(json: metadata) }
+            if case .array(let elements)? = json["items"] { items = try elements.map { try T(json: $0) } }
+        }
+        return (items, meta)
+    }
+}

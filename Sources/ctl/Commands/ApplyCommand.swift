@@ -1,0 +1,97 @@
+import API
+import ArgumentParser
+import Client
+
+/// `cox apply -f`: creates what is missing, updates what differs, leaves the rest alone.
+struct ApplyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "apply", abstract: "Create or update objects from YAML or JSON manifests.")
+
+    @Option(name: .shortAndLong, help: "A file, a directory, or - for standard input (repeatable).") var filename: [String]
+    @OptionGroup var client: ClientOptions
+
+    func run() async throws {
+        let objects = try filename.flatMap { try Manifests.load(path: $0) }
+        let failed = try await withClient(client) { client in
+            await Self.apply(objects.map(\.object), with: client)
+        }
+        if failed { throw ExitCode.failure }
+    }
+
+    /// Applies each object, printing `kind/name created|configured|unchanged`; true if any failed.
+    static func apply(_ objects: [any APIObject], with client: APIClient) async -> Bool {
+        var failed = false
+        for object in objects {
+            do {
+                print(try await applyOne(object, with: client))
+            } catch {
+                printError("error: \(type(of: object).kindInfo.singular)/\(object.metadata.name): \(error)")
+                failed = true
+            }
+        }
+        return failed
+    }
+
+    static func applyOne<T: APIObject>(_ desired: T, with client: APIClient) async throws -> String {
+        let label = "\(T.kindInfo.singular)/\(desired.metadata.name)"
+        let existing: T
+        do {
+            existing = try await client.get(T.self, namespace: desired.metadata.namespace, name: desired.metadata.name)
+        } catch let error as ClientError where error.code == 404 {
+            _ = try await client.create(desired)
+            return "\(label) created"
+        }
+        var merged = desired
+        merged.metadata.uid = existing.metadata.uid
+        merged.metadata.creationTimestamp = existing.metadata.creationTimestamp
+        merged.metadata.resourceVersion = existing.metadata.resourceVersion
+        merged.metadata.generation = existing.metadata.generation
+        merged.copyStatus(from: existing)
+        // Compared as users see them: the JSON forms (map keys sorted, defaults applied on both sides).
+        if merged.jsonBytes() == existing.jsonBytes() { return "\(label) unchanged" }
+        _ = try await client.update(merged)
+        return "\(label) configured"
+    }
+}
+
+/// `cox delete KIND NAME` or `cox delete -f FILE`.
+struct DeleteCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "delete", abstract: "Delete objects by kind and name, or those in manifests.")
+
+    @Argument(help: "Kind and names, e.g. `pod web`.") var arguments: [String] = []
+    @Option(name: .shortAndLong, help: "Delete the objects in these manifests.") var filename: [String] = []
+    @Option(name: .shortAndLong, help: "Namespace.") var namespace = "default"
+    @OptionGroup var client: ClientOptions
+
+    func run() async throws {
+        var targets: [(any APIObject.Type, String, String)] = []
+        for path in filename {
+            for item in try Manifests.load(path: path) {
+                targets.append((type(of: item.object), item.object.metadata.namespace, item.object.metadata.name))
+            }
+        }
+        if let first = arguments.first {
+            let type = try kind(named: first)
+            guard arguments.count > 1 else { throw ValidationError("name the \(type.kindInfo.resource) to delete, e.g. `cox delete \(first) NAME`") }
+            for name in arguments.dropFirst() { targets.append((type, namespace, name)) }
+        }
+        guard !targets.isEmpty else { throw ValidationError("nothing to delete: give KIND NAME or -f FILE") }
+        let failed = try await withClient(client) { client in
+            var failed = false
+            for (type, namespace, name) in targets {
+                do {
+                    try await Self.delete(type, namespace: namespace, name: name, client: client)
+                    print("\(type.kindInfo.singular) \"\(name)\" deleted")
+                } catch {
+                    printError("error: \(error)")
+                    failed = true
+                }
+            }
+            return failed
+        }
+        if failed { throw ExitCode.failure }
+    }
+
+    static func delete<T: APIObject>(_ type: T.Type, namespace: String, name: String, client: APIClient) async throws {
+        _ = try await client.delete(T.self, namespace: namespace, name: name)
+    }
+}

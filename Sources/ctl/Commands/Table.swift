@@ -1,0 +1,71 @@
+import API
+import Foundation
+
+/// kubectl-style columns per kind.
+enum Table {
+    static func render<T: APIObject>(_ objects: [T], allNamespaces: Bool, wide: Bool) -> String {
+        var header: [String]
+        var rows: [[String]]
+        switch objects {
+        case let pods as [Pod]:
+            header = ["NAME", "READY", "STATUS", "RESTARTS", "AGE"] + (wide ? ["NODE"] : [])
+            rows = pods.map { pod in
+                let ready = pod.status.containerStatuses.filter(\.ready).count
+                let restarts = pod.status.containerStatuses.map(\.restartCount).reduce(0, +)
+                return [pod.metadata.name, "\(ready)/\(pod.spec.containers.count)", podStatus(pod), "\(restarts)", age(pod.metadata)]
+                    + (wide ? [pod.spec.nodeName.isEmpty ? "<none>" : pod.spec.nodeName] : [])
+            }
+        case let nodes as [Node]:
+            header = ["NAME", "STATUS", "AGE", "VERSION"]
+            rows = nodes.map { node in
+                let ready = node.status.conditions.first { $0.type == "Ready" }?.status == "True"
+                var status = ready ? "Ready" : "NotReady"
+                if node.spec.unschedulable { status += ",SchedulingDisabled" }
+                return [node.metadata.name, status, age(node.metadata), node.status.nodeInfo.kubeletVersion]
+            }
+        case let deployments as [Deployment]:
+            header = ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
+            rows = deployments.map { d in
+                [d.metadata.name, "\(d.status.readyReplicas)/\(d.spec.replicas)", "\(d.status.updatedReplicas)", "\(d.status.availableReplicas)", age(d.metadata)]
+            }
+        case let sets as [ReplicaSet]:
+            header = ["NAME", "DESIRED", "CURRENT", "READY", "AGE"]
+            rows = sets.map { rs in [rs.metadata.name, "\(rs.spec.replicas)", "\(rs.status.replicas)", "\(rs.status.readyReplicas)", age(rs.metadata)] }
+        case let namespaces as [Namespace]:
+            header = ["NAME", "STATUS", "AGE"]
+            rows = namespaces.map { [$0.metadata.name, $0.status.phase, age($0.metadata)] }
+        default:
+            header = ["NAME", "AGE"]
+            rows = objects.map { [$0.metadata.name, age($0.metadata)] }
+        }
+        if allNamespaces {
+            header.insert("NAMESPACE", at: 0)
+            for i in rows.indices { rows[i].insert(objects[i].metadata.namespace, at: 0) }
+        }
+        var widths = header.map(\.count)
+        for row in rows { for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.count) } }
+        func line(_ cells: [String]) -> String {
+            cells.enumerated().map { i, cell in i == cells.count - 1 ? cell : cell.padding(toLength: widths[i] + 3, withPad: " ", startingAt: 0) }.joined() + "\n"
+        }
+        return line(header) + rows.map(line).joined()
+    }
+
+    /// What kubectl shows in STATUS: a waiting reason such as CrashLoopBackOff wins over the phase.
+    static func podStatus(_ pod: Pod) -> String {
+        if pod.metadata.hasDeletionTimestamp { return "Terminating" }
+        for status in pod.status.containerStatuses {
+            if status.state.hasWaiting, !status.state.waiting.reason.isEmpty { return status.state.waiting.reason }
+            if status.state.hasTerminated, !status.state.terminated.reason.isEmpty, pod.status.phase != "Running" { return status.state.terminated.reason }
+        }
+        return pod.status.phase.isEmpty ? "Pending" : pod.status.phase
+    }
+
+    static func age(_ meta: ObjectMeta) -> String {
+        guard meta.hasCreationTimestamp else { return "<unknown>" }
+        let seconds = max(0, Int(Date().timeIntervalSince1970) - Int(meta.creationTimestamp.seconds))
+        if seconds < 120 { return "\(seconds)s" }
+        if seconds < 7200 { return "\(seconds / 60)m" }
+        if seconds < 172_800 { return "\(seconds / 3600)h" }
+        return "\(seconds / 86400)d"
+    }
+}
