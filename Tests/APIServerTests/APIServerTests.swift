@@ -137,6 +137,29 @@ struct APIServerTests {
         await server.stop()
     }
 
+    @Test func idleWatchesSendBookmarksAndVanishedClientsAreNoticed() async throws {
+        let server = try await ServerHarness { $0.limits.bookmarkInterval = .milliseconds(200) }
+        _ = try server.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("a"))
+        let idle = try server.request("/api/v1/namespaces/default/pods?watch=true&resourceVersion=1&timeoutSeconds=1")
+        let lines = idle.body.split(separator: "\n").map { try! JSONParser.parse(String($0)) }
+        #expect(!lines.isEmpty && lines.allSatisfy { $0["type"] == .string("BOOKMARK") }, "\(idle.body)")
+        #expect(lines.first?["object"]?["metadata"]?["resourceVersion"] == .string("1"))
+        #expect(lines.first?["object"]?["kind"] == .string("Pod"))
+
+        // A client that goes away (curl gives up after 1 s) frees its server-side watch.
+        _ = try server.request("/api/v1/namespaces/default/pods?watch=true&resourceVersion=1", extra: ["--max-time", "1"])
+        var watchers = -1
+        for _ in 0..<50 {  // bounded: 50 × 100 ms
+            let metrics = try server.request("/metrics").body
+            let line = metrics.split(separator: "\n").first { $0.hasPrefix("cox_apiserver_watchers ") }
+            watchers = Int(line?.split(separator: " ").last ?? "") ?? -1
+            if watchers == 0 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(watchers == 0, "the watch of a disconnected client must end")
+        await server.stop()
+    }
+
     @Test func limitsAnswer413And429() async throws {
         let server = try await ServerHarness { $0.limits.maxBodyBytes = 4096 }
         let big = podJSON("big").replacingOccurrences(of: #""labels":{}"#, with: "") .replacingOccurrences(of: "sleep", with: String(repeating: "s", count: 8000))

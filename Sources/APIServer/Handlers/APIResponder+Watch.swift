@@ -39,13 +39,21 @@ extension APIResponder {
         let encodedFormat = format
         let initialObjects = initial
         let watchSeconds = timeout
+        let bookmarkInterval = limits.bookmarkInterval
         return Response(status: .ok, headers: [.contentType: format.rawValue, .cacheControl: "no-cache"], body: ResponseBody { writer in
             let timer = Task {
                 try? await Task.sleep(for: .seconds(watchSeconds))
                 watch.cancel()
             }
+            let bookmarks = Task {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: bookmarkInterval)
+                    watch.tick()
+                }
+            }
             defer {
                 timer.cancel()
+                bookmarks.cancel()
                 watch.cancel()
             }
             if !initialObjects.isEmpty {
@@ -56,9 +64,11 @@ extension APIResponder {
                 try await writer.write(buffer)
             }
             do {
-                while true {
-                    let batch = try await watch.next()
-                    if batch.isEmpty { break }
+                while let batch = try await watch.nextOrTick() {
+                    if batch.isEmpty {
+                        try await writer.write(ByteBuffer(bytes: Self.bookmark(T.self, revision: watch.revision, format: encodedFormat)))
+                        continue
+                    }
                     var buffer = ByteBuffer()
                     for event in batch {
                         buffer.writeBytes(event.encoded(encodedFormat.rawValue) { Self.frame(event: $0, format: encodedFormat) })
@@ -100,6 +110,14 @@ extension APIResponder {
         case .protobuf:
             return lengthPrefixed(type: type, object: object.protoBytes())
         }
+    }
+
+    /// A BOOKMARK: an object of the watched kind carrying only the revision the watch has reached.
+    static func bookmark<T: APIObject>(_ type: T.Type, revision: Int64, format: WireFormat) -> [UInt8] {
+        var marker = T()
+        marker.setTypeMeta()
+        marker.metadata.resourceVersion = String(revision)
+        return frame(type: "BOOKMARK", object: marker, format: format)
     }
 
     static func errorFrame(_ status: Status, format: WireFormat) -> [UInt8] {

@@ -70,6 +70,7 @@ struct APIResponder: HTTPResponder {
     func route(_ request: inout Request, identity: ClientIdentity, format: WireFormat) async throws -> Response {
         let segments = request.uri.path.split(separator: "/").map(String.init)
         switch segments {
+        case ["metrics"]: return metrics()
         case ["version"]: return Self.json(Discovery.version())
         case ["api"]: return Self.json(Discovery.coreVersions())
         case ["apis"]: return Self.json(Discovery.groupList())
@@ -149,6 +150,35 @@ struct APIResponder: HTTPResponder {
         default:
             throw APIError.methodNotAllowed(request.method.rawValue)
         }
+    }
+
+    /// Prometheus text format. Request counters by verb/resource/code come with the metrics work of issue #3.
+    func metrics() -> Response {
+        let lines = [
+            "# HELP cox_apiserver_watchers Watches being served.",
+            "# TYPE cox_apiserver_watchers gauge",
+            "cox_apiserver_watchers \(store.activeWatchers)",
+            "# HELP cox_apiserver_inflight_requests Requests being served (watch streams excluded).",
+            "# TYPE cox_apiserver_inflight_requests gauge",
+            "cox_apiserver_inflight_requests \(inflight.current)",
+            "# HELP cox_store_revision The store's current revision.",
+            "# TYPE cox_store_revision gauge",
+            "cox_store_revision \(store.currentRevision)",
+            "# HELP cox_store_compacted_revision Revision up to which history has been compacted.",
+            "# TYPE cox_store_compacted_revision gauge",
+            "cox_store_compacted_revision \(store.compactedRevision)",
+            "# HELP cox_store_commits_total Transactions committed (each one fsync).",
+            "# TYPE cox_store_commits_total counter",
+            "cox_store_commits_total \(store.stats.commits.load(ordering: .relaxed))",
+            "# HELP cox_store_writes_total Writes committed; writes/commits is the mean group-commit batch.",
+            "# TYPE cox_store_writes_total counter",
+            "cox_store_writes_total \(store.stats.writes.load(ordering: .relaxed))",
+            "# HELP cox_watch_event_encodes_total Wire encodings of watch events (one per event and format, whatever the number of watchers).",
+            "# TYPE cox_watch_event_encodes_total counter",
+            "cox_watch_event_encodes_total \(StoreEvent.encodeCount.load(ordering: .relaxed))",
+        ]
+        return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                        body: .init(byteBuffer: ByteBuffer(string: lines.joined(separator: "\n") + "\n")))
     }
 
     static func randomSuffix() -> String {
@@ -231,4 +261,6 @@ final class InflightCounter: Sendable {
     }
 
     func leave() { count.subtract(1, ordering: .relaxed) }
+
+    var current: Int { count.load(ordering: .relaxed) }
 }

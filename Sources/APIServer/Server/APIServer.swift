@@ -19,6 +19,9 @@ public struct APIServer: Sendable {
         public var maxInflightRequests = 400
         /// Longest a watch stays open; clients re-watch from their last revision.
         public var maxWatchSeconds = 1_800
+        /// A watch with nothing to send sends a BOOKMARK this often: clients learn the current
+        /// revision, and a vanished client is noticed (the write fails) instead of lingering.
+        public var bookmarkInterval: Duration = .seconds(5)
         public init() {}
     }
 

@@ -20,6 +20,8 @@ public final class StoreWatch: Sendable, AsyncSequence {
         /// Whether the watch reads from the ring (after which falling behind is an error).
         var live = false
         var finished = false
+        /// Set by `tick()`: the waiting `nextOrTick()` returns an empty batch once.
+        var ticked = false
     }
 
     let hub: WatchHub
@@ -68,8 +70,27 @@ public final class StoreWatch: Sendable, AsyncSequence {
     /// Throws `compacted`, `watcherTooSlow`, or CancellationError.
     public func next() async throws -> [StoreEvent] {
         while true {
-            let (cursor, live, finished) = state.withLock { ($0.cursor, $0.live, $0.finished) }
-            if finished { return [] }
+            guard let batch = try await nextOrTick() else { return [] }
+            if !batch.isEmpty { return batch }
+        }
+    }
+
+    /// Makes a waiting `nextOrTick()` return an empty batch (for periodic bookmarks and liveness
+    /// checks of the consumer's connection).
+    public func tick() {
+        state.withLock { $0.ticked = true }
+        hub.wakeAll()
+    }
+
+    /// Like `next()`, but returns an empty batch after `tick()` and nil when the watch has ended.
+    public func nextOrTick() async throws -> [StoreEvent]? {
+        while true {
+            let (cursor, live, finished, ticked) = state.withLock { s in
+                defer { s.ticked = false }
+                return (s.cursor, s.live, s.finished, s.ticked)
+            }
+            if finished { return nil }
+            if ticked { return [] }
             try Task.checkCancellation()
             let events: [StoreEvent]
             switch hub.read(after: cursor, max: Self.ringBatch) {
@@ -82,7 +103,7 @@ public final class StoreWatch: Sendable, AsyncSequence {
                 continue
             case .closed:
                 finish()
-                return []
+                return nil
             case .behind:
                 if live {
                     finish()
