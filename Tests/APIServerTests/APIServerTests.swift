@@ -160,6 +160,45 @@ struct APIServerTests {
         await server.stop()
     }
 
+    /// Malformed bodies of many shapes each get a 4xx Status, and the server stays up.
+    @Test func malformedBodiesGet4xxAndTheServerStaysUp() async throws {
+        let server = try await ServerHarness()
+        let good = TestObjects.pod("fuzz").protobufBytes()
+        var generator = SeededGenerator(seed: 42)
+        var bodies: [(String, [UInt8], WireFormat)] = [
+            ("deep JSON", Array((String(repeating: "[", count: 5_000) + String(repeating: "]", count: 5_000)).utf8), .json),
+            ("deep object", Array((String(repeating: #"{"a":"#, count: 3_000) + "1" + String(repeating: "}", count: 3_000)).utf8), .json),
+            ("wrong kind", Array(TestObjects.node("n").jsonString().utf8), .json),
+            ("huge string", Array(#"{"metadata":{"name":""#.utf8) + Array(repeating: UInt8(ascii: "a"), count: 1_000_000) + Array(#""}}"#.utf8), .json),
+            ("not UTF-8", [0x7B, 0x22, 0xFF, 0xFE, 0x22, 0x3A, 0x31, 0x7D], .json),
+            ("empty", [], .json),
+            ("array", Array("[1,2,3]".utf8), .json),
+            ("number for object", Array(#"{"metadata":5}"#.utf8), .json),
+        ]
+        for cut in stride(from: 1, to: good.count, by: max(1, good.count / 12)) {
+            bodies.append(("truncated protobuf at \(cut)", Array(good.prefix(cut)), .protobuf))
+        }
+        for i in 0..<12 {
+            var mutated = good
+            for _ in 0..<4 { mutated[Int.random(in: 0..<mutated.count, using: &generator)] = UInt8.random(in: 0...255, using: &generator) }
+            bodies.append(("mutated protobuf \(i)", mutated, .protobuf))
+        }
+        for (label, body, format) in bodies {
+            let file = (server.dir.path as NSString).appendingPathComponent("body")
+            try Data(body).write(to: URL(fileURLWithPath: file))
+            let reply = try server.request("POST", "/api/v1/namespaces/default/pods", bodyFile: file, contentType: format.rawValue)
+            if (200..<300).contains(reply.code) {
+                // A random mutation can still be a valid pod; then it must really be stored.
+                #expect(format == .protobuf, "\(label) was accepted")
+                continue
+            }
+            #expect((400..<500).contains(reply.code), "\(label): \(reply.code) \(reply.body.prefix(200))")
+            #expect(reply.json?["kind"] == .string("Status"), "\(label): \(reply.body.prefix(200))")
+            #expect(try server.request("/livez", authenticated: false).body == "ok", "the server died on \(label)")
+        }
+        await server.stop()
+    }
+
     @Test func limitsAnswer413And429() async throws {
         let server = try await ServerHarness { $0.limits.maxBodyBytes = 4096 }
         let big = podJSON("big").replacingOccurrences(of: #""labels":{}"#, with: "") .replacingOccurrences(of: "sleep", with: String(repeating: "s", count: 8000))
@@ -219,5 +258,18 @@ enum PKIForTests {
     static func bootstrap(_ dir: String) throws -> String {
         _ = try ClusterPKI.bootstrap(dataDirectory: dir)
         return (dir as NSString).appendingPathComponent("pki")
+    }
+}
+
+/// A small deterministic generator (SplitMix64) so fuzz inputs are the same on every run.
+struct SeededGenerator: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }
