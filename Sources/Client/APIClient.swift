@@ -24,7 +24,8 @@ public final class APIClient: Sendable {
     let format: WireFormat
     let timeout: TimeAmount
 
-    public init(kubeconfig: Kubeconfig, format: WireFormat = .protobuf, timeout: TimeAmount = APIClient.defaultTimeout) throws {
+    public init(kubeconfig: Kubeconfig, format: WireFormat = .protobuf, timeout: TimeAmount = APIClient.defaultTimeout,
+                maxConnections: Int = 8) throws {
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(kubeconfig.caPEM.utf8)))
         tls.minimumTLSVersion = .tlsv12
@@ -32,10 +33,25 @@ public final class APIClient: Sendable {
             tls.certificateChain = try NIOSSLCertificate.fromPEMBytes(Array(certificate.utf8)).map { .certificate($0) }
             tls.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(key.utf8), format: .pem))
         }
-        self.http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(tlsConfiguration: tls))
+        var configuration = HTTPClient.Configuration(tlsConfiguration: tls)
+        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = maxConnections
+        self.http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         self.server = kubeconfig.server.hasSuffix("/") ? String(kubeconfig.server.dropLast()) : kubeconfig.server
         self.format = format
         self.timeout = timeout
+    }
+
+    /// Streams a watch: the raw body chunks of `?watch=true` from `resourceVersion` (JSON lines or
+    /// length-prefixed protobuf frames, per the client's format). Ends when the server ends it.
+    public func watchChunks<T: APIObject>(_ type: T.Type, namespace: String?, resourceVersion: String, timeoutSeconds: Int) async throws -> HTTPClientResponse.Body {
+        var request = HTTPClientRequest(url: server + Self.path(T.kindInfo, namespace: namespace)
+            + "?watch=true&resourceVersion=\(resourceVersion)&timeoutSeconds=\(timeoutSeconds)")
+        request.headers.add(name: "Accept", value: format.rawValue)
+        let response = try await http.execute(request, timeout: .seconds(Int64(timeoutSeconds) + 30))
+        guard response.status.code == 200 else {
+            throw ClientError(code: Int(response.status.code), reason: "HTTP\(response.status.code)", message: "watch failed: HTTP \(response.status.code)")
+        }
+        return response.body
     }
 
     public func shutdown() async throws {

@@ -7,7 +7,7 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks: codec, store, watch fan-out (use a release build).",
-        subcommands: [CodecBench.self, StoreBench.self, WatchBench.self])
+        subcommands: [CodecBench.self, StoreBench.self, WatchBench.self, APIBench.self])
 }
 
 struct Stopwatch {

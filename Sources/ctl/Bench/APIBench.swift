@@ -1,0 +1,162 @@
+import API
+import APIServer
+import ArgumentParser
+import Client
+import Dispatch
+import Foundation
+import Logging
+import PKI
+import Synchronization
+
+/// `cox bench api`: C clients create pods over TLS while W watchers stream them, against a server
+/// in this process (its own temporary data directory, a loopback port). Reports creates/s, create
+/// latency p50/p99, and watch delivery lag p99, for protobuf and JSON in the same run.
+struct APIBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "api", abstract: "Creates/s over TLS with watchers attached: protobuf vs JSON.")
+
+    @Option(help: "Concurrent creating clients.") var clients = 64
+    @Option(help: "Watchers attached while creating.") var watchers = 1_000
+    @Option(help: "Pods created per run.") var creates = 10_000
+    @Option(help: "Formats to measure (protobuf, json).") var format: [String] = ["protobuf", "json"]
+
+    /// Lag samples from every Nth event per watcher.
+    static let lagSampleEvery = 50
+
+    func run() async throws {
+        print("machine: \(machineDescription())")
+        print("\(clients) clients creating \(creates) pods over TLS (HTTP/1.1) while \(watchers) watchers stream them")
+        var rates: [String: Double] = [:]
+        for name in format {
+            guard let wire: WireFormat = name == "json" ? .json : name == "protobuf" ? .protobuf : nil else {
+                throw ValidationError("unknown format \(name): protobuf or json")
+            }
+            let result = try await measure(wire)
+            rates[name] = result.rate
+            print("  \(name.padding(toLength: 9, withPad: " ", startingAt: 0)) \(fmt(result.rate, 0)) creates/s; create p50 \(fmt(result.p50, 1)) ms, p99 \(fmt(result.p99, 1)) ms; watch lag p99 \(fmt(result.lagP99, 1)) ms; \(result.delivered) events delivered")
+        }
+        if let pb = rates["protobuf"], let js = rates["json"] { print("  → protobuf creates/s is \(fmt(pb / js, 2))× JSON's") }
+    }
+
+    struct Result {
+        let rate: Double, p50: Double, p99: Double, lagP99: Double, delivered: Int
+    }
+
+    final class Samples: Sendable {
+        let lags = Mutex<[Double]>([])
+        let delivered = Atomic<Int>(0)
+    }
+
+    func measure(_ wire: WireFormat) async throws -> Result {
+        let dir = (NSTemporaryDirectory() as NSString).appendingPathComponent("cox-bench-api-\(getpid())-\(wire == .json ? "json" : "pb")")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var configuration = APIServer.Configuration(dataDirectory: dir)
+        configuration.port = 0
+        configuration.limits.maxInflightRequests = 10_000
+        var logger = Logger(label: "cox.bench")
+        logger.logLevel = .error
+        let server = APIServer(configuration: configuration, logger: logger)
+        let (ready, readyContinuation) = AsyncStream<String>.makeStream()
+        let serverTask = Task { try await server.run { _, kubeconfig in readyContinuation.yield(kubeconfig) } }
+        defer { serverTask.cancel() }
+        var iterator = ready.makeAsyncIterator()
+        guard let kubeconfigPath = await iterator.next() else { throw ValidationError("the server did not start") }
+        let kubeconfig = try Kubeconfig.load(path: kubeconfigPath)
+        let writer = try APIClient(kubeconfig: kubeconfig, format: wire, maxConnections: clients)
+        let reader = try APIClient(kubeconfig: kubeconfig, format: wire, maxConnections: watchers)
+        let samples = Samples()
+        let total = creates
+
+        // Watchers first, each from revision 0 of an empty store.
+        let watchTasks = (0..<watchers).map { _ in
+            Task {
+                let body = try await reader.watchChunks(Pod.self, namespace: "default", resourceVersion: "0", timeoutSeconds: 600)
+                var pending: [UInt8] = []
+                var seen = 0
+                var lags: [Double] = []
+                for try await chunk in body {
+                    pending.append(contentsOf: chunk.readableBytesView)
+                    for event in Self.split(&pending, wire) {
+                        seen += 1
+                        if seen % Self.lagSampleEvery == 0, let sent = Self.sentAt(event, wire) {
+                            lags.append(Double(DispatchTime.now().uptimeNanoseconds &- sent) / 1e6)
+                        }
+                    }
+                    if seen >= total { break }
+                }
+                samples.delivered.add(seen, ordering: .relaxed)
+                samples.lags.withLock { $0 += lags }
+            }
+        }
+        try await Task.sleep(for: .milliseconds(500))  // let the watches attach
+
+        let start = DispatchTime.now().uptimeNanoseconds
+        let latencies = try await withThrowingTaskGroup(of: [Double].self) { group in
+            for c in 0..<clients {
+                group.addTask {
+                    var out: [Double] = []
+                    var i = c
+                    while i < total {
+                        var pod = Pod()
+                        pod.metadata.name = "bench-\(i)"
+                        pod.metadata.namespace = "default"
+                        var container = Container()
+                        container.name = "main"
+                        container.command = ["sleep", "3600"]
+                        pod.spec.containers = [container]
+                        let t0 = DispatchTime.now().uptimeNanoseconds
+                        pod.metadata.annotations["bench/sent"] = String(t0)
+                        _ = try await writer.create(pod)
+                        out.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
+                        i += clients
+                    }
+                    return out
+                }
+            }
+            var all: [Double] = []
+            for try await part in group { all += part }
+            return all
+        }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        for task in watchTasks { _ = try? await task.value }
+        try? await writer.shutdown()
+        try? await reader.shutdown()
+        let sorted = latencies.sorted()
+        let lags = samples.lags.withLock { $0 }.sorted()
+        return Result(rate: Double(total) / seconds, p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99),
+                      lagP99: percentile(lags, 0.99), delivered: samples.delivered.load(ordering: .relaxed))
+    }
+
+    /// Complete events taken off the front of `pending`.
+    static func split(_ pending: inout [UInt8], _ wire: WireFormat) -> [ArraySlice<UInt8>] {
+        var events: [ArraySlice<UInt8>] = []
+        var start = 0
+        switch wire {
+        case .json:
+            while let newline = pending[start...].firstIndex(of: 0x0A) {
+                events.append(pending[start..<newline])
+                start = newline + 1
+            }
+        case .protobuf:
+            while pending.count - start >= 4 {
+                let length = Int(pending[start]) << 24 | Int(pending[start + 1]) << 16 | Int(pending[start + 2]) << 8 | Int(pending[start + 3])
+                guard pending.count - start - 4 >= length else { break }
+                events.append(pending[(start + 4)..<(start + 4 + length)])
+                start += 4 + length
+            }
+        }
+        pending.removeFirst(start)
+        return events
+    }
+
+    /// The `bench/sent` annotation of an event's pod.
+    static func sentAt(_ event: ArraySlice<UInt8>, _ wire: WireFormat) -> UInt64? {
+        switch wire {
+        case .json:
+            guard let json = try? JSONParser.parse(bytes: event), case .string(let sent)? = json["object"]?["metadata"]?["annotations"]?["bench/sent"] else { return nil }
+            return UInt64(sent)
+        case .protobuf:
+            guard let frame = try? WatchEvent(protobuf: Array(event)), let pod = try? Pod(protobuf: Array(frame.object)) else { return nil }
+            return UInt64(pod.metadata.annotations["bench/sent"] ?? "")
+        }
+    }
+}
