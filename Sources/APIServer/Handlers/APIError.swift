@@ -85,11 +85,3 @@ public struct APIError: Error, Sendable, CustomStringConvertible {
         return mapped
     }
 }
-
-extension StatusCause {
-    init(field: String, message: String) {
-        self.init()
-        self.field = field
-        self.message = message
-    }
-}

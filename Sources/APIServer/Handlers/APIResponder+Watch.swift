@@ -85,20 +85,15 @@ extension APIResponder {
     }
 
     static func frame(event: StoreEvent, format: WireFormat) -> [UInt8] {
-        switch format {
-        case .json:
-            var w = JSONWriter()
-            w.beginObject()
-            w.key("type"); w.string(event.type.name)
-            w.key("object"); event.object.writeJSON(to: &w)
-            w.endObject()
-            return w.bytes + [0x0A]
-        case .protobuf:
-            return lengthPrefixed(type: event.type.name, object: event.protobufBytes)
-        }
+        frame(type: event.type.name, object: event.object, protobuf: { event.protobufBytes }, format: format)
     }
 
-    static func frame<T: APIObject>(type: String, object: T, format: WireFormat) -> [UInt8] {
+    static func frame(type: String, object: some JSONCodable & ProtoCodable, format: WireFormat) -> [UInt8] {
+        frame(type: type, object: object, protobuf: { object.protoBytes() }, format: format)
+    }
+
+    /// One watch event: a JSON line `{"type":…,"object":…}` or a length-prefixed protobuf WatchEvent.
+    static func frame(type: String, object: any JSONCodable, protobuf: () -> [UInt8], format: WireFormat) -> [UInt8] {
         switch format {
         case .json:
             var w = JSONWriter()
@@ -108,7 +103,7 @@ extension APIResponder {
             w.endObject()
             return w.bytes + [0x0A]
         case .protobuf:
-            return lengthPrefixed(type: type, object: object.protoBytes())
+            return lengthPrefixed(type: type, object: protobuf())
         }
     }
 
@@ -121,17 +116,7 @@ extension APIResponder {
     }
 
     static func errorFrame(_ status: Status, format: WireFormat) -> [UInt8] {
-        switch format {
-        case .json:
-            var w = JSONWriter()
-            w.beginObject()
-            w.key("type"); w.string("ERROR")
-            w.key("object"); status.writeJSON(to: &w)
-            w.endObject()
-            return w.bytes + [0x0A]
-        case .protobuf:
-            return lengthPrefixed(type: "ERROR", object: status.protoBytes())
-        }
+        frame(type: "ERROR", object: status, format: format)
     }
 
     /// A WatchEvent message behind its length as 4 big-endian bytes.

@@ -32,6 +32,19 @@ public enum WatchFanoutBenchmark {
         return (1...count).map { StoreEvent(revision: Int64($0), type: .modified, key: key, object: pod, bytes: bytes) }
     }
 
+    /// Publishes `prepared` in batches, stamping each event's publish time, yielding between batches.
+    static func publish(_ prepared: [StoreEvent], batch: Int, times: PublishTimes, deliver: ([StoreEvent]) -> Void) async {
+        var next = 0
+        while next < prepared.count {
+            let end = min(prepared.count, next + batch)
+            let now = DispatchTime.now().uptimeNanoseconds
+            for i in next..<end { times.nanos[i + 1] = now }
+            deliver(Array(prepared[next..<end]))
+            next = end
+            await Task.yield()
+        }
+    }
+
     static func summarize(lags: [UInt64], deliveries: Int, since start: UInt64) -> Result {
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         let sorted = lags.sorted()
@@ -67,15 +80,7 @@ public enum WatchFanoutBenchmark {
                 }
             }
             group.addTask {
-                var next = 0
-                while next < events {
-                    let end = min(events, next + batch)
-                    let now = DispatchTime.now().uptimeNanoseconds
-                    for i in next..<end { times.nanos[i + 1] = now }
-                    hub.publish(Array(prepared[next..<end]))
-                    next = end
-                    await Task.yield()
-                }
+                await publish(prepared, batch: batch, times: times) { hub.publish($0) }
                 return []
             }
             var all: [UInt64] = []
@@ -110,16 +115,10 @@ extension WatchFanoutBenchmark {
                 }
             }
             group.addTask {
-                var next = 0
-                while next < events {
-                    let end = min(events, next + batch)
-                    let now = DispatchTime.now().uptimeNanoseconds
-                    for i in next..<end { times.nanos[i + 1] = now }
+                await publish(prepared, batch: batch, times: times) { events in
                     for (_, continuation) in streams {
-                        for event in prepared[next..<end] { continuation.yield(event) }
+                        for event in events { continuation.yield(event) }
                     }
-                    next = end
-                    await Task.yield()
                 }
                 for (_, continuation) in streams { continuation.finish() }
                 return []
