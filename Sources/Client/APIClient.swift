@@ -23,9 +23,11 @@ public final class APIClient: Sendable {
     public let server: String
     let format: WireFormat
     let timeout: TimeAmount
+    /// Attempts per call, the first included (retries need the deadline to allow them too).
+    let maxAttempts: Int
 
     public init(kubeconfig: Kubeconfig, format: WireFormat = .protobuf, timeout: TimeAmount = APIClient.defaultTimeout,
-                maxConnections: Int = 8) throws {
+                maxConnections: Int = 8, maxAttempts: Int = 6, connectTimeout: TimeAmount = .seconds(5)) throws {
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(kubeconfig.caPEM.utf8)))
         tls.minimumTLSVersion = .tlsv12
@@ -35,23 +37,22 @@ public final class APIClient: Sendable {
         }
         var configuration = HTTPClient.Configuration(tlsConfiguration: tls)
         configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = maxConnections
+        // The pool keeps trying to connect until this passes; our own retries (with jitter) take over then.
+        configuration.timeout.connect = connectTimeout
         self.http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         self.server = kubeconfig.server.hasSuffix("/") ? String(kubeconfig.server.dropLast()) : kubeconfig.server
         self.format = format
         self.timeout = timeout
+        self.maxAttempts = max(1, maxAttempts)
     }
 
-    /// Streams a watch: the raw body chunks of `?watch=true` from `resourceVersion` (JSON lines or
-    /// length-prefixed protobuf frames, per the client's format). Ends when the server ends it.
+    /// Streams one watch request: the raw body chunks of `?watch=true` from `resourceVersion` (JSON
+    /// lines or length-prefixed protobuf frames, per the client's format). Ends when the server ends
+    /// it; `watch(_:_:)` is the resuming, decoding form.
     public func watchChunks<T: APIObject>(_ type: T.Type, namespace: String?, resourceVersion: String, timeoutSeconds: Int) async throws -> HTTPClientResponse.Body {
-        var request = HTTPClientRequest(url: server + Self.path(T.kindInfo, namespace: namespace)
-            + "?watch=true&resourceVersion=\(resourceVersion)&timeoutSeconds=\(timeoutSeconds)")
-        request.headers.add(name: "Accept", value: format.rawValue)
-        let response = try await http.execute(request, timeout: .seconds(Int64(timeoutSeconds) + 30))
-        guard response.status.code == 200 else {
-            throw ClientError(code: Int(response.status.code), reason: "HTTP\(response.status.code)", message: "watch failed: HTTP \(response.status.code)")
-        }
-        return response.body
+        var request = WatchRequest(namespace: namespace, resourceVersion: resourceVersion)
+        request.timeoutSeconds = timeoutSeconds
+        return try await watchBody(T.self, request, resourceVersion: resourceVersion)
     }
 
     public func shutdown() async throws {
@@ -67,7 +68,43 @@ public final class APIClient: Sendable {
         return path
     }
 
+    /// One call with the client's deadline covering every attempt. Transient failures are retried
+    /// with capped exponential backoff and jitter: a refused connection for any call (nothing was
+    /// sent), and for idempotent calls (GET, PUT, DELETE) also a reset connection, 429 (after its
+    /// Retry-After), 503 and 504. A create is never resent once it may have reached the server.
     func call(_ method: HTTPMethod, _ path: String, body: [UInt8]? = nil) async throws -> [UInt8] {
+        let deadline = NIODeadline.now() + timeout
+        let idempotent = method != .POST
+        var backoff = Backoff(base: .milliseconds(100), cap: .seconds(5))
+        var attempt = 0
+        while true {
+            attempt += 1
+            let failure: ClientError
+            var wait: Duration?
+            do {
+                return try await attemptCall(method, path, body: body, deadline: deadline)
+            } catch let error as Transient {
+                failure = error.error
+                wait = error.retryAfter
+                guard error.sent == false || idempotent else { throw failure }
+            }
+            let pause = wait ?? backoff.next()
+            let remaining = deadline - NIODeadline.now()
+            guard attempt < maxAttempts, remaining > TimeAmount.nanoseconds(Int64(pause.components.seconds) * 1_000_000_000 + pause.components.attoseconds / 1_000_000_000) else {
+                throw attempt > 1 ? ClientError(code: failure.code, reason: failure.reason, message: failure.message + " (gave up after \(attempt) attempts)") : failure
+            }
+            try await Task.sleep(for: pause)
+        }
+    }
+
+    /// A failure worth another attempt; `sent` says whether the request may have reached the server.
+    struct Transient: Error {
+        let error: ClientError
+        let sent: Bool
+        var retryAfter: Duration?
+    }
+
+    func attemptCall(_ method: HTTPMethod, _ path: String, body: [UInt8]?, deadline: NIODeadline) async throws -> [UInt8] {
         var request = HTTPClientRequest(url: server + path)
         request.method = method
         request.headers.add(name: "Accept", value: format.rawValue)
@@ -77,22 +114,54 @@ public final class APIClient: Sendable {
         }
         let response: HTTPClientResponse
         do {
-            response = try await http.execute(request, timeout: timeout)
+            response = try await http.execute(request, deadline: deadline)
         } catch let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout {
-            throw ClientError(code: 0, reason: "Timeout", message: "\(method) \(server)\(path): no answer within the deadline of \(timeout.nanoseconds / 1_000_000_000) s")
+            throw ClientError(code: 0, reason: "Timeout", message: "\(method) \(server)\(path): no answer within the deadline of \(Self.seconds(timeout))")
         } catch {
-            throw ClientError(code: 0, reason: "Unreachable", message: "cannot reach the API server at \(server): \(Self.explain(error))")
+            let unreachable = ClientError(code: 0, reason: "Unreachable", message: "cannot reach the API server at \(server): \(Self.explain(error))")
+            if Self.isRefused(error) { throw Transient(error: unreachable, sent: false) }
+            if Self.isReset(error) { throw Transient(error: unreachable, sent: true) }
+            throw unreachable
+        }
+        let code = Int(response.status.code)
+        guard (200..<300).contains(code) else {
+            let failure = try await Self.failure(response, method: method.rawValue, path: path)
+            if code == 429 || code == 503 || code == 504 {
+                let retryAfter = response.headers.first(name: "Retry-After").flatMap(Int.init).map { Duration.seconds(min($0, 30)) }
+                throw Transient(error: failure, sent: true, retryAfter: retryAfter)
+            }
+            throw failure
         }
         var buffer = try await response.body.collect(upTo: 64 * 1024 * 1024)
+        return buffer.readBytes(length: buffer.readableBytes) ?? []
+    }
+
+    /// The server's Status for a failed response, as a ClientError.
+    static func failure(_ response: HTTPClientResponse, method: String, path: String) async throws -> ClientError {
+        var buffer = (try? await response.body.collect(upTo: 1024 * 1024)) ?? ByteBuffer()
         let bytes = buffer.readBytes(length: buffer.readableBytes) ?? []
-        guard (200..<300).contains(Int(response.status.code)) else {
-            let isProtobuf = response.headers.first(name: "Content-Type")?.hasPrefix(WireFormat.protobuf.rawValue) == true
-            if let status = isProtobuf ? try? Status(protobuf: bytes) : try? Status(jsonBytes: bytes), !status.message.isEmpty {
-                throw ClientError(code: Int(status.code), reason: status.reason, message: status.message)
-            }
-            throw ClientError(code: Int(response.status.code), reason: "HTTP\(response.status.code)", message: "\(method) \(path): HTTP \(response.status.code)")
+        let isProtobuf = response.headers.first(name: "Content-Type")?.hasPrefix(WireFormat.protobuf.rawValue) == true
+        if let status = isProtobuf ? try? Status(protobuf: bytes) : try? Status(jsonBytes: bytes), !status.message.isEmpty {
+            return ClientError(code: Int(status.code), reason: status.reason, message: status.message)
         }
-        return bytes
+        return ClientError(code: Int(response.status.code), reason: "HTTP\(response.status.code)", message: "\(method) \(path): HTTP \(response.status.code)")
+    }
+
+    static func seconds(_ amount: TimeAmount) -> String {
+        let milliseconds = amount.nanoseconds / 1_000_000
+        return milliseconds % 1000 == 0 ? "\(milliseconds / 1000) s" : "\(milliseconds) ms"
+    }
+
+    static func isRefused(_ error: any Error) -> Bool {
+        let text = "\(error)"
+        return text.contains("connectionRefused") || text.contains("Connection refused") || text.contains("ECONNREFUSED")
+    }
+
+    static func isReset(_ error: any Error) -> Bool {
+        if let error = error as? HTTPClientError, error == .remoteConnectionClosed { return true }
+        let text = "\(error)"
+        return text.contains("Connection reset") || text.contains("ECONNRESET") || text.contains("remoteConnectionClosed")
+            || text.contains("uncleanShutdown") || text.contains("Broken pipe")
     }
 
     /// Turns TLS and socket errors into one sentence.
@@ -122,18 +191,26 @@ public final class APIClient: Sendable {
         return try decode(T.self, try await call(.PUT, path, body: object.encode(as: format)))
     }
 
+    /// Writes only the status (the `/status` subresource); the rest of the object is ignored.
+    public func updateStatus<T: APIObject>(_ object: T) async throws -> T {
+        let path = Self.path(T.kindInfo, namespace: object.metadata.namespace, name: object.metadata.name) + "/status"
+        return try decode(T.self, try await call(.PUT, path, body: object.encode(as: format)))
+    }
+
     public func delete<T: APIObject>(_ type: T.Type, namespace: String, name: String) async throws -> T {
         try decode(T.self, try await call(.DELETE, Self.path(T.kindInfo, namespace: namespace, name: name)))
     }
 
     /// Lists objects (all pages), with an optional label selector; nil namespace lists all namespaces.
-    public func list<T: APIObject>(_ type: T.Type, namespace: String?, labelSelector: String? = nil) async throws -> (items: [T], resourceVersion: String) {
+    public func list<T: APIObject>(_ type: T.Type, namespace: String?, labelSelector: String? = nil,
+                                      fieldSelector: String? = nil) async throws -> (items: [T], resourceVersion: String) {
         var items: [T] = []
         var token = ""
         var revision = ""
         repeat {
             var query: [String] = ["limit=500"]
             if let labelSelector, !labelSelector.isEmpty { query.append("labelSelector=\(Self.escape(labelSelector))") }
+            if let fieldSelector, !fieldSelector.isEmpty { query.append("fieldSelector=\(Self.escape(fieldSelector))") }
             if !token.isEmpty { query.append("continue=\(Self.escape(token))") }
             let bytes = try await call(.GET, Self.path(T.kindInfo, namespace: namespace) + "?" + query.joined(separator: "&"))
             let page = try decodeList(T.self, bytes)

@@ -1,3 +1,4 @@
+import API
 import Synchronization
 
 /// Counters of the store's write path, for `/metrics` and for tests that check batching.
@@ -10,10 +11,13 @@ public final class StoreStats: Sendable {
     public let largestBatch = Atomic<Int>(0)
     /// Commits that failed (nothing in them was applied).
     public let failedCommits = Atomic<Int>(0)
+    /// Writes per commit (group-commit batch sizes).
+    public let batchSizes = Histogram(bounds: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024])
 
     func recordCommit(batch: Int) {
         commits.add(1, ordering: .relaxed)
         writes.add(batch, ordering: .relaxed)
+        batchSizes.observe(Double(batch))
         var current = largestBatch.load(ordering: .relaxed)
         while batch > current {
             let (exchanged, original) = largestBatch.compareExchange(expected: current, desired: batch, ordering: .relaxed)

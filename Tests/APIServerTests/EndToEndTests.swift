@@ -65,6 +65,39 @@ struct EndToEndTests {
         #expect(again.output.contains("pod/hello unchanged") && again.output.contains("deployment/web unchanged"), "\(again.output)")
         let unknown = try cox("get", "widgets")
         #expect(unknown.status != 0 && unknown.output.contains("known: namespaces, pods"), "\(unknown.output)")
+        let yaml = try cox("get", "pod", "hello", "-o", "yaml")
+        #expect(yaml.status == 0 && yaml.output.hasPrefix("apiVersion: v1\nkind: Pod\nmetadata:\n"), "\(yaml.output)")
+        let reapplied = try Tools.run(binary, ["apply", "-f", "-", "--kubeconfig", kubeconfig], input: yaml.output)
+        #expect(reapplied.output.contains("pod/hello unchanged"), "-o yaml output is a manifest: \(reapplied.output)")
+        let described = try cox("describe", "pod", "hello")
+        #expect(described.status == 0 && described.output.contains("Name:             hello") && described.output.contains("Containers:"), "\(described.output)")
+
+        // `cox get pods -w` prints the list, then each change as a row.
+        let watcher = Process()
+        let watched = Pipe()
+        watcher.executableURL = URL(fileURLWithPath: binary)
+        watcher.arguments = ["get", "pods", "-w", "--kubeconfig", kubeconfig]
+        watcher.standardOutput = watched
+        try watcher.run()
+        defer { if watcher.isRunning { kill(watcher.processIdentifier, SIGKILL) } }
+        var seen = ""
+        func readWatch(until marker: String) {
+            let deadline = Date().addingTimeInterval(30)
+            while !seen.contains(marker) && Date() < deadline {
+                let chunk = watched.fileHandleForReading.availableData
+                if chunk.isEmpty { break }
+                seen += String(decoding: chunk, as: UTF8.self)
+            }
+        }
+        readWatch(until: "hello")
+        let extra = TestObjects.pod("watched").jsonString()
+        _ = try Tools.run(binary, ["apply", "-f", "-", "--kubeconfig", kubeconfig], input: extra)
+        readWatch(until: "watched")
+        #expect(seen.hasPrefix("NAME") && seen.contains("watched") && seen.components(separatedBy: "NAME").count == 2, "\(seen)")
+        kill(watcher.processIdentifier, SIGINT)
+        watcher.waitUntilExit()
+        _ = try cox("delete", "pod", "watched")
+
         #expect(first.interrupt() == 0, "Ctrl-C is a clean shutdown")
 
         let second = try Up(cox: binary, dir: dir.path, manifests: nil)
@@ -74,5 +107,60 @@ struct EndToEndTests {
         #expect(second.interrupt() == 0)
         let down = try cox("get", "pods")
         #expect(down.status != 0 && down.output.contains("cannot reach the API server"), "\(down.output)")
+    }
+}
+
+@Suite("End to end: cox server shutdown")
+struct ServerShutdownTests {
+    @Test func sigtermEndsWatchesCleanlyAndExitsZero() async throws {
+        let binary = try coxBinary()
+        let curl = try #require(Tools.find("curl"))
+        let dir = TemporaryDirectory()
+        let port = try freePort()
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: binary)
+        server.arguments = ["server", "--data-dir", dir.path, "--port", "\(port)"]
+        server.standardOutput = FileHandle.nullDevice
+        server.standardError = FileHandle.nullDevice
+        try server.run()
+        defer { if server.isRunning { kill(server.processIdentifier, SIGKILL) } }
+        let pki = (dir.path as NSString).appendingPathComponent("pki")
+        let auth = ["--cacert", "\(pki)/ca.crt", "--cert", "\(pki)/admin.crt", "--key", "\(pki)/admin.key"]
+        var ready = false
+        for _ in 0..<100 where !ready {
+            ready = (try? Tools.run(curl, ["-sf"] + auth + ["https://127.0.0.1:\(port)/readyz"]))?.output == "ok"
+            if !ready { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        try #require(ready, "cox server did not become ready")
+
+        // A watch without a timeout (it would last 30 minutes), over HTTP/2 and over HTTP/1.1.
+        var watchers: [Process] = []
+        for version in ["--http2", "--http1.1"] {
+            let watcher = Process()
+            watcher.executableURL = URL(fileURLWithPath: curl)
+            watcher.arguments = ["-sS", version, "-o", "/dev/null"] + auth + ["https://127.0.0.1:\(port)/api/v1/namespaces/default/pods?watch=true"]
+            watcher.standardError = FileHandle.nullDevice
+            try watcher.run()
+            watchers.append(watcher)
+        }
+        defer { for watcher in watchers where watcher.isRunning { kill(watcher.processIdentifier, SIGKILL) } }
+        var metrics = ""
+        for _ in 0..<100 where !metrics.contains("cox_apiserver_watchers 2") {
+            metrics = (try? Tools.run(curl, ["-sS"] + auth + ["https://127.0.0.1:\(port)/metrics"]))?.output ?? ""
+            if !metrics.contains("cox_apiserver_watchers 2") { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        try #require(metrics.contains("cox_apiserver_watchers 2"))
+
+        kill(server.processIdentifier, SIGTERM)
+        // Bounded wait: the shutdown must not wait for the watches' own 30-minute end.
+        for _ in 0..<300 where server.isRunning || watchers.contains(where: \.isRunning) {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(!server.isRunning, "cox server still running 30 s after SIGTERM")
+        #expect(server.terminationStatus == 0)
+        for watcher in watchers {
+            #expect(!watcher.isRunning)
+            #expect(watcher.terminationStatus == 0, "curl sees the watch stream end cleanly, not a reset")
+        }
     }
 }

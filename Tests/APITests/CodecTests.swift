@@ -142,3 +142,36 @@ struct ResourceVersionSuffixTests {
         }
     }
 }
+
+@Suite("YAML output")
+struct YAMLWriterTests {
+    /// `cox get -o yaml` output read back as a manifest is the same object, for every fixture kind.
+    @Test(arguments: [Fixtures.pod, Fixtures.deployment, Fixtures.node, Fixtures.lease])
+    func yamlReadsBackIdentically(json: String) throws {
+        let input = try JSONParser.parse(json)
+        let object = try Manifests.decodeObjectWithoutDefaults(input)
+        let yaml = YAMLWriter.render(object.jsonValue())
+        let documents = try Manifests.documents(yaml, source: "out.yaml")
+        #expect(documents.count == 1)
+        let back = try Manifests.decodeObjectWithoutDefaults(try #require(documents.first).0)
+        #expect(canonical(back.jsonValue()) == canonical(input), "YAML:\n\(yaml)")
+    }
+
+    @Test func ambiguousStringsAreQuoted() {
+        let value = JSONValue.object([
+            JSONMember("a", .string("true")), JSONMember("b", .string("0123")), JSONMember("c", .string("x: y")),
+            JSONMember("d", .string("")), JSONMember("e", .string("plain text")), JSONMember("f", .array([.string("-"), .int(3)])),
+        ])
+        #expect(YAMLWriter.render(value) == """
+            a: "true"
+            b: "0123"
+            c: "x: y"
+            d: ""
+            e: plain text
+            f:
+            - "-"
+            - 3
+
+            """)
+    }
+}

@@ -36,6 +36,11 @@ extension APIResponder {
         } catch let error as StoreError where error.code == .compacted {
             throw APIError(410, "Expired", "too old resource version: \(start) (\(error.message))")
         }
+        guard let drainID = drain.register(watch) else {
+            watch.cancel()
+            throw APIError(503, "ServiceUnavailable", "the server is shutting down; watch again from resourceVersion \(start)")
+        }
+        let drain = self.drain
         let encodedFormat = format
         let initialObjects = initial
         let watchSeconds = timeout
@@ -52,6 +57,7 @@ extension APIResponder {
                 }
             }
             defer {
+                drain.unregister(drainID)
                 timer.cancel()
                 bookmarks.cancel()
                 watch.cancel()

@@ -17,9 +17,23 @@ struct APIResponder: HTTPResponder {
     let store: SQLiteStore
     let limits: APIServer.Limits
     let inflight: InflightCounter
+    let metrics: RequestMetrics
+    let drain: WatchDrain
     let logger: Logger
 
     func respond(to request: Request, context: Context) async throws -> Response {
+        let started = ContinuousClock.now
+        let query = request.uri.queryParameters
+        let isWatch = query["watch"].map { $0 == "true" || $0 == "1" } ?? false
+        let response = try await answer(request, context: context, isWatch: isWatch)
+        let elapsed = ContinuousClock.now - started
+        let (verb, resource) = RequestMetrics.classify(method: request.method.rawValue, path: request.uri.path, isWatch: isWatch)
+        metrics.record(verb: verb, resource: resource, code: response.status.code,
+                       seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18)
+        return response
+    }
+
+    func answer(_ request: Request, context: Context, isWatch: Bool) async throws -> Response {
         let path = request.uri.path
         if path == "/livez" || path == "/readyz" {
             return Response(status: .ok, headers: [.contentType: "text/plain"], body: .init(byteBuffer: ByteBuffer(string: "ok")))
@@ -37,11 +51,20 @@ struct APIResponder: HTTPResponder {
             guard let identity = try await ClientIdentity.of(channel: context.channel) else {
                 return errorResponse(.unauthorized, format)
             }
-            var request = request
-            return try await route(&request, identity: identity, format: format)
+            if isWatch {
+                var request = request
+                return try await route(&request, identity: identity, format: format)
+            }
+            // Everything but a watch answers within the request deadline or gets 504.
+            return try await Deadline.run(within: limits.requestTimeout) { [self] in
+                var request = request
+                return try await route(&request, identity: identity, format: format)
+            }
+        } catch is Deadline.Exceeded {
+            return errorResponse(APIError(504, "Timeout", "the request did not complete within the server's deadline of \(limits.requestTimeout); it may still take effect"), format)
         } catch {
             let mapped = APIError.from(error)
-            if mapped.code >= 500 { logger.error("request failed", metadata: ["path": "\(path)", "error": "\(error)"]) }
+            if mapped.code == 500 { logger.error("request failed", metadata: ["path": "\(path)", "error": "\(error)"]) }
             return errorResponse(mapped, format)
         }
     }
@@ -70,7 +93,7 @@ struct APIResponder: HTTPResponder {
     func route(_ request: inout Request, identity: ClientIdentity, format: WireFormat) async throws -> Response {
         let segments = request.uri.path.split(separator: "/").map(String.init)
         switch segments {
-        case ["metrics"]: return metrics()
+        case ["metrics"]: return metricsResponse()
         case ["version"]: return Self.json(Discovery.version())
         case ["api"]: return Self.json(Discovery.coreVersions())
         case ["apis"]: return Self.json(Discovery.groupList())
@@ -152,9 +175,10 @@ struct APIResponder: HTTPResponder {
         }
     }
 
-    /// Prometheus text format. Request counters by verb/resource/code come with the metrics work of issue #3.
-    func metrics() -> Response {
-        let lines = [
+    /// Prometheus text format: watches, in-flight requests, store revision and commits, batch sizes,
+    /// request counts by verb/resource/code and latency by verb/resource.
+    func metricsResponse() -> Response {
+        var lines = [
             "# HELP cox_apiserver_watchers Watches being served.",
             "# TYPE cox_apiserver_watchers gauge",
             "cox_apiserver_watchers \(store.activeWatchers)",
@@ -176,7 +200,11 @@ struct APIResponder: HTTPResponder {
             "# HELP cox_watch_event_encodes_total Wire encodings of watch events (one per event and format, whatever the number of watchers).",
             "# TYPE cox_watch_event_encodes_total counter",
             "cox_watch_event_encodes_total \(StoreEvent.encodeCount.load(ordering: .relaxed))",
+            "# HELP cox_store_commit_batch_size Writes per commit (group commit).",
+            "# TYPE cox_store_commit_batch_size histogram",
         ]
+        store.stats.batchSizes.render("cox_store_commit_batch_size", labels: "", into: &lines)
+        metrics.render(into: &lines)
         return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
                         body: .init(byteBuffer: ByteBuffer(string: lines.joined(separator: "\n") + "\n")))
     }

@@ -1,11 +1,13 @@
 import API
 import Foundation
 import Hummingbird
+import HummingbirdHTTP2
 import HummingbirdTLS
 import Logging
 import NIOCore
 import NIOSSL
 import PKI
+import ServiceLifecycle
 import Store
 
 /// The API server: TLS only (client certificates verified against the cluster CA when presented;
@@ -22,6 +24,9 @@ public struct APIServer: Sendable {
         /// A watch with nothing to send sends a BOOKMARK this often: clients learn the current
         /// revision, and a vanished client is noticed (the write fails) instead of lingering.
         public var bookmarkInterval: Duration = .seconds(5)
+        /// Longest any request but a watch may take before it is answered 504 Timeout
+        /// (Kubernetes' `--request-timeout` default).
+        public var requestTimeout: Duration = .seconds(60)
         public init() {}
     }
 
@@ -64,7 +69,9 @@ public struct APIServer: Sendable {
         tls.certificateVerification = .optionalVerification
         tls.minimumTLSVersion = .tlsv12
 
-        let responder = APIResponder(store: store, limits: configuration.limits, inflight: InflightCounter(), logger: logger)
+        let drain = WatchDrain()
+        let responder = APIResponder(store: store, limits: configuration.limits, inflight: InflightCounter(),
+                                     metrics: RequestMetrics(), drain: drain, logger: logger)
         let kubeconfigPath = configuration.kubeconfigPath ?? (configuration.dataDirectory as NSString).appendingPathComponent("admin.kubeconfig")
         let host = configuration.host
         let urlHost = host.contains(":") ? "[\(host)]" : host
@@ -73,7 +80,7 @@ public struct APIServer: Sendable {
         let (ports, portContinuation) = AsyncStream<Int>.makeStream()
         let app = Application(
             responder: responder,
-            server: try .tls(.http1(), tlsConfiguration: tls),
+            server: try .http2Upgrade(tlsConfiguration: tls),
             configuration: .init(address: .hostname(host, port: configuration.port), serverName: "cox"),
             onServerRunning: { [logger] channel in
                 let port = channel.localAddress?.port ?? 0
@@ -90,7 +97,13 @@ public struct APIServer: Sendable {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 defer { portContinuation.finish() }
-                try await app.runService()
+                // Shut down in reverse order: first end the watches, then let the HTTP server
+                // finish the requests in flight and close.
+                let services = ServiceGroup(configuration: .init(
+                    services: [.init(service: app), .init(service: WatchDrainService(drain: drain, logger: logger))],
+                    gracefulShutdownSignals: [.sigterm, .sigint],
+                    logger: logger))
+                try await services.run()
             }
             group.addTask {
                 for await port in ports { await onRunning(port, kubeconfigPath) }

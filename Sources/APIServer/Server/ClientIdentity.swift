@@ -9,10 +9,16 @@ public struct ClientIdentity: Sendable, Equatable {
     public let groups: [String]
 
     /// The identity of the TLS peer on `channel`, or nil when it presented no certificate.
+    /// Over HTTP/1.1 the TLS handler is in the request's channel; over HTTP/2 the request arrives
+    /// on a stream channel whose parent (the connection) holds it.
     static func of(channel: any Channel) async throws -> ClientIdentity? {
         let der: [UInt8]? = try await channel.eventLoop.submit {
-            let handler = try channel.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self)
-            return try handler.peerCertificate?.toDERBytes()
+            for candidate in [channel, channel.parent].compactMap({ $0 }) {
+                if let handler = try? candidate.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self) {
+                    return try handler.peerCertificate?.toDERBytes()
+                }
+            }
+            return nil
         }.get()
         guard let der else { return nil }
         let certificate = try Certificate(derEncoded: der)

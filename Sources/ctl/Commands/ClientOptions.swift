@@ -22,7 +22,9 @@ struct ClientOptions: ParsableArguments {
     }
 
     func makeClient() throws -> APIClient {
-        try APIClient(kubeconfig: try Kubeconfig.load(path: try resolveKubeconfig()), format: json ? .json : .protobuf)
+        // A person is waiting: a server that is down is reported within seconds, not after the deadline.
+        try APIClient(kubeconfig: try Kubeconfig.load(path: try resolveKubeconfig()), format: json ? .json : .protobuf,
+                      maxAttempts: 3, connectTimeout: .seconds(1))
     }
 }
 

@@ -1,0 +1,54 @@
+import Logging
+import ServiceLifecycle
+import Store
+import Synchronization
+
+/// Ends watches on graceful shutdown. Watches may run for half an hour, so the HTTP server's own
+/// drain (wait for in-flight requests) would wait that long; this ends each stream cleanly first
+/// (the client sees the body end and re-watches from its last revision elsewhere or later).
+final class WatchDrain: Sendable {
+    private struct State {
+        var draining = false
+        var next = 0
+        var watches: [Int: StoreWatch] = [:]
+    }
+    private let state = Mutex(State())
+
+    /// Registers a watch; nil when draining (the caller answers 503).
+    func register(_ watch: StoreWatch) -> Int? {
+        state.withLock { state in
+            guard !state.draining else { return nil }
+            state.next += 1
+            state.watches[state.next] = watch
+            return state.next
+        }
+    }
+
+    func unregister(_ id: Int) {
+        _ = state.withLock { $0.watches.removeValue(forKey: id) }
+    }
+
+    var isDraining: Bool { state.withLock { $0.draining } }
+
+    @discardableResult
+    func drain() -> Int {
+        let watches = state.withLock { state in
+            state.draining = true
+            return Array(state.watches.values)
+        }
+        for watch in watches { watch.cancel() }
+        return watches.count
+    }
+}
+
+/// The service that, on SIGTERM/SIGINT, ends the watches before the HTTP server drains the rest.
+struct WatchDrainService: Service {
+    let drain: WatchDrain
+    let logger: Logger
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        let ended = drain.drain()
+        logger.info("shutting down: watches ended, finishing requests in flight", metadata: ["watches": "\(ended)"])
+    }
+}

@@ -1,0 +1,160 @@
+import API
+@testable import APIServer
+import Client
+import Foundation
+import Logging
+import PKI
+import Store
+import Testing
+import TestSupport
+
+/// Nested in the serialized server suite: these tests block on curl against an in-process server,
+/// and two such tests at once could occupy every cooperative thread the servers need.
+extension APIServerTests {
+    @Suite("Transport: HTTP/2, metrics, client retries and resuming watches", .serialized)
+    struct TransportTests {
+        func client(_ server: ServerHarness, format: WireFormat = .protobuf, timeout: Int64 = 10) throws -> APIClient {
+            try APIClient(kubeconfig: try Kubeconfig.load(path: server.kubeconfig), format: format, timeout: .seconds(timeout))
+        }
+
+        @Test func http2ByALPNAndRequestMetrics() async throws {
+            let server = try await ServerHarness()
+            let version = try server.request("/api/v1/namespaces/default/pods", extra: ["--http2", "-o", "/dev/null", "-w", "%{http_version}\n"])
+            #expect(version.body.hasSuffix("2"), "curl negotiated HTTP/\(version.body) instead of HTTP/2")
+            let old = try server.request("/api/v1/namespaces/default/pods", extra: ["--http1.1", "-o", "/dev/null", "-w", "%{http_version}\n"])
+            #expect(old.body.hasSuffix("1.1"), "HTTP/1.1 clients are still served")
+
+            // The typed client (HTTP/2 by default) authenticates by its certificate over a stream channel.
+            let api = try client(server)
+            for i in 0..<3 { _ = try await api.create(TestObjects.pod("m\(i)")) }
+            _ = try? await api.get(Pod.self, namespace: "default", name: "absent")
+            let metrics = try server.request("/metrics").body
+            #expect(metrics.contains(#"cox_apiserver_requests_total{verb="create",resource="pods",code="201"} 3"#), "\(metrics)")
+            #expect(metrics.contains(#"cox_apiserver_requests_total{verb="get",resource="pods",code="404"} 1"#))
+            #expect(metrics.contains(#"cox_apiserver_requests_total{verb="list",resource="pods",code="200"} 2"#))
+            #expect(metrics.contains(#"cox_apiserver_request_duration_seconds_count{verb="create",resource="pods"} 3"#))
+            #expect(metrics.contains(#"cox_apiserver_request_duration_seconds_bucket{verb="create",resource="pods",le="+Inf"} 3"#))
+            #expect(metrics.contains("cox_store_commit_batch_size_count 3"), "three creates, three commits")
+            try await api.shutdown()
+            await server.stop()
+        }
+
+        @Test func clientRetriesARefusedConnectionUntilTheServerStarts() async throws {
+            let dir = TemporaryDirectory()
+            let pki = try ClusterPKI.bootstrap(dataDirectory: dir.path)
+            let port = try freePort()
+            let kubeconfigPath = (dir.path as NSString).appendingPathComponent("early.kubeconfig")
+            _ = try pki.writeAdminKubeconfig(to: kubeconfigPath, serverURL: "https://127.0.0.1:\(port)")
+            let api = try APIClient(kubeconfig: try Kubeconfig.load(path: kubeconfigPath), timeout: .seconds(20), maxAttempts: 40)
+            // The call starts while nothing listens; the server comes up a moment later.
+            let call = Task { try await api.create(TestObjects.pod("early")) }
+            try await Task.sleep(for: .milliseconds(700))
+            let server = try await ServerHarness(dir: dir) { $0.port = port }
+            let created = try await call.value
+            #expect(created.metadata.name == "early" && created.metadata.resourceVersion == "1")
+            try await api.shutdown()
+            await server.stop()
+        }
+
+        @Test func clientHonours429AndGivesUpWithinItsDeadline() async throws {
+            let server = try await ServerHarness { $0.limits.maxInflightRequests = 0 }
+            let api = try APIClient(kubeconfig: try Kubeconfig.load(path: server.kubeconfig), timeout: .seconds(4), maxAttempts: 3)
+            let started = ContinuousClock.now
+            await #expect {
+                _ = try await api.list(Pod.self, namespace: "default")
+            } throws: { error in
+                let error = error as? ClientError
+                return error?.code == 429 && error?.message.contains("gave up after 3 attempts") == true
+            }
+            // Retry-After is 1 s: three attempts means two waits of a second each.
+            #expect(ContinuousClock.now - started >= .seconds(2))
+            // A create is not idempotent: one attempt only.
+            await #expect(throws: ClientError.self) { _ = try await api.create(TestObjects.pod("once")) }
+            try await api.shutdown()
+            await server.stop()
+        }
+
+        @Test func watchResumesAcrossAServerRestartAndRelistsAfterCompaction() async throws {
+            let dir = TemporaryDirectory()
+            let port = try freePort()
+            var server = try await ServerHarness(dir: dir) { $0.port = port }
+            let api = try client(server)
+            _ = try await api.create(TestObjects.pod("before"))
+            var request = WatchRequest(namespace: "default")
+            request.timeoutSeconds = 30
+            var events = api.watch(Pod.self, request).makeAsyncIterator()
+            guard case .relisted(let initial, _)? = try await events.next() else { Issue.record("a watch without a revision lists first"); return }
+            #expect(initial.map(\.metadata.name) == ["before"])
+
+            _ = try await api.create(TestObjects.pod("a"))
+            #expect(try await nextChange(&events) == "ADDED a")
+            await server.stop()
+            // While the server is down, a write lands directly in its store: the watch must see it after.
+            let store = try SQLiteStore(directory: dir.path, logger: Logger(label: "test"))
+            _ = try await store.create(TestObjects.pod("while-down"))
+            store.close()
+            server = try await ServerHarness(dir: dir) { $0.port = port }
+            _ = try await api.create(TestObjects.pod("after"))
+            #expect(try await nextChange(&events) == "ADDED while-down")
+            #expect(try await nextChange(&events) == "ADDED after", "no event lost, none repeated")
+            await server.stop()
+
+            // History compacted past a watcher's revision: 410, so the watch lists again.
+            let compacting = try SQLiteStore(directory: dir.path, logger: Logger(label: "test"))
+            for i in 0..<3 { _ = try await compacting.create(TestObjects.pod("c\(i)")) }
+            try await compacting.compact(to: compacting.currentRevision)
+            compacting.close()
+            var old = WatchRequest(namespace: "default", resourceVersion: "2")
+            old.timeoutSeconds = 30
+            server = try await ServerHarness(dir: dir) { $0.port = port }
+            var resumed = api.watch(Pod.self, old).makeAsyncIterator()
+            guard case .relisted(let items, let revision)? = try await resumed.next() else { Issue.record("a compacted revision re-lists"); return }
+            #expect(items.count == 7 && revision == "7", "\(items.map(\.metadata.name)) at \(revision)")
+            try await api.shutdown()
+            await server.stop()
+        }
+
+        @Test func requestDeadlineAnswersWhenTheWorkDoesNot() async throws {
+            await #expect(throws: Deadline.Exceeded.self) {
+                _ = try await Deadline.run(within: .milliseconds(20)) { () async throws -> Int in
+                    try await Task.sleep(for: .seconds(60))
+                    return 1
+                }
+            }
+            #expect(try await Deadline.run(within: .seconds(60)) { 7 } == 7)
+            await #expect(throws: CancellationError.self) {
+                _ = try await Deadline.run(within: .seconds(60)) { () async throws -> Int in throw CancellationError() }
+            }
+        }
+
+        /// The next ADDED/MODIFIED/DELETED as "TYPE name", skipping bookmarks.
+        func nextChange(_ events: inout AsyncThrowingStream<ObjectEvent<Pod>, any Error>.AsyncIterator) async throws -> String? {
+            while let event = try await events.next() {
+                switch event {
+                case .added(let pod): return "ADDED \(pod.metadata.name)"
+                case .modified(let pod): return "MODIFIED \(pod.metadata.name)"
+                case .deleted(let pod): return "DELETED \(pod.metadata.name)"
+                case .relisted(let pods, _): return "RELISTED \(pods.count)"
+                case .bookmark: continue
+                }
+            }
+            return nil
+        }
+    }
+}
+
+/// A loopback port nothing listens on right now (bound, read, closed).
+func freePort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = 0
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+    }
+    guard bound else { throw POSIXError(.EADDRINUSE) }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
