@@ -59,6 +59,8 @@ let package = Package(
             .product(name: "HummingbirdTLS", package: "hummingbird"),
             .product(name: "HummingbirdHTTP2", package: "hummingbird"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "X509", package: "swift-certificates"),
@@ -66,7 +68,15 @@ let package = Package(
         ]),
         .target(name: "Scheduler", dependencies: ["API"]),
         .target(name: "Controllers", dependencies: ["API"]),
-        .target(name: "NodeAgent", dependencies: ["API"]),
+        // The node agent: registers its node, runs pods through a ContainerRuntime, serves logs.
+        .target(name: "NodeAgent", dependencies: [
+            "API", "Client", "PKI",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdTLS", package: "hummingbird"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // The `cox` executable.
         .executableTarget(name: "ctl", dependencies: [
             "API", "Store", "PKI", "Client", "APIServer", "Scheduler", "Controllers", "NodeAgent",
@@ -78,6 +88,7 @@ let package = Package(
         .testTarget(name: "APITests", dependencies: ["API", "TestSupport"]),
         .testTarget(name: "PKITests", dependencies: ["PKI", "TestSupport"]),
         .testTarget(name: "APIServerTests", dependencies: ["APIServer", "API", "Store", "PKI", "Client", "TestSupport", "ctl"]),
+        .testTarget(name: "NodeAgentTests", dependencies: ["NodeAgent", "API", "Client", "PKI", "TestSupport", "ctl"]),
         .testTarget(name: "StoreTests", dependencies: ["Store", "API", "TestSupport", "ctl", .product(name: "Logging", package: "swift-log")]),
     ],
     swiftLanguageModes: [.v6]

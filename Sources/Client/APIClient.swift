@@ -197,8 +197,48 @@ public final class APIClient: Sendable {
         return try decode(T.self, try await call(.PUT, path, body: object.encode(as: format)))
     }
 
-    public func delete<T: APIObject>(_ type: T.Type, namespace: String, name: String) async throws -> T {
-        try decode(T.self, try await call(.DELETE, Self.path(T.kindInfo, namespace: namespace, name: name)))
+    /// Deletes; a pod on a node is only marked (deletionTimestamp) until its agent has stopped it,
+    /// unless `gracePeriodSeconds` is 0. Returns the object as the server left it.
+    public func delete<T: APIObject>(_ type: T.Type, namespace: String, name: String, gracePeriodSeconds: Int64? = nil) async throws -> T {
+        let query = gracePeriodSeconds.map { "?gracePeriodSeconds=\($0)" } ?? ""
+        return try decode(T.self, try await call(.DELETE, Self.path(T.kindInfo, namespace: namespace, name: name) + query))
+    }
+
+    /// Assigns an unbound pod to a node (`pods/NAME/binding`); 409 when it is already on one.
+    public func bind(namespace: String, pod: String, node: String) async throws {
+        var binding = Binding()
+        binding.apiVersion = "v1"
+        binding.kind = "Binding"
+        binding.metadata.name = pod
+        binding.metadata.namespace = namespace
+        binding.target.kind = "Node"
+        binding.target.name = node
+        let body = format == .protobuf ? binding.protoBytes() : binding.jsonBytes()
+        _ = try await call(.POST, Self.path(Pod.kindInfo, namespace: namespace, name: pod) + "/binding", body: body)
+    }
+
+    /// A pod's log: the whole of it, or its last `tailLines`; `previous` reads the last run's.
+    public func logs(namespace: String, pod: String, container: String?, tailLines: Int? = nil, previous: Bool = false) async throws -> [UInt8] {
+        try await call(.GET, Self.path(Pod.kindInfo, namespace: namespace, name: pod) + "/log?" + Self.logQuery(container, tailLines, previous, follow: false))
+    }
+
+    /// Follows a pod's log: chunks as the container writes them, until the container ends or the caller stops.
+    public func followLogs(namespace: String, pod: String, container: String?, tailLines: Int? = nil) async throws -> HTTPClientResponse.Body {
+        let path = Self.path(Pod.kindInfo, namespace: namespace, name: pod) + "/log?" + Self.logQuery(container, tailLines, false, follow: true)
+        var request = HTTPClientRequest(url: server + path)
+        request.headers.add(name: "Accept", value: format.rawValue)
+        let response = try await http.execute(request, timeout: .hours(24))
+        guard response.status.code == 200 else { throw try await Self.failure(response, method: "GET", path: path) }
+        return response.body
+    }
+
+    static func logQuery(_ container: String?, _ tailLines: Int?, _ previous: Bool, follow: Bool) -> String {
+        var query: [String] = []
+        if let container, !container.isEmpty { query.append("container=\(escape(container))") }
+        if let tailLines { query.append("tailLines=\(tailLines)") }
+        if previous { query.append("previous=true") }
+        if follow { query.append("follow=true") }
+        return query.joined(separator: "&")
     }
 
     /// Lists objects (all pages), with an optional label selector; nil namespace lists all namespaces.

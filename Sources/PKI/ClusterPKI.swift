@@ -67,6 +67,17 @@ public struct ClusterPKI: Sendable {
         return ClusterPKI(directory: directory, authority: authority, serving: serving, admin: admin)
     }
 
+    /// The cluster CA from a PKI directory (`DATA/pki`), for components that issue certificates
+    /// (the node agent's serving certificate, until nodes join by certificate request).
+    public static func loadAuthority(directory: String) throws -> CertificateAuthority {
+        let caCert = (directory as NSString).appendingPathComponent("ca.crt")
+        let caKey = (directory as NSString).appendingPathComponent("ca.key")
+        guard FileManager.default.fileExists(atPath: caCert), FileManager.default.fileExists(atPath: caKey) else {
+            throw PKIError(message: "no cluster CA in \(directory) (ca.crt and ca.key); start the server first or pass --pki")
+        }
+        return try CertificateAuthority.load(certificatePEM: try read(caCert), privateKeyPEM: try read(caKey))
+    }
+
     /// Writes the admin kubeconfig for a server at `serverURL` (mode 0600: it holds a private key).
     @discardableResult
     public func writeAdminKubeconfig(to path: String, serverURL: String) throws -> Kubeconfig {

@@ -199,6 +199,41 @@ struct APIServerTests {
         await server.stop()
     }
 
+    @Test func bindingGracefulDeletionAndPodSpecImmutability() async throws {
+        let server = try await ServerHarness()
+        _ = try server.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("web"))
+        let binding = #"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"web"},"target":{"kind":"Node","name":"n1"}}"#
+        let bound = try server.request("POST", "/api/v1/namespaces/default/pods/web/binding", body: binding)
+        #expect(bound.code == 201 && bound.json?["status"] == .string("Success"), "\(bound.body)")
+        let again = try server.request("POST", "/api/v1/namespaces/default/pods/web/binding", body: binding.replacingOccurrences(of: "n1", with: "n2"))
+        #expect(again.code == 409 && again.body.contains(#"already assigned to node \"n1\""#), "\(again.body)")
+
+        // The spec is fixed once created (but for images), and the node only changes by binding.
+        var pod = try Pod(jsonString: try server.request("/api/v1/namespaces/default/pods/web").body)
+        var moved = pod
+        moved.spec.nodeName = "n2"
+        let move = try server.request("PUT", "/api/v1/namespaces/default/pods/web", body: moved.jsonString())
+        #expect(move.code == 422 && move.body.contains("spec.nodeName: Forbidden"), "\(move.body)")
+        var changed = pod
+        changed.spec.containers[0].command = ["true"]
+        #expect(try server.request("PUT", "/api/v1/namespaces/default/pods/web", body: changed.jsonString()).code == 422)
+        pod.spec.containers[0].image = "busybox:2"
+        #expect(try server.request("PUT", "/api/v1/namespaces/default/pods/web", body: pod.jsonString()).code == 200)
+
+        // A pod on a node is only marked for deletion; its agent finishes it with grace 0.
+        let marked = try server.request("DELETE", "/api/v1/namespaces/default/pods/web")
+        let terminating = try Pod(jsonString: marked.body)
+        #expect(marked.code == 200 && terminating.metadata.hasDeletionTimestamp && terminating.metadata.deletionGracePeriodSeconds == 30)
+        #expect(try server.request("/api/v1/namespaces/default/pods/web").code == 200)
+        #expect(try server.request("DELETE", "/api/v1/namespaces/default/pods/web?gracePeriodSeconds=0").code == 200)
+        #expect(try server.request("/api/v1/namespaces/default/pods/web").code == 404)
+        // An unbound pod goes at once.
+        _ = try server.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("loose"))
+        _ = try server.request("DELETE", "/api/v1/namespaces/default/pods/loose")
+        #expect(try server.request("/api/v1/namespaces/default/pods/loose").code == 404)
+        await server.stop()
+    }
+
     @Test func limitsAnswer413And429() async throws {
         let server = try await ServerHarness { $0.limits.maxBodyBytes = 4096 }
         let big = podJSON("big").replacingOccurrences(of: #""labels":{}"#, with: "") .replacingOccurrences(of: "sleep", with: String(repeating: "s", count: 8000))

@@ -43,6 +43,15 @@ struct EndToEndTests {
         }
     }
 
+    /// PIDs whose command line contains `text`.
+    static func processes(containing text: String) -> [String] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.filter { entry in
+            guard Int32(entry) != nil, Int32(entry) != getpid(), let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { return false }
+            return String(decoding: data.map { $0 == 0 ? 0x20 : $0 }, as: UTF8.self).contains(text)
+        }
+    }
+
     @Test func upApplyGetAndRestart() async throws {
         let binary = try coxBinary()
         let dir = TemporaryDirectory()
@@ -59,8 +68,22 @@ struct EndToEndTests {
         func cox(_ args: String...) throws -> Tools.Output {
             try Tools.run(binary, args + ["--kubeconfig", kubeconfig])
         }
-        let pods = try cox("get", "pods")
-        #expect(pods.status == 0 && pods.output.hasPrefix("NAME") && pods.output.contains("hello   0/2     Pending"), "\(pods.output)")
+        // The local agent runs the example pods as real processes.
+        var pods = try cox("get", "pods")
+        for _ in 0..<100 {
+            pods = try cox("get", "pods")
+            if pods.output.split(separator: "\n").contains(where: { $0.hasPrefix("hello ") && $0.contains("Running") }) { break }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(pods.status == 0 && pods.output.hasPrefix("NAME"), "\(pods.output)")
+        let helloRunning = pods.output.split(separator: "\n").contains { $0.hasPrefix("hello ") && $0.contains("Running") }
+        #expect(helloRunning, "\(pods.output)")
+        var heartbeat = ""
+        for _ in 0..<50 where !heartbeat.contains("alive") {
+            heartbeat = try cox("logs", "hello", "-c", "heartbeat").output
+            if !heartbeat.contains("alive") { try await Task.sleep(for: .milliseconds(200)) }
+        }
+        #expect(heartbeat.hasPrefix("alive "), "cox logs shows the container's output: \(heartbeat)")
         let again = try cox("apply", "-f", manifests)
         #expect(again.output.contains("pod/hello unchanged") && again.output.contains("deployment/web unchanged"), "\(again.output)")
         let unknown = try cox("get", "widgets")
@@ -99,12 +122,14 @@ struct EndToEndTests {
         _ = try cox("delete", "pod", "watched")
 
         #expect(first.interrupt() == 0, "Ctrl-C is a clean shutdown")
+        #expect(Self.processes(containing: "alive $(date").isEmpty, "Ctrl-C stops the pods' processes")
 
         let second = try Up(cox: binary, dir: dir.path, manifests: nil)
         _ = try second.read(until: "Ctrl-C stops it.")
         let kept = try cox("get", "deploy", "-o", "name")
         #expect(kept.output == "deployment/web\n", "\(kept.output)")
         #expect(second.interrupt() == 0)
+        #expect(Self.processes(containing: "alive $(date").isEmpty)
         let down = try cox("get", "pods")
         #expect(down.status != 0 && down.output.contains("cannot reach the API server"), "\(down.output)")
     }

@@ -1191,6 +1191,7 @@ extension NodeStatus: JSONCodable {
         if !self.conditions.isEmpty { w.key("conditions"); w.array(self.conditions) }
         if !self.addresses.isEmpty { w.key("addresses"); w.array(self.addresses) }
         if self.hasNodeInfo { w.key("nodeInfo"); self.nodeInfo.writeJSON(to: &w) }
+        if self.hasDaemonEndpoints { w.key("daemonEndpoints"); self.daemonEndpoints.writeJSON(to: &w) }
         w.endObject()
     }
 
@@ -1206,6 +1207,47 @@ extension NodeStatus: JSONCodable {
             case "conditions": self.conditions = try JSONDecodeError.at("conditions") { try value.decodeArray { try NodeCondition(json: $0) } }
             case "addresses": self.addresses = try JSONDecodeError.at("addresses") { try value.decodeArray { try NodeAddress(json: $0) } }
             case "nodeInfo": self.nodeInfo = try JSONDecodeError.at("nodeInfo") { try NodeSystemInfo(json: value) }
+            case "daemonEndpoints": self.daemonEndpoints = try JSONDecodeError.at("daemonEndpoints") { try NodeDaemonEndpoints(json: value) }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension DaemonEndpoint: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if self.port != 0 { w.key("Port"); w.int(self.port) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "Port": self.port = try JSONDecodeError.at("Port") { try value.decodeInt32() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension NodeDaemonEndpoints: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if self.hasKubeletEndpoint { w.key("kubeletEndpoint"); self.kubeletEndpoint.writeJSON(to: &w) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "kubeletEndpoint": self.kubeletEndpoint = try JSONDecodeError.at("kubeletEndpoint") { try DaemonEndpoint(json: value) }
             default: throw JSONDecodeError(.unknownField, path: [member.key])
             }
         }
@@ -1388,6 +1430,32 @@ extension EventList: JSONCodable {
             case "kind": self.kind = try JSONDecodeError.at("kind") { try value.decodeString() }
             case "metadata": self.metadata = try JSONDecodeError.at("metadata") { try ListMeta(json: value) }
             case "items": self.items = try JSONDecodeError.at("items") { try value.decodeArray { try Event(json: $0) } }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension Binding: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.apiVersion.isEmpty { w.key("apiVersion"); w.string(self.apiVersion) }
+        if !self.kind.isEmpty { w.key("kind"); w.string(self.kind) }
+        if self.hasMetadata { w.key("metadata"); self.metadata.writeJSON(to: &w) }
+        if self.hasTarget { w.key("target"); self.target.writeJSON(to: &w) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "apiVersion": self.apiVersion = try JSONDecodeError.at("apiVersion") { try value.decodeString() }
+            case "kind": self.kind = try JSONDecodeError.at("kind") { try value.decodeString() }
+            case "metadata": self.metadata = try JSONDecodeError.at("metadata") { try ObjectMeta(json: value) }
+            case "target": self.target = try JSONDecodeError.at("target") { try ObjectReference(json: value) }
             default: throw JSONDecodeError(.unknownField, path: [member.key])
             }
         }

@@ -1038,6 +1038,7 @@ extension NodeStatus: ProtoCodable {
         for item in self.conditions { w.message(4, item) }
         for item in self.addresses { w.message(5, item) }
         if self.hasNodeInfo { w.message(6, self.nodeInfo) }
+        if self.hasDaemonEndpoints { w.message(7, self.daemonEndpoints) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
@@ -1054,6 +1055,39 @@ extension NodeStatus: ProtoCodable {
             case 5: self.addresses.append(try r.message(NodeAddress.self))
             case 6:
                 if self.hasNodeInfo { try r.merge(into: &self.nodeInfo) } else { self.nodeInfo = try r.message(NodeSystemInfo.self) }
+            case 7:
+                if self.hasDaemonEndpoints { try r.merge(into: &self.daemonEndpoints) } else { self.daemonEndpoints = try r.message(NodeDaemonEndpoints.self) }
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension DaemonEndpoint: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if self.port != 0 { w.int32(1, self.port) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.port = try r.int32()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension NodeDaemonEndpoints: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if self.hasKubeletEndpoint { w.message(1, self.kubeletEndpoint) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1:
+                if self.hasKubeletEndpoint { try r.merge(into: &self.kubeletEndpoint) } else { self.kubeletEndpoint = try r.message(DaemonEndpoint.self) }
             default: try r.skip()
             }
         }
@@ -1217,6 +1251,29 @@ extension EventList: ProtoCodable {
             case 3:
                 if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ListMeta.self) }
             case 4: self.items.append(try r.message(Event.self))
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension Binding: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
+        if !self.kind.isEmpty { w.string(2, self.kind) }
+        if self.hasMetadata { w.message(3, self.metadata) }
+        if self.hasTarget { w.message(4, self.target) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.apiVersion = try r.string()
+            case 2: self.kind = try r.string()
+            case 3:
+                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ObjectMeta.self) }
+            case 4:
+                if self.hasTarget { try r.merge(into: &self.target) } else { self.target = try r.message(ObjectReference.self) }
             default: try r.skip()
             }
         }

@@ -1114,11 +1114,55 @@ public nonisolated struct NodeStatus: Sendable {
   /// Clears the value of `nodeInfo`. Subsequent reads from it will return its default value.
   public mutating func clearNodeInfo() {self._nodeInfo = nil}
 
+  public var daemonEndpoints: NodeDaemonEndpoints {
+    get {_daemonEndpoints ?? NodeDaemonEndpoints()}
+    set {_daemonEndpoints = newValue}
+  }
+  /// Returns true if `daemonEndpoints` has been explicitly set.
+  public var hasDaemonEndpoints: Bool {self._daemonEndpoints != nil}
+  /// Clears the value of `daemonEndpoints`. Subsequent reads from it will return its default value.
+  public mutating func clearDaemonEndpoints() {self._daemonEndpoints = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _nodeInfo: NodeSystemInfo? = nil
+  fileprivate var _daemonEndpoints: NodeDaemonEndpoints? = nil
+}
+
+/// Where the node agent serves (logs); Kubernetes spells the port field "Port".
+public nonisolated struct DaemonEndpoint: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var port: Int32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct NodeDaemonEndpoints: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var kubeletEndpoint: DaemonEndpoint {
+    get {_kubeletEndpoint ?? DaemonEndpoint()}
+    set {_kubeletEndpoint = newValue}
+  }
+  /// Returns true if `kubeletEndpoint` has been explicitly set.
+  public var hasKubeletEndpoint: Bool {self._kubeletEndpoint != nil}
+  /// Clears the value of `kubeletEndpoint`. Subsequent reads from it will return its default value.
+  public mutating func clearKubeletEndpoint() {self._kubeletEndpoint = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _kubeletEndpoint: DaemonEndpoint? = nil
 }
 
 public nonisolated struct Node: @unchecked Sendable {
@@ -1373,6 +1417,47 @@ public nonisolated struct EventList: Sendable {
   public init() {}
 
   fileprivate var _metadata: ListMeta? = nil
+}
+
+/// The body of POST .../pods/{name}/binding: which node the pod goes to.
+public nonisolated struct Binding: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var apiVersion: String {
+    get {_storage._apiVersion}
+    set {_uniqueStorage()._apiVersion = newValue}
+  }
+
+  public var kind: String {
+    get {_storage._kind}
+    set {_uniqueStorage()._kind = newValue}
+  }
+
+  public var metadata: ObjectMeta {
+    get {_storage._metadata ?? ObjectMeta()}
+    set {_uniqueStorage()._metadata = newValue}
+  }
+  /// Returns true if `metadata` has been explicitly set.
+  public var hasMetadata: Bool {_storage._metadata != nil}
+  /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
+  public mutating func clearMetadata() {_uniqueStorage()._metadata = nil}
+
+  public var target: ObjectReference {
+    get {_storage._target ?? ObjectReference()}
+    set {_uniqueStorage()._target = newValue}
+  }
+  /// Returns true if `target` has been explicitly set.
+  public var hasTarget: Bool {_storage._target != nil}
+  /// Clears the value of `target`. Subsequent reads from it will return its default value.
+  public mutating func clearTarget() {_uniqueStorage()._target = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -3349,7 +3434,7 @@ nonisolated extension NodeSystemInfo: SwiftProtobuf.Message, SwiftProtobuf._Mess
 
 nonisolated extension NodeStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}capacity\0\u{1}allocatable\0\u{1}phase\0\u{1}conditions\0\u{1}addresses\0\u{3}node_info\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}capacity\0\u{1}allocatable\0\u{1}phase\0\u{1}conditions\0\u{1}addresses\0\u{3}node_info\0\u{3}daemon_endpoints\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3363,6 +3448,7 @@ nonisolated extension NodeStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageI
       case 4: try { try decoder.decodeRepeatedMessageField(value: &self.conditions) }()
       case 5: try { try decoder.decodeRepeatedMessageField(value: &self.addresses) }()
       case 6: try { try decoder.decodeSingularMessageField(value: &self._nodeInfo) }()
+      case 7: try { try decoder.decodeSingularMessageField(value: &self._daemonEndpoints) }()
       default: break
       }
     }
@@ -3391,6 +3477,9 @@ nonisolated extension NodeStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageI
     try { if let v = self._nodeInfo {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
     } }()
+    try { if let v = self._daemonEndpoints {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3401,6 +3490,71 @@ nonisolated extension NodeStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageI
     if lhs.conditions != rhs.conditions {return false}
     if lhs.addresses != rhs.addresses {return false}
     if lhs._nodeInfo != rhs._nodeInfo {return false}
+    if lhs._daemonEndpoints != rhs._daemonEndpoints {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension DaemonEndpoint: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DaemonEndpoint"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{5}port\0Port\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt32Field(value: &self.port) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.port != 0 {
+      try visitor.visitSingularInt32Field(value: self.port, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: DaemonEndpoint, rhs: DaemonEndpoint) -> Bool {
+    if lhs.port != rhs.port {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension NodeDaemonEndpoints: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".NodeDaemonEndpoints"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}kubelet_endpoint\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._kubeletEndpoint) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._kubeletEndpoint {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: NodeDaemonEndpoints, rhs: NodeDaemonEndpoints) -> Bool {
+    if lhs._kubeletEndpoint != rhs._kubeletEndpoint {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3860,6 +4014,97 @@ nonisolated extension EventList: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
     if lhs.kind != rhs.kind {return false}
     if lhs._metadata != rhs._metadata {return false}
     if lhs.items != rhs.items {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Binding: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Binding"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}api_version\0\u{1}kind\0\u{1}metadata\0\u{1}target\0")
+
+  fileprivate class _StorageClass {
+    var _apiVersion: String = String()
+    var _kind: String = String()
+    var _metadata: ObjectMeta? = nil
+    var _target: ObjectReference? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _apiVersion = source._apiVersion
+      _kind = source._kind
+      _metadata = source._metadata
+      _target = source._target
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._apiVersion) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._kind) }()
+        case 3: try { try decoder.decodeSingularMessageField(value: &_storage._metadata) }()
+        case 4: try { try decoder.decodeSingularMessageField(value: &_storage._target) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._apiVersion.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._apiVersion, fieldNumber: 1)
+      }
+      if !_storage._kind.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._kind, fieldNumber: 2)
+      }
+      try { if let v = _storage._metadata {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+      } }()
+      try { if let v = _storage._target {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+      } }()
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Binding, rhs: Binding) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._apiVersion != rhs_storage._apiVersion {return false}
+        if _storage._kind != rhs_storage._kind {return false}
+        if _storage._metadata != rhs_storage._metadata {return false}
+        if _storage._target != rhs_storage._target {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

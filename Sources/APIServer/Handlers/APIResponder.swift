@@ -1,5 +1,6 @@
 import API
 import Foundation
+import AsyncHTTPClient
 import Hummingbird
 import Logging
 import NIOCore
@@ -19,13 +20,16 @@ struct APIResponder: HTTPResponder {
     let inflight: InflightCounter
     let metrics: RequestMetrics
     let drain: WatchDrain
+    /// Client for node agents (logs), authenticated with the server's own client certificate.
+    let agents: HTTPClient?
     let logger: Logger
 
     func respond(to request: Request, context: Context) async throws -> Response {
         let started = ContinuousClock.now
         let query = request.uri.queryParameters
         let isWatch = query["watch"].map { $0 == "true" || $0 == "1" } ?? false
-        let response = try await answer(request, context: context, isWatch: isWatch)
+        let isStream = isWatch || query["follow"].map { $0 == "true" || $0 == "1" } ?? false
+        let response = try await answer(request, context: context, isStream: isStream)
         let elapsed = ContinuousClock.now - started
         let (verb, resource) = RequestMetrics.classify(method: request.method.rawValue, path: request.uri.path, isWatch: isWatch)
         metrics.record(verb: verb, resource: resource, code: response.status.code,
@@ -33,7 +37,7 @@ struct APIResponder: HTTPResponder {
         return response
     }
 
-    func answer(_ request: Request, context: Context, isWatch: Bool) async throws -> Response {
+    func answer(_ request: Request, context: Context, isStream: Bool) async throws -> Response {
         let path = request.uri.path
         if path == "/livez" || path == "/readyz" {
             return Response(status: .ok, headers: [.contentType: "text/plain"], body: .init(byteBuffer: ByteBuffer(string: "ok")))
@@ -51,7 +55,7 @@ struct APIResponder: HTTPResponder {
             guard let identity = try await ClientIdentity.of(channel: context.channel) else {
                 return errorResponse(.unauthorized, format)
             }
-            if isWatch {
+            if isStream {
                 var request = request
                 return try await route(&request, identity: identity, format: format)
             }
@@ -124,6 +128,9 @@ struct APIResponder: HTTPResponder {
     func handle<T: APIObject>(_ type: T.Type, _ path: ResourcePath, _ request: inout Request, format: WireFormat) async throws -> Response {
         let query = Dictionary(request.uri.queryParameters.map { (String($0.key), String($0.value)) }, uniquingKeysWith: { first, _ in first })
         let info = T.kindInfo
+        if T.self == Pod.self, let name = path.name, let response = try await handlePod(path, name: name, &request, query: query, format: format) {
+            return response
+        }
         switch (request.method, path.name, path.subresource) {
         case (.get, nil, _):
             if query["watch"].map({ $0 == "true" || $0 == "1" }) == true {
@@ -163,7 +170,16 @@ struct APIResponder: HTTPResponder {
                 updated.metadata.resourceVersion = object.metadata.resourceVersion
                 return encode(try await store.update(updated), format)
             }
+            if let pod = object as? Pod, let existing = current as? Pod { try Self.checkPodUpdate(pod, existing) }
             object.copyStatus(from: current)
+            // Only a DELETE starts (and the agent ends) a graceful deletion.
+            object.metadata.deletionTimestamp = current.metadata.deletionTimestamp
+            if current.metadata.hasDeletionGracePeriodSeconds {
+                object.metadata.deletionGracePeriodSeconds = current.metadata.deletionGracePeriodSeconds
+            } else {
+                object.metadata.clearDeletionGracePeriodSeconds()
+            }
+            if !current.metadata.hasDeletionTimestamp { object.metadata.clearDeletionTimestamp() }
             object.applyDefaults()
             return encode(try await store.update(try object.validated()), format)
         case (.delete, let name?, nil):
@@ -207,6 +223,26 @@ struct APIResponder: HTTPResponder {
         metrics.render(into: &lines)
         return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
                         body: .init(byteBuffer: ByteBuffer(string: lines.joined(separator: "\n") + "\n")))
+    }
+
+    /// A pod's spec is fixed once created, as in Kubernetes: only container images and tolerations
+    /// may change (its agent would not apply anything else), and its node is set by a binding.
+    static func checkPodUpdate(_ new: Pod, _ current: Pod) throws {
+        if !current.spec.nodeName.isEmpty && new.spec.nodeName != current.spec.nodeName {
+            throw APIError(422, "Invalid", "Pod \"\(new.metadata.name)\" is invalid: spec.nodeName: Forbidden: may not be changed once set (it is \"\(current.spec.nodeName)\")")
+        }
+        var comparable = new
+        comparable.spec.nodeName = current.spec.nodeName
+        comparable.spec.tolerations = current.spec.tolerations
+        for index in comparable.spec.containers.indices where index < current.spec.containers.count {
+            comparable.spec.containers[index].image = current.spec.containers[index].image
+        }
+        comparable.applyDefaults()
+        var baseline = current
+        baseline.applyDefaults()
+        if comparable.spec.jsonBytes() != baseline.spec.jsonBytes() {
+            throw APIError(422, "Invalid", "Pod \"\(new.metadata.name)\" is invalid: spec: Forbidden: pod updates may not change fields other than spec.containers[*].image and spec.tolerations; delete and re-create the pod (or use a Deployment)")
+        }
     }
 
     static func randomSuffix() -> String {

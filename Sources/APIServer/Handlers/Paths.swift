@@ -41,7 +41,8 @@ struct ResourcePath {
         }
         let name = rest.popFirst()
         let subresource = rest.popFirst()
-        guard rest.isEmpty, subresource == nil || subresource == "status" else {
+        let podSubresources: Set<String?> = ["binding", "log"]
+        guard rest.isEmpty, subresource == nil || subresource == "status" || kind == Pod.self && podSubresources.contains(subresource) else {
             throw APIError.notFound("the server could not find the requested resource (subresource \(subresource ?? ""))")
         }
         return ResourcePath(kind: kind, namespace: namespace, name: name, subresource: subresource)

@@ -1,4 +1,5 @@
 import API
+import AsyncHTTPClient
 import Foundation
 import Hummingbird
 import HummingbirdHTTP2
@@ -70,8 +71,9 @@ public struct APIServer: Sendable {
         tls.minimumTLSVersion = .tlsv12
 
         let drain = WatchDrain()
+        let agents = try Self.agentClient(pki)
         let responder = APIResponder(store: store, limits: configuration.limits, inflight: InflightCounter(),
-                                     metrics: RequestMetrics(), drain: drain, logger: logger)
+                                     metrics: RequestMetrics(), drain: drain, agents: agents, logger: logger)
         let kubeconfigPath = configuration.kubeconfigPath ?? (configuration.dataDirectory as NSString).appendingPathComponent("admin.kubeconfig")
         let host = configuration.host
         let urlHost = host.contains(":") ? "[\(host)]" : host
@@ -94,6 +96,19 @@ public struct APIServer: Sendable {
                 portContinuation.finish()
             },
             logger: logger)
+        do {
+            try await serve(app, drain: drain, ports: ports, portContinuation: portContinuation, onRunning: onRunning)
+        } catch {
+            try? await agents.shutdown()
+            throw error
+        }
+        try? await agents.shutdown()
+    }
+
+    func serve(_ app: some Service, drain: WatchDrain, ports: AsyncStream<Int>, portContinuation: AsyncStream<Int>.Continuation,
+               onRunning: @escaping @Sendable (_ port: Int, _ kubeconfig: String) async -> Void) async throws {
+        let logger = self.logger
+        let kubeconfigPath = configuration.kubeconfigPath ?? (configuration.dataDirectory as NSString).appendingPathComponent("admin.kubeconfig")
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 defer { portContinuation.finish() }
@@ -110,5 +125,19 @@ public struct APIServer: Sendable {
             }
             try await group.waitForAll()
         }
+    }
+
+    /// The client the server uses to reach node agents: trusts the cluster CA, presents a client
+    /// certificate for `cox:apiserver` issued at start (never written to disk).
+    static func agentClient(_ pki: ClusterPKI) throws -> HTTPClient {
+        let identity = try pki.authority.issue(commonName: "cox:apiserver", organizations: ["system:masters"], usage: .client)
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(pki.authority.certificatePEM.utf8)))
+        tls.minimumTLSVersion = .tlsv12
+        tls.certificateChain = try NIOSSLCertificate.fromPEMBytes(Array(identity.certificatePEM.utf8)).map { .certificate($0) }
+        tls.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(identity.privateKeyPEM.utf8), format: .pem))
+        var configuration = HTTPClient.Configuration(tlsConfiguration: tls)
+        configuration.timeout.connect = .seconds(5)
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
 }

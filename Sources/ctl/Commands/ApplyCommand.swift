@@ -1,3 +1,4 @@
+import Foundation
 import API
 import ArgumentParser
 import Client
@@ -46,6 +47,11 @@ struct ApplyCommand: AsyncParsableCommand {
         merged.metadata.resourceVersion = existing.metadata.resourceVersion
         merged.metadata.generation = existing.metadata.generation
         merged.copyStatus(from: existing)
+        // A pod's node is chosen by the cluster (binding), not by its manifest.
+        if var pod = merged as? Pod, let current = existing as? Pod, pod.spec.nodeName.isEmpty {
+            pod.spec.nodeName = current.spec.nodeName
+            merged = pod as! T
+        }
         // Compared as users see them: the JSON forms (map keys sorted, defaults applied on both sides).
         if merged.jsonBytes() == existing.jsonBytes() { return "\(label) unchanged" }
         _ = try await client.update(merged)
@@ -60,6 +66,9 @@ struct DeleteCommand: AsyncParsableCommand {
     @Argument(help: "Kind and names, e.g. `pod web`.") var arguments: [String] = []
     @Option(name: .shortAndLong, help: "Delete the objects in these manifests.") var filename: [String] = []
     @Option(name: .shortAndLong, help: "Namespace.") var namespace = "default"
+    @Option(help: "Seconds a pod gets to stop (default: its terminationGracePeriodSeconds).") var gracePeriod: Int64?
+    @Flag(help: "Delete at once (grace period 0), without waiting for the node to stop the pod.") var force = false
+    @Option(help: "Wait until the object is gone (true, like kubectl) or return at once (false).") var wait = true
     @OptionGroup var client: ClientOptions
 
     func run() async throws {
@@ -79,7 +88,7 @@ struct DeleteCommand: AsyncParsableCommand {
             var failed = false
             for (type, namespace, name) in targets {
                 do {
-                    try await Self.delete(type, namespace: namespace, name: name, client: client)
+                    try await delete(type, namespace: namespace, name: name, client: client)
                     print("\(type.kindInfo.singular) \"\(name)\" deleted")
                 } catch {
                     printError("error: \(error)")
@@ -91,7 +100,22 @@ struct DeleteCommand: AsyncParsableCommand {
         if failed { throw ExitCode.failure }
     }
 
-    static func delete<T: APIObject>(_ type: T.Type, namespace: String, name: String, client: APIClient) async throws {
-        _ = try await client.delete(T.self, namespace: namespace, name: name)
+    /// Deletes, then (with --wait) waits while the object is still there: a pod on a node stays,
+    /// Terminating, until its agent has stopped its processes.
+    func delete<T: APIObject>(_ type: T.Type, namespace: String, name: String, client: APIClient) async throws {
+        let grace = force ? 0 : gracePeriod
+        let left = try await client.delete(T.self, namespace: namespace, name: name, gracePeriodSeconds: grace)
+        guard wait, left.metadata.hasDeletionTimestamp else { return }
+        let limit = Date().addingTimeInterval(Double(left.metadata.deletionGracePeriodSeconds) + 60)
+        while Date() < limit {
+            do {
+                let current = try await client.get(T.self, namespace: namespace, name: name)
+                if current.metadata.uid != left.metadata.uid { return }
+            } catch let error as ClientError where error.code == 404 {
+                return
+            }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        throw ValidationError("\(T.kindInfo.singular) \"\(name)\" is still terminating after its grace period and a minute more; is the agent of its node running? (`cox delete --force` removes it without waiting)")
     }
 }

@@ -1,0 +1,142 @@
+import API
+import AsyncHTTPClient
+import Foundation
+import Hummingbird
+import NIOCore
+import NIOHTTP1
+import Store
+
+extension APIResponder {
+    /// What pods do differently: graceful deletion, binding to a node, and logs from the node's agent.
+    /// nil: the generic handler answers.
+    func handlePod(_ path: ResourcePath, name: String, _ request: inout Request, query: QueryParameters, format: WireFormat) async throws -> Response? {
+        let namespace = path.namespace ?? ""
+        switch (request.method, path.subresource) {
+        case (.delete, nil):
+            return encode(try await deletePod(namespace: namespace, name: name, query: query), format)
+        case (.post, "binding"):
+            let body = try await self.body(&request)
+            let binding = Self.requestFormat(request) == .protobuf ? try Binding(protobuf: body) : try Binding(jsonBytes: body)
+            try await bind(namespace: namespace, name: name, to: binding.target.name)
+            var status = Status()
+            status.apiVersion = "v1"
+            status.kind = "Status"
+            status.status = "Success"
+            status.code = 201
+            return Response(status: .created, headers: [.contentType: format.rawValue],
+                            body: .init(byteBuffer: ByteBuffer(bytes: format == .protobuf ? status.protoBytes() : status.jsonBytes())))
+        case (.get, "log"):
+            return try await podLog(namespace: namespace, name: name, query: query)
+        case (_, "binding"), (_, "log"):
+            throw APIError.methodNotAllowed(request.method.rawValue)
+        default:
+            return nil
+        }
+    }
+
+    /// A pod on a node is deleted gracefully: it gets a deletionTimestamp and grace period, its
+    /// agent stops its containers and then deletes it with grace 0. A pod on no node, in a
+    /// terminal phase, or deleted with `gracePeriodSeconds=0` goes at once.
+    func deletePod(namespace: String, name: String, query: QueryParameters) async throws -> Pod {
+        let precondition = query["resourceVersion"].flatMap { Int64($0) }
+        var requested: Int64?
+        if let text = query["gracePeriodSeconds"] {
+            guard let value = Int64(text), value >= 0 else { throw APIError.badRequest("gracePeriodSeconds must be a non-negative integer, not \"\(text)\"") }
+            requested = value
+        }
+        for _ in 0..<5 {
+            var pod = try await store.get(Pod.self, namespace: namespace, name: name)
+            let grace = requested ?? (pod.metadata.hasDeletionGracePeriodSeconds ? pod.metadata.deletionGracePeriodSeconds
+                                                                                  : (pod.spec.hasTerminationGracePeriodSeconds ? pod.spec.terminationGracePeriodSeconds : 30))
+            let terminal = pod.status.phase == "Succeeded" || pod.status.phase == "Failed"
+            if pod.spec.nodeName.isEmpty || terminal || grace == 0 {
+                return try await store.delete(Pod.self, namespace: namespace, name: name, resourceVersion: precondition)
+            }
+            if pod.metadata.hasDeletionTimestamp && pod.metadata.deletionGracePeriodSeconds <= grace {
+                return pod  // already terminating, at least as soon
+            }
+            if let precondition, String(precondition) != pod.metadata.resourceVersion {
+                throw APIError(409, "Conflict", "Operation cannot be fulfilled on pods \"\(name)\": the object has been modified; please apply your changes to the latest version and try again")
+            }
+            pod.metadata.deletionTimestamp = Timestamp(seconds: Int64(Date().timeIntervalSince1970) + grace, nanos: 0)
+            pod.metadata.deletionGracePeriodSeconds = grace
+            do {
+                return try await store.update(pod)
+            } catch let error as StoreError where error.code == .conflict {
+                continue  // changed meanwhile (a status write): decide again on the new state
+            }
+        }
+        throw APIError(409, "Conflict", "pod \"\(name)\" kept changing while being deleted; try again")
+    }
+
+    /// Sets `spec.nodeName` of an unbound pod; a pod already on a node answers 409.
+    func bind(namespace: String, name: String, to node: String) async throws {
+        guard !node.isEmpty else { throw APIError(422, "Invalid", "Binding.target.name: Required value: the node to bind to") }
+        for _ in 0..<5 {
+            var pod = try await store.get(Pod.self, namespace: namespace, name: name)
+            guard pod.spec.nodeName.isEmpty else {
+                throw APIError(409, "Conflict", "Operation cannot be fulfilled on pods/binding \"\(name)\": pod \(name) is already assigned to node \"\(pod.spec.nodeName)\"")
+            }
+            guard !pod.metadata.hasDeletionTimestamp else {
+                throw APIError(409, "Conflict", "pod \(name) is being deleted, cannot be assigned to a host")
+            }
+            pod.spec.nodeName = node
+            do {
+                _ = try await store.update(pod)
+                return
+            } catch let error as StoreError where error.code == .conflict {
+                continue
+            }
+        }
+        throw APIError(409, "Conflict", "pod \"\(name)\" kept changing while being bound; try again")
+    }
+
+    /// `pods/NAME/log`: streamed from the agent of the pod's node, which the server reaches over TLS
+    /// with its own client certificate.
+    func podLog(namespace: String, name: String, query: QueryParameters) async throws -> Response {
+        let pod = try await store.get(Pod.self, namespace: namespace, name: name)
+        var container = query["container"] ?? ""
+        if container.isEmpty {
+            guard pod.spec.containers.count == 1 else {
+                throw APIError.badRequest("a container name must be specified for pod \(name), choose one of: [\(pod.spec.containers.map(\.name).joined(separator: " "))]")
+            }
+            container = pod.spec.containers[0].name
+        }
+        guard pod.spec.containers.contains(where: { $0.name == container }) else {
+            throw APIError.badRequest("container \(container) is not valid for pod \(name)")
+        }
+        guard !pod.spec.nodeName.isEmpty else {
+            throw APIError.badRequest("pod \(name) has not been scheduled to a node: no logs yet")
+        }
+        let node = try await store.get(Node.self, namespace: "", name: pod.spec.nodeName)
+        let port = node.status.daemonEndpoints.kubeletEndpoint.port
+        let address = node.status.addresses.first { $0.type == "InternalIP" }?.address ?? node.status.addresses.first?.address ?? ""
+        guard port > 0, !address.isEmpty, let agents else {
+            throw APIError(503, "ServiceUnavailable", "the agent of node \(pod.spec.nodeName) has not reported where it serves logs")
+        }
+        var parameters: [String] = ["podUID=\(pod.metadata.uid)"]
+        for key in ["follow", "previous", "tailLines", "timestamps"] {
+            if let value = query[key] { parameters.append("\(key)=\(value)") }
+        }
+        let host = address.contains(":") ? "[\(address)]" : address
+        var forward = HTTPClientRequest(url: "https://\(host):\(port)/containerLogs/\(namespace)/\(name)/\(container)?" + parameters.joined(separator: "&"))
+        forward.method = .GET
+        let follow = query["follow"] == "true" || query["follow"] == "1"
+        let upstream: HTTPClientResponse
+        do {
+            upstream = try await agents.execute(forward, timeout: follow ? .hours(24) : .seconds(30))
+        } catch {
+            throw APIError(503, "ServiceUnavailable", "cannot reach the agent of node \(pod.spec.nodeName) at \(host):\(port): \(error)")
+        }
+        guard upstream.status == .ok else {
+            var buffer = try await upstream.body.collect(upTo: 64 * 1024)
+            let text = buffer.readString(length: buffer.readableBytes) ?? ""
+            throw APIError(Int(upstream.status.code) == 404 ? 404 : 502, Int(upstream.status.code) == 404 ? "NotFound" : "BadGateway",
+                           text.isEmpty ? "the agent answered HTTP \(upstream.status.code)" : text.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+        return Response(status: .ok, headers: [.contentType: "text/plain"], body: ResponseBody { writer in
+            for try await chunk in upstream.body { try await writer.write(chunk) }
+            try await writer.finish(nil)
+        })
+    }
+}

@@ -1,0 +1,118 @@
+import API
+import Foundation
+import Hummingbird
+import HummingbirdTLS
+import Logging
+import NIOCore
+import NIOSSL
+import PKI
+
+/// The agent's own small HTTPS endpoint: `GET /containerLogs/NS/POD/CONTAINER?podUID=&tailLines=&follow=&previous=`.
+/// Only clients with a certificate from the cluster CA get past the TLS handshake (the API server
+/// connects with its own); the server's certificate is issued for the node's address.
+public final class LogServer: Sendable {
+    let runtime: ProcessRuntime
+    let tls: TLSConfiguration
+    let host: String
+    let requestedPort: Int
+    let logger: Logger
+    private let ports: AsyncStream<Int>
+    private let portContinuation: AsyncStream<Int>.Continuation
+
+    /// Issues the serving certificate from the cluster CA (the CA key is needed until nodes
+    /// join by certificate request).
+    public init(runtime: ProcessRuntime, authority: CertificateAuthority, nodeName: String, address: String, port: Int, logger: Logger) throws {
+        self.runtime = runtime
+        self.host = address
+        self.requestedPort = port
+        self.logger = logger
+        let isIP = address.contains(":") || address.split(separator: ".").count == 4 && address.split(separator: ".").allSatisfy { UInt8($0) != nil }
+        let serving = try authority.issue(commonName: "cox:node:\(nodeName)", usage: .server(
+            dnsNames: ["localhost", nodeName] + (isIP ? [] : [address]), ipAddresses: ["127.0.0.1", "::1"] + (isIP ? [address] : [])))
+        var tls = TLSConfiguration.makeServerConfiguration(
+            certificateChain: try NIOSSLCertificate.fromPEMBytes(Array(serving.certificatePEM.utf8)).map { .certificate($0) },
+            privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(serving.privateKeyPEM.utf8), format: .pem)))
+        tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(authority.certificatePEM.utf8)))
+        tls.certificateVerification = .noHostnameVerification  // a client certificate is required
+        tls.minimumTLSVersion = .tlsv12
+        self.tls = tls
+        (ports, portContinuation) = AsyncStream<Int>.makeStream(bufferingPolicy: .bufferingNewest(1))
+    }
+
+    /// The port it listens on, once it does.
+    public func port() async -> Int {
+        for await port in ports { return port }
+        return 0
+    }
+
+    public func run() async throws {
+        let router = Router()
+        let runtime = self.runtime
+        router.get("containerLogs/:namespace/:pod/:container") { request, context -> Response in
+            let namespace = try context.parameters.require("namespace")
+            let pod = try context.parameters.require("pod")
+            let container = try context.parameters.require("container")
+            let query = request.uri.queryParameters
+            let previous = query["previous"] == "true" || query["previous"] == "1"
+            let follow = query["follow"] == "true" || query["follow"] == "1"
+            let tail = query["tailLines"].flatMap { Int(String($0)) }
+            let known = await runtime.list().filter { $0.launch.namespace == namespace && $0.launch.podName == pod && $0.launch.container == container }
+            let uid = query["podUID"].map(String.init) ?? known.last?.launch.podUID ?? ""
+            let path = runtime.logPath(podUID: uid, container: container, previous: previous)
+            guard !uid.isEmpty, FileManager.default.fileExists(atPath: path) else {
+                let what = previous ? "previous terminated container \"\(container)\" in pod \"\(pod)\" not found" : "container \"\(container)\" in pod \"\(pod)\" has not written a log yet"
+                return Response(status: .notFound, headers: [.contentType: "text/plain"], body: .init(byteBuffer: ByteBuffer(string: what)))
+            }
+            return Response(status: .ok, headers: [.contentType: "text/plain"], body: ResponseBody { writer in
+                var offset = 0
+                let data = FileManager.default.contents(atPath: path) ?? Data()
+                var initial = data[...]
+                if let tail { initial = LogServer.lastLines(data, tail) }
+                if !initial.isEmpty { try await writer.write(ByteBuffer(bytes: initial)) }
+                offset = data.count
+                // Follow: new output as it comes, until the container has stopped and nothing is left.
+                while follow && !Task.isCancelled {
+                    try await Task.sleep(for: .milliseconds(250))
+                    guard let handle = FileHandle(forReadingAtPath: path) else { break }
+                    let size = Int((try? handle.seekToEnd()) ?? 0)
+                    if size < offset { offset = 0 }  // rotated (truncated): start over
+                    if size > offset {
+                        try handle.seek(toOffset: UInt64(offset))
+                        let chunk = handle.readData(ofLength: size - offset)
+                        offset += chunk.count
+                        try await writer.write(ByteBuffer(bytes: chunk))
+                    }
+                    try? handle.close()
+                    let running = await runtime.list().contains { $0.launch.podUID == uid && $0.launch.container == container && $0.isRunning }
+                    if !running && size == offset { break }
+                }
+                try await writer.finish(nil)
+            })
+        }
+        let continuation = portContinuation
+        let app = Application(
+            router: router,
+            server: try .tls(.http1(), tlsConfiguration: tls),
+            configuration: .init(address: .hostname(host, port: requestedPort), serverName: "cox-agent"),
+            onServerRunning: { channel in continuation.yield(channel.localAddress?.port ?? 0) },
+            logger: logger)
+        try await app.run()
+    }
+
+    /// The last `count` lines of `data` (a trailing newline ends the last line, it does not start one).
+    static func lastLines(_ data: Data, _ count: Int) -> Data.SubSequence {
+        guard count >= 0 else { return data[...] }
+        if count == 0 { return data[data.endIndex...] }
+        var index = data.endIndex
+        var seen = 0
+        if index > data.startIndex, data[index - 1] == 0x0A { index -= 1 }
+        while index > data.startIndex {
+            if data[index - 1] == 0x0A {
+                seen += 1
+                if seen == count { break }
+            }
+            index -= 1
+        }
+        return data[index...]
+    }
+}

@@ -1,0 +1,167 @@
+import API
+import Client
+import Foundation
+import Logging
+
+/// Runs one node: registers its Node, renews its Lease, runs the pods bound to it through a
+/// ContainerRuntime, reports their status, and serves their logs. Survives losing the API server:
+/// pods keep running, calls are retried with backoff, the watch resumes when the server is back.
+public final class NodeAgent: Sendable {
+    public struct Configuration: Sendable {
+        public var nodeName: String
+        public var dataDirectory: String
+        /// The node's InternalIP (where its log endpoint is reached).
+        public var address = "127.0.0.1"
+        public var heartbeatInterval: Duration = .seconds(10)
+        public var leaseDurationSeconds: Int32 = 40
+        public var maxPods = 110
+        /// Log endpoint port; 0 picks a free one (reported in the Node's daemonEndpoints).
+        public var logPort = 10250
+        /// First crash-loop delay; doubles per crash up to `crashLoopMax`; reset after 10 minutes of running.
+        public var crashLoopBase: Duration = .seconds(10)
+        public var crashLoopMax: Duration = .seconds(300)
+        public var labels: [String: String] = [:]
+
+        public init(nodeName: String, dataDirectory: String) {
+            self.nodeName = nodeName
+            self.dataDirectory = dataDirectory
+        }
+    }
+
+    public let configuration: Configuration
+    let client: APIClient
+    let runtime: ProcessRuntime
+    let logServer: LogServer
+    let logger: Logger
+
+    public init(configuration: Configuration, client: APIClient, runtime: ProcessRuntime, logServer: LogServer, logger: Logger = Logger(label: "cox.agent")) {
+        self.configuration = configuration
+        self.client = client
+        self.runtime = runtime
+        self.logServer = logServer
+        self.logger = logger
+    }
+
+    /// Runs until cancelled. Pods keep running when the agent stops; the next agent re-adopts them.
+    public func run() async throws {
+        let manager = PodManager(configuration: configuration, client: client, runtime: runtime, logger: logger)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await self.logServer.run() }
+            let port = await logServer.port()
+            group.addTask { await self.heartbeat(logPort: port) }
+            group.addTask { await manager.runStatusWriter() }
+            group.addTask { await manager.runTicker() }
+            group.addTask {
+                for await id in self.runtime.exits { await manager.containerExited(id: id) }
+            }
+            group.addTask { await self.syncPods(manager) }
+            try await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// Watches the pods bound to this node (and only those) and hands each change to the manager.
+    func syncPods(_ manager: PodManager) async {
+        var request = WatchRequest(fieldSelector: "spec.nodeName=\(configuration.nodeName)")
+        request.timeoutSeconds = 300
+        while !Task.isCancelled {
+            do {
+                for try await event in client.watch(Pod.self, request) {
+                    switch event {
+                    case .added(let pod), .modified(let pod): await manager.upsert(pod)
+                    case .deleted(let pod): await manager.deleted(pod)
+                    case .relisted(let pods, _): await manager.relisted(pods)
+                    case .bookmark: break
+                    }
+                }
+            } catch {
+                logger.warning("pod watch failed; retrying", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+    }
+
+    // MARK: - Node and lease
+
+    func heartbeat(logPort: Int) async {
+        var registered = false
+        var backoff = Backoff(base: .milliseconds(500), cap: .seconds(30))
+        var beats = 0
+        while !Task.isCancelled {
+            do {
+                // The full node status on registration and every sixth beat; the Lease every beat.
+                if !registered || beats % 6 == 0 {
+                    try await registerNode(logPort: logPort)
+                    if !registered { logger.info("node registered", metadata: ["node": "\(configuration.nodeName)"]) }
+                    registered = true
+                }
+                try await renewLease()
+                beats += 1
+                backoff.reset()
+                try? await Task.sleep(for: configuration.heartbeatInterval)
+            } catch {
+                registered = false
+                let pause = backoff.next()
+                logger.warning("cannot reach the API server; keeping pods running and retrying", metadata: ["error": "\(error)", "retryIn": "\(pause)"])
+                try? await Task.sleep(for: pause)
+            }
+        }
+    }
+
+    func registerNode(logPort: Int) async throws {
+        var node: Node
+        var exists = true
+        do {
+            node = try await client.get(Node.self, namespace: "", name: configuration.nodeName)
+        } catch let error as ClientError where error.code == 404 {
+            node = Node()
+            node.metadata.name = configuration.nodeName
+            exists = false
+        }
+        let fetchedLabels = node.metadata.labels
+        for (key, value) in Host.labels(nodeName: configuration.nodeName).merging(configuration.labels, uniquingKeysWith: { _, new in new }) {
+            node.metadata.labels[key] = value
+        }
+        if !exists {
+            node = try await client.create(node)
+        } else if node.metadata.labels != fetchedLabels {
+            node = try await client.update(node)
+        }
+        node.status = Host.nodeStatus(previous: node.status, address: configuration.address, maxPods: configuration.maxPods,
+                                      runtime: runtime.name, logPort: logPort)
+        node.metadata.resourceVersion = ""
+        _ = try await client.updateStatus(node)
+    }
+
+    func renewLease() async throws {
+        let now = Timestamp(date: Date())
+        do {
+            var lease = try await client.get(Lease.self, namespace: "kube-node-lease", name: configuration.nodeName)
+            lease.spec.renewTime = now
+            lease.spec.holderIdentity = configuration.nodeName
+            _ = try await client.update(lease)
+        } catch let error as ClientError where error.code == 404 {
+            var lease = Lease()
+            lease.metadata.name = configuration.nodeName
+            lease.metadata.namespace = "kube-node-lease"
+            lease.spec.holderIdentity = configuration.nodeName
+            lease.spec.leaseDurationSeconds = configuration.leaseDurationSeconds
+            lease.spec.acquireTime = now
+            lease.spec.renewTime = now
+            _ = try await client.create(lease)
+        }
+    }
+}
+
+extension Timestamp {
+    /// `metav1.Time` precision (status times).
+    init(wholeSecondsOf date: Date) {
+        self.init(seconds: Int64(date.timeIntervalSince1970.rounded(.down)), nanos: 0)
+    }
+
+    /// `metav1.MicroTime` and finer (lease renewals).
+    init(date: Date) {
+        let seconds = date.timeIntervalSince1970
+        self.init(seconds: Int64(seconds.rounded(.down)), nanos: Int32((seconds - seconds.rounded(.down)) * 1e9))
+    }
+}

@@ -1,0 +1,398 @@
+import API
+import Client
+import Foundation
+import Logging
+
+/// Drives each pod bound to this node toward its spec: starts containers, restarts them by the
+/// restart policy with crash-loop backoff, stops them on deletion (SIGTERM, then SIGKILL after the
+/// grace period) and finalizes the deletion, and computes the status the status writer reports.
+actor PodManager {
+    struct Track {
+        var current: RuntimeContainer?
+        var previous: RuntimeContainer?
+        var restartCount: Int32 = 0
+        /// Consecutive crashes, for the backoff; reset after 10 minutes of running.
+        var crashes = 0
+        var backoffUntil: ContinuousClock.Instant?
+        var backoffDelay: Duration = .zero
+        var starting = false
+        var startError: String?
+        /// Exited and, by the restart policy, stays so.
+        var done = false
+    }
+
+    struct PodState {
+        var pod: Pod
+        var tracks: [String: Track] = [:]
+        var startTime: Timestamp
+        var terminating = false
+        var lastReported: PodStatus?
+    }
+
+    let configuration: NodeAgent.Configuration
+    let client: APIClient
+    let runtime: ProcessRuntime
+    let logger: Logger
+    var pods: [String: PodState] = [:]  // by uid
+    var adopted = false
+    /// Statuses to write, by pod uid (the newest wins).
+    var pendingStatus: [String: (namespace: String, name: String, status: PodStatus)] = [:]
+    var statusSignal: AsyncStream<Void>.Continuation
+    let statusWakeups: AsyncStream<Void>
+
+    init(configuration: NodeAgent.Configuration, client: APIClient, runtime: ProcessRuntime, logger: Logger) {
+        self.configuration = configuration
+        self.client = client
+        self.runtime = runtime
+        self.logger = logger
+        (statusWakeups, statusSignal) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+    }
+
+    // MARK: - Inputs
+
+    func upsert(_ pod: Pod) async {
+        let uid = pod.metadata.uid
+        if pods[uid] == nil {
+            let startTime = pod.status.hasStartTime ? pod.status.startTime : Timestamp(wholeSecondsOf: Date())
+            var state = PodState(pod: pod, startTime: startTime)
+            state.lastReported = pod.status
+            // Counts survive an agent restart through the status the last agent reported.
+            for status in pod.status.containerStatuses { state.tracks[status.name, default: Track()].restartCount = status.restartCount }
+            pods[uid] = state
+            await adoptRunning(uid)
+        } else {
+            pods[uid]!.pod = pod
+        }
+        await sync(uid)
+    }
+
+    func deleted(_ pod: Pod) async {
+        let uid = pod.metadata.uid
+        guard let state = pods[uid] else { return }
+        pods[uid]!.terminating = true
+        let grace = Duration.seconds(pod.metadata.hasDeletionGracePeriodSeconds ? pod.metadata.deletionGracePeriodSeconds : 30)
+        await stopAll(state, grace: grace)
+        pods[uid] = nil
+        pendingStatus[uid] = nil
+        await runtime.cleanup(podUID: uid)
+    }
+
+    /// After a (re-)list: pods no longer bound here are gone; containers of no known pod are orphans.
+    func relisted(_ list: [Pod]) async {
+        let listed = Set(list.map(\.metadata.uid))
+        for (uid, state) in pods where !listed.contains(uid) { await deleted(state.pod) }
+        for pod in list { await upsert(pod) }
+        if !adopted {
+            adopted = true
+            for container in await runtime.list() where !listed.contains(container.launch.podUID) {
+                if container.isRunning {
+                    logger.warning("stopping an orphaned container (its pod is gone)", metadata: ["pod": "\(container.launch.namespace)/\(container.launch.podName)", "container": "\(container.launch.container)"])
+                    await runtime.stop(id: container.id, grace: .seconds(5))
+                }
+                await runtime.cleanup(podUID: container.launch.podUID)
+            }
+        }
+    }
+
+    func containerExited(id: String) async {
+        guard let (uid, name) = owner(of: id), let container = await runtime.status(id: id) else { return }
+        pods[uid]?.tracks[name]?.current = container
+        await sync(uid)
+    }
+
+    /// Backoffs expire and status timestamps move on without any event: look once a second.
+    func runTicker() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(1))
+            for uid in pods.keys { await sync(uid) }
+        }
+    }
+
+    func owner(of id: String) -> (String, String)? {
+        for (uid, state) in pods {
+            for (name, track) in state.tracks where track.current?.id == id { return (uid, name) }
+        }
+        return nil
+    }
+
+    /// Running containers recorded by an earlier agent for this pod become its current ones.
+    func adoptRunning(_ uid: String) async {
+        for container in await runtime.list() where container.launch.podUID == uid && container.isRunning {
+            guard pods[uid]?.tracks[container.launch.container]?.current == nil else { continue }
+            pods[uid]?.tracks[container.launch.container, default: Track()].current = container
+            logger.info("re-adopted a running container", metadata: ["pod": "\(container.launch.namespace)/\(container.launch.podName)", "container": "\(container.launch.container)", "id": "\(container.id)"])
+        }
+    }
+
+    // MARK: - Sync
+
+    func sync(_ uid: String) async {
+        guard let state = pods[uid], !state.terminating else { return }
+        let pod = state.pod
+        if pod.metadata.hasDeletionTimestamp {
+            pods[uid]!.terminating = true
+            let grace = Duration.seconds(pod.metadata.hasDeletionGracePeriodSeconds ? pod.metadata.deletionGracePeriodSeconds : 30)
+            Task { await self.terminate(uid, grace: grace) }
+            return
+        }
+        let now = ContinuousClock.now
+        for container in pod.spec.containers {
+            var track = pods[uid]!.tracks[container.name] ?? Track()
+            if track.starting || track.done { continue }
+            if let current = track.current {
+                guard case .exited(let code, _, _, let finishedAt) = current.state else {
+                    // Running: ten minutes without a crash forgives earlier ones.
+                    if track.crashes > 0, Date().timeIntervalSince(current.startedAt) > 600 { track.crashes = 0 }
+                    pods[uid]!.tracks[container.name] = track
+                    continue
+                }
+                let restart = switch pod.spec.restartPolicy {
+                case "Never": false
+                case "OnFailure": code != 0
+                default: true
+                }
+                if !restart {
+                    track.done = true
+                    pods[uid]!.tracks[container.name] = track
+                    continue
+                }
+                if track.backoffUntil == nil {
+                    // Crashes close together back off: base · 2^(n-1), capped.
+                    let ranFor = finishedAt.timeIntervalSince(current.startedAt)
+                    track.crashes = ranFor > 600 ? 1 : track.crashes + 1
+                    var delay = configuration.crashLoopBase
+                    for _ in 1..<max(track.crashes, 1) where delay < configuration.crashLoopMax { delay *= 2 }
+                    track.backoffDelay = min(delay, configuration.crashLoopMax)
+                    track.backoffUntil = now + track.backoffDelay
+                }
+                if let until = track.backoffUntil, until > now {
+                    pods[uid]!.tracks[container.name] = track
+                    continue
+                }
+                track.previous = current
+                track.current = nil
+                track.backoffUntil = nil
+                track.restartCount += 1
+            } else if let until = track.backoffUntil, until > now {
+                pods[uid]!.tracks[container.name] = track
+                continue  // a start that failed waits too
+            }
+            track.starting = true
+            pods[uid]!.tracks[container.name] = track
+            let launch = Self.launch(pod, container)
+            do {
+                let started = try await runtime.start(launch)
+                pods[uid]?.tracks[container.name]?.current = started
+                pods[uid]?.tracks[container.name]?.startError = nil
+            } catch {
+                logger.warning("container failed to start", metadata: ["pod": "\(pod.metadata.namespace)/\(pod.metadata.name)", "container": "\(container.name)", "error": "\(error)"])
+                pods[uid]?.tracks[container.name]?.startError = "\(error)"
+                pods[uid]?.tracks[container.name]?.crashes += 1
+                let crashes = pods[uid]?.tracks[container.name]?.crashes ?? 1
+                var delay = configuration.crashLoopBase
+                for _ in 1..<max(crashes, 1) where delay < configuration.crashLoopMax { delay *= 2 }
+                pods[uid]?.tracks[container.name]?.backoffUntil = ContinuousClock.now + min(delay, configuration.crashLoopMax)
+            }
+            pods[uid]?.tracks[container.name]?.starting = false
+        }
+        report(uid)
+    }
+
+    static func launch(_ pod: Pod, _ container: Container) -> ContainerLaunch {
+        var environment: [String: String] = [:]
+        for variable in container.env { environment[variable.name] = variable.value }
+        var launch = ContainerLaunch(podUID: pod.metadata.uid, namespace: pod.metadata.namespace, podName: pod.metadata.name,
+                                     container: container.name, command: container.command + container.args,
+                                     environment: environment, workingDirectory: container.workingDir.isEmpty ? nil : container.workingDir)
+        if let memory = container.resources.limits["memory"], let bytes = try? Quantity(parsing: memory).value {
+            launch.memoryLimitBytes = NSDecimalNumber(decimal: bytes).int64Value
+        }
+        if let cpu = container.resources.limits["cpu"], let cores = try? Quantity(parsing: cpu).value {
+            launch.cpuLimitMillis = NSDecimalNumber(decimal: cores * 1000).int64Value
+        }
+        return launch
+    }
+
+    // MARK: - Deletion
+
+    func stopAll(_ state: PodState, grace: Duration) async {
+        await withTaskGroup(of: Void.self) { group in
+            for track in state.tracks.values {
+                guard let current = track.current, current.isRunning else { continue }
+                group.addTask { await self.runtime.stop(id: current.id, grace: grace) }
+            }
+        }
+    }
+
+    /// Stops every container within the grace period, reports them terminated, then deletes the pod
+    /// for good (grace 0), which the watch reports as DELETED.
+    func terminate(_ uid: String, grace: Duration) async {
+        guard let state = pods[uid] else { return }
+        let pod = state.pod
+        logger.info("stopping pod", metadata: ["pod": "\(pod.metadata.namespace)/\(pod.metadata.name)", "grace": "\(grace)"])
+        await stopAll(state, grace: grace)
+        for (name, track) in state.tracks {
+            if let id = track.current?.id, let final = await runtime.status(id: id) { pods[uid]?.tracks[name]?.current = final }
+        }
+        var backoff = Backoff(base: .milliseconds(200), cap: .seconds(10))
+        while pods[uid] != nil && !Task.isCancelled {
+            do {
+                _ = try await client.delete(Pod.self, namespace: pod.metadata.namespace, name: pod.metadata.name, gracePeriodSeconds: 0)
+                break
+            } catch let error as ClientError where error.code == 404 {
+                break
+            } catch {
+                logger.warning("cannot finalize the pod's deletion; retrying", metadata: ["pod": "\(pod.metadata.name)", "error": "\(error)"])
+                try? await Task.sleep(for: backoff.next())
+            }
+        }
+    }
+
+    // MARK: - Status
+
+    func report(_ uid: String) {
+        guard let state = pods[uid] else { return }
+        let status = Self.status(of: state, hostIP: configuration.address, now: ContinuousClock.now)
+        if let last = state.lastReported, Self.sameStatus(last, status) { return }
+        pods[uid]!.lastReported = status
+        pendingStatus[uid] = (state.pod.metadata.namespace, state.pod.metadata.name, status)
+        statusSignal.yield()
+    }
+
+    /// Statuses are compared without their timestamps of observation.
+    static func sameStatus(_ a: PodStatus, _ b: PodStatus) -> Bool {
+        a.jsonString() == b.jsonString()
+    }
+
+    func takePending() -> [(uid: String, namespace: String, name: String, status: PodStatus)] {
+        defer { pendingStatus = [:] }
+        return pendingStatus.map { ($0.key, $0.value.namespace, $0.value.name, $0.value.status) }
+    }
+
+    func requeue(_ uid: String, _ namespace: String, _ name: String, _ status: PodStatus) {
+        if pendingStatus[uid] == nil, pods[uid] != nil { pendingStatus[uid] = (namespace, name, status) }
+    }
+
+    /// Writes statuses through `/status`, the newest per pod; failures stay queued (the server may
+    /// be away) and are written when it is back.
+    func runStatusWriter() async {
+        var backoff = Backoff(base: .milliseconds(200), cap: .seconds(10))
+        for await _ in statusWakeups {
+            while !Task.isCancelled {
+                let batch = takePending()
+                if batch.isEmpty { break }
+                var failed = false
+                for item in batch {
+                    var pod = Pod()
+                    pod.metadata.name = item.name
+                    pod.metadata.namespace = item.namespace
+                    pod.status = item.status
+                    do {
+                        _ = try await client.updateStatus(pod)
+                    } catch let error as ClientError where error.code == 404 {
+                        continue
+                    } catch {
+                        failed = true
+                        requeue(item.uid, item.namespace, item.name, item.status)
+                    }
+                }
+                if failed { try? await Task.sleep(for: backoff.next()) } else { backoff.reset() }
+            }
+        }
+    }
+
+    static func status(of state: PodState, hostIP: String, now: ContinuousClock.Instant) -> PodStatus {
+        let pod = state.pod
+        var status = PodStatus()
+        status.hostIp = hostIP
+        status.podIp = hostIP
+        var ip = PodIP()
+        ip.ip = hostIP
+        status.podIps = [ip]
+        status.startTime = state.startTime
+        var allStarted = true, anyRunning = false, allDone = true, anyFailed = false, allReady = true
+        for container in pod.spec.containers {
+            let track = state.tracks[container.name] ?? Track()
+            var cs = ContainerStatus()
+            cs.name = container.name
+            cs.image = container.image
+            cs.restartCount = track.restartCount
+            if let previous = track.previous { cs.lastState = terminatedState(previous) }
+            if let current = track.current {
+                cs.containerID = current.id
+                switch current.state {
+                case .running:
+                    cs.state.running.startedAt = Timestamp(wholeSecondsOf: current.startedAt)
+                    cs.ready = true
+                    cs.started = true
+                    anyRunning = true
+                    allDone = false
+                case .exited(let code, _, _, _):
+                    cs.started = false
+                    if let until = track.backoffUntil, until > now, !track.done {
+                        cs.state.waiting.reason = "CrashLoopBackOff"
+                        cs.state.waiting.message = "back-off \(seconds(track.backoffDelay)) restarting failed container=\(container.name) pod=\(pod.metadata.name)"
+                        cs.lastState = terminatedState(current)
+                        allDone = false
+                    } else {
+                        cs.state = terminatedState(current)
+                        if !track.done { allDone = false }
+                    }
+                    if code != 0 { anyFailed = true }
+                }
+            } else {
+                allStarted = false
+                allDone = false
+                cs.state.waiting.reason = track.startError == nil ? "ContainerCreating" : "RunContainerError"
+                if let error = track.startError { cs.state.waiting.message = error }
+                if let until = track.backoffUntil, until > now, track.startError != nil { cs.state.waiting.reason = "CrashLoopBackOff" }
+            }
+            if !cs.ready { allReady = false }
+            status.containerStatuses.append(cs)
+        }
+        if allDone && !pod.spec.containers.isEmpty {
+            status.phase = anyFailed ? "Failed" : "Succeeded"
+        } else if allStarted && (anyRunning || !allDone) {
+            status.phase = "Running"
+        } else {
+            status.phase = "Pending"
+        }
+        let previous = state.lastReported?.conditions ?? []
+        func condition(_ type: String, _ value: Bool, reason: String = "") -> PodCondition {
+            var c = PodCondition()
+            c.type = type
+            c.status = value ? "True" : "False"
+            if !value { c.reason = reason }
+            let before = previous.first { $0.type == type }
+            c.lastTransitionTime = before?.status == c.status && before!.hasLastTransitionTime ? before!.lastTransitionTime : Timestamp(seconds: Int64(Date().timeIntervalSince1970), nanos: 0)
+            return c
+        }
+        let ready = allReady && status.phase == "Running"
+        let doneReason = status.phase == "Succeeded" || status.phase == "Failed" ? "PodCompleted" : "ContainersNotReady"
+        status.conditions = [
+            condition("Initialized", true),
+            condition("Ready", ready, reason: doneReason),
+            condition("ContainersReady", ready, reason: doneReason),
+            condition("PodScheduled", true),
+        ]
+        return status
+    }
+
+    static func terminatedState(_ container: RuntimeContainer) -> ContainerState {
+        var state = ContainerState()
+        if case .exited(let code, let signal, let reason, let finishedAt) = container.state {
+            state.terminated.exitCode = code
+            state.terminated.signal = signal
+            state.terminated.reason = reason
+            state.terminated.startedAt = Timestamp(wholeSecondsOf: container.startedAt)
+            state.terminated.finishedAt = Timestamp(wholeSecondsOf: finishedAt)
+            state.terminated.containerID = container.id
+        }
+        return state
+    }
+
+    static func seconds(_ duration: Duration) -> String {
+        let s = duration.components.seconds
+        return s >= 60 && s % 60 == 0 ? "\(s / 60)m0s" : s >= 60 ? "\(s / 60)m\(s % 60)s" : "\(s)s"
+    }
+}

@@ -1,0 +1,71 @@
+import API
+import Foundation
+
+/// What a runtime needs to start one container of a pod.
+public struct ContainerLaunch: Sendable, Codable, Equatable {
+    public var podUID: String
+    public var namespace: String
+    public var podName: String
+    public var container: String
+    public var command: [String]
+    public var environment: [String: String]
+    public var workingDirectory: String?
+    /// From `resources.limits`; nil when unlimited.
+    public var memoryLimitBytes: Int64?
+    public var cpuLimitMillis: Int64?
+
+    public init(podUID: String, namespace: String, podName: String, container: String, command: [String],
+                environment: [String: String] = [:], workingDirectory: String? = nil) {
+        self.podUID = podUID
+        self.namespace = namespace
+        self.podName = podName
+        self.container = container
+        self.command = command
+        self.environment = environment
+        self.workingDirectory = workingDirectory
+    }
+}
+
+/// A container the runtime knows: running, or exited with how it ended.
+public struct RuntimeContainer: Sendable, Codable, Equatable {
+    public enum State: Sendable, Codable, Equatable {
+        case running
+        /// `exitCode` is 128+signal for a signal; `reason` is Completed, Error, OOMKilled or Unknown.
+        case exited(exitCode: Int32, signal: Int32, reason: String, finishedAt: Date)
+    }
+    /// `process://PID` for the process runtime.
+    public var id: String
+    public var launch: ContainerLaunch
+    public var startedAt: Date
+    public var state: State
+    public var logPath: String
+
+    public var isRunning: Bool { state == .running }
+}
+
+/// The seam between the node agent and whatever runs containers. The agent drives pods through
+/// it; the built-in process runtime runs plain processes, plugins may run anything else.
+public protocol ContainerRuntime: Sendable {
+    /// `process`, `fake`, … (reported in the node's info).
+    var name: String { get }
+    /// Starts the container; its output goes to the runtime's log file for it.
+    func start(_ launch: ContainerLaunch) async throws -> RuntimeContainer
+    /// SIGTERM (or the runtime's equivalent), then a forced stop after `grace`. Returns once stopped.
+    func stop(id: String, grace: Duration) async
+    /// The container's current state; nil when the runtime does not know the id.
+    func status(id: String) async -> RuntimeContainer?
+    /// Every container the runtime knows, including those started before an agent restart.
+    func list() async -> [RuntimeContainer]
+    /// Forgets an exited container (its record; its logs stay until the pod goes).
+    func remove(id: String) async
+    /// Deletes what is kept for a pod that is gone (logs, records).
+    func cleanup(podUID: String) async
+    /// Where the container's output is written.
+    func logPath(podUID: String, container: String, previous: Bool) -> String
+}
+
+public struct RuntimeError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}

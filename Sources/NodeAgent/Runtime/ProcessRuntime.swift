@@ -1,0 +1,291 @@
+import API
+import Foundation
+import Logging
+import Synchronization
+
+/// The built-in runtime: each container is a plain process, the leader of its own session and
+/// process group (so a stop reaches everything it started), with standard output and error
+/// appended to a log file. Records of running containers are kept on disk, so an agent that
+/// restarts finds its containers again (matching PID *and* process start time, so a reused PID is
+/// never mistaken for ours) instead of starting duplicates.
+public final class ProcessRuntime: ContainerRuntime, @unchecked Sendable {
+    public let name = "process"
+    let root: String
+    let logger: Logger
+    /// Logs above this are copied to `.1` and truncated (copytruncate; lines written during the
+    /// copy may be lost).
+    let maxLogBytes: Int
+
+    struct Entry {
+        var container: RuntimeContainer
+        var pid: pid_t
+        var startTicks: UInt64
+        /// Spawned by this agent process (so waitpid gives its exit status); false when re-adopted.
+        var isChild: Bool
+    }
+    private let entries = Mutex<[String: Entry]>([:])
+    private let exitContinuation: AsyncStream<String>.Continuation
+    /// Ids of containers as they exit (one consumer: the agent).
+    public let exits: AsyncStream<String>
+    private let reaper = Mutex<Task<Void, Never>?>(nil)
+
+    public init(root: String, maxLogBytes: Int = 10 * 1024 * 1024, logger: Logger = Logger(label: "cox.runtime")) throws {
+        self.root = root
+        self.logger = logger
+        self.maxLogBytes = maxLogBytes
+        (exits, exitContinuation) = AsyncStream<String>.makeStream()
+        try FileManager.default.createDirectory(atPath: recordsDirectory, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: (root as NSString).appendingPathComponent("logs"), withIntermediateDirectories: true)
+        loadRecords()
+        let task = Task.detached { [weak self] in
+            var tick = 0
+            while !Task.isCancelled, let self {
+                self.reap()
+                tick += 1
+                if tick % 50 == 0 { self.rotateLogs() }
+                try? await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        reaper.withLock { $0 = task }
+    }
+
+    deinit {
+        reaper.withLock { $0?.cancel() }
+        exitContinuation.finish()
+    }
+
+    /// Stops watching processes (they keep running; a new runtime on the same root re-adopts them).
+    public func shutdown() {
+        reaper.withLock { $0?.cancel() }
+        exitContinuation.finish()
+    }
+
+    var recordsDirectory: String { (root as NSString).appendingPathComponent("containers") }
+
+    public func logPath(podUID: String, container: String, previous: Bool) -> String {
+        (root as NSString).appendingPathComponent("logs/\(podUID)/\(container)\(previous ? ".previous" : "").log")
+    }
+
+    // MARK: - Start and stop
+
+    public func start(_ launch: ContainerLaunch) async throws -> RuntimeContainer {
+        guard let executable = launch.command.first, !executable.isEmpty else {
+            throw RuntimeError("container \(launch.container) has no command (the process runtime needs spec.containers[].command)")
+        }
+        let logPath = logPath(podUID: launch.podUID, container: launch.container, previous: false)
+        try FileManager.default.createDirectory(atPath: (logPath as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        // The last run's output stays readable as the previous log (`cox logs -p`).
+        let previous = self.logPath(podUID: launch.podUID, container: launch.container, previous: true)
+        if FileManager.default.fileExists(atPath: logPath) {
+            _ = unlink(previous)
+            _ = rename(logPath, previous)
+        }
+        if let directory = launch.workingDirectory, !directory.isEmpty {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+                throw RuntimeError("workingDir \(directory) of container \(launch.container) is not a directory")
+            }
+        }
+        let pid = try spawn(launch, logPath: logPath)
+        let container = RuntimeContainer(id: "process://\(pid)", launch: launch, startedAt: Date(), state: .running, logPath: logPath)
+        let entry = Entry(container: container, pid: pid, startTicks: Self.startTicks(pid) ?? 0, isChild: true)
+        entries.withLock { $0[container.id] = entry }
+        persist(entry)
+        logger.info("container started", metadata: ["pod": "\(launch.namespace)/\(launch.podName)", "container": "\(launch.container)", "pid": "\(pid)"])
+        return container
+    }
+
+    func spawn(_ launch: ContainerLaunch, logPath: String) throws -> pid_t {
+        let logFD = open(logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
+        guard logFD >= 0 else { throw RuntimeError("cannot open log file \(logPath): \(String(cString: strerror(errno)))") }
+        defer { close(logFD) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, logFD, 1)
+        posix_spawn_file_actions_adddup2(&actions, logFD, 2)
+        if let directory = launch.workingDirectory, !directory.isEmpty {
+            _ = spawnAddChdir(&actions, directory)
+        }
+        // Nothing else of the agent's leaks into the container: an inherited descriptor (a pipe
+        // the agent's own parent watches for EOF, a socket) would outlive the agent in the child.
+        _ = spawnAddCloseFrom(&actions, 3)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        // Its own session (and so process group); default signal handling and an empty mask.
+        var none = sigset_t()
+        sigemptyset(&none)
+        var all = sigset_t()
+        sigfillset(&all)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        posix_spawnattr_setflags(&attributes, Int16(0x80 /* POSIX_SPAWN_SETSID */ | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+
+        // The pod's env over a minimal base (PATH and HOME), as a container runtime would give.
+        var environment = ["PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin",
+                           "HOME": ProcessInfo.processInfo.environment["HOME"] ?? "/",
+                           "HOSTNAME": launch.podName]
+        for (key, value) in launch.environment { environment[key] = value }
+        let argv = launch.command.map { strdup($0) } + [nil]
+        let envp = environment.sorted { $0.key < $1.key }.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+        }
+        var pid: pid_t = 0
+        // posix_spawnp searches the agent's PATH for a bare command name.
+        let result = posix_spawnp(&pid, launch.command[0], &actions, &attributes, argv, envp)
+        guard result == 0 else {
+            throw RuntimeError("cannot start \(launch.command[0]) for container \(launch.container): \(String(cString: strerror(result)))")
+        }
+        return pid
+    }
+
+    public func stop(id: String, grace: Duration) async {
+        guard let entry = entries.withLock({ $0[id] }), entry.container.isRunning else { return }
+        kill(-entry.pid, SIGTERM)
+        let deadline = ContinuousClock.now + grace
+        while ContinuousClock.now < deadline {
+            reap()
+            if await status(id: id)?.isRunning != true { return }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        logger.info("grace period over: killing", metadata: ["container": "\(entry.container.launch.container)", "pid": "\(entry.pid)"])
+        kill(-entry.pid, SIGKILL)
+        kill(entry.pid, SIGKILL)
+        for _ in 0..<200 {
+            reap()
+            if await status(id: id)?.isRunning != true { return }
+            try? await Task.sleep(for: .milliseconds(25))
+        }
+    }
+
+    public func status(id: String) async -> RuntimeContainer? {
+        entries.withLock { $0[id]?.container }
+    }
+
+    public func list() async -> [RuntimeContainer] {
+        entries.withLock { $0.values.map(\.container) }
+    }
+
+    public func remove(id: String) async {
+        guard let entry = entries.withLock({ $0.removeValue(forKey: id) }) else { return }
+        if entry.container.isRunning { entries.withLock { $0[id] = entry }; return }
+        _ = unlink(recordPath(entry.pid))
+    }
+
+    public func cleanup(podUID: String) async {
+        let ids = entries.withLock { $0.filter { $0.value.container.launch.podUID == podUID && !$0.value.container.isRunning }.map(\.key) }
+        for id in ids { await remove(id: id) }
+        try? FileManager.default.removeItem(atPath: (root as NSString).appendingPathComponent("logs/\(podUID)"))
+    }
+
+    // MARK: - Exits
+
+    /// Collects exit statuses: waitpid for our children, liveness (and start time) for re-adopted ones.
+    func reap() {
+        let running = entries.withLock { $0.values.filter { $0.container.isRunning } }
+        for entry in running {
+            var state: RuntimeContainer.State?
+            if entry.isChild {
+                var status: Int32 = 0
+                let result = waitpid(entry.pid, &status, WNOHANG)
+                if result == entry.pid {
+                    let signaled = (status & 0x7F) != 0
+                    let signal = signaled ? status & 0x7F : 0
+                    let code = signaled ? 128 + signal : (status >> 8) & 0xFF
+                    state = .exited(exitCode: code, signal: signal, reason: code == 0 ? "Completed" : "Error", finishedAt: Date())
+                } else if result < 0 && errno == ECHILD {
+                    state = .exited(exitCode: 255, signal: 0, reason: "Unknown", finishedAt: Date())
+                }
+            } else if kill(entry.pid, 0) != 0 && errno == ESRCH || Self.startTicks(entry.pid) != entry.startTicks || Self.isZombie(entry.pid) {
+                // Not our child: its exit status went to whoever reaped it.
+                state = .exited(exitCode: 255, signal: 0, reason: "Unknown", finishedAt: Date())
+            }
+            guard let state else { continue }
+            let id = entry.container.id
+            let updated = entries.withLock { entries -> Entry? in
+                entries[id]?.container.state = state
+                return entries[id]
+            }
+            if let updated { persist(updated) }
+            exitContinuation.yield(id)
+        }
+    }
+
+    func rotateLogs() {
+        let paths = entries.withLock { $0.values.filter { $0.container.isRunning }.map(\.container.logPath) }
+        for path in paths {
+            guard let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int, size > maxLogBytes else { continue }
+            let rotated = path + ".1"
+            _ = unlink(rotated)
+            if (try? FileManager.default.copyItem(atPath: path, toPath: rotated)) != nil {
+                _ = truncate(path, 0)
+            }
+        }
+    }
+
+    // MARK: - Records
+
+    struct Record: Codable {
+        var container: RuntimeContainer
+        var pid: Int32
+        var startTicks: UInt64
+    }
+
+    func recordPath(_ pid: pid_t) -> String { (recordsDirectory as NSString).appendingPathComponent("\(pid).json") }
+
+    func persist(_ entry: Entry) {
+        let record = Record(container: entry.container, pid: entry.pid, startTicks: entry.startTicks)
+        guard let data = try? JSONEncoder().encode(record) else { return }
+        let path = recordPath(entry.pid)
+        let temporary = path + ".tmp"
+        if FileManager.default.createFile(atPath: temporary, contents: data) { _ = rename(temporary, path) }
+    }
+
+    /// Re-adopts containers recorded by an earlier agent: alive with the same start time → running
+    /// (not our child); gone → exited with an unknown status.
+    func loadRecords() {
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: recordsDirectory)) ?? []
+        var loaded: [String: Entry] = [:]
+        for file in files where file.hasSuffix(".json") {
+            let path = (recordsDirectory as NSString).appendingPathComponent(file)
+            guard let data = FileManager.default.contents(atPath: path), var record = try? JSONDecoder().decode(Record.self, from: data) else {
+                _ = unlink(path)
+                continue
+            }
+            if record.container.isRunning && Self.startTicks(record.pid) != record.startTicks {
+                record.container.state = .exited(exitCode: 255, signal: 0, reason: "Unknown", finishedAt: Date())
+            }
+            loaded[record.container.id] = Entry(container: record.container, pid: record.pid, startTicks: record.startTicks, isChild: false)
+        }
+        entries.withLock { $0 = loaded }
+        let running = loaded.values.filter { $0.container.isRunning }.count
+        if !loaded.isEmpty { logger.info("re-adopted containers", metadata: ["running": "\(running)", "exited": "\(loaded.count - running)"]) }
+    }
+
+    /// Exited but not yet reaped by its (new) parent: as good as gone.
+    static func isZombie(_ pid: pid_t) -> Bool {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = text.lastIndex(of: ")") else { return false }
+        return text[text.index(after: close)...].split(separator: " ").first == "Z"
+    }
+
+    /// Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot.
+    static func startTicks(_ pid: pid_t) -> UInt64? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = text.lastIndex(of: ")") else { return nil }
+        // Fields after the command name (which may contain spaces) start at field 3.
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        return fields.count > 19 ? UInt64(fields[19]) : nil
+    }
+}
+
+/// glibc's posix_spawn_file_actions_addchdir_np (2.29+), which the Glibc module does not export.
+@_silgen_name("posix_spawn_file_actions_addchdir_np")
+func spawnAddChdir(_ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>, _ path: UnsafePointer<CChar>) -> Int32
+
+/// glibc's posix_spawn_file_actions_addclosefrom_np (2.34+): close every descriptor from `low` up.
+@_silgen_name("posix_spawn_file_actions_addclosefrom_np")
+func spawnAddCloseFrom(_ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>, _ low: Int32) -> Int32

@@ -1,0 +1,148 @@
+import API
+import Client
+import Foundation
+import PKI
+import Testing
+import TestSupport
+
+/// A real cluster as separate processes: `cox server` and `cox agent` (node n1) on loopback, with a
+/// 1-second heartbeat and crash back-off so tests are quick. Everything is killed on `stop()`,
+/// and every container process the tests started is checked to be gone.
+final class AgentCluster: @unchecked Sendable {
+    let dir = TemporaryDirectory()
+    let binary: String
+    let port: Int
+    var server: Process?
+    var agent: Process?
+    var client: APIClient!
+    /// Every command line of a test's containers carries this, so leaks can be found.
+    let marker = "cox-test-\(UInt32.random(in: 0..<UInt32.max))"
+
+    var kubeconfig: String { (dir.path as NSString).appendingPathComponent("admin.kubeconfig") }
+
+    init() async throws {
+        binary = try coxBinary()
+        port = try freeLoopbackPort()
+        try await startServer()
+        client = try APIClient(kubeconfig: try Kubeconfig.load(path: kubeconfig), timeout: .seconds(10))
+        try startAgent()
+        try await eventually("node n1 is Ready") {
+            let node = try? await self.client.get(Node.self, namespace: "", name: "n1")
+            return node?.status.conditions.first { $0.type == "Ready" }?.status == "True"
+        }
+    }
+
+    func launch(_ arguments: [String], log: String) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = arguments
+        let path = (dir.path as NSString).appendingPathComponent(log)
+        FileManager.default.createFile(atPath: path, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        handle.seekToEndOfFile()
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        return process
+    }
+
+    func startServer() async throws {
+        server = try launch(["server", "--data-dir", dir.path, "--port", "\(port)"], log: "server.log")
+        try await eventually("the API server answers") {
+            FileManager.default.fileExists(atPath: self.kubeconfig)
+                && (try? Tools.run("/usr/bin/curl", ["-sf", "--cacert", "\(self.dir.path)/pki/ca.crt", "https://127.0.0.1:\(self.port)/readyz"]))?.output == "ok"
+        }
+    }
+
+    func stopServer() {
+        guard let server else { return }
+        kill(server.processIdentifier, SIGTERM)
+        server.waitUntilExit()
+        self.server = nil
+    }
+
+    func startAgent() throws {
+        agent = try launch(["agent", "--kubeconfig", kubeconfig, "--pki", "\(dir.path)/pki", "--data-dir", "\(dir.path)/agent",
+                            "--node-name", "n1", "--port", "0", "--heartbeat-seconds", "1", "--crash-backoff-seconds", "1"], log: "agent.log")
+    }
+
+    func killAgent() {
+        guard let agent else { return }
+        kill(agent.processIdentifier, SIGKILL)
+        agent.waitUntilExit()
+        self.agent = nil
+    }
+
+    func stop() async {
+        // Pods first (so the agent stops their processes), then the components.
+        if let pods = try? await client.list(Pod.self, namespace: nil).items {
+            for pod in pods { _ = try? await client.delete(Pod.self, namespace: pod.metadata.namespace, name: pod.metadata.name) }
+            try? await eventually("every pod is gone", timeout: 30) { ((try? await self.client.list(Pod.self, namespace: nil).items.count) ?? 1) == 0 }
+        }
+        killAgent()
+        stopServer()
+        try? await client.shutdown()
+        // Whatever is left of the tests' containers is a leak: report it, then kill it.
+        let leaked = processes(matching: marker)
+        #expect(leaked.isEmpty, "container processes left running: \(leaked)")
+        for pid in leaked { kill(pid, SIGKILL) }
+    }
+
+    /// PIDs whose command line contains `text`.
+    func processes(matching text: String) -> [pid_t] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap { entry -> pid_t? in
+            guard let pid = pid_t(entry), pid != getpid(),
+                  let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { return nil }
+            let command = String(decoding: data.map { $0 == 0 ? 0x20 : $0 }, as: UTF8.self)
+            return command.contains(text) ? pid : nil
+        }
+    }
+
+    func cox(_ arguments: String...) throws -> Tools.Output {
+        try Tools.run(binary, arguments + ["--kubeconfig", kubeconfig])
+    }
+
+    /// A pod on n1 running `sh -c SCRIPT` (the marker rides along as an argument).
+    func pod(_ name: String, _ script: String, restartPolicy: String = "Always", grace: Int64 = 2) -> Pod {
+        var pod = TestObjects.pod(name, command: ["sh", "-c", script, marker])
+        pod.spec.nodeName = "n1"
+        pod.spec.restartPolicy = restartPolicy
+        pod.spec.terminationGracePeriodSeconds = grace
+        return pod
+    }
+
+    func get(_ name: String) async throws -> Pod {
+        try await client.get(Pod.self, namespace: "default", name: name)
+    }
+
+    /// The PID of the pod's first container, from its containerID (`process://PID`).
+    func pid(_ pod: Pod) -> pid_t? {
+        pod.status.containerStatuses.first.flatMap { pid_t($0.containerID.replacingOccurrences(of: "process://", with: "")) }
+    }
+}
+
+/// Polls `condition` until it holds (or fails the test after `timeout` seconds).
+func eventually(_ what: String, timeout: Double = 20, _ condition: @escaping () async throws -> Bool) async throws {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if try await condition() { return }
+        try await Task.sleep(for: .milliseconds(100))
+    }
+    Issue.record("timed out after \(timeout) s waiting until \(what)")
+    throw CancellationError()
+}
+
+func freeLoopbackPort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+    }
+    guard bound else { throw POSIXError(.EADDRINUSE) }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
