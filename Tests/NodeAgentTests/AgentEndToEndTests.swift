@@ -117,4 +117,54 @@ struct AgentEndToEndTests {
         #expect(cluster.pid(try await cluster.get("survivor")) == pid)
         await cluster.stop()
     }
+
+    @Test func readinessFlipsReadyAndLivenessFailureRestarts() async throws {
+        let cluster = try await AgentCluster()
+        let flag = cluster.dir.path + "/ready"
+        let alive = cluster.dir.path + "/alive"
+        var probed = cluster.pod("probed", "touch \(alive); sleep 300")
+        var readiness = Probe()
+        readiness.exec.command = ["test", "-f", flag]
+        readiness.periodSeconds = 1
+        readiness.failureThreshold = 1
+        var liveness = Probe()
+        liveness.exec.command = ["test", "-f", alive]
+        liveness.periodSeconds = 1
+        liveness.failureThreshold = 2
+        probed.spec.containers[0].readinessProbe = readiness
+        probed.spec.containers[0].livenessProbe = liveness
+        _ = try await cluster.client.create(probed)
+
+        func ready() async throws -> Bool {
+            try await cluster.get("probed").status.conditions.first { $0.type == "Ready" }?.status == "True"
+        }
+        try await eventually("probed is Running") { try await cluster.get("probed").status.phase == "Running" }
+        try await Task.sleep(for: .seconds(2))
+        #expect(try await ready() == false, "not ready while the readiness probe fails")
+        FileManager.default.createFile(atPath: flag, contents: nil)
+        try await eventually("Ready once the probe passes") { try await ready() }
+        try FileManager.default.removeItem(atPath: flag)
+        try await eventually("not Ready again when it fails") { try await !ready() }
+
+        // The liveness probe fails twice: the container is restarted (and re-creates its file).
+        try FileManager.default.removeItem(atPath: alive)
+        try await eventually("restarted by its liveness probe", timeout: 30) {
+            (try await cluster.get("probed")).status.containerStatuses.first?.restartCount == 1
+        }
+        #expect(FileManager.default.fileExists(atPath: alive))
+
+        // An httpGet readiness probe against a real server.
+        let port = try freeLoopbackPort()
+        var web = cluster.pod("web", "python3 -m http.server \(port) --bind 127.0.0.1")
+        var http = Probe()
+        http.httpGet.path = "/"
+        http.httpGet.port = IntOrString(int: Int32(port))
+        http.periodSeconds = 1
+        web.spec.containers[0].readinessProbe = http
+        _ = try await cluster.client.create(web)
+        try await eventually("the web server is Ready by its httpGet probe") {
+            try await cluster.get("web").status.conditions.first { $0.type == "Ready" }?.status == "True"
+        }
+        await cluster.stop()
+    }
 }

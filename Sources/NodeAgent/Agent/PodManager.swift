@@ -19,6 +19,17 @@ actor PodManager {
         var startError: String?
         /// Exited and, by the restart policy, stays so.
         var done = false
+        /// Probe results for the current instance (reset when a new one starts).
+        var probes = ProbeState()
+    }
+
+    struct ProbeState {
+        var startupPassed = false
+        var ready = false
+        var successes: [Prober.Kind: Int] = [:]
+        var failures: [Prober.Kind: Int] = [:]
+        var lastRun: [Prober.Kind: Date] = [:]
+        var inFlight: Set<Prober.Kind> = []
     }
 
     struct PodState {
@@ -104,8 +115,71 @@ actor PodManager {
     func runTicker() async {
         while !Task.isCancelled {
             try? await Task.sleep(for: .seconds(1))
-            for uid in pods.keys { await sync(uid) }
+            for uid in pods.keys {
+                await sync(uid)
+                startDueProbes(uid)
+            }
         }
+    }
+
+    // MARK: - Probes
+
+    /// Starts each probe whose time has come: startup first; liveness and readiness once it passed.
+    func startDueProbes(_ uid: String) {
+        guard let state = pods[uid], !state.terminating else { return }
+        let now = Date()
+        for container in state.pod.spec.containers {
+            guard let track = state.tracks[container.name], let current = track.current, current.isRunning else { continue }
+            let startupPassed = !container.hasStartupProbe || track.probes.startupPassed
+            let probes: [(Prober.Kind, Probe)] = (container.hasStartupProbe && !track.probes.startupPassed ? [(.startup, container.startupProbe)] : [])
+                + (startupPassed && container.hasLivenessProbe ? [(.liveness, container.livenessProbe)] : [])
+                + (startupPassed && container.hasReadinessProbe ? [(.readiness, container.readinessProbe)] : [])
+            for (kind, probe) in probes {
+                guard !track.probes.inFlight.contains(kind),
+                      now.timeIntervalSince(current.startedAt) >= Double(probe.initialDelaySeconds) else { continue }
+                if let last = track.probes.lastRun[kind], now.timeIntervalSince(last) < Double(max(probe.periodSeconds, 1)) - 0.05 { continue }
+                pods[uid]!.tracks[container.name]!.probes.inFlight.insert(kind)
+                pods[uid]!.tracks[container.name]!.probes.lastRun[kind] = now
+                let host = configuration.address
+                Task {
+                    let success = await Prober.run(probe, container: container, launch: current.launch, host: host)
+                    await self.probed(uid, container: container.name, id: current.id, kind: kind, probe: probe, success: success)
+                }
+            }
+        }
+    }
+
+    func probed(_ uid: String, container name: String, id: String, kind: Prober.Kind, probe: Probe, success: Bool) async {
+        guard var track = pods[uid]?.tracks[name], track.current?.id == id else { return }
+        track.probes.inFlight.remove(kind)
+        if success {
+            track.probes.successes[kind, default: 0] += 1
+            track.probes.failures[kind] = 0
+        } else {
+            track.probes.failures[kind, default: 0] += 1
+            track.probes.successes[kind] = 0
+        }
+        let failures = track.probes.failures[kind] ?? 0
+        let successes = track.probes.successes[kind] ?? 0
+        let failureThreshold = Int(max(probe.failureThreshold, 1))
+        var kill = false
+        switch kind {
+        case .startup:
+            if success { track.probes.startupPassed = true } else if failures >= failureThreshold { kill = true }
+        case .liveness:
+            if failures >= failureThreshold { kill = true }
+        case .readiness:
+            if successes >= Int(max(probe.successThreshold, 1)) { track.probes.ready = true }
+            if failures >= failureThreshold { track.probes.ready = false }
+        }
+        pods[uid]?.tracks[name] = track
+        if kill, let pod = pods[uid]?.pod {
+            logger.info("\(kind.rawValue) probe failed \(failures) times: restarting the container", metadata: ["pod": "\(pod.metadata.namespace)/\(pod.metadata.name)", "container": "\(name)"])
+            pods[uid]?.tracks[name]?.probes = ProbeState()
+            let grace = Duration.seconds(pod.spec.hasTerminationGracePeriodSeconds ? pod.spec.terminationGracePeriodSeconds : 30)
+            Task { await self.runtime.stop(id: id, grace: grace) }
+        }
+        report(uid)
     }
 
     func owner(of id: String) -> (String, String)? {
@@ -183,6 +257,7 @@ actor PodManager {
             do {
                 let started = try await runtime.start(launch)
                 pods[uid]?.tracks[container.name]?.current = started
+                pods[uid]?.tracks[container.name]?.probes = ProbeState()
                 pods[uid]?.tracks[container.name]?.startError = nil
             } catch {
                 logger.warning("container failed to start", metadata: ["pod": "\(pod.metadata.namespace)/\(pod.metadata.name)", "container": "\(container.name)", "error": "\(error)"])
@@ -323,8 +398,9 @@ actor PodManager {
                 switch current.state {
                 case .running:
                     cs.state.running.startedAt = Timestamp(wholeSecondsOf: current.startedAt)
-                    cs.ready = true
-                    cs.started = true
+                    let started = !container.hasStartupProbe || track.probes.startupPassed
+                    cs.started = started
+                    cs.ready = started && (!container.hasReadinessProbe || track.probes.ready)
                     anyRunning = true
                     allDone = false
                 case .exited(let code, _, _, _):
