@@ -32,6 +32,19 @@ final class AgentCluster: @unchecked Sendable {
         }
     }
 
+    /// Runs `body` against a fresh cluster and always tears it down (and checks for leaks), also
+    /// when the body fails.
+    static func run(_ body: (AgentCluster) async throws -> Void) async throws {
+        let cluster = try await AgentCluster()
+        do {
+            try await body(cluster)
+        } catch {
+            await cluster.stop()
+            throw error
+        }
+        await cluster.stop()
+    }
+
     func launch(_ arguments: [String], log: String) throws -> Process {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)

@@ -9,162 +9,182 @@ import TestSupport
 @Suite("Node agent end to end", .serialized)
 struct AgentEndToEndTests {
     @Test func podRunsLogsAndIsDeletedWithItsProcess() async throws {
-        let cluster = try await AgentCluster()
-        _ = try await cluster.client.create(cluster.pod("web", "echo hello from $HOSTNAME; exec sleep 300"))
-        var running = Pod()
-        try await eventually("web is Running") {
-            running = try await cluster.get("web")
-            return running.status.phase == "Running"
+        try await AgentCluster.run { cluster in
+            _ = try await cluster.client.create(cluster.pod("web", "echo hello from $HOSTNAME; exec sleep 300"))
+            var running = Pod()
+            try await eventually("web is Running") {
+                running = try await cluster.get("web")
+                return running.status.phase == "Running"
+            }
+            let pid = try #require(cluster.pid(running))
+            #expect(kill(pid, 0) == 0, "the reported PID is alive")
+            #expect(running.status.conditions.contains { $0.type == "Ready" && $0.status == "True" })
+            #expect(running.status.hostIp == "127.0.0.1" && running.status.hasStartTime)
+
+            try await eventually("the log has the output") { (try? cluster.cox("logs", "web"))?.output == "hello from web\n" }
+            let table = try cluster.cox("get", "pods")
+            #expect(table.output.contains("web    1/1     Running   0"), "\(table.output)")
+
+            // `cox delete` waits until the agent has stopped the process and finalized the deletion.
+            let deleted = try cluster.cox("delete", "pod", "web")
+            #expect(deleted.status == 0 && deleted.output.contains(#"pod "web" deleted"#))
+            #expect(kill(pid, 0) != 0, "the process is gone once delete returns")
+            await #expect(throws: ClientError.self) { _ = try await cluster.get("web") }
         }
-        let pid = try #require(cluster.pid(running))
-        #expect(kill(pid, 0) == 0, "the reported PID is alive")
-        #expect(running.status.conditions.contains { $0.type == "Ready" && $0.status == "True" })
-        #expect(running.status.hostIp == "127.0.0.1" && running.status.hasStartTime)
-
-        try await eventually("the log has the output") { (try? cluster.cox("logs", "web"))?.output == "hello from web\n" }
-        let table = try cluster.cox("get", "pods")
-        #expect(table.output.contains("web    1/1     Running   0"), "\(table.output)")
-
-        // `cox delete` waits until the agent has stopped the process and finalized the deletion.
-        let deleted = try cluster.cox("delete", "pod", "web")
-        #expect(deleted.status == 0 && deleted.output.contains(#"pod "web" deleted"#))
-        #expect(kill(pid, 0) != 0, "the process is gone once delete returns")
-        await #expect(throws: ClientError.self) { _ = try await cluster.get("web") }
-        await cluster.stop()
     }
 
     @Test func sigtermIsIgnoredThenSigkillAfterTheGracePeriod() async throws {
-        let cluster = try await AgentCluster()
-        _ = try await cluster.client.create(cluster.pod("stubborn", "trap '' TERM; while true; do sleep 1; done", grace: 1))
-        try await eventually("stubborn is Running") { try await cluster.get("stubborn").status.phase == "Running" }
-        let deleted = try cluster.cox("delete", "pod", "stubborn")
-        #expect(deleted.status == 0)
-        #expect(cluster.processes(matching: cluster.marker).isEmpty, "SIGKILL after the grace period ended the process group")
-        await cluster.stop()
+        try await AgentCluster.run { cluster in
+            _ = try await cluster.client.create(cluster.pod("stubborn", "trap '' TERM; while true; do sleep 1; done", grace: 1))
+            try await eventually("stubborn is Running") { try await cluster.get("stubborn").status.phase == "Running" }
+            let deleted = try cluster.cox("delete", "pod", "stubborn")
+            #expect(deleted.status == 0)
+            #expect(cluster.processes(matching: cluster.marker).isEmpty, "SIGKILL after the grace period ended the process group")
+        }
     }
 
     @Test func exitCodesRestartPoliciesAndCrashLoopBackOff() async throws {
-        let cluster = try await AgentCluster()
-        _ = try await cluster.client.create(cluster.pod("once", "echo done; exit 3", restartPolicy: "Never"))
-        _ = try await cluster.client.create(cluster.pod("ok", "exit 0", restartPolicy: "OnFailure"))
-        _ = try await cluster.client.create(cluster.pod("crash", "echo boom; exit 1"))
-        try await eventually("once Failed with exit code 3") {
-            let pod = try await cluster.get("once")
-            return pod.status.phase == "Failed" && pod.status.containerStatuses.first?.state.terminated.exitCode == 3
-        }
-        try await eventually("ok Succeeded") { try await cluster.get("ok").status.phase == "Succeeded" }
-        #expect(try await cluster.get("ok").status.containerStatuses.first?.restartCount == 0)
+        try await AgentCluster.run { cluster in
+            _ = try await cluster.client.create(cluster.pod("once", "echo done; exit 3", restartPolicy: "Never"))
+            _ = try await cluster.client.create(cluster.pod("ok", "exit 0", restartPolicy: "OnFailure"))
+            _ = try await cluster.client.create(cluster.pod("crash", "echo boom; exit 1"))
+            try await eventually("once Failed with exit code 3") {
+                let pod = try await cluster.get("once")
+                return pod.status.phase == "Failed" && pod.status.containerStatuses.first?.state.terminated.exitCode == 3
+            }
+            try await eventually("ok Succeeded") { try await cluster.get("ok").status.phase == "Succeeded" }
+            #expect(try await cluster.get("ok").status.containerStatuses.first?.restartCount == 0)
 
-        // Restarts come with growing gaps (1 s, 2 s, 4 s … here), and CrashLoopBackOff in between.
-        var restartsSeen: [Int32: Date] = [:]
-        var sawBackOff = false
-        try await eventually("crash restarted three times", timeout: 30) {
-            let pod = try await cluster.get("crash")
-            let status = try #require(pod.status.containerStatuses.first)
-            if restartsSeen[status.restartCount] == nil { restartsSeen[status.restartCount] = Date() }
-            if status.state.waiting.reason == "CrashLoopBackOff" { sawBackOff = true }
-            return status.restartCount >= 3
+            // Restarts come with growing gaps (1 s, 2 s, 4 s … here), and CrashLoopBackOff in between.
+            var restartsSeen: [Int32: Date] = [:]
+            var sawBackOff = false
+            try await eventually("crash restarted three times", timeout: 30) {
+                let pod = try await cluster.get("crash")
+                let status = try #require(pod.status.containerStatuses.first)
+                if restartsSeen[status.restartCount] == nil { restartsSeen[status.restartCount] = Date() }
+                if status.state.waiting.reason == "CrashLoopBackOff" { sawBackOff = true }
+                return status.restartCount >= 3
+            }
+            #expect(sawBackOff)
+            let table = try cluster.cox("get", "pods")
+            #expect(table.output.contains("crash"), "\(table.output)")
+            if let t1 = restartsSeen[1], let t2 = restartsSeen[2], let t3 = restartsSeen[3] {
+                #expect(t3.timeIntervalSince(t2) > t2.timeIntervalSince(t1) * 1.2, "gaps grow: \(t2.timeIntervalSince(t1)) then \(t3.timeIntervalSince(t2))")
+            }
+            let previous = try cluster.cox("logs", "crash", "-p")
+            #expect(previous.output == "boom\n", "\(previous.output)")
         }
-        #expect(sawBackOff)
-        let table = try cluster.cox("get", "pods")
-        #expect(table.output.contains("crash"), "\(table.output)")
-        if let t1 = restartsSeen[1], let t2 = restartsSeen[2], let t3 = restartsSeen[3] {
-            #expect(t3.timeIntervalSince(t2) > t2.timeIntervalSince(t1) * 1.2, "gaps grow: \(t2.timeIntervalSince(t1)) then \(t3.timeIntervalSince(t2))")
-        }
-        let previous = try cluster.cox("logs", "crash", "-p")
-        #expect(previous.output == "boom\n", "\(previous.output)")
-        await cluster.stop()
     }
 
     @Test func agentCrashKeepsPodsRunningAndTheNextAgentReadoptsThem() async throws {
-        let cluster = try await AgentCluster()
-        _ = try await cluster.client.create(cluster.pod("steady", "sleep 300; true"))
-        var before = Pod()
-        try await eventually("steady is Running") {
-            before = try await cluster.get("steady")
-            return before.status.phase == "Running"
+        try await AgentCluster.run { cluster in
+            _ = try await cluster.client.create(cluster.pod("steady", "sleep 300; true"))
+            var before = Pod()
+            try await eventually("steady is Running") {
+                before = try await cluster.get("steady")
+                return before.status.phase == "Running"
+            }
+            let pid = try #require(cluster.pid(before))
+            cluster.killAgent()
+            #expect(kill(pid, 0) == 0, "the container outlives its agent")
+            try cluster.startAgent()
+            // The new agent reports the same container: no restart, no duplicate.
+            try await Task.sleep(for: .seconds(3))
+            let after = try await cluster.get("steady")
+            #expect(cluster.pid(after) == pid && after.status.containerStatuses.first?.restartCount == 0)
+            #expect(cluster.processes(matching: cluster.marker) == [pid], "exactly one process for the pod (the shell; its sleep is its child)")
         }
-        let pid = try #require(cluster.pid(before))
-        cluster.killAgent()
-        #expect(kill(pid, 0) == 0, "the container outlives its agent")
-        try cluster.startAgent()
-        // The new agent reports the same container: no restart, no duplicate.
-        try await Task.sleep(for: .seconds(3))
-        let after = try await cluster.get("steady")
-        #expect(cluster.pid(after) == pid && after.status.containerStatuses.first?.restartCount == 0)
-        #expect(cluster.processes(matching: cluster.marker) == [pid], "exactly one process for the pod (the shell; its sleep is its child)")
-        await cluster.stop()
     }
 
     @Test func podsKeepRunningWhileTheServerIsDownAndStatusCatchesUp() async throws {
-        let cluster = try await AgentCluster()
-        _ = try await cluster.client.create(cluster.pod("survivor", "exec sleep 300"))
-        _ = try await cluster.client.create(cluster.pod("finisher", "sleep 3; exit 0", restartPolicy: "Never"))
-        var survivor = Pod()
-        try await eventually("both Running") {
-            survivor = try await cluster.get("survivor")
-            let finisher = try await cluster.get("finisher")
-            return survivor.status.phase == "Running" && finisher.status.phase == "Running"
+        try await AgentCluster.run { cluster in
+            _ = try await cluster.client.create(cluster.pod("survivor", "exec sleep 300"))
+            _ = try await cluster.client.create(cluster.pod("finisher", "sleep 3; exit 0", restartPolicy: "Never"))
+            var survivor = Pod()
+            try await eventually("both Running") {
+                survivor = try await cluster.get("survivor")
+                let finisher = try await cluster.get("finisher")
+                return survivor.status.phase == "Running" && finisher.status.phase == "Running"
+            }
+            let pid = try #require(cluster.pid(survivor))
+            cluster.stopServer()
+            try await Task.sleep(for: .seconds(30))  // 30 s without a server; finisher exits meanwhile
+            #expect(kill(pid, 0) == 0, "pods keep running without the server")
+            try await cluster.startServer()
+            try await eventually("the agent reports what happened meanwhile", timeout: 30) {
+                (try? await cluster.get("finisher"))?.status.phase == "Succeeded"
+            }
+            #expect(cluster.pid(try await cluster.get("survivor")) == pid)
         }
-        let pid = try #require(cluster.pid(survivor))
-        cluster.stopServer()
-        try await Task.sleep(for: .seconds(6))  // finisher exits while nobody can hear
-        #expect(kill(pid, 0) == 0, "pods keep running without the server")
-        try await cluster.startServer()
-        try await eventually("the agent reports what happened meanwhile", timeout: 30) {
-            (try? await cluster.get("finisher"))?.status.phase == "Succeeded"
-        }
-        #expect(cluster.pid(try await cluster.get("survivor")) == pid)
-        await cluster.stop()
     }
 
     @Test func readinessFlipsReadyAndLivenessFailureRestarts() async throws {
-        let cluster = try await AgentCluster()
-        let flag = cluster.dir.path + "/ready"
-        let alive = cluster.dir.path + "/alive"
-        var probed = cluster.pod("probed", "touch \(alive); sleep 300")
-        var readiness = Probe()
-        readiness.exec.command = ["test", "-f", flag]
-        readiness.periodSeconds = 1
-        readiness.failureThreshold = 1
-        var liveness = Probe()
-        liveness.exec.command = ["test", "-f", alive]
-        liveness.periodSeconds = 1
-        liveness.failureThreshold = 2
-        probed.spec.containers[0].readinessProbe = readiness
-        probed.spec.containers[0].livenessProbe = liveness
-        _ = try await cluster.client.create(probed)
+        try await AgentCluster.run { cluster in
+            let flag = cluster.dir.path + "/ready"
+            let alive = cluster.dir.path + "/alive"
+            var probed = cluster.pod("probed", "touch \(alive); sleep 300")
+            var readiness = Probe()
+            readiness.exec.command = ["test", "-f", flag]
+            readiness.periodSeconds = 1
+            readiness.failureThreshold = 1
+            var liveness = Probe()
+            liveness.exec.command = ["test", "-f", alive]
+            liveness.periodSeconds = 1
+            liveness.failureThreshold = 2
+            probed.spec.containers[0].readinessProbe = readiness
+            probed.spec.containers[0].livenessProbe = liveness
+            _ = try await cluster.client.create(probed)
 
-        func ready() async throws -> Bool {
-            try await cluster.get("probed").status.conditions.first { $0.type == "Ready" }?.status == "True"
-        }
-        try await eventually("probed is Running") { try await cluster.get("probed").status.phase == "Running" }
-        try await Task.sleep(for: .seconds(2))
-        #expect(try await ready() == false, "not ready while the readiness probe fails")
-        FileManager.default.createFile(atPath: flag, contents: nil)
-        try await eventually("Ready once the probe passes") { try await ready() }
-        try FileManager.default.removeItem(atPath: flag)
-        try await eventually("not Ready again when it fails") { try await !ready() }
+            func ready() async throws -> Bool {
+                try await cluster.get("probed").status.conditions.first { $0.type == "Ready" }?.status == "True"
+            }
+            try await eventually("probed is Running") { try await cluster.get("probed").status.phase == "Running" }
+            try await Task.sleep(for: .seconds(2))
+            #expect(try await ready() == false, "not ready while the readiness probe fails")
+            FileManager.default.createFile(atPath: flag, contents: nil)
+            try await eventually("Ready once the probe passes") { try await ready() }
+            try FileManager.default.removeItem(atPath: flag)
+            try await eventually("not Ready again when it fails") { try await !ready() }
 
-        // The liveness probe fails twice: the container is restarted (and re-creates its file).
-        try FileManager.default.removeItem(atPath: alive)
-        try await eventually("restarted by its liveness probe", timeout: 30) {
-            (try await cluster.get("probed")).status.containerStatuses.first?.restartCount == 1
-        }
-        #expect(FileManager.default.fileExists(atPath: alive))
+            // The liveness probe fails twice: the container is restarted (and re-creates its file).
+            try FileManager.default.removeItem(atPath: alive)
+            try await eventually("restarted by its liveness probe", timeout: 30) {
+                (try await cluster.get("probed")).status.containerStatuses.first?.restartCount == 1
+            }
+            #expect(FileManager.default.fileExists(atPath: alive))
 
-        // An httpGet readiness probe against a real server.
-        let port = try freeLoopbackPort()
-        var web = cluster.pod("web", "python3 -m http.server \(port) --bind 127.0.0.1")
-        var http = Probe()
-        http.httpGet.path = "/"
-        http.httpGet.port = IntOrString(int: Int32(port))
-        http.periodSeconds = 1
-        web.spec.containers[0].readinessProbe = http
-        _ = try await cluster.client.create(web)
-        try await eventually("the web server is Ready by its httpGet probe") {
-            try await cluster.get("web").status.conditions.first { $0.type == "Ready" }?.status == "True"
+            // An httpGet readiness probe against a real server.
+            let port = try freeLoopbackPort()
+            var web = cluster.pod("web", "python3 -m http.server \(port) --bind 127.0.0.1")
+            var http = Probe()
+            http.httpGet.path = "/"
+            http.httpGet.port = IntOrString(int: Int32(port))
+            http.periodSeconds = 1
+            web.spec.containers[0].readinessProbe = http
+            _ = try await cluster.client.create(web)
+            try await eventually("the web server is Ready by its httpGet probe") {
+                try await cluster.get("web").status.conditions.first { $0.type == "Ready" }?.status == "True"
+            }
         }
-        await cluster.stop()
+    }
+
+    @Test func aPodOverItsMemoryLimitIsOOMKilled() async throws {
+        try await AgentCluster.run { cluster in
+            let node = try await cluster.client.get(Node.self, namespace: "", name: "n1")
+            let limits = try #require(node.status.conditions.first { $0.type == "ResourceLimitsEnforced" }, "the node says whether limits are enforced")
+            guard limits.status == "True" else {
+                print("cgroups are not usable here (\(limits.message)): skipping the memory-limit kill")
+                return
+            }
+            var hog = cluster.pod("hog", "python3 -c 'import time; x = bytearray(256 * 1024 * 1024); time.sleep(60)'", restartPolicy: "Never")
+            hog.spec.containers[0].resources.limits = ["memory": "32Mi"]
+            _ = try await cluster.client.create(hog)
+            try await eventually("hog is OOMKilled", timeout: 30) {
+                let pod = try await cluster.get("hog")
+                return pod.status.containerStatuses.first?.state.terminated.reason == "OOMKilled"
+            }
+            let pod = try await cluster.get("hog")
+            #expect(pod.status.phase == "Failed" && pod.status.containerStatuses.first?.state.terminated.exitCode == 137)
+        }
     }
 }

@@ -17,7 +17,7 @@ enum Host {
         #endif
     }
 
-    static func nodeStatus(previous: NodeStatus, address: String, maxPods: Int, runtime: String, logPort: Int) -> NodeStatus {
+    static func nodeStatus(previous: NodeStatus, address: String, maxPods: Int, runtime: String, logPort: Int, cgroups: Cgroups) -> NodeStatus {
         var status = NodeStatus()
         let cpu = "\(ProcessInfo.processInfo.activeProcessorCount)"
         let memory = "\(ProcessInfo.processInfo.physicalMemory / 1024)Ki"
@@ -51,7 +51,16 @@ enum Host {
         ready.lastHeartbeatTime = now
         let before = previous.conditions.first { $0.type == "Ready" }
         ready.lastTransitionTime = before?.status == "True" ? before!.lastTransitionTime : now
-        status.conditions = [ready]
+        // Whether containers' resources.limits are enforced (never a silent no-op).
+        var limits = NodeCondition()
+        limits.type = "ResourceLimitsEnforced"
+        limits.status = cgroups.version == .none ? "False" : "True"
+        limits.reason = cgroups.version == .none ? "NoUsableCgroups" : "Cgroup" + cgroups.version.rawValue.uppercased()
+        limits.message = cgroups.problems.isEmpty ? "memory, cpu and pids limits through cgroup \(cgroups.version.rawValue)" : cgroups.problems.joined(separator: "; ")
+        limits.lastHeartbeatTime = now
+        let limitsBefore = previous.conditions.first { $0.type == limits.type }
+        limits.lastTransitionTime = limitsBefore?.status == limits.status ? limitsBefore!.lastTransitionTime : now
+        status.conditions = [ready, limits]
         return status
     }
 

@@ -128,7 +128,7 @@ public final class NodeAgent: Sendable {
             node = try await client.update(node)
         }
         node.status = Host.nodeStatus(previous: node.status, address: configuration.address, maxPods: configuration.maxPods,
-                                      runtime: runtime.name, logPort: logPort)
+                                      runtime: runtime.name, logPort: logPort, cgroups: runtime.cgroups)
         node.metadata.resourceVersion = ""
         _ = try await client.updateStatus(node)
     }

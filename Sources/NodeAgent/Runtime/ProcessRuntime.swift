@@ -15,6 +15,10 @@ public final class ProcessRuntime: ContainerRuntime, @unchecked Sendable {
     /// Logs above this are copied to `.1` and truncated (copytruncate; lines written during the
     /// copy may be lost).
     let maxLogBytes: Int
+    /// Memory, cpu and pid limits (or the reason there are none).
+    public let cgroups: Cgroups
+    /// Processes a container may have (its pids cgroup).
+    let maxPids: Int
 
     struct Entry {
         var container: RuntimeContainer
@@ -29,10 +33,12 @@ public final class ProcessRuntime: ContainerRuntime, @unchecked Sendable {
     public let exits: AsyncStream<String>
     private let reaper = Mutex<Task<Void, Never>?>(nil)
 
-    public init(root: String, maxLogBytes: Int = 10 * 1024 * 1024, logger: Logger = Logger(label: "cox.runtime")) throws {
+    public init(root: String, maxLogBytes: Int = 10 * 1024 * 1024, maxPids: Int = 1024, logger: Logger = Logger(label: "cox.runtime")) throws {
         self.root = root
         self.logger = logger
         self.maxLogBytes = maxLogBytes
+        self.maxPids = maxPids
+        self.cgroups = Cgroups.detect(logger: logger)
         (exits, exitContinuation) = AsyncStream<String>.makeStream()
         try FileManager.default.createDirectory(atPath: recordsDirectory, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: (root as NSString).appendingPathComponent("logs"), withIntermediateDirectories: true)
@@ -95,7 +101,20 @@ public final class ProcessRuntime: ContainerRuntime, @unchecked Sendable {
         return container
     }
 
+    /// Starts the container's process. With cgroups, it starts held: a shell waits on a pipe while
+    /// the agent puts its PID into the container's cgroups, then execs the command (same PID) —
+    /// so nothing the container runs or forks ever runs outside its limits.
     func spawn(_ launch: ContainerLaunch, logPath: String) throws -> pid_t {
+        let executable = launch.command[0]
+        if !executable.contains("/") && Self.lookPath(executable, path: launch.environment["PATH"] ?? ProcessInfo.processInfo.environment["PATH"]) == nil {
+            throw RuntimeError("cannot start container \(launch.container): executable file \"\(executable)\" not found in $PATH")
+        }
+        let held = cgroups.version != .none
+        var gate: [Int32] = [-1, -1]
+        if held {
+            guard pipe(&gate) == 0, fcntl(gate[0], F_SETFD, FD_CLOEXEC) == 0, fcntl(gate[1], F_SETFD, FD_CLOEXEC) == 0 else { throw RuntimeError("cannot create a pipe: \(String(cString: strerror(errno)))") }
+        }
+        defer { if held { close(gate[0]) } }
         let logFD = open(logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
         guard logFD >= 0 else { throw RuntimeError("cannot open log file \(logPath): \(String(cString: strerror(errno)))") }
         defer { close(logFD) }
@@ -110,7 +129,8 @@ public final class ProcessRuntime: ContainerRuntime, @unchecked Sendable {
         }
         // Nothing else of the agent's leaks into the container: an inherited descriptor (a pipe
         // the agent's own parent watches for EOF, a socket) would outlive the agent in the child.
-        _ = spawnAddCloseFrom(&actions, 3)
+        if held { posix_spawn_file_actions_adddup2(&actions, gate[0], 3) }
+        _ = spawnAddCloseFrom(&actions, held ? 4 : 3)
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
@@ -128,7 +148,8 @@ public final class ProcessRuntime: ContainerRuntime, @unchecked Sendable {
                            "HOME": ProcessInfo.processInfo.environment["HOME"] ?? "/",
                            "HOSTNAME": launch.podName]
         for (key, value) in launch.environment { environment[key] = value }
-        let argv = launch.command.map { strdup($0) } + [nil]
+        let command = held ? ["/bin/sh", "-c", "read -r _ <&3; exec 3<&-; exec \"$@\"", "sh"] + launch.command : launch.command
+        let argv = command.map { strdup($0) } + [nil]
         let envp = environment.sorted { $0.key < $1.key }.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer {
             argv.forEach { free($0) }
@@ -136,9 +157,15 @@ public final class ProcessRuntime: ContainerRuntime, @unchecked Sendable {
         }
         var pid: pid_t = 0
         // posix_spawnp searches the agent's PATH for a bare command name.
-        let result = posix_spawnp(&pid, launch.command[0], &actions, &attributes, argv, envp)
+        let result = posix_spawnp(&pid, command[0], &actions, &attributes, argv, envp)
         guard result == 0 else {
+            if held { close(gate[1]) }
             throw RuntimeError("cannot start \(launch.command[0]) for container \(launch.container): \(String(cString: strerror(result)))")
+        }
+        if held {
+            cgroups.place(pid: pid, name: Self.cgroupName(launch), memoryBytes: launch.memoryLimitBytes, cpuMillis: launch.cpuLimitMillis, maxPids: maxPids)
+            _ = Glibc.write(gate[1], "g", 1)  // go
+            close(gate[1])
         }
         return pid
     }
@@ -182,6 +209,18 @@ public final class ProcessRuntime: ContainerRuntime, @unchecked Sendable {
         try? FileManager.default.removeItem(atPath: (root as NSString).appendingPathComponent("logs/\(podUID)"))
     }
 
+    /// Where `name` is found on `path`, as execvp would.
+    static func lookPath(_ name: String, path: String?) -> String? {
+        for directory in (path ?? "/usr/bin:/bin").split(separator: ":") {
+            let candidate = "\(directory)/\(name)"
+            if access(candidate, X_OK) == 0 { return candidate }
+        }
+        return nil
+    }
+
+    /// One cgroup per container instance's pod and name (a restart reuses it, after the old process is gone).
+    static func cgroupName(_ launch: ContainerLaunch) -> String { "\(launch.podUID)_\(launch.container)" }
+
     // MARK: - Exits
 
     /// Collects exit statuses: waitpid for our children, liveness (and start time) for re-adopted ones.
@@ -196,7 +235,11 @@ public final class ProcessRuntime: ContainerRuntime, @unchecked Sendable {
                     let signaled = (status & 0x7F) != 0
                     let signal = signaled ? status & 0x7F : 0
                     let code = signaled ? 128 + signal : (status >> 8) & 0xFF
-                    state = .exited(exitCode: code, signal: signal, reason: code == 0 ? "Completed" : "Error", finishedAt: Date())
+                    let name = Self.cgroupName(entry.container.launch)
+                    // The OOM killer may have hit the container's main process or a child (then the shell exits 137).
+                    let reason = code != 0 && cgroups.oomKilled(name: name) ? "OOMKilled" : code == 0 ? "Completed" : "Error"
+                    cgroups.remove(name: name)
+                    state = .exited(exitCode: code, signal: signal, reason: reason, finishedAt: Date())
                 } else if result < 0 && errno == ECHILD {
                     state = .exited(exitCode: 255, signal: 0, reason: "Unknown", finishedAt: Date())
                 }
