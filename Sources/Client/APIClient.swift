@@ -20,6 +20,10 @@ public final class APIClient: Sendable {
     public static let defaultTimeout: TimeAmount = .seconds(30)
 
     let http: HTTPClient
+    /// Long-lived streams (watches, followed logs) go over HTTP/1.1, one connection each: over
+    /// HTTP/2 they would hold the connection's concurrent streams (100 here) and every other call
+    /// of this client would queue behind them.
+    let streams: HTTPClient
     public let server: String
     let format: WireFormat
     let timeout: TimeAmount
@@ -40,6 +44,10 @@ public final class APIClient: Sendable {
         // The pool keeps trying to connect until this passes; our own retries (with jitter) take over then.
         configuration.timeout.connect = connectTimeout
         self.http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        var streaming = configuration
+        streaming.httpVersion = .http1Only
+        streaming.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 4096
+        self.streams = HTTPClient(eventLoopGroupProvider: .singleton, configuration: streaming)
         self.server = kubeconfig.server.hasSuffix("/") ? String(kubeconfig.server.dropLast()) : kubeconfig.server
         self.format = format
         self.timeout = timeout
@@ -57,6 +65,7 @@ public final class APIClient: Sendable {
 
     public func shutdown() async throws {
         try await http.shutdown()
+        try await streams.shutdown()
     }
 
     /// `/api/v1/namespaces/NS/pods[/NAME]` and the like.
@@ -227,7 +236,7 @@ public final class APIClient: Sendable {
         let path = Self.path(Pod.kindInfo, namespace: namespace, name: pod) + "/log?" + Self.logQuery(container, tailLines, false, follow: true)
         var request = HTTPClientRequest(url: server + path)
         request.headers.add(name: "Accept", value: format.rawValue)
-        let response = try await http.execute(request, timeout: .hours(24))
+        let response = try await streams.execute(request, timeout: .hours(24))
         guard response.status.code == 200 else { throw try await Self.failure(response, method: "GET", path: path) }
         return response.body
     }

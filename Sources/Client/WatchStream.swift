@@ -147,7 +147,7 @@ extension APIClient {
         http.headers.add(name: "Accept", value: format.rawValue)
         let response: HTTPClientResponse
         do {
-            response = try await self.http.execute(http, timeout: .seconds(Int64(request.timeoutSeconds) + 30))
+            response = try await self.streams.execute(http, timeout: .seconds(Int64(request.timeoutSeconds) + 30))
         } catch {
             throw ClientError(code: 0, reason: "Unreachable", message: "cannot reach the API server at \(server): \(Self.explain(error))")
         }

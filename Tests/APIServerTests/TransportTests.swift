@@ -114,6 +114,28 @@ extension APIServerTests {
             await server.stop()
         }
 
+        /// Watches must not take the HTTP/2 connection's streams (100) from ordinary calls.
+        @Test func manyOpenWatchesDoNotBlockOtherCalls() async throws {
+            let server = try await ServerHarness()
+            let api = try client(server)
+            var request = WatchRequest(namespace: "default", resourceVersion: "0")
+            request.timeoutSeconds = 60
+            var iterators: [AsyncThrowingStream<ObjectEvent<Pod>, any Error>.AsyncIterator] = []
+            for _ in 0..<120 { iterators.append(api.watch(Pod.self, request).makeAsyncIterator()) }
+            // Start them all: the first event of each is the ADDED of this pod.
+            _ = try await api.create(TestObjects.pod("seen-by-all"))
+            for index in iterators.indices {
+                #expect(try await nextChange(&iterators[index]) == "ADDED seen-by-all")
+            }
+            let fetched = try await api.get(Pod.self, namespace: "default", name: "seen-by-all")
+            #expect(fetched.metadata.name == "seen-by-all")
+            let watchers = try server.request("/metrics").body.split(separator: "\n").first { $0.hasPrefix("cox_apiserver_watchers ") }
+            #expect(watchers == "cox_apiserver_watchers 120")
+            iterators.removeAll()
+            try await api.shutdown()
+            await server.stop()
+        }
+
         @Test func requestDeadlineAnswersWhenTheWorkDoesNot() async throws {
             await #expect(throws: Deadline.Exceeded.self) {
                 _ = try await Deadline.run(within: .milliseconds(20)) { () async throws -> Int in

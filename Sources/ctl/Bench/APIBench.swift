@@ -24,7 +24,7 @@ struct APIBench: AsyncParsableCommand {
 
     func run() async throws {
         print("machine: \(machineDescription())")
-        print("\(clients) clients creating \(creates) pods over TLS (HTTP/1.1) while \(watchers) watchers stream them")
+        print("\(clients) clients creating \(creates) pods over TLS (creates over HTTP/2, each watch its own HTTP/1.1 connection) while \(watchers) watchers stream them")
         var rates: [String: Double] = [:]
         for name in format {
             guard let wire: WireFormat = name == "json" ? .json : name == "protobuf" ? .protobuf : nil else {
