@@ -187,4 +187,40 @@ struct AgentEndToEndTests {
             #expect(pod.status.phase == "Failed" && pod.status.containerStatuses.first?.state.terminated.exitCode == 137)
         }
     }
+
+    @Test func logsTailFollowAndTheAgentEndpointNeedsAClusterCertificate() async throws {
+        try await AgentCluster.run { cluster in
+            _ = try await cluster.client.create(cluster.pod("talker", "for i in 1 2 3 4 5; do echo line $i; done; while true; do echo tick; sleep 0.2; done"))
+            try await eventually("talker has written its first lines") { (try? cluster.cox("logs", "talker"))?.output.contains("line 5") == true }
+            let tail = try cluster.cox("logs", "talker", "--tail", "1")
+            #expect(tail.output.split(separator: "\n").count == 1, "\(tail.output)")
+
+            // -f keeps streaming new lines.
+            let follower = Process()
+            let out = Pipe()
+            follower.executableURL = URL(fileURLWithPath: cluster.binary)
+            follower.arguments = ["logs", "talker", "-f", "--kubeconfig", cluster.kubeconfig]
+            follower.standardOutput = out
+            try follower.run()
+            var text = ""
+            let deadline = Date().addingTimeInterval(15)
+            while text.components(separatedBy: "tick").count < 20 && Date() < deadline {
+                text += String(decoding: out.fileHandleForReading.availableData, as: UTF8.self)
+            }
+            kill(follower.processIdentifier, SIGTERM)
+            follower.waitUntilExit()
+            #expect(text.hasPrefix("line 1\n") && text.components(separatedBy: "tick").count >= 20, "\(text.suffix(200))")
+
+            // The agent's endpoint: refused without a certificate from the cluster CA.
+            let node = try await cluster.client.get(Node.self, namespace: "", name: "n1")
+            let port = node.status.daemonEndpoints.kubeletEndpoint.port
+            #expect(port > 0)
+            let anonymous = try Tools.run("/usr/bin/curl", ["-sS", "--cacert", "\(cluster.dir.path)/pki/ca.crt", "-o", "/dev/null", "-w", "%{http_code}",
+                                                            "https://127.0.0.1:\(port)/containerLogs/default/talker/main"])
+            #expect(anonymous.status != 0 || anonymous.output.hasSuffix("000"), "no client certificate, no logs: \(anonymous.output)")
+            let admin = try Tools.run("/usr/bin/curl", ["-sS", "--cacert", "\(cluster.dir.path)/pki/ca.crt", "--cert", "\(cluster.dir.path)/pki/admin.crt",
+                                                        "--key", "\(cluster.dir.path)/pki/admin.key", "https://127.0.0.1:\(port)/containerLogs/default/talker/main?tailLines=1"])
+            #expect(admin.status == 0 && admin.output.hasPrefix("tick"), "\(admin.output)")
+        }
+    }
 }

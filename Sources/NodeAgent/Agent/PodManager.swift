@@ -209,6 +209,11 @@ actor PodManager {
             Task { await self.terminate(uid, grace: grace) }
             return
         }
+        // A pod that finished before this agent started (its status says so) is not run again.
+        if pod.status.phase == "Succeeded" || pod.status.phase == "Failed",
+           !state.tracks.values.contains(where: { $0.current != nil || $0.starting }) {
+            return
+        }
         let now = ContinuousClock.now
         for container in pod.spec.containers {
             var track = pods[uid]!.tracks[container.name] ?? Track()

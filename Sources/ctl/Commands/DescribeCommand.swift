@@ -155,9 +155,10 @@ struct Describer {
     mutating func conditions(_ rows: [(String, String, String)]) {
         guard !rows.isEmpty else { return }
         line("Conditions:")
-        line("Type".padding(toLength: 18, withPad: " ", startingAt: 0) + "Status  Reason", indent: 2)
+        let width = max(18, (rows.map(\.0.count).max() ?? 0) + 2)
+        line("Type".padding(toLength: width, withPad: " ", startingAt: 0) + "Status  Reason", indent: 2)
         for (type, status, reason) in rows {
-            line(type.padding(toLength: 18, withPad: " ", startingAt: 0) + status.padding(toLength: 8, withPad: " ", startingAt: 0) + reason, indent: 2)
+            line(type.padding(toLength: width, withPad: " ", startingAt: 0) + status.padding(toLength: 8, withPad: " ", startingAt: 0) + reason, indent: 2)
         }
     }
 

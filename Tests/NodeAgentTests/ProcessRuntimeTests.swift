@@ -1,0 +1,36 @@
+import Foundation
+import Logging
+@testable import NodeAgent
+import Testing
+import TestSupport
+
+@Suite("Process runtime")
+struct ProcessRuntimeTests {
+    @Test func logsAreRotatedAtTheirCap() async throws {
+        let dir = TemporaryDirectory()
+        let runtime = try ProcessRuntime(root: dir.path, maxLogBytes: 64 * 1024, logger: Logger(label: "test"))
+        defer { runtime.shutdown() }
+        let launch = ContainerLaunch(podUID: "uid-1", namespace: "default", podName: "noisy", container: "c",
+                                     command: ["sh", "-c", "while true; do echo 0123456789012345678901234567890123456789; sleep 0.001; done"])
+        let container = try await runtime.start(launch)
+        // The rotation check runs every few seconds.
+        let rotated = container.logPath + ".1"
+        let deadline = Date().addingTimeInterval(20)
+        while !FileManager.default.fileExists(atPath: rotated) && Date() < deadline { try await Task.sleep(for: .milliseconds(200)) }
+        await runtime.stop(id: container.id, grace: .seconds(2))
+        #expect(FileManager.default.fileExists(atPath: rotated), "the log was copied aside at its cap")
+        let size = (try FileManager.default.attributesOfItem(atPath: container.logPath)[.size] as? Int) ?? .max
+        #expect(size < 1024 * 1024, "the live log was truncated (\(size) bytes)")
+        #expect(await runtime.status(id: container.id)?.isRunning == false)
+    }
+
+    @Test func aMissingExecutableIsAClearError() async throws {
+        let dir = TemporaryDirectory()
+        let runtime = try ProcessRuntime(root: dir.path, logger: Logger(label: "test"))
+        defer { runtime.shutdown() }
+        let launch = ContainerLaunch(podUID: "uid-2", namespace: "default", podName: "p", container: "c", command: ["no-such-program-here"])
+        await #expect { _ = try await runtime.start(launch) } throws: { error in
+            "\(error)".contains(#"executable file "no-such-program-here" not found in $PATH"#)
+        }
+    }
+}
