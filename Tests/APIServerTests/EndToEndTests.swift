@@ -43,14 +43,7 @@ struct EndToEndTests {
         }
     }
 
-    /// PIDs whose command line contains `text`.
-    static func processes(containing text: String) -> [String] {
-        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
-        return entries.filter { entry in
-            guard Int32(entry) != nil, Int32(entry) != getpid(), let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { return false }
-            return String(decoding: data.map { $0 == 0 ? 0x20 : $0 }, as: UTF8.self).contains(text)
-        }
-    }
+    static func processes(containing text: String) -> [pid_t] { TestHost.processes(containing: text) }
 
     @Test func upApplyGetAndRestart() async throws {
         let binary = try coxBinary()

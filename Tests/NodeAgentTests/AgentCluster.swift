@@ -102,15 +102,7 @@ final class AgentCluster: @unchecked Sendable {
     }
 
     /// PIDs whose command line contains `text`.
-    func processes(matching text: String) -> [pid_t] {
-        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
-        return entries.compactMap { entry -> pid_t? in
-            guard let pid = pid_t(entry), pid != getpid(),
-                  let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { return nil }
-            let command = String(decoding: data.map { $0 == 0 ? 0x20 : $0 }, as: UTF8.self)
-            return command.contains(text) ? pid : nil
-        }
-    }
+    func processes(matching text: String) -> [pid_t] { TestHost.processes(containing: text) }
 
     func cox(_ arguments: String...) throws -> Tools.Output {
         try Tools.run(binary, arguments + ["--kubeconfig", kubeconfig])
@@ -146,16 +138,4 @@ func eventually(_ what: String, timeout: Double = 20, _ condition: @escaping () 
     throw CancellationError()
 }
 
-func freeLoopbackPort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let bound = withUnsafeMutablePointer(to: &address) { pointer in
-        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-    }
-    guard bound else { throw POSIXError(.EADDRINUSE) }
-    return Int(UInt16(bigEndian: address.sin_port))
-}
+func freeLoopbackPort() throws -> Int { try TestHost.freePort() }
