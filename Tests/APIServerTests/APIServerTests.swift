@@ -274,6 +274,9 @@ struct APIServerTests {
         if let kubectl = Tools.find("kubectl") {
             let raw = try Tools.run(kubectl, ["--kubeconfig", server.kubeconfig, "get", "--raw", "/api/v1/namespaces/default/pods"])
             #expect(raw.status == 0 && raw.output.contains(#""name":"seen""#), "\(raw.output)")
+            // kubectl asks for a Table and prints the server's columns.
+            let table = try Tools.run(kubectl, ["--kubeconfig", server.kubeconfig, "get", "pods"])
+            #expect(table.status == 0 && table.output.hasPrefix("NAME   READY   STATUS    RESTARTS   AGE\nseen   0/1     Pending   0"), "\(table.output)")
         } else {
             print("kubectl not installed: skipping the kubectl check")
         }

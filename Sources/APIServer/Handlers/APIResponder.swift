@@ -136,7 +136,15 @@ struct APIResponder: HTTPResponder {
             if query["watch"].map({ $0 == "true" || $0 == "1" }) == true {
                 return try await watch(T.self, path, query: query, format: format)
             }
+            if Self.wantsTable(request) {
+                let result = try await store.list(T.self, options: try listOptions(path, query: query))
+                return Self.table(result.items, revision: result.revision, continueToken: result.continueToken)
+            }
             return try await list(T.self, path, query: query, format: format)
+        case (.get, let name?, nil):
+            let object = try await store.get(T.self, namespace: path.namespace ?? "", name: name)
+            if Self.wantsTable(request) { return Self.table([object], revision: Int64(object.metadata.resourceVersion) ?? 0, continueToken: nil) }
+            return encode(object, format)
         case (.get, let name?, _):
             let object = try await store.get(T.self, namespace: path.namespace ?? "", name: name)
             return encode(object, format)
@@ -243,6 +251,52 @@ struct APIResponder: HTTPResponder {
         if comparable.spec.jsonBytes() != baseline.spec.jsonBytes() {
             throw APIError(422, "Invalid", "Pod \"\(new.metadata.name)\" is invalid: spec: Forbidden: pod updates may not change fields other than spec.containers[*].image and spec.tolerations; delete and re-create the pod (or use a Deployment)")
         }
+    }
+
+    /// kubectl asks for `application/json;as=Table;v=v1;g=meta.k8s.io` so the server chooses the columns.
+    static func wantsTable(_ request: Request) -> Bool {
+        request.headers[.accept]?.contains("as=Table") == true
+    }
+
+    /// A `meta.k8s.io/v1` Table: the same columns as `cox get` (those only `-o wide` shows have
+    /// priority 1), each row with its object.
+    static func table<T: APIObject>(_ objects: [T], revision: Int64, continueToken: String?) -> Response {
+        let (header, rows, wideFrom) = Table.columns(objects)
+        var w = JSONWriter()
+        w.beginObject()
+        w.key("kind"); w.string("Table")
+        w.key("apiVersion"); w.string("meta.k8s.io/v1")
+        w.key("metadata")
+        w.beginObject()
+        w.key("resourceVersion"); w.string(String(revision))
+        if let continueToken { w.key("continue"); w.string(continueToken) }
+        w.endObject()
+        w.key("columnDefinitions")
+        w.beginArray()
+        for (index, name) in header.enumerated() {
+            w.beginObject()
+            w.key("name"); w.string(name.prefix(1) + name.dropFirst().lowercased())
+            w.key("type"); w.string("string")
+            w.key("format"); w.string(index == 0 ? "name" : "")
+            w.key("description"); w.string("")
+            w.key("priority"); w.int(index >= wideFrom ? 1 : 0)
+            w.endObject()
+        }
+        w.endArray()
+        w.key("rows")
+        w.beginArray()
+        for (object, cells) in zip(objects, rows) {
+            w.beginObject()
+            w.key("cells")
+            w.beginArray()
+            for cell in cells { w.string(cell) }
+            w.endArray()
+            w.key("object"); object.writeJSON(to: &w)
+            w.endObject()
+        }
+        w.endArray()
+        w.endObject()
+        return Response(status: .ok, headers: [.contentType: WireFormat.json.rawValue], body: .init(byteBuffer: ByteBuffer(bytes: w.bytes)))
     }
 
     static func randomSuffix() -> String {

@@ -1,9 +1,12 @@
 import API
 import Foundation
 
-/// kubectl-style columns per kind.
-enum Table {
-    static func render<T: APIObject>(_ objects: [T], allNamespaces: Bool, wide: Bool) -> String {
+/// kubectl-style columns per kind: the CLI's tables and the server's `as=Table` answers (what
+/// `kubectl get` prints) come from here.
+public enum Table {
+    /// Column names and cells; `wideFrom` is the index of the first column only `-o wide` shows.
+    public static func columns<T: APIObject>(_ objects: [T]) -> (header: [String], rows: [[String]], wideFrom: Int) {
+        let wide = true
         var header: [String]
         var rows: [[String]]
         switch objects {
@@ -38,6 +41,16 @@ enum Table {
             header = ["NAME", "AGE"]
             rows = objects.map { [$0.metadata.name, age($0.metadata)] }
         }
+        return (header, rows, objects is [Pod] ? 5 : header.count)
+    }
+
+    /// The text table `cox get` prints.
+    public static func render<T: APIObject>(_ objects: [T], allNamespaces: Bool, wide: Bool) -> String {
+        var (header, rows, wideFrom) = columns(objects)
+        if !wide {
+            header = Array(header.prefix(wideFrom))
+            rows = rows.map { Array($0.prefix(wideFrom)) }
+        }
         if allNamespaces {
             header.insert("NAMESPACE", at: 0)
             for i in rows.indices { rows[i].insert(objects[i].metadata.namespace, at: 0) }
@@ -51,7 +64,7 @@ enum Table {
     }
 
     /// What kubectl shows in STATUS: a waiting reason such as CrashLoopBackOff wins over the phase.
-    static func podStatus(_ pod: Pod) -> String {
+    public static func podStatus(_ pod: Pod) -> String {
         if pod.metadata.hasDeletionTimestamp { return "Terminating" }
         for status in pod.status.containerStatuses {
             if status.state.hasWaiting, !status.state.waiting.reason.isEmpty { return status.state.waiting.reason }
@@ -60,7 +73,7 @@ enum Table {
         return pod.status.phase.isEmpty ? "Pending" : pod.status.phase
     }
 
-    static func age(_ meta: ObjectMeta) -> String {
+    public static func age(_ meta: ObjectMeta) -> String {
         guard meta.hasCreationTimestamp else { return "<unknown>" }
         let seconds = max(0, Int(Date().timeIntervalSince1970) - Int(meta.creationTimestamp.seconds))
         if seconds < 120 { return "\(seconds)s" }
