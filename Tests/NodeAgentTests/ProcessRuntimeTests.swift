@@ -11,16 +11,18 @@ struct ProcessRuntimeTests {
         let runtime = try ProcessRuntime(root: dir.path, maxLogBytes: 64 * 1024, logger: Logger(label: "test"))
         defer { runtime.shutdown() }
         let launch = ContainerLaunch(podUID: "uid-1", namespace: "default", podName: "noisy", container: "c",
-                                     command: ["sh", "-c", "while true; do echo 0123456789012345678901234567890123456789; sleep 0.001; done"])
+                                     command: ["sh", "-c", "head -c 200000 /dev/zero | tr '\\0' x; sleep 60"])
         let container = try await runtime.start(launch)
         // The rotation check runs every few seconds.
         let rotated = container.logPath + ".1"
-        let deadline = Date().addingTimeInterval(20)
+        let deadline = Date().addingTimeInterval(40)
         while !FileManager.default.fileExists(atPath: rotated) && Date() < deadline { try await Task.sleep(for: .milliseconds(200)) }
         await runtime.stop(id: container.id, grace: .seconds(2))
         #expect(FileManager.default.fileExists(atPath: rotated), "the log was copied aside at its cap")
         let size = (try FileManager.default.attributesOfItem(atPath: container.logPath)[.size] as? Int) ?? .max
-        #expect(size < 1024 * 1024, "the live log was truncated (\(size) bytes)")
+        let rotatedSize = (try? FileManager.default.attributesOfItem(atPath: rotated)[.size] as? Int) ?? 0
+        #expect(rotatedSize == 200_000, "the 200,000 bytes written were copied aside whole")
+        #expect(size == 0, "and the live log was truncated (\(size) bytes)")
         #expect(await runtime.status(id: container.id)?.isRunning == false)
     }
 
