@@ -361,21 +361,37 @@ actor PodManager {
             while !Task.isCancelled {
                 let batch = takePending()
                 if batch.isEmpty { break }
-                var failed = false
-                for item in batch {
-                    var pod = Pod()
-                    pod.metadata.name = item.name
-                    pod.metadata.namespace = item.namespace
-                    pod.status = item.status
-                    do {
-                        _ = try await client.updateStatus(pod)
-                    } catch let error as ClientError where error.code == 404 {
-                        continue
-                    } catch {
-                        failed = true
-                        requeue(item.uid, item.namespace, item.name, item.status)
+                // Up to 8 writes at once: a burst of new pods is reported in a few round trips.
+                let client = self.client
+                let failures = await withTaskGroup(of: (uid: String, namespace: String, name: String, status: PodStatus)?.self) { group in
+                    var failures: [(uid: String, namespace: String, name: String, status: PodStatus)] = []
+                    var inFlight = 0
+                    for item in batch {
+                        if inFlight >= 8, let finished = await group.next() {
+                            inFlight -= 1
+                            if let failure = finished { failures.append(failure) }
+                        }
+                        inFlight += 1
+                        group.addTask {
+                            var pod = Pod()
+                            pod.metadata.name = item.name
+                            pod.metadata.namespace = item.namespace
+                            pod.status = item.status
+                            do {
+                                _ = try await client.updateStatus(pod)
+                            } catch let error as ClientError where error.code == 404 {
+                                return nil  // the pod is gone: nothing to report
+                            } catch {
+                                return item
+                            }
+                            return nil
+                        }
                     }
+                    for await finished in group { if let failure = finished { failures.append(failure) } }
+                    return failures
                 }
+                for item in failures { requeue(item.uid, item.namespace, item.name, item.status) }
+                let failed = !failures.isEmpty
                 if failed { try? await Task.sleep(for: backoff.next()) } else { backoff.reset() }
             }
         }
