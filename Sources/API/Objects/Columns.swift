@@ -6,17 +6,16 @@ import Foundation
 public enum Table {
     /// Column names and cells; `wideFrom` is the index of the first column only `-o wide` shows.
     public static func columns<T: APIObject>(_ objects: [T]) -> (header: [String], rows: [[String]], wideFrom: Int) {
-        let wide = true
         var header: [String]
         var rows: [[String]]
         switch objects {
         case let pods as [Pod]:
-            header = ["NAME", "READY", "STATUS", "RESTARTS", "AGE"] + (wide ? ["NODE"] : [])
+            header = ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "NODE"]
             rows = pods.map { pod in
                 let ready = pod.status.containerStatuses.filter(\.ready).count
                 let restarts = pod.status.containerStatuses.map(\.restartCount).reduce(0, +)
                 return [pod.metadata.name, "\(ready)/\(pod.spec.containers.count)", podStatus(pod), "\(restarts)", age(pod.metadata)]
-                    + (wide ? [pod.spec.nodeName.isEmpty ? "<none>" : pod.spec.nodeName] : [])
+                    + [pod.spec.nodeName.isEmpty ? "<none>" : pod.spec.nodeName]
             }
         case let nodes as [Node]:
             header = ["NAME", "STATUS", "AGE", "VERSION"]

@@ -236,12 +236,10 @@ actor PodManager {
                     continue
                 }
                 if track.backoffUntil == nil {
-                    // Crashes close together back off: base · 2^(n-1), capped.
+                    // Crashes close together back off (ten minutes of running forgives).
                     let ranFor = finishedAt.timeIntervalSince(current.startedAt)
                     track.crashes = ranFor > 600 ? 1 : track.crashes + 1
-                    var delay = configuration.crashLoopBase
-                    for _ in 1..<max(track.crashes, 1) where delay < configuration.crashLoopMax { delay *= 2 }
-                    track.backoffDelay = min(delay, configuration.crashLoopMax)
+                    track.backoffDelay = crashDelay(after: track.crashes)
                     track.backoffUntil = now + track.backoffDelay
                 }
                 if let until = track.backoffUntil, until > now {
@@ -269,13 +267,18 @@ actor PodManager {
                 pods[uid]?.tracks[container.name]?.startError = "\(error)"
                 pods[uid]?.tracks[container.name]?.crashes += 1
                 let crashes = pods[uid]?.tracks[container.name]?.crashes ?? 1
-                var delay = configuration.crashLoopBase
-                for _ in 1..<max(crashes, 1) where delay < configuration.crashLoopMax { delay *= 2 }
-                pods[uid]?.tracks[container.name]?.backoffUntil = ContinuousClock.now + min(delay, configuration.crashLoopMax)
+                pods[uid]?.tracks[container.name]?.backoffUntil = ContinuousClock.now + crashDelay(after: crashes)
             }
             pods[uid]?.tracks[container.name]?.starting = false
         }
         report(uid)
+    }
+
+    /// The wait before restarting after `crashes` crashes in a row: base · 2^(n-1), capped.
+    func crashDelay(after crashes: Int) -> Duration {
+        var delay = configuration.crashLoopBase
+        for _ in 1..<max(crashes, 1) where delay < configuration.crashLoopMax { delay *= 2 }
+        return min(delay, configuration.crashLoopMax)
     }
 
     static func launch(_ pod: Pod, _ container: Container) -> ContainerLaunch {

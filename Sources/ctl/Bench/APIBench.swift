@@ -70,12 +70,12 @@ struct APIBench: AsyncParsableCommand {
         let watchTasks = (0..<watchers).map { _ in
             Task {
                 let body = try await reader.watchChunks(Pod.self, namespace: "default", resourceVersion: "0", timeoutSeconds: 600)
-                var pending: [UInt8] = []
+                var splitter = WatchFrameSplitter(format: wire)
                 var seen = 0
                 var lags: [Double] = []
                 for try await chunk in body {
-                    pending.append(contentsOf: chunk.readableBytesView)
-                    for event in Self.split(&pending, wire) {
+                    splitter.append(chunk.readableBytesView)
+                    for event in splitter.frames() {
                         seen += 1
                         if seen % Self.lagSampleEvery == 0, let sent = Self.sentAt(event, wire) {
                             lags.append(Double(DispatchTime.now().uptimeNanoseconds &- sent) / 1e6)
@@ -127,27 +127,6 @@ struct APIBench: AsyncParsableCommand {
     }
 
     /// Complete events taken off the front of `pending`.
-    static func split(_ pending: inout [UInt8], _ wire: WireFormat) -> [ArraySlice<UInt8>] {
-        var events: [ArraySlice<UInt8>] = []
-        var start = 0
-        switch wire {
-        case .json:
-            while let newline = pending[start...].firstIndex(of: 0x0A) {
-                events.append(pending[start..<newline])
-                start = newline + 1
-            }
-        case .protobuf:
-            while pending.count - start >= 4 {
-                let length = Int(pending[start]) << 24 | Int(pending[start + 1]) << 16 | Int(pending[start + 2]) << 8 | Int(pending[start + 3])
-                guard pending.count - start - 4 >= length else { break }
-                events.append(pending[(start + 4)..<(start + 4 + length)])
-                start += 4 + length
-            }
-        }
-        pending.removeFirst(start)
-        return events
-    }
-
     /// The `bench/sent` annotation of an event's pod.
     static func sentAt(_ event: ArraySlice<UInt8>, _ wire: WireFormat) -> UInt64? {
         switch wire {
