@@ -66,8 +66,18 @@ let package = Package(
             .product(name: "X509", package: "swift-certificates"),
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .target(name: "Scheduler", dependencies: ["API"]),
-        .target(name: "Controllers", dependencies: ["API"]),
+        // Informer-fed, rate-limited reconcile loops: the work queue, Clock, Reconciler, Controller,
+        // leader election and the event recorder. Also the API for controller plugins.
+        .target(name: "ControllerRuntime", dependencies: [
+            "API", "Client",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+        .target(name: "Scheduler", dependencies: ["API", "Client", "ControllerRuntime"]),
+        .target(name: "Controllers", dependencies: [
+            "API", "Client", "ControllerRuntime",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // The node agent: registers its node, runs pods through a ContainerRuntime, serves logs.
         .target(name: "NodeAgent", dependencies: [
             "API", "Client", "PKI",
@@ -79,16 +89,20 @@ let package = Package(
         ]),
         // The `cox` executable.
         .executableTarget(name: "ctl", dependencies: [
-            "API", "Store", "PKI", "Client", "APIServer", "Scheduler", "Controllers", "NodeAgent",
+            "API", "Store", "PKI", "Client", "APIServer", "ControllerRuntime", "Scheduler", "Controllers", "NodeAgent",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .target(name: "TestSupport", dependencies: ["API", "Store"]),
+        .target(name: "TestSupport", dependencies: ["API", "Store", "ControllerRuntime"]),
 
         .testTarget(name: "APITests", dependencies: ["API", "TestSupport"]),
         .testTarget(name: "PKITests", dependencies: ["PKI", "TestSupport"]),
         .testTarget(name: "APIServerTests", dependencies: ["APIServer", "API", "Store", "PKI", "Client", "TestSupport", "ctl"]),
         .testTarget(name: "NodeAgentTests", dependencies: ["NodeAgent", "API", "Client", "PKI", "TestSupport", "ctl"]),
+        .testTarget(name: "ControllerRuntimeTests", dependencies: ["ControllerRuntime", "Client", "API", "TestSupport", "APIServer", "PKI",
+                                                                  .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "ControllersTests", dependencies: ["Controllers", "ControllerRuntime", "Client", "API", "TestSupport", "APIServer", "PKI", "ctl",
+                                                             .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "StoreTests", dependencies: ["Store", "API", "TestSupport", "ctl", .product(name: "Logging", package: "swift-log")]),
     ],
     swiftLanguageModes: [.v6]

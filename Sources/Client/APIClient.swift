@@ -208,9 +208,15 @@ public final class APIClient: Sendable {
 
     /// Deletes; a pod on a node is only marked (deletionTimestamp) until its agent has stopped it,
     /// unless `gracePeriodSeconds` is 0. Returns the object as the server left it.
-    public func delete<T: APIObject>(_ type: T.Type, namespace: String, name: String, gracePeriodSeconds: Int64? = nil) async throws -> T {
-        let query = gracePeriodSeconds.map { "?gracePeriodSeconds=\($0)" } ?? ""
-        return try decode(T.self, try await call(.DELETE, Self.path(T.kindInfo, namespace: namespace, name: name) + query))
+    /// `propagationPolicy` is `Background` (the default: dependents go after the owner),
+    /// `Foreground` (the owner waits for its dependents) or `Orphan` (dependents stay, unowned).
+    public func delete<T: APIObject>(_ type: T.Type, namespace: String, name: String, gracePeriodSeconds: Int64? = nil,
+                                     propagationPolicy: String? = nil) async throws -> T {
+        var query: [String] = []
+        if let gracePeriodSeconds { query.append("gracePeriodSeconds=\(gracePeriodSeconds)") }
+        if let propagationPolicy { query.append("propagationPolicy=\(propagationPolicy)") }
+        let path = Self.path(T.kindInfo, namespace: namespace, name: name) + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))
+        return try decode(T.self, try await call(.DELETE, path))
     }
 
     /// Assigns an unbound pod to a node (`pods/NAME/binding`); 409 when it is already on one.

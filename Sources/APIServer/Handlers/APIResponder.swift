@@ -162,6 +162,10 @@ struct APIResponder: HTTPResponder {
             }
             object.applyDefaults()
             object.metadata.resourceVersion = ""
+            if info.namespaced, let namespace = try? await store.get(Namespace.self, namespace: "", name: object.metadata.namespace),
+               namespace.metadata.hasDeletionTimestamp {
+                throw APIError(403, "Forbidden", "\(info.resource) \"\(object.metadata.name)\" is forbidden: unable to create new content in namespace \(object.metadata.namespace) because it is being terminated")
+            }
             let created = try await store.create(try object.validated())
             return encode(created, format, status: .created)
         case (.put, let name?, let subresource):
@@ -189,11 +193,15 @@ struct APIResponder: HTTPResponder {
             }
             if !current.metadata.hasDeletionTimestamp { object.metadata.clearDeletionTimestamp() }
             object.applyDefaults()
-            return encode(try await store.update(try object.validated()), format)
+            let updated = try await store.update(try object.validated())
+            // The last finalizer of an object being deleted is gone: now it goes.
+            if updated.metadata.hasDeletionTimestamp && Self.pendingFinalizers(updated).isEmpty {
+                return encode(try await store.delete(T.self, namespace: updated.metadata.namespace, name: name,
+                                                     resourceVersion: Int64(updated.metadata.resourceVersion)), format)
+            }
+            return encode(updated, format)
         case (.delete, let name?, nil):
-            let precondition = query["resourceVersion"].flatMap { Int64($0) }
-            let deleted = try await store.delete(T.self, namespace: path.namespace ?? "", name: name, resourceVersion: precondition)
-            return encode(deleted, format)
+            return encode(try await deleteObject(T.self, namespace: path.namespace ?? "", name: name, query: query), format)
         default:
             throw APIError.methodNotAllowed(request.method.rawValue)
         }

@@ -6,26 +6,60 @@ import PKI
 import Foundation
 import Logging
 import NodeAgent
+import Controllers
 
-/// `cox server`: the API server alone (the scheduler and controllers join it in later issues).
+/// `cox server`: the API server, with the controller manager unless `--no-controllers`.
 struct ServerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "server", abstract: "Run the API server (TLS; data, PKI and admin kubeconfig in --data-dir).", aliases: ["apiserver"])
+        commandName: "server", abstract: "Run the API server (TLS; data, PKI and admin kubeconfig in --data-dir) and the controllers.", aliases: ["apiserver"])
 
     @Option(help: "Data directory: the store, the cluster PKI and admin.kubeconfig.") var dataDir = ".cox"
     @Option(help: "Address to listen on.") var listen = "127.0.0.1"
     @Option(help: "Port to listen on (0 picks a free one).") var port = 6443
     @Option(help: "Extra name or address for the serving certificate (repeatable).") var advertiseAddress: [String] = []
+    @Flag(help: "Run the API server without the controller manager (run `cox controllers` elsewhere).") var noControllers = false
+    @OptionGroup var controllers: ControllerOptions
 
     func run() async throws {
         var configuration = APIServer.Configuration(dataDirectory: dataDir)
         configuration.host = listen
         configuration.port = port
         configuration.extraNames = advertiseAddress
-        try await APIServer(configuration: configuration).run { port, kubeconfig in
+        let managerOptions = noControllers ? nil : try controllers.managerOptions()
+        let listen = self.listen
+        try await ServerWithControllers.run(APIServer(configuration: configuration), controllers: managerOptions) { port, kubeconfig in
             print("cox API server listening on https://\(listen):\(port)")
             print("admin kubeconfig: \(kubeconfig)")
             fflush(nil)
+        }
+    }
+}
+
+/// The API server and, once it listens, the controller manager (talking to it over its own TLS
+/// API, as any client). The server's end ends both.
+enum ServerWithControllers {
+    static func run(_ server: APIServer, controllers: ControllerManager.Options?,
+                    onReady: @escaping @Sendable (Int, String) async -> Void) async throws {
+        let (ready, readyContinuation) = AsyncStream<(Int, String)>.makeStream()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                defer { readyContinuation.finish() }
+                try await server.run { port, kubeconfig in
+                    readyContinuation.yield((port, kubeconfig))
+                    await onReady(port, kubeconfig)
+                }
+            }
+            if let controllers {
+                group.addTask {
+                    var iterator = ready.makeAsyncIterator()
+                    guard let (_, path) = await iterator.next() else { return }
+                    let kubeconfig = try Kubeconfig.load(path: path)
+                    try await LocalControllers.run(kubeconfig: kubeconfig, options: controllers)
+                }
+            }
+            try await group.next()
+            group.cancelAll()
+            try await group.waitForAll()
         }
     }
 }
@@ -42,6 +76,8 @@ struct UpCommand: AsyncParsableCommand {
     @Option(name: .shortAndLong, help: "Manifests to apply once the cluster is up (a file or directory; repeatable).") var filename: [String] = []
     @Option(help: "Node name of the local agent (default: the host name).") var nodeName: String?
     @Flag(help: "Run the API server only, without a local agent.") var noAgent = false
+    @Flag(help: "Run without the controller manager.") var noControllers = false
+    @OptionGroup var controllers: ControllerOptions
 
     func run() async throws {
         // Read the manifests first: a typo should stop `cox up` before anything starts.
@@ -53,10 +89,11 @@ struct UpCommand: AsyncParsableCommand {
         let dataDir = self.dataDir
         let noAgent = self.noAgent
         let server = APIServer(configuration: configuration)
+        let managerOptions = noControllers ? nil : try controllers.managerOptions()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 defer { readyContinuation.finish() }
-                try await server.run { port, kubeconfig in
+                try await ServerWithControllers.run(server, controllers: managerOptions) { port, kubeconfig in
                     print("""
                         Coxswain is up: API server on https://127.0.0.1:\(port), data in \(dataDir)/\(noAgent ? "" : ", node \(node)")
                           kubeconfig:  \(kubeconfig)

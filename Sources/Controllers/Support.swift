@@ -1,0 +1,105 @@
+import API
+import Client
+import ControllerRuntime
+import Foundation
+import Logging
+import SwiftProtobuf
+
+/// What every built-in controller is given: the API client, the shared informers, an event
+/// recorder, the clock and a logger.
+public struct ControllerContext: Sendable {
+    public let client: APIClient
+    public let informers: InformerFactory
+    public let recorder: EventRecorder
+    public let clock: any Clock
+    public let logger: Logger
+
+    public init(client: APIClient, informers: InformerFactory, recorder: EventRecorder, clock: any Clock = SystemClock(), logger: Logger) {
+        self.client = client
+        self.informers = informers
+        self.recorder = recorder
+        self.clock = clock
+        self.logger = logger
+    }
+
+    /// A work queue on this context's clock.
+    public func queue() -> WorkQueue<ObjectKey> { WorkQueue(clock: clock) }
+}
+
+extension Pod {
+    /// Not finished and not being deleted: it counts toward its owner's replicas.
+    public var isActive: Bool {
+        !metadata.hasDeletionTimestamp && status.phase != "Succeeded" && status.phase != "Failed"
+    }
+
+    public var isReady: Bool { status.conditions.contains { $0.type == "Ready" && $0.status == "True" } }
+
+    /// Ready for at least `minReadySeconds` by `now`.
+    public func isAvailable(minReadySeconds: Int32, now: Date) -> Bool {
+        guard let ready = status.conditions.first(where: { $0.type == "Ready" && $0.status == "True" }) else { return false }
+        guard minReadySeconds > 0 else { return true }
+        return ready.lastTransitionTime.date.addingTimeInterval(Double(minReadySeconds)) <= now
+    }
+}
+
+extension ObjectMeta {
+    /// The owner reference marked as the managing controller.
+    public var controllerReference: OwnerReference? { ownerReferences.first { $0.controller } }
+}
+
+extension APIObject {
+    /// A reference to this object as its dependents' managing controller.
+    public func controllerReference() -> OwnerReference {
+        var reference = OwnerReference()
+        reference.apiVersion = Self.kindInfo.apiVersion
+        reference.kind = Self.kindInfo.kind
+        reference.name = metadata.name
+        reference.uid = metadata.uid
+        reference.controller = true
+        reference.blockOwnerDeletion = true
+        return reference
+    }
+}
+
+/// What a controller expects its informers to show after its own writes: creates and deletes not
+/// yet seen. Until they are seen (or five minutes pass), it does not count pods again, so a slow
+/// watch never makes it create (or delete) twice.
+public final class Expectations: Sendable {
+    struct Record { var adds: Int; var deletes: Set<String>; var since: Date }
+    let records = MutexBox<[ObjectKey: Record]>([:])
+    let clock: any Clock
+    static let ttl: TimeInterval = 300
+
+    public init(clock: any Clock) { self.clock = clock }
+
+    /// True when nothing is outstanding (or the record is too old to trust).
+    public func satisfied(_ key: ObjectKey) -> Bool {
+        records.withLock { records in
+            guard let record = records[key] else { return true }
+            if record.adds <= 0 && record.deletes.isEmpty { return true }
+            return clock.now.timeIntervalSince(record.since) > Self.ttl
+        }
+    }
+
+    public func expect(_ key: ObjectKey, adds: Int = 0, deletes: Set<String> = []) {
+        records.withLock { $0[key] = Record(adds: adds, deletes: deletes, since: clock.now) }
+    }
+
+    public func creationObserved(_ key: ObjectKey) {
+        records.withLock { records in
+            if records[key] != nil { records[key]!.adds -= 1 }
+        }
+    }
+
+    public func deletionObserved(_ key: ObjectKey, pod: String) {
+        records.withLock { records in
+            _ = records[key]?.deletes.remove(pod)
+        }
+    }
+
+    public func forget(_ key: ObjectKey) { records.withLock { $0[key] = nil } }
+}
+
+extension Google_Protobuf_Timestamp {
+    static func at(_ date: Date) -> Google_Protobuf_Timestamp { Google_Protobuf_Timestamp(seconds: Int64(date.timeIntervalSince1970), nanos: 0) }
+}

@@ -1,0 +1,60 @@
+import API
+import ArgumentParser
+import Client
+import ControllerRuntime
+import Controllers
+import Foundation
+import Logging
+import PKI
+
+/// Settings of the controller manager, shared by `cox controllers`, `cox server` and `cox up`.
+struct ControllerOptions: ParsableArguments {
+    @Option(help: "Seconds without a lease renewal before a node is NotReady and tainted.") var nodeMonitorGracePeriod = 40
+    @Option(help: "Seconds a pod stays on an unreachable node (unless it tolerates the taint for a different time).") var podEvictionTimeout = 300
+    @Option(help: "Seconds a controller-manager leader's lease lasts without renewal.") var leaderLeaseDuration = 15
+    @Option(help: "Leader identity (default: host name and a random suffix).") var leaderIdentity: String?
+
+    func managerOptions() throws -> ControllerManager.Options {
+        guard nodeMonitorGracePeriod > 0, podEvictionTimeout >= 0, leaderLeaseDuration >= 2 else {
+            throw ValidationError("--node-monitor-grace-period must be > 0, --pod-eviction-timeout >= 0 and --leader-lease-duration >= 2 seconds")
+        }
+        var options = leaderIdentity.map { ControllerManager.Options(identity: $0) } ?? ControllerManager.Options()
+        options.nodeLifecycle.gracePeriod = .seconds(nodeMonitorGracePeriod)
+        options.nodeLifecycle.evictionTimeout = .seconds(podEvictionTimeout)
+        options.leaseDuration = .seconds(leaderLeaseDuration)
+        // As Kubernetes' defaults relate: renew deadline 2/3 of the lease, retry 2/15 of it.
+        options.renewDeadline = .milliseconds(leaderLeaseDuration * 2000 / 3)
+        options.retryPeriod = .milliseconds(max(500, leaderLeaseDuration * 2000 / 15))
+        return options
+    }
+}
+
+/// `cox controllers`: the controller manager on its own (several may run; one leads).
+struct ControllersCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "controllers", abstract: "Run the controller manager (ReplicaSet, Deployment, node lifecycle, garbage collector, namespace) with leader election.")
+
+    @Option(help: "Kubeconfig of the controllers' identity.") var kubeconfig = ".cox/admin.kubeconfig"
+    @OptionGroup var controllers: ControllerOptions
+
+    func run() async throws {
+        try await LocalControllers.run(kubeconfig: try Kubeconfig.load(path: kubeconfig), options: try controllers.managerOptions())
+    }
+}
+
+enum LocalControllers {
+    /// Runs the controller manager until SIGINT or SIGTERM; leadership is released on the way out.
+    static func run(kubeconfig: Kubeconfig, options: ControllerManager.Options) async throws {
+        let logger = Logger(label: "cox.controllers")
+        let client = try APIClient(kubeconfig: kubeconfig, timeout: .seconds(10))
+        let manager = ControllerManager(client: client, options: options, logger: logger)
+        let signals = SignalWaiter([SIGINT, SIGTERM])
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await manager.run() }
+            group.addTask { await signals.wait() }
+            await group.next()
+            group.cancelAll()
+        }
+        try? await client.shutdown()
+    }
+}
