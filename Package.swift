@@ -93,7 +93,10 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .target(name: "TestSupport", dependencies: ["API", "Store", "ControllerRuntime"]),
+        .target(name: "TestSupport", dependencies: [
+            "API", "Store", "ControllerRuntime", "APIServer", "Client", "PKI",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
 
         .testTarget(name: "APITests", dependencies: ["API", "TestSupport"]),
         .testTarget(name: "PKITests", dependencies: ["PKI", "TestSupport"]),

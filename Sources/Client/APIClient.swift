@@ -12,6 +12,12 @@ public struct ClientError: Error, Sendable, CustomStringConvertible {
     public let reason: String
     public let message: String
     public var description: String { message }
+
+    public init(code: Int, reason: String, message: String) {
+        self.code = code
+        self.reason = reason
+        self.message = message
+    }
 }
 
 /// Typed calls to a Coxswain (or Kubernetes-shaped) API server over TLS, authenticated by the
@@ -46,6 +52,11 @@ public final class APIClient: Sendable {
         self.http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         var streaming = configuration
         streaming.httpVersion = .http1Only
+        // A stream the client gave up on is closed while the server is still writing to it, so
+        // the server's close_notify may never come: do not wait NIOSSL's default 5 s for it.
+        var streamingTLS = tls
+        streamingTLS.shutdownTimeout = .milliseconds(200)
+        streaming.tlsConfiguration = streamingTLS
         streaming.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 4096
         self.streams = HTTPClient(eventLoopGroupProvider: .singleton, configuration: streaming)
         self.server = kubeconfig.server.hasSuffix("/") ? String(kubeconfig.server.dropLast()) : kubeconfig.server

@@ -18,6 +18,8 @@ public actor EventRecorder {
     let logger: Logger
     /// Dedup key → the Event written for it.
     var written: [String: (namespace: String, name: String)] = [:]
+    /// Keeps names unique when two events come at the same instant (a fake clock's, say).
+    var sequence: UInt64 = 0
     static let cacheLimit = 4096
 
     public init(client: APIClient, component: String, host: String = ProcessInfo.processInfo.hostName,
@@ -61,7 +63,8 @@ public actor EventRecorder {
             var event = Event()
             event.setTypeMeta()
             event.metadata.namespace = namespace
-            event.metadata.name = "\(reference.name).\(String(UInt64(clock.now.timeIntervalSince1970 * 1e9), radix: 16))"
+            sequence += 1
+            event.metadata.name = "\(reference.name).\(String(UInt64(clock.now.timeIntervalSince1970 * 1e9) &+ sequence, radix: 16))"
             event.involvedObject = reference
             event.type = type.rawValue
             event.reason = reason

@@ -56,8 +56,9 @@ public final class LeaderElector: Sendable {
                 logger.warning("lost leadership (could not renew the lease within the renew deadline); work stopped")
                 continue
             }
-            // Cancelled: the work has ended; let a successor in at once.
-            await release()
+            // Cancelled: the work has ended; let a successor in at once (from a task that is not
+            // cancelled, or the release request would be cancelled too).
+            await Task { await self.release() }.value
             logger.info("stopped leading; lease released")
             return
         }

@@ -30,6 +30,8 @@ public actor WorkQueue<Key: Hashable & Sendable> {
     /// Keys queued and not being processed.
     public var count: Int { queue.count - head }
     public var isShuttingDown: Bool { shuttingDown }
+    /// Workers waiting in `get` for a key.
+    public var idleWorkers: Int { waiters.count }
     /// Keys waiting for a delay to pass.
     public var delayedCount: Int { waiting.count }
 

@@ -71,6 +71,11 @@ public final class NodeLifecycleController: Reconciler {
         }
     }
 
+    /// When this controller saw the node's lease last change (nil before it saw the lease).
+    public func heartbeatSeen(_ node: String) -> Date? {
+        heartbeats.withLock { beats in beats[node].flatMap { $0.version.isEmpty ? nil : $0.seen } }
+    }
+
     public func reconcile(_ key: ObjectKey) async throws -> ReconcileResult {
         guard var node = nodes.get(name: key.name) else { return .done }
         let now = context.clock.now

@@ -97,20 +97,22 @@ public final class ReplicaSetController: Reconciler {
         return try await updateStatus(set, active: active)
     }
 
+    /// Takes an orphan. A conflict (our cache is behind) fails the reconcile, to be retried on
+    /// fresher state: counting without the pod could create one too many.
     func adopt(_ pod: Pod, by set: ReplicaSet) async throws -> Pod? {
         var pod = pod
         pod.metadata.ownerReferences.append(set.controllerReference())
         do {
             return try await context.client.update(pod)
-        } catch let error as ClientError where error.code == 404 || error.code == 409 {
-            return nil  // gone or changed: the next event brings it back here
+        } catch let error as ClientError where error.code == 404 {
+            return nil  // gone
         }
     }
 
     func release(_ pod: Pod, from set: ReplicaSet) async throws {
         var pod = pod
         pod.metadata.ownerReferences.removeAll { $0.uid == set.metadata.uid }
-        do { _ = try await context.client.update(pod) } catch let error as ClientError where error.code == 404 || error.code == 409 {}
+        do { _ = try await context.client.update(pod) } catch let error as ClientError where error.code == 404 {}
     }
 
     func scale(_ set: ReplicaSet, key: ObjectKey, active: [Pod]) async throws {
@@ -161,7 +163,7 @@ public final class ReplicaSetController: Reconciler {
 
     /// Which pods go first when scaling down: unbound before bound, pending before running,
     /// unready before ready, then the most restarted, then the newest.
-    static func deletionOrder(_ pods: [Pod]) -> [Pod] {
+    public static func deletionOrder(_ pods: [Pod]) -> [Pod] {
         func rank(_ pod: Pod) -> (Int, Int, Int, Int, Int64) {
             let restarts = pod.status.containerStatuses.reduce(0) { $0 + Int($1.restartCount) }
             return (pod.spec.nodeName.isEmpty ? 0 : 1, pod.status.phase == "Running" ? 1 : 0, pod.isReady ? 1 : 0,

@@ -71,15 +71,13 @@ import TestSupport
         #expect(await queue.get() == "a")
     }
 
-    @Test func aWaitingWorkerGetsTheNextKey() async {
+    @Test func aWaitingWorkerGetsTheNextKey() async throws {
         let queue = WorkQueue<String>(clock: FakeClock())
-        async let got = queue.get()
-        // Give the getter a moment to park; then an add must reach it directly.
-        while await queue.count == 0 {
-            await queue.add("x")
-            try? await Task.sleep(for: .milliseconds(1))
-        }
-        #expect(await got == "x")
+        let worker = Task { await queue.get() }
+        try await waitUntil("the worker waits") { await queue.idleWorkers == 1 }
+        await queue.add("x")
+        #expect(await worker.value == "x")
+        #expect(await queue.count == 0)
     }
 
     @Test func rateLimitedKeysWaitTheirBackoffOnTheClock() async throws {

@@ -39,7 +39,12 @@ extension APIResponder {
                 object = namespaceObject as! T
             }
             if Self.pendingFinalizers(object).isEmpty {
-                return try await store.delete(T.self, namespace: namespace, name: name, resourceVersion: Int64(object.metadata.resourceVersion))
+                // Deleted as read: a write in between (a controller's status) means deciding again.
+                do {
+                    return try await store.delete(T.self, namespace: namespace, name: name, resourceVersion: Int64(object.metadata.resourceVersion))
+                } catch let error as StoreError where error.code == .conflict {
+                    continue
+                }
             }
             if !wasDeleting {
                 let now = Date()

@@ -1,0 +1,76 @@
+import API
+import APIServer
+import Client
+import Foundation
+import Logging
+import PKI
+import Testing
+
+/// A real API server in this process, on a free loopback port with real TLS and a temporary data
+/// directory, and a typed client for it (the admin's). For controller and scheduler tests.
+public final class InProcessAPI: Sendable {
+    public let dir: TemporaryDirectory
+    public let port: Int
+    public let client: APIClient
+    let task: Task<Void, any Error>
+
+    public var kubeconfigPath: String { (dir.path as NSString).appendingPathComponent("admin.kubeconfig") }
+
+    public static func start() async throws -> InProcessAPI {
+        let dir = TemporaryDirectory()
+        var configuration = APIServer.Configuration(dataDirectory: dir.path)
+        configuration.port = 0
+        var logger = Logger(label: "cox.apiserver.test")
+        logger.logLevel = .warning
+        let server = APIServer(configuration: configuration, logger: logger)
+        let (stream, continuation) = AsyncStream<Int>.makeStream()
+        let task = Task { try await server.run { port, _ in continuation.yield(port) } }
+        var iterator = stream.makeAsyncIterator()
+        guard let port = await iterator.next() else { throw CancellationError() }
+        let kubeconfig = try Kubeconfig.load(path: (dir.path as NSString).appendingPathComponent("admin.kubeconfig"))
+        let client = try APIClient(kubeconfig: kubeconfig, timeout: .seconds(10))
+        return InProcessAPI(dir: dir, port: port, client: client, task: task)
+    }
+
+    init(dir: TemporaryDirectory, port: Int, client: APIClient, task: Task<Void, any Error>) {
+        self.dir = dir
+        self.port = port
+        self.client = client
+        self.task = task
+    }
+
+    /// Another client of the same server (its own connections).
+    public func newClient() throws -> APIClient {
+        try APIClient(kubeconfig: try Kubeconfig.load(path: kubeconfigPath), timeout: .seconds(10))
+    }
+
+    public func stop() async {
+        try? await client.shutdown()
+        task.cancel()
+        _ = try? await task.value
+    }
+
+    /// Runs `body` against a fresh server and always stops it.
+    public static func with(_ body: (InProcessAPI) async throws -> Void) async throws {
+        let api = try await start()
+        do {
+            try await body(api)
+        } catch {
+            await api.stop()
+            throw error
+        }
+        await api.stop()
+    }
+}
+
+/// Polls `condition` (every 50 ms, in real time) until it holds; records an issue and throws after `timeout` seconds.
+public func waitUntil(_ what: String, timeout: Double = 20, sourceLocation: SourceLocation = #_sourceLocation,
+                      _ condition: () async throws -> Bool) async throws {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if try await condition() { return }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+    Issue.record("timed out after \(timeout) s waiting until \(what)", sourceLocation: sourceLocation)
+    throw CancellationError()
+}

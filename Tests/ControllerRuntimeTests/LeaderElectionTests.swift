@@ -1,0 +1,97 @@
+import API
+import Client
+import ControllerRuntime
+import Foundation
+import Logging
+import Testing
+import TestSupport
+
+@Suite struct LeaderElectionTests {
+    static func elector(_ identity: String, _ client: APIClient, _ clock: FakeClock) -> LeaderElector {
+        var configuration = LeaderElector.Configuration(name: "test-lease", identity: identity)
+        configuration.leaseDuration = .seconds(15)
+        configuration.renewDeadline = .seconds(10)
+        configuration.retryPeriod = .seconds(2)
+        var logger = Logger(label: "test")
+        logger.logLevel = .warning
+        return LeaderElector(configuration: configuration, client: client, clock: clock, logger: logger)
+    }
+
+    @Test func aCandidateTakesOverOnlyAfterTheLeaseWentUnrenewedForItsDuration() async throws {
+        try await InProcessAPI.with { api in
+            let clock = FakeClock()
+            let a = Self.elector("a", api.client, clock)
+            let b = Self.elector("b", api.client, clock)
+            #expect(await a.tryAcquireOrRenew())
+            #expect(await !b.tryAcquireOrRenew())          // b sees a's lease now
+            clock.advance(by: .seconds(10))
+            #expect(await a.tryAcquireOrRenew())           // a renews: the record changes
+            #expect(await !b.tryAcquireOrRenew())          // b starts counting again
+            clock.advance(by: .seconds(14))
+            #expect(await !b.tryAcquireOrRenew())          // 14 s since b saw the renewal
+            clock.advance(by: .seconds(2))
+            #expect(await b.tryAcquireOrRenew())           // 16 s: expired, b takes over
+            #expect(await !a.tryAcquireOrRenew())          // and a is now the follower
+            let lease = try await api.client.get(Lease.self, namespace: "kube-system", name: "test-lease")
+            #expect(lease.spec.holderIdentity == "b")
+            #expect(lease.spec.leaseTransitions == 1)
+        }
+    }
+
+    @Test func aLeaderStopsItsWorkAndReleasesTheLeaseOnShutdown() async throws {
+        try await InProcessAPI.with { api in
+            let clock = FakeClock()
+            let a = Self.elector("a", api.client, clock)
+            let b = Self.elector("b", api.client, clock)
+            let working = MutexBox(false)
+            let run = Task {
+                await a.run {
+                    working.withLock { $0 = true }
+                    while !Task.isCancelled { try? await clock.sleep(for: .seconds(3600)) }
+                    working.withLock { $0 = false }
+                }
+            }
+            try await waitUntil("a leads and works") { working.withLock { $0 } }
+            #expect(await !b.tryAcquireOrRenew())
+            run.cancel()
+            await run.value
+            #expect(!working.withLock { $0 }, "the work ended before the lease was released")
+            // Released: b takes it at once, without waiting for the lease to expire.
+            #expect(await b.tryAcquireOrRenew())
+        }
+    }
+
+    @Test func twoCandidatesRacingForAFreeLeaseGetExactlyOneLeader() async throws {
+        try await InProcessAPI.with { api in
+            let clock = FakeClock()
+            let candidates = (0..<4).map { Self.elector("c\($0)", api.client, clock) }
+            let results = await withTaskGroup(of: Bool.self) { group in
+                for candidate in candidates { group.addTask { await candidate.tryAcquireOrRenew() } }
+                return await group.reduce(into: [Bool]()) { $0.append($1) }
+            }
+            #expect(results.filter { $0 }.count == 1)
+        }
+    }
+}
+
+@Suite struct EventRecorderTests {
+    @Test func theSameEventAgainBumpsTheCountOfOneEvent() async throws {
+        try await InProcessAPI.with { api in
+            let clock = FakeClock()
+            var logger = Logger(label: "test")
+            logger.logLevel = .warning
+            let recorder = EventRecorder(client: api.client, component: "test", clock: clock, logger: logger)
+            let pod = try await api.client.create(TestObjects.pod("p"))
+            await recorder.record(pod, .warning, reason: "BackOff", message: "Back-off restarting failed container")
+            clock.advance(by: .seconds(5))
+            await recorder.record(pod, .warning, reason: "BackOff", message: "Back-off restarting failed container")
+            await recorder.record(pod, .normal, reason: "Started", message: "Started container main")
+            let events = try await api.client.list(Event.self, namespace: "default").items.sorted { $0.reason < $1.reason }
+            #expect(events.map(\.reason) == ["BackOff", "Started"])
+            #expect(events[0].count == 2)
+            #expect(events[0].lastTimestamp.seconds - events[0].firstTimestamp.seconds == 5)
+            #expect(events[0].involvedObject.uid == pod.metadata.uid)
+            #expect(events[0].type == "Warning")
+        }
+    }
+}
