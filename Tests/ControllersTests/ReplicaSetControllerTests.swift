@@ -37,6 +37,9 @@ import TestSupport
     @Test func adoptsMatchingOrphansAndReleasesPodsThatStopMatching() async throws {
         try await ControllerHarness.run({ [ReplicaSetController(context: $0).controller()] }) { harness, _ in
             _ = try await harness.client.create(TestObjects.pod("stray", labels: ["app": "api"]))
+            // Pods and ReplicaSets come through separate watches: let the orphan reach the cache
+            // first, or the ReplicaSet may rightly create two pods and adopt it later.
+            try await waitUntil("the orphan is cached") { harness.context.informers.informer(Pod.self).get(namespace: "default", name: "stray") != nil }
             let set = try await harness.client.create(replicaSet("api", replicas: 2, labels: ["app": "api"]))
             try await waitUntil("the orphan is adopted and one more pod made") {
                 let pods = try await harness.pods("app=api")
