@@ -101,7 +101,7 @@ let package = Package(
         .testTarget(name: "APITests", dependencies: ["API", "TestSupport"]),
         .testTarget(name: "PKITests", dependencies: ["PKI", "TestSupport"]),
         .testTarget(name: "APIServerTests", dependencies: ["APIServer", "API", "Store", "PKI", "Client", "TestSupport", "ctl"]),
-        .testTarget(name: "NodeAgentTests", dependencies: ["NodeAgent", "API", "Client", "PKI", "TestSupport", "ctl"]),
+        .testTarget(name: "NodeAgentTests", dependencies: ["NodeAgent", "API", "Client", "PKI", "TestSupport", "ControllerRuntime", "ctl"]),
         .testTarget(name: "ControllerRuntimeTests", dependencies: ["ControllerRuntime", "Client", "API", "TestSupport", "APIServer", "PKI",
                                                                   .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "ControllersTests", dependencies: ["Controllers", "ControllerRuntime", "Client", "API", "TestSupport", "APIServer", "PKI", "ctl",

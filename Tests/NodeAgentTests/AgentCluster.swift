@@ -14,13 +14,17 @@ final class AgentCluster: @unchecked Sendable {
     let port: Int
     var server: Process?
     var agent: Process?
+    /// Agents besides n1, by node name.
+    var agents: [String: Process] = [:]
+    let serverArguments: [String]
     var client: APIClient!
     /// Every command line of a test's containers carries this, so leaks can be found.
     let marker = "cox-test-\(UInt32.random(in: 0..<UInt32.max))"
 
     var kubeconfig: String { (dir.path as NSString).appendingPathComponent("admin.kubeconfig") }
 
-    init() async throws {
+    init(serverArguments: [String] = []) async throws {
+        self.serverArguments = serverArguments
         binary = try coxBinary()
         port = try freeLoopbackPort()
         try await startServer()
@@ -34,8 +38,8 @@ final class AgentCluster: @unchecked Sendable {
 
     /// Runs `body` against a fresh cluster and always tears it down (and checks for leaks), also
     /// when the body fails.
-    static func run(_ body: (AgentCluster) async throws -> Void) async throws {
-        let cluster = try await AgentCluster()
+    static func run(serverArguments: [String] = [], _ body: (AgentCluster) async throws -> Void) async throws {
+        let cluster = try await AgentCluster(serverArguments: serverArguments)
         do {
             try await body(cluster)
         } catch {
@@ -60,7 +64,7 @@ final class AgentCluster: @unchecked Sendable {
     }
 
     func startServer() async throws {
-        server = try launch(["server", "--data-dir", dir.path, "--port", "\(port)"], log: "server.log")
+        server = try launch(["server", "--data-dir", dir.path, "--port", "\(port)"] + serverArguments, log: "server.log")
         try await eventually("the API server answers") {
             FileManager.default.fileExists(atPath: self.kubeconfig)
                 && (try? Tools.run("/usr/bin/curl", ["-sf", "--cacert", "\(self.dir.path)/pki/ca.crt", "https://127.0.0.1:\(self.port)/readyz"]))?.output == "ok"
@@ -75,8 +79,18 @@ final class AgentCluster: @unchecked Sendable {
     }
 
     func startAgent() throws {
-        agent = try launch(["agent", "--kubeconfig", kubeconfig, "--pki", "\(dir.path)/pki", "--data-dir", "\(dir.path)/agent",
-                            "--node-name", "n1", "--port", "0", "--heartbeat-seconds", "1", "--crash-backoff-seconds", "1"], log: "agent.log")
+        agent = try launchAgent("n1")
+    }
+
+    /// Another agent on this host, as node `name` with its own data directory.
+    func startAgent(named name: String) throws {
+        agents[name] = try launchAgent(name)
+    }
+
+    func launchAgent(_ name: String) throws -> Process {
+        let data = name == "n1" ? "agent" : "agent-\(name)"
+        return try launch(["agent", "--kubeconfig", kubeconfig, "--pki", "\(dir.path)/pki", "--data-dir", "\(dir.path)/\(data)",
+                           "--node-name", name, "--port", "0", "--heartbeat-seconds", "1", "--crash-backoff-seconds", "1"], log: "\(data).log")
     }
 
     func killAgent() {
@@ -93,6 +107,11 @@ final class AgentCluster: @unchecked Sendable {
             try? await eventually("every pod is gone", timeout: 30) { ((try? await self.client.list(Pod.self, namespace: nil).items.count) ?? 1) == 0 }
         }
         killAgent()
+        for (_, process) in agents {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+        agents = [:]
         stopServer()
         try? await client.shutdown()
         // Whatever is left of the tests' containers is a leak: report it, then kill it.
@@ -115,6 +134,16 @@ final class AgentCluster: @unchecked Sendable {
         pod.spec.restartPolicy = restartPolicy
         pod.spec.terminationGracePeriodSeconds = grace
         return pod
+    }
+
+    /// Read, change, write — again on a conflict.
+    func modify<T: APIObject>(_ type: T.Type, _ name: String, namespace: String = "default", _ change: (inout T) -> Void) async throws {
+        for _ in 0..<20 {
+            var object = try await client.get(T.self, namespace: namespace, name: name)
+            change(&object)
+            do { _ = try await client.update(object); return } catch let error as ClientError where error.code == 409 { continue }
+        }
+        Issue.record("\(name) kept changing")
     }
 
     func get(_ name: String) async throws -> Pod {

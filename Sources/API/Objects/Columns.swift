@@ -33,6 +33,16 @@ public enum Table {
         case let sets as [ReplicaSet]:
             header = ["NAME", "DESIRED", "CURRENT", "READY", "AGE"]
             rows = sets.map { rs in [rs.metadata.name, "\(rs.spec.replicas)", "\(rs.status.replicas)", "\(rs.status.readyReplicas)", age(rs.metadata)] }
+        case let events as [Event]:
+            header = ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+            rows = events.sorted { $0.lastTimestamp.seconds < $1.lastTimestamp.seconds }.map { event in
+                let seen = event.hasLastTimestamp ? event.lastTimestamp : event.metadata.creationTimestamp
+                var meta = ObjectMeta()
+                meta.creationTimestamp = seen
+                let count = event.count > 1 ? " (x\(event.count))" : ""
+                return [age(meta) + count, event.type, event.reason,
+                        "\(event.involvedObject.kind.lowercased())/\(event.involvedObject.name)", event.message]
+            }
         case let namespaces as [Namespace]:
             header = ["NAME", "STATUS", "AGE"]
             rows = namespaces.map { [$0.metadata.name, $0.status.phase, age($0.metadata)] }

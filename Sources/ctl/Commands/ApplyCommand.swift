@@ -69,9 +69,13 @@ struct DeleteCommand: AsyncParsableCommand {
     @Option(help: "Seconds a pod gets to stop (default: its terminationGracePeriodSeconds).") var gracePeriod: Int64?
     @Flag(help: "Delete at once (grace period 0), without waiting for the node to stop the pod.") var force = false
     @Option(help: "Wait until the object is gone (true, like kubectl) or return at once (false).") var wait = true
+    @Option(help: "What happens to what the object owns: background (deleted after it), foreground (deleted before it) or orphan (kept).")
+    var cascade = "background"
     @OptionGroup var client: ClientOptions
 
     func run() async throws {
+        let policies = ["background": "Background", "foreground": "Foreground", "orphan": "Orphan"]
+        guard policies[cascade.lowercased()] != nil else { throw ValidationError("--cascade must be background, foreground or orphan, not \"\(cascade)\"") }
         var targets: [(any APIObject.Type, String, String)] = []
         for path in filename {
             for item in try Manifests.load(path: path) {
@@ -104,9 +108,12 @@ struct DeleteCommand: AsyncParsableCommand {
     /// Terminating, until its agent has stopped its processes.
     func delete<T: APIObject>(_ type: T.Type, namespace: String, name: String, client: APIClient) async throws {
         let grace = force ? 0 : gracePeriod
-        let left = try await client.delete(T.self, namespace: namespace, name: name, gracePeriodSeconds: grace)
+        let policy = ["background": "Background", "foreground": "Foreground", "orphan": "Orphan"][cascade.lowercased()]
+        let left = try await client.delete(T.self, namespace: namespace, name: name, gracePeriodSeconds: grace,
+                                           propagationPolicy: policy == "Background" ? nil : policy)
         guard wait, left.metadata.hasDeletionTimestamp else { return }
-        let limit = Date().addingTimeInterval(Double(left.metadata.deletionGracePeriodSeconds) + 60)
+        // Foreground and namespaces wait for what they own: give them longer.
+        let limit = Date().addingTimeInterval(Double(left.metadata.deletionGracePeriodSeconds) + (left.metadata.finalizers.isEmpty && !(left is Namespace) ? 60 : 300))
         while Date() < limit {
             do {
                 let current = try await client.get(T.self, namespace: namespace, name: name)
