@@ -17,6 +17,29 @@ public enum Tools {
         public let output: String
     }
 
+    /// `run` on a thread of its own: waiting for a slow tool (a CLI following a rollout) must not
+    /// hold one of the few threads every async test in this process shares.
+    public static func runDetached(_ tool: String, _ arguments: [String], input: String? = nil) async throws -> Output {
+        try await withCheckedThrowingContinuation { continuation in
+            let thread = Thread { continuation.resume(with: Result { try run(tool, arguments, input: input) }) }
+            thread.start()
+        }
+    }
+
+    /// Runs blocking work (reading a child's pipe, say) on a thread of its own (see `runDetached`).
+    public static func detached<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread { continuation.resume(with: Result { try body() }) }.start()
+        }
+    }
+
+    /// Waits for a process to exit on a thread of its own (see `runDetached`).
+    public static func waitForExit(_ process: Process) async {
+        await withCheckedContinuation { continuation in
+            Thread { process.waitUntilExit(); continuation.resume() }.start()
+        }
+    }
+
     /// Runs `tool` with `arguments`, standard output and error together; waits for it to exit.
     public static func run(_ tool: String, _ arguments: [String], input: String? = nil) throws -> Output {
         let process = Process()

@@ -9,8 +9,8 @@ struct APIServerTests {
     @Test func anonymousRequestsGet401ExceptHealth() async throws {
         let server = try await ServerHarness()
         defer { Task { await server.stop() } }
-        #expect(try server.request("/livez", authenticated: false).body == "ok")
-        let denied = try server.request("/api/v1/namespaces/default/pods", authenticated: false)
+        #expect(try await server.request("/livez", authenticated: false).body == "ok")
+        let denied = try await server.request("/api/v1/namespaces/default/pods", authenticated: false)
         #expect(denied.code == 401)
         #expect(denied.json?["reason"] == .string("Unauthorized"))
         #expect(denied.json?["kind"] == .string("Status"))
@@ -19,83 +19,83 @@ struct APIServerTests {
 
     @Test func crudConflictsAndErrorsAreKubernetesShaped() async throws {
         let server = try await ServerHarness()
-        let created = try server.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("web", labels: ["app": "web"]))
+        let created = try await server.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("web", labels: ["app": "web"]))
         #expect(created.code == 201, "\(created.body)")
         let pod = try Pod(jsonString: created.body)
         #expect(pod.metadata.resourceVersion == "1" && !pod.metadata.uid.isEmpty)
 
-        #expect(try server.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("web")).json?["reason"] == .string("AlreadyExists"))
-        let fetched = try server.request("/api/v1/namespaces/default/pods/web")
+        #expect(try await server.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("web")).json?["reason"] == .string("AlreadyExists"))
+        let fetched = try await server.request("/api/v1/namespaces/default/pods/web")
         #expect(try Pod(jsonString: fetched.body) == pod)
 
         var changed = pod
         changed.metadata.labels["v"] = "2"
-        let updated = try server.request("PUT", "/api/v1/namespaces/default/pods/web", body: changed.jsonString())
+        let updated = try await server.request("PUT", "/api/v1/namespaces/default/pods/web", body: changed.jsonString())
         #expect(try updated.code == 200 && Pod(jsonString: updated.body).metadata.resourceVersion == "2")
-        let stale = try server.request("PUT", "/api/v1/namespaces/default/pods/web", body: changed.jsonString())
+        let stale = try await server.request("PUT", "/api/v1/namespaces/default/pods/web", body: changed.jsonString())
         #expect(stale.code == 409 && stale.json?["reason"] == .string("Conflict"))
 
         // Spec and status are written separately.
         var withStatus = try Pod(jsonString: updated.body)
         withStatus.status.phase = "Running"
         withStatus.spec.containers[0].command = ["ignored"]
-        let statusReply = try server.request("PUT", "/api/v1/namespaces/default/pods/web/status", body: withStatus.jsonString())
+        let statusReply = try await server.request("PUT", "/api/v1/namespaces/default/pods/web/status", body: withStatus.jsonString())
         let afterStatus = try Pod(jsonString: statusReply.body)
         #expect(afterStatus.status.phase == "Running" && afterStatus.spec.containers[0].command == ["sleep", "3600"])
 
-        let invalid = try server.request("POST", "/api/v1/namespaces/default/pods", body: #"{"metadata":{"name":"Bad_Name"},"spec":{"containers":[{"name":"c","command":["x"]}]}}"#)
+        let invalid = try await server.request("POST", "/api/v1/namespaces/default/pods", body: #"{"metadata":{"name":"Bad_Name"},"spec":{"containers":[{"name":"c","command":["x"]}]}}"#)
         #expect(invalid.code == 422 && invalid.body.contains(#"metadata.name: Invalid value: \"Bad_Name\""#), "\(invalid.body)")
-        let malformed = try server.request("POST", "/api/v1/namespaces/default/pods", body: #"{"metadata": {"#)
+        let malformed = try await server.request("POST", "/api/v1/namespaces/default/pods", body: #"{"metadata": {"#)
         #expect(malformed.code == 400 && malformed.json?["reason"] == .string("BadRequest"))
-        let unknown = try server.request("POST", "/api/v1/namespaces/default/pods", body: #"{"metadata":{"name":"a"},"spec":{"containerz":[]}}"#)
+        let unknown = try await server.request("POST", "/api/v1/namespaces/default/pods", body: #"{"metadata":{"name":"a"},"spec":{"containerz":[]}}"#)
         #expect(unknown.code == 400 && unknown.body.contains(#"unknown field \"spec.containerz\""#), "\(unknown.body)")
-        let wrongNamespace = try server.request("POST", "/api/v1/namespaces/other/pods", body: podJSON("x"))
+        let wrongNamespace = try await server.request("POST", "/api/v1/namespaces/other/pods", body: podJSON("x"))
         #expect(wrongNamespace.code == 400)
-        #expect(try server.request("/api/v1/namespaces/default/pods/nope").code == 404)
-        #expect(try server.request("/api/v1/namespaces/default/widgets").code == 404)
+        #expect(try await server.request("/api/v1/namespaces/default/pods/nope").code == 404)
+        #expect(try await server.request("/api/v1/namespaces/default/widgets").code == 404)
 
-        let deleted = try server.request("DELETE", "/api/v1/namespaces/default/pods/web")
+        let deleted = try await server.request("DELETE", "/api/v1/namespaces/default/pods/web")
         #expect(deleted.code == 200)
-        #expect(try server.request("/api/v1/namespaces/default/pods/web").code == 404)
+        #expect(try await server.request("/api/v1/namespaces/default/pods/web").code == 404)
         await server.stop()
     }
 
     @Test func everyKindHasItsPaths() async throws {
         let server = try await ServerHarness()
-        let node = try server.request("POST", "/api/v1/nodes", body: TestObjects.node("n1").jsonString())
+        let node = try await server.request("POST", "/api/v1/nodes", body: TestObjects.node("n1").jsonString())
         #expect(node.code == 201, "\(node.body)")
-        #expect(try server.request("/api/v1/nodes/n1").code == 200)
-        #expect(try server.request("POST", "/api/v1/namespaces", body: #"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"team-a"}}"#).code == 201)
-        #expect(try server.request("/api/v1/namespaces/team-a").json?["status"]?["phase"] == .string("Active"))
-        let deployment = try server.request("POST", "/apis/apps/v1/namespaces/default/deployments",
+        #expect(try await server.request("/api/v1/nodes/n1").code == 200)
+        #expect(try await server.request("POST", "/api/v1/namespaces", body: #"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"team-a"}}"#).code == 201)
+        #expect(try await server.request("/api/v1/namespaces/team-a").json?["status"]?["phase"] == .string("Active"))
+        let deployment = try await server.request("POST", "/apis/apps/v1/namespaces/default/deployments",
                                             body: #"{"metadata":{"name":"d"},"spec":{"selector":{"matchLabels":{"a":"b"}},"template":{"metadata":{"labels":{"a":"b"}},"spec":{"containers":[{"name":"c","command":["x"]}]}}}}"#)
         #expect(deployment.code == 201, "\(deployment.body)")
-        #expect(try server.request("/apis/apps/v1/deployments").json?["items"].map { if case .array(let a) = $0 { a.count } else { 0 } } == 1)
-        let lease = try server.request("POST", "/apis/coordination.k8s.io/v1/namespaces/default/leases", body: #"{"metadata":{"name":"l"},"spec":{"holderIdentity":"me"}}"#)
+        #expect(try await server.request("/apis/apps/v1/deployments").json?["items"].map { if case .array(let a) = $0 { a.count } else { 0 } } == 1)
+        let lease = try await server.request("POST", "/apis/coordination.k8s.io/v1/namespaces/default/leases", body: #"{"metadata":{"name":"l"},"spec":{"holderIdentity":"me"}}"#)
         #expect(lease.code == 201, "\(lease.body)")
         // Discovery.
-        #expect(try server.request("/api").json?["versions"] == .array([.string("v1")]))
-        #expect(try server.request("/apis/apps/v1").body.contains(#""name":"deployments""#))
-        #expect(try server.request("/version").json?["major"] == .string("1"))
+        #expect(try await server.request("/api").json?["versions"] == .array([.string("v1")]))
+        #expect(try await server.request("/apis/apps/v1").body.contains(#""name":"deployments""#))
+        #expect(try await server.request("/version").json?["major"] == .string("1"))
         await server.stop()
     }
 
     @Test func selectorsAndPagination() async throws {
         let server = try await ServerHarness()
         for i in 0..<7 {
-            _ = try server.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("p\(i)", labels: ["parity": i % 2 == 0 ? "even" : "odd"]))
+            _ = try await server.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("p\(i)", labels: ["parity": i % 2 == 0 ? "even" : "odd"]))
         }
-        let odd = try server.request("/api/v1/namespaces/default/pods?labelSelector=parity%3Dodd")
+        let odd = try await server.request("/api/v1/namespaces/default/pods?labelSelector=parity%3Dodd")
         #expect(odd.body.components(separatedBy: #""kind":"Pod""#).count - 1 == 3)
-        let byName = try server.request("/api/v1/pods?fieldSelector=metadata.name%3Dp4")
+        let byName = try await server.request("/api/v1/pods?fieldSelector=metadata.name%3Dp4")
         #expect(byName.body.components(separatedBy: #""kind":"Pod""#).count - 1 == 1)
-        #expect(try server.request("/api/v1/pods?fieldSelector=spec.bogus%3Dx").code == 400)
-        #expect(try server.request("/api/v1/pods?labelSelector=a%20in%20(").code == 400)
+        #expect(try await server.request("/api/v1/pods?fieldSelector=spec.bogus%3Dx").code == 400)
+        #expect(try await server.request("/api/v1/pods?labelSelector=a%20in%20(").code == 400)
 
         var names: [String] = []
         var token = ""
         repeat {
-            let page = try server.request("/api/v1/namespaces/default/pods?limit=3" + (token.isEmpty ? "" : "&continue=\(token)"))
+            let page = try await server.request("/api/v1/namespaces/default/pods?limit=3" + (token.isEmpty ? "" : "&continue=\(token)"))
             let list = try PodList(jsonString: page.body)
             names += list.items.map(\.metadata.name)
             token = list.metadata.continue.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""
@@ -108,7 +108,7 @@ struct APIServerTests {
         let server = try await ServerHarness()
         let file = (server.dir.path as NSString).appendingPathComponent("pod.pb")
         try Data(TestObjects.pod("binary").protobufBytes()).write(to: URL(fileURLWithPath: file))
-        let created = try server.request("POST", "/api/v1/namespaces/default/pods", bodyFile: file, contentType: WireFormat.protobuf.rawValue, accept: WireFormat.protobuf.rawValue,
+        let created = try await server.request("POST", "/api/v1/namespaces/default/pods", bodyFile: file, contentType: WireFormat.protobuf.rawValue, accept: WireFormat.protobuf.rawValue,
                                          outputFile: (server.dir.path as NSString).appendingPathComponent("reply.pb"))
         #expect(created.code == 201)
         let reply = try Data(contentsOf: URL(fileURLWithPath: (server.dir.path as NSString).appendingPathComponent("reply.pb")))
@@ -116,41 +116,41 @@ struct APIServerTests {
         #expect(pod.metadata.name == "binary" && pod.metadata.resourceVersion == "1")
         let garbage = (server.dir.path as NSString).appendingPathComponent("garbage.pb")
         try Data([0x1A, 0xFF, 0xFF, 0x01]).write(to: URL(fileURLWithPath: garbage))
-        let bad = try server.request("POST", "/api/v1/namespaces/default/pods", bodyFile: garbage, contentType: WireFormat.protobuf.rawValue)
+        let bad = try await server.request("POST", "/api/v1/namespaces/default/pods", bodyFile: garbage, contentType: WireFormat.protobuf.rawValue)
         #expect(bad.code == 400 && bad.body.contains("malformed protobuf"))
         await server.stop()
     }
 
     @Test func watchStreamsChangesAfterARevisionAndEndsOnTimeout() async throws {
         let server = try await ServerHarness()
-        _ = try server.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("a"))
-        _ = try server.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("b"))
-        _ = try server.request("DELETE", "/api/v1/namespaces/default/pods/a")
-        _ = try server.request("POST", "/api/v1/nodes", body: TestObjects.node("n").jsonString())
-        let watched = try server.request("/api/v1/namespaces/default/pods?watch=true&resourceVersion=1&timeoutSeconds=1")
+        _ = try await server.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("a"))
+        _ = try await server.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("b"))
+        _ = try await server.request("DELETE", "/api/v1/namespaces/default/pods/a")
+        _ = try await server.request("POST", "/api/v1/nodes", body: TestObjects.node("n").jsonString())
+        let watched = try await server.request("/api/v1/namespaces/default/pods?watch=true&resourceVersion=1&timeoutSeconds=1")
         let lines = watched.body.split(separator: "\n").map { try! JSONParser.parse(String($0)) }
         #expect(lines.map { $0["type"] } == [.string("ADDED"), .string("DELETED")])
         #expect(lines.map { $0["object"]?["metadata"]?["resourceVersion"] } == [.string("2"), .string("3")])
         // Without a resourceVersion: the current objects, then changes.
-        let fresh = try server.request("/api/v1/namespaces/default/pods?watch=1&timeoutSeconds=1")
+        let fresh = try await server.request("/api/v1/namespaces/default/pods?watch=1&timeoutSeconds=1")
         #expect(fresh.body.split(separator: "\n").count == 1 && fresh.body.contains(#""name":"b""#))
         await server.stop()
     }
 
     @Test func idleWatchesSendBookmarksAndVanishedClientsAreNoticed() async throws {
         let server = try await ServerHarness { $0.limits.bookmarkInterval = .milliseconds(200) }
-        _ = try server.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("a"))
-        let idle = try server.request("/api/v1/namespaces/default/pods?watch=true&resourceVersion=1&timeoutSeconds=1")
+        _ = try await server.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("a"))
+        let idle = try await server.request("/api/v1/namespaces/default/pods?watch=true&resourceVersion=1&timeoutSeconds=1")
         let lines = idle.body.split(separator: "\n").map { try! JSONParser.parse(String($0)) }
         #expect(!lines.isEmpty && lines.allSatisfy { $0["type"] == .string("BOOKMARK") }, "\(idle.body)")
         #expect(lines.first?["object"]?["metadata"]?["resourceVersion"] == .string("1"))
         #expect(lines.first?["object"]?["kind"] == .string("Pod"))
 
         // A client that goes away (curl gives up after 1 s) frees its server-side watch.
-        _ = try server.request("/api/v1/namespaces/default/pods?watch=true&resourceVersion=1", extra: ["--max-time", "1"])
+        _ = try await server.request("/api/v1/namespaces/default/pods?watch=true&resourceVersion=1", extra: ["--max-time", "1"])
         var watchers = -1
         for _ in 0..<50 {  // bounded: 50 × 100 ms
-            let metrics = try server.request("/metrics").body
+            let metrics = try await server.request("/metrics").body
             let line = metrics.split(separator: "\n").first { $0.hasPrefix("cox_apiserver_watchers ") }
             watchers = Int(line?.split(separator: " ").last ?? "") ?? -1
             if watchers == 0 { break }
@@ -186,7 +186,7 @@ struct APIServerTests {
         for (label, body, format) in bodies {
             let file = (server.dir.path as NSString).appendingPathComponent("body")
             try Data(body).write(to: URL(fileURLWithPath: file))
-            let reply = try server.request("POST", "/api/v1/namespaces/default/pods", bodyFile: file, contentType: format.rawValue)
+            let reply = try await server.request("POST", "/api/v1/namespaces/default/pods", bodyFile: file, contentType: format.rawValue)
             if (200..<300).contains(reply.code) {
                 // A random mutation can still be a valid pod; then it must really be stored.
                 #expect(format == .protobuf, "\(label) was accepted")
@@ -194,54 +194,54 @@ struct APIServerTests {
             }
             #expect((400..<500).contains(reply.code), "\(label): \(reply.code) \(reply.body.prefix(200))")
             #expect(reply.json?["kind"] == .string("Status"), "\(label): \(reply.body.prefix(200))")
-            #expect(try server.request("/livez", authenticated: false).body == "ok", "the server died on \(label)")
+            #expect(try await server.request("/livez", authenticated: false).body == "ok", "the server died on \(label)")
         }
         await server.stop()
     }
 
     @Test func bindingGracefulDeletionAndPodSpecImmutability() async throws {
         let server = try await ServerHarness()
-        _ = try server.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("web"))
+        _ = try await server.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("web"))
         let binding = #"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"web"},"target":{"kind":"Node","name":"n1"}}"#
-        let bound = try server.request("POST", "/api/v1/namespaces/default/pods/web/binding", body: binding)
+        let bound = try await server.request("POST", "/api/v1/namespaces/default/pods/web/binding", body: binding)
         #expect(bound.code == 201 && bound.json?["status"] == .string("Success"), "\(bound.body)")
-        let again = try server.request("POST", "/api/v1/namespaces/default/pods/web/binding", body: binding.replacingOccurrences(of: "n1", with: "n2"))
+        let again = try await server.request("POST", "/api/v1/namespaces/default/pods/web/binding", body: binding.replacingOccurrences(of: "n1", with: "n2"))
         #expect(again.code == 409 && again.body.contains(#"already assigned to node \"n1\""#), "\(again.body)")
 
         // The spec is fixed once created (but for images), and the node only changes by binding.
-        var pod = try Pod(jsonString: try server.request("/api/v1/namespaces/default/pods/web").body)
+        var pod = try Pod(jsonString: try await server.request("/api/v1/namespaces/default/pods/web").body)
         var moved = pod
         moved.spec.nodeName = "n2"
-        let move = try server.request("PUT", "/api/v1/namespaces/default/pods/web", body: moved.jsonString())
+        let move = try await server.request("PUT", "/api/v1/namespaces/default/pods/web", body: moved.jsonString())
         #expect(move.code == 422 && move.body.contains("spec.nodeName: Forbidden"), "\(move.body)")
         var changed = pod
         changed.spec.containers[0].command = ["true"]
-        #expect(try server.request("PUT", "/api/v1/namespaces/default/pods/web", body: changed.jsonString()).code == 422)
+        #expect(try await server.request("PUT", "/api/v1/namespaces/default/pods/web", body: changed.jsonString()).code == 422)
         pod.spec.containers[0].image = "busybox:2"
-        #expect(try server.request("PUT", "/api/v1/namespaces/default/pods/web", body: pod.jsonString()).code == 200)
+        #expect(try await server.request("PUT", "/api/v1/namespaces/default/pods/web", body: pod.jsonString()).code == 200)
 
         // A pod on a node is only marked for deletion; its agent finishes it with grace 0.
-        let marked = try server.request("DELETE", "/api/v1/namespaces/default/pods/web")
+        let marked = try await server.request("DELETE", "/api/v1/namespaces/default/pods/web")
         let terminating = try Pod(jsonString: marked.body)
         #expect(marked.code == 200 && terminating.metadata.hasDeletionTimestamp && terminating.metadata.deletionGracePeriodSeconds == 30)
-        #expect(try server.request("/api/v1/namespaces/default/pods/web").code == 200)
-        #expect(try server.request("DELETE", "/api/v1/namespaces/default/pods/web?gracePeriodSeconds=0").code == 200)
-        #expect(try server.request("/api/v1/namespaces/default/pods/web").code == 404)
+        #expect(try await server.request("/api/v1/namespaces/default/pods/web").code == 200)
+        #expect(try await server.request("DELETE", "/api/v1/namespaces/default/pods/web?gracePeriodSeconds=0").code == 200)
+        #expect(try await server.request("/api/v1/namespaces/default/pods/web").code == 404)
         // An unbound pod goes at once.
-        _ = try server.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("loose"))
-        _ = try server.request("DELETE", "/api/v1/namespaces/default/pods/loose")
-        #expect(try server.request("/api/v1/namespaces/default/pods/loose").code == 404)
+        _ = try await server.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("loose"))
+        _ = try await server.request("DELETE", "/api/v1/namespaces/default/pods/loose")
+        #expect(try await server.request("/api/v1/namespaces/default/pods/loose").code == 404)
         await server.stop()
     }
 
     @Test func limitsAnswer413And429() async throws {
         let server = try await ServerHarness { $0.limits.maxBodyBytes = 4096 }
         let big = podJSON("big").replacingOccurrences(of: #""labels":{}"#, with: "") .replacingOccurrences(of: "sleep", with: String(repeating: "s", count: 8000))
-        let tooLarge = try server.request("POST", "/api/v1/namespaces/default/pods", body: big)
+        let tooLarge = try await server.request("POST", "/api/v1/namespaces/default/pods", body: big)
         #expect(tooLarge.code == 413 && tooLarge.json?["reason"] == .string("RequestEntityTooLarge"), "\(tooLarge.body)")
         await server.stop()
         let busy = try await ServerHarness { $0.limits.maxInflightRequests = 0 }
-        let refused = try busy.request("/api/v1/namespaces/default/pods", extra: ["-D", "-"])
+        let refused = try await busy.request("/api/v1/namespaces/default/pods", extra: ["-D", "-"])
         #expect(refused.body.contains("429") && refused.body.lowercased().contains("retry-after: 1"), "\(refused.body)")
         await busy.stop()
     }
@@ -249,33 +249,33 @@ struct APIServerTests {
     @Test func objectsAndWatchesSurviveARestart() async throws {
         let dir = TemporaryDirectory()
         let first = try await ServerHarness(dir: dir)
-        _ = try first.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("kept"))
+        _ = try await first.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("kept"))
         await first.stop()
         let second = try await ServerHarness(dir: dir)
-        #expect(try second.request("/api/v1/namespaces/default/pods/kept").code == 200)
-        _ = try second.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("new"))
-        let resumed = try second.request("/api/v1/namespaces/default/pods?watch=true&resourceVersion=1&timeoutSeconds=1")
+        #expect(try await second.request("/api/v1/namespaces/default/pods/kept").code == 200)
+        _ = try await second.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("new"))
+        let resumed = try await second.request("/api/v1/namespaces/default/pods?watch=true&resourceVersion=1&timeoutSeconds=1")
         #expect(resumed.body.split(separator: "\n").count == 1 && resumed.body.contains(#""name":"new""#))
         await second.stop()
     }
 
     @Test func independentToolsInteroperate() async throws {
         let server = try await ServerHarness()
-        _ = try server.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("seen"))
+        _ = try await server.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("seen"))
         if let openssl = Tools.find("openssl") {
-            let handshake = try Tools.run(openssl, ["s_client", "-connect", "127.0.0.1:\(server.port)", "-CAfile", "\(server.pki)/ca.crt",
+            let handshake = try await Tools.runDetached(openssl, ["s_client", "-connect", "127.0.0.1:\(server.port)", "-CAfile", "\(server.pki)/ca.crt",
                                                     "-verify_return_error", "-verify_hostname", "localhost", "-brief"], input: "")
             #expect(handshake.output.contains("Verification: OK"), "\(handshake.output)")
-            let old = try Tools.run(openssl, ["s_client", "-connect", "127.0.0.1:\(server.port)", "-tls1_1", "-brief"], input: "")
+            let old = try await Tools.runDetached(openssl, ["s_client", "-connect", "127.0.0.1:\(server.port)", "-tls1_1", "-brief"], input: "")
             #expect(!old.output.contains("Verification: OK"), "TLS 1.1 must be refused")
         } else {
             print("openssl not installed: skipping the openssl checks")
         }
         if let kubectl = Tools.find("kubectl") {
-            let raw = try Tools.run(kubectl, ["--kubeconfig", server.kubeconfig, "get", "--raw", "/api/v1/namespaces/default/pods"])
+            let raw = try await Tools.runDetached(kubectl, ["--kubeconfig", server.kubeconfig, "get", "--raw", "/api/v1/namespaces/default/pods"])
             #expect(raw.status == 0 && raw.output.contains(#""name":"seen""#), "\(raw.output)")
             // kubectl asks for a Table and prints the server's columns.
-            let table = try Tools.run(kubectl, ["--kubeconfig", server.kubeconfig, "get", "pods"])
+            let table = try await Tools.runDetached(kubectl, ["--kubeconfig", server.kubeconfig, "get", "pods"])
             #expect(table.status == 0 && table.output.hasPrefix("NAME   READY   STATUS    RESTARTS   AGE\nseen   0/1     Pending   0"), "\(table.output)")
         } else {
             print("kubectl not installed: skipping the kubectl check")
@@ -283,7 +283,7 @@ struct APIServerTests {
         // A client certificate from another CA fails the handshake.
         let other = TemporaryDirectory()
         let foreign = try PKIForTests.bootstrap(other.path)
-        let rejected = try Tools.run(server.curl, ["-sS", "--cacert", "\(server.pki)/ca.crt", "--cert", "\(foreign)/admin.crt", "--key", "\(foreign)/admin.key",
+        let rejected = try await Tools.runDetached(server.curl, ["-sS", "--cacert", "\(server.pki)/ca.crt", "--cert", "\(foreign)/admin.crt", "--key", "\(foreign)/admin.key",
                                                    "-o", "/dev/null", "-w", "%{http_code}", server.base + "/api/v1/namespaces/default/pods"])
         #expect(rejected.status != 0, "curl must fail the TLS handshake: \(rejected.output)")
         await server.stop()

@@ -53,18 +53,18 @@ struct EndToEndTests {
         let watchdog = DispatchWorkItem { [first] in kill(first.process.processIdentifier, SIGKILL) }
         DispatchQueue.global().asyncAfter(deadline: .now() + 120, execute: watchdog)
         defer { watchdog.cancel() }
-        let banner = try first.read(until: "deployment/web created")
+        let banner = try await Tools.detached { try first.read(until: "deployment/web created") }
         #expect(banner.contains("Coxswain is up") && banner.contains("pod/hello created"), "\(banner)")
         #expect(first.port > 0)
         let kubeconfig = (dir.path as NSString).appendingPathComponent(".cox/admin.kubeconfig")
 
-        func cox(_ args: String...) throws -> Tools.Output {
-            try Tools.run(binary, args + ["--kubeconfig", kubeconfig])
+        func cox(_ args: String...) async throws -> Tools.Output {
+            try await Tools.runDetached(binary, args + ["--kubeconfig", kubeconfig])
         }
         // The local agent runs the example pods as real processes.
-        var pods = try cox("get", "pods")
+        var pods = try await cox("get", "pods")
         for _ in 0..<100 {
-            pods = try cox("get", "pods")
+            pods = try await cox("get", "pods")
             if pods.output.split(separator: "\n").contains(where: { $0.hasPrefix("hello ") && $0.contains("Running") }) { break }
             try await Task.sleep(for: .milliseconds(200))
         }
@@ -73,19 +73,19 @@ struct EndToEndTests {
         #expect(helloRunning, "\(pods.output)")
         var heartbeat = ""
         for _ in 0..<50 where !heartbeat.contains("alive") {
-            heartbeat = try cox("logs", "hello", "-c", "heartbeat").output
+            heartbeat = try await cox("logs", "hello", "-c", "heartbeat").output
             if !heartbeat.contains("alive") { try await Task.sleep(for: .milliseconds(200)) }
         }
         #expect(heartbeat.hasPrefix("alive "), "cox logs shows the container's output: \(heartbeat)")
-        let again = try cox("apply", "-f", manifests)
+        let again = try await cox("apply", "-f", manifests)
         #expect(again.output.contains("pod/hello unchanged") && again.output.contains("deployment/web unchanged"), "\(again.output)")
-        let unknown = try cox("get", "widgets")
+        let unknown = try await cox("get", "widgets")
         #expect(unknown.status != 0 && unknown.output.contains("known: namespaces, pods"), "\(unknown.output)")
-        let yaml = try cox("get", "pod", "hello", "-o", "yaml")
+        let yaml = try await cox("get", "pod", "hello", "-o", "yaml")
         #expect(yaml.status == 0 && yaml.output.hasPrefix("apiVersion: v1\nkind: Pod\nmetadata:\n"), "\(yaml.output)")
-        let reapplied = try Tools.run(binary, ["apply", "-f", "-", "--kubeconfig", kubeconfig], input: yaml.output)
+        let reapplied = try await Tools.runDetached(binary, ["apply", "-f", "-", "--kubeconfig", kubeconfig], input: yaml.output)
         #expect(reapplied.output.contains("pod/hello unchanged"), "-o yaml output is a manifest: \(reapplied.output)")
-        let described = try cox("describe", "pod", "hello")
+        let described = try await cox("describe", "pod", "hello")
         #expect(described.status == 0 && described.output.contains("Name:             hello") && described.output.contains("Containers:"), "\(described.output)")
 
         // `cox get pods -w` prints the list, then each change as a row.
@@ -96,34 +96,38 @@ struct EndToEndTests {
         watcher.standardOutput = watched
         try watcher.run()
         defer { if watcher.isRunning { kill(watcher.processIdentifier, SIGKILL) } }
-        var seen = ""
-        func readWatch(until marker: String) {
-            let deadline = Date().addingTimeInterval(30)
-            while !seen.contains(marker) && Date() < deadline {
-                let chunk = watched.fileHandleForReading.availableData
-                if chunk.isEmpty { break }
-                seen += String(decoding: chunk, as: UTF8.self)
+        let handle = watched.fileHandleForReading
+        @Sendable func readWatch(until marker: String, after seen: String) async throws -> String {
+            try await Tools.detached {
+                var seen = seen
+                let deadline = Date().addingTimeInterval(30)
+                while !seen.contains(marker) && Date() < deadline {
+                    let chunk = handle.availableData
+                    if chunk.isEmpty { break }
+                    seen += String(decoding: chunk, as: UTF8.self)
+                }
+                return seen
             }
         }
-        readWatch(until: "hello")
+        var seen = try await readWatch(until: "hello", after: "")
         let extra = TestObjects.pod("watched").jsonString()
-        _ = try Tools.run(binary, ["apply", "-f", "-", "--kubeconfig", kubeconfig], input: extra)
-        readWatch(until: "watched")
+        _ = try await Tools.runDetached(binary, ["apply", "-f", "-", "--kubeconfig", kubeconfig], input: extra)
+        seen = try await readWatch(until: "watched", after: seen)
         #expect(seen.hasPrefix("NAME") && seen.contains("watched") && seen.components(separatedBy: "NAME").count == 2, "\(seen)")
         kill(watcher.processIdentifier, SIGINT)
-        watcher.waitUntilExit()
-        _ = try cox("delete", "pod", "watched")
+        await Tools.waitForExit(watcher)
+        _ = try await cox("delete", "pod", "watched")
 
-        #expect(first.interrupt() == 0, "Ctrl-C is a clean shutdown")
+        #expect(try await Tools.detached { first.interrupt() } == 0, "Ctrl-C is a clean shutdown")
         #expect(Self.processes(containing: "alive $(date").isEmpty, "Ctrl-C stops the pods' processes")
 
         let second = try Up(cox: binary, dir: dir.path, manifests: nil)
-        _ = try second.read(until: "Ctrl-C stops it.")
-        let kept = try cox("get", "deploy", "-o", "name")
+        _ = try await Tools.detached { try second.read(until: "Ctrl-C stops it.") }
+        let kept = try await cox("get", "deploy", "-o", "name")
         #expect(kept.output == "deployment/web\n", "\(kept.output)")
-        #expect(second.interrupt() == 0)
+        #expect(try await Tools.detached { second.interrupt() } == 0)
         #expect(Self.processes(containing: "alive $(date").isEmpty)
-        let down = try cox("get", "pods")
+        let down = try await cox("get", "pods")
         #expect(down.status != 0 && down.output.contains("cannot reach the API server"), "\(down.output)")
     }
 }
@@ -137,7 +141,8 @@ struct ServerShutdownTests {
         let port = try freePort()
         let server = Process()
         server.executableURL = URL(fileURLWithPath: binary)
-        server.arguments = ["server", "--data-dir", dir.path, "--port", "\(port)"]
+        // Without the controllers, whose informers would hold watches of their own.
+        server.arguments = ["server", "--data-dir", dir.path, "--port", "\(port)", "--no-controllers"]
         server.standardOutput = FileHandle.nullDevice
         server.standardError = FileHandle.nullDevice
         try server.run()
@@ -146,7 +151,7 @@ struct ServerShutdownTests {
         let auth = ["--cacert", "\(pki)/ca.crt", "--cert", "\(pki)/admin.crt", "--key", "\(pki)/admin.key"]
         var ready = false
         for _ in 0..<100 where !ready {
-            ready = (try? Tools.run(curl, ["-sf"] + auth + ["https://127.0.0.1:\(port)/readyz"]))?.output == "ok"
+            ready = (try? await Tools.runDetached(curl, ["-sf"] + auth + ["https://127.0.0.1:\(port)/readyz"]))?.output == "ok"
             if !ready { try await Task.sleep(for: .milliseconds(100)) }
         }
         try #require(ready, "cox server did not become ready")
@@ -164,7 +169,7 @@ struct ServerShutdownTests {
         defer { for watcher in watchers where watcher.isRunning { kill(watcher.processIdentifier, SIGKILL) } }
         var metrics = ""
         for _ in 0..<100 where !metrics.contains("cox_apiserver_watchers 2") {
-            metrics = (try? Tools.run(curl, ["-sS"] + auth + ["https://127.0.0.1:\(port)/metrics"]))?.output ?? ""
+            metrics = (try? await Tools.runDetached(curl, ["-sS"] + auth + ["https://127.0.0.1:\(port)/metrics"]))?.output ?? ""
             if !metrics.contains("cox_apiserver_watchers 2") { try await Task.sleep(for: .milliseconds(100)) }
         }
         try #require(metrics.contains("cox_apiserver_watchers 2"))

@@ -45,20 +45,20 @@ final class ServerHarness: @unchecked Sendable {
     }
 
     /// One request with curl as the admin (or, with `authenticated: false`, with no certificate).
-    func request(_ path: String, accept: String? = nil, authenticated: Bool = true, extra: [String] = []) throws -> Reply {
-        try request("GET", path, accept: accept, authenticated: authenticated, extra: extra)
+    func request(_ path: String, accept: String? = nil, authenticated: Bool = true, extra: [String] = []) async throws -> Reply {
+        try await request("GET", path, accept: accept, authenticated: authenticated, extra: extra)
     }
 
     func request(_ method: String, _ path: String, body: String? = nil, bodyFile: String? = nil,
                  contentType: String = "application/json", accept: String? = nil, authenticated: Bool = true,
-                 extra: [String] = [], outputFile: String? = nil) throws -> Reply {
+                 extra: [String] = [], outputFile: String? = nil) async throws -> Reply {
         var args = ["-sS", "--cacert", "\(pki)/ca.crt", "-X", method, "-o", outputFile ?? "-", "-w", "\n%{http_code}"]
         if authenticated { args += ["--cert", "\(pki)/admin.crt", "--key", "\(pki)/admin.key"] }
         if let body { args += ["-H", "Content-Type: \(contentType)", "--data-binary", body] }
         if let bodyFile { args += ["-H", "Content-Type: \(contentType)", "--data-binary", "@\(bodyFile)"] }
         if let accept { args += ["-H", "Accept: \(accept)"] }
         args += extra + [base + path]
-        let output = try Tools.run(curl, args).output
+        let output = try await Tools.runDetached(curl, args).output
         let lines = output.split(separator: "\n", omittingEmptySubsequences: false)
         return Reply(code: Int(lines.last ?? "") ?? -1, body: lines.dropLast().joined(separator: "\n"))
     }

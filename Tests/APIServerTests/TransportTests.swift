@@ -19,16 +19,16 @@ extension APIServerTests {
 
         @Test func http2ByALPNAndRequestMetrics() async throws {
             let server = try await ServerHarness()
-            let version = try server.request("/api/v1/namespaces/default/pods", extra: ["--http2", "-o", "/dev/null", "-w", "%{http_version}\n"])
+            let version = try await server.request("/api/v1/namespaces/default/pods", extra: ["--http2", "-o", "/dev/null", "-w", "%{http_version}\n"])
             #expect(version.body.hasSuffix("2"), "curl negotiated HTTP/\(version.body) instead of HTTP/2")
-            let old = try server.request("/api/v1/namespaces/default/pods", extra: ["--http1.1", "-o", "/dev/null", "-w", "%{http_version}\n"])
+            let old = try await server.request("/api/v1/namespaces/default/pods", extra: ["--http1.1", "-o", "/dev/null", "-w", "%{http_version}\n"])
             #expect(old.body.hasSuffix("1.1"), "HTTP/1.1 clients are still served")
 
             // The typed client (HTTP/2 by default) authenticates by its certificate over a stream channel.
             let api = try client(server)
             for i in 0..<3 { _ = try await api.create(TestObjects.pod("m\(i)")) }
             _ = try? await api.get(Pod.self, namespace: "default", name: "absent")
-            let metrics = try server.request("/metrics").body
+            let metrics = try await server.request("/metrics").body
             #expect(metrics.contains(#"cox_apiserver_requests_total{verb="create",resource="pods",code="201"} 3"#), "\(metrics)")
             #expect(metrics.contains(#"cox_apiserver_requests_total{verb="get",resource="pods",code="404"} 1"#))
             #expect(metrics.contains(#"cox_apiserver_requests_total{verb="list",resource="pods",code="200"} 2"#))
@@ -129,7 +129,7 @@ extension APIServerTests {
             }
             let fetched = try await api.get(Pod.self, namespace: "default", name: "seen-by-all")
             #expect(fetched.metadata.name == "seen-by-all")
-            let watchers = try server.request("/metrics").body.split(separator: "\n").first { $0.hasPrefix("cox_apiserver_watchers ") }
+            let watchers = try await server.request("/metrics").body.split(separator: "\n").first { $0.hasPrefix("cox_apiserver_watchers ") }
             #expect(watchers == "cox_apiserver_watchers 120")
             iterators.removeAll()
             try await api.shutdown()

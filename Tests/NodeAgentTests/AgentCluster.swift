@@ -71,10 +71,10 @@ final class AgentCluster: @unchecked Sendable {
         }
     }
 
-    func stopServer() {
+    func stopServer() async {
         guard let server else { return }
         kill(server.processIdentifier, SIGTERM)
-        server.waitUntilExit()
+        await Tools.waitForExit(server)
         self.server = nil
     }
 
@@ -112,7 +112,7 @@ final class AgentCluster: @unchecked Sendable {
             process.waitUntilExit()
         }
         agents = [:]
-        stopServer()
+        await stopServer()
         try? await client.shutdown()
         // Whatever is left of the tests' containers is a leak: report it, then kill it.
         let leaked = processes(matching: marker)
@@ -123,8 +123,8 @@ final class AgentCluster: @unchecked Sendable {
     /// PIDs whose command line contains `text`.
     func processes(matching text: String) -> [pid_t] { TestHost.processes(containing: text) }
 
-    func cox(_ arguments: String...) throws -> Tools.Output {
-        try Tools.run(binary, arguments + ["--kubeconfig", kubeconfig])
+    func cox(_ arguments: String...) async throws -> Tools.Output {
+        try await Tools.runDetached(binary, arguments + ["--kubeconfig", kubeconfig])
     }
 
     /// A pod on n1 running `sh -c SCRIPT` (the marker rides along as an argument).

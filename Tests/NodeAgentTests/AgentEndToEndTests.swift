@@ -21,12 +21,12 @@ struct AgentEndToEndTests {
             #expect(running.status.conditions.contains { $0.type == "Ready" && $0.status == "True" })
             #expect(running.status.hostIp == "127.0.0.1" && running.status.hasStartTime)
 
-            try await eventually("the log has the output") { (try? cluster.cox("logs", "web"))?.output == "hello from web\n" }
-            let table = try cluster.cox("get", "pods")
+            try await eventually("the log has the output") { (try? await cluster.cox("logs", "web"))?.output == "hello from web\n" }
+            let table = try await cluster.cox("get", "pods")
             #expect(table.output.contains("web    1/1     Running   0"), "\(table.output)")
 
             // `cox delete` waits until the agent has stopped the process and finalized the deletion.
-            let deleted = try cluster.cox("delete", "pod", "web")
+            let deleted = try await cluster.cox("delete", "pod", "web")
             #expect(deleted.status == 0 && deleted.output.contains(#"pod "web" deleted"#))
             #expect(kill(pid, 0) != 0, "the process is gone once delete returns")
             await #expect(throws: ClientError.self) { _ = try await cluster.get("web") }
@@ -37,7 +37,7 @@ struct AgentEndToEndTests {
         try await AgentCluster.run { cluster in
             _ = try await cluster.client.create(cluster.pod("stubborn", "trap '' TERM; while true; do sleep 1; done", grace: 1))
             try await eventually("stubborn is Running") { try await cluster.get("stubborn").status.phase == "Running" }
-            let deleted = try cluster.cox("delete", "pod", "stubborn")
+            let deleted = try await cluster.cox("delete", "pod", "stubborn")
             #expect(deleted.status == 0)
             #expect(cluster.processes(matching: cluster.marker).isEmpty, "SIGKILL after the grace period ended the process group")
         }
@@ -66,12 +66,12 @@ struct AgentEndToEndTests {
                 return status.restartCount >= 3
             }
             #expect(sawBackOff)
-            let table = try cluster.cox("get", "pods")
+            let table = try await cluster.cox("get", "pods")
             #expect(table.output.contains("crash"), "\(table.output)")
             if let t1 = restartsSeen[1], let t2 = restartsSeen[2], let t3 = restartsSeen[3] {
                 #expect(t3.timeIntervalSince(t2) > t2.timeIntervalSince(t1) * 1.2, "gaps grow: \(t2.timeIntervalSince(t1)) then \(t3.timeIntervalSince(t2))")
             }
-            let previous = try cluster.cox("logs", "crash", "-p")
+            let previous = try await cluster.cox("logs", "crash", "-p")
             #expect(previous.output == "boom\n", "\(previous.output)")
         }
     }
@@ -107,7 +107,7 @@ struct AgentEndToEndTests {
                 return survivor.status.phase == "Running" && finisher.status.phase == "Running"
             }
             let pid = try #require(cluster.pid(survivor))
-            cluster.stopServer()
+            await cluster.stopServer()
             try await Task.sleep(for: .seconds(30))  // 30 s without a server; finisher exits meanwhile
             #expect(kill(pid, 0) == 0, "pods keep running without the server")
             try await cluster.startServer()
@@ -191,8 +191,8 @@ struct AgentEndToEndTests {
     @Test func logsTailFollowAndTheAgentEndpointNeedsAClusterCertificate() async throws {
         try await AgentCluster.run { cluster in
             _ = try await cluster.client.create(cluster.pod("talker", "for i in 1 2 3 4 5; do echo line $i; done; while true; do echo tick; sleep 0.2; done"))
-            try await eventually("talker has written its first lines") { (try? cluster.cox("logs", "talker"))?.output.contains("line 5") == true }
-            let tail = try cluster.cox("logs", "talker", "--tail", "1")
+            try await eventually("talker has written its first lines") { (try? await cluster.cox("logs", "talker"))?.output.contains("line 5") == true }
+            let tail = try await cluster.cox("logs", "talker", "--tail", "1")
             #expect(tail.output.split(separator: "\n").count == 1, "\(tail.output)")
 
             // -f keeps streaming new lines.
@@ -202,23 +202,27 @@ struct AgentEndToEndTests {
             follower.arguments = ["logs", "talker", "-f", "--kubeconfig", cluster.kubeconfig]
             follower.standardOutput = out
             try follower.run()
-            var text = ""
-            let deadline = Date().addingTimeInterval(15)
-            while text.components(separatedBy: "tick").count < 20 && Date() < deadline {
-                text += String(decoding: out.fileHandleForReading.availableData, as: UTF8.self)
+            let handle = out.fileHandleForReading
+            let text = try await Tools.detached {
+                var text = ""
+                let deadline = Date().addingTimeInterval(15)
+                while text.components(separatedBy: "tick").count < 20 && Date() < deadline {
+                    text += String(decoding: handle.availableData, as: UTF8.self)
+                }
+                return text
             }
             kill(follower.processIdentifier, SIGTERM)
-            follower.waitUntilExit()
+            await Tools.waitForExit(follower)
             #expect(text.hasPrefix("line 1\n") && text.components(separatedBy: "tick").count >= 20, "\(text.suffix(200))")
 
             // The agent's endpoint: refused without a certificate from the cluster CA.
             let node = try await cluster.client.get(Node.self, namespace: "", name: "n1")
             let port = node.status.daemonEndpoints.kubeletEndpoint.port
             #expect(port > 0)
-            let anonymous = try Tools.run("/usr/bin/curl", ["-sS", "--cacert", "\(cluster.dir.path)/pki/ca.crt", "-o", "/dev/null", "-w", "%{http_code}",
+            let anonymous = try await Tools.runDetached("/usr/bin/curl", ["-sS", "--cacert", "\(cluster.dir.path)/pki/ca.crt", "-o", "/dev/null", "-w", "%{http_code}",
                                                             "https://127.0.0.1:\(port)/containerLogs/default/talker/main"])
             #expect(anonymous.status != 0 || anonymous.output.hasSuffix("000"), "no client certificate, no logs: \(anonymous.output)")
-            let admin = try Tools.run("/usr/bin/curl", ["-sS", "--cacert", "\(cluster.dir.path)/pki/ca.crt", "--cert", "\(cluster.dir.path)/pki/admin.crt",
+            let admin = try await Tools.runDetached("/usr/bin/curl", ["-sS", "--cacert", "\(cluster.dir.path)/pki/ca.crt", "--cert", "\(cluster.dir.path)/pki/admin.crt",
                                                         "--key", "\(cluster.dir.path)/pki/admin.key", "https://127.0.0.1:\(port)/containerLogs/default/talker/main?tailLines=1"])
             #expect(admin.status == 0 && admin.output.hasPrefix("tick"), "\(admin.output)")
         }

@@ -71,8 +71,8 @@ struct ControllerEndToEndTests {
             let binder = Self.binder(cluster.client)
             defer { binder.cancel() }
 
-            #expect(try cluster.cox("apply", "-f", try manifest(cluster, version: "v1")).status == 0)
-            let first = try cluster.cox("rollout", "status", "deployment/web", "--timeout", "60")
+            #expect(try await cluster.cox("apply", "-f", try manifest(cluster, version: "v1")).status == 0)
+            let first = try await cluster.cox("rollout", "status", "deployment/web", "--timeout", "60")
             #expect(first.status == 0 && first.output.contains(#"deployment "web" successfully rolled out"#), "\(first.output)")
             let v1Hash = try #require(try await webPods(cluster).first?.metadata.labels["pod-template-hash"])
 
@@ -95,21 +95,21 @@ struct ControllerEndToEndTests {
             }
             defer { watcher.cancel() }
             try await eventually("the watcher has listed") { lowest.withLock { $0 } != Int.max }
-            #expect(try cluster.cox("apply", "-f", try manifest(cluster, version: "v2")).status == 0)
-            let second = try cluster.cox("rollout", "status", "deployment/web", "--timeout", "60")
+            #expect(try await cluster.cox("apply", "-f", try manifest(cluster, version: "v2")).status == 0)
+            let second = try await cluster.cox("rollout", "status", "deployment/web", "--timeout", "60")
             #expect(second.status == 0, "\(second.output)")
             let v2Pods = try await webPods(cluster)
             #expect(v2Pods.count == 4 && v2Pods.allSatisfy { $0.metadata.labels["pod-template-hash"] != v1Hash && $0.spec.containers[0].command.last == "v2" })
             #expect(lowest.withLock { $0 } >= 3, "ready pods fell to \(lowest.withLock { $0 }) during the rollout")
             watcher.cancel()
 
-            let history = try cluster.cox("rollout", "history", "deployment/web")
+            let history = try await cluster.cox("rollout", "history", "deployment/web")
             #expect(history.output.contains("1         0") && history.output.contains("2         4"), "\(history.output)")
 
             // Undo: back to v1's ReplicaSet (now revision 3).
-            let undo = try cluster.cox("rollout", "undo", "deployment/web")
+            let undo = try await cluster.cox("rollout", "undo", "deployment/web")
             #expect(undo.status == 0 && undo.output.contains("rolled back to revision 1"), "\(undo.output)")
-            #expect(try cluster.cox("rollout", "status", "deployment/web", "--timeout", "60").status == 0)
+            #expect(try await cluster.cox("rollout", "status", "deployment/web", "--timeout", "60").status == 0)
             try await eventually("every pod runs v1 again") {
                 let pods = try await webPods(cluster)
                 return pods.count == 4 && pods.allSatisfy { $0.metadata.labels["pod-template-hash"] == v1Hash && !$0.metadata.hasDeletionTimestamp }
@@ -143,13 +143,13 @@ struct ControllerEndToEndTests {
             }
 
             // Deleting the Deployment removes its ReplicaSets and pods.
-            #expect(try cluster.cox("delete", "deployment", "web").status == 0)
+            #expect(try await cluster.cox("delete", "deployment", "web").status == 0)
             try await eventually("the ReplicaSets and pods are gone", timeout: 30) {
                 let sets = try await cluster.client.list(ReplicaSet.self, namespace: "default").items
                 let pods = try await webPods(cluster)
                 return sets.isEmpty && pods.isEmpty
             }
-            let events = try cluster.cox("get", "events")
+            let events = try await cluster.cox("get", "events")
             #expect(events.output.contains("ScalingReplicaSet") && events.output.contains("NodeNotReady"), "\(events.output)")
         }
     }
@@ -207,7 +207,7 @@ struct ControllerEndToEndTests {
             kill(stopping.processIdentifier, SIGTERM)
             try await eventually("c3 leads", timeout: 15) { await holder() == "c3" }
             #expect(log(follower).contains("stopped leading; lease released"), "the old leader released only after stopping its controllers")
-            stopping.waitUntilExit()
+            await Tools.waitForExit(stopping)
             #expect(stopping.terminationStatus == 0)
         }
     }

@@ -24,18 +24,21 @@ struct CrashTests {
         DispatchQueue.global().asyncAfter(deadline: .now() + 60, execute: watchdog)
         defer { watchdog.cancel() }
 
-        var received = Data()
         let handle = output.fileHandleForReading
-        let deadline = Date().addingTimeInterval(60)
-        // Wait for a good number of acknowledgements, then kill mid-stream.
-        while received.split(separator: UInt8(ascii: "\n")).count < 500 && Date() < deadline {
-            let chunk = handle.availableData
-            if chunk.isEmpty { break }
-            received.append(chunk)
+        var received = try await Tools.detached {
+            var received = Data()
+            let deadline = Date().addingTimeInterval(60)
+            // Wait for a good number of acknowledgements, then kill mid-stream.
+            while received.split(separator: UInt8(ascii: "\n")).count < 500 && Date() < deadline {
+                let chunk = handle.availableData
+                if chunk.isEmpty { break }
+                received.append(chunk)
+            }
+            return received
         }
         kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-        received.append(handle.readDataToEndOfFile())
+        await Tools.waitForExit(process)
+        received.append(try await Tools.detached { handle.readDataToEndOfFile() })
         #expect(process.terminationReason == .uncaughtSignal)
 
         // Only whole lines are acknowledgements.
