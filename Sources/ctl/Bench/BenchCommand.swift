@@ -6,8 +6,8 @@ import Foundation
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Benchmarks: codec, store, watch fan-out, API, pods (use a release build).",
-        subcommands: [CodecBench.self, StoreBench.self, WatchBench.self, APIBench.self, PodsBench.self])
+        abstract: "Benchmarks: codec, store, watch fan-out, API, pods, controllers (use a release build).",
+        subcommands: [CodecBench.self, StoreBench.self, WatchBench.self, APIBench.self, PodsBench.self, ControllersBench.self])
 }
 
 struct Stopwatch {
