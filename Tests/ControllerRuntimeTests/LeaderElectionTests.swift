@@ -61,6 +61,35 @@ import TestSupport
         }
     }
 
+    /// A leader that cannot reach the API server stops its work once the renew deadline (10 s)
+    /// has passed — before its 15 s lease could be taken over by anyone else.
+    @Test func aLeaderThatCannotRenewStopsWorkingBeforeTheLeaseExpires() async throws {
+        let api = try await InProcessAPI.start()
+        let clock = FakeClock()
+        let client = try api.newClient()
+        let a = Self.elector("a", client, clock)
+        let working = MutexBox(false)
+        let run = Task {
+            await a.run {
+                working.withLock { $0 = true }
+                while !Task.isCancelled { try? await clock.sleep(for: .seconds(3600)) }
+                working.withLock { $0 = false }
+            }
+        }
+        defer { run.cancel() }
+        try await waitUntil("a leads and works") { working.withLock { $0 } }
+        await api.stop()   // the API server is gone: renewals fail from now on
+        for _ in 0..<5 {   // 2 s retry periods, each renewal failing
+            try await clock.waitForSleepers(2)
+            clock.advance(by: .seconds(2))
+        }
+        try await clock.waitForSleepers(1)
+        clock.advance(by: .seconds(1))   // 11 s since the last renewal
+        try await waitUntil("the work is stopped", timeout: 30) { !working.withLock { $0 } }
+        run.cancel()
+        try? await client.shutdown()
+    }
+
     @Test func twoCandidatesRacingForAFreeLeaseGetExactlyOneLeader() async throws {
         try await InProcessAPI.with { api in
             let clock = FakeClock()
