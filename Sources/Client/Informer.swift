@@ -32,11 +32,13 @@ public final class Informer<T: APIObject>: AnyInformer, Sendable {
     public typealias Handler = @Sendable (InformerEvent<T>) -> Void
     public typealias IndexFunction = @Sendable (T) -> [String]
 
-    /// Built-in indexes: every informer has `namespace` and `owner` (the uids of its owner
-    /// references); pod informers also have `node` (`spec.nodeName`).
+    /// Built-in indexes: every informer has `namespace`, `owner` (the uids of its owner
+    /// references) and `orphan`; pod informers also have `node` (`spec.nodeName`).
     public static var namespaceIndex: String { "namespace" }
     public static var ownerIndex: String { "owner" }
     public static var nodeIndex: String { "node" }
+    /// Objects without a managing controller (no owner reference with `controller: true`), by namespace.
+    public static var orphanIndex: String { "orphan" }
 
     struct State {
         var objects: [String: T] = [:]
@@ -58,6 +60,7 @@ public final class Informer<T: APIObject>: AnyInformer, Sendable {
         var all = indexers
         all[Self.namespaceIndex] = { [$0.metadata.namespace] }
         all[Self.ownerIndex] = { $0.metadata.ownerReferences.map(\.uid) }
+        all[Self.orphanIndex] = { $0.metadata.ownerReferences.contains { $0.controller } ? [] : [$0.metadata.namespace] }
         if T.self == Pod.self { all[Self.nodeIndex] = { [($0 as! Pod).spec.nodeName] } }
         self.indexers = all
     }

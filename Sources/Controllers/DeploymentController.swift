@@ -41,7 +41,8 @@ public final class DeploymentController: Reconciler {
 
     public func reconcile(_ key: ObjectKey) async throws -> ReconcileResult {
         guard let deployment = deployments.get(namespace: key.namespace, name: key.name), !deployment.metadata.hasDeletionTimestamp else { return .done }
-        let owned = replicaSets.list(namespace: key.namespace).filter { $0.metadata.controllerReference?.uid == deployment.metadata.uid }
+        let owned = replicaSets.byIndex(Informer<ReplicaSet>.ownerIndex, deployment.metadata.uid)
+            .filter { $0.metadata.controllerReference?.uid == deployment.metadata.uid }
         let template = deployment.spec.template
         var newSet = owned.first { Self.sameTemplate($0.spec.template, template) }
         let oldSets = owned.filter { $0.metadata.uid != newSet?.metadata.uid }
@@ -152,7 +153,7 @@ public final class DeploymentController: Reconciler {
         }
         if scaledDown { return .requeue(after: .seconds(1)) }
         let oldUIDs = Set(oldSets.map(\.metadata.uid))
-        let remaining = pods.list(namespace: deployment.metadata.namespace).filter { pod in
+        let remaining = oldUIDs.flatMap { pods.byIndex(Informer<Pod>.ownerIndex, $0) }.filter { pod in
             pod.metadata.controllerReference.map { oldUIDs.contains($0.uid) } == true && pod.status.phase != "Succeeded" && pod.status.phase != "Failed"
         }
         if !remaining.isEmpty { return .requeue(after: .seconds(1)) }

@@ -81,7 +81,10 @@ public final class ReplicaSetController: Reconciler {
         }
         // Ownership first: adopt orphans that match, release owned pods that no longer do.
         var owned: [Pod] = []
-        for pod in pods.list(namespace: key.namespace) {
+        // Only the pods it owns and the orphans can concern it (indexed: a namespace with
+        // thousands of other pods costs nothing here).
+        let candidates = pods.byIndex(Informer<Pod>.ownerIndex, set.metadata.uid) + pods.byIndex(Informer<Pod>.orphanIndex, key.namespace)
+        for pod in candidates where pod.metadata.namespace == key.namespace {
             let reference = pod.metadata.controllerReference
             let matches = !selector.isEverything && selector.matches(pod.metadata.labels)
             if reference?.uid == set.metadata.uid {

@@ -101,10 +101,17 @@ struct ControllersBench: AsyncParsableCommand {
         print("  deployments: \(deployments) created in \(fmt(created, 1)) s; all \(total) pods available after \(fmt(rollout, 1)) s (\(fmt(Double(total) / rollout, 0)) pods/s); controllers used \(fmt(cpuRollout, 1)) CPU-s meanwhile")
         print("  → time to available is \(fmt(rollout / baseline, 2))× the bare-pod baseline")
 
-        let steadyStart = Self.cpuSeconds(controllers.processIdentifier)
-        try await Task.sleep(for: .seconds(steadySeconds))
-        let steady = (Self.cpuSeconds(controllers.processIdentifier) - steadyStart) / Double(steadySeconds)
-        print("  steady: controllers use \(fmt(steady * 100, 2)) % of one core over \(steadySeconds) s; RSS \(Self.rssMiB(controllers.processIdentifier)) MiB")
+        // Two windows after everything is available: the first still drains the rollout's tail.
+        for window in 1...2 {
+            let steadyStart = Self.cpuSeconds(controllers.processIdentifier)
+            let revisionBefore = Int(try await client.list(Namespace.self, namespace: nil).resourceVersion) ?? 0
+            try await Task.sleep(for: .seconds(steadySeconds))
+            let steady = (Self.cpuSeconds(controllers.processIdentifier) - steadyStart) / Double(steadySeconds)
+            let writes = (Int(try await client.list(Namespace.self, namespace: nil).resourceVersion) ?? 0) - revisionBefore
+            print("  steady window \(window) (\(steadySeconds) s): controllers use \(fmt(steady * 100, 2)) % of one core; RSS \(Self.rssMiB(controllers.processIdentifier)) MiB; "
+                  + "\(fmt(Double(writes) / Double(steadySeconds), 1)) writes/s in the store (the simulated nodes' lease renewals alone: \(fmt(Double(nodes) / 10, 1))/s)")
+            fflush(nil)
+        }
         kill(controllers.processIdentifier, SIGTERM)
         controllers.waitUntilExit()
         simulation.cancel()
