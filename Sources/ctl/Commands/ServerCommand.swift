@@ -89,7 +89,11 @@ struct UpCommand: AsyncParsableCommand {
         let dataDir = self.dataDir
         let noAgent = self.noAgent
         let server = APIServer(configuration: configuration)
-        let managerOptions = noControllers ? nil : try controllers.managerOptions()
+        // One local cluster per data directory: a stable identity lets a `cox up` that was killed
+        // take its own lease back at once instead of waiting for it to expire.
+        var options = noControllers ? nil : try controllers.managerOptions()
+        if controllers.leaderIdentity == nil { options?.identity = "cox-up-\(node)" }
+        let managerOptions = options
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 defer { readyContinuation.finish() }
