@@ -58,8 +58,11 @@ public final class LeaderElector: Sendable {
             }
             // Cancelled: the work has ended; let a successor in at once (from a task that is not
             // cancelled, or the release request would be cancelled too).
-            await Task { await self.release() }.value
-            logger.info("stopped leading; lease released")
+            if await Task(operation: { await self.release() }).value {
+                logger.info("stopped leading; lease released")
+            } else {
+                logger.info("stopped leading; the lease will expire by itself")
+            }
             return
         }
     }
@@ -158,17 +161,19 @@ public final class LeaderElector: Sendable {
         return spec
     }
 
-    /// Gives the lease up (empty holder) if it is still ours.
-    func release() async {
+    /// Gives the lease up (empty holder) if it is still ours; false when that could not be done.
+    func release() async -> Bool {
         do {
             var lease = try await client.get(Lease.self, namespace: configuration.namespace, name: configuration.name)
-            guard lease.spec.holderIdentity == configuration.identity else { return }
+            guard lease.spec.holderIdentity == configuration.identity else { return false }
             lease.spec.holderIdentity = ""
             lease.spec.leaseDurationSeconds = 1
             lease.spec.renewTime = Google_Protobuf_Timestamp(date: clock.now)
             _ = try await client.update(lease)
+            return true
         } catch {
             logger.warning("could not release the lease; a successor waits for it to expire", metadata: ["error": "\(error)"])
+            return false
         }
     }
 }
