@@ -106,6 +106,7 @@ let package = Package(
                                                                   .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "ControllersTests", dependencies: ["Controllers", "ControllerRuntime", "Client", "API", "TestSupport", "APIServer", "PKI", "ctl",
                                                              .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "API", "TestSupport"]),
         .testTarget(name: "StoreTests", dependencies: ["Store", "API", "TestSupport", "ctl", .product(name: "Logging", package: "swift-log")]),
     ],
     swiftLanguageModes: [.v6]
