@@ -211,6 +211,24 @@ public final class APIClient: Sendable {
         return try decode(T.self, try await call(.PUT, path, body: object.encode(as: format)))
     }
 
+    /// Read, change, write — again on a conflict (someone, often a controller, wrote the object
+    /// in between), up to `attempts` times. Returns what was written.
+    @discardableResult
+    public func modify<T: APIObject>(_ type: T.Type, namespace: String, name: String, attempts: Int = 5,
+                                     _ change: (inout T) throws -> Void) async throws -> T {
+        var attempt = 0
+        while true {
+            attempt += 1
+            var object = try await get(T.self, namespace: namespace, name: name)
+            try change(&object)
+            do {
+                return try await update(object)
+            } catch let error as ClientError where error.code == 409 && attempt < attempts {
+                continue
+            }
+        }
+    }
+
     /// Writes only the status (the `/status` subresource); the rest of the object is ignored.
     public func updateStatus<T: APIObject>(_ object: T) async throws -> T {
         let path = Self.path(T.kindInfo, namespace: object.metadata.namespace, name: object.metadata.name) + "/status"

@@ -99,7 +99,3 @@ public final class Expectations: Sendable {
 
     public func forget(_ key: ObjectKey) { records.withLock { $0[key] = nil } }
 }
-
-extension Google_Protobuf_Timestamp {
-    static func at(_ date: Date) -> Google_Protobuf_Timestamp { Google_Protobuf_Timestamp(seconds: Int64(date.timeIntervalSince1970), nanos: 0) }
-}

@@ -74,3 +74,20 @@ public func waitUntil(_ what: String, timeout: Double = 20, sourceLocation: Sour
     Issue.record("timed out after \(timeout) s waiting until \(what)", sourceLocation: sourceLocation)
     throw CancellationError()
 }
+
+/// Follows a watch of pods and hands the current set (by name) to `onChange` after every event:
+/// for tests that check an invariant at every moment, such as availability during a rollout.
+public func followPods(_ client: APIClient, _ request: WatchRequest, onChange: @escaping @Sendable ([String: Pod]) -> Void) -> Task<Void, any Error> {
+    Task {
+        var pods: [String: Pod] = [:]
+        for try await event in client.watch(Pod.self, request) {
+            switch event {
+            case .relisted(let all, _): pods = Dictionary(all.map { ($0.metadata.name, $0) }, uniquingKeysWith: { $1 })
+            case .added(let pod), .modified(let pod): pods[pod.metadata.name] = pod
+            case .deleted(let pod): pods[pod.metadata.name] = nil
+            case .bookmark: continue
+            }
+            onChange(pods)
+        }
+    }
+}

@@ -17,6 +17,19 @@ import TestSupport
         return LeaderElector(configuration: configuration, client: client, clock: clock, logger: logger)
     }
 
+    /// Runs the elector with work that says whether it is running (until cancelled).
+    static func lead(_ elector: LeaderElector, _ clock: FakeClock) -> (Task<Void, Never>, MutexBox<Bool>) {
+        let working = MutexBox(false)
+        let run = Task {
+            await elector.run {
+                working.withLock { $0 = true }
+                while !Task.isCancelled { try? await clock.sleep(for: .seconds(3600)) }
+                working.withLock { $0 = false }
+            }
+        }
+        return (run, working)
+    }
+
     @Test func aCandidateTakesOverOnlyAfterTheLeaseWentUnrenewedForItsDuration() async throws {
         try await InProcessAPI.with { api in
             let clock = FakeClock()
@@ -43,14 +56,7 @@ import TestSupport
             let clock = FakeClock()
             let a = Self.elector("a", api.client, clock)
             let b = Self.elector("b", api.client, clock)
-            let working = MutexBox(false)
-            let run = Task {
-                await a.run {
-                    working.withLock { $0 = true }
-                    while !Task.isCancelled { try? await clock.sleep(for: .seconds(3600)) }
-                    working.withLock { $0 = false }
-                }
-            }
+            let (run, working) = Self.lead(a, clock)
             try await waitUntil("a leads and works") { working.withLock { $0 } }
             #expect(await !b.tryAcquireOrRenew())
             run.cancel()
@@ -68,14 +74,7 @@ import TestSupport
         let clock = FakeClock()
         let client = try api.newClient()
         let a = Self.elector("a", client, clock)
-        let working = MutexBox(false)
-        let run = Task {
-            await a.run {
-                working.withLock { $0 = true }
-                while !Task.isCancelled { try? await clock.sleep(for: .seconds(3600)) }
-                working.withLock { $0 = false }
-            }
-        }
+        let (run, working) = Self.lead(a, clock)
         defer { run.cancel() }
         try await waitUntil("a leads and works") { working.withLock { $0 } }
         // The leader loses the API server: its client is shut down, so every renewal fails from

@@ -48,12 +48,7 @@ final class ControllerHarness: Sendable {
     /// Read, change, write — again on a conflict (a controller may write the object meanwhile).
     @discardableResult
     func modify<T: APIObject>(_ type: T.Type, _ name: String, namespace: String = "default", _ change: (inout T) -> Void) async throws -> T {
-        for _ in 0..<20 {
-            var object = try await client.get(T.self, namespace: namespace, name: name)
-            change(&object)
-            do { return try await client.update(object) } catch let error as ClientError where error.code == 409 { continue }
-        }
-        throw ClientError(code: 409, reason: "Conflict", message: "\(name) kept changing")
+        try await client.modify(T.self, namespace: namespace, name: name, attempts: 20, change)
     }
 
     func pods(_ selector: String? = nil, namespace: String = "default") async throws -> [Pod] {

@@ -50,18 +50,9 @@ import TestSupport
 
             // Watch every pod change during the rollout and keep the lowest ready count seen.
             let lowest = MutexBox(Int.max)
-            let watcher = Task {
-                var pods: [String: Pod] = [:]
-                for try await event in harness.client.watch(Pod.self, WatchRequest(namespace: "default", labelSelector: "app=web")) {
-                    switch event {
-                    case .relisted(let all, _): pods = Dictionary(all.map { ($0.metadata.name, $0) }, uniquingKeysWith: { $1 })
-                    case .added(let pod), .modified(let pod): pods[pod.metadata.name] = pod
-                    case .deleted(let pod): pods[pod.metadata.name] = nil
-                    case .bookmark: continue
-                    }
-                    let ready = pods.values.filter { $0.isReady && !$0.metadata.hasDeletionTimestamp }.count
-                    lowest.withLock { $0 = min($0, ready) }
-                }
+            let watcher = followPods(harness.client, WatchRequest(namespace: "default", labelSelector: "app=web")) { pods in
+                let ready = pods.values.filter { $0.isReady && !$0.metadata.hasDeletionTimestamp }.count
+                lowest.withLock { $0 = min($0, ready) }
             }
             defer { watcher.cancel() }
             try await waitUntil("the watcher has listed") { lowest.withLock { $0 } != Int.max }
@@ -112,18 +103,9 @@ import TestSupport
 
             // While the new pods appear, no old pod may still be active.
             let overlap = MutexBox(false)
-            let watcher = Task {
-                var pods: [String: Pod] = [:]
-                for try await event in harness.client.watch(Pod.self, WatchRequest(namespace: "default", labelSelector: "app=batch")) {
-                    switch event {
-                    case .relisted(let all, _): pods = Dictionary(all.map { ($0.metadata.name, $0) }, uniquingKeysWith: { $1 })
-                    case .added(let pod), .modified(let pod): pods[pod.metadata.name] = pod
-                    case .deleted(let pod): pods[pod.metadata.name] = nil
-                    case .bookmark: continue
-                    }
-                    let hashes = Set(pods.values.filter(\.isActive).compactMap { $0.metadata.labels[DeploymentController.hashLabel] })
-                    if hashes.count > 1 { overlap.withLock { $0 = true } }
-                }
+            let watcher = followPods(harness.client, WatchRequest(namespace: "default", labelSelector: "app=batch")) { pods in
+                let hashes = Set(pods.values.filter(\.isActive).compactMap { $0.metadata.labels[DeploymentController.hashLabel] })
+                if hashes.count > 1 { overlap.withLock { $0 = true } }
             }
             defer { watcher.cancel() }
             try await harness.modify(Deployment.self, "batch") { $0.spec.template.spec.containers[0].command = ["sleep", "2"] }

@@ -138,12 +138,7 @@ final class AgentCluster: @unchecked Sendable {
 
     /// Read, change, write — again on a conflict.
     func modify<T: APIObject>(_ type: T.Type, _ name: String, namespace: String = "default", _ change: (inout T) -> Void) async throws {
-        for _ in 0..<20 {
-            var object = try await client.get(T.self, namespace: namespace, name: name)
-            change(&object)
-            do { _ = try await client.update(object); return } catch let error as ClientError where error.code == 409 { continue }
-        }
-        Issue.record("\(name) kept changing")
+        try await client.modify(T.self, namespace: namespace, name: name, attempts: 20, change)
     }
 
     func get(_ name: String) async throws -> Pod {

@@ -78,20 +78,11 @@ struct ControllerEndToEndTests {
 
             // Rolling update, watched: ready pods never drop below replicas − maxUnavailable = 3.
             let lowest = MutexBox(Int.max)
-            let watcher = Task {
-                var pods: [String: Pod] = [:]
-                for try await event in cluster.client.watch(Pod.self, WatchRequest(namespace: "default", labelSelector: "app=web")) {
-                    switch event {
-                    case .relisted(let all, _): pods = Dictionary(all.map { ($0.metadata.name, $0) }, uniquingKeysWith: { $1 })
-                    case .added(let pod), .modified(let pod): pods[pod.metadata.name] = pod
-                    case .deleted(let pod): pods[pod.metadata.name] = nil
-                    case .bookmark: continue
-                    }
-                    let ready = pods.values.filter { pod in
-                        !pod.metadata.hasDeletionTimestamp && pod.status.conditions.contains { $0.type == "Ready" && $0.status == "True" }
-                    }.count
-                    lowest.withLock { $0 = min($0, ready) }
-                }
+            let watcher = followPods(cluster.client, WatchRequest(namespace: "default", labelSelector: "app=web")) { pods in
+                let ready = pods.values.filter { pod in
+                    !pod.metadata.hasDeletionTimestamp && pod.status.conditions.contains { $0.type == "Ready" && $0.status == "True" }
+                }.count
+                lowest.withLock { $0 = min($0, ready) }
             }
             defer { watcher.cancel() }
             try await eventually("the watcher has listed") { lowest.withLock { $0 } != Int.max }

@@ -47,19 +47,9 @@ struct APIBench: AsyncParsableCommand {
     }
 
     func measure(_ wire: WireFormat) async throws -> Result {
-        let dir = (NSTemporaryDirectory() as NSString).appendingPathComponent("cox-bench-api-\(getpid())-\(wire == .json ? "json" : "pb")")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        var configuration = APIServer.Configuration(dataDirectory: dir)
-        configuration.port = 0
-        configuration.limits.maxInflightRequests = 10_000
-        var logger = Logger(label: "cox.bench")
-        logger.logLevel = .error
-        let server = APIServer(configuration: configuration, logger: logger)
-        let (ready, readyContinuation) = AsyncStream<String>.makeStream()
-        let serverTask = Task { try await server.run { _, kubeconfig in readyContinuation.yield(kubeconfig) } }
-        defer { serverTask.cancel() }
-        var iterator = ready.makeAsyncIterator()
-        guard let kubeconfigPath = await iterator.next() else { throw ValidationError("the server did not start") }
+        let server = try await BenchServer.start("api-\(wire == .json ? "json" : "pb")")
+        defer { server.stop() }
+        let kubeconfigPath = server.kubeconfigPath
         let kubeconfig = try Kubeconfig.load(path: kubeconfigPath)
         let writer = try APIClient(kubeconfig: kubeconfig, format: wire, maxConnections: clients)
         let reader = try APIClient(kubeconfig: kubeconfig, format: wire, maxConnections: watchers)

@@ -1,4 +1,6 @@
+import APIServer
 import ArgumentParser
+import Logging
 import Foundation
 
 /// Load generators and micro-benchmarks. Not tests: they print figures for BENCHMARKS.md.
@@ -8,6 +10,37 @@ struct BenchCommand: AsyncParsableCommand {
         commandName: "bench",
         abstract: "Benchmarks: codec, store, watch fan-out, API, pods, controllers (use a release build).",
         subcommands: [CodecBench.self, StoreBench.self, WatchBench.self, APIBench.self, PodsBench.self, ControllersBench.self])
+}
+
+/// An API server inside the bench process: its own temporary data directory, a loopback port, and
+/// room for many requests in flight. `stop` ends it and removes the directory.
+struct BenchServer {
+    let dir: String
+    let kubeconfigPath: String
+    let task: Task<Void, any Error>
+
+    static func start(_ name: String) async throws -> BenchServer {
+        let dir = (NSTemporaryDirectory() as NSString).appendingPathComponent("cox-bench-\(name)-\(getpid())")
+        var configuration = APIServer.Configuration(dataDirectory: dir)
+        configuration.port = 0
+        configuration.limits.maxInflightRequests = 10_000
+        var logger = Logger(label: "cox.bench")
+        logger.logLevel = .error
+        let server = APIServer(configuration: configuration, logger: logger)
+        let (ready, readyContinuation) = AsyncStream<String>.makeStream()
+        let task = Task { try await server.run { _, kubeconfig in readyContinuation.yield(kubeconfig) } }
+        var iterator = ready.makeAsyncIterator()
+        guard let kubeconfigPath = await iterator.next() else {
+            task.cancel()
+            throw ValidationError("the server did not start")
+        }
+        return BenchServer(dir: dir, kubeconfigPath: kubeconfigPath, task: task)
+    }
+
+    func stop() {
+        task.cancel()
+        try? FileManager.default.removeItem(atPath: dir)
+    }
 }
 
 struct Stopwatch {

@@ -26,19 +26,9 @@ struct ControllersBench: AsyncParsableCommand {
     func run() async throws {
         print("machine: \(machineDescription())")
         print("\(deployments) deployments × \(replicas) replicas on \(nodes) simulated nodes")
-        let dir = (NSTemporaryDirectory() as NSString).appendingPathComponent("cox-bench-controllers-\(getpid())")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        var configuration = APIServer.Configuration(dataDirectory: dir)
-        configuration.port = 0
-        configuration.limits.maxInflightRequests = 10_000
-        var logger = Logger(label: "cox.bench")
-        logger.logLevel = .error
-        let server = APIServer(configuration: configuration, logger: logger)
-        let (ready, readyContinuation) = AsyncStream<String>.makeStream()
-        let serverTask = Task { try await server.run { _, kubeconfig in readyContinuation.yield(kubeconfig) } }
-        defer { serverTask.cancel() }
-        var iterator = ready.makeAsyncIterator()
-        guard let kubeconfigPath = await iterator.next() else { throw ValidationError("the server did not start") }
+        let server = try await BenchServer.start("controllers")
+        defer { server.stop() }
+        let kubeconfigPath = server.kubeconfigPath
         let client = try APIClient(kubeconfig: try Kubeconfig.load(path: kubeconfigPath), timeout: .seconds(60), maxConnections: 64)
 
         let names = (0..<nodes).map { String(format: "sim-%04d", $0) }

@@ -95,9 +95,10 @@ struct DeleteCommand: AsyncParsableCommand {
     var cascade = "background"
     @OptionGroup var client: ClientOptions
 
+    static let policies = ["background": "Background", "foreground": "Foreground", "orphan": "Orphan"]
+
     func run() async throws {
-        let policies = ["background": "Background", "foreground": "Foreground", "orphan": "Orphan"]
-        guard policies[cascade.lowercased()] != nil else { throw ValidationError("--cascade must be background, foreground or orphan, not \"\(cascade)\"") }
+        guard Self.policies[cascade.lowercased()] != nil else { throw ValidationError("--cascade must be background, foreground or orphan, not \"\(cascade)\"") }
         var targets: [(any APIObject.Type, String, String)] = []
         for path in filename {
             for item in try Manifests.load(path: path) {
@@ -130,7 +131,7 @@ struct DeleteCommand: AsyncParsableCommand {
     /// Terminating, until its agent has stopped its processes.
     func delete<T: APIObject>(_ type: T.Type, namespace: String, name: String, client: APIClient) async throws {
         let grace = force ? 0 : gracePeriod
-        let policy = ["background": "Background", "foreground": "Foreground", "orphan": "Orphan"][cascade.lowercased()]
+        let policy = Self.policies[cascade.lowercased()]
         let left = try await client.delete(T.self, namespace: namespace, name: name, gracePeriodSeconds: grace,
                                            propagationPolicy: policy == "Background" ? nil : policy)
         guard wait, left.metadata.hasDeletionTimestamp else { return }

@@ -11,7 +11,7 @@ func deploymentName(_ arguments: [String]) throws -> String {
         words = [String(words[0][..<slash]), String(words[0][words[0].index(after: slash)...])]
     }
     if words.count == 2 {
-        guard kind(named: words[0], or: nil) == Deployment.self else {
+        guard Kinds.lookup(words[0]) == Deployment.self else {
             throw ValidationError("rollouts are of deployments; \"\(words[0])\" is not one (try `deployment/NAME`)")
         }
         return words[1]
@@ -19,8 +19,6 @@ func deploymentName(_ arguments: [String]) throws -> String {
     guard words.count == 1, !words[0].isEmpty else { throw ValidationError("name one deployment, e.g. `deployment/web`") }
     return words[0]
 }
-
-func kind(named name: String, or fallback: (any APIObject.Type)?) -> (any APIObject.Type)? { Kinds.lookup(name) ?? fallback }
 
 /// `cox rollout status|history|undo deployment/NAME`.
 struct RolloutCommand: AsyncParsableCommand {
@@ -174,17 +172,7 @@ struct ScaleCommand: AsyncParsableCommand {
     }
 
     func scale<T: APIObject>(_ type: T.Type, _ name: String, _ client: APIClient, _ change: (inout T) -> Void) async throws {
-        for _ in 0..<5 {
-            var object = try await client.get(T.self, namespace: namespace, name: name)
-            change(&object)
-            do {
-                _ = try await client.update(object)
-                print("\(T.kindInfo.groupResource)/\(name) scaled")
-                return
-            } catch let error as ClientError where error.code == 409 {
-                continue
-            }
-        }
-        throw ValidationError("\(T.kindInfo.singular) \"\(name)\" kept changing; try again")
+        try await client.modify(T.self, namespace: namespace, name: name, change)
+        print("\(T.kindInfo.groupResource)/\(name) scaled")
     }
 }
