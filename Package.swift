@@ -73,7 +73,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
-        .target(name: "Scheduler", dependencies: ["API", "Client", "ControllerRuntime"]),
+        .target(name: "Scheduler", dependencies: ["API", "Client", "ControllerRuntime", .product(name: "Logging", package: "swift-log")]),
         .target(name: "Controllers", dependencies: [
             "API", "Client", "ControllerRuntime",
             .product(name: "Logging", package: "swift-log"),
@@ -106,7 +106,7 @@ let package = Package(
                                                                   .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "ControllersTests", dependencies: ["Controllers", "ControllerRuntime", "Client", "API", "TestSupport", "APIServer", "PKI", "ctl",
                                                              .product(name: "Logging", package: "swift-log")]),
-        .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "API", "TestSupport"]),
+        .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "API", "Client", "ControllerRuntime", "TestSupport"]),
         .testTarget(name: "StoreTests", dependencies: ["Store", "API", "TestSupport", "ctl", .product(name: "Logging", package: "swift-log")]),
     ],
     swiftLanguageModes: [.v6]

@@ -5,10 +5,9 @@ import Foundation
 public struct NodeReadyFilter: FilterPlugin {
     public init() {}
     public var name: String { "NodeReady" }
-    public func filter(_ pod: Pod, _ node: NodeInfo) -> Unfit? {
+    public func filter(_ pod: PodInfo, _ node: NodeInfo) -> Unfit? {
         if node.node.spec.unschedulable { return Unfit("node(s) were unschedulable") }
-        let ready = node.node.status.conditions.contains { $0.type == "Ready" && $0.status == "True" }
-        return ready ? nil : Unfit("node(s) were not ready")
+        return node.ready ? nil : Unfit("node(s) were not ready")
     }
 }
 
@@ -16,8 +15,8 @@ public struct NodeReadyFilter: FilterPlugin {
 public struct ResourcesFitFilter: FilterPlugin {
     public init() {}
     public var name: String { "NodeResourcesFit" }
-    public func filter(_ pod: Pod, _ node: NodeInfo) -> Unfit? {
-        let want = Resources.requests(of: pod)
+    public func filter(_ pod: PodInfo, _ node: NodeInfo) -> Unfit? {
+        let want = pod.requests
         let used = node.requested
         let offered = node.allocatable
         if offered.pods > 0 && used.pods + 1 > offered.pods { return Unfit("Too many pods") }
@@ -32,7 +31,9 @@ public struct ResourcesFitFilter: FilterPlugin {
 public struct NodeSelectorFilter: FilterPlugin {
     public init() {}
     public var name: String { "NodeAffinity" }
-    public func filter(_ pod: Pod, _ node: NodeInfo) -> Unfit? {
+    public func filter(_ info: PodInfo, _ node: NodeInfo) -> Unfit? {
+        let pod = info.pod
+        if pod.spec.nodeSelector.isEmpty && !pod.spec.hasAffinity { return nil }
         let labels = node.node.metadata.labels
         for (key, value) in pod.spec.nodeSelector where labels[key] != value {
             return Unfit("node(s) didn't match Pod's node affinity/selector")
@@ -62,9 +63,9 @@ public struct NodeSelectorFilter: FilterPlugin {
 public struct TaintTolerationFilter: FilterPlugin {
     public init() {}
     public var name: String { "TaintToleration" }
-    public func filter(_ pod: Pod, _ node: NodeInfo) -> Unfit? {
-        for taint in node.node.spec.taints where taint.effect == "NoSchedule" || taint.effect == "NoExecute" {
-            if !Self.tolerates(pod, taint) {
+    public func filter(_ pod: PodInfo, _ node: NodeInfo) -> Unfit? {
+        for taint in node.hardTaints {
+            if !Self.tolerates(pod.pod, taint) {
                 return Unfit("node(s) had untolerated taint {\(taint.key): \(taint.value)}")
             }
         }

@@ -1,33 +1,86 @@
 import API
 import Foundation
 
-/// A node as the scheduler sees it: the Node, and what is already placed on it (the pods the
-/// cache knows of plus the scheduler's own assumptions).
-public struct NodeInfo: Sendable {
-    public var node: Node
-    public var pods: [Pod]
+/// A pod as the scheduler sees it: parsed once per attempt, not once per node.
+public struct PodInfo: Sendable {
+    public let pod: Pod
+    /// `namespace/name`.
+    public let key: String
+    public let requests: Resources
+    /// The uid of the managing controller (a ReplicaSet, say), for spreading.
+    public let owner: String?
+
+    public init(_ pod: Pod) {
+        self.pod = pod
+        key = "\(pod.metadata.namespace)/\(pod.metadata.name)"
+        requests = Resources.requests(of: pod)
+        owner = pod.metadata.ownerReferences.first { $0.controller }?.uid
+    }
+}
+
+/// A node as the scheduler sees it: the Node, and what is placed there (the pods the cache knows
+/// of plus the scheduler's own assumptions), with the sums kept as pods come and go so a filter
+/// never re-adds them. A reference type: the cache mutates these only under its lock, and every
+/// scheduling decision runs under that lock too.
+public final class NodeInfo: @unchecked Sendable {
+    public private(set) var node: Node
+    /// What the node offers: allocatable, or capacity when allocatable is not reported.
+    public private(set) var allocatable = Resources()
+    /// Ready=True in its conditions.
+    public private(set) var ready = false
+    /// The sum of the requests of the pods placed here (one pod slot each).
+    public private(set) var requested = Resources()
+    public private(set) var pods: [String: PodInfo] = [:]
+    /// NoSchedule and NoExecute taints (filtered), PreferNoSchedule taints (scored).
+    public private(set) var hardTaints: [Taint] = []
+    public private(set) var softTaints: [Taint] = []
+    private var owners: [String: Int] = [:]
 
     public init(node: Node, pods: [Pod] = []) {
         self.node = node
-        self.pods = pods
+        update(node)
+        for pod in pods { add(PodInfo(pod)) }
     }
 
     public var name: String { node.metadata.name }
 
-    /// Requested milli-CPU, memory bytes and pod count of what is placed here.
-    public var requested: Resources { pods.reduce(Resources()) { $0 + Resources.requests(of: $1) } }
-
-    /// What the node offers: allocatable, or capacity when allocatable is not reported.
-    public var allocatable: Resources {
+    /// Takes a new version of the Node (its pods stay).
+    public func update(_ node: Node) {
+        self.node = node
         let source = node.status.allocatable.isEmpty ? node.status.capacity : node.status.allocatable
-        return Resources(milliCPU: Resources.quantity(source["cpu"], milli: true),
-                         memory: Resources.quantity(source["memory"], milli: false),
-                         pods: Resources.quantity(source["pods"], milli: false))
+        allocatable = Resources(milliCPU: Resources.quantity(source["cpu"], milli: true),
+                                memory: Resources.quantity(source["memory"], milli: false),
+                                pods: Resources.quantity(source["pods"], milli: false))
+        ready = node.status.conditions.contains { $0.type == "Ready" && $0.status == "True" }
+        hardTaints = node.spec.taints.filter { $0.effect == "NoSchedule" || $0.effect == "NoExecute" }
+        softTaints = node.spec.taints.filter { $0.effect == "PreferNoSchedule" }
     }
+
+    /// Places a pod here (replacing an earlier version of it).
+    public func add(_ pod: PodInfo) {
+        remove(pod.key)
+        pods[pod.key] = pod
+        requested = requested + pod.requests
+        if let owner = pod.owner { owners[owner, default: 0] += 1 }
+    }
+
+    @discardableResult
+    public func remove(_ key: String) -> PodInfo? {
+        guard let pod = pods.removeValue(forKey: key) else { return nil }
+        requested = requested - pod.requests
+        if let owner = pod.owner {
+            let left = owners[owner, default: 1] - 1
+            owners[owner] = left > 0 ? left : nil
+        }
+        return pod
+    }
+
+    /// Pods here managed by the controller with this uid.
+    public func siblings(owner: String) -> Int { owners[owner, default: 0] }
 }
 
 /// CPU (milli-cores), memory (bytes) and a pod count.
-public struct Resources: Sendable, Equatable {
+public struct Resources: Sendable, Equatable, CustomStringConvertible {
     public var milliCPU: Int64 = 0
     public var memory: Int64 = 0
     public var pods: Int64 = 0
@@ -41,6 +94,12 @@ public struct Resources: Sendable, Equatable {
     public static func + (a: Resources, b: Resources) -> Resources {
         Resources(milliCPU: a.milliCPU + b.milliCPU, memory: a.memory + b.memory, pods: a.pods + b.pods)
     }
+
+    public static func - (a: Resources, b: Resources) -> Resources {
+        Resources(milliCPU: a.milliCPU - b.milliCPU, memory: a.memory - b.memory, pods: a.pods - b.pods)
+    }
+
+    public var description: String { "cpu \(milliCPU)m, memory \(memory), pods \(pods)" }
 
     /// A pod's requests: the sum over its containers (one pod slot).
     public static func requests(of pod: Pod) -> Resources {
@@ -69,12 +128,18 @@ public struct Unfit: Sendable, Hashable, CustomStringConvertible {
 public protocol FilterPlugin: Sendable {
     var name: String { get }
     /// nil when the node can take the pod, else why not.
-    func filter(_ pod: Pod, _ node: NodeInfo) -> Unfit?
+    func filter(_ pod: PodInfo, _ node: NodeInfo) -> Unfit?
 }
 
-/// A preference among the nodes that passed every filter: 0 (worst) to 100 (best), weighted.
+/// A preference among the nodes that passed every filter: 0 (worst) to 100 (best) for each, weighted.
 public protocol ScorePlugin: Sendable {
     var name: String { get }
     var weight: Int { get }
-    func score(_ pod: Pod, _ node: NodeInfo, among nodes: [NodeInfo]) -> Int
+    /// One score per node of `nodes`, in order (all of them passed the filters).
+    func score(_ pod: PodInfo, _ nodes: [NodeInfo]) -> [Int]
+}
+
+extension FilterPlugin {
+    /// Convenience for tests and explanations: the verdict for a plain Pod.
+    public func filter(_ pod: Pod, _ node: NodeInfo) -> Unfit? { filter(PodInfo(pod), node) }
 }

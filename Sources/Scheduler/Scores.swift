@@ -7,31 +7,32 @@ public struct LeastAllocatedScore: ScorePlugin {
     public init(weight: Int = 1) { self.weight = weight }
     public let weight: Int
     public var name: String { "NodeResourcesLeastAllocated" }
-    public func score(_ pod: Pod, _ node: NodeInfo, among nodes: [NodeInfo]) -> Int {
-        let after = node.requested + Resources.requests(of: pod)
-        let offered = node.allocatable
-        func used(_ want: Int64, _ have: Int64) -> Double { have > 0 ? min(1, Double(want) / Double(have)) : 1 }
-        let cpu = used(after.milliCPU, offered.milliCPU)
-        let memory = used(after.memory, offered.memory)
-        let free = ((1 - cpu) + (1 - memory)) / 2
-        let balance = 1 - abs(cpu - memory)
-        return Int((free * 0.5 + balance * 0.5) * 100)
+    public func score(_ pod: PodInfo, _ nodes: [NodeInfo]) -> [Int] {
+        nodes.map { node in
+            let after = node.requested + pod.requests
+            let offered = node.allocatable
+            func used(_ want: Int64, _ have: Int64) -> Double { have > 0 ? min(1, Double(want) / Double(have)) : 1 }
+            let cpu = used(after.milliCPU, offered.milliCPU)
+            let memory = used(after.memory, offered.memory)
+            let free = ((1 - cpu) + (1 - memory)) / 2
+            let balance = 1 - abs(cpu - memory)
+            return Int((free * 0.5 + balance * 0.5) * 100)
+        }
     }
 }
 
-/// Spreads the pods of one owner: the fewer of its siblings a node has, the better.
+/// Spreads the pods of one owner: the fewer of its siblings a node has (relative to the node
+/// with the most), the better.
 public struct SpreadScore: ScorePlugin {
     public init(weight: Int = 2) { self.weight = weight }
     public let weight: Int
     public var name: String { "OwnerSpread" }
-    public func score(_ pod: Pod, _ node: NodeInfo, among nodes: [NodeInfo]) -> Int {
-        guard let owner = pod.metadata.ownerReferences.first(where: { $0.controller }) else { return 100 }
-        func siblings(_ info: NodeInfo) -> Int {
-            info.pods.filter { $0.metadata.ownerReferences.contains { $0.uid == owner.uid } }.count
-        }
-        let most = nodes.map(siblings).max() ?? 0
-        guard most > 0 else { return 100 }
-        return Int(Double(most - siblings(node)) / Double(most) * 100)
+    public func score(_ pod: PodInfo, _ nodes: [NodeInfo]) -> [Int] {
+        guard let owner = pod.owner else { return Array(repeating: 100, count: nodes.count) }
+        let counts = nodes.map { $0.siblings(owner: owner) }
+        let most = counts.max() ?? 0
+        guard most > 0 else { return Array(repeating: 100, count: nodes.count) }
+        return counts.map { Int(Double(most - $0) / Double(most) * 100) }
     }
 }
 
@@ -40,8 +41,10 @@ public struct PreferNoScheduleScore: ScorePlugin {
     public init(weight: Int = 1) { self.weight = weight }
     public let weight: Int
     public var name: String { "TaintTolerationPreference" }
-    public func score(_ pod: Pod, _ node: NodeInfo, among nodes: [NodeInfo]) -> Int {
-        let untolerated = node.node.spec.taints.filter { $0.effect == "PreferNoSchedule" && !TaintTolerationFilter.tolerates(pod, $0) }.count
-        return max(0, 100 - 50 * untolerated)
+    public func score(_ pod: PodInfo, _ nodes: [NodeInfo]) -> [Int] {
+        nodes.map { node in
+            let untolerated = node.softTaints.filter { !TaintTolerationFilter.tolerates(pod.pod, $0) }.count
+            return max(0, 100 - 50 * untolerated)
+        }
     }
 }

@@ -141,8 +141,8 @@ struct ServerShutdownTests {
         let port = try freePort()
         let server = Process()
         server.executableURL = URL(fileURLWithPath: binary)
-        // Without the controllers, whose informers would hold watches of their own.
-        server.arguments = ["server", "--data-dir", dir.path, "--port", "\(port)", "--no-controllers"]
+        // Without the controllers and the scheduler, whose informers would hold watches of their own.
+        server.arguments = ["server", "--data-dir", dir.path, "--port", "\(port)", "--no-controllers", "--no-scheduler"]
         server.standardOutput = FileHandle.nullDevice
         server.standardError = FileHandle.nullDevice
         try server.run()

@@ -23,12 +23,13 @@ final class AgentCluster: @unchecked Sendable {
 
     var kubeconfig: String { (dir.path as NSString).appendingPathComponent("admin.kubeconfig") }
 
-    init(serverArguments: [String] = []) async throws {
+    init(serverArguments: [String] = [], firstAgent: Bool = true) async throws {
         self.serverArguments = serverArguments
         binary = try coxBinary()
         port = try freeLoopbackPort()
         try await startServer()
         client = try APIClient(kubeconfig: try Kubeconfig.load(path: kubeconfig), timeout: .seconds(10))
+        guard firstAgent else { return }
         try startAgent()
         try await eventually("node n1 is Ready") {
             let node = try? await self.client.get(Node.self, namespace: "", name: "n1")
@@ -38,8 +39,8 @@ final class AgentCluster: @unchecked Sendable {
 
     /// Runs `body` against a fresh cluster and always tears it down (and checks for leaks), also
     /// when the body fails.
-    static func run(serverArguments: [String] = [], _ body: (AgentCluster) async throws -> Void) async throws {
-        let cluster = try await AgentCluster(serverArguments: serverArguments)
+    static func run(serverArguments: [String] = [], firstAgent: Bool = true, _ body: (AgentCluster) async throws -> Void) async throws {
+        let cluster = try await AgentCluster(serverArguments: serverArguments, firstAgent: firstAgent)
         do {
             try await body(cluster)
         } catch {
@@ -87,10 +88,20 @@ final class AgentCluster: @unchecked Sendable {
         agents[name] = try launchAgent(name)
     }
 
-    func launchAgent(_ name: String) throws -> Process {
+    func launchAgent(_ name: String, _ extra: [String] = []) throws -> Process {
         let data = name == "n1" ? "agent" : "agent-\(name)"
         return try launch(["agent", "--kubeconfig", kubeconfig, "--pki", "\(dir.path)/pki", "--data-dir", "\(dir.path)/\(data)",
-                           "--node-name", name, "--port", "0", "--heartbeat-seconds", "1", "--crash-backoff-seconds", "1"], log: "\(data).log")
+                           "--node-name", name, "--port", "0", "--heartbeat-seconds", "1", "--crash-backoff-seconds", "1"] + extra, log: "\(data).log")
+    }
+
+    /// A simulated node (`--runtime fake`): registers with the given flags, runs nothing.
+    func startSimulatedAgent(named name: String, _ flags: String...) throws {
+        agents[name] = try launchAgent(name, ["--runtime", "fake"] + flags)
+    }
+
+    /// The log a component wrote (its name as launched: `server`, `agent-NAME`, or a given one).
+    func log(_ name: String) -> String {
+        (try? String(contentsOfFile: (dir.path as NSString).appendingPathComponent("\(name).log"), encoding: .utf8)) ?? ""
     }
 
     func killAgent() {

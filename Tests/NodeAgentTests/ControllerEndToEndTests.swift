@@ -5,32 +5,10 @@ import Foundation
 import Testing
 import TestSupport
 
-/// The controllers with real processes: `cox server` (controllers inside), two `cox agent`s on
+/// The controllers with real processes: `cox server` (controllers and scheduler inside), two `cox agent`s on
 /// this host (n1, n2), a Deployment run through `cox apply`, `cox rollout` and `cox delete`.
 @Suite("Controllers end to end", .serialized)
 struct ControllerEndToEndTests {
-    /// Places unbound pods on a Ready node without the unreachable taint, in turn. A stand-in for
-    /// the scheduler (issue #6) so that this test exercises the controllers alone.
-    static func binder(_ client: APIClient) -> Task<Void, Never> {
-        Task {
-            var turn = 0
-            while !Task.isCancelled {
-                if let pods = try? await client.list(Pod.self, namespace: nil, fieldSelector: "spec.nodeName=").items,
-                   let nodes = try? await client.list(Node.self, namespace: nil).items {
-                    let usable = nodes.filter { node in
-                        node.status.conditions.contains { $0.type == "Ready" && $0.status == "True" }
-                            && !node.spec.taints.contains { $0.effect == "NoSchedule" || $0.effect == "NoExecute" }
-                    }.map(\.metadata.name).sorted()
-                    for pod in pods where !pod.metadata.hasDeletionTimestamp && !usable.isEmpty {
-                        turn += 1
-                        try? await client.bind(namespace: pod.metadata.namespace, pod: pod.metadata.name, node: usable[turn % usable.count])
-                    }
-                }
-                try? await Task.sleep(for: .milliseconds(100))
-            }
-        }
-    }
-
     func manifest(_ cluster: AgentCluster, version: String) throws -> String {
         let path = (cluster.dir.path as NSString).appendingPathComponent("web-\(version).yaml")
         try """
@@ -68,8 +46,6 @@ struct ControllerEndToEndTests {
                 let node = try? await cluster.client.get(Node.self, namespace: "", name: "n2")
                 return node?.status.conditions.contains { $0.type == "Ready" && $0.status == "True" } == true
             }
-            let binder = Self.binder(cluster.client)
-            defer { binder.cancel() }
 
             #expect(try await cluster.cox("apply", "-f", try manifest(cluster, version: "v1")).status == 0)
             let first = try await cluster.cox("rollout", "status", "deployment/web", "--timeout", "60")
@@ -109,7 +85,7 @@ struct ControllerEndToEndTests {
             // Lose n1: after the grace period (4 s) and the eviction timeout (2 s) its pods are
             // replaced on n2.
             let onN1 = try await webPods(cluster).filter { $0.spec.nodeName == "n1" }.map(\.metadata.name)
-            #expect(!onN1.isEmpty, "the binder spread the pods over both nodes")
+            #expect(!onN1.isEmpty, "the scheduler spread the ReplicaSet's pods over both nodes")
             let killedAt = Date()
             cluster.killAgent()
             try await eventually("4 available pods, all on n2", timeout: 30) {

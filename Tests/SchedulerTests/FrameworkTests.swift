@@ -52,20 +52,21 @@ import TestSupport
         let filter = NodeReadyFilter()
         #expect(filter.filter(Self.pod("p"), Self.node("a")) == nil)
         #expect(filter.filter(Self.pod("p"), Self.node("b", ready: false))?.reason == "node(s) were not ready")
-        var cordoned = Self.node("c")
-        cordoned.node.spec.unschedulable = true
+        var unschedulable = Self.node("c").node
+        unschedulable.spec.unschedulable = true
+        let cordoned = NodeInfo(node: unschedulable)
         #expect(filter.filter(Self.pod("p"), cordoned)?.reason == "node(s) were unschedulable")
     }
 
     @Test func requestsMustFitWhatIsLeft() {
         let filter = ResourcesFitFilter()
-        var node = Self.node("a", cpu: "2", memory: "4Gi", pods: "2")
-        node.pods = [Self.pod("big", cpu: "1500m", memory: "3Gi")]
+        let node = Self.node("a", cpu: "2", memory: "4Gi", pods: "2")
+        node.add(PodInfo(Self.pod("big", cpu: "1500m", memory: "3Gi")))
         #expect(filter.filter(Self.pod("fits", cpu: "500m", memory: "1Gi"), node) == nil)
         #expect(filter.filter(Self.pod("cpu", cpu: "501m"), node)?.reason == "Insufficient cpu")
         #expect(filter.filter(Self.pod("mem", memory: "1025Mi"), node)?.reason == "Insufficient memory")
         #expect(filter.filter(Self.pod("none"), node) == nil, "a pod without requests fits while there is a pod slot")
-        node.pods.append(Self.pod("second"))
+        node.add(PodInfo(Self.pod("second")))
         #expect(filter.filter(Self.pod("third"), node)?.reason == "Too many pods")
     }
 
@@ -122,41 +123,53 @@ import TestSupport
         let soft = Self.node("soft", taints: [("spot", "true", "PreferNoSchedule")])
         #expect(filter.filter(Self.pod("p"), soft) == nil)
         let score = PreferNoScheduleScore()
-        #expect(score.score(Self.pod("p"), soft, among: [soft]) < score.score(Self.pod("p"), Self.node("plain"), among: [soft]))
+        let both = score.score(PodInfo(Self.pod("p")), [soft, Self.node("plain")])
+        #expect(both[0] < both[1], "\(both)")
     }
 
     @Test func scoresPreferEmptierNodesAndSpreadSiblings() {
-        var busy = Self.node("busy")
-        busy.pods = [Self.pod("x", cpu: "1500m", memory: "3Gi")]
+        let busy = NodeInfo(node: Self.node("busy").node, pods: [Self.pod("x", cpu: "1500m", memory: "3Gi")])
         let empty = Self.node("empty")
-        let least = LeastAllocatedScore()
-        let pod = Self.pod("p", cpu: "100m", memory: "128Mi")
-        #expect(least.score(pod, empty, among: [busy, empty]) > least.score(pod, busy, among: [busy, empty]))
+        let least = LeastAllocatedScore().score(PodInfo(Self.pod("p", cpu: "100m", memory: "128Mi")), [busy, empty])
+        #expect(least[1] > least[0], "\(least)")
 
-        var a = Self.node("a")
-        a.pods = [Self.pod("s1", owner: "rs1"), Self.pod("s2", owner: "rs1")]
-        var b = Self.node("b")
-        b.pods = [Self.pod("s3", owner: "rs1")]
+        let a = NodeInfo(node: Self.node("a").node, pods: [Self.pod("s1", owner: "rs1"), Self.pod("s2", owner: "rs1")])
+        let b = NodeInfo(node: Self.node("b").node, pods: [Self.pod("s3", owner: "rs1")])
         let c = Self.node("c")
-        let spread = SpreadScore()
-        let sibling = Self.pod("s4", owner: "rs1")
-        let scores = [a, b, c].map { spread.score(sibling, $0, among: [a, b, c]) }
+        let sibling = PodInfo(Self.pod("s4", owner: "rs1"))
+        let scores = SpreadScore().score(sibling, [a, b, c])
         #expect(scores[2] > scores[1] && scores[1] > scores[0], "\(scores)")
         #expect(Framework.standard.schedule(sibling, on: [a, b, c]).node == "c")
     }
 
     @Test func aPodThatFitsNowhereGetsKubernetesMessage() {
-        var small1 = Self.node("small-1", cpu: "1")
-        small1.pods = [Self.pod("x", cpu: "800m")]
+        let small1 = Self.node("small-1", cpu: "1")
+        small1.add(PodInfo(Self.pod("x", cpu: "800m")))
         let small2 = Self.node("small-2", cpu: "500m")
         let gpu = Self.node("gpu", cpu: "64", taints: [("dedicated", "gpu", "NoSchedule")])
-        let decision = Framework.standard.schedule(Self.pod("p", cpu: "1"), on: [small1, small2, gpu])
+        let decision = Framework.standard.schedule(PodInfo(Self.pod("p", cpu: "1")), on: [small1, small2, gpu])
         #expect(decision.node == nil)
         #expect(decision.message == "0/3 nodes are available: 2 Insufficient cpu, 1 node(s) had untolerated taint {dedicated: gpu}.")
         // A node that fits joins: the pod goes there, and the message counts it.
         let roomy = Self.node("roomy", cpu: "4")
-        let placed = Framework.standard.schedule(Self.pod("p", cpu: "1"), on: [small1, small2, gpu, roomy])
+        let placed = Framework.standard.schedule(PodInfo(Self.pod("p", cpu: "1")), on: [small1, small2, gpu, roomy], detailed: true)
         #expect(placed.node == "roomy")
-        #expect(placed.scores["roomy"]?.byPlugin.keys.sorted() == ["NodeResourcesLeastAllocated", "OwnerSpread", "TaintTolerationPreference"])
+        #expect(placed.message == "1/4 nodes are available: 2 Insufficient cpu, 1 node(s) had untolerated taint {dedicated: gpu}.")
+        let verdict = placed.verdicts.first { $0.node == "roomy" }
+        #expect(verdict?.failure == nil)
+        #expect(verdict?.scores.map(\.plugin) == ["NodeResourcesLeastAllocated", "OwnerSpread", "TaintTolerationPreference"])
+        #expect(placed.verdicts.first { $0.node == "gpu" }?.failure?.plugin == "TaintToleration")
+    }
+
+    @Test func largeClustersAreSampledRoundRobin() {
+        #expect(Framework.feasibleNodesToFind(50) == 50)
+        #expect(Framework.feasibleNodesToFind(1000) == 420, "42 % of 1,000")
+        #expect(Framework.feasibleNodesToFind(5000) == 500, "10 % of 5,000")
+        #expect(Framework.feasibleNodesToFind(100_000) == 5000, "never below 5 %")
+        let nodes = (0..<1000).map { Self.node(String(format: "n%04d", $0)) }
+        let decision = Framework.standard.schedule(PodInfo(Self.pod("p")), on: nodes, start: 900, enough: 420)
+        #expect(decision.examined == 420 && decision.feasible == 420)
+        // It started at node 900 and wrapped around: the winner (name order on a tie) is n0000.
+        #expect(decision.node == "n0000")
     }
 }

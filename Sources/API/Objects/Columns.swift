@@ -64,8 +64,13 @@ public enum Table {
             header.insert("NAMESPACE", at: 0)
             for i in rows.indices { rows[i].insert(objects[i].metadata.namespace, at: 0) }
         }
+        return align(header: header, rows: rows)
+    }
+
+    /// Columns padded to their widest cell, three spaces apart (kubectl's look).
+    public static func align(header: [String], rows: [[String]]) -> String {
         var widths = header.map(\.count)
-        for row in rows { for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.count) } }
+        for row in rows { for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) } }
         func line(_ cells: [String]) -> String {
             cells.enumerated().map { i, cell in i == cells.count - 1 ? cell : cell.padding(toLength: widths[i] + 3, withPad: " ", startingAt: 0) }.joined() + "\n"
         }

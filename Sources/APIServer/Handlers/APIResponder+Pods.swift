@@ -81,6 +81,13 @@ extension APIResponder {
                 throw APIError(409, "Conflict", "pod \(name) is being deleted, cannot be assigned to a host")
             }
             pod.spec.nodeName = node
+            // As Kubernetes' binding does: the pod is now scheduled.
+            var scheduled = PodCondition()
+            scheduled.type = "PodScheduled"
+            scheduled.status = "True"
+            scheduled.lastTransitionTime = Timestamp(date: Date())
+            pod.status.conditions.removeAll { $0.type == "PodScheduled" }
+            pod.status.conditions.append(scheduled)
             do {
                 _ = try await store.update(pod)
                 return

@@ -17,11 +17,12 @@ enum Host {
         #endif
     }
 
-    static func nodeStatus(previous: NodeStatus, address: String, maxPods: Int, runtime: String, logPort: Int, cgroups: Cgroups) -> NodeStatus {
+    static func nodeStatus(previous: NodeStatus, address: String, maxPods: Int, runtime: String, logPort: Int, cgroups: Cgroups,
+                           capacity: [String: String]? = nil) -> NodeStatus {
         var status = NodeStatus()
         let cpu = "\(ProcessInfo.processInfo.activeProcessorCount)"
         let memory = "\(ProcessInfo.processInfo.physicalMemory / 1024)Ki"
-        status.capacity = ["cpu": cpu, "memory": memory, "pods": "\(maxPods)"]
+        status.capacity = ["cpu": cpu, "memory": memory, "pods": "\(maxPods)"].merging(capacity ?? [:]) { _, given in given }
         status.allocatable = status.capacity
         var internalIP = NodeAddress()
         internalIP.type = "InternalIP"

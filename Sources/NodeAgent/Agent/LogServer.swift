@@ -11,7 +11,7 @@ import PKI
 /// Only clients with a certificate from the cluster CA get past the TLS handshake (the API server
 /// connects with its own); the server's certificate is issued for the node's address.
 public final class LogServer: Sendable {
-    let runtime: ProcessRuntime
+    let runtime: any ContainerRuntime
     let tls: TLSConfiguration
     let host: String
     let requestedPort: Int
@@ -21,7 +21,7 @@ public final class LogServer: Sendable {
 
     /// Issues the serving certificate from the cluster CA (the CA key is needed until nodes
     /// join by certificate request).
-    public init(runtime: ProcessRuntime, authority: CertificateAuthority, nodeName: String, address: String, port: Int, logger: Logger) throws {
+    public init(runtime: any ContainerRuntime, authority: CertificateAuthority, nodeName: String, address: String, port: Int, logger: Logger) throws {
         self.runtime = runtime
         self.host = address
         self.requestedPort = port

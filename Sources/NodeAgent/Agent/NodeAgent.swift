@@ -21,6 +21,11 @@ public final class NodeAgent: Sendable {
         public var crashLoopBase: Duration = .seconds(10)
         public var crashLoopMax: Duration = .seconds(300)
         public var labels: [String: String] = [:]
+        /// Taints the node registers with (as kubelet's `--register-with-taints`; later changes
+        /// are the administrator's).
+        public var taints: [Taint] = []
+        /// Reported capacity (`cpu`, `memory`, `pods`) instead of the host's: for simulated nodes.
+        public var capacity: [String: String]? = nil
 
         public init(nodeName: String, dataDirectory: String) {
             self.nodeName = nodeName
@@ -30,11 +35,11 @@ public final class NodeAgent: Sendable {
 
     public let configuration: Configuration
     let client: APIClient
-    let runtime: ProcessRuntime
+    let runtime: any ContainerRuntime
     let logServer: LogServer
     let logger: Logger
 
-    public init(configuration: Configuration, client: APIClient, runtime: ProcessRuntime, logServer: LogServer, logger: Logger = Logger(label: "cox.agent")) {
+    public init(configuration: Configuration, client: APIClient, runtime: any ContainerRuntime, logServer: LogServer, logger: Logger = Logger(label: "cox.agent")) {
         self.configuration = configuration
         self.client = client
         self.runtime = runtime
@@ -123,12 +128,14 @@ public final class NodeAgent: Sendable {
             node.metadata.labels[key] = value
         }
         if !exists {
+            node.spec.taints = configuration.taints
             node = try await client.create(node)
         } else if node.metadata.labels != fetchedLabels {
             node = try await client.update(node)
         }
         node.status = Host.nodeStatus(previous: node.status, address: configuration.address, maxPods: configuration.maxPods,
-                                      runtime: runtime.name, logPort: logPort, cgroups: runtime.cgroups)
+                                      runtime: runtime.name, logPort: logPort, cgroups: runtime.cgroups,
+                                      capacity: configuration.capacity)
         node.metadata.resourceVersion = ""
         _ = try await client.updateStatus(node)
     }

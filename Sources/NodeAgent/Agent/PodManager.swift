@@ -42,7 +42,7 @@ actor PodManager {
 
     let configuration: NodeAgent.Configuration
     let client: APIClient
-    let runtime: ProcessRuntime
+    let runtime: any ContainerRuntime
     let logger: Logger
     var pods: [String: PodState] = [:]  // by uid
     var adopted = false
@@ -51,7 +51,7 @@ actor PodManager {
     var statusSignal: AsyncStream<Void>.Continuation
     let statusWakeups: AsyncStream<Void>
 
-    init(configuration: NodeAgent.Configuration, client: APIClient, runtime: ProcessRuntime, logger: Logger) {
+    init(configuration: NodeAgent.Configuration, client: APIClient, runtime: any ContainerRuntime, logger: Logger) {
         self.configuration = configuration
         self.client = client
         self.runtime = runtime

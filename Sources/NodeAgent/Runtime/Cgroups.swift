@@ -15,6 +15,11 @@ public struct Cgroups: Sendable {
     public var memory: Bool { roots["memory"] != nil || roots[""] != nil && controllersV2.contains("memory") }
     let controllersV2: Set<String>
 
+    /// No limits, for the reason given (a runtime that starts nothing, say).
+    public static func unavailable(_ reason: String) -> Cgroups {
+        Cgroups(version: .none, roots: [:], problems: [reason], controllersV2: [])
+    }
+
     public static func detect(logger: Logger) -> Cgroups {
         let lines = (try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8))?.split(separator: "\n") ?? []
         var own: [String: String] = [:]  // controller → path

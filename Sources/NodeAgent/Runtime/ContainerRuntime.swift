@@ -62,6 +62,12 @@ public protocol ContainerRuntime: Sendable {
     func cleanup(podUID: String) async
     /// Where the container's output is written.
     func logPath(podUID: String, container: String, previous: Bool) -> String
+    /// Ids of containers as they exit (one consumer: the agent).
+    var exits: AsyncStream<String> { get }
+    /// How resource limits are enforced (reported as the node's ResourceLimitsEnforced condition).
+    var cgroups: Cgroups { get }
+    /// Stops watching containers (they keep running where the runtime allows it).
+    func shutdown()
 }
 
 public struct RuntimeError: Error, CustomStringConvertible, Sendable {

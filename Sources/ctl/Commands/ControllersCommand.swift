@@ -6,6 +6,7 @@ import Controllers
 import Foundation
 import Logging
 import PKI
+import Scheduler
 
 /// Settings of the controller manager, shared by `cox controllers`, `cox server` and `cox up`.
 struct ControllerOptions: ParsableArguments {
@@ -25,6 +26,17 @@ struct ControllerOptions: ParsableArguments {
         // As Kubernetes' defaults relate: renew deadline 2/3 of the lease, retry 2/15 of it.
         options.renewDeadline = .milliseconds(leaderLeaseDuration * 2000 / 3)
         options.retryPeriod = .milliseconds(max(500, leaderLeaseDuration * 2000 / 15))
+        return options
+    }
+
+    /// The scheduler run next to the controllers by `cox server` and `cox up`: the same identity
+    /// and lease timing, on its own lease.
+    func schedulerOptions() -> Scheduler.Options {
+        let manager = (try? managerOptions()) ?? ControllerManager.Options()
+        var options = Scheduler.Options(identity: leaderIdentity ?? manager.identity)
+        options.leaseDuration = manager.leaseDuration
+        options.renewDeadline = manager.renewDeadline
+        options.retryPeriod = manager.retryPeriod
         return options
     }
 }

@@ -7,8 +7,10 @@ import Foundation
 import Logging
 import NodeAgent
 import Controllers
+import Scheduler
 
-/// `cox server`: the API server, with the controller manager unless `--no-controllers`.
+/// `cox server`: the API server, with the controller manager and the scheduler unless
+/// `--no-controllers` / `--no-scheduler`.
 struct ServerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "server", abstract: "Run the API server (TLS; data, PKI and admin kubeconfig in --data-dir) and the controllers.", aliases: ["apiserver"])
@@ -18,6 +20,7 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "Port to listen on (0 picks a free one).") var port = 6443
     @Option(help: "Extra name or address for the serving certificate (repeatable).") var advertiseAddress: [String] = []
     @Flag(help: "Run the API server without the controller manager (run `cox controllers` elsewhere).") var noControllers = false
+    @Flag(help: "Run the API server without the scheduler (run `cox scheduler` elsewhere).") var noScheduler = false
     @OptionGroup var controllers: ControllerOptions
 
     func run() async throws {
@@ -27,7 +30,8 @@ struct ServerCommand: AsyncParsableCommand {
         configuration.extraNames = advertiseAddress
         let managerOptions = noControllers ? nil : try controllers.managerOptions()
         let listen = self.listen
-        try await ServerWithControllers.run(APIServer(configuration: configuration), controllers: managerOptions) { port, kubeconfig in
+        let scheduler = noScheduler ? nil : controllers.schedulerOptions()
+        try await ServerWithControllers.run(APIServer(configuration: configuration), controllers: managerOptions, scheduler: scheduler) { port, kubeconfig in
             print("cox API server listening on https://\(listen):\(port)")
             print("admin kubeconfig: \(kubeconfig)")
             fflush(nil)
@@ -35,10 +39,10 @@ struct ServerCommand: AsyncParsableCommand {
     }
 }
 
-/// The API server and, once it listens, the controller manager (talking to it over its own TLS
-/// API, as any client). The server's end ends both.
+/// The API server and, once it listens, the controller manager and the scheduler (talking to it
+/// over its own TLS API, as any client). The server's end ends them.
 enum ServerWithControllers {
-    static func run(_ server: APIServer, controllers: ControllerManager.Options?,
+    static func run(_ server: APIServer, controllers: ControllerManager.Options?, scheduler: Scheduler.Options?,
                     onReady: @escaping @Sendable (Int, String) async -> Void) async throws {
         let (ready, readyContinuation) = AsyncStream<(Int, String)>.makeStream()
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -49,12 +53,16 @@ enum ServerWithControllers {
                     await onReady(port, kubeconfig)
                 }
             }
-            if let controllers {
+            if controllers != nil || scheduler != nil {
                 group.addTask {
                     var iterator = ready.makeAsyncIterator()
                     guard let (_, path) = await iterator.next() else { return }
                     let kubeconfig = try Kubeconfig.load(path: path)
-                    try await LocalControllers.run(kubeconfig: kubeconfig, options: controllers)
+                    try await withThrowingTaskGroup(of: Void.self) { parts in
+                        if let controllers { parts.addTask { try await LocalControllers.run(kubeconfig: kubeconfig, options: controllers) } }
+                        if let scheduler { parts.addTask { try await LocalScheduler.run(kubeconfig: kubeconfig, options: scheduler) } }
+                        try await parts.waitForAll()
+                    }
                 }
             }
             try await group.next()
@@ -64,9 +72,8 @@ enum ServerWithControllers {
     }
 }
 
-/// `cox up`: a local cluster with its data in ./.cox: the API server, one node agent for this host
-/// (node name: the host name), and — until the scheduler exists — a binder that puts every
-/// unbound pod on that node. Ctrl-C stops the pods' processes and the cluster; a second `cox up`
+/// `cox up`: a local cluster with its data in ./.cox: the API server, the controllers, the
+/// scheduler and one node agent for this host (node name: the host name). Ctrl-C stops the pods' processes and the cluster; a second `cox up`
 /// keeps every object and starts the pods again.
 struct UpCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "up", abstract: "Start a local cluster with data in ./.cox (Ctrl-C stops it; a second `cox up` keeps every object).")
@@ -77,6 +84,7 @@ struct UpCommand: AsyncParsableCommand {
     @Option(help: "Node name of the local agent (default: the host name).") var nodeName: String?
     @Flag(help: "Run the API server only, without a local agent.") var noAgent = false
     @Flag(help: "Run without the controller manager.") var noControllers = false
+    @Flag(help: "Run without the scheduler.") var noScheduler = false
     @OptionGroup var controllers: ControllerOptions
 
     func run() async throws {
@@ -92,12 +100,17 @@ struct UpCommand: AsyncParsableCommand {
         // One local cluster per data directory: a stable identity lets a `cox up` that was killed
         // take its own lease back at once instead of waiting for it to expire.
         var options = noControllers ? nil : try controllers.managerOptions()
-        if controllers.leaderIdentity == nil { options?.identity = "cox-up-\(node)" }
+        var schedulerOptions = noScheduler ? nil : controllers.schedulerOptions()
+        if controllers.leaderIdentity == nil {
+            options?.identity = "cox-up-\(node)"
+            schedulerOptions?.identity = "cox-up-\(node)"
+        }
         let managerOptions = options
+        let scheduler = schedulerOptions
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 defer { readyContinuation.finish() }
-                try await ServerWithControllers.run(server, controllers: managerOptions) { port, kubeconfig in
+                try await ServerWithControllers.run(server, controllers: managerOptions, scheduler: scheduler) { port, kubeconfig in
                     print("""
                         Coxswain is up: API server on https://127.0.0.1:\(port), data in \(dataDir)/\(noAgent ? "" : ", node \(node)")
                           kubeconfig:  \(kubeconfig)
@@ -126,41 +139,12 @@ struct UpCommand: AsyncParsableCommand {
                     let kubeconfig = try Kubeconfig.load(path: kubeconfigPath)
                     var agent = NodeAgent.Configuration(nodeName: node, dataDirectory: (dataDir as NSString).appendingPathComponent("agent"))
                     agent.logPort = 0
-                    async let binder: Void = LocalBinder.run(kubeconfig: kubeconfig, node: node)
                     try await LocalNode.runAgent(agent, kubeconfig: kubeconfig, pkiDirectory: (dataDir as NSString).appendingPathComponent("pki"), stopPodsOnExit: true)
-                    await binder
                 }
             }
             // The server ends on Ctrl-C (after draining); the agent has stopped its pods by then.
             try await group.next()
             try await group.waitForAll()
         }
-    }
-}
-
-/// Until the scheduler exists, `cox up` binds every unbound pod to its one node.
-enum LocalBinder {
-    static func run(kubeconfig: Kubeconfig, node: String) async {
-        guard let client = try? APIClient(kubeconfig: kubeconfig) else { return }
-        let signals = SignalWaiter([SIGINT, SIGTERM])
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask {
-                do { for try await event in client.watch(Pod.self, WatchRequest(fieldSelector: "spec.nodeName=")) {
-                    var pods: [Pod] = []
-                    switch event {
-                    case .added(let pod), .modified(let pod): pods = [pod]
-                    case .relisted(let all, _): pods = all
-                    default: continue
-                    }
-                    for pod in pods where pod.spec.nodeName.isEmpty && !pod.metadata.hasDeletionTimestamp {
-                        try? await client.bind(namespace: pod.metadata.namespace, pod: pod.metadata.name, node: node)
-                    }
-                } } catch {}
-            }
-            group.addTask { await signals.wait() }
-            await group.next()
-            group.cancelAll()
-        }
-        try? await client.shutdown()
     }
 }

@@ -1,0 +1,44 @@
+import API
+import ArgumentParser
+import Client
+import Foundation
+import Logging
+import PKI
+import Scheduler
+
+/// `cox scheduler`: the scheduler on its own (several may run; one leads).
+struct SchedulerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "scheduler", abstract: "Run the scheduler: place pods without a node on the best node (leader election on kube-system/cox-scheduler).")
+
+    @Option(help: "Kubeconfig of the scheduler's identity.") var kubeconfig = ".cox/admin.kubeconfig"
+    @Option(help: "Leader identity (default: host name and a random suffix).") var leaderIdentity: String?
+    @Option(help: "Seconds a leader's lease lasts without renewal.") var leaderLeaseDuration = 15
+    @Flag(help: "Look at every node for every pod (default: stop once enough feasible nodes are found in a large cluster).") var examineAllNodes = false
+
+    func run() async throws {
+        guard leaderLeaseDuration >= 2 else { throw ValidationError("--leader-lease-duration must be at least 2 seconds") }
+        var options = leaderIdentity.map { Scheduler.Options(identity: $0) } ?? Scheduler.Options()
+        options.leaseDuration = .seconds(leaderLeaseDuration)
+        options.renewDeadline = .milliseconds(leaderLeaseDuration * 2000 / 3)
+        options.retryPeriod = .milliseconds(max(500, leaderLeaseDuration * 2000 / 15))
+        options.examineAllNodes = examineAllNodes
+        try await LocalScheduler.run(kubeconfig: try Kubeconfig.load(path: kubeconfig), options: options)
+    }
+}
+
+enum LocalScheduler {
+    /// Runs the scheduler until SIGINT or SIGTERM; leadership is released on the way out.
+    static func run(kubeconfig: Kubeconfig, options: Scheduler.Options) async throws {
+        let client = try APIClient(kubeconfig: kubeconfig, timeout: .seconds(10))
+        let scheduler = Scheduler(client: client, options: options, logger: Logger(label: "cox.scheduler"))
+        let signals = SignalWaiter([SIGINT, SIGTERM])
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await scheduler.run() }
+            group.addTask { await signals.wait() }
+            await group.next()
+            group.cancelAll()
+        }
+        try? await client.shutdown()
+    }
+}
