@@ -6,7 +6,7 @@ public struct NodeReadyFilter: FilterPlugin {
     public init() {}
     public var name: String { "NodeReady" }
     public func filter(_ pod: PodInfo, _ node: NodeInfo) -> Unfit? {
-        if node.node.spec.unschedulable { return Unfit("node(s) were unschedulable") }
+        if node.unschedulable { return Unfit("node(s) were unschedulable") }
         return node.ready ? nil : Unfit("node(s) were not ready")
     }
 }
@@ -31,16 +31,14 @@ public struct ResourcesFitFilter: FilterPlugin {
 public struct NodeSelectorFilter: FilterPlugin {
     public init() {}
     public var name: String { "NodeAffinity" }
-    public func filter(_ info: PodInfo, _ node: NodeInfo) -> Unfit? {
-        let pod = info.pod
-        if pod.spec.nodeSelector.isEmpty && !pod.spec.hasAffinity { return nil }
-        let labels = node.node.metadata.labels
-        for (key, value) in pod.spec.nodeSelector where labels[key] != value {
+    public func filter(_ pod: PodInfo, _ node: NodeInfo) -> Unfit? {
+        if pod.nodeSelector.isEmpty && pod.requiredTerms.isEmpty { return nil }
+        let labels = node.labels
+        for (key, value) in pod.nodeSelector where labels[key] != value {
             return Unfit("node(s) didn't match Pod's node affinity/selector")
         }
-        let required = pod.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution
-        guard pod.spec.hasAffinity, !required.nodeSelectorTerms.isEmpty else { return nil }
-        let fits = required.nodeSelectorTerms.contains { term in term.matchExpressions.allSatisfy { Self.matches($0, labels) } }
+        guard !pod.requiredTerms.isEmpty else { return nil }
+        let fits = pod.requiredTerms.contains { term in term.matchExpressions.allSatisfy { Self.matches($0, labels) } }
         return fits ? nil : Unfit("node(s) didn't match Pod's node affinity/selector")
     }
 
@@ -65,7 +63,7 @@ public struct TaintTolerationFilter: FilterPlugin {
     public var name: String { "TaintToleration" }
     public func filter(_ pod: PodInfo, _ node: NodeInfo) -> Unfit? {
         for taint in node.hardTaints {
-            if !Self.tolerates(pod.pod, taint) {
+            if !Self.tolerates(pod.tolerations, taint) {
                 return Unfit("node(s) had untolerated taint {\(taint.key): \(taint.value)}")
             }
         }
@@ -74,8 +72,10 @@ public struct TaintTolerationFilter: FilterPlugin {
 
     /// Kubernetes' matching: an empty key with Exists tolerates everything; Equal (the default)
     /// needs the value; an empty effect matches every effect.
-    public static func tolerates(_ pod: Pod, _ taint: Taint) -> Bool {
-        pod.spec.tolerations.contains { toleration in
+    public static func tolerates(_ pod: Pod, _ taint: Taint) -> Bool { tolerates(pod.spec.tolerations, taint) }
+
+    public static func tolerates(_ tolerations: [Toleration], _ taint: Taint) -> Bool {
+        tolerations.contains { toleration in
             let effectMatches = toleration.effect.isEmpty || toleration.effect == taint.effect
             guard effectMatches else { return false }
             if toleration.key.isEmpty { return toleration.operator == "Exists" }

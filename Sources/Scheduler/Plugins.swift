@@ -1,7 +1,8 @@
 import API
 import Foundation
 
-/// A pod as the scheduler sees it: parsed once per attempt, not once per node.
+/// A pod as the scheduler sees it: what the plugins look at, taken out of the Pod once per
+/// attempt rather than once per node (a protobuf accessor copies the whole sub-message).
 public struct PodInfo: Sendable {
     public let pod: Pod
     /// `namespace/name`.
@@ -9,12 +10,21 @@ public struct PodInfo: Sendable {
     public let requests: Resources
     /// The uid of the managing controller (a ReplicaSet, say), for spreading.
     public let owner: String?
+    public let nodeSelector: [String: String]
+    /// Required node affinity terms (any one must hold); empty when there is no such affinity.
+    public let requiredTerms: [NodeSelectorTerm]
+    public let tolerations: [Toleration]
 
     public init(_ pod: Pod) {
         self.pod = pod
-        key = "\(pod.metadata.namespace)/\(pod.metadata.name)"
+        let spec = pod.spec
+        let metadata = pod.metadata
+        key = "\(metadata.namespace)/\(metadata.name)"
         requests = Resources.requests(of: pod)
-        owner = pod.metadata.ownerReferences.first { $0.controller }?.uid
+        owner = metadata.ownerReferences.first { $0.controller }?.uid
+        nodeSelector = spec.nodeSelector
+        requiredTerms = spec.hasAffinity ? spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms : []
+        tolerations = spec.tolerations
     }
 }
 
@@ -24,6 +34,10 @@ public struct PodInfo: Sendable {
 /// scheduling decision runs under that lock too.
 public final class NodeInfo: @unchecked Sendable {
     public private(set) var node: Node
+    public private(set) var name: String
+    public private(set) var labels: [String: String]
+    /// Cordoned (`spec.unschedulable`).
+    public private(set) var unschedulable = false
     /// What the node offers: allocatable, or capacity when allocatable is not reported.
     public private(set) var allocatable = Resources()
     /// Ready=True in its conditions.
@@ -38,15 +52,19 @@ public final class NodeInfo: @unchecked Sendable {
 
     public init(node: Node, pods: [Pod] = []) {
         self.node = node
+        name = node.metadata.name
+        labels = node.metadata.labels
         update(node)
         for pod in pods { add(PodInfo(pod)) }
     }
 
-    public var name: String { node.metadata.name }
-
     /// Takes a new version of the Node (its pods stay).
     public func update(_ node: Node) {
         self.node = node
+        let metadata = node.metadata
+        name = metadata.name
+        labels = metadata.labels
+        unschedulable = node.spec.unschedulable
         let source = node.status.allocatable.isEmpty ? node.status.capacity : node.status.allocatable
         allocatable = Resources(milliCPU: Resources.quantity(source["cpu"], milli: true),
                                 memory: Resources.quantity(source["memory"], milli: false),

@@ -43,7 +43,7 @@ public struct PreferNoScheduleScore: ScorePlugin {
     public var name: String { "TaintTolerationPreference" }
     public func score(_ pod: PodInfo, _ nodes: [NodeInfo]) -> [Int] {
         nodes.map { node in
-            let untolerated = node.softTaints.filter { !TaintTolerationFilter.tolerates(pod.pod, $0) }.count
+            let untolerated = node.softTaints.filter { !TaintTolerationFilter.tolerates(pod.tolerations, $0) }.count
             return max(0, 100 - 50 * untolerated)
         }
     }

@@ -56,7 +56,8 @@ public struct APIServer: Sendable {
         self.logger = logger
     }
 
-    /// Runs until cancelled or until SIGINT/SIGTERM (graceful: in-flight requests finish, watches end).
+    /// Runs until cancelled or until SIGINT/SIGTERM; either way gracefully (in-flight requests
+    /// finish, watches end; at most 20 s).
     /// `onRunning` gets the bound port and the kubeconfig path once the server accepts connections.
     public func run(onRunning: @escaping @Sendable (_ port: Int, _ kubeconfig: String) async -> Void = { _, _ in }) async throws {
         let pki = try ClusterPKI.bootstrap(dataDirectory: configuration.dataDirectory, extraNames: configuration.extraNames + [configuration.host])
@@ -114,11 +115,22 @@ public struct APIServer: Sendable {
                 defer { portContinuation.finish() }
                 // Shut down in reverse order: first end the watches, then let the HTTP server
                 // finish the requests in flight and close.
-                let services = ServiceGroup(configuration: .init(
+                var configuration = ServiceGroupConfiguration(
                     services: [.init(service: app), .init(service: WatchDrainService(drain: drain, logger: logger))],
                     gracefulShutdownSignals: [.sigterm, .sigint],
-                    logger: logger))
-                try await services.run()
+                    logger: logger)
+                configuration.maximumGracefulShutdownDuration = .seconds(20)
+                let services = ServiceGroup(configuration: configuration)
+                // Cancelling `run` shuts down gracefully too, as SIGTERM does: a hard stop would drop
+                // HTTP/2 streams that clients open meanwhile unhandled, which NIO treats as a fatal
+                // error. So the group runs in a task of its own that the caller's cancellation does
+                // not reach, and cancellation becomes a graceful shutdown request.
+                let running = Task { try await services.run() }
+                try await withTaskCancellationHandler {
+                    try await running.value
+                } onCancel: {
+                    Task { await services.triggerGracefulShutdown() }
+                }
             }
             group.addTask {
                 for await port in ports { await onRunning(port, kubeconfigPath) }

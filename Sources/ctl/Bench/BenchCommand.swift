@@ -8,8 +8,8 @@ import Foundation
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Benchmarks: codec, store, watch fan-out, API, pods, controllers (use a release build).",
-        subcommands: [CodecBench.self, StoreBench.self, WatchBench.self, APIBench.self, PodsBench.self, ControllersBench.self])
+        abstract: "Benchmarks: codec, store, watch fan-out, API, pods, controllers, scheduler (use a release build).",
+        subcommands: [CodecBench.self, StoreBench.self, WatchBench.self, APIBench.self, PodsBench.self, ControllersBench.self, SchedBench.self])
 }
 
 /// An API server inside the bench process: its own temporary data directory, a loopback port, and
