@@ -168,7 +168,7 @@ public final class DeploymentController: Reconciler {
         let from = set.spec.replicas
         updated.spec.replicas = replicas
         let written = try await context.client.update(updated)
-        await context.recorder.record(deployment, .normal, reason: "ScalingReplicaSet",
+        context.recorder.record(deployment, .normal, reason: "ScalingReplicaSet",
                                       message: "Scaled \(replicas > from ? "up" : "down") replica set \(set.metadata.name) from \(from) to \(replicas)")
         return written
     }
@@ -219,7 +219,7 @@ public final class DeploymentController: Reconciler {
         set.spec.replicas = 0
         do {
             let created = try await context.client.create(set)
-            await context.recorder.record(deployment, .normal, reason: "ScalingReplicaSet", message: "Created replica set \(created.metadata.name)")
+            context.recorder.record(deployment, .normal, reason: "ScalingReplicaSet", message: "Created replica set \(created.metadata.name)")
             return created
         } catch let error as ClientError where error.code == 409 {
             // Our cache was behind: use it if it is ours and the same template.

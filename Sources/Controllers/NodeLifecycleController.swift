@@ -85,7 +85,7 @@ public final class NodeLifecycleController: Reconciler {
                 node.spec.taints.removeAll { $0.key == Self.unreachableTaint }
                 _ = try await context.client.update(node)
                 context.logger.info("node is reachable again; taints removed", metadata: ["node": "\(node.metadata.name)"])
-                await context.recorder.record(node, .normal, reason: "NodeReady", message: "Node \(node.metadata.name) status is now: NodeReady")
+                context.recorder.record(node, .normal, reason: "NodeReady", message: "Node \(node.metadata.name) status is now: NodeReady")
             }
             return .requeue(after: .seconds(double: expires.timeIntervalSince(now)) + .milliseconds(100))
         }
@@ -103,7 +103,7 @@ public final class NodeLifecycleController: Reconciler {
             node.status.conditions[index].lastTransitionTime = stamp
             node = try await context.client.updateStatus(node)
             context.logger.warning("node stopped renewing its lease; marked NotReady", metadata: ["node": "\(node.metadata.name)"])
-            await context.recorder.record(node, .normal, reason: "NodeNotReady", message: "Node \(node.metadata.name) status is now: NodeNotReady")
+            context.recorder.record(node, .normal, reason: "NodeNotReady", message: "Node \(node.metadata.name) status is now: NodeNotReady")
         }
         var taints = node.spec.taints
         for effect in ["NoSchedule", "NoExecute"] where !taints.contains(where: { $0.key == Self.unreachableTaint && $0.effect == effect }) {
@@ -136,7 +136,7 @@ public final class NodeLifecycleController: Reconciler {
             do {
                 _ = try await context.client.delete(Pod.self, namespace: pod.metadata.namespace, name: pod.metadata.name)
                 context.logger.info("evicted a pod from an unreachable node", metadata: ["pod": "\(pod.metadata.namespace)/\(pod.metadata.name)", "node": "\(node.metadata.name)"])
-                await context.recorder.record(pod, .normal, reason: "TaintManagerEviction", message: "Marking for deletion Pod \(pod.metadata.namespace)/\(pod.metadata.name): node \(node.metadata.name) is unreachable")
+                context.recorder.record(pod, .normal, reason: "TaintManagerEviction", message: "Marking for deletion Pod \(pod.metadata.namespace)/\(pod.metadata.name): node \(node.metadata.name) is unreachable")
             } catch let error as ClientError where error.code == 404 {}
         }
         if let next { return .requeue(after: .seconds(double: next.timeIntervalSince(now)) + .milliseconds(100)) }

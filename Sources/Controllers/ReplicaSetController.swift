@@ -139,10 +139,10 @@ public final class ReplicaSetController: Reconciler {
                 }
             }
             if let first = failures.first {
-                await context.recorder.record(set, .warning, reason: "FailedCreate", message: "Error creating: \(first)")
+                context.recorder.record(set, .warning, reason: "FailedCreate", message: "Error creating: \(first)")
                 throw first
             }
-            await context.recorder.record(set, .normal, reason: "SuccessfulCreate", message: "Created \(count) pod\(count == 1 ? "" : "s")")
+            context.recorder.record(set, .normal, reason: "SuccessfulCreate", message: "Created \(count) pod\(count == 1 ? "" : "s")")
         } else if diff > 0 {
             let victims = Array(Self.deletionOrder(active).prefix(min(diff, Self.burst)))
             let keys = Set(victims.map { "\($0.metadata.namespace)/\($0.metadata.name)" })
@@ -160,7 +160,7 @@ public final class ReplicaSetController: Reconciler {
             }
             if let first = failures.first { throw first }
             let names = victims.map(\.metadata.name).joined(separator: ", ")
-            await context.recorder.record(set, .normal, reason: "SuccessfulDelete", message: "Deleted pod\(victims.count == 1 ? "" : "s"): \(names)")
+            context.recorder.record(set, .normal, reason: "SuccessfulDelete", message: "Deleted pod\(victims.count == 1 ? "" : "s"): \(names)")
         }
     }
 

@@ -1,5 +1,6 @@
 import API
 import Foundation
+import Synchronization
 
 /// A pod as the scheduler sees it: what the plugins look at, taken out of the Pod once per
 /// attempt rather than once per node (a protobuf accessor copies the whole sub-message).
@@ -130,9 +131,20 @@ public struct Resources: Sendable, Equatable, CustomStringConvertible {
     }
 
     static func quantity(_ text: String?, milli: Bool) -> Int64 {
-        guard let text, let value = try? Quantity(parsing: text) else { return 0 }
-        return milli ? value.milliValue : value.integerValue
+        guard let text else { return 0 }
+        if let known = parsed.withLock({ $0[text] }) { return milli ? known.milli : known.whole }
+        guard let value = try? Quantity(parsing: text) else { return 0 }
+        let entry = (milli: value.milliValue, whole: value.integerValue)
+        parsed.withLock { cache in
+            if cache.count >= 4096 { cache.removeAll(keepingCapacity: true) }
+            cache[text] = entry
+        }
+        return milli ? entry.milli : entry.whole
     }
+
+    /// Quantities already parsed: pods repeat a handful of texts (`100m`, `128Mi`), and parsing
+    /// one exactly (a Decimal) costs more than the rest of a pod's filters.
+    static let parsed = Mutex<[String: (milli: Int64, whole: Int64)]>([:])
 }
 
 /// Why a node cannot take a pod; equal reasons are counted together in the pod's message.

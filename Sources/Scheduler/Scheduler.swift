@@ -207,7 +207,7 @@ public final class Scheduler: Sendable {
             queue.forget(key)
             counters.withLock { $0.bound += 1 }
             if options.scheduledEvents {
-                await recorder.record(pod, .normal, reason: "Scheduled", message: "Successfully assigned \(cacheKey) to \(node)")
+                recorder.record(pod, .normal, reason: "Scheduled", message: "Successfully assigned \(cacheKey) to \(node)")
             }
         } catch {
             cache.forget(key: cacheKey)
@@ -247,7 +247,7 @@ public final class Scheduler: Sendable {
                 logger.debug("cannot write the pod's PodScheduled condition", metadata: ["pod": "\(pod.metadata.namespace)/\(pod.metadata.name)", "error": "\(error)"])
             }
         }
-        await recorder.record(pod, .warning, reason: "FailedScheduling", message: message)
+        recorder.record(pod, .warning, reason: "FailedScheduling", message: message)
     }
 
     /// Whether a node's change may let a parked pod fit (not a heartbeat).

@@ -43,7 +43,10 @@ public struct PreferNoScheduleScore: ScorePlugin {
     public var name: String { "TaintTolerationPreference" }
     public func score(_ pod: PodInfo, _ nodes: [NodeInfo]) -> [Int] {
         nodes.map { node in
-            let untolerated = node.softTaints.filter { !TaintTolerationFilter.tolerates(pod.tolerations, $0) }.count
+            let taints = node.softTaints
+            if taints.isEmpty { return 100 }
+            var untolerated = 0
+            for taint in taints where !TaintTolerationFilter.tolerates(pod.tolerations, taint) { untolerated += 1 }
             return max(0, 100 - 50 * untolerated)
         }
     }

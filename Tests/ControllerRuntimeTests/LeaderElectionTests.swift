@@ -114,16 +114,38 @@ import TestSupport
             logger.logLevel = .warning
             let recorder = EventRecorder(client: api.client, component: "test", clock: clock, logger: logger)
             let pod = try await api.client.create(TestObjects.pod("p"))
-            await recorder.record(pod, .warning, reason: "BackOff", message: "Back-off restarting failed container")
+            recorder.record(pod, .warning, reason: "BackOff", message: "Back-off restarting failed container")
             clock.advance(by: .seconds(5))
-            await recorder.record(pod, .warning, reason: "BackOff", message: "Back-off restarting failed container")
-            await recorder.record(pod, .normal, reason: "Started", message: "Started container main")
+            recorder.record(pod, .warning, reason: "BackOff", message: "Back-off restarting failed container")
+            recorder.record(pod, .normal, reason: "Started", message: "Started container main")
+            await recorder.flush()
             let events = try await api.client.list(Event.self, namespace: "default").items.sorted { $0.reason < $1.reason }
             #expect(events.map(\.reason) == ["BackOff", "Started"])
             #expect(events[0].count == 2)
             #expect(events[0].lastTimestamp.seconds - events[0].firstTimestamp.seconds == 5)
             #expect(events[0].involvedObject.uid == pod.metadata.uid)
             #expect(events[0].type == "Warning")
+        }
+    }
+
+    @Test func aBurstBeyondTheQueueIsDroppedAndCountedWithoutWaiting() async throws {
+        try await InProcessAPI.with { api in
+            var logger = Logger(label: "test")
+            logger.logLevel = .error
+            var options = EventRecorder.Options()
+            options.queueCapacity = 10
+            options.qps = 1
+            options.burst = 1
+            let recorder = EventRecorder(client: api.client, component: "test", logger: logger, options: options)
+            let pod = try await api.client.create(TestObjects.pod("p"))
+            // 100 distinct events, recorded at once: the caller never waits for the writer (one
+            // write a second), the queue keeps what fits, the rest is dropped and counted.
+            let started = Date()
+            for i in 0..<100 { recorder.record(pod, .normal, reason: "Burst", message: "event \(i)") }
+            #expect(Date().timeIntervalSince(started) < 1)
+            #expect(recorder.droppedCount >= 89 && recorder.droppedCount <= 90, "\(recorder.droppedCount) dropped")
+            let written = try await api.client.list(Event.self, namespace: "default").items.count
+            #expect(written <= 2, "the writer is held to its rate: \(written) written so far")
         }
     }
 }

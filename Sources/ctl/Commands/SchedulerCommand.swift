@@ -30,7 +30,8 @@ struct SchedulerCommand: AsyncParsableCommand {
 enum LocalScheduler {
     /// Runs the scheduler until SIGINT or SIGTERM; leadership is released on the way out.
     static func run(kubeconfig: Kubeconfig, options: Scheduler.Options) async throws {
-        let client = try APIClient(kubeconfig: kubeconfig, timeout: .seconds(10))
+        // Many small calls at once (bindings): HTTP/1.1 over a pool of keep-alive connections.
+        let client = try APIClient(kubeconfig: kubeconfig, timeout: .seconds(10), maxConnections: 64, http2: false)
         let scheduler = Scheduler(client: client, options: options, logger: Logger(label: "cox.scheduler"))
         let signals = SignalWaiter([SIGINT, SIGTERM])
         await withTaskGroup(of: Void.self) { group in
