@@ -45,10 +45,9 @@ public final class SchedulerCache: Sendable {
         let name = node.metadata.name
         state.withLock { state in
             if let i = state.index[name] {
-                state.nodes[i].update(node)
+                state.nodes[i] = NodeInfo(node: node, replacing: state.nodes[i])
             } else {
-                let info = state.unknown.removeValue(forKey: name) ?? NodeInfo(node: node)
-                info.update(node)
+                let info = state.unknown.removeValue(forKey: name).map { NodeInfo(node: node, replacing: $0) } ?? NodeInfo(node: node)
                 state.index[name] = state.nodes.count
                 state.nodes.append(info)
             }

@@ -32,47 +32,52 @@ public struct PodInfo: Sendable {
 /// A node as the scheduler sees it: the Node, and what is placed there (the pods the cache knows
 /// of plus the scheduler's own assumptions), with the sums kept as pods come and go so a filter
 /// never re-adds them. A reference type: the cache mutates these only under its lock, and every
-/// scheduling decision runs under that lock too.
+/// scheduling decision runs under that lock too. What comes from the Node is fixed (`let`, so
+/// reading it costs no exclusivity check in the hot loop); a new version of the Node makes a new
+/// NodeInfo that takes the pods over.
 public final class NodeInfo: @unchecked Sendable {
-    public private(set) var node: Node
-    public private(set) var name: String
-    public private(set) var labels: [String: String]
+    public let node: Node
+    public let name: String
+    public let labels: [String: String]
     /// Cordoned (`spec.unschedulable`).
-    public private(set) var unschedulable = false
+    public let unschedulable: Bool
     /// What the node offers: allocatable, or capacity when allocatable is not reported.
-    public private(set) var allocatable = Resources()
+    public let allocatable: Resources
     /// Ready=True in its conditions.
-    public private(set) var ready = false
+    public let ready: Bool
+    /// NoSchedule and NoExecute taints (filtered), PreferNoSchedule taints (scored).
+    public let hardTaints: [Taint]
+    public let softTaints: [Taint]
     /// The sum of the requests of the pods placed here (one pod slot each).
     public private(set) var requested = Resources()
     public private(set) var pods: [String: PodInfo] = [:]
-    /// NoSchedule and NoExecute taints (filtered), PreferNoSchedule taints (scored).
-    public private(set) var hardTaints: [Taint] = []
-    public private(set) var softTaints: [Taint] = []
     private var owners: [String: Int] = [:]
 
-    public init(node: Node, pods: [Pod] = []) {
-        self.node = node
-        name = node.metadata.name
-        labels = node.metadata.labels
-        update(node)
-        for pod in pods { add(PodInfo(pod)) }
+    public convenience init(node: Node, pods: [Pod] = []) {
+        self.init(node: node, placed: pods.map(PodInfo.init))
     }
 
-    /// Takes a new version of the Node (its pods stay).
-    public func update(_ node: Node) {
+    /// A new version of a node, with the pods placed on its previous version.
+    public convenience init(node: Node, replacing previous: NodeInfo) {
+        self.init(node: node, placed: Array(previous.pods.values))
+    }
+
+    init(node: Node, placed: [PodInfo]) {
         self.node = node
         let metadata = node.metadata
+        let spec = node.spec
+        let status = node.status
         name = metadata.name
         labels = metadata.labels
-        unschedulable = node.spec.unschedulable
-        let source = node.status.allocatable.isEmpty ? node.status.capacity : node.status.allocatable
+        unschedulable = spec.unschedulable
+        let source = status.allocatable.isEmpty ? status.capacity : status.allocatable
         allocatable = Resources(milliCPU: Resources.quantity(source["cpu"], milli: true),
                                 memory: Resources.quantity(source["memory"], milli: false),
                                 pods: Resources.quantity(source["pods"], milli: false))
-        ready = node.status.conditions.contains { $0.type == "Ready" && $0.status == "True" }
-        hardTaints = node.spec.taints.filter { $0.effect == "NoSchedule" || $0.effect == "NoExecute" }
-        softTaints = node.spec.taints.filter { $0.effect == "PreferNoSchedule" }
+        ready = status.conditions.contains { $0.type == "Ready" && $0.status == "True" }
+        hardTaints = spec.taints.filter { $0.effect == "NoSchedule" || $0.effect == "NoExecute" }
+        softTaints = spec.taints.filter { $0.effect == "PreferNoSchedule" }
+        for pod in placed { add(pod) }
     }
 
     /// Places a pod here (replacing an earlier version of it).
