@@ -35,9 +35,14 @@ public final class APIClient: Sendable {
     let timeout: TimeAmount
     /// Attempts per call, the first included (retries need the deadline to allow them too).
     let maxAttempts: Int
+    /// Acts as another user (and groups) through `Impersonate-User`/`Impersonate-Group`, which
+    /// the server allows only to identities that may `impersonate` them.
+    public let impersonation: (user: String, groups: [String])?
 
     public init(kubeconfig: Kubeconfig, format: WireFormat = .protobuf, timeout: TimeAmount = APIClient.defaultTimeout,
-                maxConnections: Int = 8, maxAttempts: Int = 6, connectTimeout: TimeAmount = .seconds(5), http2: Bool = true) throws {
+                maxConnections: Int = 8, maxAttempts: Int = 6, connectTimeout: TimeAmount = .seconds(5), http2: Bool = true,
+                impersonate: (user: String, groups: [String])? = nil) throws {
+        impersonation = impersonate
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(kubeconfig.caPEM.utf8)))
         tls.minimumTLSVersion = .tlsv12
@@ -132,6 +137,7 @@ public final class APIClient: Sendable {
         var request = HTTPClientRequest(url: server + path)
         request.method = method
         request.headers.add(name: "Accept", value: format.rawValue)
+        addImpersonation(&request)
         if let body {
             request.headers.add(name: "Content-Type", value: format.rawValue)
             request.body = .bytes(ByteBuffer(bytes: body))
@@ -252,6 +258,25 @@ public final class APIClient: Sendable {
         return try decode(T.self, try await call(.DELETE, path))
     }
 
+    func addImpersonation(_ request: inout HTTPClientRequest) {
+        guard let impersonation else { return }
+        request.headers.add(name: "Impersonate-User", value: impersonation.user)
+        for group in impersonation.groups { request.headers.add(name: "Impersonate-Group", value: group) }
+    }
+
+    /// Asks whether this client's identity (or the one it impersonates) may do something:
+    /// `POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews`.
+    public func accessReview(_ attributes: ResourceAttributes) async throws -> SubjectAccessReviewStatus {
+        var review = SelfSubjectAccessReview()
+        review.apiVersion = "authorization.k8s.io/v1"
+        review.kind = "SelfSubjectAccessReview"
+        review.spec.resourceAttributes = attributes
+        let body = format == .protobuf ? review.protoBytes() : review.jsonBytes()
+        let bytes = try await call(.POST, "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", body: body)
+        let answer = format == .protobuf ? try SelfSubjectAccessReview(protobuf: bytes) : try SelfSubjectAccessReview(jsonBytes: bytes)
+        return answer.status
+    }
+
     /// Assigns an unbound pod to a node (`pods/NAME/binding`); 409 when it is already on one.
     public func bind(namespace: String, pod: String, node: String) async throws {
         var binding = Binding()
@@ -275,6 +300,7 @@ public final class APIClient: Sendable {
         let path = Self.path(Pod.kindInfo, namespace: namespace, name: pod) + "/log?" + Self.logQuery(container, tailLines, false, follow: true)
         var request = HTTPClientRequest(url: server + path)
         request.headers.add(name: "Accept", value: format.rawValue)
+        addImpersonation(&request)
         let response = try await streams.execute(request, timeout: .hours(24))
         guard response.status.code == 200 else { throw try await Self.failure(response, method: "GET", path: path) }
         return response.body

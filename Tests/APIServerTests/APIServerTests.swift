@@ -22,7 +22,8 @@ struct APIServerTests {
         let created = try await server.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("web", labels: ["app": "web"]))
         #expect(created.code == 201, "\(created.body)")
         let pod = try Pod(jsonString: created.body)
-        #expect(pod.metadata.resourceVersion == "1" && !pod.metadata.uid.isEmpty)
+        let base = ServerHarness.bootRevision
+        #expect(pod.metadata.resourceVersion == "\(base + 1)" && !pod.metadata.uid.isEmpty)
 
         #expect(try await server.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("web")).json?["reason"] == .string("AlreadyExists"))
         let fetched = try await server.request("/api/v1/namespaces/default/pods/web")
@@ -31,7 +32,7 @@ struct APIServerTests {
         var changed = pod
         changed.metadata.labels["v"] = "2"
         let updated = try await server.request("PUT", "/api/v1/namespaces/default/pods/web", body: changed.jsonString())
-        #expect(try updated.code == 200 && Pod(jsonString: updated.body).metadata.resourceVersion == "2")
+        #expect(try updated.code == 200 && Pod(jsonString: updated.body).metadata.resourceVersion == "\(base + 2)")
         let stale = try await server.request("PUT", "/api/v1/namespaces/default/pods/web", body: changed.jsonString())
         #expect(stale.code == 409 && stale.json?["reason"] == .string("Conflict"))
 
@@ -113,7 +114,7 @@ struct APIServerTests {
         #expect(created.code == 201)
         let reply = try Data(contentsOf: URL(fileURLWithPath: (server.dir.path as NSString).appendingPathComponent("reply.pb")))
         let pod = try Pod(protobuf: Array(reply))
-        #expect(pod.metadata.name == "binary" && pod.metadata.resourceVersion == "1")
+        #expect(pod.metadata.name == "binary" && pod.metadata.resourceVersion == "\(ServerHarness.bootRevision + 1)")
         let garbage = (server.dir.path as NSString).appendingPathComponent("garbage.pb")
         try Data([0x1A, 0xFF, 0xFF, 0x01]).write(to: URL(fileURLWithPath: garbage))
         let bad = try await server.request("POST", "/api/v1/namespaces/default/pods", bodyFile: garbage, contentType: WireFormat.protobuf.rawValue)
@@ -127,10 +128,11 @@ struct APIServerTests {
         _ = try await server.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("b"))
         _ = try await server.request("DELETE", "/api/v1/namespaces/default/pods/a")
         _ = try await server.request("POST", "/api/v1/nodes", body: TestObjects.node("n").jsonString())
-        let watched = try await server.request("/api/v1/namespaces/default/pods?watch=true&resourceVersion=1&timeoutSeconds=1")
+        let base = ServerHarness.bootRevision
+        let watched = try await server.request("/api/v1/namespaces/default/pods?watch=true&resourceVersion=\(base + 1)&timeoutSeconds=1")
         let lines = watched.body.split(separator: "\n").map { try! JSONParser.parse(String($0)) }
         #expect(lines.map { $0["type"] } == [.string("ADDED"), .string("DELETED")])
-        #expect(lines.map { $0["object"]?["metadata"]?["resourceVersion"] } == [.string("2"), .string("3")])
+        #expect(lines.map { $0["object"]?["metadata"]?["resourceVersion"] } == [.string("\(base + 2)"), .string("\(base + 3)")])
         // Without a resourceVersion: the current objects, then changes.
         let fresh = try await server.request("/api/v1/namespaces/default/pods?watch=1&timeoutSeconds=1")
         #expect(fresh.body.split(separator: "\n").count == 1 && fresh.body.contains(#""name":"b""#))
@@ -140,10 +142,11 @@ struct APIServerTests {
     @Test func idleWatchesSendBookmarksAndVanishedClientsAreNoticed() async throws {
         let server = try await ServerHarness { $0.limits.bookmarkInterval = .milliseconds(200) }
         _ = try await server.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("a"))
-        let idle = try await server.request("/api/v1/namespaces/default/pods?watch=true&resourceVersion=1&timeoutSeconds=1")
+        let base = ServerHarness.bootRevision
+        let idle = try await server.request("/api/v1/namespaces/default/pods?watch=true&resourceVersion=\(base + 1)&timeoutSeconds=1")
         let lines = idle.body.split(separator: "\n").map { try! JSONParser.parse(String($0)) }
         #expect(!lines.isEmpty && lines.allSatisfy { $0["type"] == .string("BOOKMARK") }, "\(idle.body)")
-        #expect(lines.first?["object"]?["metadata"]?["resourceVersion"] == .string("1"))
+        #expect(lines.first?["object"]?["metadata"]?["resourceVersion"] == .string("\(base + 1)"))
         #expect(lines.first?["object"]?["kind"] == .string("Pod"))
 
         // A client that goes away (curl gives up after 1 s) frees its server-side watch.
@@ -254,7 +257,7 @@ struct APIServerTests {
         let second = try await ServerHarness(dir: dir)
         #expect(try await second.request("/api/v1/namespaces/default/pods/kept").code == 200)
         _ = try await second.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("new"))
-        let resumed = try await second.request("/api/v1/namespaces/default/pods?watch=true&resourceVersion=1&timeoutSeconds=1")
+        let resumed = try await second.request("/api/v1/namespaces/default/pods?watch=true&resourceVersion=\(ServerHarness.bootRevision + 1)&timeoutSeconds=1")
         #expect(resumed.body.split(separator: "\n").count == 1 && resumed.body.contains(#""name":"new""#))
         await second.stop()
     }

@@ -1875,3 +1875,423 @@ extension LeaseList: JSONCodable {
         }
     }
 }
+
+extension PolicyRule: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.verbs.isEmpty { w.key("verbs"); w.stringArray(self.verbs) }
+        if !self.apiGroups.isEmpty { w.key("apiGroups"); w.stringArray(self.apiGroups) }
+        if !self.resources.isEmpty { w.key("resources"); w.stringArray(self.resources) }
+        if !self.resourceNames.isEmpty { w.key("resourceNames"); w.stringArray(self.resourceNames) }
+        if !self.nonResourceUrls.isEmpty { w.key("nonResourceURLs"); w.stringArray(self.nonResourceUrls) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "verbs": self.verbs = try JSONDecodeError.at("verbs") { try value.decodeArray { try $0.decodeString() } }
+            case "apiGroups": self.apiGroups = try JSONDecodeError.at("apiGroups") { try value.decodeArray { try $0.decodeString() } }
+            case "resources": self.resources = try JSONDecodeError.at("resources") { try value.decodeArray { try $0.decodeString() } }
+            case "resourceNames": self.resourceNames = try JSONDecodeError.at("resourceNames") { try value.decodeArray { try $0.decodeString() } }
+            case "nonResourceURLs": self.nonResourceUrls = try JSONDecodeError.at("nonResourceURLs") { try value.decodeArray { try $0.decodeString() } }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension Role: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.apiVersion.isEmpty { w.key("apiVersion"); w.string(self.apiVersion) }
+        if !self.kind.isEmpty { w.key("kind"); w.string(self.kind) }
+        if self.hasMetadata { w.key("metadata"); self.metadata.writeJSON(to: &w) }
+        if !self.rules.isEmpty { w.key("rules"); w.array(self.rules) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "apiVersion": self.apiVersion = try JSONDecodeError.at("apiVersion") { try value.decodeString() }
+            case "kind": self.kind = try JSONDecodeError.at("kind") { try value.decodeString() }
+            case "metadata": self.metadata = try JSONDecodeError.at("metadata") { try ObjectMeta(json: value) }
+            case "rules": self.rules = try JSONDecodeError.at("rules") { try value.decodeArray { try PolicyRule(json: $0) } }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension RoleList: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.apiVersion.isEmpty { w.key("apiVersion"); w.string(self.apiVersion) }
+        if !self.kind.isEmpty { w.key("kind"); w.string(self.kind) }
+        if self.hasMetadata { w.key("metadata"); self.metadata.writeJSON(to: &w) }
+        if !self.items.isEmpty { w.key("items"); w.array(self.items) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "apiVersion": self.apiVersion = try JSONDecodeError.at("apiVersion") { try value.decodeString() }
+            case "kind": self.kind = try JSONDecodeError.at("kind") { try value.decodeString() }
+            case "metadata": self.metadata = try JSONDecodeError.at("metadata") { try ListMeta(json: value) }
+            case "items": self.items = try JSONDecodeError.at("items") { try value.decodeArray { try Role(json: $0) } }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension ClusterRole: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.apiVersion.isEmpty { w.key("apiVersion"); w.string(self.apiVersion) }
+        if !self.kind.isEmpty { w.key("kind"); w.string(self.kind) }
+        if self.hasMetadata { w.key("metadata"); self.metadata.writeJSON(to: &w) }
+        if !self.rules.isEmpty { w.key("rules"); w.array(self.rules) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "apiVersion": self.apiVersion = try JSONDecodeError.at("apiVersion") { try value.decodeString() }
+            case "kind": self.kind = try JSONDecodeError.at("kind") { try value.decodeString() }
+            case "metadata": self.metadata = try JSONDecodeError.at("metadata") { try ObjectMeta(json: value) }
+            case "rules": self.rules = try JSONDecodeError.at("rules") { try value.decodeArray { try PolicyRule(json: $0) } }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension ClusterRoleList: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.apiVersion.isEmpty { w.key("apiVersion"); w.string(self.apiVersion) }
+        if !self.kind.isEmpty { w.key("kind"); w.string(self.kind) }
+        if self.hasMetadata { w.key("metadata"); self.metadata.writeJSON(to: &w) }
+        if !self.items.isEmpty { w.key("items"); w.array(self.items) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "apiVersion": self.apiVersion = try JSONDecodeError.at("apiVersion") { try value.decodeString() }
+            case "kind": self.kind = try JSONDecodeError.at("kind") { try value.decodeString() }
+            case "metadata": self.metadata = try JSONDecodeError.at("metadata") { try ListMeta(json: value) }
+            case "items": self.items = try JSONDecodeError.at("items") { try value.decodeArray { try ClusterRole(json: $0) } }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension Subject: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.kind.isEmpty { w.key("kind"); w.string(self.kind) }
+        if !self.apiGroup.isEmpty { w.key("apiGroup"); w.string(self.apiGroup) }
+        if !self.name.isEmpty { w.key("name"); w.string(self.name) }
+        if !self.namespace.isEmpty { w.key("namespace"); w.string(self.namespace) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "kind": self.kind = try JSONDecodeError.at("kind") { try value.decodeString() }
+            case "apiGroup": self.apiGroup = try JSONDecodeError.at("apiGroup") { try value.decodeString() }
+            case "name": self.name = try JSONDecodeError.at("name") { try value.decodeString() }
+            case "namespace": self.namespace = try JSONDecodeError.at("namespace") { try value.decodeString() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension RoleRef: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.apiGroup.isEmpty { w.key("apiGroup"); w.string(self.apiGroup) }
+        if !self.kind.isEmpty { w.key("kind"); w.string(self.kind) }
+        if !self.name.isEmpty { w.key("name"); w.string(self.name) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "apiGroup": self.apiGroup = try JSONDecodeError.at("apiGroup") { try value.decodeString() }
+            case "kind": self.kind = try JSONDecodeError.at("kind") { try value.decodeString() }
+            case "name": self.name = try JSONDecodeError.at("name") { try value.decodeString() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension RoleBinding: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.apiVersion.isEmpty { w.key("apiVersion"); w.string(self.apiVersion) }
+        if !self.kind.isEmpty { w.key("kind"); w.string(self.kind) }
+        if self.hasMetadata { w.key("metadata"); self.metadata.writeJSON(to: &w) }
+        if !self.subjects.isEmpty { w.key("subjects"); w.array(self.subjects) }
+        if self.hasRoleRef { w.key("roleRef"); self.roleRef.writeJSON(to: &w) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "apiVersion": self.apiVersion = try JSONDecodeError.at("apiVersion") { try value.decodeString() }
+            case "kind": self.kind = try JSONDecodeError.at("kind") { try value.decodeString() }
+            case "metadata": self.metadata = try JSONDecodeError.at("metadata") { try ObjectMeta(json: value) }
+            case "subjects": self.subjects = try JSONDecodeError.at("subjects") { try value.decodeArray { try Subject(json: $0) } }
+            case "roleRef": self.roleRef = try JSONDecodeError.at("roleRef") { try RoleRef(json: value) }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension RoleBindingList: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.apiVersion.isEmpty { w.key("apiVersion"); w.string(self.apiVersion) }
+        if !self.kind.isEmpty { w.key("kind"); w.string(self.kind) }
+        if self.hasMetadata { w.key("metadata"); self.metadata.writeJSON(to: &w) }
+        if !self.items.isEmpty { w.key("items"); w.array(self.items) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "apiVersion": self.apiVersion = try JSONDecodeError.at("apiVersion") { try value.decodeString() }
+            case "kind": self.kind = try JSONDecodeError.at("kind") { try value.decodeString() }
+            case "metadata": self.metadata = try JSONDecodeError.at("metadata") { try ListMeta(json: value) }
+            case "items": self.items = try JSONDecodeError.at("items") { try value.decodeArray { try RoleBinding(json: $0) } }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension ClusterRoleBinding: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.apiVersion.isEmpty { w.key("apiVersion"); w.string(self.apiVersion) }
+        if !self.kind.isEmpty { w.key("kind"); w.string(self.kind) }
+        if self.hasMetadata { w.key("metadata"); self.metadata.writeJSON(to: &w) }
+        if !self.subjects.isEmpty { w.key("subjects"); w.array(self.subjects) }
+        if self.hasRoleRef { w.key("roleRef"); self.roleRef.writeJSON(to: &w) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "apiVersion": self.apiVersion = try JSONDecodeError.at("apiVersion") { try value.decodeString() }
+            case "kind": self.kind = try JSONDecodeError.at("kind") { try value.decodeString() }
+            case "metadata": self.metadata = try JSONDecodeError.at("metadata") { try ObjectMeta(json: value) }
+            case "subjects": self.subjects = try JSONDecodeError.at("subjects") { try value.decodeArray { try Subject(json: $0) } }
+            case "roleRef": self.roleRef = try JSONDecodeError.at("roleRef") { try RoleRef(json: value) }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension ClusterRoleBindingList: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.apiVersion.isEmpty { w.key("apiVersion"); w.string(self.apiVersion) }
+        if !self.kind.isEmpty { w.key("kind"); w.string(self.kind) }
+        if self.hasMetadata { w.key("metadata"); self.metadata.writeJSON(to: &w) }
+        if !self.items.isEmpty { w.key("items"); w.array(self.items) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "apiVersion": self.apiVersion = try JSONDecodeError.at("apiVersion") { try value.decodeString() }
+            case "kind": self.kind = try JSONDecodeError.at("kind") { try value.decodeString() }
+            case "metadata": self.metadata = try JSONDecodeError.at("metadata") { try ListMeta(json: value) }
+            case "items": self.items = try JSONDecodeError.at("items") { try value.decodeArray { try ClusterRoleBinding(json: $0) } }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension ResourceAttributes: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.namespace.isEmpty { w.key("namespace"); w.string(self.namespace) }
+        if !self.verb.isEmpty { w.key("verb"); w.string(self.verb) }
+        if !self.group.isEmpty { w.key("group"); w.string(self.group) }
+        if !self.version.isEmpty { w.key("version"); w.string(self.version) }
+        if !self.resource.isEmpty { w.key("resource"); w.string(self.resource) }
+        if !self.subresource.isEmpty { w.key("subresource"); w.string(self.subresource) }
+        if !self.name.isEmpty { w.key("name"); w.string(self.name) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "namespace": self.namespace = try JSONDecodeError.at("namespace") { try value.decodeString() }
+            case "verb": self.verb = try JSONDecodeError.at("verb") { try value.decodeString() }
+            case "group": self.group = try JSONDecodeError.at("group") { try value.decodeString() }
+            case "version": self.version = try JSONDecodeError.at("version") { try value.decodeString() }
+            case "resource": self.resource = try JSONDecodeError.at("resource") { try value.decodeString() }
+            case "subresource": self.subresource = try JSONDecodeError.at("subresource") { try value.decodeString() }
+            case "name": self.name = try JSONDecodeError.at("name") { try value.decodeString() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension NonResourceAttributes: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.path.isEmpty { w.key("path"); w.string(self.path) }
+        if !self.verb.isEmpty { w.key("verb"); w.string(self.verb) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "path": self.path = try JSONDecodeError.at("path") { try value.decodeString() }
+            case "verb": self.verb = try JSONDecodeError.at("verb") { try value.decodeString() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension SelfSubjectAccessReviewSpec: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if self.hasResourceAttributes { w.key("resourceAttributes"); self.resourceAttributes.writeJSON(to: &w) }
+        if self.hasNonResourceAttributes { w.key("nonResourceAttributes"); self.nonResourceAttributes.writeJSON(to: &w) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "resourceAttributes": self.resourceAttributes = try JSONDecodeError.at("resourceAttributes") { try ResourceAttributes(json: value) }
+            case "nonResourceAttributes": self.nonResourceAttributes = try JSONDecodeError.at("nonResourceAttributes") { try NonResourceAttributes(json: value) }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension SubjectAccessReviewStatus: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        w.key("allowed"); w.bool(self.allowed)
+        if self.denied { w.key("denied"); w.bool(self.denied) }
+        if !self.reason.isEmpty { w.key("reason"); w.string(self.reason) }
+        if !self.evaluationError.isEmpty { w.key("evaluationError"); w.string(self.evaluationError) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "allowed": self.allowed = try JSONDecodeError.at("allowed") { try value.decodeBool() }
+            case "denied": self.denied = try JSONDecodeError.at("denied") { try value.decodeBool() }
+            case "reason": self.reason = try JSONDecodeError.at("reason") { try value.decodeString() }
+            case "evaluationError": self.evaluationError = try JSONDecodeError.at("evaluationError") { try value.decodeString() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension SelfSubjectAccessReview: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.apiVersion.isEmpty { w.key("apiVersion"); w.string(self.apiVersion) }
+        if !self.kind.isEmpty { w.key("kind"); w.string(self.kind) }
+        if self.hasMetadata { w.key("metadata"); self.metadata.writeJSON(to: &w) }
+        if self.hasSpec { w.key("spec"); self.spec.writeJSON(to: &w) }
+        if self.hasStatus { w.key("status"); self.status.writeJSON(to: &w) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "apiVersion": self.apiVersion = try JSONDecodeError.at("apiVersion") { try value.decodeString() }
+            case "kind": self.kind = try JSONDecodeError.at("kind") { try value.decodeString() }
+            case "metadata": self.metadata = try JSONDecodeError.at("metadata") { try ObjectMeta(json: value) }
+            case "spec": self.spec = try JSONDecodeError.at("spec") { try SelfSubjectAccessReviewSpec(json: value) }
+            case "status": self.status = try JSONDecodeError.at("status") { try SubjectAccessReviewStatus(json: value) }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}

@@ -1642,3 +1642,358 @@ extension LeaseList: ProtoCodable {
         }
     }
 }
+
+extension PolicyRule: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        for item in self.verbs { w.string(1, item) }
+        for item in self.apiGroups { w.string(2, item) }
+        for item in self.resources { w.string(3, item) }
+        for item in self.resourceNames { w.string(4, item) }
+        for item in self.nonResourceUrls { w.string(5, item) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.verbs.append(try r.string())
+            case 2: self.apiGroups.append(try r.string())
+            case 3: self.resources.append(try r.string())
+            case 4: self.resourceNames.append(try r.string())
+            case 5: self.nonResourceUrls.append(try r.string())
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension Role: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
+        if !self.kind.isEmpty { w.string(2, self.kind) }
+        if self.hasMetadata { w.message(3, self.metadata) }
+        for item in self.rules { w.message(4, item) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.apiVersion = try r.string()
+            case 2: self.kind = try r.string()
+            case 3:
+                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ObjectMeta.self) }
+            case 4: self.rules.append(try r.message(PolicyRule.self))
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension RoleList: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
+        if !self.kind.isEmpty { w.string(2, self.kind) }
+        if self.hasMetadata { w.message(3, self.metadata) }
+        for item in self.items { w.message(4, item) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.apiVersion = try r.string()
+            case 2: self.kind = try r.string()
+            case 3:
+                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ListMeta.self) }
+            case 4: self.items.append(try r.message(Role.self))
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension ClusterRole: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
+        if !self.kind.isEmpty { w.string(2, self.kind) }
+        if self.hasMetadata { w.message(3, self.metadata) }
+        for item in self.rules { w.message(4, item) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.apiVersion = try r.string()
+            case 2: self.kind = try r.string()
+            case 3:
+                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ObjectMeta.self) }
+            case 4: self.rules.append(try r.message(PolicyRule.self))
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension ClusterRoleList: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
+        if !self.kind.isEmpty { w.string(2, self.kind) }
+        if self.hasMetadata { w.message(3, self.metadata) }
+        for item in self.items { w.message(4, item) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.apiVersion = try r.string()
+            case 2: self.kind = try r.string()
+            case 3:
+                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ListMeta.self) }
+            case 4: self.items.append(try r.message(ClusterRole.self))
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension Subject: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.kind.isEmpty { w.string(1, self.kind) }
+        if !self.apiGroup.isEmpty { w.string(2, self.apiGroup) }
+        if !self.name.isEmpty { w.string(3, self.name) }
+        if !self.namespace.isEmpty { w.string(4, self.namespace) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.kind = try r.string()
+            case 2: self.apiGroup = try r.string()
+            case 3: self.name = try r.string()
+            case 4: self.namespace = try r.string()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension RoleRef: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.apiGroup.isEmpty { w.string(1, self.apiGroup) }
+        if !self.kind.isEmpty { w.string(2, self.kind) }
+        if !self.name.isEmpty { w.string(3, self.name) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.apiGroup = try r.string()
+            case 2: self.kind = try r.string()
+            case 3: self.name = try r.string()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension RoleBinding: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
+        if !self.kind.isEmpty { w.string(2, self.kind) }
+        if self.hasMetadata { w.message(3, self.metadata) }
+        for item in self.subjects { w.message(4, item) }
+        if self.hasRoleRef { w.message(5, self.roleRef) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.apiVersion = try r.string()
+            case 2: self.kind = try r.string()
+            case 3:
+                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ObjectMeta.self) }
+            case 4: self.subjects.append(try r.message(Subject.self))
+            case 5:
+                if self.hasRoleRef { try r.merge(into: &self.roleRef) } else { self.roleRef = try r.message(RoleRef.self) }
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension RoleBindingList: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
+        if !self.kind.isEmpty { w.string(2, self.kind) }
+        if self.hasMetadata { w.message(3, self.metadata) }
+        for item in self.items { w.message(4, item) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.apiVersion = try r.string()
+            case 2: self.kind = try r.string()
+            case 3:
+                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ListMeta.self) }
+            case 4: self.items.append(try r.message(RoleBinding.self))
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension ClusterRoleBinding: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
+        if !self.kind.isEmpty { w.string(2, self.kind) }
+        if self.hasMetadata { w.message(3, self.metadata) }
+        for item in self.subjects { w.message(4, item) }
+        if self.hasRoleRef { w.message(5, self.roleRef) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.apiVersion = try r.string()
+            case 2: self.kind = try r.string()
+            case 3:
+                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ObjectMeta.self) }
+            case 4: self.subjects.append(try r.message(Subject.self))
+            case 5:
+                if self.hasRoleRef { try r.merge(into: &self.roleRef) } else { self.roleRef = try r.message(RoleRef.self) }
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension ClusterRoleBindingList: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
+        if !self.kind.isEmpty { w.string(2, self.kind) }
+        if self.hasMetadata { w.message(3, self.metadata) }
+        for item in self.items { w.message(4, item) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.apiVersion = try r.string()
+            case 2: self.kind = try r.string()
+            case 3:
+                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ListMeta.self) }
+            case 4: self.items.append(try r.message(ClusterRoleBinding.self))
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension ResourceAttributes: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.namespace.isEmpty { w.string(1, self.namespace) }
+        if !self.verb.isEmpty { w.string(2, self.verb) }
+        if !self.group.isEmpty { w.string(3, self.group) }
+        if !self.version.isEmpty { w.string(4, self.version) }
+        if !self.resource.isEmpty { w.string(5, self.resource) }
+        if !self.subresource.isEmpty { w.string(6, self.subresource) }
+        if !self.name.isEmpty { w.string(7, self.name) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.namespace = try r.string()
+            case 2: self.verb = try r.string()
+            case 3: self.group = try r.string()
+            case 4: self.version = try r.string()
+            case 5: self.resource = try r.string()
+            case 6: self.subresource = try r.string()
+            case 7: self.name = try r.string()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension NonResourceAttributes: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.path.isEmpty { w.string(1, self.path) }
+        if !self.verb.isEmpty { w.string(2, self.verb) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.path = try r.string()
+            case 2: self.verb = try r.string()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension SelfSubjectAccessReviewSpec: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if self.hasResourceAttributes { w.message(1, self.resourceAttributes) }
+        if self.hasNonResourceAttributes { w.message(2, self.nonResourceAttributes) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1:
+                if self.hasResourceAttributes { try r.merge(into: &self.resourceAttributes) } else { self.resourceAttributes = try r.message(ResourceAttributes.self) }
+            case 2:
+                if self.hasNonResourceAttributes { try r.merge(into: &self.nonResourceAttributes) } else { self.nonResourceAttributes = try r.message(NonResourceAttributes.self) }
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension SubjectAccessReviewStatus: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if self.allowed { w.bool(1, self.allowed) }
+        if self.denied { w.bool(2, self.denied) }
+        if !self.reason.isEmpty { w.string(3, self.reason) }
+        if !self.evaluationError.isEmpty { w.string(4, self.evaluationError) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.allowed = try r.bool()
+            case 2: self.denied = try r.bool()
+            case 3: self.reason = try r.string()
+            case 4: self.evaluationError = try r.string()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension SelfSubjectAccessReview: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
+        if !self.kind.isEmpty { w.string(2, self.kind) }
+        if self.hasMetadata { w.message(3, self.metadata) }
+        if self.hasSpec { w.message(4, self.spec) }
+        if self.hasStatus { w.message(5, self.status) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.apiVersion = try r.string()
+            case 2: self.kind = try r.string()
+            case 3:
+                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ObjectMeta.self) }
+            case 4:
+                if self.hasSpec { try r.merge(into: &self.spec) } else { self.spec = try r.message(SelfSubjectAccessReviewSpec.self) }
+            case 5:
+                if self.hasStatus { try r.merge(into: &self.status) } else { self.status = try r.message(SubjectAccessReviewStatus.self) }
+            default: try r.skip()
+            }
+        }
+    }
+}

@@ -50,7 +50,39 @@ extension Deployment: APIObject {
     public mutating func copyStatus(from other: Deployment) { if other.hasStatus { status = other.status } else { clearStatus() } }
 }
 
+extension Role: APIObject {
+    public static let kindInfo = KindInfo(group: "rbac.authorization.k8s.io", version: "v1", kind: "Role", resource: "roles",
+                                          singular: "role", shortNames: [], namespaced: true)
+    public func specDiffers(from other: Role) -> Bool { rules != other.rules }
+    public mutating func copyStatus(from other: Role) {}
+}
+
+extension ClusterRole: APIObject {
+    public static let kindInfo = KindInfo(group: "rbac.authorization.k8s.io", version: "v1", kind: "ClusterRole", resource: "clusterroles",
+                                          singular: "clusterrole", shortNames: [], namespaced: false)
+    public func specDiffers(from other: ClusterRole) -> Bool { rules != other.rules }
+    public mutating func copyStatus(from other: ClusterRole) {}
+}
+
+extension RoleBinding: APIObject {
+    public static let kindInfo = KindInfo(group: "rbac.authorization.k8s.io", version: "v1", kind: "RoleBinding", resource: "rolebindings",
+                                          singular: "rolebinding", shortNames: [], namespaced: true)
+    public func specDiffers(from other: RoleBinding) -> Bool { subjects != other.subjects || roleRef != other.roleRef }
+    public mutating func copyStatus(from other: RoleBinding) {}
+}
+
+extension ClusterRoleBinding: APIObject {
+    public static let kindInfo = KindInfo(group: "rbac.authorization.k8s.io", version: "v1", kind: "ClusterRoleBinding",
+                                          resource: "clusterrolebindings", singular: "clusterrolebinding", shortNames: [], namespaced: false)
+    public func specDiffers(from other: ClusterRoleBinding) -> Bool { subjects != other.subjects || roleRef != other.roleRef }
+    public mutating func copyStatus(from other: ClusterRoleBinding) {}
+}
+
 extension NamespaceList: APIObjectList {}
+extension RoleList: APIObjectList {}
+extension ClusterRoleList: APIObjectList {}
+extension RoleBindingList: APIObjectList {}
+extension ClusterRoleBindingList: APIObjectList {}
 extension PodList: APIObjectList {}
 extension NodeList: APIObjectList {}
 extension EventList: APIObjectList {}

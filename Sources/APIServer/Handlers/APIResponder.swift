@@ -23,6 +23,8 @@ struct APIResponder: HTTPResponder {
     /// Client for node agents (logs), authenticated with the server's own client certificate.
     let agents: HTTPClient?
     let logger: Logger
+    /// RBAC: who may do what.
+    let authorizer: Authorizer
 
     func respond(to request: Request, context: Context) async throws -> Response {
         let started = ContinuousClock.now
@@ -52,8 +54,15 @@ struct APIResponder: HTTPResponder {
         }
         defer { inflight.leave() }
         do {
-            guard let identity = try await ClientIdentity.of(channel: context.channel) else {
+            guard let caller = try await ClientIdentity.of(channel: context.channel) else {
                 return errorResponse(.unauthorized, format)
+            }
+            let identity = try effectiveIdentity(request, caller)
+            // Kubernetes' own protobuf envelope is not spoken here: say so (415), and clients such
+            // as kubectl send JSON instead.
+            if request.headers[.contentType]?.hasPrefix("application/vnd.kubernetes.protobuf") == true {
+                return errorResponse(APIError(415, "UnsupportedMediaType",
+                                              "the body of the request was in an unknown format - accepted media types include: application/json, \(WireFormat.protobuf.rawValue)"), format)
             }
             if isStream {
                 var request = request
@@ -96,6 +105,11 @@ struct APIResponder: HTTPResponder {
 
     func route(_ request: inout Request, identity: ClientIdentity, format: WireFormat) async throws -> Response {
         let segments = request.uri.path.split(separator: "/").map(String.init)
+        if segments == ["apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"] {
+            return try await accessReview(&request, identity: identity, format: format)
+        }
+        let resourcePath = try ResourcePath.parse(segments)
+        try authorize(Self.attributes(request, path: resourcePath, identity: identity))
         switch segments {
         case ["metrics"]: return metricsResponse()
         case ["version"]: return Self.json(Discovery.version())
@@ -110,7 +124,7 @@ struct APIResponder: HTTPResponder {
             }
             return Self.json(list)
         }
-        guard let path = try ResourcePath.parse(segments) else {
+        guard let path = resourcePath else {
             throw APIError.notFound("the server could not find the requested resource")
         }
         return try await handle(path.kind, path, &request, format: format)
@@ -213,7 +227,7 @@ struct APIResponder: HTTPResponder {
         var lines = [
             "# HELP cox_apiserver_watchers Watches being served.",
             "# TYPE cox_apiserver_watchers gauge",
-            "cox_apiserver_watchers \(store.activeWatchers)",
+            "cox_apiserver_watchers \(drain.count)",
             "# HELP cox_apiserver_inflight_requests Requests being served (watch streams excluded).",
             "# TYPE cox_apiserver_inflight_requests gauge",
             "cox_apiserver_inflight_requests \(inflight.current)",

@@ -18,6 +18,7 @@ enum Discovery {
     static var groups: [String: String] {
         var out: [String: String] = [:]
         for kind in Kinds.all where !kind.kindInfo.group.isEmpty { out[kind.kindInfo.group] = kind.kindInfo.version }
+        out["authorization.k8s.io"] = "v1"
         return out
     }
 
@@ -31,6 +32,16 @@ enum Discovery {
 
     /// The resources of one group/version; nil when nothing is served there.
     static func resourceList(group: String, version: String) -> JSONValue? {
+        if group == "authorization.k8s.io" && version == "v1" {
+            // Access reviews are asked, never stored: `kubectl auth can-i` and `cox auth can-i`.
+            let review: JSONValue = .object([
+                JSONMember("name", .string("selfsubjectaccessreviews")), JSONMember("singularName", .string("selfsubjectaccessreview")),
+                JSONMember("namespaced", .bool(false)), JSONMember("kind", .string("SelfSubjectAccessReview")),
+                JSONMember("verbs", .array([.string("create")])),
+            ])
+            return .object([JSONMember("kind", .string("APIResourceList")), JSONMember("apiVersion", .string("v1")),
+                            JSONMember("groupVersion", .string("authorization.k8s.io/v1")), JSONMember("resources", .array([review]))])
+        }
         let kinds = Kinds.all.filter { $0.kindInfo.group == group && $0.kindInfo.version == version }
         guard !kinds.isEmpty else { return nil }
         var resources: [JSONValue] = []

@@ -71,10 +71,15 @@ public struct APIServer: Sendable {
         tls.certificateVerification = .optionalVerification
         tls.minimumTLSVersion = .tlsv12
 
+        // RBAC: the built-in roles and bindings exist before the first request is answered, and
+        // the authorizer holds every role and binding from then on.
+        try await BootstrapPolicy.ensure(in: store, logger: logger)
+        let authorizer = Authorizer()
+        let policyRevision = try await authorizer.reload(from: store)
         let drain = WatchDrain()
         let agents = try Self.agentClient(pki)
         let responder = APIResponder(store: store, limits: configuration.limits, inflight: InflightCounter(),
-                                     metrics: RequestMetrics(), drain: drain, agents: agents, logger: logger)
+                                     metrics: RequestMetrics(), drain: drain, agents: agents, logger: logger, authorizer: authorizer)
         let kubeconfigPath = configuration.kubeconfigPath ?? (configuration.dataDirectory as NSString).appendingPathComponent("admin.kubeconfig")
         let host = configuration.host
         let urlHost = host.contains(":") ? "[\(host)]" : host
@@ -97,12 +102,17 @@ public struct APIServer: Sendable {
                 portContinuation.finish()
             },
             logger: logger)
+        let following = Task { [logger] in await authorizer.follow(store, from: policyRevision, logger: logger) }
         do {
             try await serve(app, drain: drain, ports: ports, portContinuation: portContinuation, onRunning: onRunning)
         } catch {
+            following.cancel()
+            await following.value
             try? await agents.shutdown()
             throw error
         }
+        following.cancel()
+        await following.value
         try? await agents.shutdown()
     }
 

@@ -29,6 +29,8 @@ final class WatchDrain: Sendable {
     }
 
     var isDraining: Bool { state.withLock { $0.draining } }
+    /// Clients' watches being served (the server's own, such as RBAC's, are not registered).
+    var count: Int { state.withLock { $0.watches.count } }
 
     @discardableResult
     func drain() -> Int {

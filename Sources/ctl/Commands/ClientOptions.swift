@@ -9,6 +9,8 @@ import PKI
 struct ClientOptions: ParsableArguments {
     @Option(help: "Path to a kubeconfig file.") var kubeconfig: String?
     @Flag(help: "Talk JSON to the server instead of protobuf.") var json = false
+    @Option(name: .customLong("as"), help: "Act as this user (the server must allow you to impersonate it).") var asUser: String?
+    @Option(name: .customLong("as-group"), help: "Act with this group too (repeatable; needs --as).") var asGroup: [String] = []
 
     func resolveKubeconfig() throws -> String {
         var tried: [String] = []
@@ -23,8 +25,9 @@ struct ClientOptions: ParsableArguments {
 
     func makeClient() throws -> APIClient {
         // A person is waiting: a server that is down is reported within seconds, not after the deadline.
-        try APIClient(kubeconfig: try Kubeconfig.load(path: try resolveKubeconfig()), format: json ? .json : .protobuf,
-                      maxAttempts: 3, connectTimeout: .seconds(1))
+        if asUser == nil && !asGroup.isEmpty { throw ValidationError("--as-group needs --as (a user to act as)") }
+        return try APIClient(kubeconfig: try Kubeconfig.load(path: try resolveKubeconfig()), format: json ? .json : .protobuf,
+                             maxAttempts: 3, connectTimeout: .seconds(1), impersonate: asUser.map { ($0, asGroup) })
     }
 }
 

@@ -1,0 +1,131 @@
+import API
+import Logging
+import Store
+
+/// The roles and bindings every cluster starts with (Kubernetes' names where it has them),
+/// created at the first start and whenever one is missing; an edited one is left as it is.
+public enum BootstrapPolicy {
+    static func rule(_ verbs: [String], _ groups: [String], _ resources: [String], names: [String] = []) -> PolicyRule {
+        var rule = PolicyRule()
+        rule.verbs = verbs
+        rule.apiGroups = groups
+        rule.resources = resources
+        rule.resourceNames = names
+        return rule
+    }
+
+    static func paths(_ verbs: [String], _ urls: [String]) -> PolicyRule {
+        var rule = PolicyRule()
+        rule.verbs = verbs
+        rule.nonResourceUrls = urls
+        return rule
+    }
+
+    static let read = ["get", "list", "watch"]
+    static let write = ["create", "update", "patch", "delete", "deletecollection"]
+    static let coordination = "coordination.k8s.io"
+
+    /// The users the built-in components would run as with identities of their own (issue #7's
+    /// node bootstrap gives nodes theirs: CN=cox:node:NAME, O=cox:nodes).
+    public static let schedulerUser = "system:kube-scheduler"
+    public static let controllerManagerUser = "system:kube-controller-manager"
+    public static let nodesGroup = "cox:nodes"
+
+    public static var clusterRoles: [ClusterRole] {
+        func role(_ name: String, _ rules: [PolicyRule]) -> ClusterRole {
+            var role = ClusterRole()
+            role.metadata.name = name
+            role.metadata.labels = ["kubernetes.io/bootstrapping": "rbac-defaults"]
+            role.rules = rules
+            role.applyDefaults()
+            return role
+        }
+        let viewRules = [
+            rule(read, [""], ["pods", "pods/log", "pods/status", "events", "namespaces", "namespaces/status"]),
+            rule(read, ["apps"], ["deployments", "deployments/status", "replicasets", "replicasets/status"]),
+        ]
+        let editRules = viewRules + [
+            rule(write, [""], ["pods"]),
+            rule(write, ["apps"], ["deployments", "replicasets"]),
+        ]
+        let adminRules = editRules + [
+            rule(read + write, ["rbac.authorization.k8s.io"], ["roles", "rolebindings"]),
+            rule(read + write, [coordination], ["leases"]),
+        ]
+        return [
+            role("cluster-admin", [rule(["*"], ["*"], ["*"]), paths(["*"], ["*"])]),
+            role("admin", adminRules),
+            role("edit", editRules),
+            role("view", viewRules),
+            role("system:discovery", [paths(["get"], ["/api", "/api/*", "/apis", "/apis/*", "/version", "/livez", "/readyz"])]),
+            role("system:monitoring", [paths(["get"], ["/metrics", "/livez", "/readyz"])]),
+            role("system:kube-scheduler", [
+                rule(read, [""], ["pods", "nodes", "namespaces"]),
+                rule(["create"], [""], ["pods/binding"]),
+                rule(["update", "patch"], [""], ["pods/status"]),
+                rule(["create", "update", "patch"], [""], ["events"]),
+                rule(["get", "create", "update"], [coordination], ["leases"]),
+            ]),
+            role("system:kube-controller-manager", [
+                rule(read + write, [""], ["pods", "events"]),
+                rule(read + ["update", "patch", "delete"], [""], ["nodes", "nodes/status", "namespaces", "namespaces/status"]),
+                rule(["update", "patch"], [""], ["pods/status"]),
+                rule(read + write, ["apps"], ["deployments", "deployments/status", "replicasets", "replicasets/status"]),
+                rule(read + write, [coordination], ["leases"]),
+            ]),
+            role("system:node", [
+                rule(read + ["create", "update", "patch"], [""], ["nodes", "nodes/status"]),
+                rule(read + ["delete"], [""], ["pods"]),
+                rule(["update", "patch"], [""], ["pods/status"]),
+                rule(["create", "update", "patch"], [""], ["events"]),
+                rule(["get", "create", "update"], [coordination], ["leases"]),
+            ]),
+        ]
+    }
+
+    public static var clusterRoleBindings: [ClusterRoleBinding] {
+        func binding(_ name: String, role: String, _ kind: String, _ subject: String) -> ClusterRoleBinding {
+            var binding = ClusterRoleBinding()
+            binding.metadata.name = name
+            binding.metadata.labels = ["kubernetes.io/bootstrapping": "rbac-defaults"]
+            binding.roleRef.kind = "ClusterRole"
+            binding.roleRef.name = role
+            var who = Subject()
+            who.kind = kind
+            who.name = subject
+            binding.subjects = [who]
+            binding.applyDefaults()
+            return binding
+        }
+        return [
+            binding("cluster-admin", role: "cluster-admin", "Group", Authorizer.superuserGroup),
+            binding("system:discovery", role: "system:discovery", "Group", Authorizer.authenticatedGroup),
+            binding("system:kube-scheduler", role: "system:kube-scheduler", "User", schedulerUser),
+            binding("system:kube-controller-manager", role: "system:kube-controller-manager", "User", controllerManagerUser),
+            binding("system:node", role: "system:node", "Group", nodesGroup),
+        ]
+    }
+
+    /// Creates what is missing.
+    public static func ensure(in store: any ObjectStore, logger: Logger) async throws {
+        var created: [String] = []
+        for role in clusterRoles where try await missing(ClusterRole.self, role.metadata.name, store) {
+            _ = try await store.create(try role.validated())
+            created.append("clusterrole/\(role.metadata.name)")
+        }
+        for binding in clusterRoleBindings where try await missing(ClusterRoleBinding.self, binding.metadata.name, store) {
+            _ = try await store.create(try binding.validated())
+            created.append("clusterrolebinding/\(binding.metadata.name)")
+        }
+        if !created.isEmpty { logger.info("created the built-in RBAC policy", metadata: ["objects": "\(created.joined(separator: ", "))"]) }
+    }
+
+    static func missing<T: APIObject>(_ type: T.Type, _ name: String, _ store: any ObjectStore) async throws -> Bool {
+        do {
+            _ = try await store.get(T.self, namespace: "", name: name)
+            return false
+        } catch let error as StoreError where error.code == .notFound {
+            return true
+        }
+    }
+}
