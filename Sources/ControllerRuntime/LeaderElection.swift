@@ -25,6 +25,14 @@ public final class LeaderElector: Sendable {
             self.name = name
             self.identity = identity
         }
+
+        /// A configuration with the given timing (a component's lease options).
+        public init(name: String, identity: String, leaseDuration: Duration, renewDeadline: Duration, retryPeriod: Duration) {
+            self.init(name: name, identity: identity)
+            self.leaseDuration = leaseDuration
+            self.renewDeadline = renewDeadline
+            self.retryPeriod = retryPeriod
+        }
     }
 
     public let configuration: Configuration

@@ -42,10 +42,8 @@ public final class ControllerManager: Sendable {
 
     /// Campaigns and runs the controllers while leading, until cancelled.
     public func run() async {
-        var election = LeaderElector.Configuration(name: Self.leaseName, identity: options.identity)
-        election.leaseDuration = options.leaseDuration
-        election.renewDeadline = options.renewDeadline
-        election.retryPeriod = options.retryPeriod
+        let election = LeaderElector.Configuration(name: Self.leaseName, identity: options.identity, leaseDuration: options.leaseDuration,
+                                                   renewDeadline: options.renewDeadline, retryPeriod: options.retryPeriod)
         let elector = LeaderElector(configuration: election, client: client, clock: clock, logger: logger)
         await elector.run { await self.term() }
     }

@@ -10,12 +10,7 @@ import TestSupport
 /// loopback) with identities minted from its CA, impersonation, access reviews and `cox auth can-i`.
 @Suite struct RBACRuleTests {
     static func rule(_ verbs: [String], _ groups: [String] = [""], _ resources: [String], names: [String] = []) -> PolicyRule {
-        var rule = PolicyRule()
-        rule.verbs = verbs
-        rule.apiGroups = groups
-        rule.resources = resources
-        rule.resourceNames = names
-        return rule
+        PolicyRule(verbs: verbs, apiGroups: groups, resources: resources, resourceNames: names)
     }
 
     static func ask(_ verb: String, _ resource: String, sub: String = "", group: String = "", namespace: String = "default", name: String = "",
@@ -51,9 +46,7 @@ import TestSupport
         #expect(Authorizer.matches(named, Self.ask("get", "pods", name: "web")))
         #expect(!Authorizer.matches(named, Self.ask("get", "pods", name: "db")))
         #expect(!Authorizer.matches(named, Self.ask("create", "pods")), "a create names no object yet, so resourceNames never match it")
-        var metrics = PolicyRule()
-        metrics.verbs = ["get"]
-        metrics.nonResourceUrls = ["/metrics", "/apis/*"]
+        let metrics = PolicyRule(verbs: ["get"], nonResourceURLs: ["/metrics", "/apis/*"])
         var path = RequestAttributes(user: "alice", groups: [], verb: "get")
         path.isResourceRequest = false
         path.path = "/metrics"

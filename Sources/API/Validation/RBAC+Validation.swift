@@ -11,6 +11,24 @@ public enum RBACNames {
     }
 }
 
+extension PolicyRule {
+    /// A resource rule.
+    public init(verbs: [String], apiGroups: [String], resources: [String], resourceNames: [String] = []) {
+        self.init()
+        self.verbs = verbs
+        self.apiGroups = apiGroups
+        self.resources = resources
+        self.resourceNames = resourceNames
+    }
+
+    /// A rule for paths that name no resource (`/metrics`, discovery).
+    public init(verbs: [String], nonResourceURLs: [String]) {
+        self.init()
+        self.verbs = verbs
+        self.nonResourceUrls = nonResourceURLs
+    }
+}
+
 func validateRules(_ rules: [PolicyRule], namespaced: Bool) -> [FieldError] {
     var errors: [FieldError] = []
     for (i, rule) in rules.enumerated() {

@@ -5,21 +5,11 @@ import Store
 /// The roles and bindings every cluster starts with (Kubernetes' names where it has them),
 /// created at the first start and whenever one is missing; an edited one is left as it is.
 public enum BootstrapPolicy {
-    static func rule(_ verbs: [String], _ groups: [String], _ resources: [String], names: [String] = []) -> PolicyRule {
-        var rule = PolicyRule()
-        rule.verbs = verbs
-        rule.apiGroups = groups
-        rule.resources = resources
-        rule.resourceNames = names
-        return rule
+    static func rule(_ verbs: [String], _ groups: [String], _ resources: [String]) -> PolicyRule {
+        PolicyRule(verbs: verbs, apiGroups: groups, resources: resources)
     }
 
-    static func paths(_ verbs: [String], _ urls: [String]) -> PolicyRule {
-        var rule = PolicyRule()
-        rule.verbs = verbs
-        rule.nonResourceUrls = urls
-        return rule
-    }
+    static func paths(_ verbs: [String], _ urls: [String]) -> PolicyRule { PolicyRule(verbs: verbs, nonResourceURLs: urls) }
 
     static let read = ["get", "list", "watch"]
     static let write = ["create", "update", "patch", "delete", "deletecollection"]

@@ -43,6 +43,18 @@ struct BenchServer {
     }
 }
 
+/// Starts this `cox` binary with `arguments` as a child process (output discarded), so a
+/// component's CPU can be measured apart from the bench's own.
+func launchCoxChild(_ arguments: [String]) throws -> Process {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+    process.arguments = arguments
+    process.standardOutput = FileHandle.nullDevice
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    return process
+}
+
 struct Stopwatch {
     let start = ContinuousClock.now
     var seconds: Double {

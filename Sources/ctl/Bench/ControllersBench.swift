@@ -59,12 +59,7 @@ struct ControllersBench: AsyncParsableCommand {
         print("  (baseline pods deleted in \(fmt(cleanup.seconds, 1)) s)")
 
         // The controllers, in their own process.
-        let controllers = Process()
-        controllers.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        controllers.arguments = ["controllers", "--kubeconfig", kubeconfigPath]
-        controllers.standardOutput = FileHandle.nullDevice
-        controllers.standardError = FileHandle.nullDevice
-        try controllers.run()
+        let controllers = try launchCoxChild(["controllers", "--kubeconfig", kubeconfigPath])
         defer { if controllers.isRunning { kill(controllers.processIdentifier, SIGKILL) } }
         try await Self.waitUntil {
             let lease = try? await client.get(Lease.self, namespace: "kube-system", name: "cox-controller-manager")

@@ -115,13 +115,7 @@ struct SchedBench: AsyncParsableCommand {
         var binder: Task<Void, Never>?
         func startBinding() async throws {
             if useScheduler {
-                let process = Process()
-                process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-                process.arguments = ["scheduler", "--kubeconfig", server.kubeconfigPath]
-                process.standardOutput = FileHandle.nullDevice
-                process.standardError = FileHandle.nullDevice
-                try process.run()
-                child = process
+                child = try launchCoxChild(["scheduler", "--kubeconfig", server.kubeconfigPath])
                 try await ControllersBench.waitUntil {
                     let lease = try? await client.get(Lease.self, namespace: "kube-system", name: "cox-scheduler")
                     return lease?.spec.holderIdentity.isEmpty == false

@@ -115,14 +115,8 @@ enum LocalNode {
         let logServer = try LogServer(runtime: runtime, authority: authority, nodeName: configuration.nodeName, address: configuration.address,
                                       port: configuration.logPort, logger: logger)
         let agent = NodeAgent(configuration: configuration, client: client, runtime: runtime, logServer: logServer, logger: logger)
-        let signals = SignalWaiter([SIGINT, SIGTERM])
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask {
-                do { try await agent.run() } catch { logger.error("agent stopped", metadata: ["error": "\(error)"]) }
-            }
-            group.addTask { await signals.wait() }
-            await group.next()
-            group.cancelAll()
+        await SignalWaiter.runUntilSignalled {
+            do { try await agent.run() } catch { logger.error("agent stopped", metadata: ["error": "\(error)"]) }
         }
         if stopPodsOnExit {
             let running = await runtime.list().filter(\.isRunning)
@@ -143,6 +137,17 @@ enum LocalNode {
 final class SignalWaiter: Sendable {
     let signals: [Int32]
     init(_ signals: [Int32]) { self.signals = signals }
+
+    /// Runs `work` until it ends or SIGINT/SIGTERM arrives (then it is cancelled and awaited).
+    static func runUntilSignalled(_ work: @escaping @Sendable () async -> Void) async {
+        let signals = SignalWaiter([SIGINT, SIGTERM])
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await work() }
+            group.addTask { await signals.wait() }
+            await group.next()
+            group.cancelAll()
+        }
+    }
 
     func wait() async {
         let (stream, continuation) = AsyncStream<Void>.makeStream()

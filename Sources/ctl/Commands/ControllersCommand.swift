@@ -60,13 +60,7 @@ enum LocalControllers {
         let logger = Logger(label: "cox.controllers")
         let client = try APIClient(kubeconfig: kubeconfig, timeout: .seconds(10))
         let manager = ControllerManager(client: client, options: options, logger: logger)
-        let signals = SignalWaiter([SIGINT, SIGTERM])
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { await manager.run() }
-            group.addTask { await signals.wait() }
-            await group.next()
-            group.cancelAll()
-        }
+        await SignalWaiter.runUntilSignalled { await manager.run() }
         try? await client.shutdown()
     }
 }

@@ -33,13 +33,7 @@ enum LocalScheduler {
         // Many small calls at once (bindings): HTTP/1.1 over a pool of keep-alive connections.
         let client = try APIClient(kubeconfig: kubeconfig, timeout: .seconds(10), maxConnections: 64, http2: false)
         let scheduler = Scheduler(client: client, options: options, logger: Logger(label: "cox.scheduler"))
-        let signals = SignalWaiter([SIGINT, SIGTERM])
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { await scheduler.run() }
-            group.addTask { await signals.wait() }
-            await group.next()
-            group.cancelAll()
-        }
+        await SignalWaiter.runUntilSignalled { await scheduler.run() }
         try? await client.shutdown()
     }
 }
