@@ -66,7 +66,7 @@ public final class LeaderElector: Sendable {
             }
             // Cancelled: the work has ended; let a successor in at once (from a task that is not
             // cancelled, or the release request would be cancelled too).
-            if await Task(operation: { await self.release() }).value {
+            if await Task(operation: { await self.releaseWithin(.seconds(2)) }).value {
                 logger.info("stopped leading; lease released")
             } else {
                 logger.info("stopped leading; the lease will expire by itself")
@@ -170,6 +170,19 @@ public final class LeaderElector: Sendable {
     }
 
     /// Gives the lease up (empty holder) if it is still ours; false when that could not be done.
+    /// Releases, giving up after `limit`: shutting down (Ctrl-C) must not wait on a server that is
+    /// itself going away; the lease then simply expires.
+    func releaseWithin(_ limit: Duration) async -> Bool {
+        await withTaskGroup(of: Bool?.self) { group in
+            group.addTask { await self.release() }
+            group.addTask { try? await Task.sleep(for: limit); return nil }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            if first == nil { logger.info("gave up releasing the lease (the API server did not answer in time); it will expire by itself") }
+            return first ?? false
+        }
+    }
+
     func release() async -> Bool {
         do {
             var lease = try await client.get(Lease.self, namespace: configuration.namespace, name: configuration.name)
