@@ -7,6 +7,7 @@ import NIOCore
 extension APIResponder {
     static let impersonateUser = HTTPField.Name("Impersonate-User")!
     static let impersonateGroup = HTTPField.Name("Impersonate-Group")!
+    static let auditID = HTTPField.Name("Audit-Id")!
 
     /// The identity the request acts as: the caller's, or — with `Impersonate-User` (and
     /// `Impersonate-Group`) headers — another one, when the caller may `impersonate` it.

@@ -25,21 +25,40 @@ struct APIResponder: HTTPResponder {
     let logger: Logger
     /// RBAC: who may do what.
     let authorizer: Authorizer
+    /// Where changes and denials are put on record (nil: nowhere).
+    let audit: AuditLog?
+
+    /// Who a request turned out to be, for the audit log (set by `answer`).
+    final class Caller: @unchecked Sendable {
+        var identity: ClientIdentity?
+        var impersonatedBy: String?
+    }
 
     func respond(to request: Request, context: Context) async throws -> Response {
         let started = ContinuousClock.now
         let query = request.uri.queryParameters
         let isWatch = query["watch"].map { $0 == "true" || $0 == "1" } ?? false
         let isStream = isWatch || query["follow"].map { $0 == "true" || $0 == "1" } ?? false
-        let response = try await answer(request, context: context, isStream: isStream)
+        let caller = Caller()
+        var response = try await answer(request, context: context, isStream: isStream, caller: caller)
         let elapsed = ContinuousClock.now - started
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
         let (verb, resource) = RequestMetrics.classify(method: request.method.rawValue, path: request.uri.path, isWatch: isWatch)
-        metrics.record(verb: verb, resource: resource, code: response.status.code,
-                       seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18)
+        metrics.record(verb: verb, resource: resource, code: response.status.code, seconds: seconds)
+        if let audit {
+            let id = UUID().uuidString.lowercased()
+            response.headers[Self.auditID] = id
+            let identity = caller.identity ?? ClientIdentity(user: "system:anonymous", groups: ["system:unauthenticated"])
+            let segments = request.uri.path.split(separator: "/").map(String.init)
+            let attributes = Self.attributes(request, path: try? ResourcePath.parse(segments), identity: identity)
+            audit.record(AuditLog.Entry(requestID: id, user: identity.user, groups: identity.groups, impersonatedBy: caller.impersonatedBy,
+                                        sourceIP: context.channel.remoteAddress?.ipAddress ?? "", attributes: attributes,
+                                        method: request.method.rawValue, path: request.uri.path, code: response.status.code, latencySeconds: seconds))
+        }
         return response
     }
 
-    func answer(_ request: Request, context: Context, isStream: Bool) async throws -> Response {
+    func answer(_ request: Request, context: Context, isStream: Bool, caller audited: Caller) async throws -> Response {
         let path = request.uri.path
         if path == "/livez" || path == "/readyz" {
             return Response(status: .ok, headers: [.contentType: "text/plain"], body: .init(byteBuffer: ByteBuffer(string: "ok")))
@@ -57,7 +76,12 @@ struct APIResponder: HTTPResponder {
             guard let caller = try await ClientIdentity.of(channel: context.channel) else {
                 return errorResponse(.unauthorized, format)
             }
+            audited.identity = caller
             let identity = try effectiveIdentity(request, caller)
+            if identity != caller {
+                audited.identity = identity
+                audited.impersonatedBy = caller.user
+            }
             // Kubernetes' own protobuf envelope is not spoken here: say so (415), and clients such
             // as kubectl send JSON instead.
             if request.headers[.contentType]?.hasPrefix("application/vnd.kubernetes.protobuf") == true {

@@ -42,6 +42,8 @@ public struct APIServer: Sendable {
         public var store = SQLiteStore.Options()
         /// Where the admin kubeconfig is written; nil for `DATA/admin.kubeconfig`.
         public var kubeconfigPath: String?
+        /// The audit log (DATA/audit.log) is rotated when it would grow past this.
+        public var auditMaxBytes = 100 * 1024 * 1024
 
         public init(dataDirectory: String) {
             self.dataDirectory = dataDirectory
@@ -78,8 +80,10 @@ public struct APIServer: Sendable {
         let policyRevision = try await authorizer.reload(from: store)
         let drain = WatchDrain()
         let agents = try Self.agentClient(pki)
+        let audit = try AuditLog(path: (configuration.dataDirectory as NSString).appendingPathComponent("audit.log"),
+                                 maxBytes: configuration.auditMaxBytes, logger: logger)
         let responder = APIResponder(store: store, limits: configuration.limits, inflight: InflightCounter(),
-                                     metrics: RequestMetrics(), drain: drain, agents: agents, logger: logger, authorizer: authorizer)
+                                     metrics: RequestMetrics(), drain: drain, agents: agents, logger: logger, authorizer: authorizer, audit: audit)
         let kubeconfigPath = configuration.kubeconfigPath ?? (configuration.dataDirectory as NSString).appendingPathComponent("admin.kubeconfig")
         let host = configuration.host
         let urlHost = host.contains(":") ? "[\(host)]" : host

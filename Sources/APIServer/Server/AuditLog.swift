@@ -1,0 +1,139 @@
+import API
+import Foundation
+import Logging
+import Synchronization
+
+/// One JSON line per request that changes state, and per request denied (401 or 403): when, the
+/// request id (also sent back as `Audit-Id`), who (user, groups, and whom they impersonated),
+/// from where, what (verb, API group, resource, namespace, name), the answer's code and the
+/// latency. Never a body, never a credential. Rotated by size: `audit.log` → `audit.log.1` … up
+/// to `keep` files.
+public final class AuditLog: Sendable {
+    public struct Entry: Sendable {
+        public var requestID: String
+        public var user: String
+        public var groups: [String]
+        /// The identity that asked to act as `user`, when impersonating.
+        public var impersonatedBy: String?
+        public var sourceIP: String
+        public var attributes: RequestAttributes?
+        public var method: String
+        public var path: String
+        public var code: Int
+        public var latencySeconds: Double
+
+        public init(requestID: String, user: String, groups: [String], impersonatedBy: String?, sourceIP: String, attributes: RequestAttributes?,
+                    method: String, path: String, code: Int, latencySeconds: Double) {
+            self.requestID = requestID
+            self.user = user
+            self.groups = groups
+            self.impersonatedBy = impersonatedBy
+            self.sourceIP = sourceIP
+            self.attributes = attributes
+            self.method = method
+            self.path = path
+            self.code = code
+            self.latencySeconds = latencySeconds
+        }
+    }
+
+    static let mutating: Set<String> = ["create", "update", "patch", "delete", "deletecollection"]
+
+    let path: String
+    let maxBytes: Int
+    let keep: Int
+    let logger: Logger
+    struct State { var handle: FileHandle?; var size: Int }
+    let state: Mutex<State>
+
+    public init(path: String, maxBytes: Int = 100 * 1024 * 1024, keep: Int = 5, logger: Logger) throws {
+        self.path = path
+        self.maxBytes = maxBytes
+        self.keep = keep
+        self.logger = logger
+        let (handle, size) = try Self.open(path)
+        state = Mutex(State(handle: handle, size: size))
+    }
+
+    static func open(_ path: String) throws -> (FileHandle, Int) {
+        if !FileManager.default.fileExists(atPath: path) {
+            guard FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600]) else {
+                throw CocoaError(.fileWriteNoPermission, userInfo: [NSFilePathErrorKey: path])
+            }
+        }
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        let size = Int(try handle.seekToEnd())
+        return (handle, size)
+    }
+
+    /// Whether a request is on record: it changed state (or tried to), or it was denied.
+    public static func records(_ entry: Entry) -> Bool {
+        if entry.code == 401 || entry.code == 403 { return true }
+        guard let attributes = entry.attributes else { return false }
+        return attributes.isResourceRequest && mutating.contains(attributes.verb)
+    }
+
+    public func record(_ entry: Entry) {
+        guard Self.records(entry) else { return }
+        var line = Self.line(entry)
+        line.append(0x0A)
+        state.withLock { state in
+            if state.size + line.count > maxBytes { rotate(&state) }
+            guard let handle = state.handle else { return }
+            do {
+                try handle.write(contentsOf: line)
+                state.size += line.count
+            } catch {
+                logger.error("cannot write the audit log", metadata: ["path": "\(path)", "error": "\(error)"])
+            }
+        }
+    }
+
+    func rotate(_ state: inout State) {
+        try? state.handle?.close()
+        let files = FileManager.default
+        try? files.removeItem(atPath: "\(path).\(keep)")
+        if keep > 1 {
+            for i in stride(from: keep - 1, through: 1, by: -1) where files.fileExists(atPath: "\(path).\(i)") {
+                try? files.moveItem(atPath: "\(path).\(i)", toPath: "\(path).\(i + 1)")
+            }
+        }
+        try? files.moveItem(atPath: path, toPath: "\(path).1")
+        do {
+            let (handle, size) = try Self.open(path)
+            state = State(handle: handle, size: size)
+        } catch {
+            logger.error("cannot reopen the audit log after rotating it", metadata: ["path": "\(path)", "error": "\(error)"])
+            state = State(handle: nil, size: 0)
+        }
+    }
+
+    static func line(_ entry: Entry) -> [UInt8] {
+        var members: [JSONMember] = [
+            JSONMember("time", .string(Date().formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true)))),
+            JSONMember("requestID", .string(entry.requestID)),
+            JSONMember("user", .string(entry.user)),
+            JSONMember("groups", .array(entry.groups.map { .string($0) })),
+        ]
+        if let by = entry.impersonatedBy { members.append(JSONMember("impersonatedBy", .string(by))) }
+        members.append(JSONMember("sourceIP", .string(entry.sourceIP)))
+        if let attributes = entry.attributes, attributes.isResourceRequest {
+            members += [
+                JSONMember("verb", .string(attributes.verb)),
+                JSONMember("apiGroup", .string(attributes.apiGroup)),
+                JSONMember("resource", .string(attributes.subresource.isEmpty ? attributes.resource : "\(attributes.resource)/\(attributes.subresource)")),
+                JSONMember("namespace", .string(attributes.namespace)),
+                JSONMember("name", .string(attributes.name)),
+            ]
+        } else {
+            members += [JSONMember("verb", .string(entry.attributes?.verb ?? entry.method.lowercased())), JSONMember("path", .string(entry.path))]
+        }
+        members += [
+            JSONMember("code", .int(Int64(entry.code))),
+            JSONMember("latencyMs", .double((entry.latencySeconds * 1e6).rounded() / 1e3)),
+        ]
+        var writer = JSONWriter()
+        writer.value(.object(members))
+        return writer.bytes
+    }
+}

@@ -1,0 +1,73 @@
+import API
+import APIServer
+import Client
+import Foundation
+import Logging
+import PKI
+import Testing
+import TestSupport
+
+/// The audit log of a real server: one line per change and per denial, with the right user, and
+/// never a body or a credential; rotated by size.
+@Suite(.serialized) struct AuditLogTests {
+    static func lines(_ path: String) throws -> [JSONValue] {
+        try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").map { try JSONParser.parse(String($0)) }
+    }
+
+    @Test func changesAndDenialsAreOnRecordWithTheirIdentity() async throws {
+        try await InProcessAPI.with { api in
+            let log = (api.dir.path as NSString).appendingPathComponent("audit.log")
+            let attributes = try FileManager.default.attributesOfItem(atPath: log)
+            #expect((attributes[.posixPermissions] as? NSNumber)?.intValue == 0o600)
+            var pod = TestObjects.pod("audited")
+            pod.spec.containers[0].command = ["sh", "-c", "echo secret-marker"]
+            _ = try await api.client.create(pod)
+            _ = try await api.client.list(Pod.self, namespace: "default")  // a read: not on record
+            _ = try await api.client.delete(Pod.self, namespace: "default", name: "audited", gracePeriodSeconds: 0)
+            let alice = try RBACServerTests.client(api, user: "alice", groups: ["viewers"])
+            _ = try? await alice.create(TestObjects.pod("denied"))
+            try? await alice.shutdown()
+            let asBob = try APIClient(kubeconfig: try Kubeconfig.load(path: api.kubeconfigPath), timeout: .seconds(10), maxAttempts: 1,
+                                      impersonate: ("bob", []))
+            _ = try? await asBob.create(TestObjects.pod("by-bob"))
+            try? await asBob.shutdown()
+
+            let lines = try Self.lines(log)
+            let mine = lines.filter { $0["resource"] == .string("pods") }
+            #expect(mine.map { $0["verb"] } == [.string("create"), .string("delete"), .string("create"), .string("create")], "\(mine)")
+            #expect(mine.map { $0["user"] } == [.string("admin"), .string("admin"), .string("alice"), .string("bob")])
+            #expect(mine.map { $0["code"] } == [.int(201), .int(200), .int(403), .int(403)])
+            #expect(mine[3]["impersonatedBy"] == .string("admin"))
+            #expect(mine[1]["name"] == .string("audited") && mine[1]["namespace"] == .string("default") && mine[1]["sourceIP"] == .string("127.0.0.1"), "\(mine[1])")
+            #expect(mine.allSatisfy { $0["requestID"] != nil && $0["requestID"] != .string("") && $0["latencyMs"] != nil && $0["time"] != nil })
+            // A request without a client certificate (curl) is on record too, as anonymous.
+            let curl = try #require(Tools.find("curl"))
+            let anonymous = try await Tools.runDetached(curl, ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", "\(api.dir.path)/pki/ca.crt",
+                                                               "https://127.0.0.1:\(api.port)/api/v1/namespaces/default/pods"])
+            #expect(anonymous.output == "401")
+            let last = try #require(try Self.lines(log).last)
+            #expect(last["user"] == .string("system:anonymous") && last["code"] == .int(401) && last["verb"] == .string("list"), "\(last)")
+            let text = try String(contentsOfFile: log, encoding: .utf8)
+            #expect(!text.contains("secret-marker") && !text.contains("BEGIN"), "no bodies, no key material")
+        }
+    }
+
+    @Test func theLogIsRotatedBySize() throws {
+        let dir = TemporaryDirectory()
+        let path = (dir.path as NSString).appendingPathComponent("audit.log")
+        let log = try AuditLog(path: path, maxBytes: 2_000, keep: 2, logger: Logger(label: "test"))
+        var attributes = RequestAttributes(user: "admin", groups: ["system:masters"], verb: "create")
+        attributes.resource = "pods"
+        attributes.namespace = "default"
+        for i in 0..<60 {
+            attributes.name = "pod-\(i)"
+            log.record(AuditLog.Entry(requestID: "id-\(i)", user: "admin", groups: ["system:masters"], impersonatedBy: nil, sourceIP: "127.0.0.1",
+                                      attributes: attributes, method: "POST", path: "/api/v1/namespaces/default/pods", code: 201, latencySeconds: 0.001))
+        }
+        let sizes = try [path, path + ".1", path + ".2"].map { try FileManager.default.attributesOfItem(atPath: $0)[.size] as? Int ?? 0 }
+        #expect(sizes.allSatisfy { $0 > 0 && $0 <= 2_000 }, "\(sizes)")
+        #expect(!FileManager.default.fileExists(atPath: path + ".3"), "only `keep` old files")
+        let newest = try Self.lines(path).last
+        #expect(newest?["name"] == .string("pod-59"))
+    }
+}
