@@ -38,6 +38,8 @@ public final class NamespaceController: Reconciler {
         remaining += try await deleteAll(Pod.self, in: key.name)
         remaining += try await deleteAll(Lease.self, in: key.name)
         remaining += try await deleteAll(Event.self, in: key.name)
+        remaining += try await deleteAll(RoleBinding.self, in: key.name)
+        remaining += try await deleteAll(Role.self, in: key.name)
         if remaining > 0 { return .requeue(after: .seconds(1)) }
         guard namespace.spec.finalizers.contains(Self.finalizer) else { return .done }
         var finalized = namespace

@@ -118,6 +118,17 @@ struct ControllerEndToEndTests {
             }
             let events = try await cluster.cox("get", "events")
             #expect(events.output.contains("ScalingReplicaSet") && events.output.contains("NodeNotReady"), "\(events.output)")
+
+            // The audit log shows who did what: the scheduler and the controllers inside `cox server`
+            // act as themselves (not as the admin), with rights enough for all of the above.
+            let audit = try String(contentsOfFile: (cluster.dir.path as NSString).appendingPathComponent("audit.log"), encoding: .utf8)
+                .split(separator: "\n").map { try JSONParser.parse(String($0)) }
+            let bindings = audit.filter { $0["resource"] == .string("pods/binding") && $0["code"] == .int(201) }
+            #expect(!bindings.isEmpty && bindings.allSatisfy { $0["user"] == .string("system:kube-scheduler") })
+            let replicaSets = audit.filter { $0["resource"] == .string("replicasets") && $0["verb"] == .string("create") }
+            #expect(!replicaSets.isEmpty && replicaSets.allSatisfy { $0["user"] == .string("system:kube-controller-manager") })
+            let denied = audit.filter { $0["code"] == .int(403) }
+            #expect(denied.isEmpty, "components were denied: \(denied)")
         }
     }
 

@@ -53,7 +53,7 @@ public enum BootstrapPolicy {
                 rule(read, [""], ["pods", "nodes", "namespaces"]),
                 rule(["create"], [""], ["pods/binding"]),
                 rule(["update", "patch"], [""], ["pods/status"]),
-                rule(["create", "update", "patch"], [""], ["events"]),
+                rule(["get", "create", "update", "patch"], [""], ["events"]),
                 rule(["get", "create", "update"], [coordination], ["leases"]),
             ]),
             role("system:kube-controller-manager", [
@@ -62,12 +62,14 @@ public enum BootstrapPolicy {
                 rule(["update", "patch"], [""], ["pods/status"]),
                 rule(read + write, ["apps"], ["deployments", "deployments/status", "replicasets", "replicasets/status"]),
                 rule(read + write, [coordination], ["leases"]),
+                // The namespace controller empties a namespace being deleted.
+                rule(read + ["delete", "deletecollection"], ["rbac.authorization.k8s.io"], ["roles", "rolebindings"]),
             ]),
             role("system:node", [
                 rule(read + ["create", "update", "patch"], [""], ["nodes", "nodes/status"]),
                 rule(read + ["delete"], [""], ["pods"]),
                 rule(["update", "patch"], [""], ["pods/status"]),
-                rule(["create", "update", "patch"], [""], ["events"]),
+                rule(["get", "create", "update", "patch"], [""], ["events"]),
                 rule(["get", "create", "update"], [coordination], ["leases"]),
             ]),
         ]
@@ -96,25 +98,37 @@ public enum BootstrapPolicy {
         ]
     }
 
-    /// Creates what is missing.
+    /// As in Kubernetes, a built-in object annotated `rbac.authorization.kubernetes.io/autoupdate:
+    /// "false"` is left as its administrator edited it; the others follow this version's policy.
+    static let autoupdate = "rbac.authorization.kubernetes.io/autoupdate"
+
+    /// Creates what is missing and brings the built-in objects up to this version's policy.
     public static func ensure(in store: any ObjectStore, logger: Logger) async throws {
-        var created: [String] = []
-        for role in clusterRoles where try await missing(ClusterRole.self, role.metadata.name, store) {
-            _ = try await store.create(try role.validated())
-            created.append("clusterrole/\(role.metadata.name)")
+        var changed: [String] = []
+        for role in clusterRoles {
+            if try await reconcile(role, store, differs: { $0.rules != role.rules }, adopt: { $0.rules = role.rules }) {
+                changed.append("clusterrole/\(role.metadata.name)")
+            }
         }
-        for binding in clusterRoleBindings where try await missing(ClusterRoleBinding.self, binding.metadata.name, store) {
-            _ = try await store.create(try binding.validated())
-            created.append("clusterrolebinding/\(binding.metadata.name)")
+        for binding in clusterRoleBindings {
+            if try await reconcile(binding, store, differs: { $0.subjects != binding.subjects || $0.roleRef != binding.roleRef },
+                                   adopt: { $0.subjects = binding.subjects; $0.roleRef = binding.roleRef }) {
+                changed.append("clusterrolebinding/\(binding.metadata.name)")
+            }
         }
-        if !created.isEmpty { logger.info("created the built-in RBAC policy", metadata: ["objects": "\(created.joined(separator: ", "))"]) }
+        if !changed.isEmpty { logger.info("wrote the built-in RBAC policy", metadata: ["objects": "\(changed.joined(separator: ", "))"]) }
     }
 
-    static func missing<T: APIObject>(_ type: T.Type, _ name: String, _ store: any ObjectStore) async throws -> Bool {
+    /// Creates `wanted`, or updates the stored one when it differs and may be updated; true when it wrote.
+    static func reconcile<T: APIObject>(_ wanted: T, _ store: any ObjectStore, differs: (T) -> Bool, adopt: (inout T) -> Void) async throws -> Bool {
         do {
-            _ = try await store.get(T.self, namespace: "", name: name)
-            return false
+            var current = try await store.get(T.self, namespace: "", name: wanted.metadata.name)
+            guard differs(current), current.metadata.annotations[autoupdate] != "false" else { return false }
+            adopt(&current)
+            _ = try await store.update(try current.validated())
+            return true
         } catch let error as StoreError where error.code == .notFound {
+            _ = try await store.create(try wanted.validated())
             return true
         }
     }

@@ -57,10 +57,14 @@ enum ServerWithControllers {
                 group.addTask {
                     var iterator = ready.makeAsyncIterator()
                     guard let (_, path) = await iterator.next() else { return }
-                    let kubeconfig = try Kubeconfig.load(path: path)
+                    // Each component acts as itself, with only its role's rights, not as the admin.
+                    let admin = try Kubeconfig.load(path: path)
+                    let pki = (server.configuration.dataDirectory as NSString).appendingPathComponent("pki")
+                    let controllerIdentity = try ComponentIdentity.kubeconfig(admin: admin, pkiDirectory: pki, user: BootstrapPolicy.controllerManagerUser)
+                    let schedulerIdentity = try ComponentIdentity.kubeconfig(admin: admin, pkiDirectory: pki, user: BootstrapPolicy.schedulerUser)
                     try await withThrowingTaskGroup(of: Void.self) { parts in
-                        if let controllers { parts.addTask { try await LocalControllers.run(kubeconfig: kubeconfig, options: controllers) } }
-                        if let scheduler { parts.addTask { try await LocalScheduler.run(kubeconfig: kubeconfig, options: scheduler) } }
+                        if let controllers { parts.addTask { try await LocalControllers.run(kubeconfig: controllerIdentity, options: controllers) } }
+                        if let scheduler { parts.addTask { try await LocalScheduler.run(kubeconfig: schedulerIdentity, options: scheduler) } }
                         try await parts.waitForAll()
                     }
                 }
@@ -136,7 +140,9 @@ struct UpCommand: AsyncParsableCommand {
                 group.addTask {
                     var iterator = ready.makeAsyncIterator()
                     guard let kubeconfigPath = await iterator.next() else { return }
-                    let kubeconfig = try Kubeconfig.load(path: kubeconfigPath)
+                    let kubeconfig = try ComponentIdentity.kubeconfig(admin: try Kubeconfig.load(path: kubeconfigPath),
+                                                                      pkiDirectory: (dataDir as NSString).appendingPathComponent("pki"),
+                                                                      user: "cox:node:\(node)", groups: [BootstrapPolicy.nodesGroup])
                     var agent = NodeAgent.Configuration(nodeName: node, dataDirectory: (dataDir as NSString).appendingPathComponent("agent"))
                     agent.logPort = 0
                     try await LocalNode.runAgent(agent, kubeconfig: kubeconfig, pkiDirectory: (dataDir as NSString).appendingPathComponent("pki"), stopPodsOnExit: true)
@@ -146,5 +152,15 @@ struct UpCommand: AsyncParsableCommand {
             try await group.next()
             try await group.waitForAll()
         }
+    }
+}
+
+/// Kubeconfigs for the built-in components: a client certificate for the component's user (and
+/// groups), issued by the cluster CA when it starts and kept in memory only.
+enum ComponentIdentity {
+    static func kubeconfig(admin: Kubeconfig, pkiDirectory: String, user: String, groups: [String] = []) throws -> Kubeconfig {
+        let identity = try ClusterPKI.loadAuthority(directory: pkiDirectory).issue(commonName: user, organizations: groups, usage: .client)
+        return Kubeconfig(server: admin.server, caPEM: admin.caPEM, user: user,
+                          clientCertificatePEM: identity.certificatePEM, clientKeyPEM: identity.privateKeyPEM)
     }
 }
