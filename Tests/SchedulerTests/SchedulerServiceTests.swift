@@ -34,6 +34,28 @@ import TestSupport
         return options
     }
 
+    /// Runs schedulers, each with a client of its own, for the body; always stops them and shuts
+    /// their clients down, also when the body fails (a client dropped without shutdown ends a
+    /// debug process).
+    static func running(_ api: InProcessAPI, count: Int = 1, _ make: (Int, APIClient) -> Scheduler,
+                        _ body: ([Scheduler]) async throws -> Void) async throws {
+        let clients = try (0..<count).map { _ in try api.newClient() }
+        let schedulers = clients.enumerated().map { make($0.offset, $0.element) }
+        let tasks = schedulers.map { scheduler in Task { await scheduler.term() } }
+        func stop() async {
+            for task in tasks { task.cancel() }
+            for task in tasks { await task.value }
+            for client in clients { try? await client.shutdown() }
+        }
+        do {
+            try await body(schedulers)
+        } catch {
+            await stop()
+            throw error
+        }
+        await stop()
+    }
+
     static func boundPods(_ client: APIClient) async throws -> [String: String] {
         Dictionary(uniqueKeysWithValues: try await client.list(Pod.self, namespace: "default").items
             .filter { !$0.spec.nodeName.isEmpty }.map { ($0.metadata.name, $0.spec.nodeName) })
@@ -46,7 +68,7 @@ import TestSupport
         init(client: APIClient, shared: MutexBox<[String: Int]>) { self.client = client; arrivals = shared }
         func bind(_ pod: Pod, to node: String) async throws {
             arrivals.withLock { $0[pod.metadata.name, default: 0] += 1 }
-            let deadline = Date().addingTimeInterval(5)
+            let deadline = Date().addingTimeInterval(15)
             while arrivals.withLock({ $0[pod.metadata.name, default: 0] }) < 2 && Date() < deadline {
                 try await Task.sleep(for: .milliseconds(5))
             }
@@ -58,29 +80,27 @@ import TestSupport
         try await InProcessAPI.with { api in
             for name in ["a", "b", "c"] { try await Self.register(api.client, name, cpu: "4") }
             let shared = MutexBox<[String: Int]>([:])
-            let clients = [try api.newClient(), try api.newClient()]
-            let schedulers = clients.enumerated().map { i, client in
-                Scheduler(client: client, options: Self.options("s\(i)"), binder: Rendezvous(client: client, shared: shared), logger: Self.logger)
-            }
             // Every node name each pod was ever seen on, from the watch.
             let seen = Mutex<[String: Set<String>]>([:])
             let follower = followPods(api.client, WatchRequest()) { pods in
                 seen.withLock { seen in for (name, pod) in pods where !pod.spec.nodeName.isEmpty { seen[name, default: []].insert(pod.spec.nodeName) } }
             }
             defer { follower.cancel() }
-            let running = schedulers.map { scheduler in Task { await scheduler.term() } }
-            defer { for task in running { task.cancel() } }
-            for i in 0..<5 { _ = try await api.client.create(FrameworkTests.pod("p\(i)", cpu: "100m")) }
-            try await waitUntil("all five pods are bound") { try await Self.boundPods(api.client).count == 5 }
-            try await waitUntil("both schedulers have heard back about every binding") {
-                schedulers.map(\.stats.bound).reduce(0, +) + schedulers.map(\.stats.bindConflicts).reduce(0, +) == 10
+            try await Self.running(api, count: 2, { i, client in
+                Scheduler(client: client, options: Self.options("s\(i)"), binder: Rendezvous(client: client, shared: shared), logger: Self.logger)
+            }) { schedulers in
+                // Both have listed the nodes before any pod exists, so both decide every pod.
+                try await waitUntil("both schedulers see the nodes") { schedulers.allSatisfy { $0.cache?.nodeCount == 3 } }
+                for i in 0..<5 { _ = try await api.client.create(FrameworkTests.pod("p\(i)", cpu: "100m")) }
+                try await waitUntil("all five pods are bound") { try await Self.boundPods(api.client).count == 5 }
+                try await waitUntil("both schedulers have heard back about every binding") {
+                    schedulers.map(\.stats.bound).reduce(0, +) + schedulers.map(\.stats.bindConflicts).reduce(0, +) == 10
+                }
+                #expect(shared.withLock { $0.values.allSatisfy { $0 == 2 } }, "both schedulers tried every pod")
+                #expect(schedulers.map(\.stats.bound).reduce(0, +) == 5, "exactly one binding per pod won")
+                #expect(schedulers.map(\.stats.bindConflicts).reduce(0, +) == 5, "the other got 409")
+                #expect(seen.withLock { $0.values.allSatisfy { $0.count == 1 } }, "no pod ever moved: \(seen.withLock { $0 })")
             }
-            #expect(shared.withLock { $0.values.allSatisfy { $0 == 2 } }, "both schedulers tried every pod")
-            #expect(schedulers.map(\.stats.bound).reduce(0, +) == 5, "exactly one binding per pod won")
-            #expect(schedulers.map(\.stats.bindConflicts).reduce(0, +) == 5, "the other got 409")
-            #expect(seen.withLock { $0.values.allSatisfy { $0.count == 1 } }, "no pod ever moved: \(seen.withLock { $0 })")
-            for task in running { task.cancel(); await task.value }
-            for client in clients { try? await client.shutdown() }
         }
     }
 
@@ -100,21 +120,22 @@ import TestSupport
     @Test func aFailedBindingIsForgottenAndRetried() async throws {
         try await InProcessAPI.with { api in
             try await Self.register(api.client, "only", cpu: "1")
-            let client = try api.newClient()
-            let binder = FailingOnce(client: client)
-            let scheduler = Scheduler(client: client, options: Self.options("s"), binder: binder, logger: Self.logger)
-            let running = Task { await scheduler.term() }
-            defer { running.cancel() }
-            _ = try await api.client.create(FrameworkTests.pod("p", cpu: "800m"))
-            try await waitUntil("the pod is bound after one failed binding") { try await Self.boundPods(api.client)["p"] == "only" }
-            try await waitUntil("the watch confirmed the placement") { scheduler.cache?.assumedCount == 0 }
-            #expect(binder.calls.load(ordering: .relaxed) == 2)
-            #expect(scheduler.stats.bindErrors == 1 && scheduler.stats.bound == 1)
-            // Counted once: the failed assumption left nothing behind.
-            #expect(scheduler.cache?.requested(on: "only") == Resources(milliCPU: 800, memory: 0, pods: 1))
-            running.cancel()
-            await running.value
-            try? await client.shutdown()
+            let calls = MutexBox<FailingOnce?>(nil)
+            try await Self.running(api, { _, client in
+                let binder = FailingOnce(client: client)
+                calls.withLock { $0 = binder }
+                return Scheduler(client: client, options: Self.options("s"), binder: binder, logger: Self.logger)
+            }) { schedulers in
+                let scheduler = schedulers[0]
+                let binder = try #require(calls.withLock { $0 })
+                _ = try await api.client.create(FrameworkTests.pod("p", cpu: "800m"))
+                try await waitUntil("the pod is bound after one failed binding") { try await Self.boundPods(api.client)["p"] == "only" }
+                try await waitUntil("the watch confirmed the placement") { scheduler.cache?.assumedCount == 0 }
+                #expect(binder.calls.load(ordering: .relaxed) == 2)
+                #expect(scheduler.stats.bindErrors == 1 && scheduler.stats.bound == 1)
+                // Counted once: the failed assumption left nothing behind.
+                #expect(scheduler.cache?.requested(on: "only") == Resources(milliCPU: 800, memory: 0, pods: 1))
+            }
         }
     }
 
@@ -122,39 +143,35 @@ import TestSupport
         try await InProcessAPI.with { api in
             try await Self.register(api.client, "small", cpu: "1")
             try await Self.register(api.client, "gpu", cpu: "16", taints: [("dedicated", "gpu", "NoSchedule")])
-            let client = try api.newClient()
-            let scheduler = Scheduler(client: client, options: Self.options("s"), logger: Self.logger)
-            let running = Task { await scheduler.term() }
-            defer { running.cancel() }
-            _ = try await api.client.create(FrameworkTests.pod("big", cpu: "2"))
-            let expected = "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint {dedicated: gpu}."
-            try await waitUntil("the pod says why it is pending") {
+            try await Self.running(api, { _, client in Scheduler(client: client, options: Self.options("s"), logger: Self.logger) }) { schedulers in
+                let scheduler = schedulers[0]
+                _ = try await api.client.create(FrameworkTests.pod("big", cpu: "2"))
+                let expected = "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint {dedicated: gpu}."
+                try await waitUntil("the pod says why it is pending") {
+                    let pod = try await api.client.get(Pod.self, namespace: "default", name: "big")
+                    let condition = pod.status.conditions.first { $0.type == "PodScheduled" }
+                    return condition?.status == "False" && condition?.reason == "Unschedulable" && condition?.message == expected
+                }
+                try await waitUntil("a FailedScheduling event is recorded") {
+                    try await api.client.list(Event.self, namespace: "default").items.contains {
+                        $0.reason == "FailedScheduling" && $0.type == "Warning" && $0.involvedObject.name == "big" && $0.message == expected
+                    }
+                }
+                #expect(try await Self.boundPods(api.client).isEmpty)
+                try await waitUntil("the pod is parked") { scheduler.queue?.parkedCount == 1 }
+                let attempts = scheduler.stats.attempts
+                try await Task.sleep(for: .seconds(2))
+                #expect(scheduler.stats.attempts == attempts, "no retries while nothing changes (backoff is 0.2–1 s)")
+                try await Self.register(api.client, "roomy", cpu: "4")
+                try await waitUntil("the pod is placed on the node that joined") { try await Self.boundPods(api.client)["big"] == "roomy" }
                 let pod = try await api.client.get(Pod.self, namespace: "default", name: "big")
-                let condition = pod.status.conditions.first { $0.type == "PodScheduled" }
-                return condition?.status == "False" && condition?.reason == "Unschedulable" && condition?.message == expected
-            }
-            try await waitUntil("a FailedScheduling event is recorded") {
-                try await api.client.list(Event.self, namespace: "default").items.contains {
-                    $0.reason == "FailedScheduling" && $0.type == "Warning" && $0.involvedObject.name == "big" && $0.message == expected
+                #expect(pod.status.conditions.first { $0.type == "PodScheduled" }?.status == "True")
+                try await waitUntil("a Scheduled event is recorded") {
+                    try await api.client.list(Event.self, namespace: "default").items.contains {
+                        $0.reason == "Scheduled" && $0.message == "Successfully assigned default/big to roomy"
+                    }
                 }
             }
-            #expect(try await Self.boundPods(api.client).isEmpty)
-            try await waitUntil("the pod is parked") { scheduler.queue?.parkedCount == 1 }
-            let attempts = scheduler.stats.attempts
-            try await Task.sleep(for: .seconds(2))
-            #expect(scheduler.stats.attempts == attempts, "no retries while nothing changes (backoff is 0.2–1 s)")
-            try await Self.register(api.client, "roomy", cpu: "4")
-            try await waitUntil("the pod is placed on the node that joined") { try await Self.boundPods(api.client)["big"] == "roomy" }
-            let pod = try await api.client.get(Pod.self, namespace: "default", name: "big")
-            #expect(pod.status.conditions.first { $0.type == "PodScheduled" }?.status == "True")
-            try await waitUntil("a Scheduled event is recorded") {
-                try await api.client.list(Event.self, namespace: "default").items.contains {
-                    $0.reason == "Scheduled" && $0.message == "Successfully assigned default/big to roomy"
-                }
-            }
-            running.cancel()
-            await running.value
-            try? await client.shutdown()
         }
     }
 }
