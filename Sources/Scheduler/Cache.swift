@@ -113,8 +113,11 @@ public final class SchedulerCache: Sendable {
     public var nodeCount: Int { state.withLock { $0.nodes.count } }
 
     /// What is placed on a node (confirmed and assumed), or nil for an unknown node.
-    public func requested(on node: String) -> Resources? {
-        state.withLock { state in state.index[node].map { state.nodes[$0].requested } }
+    public func requested(on node: String) -> Resources? { usage(on: node)?.requested }
+
+    /// What a node offers and what is placed on it, or nil for an unknown node.
+    public func usage(on node: String) -> (allocatable: Resources, requested: Resources)? {
+        state.withLock { state in state.index[node].map { (state.nodes[$0].allocatable, state.nodes[$0].requested) } }
     }
 
     // MARK: Deciding

@@ -214,12 +214,11 @@ public final class Scheduler: Sendable {
                 // Placed by someone else, being deleted, or gone: the watch will tell.
                 counters.withLock { $0.bindConflicts += 1 }
                 logger.debug("binding refused", metadata: ["pod": "\(key)", "node": "\(node)", "error": "\(error)"])
-                queue.failed(key)
             } else {
                 counters.withLock { $0.bindErrors += 1 }
                 logger.warning("binding failed; will retry", metadata: ["pod": "\(key)", "node": "\(node)", "error": "\(error)"])
-                queue.failed(key)
             }
+            queue.failed(key)
         }
     }
 
@@ -258,5 +257,5 @@ public final class Scheduler: Sendable {
 
 extension Pod {
     /// Succeeded or Failed: it no longer uses its node's resources.
-    var isFinished: Bool { status.phase == "Succeeded" || status.phase == "Failed" }
+    public var isFinished: Bool { status.phase == "Succeeded" || status.phase == "Failed" }
 }

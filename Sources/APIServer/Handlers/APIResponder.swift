@@ -32,6 +32,8 @@ struct APIResponder: HTTPResponder {
     final class Caller: @unchecked Sendable {
         var identity: ClientIdentity?
         var impersonatedBy: String?
+        /// What the request asked to do, as authorized.
+        var attributes: RequestAttributes?
     }
 
     func respond(to request: Request, context: Context) async throws -> Response {
@@ -49,8 +51,12 @@ struct APIResponder: HTTPResponder {
             let id = UUID().uuidString.lowercased()
             response.headers[Self.auditID] = id
             let identity = caller.identity ?? ClientIdentity(user: "system:anonymous", groups: ["system:unauthenticated"])
-            let segments = request.uri.path.split(separator: "/").map(String.init)
-            let attributes = Self.attributes(request, path: try? ResourcePath.parse(segments), identity: identity)
+            var attributes = caller.attributes
+            if attributes == nil && (response.status.code == 401 || response.status.code == 403) {
+                // Refused before it was authorized (no certificate, impersonation denied): say what it asked.
+                let segments = request.uri.path.split(separator: "/").map(String.init)
+                attributes = Self.attributes(request, path: try? ResourcePath.parse(segments), identity: identity)
+            }
             audit.record(AuditLog.Entry(requestID: id, user: identity.user, groups: identity.groups, impersonatedBy: caller.impersonatedBy,
                                         sourceIP: context.channel.remoteAddress?.ipAddress ?? "", attributes: attributes,
                                         method: request.method.rawValue, path: request.uri.path, code: response.status.code, latencySeconds: seconds))
@@ -90,12 +96,12 @@ struct APIResponder: HTTPResponder {
             }
             if isStream {
                 var request = request
-                return try await route(&request, identity: identity, format: format)
+                return try await route(&request, identity: identity, format: format, audited: audited)
             }
             // Everything but a watch answers within the request deadline or gets 504.
             return try await Deadline.run(within: limits.requestTimeout) { [self] in
                 var request = request
-                return try await route(&request, identity: identity, format: format)
+                return try await route(&request, identity: identity, format: format, audited: audited)
             }
         } catch is Deadline.Exceeded {
             return errorResponse(APIError(504, "Timeout", "the request did not complete within the server's deadline of \(limits.requestTimeout); it may still take effect"), format)
@@ -127,13 +133,15 @@ struct APIResponder: HTTPResponder {
         return Response(status: .ok, headers: [.contentType: WireFormat.json.rawValue], body: .init(byteBuffer: ByteBuffer(bytes: writer.bytes)))
     }
 
-    func route(_ request: inout Request, identity: ClientIdentity, format: WireFormat) async throws -> Response {
+    func route(_ request: inout Request, identity: ClientIdentity, format: WireFormat, audited: Caller) async throws -> Response {
         let segments = request.uri.path.split(separator: "/").map(String.init)
         if segments == ["apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"] {
             return try await accessReview(&request, identity: identity, format: format)
         }
         let resourcePath = try ResourcePath.parse(segments)
-        try authorize(Self.attributes(request, path: resourcePath, identity: identity))
+        let attributes = Self.attributes(request, path: resourcePath, identity: identity)
+        audited.attributes = attributes
+        try authorize(attributes)
         switch segments {
         case ["metrics"]: return metricsResponse()
         case ["version"]: return Self.json(Discovery.version())

@@ -80,7 +80,7 @@ enum AgentFlags {
         try items.map { item in
             guard let colon = item.lastIndex(of: ":") else { throw ValidationError("--taint: \"\(item)\" is not KEY[=VALUE]:EFFECT") }
             let effect = String(item[item.index(after: colon)...])
-            guard ["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(effect) else {
+            guard PodValues.taintEffects.contains(effect) else {
                 throw ValidationError("--taint: effect \"\(effect)\" must be NoSchedule, PreferNoSchedule or NoExecute")
             }
             let pair = item[..<colon].split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)

@@ -22,11 +22,14 @@ struct ControllerOptions: ParsableArguments {
         var options = leaderIdentity.map { ControllerManager.Options(identity: $0) } ?? ControllerManager.Options()
         options.nodeLifecycle.gracePeriod = .seconds(nodeMonitorGracePeriod)
         options.nodeLifecycle.evictionTimeout = .seconds(podEvictionTimeout)
-        options.leaseDuration = .seconds(leaderLeaseDuration)
-        // As Kubernetes' defaults relate: renew deadline 2/3 of the lease, retry 2/15 of it.
-        options.renewDeadline = .milliseconds(leaderLeaseDuration * 2000 / 3)
-        options.retryPeriod = .milliseconds(max(500, leaderLeaseDuration * 2000 / 15))
+        (options.leaseDuration, options.renewDeadline, options.retryPeriod) = Self.leaseTiming(seconds: leaderLeaseDuration)
         return options
+    }
+
+    /// Lease, renew deadline and retry period from a lease duration, as Kubernetes' defaults
+    /// relate (15 s, 10 s, 2 s): renew within 2/3 of the lease, retry every 2/15 of it.
+    static func leaseTiming(seconds: Int) -> (lease: Duration, renew: Duration, retry: Duration) {
+        (.seconds(seconds), .milliseconds(seconds * 2000 / 3), .milliseconds(max(500, seconds * 2000 / 15)))
     }
 
     /// The scheduler run next to the controllers by `cox server` and `cox up`: the same identity

@@ -36,7 +36,7 @@ struct ExplainCommand: AsyncParsableCommand {
     static func explain(_ pod: Pod, nodes: [Node], pods: [Pod]) -> String {
         let cache = SchedulerCache()
         for node in nodes { cache.setNode(node) }
-        for other in pods where !other.spec.nodeName.isEmpty && other.status.phase != "Succeeded" && other.status.phase != "Failed" {
+        for other in pods where !other.spec.nodeName.isEmpty && !other.isFinished {
             cache.addPod(other)
         }
         let framework = Framework.standard
@@ -56,9 +56,8 @@ struct ExplainCommand: AsyncParsableCommand {
             + "\(decision.message) (judged now, as if the pod were not placed)\n\n"
 
         let free: (String) -> [String] = { name in
-            guard let info = nodes.first(where: { $0.metadata.name == name }).map({ NodeInfo(node: $0) }),
-                  let used = cache.requested(on: name) else { return ["-", "-", "-"] }
-            let left = info.allocatable - used + (name == pod.spec.nodeName ? requests : Resources())
+            guard let usage = cache.usage(on: name) else { return ["-", "-", "-"] }
+            let left = usage.allocatable - usage.requested + (name == pod.spec.nodeName ? requests : Resources())
             return ["\(left.milliCPU)m", bytes(left.memory), "\(left.pods)"]
         }
         let failed = decision.verdicts.filter { $0.failure != nil }.sorted { $0.node < $1.node }

@@ -19,9 +19,7 @@ struct SchedulerCommand: AsyncParsableCommand {
     func run() async throws {
         guard leaderLeaseDuration >= 2 else { throw ValidationError("--leader-lease-duration must be at least 2 seconds") }
         var options = leaderIdentity.map { Scheduler.Options(identity: $0) } ?? Scheduler.Options()
-        options.leaseDuration = .seconds(leaderLeaseDuration)
-        options.renewDeadline = .milliseconds(leaderLeaseDuration * 2000 / 3)
-        options.retryPeriod = .milliseconds(max(500, leaderLeaseDuration * 2000 / 15))
+        (options.leaseDuration, options.renewDeadline, options.retryPeriod) = ControllerOptions.leaseTiming(seconds: leaderLeaseDuration)
         options.examineAllNodes = examineAllNodes
         try await LocalScheduler.run(kubeconfig: try Kubeconfig.load(path: kubeconfig), options: options)
     }
