@@ -38,11 +38,14 @@ public final class APIClient: Sendable {
     /// Acts as another user (and groups) through `Impersonate-User`/`Impersonate-Group`, which
     /// the server allows only to identities that may `impersonate` them.
     public let impersonation: (user: String, groups: [String])?
+    /// Sent as `Authorization: Bearer` when the kubeconfig has a token instead of a client certificate.
+    let bearerToken: String?
 
     public init(kubeconfig: Kubeconfig, format: WireFormat = .protobuf, timeout: TimeAmount = APIClient.defaultTimeout,
                 maxConnections: Int = 8, maxAttempts: Int = 6, connectTimeout: TimeAmount = .seconds(5), http2: Bool = true,
                 impersonate: (user: String, groups: [String])? = nil) throws {
         impersonation = impersonate
+        bearerToken = kubeconfig.token
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(kubeconfig.caPEM.utf8)))
         tls.minimumTLSVersion = .tlsv12
@@ -137,7 +140,7 @@ public final class APIClient: Sendable {
         var request = HTTPClientRequest(url: server + path)
         request.method = method
         request.headers.add(name: "Accept", value: format.rawValue)
-        addImpersonation(&request)
+        addCredentials(&request)
         if let body {
             request.headers.add(name: "Content-Type", value: format.rawValue)
             request.body = .bytes(ByteBuffer(bytes: body))
@@ -258,7 +261,9 @@ public final class APIClient: Sendable {
         return try decode(T.self, try await call(.DELETE, path))
     }
 
-    func addImpersonation(_ request: inout HTTPClientRequest) {
+    /// The kubeconfig's bearer token (when it has one) and the impersonation headers.
+    func addCredentials(_ request: inout HTTPClientRequest) {
+        if let bearerToken { request.headers.add(name: "Authorization", value: "Bearer \(bearerToken)") }
         guard let impersonation else { return }
         request.headers.add(name: "Impersonate-User", value: impersonation.user)
         for group in impersonation.groups { request.headers.add(name: "Impersonate-Group", value: group) }
@@ -275,6 +280,26 @@ public final class APIClient: Sendable {
         let bytes = try await call(.POST, "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", body: body)
         let answer = format == .protobuf ? try SelfSubjectAccessReview(protobuf: bytes) : try SelfSubjectAccessReview(jsonBytes: bytes)
         return answer.status
+    }
+
+    /// Asks the server to sign a certificate request (PEM) with `signerName`; returns the
+    /// certificate (PEM), or throws the server's refusal.
+    public func requestCertificate(_ requestPEM: String, signerName: String, usages: [String], expirationSeconds: Int32? = nil) async throws -> String {
+        var csr = CertificateSigningRequest()
+        csr.apiVersion = "certificates.k8s.io/v1"
+        csr.kind = "CertificateSigningRequest"
+        csr.metadata.generateName = "csr-"
+        csr.spec.request = Data(requestPEM.utf8)
+        csr.spec.signerName = signerName
+        csr.spec.usages = usages
+        if let expirationSeconds { csr.spec.expirationSeconds = expirationSeconds }
+        let body = format == .protobuf ? csr.protoBytes() : csr.jsonBytes()
+        let bytes = try await call(.POST, "/apis/certificates.k8s.io/v1/certificatesigningrequests", body: body)
+        let answer = format == .protobuf ? try CertificateSigningRequest(protobuf: bytes) : try CertificateSigningRequest(jsonBytes: bytes)
+        guard answer.status.conditions.contains(where: { $0.type == "Approved" && $0.status == "True" }), !answer.status.certificate.isEmpty else {
+            throw ClientError(code: 0, reason: "NotIssued", message: "the server answered certificate request \(answer.metadata.name) without a certificate")
+        }
+        return String(decoding: answer.status.certificate, as: UTF8.self)
     }
 
     /// Assigns an unbound pod to a node (`pods/NAME/binding`); 409 when it is already on one.
@@ -300,7 +325,7 @@ public final class APIClient: Sendable {
         let path = Self.path(Pod.kindInfo, namespace: namespace, name: pod) + "/log?" + Self.logQuery(container, tailLines, false, follow: true)
         var request = HTTPClientRequest(url: server + path)
         request.headers.add(name: "Accept", value: format.rawValue)
-        addImpersonation(&request)
+        addCredentials(&request)
         let response = try await streams.execute(request, timeout: .hours(24))
         guard response.status.code == 200 else { throw try await Self.failure(response, method: "GET", path: path) }
         return response.body

@@ -145,6 +145,7 @@ extension APIClient {
         if let selector = request.fieldSelector, !selector.isEmpty { query.append("fieldSelector=\(Self.escape(selector))") }
         var http = HTTPClientRequest(url: server + Self.path(T.kindInfo, namespace: request.namespace) + "?" + query.joined(separator: "&"))
         http.headers.add(name: "Accept", value: format.rawValue)
+        addCredentials(&http)
         let response: HTTPClientResponse
         do {
             response = try await self.streams.execute(http, timeout: .seconds(Int64(request.timeoutSeconds) + 30))

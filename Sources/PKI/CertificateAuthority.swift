@@ -7,6 +7,11 @@ import X509
 public struct KeyPair: Sendable, Equatable {
     public let certificatePEM: String
     public let privateKeyPEM: String
+
+    public init(certificatePEM: String, privateKeyPEM: String) {
+        self.certificatePEM = certificatePEM
+        self.privateKeyPEM = privateKeyPEM
+    }
 }
 
 /// What a certificate is for: a serving certificate (TLS server auth, with subject alternative
@@ -88,7 +93,15 @@ public struct CertificateAuthority: Sendable {
     /// Issues a certificate for `commonName` (and `organizations`, the groups of a client).
     public func issue(commonName: String, organizations: [String] = [], usage: CertificateUsage, now: Date = Date()) throws -> KeyPair {
         let leafKey = P256.Signing.PrivateKey()
-        let publicKey = Certificate.PublicKey(leafKey.publicKey)
+        let leaf = try certify(publicKey: Certificate.PublicKey(leafKey.publicKey), commonName: commonName, organizations: organizations,
+                               usage: usage, now: now)
+        return KeyPair(certificatePEM: try leaf.serializeAsPEM().pemString, privateKeyPEM: leafKey.pemRepresentation)
+    }
+
+    /// Signs a certificate for someone else's key (a certificate signing request), valid for
+    /// `lifetime` seconds (at most a leaf's usual year).
+    public func certify(publicKey: Certificate.PublicKey, commonName: String, organizations: [String] = [], usage: CertificateUsage,
+                        lifetime: TimeInterval = CertificateAuthority.leafValidity, now: Date = Date()) throws -> Certificate {
         let subject = try DistinguishedName {
             for organization in organizations { OrganizationName(organization) }
             CommonName(commonName)
@@ -111,18 +124,17 @@ public struct CertificateAuthority: Sendable {
         case .client:
             try extensions.append(Certificate.Extension(ExtendedKeyUsage([.clientAuth]), critical: false))
         }
-        let leaf = try Certificate(
+        return try Certificate(
             version: .v3,
             serialNumber: Certificate.SerialNumber(),
             publicKey: publicKey,
             notValidBefore: now - Self.clockSkewAllowance,
-            notValidAfter: now + Self.leafValidity,
+            notValidAfter: now + min(lifetime, Self.leafValidity),
             issuer: certificate.subject,
             subject: subject,
             signatureAlgorithm: .ecdsaWithSHA256,
             extensions: extensions,
             issuerPrivateKey: Certificate.PrivateKey(key))
-        return KeyPair(certificatePEM: try leaf.serializeAsPEM().pemString, privateKeyPEM: leafKey.pemRepresentation)
     }
 
     /// The 4 or 16 bytes of an IP address, or nil when `text` is not one.
@@ -140,7 +152,18 @@ public struct CertificateAuthority: Sendable {
 
     /// `sha256:<hex>` of the CA certificate's SubjectPublicKeyInfo, as `kubeadm join
     /// --discovery-token-ca-cert-hash` uses: how a joining node pins the CA.
-    public var publicKeyHash: String {
+    public var publicKeyHash: String { Self.publicKeyHash(of: certificate) }
+
+    /// The hash of a PEM certificate's key (a kubeconfig's CA).
+    public static func publicKeyHash(ofPEM pem: String) throws -> String {
+        do {
+            return publicKeyHash(of: try Certificate(pemEncoded: pem))
+        } catch {
+            throw PKIError(message: "not a PEM certificate: \(error)")
+        }
+    }
+
+    public static func publicKeyHash(of certificate: Certificate) -> String {
         var serializer = DER.Serializer()
         try? serializer.serialize(certificate.publicKey)
         return "sha256:" + SHA256.hash(data: serializer.serializedBytes).map { String(format: "%02x", $0) }.joined()

@@ -3,6 +3,7 @@ import Foundation
 /// The cluster's certificates in a data directory, created on first start and reused after:
 ///
 ///     DATA/pki/ca.crt, ca.key                 the cluster CA (key 0600)
+///     DATA/pki/node-serving-ca.crt, .key      signs joined nodes' serving certificates
 ///     DATA/pki/apiserver.crt, apiserver.key   the serving certificate, re-issued each start so new names are covered
 ///     DATA/pki/admin.crt, admin.key           the admin identity (CN=admin, O=system:masters)
 ///     DATA/admin.kubeconfig                   the admin identity in kubectl's format (0600)
@@ -13,6 +14,9 @@ public struct ClusterPKI: Sendable {
 
     public let directory: String
     public let authority: CertificateAuthority
+    /// Signs the serving certificates of nodes that joined by request. Kept apart from the
+    /// cluster CA so that a node's serving certificate can never pass for the API server's.
+    public let nodeServing: CertificateAuthority
     public let serving: KeyPair
     public let admin: KeyPair
 
@@ -28,16 +32,8 @@ public struct ClusterPKI: Sendable {
     public static func bootstrap(dataDirectory: String, extraNames: [String] = []) throws -> ClusterPKI {
         let directory = (dataDirectory as NSString).appendingPathComponent("pki")
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        let caCert = (directory as NSString).appendingPathComponent("ca.crt")
-        let caKey = (directory as NSString).appendingPathComponent("ca.key")
-        let authority: CertificateAuthority
-        if FileManager.default.fileExists(atPath: caCert) {
-            authority = try CertificateAuthority.load(certificatePEM: try read(caCert), privateKeyPEM: try read(caKey))
-        } else {
-            authority = try CertificateAuthority.create(commonName: "cox-cluster-ca")
-            try write(authority.privateKeyPEM, to: caKey, mode: 0o600)
-            try write(authority.certificatePEM, to: caCert, mode: 0o644)
-        }
+        let authority = try loadOrCreateAuthority(directory: directory, file: "ca", commonName: "cox-cluster-ca")
+        let nodeServing = try loadOrCreateAuthority(directory: directory, file: "node-serving-ca", commonName: "cox-node-serving-ca")
 
         var dnsNames = ["localhost"]
         var ipAddresses = ["127.0.0.1", "::1"]
@@ -64,7 +60,19 @@ public struct ClusterPKI: Sendable {
             try write(admin.privateKeyPEM, to: adminKey, mode: 0o600)
             try write(admin.certificatePEM, to: adminCert, mode: 0o644)
         }
-        return ClusterPKI(directory: directory, authority: authority, serving: serving, admin: admin)
+        return ClusterPKI(directory: directory, authority: authority, nodeServing: nodeServing, serving: serving, admin: admin)
+    }
+
+    static func loadOrCreateAuthority(directory: String, file: String, commonName: String) throws -> CertificateAuthority {
+        let certificatePath = (directory as NSString).appendingPathComponent("\(file).crt")
+        let keyPath = (directory as NSString).appendingPathComponent("\(file).key")
+        if FileManager.default.fileExists(atPath: certificatePath) {
+            return try CertificateAuthority.load(certificatePEM: try read(certificatePath), privateKeyPEM: try read(keyPath))
+        }
+        let authority = try CertificateAuthority.create(commonName: commonName)
+        try write(authority.privateKeyPEM, to: keyPath, mode: 0o600)
+        try write(authority.certificatePEM, to: certificatePath, mode: 0o644)
+        return authority
     }
 
     /// The cluster CA from a PKI directory (`DATA/pki`), for components that issue certificates

@@ -1796,6 +1796,196 @@ extension DeploymentList: JSONCodable {
     }
 }
 
+extension TokenSpec: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.usage.isEmpty { w.key("usage"); w.string(self.usage) }
+        if !self.user.isEmpty { w.key("user"); w.string(self.user) }
+        if !self.groups.isEmpty { w.key("groups"); w.stringArray(self.groups) }
+        if !self.secretHash.isEmpty { w.key("secretHash"); w.string(self.secretHash) }
+        if self.hasExpires { w.key("expires"); w.timestamp(self.expires, microseconds: false) }
+        if !self.comment.isEmpty { w.key("comment"); w.string(self.comment) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "usage": self.usage = try JSONDecodeError.at("usage") { try value.decodeString() }
+            case "user": self.user = try JSONDecodeError.at("user") { try value.decodeString() }
+            case "groups": self.groups = try JSONDecodeError.at("groups") { try value.decodeArray { try $0.decodeString() } }
+            case "secretHash": self.secretHash = try JSONDecodeError.at("secretHash") { try value.decodeString() }
+            case "expires": self.expires = try JSONDecodeError.at("expires") { try value.decodeTimestamp() }
+            case "comment": self.comment = try JSONDecodeError.at("comment") { try value.decodeString() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension Token: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.apiVersion.isEmpty { w.key("apiVersion"); w.string(self.apiVersion) }
+        if !self.kind.isEmpty { w.key("kind"); w.string(self.kind) }
+        if self.hasMetadata { w.key("metadata"); self.metadata.writeJSON(to: &w) }
+        if self.hasSpec { w.key("spec"); self.spec.writeJSON(to: &w) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "apiVersion": self.apiVersion = try JSONDecodeError.at("apiVersion") { try value.decodeString() }
+            case "kind": self.kind = try JSONDecodeError.at("kind") { try value.decodeString() }
+            case "metadata": self.metadata = try JSONDecodeError.at("metadata") { try ObjectMeta(json: value) }
+            case "spec": self.spec = try JSONDecodeError.at("spec") { try TokenSpec(json: value) }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension TokenList: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.apiVersion.isEmpty { w.key("apiVersion"); w.string(self.apiVersion) }
+        if !self.kind.isEmpty { w.key("kind"); w.string(self.kind) }
+        if self.hasMetadata { w.key("metadata"); self.metadata.writeJSON(to: &w) }
+        if !self.items.isEmpty { w.key("items"); w.array(self.items) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "apiVersion": self.apiVersion = try JSONDecodeError.at("apiVersion") { try value.decodeString() }
+            case "kind": self.kind = try JSONDecodeError.at("kind") { try value.decodeString() }
+            case "metadata": self.metadata = try JSONDecodeError.at("metadata") { try ListMeta(json: value) }
+            case "items": self.items = try JSONDecodeError.at("items") { try value.decodeArray { try Token(json: $0) } }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension CertificateSigningRequestSpec: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.request.isEmpty { w.key("request"); w.string(self.request.base64EncodedString()) }
+        if !self.signerName.isEmpty { w.key("signerName"); w.string(self.signerName) }
+        if self.hasExpirationSeconds { w.key("expirationSeconds"); w.int(self.expirationSeconds) }
+        if !self.usages.isEmpty { w.key("usages"); w.stringArray(self.usages) }
+        if !self.username.isEmpty { w.key("username"); w.string(self.username) }
+        if !self.groups.isEmpty { w.key("groups"); w.stringArray(self.groups) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "request": self.request = try JSONDecodeError.at("request") { try value.decodeBytes() }
+            case "signerName": self.signerName = try JSONDecodeError.at("signerName") { try value.decodeString() }
+            case "expirationSeconds": self.expirationSeconds = try JSONDecodeError.at("expirationSeconds") { try value.decodeInt32() }
+            case "usages": self.usages = try JSONDecodeError.at("usages") { try value.decodeArray { try $0.decodeString() } }
+            case "username": self.username = try JSONDecodeError.at("username") { try value.decodeString() }
+            case "groups": self.groups = try JSONDecodeError.at("groups") { try value.decodeArray { try $0.decodeString() } }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension CertificateSigningRequestCondition: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.`type`.isEmpty { w.key("type"); w.string(self.`type`) }
+        if !self.status.isEmpty { w.key("status"); w.string(self.status) }
+        if !self.reason.isEmpty { w.key("reason"); w.string(self.reason) }
+        if !self.message.isEmpty { w.key("message"); w.string(self.message) }
+        if self.hasLastUpdateTime { w.key("lastUpdateTime"); w.timestamp(self.lastUpdateTime, microseconds: false) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "type": self.`type` = try JSONDecodeError.at("type") { try value.decodeString() }
+            case "status": self.status = try JSONDecodeError.at("status") { try value.decodeString() }
+            case "reason": self.reason = try JSONDecodeError.at("reason") { try value.decodeString() }
+            case "message": self.message = try JSONDecodeError.at("message") { try value.decodeString() }
+            case "lastUpdateTime": self.lastUpdateTime = try JSONDecodeError.at("lastUpdateTime") { try value.decodeTimestamp() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension CertificateSigningRequestStatus: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.conditions.isEmpty { w.key("conditions"); w.array(self.conditions) }
+        if !self.certificate.isEmpty { w.key("certificate"); w.string(self.certificate.base64EncodedString()) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "conditions": self.conditions = try JSONDecodeError.at("conditions") { try value.decodeArray { try CertificateSigningRequestCondition(json: $0) } }
+            case "certificate": self.certificate = try JSONDecodeError.at("certificate") { try value.decodeBytes() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension CertificateSigningRequest: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.apiVersion.isEmpty { w.key("apiVersion"); w.string(self.apiVersion) }
+        if !self.kind.isEmpty { w.key("kind"); w.string(self.kind) }
+        if self.hasMetadata { w.key("metadata"); self.metadata.writeJSON(to: &w) }
+        if self.hasSpec { w.key("spec"); self.spec.writeJSON(to: &w) }
+        if self.hasStatus { w.key("status"); self.status.writeJSON(to: &w) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "apiVersion": self.apiVersion = try JSONDecodeError.at("apiVersion") { try value.decodeString() }
+            case "kind": self.kind = try JSONDecodeError.at("kind") { try value.decodeString() }
+            case "metadata": self.metadata = try JSONDecodeError.at("metadata") { try ObjectMeta(json: value) }
+            case "spec": self.spec = try JSONDecodeError.at("spec") { try CertificateSigningRequestSpec(json: value) }
+            case "status": self.status = try JSONDecodeError.at("status") { try CertificateSigningRequestStatus(json: value) }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
 extension LeaseSpec: JSONCodable {
     public func writeJSON(to w: inout JSONWriter) {
         w.beginObject()

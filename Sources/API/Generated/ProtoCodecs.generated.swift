@@ -1573,6 +1573,169 @@ extension DeploymentList: ProtoCodable {
     }
 }
 
+extension TokenSpec: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.usage.isEmpty { w.string(1, self.usage) }
+        if !self.user.isEmpty { w.string(2, self.user) }
+        for item in self.groups { w.string(3, item) }
+        if !self.secretHash.isEmpty { w.string(4, self.secretHash) }
+        if self.hasExpires { w.message(5, self.expires) }
+        if !self.comment.isEmpty { w.string(6, self.comment) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.usage = try r.string()
+            case 2: self.user = try r.string()
+            case 3: self.groups.append(try r.string())
+            case 4: self.secretHash = try r.string()
+            case 5:
+                if self.hasExpires { try r.merge(into: &self.expires) } else { self.expires = try r.message(Timestamp.self) }
+            case 6: self.comment = try r.string()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension Token: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
+        if !self.kind.isEmpty { w.string(2, self.kind) }
+        if self.hasMetadata { w.message(3, self.metadata) }
+        if self.hasSpec { w.message(4, self.spec) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.apiVersion = try r.string()
+            case 2: self.kind = try r.string()
+            case 3:
+                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ObjectMeta.self) }
+            case 4:
+                if self.hasSpec { try r.merge(into: &self.spec) } else { self.spec = try r.message(TokenSpec.self) }
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension TokenList: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
+        if !self.kind.isEmpty { w.string(2, self.kind) }
+        if self.hasMetadata { w.message(3, self.metadata) }
+        for item in self.items { w.message(4, item) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.apiVersion = try r.string()
+            case 2: self.kind = try r.string()
+            case 3:
+                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ListMeta.self) }
+            case 4: self.items.append(try r.message(Token.self))
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension CertificateSigningRequestSpec: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.request.isEmpty { w.bytesField(1, [UInt8](self.request)) }
+        if !self.signerName.isEmpty { w.string(2, self.signerName) }
+        if self.hasExpirationSeconds { w.int32(3, self.expirationSeconds) }
+        for item in self.usages { w.string(4, item) }
+        if !self.username.isEmpty { w.string(5, self.username) }
+        for item in self.groups { w.string(6, item) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.request = Data(try r.bytes())
+            case 2: self.signerName = try r.string()
+            case 3: self.expirationSeconds = try r.int32()
+            case 4: self.usages.append(try r.string())
+            case 5: self.username = try r.string()
+            case 6: self.groups.append(try r.string())
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension CertificateSigningRequestCondition: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.`type`.isEmpty { w.string(1, self.`type`) }
+        if !self.status.isEmpty { w.string(2, self.status) }
+        if !self.reason.isEmpty { w.string(3, self.reason) }
+        if !self.message.isEmpty { w.string(4, self.message) }
+        if self.hasLastUpdateTime { w.message(5, self.lastUpdateTime) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.`type` = try r.string()
+            case 2: self.status = try r.string()
+            case 3: self.reason = try r.string()
+            case 4: self.message = try r.string()
+            case 5:
+                if self.hasLastUpdateTime { try r.merge(into: &self.lastUpdateTime) } else { self.lastUpdateTime = try r.message(Timestamp.self) }
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension CertificateSigningRequestStatus: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        for item in self.conditions { w.message(1, item) }
+        if !self.certificate.isEmpty { w.bytesField(2, [UInt8](self.certificate)) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.conditions.append(try r.message(CertificateSigningRequestCondition.self))
+            case 2: self.certificate = Data(try r.bytes())
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension CertificateSigningRequest: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
+        if !self.kind.isEmpty { w.string(2, self.kind) }
+        if self.hasMetadata { w.message(3, self.metadata) }
+        if self.hasSpec { w.message(4, self.spec) }
+        if self.hasStatus { w.message(5, self.status) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.apiVersion = try r.string()
+            case 2: self.kind = try r.string()
+            case 3:
+                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ObjectMeta.self) }
+            case 4:
+                if self.hasSpec { try r.merge(into: &self.spec) } else { self.spec = try r.message(CertificateSigningRequestSpec.self) }
+            case 5:
+                if self.hasStatus { try r.merge(into: &self.status) } else { self.status = try r.message(CertificateSigningRequestStatus.self) }
+            default: try r.skip()
+            }
+        }
+    }
+}
+
 extension LeaseSpec: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
         if !self.holderIdentity.isEmpty { w.string(1, self.holderIdentity) }

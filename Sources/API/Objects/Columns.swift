@@ -46,6 +46,15 @@ public enum Table {
         case let namespaces as [Namespace]:
             header = ["NAME", "STATUS", "AGE"]
             rows = namespaces.map { [$0.metadata.name, $0.status.phase, age($0.metadata)] }
+        case let tokens as [Token]:
+            header = ["NAME", "USAGE", "USER", "GROUPS", "EXPIRES", "AGE"]
+            let now = Date()
+            rows = tokens.map { token in
+                let spec = token.spec
+                let expires = !spec.hasExpires ? "never" : spec.expires.date < now ? "expired" : Self.format(until: spec.expires.date, from: now)
+                return [token.metadata.name, spec.usage, spec.user.isEmpty ? "<none>" : spec.user,
+                        spec.groups.isEmpty ? "<none>" : spec.groups.joined(separator: ","), expires, age(token.metadata)]
+            }
         default:
             header = ["NAME", "AGE"]
             rows = objects.map { [$0.metadata.name, age($0.metadata)] }
@@ -89,7 +98,13 @@ public enum Table {
 
     public static func age(_ meta: ObjectMeta) -> String {
         guard meta.hasCreationTimestamp else { return "<unknown>" }
-        let seconds = max(0, Int(Date().timeIntervalSince1970) - Int(meta.creationTimestamp.seconds))
+        return span(max(0, Int(Date().timeIntervalSince1970) - Int(meta.creationTimestamp.seconds)))
+    }
+
+    /// How long until `date`, as `age` writes spans.
+    static func format(until date: Date, from now: Date) -> String { span(max(0, Int(date.timeIntervalSince(now)))) }
+
+    static func span(_ seconds: Int) -> String {
         if seconds < 120 { return "\(seconds)s" }
         if seconds < 7200 { return "\(seconds / 60)m" }
         if seconds < 172_800 { return "\(seconds / 3600)h" }

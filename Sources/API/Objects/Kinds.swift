@@ -89,3 +89,12 @@ extension EventList: APIObjectList {}
 extension LeaseList: APIObjectList {}
 extension ReplicaSetList: APIObjectList {}
 extension DeploymentList: APIObjectList {}
+
+extension Token: APIObject {
+    public static let kindInfo = KindInfo(group: "auth.cox.io", version: "v1", kind: "Token", resource: "tokens",
+                                          singular: "token", shortNames: [], namespaced: false)
+    public func specDiffers(from other: Token) -> Bool { spec != other.spec }
+    public mutating func copyStatus(from other: Token) {}
+}
+
+extension TokenList: APIObjectList {}

@@ -19,7 +19,7 @@ public enum BootstrapPolicy {
     /// node bootstrap gives nodes theirs: CN=cox:node:NAME, O=cox:nodes).
     public static let schedulerUser = "system:kube-scheduler"
     public static let controllerManagerUser = "system:kube-controller-manager"
-    public static let nodesGroup = "cox:nodes"
+    public static let nodesGroup = NodeIdentity.group
 
     public static var clusterRoles: [ClusterRole] {
         func role(_ name: String, _ rules: [PolicyRule]) -> ClusterRole {
@@ -71,7 +71,11 @@ public enum BootstrapPolicy {
                 rule(["update", "patch"], [""], ["pods/status"]),
                 rule(["get", "create", "update", "patch"], [""], ["events"]),
                 rule(["get", "create", "update"], [coordination], ["leases"]),
+                // Renewing its client certificate and getting a serving one.
+                rule(["create"], ["certificates.k8s.io"], ["certificatesigningrequests"]),
             ]),
+            // Holders of a bootstrap token may ask for a node certificate and nothing more.
+            role("system:node-bootstrapper", [rule(["create"], ["certificates.k8s.io"], ["certificatesigningrequests"])]),
         ]
     }
 
@@ -95,6 +99,7 @@ public enum BootstrapPolicy {
             binding("system:kube-scheduler", role: "system:kube-scheduler", "User", schedulerUser),
             binding("system:kube-controller-manager", role: "system:kube-controller-manager", "User", controllerManagerUser),
             binding("system:node", role: "system:node", "Group", nodesGroup),
+            binding("system:node-bootstrapper", role: "system:node-bootstrapper", "Group", TokenFormat.bootstrappersGroup),
         ]
     }
 

@@ -22,7 +22,7 @@ public struct APIError: Error, Sendable, CustomStringConvertible {
 
     static func badRequest(_ message: String) -> APIError { APIError(400, "BadRequest", message) }
     static func notFound(_ message: String) -> APIError { APIError(404, "NotFound", message) }
-    static let unauthorized = APIError(401, "Unauthorized", "Unauthorized: a client certificate signed by the cluster CA is required")
+    static let unauthorized = APIError(401, "Unauthorized", "Unauthorized: a client certificate signed by the cluster CA or a valid bearer token is required")
     static func methodNotAllowed(_ method: String) -> APIError { APIError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource: \(method)") }
 
     /// The Status object.

@@ -27,6 +27,8 @@ struct APIResponder: HTTPResponder {
     let authorizer: Authorizer
     /// Where changes and denials are put on record (nil: nowhere).
     let audit: AuditLog?
+    /// Signs nodes' certificate requests (nil: none are).
+    var signer: CertificateSigner? = nil
 
     /// Who a request turned out to be, for the audit log (set by `answer`).
     final class Caller: @unchecked Sendable {
@@ -79,7 +81,10 @@ struct APIResponder: HTTPResponder {
         }
         defer { inflight.leave() }
         do {
-            guard let caller = try await ClientIdentity.of(channel: context.channel) else {
+            // A client certificate from the cluster CA, else a bearer token, else nobody (401).
+            var certified = try await ClientIdentity.of(channel: context.channel)
+            if certified == nil { certified = try await authenticateBearer(request) }
+            guard let caller = certified else {
                 return errorResponse(.unauthorized, format)
             }
             audited.identity = caller
@@ -138,10 +143,20 @@ struct APIResponder: HTTPResponder {
         if segments == ["apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"] {
             return try await accessReview(&request, identity: identity, format: format)
         }
+        if segments == CertificateSigner.path {
+            var attributes = RequestAttributes(user: identity.user, groups: identity.groups, verb: request.method == .post ? "create" : request.method.rawValue.lowercased())
+            attributes.apiGroup = CertificateSigner.group
+            attributes.resource = CertificateSigner.resource
+            audited.attributes = attributes
+            try authorize(attributes)
+            return try await signingRequest(&request, identity: identity, format: format, audited: audited)
+        }
         let resourcePath = try ResourcePath.parse(segments)
         let attributes = Self.attributes(request, path: resourcePath, identity: identity)
         audited.attributes = attributes
         try authorize(attributes)
+        let node = NodeRestriction.nodeName(identity)
+        if let node { try await restrictNode(node, attributes, query: Self.query(request)) }
         switch segments {
         case ["metrics"]: return metricsResponse()
         case ["version"]: return Self.json(Discovery.version())
@@ -159,7 +174,13 @@ struct APIResponder: HTTPResponder {
         guard let path = resourcePath else {
             throw APIError.notFound("the server could not find the requested resource")
         }
-        return try await handle(path.kind, path, &request, format: format)
+        return try await handle(path.kind, path, &request, format: format, admit: node.map { node in
+            { object in try NodeRestriction.admitCreate(object, node: node, attributes: attributes) }
+        })
+    }
+
+    static func query(_ request: Request) -> QueryParameters {
+        Dictionary(request.uri.queryParameters.map { (String($0.key), String($0.value)) }, uniquingKeysWith: { first, _ in first })
     }
 
     func body(_ request: inout Request) async throws -> [UInt8] {
@@ -171,8 +192,10 @@ struct APIResponder: HTTPResponder {
         }
     }
 
-    func handle<T: APIObject>(_ type: T.Type, _ path: ResourcePath, _ request: inout Request, format: WireFormat) async throws -> Response {
-        let query = Dictionary(request.uri.queryParameters.map { (String($0.key), String($0.value)) }, uniquingKeysWith: { first, _ in first })
+    /// `admit` sees every object about to be created (node restriction) and may refuse it.
+    func handle<T: APIObject>(_ type: T.Type, _ path: ResourcePath, _ request: inout Request, format: WireFormat,
+                              admit: ((any APIObject) throws -> Void)? = nil) async throws -> Response {
+        let query = Self.query(request)
         let info = T.kindInfo
         if T.self == Pod.self, let name = path.name, let response = try await handlePod(path, name: name, &request, query: query, format: format) {
             return response
@@ -208,6 +231,7 @@ struct APIResponder: HTTPResponder {
             }
             object.applyDefaults()
             object.metadata.resourceVersion = ""
+            try admit?(object)
             if info.namespaced, let namespace = try? await store.get(Namespace.self, namespace: "", name: object.metadata.namespace),
                namespace.metadata.hasDeletionTimestamp {
                 throw APIError(403, "Forbidden", "\(info.resource) \"\(object.metadata.name)\" is forbidden: unable to create new content in namespace \(object.metadata.namespace) because it is being terminated")

@@ -18,9 +18,15 @@ enum Discovery {
     static var groups: [String: String] {
         var out: [String: String] = [:]
         for kind in Kinds.all where !kind.kindInfo.group.isEmpty { out[kind.kindInfo.group] = kind.kindInfo.version }
-        out["authorization.k8s.io"] = "v1"
+        for group in createOnly.keys { out[group] = "v1" }
         return out
     }
+
+    /// Groups (v1) whose one resource can only be created: group → (resource, kind).
+    static let createOnly = [
+        "authorization.k8s.io": ("selfsubjectaccessreviews", "SelfSubjectAccessReview"),
+        "certificates.k8s.io": ("certificatesigningrequests", "CertificateSigningRequest"),
+    ]
 
     static func groupList() -> JSONValue {
         let items: [JSONValue] = groups.keys.sorted().map { group in
@@ -32,15 +38,16 @@ enum Discovery {
 
     /// The resources of one group/version; nil when nothing is served there.
     static func resourceList(group: String, version: String) -> JSONValue? {
-        if group == "authorization.k8s.io" && version == "v1" {
-            // Access reviews are asked, never stored: `kubectl auth can-i` and `cox auth can-i`.
-            let review: JSONValue = .object([
-                JSONMember("name", .string("selfsubjectaccessreviews")), JSONMember("singularName", .string("selfsubjectaccessreview")),
-                JSONMember("namespaced", .bool(false)), JSONMember("kind", .string("SelfSubjectAccessReview")),
+        if version == "v1", let (resource, kind) = createOnly[group] {
+            // Asked, answered and never stored: access reviews (`kubectl auth can-i`, `cox auth
+            // can-i`) and certificate signing requests (joining nodes).
+            let entry: JSONValue = .object([
+                JSONMember("name", .string(resource)), JSONMember("singularName", .string(String(resource.dropLast()))),
+                JSONMember("namespaced", .bool(false)), JSONMember("kind", .string(kind)),
                 JSONMember("verbs", .array([.string("create")])),
             ])
             return .object([JSONMember("kind", .string("APIResourceList")), JSONMember("apiVersion", .string("v1")),
-                            JSONMember("groupVersion", .string("authorization.k8s.io/v1")), JSONMember("resources", .array([review]))])
+                            JSONMember("groupVersion", .string("\(group)/v1")), JSONMember("resources", .array([entry]))])
         }
         let kinds = Kinds.all.filter { $0.kindInfo.group == group && $0.kindInfo.version == version }
         guard !kinds.isEmpty else { return nil }

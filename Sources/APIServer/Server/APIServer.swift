@@ -44,6 +44,8 @@ public struct APIServer: Sendable {
         public var kubeconfigPath: String?
         /// The audit log (DATA/audit.log) is rotated when it would grow past this.
         public var auditMaxBytes = 100 * 1024 * 1024
+        /// Longest lifetime of a node certificate signed on request (agents renew at 70 % of it).
+        public var nodeCertificateLifetime: Duration = .seconds(365 * 24 * 3600)
 
         public init(dataDirectory: String) {
             self.dataDirectory = dataDirectory
@@ -67,7 +69,9 @@ public struct APIServer: Sendable {
         defer { store.close() }
 
         var tls = TLSConfiguration.makeServerConfiguration(
-            certificateChain: try NIOSSLCertificate.fromPEMBytes(Array(pki.serving.certificatePEM.utf8)).map { .certificate($0) },
+            // The chain ends with the cluster CA: a joining agent pins it by its hash
+            // (`--ca-cert-hash`) before it sends anything.
+            certificateChain: try NIOSSLCertificate.fromPEMBytes(Array((pki.serving.certificatePEM + "\n" + pki.authority.certificatePEM).utf8)).map { .certificate($0) },
             privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(pki.serving.privateKeyPEM.utf8), format: .pem)))
         tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(pki.authority.certificatePEM.utf8)))
         tls.certificateVerification = .optionalVerification
@@ -82,8 +86,10 @@ public struct APIServer: Sendable {
         let agents = try Self.agentClient(pki)
         let audit = try AuditLog(path: (configuration.dataDirectory as NSString).appendingPathComponent("audit.log"),
                                  maxBytes: configuration.auditMaxBytes, logger: logger)
-        let responder = APIResponder(store: store, limits: configuration.limits, inflight: InflightCounter(),
+        var responder = APIResponder(store: store, limits: configuration.limits, inflight: InflightCounter(),
                                      metrics: RequestMetrics(), drain: drain, agents: agents, logger: logger, authorizer: authorizer, audit: audit)
+        responder.signer = CertificateSigner(clusterCA: pki.authority, nodeServingCA: pki.nodeServing,
+                                             maxLifetime: TimeInterval(configuration.nodeCertificateLifetime.components.seconds))
         let kubeconfigPath = configuration.kubeconfigPath ?? (configuration.dataDirectory as NSString).appendingPathComponent("admin.kubeconfig")
         let host = configuration.host
         let urlHost = host.contains(":") ? "[\(host)]" : host
@@ -158,7 +164,9 @@ public struct APIServer: Sendable {
     static func agentClient(_ pki: ClusterPKI) throws -> HTTPClient {
         let identity = try pki.authority.issue(commonName: "cox:apiserver", organizations: ["system:masters"], usage: .client)
         var tls = TLSConfiguration.makeClientConfiguration()
-        tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(pki.authority.certificatePEM.utf8)))
+        // Agents serve with a certificate from the cluster CA (run beside the server, holding its
+        // key) or from the node-serving CA (joined by request).
+        tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array((pki.authority.certificatePEM + "\n" + pki.nodeServing.certificatePEM).utf8)))
         tls.minimumTLSVersion = .tlsv12
         tls.certificateChain = try NIOSSLCertificate.fromPEMBytes(Array(identity.certificatePEM.utf8)).map { .certificate($0) }
         tls.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(identity.privateKeyPEM.utf8), format: .pem))

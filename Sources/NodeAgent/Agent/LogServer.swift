@@ -19,20 +19,26 @@ public final class LogServer: Sendable {
     private let ports: AsyncStream<Int>
     private let portContinuation: AsyncStream<Int>.Continuation
 
-    /// Issues the serving certificate from the cluster CA (the CA key is needed until nodes
-    /// join by certificate request).
-    public init(runtime: any ContainerRuntime, authority: CertificateAuthority, nodeName: String, address: String, port: Int, logger: Logger) throws {
+    /// Issues the serving certificate from the cluster CA (an agent beside the server, holding
+    /// its key).
+    public convenience init(runtime: any ContainerRuntime, authority: CertificateAuthority, nodeName: String, address: String, port: Int, logger: Logger) throws {
+        let isIP = CertificateAuthority.ipAddressBytes(address) != nil
+        let serving = try authority.issue(commonName: NodeIdentity.user(nodeName), usage: .server(
+            dnsNames: ["localhost", nodeName] + (isIP ? [] : [address]), ipAddresses: ["127.0.0.1", "::1"] + (isIP ? [address] : [])))
+        try self.init(runtime: runtime, serving: serving, clientCAPEM: authority.certificatePEM, address: address, port: port, logger: logger)
+    }
+
+    /// Serves with `serving` (a joined node's, signed on request) and lets in clients with a
+    /// certificate from the CA in `clientCAPEM`.
+    public init(runtime: any ContainerRuntime, serving: KeyPair, clientCAPEM: String, address: String, port: Int, logger: Logger) throws {
         self.runtime = runtime
         self.host = address
         self.requestedPort = port
         self.logger = logger
-        let isIP = address.contains(":") || address.split(separator: ".").count == 4 && address.split(separator: ".").allSatisfy { UInt8($0) != nil }
-        let serving = try authority.issue(commonName: "cox:node:\(nodeName)", usage: .server(
-            dnsNames: ["localhost", nodeName] + (isIP ? [] : [address]), ipAddresses: ["127.0.0.1", "::1"] + (isIP ? [address] : [])))
         var tls = TLSConfiguration.makeServerConfiguration(
             certificateChain: try NIOSSLCertificate.fromPEMBytes(Array(serving.certificatePEM.utf8)).map { .certificate($0) },
             privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(serving.privateKeyPEM.utf8), format: .pem)))
-        tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(authority.certificatePEM.utf8)))
+        tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(clientCAPEM.utf8)))
         tls.certificateVerification = .noHostnameVerification  // a client certificate is required
         tls.minimumTLSVersion = .tlsv12
         self.tls = tls

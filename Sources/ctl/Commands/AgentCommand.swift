@@ -11,10 +11,12 @@ struct AgentCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "agent", abstract: "Run the node agent: register this host as a node and run the pods bound to it.")
 
     @Option(help: "API server URL (default: the kubeconfig's).") var server: String?
-    @Option(help: "Kubeconfig with the agent's credentials.") var kubeconfig = ".cox/admin.kubeconfig"
+    @Option(help: "Join the cluster with this bootstrap token (from `cox token create`); needs --server and --ca-cert-hash.") var token: String?
+    @Option(help: "sha256:HASH of the cluster CA's public key: the agent refuses a server whose CA does not match.") var caCertHash: String?
+    @Option(help: "Kubeconfig with the agent's credentials, instead of joining (default: the node's own from joining, else .cox/admin.kubeconfig).") var kubeconfig: String?
     @Option(help: "Node name (default: the host name).") var nodeName: String?
     @Option(help: "Agent data directory: container records and logs.") var dataDir = ".cox/agent"
-    @Option(help: "Cluster PKI directory (its CA issues the agent's serving certificate).") var pki = ".cox/pki"
+    @Option(help: "Cluster PKI directory, for an agent beside the server that uses --kubeconfig (its CA issues the agent's serving certificate).") var pki = ".cox/pki"
     @Option(help: "The node's address, where the API server reaches its log endpoint.") var address = "127.0.0.1"
     @Option(help: "Log endpoint port (0 picks a free one).") var port = 10250
     @Option(help: "Seconds between lease renewals.") var heartbeatSeconds = 10
@@ -25,6 +27,12 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "A taint the node registers with, KEY[=VALUE]:EFFECT (repeatable; EFFECT is NoSchedule, PreferNoSchedule or NoExecute).") var taint: [String] = []
 
     func validate() throws {
+        if token != nil || caCertHash != nil {
+            guard token != nil, caCertHash != nil, server != nil else {
+                throw ValidationError("joining needs all of --server, --token and --ca-cert-hash (`cox token create --print-join-command` on the server prints them)")
+            }
+            guard kubeconfig == nil else { throw ValidationError("--kubeconfig and --token exclude each other: a joining node gets its own credentials") }
+        }
         guard ["process", "fake"].contains(runtime) else { throw ValidationError("--runtime: unknown runtime \"\(runtime)\"; choose process or fake") }
         _ = try AgentFlags.capacity(capacity)
         _ = try AgentFlags.labels(label)
@@ -32,8 +40,6 @@ struct AgentCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        var config = try Kubeconfig.load(path: kubeconfig)
-        if let server { config.server = server }
         var configuration = NodeAgent.Configuration(nodeName: nodeName ?? LocalNode.defaultName(), dataDirectory: dataDir)
         configuration.address = address
         configuration.logPort = port
@@ -43,7 +49,33 @@ struct AgentCommand: AsyncParsableCommand {
         if let pods = configuration.capacity?["pods"], let count = Int(pods) { configuration.maxPods = count }
         configuration.labels = try AgentFlags.labels(label)
         configuration.taints = try AgentFlags.taints(taint)
-        try await LocalNode.runAgent(configuration, kubeconfig: config, pkiDirectory: pki, stopPodsOnExit: runtime == "fake", fake: runtime == "fake")
+        let fake = runtime == "fake"
+        let credentials = NodeCredentials(dataDirectory: dataDir, nodeName: configuration.nodeName)
+        if kubeconfig == nil && (token != nil || credentials.exist) {
+            // A node of its own: joined now or before, renewing its certificates as they age.
+            let logger = Logger(label: "cox.agent")
+            var joined: Kubeconfig
+            do {
+                if credentials.exist, let loaded = try? credentials.load() {
+                    joined = loaded
+                    if token != nil { logger.info("this node has joined before; using its own credentials, not the token", metadata: ["kubeconfig": "\(credentials.kubeconfigPath)"]) }
+                } else if let token, let caCertHash, let server {
+                    joined = try await credentials.join(server: server, token: token, caCertHash: caCertHash, logger: logger)
+                    print("node \(configuration.nodeName) joined \(server); credentials in \(dataDir)/pki")
+                } else {
+                    joined = try credentials.load()  // says why it cannot be used
+                }
+            } catch let error as NodeCredentials.JoinError {
+                printError("error: \(error.description)")
+                throw ExitCode(1)
+            }
+            if let server { joined.server = server }
+            try await LocalNode.runJoined(configuration, credentials: credentials, kubeconfig: joined, stopPodsOnExit: fake, fake: fake)
+            return
+        }
+        var config = try Kubeconfig.load(path: kubeconfig ?? ".cox/admin.kubeconfig")
+        if let server { config.server = server }
+        try await LocalNode.runAgent(configuration, kubeconfig: config, pkiDirectory: pki, stopPodsOnExit: fake, fake: fake)
     }
 }
 
@@ -118,6 +150,50 @@ enum LocalNode {
         await SignalWaiter.runUntilSignalled {
             do { try await agent.run() } catch { logger.error("agent stopped", metadata: ["error": "\(error)"]) }
         }
+        await finish(runtime, stopPods: stopPodsOnExit)
+        try? await client.shutdown()
+    }
+
+    /// Runs a joined node's agent until SIGINT/SIGTERM: with a serving certificate requested for
+    /// its log endpoint, and both certificates renewed (new keys) once 70 % of the client
+    /// certificate's life has passed — the agent then starts over with them, re-adopting its
+    /// running containers.
+    static func runJoined(_ configuration: NodeAgent.Configuration, credentials: NodeCredentials, kubeconfig: Kubeconfig,
+                          stopPodsOnExit: Bool, fake: Bool) async throws {
+        let logger = Logger(label: "cox.agent")
+        let runtime: any ContainerRuntime = fake ? FakeRuntime() : try ProcessRuntime(root: configuration.dataDirectory, logger: logger)
+        await SignalWaiter.runUntilSignalled {
+            var current = kubeconfig
+            while !Task.isCancelled {
+                do {
+                    let client = try APIClient(kubeconfig: current)
+                    defer { Task { try? await client.shutdown() } }
+                    let serving = try await credentials.requestServingCertificate(using: client, address: configuration.address)
+                    let logServer = try LogServer(runtime: runtime, serving: serving, clientCAPEM: current.caPEM, address: configuration.address,
+                                                  port: configuration.logPort, logger: logger)
+                    let agent = NodeAgent(configuration: configuration, client: client, runtime: runtime, logServer: logServer, logger: logger)
+                    let renewAt = try credentials.renewalDate()
+                    let renewed = try await withThrowingTaskGroup(of: Kubeconfig?.self) { group in
+                        group.addTask { try await agent.run(); return nil }
+                        group.addTask { try await credentials.renew(using: client, at: renewAt, logger: logger) }
+                        let first = try await group.next() ?? nil
+                        group.cancelAll()
+                        return first
+                    }
+                    guard let renewed else { return }
+                    logger.info("node certificates renewed; the agent starts over with them", metadata: ["node": "\(configuration.nodeName)"])
+                    current = renewed
+                } catch {
+                    if Task.isCancelled { return }
+                    logger.error("agent stopped; starting over in 2 s", metadata: ["error": "\(error)"])
+                    try? await Task.sleep(for: .seconds(2))
+                }
+            }
+        }
+        await finish(runtime, stopPods: stopPodsOnExit)
+    }
+
+    static func finish(_ runtime: any ContainerRuntime, stopPods stopPodsOnExit: Bool) async {
         if stopPodsOnExit {
             let running = await runtime.list().filter(\.isRunning)
             if !running.isEmpty { print("stopping \(running.count) container(s)…") }
@@ -126,7 +202,6 @@ enum LocalNode {
             }
         }
         runtime.shutdown()
-        try? await client.shutdown()
     }
 }
 

@@ -19,15 +19,23 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "Address to listen on.") var listen = "127.0.0.1"
     @Option(help: "Port to listen on (0 picks a free one).") var port = 6443
     @Option(help: "Extra name or address for the serving certificate (repeatable).") var advertiseAddress: [String] = []
+    @Option(help: "Longest lifetime of a node certificate signed for a joining node (agents renew at 70 %), e.g. 720h.") var nodeCertLifetime = "8760h"
     @Flag(help: "Run the API server without the controller manager (run `cox controllers` elsewhere).") var noControllers = false
     @Flag(help: "Run the API server without the scheduler (run `cox scheduler` elsewhere).") var noScheduler = false
     @OptionGroup var controllers: ControllerOptions
+
+    func validate() throws {
+        guard try TokenTTL.seconds(nodeCertLifetime, flag: "--node-cert-lifetime") >= 10 else {
+            throw ValidationError("--node-cert-lifetime: at least 10s")
+        }
+    }
 
     func run() async throws {
         var configuration = APIServer.Configuration(dataDirectory: dataDir)
         configuration.host = listen
         configuration.port = port
         configuration.extraNames = advertiseAddress
+        configuration.nodeCertificateLifetime = .seconds(try TokenTTL.seconds(nodeCertLifetime, flag: "--node-cert-lifetime"))
         let managerOptions = noControllers ? nil : try controllers.managerOptions()
         let listen = self.listen
         let scheduler = noScheduler ? nil : controllers.schedulerOptions()
@@ -83,7 +91,9 @@ struct UpCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "up", abstract: "Start a local cluster with data in ./.cox (Ctrl-C stops it; a second `cox up` keeps every object).")
 
     @Option(help: "Data directory.") var dataDir = ".cox"
+    @Option(help: "Address to listen on (0.0.0.0 lets other hosts join).") var listen = "127.0.0.1"
     @Option(help: "Port to listen on.") var port = 6443
+    @Option(help: "The name or address other hosts reach this one by (in the serving certificate and the join command; repeatable).") var advertiseAddress: [String] = []
     @Option(name: .shortAndLong, help: "Manifests to apply once the cluster is up (a file or directory; repeatable).") var filename: [String] = []
     @Option(help: "Node name of the local agent (default: the host name).") var nodeName: String?
     @Flag(help: "Run the API server only, without a local agent.") var noAgent = false
@@ -95,7 +105,10 @@ struct UpCommand: AsyncParsableCommand {
         // Read the manifests first: a typo should stop `cox up` before anything starts.
         let manifests = try filename.flatMap { try Manifests.load(path: $0) }
         var configuration = APIServer.Configuration(dataDirectory: dataDir)
+        configuration.host = listen
         configuration.port = port
+        configuration.extraNames = advertiseAddress
+        let joinHost = JoinHint.host(listen: listen, advertised: advertiseAddress)
         let node = nodeName ?? LocalNode.defaultName()
         let (ready, readyContinuation) = AsyncStream<String>.makeStream()
         let dataDir = self.dataDir
@@ -122,6 +135,7 @@ struct UpCommand: AsyncParsableCommand {
                                        kubectl --kubeconfig \(kubeconfig) get --raw /api/v1/namespaces/default/pods
                         Ctrl-C stops it.
                         """)
+                    await JoinHint.print(kubeconfig: kubeconfig, host: joinHost, port: port, loopbackOnly: joinHost == nil)
                     fflush(nil)
                     readyContinuation.yield(kubeconfig)
                     guard !manifests.isEmpty else { return }
@@ -162,5 +176,34 @@ enum ComponentIdentity {
         let identity = try ClusterPKI.loadAuthority(directory: pkiDirectory).issue(commonName: user, organizations: groups, usage: .client)
         return Kubeconfig(server: admin.server, caPEM: admin.caPEM, user: user,
                           clientCertificatePEM: identity.certificatePEM, clientKeyPEM: identity.privateKeyPEM)
+    }
+}
+
+/// The command that joins another host to the cluster `cox up` started, with a fresh bootstrap
+/// token (valid 24 h).
+enum JoinHint {
+    /// Where other hosts reach this server; nil when it listens on loopback only.
+    static func host(listen: String, advertised: [String]) -> String? {
+        if let first = advertised.first { return first }
+        if ["127.0.0.1", "::1", "localhost"].contains(listen) { return nil }
+        if ["0.0.0.0", "::"].contains(listen) { return LocalNode.defaultName() }
+        return listen
+    }
+
+    static func print(kubeconfig: String, host: String?, port: Int, loopbackOnly: Bool) async {
+        do {
+            let admin = try Kubeconfig.load(path: kubeconfig)
+            let client = try APIClient(kubeconfig: admin)
+            defer { Task { try? await client.shutdown() } }
+            let token = try await Tokens.create(client, user: nil, groups: [], ttlSeconds: 24 * 3600, comment: "printed by cox up")
+            let urlHost = (host ?? "127.0.0.1").contains(":") ? "[\(host ?? "::1")]" : (host ?? "127.0.0.1")
+            let command = try Tokens.joinCommand(server: "https://\(urlHost):\(port)", token: token, caPEM: admin.caPEM)
+            Swift.print("  join a host: \(command)")
+            if loopbackOnly {
+                Swift.print("               (this server listens on 127.0.0.1 only: start with --listen 0.0.0.0 --advertise-address ADDRESS for other hosts)")
+            }
+        } catch {
+            printError("cannot make a join token: \(error)")
+        }
     }
 }
