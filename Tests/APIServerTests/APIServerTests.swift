@@ -279,6 +279,10 @@ struct APIServerTests {
                                                                    "-CAfile", "\(server.pki)/ca.crt", "-brief"], input: "")
                 #expect(modern.output.contains("Protocol version: TLSv\(version.replacingOccurrences(of: "_", with: "."))"), "\(modern.output)")
             }
+            // TLS 1.2 without forward secrecy or AEAD (a CBC suite) is not offered.
+            let cbc = try await Tools.runDetached(openssl, ["s_client", "-connect", "127.0.0.1:\(server.port)", "-tls1_2",
+                                                            "-cipher", "ECDHE-ECDSA-AES128-SHA", "-brief"], input: "")
+            #expect(cbc.output.contains("alert handshake failure") && !cbc.output.contains("Protocol version"), "a CBC suite must be refused: \(cbc.output)")
         } else {
             print("openssl not installed: skipping the openssl checks")
         }

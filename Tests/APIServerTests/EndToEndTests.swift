@@ -55,6 +55,9 @@ struct EndToEndTests {
         defer { watchdog.cancel() }
         let banner = try await Tools.detached { try first.read(until: "deployment/web created") }
         #expect(banner.contains("Coxswain is up") && banner.contains("pod/hello created"), "\(banner)")
+        // The join command for a second host: a fresh bootstrap token and the CA's hash.
+        #expect(banner.range(of: #"join a host: cox agent --server https://127\.0\.0\.1:\d+ --token [a-z0-9]{6}\.[a-z0-9]{16} --ca-cert-hash sha256:[0-9a-f]{64}"#,
+                             options: .regularExpression) != nil, "\(banner)")
         #expect(first.port > 0)
         let kubeconfig = (dir.path as NSString).appendingPathComponent(".cox/admin.kubeconfig")
 

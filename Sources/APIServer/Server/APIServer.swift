@@ -76,6 +76,9 @@ public struct APIServer: Sendable {
         tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(pki.authority.certificatePEM.utf8)))
         tls.certificateVerification = .optionalVerification
         tls.minimumTLSVersion = .tlsv12
+        // TLS 1.2 with forward secrecy and AEAD only (the key is ECDSA); TLS 1.3's suites are all modern.
+        tls.cipherSuiteValues = [.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, .TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+                                 .TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256]
 
         // RBAC: the built-in roles and bindings exist before the first request is answered, and
         // the authorizer holds every role and binding from then on.

@@ -1,3 +1,4 @@
+import Synchronization
 import API
 import Foundation
 
@@ -62,7 +63,8 @@ public protocol ContainerRuntime: Sendable {
     func cleanup(podUID: String) async
     /// Where the container's output is written.
     func logPath(podUID: String, container: String, previous: Bool) -> String
-    /// Ids of containers as they exit (one consumer: the agent).
+    /// Ids of containers as they exit, to the agent that asked last (an agent that starts over
+    /// takes the feed from its predecessor; exits nobody was listening for wait for the next one).
     var exits: AsyncStream<String> { get }
     /// How resource limits are enforced (reported as the node's ResourceLimitsEnforced condition).
     var cgroups: Cgroups { get }
@@ -74,4 +76,54 @@ public struct RuntimeError: Error, CustomStringConvertible, Sendable {
     public let message: String
     public init(_ message: String) { self.message = message }
     public var description: String { message }
+}
+
+/// The exits feed of a runtime: one listener at a time, the newest; ids that arrive while nobody
+/// listens are kept for the next listener.
+public final class ExitFeed: Sendable {
+    struct State {
+        var listener: AsyncStream<String>.Continuation?
+        var pending: [String] = []
+        var finished = false
+    }
+
+    private let state = Mutex(State())
+
+    public init() {}
+
+    /// A new listener; the previous one's stream ends.
+    public func listen() -> AsyncStream<String> {
+        let (stream, continuation) = AsyncStream<String>.makeStream()
+        let previous = state.withLock { state -> AsyncStream<String>.Continuation? in
+            let previous = state.listener
+            if state.finished {
+                continuation.finish()
+                return previous
+            }
+            state.listener = continuation
+            for id in state.pending { continuation.yield(id) }
+            state.pending = []
+            return previous
+        }
+        previous?.finish()
+        return stream
+    }
+
+    public func send(_ id: String) {
+        state.withLock { state in
+            guard !state.finished else { return }
+            if let listener = state.listener, case .enqueued = listener.yield(id) { return }
+            state.listener = nil
+            state.pending.append(id)
+        }
+    }
+
+    public func finish() {
+        let listener = state.withLock { state -> AsyncStream<String>.Continuation? in
+            state.finished = true
+            defer { state.listener = nil }
+            return state.listener
+        }
+        listener?.finish()
+    }
 }

@@ -8,13 +8,12 @@ import Synchronization
 public final class FakeRuntime: ContainerRuntime {
     public var name: String { "fake" }
     public let cgroups = Cgroups.unavailable("the fake runtime runs nothing, so there is nothing to limit")
-    public let exits: AsyncStream<String>
-    let exitContinuation: AsyncStream<String>.Continuation
+    public var exits: AsyncStream<String> { exitFeed.listen() }
+    let exitFeed = ExitFeed()
     let containers = Mutex<[String: RuntimeContainer]>([:])
     let sequence = Atomic<Int>(0)
 
     public init() {
-        (exits, exitContinuation) = AsyncStream<String>.makeStream()
     }
 
     public func start(_ launch: ContainerLaunch) async throws -> RuntimeContainer {
@@ -30,7 +29,7 @@ public final class FakeRuntime: ContainerRuntime {
             containers[id]?.state = .exited(exitCode: 0, signal: 0, reason: "Completed", finishedAt: Date())
             return true
         }
-        if stopped { exitContinuation.yield(id) }
+        if stopped { exitFeed.send(id) }
     }
 
     public func status(id: String) async -> RuntimeContainer? { containers.withLock { $0[id] } }
@@ -40,5 +39,5 @@ public final class FakeRuntime: ContainerRuntime {
         containers.withLock { containers in containers = containers.filter { $0.value.launch.podUID != podUID } }
     }
     public func logPath(podUID: String, container: String, previous: Bool) -> String { "/dev/null" }
-    public func shutdown() { exitContinuation.finish() }
+    public func shutdown() { exitFeed.finish() }
 }

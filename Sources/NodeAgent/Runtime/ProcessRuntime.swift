@@ -28,9 +28,9 @@ public final class ProcessRuntime: ContainerRuntime, @unchecked Sendable {
         var isChild: Bool
     }
     private let entries = Mutex<[String: Entry]>([:])
-    private let exitContinuation: AsyncStream<String>.Continuation
+    private let exitFeed = ExitFeed()
     /// Ids of containers as they exit (one consumer: the agent).
-    public let exits: AsyncStream<String>
+    public var exits: AsyncStream<String> { exitFeed.listen() }
     private let reaper = Mutex<Task<Void, Never>?>(nil)
 
     public init(root: String, maxLogBytes: Int = 10 * 1024 * 1024, maxPids: Int = 1024, logger: Logger = Logger(label: "cox.runtime")) throws {
@@ -39,7 +39,6 @@ public final class ProcessRuntime: ContainerRuntime, @unchecked Sendable {
         self.maxLogBytes = maxLogBytes
         self.maxPids = maxPids
         self.cgroups = Cgroups.detect(logger: logger)
-        (exits, exitContinuation) = AsyncStream<String>.makeStream()
         try FileManager.default.createDirectory(atPath: recordsDirectory, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: (root as NSString).appendingPathComponent("logs"), withIntermediateDirectories: true)
         loadRecords()
@@ -57,13 +56,13 @@ public final class ProcessRuntime: ContainerRuntime, @unchecked Sendable {
 
     deinit {
         reaper.withLock { $0?.cancel() }
-        exitContinuation.finish()
+        exitFeed.finish()
     }
 
     /// Stops watching processes (they keep running; a new runtime on the same root re-adopts them).
     public func shutdown() {
         reaper.withLock { $0?.cancel() }
-        exitContinuation.finish()
+        exitFeed.finish()
     }
 
     var recordsDirectory: String { (root as NSString).appendingPathComponent("containers") }
@@ -254,7 +253,7 @@ public final class ProcessRuntime: ContainerRuntime, @unchecked Sendable {
                 return entries[id]
             }
             if let updated { persist(updated) }
-            exitContinuation.yield(id)
+            exitFeed.send(id)
         }
     }
 
