@@ -282,6 +282,19 @@ public final class APIClient: Sendable {
         return answer.status
     }
 
+    /// Who the server takes this client for: `POST /apis/authentication.k8s.io/v1/selfsubjectreviews`.
+    public func whoAmI() async throws -> (user: String, groups: [String]) {
+        let bytes = try await call(.POST, "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                                   body: Array(#"{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}"#.utf8))
+        let info = try JSONParser.parse(bytes: bytes)["status"]?["userInfo"]
+        guard case .string(let user)? = info?["username"] else {
+            throw ClientError(code: 0, reason: "BadResponse", message: "the server's SelfSubjectReview has no status.userInfo.username")
+        }
+        var groups: [String] = []
+        if case .array(let values)? = info?["groups"] { for case .string(let group) in values { groups.append(group) } }
+        return (user, groups)
+    }
+
     /// Asks the server to sign a certificate request (PEM) with `signerName`; returns the
     /// certificate (PEM), or throws the server's refusal.
     public func requestCertificate(_ requestPEM: String, signerName: String, usages: [String], expirationSeconds: Int32? = nil) async throws -> String {

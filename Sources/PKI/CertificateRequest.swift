@@ -39,6 +39,20 @@ public enum CertificateRequest {
         }
     }
 
+    /// A DER certificate's subject as Kubernetes reads a client's: CN (the user) and O (the groups).
+    public static func subject(der: [UInt8]) throws -> (commonName: String, organizations: [String]) {
+        let certificate = try Certificate(derEncoded: der)
+        var commonName = ""
+        var organizations: [String] = []
+        for rdn in certificate.subject {
+            for attribute in rdn {
+                if attribute.type == .RDNAttributeType.commonName { commonName = "\(attribute.value)" }
+                if attribute.type == .RDNAttributeType.organizationName { organizations.append("\(attribute.value)") }
+            }
+        }
+        return (commonName, organizations)
+    }
+
     /// The PEM form of a DER certificate, and its key's `sha256:` hash (see `publicKeyHash`).
     public static func describe(der: [UInt8]) throws -> (pem: String, publicKeyHash: String) {
         let certificate = try Certificate(derEncoded: der)

@@ -289,6 +289,8 @@ struct APIServerTests {
         if let kubectl = Tools.find("kubectl") {
             let raw = try await Tools.runDetached(kubectl, ["--kubeconfig", server.kubeconfig, "get", "--raw", "/api/v1/namespaces/default/pods"])
             #expect(raw.status == 0 && raw.output.contains(#""name":"seen""#), "\(raw.output)")
+            let whoami = try await Tools.runDetached(kubectl, ["--kubeconfig", server.kubeconfig, "auth", "whoami"])
+            #expect(whoami.status == 0 && whoami.output.contains("admin") && whoami.output.contains("system:masters"), "\(whoami.output)")
             // kubectl asks for a Table and prints the server's columns.
             let table = try await Tools.runDetached(kubectl, ["--kubeconfig", server.kubeconfig, "get", "pods"])
             #expect(table.status == 0 && table.output.hasPrefix("NAME   READY   STATUS    RESTARTS   AGE\nseen   0/1     Pending   0"), "\(table.output)")

@@ -1,6 +1,7 @@
 import API
 import Client
 import Foundation
+import PKI
 import Testing
 import TestSupport
 
@@ -225,6 +226,13 @@ struct AgentEndToEndTests {
             let admin = try await Tools.runDetached("/usr/bin/curl", ["-sS", "--cacert", "\(cluster.dir.path)/pki/ca.crt", "--cert", "\(cluster.dir.path)/pki/admin.crt",
                                                         "--key", "\(cluster.dir.path)/pki/admin.key", "https://127.0.0.1:\(port)/containerLogs/default/talker/main?tailLines=1"])
             #expect(admin.status == 0 && admin.output.hasPrefix("tick"), "\(admin.output)")
+            // Another identity of the cluster (a node, a viewer) is let in by TLS, but not to the logs.
+            let other = try ClusterPKI.loadAuthority(directory: "\(cluster.dir.path)/pki").issue(commonName: "cox:node:n9", organizations: ["cox:nodes"], usage: .client)
+            try other.certificatePEM.write(toFile: "\(cluster.dir.path)/n9.crt", atomically: true, encoding: .utf8)
+            try other.privateKeyPEM.write(toFile: "\(cluster.dir.path)/n9.key", atomically: true, encoding: .utf8)
+            let node9 = try await Tools.runDetached("/usr/bin/curl", ["-sS", "--cacert", "\(cluster.dir.path)/pki/ca.crt", "--cert", "\(cluster.dir.path)/n9.crt",
+                                                        "--key", "\(cluster.dir.path)/n9.key", "-w", "\n%{http_code}", "https://127.0.0.1:\(port)/containerLogs/default/talker/main"])
+            #expect(node9.output.hasSuffix("403") && !node9.output.contains("tick"), "\(node9.output)")
         }
     }
 }

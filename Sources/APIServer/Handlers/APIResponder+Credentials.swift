@@ -62,4 +62,22 @@ extension APIResponder {
         let out = format == .protobuf ? csr.protoBytes() : csr.jsonBytes()
         return Response(status: .created, headers: [.contentType: format.rawValue], body: .init(byteBuffer: ByteBuffer(bytes: out)))
     }
+
+    /// `POST /apis/authentication.k8s.io/v1/selfsubjectreviews` (`kubectl auth whoami`, `cox auth
+    /// whoami`): who the server takes the caller for. Answered in JSON.
+    func selfReview(_ request: Request, identity: ClientIdentity) throws -> Response {
+        guard request.method == .post else { throw APIError(405, "MethodNotAllowed", "selfsubjectreviews can only be created") }
+        var groups = identity.groups
+        if !groups.contains(Authorizer.authenticatedGroup) { groups.append(Authorizer.authenticatedGroup) }
+        let review: JSONValue = .object([
+            JSONMember("kind", .string("SelfSubjectReview")), JSONMember("apiVersion", .string("authentication.k8s.io/v1")),
+            JSONMember("metadata", .object([JSONMember("creationTimestamp", .null)])),
+            JSONMember("status", .object([JSONMember("userInfo", .object([
+                JSONMember("username", .string(identity.user)), JSONMember("groups", .array(groups.map { .string($0) })),
+            ]))])),
+        ])
+        var response = Self.json(review)
+        response.status = .created
+        return response
+    }
 }

@@ -143,6 +143,9 @@ struct APIResponder: HTTPResponder {
         if segments == ["apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"] {
             return try await accessReview(&request, identity: identity, format: format)
         }
+        if segments == ["apis", "authentication.k8s.io", "v1", "selfsubjectreviews"] {
+            return try selfReview(request, identity: identity)
+        }
         if segments == CertificateSigner.path {
             var attributes = RequestAttributes(user: identity.user, groups: identity.groups, verb: request.method == .post ? "create" : request.method.rawValue.lowercased())
             attributes.apiGroup = CertificateSigner.group

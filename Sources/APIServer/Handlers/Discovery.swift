@@ -24,6 +24,7 @@ enum Discovery {
 
     /// Groups (v1) whose one resource can only be created: group → (resource, kind).
     static let createOnly = [
+        "authentication.k8s.io": ("selfsubjectreviews", "SelfSubjectReview"),
         "authorization.k8s.io": ("selfsubjectaccessreviews", "SelfSubjectAccessReview"),
         "certificates.k8s.io": ("certificatesigningrequests", "CertificateSigningRequest"),
     ]

@@ -116,17 +116,21 @@ public struct APIServer: Sendable {
             },
             logger: logger)
         let following = Task { [logger] in await authorizer.follow(store, from: policyRevision, logger: logger) }
+        let cleaning = Task { [logger] in await TokenCleaner.run(store, every: .seconds(60), logger: logger) }
+        func stopBackground() async {
+            following.cancel()
+            cleaning.cancel()
+            await following.value
+            await cleaning.value
+            try? await agents.shutdown()
+        }
         do {
             try await serve(app, drain: drain, ports: ports, portContinuation: portContinuation, onRunning: onRunning)
         } catch {
-            following.cancel()
-            await following.value
-            try? await agents.shutdown()
+            await stopBackground()
             throw error
         }
-        following.cancel()
-        await following.value
-        try? await agents.shutdown()
+        await stopBackground()
     }
 
     func serve(_ app: some Service, drain: WatchDrain, ports: AsyncStream<Int>, portContinuation: AsyncStream<Int>.Continuation,

@@ -1,7 +1,7 @@
 import NIOCore
 import NIOSSL
 import Synchronization
-import X509
+import PKI
 
 /// Who is calling: the subject of the verified client certificate (CN = user, O = groups), as
 /// Kubernetes reads it. The TLS layer has already checked the certificate against the cluster CA.
@@ -27,16 +27,8 @@ public struct ClientIdentity: Sendable, Equatable {
     }
 
     static func parse(der: [UInt8]) throws -> ClientIdentity? {
-        let certificate = try Certificate(derEncoded: der)
-        var user = ""
-        var groups: [String] = []
-        for rdn in certificate.subject {
-            for attribute in rdn {
-                if attribute.type == .RDNAttributeType.commonName { user = "\(attribute.value)" }
-                if attribute.type == .RDNAttributeType.organizationName { groups.append("\(attribute.value)") }
-            }
-        }
-        return user.isEmpty ? nil : ClientIdentity(user: user, groups: groups)
+        let subject = try CertificateRequest.subject(der: der)
+        return subject.commonName.isEmpty ? nil : ClientIdentity(user: subject.commonName, groups: subject.organizations)
     }
 }
 

@@ -8,8 +8,10 @@ import NIOSSL
 import PKI
 
 /// The agent's own small HTTPS endpoint: `GET /containerLogs/NS/POD/CONTAINER?podUID=&tailLines=&follow=&previous=`.
-/// Only clients with a certificate from the cluster CA get past the TLS handshake (the API server
-/// connects with its own); the server's certificate is issued for the node's address.
+/// Only clients with a certificate from the cluster CA get past the TLS handshake, and only
+/// superusers (`system:masters`: the API server, which checked the caller's RBAC for `pods/log`,
+/// and admins) get logs: a node or a viewer cannot read other pods' output around RBAC. The
+/// server's certificate is issued for the node's address.
 public final class LogServer: Sendable {
     let runtime: any ContainerRuntime
     let tls: TLSConfiguration
@@ -52,9 +54,13 @@ public final class LogServer: Sendable {
     }
 
     public func run() async throws {
-        let router = Router()
+        let router = Router(context: LogRequestContext.self)
         let runtime = self.runtime
         router.get("containerLogs/:namespace/:pod/:container") { request, context -> Response in
+            guard try await LogServer.callerIsSuperuser(context.channel) else {
+                return Response(status: .forbidden, headers: [.contentType: "text/plain"],
+                                body: .init(byteBuffer: ByteBuffer(string: "only the API server (system:masters) may read logs here; use cox logs")))
+            }
             let namespace = try context.parameters.require("namespace")
             let pod = try context.parameters.require("pod")
             let container = try context.parameters.require("container")
@@ -105,6 +111,15 @@ public final class LogServer: Sendable {
         try await app.run()
     }
 
+    /// Whether the TLS peer's certificate names a member of `system:masters`.
+    static func callerIsSuperuser(_ channel: any Channel) async throws -> Bool {
+        let der = try await channel.eventLoop.submit {
+            try channel.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self).peerCertificate?.toDERBytes()
+        }.get()
+        guard let der else { return false }
+        return try CertificateRequest.subject(der: der).organizations.contains("system:masters")
+    }
+
     /// The last `count` lines of `data` (a trailing newline ends the last line, it does not start one).
     static func lastLines(_ data: Data, _ count: Int) -> Data.SubSequence {
         guard count >= 0 else { return data[...] }
@@ -120,5 +135,16 @@ public final class LogServer: Sendable {
             index -= 1
         }
         return data[index...]
+    }
+}
+
+/// Hummingbird's request context plus the connection, for the TLS peer's certificate.
+struct LogRequestContext: RequestContext {
+    var coreContext: CoreRequestContextStorage
+    let channel: any Channel
+
+    init(source: ApplicationRequestContextSource) {
+        self.coreContext = .init(source: source)
+        self.channel = source.channel
     }
 }

@@ -5,7 +5,7 @@ import Foundation
 
 /// `cox auth can-i VERB RESOURCE[/NAME]`: asks the server whether you (or whom `--as` names) may.
 struct AuthCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "auth", abstract: "Inspect authorization.", subcommands: [CanI.self])
+    static let configuration = CommandConfiguration(commandName: "auth", abstract: "Inspect authorization.", subcommands: [CanI.self, WhoAmI.self])
 
     struct CanI: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -41,6 +41,17 @@ struct AuthCommand: AsyncParsableCommand {
             let status = try await withClient(client) { try await $0.accessReview(attributes) }
             print(status.allowed ? "yes" : "no")
             if !status.allowed { throw ExitCode(1) }
+        }
+    }
+
+    struct WhoAmI: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "whoami", abstract: "Print who the server takes you for: user and groups.")
+        @OptionGroup var client: ClientOptions
+
+        func run() async throws {
+            let me = try await withClient(client) { try await $0.whoAmI() }
+            print("Username: \(me.user)")
+            print("Groups:   [\(me.groups.joined(separator: " "))]")
         }
     }
 }
