@@ -99,6 +99,8 @@ let package = Package(
         .target(name: "TestSupport", dependencies: [
             "API", "Store", "ControllerRuntime", "APIServer", "Client", "PKI",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
         ]),
 
         .testTarget(name: "APITests", dependencies: ["API", "TestSupport"]),

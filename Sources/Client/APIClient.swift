@@ -33,6 +33,7 @@ public final class APIClient: Sendable {
     public let server: String
     let format: WireFormat
     let timeout: TimeAmount
+    let connectTimeout: TimeAmount
     /// Attempts per call, the first included (retries need the deadline to allow them too).
     let maxAttempts: Int
     /// Acts as another user (and groups) through `Impersonate-User`/`Impersonate-Group`, which
@@ -74,6 +75,7 @@ public final class APIClient: Sendable {
         self.server = kubeconfig.server.hasSuffix("/") ? String(kubeconfig.server.dropLast()) : kubeconfig.server
         self.format = format
         self.timeout = timeout
+        self.connectTimeout = connectTimeout
         self.maxAttempts = max(1, maxAttempts)
     }
 
@@ -150,6 +152,10 @@ public final class APIClient: Sendable {
             response = try await http.execute(request, deadline: deadline)
         } catch let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout {
             throw ClientError(code: 0, reason: "Timeout", message: "\(method) \(server)\(path): no answer within the deadline of \(Self.seconds(timeout))")
+        } catch let error as HTTPClientError where error == .connectTimeout {
+            // The connection (with its TLS handshake) took longer than allowed: name that limit.
+            let limit = connectTimeout < timeout ? "the connect timeout of \(Self.seconds(connectTimeout))" : "the deadline of \(Self.seconds(timeout))"
+            throw ClientError(code: 0, reason: "Timeout", message: "\(method) \(server)\(path): no connection to the API server within \(limit)")
         } catch {
             let unreachable = ClientError(code: 0, reason: "Unreachable", message: "cannot reach the API server at \(server): \(Self.explain(error))")
             if Self.isRefused(error) { throw Transient(error: unreachable, sent: false) }

@@ -40,6 +40,14 @@ extension APIResponder {
             watch.cancel()
             throw APIError(503, "ServiceUnavailable", "the server is shutting down; watch again from resourceVersion \(start)")
         }
+        // A client that goes away (Ctrl-C, a dropped connection) frees its watch at once, not at
+        // the next bookmark: an HTTP/2 stream closes; an HTTP/1.1 connection only reports the
+        // peer's FIN (half-closure is allowed), which an observer in front of TLS catches.
+        // (A connection's parent is the listening socket; an HTTP/2 stream's is its connection.)
+        let observer = PeerGoneObserver { watch.cancel() }
+        let connection = Self.requestChannel.flatMap { $0.parent?.parent == nil ? $0 : nil }
+        Self.requestChannel?.closeFuture.whenComplete { _ in watch.cancel() }
+        connection?.pipeline.addHandler(observer, position: .first).whenFailure { _ in watch.cancel() }
         let drain = self.drain
         let encodedFormat = format
         let initialObjects = initial
@@ -57,6 +65,7 @@ extension APIResponder {
                 }
             }
             defer {
+                connection?.pipeline.removeHandler(observer, promise: nil)
                 drain.unregister(drainID)
                 timer.cancel()
                 bookmarks.cancel()
@@ -137,3 +146,21 @@ extension APIResponder {
 }
 
 import Foundation
+
+/// Tells when the TCP peer has closed its side (or the connection is gone).
+final class PeerGoneObserver: ChannelInboundHandler, RemovableChannelHandler, Sendable {
+    typealias InboundIn = NIOAny
+    let onGone: @Sendable () -> Void
+
+    init(onGone: @escaping @Sendable () -> Void) { self.onGone = onGone }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, event == .inputClosed { onGone() }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        onGone()
+        context.fireChannelInactive()
+    }
+}

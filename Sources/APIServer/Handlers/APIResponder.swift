@@ -101,7 +101,10 @@ struct APIResponder: HTTPResponder {
             }
             if isStream {
                 var request = request
-                return try await route(&request, identity: identity, format: format, audited: audited)
+                // A stream ends when its connection (or HTTP/2 stream) closes, not at its next write.
+                return try await Self.$requestChannel.withValue(context.channel) {
+                    try await route(&request, identity: identity, format: format, audited: audited)
+                }
             }
             // Everything but a watch answers within the request deadline or gets 504.
             return try await Deadline.run(within: limits.requestTimeout) { [self] in
@@ -116,6 +119,9 @@ struct APIResponder: HTTPResponder {
             return errorResponse(mapped, format)
         }
     }
+
+    /// The connection (HTTP/1.1) or stream (HTTP/2) a streaming request arrived on.
+    @TaskLocal static var requestChannel: (any Channel)?
 
     static func responseFormat(_ request: Request) -> WireFormat {
         request.headers[.accept]?.contains(WireFormat.protobuf.rawValue) == true ? .protobuf : .json

@@ -33,51 +33,7 @@ struct ApplyCommand: AsyncParsableCommand {
     }
 
     static func applyOne<T: APIObject>(_ desired: T, with client: APIClient) async throws -> String {
-        let label = "\(T.kindInfo.singular)/\(desired.metadata.name)"
-        for attempt in 1...5 {
-            let existing: T
-            do {
-                existing = try await client.get(T.self, namespace: desired.metadata.namespace, name: desired.metadata.name)
-            } catch let error as ClientError where error.code == 404 {
-                _ = try await client.create(desired)
-                return "\(label) created"
-            }
-            let merged = merge(desired, into: existing)
-            // Compared as users see them: the JSON forms (map keys sorted, defaults applied on both sides).
-            if merged.jsonBytes() == existing.jsonBytes() { return "\(label) unchanged" }
-            do {
-                _ = try await client.update(merged)
-                return "\(label) configured"
-            } catch let error as ClientError where error.code == 409 && attempt < 5 {
-                continue  // a controller wrote it meanwhile (its status, say): merge again
-            }
-        }
-        return "\(label) configured"
-    }
-
-    /// The manifest over the stored object, keeping what the cluster manages: identity and
-    /// revision, status, owner references and finalizers, a pod's node, and annotations in
-    /// system domains (`*.kubernetes.io/…`, `cox.io/…`) that the manifest does not set — such as
-    /// a Deployment's revision.
-    static func merge<T: APIObject>(_ desired: T, into existing: T) -> T {
-        var merged = desired
-        merged.metadata.uid = existing.metadata.uid
-        merged.metadata.creationTimestamp = existing.metadata.creationTimestamp
-        merged.metadata.resourceVersion = existing.metadata.resourceVersion
-        merged.metadata.generation = existing.metadata.generation
-        if merged.metadata.ownerReferences.isEmpty { merged.metadata.ownerReferences = existing.metadata.ownerReferences }
-        if merged.metadata.finalizers.isEmpty { merged.metadata.finalizers = existing.metadata.finalizers }
-        for (key, value) in existing.metadata.annotations where merged.metadata.annotations[key] == nil {
-            let domain = key.split(separator: "/").first.map(String.init) ?? ""
-            if key.contains("/") && (domain.hasSuffix("kubernetes.io") || domain.hasSuffix("cox.io")) { merged.metadata.annotations[key] = value }
-        }
-        merged.copyStatus(from: existing)
-        // A pod's node is chosen by the cluster (binding), not by its manifest.
-        if var pod = merged as? Pod, let current = existing as? Pod, pod.spec.nodeName.isEmpty {
-            pod.spec.nodeName = current.spec.nodeName
-            merged = pod as! T
-        }
-        return merged
+        "\(T.kindInfo.singular)/\(desired.metadata.name) \(try await client.apply(desired).rawValue)"
     }
 }
 

@@ -11,6 +11,7 @@ struct ClientOptions: ParsableArguments {
     @Flag(help: "Talk JSON to the server instead of protobuf.") var json = false
     @Option(name: .customLong("as"), help: "Act as this user (the server must allow you to impersonate it).") var asUser: String?
     @Option(name: .customLong("as-group"), help: "Act with this group too (repeatable; needs --as).") var asGroup: [String] = []
+    @Option(help: "Longest a call may take, retries included, e.g. 10s or 2m (kubectl's flag).") var requestTimeout = "30s"
 
     func resolveKubeconfig() throws -> String {
         var tried: [String] = []
@@ -24,10 +25,15 @@ struct ClientOptions: ParsableArguments {
     }
 
     func makeClient() throws -> APIClient {
-        // A person is waiting: a server that is down is reported within seconds, not after the deadline.
+        // A server that is down refuses the connection at once, and that is reported within
+        // seconds; the connect timeout only bounds a silent network, and must leave room for a
+        // TLS handshake over a slow link (two round trips: 300 ms each way already needs 1.2 s).
         if asUser == nil && !asGroup.isEmpty { throw ValidationError("--as-group needs --as (a user to act as)") }
+        let timeout = try TokenTTL.seconds(requestTimeout, flag: "--request-timeout")
+        guard timeout > 0 else { throw ValidationError("--request-timeout must be more than 0") }
         return try APIClient(kubeconfig: try Kubeconfig.load(path: try resolveKubeconfig()), format: json ? .json : .protobuf,
-                             maxAttempts: 3, connectTimeout: .seconds(1), impersonate: asUser.map { ($0, asGroup) })
+                             timeout: .seconds(timeout), maxAttempts: 3, connectTimeout: .seconds(min(10, timeout)),
+                             impersonate: asUser.map { ($0, asGroup) })
     }
 }
 

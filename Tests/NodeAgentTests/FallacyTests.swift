@@ -1,0 +1,226 @@
+import API
+import Client
+import Foundation
+import PKI
+import Testing
+import TestSupport
+
+/// The eight fallacies of distributed computing, each a scenario against real `cox` processes on
+/// loopback with a `FaultProxy` between the parties. Each test would fail if the rule it names
+/// were broken; the README's fallacy table points here.
+@Suite(.serialized) struct FallacyTests {
+    /// The admin's kubeconfig, pointed at the proxy instead of the server.
+    static func throughProxy(_ cluster: AgentCluster, _ proxy: FaultProxy) throws -> Kubeconfig {
+        var kubeconfig = try Kubeconfig.load(path: cluster.kubeconfig)
+        kubeconfig.server = "https://127.0.0.1:\(proxy.port)"
+        return kubeconfig
+    }
+
+    static func writeKubeconfig(_ kubeconfig: Kubeconfig, _ cluster: AgentCluster, _ name: String) throws -> String {
+        let path = (cluster.dir.path as NSString).appendingPathComponent(name)
+        try kubeconfig.write(to: path)
+        return path
+    }
+
+    /// 1. The network is reliable. Every third new connection is reset and every open one is cut
+    /// each second, while 250 pods are applied and then re-applied with a change (500 applies):
+    /// each apply takes effect exactly once (one object per name, its uid never replaced, the
+    /// change present), and an informer that followed it all through the same faults ends equal
+    /// to the server's list.
+    @Test func theNetworkIsReliable() async throws {
+        try await AgentCluster.run(serverArguments: ["--no-scheduler"], firstAgent: false) { cluster in
+            let proxy = try await FaultProxy(port: cluster.port, seed: 1)
+            defer { Task { await proxy.close() } }
+            proxy.set(.init(resetEveryNthConnection: 3))
+            let client = try APIClient(kubeconfig: try Self.throughProxy(cluster, proxy), timeout: .seconds(20), connectTimeout: .seconds(2))
+            defer { Task { try? await client.shutdown() } }
+            let informer = Informer<Pod>(client: client)
+            let following = Task { await informer.run() }
+            defer { following.cancel() }
+            let cutting = Task {
+                while !Task.isCancelled {
+                    try await Task.sleep(for: .seconds(1))
+                    proxy.dropConnections()
+                }
+            }
+            defer { cutting.cancel() }
+
+            let count = 250
+            var uids: [String: String] = [:]
+            var failures = 0
+            for round in 1...2 {
+                for index in 0..<count {
+                    var pod = TestObjects.pod("p\(index)", labels: ["round": "\(round)"])
+                    pod.spec.terminationGracePeriodSeconds = 1
+                    // A caller that is told "failed" tries again, as a person or script would.
+                    var done = false
+                    for _ in 0..<20 where !done {
+                        do {
+                            try await client.apply(pod)
+                            done = true
+                        } catch {
+                            failures += 1
+                        }
+                    }
+                    #expect(done, "p\(index) was never applied")
+                    if round == 1, let stored = try? await cluster.client.get(Pod.self, namespace: "default", name: "p\(index)") {
+                        uids[stored.metadata.name] = stored.metadata.uid
+                    }
+                }
+            }
+            cutting.cancel()
+            let stored = try await cluster.client.list(Pod.self, namespace: "default").items
+            #expect(stored.count == count, "one pod per name")
+            #expect(stored.allSatisfy { $0.metadata.labels["round"] == "2" }, "no update lost")
+            #expect(stored.allSatisfy { uids[$0.metadata.name] == $0.metadata.uid }, "no pod replaced by a second create")
+            let counters = proxy.counters
+            #expect(counters.resets > 0 && counters.drops > 0, "the faults happened: \(counters)")
+            try await eventually("the informer's cache equals the server's list", timeout: 30) {
+                let server = try await cluster.client.list(Pod.self, namespace: "default").items
+                let cached = informer.list(namespace: "default")
+                return Dictionary(uniqueKeysWithValues: server.map { ($0.metadata.name, $0.metadata.resourceVersion) })
+                    == Dictionary(uniqueKeysWithValues: cached.map { ($0.metadata.name, $0.metadata.resourceVersion) })
+            }
+            print("fallacy 1: \(counters.connections) connections, \(counters.resets) reset, \(counters.drops) cut; \(failures) applies reported failure and were repeated")
+        }
+    }
+
+    /// 2. Latency is zero. With 300 ms added each way, `cox get` and `cox apply` still finish
+    /// inside their deadlines; with more latency than a call's deadline, the error names the
+    /// deadline; a `cox get -w` that is interrupted frees its server-side watch within a second.
+    @Test func latencyIsZero() async throws {
+        try await AgentCluster.run(serverArguments: ["--no-scheduler"], firstAgent: false) { cluster in
+            let proxy = try await FaultProxy(port: cluster.port, seed: 2)
+            defer { Task { await proxy.close() } }
+            proxy.set(.init(latency: .milliseconds(300), jitter: .milliseconds(50)))
+            let slow = try Self.writeKubeconfig(try Self.throughProxy(cluster, proxy), cluster, "slow.kubeconfig")
+            let manifest = (cluster.dir.path as NSString).appendingPathComponent("pod.yaml")
+            try TestObjects.pod("slow").jsonString().write(toFile: manifest, atomically: true, encoding: .utf8)
+            let applied = try await Tools.runDetached(cluster.binary, ["apply", "-f", manifest, "--kubeconfig", slow])
+            #expect(applied.status == 0 && applied.output.contains("pod/slow created"), "\(applied.output)")
+            let got = try await Tools.runDetached(cluster.binary, ["get", "pods", "--kubeconfig", slow])
+            #expect(got.status == 0 && got.output.contains("slow"), "\(got.output)")
+
+            // Slower than the deadline: a timeout that says which deadline.
+            proxy.set(.init(latency: .seconds(3)))
+            let timedOut = try await Tools.runDetached(cluster.binary, ["get", "pods", "--kubeconfig", slow, "--request-timeout", "1s"])
+            #expect(timedOut.status != 0 && timedOut.output.contains("within the deadline of 1 s"), "\(timedOut.output)")
+
+            // An interrupted watch is let go by the server at once.
+            proxy.set(.init(latency: .milliseconds(300)))
+            let before = try await Self.watchers(cluster)
+            let watcher = try cluster.launch(["get", "pods", "-w", "--kubeconfig", slow], log: "watch.log")
+            try await eventually("the watch is open on the server") { try await Self.watchers(cluster) == before + 1 }
+            kill(watcher.processIdentifier, SIGINT)
+            await Tools.waitForExit(watcher)
+            let stopped = Date()
+            try await eventually("the server-side watch is freed", timeout: 5) { try await Self.watchers(cluster) == before }
+            #expect(Date().timeIntervalSince(stopped) < 1.5, "freed \(Date().timeIntervalSince(stopped)) s after Ctrl-C")
+        }
+    }
+
+    static func watchers(_ cluster: AgentCluster) async throws -> Int {
+        let metrics = try await Tools.runDetached("/usr/bin/curl", ["-s", "--cacert", "\(cluster.dir.path)/pki/ca.crt", "--cert", "\(cluster.dir.path)/pki/admin.crt",
+                                                                    "--key", "\(cluster.dir.path)/pki/admin.key", "https://127.0.0.1:\(cluster.port)/metrics"]).output
+        let line = metrics.split(separator: "\n").first { $0.hasPrefix("cox_apiserver_watchers ") }
+        return Int(line?.split(separator: " ").last ?? "") ?? -1
+    }
+
+    /// 6. There is one administrator. Two users change the same Deployment from the same
+    /// revision: one write wins, the other gets 409 Conflict, re-reads and applies its change on
+    /// top — both changes survive, and the audit log shows each user's writes.
+    @Test func thereIsOneAdministrator() async throws {
+        try await AgentCluster.run(serverArguments: ["--no-scheduler", "--no-controllers"], firstAgent: false) { cluster in
+            var deployment = Deployment()
+            deployment.metadata.name = "shared"
+            deployment.metadata.namespace = "default"
+            deployment.spec.replicas = 1
+            deployment.spec.selector.matchLabels = ["app": "shared"]
+            deployment.spec.template.metadata.labels = ["app": "shared"]
+            deployment.spec.template.spec.containers = TestObjects.pod("x").spec.containers
+            _ = try await cluster.client.create(deployment)
+            let authority = try ClusterPKI.loadAuthority(directory: "\(cluster.dir.path)/pki")
+            let admin = try Kubeconfig.load(path: cluster.kubeconfig)
+            func user(_ name: String) throws -> APIClient {
+                let identity = try authority.issue(commonName: name, organizations: ["system:masters"], usage: .client)
+                return try APIClient(kubeconfig: Kubeconfig(server: admin.server, caPEM: admin.caPEM, user: name,
+                                                            clientCertificatePEM: identity.certificatePEM, clientKeyPEM: identity.privateKeyPEM),
+                                     timeout: .seconds(10), maxAttempts: 1)
+            }
+            let alice = try user("alice"), bob = try user("bob")
+            defer { Task { try? await alice.shutdown(); try? await bob.shutdown() } }
+            var byAlice = try await alice.get(Deployment.self, namespace: "default", name: "shared")
+            var byBob = try await bob.get(Deployment.self, namespace: "default", name: "shared")
+            byAlice.spec.replicas = 3
+            byBob.metadata.labels["owner"] = "bob"
+            _ = try await alice.update(byAlice)
+            do {
+                _ = try await bob.update(byBob)
+                Issue.record("bob's write from a stale revision was accepted: alice's change would be lost")
+            } catch let error as ClientError {
+                #expect(error.code == 409, "\(error)")
+            }
+            // Bob retries on fresh state.
+            try await bob.modify(Deployment.self, namespace: "default", name: "shared", attempts: 3) { $0.metadata.labels["owner"] = "bob" }
+            let final = try await cluster.client.get(Deployment.self, namespace: "default", name: "shared")
+            #expect(final.spec.replicas == 3 && final.metadata.labels["owner"] == "bob", "both changes survive")
+            let audit = try String(contentsOfFile: "\(cluster.dir.path)/audit.log", encoding: .utf8).split(separator: "\n")
+            let updates = audit.filter { $0.contains(#""resource":"deployments""#) && $0.contains(#""verb":"update""#) }
+            #expect(updates.contains { $0.contains(#""user":"alice""#) && $0.contains(#""code":200"#) }, "\(updates)")
+            #expect(updates.contains { $0.contains(#""user":"bob""#) && $0.contains(#""code":409"#) }, "\(updates)")
+            #expect(updates.contains { $0.contains(#""user":"bob""#) && $0.contains(#""code":200"#) }, "\(updates)")
+        }
+    }
+
+    /// 8. The network is homogeneous. A client that speaks only JSON (curl) and one that speaks
+    /// only protobuf (`cox`'s client) see the same objects and the same watch events.
+    @Test func theNetworkIsHomogeneous() async throws {
+        try await AgentCluster.run(serverArguments: ["--no-scheduler", "--no-controllers"], firstAgent: false) { cluster in
+            let start = try await cluster.client.list(Pod.self, namespace: "default").resourceVersion
+            for index in 0..<5 { _ = try await cluster.client.create(TestObjects.pod("h\(index)", labels: ["i": "\(index)"])) }
+            try await cluster.client.modify(Pod.self, namespace: "default", name: "h1", attempts: 3) { $0.metadata.labels["changed"] = "yes" }
+            _ = try await cluster.client.delete(Pod.self, namespace: "default", name: "h2")
+
+            let protobufClient = try APIClient(kubeconfig: try Kubeconfig.load(path: cluster.kubeconfig), format: .protobuf, timeout: .seconds(10))
+            defer { Task { try? await protobufClient.shutdown() } }
+            let viaProtobuf = try await protobufClient.list(Pod.self, namespace: "default").items
+            let curl = ["-s", "--cacert", "\(cluster.dir.path)/pki/ca.crt", "--cert", "\(cluster.dir.path)/pki/admin.crt",
+                        "--key", "\(cluster.dir.path)/pki/admin.key", "-H", "Accept: application/json"]
+            let listed = try await Tools.runDetached("/usr/bin/curl", curl + ["https://127.0.0.1:\(cluster.port)/api/v1/namespaces/default/pods"]).output
+            let viaJSON = try PodList(jsonBytes: Array(listed.utf8)).items
+            #expect(viaJSON.map { $0.jsonBytes() } == viaProtobuf.map { $0.jsonBytes() }, "the same objects, field for field")
+            #expect(viaJSON.count == 4)
+
+            // The same events from the same revision, in the same order.
+            let watched = try await Tools.runDetached("/usr/bin/curl", curl + [
+                "https://127.0.0.1:\(cluster.port)/api/v1/namespaces/default/pods?watch=true&resourceVersion=\(start)&timeoutSeconds=1"]).output
+            let jsonEvents = watched.split(separator: "\n").compactMap { line -> String? in
+                guard let event = try? JSONParser.parse(String(line)), case .string(let type)? = event["type"], type != "BOOKMARK",
+                      let object = event["object"] else { return nil }
+                return "\(type) \((try? Pod(json: object))?.jsonString() ?? "?")"
+            }
+            var request = WatchRequest(namespace: "default", resourceVersion: start)
+            request.timeoutSeconds = 1
+            let protobufEvents = try await protobufClient.watchEvents(Pod.self, request, format: .protobuf)
+            #expect(jsonEvents.count == 7 && jsonEvents == protobufEvents, "JSON: \(jsonEvents.map { $0.prefix(40) })\nprotobuf: \(protobufEvents.map { $0.prefix(40) })")
+        }
+    }
+}
+
+extension APIClient {
+    /// One watch request's events as `TYPE object-json` lines (no resuming, no bookmarks): for
+    /// comparing what different encodings carry.
+    func watchEvents<T: APIObject>(_ type: T.Type, _ request: WatchRequest, format: WireFormat) async throws -> [String] {
+        let body = try await watchChunks(T.self, namespace: request.namespace, resourceVersion: request.resourceVersion, timeoutSeconds: request.timeoutSeconds)
+        var splitter = WatchFrameSplitter(format: format)
+        var events: [String] = []
+        for try await chunk in body {
+            splitter.append(chunk.readableBytesView)
+            for frame in splitter.frames() {
+                let (kind, object, _) = try splitter.decode(frame, as: T.self)
+                if kind != "BOOKMARK", let object { events.append("\(kind) \(object.jsonString())") }
+            }
+        }
+        return events
+    }
+}
