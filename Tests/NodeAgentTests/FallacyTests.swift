@@ -2,6 +2,7 @@ import API
 import Client
 import Foundation
 import PKI
+import ControllerRuntime
 import Testing
 import TestSupport
 
@@ -203,6 +204,109 @@ import TestSupport
             request.timeoutSeconds = 1
             let protobufEvents = try await protobufClient.watchEvents(Pod.self, request, format: .protobuf)
             #expect(jsonEvents.count == 7 && jsonEvents == protobufEvents, "JSON: \(jsonEvents.map { $0.prefix(40) })\nprotobuf: \(protobufEvents.map { $0.prefix(40) })")
+        }
+    }
+
+    static func metric(_ cluster: AgentCluster, _ name: String) async throws -> Int {
+        let metrics = try await Tools.runDetached("/usr/bin/curl", ["-s", "--cacert", "\(cluster.dir.path)/pki/ca.crt", "--cert", "\(cluster.dir.path)/pki/admin.crt",
+                                                                    "--key", "\(cluster.dir.path)/pki/admin.key", "https://127.0.0.1:\(cluster.port)/metrics"]).output
+        let line = metrics.split(separator: "\n").first { $0.hasPrefix(name + " ") }
+        return Int(line?.split(separator: " ").last ?? "") ?? -1
+    }
+
+    /// 7. Transport cost is zero. Twenty watchers (ten protobuf, ten JSON) follow 100 pod
+    /// changes: the server encodes each event once per format, not once per watcher
+    /// (`cox_watch_event_encodes_total` in /metrics).
+    @Test func transportCostIsZero() async throws {
+        try await AgentCluster.run(serverArguments: ["--no-scheduler", "--no-controllers"], firstAgent: false) { cluster in
+            let start = try await cluster.client.list(Pod.self, namespace: "default").resourceVersion
+            let clients = try [WireFormat.protobuf, .json].map { try APIClient(kubeconfig: try Kubeconfig.load(path: cluster.kubeconfig), format: $0, timeout: .seconds(10)) }
+            defer { Task { for client in clients { try? await client.shutdown() } } }
+            let before = try await Self.metric(cluster, "cox_watch_event_encodes_total")
+            let changes = 100
+            let received = MutexBox(0)
+            let watchers = Task {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for index in 0..<20 {
+                        let client = clients[index % 2]
+                        group.addTask {
+                            var request = WatchRequest(namespace: "default", resourceVersion: start)
+                            request.timeoutSeconds = 10
+                            var seen = 0
+                            for try await event in client.watch(Pod.self, request) {
+                                if case .added = event { seen += 1 }
+                                if seen == changes { break }
+                            }
+                            received.withLock { $0 += seen }
+                        }
+                    }
+                    try await group.waitForAll()
+                }
+            }
+            try await eventually("20 watches are open") { try await Self.watchers(cluster) == 20 }
+            for index in 0..<changes { _ = try await cluster.client.create(TestObjects.pod("t\(index)")) }
+            try await watchers.value
+            #expect(received.withLock { $0 } == 20 * changes, "every watcher saw every event")
+            let encodes = try await Self.metric(cluster, "cox_watch_event_encodes_total") - before
+            #expect(encodes == 2 * changes, "\(encodes) encodings for \(changes) events to 20 watchers in 2 formats")
+            print("fallacy 7: \(changes) events to 20 watchers (2 formats): \(encodes) encodings, \(Double(encodes) / Double(changes)) per event")
+        }
+    }
+
+    /// 3. Bandwidth is infinite. The bytes a watch of N pod changes costs on the wire (through the
+    /// proxy, TLS included) in protobuf and in JSON; and an informer that loses its connection
+    /// resumes from its revision (a few bytes) instead of listing everything again.
+    /// N is 2,000 here; `COX_FALLACY_EVENTS=10000` gives the figure in BENCHMARKS.md.
+    @Test func bandwidthIsInfinite() async throws {
+        let changes = Int(ProcessInfo.processInfo.environment["COX_FALLACY_EVENTS"] ?? "") ?? 2_000
+        try await AgentCluster.run(serverArguments: ["--no-scheduler", "--no-controllers"], firstAgent: false) { cluster in
+            let start = try await cluster.client.list(Pod.self, namespace: "default").resourceVersion
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for worker in 0..<8 {
+                    group.addTask {
+                        for index in stride(from: worker, to: changes, by: 8) { _ = try await cluster.client.create(TestObjects.pod("b\(index)", labels: ["i": "\(index)"])) }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            var bytes: [WireFormat: Int] = [:]
+            for format in [WireFormat.protobuf, .json] {
+                let proxy = try await FaultProxy(port: cluster.port, seed: 3)
+                let client = try APIClient(kubeconfig: try Self.throughProxy(cluster, proxy), format: format, timeout: .seconds(30))
+                var request = WatchRequest(namespace: "default", resourceVersion: start)
+                request.timeoutSeconds = 30
+                var seen = 0
+                for try await event in client.watch(Pod.self, request) {
+                    if case .added = event { seen += 1 }
+                    if seen == changes { break }
+                }
+                bytes[format] = proxy.counters.bytesToClient
+                try? await client.shutdown()
+                await proxy.close()
+                #expect(seen == changes)
+            }
+            let protobuf = bytes[.protobuf] ?? 0, json = bytes[.json] ?? 0
+            #expect(protobuf > 0 && protobuf < json, "protobuf \(protobuf) B, JSON \(json) B")
+            print("fallacy 3: a watch of \(changes) pod creations: protobuf \(protobuf) B (\(protobuf / changes) B/event), JSON \(json) B (\(json / changes) B/event), JSON/protobuf \(String(format: "%.2f", Double(json) / Double(protobuf)))")
+
+            // An informer cut off mid-stream resumes from its revision: the bytes after the cut
+            // are a small fraction of the list it started with.
+            let proxy = try await FaultProxy(port: cluster.port, seed: 4)
+            defer { Task { await proxy.close() } }
+            let client = try APIClient(kubeconfig: try Self.throughProxy(cluster, proxy), timeout: .seconds(30))
+            defer { Task { try? await client.shutdown() } }
+            let informer = Informer<Pod>(client: client)
+            let following = Task { await informer.run() }
+            defer { following.cancel() }
+            await informer.waitForSync()
+            let listed = proxy.counters.bytesToClient
+            proxy.dropConnections()
+            try await cluster.client.modify(Pod.self, namespace: "default", name: "b0", attempts: 3) { $0.metadata.labels["after"] = "cut" }
+            try await eventually("the informer saw the change after the cut") { informer.get(namespace: "default", name: "b0")?.metadata.labels["after"] == "cut" }
+            let resumed = proxy.counters.bytesToClient - listed
+            #expect(proxy.counters.connections >= 2, "the informer reconnected")
+            #expect(resumed * 20 < listed, "after the cut \(resumed) B; the first list was \(listed) B")
+            print("fallacy 3: informer list \(listed) B; resuming after a cut \(resumed) B")
         }
     }
 }
