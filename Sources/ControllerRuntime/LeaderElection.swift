@@ -1,3 +1,4 @@
+import Synchronization
 import API
 import Client
 import Foundation
@@ -40,6 +41,9 @@ public final class LeaderElector: Sendable {
     let clock: any Clock
     let logger: Logger
     let observed = ObservedLease()
+    /// The last lease failure reported, and when: the same failure is repeated in the log at most
+    /// every 30 s, a new one at once (an unreachable or impostor server must not be silent).
+    let lastFailure = Mutex<(message: String, at: Date)?>(nil)
 
     public init(configuration: Configuration, client: APIClient, clock: any Clock = SystemClock(), logger: Logger) {
         self.configuration = configuration
@@ -154,7 +158,15 @@ public final class LeaderElector: Sendable {
             observed.set(updated, at: now)
             return true
         } catch {
-            logger.debug("lease attempt failed", metadata: ["error": "\(error)"])
+            let message = "\(error)"
+            let report = lastFailure.withLock { last -> Bool in
+                guard last?.message != message || now.timeIntervalSince(last?.at ?? .distantPast) >= 30 else { return false }
+                last = (message, now)
+                return true
+            }
+            if report && !Task.isCancelled {
+                logger.warning("cannot take or renew the leader lease; retrying", metadata: ["lease": "\(configuration.namespace)/\(configuration.name)", "error": "\(message)"])
+            }
             return false
         }
     }

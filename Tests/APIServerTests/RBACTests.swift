@@ -109,10 +109,10 @@ import TestSupport
 
 @Suite(.serialized) struct RBACServerTests {
     /// A client for a new identity issued by the server's CA (CN = user, O = groups).
-    static func client(_ api: InProcessAPI, user: String, groups: [String]) throws -> APIClient {
+    static func client(_ api: InProcessAPI, user: String, groups: [String], server: String? = nil) throws -> APIClient {
         let identity = try Self.identity(api, user, groups)
         let admin = try Kubeconfig.load(path: api.kubeconfigPath)
-        let kubeconfig = Kubeconfig(server: admin.server, caPEM: admin.caPEM, user: user,
+        let kubeconfig = Kubeconfig(server: server ?? admin.server, caPEM: admin.caPEM, user: user,
                                     clientCertificatePEM: identity.certificatePEM, clientKeyPEM: identity.privateKeyPEM)
         return try APIClient(kubeconfig: kubeconfig, timeout: .seconds(10), maxAttempts: 1)
     }

@@ -15,9 +15,9 @@ import TestSupport
 @Suite(.serialized) struct SecurityMatrixTests {
     typealias R = RBACServerTests
 
-    static func tokenClient(_ api: InProcessAPI, _ token: String) throws -> APIClient {
+    static func tokenClient(_ api: InProcessAPI, _ token: String, server: String? = nil) throws -> APIClient {
         let admin = try Kubeconfig.load(path: api.kubeconfigPath)
-        return try APIClient(kubeconfig: Kubeconfig(server: admin.server, caPEM: admin.caPEM, user: "token", token: token),
+        return try APIClient(kubeconfig: Kubeconfig(server: server ?? admin.server, caPEM: admin.caPEM, user: "token", token: token),
                              timeout: .seconds(10), maxAttempts: 1)
     }
 
@@ -31,8 +31,14 @@ import TestSupport
         try CertificateRequest.make(commonName: commonName, organizations: organizations).requestPEM
     }
 
-    @Test func everyRowOfTheNegativeMatrixIsRefused() async throws {
+    /// Directly, and through a TCP proxy (the fallacy "the network is secure": a network path
+    /// in between changes nothing about who may do what).
+    @Test(arguments: [false, true]) func everyRowOfTheNegativeMatrixIsRefused(throughProxy: Bool) async throws {
         try await InProcessAPI.with { api in
+            let proxy = throughProxy ? try await FaultProxy(port: api.port, seed: 5) : nil
+            defer { if let proxy { Task { await proxy.close() } } }
+            let port = proxy?.port ?? api.port
+            let server = "https://127.0.0.1:\(port)"
             let admin = api.client
             for name in ["a", "b"] { _ = try await admin.create(TestObjects.node(name)) }
             _ = try await admin.create(Self.boundPod("on-a", node: "a"))
@@ -43,7 +49,7 @@ import TestSupport
             let pki = (api.dir.path as NSString).appendingPathComponent("pki")
             func anonymous(_ path: String) async throws -> String {
                 try await Tools.runDetached(curl, ["-s", "--cacert", "\(pki)/ca.crt", "-o", "/dev/null", "-w", "%{http_code}",
-                                                   "https://127.0.0.1:\(api.port)\(path)"]).output
+                                                   "\(server)\(path)"]).output
             }
             #expect(try await anonymous("/api/v1/namespaces/default/pods") == "401")
             #expect(try await anonymous("/metrics") == "401")
@@ -57,14 +63,14 @@ import TestSupport
             binding.roleRef.name = "view"
             binding.subjects = [RBACRuleTests.subject("Group", "viewers")]
             _ = try await admin.create(binding)
-            let viewer = try R.client(api, user: "vera", groups: ["viewers"])
+            let viewer = try R.client(api, user: "vera", groups: ["viewers"], server: server)
             defer { Task { try? await viewer.shutdown() } }
             try await waitUntil("the viewer binding takes effect") { await R.code { _ = try await viewer.list(Pod.self, namespace: "default") } == 200 }
             #expect(await R.code { _ = try await viewer.create(TestObjects.pod("new")) } == 403)
             #expect(await R.code { _ = try await viewer.delete(Pod.self, namespace: "default", name: "on-a") } == 403)
 
             // Node a: its own Node, Lease and pods; nothing of node b's.
-            let nodeA = try R.client(api, user: "cox:node:a", groups: ["cox:nodes"])
+            let nodeA = try R.client(api, user: "cox:node:a", groups: ["cox:nodes"], server: server)
             defer { Task { try? await nodeA.shutdown() } }
             var ownNode = try await nodeA.get(Node.self, namespace: "", name: "a")
             ownNode.metadata.labels["checked"] = "yes"
@@ -106,22 +112,22 @@ import TestSupport
             robotBinding.metadata.name = "robot"
             robotBinding.subjects = [RBACRuleTests.subject("User", "robot")]
             _ = try await admin.create(robotBinding)
-            let liveClient = try Self.tokenClient(api, live)
+            let liveClient = try Self.tokenClient(api, live, server: server)
             defer { Task { try? await liveClient.shutdown() } }
             try await waitUntil("the robot binding takes effect") { await R.code { _ = try await liveClient.list(Pod.self, namespace: "default") } == 200 }
             #expect(await R.code { _ = try await liveClient.create(TestObjects.pod("by-robot")) } == 403, "a token is held to its user's roles")
-            let expiredClient = try Self.tokenClient(api, expired)
+            let expiredClient = try Self.tokenClient(api, expired, server: server)
             defer { Task { try? await expiredClient.shutdown() } }
             #expect(await R.code { _ = try await expiredClient.list(Pod.self, namespace: "default") } == 401, "an expired token")
             _ = try await admin.delete(Token.self, namespace: "", name: String(live.prefix(6)))
             #expect(await R.code { _ = try await liveClient.list(Pod.self, namespace: "default") } == 401, "a revoked token")
-            let guessed = try Self.tokenClient(api, String(expired.prefix(7)) + "0000000000000000")
+            let guessed = try Self.tokenClient(api, String(expired.prefix(7)) + "0000000000000000", server: server)
             defer { Task { try? await guessed.shutdown() } }
             #expect(await R.code { _ = try await guessed.list(Pod.self, namespace: "default") } == 401, "a known ID with a wrong secret")
 
             // A bootstrap token may ask for a node client certificate and nothing else.
             let bootstrap = try await TokenFixtures.create(admin, user: nil, expires: Date().addingTimeInterval(600))
-            let joining = try Self.tokenClient(api, bootstrap)
+            let joining = try Self.tokenClient(api, bootstrap, server: server)
             defer { Task { try? await joining.shutdown() } }
             #expect(await R.code { _ = try await joining.list(Pod.self, namespace: "default") } == 403)
             let me = try await joining.whoAmI()
@@ -150,19 +156,19 @@ import TestSupport
             let rightHash = try CertificateAuthority.publicKeyHash(ofPEM: caPEM)
             let wrongHash = "sha256:" + String(repeating: "0", count: 64)
             do {
-                _ = try await NodeCredentials.pinCA(server: "https://127.0.0.1:\(api.port)", expectedHash: wrongHash)
+                _ = try await NodeCredentials.pinCA(server: server, expectedHash: wrongHash)
                 Issue.record("an agent pinned a CA whose hash does not match")
             } catch let error as NodeCredentials.JoinError {
                 #expect(error.description.contains("refusing to join") && error.description.contains(rightHash), "\(error)")
             }
-            let pinned = try await NodeCredentials.pinCA(server: "https://127.0.0.1:\(api.port)", expectedHash: rightHash)
+            let pinned = try await NodeCredentials.pinCA(server: server, expectedHash: rightHash)
             #expect(try CertificateAuthority.publicKeyHash(ofPEM: pinned) == rightHash)
 
             // A client certificate from another CA is refused in the TLS handshake (no HTTP answer at all).
             let other = TemporaryDirectory()
             let foreign = try PKIForTests.bootstrap(other.path)
             let rejected = try await Tools.runDetached(curl, ["-sS", "--cacert", "\(pki)/ca.crt", "--cert", "\(foreign)/admin.crt", "--key", "\(foreign)/admin.key",
-                                                              "-o", "/dev/null", "-w", "%{http_code}", "https://127.0.0.1:\(api.port)/api/v1/namespaces/default/pods"])
+                                                              "-o", "/dev/null", "-w", "%{http_code}", "\(server)/api/v1/namespaces/default/pods"])
             #expect(rejected.status != 0 && rejected.output.hasSuffix("000"), "\(rejected.output)")
 
             // Nothing any refused identity tried took effect, and the audit log never holds a token.
@@ -172,6 +178,7 @@ import TestSupport
             for token in [live, expired, bootstrap] { #expect(!audit.contains(String(token.dropFirst(7))), "a token secret in the audit log") }
             #expect(audit.contains(#""user":"cox:node:a""#) && audit.contains(#""code":403"#))
             #expect(audit.contains(#""user":"system:bootstrap:\#(bootstrap.prefix(6))""#), "the bootstrap token's identity is on record")
+            if let proxy { #expect(proxy.counters.connections >= 5, "the requests went through the proxy: \(proxy.counters)") }
         }
     }
 }

@@ -309,6 +309,65 @@ import TestSupport
             print("fallacy 3: informer list \(listed) B; resuming after a cut \(resumed) B")
         }
     }
+
+    /// 4. The network is secure. A man in the middle with a certificate for the right names from
+    /// another CA (`openssl s_server`) is refused by every component: the CLI, an agent with a
+    /// kubeconfig, a joining agent (its CA hash does not match), the scheduler and the
+    /// controllers. (The RBAC/authentication matrix through a proxy is
+    /// `SecurityMatrixTests.everyRowOfTheNegativeMatrixIsRefused(throughProxy: true)`.)
+    @Test func theNetworkIsSecure() async throws {
+        let openssl = try #require(Tools.find("openssl"))
+        try await AgentCluster.run(serverArguments: ["--no-scheduler", "--no-controllers"], firstAgent: false) { cluster in
+            let other = TemporaryDirectory()
+            _ = try ClusterPKI.bootstrap(dataDirectory: other.path)
+            let mitmPort = try TestHost.freePort()
+            let mitm = Process()
+            mitm.executableURL = URL(fileURLWithPath: openssl)
+            mitm.arguments = ["s_server", "-accept", "\(mitmPort)", "-cert", "\(other.path)/pki/apiserver.crt", "-key", "\(other.path)/pki/apiserver.key", "-www", "-quiet"]
+            let mitmLog = (cluster.dir.path as NSString).appendingPathComponent("mitm.log")
+            FileManager.default.createFile(atPath: mitmLog, contents: nil)
+            mitm.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: mitmLog))
+            mitm.standardError = mitm.standardOutput
+            mitm.standardInput = Pipe()
+            try mitm.run()
+            // (openssl s_server started this way does not stop on SIGTERM.)
+            defer { kill(mitm.processIdentifier, SIGKILL) }
+            try await eventually("the man in the middle listens") {
+                (try? await Tools.runDetached("/usr/bin/curl", ["-sk", "-o", "/dev/null", "-w", "%{http_code}", "https://127.0.0.1:\(mitmPort)/"]))?.output == "200"
+            }
+            var admin = try Kubeconfig.load(path: cluster.kubeconfig)
+            admin.server = "https://127.0.0.1:\(mitmPort)"
+            let intercepted = try Self.writeKubeconfig(admin, cluster, "mitm.kubeconfig")
+
+            let cli = try await Tools.runDetached(cluster.binary, ["get", "pods", "--kubeconfig", intercepted])
+            #expect(cli.status != 0 && cli.output.contains("TLS handshake failed"), "cox get: \(cli.output)")
+
+            let printed = try await cluster.cox("token", "create", "--print-join-command")
+            let words = printed.output.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: " ").map(String.init)
+            let join = try await Tools.runDetached(cluster.binary, ["agent", "--server", admin.server, "--token", words[5], "--ca-cert-hash", words[7],
+                                                                    "--node-name", "m2", "--data-dir", "\(cluster.dir.path)/m2", "--runtime", "fake"])
+            #expect(join.status == 1 && join.output.contains("refusing to join"), "joining agent: \(join.output)")
+
+            // Long-running components keep refusing (and retrying) without ever getting through.
+            let components: [(String, [String])] = [
+                ("agent-m1", ["agent", "--kubeconfig", intercepted, "--pki", "\(cluster.dir.path)/pki", "--node-name", "m1", "--data-dir", "\(cluster.dir.path)/m1",
+                              "--runtime", "fake", "--port", "0", "--heartbeat-seconds", "1"]),
+                ("scheduler", ["scheduler", "--kubeconfig", intercepted]),
+                ("controllers", ["controllers", "--kubeconfig", intercepted]),
+            ]
+            for (name, arguments) in components {
+                let process = try cluster.launch(arguments, log: "\(name).log")
+                defer { kill(process.processIdentifier, SIGKILL) }
+                try await eventually("\(name) reports the certificate problem", timeout: 30) {
+                    let log = cluster.log(name)
+                    return log.contains("TLS handshake failed") || log.contains("certificate")
+                }
+            }
+            #expect(try await cluster.client.list(Node.self, namespace: nil).items.isEmpty, "nothing joined the real cluster")
+            let seen = (try? String(contentsOfFile: mitmLog, encoding: .utf8)) ?? ""
+            #expect(!seen.contains("GET /api") && !seen.contains("POST /api"), "the man in the middle read a request: \(seen.prefix(300))")
+        }
+    }
 }
 
 extension APIClient {
