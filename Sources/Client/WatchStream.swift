@@ -1,3 +1,4 @@
+import Synchronization
 import API
 import AsyncHTTPClient
 import Foundation
@@ -74,6 +75,8 @@ public struct WatchRequest: Sendable {
     public var resourceVersion: String = ""
     /// Each watch request's server-side length; the stream re-watches when one ends.
     public var timeoutSeconds = 300
+    /// A watch connection silent this long (no event, no bookmark) is taken for dead and replaced.
+    public var idleTimeout: Duration = .seconds(20)
 
     public init(namespace: String? = nil, labelSelector: String? = nil, fieldSelector: String? = nil, resourceVersion: String = "") {
         self.namespace = namespace
@@ -91,40 +94,58 @@ extension APIClient {
     public func watch<T: APIObject>(_ type: T.Type, _ request: WatchRequest) -> AsyncThrowingStream<ObjectEvent<T>, any Error> {
         AsyncThrowingStream { continuation in
             let task = Task {
-                var revision = request.resourceVersion
+                let progress = WatchProgress(revision: request.resourceVersion)
                 var backoff = Backoff(base: .milliseconds(200), cap: .seconds(10))
                 while !Task.isCancelled {
                     do {
-                        if revision.isEmpty {
+                        if progress.revision.isEmpty {
                             let listed = try await self.list(T.self, namespace: request.namespace, labelSelector: request.labelSelector, fieldSelector: request.fieldSelector)
-                            revision = listed.resourceVersion
-                            continuation.yield(.relisted(listed.items, revision: revision))
+                            progress.revision = listed.resourceVersion
+                            continuation.yield(.relisted(listed.items, revision: listed.resourceVersion))
                         }
-                        let body = try await self.watchBody(T.self, request, resourceVersion: revision)
-                        var splitter = WatchFrameSplitter(format: self.format)
-                        for try await chunk in body {
-                            splitter.append(chunk.readableBytesView)
-                            for frame in splitter.frames() {
-                                let (kind, object, status) = try splitter.decode(frame, as: T.self)
-                                if let status {
-                                    if status.code == 410 { revision = "" }  // gone: list again
-                                    throw ClientError(code: Int(status.code), reason: status.reason, message: status.message)
-                                }
-                                guard let object else { continue }
-                                if !object.metadata.resourceVersion.isEmpty { revision = object.metadata.resourceVersion }
-                                switch kind {
-                                case "ADDED": continuation.yield(.added(object))
-                                case "MODIFIED": continuation.yield(.modified(object))
-                                case "DELETED": continuation.yield(.deleted(object))
-                                case "BOOKMARK": continuation.yield(.bookmark(revision: revision))
-                                default: break
+                        // The stream is read next to a watchdog: the server sends at least a
+                        // bookmark every few seconds, so a connection that stays silent longer
+                        // than `idleTimeout` is dead (a partition drops packets without a word)
+                        // and is abandoned for a new one, from the last revision.
+                        try await withThrowingTaskGroup(of: Void.self) { group in
+                            group.addTask {
+                                progress.touch()
+                                let body = try await self.watchBody(T.self, request, resourceVersion: progress.revision)
+                                var splitter = WatchFrameSplitter(format: self.format)
+                                for try await chunk in body {
+                                    progress.touch()
+                                    splitter.append(chunk.readableBytesView)
+                                    for frame in splitter.frames() {
+                                        let (kind, object, status) = try splitter.decode(frame, as: T.self)
+                                        if let status {
+                                            if status.code == 410 { progress.revision = "" }  // gone: list again
+                                            throw ClientError(code: Int(status.code), reason: status.reason, message: status.message)
+                                        }
+                                        guard let object else { continue }
+                                        if !object.metadata.resourceVersion.isEmpty { progress.revision = object.metadata.resourceVersion }
+                                        switch kind {
+                                        case "ADDED": continuation.yield(.added(object))
+                                        case "MODIFIED": continuation.yield(.modified(object))
+                                        case "DELETED": continuation.yield(.deleted(object))
+                                        case "BOOKMARK": continuation.yield(.bookmark(revision: progress.revision))
+                                        default: break
+                                        }
+                                    }
                                 }
                             }
-                            backoff.reset()
+                            group.addTask {
+                                while true {
+                                    try await Task.sleep(for: .milliseconds(500))
+                                    if progress.silence > request.idleTimeout { throw WatchStalled(seconds: request.idleTimeout) }
+                                }
+                            }
+                            try await group.next()
+                            group.cancelAll()
                         }
+                        backoff.reset()
                         // The server ended the stream (timeout, shutdown): watch again at once.
                     } catch let error as ClientError where error.code == 410 {
-                        revision = ""
+                        progress.revision = ""
                     } catch is CancellationError {
                         break
                     } catch {
@@ -157,4 +178,26 @@ extension APIClient {
         }
         return response.body
     }
+}
+
+/// Where a resuming watch is: its revision, and when it last heard from the server.
+final class WatchProgress: Sendable {
+    private let state: Mutex<(revision: String, heard: ContinuousClock.Instant)>
+
+    init(revision: String) { state = Mutex((revision, .now)) }
+
+    var revision: String {
+        get { state.withLock { $0.revision } }
+        set { state.withLock { $0.revision = newValue } }
+    }
+
+    func touch() { state.withLock { $0.heard = .now } }
+
+    var silence: Duration { state.withLock { .now - $0.heard } }
+}
+
+/// A watch connection that went silent past its idle timeout.
+struct WatchStalled: Error, CustomStringConvertible {
+    let seconds: Duration
+    var description: String { "the watch heard nothing for \(seconds); reconnecting" }
 }

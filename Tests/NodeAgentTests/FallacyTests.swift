@@ -368,6 +368,100 @@ import TestSupport
             #expect(!seen.contains("GET /api") && !seen.contains("POST /api"), "the man in the middle read a request: \(seen.prefix(300))")
         }
     }
+
+    /// 5. Topology doesn't change. Node n2's agent reaches the server through a proxy that then
+    /// black-holes it (a partition: packets vanish, no connection is refused). n2 goes NotReady,
+    /// its pod is evicted and replaced on n1; the stale copy keeps running on n2, which cannot
+    /// hear. When the partition heals, n2's agent notices its dead connections (no bookmark for
+    /// the watch's idle timeout), learns the pod was evicted, and stops it. An agent restarted
+    /// with a new address re-registers it.
+    @Test func topologyDoesNotChange() async throws {
+        try await AgentCluster.run(serverArguments: ["--node-monitor-grace-period", "3", "--pod-eviction-timeout", "1"]) { cluster in
+            let proxy = try await FaultProxy(port: cluster.port, seed: 6)
+            defer { Task { await proxy.close() } }
+            cluster.agents["n2"] = try cluster.launchAgent("n2", ["--server", "https://127.0.0.1:\(proxy.port)"])
+            try await eventually("node n2 is Ready") { try await NodeJoinTests.ready(cluster, "n2") }
+
+            var set = ReplicaSet()
+            set.metadata.name = "spread"
+            set.metadata.namespace = "default"
+            set.spec.replicas = 2
+            set.spec.selector.matchLabels = ["app": "spread"]
+            set.spec.template.metadata.labels = ["app": "spread"]
+            set.spec.template.spec = cluster.pod("x", "sleep 3600", grace: 2).spec
+            set.spec.template.spec.nodeName = ""
+            _ = try await cluster.client.create(set)
+            func running() async throws -> [Pod] {
+                try await cluster.client.list(Pod.self, namespace: "default").items
+                    .filter { $0.status.phase == "Running" && !$0.metadata.hasDeletionTimestamp }
+            }
+            try await eventually("one pod runs on each node", timeout: 30) {
+                Set(try await running().map(\.spec.nodeName)) == ["n1", "n2"]
+            }
+            let stale = try #require(try await running().first { $0.spec.nodeName == "n2" })
+            let stalePID = try #require(cluster.pid(stale))
+
+            // The partition: silent (open connections stay open; nothing gets through).
+            proxy.set(.init(blackHole: true))
+            try await eventually("n2 is NotReady", timeout: 30) { try await !NodeJoinTests.ready(cluster, "n2") }
+            try await eventually("the evicted pod is replaced on n1", timeout: 30) {
+                try await running().filter { $0.spec.nodeName == "n1" }.count == 2
+            }
+            #expect(kill(stalePID, 0) == 0, "the partitioned node cannot hear that its pod was evicted")
+
+            // The partition heals.
+            proxy.set(.init())
+            let healed = Date()
+            try await eventually("n2's agent stops the evicted pod", timeout: 60) { kill(stalePID, 0) != 0 }
+            let stopped = Date().timeIntervalSince(healed)
+            try await eventually("n2 is Ready again", timeout: 30) { try await NodeJoinTests.ready(cluster, "n2") }
+            try await eventually("the evicted pod is gone", timeout: 30) {
+                (try? await cluster.client.get(Pod.self, namespace: "default", name: stale.metadata.name)) == nil
+            }
+            #expect(try await running().count == 2)
+            print("fallacy 5: the evicted pod stopped \(String(format: "%.1f", stopped)) s after the partition healed")
+
+            // A new address: n1's agent restarts on 127.0.0.2 and the node says so.
+            cluster.killAgent()
+            cluster.agent = try cluster.launchAgent("n1", ["--address", "127.0.0.2"])
+            try await eventually("n1 re-registers its new address", timeout: 30) {
+                let node = try await cluster.client.get(Node.self, namespace: "", name: "n1")
+                return node.status.addresses.contains { $0.type == "InternalIP" && $0.address == "127.0.0.2" }
+            }
+            // The pods go with the cluster, not back to their ReplicaSet.
+            _ = try await cluster.client.delete(ReplicaSet.self, namespace: "default", name: "spread", propagationPolicy: "Orphan")
+        }
+    }
+
+    /// A watch whose connection goes silent (a partition that drops packets without a word) is
+    /// abandoned after its idle timeout and resumed on a new connection from its revision.
+    @Test func aSilentWatchConnectionIsReplaced() async throws {
+        try await AgentCluster.run(serverArguments: ["--no-scheduler", "--no-controllers"], firstAgent: false) { cluster in
+            let proxy = try await FaultProxy(port: cluster.port, seed: 8)
+            defer { Task { await proxy.close() } }
+            let client = try APIClient(kubeconfig: try Self.throughProxy(cluster, proxy), timeout: .seconds(10), connectTimeout: .seconds(2))
+            defer { Task { try? await client.shutdown() } }
+            let start = try await cluster.client.list(Pod.self, namespace: "default").resourceVersion
+            var request = WatchRequest(namespace: "default", resourceVersion: start)
+            request.idleTimeout = .seconds(2)
+            let names = MutexBox<[String]>([])
+            let watching = Task {
+                for try await event in client.watch(Pod.self, request) {
+                    if case .added(let pod) = event { names.withLock { $0.append(pod.metadata.name) } }
+                }
+            }
+            defer { watching.cancel() }
+            _ = try await cluster.client.create(TestObjects.pod("before"))
+            try await eventually("the watch sees the first pod") { names.withLock { $0 } == ["before"] }
+            let connections = proxy.counters.connections
+            proxy.set(.init(blackHole: true))
+            try await eventually("the silent connection is given up for a new one", timeout: 15) { proxy.counters.connections > connections }
+            _ = try await cluster.client.create(TestObjects.pod("during"))
+            proxy.set(.init())
+            _ = try await cluster.client.create(TestObjects.pod("after"))
+            try await eventually("the watch resumes and misses nothing", timeout: 20) { names.withLock { $0 } == ["before", "during", "after"] }
+        }
+    }
 }
 
 extension APIClient {
