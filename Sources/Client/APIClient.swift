@@ -288,6 +288,17 @@ public final class APIClient: Sendable {
         return answer.status
     }
 
+    /// A path that names no resource (`/metrics`, `/version`), as text.
+    public func getText(_ path: String) async throws -> String {
+        String(decoding: try await call(.GET, path), as: UTF8.self)
+    }
+
+    /// One figure from the server's `/metrics` (a series without labels), nil when absent.
+    public func metric(_ name: String) async throws -> Double? {
+        let text = try await getText("/metrics")
+        return text.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { Double($0.split(separator: " ").last ?? "") }
+    }
+
     /// Who the server takes this client for: `POST /apis/authentication.k8s.io/v1/selfsubjectreviews`.
     public func whoAmI() async throws -> (user: String, groups: [String]) {
         let bytes = try await call(.POST, "/apis/authentication.k8s.io/v1/selfsubjectreviews",

@@ -120,6 +120,23 @@ import TestSupport
         }
     }
 
+    /// Lists the default namespace's pods, then watches from a revision for a second, with the
+    /// Python `kubernetes` client; prints `LIST|TYPE name revision labels` lines.
+    static let pythonClient = """
+        import sys
+        from kubernetes import client, config, watch
+        config.load_kube_config(config_file=sys.argv[1])
+        api = client.CoreV1Api()
+        def line(kind, pod):
+            labels = ",".join(f"{k}={v}" for k, v in sorted((pod.metadata.labels or {}).items()))
+            print(f"{kind} {pod.metadata.name} {pod.metadata.resource_version} {labels}")
+        for pod in sorted(api.list_namespaced_pod("default").items, key=lambda p: p.metadata.name):
+            line("LIST", pod)
+        for event in watch.Watch().stream(api.list_namespaced_pod, "default", resource_version=sys.argv[2], timeout_seconds=1):
+            if event["type"] != "BOOKMARK":
+                line(event["type"], event["object"])
+        """
+
     static func watchers(_ cluster: AgentCluster) async throws -> Int {
         let metrics = try await Tools.runDetached("/usr/bin/curl", ["-s", "--cacert", "\(cluster.dir.path)/pki/ca.crt", "--cert", "\(cluster.dir.path)/pki/admin.crt",
                                                                     "--key", "\(cluster.dir.path)/pki/admin.key", "https://127.0.0.1:\(cluster.port)/metrics"]).output
@@ -173,8 +190,9 @@ import TestSupport
         }
     }
 
-    /// 8. The network is homogeneous. A client that speaks only JSON (curl) and one that speaks
-    /// only protobuf (`cox`'s client) see the same objects and the same watch events.
+    /// 8. The network is homogeneous. Clients that speak only JSON (curl; the Python `kubernetes`
+    /// client from PyPI) and one that speaks only protobuf (`cox`'s client) see the same objects
+    /// and the same watch events.
     @Test func theNetworkIsHomogeneous() async throws {
         try await AgentCluster.run(serverArguments: ["--no-scheduler", "--no-controllers"], firstAgent: false) { cluster in
             let start = try await cluster.client.list(Pod.self, namespace: "default").resourceVersion
@@ -204,6 +222,17 @@ import TestSupport
             request.timeoutSeconds = 1
             let protobufEvents = try await protobufClient.watchEvents(Pod.self, request, format: .protobuf)
             #expect(jsonEvents.count == 7 && jsonEvents == protobufEvents, "JSON: \(jsonEvents.map { $0.prefix(40) })\nprotobuf: \(protobufEvents.map { $0.prefix(40) })")
+
+            // The Python `kubernetes` client (JSON, its own HTTP and TLS stack, its own models)
+            // lists and watches the same: names, revisions, labels and event types.
+            let python = try await Tools.runDetached("/usr/bin/env", ["python3", "-c", Self.pythonClient, cluster.kubeconfig, start])
+            let summary = { (pod: Pod) in "\(pod.metadata.name) \(pod.metadata.resourceVersion) \(pod.metadata.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ","))" }
+            let expected = viaProtobuf.map { "LIST " + summary($0) } + protobufEvents.map { line -> String in
+                let (kind, json) = (line.prefix { $0 != " " }, line.drop { $0 != " " }.dropFirst())
+                return "\(kind) " + ((try? Pod(jsonBytes: Array(json.utf8))).map(summary) ?? "?")
+            }
+            #expect(python.status == 0 && python.output.split(separator: "\n").map(String.init) == expected,
+                    "python kubernetes client:\n\(python.output)\nexpected:\n\(expected.joined(separator: "\n"))")
         }
     }
 

@@ -32,13 +32,13 @@ struct APIBench: AsyncParsableCommand {
             }
             let result = try await measure(wire)
             rates[name] = result.rate
-            print("  \(name.padding(toLength: 9, withPad: " ", startingAt: 0)) \(fmt(result.rate, 0)) creates/s; create p50 \(fmt(result.p50, 1)) ms, p99 \(fmt(result.p99, 1)) ms; watch lag p99 \(fmt(result.lagP99, 1)) ms; \(result.delivered) events delivered")
+            print("  \(name.padding(toLength: 9, withPad: " ", startingAt: 0)) \(fmt(result.rate, 0)) creates/s; create p50 \(fmt(result.p50, 1)) ms, p99 \(fmt(result.p99, 1)) ms; watch lag p99 \(fmt(result.lagP99, 1)) ms; \(result.delivered) events delivered; \(fmt(result.encodesPerEvent, 2)) encodings per event")
         }
         if let pb = rates["protobuf"], let js = rates["json"] { print("  → protobuf creates/s is \(fmt(pb / js, 2))× JSON's") }
     }
 
     struct Result {
-        let rate: Double, p50: Double, p99: Double, lagP99: Double, delivered: Int
+        let rate: Double, p50: Double, p99: Double, lagP99: Double, delivered: Int, encodesPerEvent: Double
     }
 
     final class Samples: Sendable {
@@ -108,12 +108,14 @@ struct APIBench: AsyncParsableCommand {
         }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         for task in watchTasks { _ = try? await task.value }
+        // Transport cost: wire encodings per event, however many watchers (issue #8, fallacy 7).
+        let encodes = (try? await writer.metric("cox_watch_event_encodes_total")) ?? .nan
         try? await writer.shutdown()
         try? await reader.shutdown()
         let sorted = latencies.sorted()
         let lags = samples.lags.withLock { $0 }.sorted()
         return Result(rate: Double(total) / seconds, p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99),
-                      lagP99: percentile(lags, 0.99), delivered: samples.delivered.load(ordering: .relaxed))
+                      lagP99: percentile(lags, 0.99), delivered: samples.delivered.load(ordering: .relaxed), encodesPerEvent: encodes / Double(total))
     }
 
     /// Complete events taken off the front of `pending`.
