@@ -24,7 +24,7 @@ import TestSupport
     }
 
     /// 1. The network is reliable. Every third new connection is reset and every open one is cut
-    /// each second, while 250 pods are applied and then re-applied with a change (500 applies):
+    /// each second, while 500 pods are applied and then re-applied with a change (1,000 applies):
     /// each apply takes effect exactly once (one object per name, its uid never replaced, the
     /// change present), and an informer that followed it all through the same faults ends equal
     /// to the server's list.
@@ -46,7 +46,7 @@ import TestSupport
             }
             defer { cutting.cancel() }
 
-            let count = 250
+            let count = 500
             var uids: [String: String] = [:]
             var failures = 0
             for round in 1...2 {
@@ -116,7 +116,9 @@ import TestSupport
             await Tools.waitForExit(watcher)
             let stopped = Date()
             try await eventually("the server-side watch is freed", timeout: 5) { try await Self.watchers(cluster) == before }
-            #expect(Date().timeIntervalSince(stopped) < 1.5, "freed \(Date().timeIntervalSince(stopped)) s after Ctrl-C")
+            let freed = Date().timeIntervalSince(stopped)
+            #expect(freed < 1, "freed \(freed) s after Ctrl-C")
+            print("fallacy 2: the watch was freed \(String(format: "%.2f", freed)) s after Ctrl-C (polling included)")
         }
     }
 
