@@ -42,7 +42,7 @@ public final class FaultProxy: Sendable {
     struct State {
         var faults = Faults()
         var counters = Counters()
-        var random: SplitMix
+        var random: SeededGenerator
         var open: [ObjectIdentifier: any Channel] = [:]
     }
 
@@ -56,7 +56,7 @@ public final class FaultProxy: Sendable {
     public init(to host: String = "127.0.0.1", port: Int, seed: UInt64 = 1) async throws {
         targetHost = host
         targetPort = port
-        let state = Mutex(State(random: SplitMix(seed: seed)))
+        let state = Mutex(State(random: SeededGenerator(seed: seed)))
         self.state = state
         let box = ProxyBox()
         listener = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -243,14 +243,14 @@ final class Relay: ChannelInboundHandler {
     }
 }
 
-/// SplitMix64: small, fast, and the same sequence for the same seed.
-struct SplitMix: Sendable {
+/// SplitMix64: small, fast, and the same sequence for the same seed (fault jitter, fuzz inputs).
+public struct SeededGenerator: RandomNumberGenerator, Sendable {
     var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE5_E9B9
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
     }
