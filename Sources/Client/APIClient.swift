@@ -44,7 +44,7 @@ public final class APIClient: Sendable {
 
     public init(kubeconfig: Kubeconfig, format: WireFormat = .protobuf, timeout: TimeAmount = APIClient.defaultTimeout,
                 maxConnections: Int = 8, maxAttempts: Int = 6, connectTimeout: TimeAmount = .seconds(5), http2: Bool = true,
-                impersonate: (user: String, groups: [String])? = nil) throws {
+                impersonate: (user: String, groups: [String])? = nil, retryConnecting: Bool = true) throws {
         impersonation = impersonate
         bearerToken = kubeconfig.token
         var tls = TLSConfiguration.makeClientConfiguration()
@@ -57,7 +57,9 @@ public final class APIClient: Sendable {
         var configuration = HTTPClient.Configuration(tlsConfiguration: tls)
         configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = maxConnections
         // The pool keeps trying to connect until this passes; our own retries (with jitter) take over then.
+        // Without `retryConnecting`, a failed connection fails the call at once (and our retries decide).
         configuration.timeout.connect = connectTimeout
+        configuration.connectionPool.retryConnectionEstablishment = retryConnecting
         // HTTP/2 multiplexes every call over one connection; HTTP/1.1 keeps up to `maxConnections`
         // alive and costs less per call in AsyncHTTPClient (no stream channel per request): the
         // better choice for a busy component on a short path (the scheduler: +15 % bindings/s).

@@ -26,14 +26,15 @@ struct ClientOptions: ParsableArguments {
 
     func makeClient() throws -> APIClient {
         // A server that is down refuses the connection at once, and that is reported within
-        // seconds; the connect timeout only bounds a silent network, and must leave room for a
-        // TLS handshake over a slow link (two round trips: 300 ms each way already needs 1.2 s).
+        // a second (a failed connection is not retried by the pool, only by our three attempts);
+        // the connect timeout only bounds a silent network, and must leave room for a TLS
+        // handshake over a slow link (two round trips: 300 ms each way already needs 1.2 s).
         if asUser == nil && !asGroup.isEmpty { throw ValidationError("--as-group needs --as (a user to act as)") }
         let timeout = try TokenTTL.seconds(requestTimeout, flag: "--request-timeout")
         guard timeout > 0 else { throw ValidationError("--request-timeout must be more than 0") }
         return try APIClient(kubeconfig: try Kubeconfig.load(path: try resolveKubeconfig()), format: json ? .json : .protobuf,
                              timeout: .seconds(timeout), maxAttempts: 3, connectTimeout: .seconds(min(10, timeout)),
-                             impersonate: asUser.map { ($0, asGroup) })
+                             impersonate: asUser.map { ($0, asGroup) }, retryConnecting: false)
     }
 }
 

@@ -133,9 +133,9 @@ struct UpCommand: AsyncParsableCommand {
                           kubeconfig:  \(kubeconfig)
                           try:         cox get nodes    cox get pods    cox logs POD
                                        kubectl --kubeconfig \(kubeconfig) get --raw /api/v1/namespaces/default/pods
-                        Ctrl-C stops it.
                         """)
                     await JoinHint.print(kubeconfig: kubeconfig, host: joinHost, port: port, loopbackOnly: joinHost == nil)
+                    print("Ctrl-C stops it.")
                     fflush(nil)
                     readyContinuation.yield(kubeconfig)
                     guard !manifests.isEmpty else { return }
