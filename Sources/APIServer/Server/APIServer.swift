@@ -44,6 +44,9 @@ public struct APIServer: Sendable {
         public var kubeconfigPath: String?
         /// The audit log (DATA/audit.log) is rotated when it would grow past this.
         public var auditMaxBytes = 100 * 1024 * 1024
+        /// Whether SIGINT/SIGTERM shut the server down by themselves; off when the caller orders
+        /// the shutdown (components that use the server stop first) by cancelling `run`.
+        public var handlesSignals = true
         /// Longest lifetime of a node certificate signed on request (agents renew at 70 % of it).
         public var nodeCertificateLifetime: Duration = .seconds(365 * 24 * 3600)
 
@@ -144,7 +147,7 @@ public struct APIServer: Sendable {
                 // finish the requests in flight and close.
                 var configuration = ServiceGroupConfiguration(
                     services: [.init(service: app), .init(service: WatchDrainService(drain: drain, logger: logger))],
-                    gracefulShutdownSignals: [.sigterm, .sigint],
+                    gracefulShutdownSignals: configuration.handlesSignals ? [.sigterm, .sigint] : [],
                     logger: logger)
                 configuration.maximumGracefulShutdownDuration = .seconds(20)
                 let services = ServiceGroup(configuration: configuration)

@@ -48,39 +48,54 @@ struct ServerCommand: AsyncParsableCommand {
 }
 
 /// The API server and, once it listens, the controller manager and the scheduler (talking to it
-/// over its own TLS API, as any client). The server's end ends them.
+/// over its own TLS API, as any client). On SIGINT/SIGTERM the components stop first — releasing
+/// their leader leases while the server still answers — and then the server drains and stops.
+/// A server that ends by itself ends them.
 enum ServerWithControllers {
     static func run(_ server: APIServer, controllers: ControllerManager.Options?, scheduler: Scheduler.Options?,
                     onReady: @escaping @Sendable (Int, String) async -> Void) async throws {
+        var configuration = server.configuration
+        configuration.handlesSignals = false
+        let server = APIServer(configuration: configuration, logger: server.logger)
         let (ready, readyContinuation) = AsyncStream<(Int, String)>.makeStream()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                defer { readyContinuation.finish() }
-                try await server.run { port, kubeconfig in
-                    readyContinuation.yield((port, kubeconfig))
-                    await onReady(port, kubeconfig)
-                }
+        let (ended, endedContinuation) = AsyncStream<Void>.makeStream()
+        let serving = Task {
+            defer {
+                readyContinuation.finish()
+                endedContinuation.finish()
             }
-            if controllers != nil || scheduler != nil {
-                group.addTask {
-                    var iterator = ready.makeAsyncIterator()
-                    guard let (_, path) = await iterator.next() else { return }
-                    // Each component acts as itself, with only its role's rights, not as the admin.
-                    let admin = try Kubeconfig.load(path: path)
-                    let pki = (server.configuration.dataDirectory as NSString).appendingPathComponent("pki")
-                    let controllerIdentity = try ComponentIdentity.kubeconfig(admin: admin, pkiDirectory: pki, user: BootstrapPolicy.controllerManagerUser)
-                    let schedulerIdentity = try ComponentIdentity.kubeconfig(admin: admin, pkiDirectory: pki, user: BootstrapPolicy.schedulerUser)
-                    try await withThrowingTaskGroup(of: Void.self) { parts in
-                        if let controllers { parts.addTask { try await LocalControllers.run(kubeconfig: controllerIdentity, options: controllers) } }
-                        if let scheduler { parts.addTask { try await LocalScheduler.run(kubeconfig: schedulerIdentity, options: scheduler) } }
-                        try await parts.waitForAll()
-                    }
-                }
+            try await server.run { port, kubeconfig in
+                readyContinuation.yield((port, kubeconfig))
+                await onReady(port, kubeconfig)
             }
-            try await group.next()
-            group.cancelAll()
-            try await group.waitForAll()
         }
+        let components = Task {
+            guard controllers != nil || scheduler != nil else { return }
+            var iterator = ready.makeAsyncIterator()
+            guard let (_, path) = await iterator.next() else { return }
+            // Each component acts as itself, with only its role's rights, not as the admin.
+            let admin = try Kubeconfig.load(path: path)
+            let pki = (server.configuration.dataDirectory as NSString).appendingPathComponent("pki")
+            let controllerIdentity = try ComponentIdentity.kubeconfig(admin: admin, pkiDirectory: pki, user: BootstrapPolicy.controllerManagerUser)
+            let schedulerIdentity = try ComponentIdentity.kubeconfig(admin: admin, pkiDirectory: pki, user: BootstrapPolicy.schedulerUser)
+            try await withThrowingTaskGroup(of: Void.self) { parts in
+                if let controllers { parts.addTask { try await LocalControllers.run(kubeconfig: controllerIdentity, options: controllers) } }
+                if let scheduler { parts.addTask { try await LocalScheduler.run(kubeconfig: schedulerIdentity, options: scheduler) } }
+                try await parts.waitForAll()
+            }
+        }
+        // Until a signal, or the server's end (an error: the port is taken, the store is locked).
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { for await _ in ended {} }
+            group.addTask { await SignalWaiter([SIGINT, SIGTERM]).wait() }
+            await group.next()
+            group.cancelAll()
+        }
+        components.cancel()
+        let componentsResult = await components.result
+        serving.cancel()
+        try await serving.value
+        try componentsResult.get()
     }
 }
 
