@@ -107,9 +107,9 @@ extension APIClient {
                         // bookmark every few seconds, so a connection that stays silent longer
                         // than `idleTimeout` is dead (a partition drops packets without a word)
                         // and is abandoned for a new one, from the last revision.
+                        progress.touch()
                         try await withThrowingTaskGroup(of: Void.self) { group in
                             group.addTask {
-                                progress.touch()
                                 let body = try await self.watchBody(T.self, request, resourceVersion: progress.revision)
                                 var splitter = WatchFrameSplitter(format: self.format)
                                 for try await chunk in body {
@@ -134,9 +134,11 @@ extension APIClient {
                                 }
                             }
                             group.addTask {
+                                // Wakes when the timeout could first have passed, not on a tick.
                                 while true {
-                                    try await Task.sleep(for: .milliseconds(500))
-                                    if progress.silence > request.idleTimeout { throw WatchStalled(seconds: request.idleTimeout) }
+                                    let silence = progress.silence
+                                    if silence >= request.idleTimeout { throw WatchStalled(seconds: request.idleTimeout) }
+                                    try await Task.sleep(for: request.idleTimeout - silence)
                                 }
                             }
                             try await group.next()

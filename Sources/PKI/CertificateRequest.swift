@@ -41,16 +41,23 @@ public enum CertificateRequest {
 
     /// A DER certificate's subject as Kubernetes reads a client's: CN (the user) and O (the groups).
     public static func subject(der: [UInt8]) throws -> (commonName: String, organizations: [String]) {
-        let certificate = try Certificate(derEncoded: der)
+        let names = subject(of: try Certificate(derEncoded: der).subject)
+        return (names.commonName, names.organizations)
+    }
+
+    /// CN and O of a distinguished name, and the types of any other attributes it holds.
+    public static func subject(of name: DistinguishedName) -> (commonName: String, organizations: [String], others: [String]) {
         var commonName = ""
         var organizations: [String] = []
-        for rdn in certificate.subject {
+        var others: [String] = []
+        for rdn in name {
             for attribute in rdn {
                 if attribute.type == .RDNAttributeType.commonName { commonName = "\(attribute.value)" }
-                if attribute.type == .RDNAttributeType.organizationName { organizations.append("\(attribute.value)") }
+                else if attribute.type == .RDNAttributeType.organizationName { organizations.append("\(attribute.value)") }
+                else { others.append("\(attribute.type)") }
             }
         }
-        return (commonName, organizations)
+        return (commonName, organizations, others)
     }
 
     /// The PEM form of a DER certificate, and its key's `sha256:` hash (see `publicKeyHash`).

@@ -140,10 +140,7 @@ import TestSupport
         """
 
     static func watchers(_ cluster: AgentCluster) async throws -> Int {
-        let metrics = try await Tools.runDetached("/usr/bin/curl", ["-s", "--cacert", "\(cluster.dir.path)/pki/ca.crt", "--cert", "\(cluster.dir.path)/pki/admin.crt",
-                                                                    "--key", "\(cluster.dir.path)/pki/admin.key", "https://127.0.0.1:\(cluster.port)/metrics"]).output
-        let line = metrics.split(separator: "\n").first { $0.hasPrefix("cox_apiserver_watchers ") }
-        return Int(line?.split(separator: " ").last ?? "") ?? -1
+        try await metric(cluster, "cox_apiserver_watchers")
     }
 
     /// 6. There is one administrator. Two users change the same Deployment from the same
@@ -239,10 +236,7 @@ import TestSupport
     }
 
     static func metric(_ cluster: AgentCluster, _ name: String) async throws -> Int {
-        let metrics = try await Tools.runDetached("/usr/bin/curl", ["-s", "--cacert", "\(cluster.dir.path)/pki/ca.crt", "--cert", "\(cluster.dir.path)/pki/admin.crt",
-                                                                    "--key", "\(cluster.dir.path)/pki/admin.key", "https://127.0.0.1:\(cluster.port)/metrics"]).output
-        let line = metrics.split(separator: "\n").first { $0.hasPrefix(name + " ") }
-        return Int(line?.split(separator: " ").last ?? "") ?? -1
+        Int(try await cluster.client.metric(name) ?? -1)
     }
 
     /// 7. Transport cost is zero. Twenty watchers (ten protobuf, ten JSON) follow 100 pod

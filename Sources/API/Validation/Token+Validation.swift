@@ -77,4 +77,12 @@ public enum NodeIdentity {
     public static let group = "cox:nodes"
     public static let userPrefix = "cox:node:"
     public static func user(_ nodeName: String) -> String { userPrefix + nodeName }
+    /// The node a user name stands for (`cox:node:NAME` → NAME); nil for any other user.
+    public static func nodeName(ofUser user: String) -> String? {
+        guard user.hasPrefix(userPrefix), user.count > userPrefix.count else { return nil }
+        return String(user.dropFirst(userPrefix.count))
+    }
+    /// The signers (Kubernetes' names) of a node's client and serving certificates.
+    public static let clientSigner = "kubernetes.io/kube-apiserver-client-kubelet"
+    public static let servingSigner = "kubernetes.io/kubelet-serving"
 }

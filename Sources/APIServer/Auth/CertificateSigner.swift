@@ -14,8 +14,8 @@ struct CertificateSigner: Sendable {
     static let path = ["apis", "certificates.k8s.io", "v1", "certificatesigningrequests"]
     static let group = "certificates.k8s.io"
     static let resource = "certificatesigningrequests"
-    static let clientSigner = "kubernetes.io/kube-apiserver-client-kubelet"
-    static let servingSigner = "kubernetes.io/kubelet-serving"
+    static let clientSigner = NodeIdentity.clientSigner
+    static let servingSigner = NodeIdentity.servingSigner
 
     let clusterCA: CertificateAuthority
     let nodeServingCA: CertificateAuthority
@@ -39,19 +39,13 @@ struct CertificateSigner: Sendable {
         guard csr.publicKey.isValidSignature(csr.signature, for: csr) else {
             throw Refused(code: 422, message: "spec.request: Invalid value: the request's signature does not match its public key")
         }
-        var commonName = ""
-        var organizations: [String] = []
-        for rdn in csr.subject {
-            for attribute in rdn {
-                if attribute.type == .RDNAttributeType.commonName { commonName = "\(attribute.value)" }
-                else if attribute.type == .RDNAttributeType.organizationName { organizations.append("\(attribute.value)") }
-                else { throw Refused(code: 422, message: "spec.request: Invalid value: the subject may hold only CN and O, not \(attribute.type)") }
-            }
+        let (commonName, organizations, others) = CertificateRequest.subject(of: csr.subject)
+        if let other = others.first {
+            throw Refused(code: 422, message: "spec.request: Invalid value: the subject may hold only CN and O, not \(other)")
         }
-        let prefix = NodeRestriction.userPrefix
-        let nodeName = commonName.hasPrefix(prefix) ? String(commonName.dropFirst(prefix.count)) : ""
-        guard !nodeName.isEmpty, NameSyntax.subdomainProblem(nodeName) == nil, organizations == [BootstrapPolicy.nodesGroup] else {
-            throw Refused(code: 422, message: "spec.request: Invalid value: subject \"CN=\(commonName), O=\(organizations.joined(separator: "+"))\": only node certificates (CN=\(prefix)NAME, O=\(BootstrapPolicy.nodesGroup)) are signed here")
+        guard let nodeName = NodeIdentity.nodeName(ofUser: commonName), NameSyntax.subdomainProblem(nodeName) == nil,
+              organizations == [NodeIdentity.group] else {
+            throw Refused(code: 422, message: "spec.request: Invalid value: subject \"CN=\(commonName), O=\(organizations.joined(separator: "+"))\": only node certificates (CN=\(NodeIdentity.userPrefix)NAME, O=\(NodeIdentity.group)) are signed here")
         }
         var lifetime = maxLifetime
         if spec.hasExpirationSeconds {
@@ -60,7 +54,7 @@ struct CertificateSigner: Sendable {
             }
             lifetime = min(lifetime, TimeInterval(spec.expirationSeconds))
         }
-        let isSelf = requester.user == commonName && requester.groups.contains(BootstrapPolicy.nodesGroup)
+        let isSelf = requester.user == commonName && requester.groups.contains(NodeIdentity.group)
         let certificate: Certificate
         switch spec.signerName {
         case Self.clientSigner:

@@ -6,14 +6,11 @@ import Store
 /// the pods bound to it (read, status, delete) and Events. Everything else is 403, so a
 /// compromised node cannot read or change other nodes' workloads.
 enum NodeRestriction {
-    static let userPrefix = NodeIdentity.userPrefix
     static let leaseNamespace = "kube-node-lease"
 
     /// The node's name when `identity` is a node; nil for everyone else.
     static func nodeName(_ identity: ClientIdentity) -> String? {
-        guard identity.user.hasPrefix(userPrefix), identity.groups.contains(BootstrapPolicy.nodesGroup) else { return nil }
-        let name = String(identity.user.dropFirst(userPrefix.count))
-        return name.isEmpty ? nil : name
+        identity.groups.contains(NodeIdentity.group) ? NodeIdentity.nodeName(ofUser: identity.user) : nil
     }
 
     static func denied(_ node: String, _ attributes: RequestAttributes) -> APIError {

@@ -12,10 +12,10 @@ extension APIResponder {
     /// deleted token stops working at once). nil without the header; 401 for a bad token.
     func authenticateBearer(_ request: Request) async throws -> ClientIdentity? {
         guard let header = request.headers[.authorization] else { return nil }
-        guard header.hasPrefix("Bearer "), let (id, _) = TokenFormat.parse(String(header.dropFirst("Bearer ".count)).trimmingCharacters(in: .whitespaces)) else {
+        let token = String(header.dropFirst("Bearer ".count)).trimmingCharacters(in: .whitespaces)
+        guard header.hasPrefix("Bearer "), let (id, _) = TokenFormat.parse(token) else {
             throw APIError(401, "Unauthorized", "Unauthorized: the Authorization header is not \"Bearer ID.SECRET\"")
         }
-        let token = String(header.dropFirst("Bearer ".count)).trimmingCharacters(in: .whitespaces)
         let invalid = APIError(401, "Unauthorized", "Unauthorized: the bearer token is unknown, revoked or expired")
         guard let stored = try? await store.get(Token.self, namespace: "", name: id), stored.matches(token) else { throw invalid }
         if stored.spec.hasExpires && stored.spec.expires.date <= Date() { throw invalid }

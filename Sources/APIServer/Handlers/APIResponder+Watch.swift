@@ -43,11 +43,16 @@ extension APIResponder {
         // A client that goes away (Ctrl-C, a dropped connection) frees its watch at once, not at
         // the next bookmark: an HTTP/2 stream closes; an HTTP/1.1 connection only reports the
         // peer's FIN (half-closure is allowed), which an observer in front of TLS catches.
-        // (A connection's parent is the listening socket; an HTTP/2 stream's is its connection.)
+        // (A connection's parent is the listening socket; an HTTP/2 stream's is its connection.
+        // The observer, removed when the watch ends, also sees the connection close; a callback
+        // on a keep-alive connection's close would pile up with every watch it carries.)
         let observer = PeerGoneObserver { watch.cancel() }
         let connection = Self.requestChannel.flatMap { $0.parent?.parent == nil ? $0 : nil }
-        Self.requestChannel?.closeFuture.whenComplete { _ in watch.cancel() }
-        connection?.pipeline.addHandler(observer, position: .first).whenFailure { _ in watch.cancel() }
+        if let connection {
+            connection.pipeline.addHandler(observer, position: .first).whenFailure { _ in watch.cancel() }
+        } else {
+            Self.requestChannel?.closeFuture.whenComplete { _ in watch.cancel() }
+        }
         let drain = self.drain
         let encodedFormat = format
         let initialObjects = initial

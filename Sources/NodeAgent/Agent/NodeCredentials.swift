@@ -58,8 +58,7 @@ public struct NodeCredentials: Sendable {
         } catch let error as ClientError where error.code == 401 {
             throw JoinError(description: "the server refused the bootstrap token (unknown, revoked or expired): make a new one with `cox token create` on the server")
         }
-        try FileManager.default.createDirectory(atPath: pkiDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        try Kubeconfig.writeFile(caPEM, to: path("ca.crt"), mode: 0o644)
+        try write([("ca.crt", caPEM, 0o644)])
         return kubeconfig
     }
 
@@ -67,11 +66,9 @@ public struct NodeCredentials: Sendable {
     /// the node's current certificate when renewing); written to disk before it is returned.
     func requestClientCertificate(using client: APIClient, server: String, caPEM: String) async throws -> Kubeconfig {
         let (request, key) = try CertificateRequest.make(commonName: commonName, organizations: [NodeIdentity.group])
-        let certificate = try await client.requestCertificate(request, signerName: "kubernetes.io/kube-apiserver-client-kubelet",
+        let certificate = try await client.requestCertificate(request, signerName: NodeIdentity.clientSigner,
                                                               usages: ["digital signature", "client auth"])
-        try FileManager.default.createDirectory(atPath: pkiDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        try Kubeconfig.writeFile(key, to: path("node.key"), mode: 0o600)
-        try Kubeconfig.writeFile(certificate, to: path("node.crt"), mode: 0o644)
+        try write([("node.key", key, 0o600), ("node.crt", certificate, 0o644)])
         let kubeconfig = Kubeconfig(server: server, caPEM: caPEM, user: commonName, clientCertificatePEM: certificate, clientKeyPEM: key)
         try kubeconfig.write(to: kubeconfigPath)
         return kubeconfig
@@ -83,12 +80,16 @@ public struct NodeCredentials: Sendable {
         let isIP = CertificateAuthority.ipAddressBytes(address) != nil
         let (request, key) = try CertificateRequest.make(commonName: commonName, organizations: [NodeIdentity.group],
                                                          dnsNames: [nodeName] + (isIP ? [] : [address]), ipAddresses: isIP ? [address] : [])
-        let certificate = try await client.requestCertificate(request, signerName: "kubernetes.io/kubelet-serving",
+        let certificate = try await client.requestCertificate(request, signerName: NodeIdentity.servingSigner,
                                                               usages: ["digital signature", "server auth"])
-        try FileManager.default.createDirectory(atPath: pkiDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        try Kubeconfig.writeFile(key, to: path("serving.key"), mode: 0o600)
-        try Kubeconfig.writeFile(certificate, to: path("serving.crt"), mode: 0o644)
+        try write([("serving.key", key, 0o600), ("serving.crt", certificate, 0o644)])
         return KeyPair(certificatePEM: certificate, privateKeyPEM: key)
+    }
+
+    /// Writes files into DATA/pki (0700), each atomically with its mode.
+    func write(_ files: [(name: String, text: String, mode: Int)]) throws {
+        try FileManager.default.createDirectory(atPath: pkiDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        for file in files { try Kubeconfig.writeFile(file.text, to: path(file.name), mode: file.mode) }
     }
 
     /// The stored kubeconfig, or an error saying to join (again) when it is missing or expired.
@@ -110,11 +111,10 @@ public struct NodeCredentials: Sendable {
         return written.addingTimeInterval(max(0, expiry.timeIntervalSince(written)) * 0.7)
     }
 
-    /// Waits until `date`, then gets a new client certificate through `client` (the current
-    /// one), retrying every few seconds while the server cannot be reached. Returns the new kubeconfig.
-    public func renew(using client: APIClient, at date: Date, logger: Logger) async throws -> Kubeconfig {
+    /// Waits until `date`, then gets a new client certificate through `client` (made from
+    /// `current`), retrying every few seconds while the server cannot be reached. Returns the new kubeconfig.
+    public func renew(using client: APIClient, current: Kubeconfig, at date: Date, logger: Logger) async throws -> Kubeconfig {
         try await Task.sleep(for: .seconds(max(0, date.timeIntervalSinceNow)))
-        let current = try Kubeconfig.load(path: kubeconfigPath)
         while true {
             do {
                 return try await requestClientCertificate(using: client, server: current.server, caPEM: current.caPEM)
@@ -134,9 +134,10 @@ public struct NodeCredentials: Sendable {
         guard expectedHash.hasPrefix("sha256:"), expectedHash.count == 71 else {
             throw JoinError(description: "--ca-cert-hash: \"\(expectedHash)\" is not sha256:<64 hex digits> (the server's `cox token create --print-join-command` prints it)")
         }
-        guard let url = URL(string: server), url.scheme == "https", let host = url.host else {
+        guard let url = URL(string: server), url.scheme == "https", let bracketed = url.host else {
             throw JoinError(description: "--server: \"\(server)\" is not an https:// URL")
         }
+        let host = bracketed.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
         let port = url.port ?? 443
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.minimumTLSVersion = .tlsv12
@@ -144,7 +145,7 @@ public struct NodeCredentials: Sendable {
         tls.certificateVerification = .noHostnameVerification
         let context = try NIOSSLContext(configuration: tls)
         let (chains, chain) = AsyncStream<[NIOSSLCertificate]>.makeStream(bufferingPolicy: .bufferingNewest(1))
-        let sniHost = CertificateAuthority.ipAddressBytes(host.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))) == nil ? host : nil
+        let sniHost = CertificateAuthority.ipAddressBytes(host) == nil ? host : nil
         let channel: any Channel
         do {
             channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -160,7 +161,7 @@ public struct NodeCredentials: Sendable {
                         try channel.pipeline.syncOperations.addHandler(handler)
                     }
                 }
-                .connect(host: host.trimmingCharacters(in: CharacterSet(charactersIn: "[]")), port: port).get()
+                .connect(host: host, port: port).get()
         } catch {
             throw JoinError(description: "cannot connect to \(server): \(error)")
         }

@@ -175,7 +175,7 @@ enum LocalNode {
                     let renewAt = try credentials.renewalDate()
                     let renewed = try await withThrowingTaskGroup(of: Kubeconfig?.self) { group in
                         group.addTask { try await agent.run(); return nil }
-                        group.addTask { try await credentials.renew(using: client, at: renewAt, logger: logger) }
+                        group.addTask { [current] in try await credentials.renew(using: client, current: current, at: renewAt, logger: logger) }
                         let first = try await group.next() ?? nil
                         group.cancelAll()
                         return first
