@@ -142,13 +142,28 @@ def main(desc_path, out_path):
 
 
 
-def proto_codec(msg, maps):
-    """Swift source for one message's ProtoCodable conformance."""
+def proto_codec(msg, maps, heap):
+    """Swift source for one message's ProtoCodable conformance. `heap`: whether swift-protobuf
+    keeps the message's fields in a storage class (large messages).
+
+    The codec works on the stored fields themselves (`_storage._spec`, `self._probe`), not the
+    public accessors: a getter of a singular message returns `stored ?? Default()`, a copy of the
+    whole nested struct with a retain per reference it holds (half of encoding a Pod), and each
+    setter of a storage-backed message checks that its storage is unique. gen-protos.sh makes
+    those stored fields visible to this module's other files."""
     write, read = [], []
     for field in msg.field:
         prop = swift_property(field.name)
         v = "self." + ("`%s`" % prop if prop in QUOTED else prop)
-        has = "self.has" + swift_property(field.name, initial_upper=True)
+        explicit = field.proto3_optional or (field.type == T_MESSAGE and field.label != REPEATED)
+        if heap:
+            stored = "s._" + prop
+        elif explicit:
+            stored = "self._" + prop
+        else:
+            stored = v
+        # Where the reader puts a value: the storage class itself, made unique once per message.
+        target = stored if heap else v
         n = field.number
         tname = field.type_name.rsplit(".", 1)[-1]
         repeated = field.label == REPEATED
@@ -161,49 +176,79 @@ def proto_codec(msg, maps):
                        T_UINT32: "try r.uint32()", T_UINT64: "try r.uint64()", T_DOUBLE: "try r.double()",
                        T_FLOAT: "try r.float()", T_BYTES: "Data(try r.bytes())"}
         if is_map:
-            write.append("        for (key, value) in %s { w.mapEntry(%d, key, value) }" % (v, n))
-            read.append("            case %d:\n                let (key, value) = try r.mapEntry()\n                %s[key] = value" % (n, v))
+            write.append("        for (key, value) in %s { w.mapEntry(%d, key, value) }" % (stored, n))
+            # Room for a few entries at the first: growing 1 → 3 → 6 rehashed what was there.
+            read.append("            case %d:\n                let (key, value) = try r.mapEntry()\n                if %s.isEmpty { %s = Dictionary(minimumCapacity: 4) }\n                %s[key] = value"
+                        % (n, target, target, target))
         elif repeated and is_msg:
-            write.append("        for item in %s { w.message(%d, item) }" % (v, n))
-            read.append("            case %d: %s.append(try r.message(%s.self))" % (n, v, "Timestamp" if tname == "Timestamp" else tname))
+            write.append("        for item in %s { w.message(%d, item) }" % (stored, n))
+            read.append("            case %d: %s.append(try r.message(%s.self))" % (n, target, "Timestamp" if tname == "Timestamp" else tname))
         elif repeated:
             if field.type != T_STRING:
                 sys.exit("unsupported repeated scalar %s.%s" % (msg.name, field.name))
-            write.append("        for item in %s { w.string(%d, item) }" % (v, n))
-            read.append("            case %d: %s.append(try r.string())" % (n, v))
+            write.append("        for item in %s { w.string(%d, item) }" % (stored, n))
+            read.append("            case %d: %s.append(try r.string())" % (n, target))
         elif is_msg:
-            write.append("        if %s { w.message(%d, %s) }" % (has, n, v))
-            # A first occurrence decodes into a fresh value (uniquely owned, no copy-on-write);
-            # a repeated occurrence merges, as protobuf requires.
-            read.append("            case %d:\n                if %s { try r.merge(into: &%s) } else { %s = try r.message(%s.self) }"
-                        % (n, has, v, v, "Timestamp" if tname == "Timestamp" else tname))
+            write.append("        if let value = %s { w.message(%d, value) }" % (stored, n))
+            # Decoded in place, where it is stored (a repeated occurrence merges, as protobuf
+            # requires); building it aside and assigning it moved the whole struct.
+            read.append("            case %d:\n                if %s == nil { %s = %s() }\n                try r.merge(into: &%s!)"
+                        % (n, stored, stored, "Timestamp" if tname == "Timestamp" else tname, stored))
         else:
             if field.type not in scalar_write:
                 sys.exit("unsupported field type %s.%s" % (msg.name, field.name))
-            emit = (scalar_write[field.type] % n) % v
             if field.proto3_optional:
-                cond = has
-            elif field.type in (T_STRING, T_BYTES):
-                cond = "!%s.isEmpty" % v
-            elif field.type == T_BOOL:
-                cond = v
+                write.append("        if let value = %s { %s }" % (stored, (scalar_write[field.type] % n) % "value"))
             else:
-                cond = "%s != 0" % v
-            write.append("        if %s { %s }" % (cond, emit))
-            read.append("            case %d: %s = %s" % (n, v, scalar_read[field.type]))
+                emit = (scalar_write[field.type] % n) % stored
+                if field.type in (T_STRING, T_BYTES):
+                    cond = "!%s.isEmpty" % stored
+                elif field.type == T_BOOL:
+                    cond = stored
+                else:
+                    cond = "%s != 0" % stored
+                write.append("        if %s { %s }" % (cond, emit))
+            read.append("            case %d: %s = %s" % (n, target, scalar_read[field.type]))
     out = ["extension %s: ProtoCodable {" % msg.name,
            "    public func writeProto(to w: inout ProtoWriter) {"]
+    if heap and write:
+        out.append("        let s = self._storage")
     out += write or ["        _ = w"]
     out += ["    }", "",
-            "    public mutating func mergeProto(from r: inout ProtoReader) throws {",
-            "        while let field = try r.nextField() {",
+            "    public mutating func mergeProto(from r: inout ProtoReader) throws {"]
+    if heap and read:
+        # A new message shares the default storage; copying it field by field (most of them
+        # large optional structs) cost more than starting a fresh one.
+        out += ["        let s: _StorageClass",
+                "        if self._storage === _StorageClass.defaultInstance {",
+                "            s = _StorageClass()",
+                "            self._storage = s",
+                "        } else {",
+                "            s = self._uniqueStorage()",
+                "        }"]
+    out += ["        while let field = try r.nextField() {",
             "            switch field {"]
     out += read
     out += ["            default: try r.skip()", "            }", "        }", "    }", "}", ""]
     return out
 
 
+def heap_messages(generated_dir):
+    """Names of the messages swift-protobuf generated with a storage class."""
+    import glob, re
+    names = set()
+    for path in glob.glob(generated_dir + "/*.pb.swift"):
+        text = open(path).read()
+        parts = re.split(r"\nnonisolated extension (\w+): SwiftProtobuf\.Message", text)
+        for name, body in zip(parts[1::2], parts[2::2]):
+            if "class _StorageClass {" in body:
+                names.add(name)
+    return names
+
+
 def main_proto(desc_path, out_path):
+    import os
+    heap = heap_messages(os.path.dirname(out_path))
     fds = descriptor_pb2.FileDescriptorSet()
     fds.ParseFromString(open(desc_path, "rb").read())
     out = ["// Generated by scripts/gen-codecs.py from Protos/. Do not edit.",
@@ -215,7 +260,7 @@ def main_proto(desc_path, out_path):
             if msg.name in HANDWRITTEN_PROTO:
                 continue
             maps = {n.name: n for n in msg.nested_type if n.options.map_entry}
-            out += proto_codec(msg, maps)
+            out += proto_codec(msg, maps, msg.name in heap)
     open(out_path, "w").write("\n".join(out))
 
 

@@ -23,6 +23,15 @@ rm -f "$out"/*.pb.swift "$out"/*.generated.swift
 protoc -I Protos --plugin=protoc-gen-swift="$plugin" \
   --swift_out="$out" --swift_opt=Visibility=Public --swift_opt=FileNaming=PathToUnderscores \
   Protos/cox/*.proto
+# The specialised codecs read stored fields directly (see gen-codecs.py): make them visible to
+# the module's other files (swift-protobuf declares them fileprivate).
+sed -i -E \
+  -e 's/^  fileprivate var _storage = /  var _storage = /' \
+  -e 's/^  fileprivate class _StorageClass \{/  final class _StorageClass {/' \
+  -e 's/^  fileprivate mutating func _uniqueStorage\(\)/  mutating func _uniqueStorage()/' \
+  -e 's/^    private init\(\) \{\}/    init() {}/' \
+  -e 's/^  fileprivate var (_[A-Za-z0-9]+): (.*)\? = nil$/  var \1: \2? = nil/' \
+  "$out"/*.pb.swift
 desc=$(mktemp)
 protoc -I Protos --include_imports --include_source_info -o "$desc" Protos/cox/*.proto
 python3 scripts/gen-codecs.py "$desc" "$out/JSONCodecs.generated.swift" "$out/ProtoCodecs.generated.swift"

@@ -9,9 +9,9 @@ extension ObjectMeta: ProtoCodable {
         if !self.uid.isEmpty { w.string(4, self.uid) }
         if !self.resourceVersion.isEmpty { w.string(5, self.resourceVersion) }
         if self.generation != 0 { w.int64(6, self.generation) }
-        if self.hasCreationTimestamp { w.message(7, self.creationTimestamp) }
-        if self.hasDeletionTimestamp { w.message(8, self.deletionTimestamp) }
-        if self.hasDeletionGracePeriodSeconds { w.int64(9, self.deletionGracePeriodSeconds) }
+        if let value = self._creationTimestamp { w.message(7, value) }
+        if let value = self._deletionTimestamp { w.message(8, value) }
+        if let value = self._deletionGracePeriodSeconds { w.int64(9, value) }
         for (key, value) in self.labels { w.mapEntry(10, key, value) }
         for (key, value) in self.annotations { w.mapEntry(11, key, value) }
         for item in self.ownerReferences { w.message(12, item) }
@@ -28,15 +28,19 @@ extension ObjectMeta: ProtoCodable {
             case 5: self.resourceVersion = try r.string()
             case 6: self.generation = try r.int64()
             case 7:
-                if self.hasCreationTimestamp { try r.merge(into: &self.creationTimestamp) } else { self.creationTimestamp = try r.message(Timestamp.self) }
+                if self._creationTimestamp == nil { self._creationTimestamp = Timestamp() }
+                try r.merge(into: &self._creationTimestamp!)
             case 8:
-                if self.hasDeletionTimestamp { try r.merge(into: &self.deletionTimestamp) } else { self.deletionTimestamp = try r.message(Timestamp.self) }
+                if self._deletionTimestamp == nil { self._deletionTimestamp = Timestamp() }
+                try r.merge(into: &self._deletionTimestamp!)
             case 9: self.deletionGracePeriodSeconds = try r.int64()
             case 10:
                 let (key, value) = try r.mapEntry()
+                if self.labels.isEmpty { self.labels = Dictionary(minimumCapacity: 4) }
                 self.labels[key] = value
             case 11:
                 let (key, value) = try r.mapEntry()
+                if self.annotations.isEmpty { self.annotations = Dictionary(minimumCapacity: 4) }
                 self.annotations[key] = value
             case 12: self.ownerReferences.append(try r.message(OwnerReference.self))
             case 13: self.finalizers.append(try r.string())
@@ -52,8 +56,8 @@ extension OwnerReference: ProtoCodable {
         if !self.kind.isEmpty { w.string(2, self.kind) }
         if !self.name.isEmpty { w.string(3, self.name) }
         if !self.uid.isEmpty { w.string(4, self.uid) }
-        if self.hasController { w.bool(5, self.controller) }
-        if self.hasBlockOwnerDeletion { w.bool(6, self.blockOwnerDeletion) }
+        if let value = self._controller { w.bool(5, value) }
+        if let value = self._blockOwnerDeletion { w.bool(6, value) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
@@ -75,7 +79,7 @@ extension ListMeta: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
         if !self.resourceVersion.isEmpty { w.string(1, self.resourceVersion) }
         if !self.`continue`.isEmpty { w.string(2, self.`continue`) }
-        if self.hasRemainingItemCount { w.int64(3, self.remainingItemCount) }
+        if let value = self._remainingItemCount { w.int64(3, value) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
@@ -120,6 +124,7 @@ extension LabelSelector: ProtoCodable {
             switch field {
             case 1:
                 let (key, value) = try r.mapEntry()
+                if self.matchLabels.isEmpty { self.matchLabels = Dictionary(minimumCapacity: 4) }
                 self.matchLabels[key] = value
             case 2: self.matchExpressions.append(try r.message(LabelSelectorRequirement.self))
             default: try r.skip()
@@ -176,11 +181,11 @@ extension Status: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
         if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
         if !self.kind.isEmpty { w.string(2, self.kind) }
-        if self.hasMetadata { w.message(3, self.metadata) }
+        if let value = self._metadata { w.message(3, value) }
         if !self.status.isEmpty { w.string(4, self.status) }
         if !self.message.isEmpty { w.string(5, self.message) }
         if !self.reason.isEmpty { w.string(6, self.reason) }
-        if self.hasDetails { w.message(7, self.details) }
+        if let value = self._details { w.message(7, value) }
         if self.code != 0 { w.int32(8, self.code) }
     }
 
@@ -190,12 +195,14 @@ extension Status: ProtoCodable {
             case 1: self.apiVersion = try r.string()
             case 2: self.kind = try r.string()
             case 3:
-                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ListMeta.self) }
+                if self._metadata == nil { self._metadata = ListMeta() }
+                try r.merge(into: &self._metadata!)
             case 4: self.status = try r.string()
             case 5: self.message = try r.string()
             case 6: self.reason = try r.string()
             case 7:
-                if self.hasDetails { try r.merge(into: &self.details) } else { self.details = try r.message(StatusDetails.self) }
+                if self._details == nil { self._details = StatusDetails() }
+                try r.merge(into: &self._details!)
             case 8: self.code = try r.int32()
             default: try r.skip()
             }
@@ -252,24 +259,35 @@ extension NamespaceStatus: ProtoCodable {
 
 extension Namespace: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
-        if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
-        if !self.kind.isEmpty { w.string(2, self.kind) }
-        if self.hasMetadata { w.message(3, self.metadata) }
-        if self.hasSpec { w.message(4, self.spec) }
-        if self.hasStatus { w.message(5, self.status) }
+        let s = self._storage
+        if !s._apiVersion.isEmpty { w.string(1, s._apiVersion) }
+        if !s._kind.isEmpty { w.string(2, s._kind) }
+        if let value = s._metadata { w.message(3, value) }
+        if let value = s._spec { w.message(4, value) }
+        if let value = s._status { w.message(5, value) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
+        let s: _StorageClass
+        if self._storage === _StorageClass.defaultInstance {
+            s = _StorageClass()
+            self._storage = s
+        } else {
+            s = self._uniqueStorage()
+        }
         while let field = try r.nextField() {
             switch field {
-            case 1: self.apiVersion = try r.string()
-            case 2: self.kind = try r.string()
+            case 1: s._apiVersion = try r.string()
+            case 2: s._kind = try r.string()
             case 3:
-                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ObjectMeta.self) }
+                if s._metadata == nil { s._metadata = ObjectMeta() }
+                try r.merge(into: &s._metadata!)
             case 4:
-                if self.hasSpec { try r.merge(into: &self.spec) } else { self.spec = try r.message(NamespaceSpec.self) }
+                if s._spec == nil { s._spec = NamespaceSpec() }
+                try r.merge(into: &s._spec!)
             case 5:
-                if self.hasStatus { try r.merge(into: &self.status) } else { self.status = try r.message(NamespaceStatus.self) }
+                if s._status == nil { s._status = NamespaceStatus() }
+                try r.merge(into: &s._status!)
             default: try r.skip()
             }
         }
@@ -280,7 +298,7 @@ extension NamespaceList: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
         if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
         if !self.kind.isEmpty { w.string(2, self.kind) }
-        if self.hasMetadata { w.message(3, self.metadata) }
+        if let value = self._metadata { w.message(3, value) }
         for item in self.items { w.message(4, item) }
     }
 
@@ -290,7 +308,8 @@ extension NamespaceList: ProtoCodable {
             case 1: self.apiVersion = try r.string()
             case 2: self.kind = try r.string()
             case 3:
-                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ListMeta.self) }
+                if self._metadata == nil { self._metadata = ListMeta() }
+                try r.merge(into: &self._metadata!)
             case 4: self.items.append(try r.message(Namespace.self))
             default: try r.skip()
             }
@@ -349,9 +368,11 @@ extension ResourceRequirements: ProtoCodable {
             switch field {
             case 1:
                 let (key, value) = try r.mapEntry()
+                if self.limits.isEmpty { self.limits = Dictionary(minimumCapacity: 4) }
                 self.limits[key] = value
             case 2:
                 let (key, value) = try r.mapEntry()
+                if self.requests.isEmpty { self.requests = Dictionary(minimumCapacity: 4) }
                 self.requests[key] = value
             default: try r.skip()
             }
@@ -394,7 +415,7 @@ extension HTTPHeader: ProtoCodable {
 extension HTTPGetAction: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
         if !self.path.isEmpty { w.string(1, self.path) }
-        if self.hasPort { w.message(2, self.port) }
+        if let value = self._port { w.message(2, value) }
         if !self.host.isEmpty { w.string(3, self.host) }
         if !self.scheme.isEmpty { w.string(4, self.scheme) }
         for item in self.httpHeaders { w.message(5, item) }
@@ -405,7 +426,8 @@ extension HTTPGetAction: ProtoCodable {
             switch field {
             case 1: self.path = try r.string()
             case 2:
-                if self.hasPort { try r.merge(into: &self.port) } else { self.port = try r.message(IntOrString.self) }
+                if self._port == nil { self._port = IntOrString() }
+                try r.merge(into: &self._port!)
             case 3: self.host = try r.string()
             case 4: self.scheme = try r.string()
             case 5: self.httpHeaders.append(try r.message(HTTPHeader.self))
@@ -417,7 +439,7 @@ extension HTTPGetAction: ProtoCodable {
 
 extension TCPSocketAction: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
-        if self.hasPort { w.message(1, self.port) }
+        if let value = self._port { w.message(1, value) }
         if !self.host.isEmpty { w.string(2, self.host) }
     }
 
@@ -425,7 +447,8 @@ extension TCPSocketAction: ProtoCodable {
         while let field = try r.nextField() {
             switch field {
             case 1:
-                if self.hasPort { try r.merge(into: &self.port) } else { self.port = try r.message(IntOrString.self) }
+                if self._port == nil { self._port = IntOrString() }
+                try r.merge(into: &self._port!)
             case 2: self.host = try r.string()
             default: try r.skip()
             }
@@ -435,26 +458,29 @@ extension TCPSocketAction: ProtoCodable {
 
 extension Probe: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
-        if self.hasExec { w.message(1, self.exec) }
-        if self.hasHTTPGet { w.message(2, self.httpGet) }
-        if self.hasTcpSocket { w.message(3, self.tcpSocket) }
+        if let value = self._exec { w.message(1, value) }
+        if let value = self._httpGet { w.message(2, value) }
+        if let value = self._tcpSocket { w.message(3, value) }
         if self.initialDelaySeconds != 0 { w.int32(4, self.initialDelaySeconds) }
         if self.timeoutSeconds != 0 { w.int32(5, self.timeoutSeconds) }
         if self.periodSeconds != 0 { w.int32(6, self.periodSeconds) }
         if self.successThreshold != 0 { w.int32(7, self.successThreshold) }
         if self.failureThreshold != 0 { w.int32(8, self.failureThreshold) }
-        if self.hasTerminationGracePeriodSeconds { w.int64(9, self.terminationGracePeriodSeconds) }
+        if let value = self._terminationGracePeriodSeconds { w.int64(9, value) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
         while let field = try r.nextField() {
             switch field {
             case 1:
-                if self.hasExec { try r.merge(into: &self.exec) } else { self.exec = try r.message(ExecAction.self) }
+                if self._exec == nil { self._exec = ExecAction() }
+                try r.merge(into: &self._exec!)
             case 2:
-                if self.hasHTTPGet { try r.merge(into: &self.httpGet) } else { self.httpGet = try r.message(HTTPGetAction.self) }
+                if self._httpGet == nil { self._httpGet = HTTPGetAction() }
+                try r.merge(into: &self._httpGet!)
             case 3:
-                if self.hasTcpSocket { try r.merge(into: &self.tcpSocket) } else { self.tcpSocket = try r.message(TCPSocketAction.self) }
+                if self._tcpSocket == nil { self._tcpSocket = TCPSocketAction() }
+                try r.merge(into: &self._tcpSocket!)
             case 4: self.initialDelaySeconds = try r.int32()
             case 5: self.timeoutSeconds = try r.int32()
             case 6: self.periodSeconds = try r.int32()
@@ -469,39 +495,51 @@ extension Probe: ProtoCodable {
 
 extension Container: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
-        if !self.name.isEmpty { w.string(1, self.name) }
-        if !self.image.isEmpty { w.string(2, self.image) }
-        for item in self.command { w.string(3, item) }
-        for item in self.args { w.string(4, item) }
-        if !self.workingDir.isEmpty { w.string(5, self.workingDir) }
-        for item in self.ports { w.message(6, item) }
-        for item in self.env { w.message(7, item) }
-        if self.hasResources { w.message(8, self.resources) }
-        if self.hasLivenessProbe { w.message(9, self.livenessProbe) }
-        if self.hasReadinessProbe { w.message(10, self.readinessProbe) }
-        if self.hasStartupProbe { w.message(11, self.startupProbe) }
-        if !self.imagePullPolicy.isEmpty { w.string(12, self.imagePullPolicy) }
+        let s = self._storage
+        if !s._name.isEmpty { w.string(1, s._name) }
+        if !s._image.isEmpty { w.string(2, s._image) }
+        for item in s._command { w.string(3, item) }
+        for item in s._args { w.string(4, item) }
+        if !s._workingDir.isEmpty { w.string(5, s._workingDir) }
+        for item in s._ports { w.message(6, item) }
+        for item in s._env { w.message(7, item) }
+        if let value = s._resources { w.message(8, value) }
+        if let value = s._livenessProbe { w.message(9, value) }
+        if let value = s._readinessProbe { w.message(10, value) }
+        if let value = s._startupProbe { w.message(11, value) }
+        if !s._imagePullPolicy.isEmpty { w.string(12, s._imagePullPolicy) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
+        let s: _StorageClass
+        if self._storage === _StorageClass.defaultInstance {
+            s = _StorageClass()
+            self._storage = s
+        } else {
+            s = self._uniqueStorage()
+        }
         while let field = try r.nextField() {
             switch field {
-            case 1: self.name = try r.string()
-            case 2: self.image = try r.string()
-            case 3: self.command.append(try r.string())
-            case 4: self.args.append(try r.string())
-            case 5: self.workingDir = try r.string()
-            case 6: self.ports.append(try r.message(ContainerPort.self))
-            case 7: self.env.append(try r.message(EnvVar.self))
+            case 1: s._name = try r.string()
+            case 2: s._image = try r.string()
+            case 3: s._command.append(try r.string())
+            case 4: s._args.append(try r.string())
+            case 5: s._workingDir = try r.string()
+            case 6: s._ports.append(try r.message(ContainerPort.self))
+            case 7: s._env.append(try r.message(EnvVar.self))
             case 8:
-                if self.hasResources { try r.merge(into: &self.resources) } else { self.resources = try r.message(ResourceRequirements.self) }
+                if s._resources == nil { s._resources = ResourceRequirements() }
+                try r.merge(into: &s._resources!)
             case 9:
-                if self.hasLivenessProbe { try r.merge(into: &self.livenessProbe) } else { self.livenessProbe = try r.message(Probe.self) }
+                if s._livenessProbe == nil { s._livenessProbe = Probe() }
+                try r.merge(into: &s._livenessProbe!)
             case 10:
-                if self.hasReadinessProbe { try r.merge(into: &self.readinessProbe) } else { self.readinessProbe = try r.message(Probe.self) }
+                if s._readinessProbe == nil { s._readinessProbe = Probe() }
+                try r.merge(into: &s._readinessProbe!)
             case 11:
-                if self.hasStartupProbe { try r.merge(into: &self.startupProbe) } else { self.startupProbe = try r.message(Probe.self) }
-            case 12: self.imagePullPolicy = try r.string()
+                if s._startupProbe == nil { s._startupProbe = Probe() }
+                try r.merge(into: &s._startupProbe!)
+            case 12: s._imagePullPolicy = try r.string()
             default: try r.skip()
             }
         }
@@ -514,7 +552,7 @@ extension Toleration: ProtoCodable {
         if !self.`operator`.isEmpty { w.string(2, self.`operator`) }
         if !self.value.isEmpty { w.string(3, self.value) }
         if !self.effect.isEmpty { w.string(4, self.effect) }
-        if self.hasTolerationSeconds { w.int64(5, self.tolerationSeconds) }
+        if let value = self._tolerationSeconds { w.int64(5, value) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
@@ -582,14 +620,15 @@ extension NodeSelector: ProtoCodable {
 
 extension NodeAffinity: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
-        if self.hasRequiredDuringSchedulingIgnoredDuringExecution { w.message(1, self.requiredDuringSchedulingIgnoredDuringExecution) }
+        if let value = self._requiredDuringSchedulingIgnoredDuringExecution { w.message(1, value) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
         while let field = try r.nextField() {
             switch field {
             case 1:
-                if self.hasRequiredDuringSchedulingIgnoredDuringExecution { try r.merge(into: &self.requiredDuringSchedulingIgnoredDuringExecution) } else { self.requiredDuringSchedulingIgnoredDuringExecution = try r.message(NodeSelector.self) }
+                if self._requiredDuringSchedulingIgnoredDuringExecution == nil { self._requiredDuringSchedulingIgnoredDuringExecution = NodeSelector() }
+                try r.merge(into: &self._requiredDuringSchedulingIgnoredDuringExecution!)
             default: try r.skip()
             }
         }
@@ -598,14 +637,15 @@ extension NodeAffinity: ProtoCodable {
 
 extension Affinity: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
-        if self.hasNodeAffinity { w.message(1, self.nodeAffinity) }
+        if let value = self._nodeAffinity { w.message(1, value) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
         while let field = try r.nextField() {
             switch field {
             case 1:
-                if self.hasNodeAffinity { try r.merge(into: &self.nodeAffinity) } else { self.nodeAffinity = try r.message(NodeAffinity.self) }
+                if self._nodeAffinity == nil { self._nodeAffinity = NodeAffinity() }
+                try r.merge(into: &self._nodeAffinity!)
             default: try r.skip()
             }
         }
@@ -616,16 +656,16 @@ extension PodSpec: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
         for item in self.containers { w.message(1, item) }
         if !self.restartPolicy.isEmpty { w.string(2, self.restartPolicy) }
-        if self.hasTerminationGracePeriodSeconds { w.int64(3, self.terminationGracePeriodSeconds) }
-        if self.hasActiveDeadlineSeconds { w.int64(4, self.activeDeadlineSeconds) }
+        if let value = self._terminationGracePeriodSeconds { w.int64(3, value) }
+        if let value = self._activeDeadlineSeconds { w.int64(4, value) }
         for (key, value) in self.nodeSelector { w.mapEntry(5, key, value) }
         if !self.serviceAccountName.isEmpty { w.string(6, self.serviceAccountName) }
         if !self.nodeName.isEmpty { w.string(7, self.nodeName) }
         if !self.hostname.isEmpty { w.string(8, self.hostname) }
-        if self.hasAffinity { w.message(9, self.affinity) }
+        if let value = self._affinity { w.message(9, value) }
         if !self.schedulerName.isEmpty { w.string(10, self.schedulerName) }
         for item in self.tolerations { w.message(11, item) }
-        if self.hasPriority { w.int32(12, self.priority) }
+        if let value = self._priority { w.int32(12, value) }
         if !self.runtimeClassName.isEmpty { w.string(13, self.runtimeClassName) }
     }
 
@@ -638,12 +678,14 @@ extension PodSpec: ProtoCodable {
             case 4: self.activeDeadlineSeconds = try r.int64()
             case 5:
                 let (key, value) = try r.mapEntry()
+                if self.nodeSelector.isEmpty { self.nodeSelector = Dictionary(minimumCapacity: 4) }
                 self.nodeSelector[key] = value
             case 6: self.serviceAccountName = try r.string()
             case 7: self.nodeName = try r.string()
             case 8: self.hostname = try r.string()
             case 9:
-                if self.hasAffinity { try r.merge(into: &self.affinity) } else { self.affinity = try r.message(Affinity.self) }
+                if self._affinity == nil { self._affinity = Affinity() }
+                try r.merge(into: &self._affinity!)
             case 10: self.schedulerName = try r.string()
             case 11: self.tolerations.append(try r.message(Toleration.self))
             case 12: self.priority = try r.int32()
@@ -658,8 +700,8 @@ extension PodCondition: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
         if !self.`type`.isEmpty { w.string(1, self.`type`) }
         if !self.status.isEmpty { w.string(2, self.status) }
-        if self.hasLastProbeTime { w.message(3, self.lastProbeTime) }
-        if self.hasLastTransitionTime { w.message(4, self.lastTransitionTime) }
+        if let value = self._lastProbeTime { w.message(3, value) }
+        if let value = self._lastTransitionTime { w.message(4, value) }
         if !self.reason.isEmpty { w.string(5, self.reason) }
         if !self.message.isEmpty { w.string(6, self.message) }
     }
@@ -670,9 +712,11 @@ extension PodCondition: ProtoCodable {
             case 1: self.`type` = try r.string()
             case 2: self.status = try r.string()
             case 3:
-                if self.hasLastProbeTime { try r.merge(into: &self.lastProbeTime) } else { self.lastProbeTime = try r.message(Timestamp.self) }
+                if self._lastProbeTime == nil { self._lastProbeTime = Timestamp() }
+                try r.merge(into: &self._lastProbeTime!)
             case 4:
-                if self.hasLastTransitionTime { try r.merge(into: &self.lastTransitionTime) } else { self.lastTransitionTime = try r.message(Timestamp.self) }
+                if self._lastTransitionTime == nil { self._lastTransitionTime = Timestamp() }
+                try r.merge(into: &self._lastTransitionTime!)
             case 5: self.reason = try r.string()
             case 6: self.message = try r.string()
             default: try r.skip()
@@ -700,14 +744,15 @@ extension ContainerStateWaiting: ProtoCodable {
 
 extension ContainerStateRunning: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
-        if self.hasStartedAt { w.message(1, self.startedAt) }
+        if let value = self._startedAt { w.message(1, value) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
         while let field = try r.nextField() {
             switch field {
             case 1:
-                if self.hasStartedAt { try r.merge(into: &self.startedAt) } else { self.startedAt = try r.message(Timestamp.self) }
+                if self._startedAt == nil { self._startedAt = Timestamp() }
+                try r.merge(into: &self._startedAt!)
             default: try r.skip()
             }
         }
@@ -720,8 +765,8 @@ extension ContainerStateTerminated: ProtoCodable {
         if self.signal != 0 { w.int32(2, self.signal) }
         if !self.reason.isEmpty { w.string(3, self.reason) }
         if !self.message.isEmpty { w.string(4, self.message) }
-        if self.hasStartedAt { w.message(5, self.startedAt) }
-        if self.hasFinishedAt { w.message(6, self.finishedAt) }
+        if let value = self._startedAt { w.message(5, value) }
+        if let value = self._finishedAt { w.message(6, value) }
         if !self.containerID.isEmpty { w.string(7, self.containerID) }
     }
 
@@ -733,9 +778,11 @@ extension ContainerStateTerminated: ProtoCodable {
             case 3: self.reason = try r.string()
             case 4: self.message = try r.string()
             case 5:
-                if self.hasStartedAt { try r.merge(into: &self.startedAt) } else { self.startedAt = try r.message(Timestamp.self) }
+                if self._startedAt == nil { self._startedAt = Timestamp() }
+                try r.merge(into: &self._startedAt!)
             case 6:
-                if self.hasFinishedAt { try r.merge(into: &self.finishedAt) } else { self.finishedAt = try r.message(Timestamp.self) }
+                if self._finishedAt == nil { self._finishedAt = Timestamp() }
+                try r.merge(into: &self._finishedAt!)
             case 7: self.containerID = try r.string()
             default: try r.skip()
             }
@@ -745,20 +792,23 @@ extension ContainerStateTerminated: ProtoCodable {
 
 extension ContainerState: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
-        if self.hasWaiting { w.message(1, self.waiting) }
-        if self.hasRunning { w.message(2, self.running) }
-        if self.hasTerminated { w.message(3, self.terminated) }
+        if let value = self._waiting { w.message(1, value) }
+        if let value = self._running { w.message(2, value) }
+        if let value = self._terminated { w.message(3, value) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
         while let field = try r.nextField() {
             switch field {
             case 1:
-                if self.hasWaiting { try r.merge(into: &self.waiting) } else { self.waiting = try r.message(ContainerStateWaiting.self) }
+                if self._waiting == nil { self._waiting = ContainerStateWaiting() }
+                try r.merge(into: &self._waiting!)
             case 2:
-                if self.hasRunning { try r.merge(into: &self.running) } else { self.running = try r.message(ContainerStateRunning.self) }
+                if self._running == nil { self._running = ContainerStateRunning() }
+                try r.merge(into: &self._running!)
             case 3:
-                if self.hasTerminated { try r.merge(into: &self.terminated) } else { self.terminated = try r.message(ContainerStateTerminated.self) }
+                if self._terminated == nil { self._terminated = ContainerStateTerminated() }
+                try r.merge(into: &self._terminated!)
             default: try r.skip()
             }
         }
@@ -767,29 +817,39 @@ extension ContainerState: ProtoCodable {
 
 extension ContainerStatus: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
-        if !self.name.isEmpty { w.string(1, self.name) }
-        if self.hasState { w.message(2, self.state) }
-        if self.hasLastState { w.message(3, self.lastState) }
-        if self.ready { w.bool(4, self.ready) }
-        if self.restartCount != 0 { w.int32(5, self.restartCount) }
-        if !self.image.isEmpty { w.string(6, self.image) }
-        if !self.containerID.isEmpty { w.string(7, self.containerID) }
-        if self.hasStarted { w.bool(8, self.started) }
+        let s = self._storage
+        if !s._name.isEmpty { w.string(1, s._name) }
+        if let value = s._state { w.message(2, value) }
+        if let value = s._lastState { w.message(3, value) }
+        if s._ready { w.bool(4, s._ready) }
+        if s._restartCount != 0 { w.int32(5, s._restartCount) }
+        if !s._image.isEmpty { w.string(6, s._image) }
+        if !s._containerID.isEmpty { w.string(7, s._containerID) }
+        if let value = s._started { w.bool(8, value) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
+        let s: _StorageClass
+        if self._storage === _StorageClass.defaultInstance {
+            s = _StorageClass()
+            self._storage = s
+        } else {
+            s = self._uniqueStorage()
+        }
         while let field = try r.nextField() {
             switch field {
-            case 1: self.name = try r.string()
+            case 1: s._name = try r.string()
             case 2:
-                if self.hasState { try r.merge(into: &self.state) } else { self.state = try r.message(ContainerState.self) }
+                if s._state == nil { s._state = ContainerState() }
+                try r.merge(into: &s._state!)
             case 3:
-                if self.hasLastState { try r.merge(into: &self.lastState) } else { self.lastState = try r.message(ContainerState.self) }
-            case 4: self.ready = try r.bool()
-            case 5: self.restartCount = try r.int32()
-            case 6: self.image = try r.string()
-            case 7: self.containerID = try r.string()
-            case 8: self.started = try r.bool()
+                if s._lastState == nil { s._lastState = ContainerState() }
+                try r.merge(into: &s._lastState!)
+            case 4: s._ready = try r.bool()
+            case 5: s._restartCount = try r.int32()
+            case 6: s._image = try r.string()
+            case 7: s._containerID = try r.string()
+            case 8: s._started = try r.bool()
             default: try r.skip()
             }
         }
@@ -820,7 +880,7 @@ extension PodStatus: ProtoCodable {
         if !self.hostIp.isEmpty { w.string(5, self.hostIp) }
         if !self.podIp.isEmpty { w.string(6, self.podIp) }
         for item in self.podIps { w.message(7, item) }
-        if self.hasStartTime { w.message(8, self.startTime) }
+        if let value = self._startTime { w.message(8, value) }
         for item in self.containerStatuses { w.message(9, item) }
     }
 
@@ -835,7 +895,8 @@ extension PodStatus: ProtoCodable {
             case 6: self.podIp = try r.string()
             case 7: self.podIps.append(try r.message(PodIP.self))
             case 8:
-                if self.hasStartTime { try r.merge(into: &self.startTime) } else { self.startTime = try r.message(Timestamp.self) }
+                if self._startTime == nil { self._startTime = Timestamp() }
+                try r.merge(into: &self._startTime!)
             case 9: self.containerStatuses.append(try r.message(ContainerStatus.self))
             default: try r.skip()
             }
@@ -845,24 +906,35 @@ extension PodStatus: ProtoCodable {
 
 extension Pod: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
-        if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
-        if !self.kind.isEmpty { w.string(2, self.kind) }
-        if self.hasMetadata { w.message(3, self.metadata) }
-        if self.hasSpec { w.message(4, self.spec) }
-        if self.hasStatus { w.message(5, self.status) }
+        let s = self._storage
+        if !s._apiVersion.isEmpty { w.string(1, s._apiVersion) }
+        if !s._kind.isEmpty { w.string(2, s._kind) }
+        if let value = s._metadata { w.message(3, value) }
+        if let value = s._spec { w.message(4, value) }
+        if let value = s._status { w.message(5, value) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
+        let s: _StorageClass
+        if self._storage === _StorageClass.defaultInstance {
+            s = _StorageClass()
+            self._storage = s
+        } else {
+            s = self._uniqueStorage()
+        }
         while let field = try r.nextField() {
             switch field {
-            case 1: self.apiVersion = try r.string()
-            case 2: self.kind = try r.string()
+            case 1: s._apiVersion = try r.string()
+            case 2: s._kind = try r.string()
             case 3:
-                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ObjectMeta.self) }
+                if s._metadata == nil { s._metadata = ObjectMeta() }
+                try r.merge(into: &s._metadata!)
             case 4:
-                if self.hasSpec { try r.merge(into: &self.spec) } else { self.spec = try r.message(PodSpec.self) }
+                if s._spec == nil { s._spec = PodSpec() }
+                try r.merge(into: &s._spec!)
             case 5:
-                if self.hasStatus { try r.merge(into: &self.status) } else { self.status = try r.message(PodStatus.self) }
+                if s._status == nil { s._status = PodStatus() }
+                try r.merge(into: &s._status!)
             default: try r.skip()
             }
         }
@@ -873,7 +945,7 @@ extension PodList: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
         if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
         if !self.kind.isEmpty { w.string(2, self.kind) }
-        if self.hasMetadata { w.message(3, self.metadata) }
+        if let value = self._metadata { w.message(3, value) }
         for item in self.items { w.message(4, item) }
     }
 
@@ -883,7 +955,8 @@ extension PodList: ProtoCodable {
             case 1: self.apiVersion = try r.string()
             case 2: self.kind = try r.string()
             case 3:
-                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ListMeta.self) }
+                if self._metadata == nil { self._metadata = ListMeta() }
+                try r.merge(into: &self._metadata!)
             case 4: self.items.append(try r.message(Pod.self))
             default: try r.skip()
             }
@@ -893,17 +966,27 @@ extension PodList: ProtoCodable {
 
 extension PodTemplateSpec: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
-        if self.hasMetadata { w.message(1, self.metadata) }
-        if self.hasSpec { w.message(2, self.spec) }
+        let s = self._storage
+        if let value = s._metadata { w.message(1, value) }
+        if let value = s._spec { w.message(2, value) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
+        let s: _StorageClass
+        if self._storage === _StorageClass.defaultInstance {
+            s = _StorageClass()
+            self._storage = s
+        } else {
+            s = self._uniqueStorage()
+        }
         while let field = try r.nextField() {
             switch field {
             case 1:
-                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ObjectMeta.self) }
+                if s._metadata == nil { s._metadata = ObjectMeta() }
+                try r.merge(into: &s._metadata!)
             case 2:
-                if self.hasSpec { try r.merge(into: &self.spec) } else { self.spec = try r.message(PodSpec.self) }
+                if s._spec == nil { s._spec = PodSpec() }
+                try r.merge(into: &s._spec!)
             default: try r.skip()
             }
         }
@@ -915,7 +998,7 @@ extension Taint: ProtoCodable {
         if !self.key.isEmpty { w.string(1, self.key) }
         if !self.value.isEmpty { w.string(2, self.value) }
         if !self.effect.isEmpty { w.string(3, self.effect) }
-        if self.hasTimeAdded { w.message(4, self.timeAdded) }
+        if let value = self._timeAdded { w.message(4, value) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
@@ -925,7 +1008,8 @@ extension Taint: ProtoCodable {
             case 2: self.value = try r.string()
             case 3: self.effect = try r.string()
             case 4:
-                if self.hasTimeAdded { try r.merge(into: &self.timeAdded) } else { self.timeAdded = try r.message(Timestamp.self) }
+                if self._timeAdded == nil { self._timeAdded = Timestamp() }
+                try r.merge(into: &self._timeAdded!)
             default: try r.skip()
             }
         }
@@ -957,8 +1041,8 @@ extension NodeCondition: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
         if !self.`type`.isEmpty { w.string(1, self.`type`) }
         if !self.status.isEmpty { w.string(2, self.status) }
-        if self.hasLastHeartbeatTime { w.message(3, self.lastHeartbeatTime) }
-        if self.hasLastTransitionTime { w.message(4, self.lastTransitionTime) }
+        if let value = self._lastHeartbeatTime { w.message(3, value) }
+        if let value = self._lastTransitionTime { w.message(4, value) }
         if !self.reason.isEmpty { w.string(5, self.reason) }
         if !self.message.isEmpty { w.string(6, self.message) }
     }
@@ -969,9 +1053,11 @@ extension NodeCondition: ProtoCodable {
             case 1: self.`type` = try r.string()
             case 2: self.status = try r.string()
             case 3:
-                if self.hasLastHeartbeatTime { try r.merge(into: &self.lastHeartbeatTime) } else { self.lastHeartbeatTime = try r.message(Timestamp.self) }
+                if self._lastHeartbeatTime == nil { self._lastHeartbeatTime = Timestamp() }
+                try r.merge(into: &self._lastHeartbeatTime!)
             case 4:
-                if self.hasLastTransitionTime { try r.merge(into: &self.lastTransitionTime) } else { self.lastTransitionTime = try r.message(Timestamp.self) }
+                if self._lastTransitionTime == nil { self._lastTransitionTime = Timestamp() }
+                try r.merge(into: &self._lastTransitionTime!)
             case 5: self.reason = try r.string()
             case 6: self.message = try r.string()
             default: try r.skip()
@@ -1037,8 +1123,8 @@ extension NodeStatus: ProtoCodable {
         if !self.phase.isEmpty { w.string(3, self.phase) }
         for item in self.conditions { w.message(4, item) }
         for item in self.addresses { w.message(5, item) }
-        if self.hasNodeInfo { w.message(6, self.nodeInfo) }
-        if self.hasDaemonEndpoints { w.message(7, self.daemonEndpoints) }
+        if let value = self._nodeInfo { w.message(6, value) }
+        if let value = self._daemonEndpoints { w.message(7, value) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
@@ -1046,17 +1132,21 @@ extension NodeStatus: ProtoCodable {
             switch field {
             case 1:
                 let (key, value) = try r.mapEntry()
+                if self.capacity.isEmpty { self.capacity = Dictionary(minimumCapacity: 4) }
                 self.capacity[key] = value
             case 2:
                 let (key, value) = try r.mapEntry()
+                if self.allocatable.isEmpty { self.allocatable = Dictionary(minimumCapacity: 4) }
                 self.allocatable[key] = value
             case 3: self.phase = try r.string()
             case 4: self.conditions.append(try r.message(NodeCondition.self))
             case 5: self.addresses.append(try r.message(NodeAddress.self))
             case 6:
-                if self.hasNodeInfo { try r.merge(into: &self.nodeInfo) } else { self.nodeInfo = try r.message(NodeSystemInfo.self) }
+                if self._nodeInfo == nil { self._nodeInfo = NodeSystemInfo() }
+                try r.merge(into: &self._nodeInfo!)
             case 7:
-                if self.hasDaemonEndpoints { try r.merge(into: &self.daemonEndpoints) } else { self.daemonEndpoints = try r.message(NodeDaemonEndpoints.self) }
+                if self._daemonEndpoints == nil { self._daemonEndpoints = NodeDaemonEndpoints() }
+                try r.merge(into: &self._daemonEndpoints!)
             default: try r.skip()
             }
         }
@@ -1080,14 +1170,15 @@ extension DaemonEndpoint: ProtoCodable {
 
 extension NodeDaemonEndpoints: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
-        if self.hasKubeletEndpoint { w.message(1, self.kubeletEndpoint) }
+        if let value = self._kubeletEndpoint { w.message(1, value) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
         while let field = try r.nextField() {
             switch field {
             case 1:
-                if self.hasKubeletEndpoint { try r.merge(into: &self.kubeletEndpoint) } else { self.kubeletEndpoint = try r.message(DaemonEndpoint.self) }
+                if self._kubeletEndpoint == nil { self._kubeletEndpoint = DaemonEndpoint() }
+                try r.merge(into: &self._kubeletEndpoint!)
             default: try r.skip()
             }
         }
@@ -1096,24 +1187,35 @@ extension NodeDaemonEndpoints: ProtoCodable {
 
 extension Node: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
-        if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
-        if !self.kind.isEmpty { w.string(2, self.kind) }
-        if self.hasMetadata { w.message(3, self.metadata) }
-        if self.hasSpec { w.message(4, self.spec) }
-        if self.hasStatus { w.message(5, self.status) }
+        let s = self._storage
+        if !s._apiVersion.isEmpty { w.string(1, s._apiVersion) }
+        if !s._kind.isEmpty { w.string(2, s._kind) }
+        if let value = s._metadata { w.message(3, value) }
+        if let value = s._spec { w.message(4, value) }
+        if let value = s._status { w.message(5, value) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
+        let s: _StorageClass
+        if self._storage === _StorageClass.defaultInstance {
+            s = _StorageClass()
+            self._storage = s
+        } else {
+            s = self._uniqueStorage()
+        }
         while let field = try r.nextField() {
             switch field {
-            case 1: self.apiVersion = try r.string()
-            case 2: self.kind = try r.string()
+            case 1: s._apiVersion = try r.string()
+            case 2: s._kind = try r.string()
             case 3:
-                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ObjectMeta.self) }
+                if s._metadata == nil { s._metadata = ObjectMeta() }
+                try r.merge(into: &s._metadata!)
             case 4:
-                if self.hasSpec { try r.merge(into: &self.spec) } else { self.spec = try r.message(NodeSpec.self) }
+                if s._spec == nil { s._spec = NodeSpec() }
+                try r.merge(into: &s._spec!)
             case 5:
-                if self.hasStatus { try r.merge(into: &self.status) } else { self.status = try r.message(NodeStatus.self) }
+                if s._status == nil { s._status = NodeStatus() }
+                try r.merge(into: &s._status!)
             default: try r.skip()
             }
         }
@@ -1124,7 +1226,7 @@ extension NodeList: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
         if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
         if !self.kind.isEmpty { w.string(2, self.kind) }
-        if self.hasMetadata { w.message(3, self.metadata) }
+        if let value = self._metadata { w.message(3, value) }
         for item in self.items { w.message(4, item) }
     }
 
@@ -1134,7 +1236,8 @@ extension NodeList: ProtoCodable {
             case 1: self.apiVersion = try r.string()
             case 2: self.kind = try r.string()
             case 3:
-                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ListMeta.self) }
+                if self._metadata == nil { self._metadata = ListMeta() }
+                try r.merge(into: &self._metadata!)
             case 4: self.items.append(try r.message(Node.self))
             default: try r.skip()
             }
@@ -1188,47 +1291,61 @@ extension EventSource: ProtoCodable {
 
 extension Event: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
-        if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
-        if !self.kind.isEmpty { w.string(2, self.kind) }
-        if self.hasMetadata { w.message(3, self.metadata) }
-        if self.hasInvolvedObject { w.message(4, self.involvedObject) }
-        if !self.reason.isEmpty { w.string(5, self.reason) }
-        if !self.message.isEmpty { w.string(6, self.message) }
-        if self.hasSource { w.message(7, self.source) }
-        if self.hasFirstTimestamp { w.message(8, self.firstTimestamp) }
-        if self.hasLastTimestamp { w.message(9, self.lastTimestamp) }
-        if self.count != 0 { w.int32(10, self.count) }
-        if !self.`type`.isEmpty { w.string(11, self.`type`) }
-        if self.hasEventTime { w.message(12, self.eventTime) }
-        if !self.reportingComponent.isEmpty { w.string(13, self.reportingComponent) }
-        if !self.reportingInstance.isEmpty { w.string(14, self.reportingInstance) }
-        if !self.action.isEmpty { w.string(15, self.action) }
+        let s = self._storage
+        if !s._apiVersion.isEmpty { w.string(1, s._apiVersion) }
+        if !s._kind.isEmpty { w.string(2, s._kind) }
+        if let value = s._metadata { w.message(3, value) }
+        if let value = s._involvedObject { w.message(4, value) }
+        if !s._reason.isEmpty { w.string(5, s._reason) }
+        if !s._message.isEmpty { w.string(6, s._message) }
+        if let value = s._source { w.message(7, value) }
+        if let value = s._firstTimestamp { w.message(8, value) }
+        if let value = s._lastTimestamp { w.message(9, value) }
+        if s._count != 0 { w.int32(10, s._count) }
+        if !s._type.isEmpty { w.string(11, s._type) }
+        if let value = s._eventTime { w.message(12, value) }
+        if !s._reportingComponent.isEmpty { w.string(13, s._reportingComponent) }
+        if !s._reportingInstance.isEmpty { w.string(14, s._reportingInstance) }
+        if !s._action.isEmpty { w.string(15, s._action) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
+        let s: _StorageClass
+        if self._storage === _StorageClass.defaultInstance {
+            s = _StorageClass()
+            self._storage = s
+        } else {
+            s = self._uniqueStorage()
+        }
         while let field = try r.nextField() {
             switch field {
-            case 1: self.apiVersion = try r.string()
-            case 2: self.kind = try r.string()
+            case 1: s._apiVersion = try r.string()
+            case 2: s._kind = try r.string()
             case 3:
-                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ObjectMeta.self) }
+                if s._metadata == nil { s._metadata = ObjectMeta() }
+                try r.merge(into: &s._metadata!)
             case 4:
-                if self.hasInvolvedObject { try r.merge(into: &self.involvedObject) } else { self.involvedObject = try r.message(ObjectReference.self) }
-            case 5: self.reason = try r.string()
-            case 6: self.message = try r.string()
+                if s._involvedObject == nil { s._involvedObject = ObjectReference() }
+                try r.merge(into: &s._involvedObject!)
+            case 5: s._reason = try r.string()
+            case 6: s._message = try r.string()
             case 7:
-                if self.hasSource { try r.merge(into: &self.source) } else { self.source = try r.message(EventSource.self) }
+                if s._source == nil { s._source = EventSource() }
+                try r.merge(into: &s._source!)
             case 8:
-                if self.hasFirstTimestamp { try r.merge(into: &self.firstTimestamp) } else { self.firstTimestamp = try r.message(Timestamp.self) }
+                if s._firstTimestamp == nil { s._firstTimestamp = Timestamp() }
+                try r.merge(into: &s._firstTimestamp!)
             case 9:
-                if self.hasLastTimestamp { try r.merge(into: &self.lastTimestamp) } else { self.lastTimestamp = try r.message(Timestamp.self) }
-            case 10: self.count = try r.int32()
-            case 11: self.`type` = try r.string()
+                if s._lastTimestamp == nil { s._lastTimestamp = Timestamp() }
+                try r.merge(into: &s._lastTimestamp!)
+            case 10: s._count = try r.int32()
+            case 11: s._type = try r.string()
             case 12:
-                if self.hasEventTime { try r.merge(into: &self.eventTime) } else { self.eventTime = try r.message(Timestamp.self) }
-            case 13: self.reportingComponent = try r.string()
-            case 14: self.reportingInstance = try r.string()
-            case 15: self.action = try r.string()
+                if s._eventTime == nil { s._eventTime = Timestamp() }
+                try r.merge(into: &s._eventTime!)
+            case 13: s._reportingComponent = try r.string()
+            case 14: s._reportingInstance = try r.string()
+            case 15: s._action = try r.string()
             default: try r.skip()
             }
         }
@@ -1239,7 +1356,7 @@ extension EventList: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
         if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
         if !self.kind.isEmpty { w.string(2, self.kind) }
-        if self.hasMetadata { w.message(3, self.metadata) }
+        if let value = self._metadata { w.message(3, value) }
         for item in self.items { w.message(4, item) }
     }
 
@@ -1249,7 +1366,8 @@ extension EventList: ProtoCodable {
             case 1: self.apiVersion = try r.string()
             case 2: self.kind = try r.string()
             case 3:
-                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ListMeta.self) }
+                if self._metadata == nil { self._metadata = ListMeta() }
+                try r.merge(into: &self._metadata!)
             case 4: self.items.append(try r.message(Event.self))
             default: try r.skip()
             }
@@ -1259,21 +1377,31 @@ extension EventList: ProtoCodable {
 
 extension Binding: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
-        if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
-        if !self.kind.isEmpty { w.string(2, self.kind) }
-        if self.hasMetadata { w.message(3, self.metadata) }
-        if self.hasTarget { w.message(4, self.target) }
+        let s = self._storage
+        if !s._apiVersion.isEmpty { w.string(1, s._apiVersion) }
+        if !s._kind.isEmpty { w.string(2, s._kind) }
+        if let value = s._metadata { w.message(3, value) }
+        if let value = s._target { w.message(4, value) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
+        let s: _StorageClass
+        if self._storage === _StorageClass.defaultInstance {
+            s = _StorageClass()
+            self._storage = s
+        } else {
+            s = self._uniqueStorage()
+        }
         while let field = try r.nextField() {
             switch field {
-            case 1: self.apiVersion = try r.string()
-            case 2: self.kind = try r.string()
+            case 1: s._apiVersion = try r.string()
+            case 2: s._kind = try r.string()
             case 3:
-                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ObjectMeta.self) }
+                if s._metadata == nil { s._metadata = ObjectMeta() }
+                try r.merge(into: &s._metadata!)
             case 4:
-                if self.hasTarget { try r.merge(into: &self.target) } else { self.target = try r.message(ObjectReference.self) }
+                if s._target == nil { s._target = ObjectReference() }
+                try r.merge(into: &s._target!)
             default: try r.skip()
             }
         }
@@ -1282,10 +1410,10 @@ extension Binding: ProtoCodable {
 
 extension ReplicaSetSpec: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
-        if self.hasReplicas { w.int32(1, self.replicas) }
+        if let value = self._replicas { w.int32(1, value) }
         if self.minReadySeconds != 0 { w.int32(2, self.minReadySeconds) }
-        if self.hasSelector { w.message(3, self.selector) }
-        if self.hasTemplate { w.message(4, self.template) }
+        if let value = self._selector { w.message(3, value) }
+        if let value = self._template { w.message(4, value) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
@@ -1294,9 +1422,11 @@ extension ReplicaSetSpec: ProtoCodable {
             case 1: self.replicas = try r.int32()
             case 2: self.minReadySeconds = try r.int32()
             case 3:
-                if self.hasSelector { try r.merge(into: &self.selector) } else { self.selector = try r.message(LabelSelector.self) }
+                if self._selector == nil { self._selector = LabelSelector() }
+                try r.merge(into: &self._selector!)
             case 4:
-                if self.hasTemplate { try r.merge(into: &self.template) } else { self.template = try r.message(PodTemplateSpec.self) }
+                if self._template == nil { self._template = PodTemplateSpec() }
+                try r.merge(into: &self._template!)
             default: try r.skip()
             }
         }
@@ -1307,7 +1437,7 @@ extension ReplicaSetCondition: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
         if !self.`type`.isEmpty { w.string(1, self.`type`) }
         if !self.status.isEmpty { w.string(2, self.status) }
-        if self.hasLastTransitionTime { w.message(3, self.lastTransitionTime) }
+        if let value = self._lastTransitionTime { w.message(3, value) }
         if !self.reason.isEmpty { w.string(4, self.reason) }
         if !self.message.isEmpty { w.string(5, self.message) }
     }
@@ -1318,7 +1448,8 @@ extension ReplicaSetCondition: ProtoCodable {
             case 1: self.`type` = try r.string()
             case 2: self.status = try r.string()
             case 3:
-                if self.hasLastTransitionTime { try r.merge(into: &self.lastTransitionTime) } else { self.lastTransitionTime = try r.message(Timestamp.self) }
+                if self._lastTransitionTime == nil { self._lastTransitionTime = Timestamp() }
+                try r.merge(into: &self._lastTransitionTime!)
             case 4: self.reason = try r.string()
             case 5: self.message = try r.string()
             default: try r.skip()
@@ -1354,24 +1485,35 @@ extension ReplicaSetStatus: ProtoCodable {
 
 extension ReplicaSet: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
-        if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
-        if !self.kind.isEmpty { w.string(2, self.kind) }
-        if self.hasMetadata { w.message(3, self.metadata) }
-        if self.hasSpec { w.message(4, self.spec) }
-        if self.hasStatus { w.message(5, self.status) }
+        let s = self._storage
+        if !s._apiVersion.isEmpty { w.string(1, s._apiVersion) }
+        if !s._kind.isEmpty { w.string(2, s._kind) }
+        if let value = s._metadata { w.message(3, value) }
+        if let value = s._spec { w.message(4, value) }
+        if let value = s._status { w.message(5, value) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
+        let s: _StorageClass
+        if self._storage === _StorageClass.defaultInstance {
+            s = _StorageClass()
+            self._storage = s
+        } else {
+            s = self._uniqueStorage()
+        }
         while let field = try r.nextField() {
             switch field {
-            case 1: self.apiVersion = try r.string()
-            case 2: self.kind = try r.string()
+            case 1: s._apiVersion = try r.string()
+            case 2: s._kind = try r.string()
             case 3:
-                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ObjectMeta.self) }
+                if s._metadata == nil { s._metadata = ObjectMeta() }
+                try r.merge(into: &s._metadata!)
             case 4:
-                if self.hasSpec { try r.merge(into: &self.spec) } else { self.spec = try r.message(ReplicaSetSpec.self) }
+                if s._spec == nil { s._spec = ReplicaSetSpec() }
+                try r.merge(into: &s._spec!)
             case 5:
-                if self.hasStatus { try r.merge(into: &self.status) } else { self.status = try r.message(ReplicaSetStatus.self) }
+                if s._status == nil { s._status = ReplicaSetStatus() }
+                try r.merge(into: &s._status!)
             default: try r.skip()
             }
         }
@@ -1382,7 +1524,7 @@ extension ReplicaSetList: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
         if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
         if !self.kind.isEmpty { w.string(2, self.kind) }
-        if self.hasMetadata { w.message(3, self.metadata) }
+        if let value = self._metadata { w.message(3, value) }
         for item in self.items { w.message(4, item) }
     }
 
@@ -1392,7 +1534,8 @@ extension ReplicaSetList: ProtoCodable {
             case 1: self.apiVersion = try r.string()
             case 2: self.kind = try r.string()
             case 3:
-                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ListMeta.self) }
+                if self._metadata == nil { self._metadata = ListMeta() }
+                try r.merge(into: &self._metadata!)
             case 4: self.items.append(try r.message(ReplicaSet.self))
             default: try r.skip()
             }
@@ -1402,17 +1545,19 @@ extension ReplicaSetList: ProtoCodable {
 
 extension RollingUpdateDeployment: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
-        if self.hasMaxUnavailable { w.message(1, self.maxUnavailable) }
-        if self.hasMaxSurge { w.message(2, self.maxSurge) }
+        if let value = self._maxUnavailable { w.message(1, value) }
+        if let value = self._maxSurge { w.message(2, value) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
         while let field = try r.nextField() {
             switch field {
             case 1:
-                if self.hasMaxUnavailable { try r.merge(into: &self.maxUnavailable) } else { self.maxUnavailable = try r.message(IntOrString.self) }
+                if self._maxUnavailable == nil { self._maxUnavailable = IntOrString() }
+                try r.merge(into: &self._maxUnavailable!)
             case 2:
-                if self.hasMaxSurge { try r.merge(into: &self.maxSurge) } else { self.maxSurge = try r.message(IntOrString.self) }
+                if self._maxSurge == nil { self._maxSurge = IntOrString() }
+                try r.merge(into: &self._maxSurge!)
             default: try r.skip()
             }
         }
@@ -1422,7 +1567,7 @@ extension RollingUpdateDeployment: ProtoCodable {
 extension DeploymentStrategy: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
         if !self.`type`.isEmpty { w.string(1, self.`type`) }
-        if self.hasRollingUpdate { w.message(2, self.rollingUpdate) }
+        if let value = self._rollingUpdate { w.message(2, value) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
@@ -1430,7 +1575,8 @@ extension DeploymentStrategy: ProtoCodable {
             switch field {
             case 1: self.`type` = try r.string()
             case 2:
-                if self.hasRollingUpdate { try r.merge(into: &self.rollingUpdate) } else { self.rollingUpdate = try r.message(RollingUpdateDeployment.self) }
+                if self._rollingUpdate == nil { self._rollingUpdate = RollingUpdateDeployment() }
+                try r.merge(into: &self._rollingUpdate!)
             default: try r.skip()
             }
         }
@@ -1439,14 +1585,14 @@ extension DeploymentStrategy: ProtoCodable {
 
 extension DeploymentSpec: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
-        if self.hasReplicas { w.int32(1, self.replicas) }
-        if self.hasSelector { w.message(2, self.selector) }
-        if self.hasTemplate { w.message(3, self.template) }
-        if self.hasStrategy { w.message(4, self.strategy) }
+        if let value = self._replicas { w.int32(1, value) }
+        if let value = self._selector { w.message(2, value) }
+        if let value = self._template { w.message(3, value) }
+        if let value = self._strategy { w.message(4, value) }
         if self.minReadySeconds != 0 { w.int32(5, self.minReadySeconds) }
-        if self.hasRevisionHistoryLimit { w.int32(6, self.revisionHistoryLimit) }
+        if let value = self._revisionHistoryLimit { w.int32(6, value) }
         if self.paused { w.bool(7, self.paused) }
-        if self.hasProgressDeadlineSeconds { w.int32(8, self.progressDeadlineSeconds) }
+        if let value = self._progressDeadlineSeconds { w.int32(8, value) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
@@ -1454,11 +1600,14 @@ extension DeploymentSpec: ProtoCodable {
             switch field {
             case 1: self.replicas = try r.int32()
             case 2:
-                if self.hasSelector { try r.merge(into: &self.selector) } else { self.selector = try r.message(LabelSelector.self) }
+                if self._selector == nil { self._selector = LabelSelector() }
+                try r.merge(into: &self._selector!)
             case 3:
-                if self.hasTemplate { try r.merge(into: &self.template) } else { self.template = try r.message(PodTemplateSpec.self) }
+                if self._template == nil { self._template = PodTemplateSpec() }
+                try r.merge(into: &self._template!)
             case 4:
-                if self.hasStrategy { try r.merge(into: &self.strategy) } else { self.strategy = try r.message(DeploymentStrategy.self) }
+                if self._strategy == nil { self._strategy = DeploymentStrategy() }
+                try r.merge(into: &self._strategy!)
             case 5: self.minReadySeconds = try r.int32()
             case 6: self.revisionHistoryLimit = try r.int32()
             case 7: self.paused = try r.bool()
@@ -1473,8 +1622,8 @@ extension DeploymentCondition: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
         if !self.`type`.isEmpty { w.string(1, self.`type`) }
         if !self.status.isEmpty { w.string(2, self.status) }
-        if self.hasLastUpdateTime { w.message(3, self.lastUpdateTime) }
-        if self.hasLastTransitionTime { w.message(4, self.lastTransitionTime) }
+        if let value = self._lastUpdateTime { w.message(3, value) }
+        if let value = self._lastTransitionTime { w.message(4, value) }
         if !self.reason.isEmpty { w.string(5, self.reason) }
         if !self.message.isEmpty { w.string(6, self.message) }
     }
@@ -1485,9 +1634,11 @@ extension DeploymentCondition: ProtoCodable {
             case 1: self.`type` = try r.string()
             case 2: self.status = try r.string()
             case 3:
-                if self.hasLastUpdateTime { try r.merge(into: &self.lastUpdateTime) } else { self.lastUpdateTime = try r.message(Timestamp.self) }
+                if self._lastUpdateTime == nil { self._lastUpdateTime = Timestamp() }
+                try r.merge(into: &self._lastUpdateTime!)
             case 4:
-                if self.hasLastTransitionTime { try r.merge(into: &self.lastTransitionTime) } else { self.lastTransitionTime = try r.message(Timestamp.self) }
+                if self._lastTransitionTime == nil { self._lastTransitionTime = Timestamp() }
+                try r.merge(into: &self._lastTransitionTime!)
             case 5: self.reason = try r.string()
             case 6: self.message = try r.string()
             default: try r.skip()
@@ -1505,7 +1656,7 @@ extension DeploymentStatus: ProtoCodable {
         if self.availableReplicas != 0 { w.int32(5, self.availableReplicas) }
         if self.unavailableReplicas != 0 { w.int32(6, self.unavailableReplicas) }
         for item in self.conditions { w.message(7, item) }
-        if self.hasCollisionCount { w.int32(8, self.collisionCount) }
+        if let value = self._collisionCount { w.int32(8, value) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
@@ -1527,24 +1678,35 @@ extension DeploymentStatus: ProtoCodable {
 
 extension Deployment: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
-        if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
-        if !self.kind.isEmpty { w.string(2, self.kind) }
-        if self.hasMetadata { w.message(3, self.metadata) }
-        if self.hasSpec { w.message(4, self.spec) }
-        if self.hasStatus { w.message(5, self.status) }
+        let s = self._storage
+        if !s._apiVersion.isEmpty { w.string(1, s._apiVersion) }
+        if !s._kind.isEmpty { w.string(2, s._kind) }
+        if let value = s._metadata { w.message(3, value) }
+        if let value = s._spec { w.message(4, value) }
+        if let value = s._status { w.message(5, value) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
+        let s: _StorageClass
+        if self._storage === _StorageClass.defaultInstance {
+            s = _StorageClass()
+            self._storage = s
+        } else {
+            s = self._uniqueStorage()
+        }
         while let field = try r.nextField() {
             switch field {
-            case 1: self.apiVersion = try r.string()
-            case 2: self.kind = try r.string()
+            case 1: s._apiVersion = try r.string()
+            case 2: s._kind = try r.string()
             case 3:
-                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ObjectMeta.self) }
+                if s._metadata == nil { s._metadata = ObjectMeta() }
+                try r.merge(into: &s._metadata!)
             case 4:
-                if self.hasSpec { try r.merge(into: &self.spec) } else { self.spec = try r.message(DeploymentSpec.self) }
+                if s._spec == nil { s._spec = DeploymentSpec() }
+                try r.merge(into: &s._spec!)
             case 5:
-                if self.hasStatus { try r.merge(into: &self.status) } else { self.status = try r.message(DeploymentStatus.self) }
+                if s._status == nil { s._status = DeploymentStatus() }
+                try r.merge(into: &s._status!)
             default: try r.skip()
             }
         }
@@ -1555,7 +1717,7 @@ extension DeploymentList: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
         if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
         if !self.kind.isEmpty { w.string(2, self.kind) }
-        if self.hasMetadata { w.message(3, self.metadata) }
+        if let value = self._metadata { w.message(3, value) }
         for item in self.items { w.message(4, item) }
     }
 
@@ -1565,7 +1727,8 @@ extension DeploymentList: ProtoCodable {
             case 1: self.apiVersion = try r.string()
             case 2: self.kind = try r.string()
             case 3:
-                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ListMeta.self) }
+                if self._metadata == nil { self._metadata = ListMeta() }
+                try r.merge(into: &self._metadata!)
             case 4: self.items.append(try r.message(Deployment.self))
             default: try r.skip()
             }
@@ -1579,7 +1742,7 @@ extension TokenSpec: ProtoCodable {
         if !self.user.isEmpty { w.string(2, self.user) }
         for item in self.groups { w.string(3, item) }
         if !self.secretHash.isEmpty { w.string(4, self.secretHash) }
-        if self.hasExpires { w.message(5, self.expires) }
+        if let value = self._expires { w.message(5, value) }
         if !self.comment.isEmpty { w.string(6, self.comment) }
     }
 
@@ -1591,7 +1754,8 @@ extension TokenSpec: ProtoCodable {
             case 3: self.groups.append(try r.string())
             case 4: self.secretHash = try r.string()
             case 5:
-                if self.hasExpires { try r.merge(into: &self.expires) } else { self.expires = try r.message(Timestamp.self) }
+                if self._expires == nil { self._expires = Timestamp() }
+                try r.merge(into: &self._expires!)
             case 6: self.comment = try r.string()
             default: try r.skip()
             }
@@ -1601,21 +1765,31 @@ extension TokenSpec: ProtoCodable {
 
 extension Token: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
-        if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
-        if !self.kind.isEmpty { w.string(2, self.kind) }
-        if self.hasMetadata { w.message(3, self.metadata) }
-        if self.hasSpec { w.message(4, self.spec) }
+        let s = self._storage
+        if !s._apiVersion.isEmpty { w.string(1, s._apiVersion) }
+        if !s._kind.isEmpty { w.string(2, s._kind) }
+        if let value = s._metadata { w.message(3, value) }
+        if let value = s._spec { w.message(4, value) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
+        let s: _StorageClass
+        if self._storage === _StorageClass.defaultInstance {
+            s = _StorageClass()
+            self._storage = s
+        } else {
+            s = self._uniqueStorage()
+        }
         while let field = try r.nextField() {
             switch field {
-            case 1: self.apiVersion = try r.string()
-            case 2: self.kind = try r.string()
+            case 1: s._apiVersion = try r.string()
+            case 2: s._kind = try r.string()
             case 3:
-                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ObjectMeta.self) }
+                if s._metadata == nil { s._metadata = ObjectMeta() }
+                try r.merge(into: &s._metadata!)
             case 4:
-                if self.hasSpec { try r.merge(into: &self.spec) } else { self.spec = try r.message(TokenSpec.self) }
+                if s._spec == nil { s._spec = TokenSpec() }
+                try r.merge(into: &s._spec!)
             default: try r.skip()
             }
         }
@@ -1626,7 +1800,7 @@ extension TokenList: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
         if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
         if !self.kind.isEmpty { w.string(2, self.kind) }
-        if self.hasMetadata { w.message(3, self.metadata) }
+        if let value = self._metadata { w.message(3, value) }
         for item in self.items { w.message(4, item) }
     }
 
@@ -1636,7 +1810,8 @@ extension TokenList: ProtoCodable {
             case 1: self.apiVersion = try r.string()
             case 2: self.kind = try r.string()
             case 3:
-                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ListMeta.self) }
+                if self._metadata == nil { self._metadata = ListMeta() }
+                try r.merge(into: &self._metadata!)
             case 4: self.items.append(try r.message(Token.self))
             default: try r.skip()
             }
@@ -1648,7 +1823,7 @@ extension CertificateSigningRequestSpec: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
         if !self.request.isEmpty { w.bytesField(1, [UInt8](self.request)) }
         if !self.signerName.isEmpty { w.string(2, self.signerName) }
-        if self.hasExpirationSeconds { w.int32(3, self.expirationSeconds) }
+        if let value = self._expirationSeconds { w.int32(3, value) }
         for item in self.usages { w.string(4, item) }
         if !self.username.isEmpty { w.string(5, self.username) }
         for item in self.groups { w.string(6, item) }
@@ -1675,7 +1850,7 @@ extension CertificateSigningRequestCondition: ProtoCodable {
         if !self.status.isEmpty { w.string(2, self.status) }
         if !self.reason.isEmpty { w.string(3, self.reason) }
         if !self.message.isEmpty { w.string(4, self.message) }
-        if self.hasLastUpdateTime { w.message(5, self.lastUpdateTime) }
+        if let value = self._lastUpdateTime { w.message(5, value) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
@@ -1686,7 +1861,8 @@ extension CertificateSigningRequestCondition: ProtoCodable {
             case 3: self.reason = try r.string()
             case 4: self.message = try r.string()
             case 5:
-                if self.hasLastUpdateTime { try r.merge(into: &self.lastUpdateTime) } else { self.lastUpdateTime = try r.message(Timestamp.self) }
+                if self._lastUpdateTime == nil { self._lastUpdateTime = Timestamp() }
+                try r.merge(into: &self._lastUpdateTime!)
             default: try r.skip()
             }
         }
@@ -1712,24 +1888,35 @@ extension CertificateSigningRequestStatus: ProtoCodable {
 
 extension CertificateSigningRequest: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
-        if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
-        if !self.kind.isEmpty { w.string(2, self.kind) }
-        if self.hasMetadata { w.message(3, self.metadata) }
-        if self.hasSpec { w.message(4, self.spec) }
-        if self.hasStatus { w.message(5, self.status) }
+        let s = self._storage
+        if !s._apiVersion.isEmpty { w.string(1, s._apiVersion) }
+        if !s._kind.isEmpty { w.string(2, s._kind) }
+        if let value = s._metadata { w.message(3, value) }
+        if let value = s._spec { w.message(4, value) }
+        if let value = s._status { w.message(5, value) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
+        let s: _StorageClass
+        if self._storage === _StorageClass.defaultInstance {
+            s = _StorageClass()
+            self._storage = s
+        } else {
+            s = self._uniqueStorage()
+        }
         while let field = try r.nextField() {
             switch field {
-            case 1: self.apiVersion = try r.string()
-            case 2: self.kind = try r.string()
+            case 1: s._apiVersion = try r.string()
+            case 2: s._kind = try r.string()
             case 3:
-                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ObjectMeta.self) }
+                if s._metadata == nil { s._metadata = ObjectMeta() }
+                try r.merge(into: &s._metadata!)
             case 4:
-                if self.hasSpec { try r.merge(into: &self.spec) } else { self.spec = try r.message(CertificateSigningRequestSpec.self) }
+                if s._spec == nil { s._spec = CertificateSigningRequestSpec() }
+                try r.merge(into: &s._spec!)
             case 5:
-                if self.hasStatus { try r.merge(into: &self.status) } else { self.status = try r.message(CertificateSigningRequestStatus.self) }
+                if s._status == nil { s._status = CertificateSigningRequestStatus() }
+                try r.merge(into: &s._status!)
             default: try r.skip()
             }
         }
@@ -1739,10 +1926,10 @@ extension CertificateSigningRequest: ProtoCodable {
 extension LeaseSpec: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
         if !self.holderIdentity.isEmpty { w.string(1, self.holderIdentity) }
-        if self.hasLeaseDurationSeconds { w.int32(2, self.leaseDurationSeconds) }
-        if self.hasAcquireTime { w.message(3, self.acquireTime) }
-        if self.hasRenewTime { w.message(4, self.renewTime) }
-        if self.hasLeaseTransitions { w.int32(5, self.leaseTransitions) }
+        if let value = self._leaseDurationSeconds { w.int32(2, value) }
+        if let value = self._acquireTime { w.message(3, value) }
+        if let value = self._renewTime { w.message(4, value) }
+        if let value = self._leaseTransitions { w.int32(5, value) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
@@ -1751,9 +1938,11 @@ extension LeaseSpec: ProtoCodable {
             case 1: self.holderIdentity = try r.string()
             case 2: self.leaseDurationSeconds = try r.int32()
             case 3:
-                if self.hasAcquireTime { try r.merge(into: &self.acquireTime) } else { self.acquireTime = try r.message(Timestamp.self) }
+                if self._acquireTime == nil { self._acquireTime = Timestamp() }
+                try r.merge(into: &self._acquireTime!)
             case 4:
-                if self.hasRenewTime { try r.merge(into: &self.renewTime) } else { self.renewTime = try r.message(Timestamp.self) }
+                if self._renewTime == nil { self._renewTime = Timestamp() }
+                try r.merge(into: &self._renewTime!)
             case 5: self.leaseTransitions = try r.int32()
             default: try r.skip()
             }
@@ -1763,21 +1952,31 @@ extension LeaseSpec: ProtoCodable {
 
 extension Lease: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
-        if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
-        if !self.kind.isEmpty { w.string(2, self.kind) }
-        if self.hasMetadata { w.message(3, self.metadata) }
-        if self.hasSpec { w.message(4, self.spec) }
+        let s = self._storage
+        if !s._apiVersion.isEmpty { w.string(1, s._apiVersion) }
+        if !s._kind.isEmpty { w.string(2, s._kind) }
+        if let value = s._metadata { w.message(3, value) }
+        if let value = s._spec { w.message(4, value) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
+        let s: _StorageClass
+        if self._storage === _StorageClass.defaultInstance {
+            s = _StorageClass()
+            self._storage = s
+        } else {
+            s = self._uniqueStorage()
+        }
         while let field = try r.nextField() {
             switch field {
-            case 1: self.apiVersion = try r.string()
-            case 2: self.kind = try r.string()
+            case 1: s._apiVersion = try r.string()
+            case 2: s._kind = try r.string()
             case 3:
-                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ObjectMeta.self) }
+                if s._metadata == nil { s._metadata = ObjectMeta() }
+                try r.merge(into: &s._metadata!)
             case 4:
-                if self.hasSpec { try r.merge(into: &self.spec) } else { self.spec = try r.message(LeaseSpec.self) }
+                if s._spec == nil { s._spec = LeaseSpec() }
+                try r.merge(into: &s._spec!)
             default: try r.skip()
             }
         }
@@ -1788,7 +1987,7 @@ extension LeaseList: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
         if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
         if !self.kind.isEmpty { w.string(2, self.kind) }
-        if self.hasMetadata { w.message(3, self.metadata) }
+        if let value = self._metadata { w.message(3, value) }
         for item in self.items { w.message(4, item) }
     }
 
@@ -1798,7 +1997,8 @@ extension LeaseList: ProtoCodable {
             case 1: self.apiVersion = try r.string()
             case 2: self.kind = try r.string()
             case 3:
-                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ListMeta.self) }
+                if self._metadata == nil { self._metadata = ListMeta() }
+                try r.merge(into: &self._metadata!)
             case 4: self.items.append(try r.message(Lease.self))
             default: try r.skip()
             }
@@ -1831,20 +2031,29 @@ extension PolicyRule: ProtoCodable {
 
 extension Role: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
-        if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
-        if !self.kind.isEmpty { w.string(2, self.kind) }
-        if self.hasMetadata { w.message(3, self.metadata) }
-        for item in self.rules { w.message(4, item) }
+        let s = self._storage
+        if !s._apiVersion.isEmpty { w.string(1, s._apiVersion) }
+        if !s._kind.isEmpty { w.string(2, s._kind) }
+        if let value = s._metadata { w.message(3, value) }
+        for item in s._rules { w.message(4, item) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
+        let s: _StorageClass
+        if self._storage === _StorageClass.defaultInstance {
+            s = _StorageClass()
+            self._storage = s
+        } else {
+            s = self._uniqueStorage()
+        }
         while let field = try r.nextField() {
             switch field {
-            case 1: self.apiVersion = try r.string()
-            case 2: self.kind = try r.string()
+            case 1: s._apiVersion = try r.string()
+            case 2: s._kind = try r.string()
             case 3:
-                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ObjectMeta.self) }
-            case 4: self.rules.append(try r.message(PolicyRule.self))
+                if s._metadata == nil { s._metadata = ObjectMeta() }
+                try r.merge(into: &s._metadata!)
+            case 4: s._rules.append(try r.message(PolicyRule.self))
             default: try r.skip()
             }
         }
@@ -1855,7 +2064,7 @@ extension RoleList: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
         if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
         if !self.kind.isEmpty { w.string(2, self.kind) }
-        if self.hasMetadata { w.message(3, self.metadata) }
+        if let value = self._metadata { w.message(3, value) }
         for item in self.items { w.message(4, item) }
     }
 
@@ -1865,7 +2074,8 @@ extension RoleList: ProtoCodable {
             case 1: self.apiVersion = try r.string()
             case 2: self.kind = try r.string()
             case 3:
-                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ListMeta.self) }
+                if self._metadata == nil { self._metadata = ListMeta() }
+                try r.merge(into: &self._metadata!)
             case 4: self.items.append(try r.message(Role.self))
             default: try r.skip()
             }
@@ -1875,20 +2085,29 @@ extension RoleList: ProtoCodable {
 
 extension ClusterRole: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
-        if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
-        if !self.kind.isEmpty { w.string(2, self.kind) }
-        if self.hasMetadata { w.message(3, self.metadata) }
-        for item in self.rules { w.message(4, item) }
+        let s = self._storage
+        if !s._apiVersion.isEmpty { w.string(1, s._apiVersion) }
+        if !s._kind.isEmpty { w.string(2, s._kind) }
+        if let value = s._metadata { w.message(3, value) }
+        for item in s._rules { w.message(4, item) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
+        let s: _StorageClass
+        if self._storage === _StorageClass.defaultInstance {
+            s = _StorageClass()
+            self._storage = s
+        } else {
+            s = self._uniqueStorage()
+        }
         while let field = try r.nextField() {
             switch field {
-            case 1: self.apiVersion = try r.string()
-            case 2: self.kind = try r.string()
+            case 1: s._apiVersion = try r.string()
+            case 2: s._kind = try r.string()
             case 3:
-                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ObjectMeta.self) }
-            case 4: self.rules.append(try r.message(PolicyRule.self))
+                if s._metadata == nil { s._metadata = ObjectMeta() }
+                try r.merge(into: &s._metadata!)
+            case 4: s._rules.append(try r.message(PolicyRule.self))
             default: try r.skip()
             }
         }
@@ -1899,7 +2118,7 @@ extension ClusterRoleList: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
         if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
         if !self.kind.isEmpty { w.string(2, self.kind) }
-        if self.hasMetadata { w.message(3, self.metadata) }
+        if let value = self._metadata { w.message(3, value) }
         for item in self.items { w.message(4, item) }
     }
 
@@ -1909,7 +2128,8 @@ extension ClusterRoleList: ProtoCodable {
             case 1: self.apiVersion = try r.string()
             case 2: self.kind = try r.string()
             case 3:
-                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ListMeta.self) }
+                if self._metadata == nil { self._metadata = ListMeta() }
+                try r.merge(into: &self._metadata!)
             case 4: self.items.append(try r.message(ClusterRole.self))
             default: try r.skip()
             }
@@ -1959,23 +2179,33 @@ extension RoleRef: ProtoCodable {
 
 extension RoleBinding: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
-        if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
-        if !self.kind.isEmpty { w.string(2, self.kind) }
-        if self.hasMetadata { w.message(3, self.metadata) }
-        for item in self.subjects { w.message(4, item) }
-        if self.hasRoleRef { w.message(5, self.roleRef) }
+        let s = self._storage
+        if !s._apiVersion.isEmpty { w.string(1, s._apiVersion) }
+        if !s._kind.isEmpty { w.string(2, s._kind) }
+        if let value = s._metadata { w.message(3, value) }
+        for item in s._subjects { w.message(4, item) }
+        if let value = s._roleRef { w.message(5, value) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
+        let s: _StorageClass
+        if self._storage === _StorageClass.defaultInstance {
+            s = _StorageClass()
+            self._storage = s
+        } else {
+            s = self._uniqueStorage()
+        }
         while let field = try r.nextField() {
             switch field {
-            case 1: self.apiVersion = try r.string()
-            case 2: self.kind = try r.string()
+            case 1: s._apiVersion = try r.string()
+            case 2: s._kind = try r.string()
             case 3:
-                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ObjectMeta.self) }
-            case 4: self.subjects.append(try r.message(Subject.self))
+                if s._metadata == nil { s._metadata = ObjectMeta() }
+                try r.merge(into: &s._metadata!)
+            case 4: s._subjects.append(try r.message(Subject.self))
             case 5:
-                if self.hasRoleRef { try r.merge(into: &self.roleRef) } else { self.roleRef = try r.message(RoleRef.self) }
+                if s._roleRef == nil { s._roleRef = RoleRef() }
+                try r.merge(into: &s._roleRef!)
             default: try r.skip()
             }
         }
@@ -1986,7 +2216,7 @@ extension RoleBindingList: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
         if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
         if !self.kind.isEmpty { w.string(2, self.kind) }
-        if self.hasMetadata { w.message(3, self.metadata) }
+        if let value = self._metadata { w.message(3, value) }
         for item in self.items { w.message(4, item) }
     }
 
@@ -1996,7 +2226,8 @@ extension RoleBindingList: ProtoCodable {
             case 1: self.apiVersion = try r.string()
             case 2: self.kind = try r.string()
             case 3:
-                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ListMeta.self) }
+                if self._metadata == nil { self._metadata = ListMeta() }
+                try r.merge(into: &self._metadata!)
             case 4: self.items.append(try r.message(RoleBinding.self))
             default: try r.skip()
             }
@@ -2006,23 +2237,33 @@ extension RoleBindingList: ProtoCodable {
 
 extension ClusterRoleBinding: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
-        if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
-        if !self.kind.isEmpty { w.string(2, self.kind) }
-        if self.hasMetadata { w.message(3, self.metadata) }
-        for item in self.subjects { w.message(4, item) }
-        if self.hasRoleRef { w.message(5, self.roleRef) }
+        let s = self._storage
+        if !s._apiVersion.isEmpty { w.string(1, s._apiVersion) }
+        if !s._kind.isEmpty { w.string(2, s._kind) }
+        if let value = s._metadata { w.message(3, value) }
+        for item in s._subjects { w.message(4, item) }
+        if let value = s._roleRef { w.message(5, value) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
+        let s: _StorageClass
+        if self._storage === _StorageClass.defaultInstance {
+            s = _StorageClass()
+            self._storage = s
+        } else {
+            s = self._uniqueStorage()
+        }
         while let field = try r.nextField() {
             switch field {
-            case 1: self.apiVersion = try r.string()
-            case 2: self.kind = try r.string()
+            case 1: s._apiVersion = try r.string()
+            case 2: s._kind = try r.string()
             case 3:
-                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ObjectMeta.self) }
-            case 4: self.subjects.append(try r.message(Subject.self))
+                if s._metadata == nil { s._metadata = ObjectMeta() }
+                try r.merge(into: &s._metadata!)
+            case 4: s._subjects.append(try r.message(Subject.self))
             case 5:
-                if self.hasRoleRef { try r.merge(into: &self.roleRef) } else { self.roleRef = try r.message(RoleRef.self) }
+                if s._roleRef == nil { s._roleRef = RoleRef() }
+                try r.merge(into: &s._roleRef!)
             default: try r.skip()
             }
         }
@@ -2033,7 +2274,7 @@ extension ClusterRoleBindingList: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
         if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
         if !self.kind.isEmpty { w.string(2, self.kind) }
-        if self.hasMetadata { w.message(3, self.metadata) }
+        if let value = self._metadata { w.message(3, value) }
         for item in self.items { w.message(4, item) }
     }
 
@@ -2043,7 +2284,8 @@ extension ClusterRoleBindingList: ProtoCodable {
             case 1: self.apiVersion = try r.string()
             case 2: self.kind = try r.string()
             case 3:
-                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ListMeta.self) }
+                if self._metadata == nil { self._metadata = ListMeta() }
+                try r.merge(into: &self._metadata!)
             case 4: self.items.append(try r.message(ClusterRoleBinding.self))
             default: try r.skip()
             }
@@ -2097,17 +2339,19 @@ extension NonResourceAttributes: ProtoCodable {
 
 extension SelfSubjectAccessReviewSpec: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
-        if self.hasResourceAttributes { w.message(1, self.resourceAttributes) }
-        if self.hasNonResourceAttributes { w.message(2, self.nonResourceAttributes) }
+        if let value = self._resourceAttributes { w.message(1, value) }
+        if let value = self._nonResourceAttributes { w.message(2, value) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
         while let field = try r.nextField() {
             switch field {
             case 1:
-                if self.hasResourceAttributes { try r.merge(into: &self.resourceAttributes) } else { self.resourceAttributes = try r.message(ResourceAttributes.self) }
+                if self._resourceAttributes == nil { self._resourceAttributes = ResourceAttributes() }
+                try r.merge(into: &self._resourceAttributes!)
             case 2:
-                if self.hasNonResourceAttributes { try r.merge(into: &self.nonResourceAttributes) } else { self.nonResourceAttributes = try r.message(NonResourceAttributes.self) }
+                if self._nonResourceAttributes == nil { self._nonResourceAttributes = NonResourceAttributes() }
+                try r.merge(into: &self._nonResourceAttributes!)
             default: try r.skip()
             }
         }
@@ -2137,24 +2381,35 @@ extension SubjectAccessReviewStatus: ProtoCodable {
 
 extension SelfSubjectAccessReview: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
-        if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
-        if !self.kind.isEmpty { w.string(2, self.kind) }
-        if self.hasMetadata { w.message(3, self.metadata) }
-        if self.hasSpec { w.message(4, self.spec) }
-        if self.hasStatus { w.message(5, self.status) }
+        let s = self._storage
+        if !s._apiVersion.isEmpty { w.string(1, s._apiVersion) }
+        if !s._kind.isEmpty { w.string(2, s._kind) }
+        if let value = s._metadata { w.message(3, value) }
+        if let value = s._spec { w.message(4, value) }
+        if let value = s._status { w.message(5, value) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
+        let s: _StorageClass
+        if self._storage === _StorageClass.defaultInstance {
+            s = _StorageClass()
+            self._storage = s
+        } else {
+            s = self._uniqueStorage()
+        }
         while let field = try r.nextField() {
             switch field {
-            case 1: self.apiVersion = try r.string()
-            case 2: self.kind = try r.string()
+            case 1: s._apiVersion = try r.string()
+            case 2: s._kind = try r.string()
             case 3:
-                if self.hasMetadata { try r.merge(into: &self.metadata) } else { self.metadata = try r.message(ObjectMeta.self) }
+                if s._metadata == nil { s._metadata = ObjectMeta() }
+                try r.merge(into: &s._metadata!)
             case 4:
-                if self.hasSpec { try r.merge(into: &self.spec) } else { self.spec = try r.message(SelfSubjectAccessReviewSpec.self) }
+                if s._spec == nil { s._spec = SelfSubjectAccessReviewSpec() }
+                try r.merge(into: &s._spec!)
             case 5:
-                if self.hasStatus { try r.merge(into: &self.status) } else { self.status = try r.message(SubjectAccessReviewStatus.self) }
+                if s._status == nil { s._status = SubjectAccessReviewStatus() }
+                try r.merge(into: &s._status!)
             default: try r.skip()
             }
         }

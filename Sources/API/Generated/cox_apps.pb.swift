@@ -60,9 +60,9 @@ public nonisolated struct ReplicaSetSpec: Sendable {
 
   public init() {}
 
-  fileprivate var _replicas: Int32? = nil
-  fileprivate var _selector: LabelSelector? = nil
-  fileprivate var _template: PodTemplateSpec? = nil
+  var _replicas: Int32? = nil
+  var _selector: LabelSelector? = nil
+  var _template: PodTemplateSpec? = nil
 }
 
 public nonisolated struct ReplicaSetCondition: Sendable {
@@ -91,7 +91,7 @@ public nonisolated struct ReplicaSetCondition: Sendable {
 
   public init() {}
 
-  fileprivate var _lastTransitionTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  var _lastTransitionTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
 }
 
 public nonisolated struct ReplicaSetStatus: Sendable {
@@ -163,7 +163,7 @@ public nonisolated struct ReplicaSet: @unchecked Sendable {
 
   public init() {}
 
-  fileprivate var _storage = _StorageClass.defaultInstance
+  var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct ReplicaSetList: Sendable {
@@ -190,7 +190,7 @@ public nonisolated struct ReplicaSetList: Sendable {
 
   public init() {}
 
-  fileprivate var _metadata: ListMeta? = nil
+  var _metadata: ListMeta? = nil
 }
 
 public nonisolated struct RollingUpdateDeployment: Sendable {
@@ -220,8 +220,8 @@ public nonisolated struct RollingUpdateDeployment: Sendable {
 
   public init() {}
 
-  fileprivate var _maxUnavailable: IntOrString? = nil
-  fileprivate var _maxSurge: IntOrString? = nil
+  var _maxUnavailable: IntOrString? = nil
+  var _maxSurge: IntOrString? = nil
 }
 
 public nonisolated struct DeploymentStrategy: Sendable {
@@ -244,7 +244,7 @@ public nonisolated struct DeploymentStrategy: Sendable {
 
   public init() {}
 
-  fileprivate var _rollingUpdate: RollingUpdateDeployment? = nil
+  var _rollingUpdate: RollingUpdateDeployment? = nil
 }
 
 public nonisolated struct DeploymentSpec: Sendable {
@@ -314,12 +314,12 @@ public nonisolated struct DeploymentSpec: Sendable {
 
   public init() {}
 
-  fileprivate var _replicas: Int32? = nil
-  fileprivate var _selector: LabelSelector? = nil
-  fileprivate var _template: PodTemplateSpec? = nil
-  fileprivate var _strategy: DeploymentStrategy? = nil
-  fileprivate var _revisionHistoryLimit: Int32? = nil
-  fileprivate var _progressDeadlineSeconds: Int32? = nil
+  var _replicas: Int32? = nil
+  var _selector: LabelSelector? = nil
+  var _template: PodTemplateSpec? = nil
+  var _strategy: DeploymentStrategy? = nil
+  var _revisionHistoryLimit: Int32? = nil
+  var _progressDeadlineSeconds: Int32? = nil
 }
 
 public nonisolated struct DeploymentCondition: Sendable {
@@ -357,8 +357,8 @@ public nonisolated struct DeploymentCondition: Sendable {
 
   public init() {}
 
-  fileprivate var _lastUpdateTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
-  fileprivate var _lastTransitionTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  var _lastUpdateTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  var _lastTransitionTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
 }
 
 public nonisolated struct DeploymentStatus: Sendable {
@@ -393,7 +393,7 @@ public nonisolated struct DeploymentStatus: Sendable {
 
   public init() {}
 
-  fileprivate var _collisionCount: Int32? = nil
+  var _collisionCount: Int32? = nil
 }
 
 public nonisolated struct Deployment: @unchecked Sendable {
@@ -442,7 +442,7 @@ public nonisolated struct Deployment: @unchecked Sendable {
 
   public init() {}
 
-  fileprivate var _storage = _StorageClass.defaultInstance
+  var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct DeploymentList: Sendable {
@@ -469,7 +469,7 @@ public nonisolated struct DeploymentList: Sendable {
 
   public init() {}
 
-  fileprivate var _metadata: ListMeta? = nil
+  var _metadata: ListMeta? = nil
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -638,7 +638,7 @@ nonisolated extension ReplicaSet: SwiftProtobuf.Message, SwiftProtobuf._MessageI
   public static let protoMessageName: String = _protobuf_package + ".ReplicaSet"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}api_version\0\u{1}kind\0\u{1}metadata\0\u{1}spec\0\u{1}status\0")
 
-  fileprivate class _StorageClass {
+  final class _StorageClass {
     var _apiVersion: String = String()
     var _kind: String = String()
     var _metadata: ObjectMeta? = nil
@@ -651,7 +651,7 @@ nonisolated extension ReplicaSet: SwiftProtobuf.Message, SwiftProtobuf._MessageI
       // hence, it is safe to mark this as `nonisolated(unsafe)`.
       static nonisolated(unsafe) let defaultInstance = _StorageClass()
 
-    private init() {}
+    init() {}
 
     init(copying source: _StorageClass) {
       _apiVersion = source._apiVersion
@@ -662,7 +662,7 @@ nonisolated extension ReplicaSet: SwiftProtobuf.Message, SwiftProtobuf._MessageI
     }
   }
 
-  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+  mutating func _uniqueStorage() -> _StorageClass {
     if !isKnownUniquelyReferenced(&_storage) {
       _storage = _StorageClass(copying: _storage)
     }
@@ -1060,7 +1060,7 @@ nonisolated extension Deployment: SwiftProtobuf.Message, SwiftProtobuf._MessageI
   public static let protoMessageName: String = _protobuf_package + ".Deployment"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}api_version\0\u{1}kind\0\u{1}metadata\0\u{1}spec\0\u{1}status\0")
 
-  fileprivate class _StorageClass {
+  final class _StorageClass {
     var _apiVersion: String = String()
     var _kind: String = String()
     var _metadata: ObjectMeta? = nil
@@ -1073,7 +1073,7 @@ nonisolated extension Deployment: SwiftProtobuf.Message, SwiftProtobuf._MessageI
       // hence, it is safe to mark this as `nonisolated(unsafe)`.
       static nonisolated(unsafe) let defaultInstance = _StorageClass()
 
-    private init() {}
+    init() {}
 
     init(copying source: _StorageClass) {
       _apiVersion = source._apiVersion
@@ -1084,7 +1084,7 @@ nonisolated extension Deployment: SwiftProtobuf.Message, SwiftProtobuf._MessageI
     }
   }
 
-  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+  mutating func _uniqueStorage() -> _StorageClass {
     if !isKnownUniquelyReferenced(&_storage) {
       _storage = _StorageClass(copying: _storage)
     }

@@ -62,7 +62,7 @@ public nonisolated struct TokenSpec: Sendable {
 
   public init() {}
 
-  fileprivate var _expires: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  var _expires: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
 }
 
 public nonisolated struct Token: @unchecked Sendable {
@@ -102,7 +102,7 @@ public nonisolated struct Token: @unchecked Sendable {
 
   public init() {}
 
-  fileprivate var _storage = _StorageClass.defaultInstance
+  var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct TokenList: Sendable {
@@ -129,7 +129,7 @@ public nonisolated struct TokenList: Sendable {
 
   public init() {}
 
-  fileprivate var _metadata: ListMeta? = nil
+  var _metadata: ListMeta? = nil
 }
 
 public nonisolated struct CertificateSigningRequestSpec: Sendable {
@@ -162,7 +162,7 @@ public nonisolated struct CertificateSigningRequestSpec: Sendable {
 
   public init() {}
 
-  fileprivate var _expirationSeconds: Int32? = nil
+  var _expirationSeconds: Int32? = nil
 }
 
 public nonisolated struct CertificateSigningRequestCondition: Sendable {
@@ -191,7 +191,7 @@ public nonisolated struct CertificateSigningRequestCondition: Sendable {
 
   public init() {}
 
-  fileprivate var _lastUpdateTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  var _lastUpdateTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
 }
 
 public nonisolated struct CertificateSigningRequestStatus: Sendable {
@@ -255,7 +255,7 @@ public nonisolated struct CertificateSigningRequest: @unchecked Sendable {
 
   public init() {}
 
-  fileprivate var _storage = _StorageClass.defaultInstance
+  var _storage = _StorageClass.defaultInstance
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -325,7 +325,7 @@ nonisolated extension Token: SwiftProtobuf.Message, SwiftProtobuf._MessageImplem
   public static let protoMessageName: String = _protobuf_package + ".Token"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}api_version\0\u{1}kind\0\u{1}metadata\0\u{1}spec\0")
 
-  fileprivate class _StorageClass {
+  final class _StorageClass {
     var _apiVersion: String = String()
     var _kind: String = String()
     var _metadata: ObjectMeta? = nil
@@ -337,7 +337,7 @@ nonisolated extension Token: SwiftProtobuf.Message, SwiftProtobuf._MessageImplem
       // hence, it is safe to mark this as `nonisolated(unsafe)`.
       static nonisolated(unsafe) let defaultInstance = _StorageClass()
 
-    private init() {}
+    init() {}
 
     init(copying source: _StorageClass) {
       _apiVersion = source._apiVersion
@@ -347,7 +347,7 @@ nonisolated extension Token: SwiftProtobuf.Message, SwiftProtobuf._MessageImplem
     }
   }
 
-  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+  mutating func _uniqueStorage() -> _StorageClass {
     if !isKnownUniquelyReferenced(&_storage) {
       _storage = _StorageClass(copying: _storage)
     }
@@ -613,7 +613,7 @@ nonisolated extension CertificateSigningRequest: SwiftProtobuf.Message, SwiftPro
   public static let protoMessageName: String = _protobuf_package + ".CertificateSigningRequest"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}api_version\0\u{1}kind\0\u{1}metadata\0\u{1}spec\0\u{1}status\0")
 
-  fileprivate class _StorageClass {
+  final class _StorageClass {
     var _apiVersion: String = String()
     var _kind: String = String()
     var _metadata: ObjectMeta? = nil
@@ -626,7 +626,7 @@ nonisolated extension CertificateSigningRequest: SwiftProtobuf.Message, SwiftPro
       // hence, it is safe to mark this as `nonisolated(unsafe)`.
       static nonisolated(unsafe) let defaultInstance = _StorageClass()
 
-    private init() {}
+    init() {}
 
     init(copying source: _StorageClass) {
       _apiVersion = source._apiVersion
@@ -637,7 +637,7 @@ nonisolated extension CertificateSigningRequest: SwiftProtobuf.Message, SwiftPro
     }
   }
 
-  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+  mutating func _uniqueStorage() -> _StorageClass {
     if !isKnownUniquelyReferenced(&_storage) {
       _storage = _StorageClass(copying: _storage)
     }

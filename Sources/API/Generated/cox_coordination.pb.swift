@@ -71,10 +71,10 @@ public nonisolated struct LeaseSpec: Sendable {
 
   public init() {}
 
-  fileprivate var _leaseDurationSeconds: Int32? = nil
-  fileprivate var _acquireTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
-  fileprivate var _renewTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
-  fileprivate var _leaseTransitions: Int32? = nil
+  var _leaseDurationSeconds: Int32? = nil
+  var _acquireTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  var _renewTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  var _leaseTransitions: Int32? = nil
 }
 
 public nonisolated struct Lease: @unchecked Sendable {
@@ -114,7 +114,7 @@ public nonisolated struct Lease: @unchecked Sendable {
 
   public init() {}
 
-  fileprivate var _storage = _StorageClass.defaultInstance
+  var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct LeaseList: Sendable {
@@ -141,7 +141,7 @@ public nonisolated struct LeaseList: Sendable {
 
   public init() {}
 
-  fileprivate var _metadata: ListMeta? = nil
+  var _metadata: ListMeta? = nil
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -206,7 +206,7 @@ nonisolated extension Lease: SwiftProtobuf.Message, SwiftProtobuf._MessageImplem
   public static let protoMessageName: String = _protobuf_package + ".Lease"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}api_version\0\u{1}kind\0\u{1}metadata\0\u{1}spec\0")
 
-  fileprivate class _StorageClass {
+  final class _StorageClass {
     var _apiVersion: String = String()
     var _kind: String = String()
     var _metadata: ObjectMeta? = nil
@@ -218,7 +218,7 @@ nonisolated extension Lease: SwiftProtobuf.Message, SwiftProtobuf._MessageImplem
       // hence, it is safe to mark this as `nonisolated(unsafe)`.
       static nonisolated(unsafe) let defaultInstance = _StorageClass()
 
-    private init() {}
+    init() {}
 
     init(copying source: _StorageClass) {
       _apiVersion = source._apiVersion
@@ -228,7 +228,7 @@ nonisolated extension Lease: SwiftProtobuf.Message, SwiftProtobuf._MessageImplem
     }
   }
 
-  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+  mutating func _uniqueStorage() -> _StorageClass {
     if !isKnownUniquelyReferenced(&_storage) {
       _storage = _StorageClass(copying: _storage)
     }

@@ -93,7 +93,7 @@ public nonisolated struct Namespace: @unchecked Sendable {
 
   public init() {}
 
-  fileprivate var _storage = _StorageClass.defaultInstance
+  var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct NamespaceList: Sendable {
@@ -120,7 +120,7 @@ public nonisolated struct NamespaceList: Sendable {
 
   public init() {}
 
-  fileprivate var _metadata: ListMeta? = nil
+  var _metadata: ListMeta? = nil
 }
 
 /// ---- Pod ----
@@ -226,7 +226,7 @@ public nonisolated struct HTTPGetAction: Sendable {
 
   public init() {}
 
-  fileprivate var _port: IntOrString? = nil
+  var _port: IntOrString? = nil
 }
 
 public nonisolated struct TCPSocketAction: Sendable {
@@ -249,7 +249,7 @@ public nonisolated struct TCPSocketAction: Sendable {
 
   public init() {}
 
-  fileprivate var _port: IntOrString? = nil
+  var _port: IntOrString? = nil
 }
 
 public nonisolated struct Probe: Sendable {
@@ -307,10 +307,10 @@ public nonisolated struct Probe: Sendable {
 
   public init() {}
 
-  fileprivate var _exec: ExecAction? = nil
-  fileprivate var _httpGet: HTTPGetAction? = nil
-  fileprivate var _tcpSocket: TCPSocketAction? = nil
-  fileprivate var _terminationGracePeriodSeconds: Int64? = nil
+  var _exec: ExecAction? = nil
+  var _httpGet: HTTPGetAction? = nil
+  var _tcpSocket: TCPSocketAction? = nil
+  var _terminationGracePeriodSeconds: Int64? = nil
 }
 
 public nonisolated struct Container: @unchecked Sendable {
@@ -398,7 +398,7 @@ public nonisolated struct Container: @unchecked Sendable {
 
   public init() {}
 
-  fileprivate var _storage = _StorageClass.defaultInstance
+  var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Toleration: Sendable {
@@ -427,7 +427,7 @@ public nonisolated struct Toleration: Sendable {
 
   public init() {}
 
-  fileprivate var _tolerationSeconds: Int64? = nil
+  var _tolerationSeconds: Int64? = nil
 }
 
 public nonisolated struct NodeSelectorRequirement: Sendable {
@@ -488,7 +488,7 @@ public nonisolated struct NodeAffinity: Sendable {
 
   public init() {}
 
-  fileprivate var _requiredDuringSchedulingIgnoredDuringExecution: NodeSelector? = nil
+  var _requiredDuringSchedulingIgnoredDuringExecution: NodeSelector? = nil
 }
 
 public nonisolated struct Affinity: Sendable {
@@ -509,7 +509,7 @@ public nonisolated struct Affinity: Sendable {
 
   public init() {}
 
-  fileprivate var _nodeAffinity: NodeAffinity? = nil
+  var _nodeAffinity: NodeAffinity? = nil
 }
 
 public nonisolated struct PodSpec: Sendable {
@@ -575,10 +575,10 @@ public nonisolated struct PodSpec: Sendable {
 
   public init() {}
 
-  fileprivate var _terminationGracePeriodSeconds: Int64? = nil
-  fileprivate var _activeDeadlineSeconds: Int64? = nil
-  fileprivate var _affinity: Affinity? = nil
-  fileprivate var _priority: Int32? = nil
+  var _terminationGracePeriodSeconds: Int64? = nil
+  var _activeDeadlineSeconds: Int64? = nil
+  var _affinity: Affinity? = nil
+  var _priority: Int32? = nil
 }
 
 public nonisolated struct PodCondition: Sendable {
@@ -616,8 +616,8 @@ public nonisolated struct PodCondition: Sendable {
 
   public init() {}
 
-  fileprivate var _lastProbeTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
-  fileprivate var _lastTransitionTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  var _lastProbeTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  var _lastTransitionTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
 }
 
 public nonisolated struct ContainerStateWaiting: Sendable {
@@ -652,7 +652,7 @@ public nonisolated struct ContainerStateRunning: Sendable {
 
   public init() {}
 
-  fileprivate var _startedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  var _startedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
 }
 
 public nonisolated struct ContainerStateTerminated: Sendable {
@@ -693,8 +693,8 @@ public nonisolated struct ContainerStateTerminated: Sendable {
 
   public init() {}
 
-  fileprivate var _startedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
-  fileprivate var _finishedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  var _startedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  var _finishedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
 }
 
 public nonisolated struct ContainerState: Sendable {
@@ -733,9 +733,9 @@ public nonisolated struct ContainerState: Sendable {
 
   public init() {}
 
-  fileprivate var _waiting: ContainerStateWaiting? = nil
-  fileprivate var _running: ContainerStateRunning? = nil
-  fileprivate var _terminated: ContainerStateTerminated? = nil
+  var _waiting: ContainerStateWaiting? = nil
+  var _running: ContainerStateRunning? = nil
+  var _terminated: ContainerStateTerminated? = nil
 }
 
 public nonisolated struct ContainerStatus: @unchecked Sendable {
@@ -801,7 +801,7 @@ public nonisolated struct ContainerStatus: @unchecked Sendable {
 
   public init() {}
 
-  fileprivate var _storage = _StorageClass.defaultInstance
+  var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct PodIP: Sendable {
@@ -850,7 +850,7 @@ public nonisolated struct PodStatus: Sendable {
 
   public init() {}
 
-  fileprivate var _startTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  var _startTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
 }
 
 public nonisolated struct Pod: @unchecked Sendable {
@@ -899,7 +899,7 @@ public nonisolated struct Pod: @unchecked Sendable {
 
   public init() {}
 
-  fileprivate var _storage = _StorageClass.defaultInstance
+  var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct PodList: Sendable {
@@ -926,7 +926,7 @@ public nonisolated struct PodList: Sendable {
 
   public init() {}
 
-  fileprivate var _metadata: ListMeta? = nil
+  var _metadata: ListMeta? = nil
 }
 
 public nonisolated struct PodTemplateSpec: @unchecked Sendable {
@@ -956,7 +956,7 @@ public nonisolated struct PodTemplateSpec: @unchecked Sendable {
 
   public init() {}
 
-  fileprivate var _storage = _StorageClass.defaultInstance
+  var _storage = _StorageClass.defaultInstance
 }
 
 /// ---- Node ----
@@ -984,7 +984,7 @@ public nonisolated struct Taint: Sendable {
 
   public init() {}
 
-  fileprivate var _timeAdded: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  var _timeAdded: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
 }
 
 public nonisolated struct NodeSpec: Sendable {
@@ -1040,8 +1040,8 @@ public nonisolated struct NodeCondition: Sendable {
 
   public init() {}
 
-  fileprivate var _lastHeartbeatTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
-  fileprivate var _lastTransitionTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  var _lastHeartbeatTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  var _lastTransitionTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
 }
 
 public nonisolated struct NodeAddress: Sendable {
@@ -1127,8 +1127,8 @@ public nonisolated struct NodeStatus: Sendable {
 
   public init() {}
 
-  fileprivate var _nodeInfo: NodeSystemInfo? = nil
-  fileprivate var _daemonEndpoints: NodeDaemonEndpoints? = nil
+  var _nodeInfo: NodeSystemInfo? = nil
+  var _daemonEndpoints: NodeDaemonEndpoints? = nil
 }
 
 /// Where the node agent serves (logs); Kubernetes spells the port field "Port".
@@ -1162,7 +1162,7 @@ public nonisolated struct NodeDaemonEndpoints: Sendable {
 
   public init() {}
 
-  fileprivate var _kubeletEndpoint: DaemonEndpoint? = nil
+  var _kubeletEndpoint: DaemonEndpoint? = nil
 }
 
 public nonisolated struct Node: @unchecked Sendable {
@@ -1211,7 +1211,7 @@ public nonisolated struct Node: @unchecked Sendable {
 
   public init() {}
 
-  fileprivate var _storage = _StorageClass.defaultInstance
+  var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct NodeList: Sendable {
@@ -1238,7 +1238,7 @@ public nonisolated struct NodeList: Sendable {
 
   public init() {}
 
-  fileprivate var _metadata: ListMeta? = nil
+  var _metadata: ListMeta? = nil
 }
 
 /// ---- Event ----
@@ -1389,7 +1389,7 @@ public nonisolated struct Event: @unchecked Sendable {
 
   public init() {}
 
-  fileprivate var _storage = _StorageClass.defaultInstance
+  var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct EventList: Sendable {
@@ -1416,7 +1416,7 @@ public nonisolated struct EventList: Sendable {
 
   public init() {}
 
-  fileprivate var _metadata: ListMeta? = nil
+  var _metadata: ListMeta? = nil
 }
 
 /// The body of POST .../pods/{name}/binding: which node the pod goes to.
@@ -1457,7 +1457,7 @@ public nonisolated struct Binding: @unchecked Sendable {
 
   public init() {}
 
-  fileprivate var _storage = _StorageClass.defaultInstance
+  var _storage = _StorageClass.defaultInstance
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -1528,7 +1528,7 @@ nonisolated extension Namespace: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
   public static let protoMessageName: String = _protobuf_package + ".Namespace"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}api_version\0\u{1}kind\0\u{1}metadata\0\u{1}spec\0\u{1}status\0")
 
-  fileprivate class _StorageClass {
+  final class _StorageClass {
     var _apiVersion: String = String()
     var _kind: String = String()
     var _metadata: ObjectMeta? = nil
@@ -1541,7 +1541,7 @@ nonisolated extension Namespace: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
       // hence, it is safe to mark this as `nonisolated(unsafe)`.
       static nonisolated(unsafe) let defaultInstance = _StorageClass()
 
-    private init() {}
+    init() {}
 
     init(copying source: _StorageClass) {
       _apiVersion = source._apiVersion
@@ -1552,7 +1552,7 @@ nonisolated extension Namespace: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
     }
   }
 
-  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+  mutating func _uniqueStorage() -> _StorageClass {
     if !isKnownUniquelyReferenced(&_storage) {
       _storage = _StorageClass(copying: _storage)
     }
@@ -2027,7 +2027,7 @@ nonisolated extension Container: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
   public static let protoMessageName: String = _protobuf_package + ".Container"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}image\0\u{1}command\0\u{1}args\0\u{3}working_dir\0\u{1}ports\0\u{1}env\0\u{1}resources\0\u{3}liveness_probe\0\u{3}readiness_probe\0\u{3}startup_probe\0\u{3}image_pull_policy\0")
 
-  fileprivate class _StorageClass {
+  final class _StorageClass {
     var _name: String = String()
     var _image: String = String()
     var _command: [String] = []
@@ -2047,7 +2047,7 @@ nonisolated extension Container: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
       // hence, it is safe to mark this as `nonisolated(unsafe)`.
       static nonisolated(unsafe) let defaultInstance = _StorageClass()
 
-    private init() {}
+    init() {}
 
     init(copying source: _StorageClass) {
       _name = source._name
@@ -2065,7 +2065,7 @@ nonisolated extension Container: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
     }
   }
 
-  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+  mutating func _uniqueStorage() -> _StorageClass {
     if !isKnownUniquelyReferenced(&_storage) {
       _storage = _StorageClass(copying: _storage)
     }
@@ -2726,7 +2726,7 @@ nonisolated extension ContainerStatus: SwiftProtobuf.Message, SwiftProtobuf._Mes
   public static let protoMessageName: String = _protobuf_package + ".ContainerStatus"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}state\0\u{3}last_state\0\u{1}ready\0\u{3}restart_count\0\u{1}image\0\u{5}container_id\0containerID\0\u{1}started\0")
 
-  fileprivate class _StorageClass {
+  final class _StorageClass {
     var _name: String = String()
     var _state: ContainerState? = nil
     var _lastState: ContainerState? = nil
@@ -2742,7 +2742,7 @@ nonisolated extension ContainerStatus: SwiftProtobuf.Message, SwiftProtobuf._Mes
       // hence, it is safe to mark this as `nonisolated(unsafe)`.
       static nonisolated(unsafe) let defaultInstance = _StorageClass()
 
-    private init() {}
+    init() {}
 
     init(copying source: _StorageClass) {
       _name = source._name
@@ -2756,7 +2756,7 @@ nonisolated extension ContainerStatus: SwiftProtobuf.Message, SwiftProtobuf._Mes
     }
   }
 
-  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+  mutating func _uniqueStorage() -> _StorageClass {
     if !isKnownUniquelyReferenced(&_storage) {
       _storage = _StorageClass(copying: _storage)
     }
@@ -2949,7 +2949,7 @@ nonisolated extension Pod: SwiftProtobuf.Message, SwiftProtobuf._MessageImplemen
   public static let protoMessageName: String = _protobuf_package + ".Pod"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}api_version\0\u{1}kind\0\u{1}metadata\0\u{1}spec\0\u{1}status\0")
 
-  fileprivate class _StorageClass {
+  final class _StorageClass {
     var _apiVersion: String = String()
     var _kind: String = String()
     var _metadata: ObjectMeta? = nil
@@ -2962,7 +2962,7 @@ nonisolated extension Pod: SwiftProtobuf.Message, SwiftProtobuf._MessageImplemen
       // hence, it is safe to mark this as `nonisolated(unsafe)`.
       static nonisolated(unsafe) let defaultInstance = _StorageClass()
 
-    private init() {}
+    init() {}
 
     init(copying source: _StorageClass) {
       _apiVersion = source._apiVersion
@@ -2973,7 +2973,7 @@ nonisolated extension Pod: SwiftProtobuf.Message, SwiftProtobuf._MessageImplemen
     }
   }
 
-  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+  mutating func _uniqueStorage() -> _StorageClass {
     if !isKnownUniquelyReferenced(&_storage) {
       _storage = _StorageClass(copying: _storage)
     }
@@ -3096,7 +3096,7 @@ nonisolated extension PodTemplateSpec: SwiftProtobuf.Message, SwiftProtobuf._Mes
   public static let protoMessageName: String = _protobuf_package + ".PodTemplateSpec"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}metadata\0\u{1}spec\0")
 
-  fileprivate class _StorageClass {
+  final class _StorageClass {
     var _metadata: ObjectMeta? = nil
     var _spec: PodSpec? = nil
 
@@ -3106,7 +3106,7 @@ nonisolated extension PodTemplateSpec: SwiftProtobuf.Message, SwiftProtobuf._Mes
       // hence, it is safe to mark this as `nonisolated(unsafe)`.
       static nonisolated(unsafe) let defaultInstance = _StorageClass()
 
-    private init() {}
+    init() {}
 
     init(copying source: _StorageClass) {
       _metadata = source._metadata
@@ -3114,7 +3114,7 @@ nonisolated extension PodTemplateSpec: SwiftProtobuf.Message, SwiftProtobuf._Mes
     }
   }
 
-  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+  mutating func _uniqueStorage() -> _StorageClass {
     if !isKnownUniquelyReferenced(&_storage) {
       _storage = _StorageClass(copying: _storage)
     }
@@ -3564,7 +3564,7 @@ nonisolated extension Node: SwiftProtobuf.Message, SwiftProtobuf._MessageImpleme
   public static let protoMessageName: String = _protobuf_package + ".Node"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}api_version\0\u{1}kind\0\u{1}metadata\0\u{1}spec\0\u{1}status\0")
 
-  fileprivate class _StorageClass {
+  final class _StorageClass {
     var _apiVersion: String = String()
     var _kind: String = String()
     var _metadata: ObjectMeta? = nil
@@ -3577,7 +3577,7 @@ nonisolated extension Node: SwiftProtobuf.Message, SwiftProtobuf._MessageImpleme
       // hence, it is safe to mark this as `nonisolated(unsafe)`.
       static nonisolated(unsafe) let defaultInstance = _StorageClass()
 
-    private init() {}
+    init() {}
 
     init(copying source: _StorageClass) {
       _apiVersion = source._apiVersion
@@ -3588,7 +3588,7 @@ nonisolated extension Node: SwiftProtobuf.Message, SwiftProtobuf._MessageImpleme
     }
   }
 
-  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+  mutating func _uniqueStorage() -> _StorageClass {
     if !isKnownUniquelyReferenced(&_storage) {
       _storage = _StorageClass(copying: _storage)
     }
@@ -3806,7 +3806,7 @@ nonisolated extension Event: SwiftProtobuf.Message, SwiftProtobuf._MessageImplem
   public static let protoMessageName: String = _protobuf_package + ".Event"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}api_version\0\u{1}kind\0\u{1}metadata\0\u{3}involved_object\0\u{1}reason\0\u{1}message\0\u{1}source\0\u{3}first_timestamp\0\u{3}last_timestamp\0\u{1}count\0\u{1}type\0\u{3}event_time\0\u{3}reporting_component\0\u{3}reporting_instance\0\u{1}action\0")
 
-  fileprivate class _StorageClass {
+  final class _StorageClass {
     var _apiVersion: String = String()
     var _kind: String = String()
     var _metadata: ObjectMeta? = nil
@@ -3829,7 +3829,7 @@ nonisolated extension Event: SwiftProtobuf.Message, SwiftProtobuf._MessageImplem
       // hence, it is safe to mark this as `nonisolated(unsafe)`.
       static nonisolated(unsafe) let defaultInstance = _StorageClass()
 
-    private init() {}
+    init() {}
 
     init(copying source: _StorageClass) {
       _apiVersion = source._apiVersion
@@ -3850,7 +3850,7 @@ nonisolated extension Event: SwiftProtobuf.Message, SwiftProtobuf._MessageImplem
     }
   }
 
-  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+  mutating func _uniqueStorage() -> _StorageClass {
     if !isKnownUniquelyReferenced(&_storage) {
       _storage = _StorageClass(copying: _storage)
     }
@@ -4023,7 +4023,7 @@ nonisolated extension Binding: SwiftProtobuf.Message, SwiftProtobuf._MessageImpl
   public static let protoMessageName: String = _protobuf_package + ".Binding"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}api_version\0\u{1}kind\0\u{1}metadata\0\u{1}target\0")
 
-  fileprivate class _StorageClass {
+  final class _StorageClass {
     var _apiVersion: String = String()
     var _kind: String = String()
     var _metadata: ObjectMeta? = nil
@@ -4035,7 +4035,7 @@ nonisolated extension Binding: SwiftProtobuf.Message, SwiftProtobuf._MessageImpl
       // hence, it is safe to mark this as `nonisolated(unsafe)`.
       static nonisolated(unsafe) let defaultInstance = _StorageClass()
 
-    private init() {}
+    init() {}
 
     init(copying source: _StorageClass) {
       _apiVersion = source._apiVersion
@@ -4045,7 +4045,7 @@ nonisolated extension Binding: SwiftProtobuf.Message, SwiftProtobuf._MessageImpl
     }
   }
 
-  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+  mutating func _uniqueStorage() -> _StorageClass {
     if !isKnownUniquelyReferenced(&_storage) {
       _storage = _StorageClass(copying: _storage)
     }

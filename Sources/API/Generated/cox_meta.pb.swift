@@ -87,9 +87,9 @@ public nonisolated struct ObjectMeta: Sendable {
 
   public init() {}
 
-  fileprivate var _creationTimestamp: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
-  fileprivate var _deletionTimestamp: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
-  fileprivate var _deletionGracePeriodSeconds: Int64? = nil
+  var _creationTimestamp: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  var _deletionTimestamp: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  var _deletionGracePeriodSeconds: Int64? = nil
 }
 
 public nonisolated struct OwnerReference: Sendable {
@@ -127,8 +127,8 @@ public nonisolated struct OwnerReference: Sendable {
 
   public init() {}
 
-  fileprivate var _controller: Bool? = nil
-  fileprivate var _blockOwnerDeletion: Bool? = nil
+  var _controller: Bool? = nil
+  var _blockOwnerDeletion: Bool? = nil
 }
 
 public nonisolated struct ListMeta: Sendable {
@@ -153,7 +153,7 @@ public nonisolated struct ListMeta: Sendable {
 
   public init() {}
 
-  fileprivate var _remainingItemCount: Int64? = nil
+  var _remainingItemCount: Int64? = nil
 }
 
 /// An int or a string, as in Kubernetes' intstr.IntOrString (ports, maxSurge "25%").
@@ -299,8 +299,8 @@ public nonisolated struct Status: Sendable {
 
   public init() {}
 
-  fileprivate var _metadata: ListMeta? = nil
-  fileprivate var _details: StatusDetails? = nil
+  var _metadata: ListMeta? = nil
+  var _details: StatusDetails? = nil
 }
 
 /// One change in a watch stream. In protobuf streams `object` holds the object's own protobuf

@@ -76,7 +76,7 @@ public nonisolated struct Role: @unchecked Sendable {
 
   public init() {}
 
-  fileprivate var _storage = _StorageClass.defaultInstance
+  var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct RoleList: Sendable {
@@ -103,7 +103,7 @@ public nonisolated struct RoleList: Sendable {
 
   public init() {}
 
-  fileprivate var _metadata: ListMeta? = nil
+  var _metadata: ListMeta? = nil
 }
 
 public nonisolated struct ClusterRole: @unchecked Sendable {
@@ -139,7 +139,7 @@ public nonisolated struct ClusterRole: @unchecked Sendable {
 
   public init() {}
 
-  fileprivate var _storage = _StorageClass.defaultInstance
+  var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct ClusterRoleList: Sendable {
@@ -166,7 +166,7 @@ public nonisolated struct ClusterRoleList: Sendable {
 
   public init() {}
 
-  fileprivate var _metadata: ListMeta? = nil
+  var _metadata: ListMeta? = nil
 }
 
 public nonisolated struct Subject: Sendable {
@@ -245,7 +245,7 @@ public nonisolated struct RoleBinding: @unchecked Sendable {
 
   public init() {}
 
-  fileprivate var _storage = _StorageClass.defaultInstance
+  var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct RoleBindingList: Sendable {
@@ -272,7 +272,7 @@ public nonisolated struct RoleBindingList: Sendable {
 
   public init() {}
 
-  fileprivate var _metadata: ListMeta? = nil
+  var _metadata: ListMeta? = nil
 }
 
 public nonisolated struct ClusterRoleBinding: @unchecked Sendable {
@@ -317,7 +317,7 @@ public nonisolated struct ClusterRoleBinding: @unchecked Sendable {
 
   public init() {}
 
-  fileprivate var _storage = _StorageClass.defaultInstance
+  var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct ClusterRoleBindingList: Sendable {
@@ -344,7 +344,7 @@ public nonisolated struct ClusterRoleBindingList: Sendable {
 
   public init() {}
 
-  fileprivate var _metadata: ListMeta? = nil
+  var _metadata: ListMeta? = nil
 }
 
 /// authorization.k8s.io/v1
@@ -413,8 +413,8 @@ public nonisolated struct SelfSubjectAccessReviewSpec: Sendable {
 
   public init() {}
 
-  fileprivate var _resourceAttributes: ResourceAttributes? = nil
-  fileprivate var _nonResourceAttributes: NonResourceAttributes? = nil
+  var _resourceAttributes: ResourceAttributes? = nil
+  var _nonResourceAttributes: NonResourceAttributes? = nil
 }
 
 public nonisolated struct SubjectAccessReviewStatus: Sendable {
@@ -482,7 +482,7 @@ public nonisolated struct SelfSubjectAccessReview: @unchecked Sendable {
 
   public init() {}
 
-  fileprivate var _storage = _StorageClass.defaultInstance
+  var _storage = _StorageClass.defaultInstance
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -543,7 +543,7 @@ nonisolated extension Role: SwiftProtobuf.Message, SwiftProtobuf._MessageImpleme
   public static let protoMessageName: String = _protobuf_package + ".Role"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}api_version\0\u{1}kind\0\u{1}metadata\0\u{1}rules\0")
 
-  fileprivate class _StorageClass {
+  final class _StorageClass {
     var _apiVersion: String = String()
     var _kind: String = String()
     var _metadata: ObjectMeta? = nil
@@ -555,7 +555,7 @@ nonisolated extension Role: SwiftProtobuf.Message, SwiftProtobuf._MessageImpleme
       // hence, it is safe to mark this as `nonisolated(unsafe)`.
       static nonisolated(unsafe) let defaultInstance = _StorageClass()
 
-    private init() {}
+    init() {}
 
     init(copying source: _StorageClass) {
       _apiVersion = source._apiVersion
@@ -565,7 +565,7 @@ nonisolated extension Role: SwiftProtobuf.Message, SwiftProtobuf._MessageImpleme
     }
   }
 
-  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+  mutating func _uniqueStorage() -> _StorageClass {
     if !isKnownUniquelyReferenced(&_storage) {
       _storage = _StorageClass(copying: _storage)
     }
@@ -683,7 +683,7 @@ nonisolated extension ClusterRole: SwiftProtobuf.Message, SwiftProtobuf._Message
   public static let protoMessageName: String = _protobuf_package + ".ClusterRole"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}api_version\0\u{1}kind\0\u{1}metadata\0\u{1}rules\0")
 
-  fileprivate class _StorageClass {
+  final class _StorageClass {
     var _apiVersion: String = String()
     var _kind: String = String()
     var _metadata: ObjectMeta? = nil
@@ -695,7 +695,7 @@ nonisolated extension ClusterRole: SwiftProtobuf.Message, SwiftProtobuf._Message
       // hence, it is safe to mark this as `nonisolated(unsafe)`.
       static nonisolated(unsafe) let defaultInstance = _StorageClass()
 
-    private init() {}
+    init() {}
 
     init(copying source: _StorageClass) {
       _apiVersion = source._apiVersion
@@ -705,7 +705,7 @@ nonisolated extension ClusterRole: SwiftProtobuf.Message, SwiftProtobuf._Message
     }
   }
 
-  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+  mutating func _uniqueStorage() -> _StorageClass {
     if !isKnownUniquelyReferenced(&_storage) {
       _storage = _StorageClass(copying: _storage)
     }
@@ -908,7 +908,7 @@ nonisolated extension RoleBinding: SwiftProtobuf.Message, SwiftProtobuf._Message
   public static let protoMessageName: String = _protobuf_package + ".RoleBinding"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}api_version\0\u{1}kind\0\u{1}metadata\0\u{1}subjects\0\u{3}role_ref\0")
 
-  fileprivate class _StorageClass {
+  final class _StorageClass {
     var _apiVersion: String = String()
     var _kind: String = String()
     var _metadata: ObjectMeta? = nil
@@ -921,7 +921,7 @@ nonisolated extension RoleBinding: SwiftProtobuf.Message, SwiftProtobuf._Message
       // hence, it is safe to mark this as `nonisolated(unsafe)`.
       static nonisolated(unsafe) let defaultInstance = _StorageClass()
 
-    private init() {}
+    init() {}
 
     init(copying source: _StorageClass) {
       _apiVersion = source._apiVersion
@@ -932,7 +932,7 @@ nonisolated extension RoleBinding: SwiftProtobuf.Message, SwiftProtobuf._Message
     }
   }
 
-  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+  mutating func _uniqueStorage() -> _StorageClass {
     if !isKnownUniquelyReferenced(&_storage) {
       _storage = _StorageClass(copying: _storage)
     }
@@ -1055,7 +1055,7 @@ nonisolated extension ClusterRoleBinding: SwiftProtobuf.Message, SwiftProtobuf._
   public static let protoMessageName: String = _protobuf_package + ".ClusterRoleBinding"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}api_version\0\u{1}kind\0\u{1}metadata\0\u{1}subjects\0\u{3}role_ref\0")
 
-  fileprivate class _StorageClass {
+  final class _StorageClass {
     var _apiVersion: String = String()
     var _kind: String = String()
     var _metadata: ObjectMeta? = nil
@@ -1068,7 +1068,7 @@ nonisolated extension ClusterRoleBinding: SwiftProtobuf.Message, SwiftProtobuf._
       // hence, it is safe to mark this as `nonisolated(unsafe)`.
       static nonisolated(unsafe) let defaultInstance = _StorageClass()
 
-    private init() {}
+    init() {}
 
     init(copying source: _StorageClass) {
       _apiVersion = source._apiVersion
@@ -1079,7 +1079,7 @@ nonisolated extension ClusterRoleBinding: SwiftProtobuf.Message, SwiftProtobuf._
     }
   }
 
-  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+  mutating func _uniqueStorage() -> _StorageClass {
     if !isKnownUniquelyReferenced(&_storage) {
       _storage = _StorageClass(copying: _storage)
     }
@@ -1381,7 +1381,7 @@ nonisolated extension SelfSubjectAccessReview: SwiftProtobuf.Message, SwiftProto
   public static let protoMessageName: String = _protobuf_package + ".SelfSubjectAccessReview"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}api_version\0\u{1}kind\0\u{1}metadata\0\u{1}spec\0\u{1}status\0")
 
-  fileprivate class _StorageClass {
+  final class _StorageClass {
     var _apiVersion: String = String()
     var _kind: String = String()
     var _metadata: ObjectMeta? = nil
@@ -1394,7 +1394,7 @@ nonisolated extension SelfSubjectAccessReview: SwiftProtobuf.Message, SwiftProto
       // hence, it is safe to mark this as `nonisolated(unsafe)`.
       static nonisolated(unsafe) let defaultInstance = _StorageClass()
 
-    private init() {}
+    init() {}
 
     init(copying source: _StorageClass) {
       _apiVersion = source._apiVersion
@@ -1405,7 +1405,7 @@ nonisolated extension SelfSubjectAccessReview: SwiftProtobuf.Message, SwiftProto
     }
   }
 
-  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+  mutating func _uniqueStorage() -> _StorageClass {
     if !isKnownUniquelyReferenced(&_storage) {
       _storage = _StorageClass(copying: _storage)
     }

@@ -35,7 +35,17 @@ public struct ProtoReader {
         return field
     }
 
+    @inline(__always)
     public mutating func varint() throws -> UInt64 {
+        // Tags and most lengths fit in one byte.
+        if position < buffer.count, buffer[position] < 0x80 {
+            defer { position += 1 }
+            return UInt64(buffer[position])
+        }
+        return try longVarint()
+    }
+
+    mutating func longVarint() throws -> UInt64 {
         var result: UInt64 = 0
         var shift: UInt64 = 0
         while position < buffer.count {

@@ -2,39 +2,82 @@
 /// place behind a one-byte length that is widened afterwards only when the body is 128 bytes or
 /// more, so no size is computed twice (swift-protobuf's encoder recomputes the sizes of nested
 /// messages at every level, which dominates its cost on deeply nested objects).
-public struct ProtoWriter {
-    public private(set) var bytes: [UInt8] = []
+///
+/// The buffer is raw memory the writer owns (it is not copyable, and frees it when it ends):
+/// appending to an `[UInt8]` checks uniqueness and capacity on every byte, which was a third of
+/// encoding a Pod.
+public struct ProtoWriter: ~Copyable {
+    @usableFromInline var base: UnsafeMutablePointer<UInt8>
+    @usableFromInline var count = 0
+    @usableFromInline var capacity: Int
 
     public init(capacity: Int = 1024) {
-        bytes.reserveCapacity(capacity)
+        self.capacity = max(16, capacity)
+        base = .allocate(capacity: self.capacity)
     }
 
-    @inline(__always) mutating func varint(_ value: UInt64) {
+    deinit { base.deallocate() }
+
+    /// What has been written.
+    public var bytes: [UInt8] { Array(UnsafeBufferPointer(start: base, count: count)) }
+
+    /// Room for `n` more bytes.
+    @inline(__always) @usableFromInline mutating func reserve(_ n: Int) {
+        if count + n > capacity { grow(n) }
+    }
+
+    @inline(never) @usableFromInline mutating func grow(_ n: Int) {
+        let newCapacity = max(capacity * 2, count + n)
+        let bigger = UnsafeMutablePointer<UInt8>.allocate(capacity: newCapacity)
+        bigger.update(from: base, count: count)
+        base.deallocate()
+        base = bigger
+        capacity = newCapacity
+    }
+
+    @inline(__always) @usableFromInline mutating func varint(_ value: UInt64) {
+        reserve(10)
         var v = value
         while v >= 0x80 {
-            bytes.append(UInt8(truncatingIfNeeded: v) | 0x80)
+            base[count] = UInt8(truncatingIfNeeded: v) | 0x80
+            count += 1
             v >>= 7
         }
-        bytes.append(UInt8(v))
+        base[count] = UInt8(v)
+        count += 1
     }
 
-    @inline(__always) mutating func tag(_ field: Int, _ wireType: Int) {
+    @inline(__always) @usableFromInline mutating func tag(_ field: Int, _ wireType: Int) {
         varint(UInt64(field << 3 | wireType))
+    }
+
+    @inline(__always) mutating func append(_ bytes: UnsafeRawBufferPointer) {
+        guard let source = bytes.baseAddress, !bytes.isEmpty else { return }
+        reserve(bytes.count)
+        UnsafeMutableRawPointer(base + count).copyMemory(from: source, byteCount: bytes.count)
+        count += bytes.count
     }
 
     public mutating func string(_ field: Int, _ value: String) {
         tag(field, 2)
-        var value = value
-        value.withUTF8 { utf8 in
+        // Native strings lend their bytes without a copy (or a retain, as `var` + `withUTF8` took).
+        let done: Void? = value.utf8.withContiguousStorageIfAvailable { utf8 in
             varint(UInt64(utf8.count))
-            bytes.append(contentsOf: utf8)
+            append(UnsafeRawBufferPointer(utf8))
+        }
+        if done == nil {
+            var copy = value
+            copy.withUTF8 { utf8 in
+                varint(UInt64(utf8.count))
+                append(UnsafeRawBufferPointer(utf8))
+            }
         }
     }
 
     public mutating func bytesField(_ field: Int, _ value: [UInt8]) {
         tag(field, 2)
         varint(UInt64(value.count))
-        bytes.append(contentsOf: value)
+        value.withUnsafeBytes { append($0) }
     }
 
     public mutating func int64(_ field: Int, _ value: Int64) {
@@ -55,41 +98,57 @@ public struct ProtoWriter {
 
     public mutating func bool(_ field: Int, _ value: Bool) {
         tag(field, 0)
-        bytes.append(value ? 1 : 0)
+        reserve(1)
+        base[count] = value ? 1 : 0
+        count += 1
     }
 
     public mutating func double(_ field: Int, _ value: Double) {
         tag(field, 1)
         var bits = value.bitPattern.littleEndian
-        withUnsafeBytes(of: &bits) { bytes.append(contentsOf: $0) }
+        withUnsafeBytes(of: &bits) { append($0) }
     }
 
     public mutating func float(_ field: Int, _ value: Float) {
         tag(field, 5)
         var bits = value.bitPattern.littleEndian
-        withUnsafeBytes(of: &bits) { bytes.append(contentsOf: $0) }
+        withUnsafeBytes(of: &bits) { append($0) }
     }
 
     /// A length-delimited nested message whose body `write` appends.
     @inline(__always)
     public mutating func message(_ field: Int, _ write: (inout ProtoWriter) -> Void) {
         tag(field, 2)
-        let lengthAt = bytes.count
-        bytes.append(0)
+        reserve(1)
+        let lengthAt = count
+        count += 1
         write(&self)
-        let length = bytes.count - lengthAt - 1
+        let length = count - lengthAt - 1
         if length < 0x80 {
-            bytes[lengthAt] = UInt8(length)
+            base[lengthAt] = UInt8(length)
             return
         }
-        var prefix: [UInt8] = []
+        widenLength(at: lengthAt, length)
+    }
+
+    /// Rewrites the one-byte length placeholder at `lengthAt` as the varint of `length`, moving
+    /// the body behind it.
+    @inline(never) mutating func widenLength(at lengthAt: Int, _ length: Int) {
+        var prefix: (UInt64, Int) = (0, 0)  // up to 8 varint bytes packed little-endian, and their count
         var v = UInt64(length)
         while v >= 0x80 {
-            prefix.append(UInt8(truncatingIfNeeded: v) | 0x80)
+            prefix.0 |= (v & 0x7F | 0x80) << (8 * UInt64(prefix.1))
+            prefix.1 += 1
             v >>= 7
         }
-        prefix.append(UInt8(v))
-        bytes.replaceSubrange(lengthAt..<(lengthAt + 1), with: prefix)
+        prefix.0 |= v << (8 * UInt64(prefix.1))
+        prefix.1 += 1
+        let extra = prefix.1 - 1
+        reserve(extra)
+        let body = UnsafeMutableRawPointer(base + lengthAt + 1)
+        (body + extra).copyMemory(from: body, byteCount: length)  // memmove: the regions overlap
+        for i in 0..<prefix.1 { base[lengthAt + i] = UInt8(truncatingIfNeeded: prefix.0 >> (8 * UInt64(i))) }
+        count += extra
     }
 
     /// One `map<string, string>` entry.

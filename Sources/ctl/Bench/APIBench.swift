@@ -15,6 +15,7 @@ struct APIBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "api", abstract: "Creates/s over TLS with watchers attached: protobuf vs JSON.")
 
     @Option(help: "Concurrent creating clients.") var clients = 64
+    @Option(help: "HTTP/2 connections the creating clients share (each its own client, as separate programs would be).") var connections = 8
     @Option(help: "Watchers attached while creating.") var watchers = 1_000
     @Option(help: "Pods created per run.") var creates = 10_000
     @Option(help: "Formats to measure (protobuf, json).") var format: [String] = ["protobuf", "json"]
@@ -51,7 +52,8 @@ struct APIBench: AsyncParsableCommand {
         defer { server.stop() }
         let kubeconfigPath = server.kubeconfigPath
         let kubeconfig = try Kubeconfig.load(path: kubeconfigPath)
-        let writer = try APIClient(kubeconfig: kubeconfig, format: wire, maxConnections: clients)
+        let writers = try (0..<max(1, min(connections, clients))).map { _ in try APIClient(kubeconfig: kubeconfig, format: wire) }
+        let writer = writers[0]
         let reader = try APIClient(kubeconfig: kubeconfig, format: wire, maxConnections: watchers)
         let samples = Samples()
         let total = creates
@@ -82,6 +84,7 @@ struct APIBench: AsyncParsableCommand {
         let start = DispatchTime.now().uptimeNanoseconds
         let latencies = try await withThrowingTaskGroup(of: [Double].self) { group in
             for c in 0..<clients {
+                let writer = writers[c % writers.count]
                 group.addTask {
                     var out: [Double] = []
                     var i = c
@@ -110,7 +113,7 @@ struct APIBench: AsyncParsableCommand {
         for task in watchTasks { _ = try? await task.value }
         // Transport cost: wire encodings per event, however many watchers (issue #8, fallacy 7).
         let encodes = (try? await writer.metric("cox_watch_event_encodes_total")) ?? .nan
-        try? await writer.shutdown()
+        for writer in writers { try? await writer.shutdown() }
         try? await reader.shutdown()
         let sorted = latencies.sorted()
         let lags = samples.lags.withLock { $0 }.sorted()
