@@ -110,7 +110,7 @@ public final class AuditLog: Sendable {
 
     static func line(_ entry: Entry) -> [UInt8] {
         var members: [JSONMember] = [
-            JSONMember("time", .string(Date().formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true)))),
+            JSONMember("time", .string(Timestamp(date: Date()).format(microseconds: true))),  // RFC 3339, UTC, µs
             JSONMember("requestID", .string(entry.requestID)),
             JSONMember("user", .string(entry.user)),
             JSONMember("groups", .array(entry.groups.map { .string($0) })),
