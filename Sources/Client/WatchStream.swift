@@ -41,7 +41,13 @@ public struct WatchFrameSplitter: Sendable {
                 start += 4 + length
             }
         }
-        if start > 0 { pending.removeFirst(start) }
+        // The frames share `pending`'s storage: removing from its front would copy all of it
+        // (copy-on-write); start a new buffer with just the incomplete rest instead.
+        if start == pending.count {
+            pending = []
+        } else if start > 0 {
+            pending = Array(pending[start...])
+        }
         return frames
     }
 

@@ -27,6 +27,10 @@ public final class SQLiteStore: ObjectStore, Sendable {
         public var groupCommit = true
         /// Events kept in memory for watchers; a watcher further behind than this is cut off.
         public var watchRingCapacity = 16_384
+        /// Watchers waiting for changes are woken at most this often: under a stream of small
+        /// commits each writes one larger batch per interval instead of one per commit (see
+        /// WatchHub). It is the most a change waits before a watch sends it.
+        public var watchWakeInterval: Duration = .milliseconds(5)
         /// Largest encoded object accepted (etcd's default request limit is 1.5 MiB).
         public var maxObjectBytes = 1_536 * 1_024
         /// Read connections kept open.
@@ -72,7 +76,7 @@ public final class SQLiteStore: ObjectStore, Sendable {
         let current = try Self.readMeta(connection, "current_rev")
         let compacted = try Self.readMeta(connection, "compact_rev")
         self.revisions = RevisionState(current: current, compacted: compacted)
-        self.hub = WatchHub(capacity: options.watchRingCapacity, head: current)
+        self.hub = WatchHub(capacity: options.watchRingCapacity, head: current, minWakeInterval: options.watchWakeInterval)
         self.readers = Mutex([])
         self.writer = WriteQueue()
         let thread = Thread { [writer, hub, options, logger, revisions, stats] in

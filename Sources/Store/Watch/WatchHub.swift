@@ -1,3 +1,4 @@
+import Dispatch
 import Synchronization
 
 /// The recent history of committed events, shared by every watcher.
@@ -30,14 +31,25 @@ final class WatchHub: Sendable {
         var nextWaiterID: UInt64 = 0
         var closed = false
         var watchers = 0
+        /// When waiting watchers were last woken (uptime ns), and whether a deferred wake is due.
+        var lastWake: UInt64 = 0
+        var wakePending = false
     }
 
     let capacity: Int
+    /// Waiting watchers are woken at most this often (ns): a commit that follows the last wake
+    /// closer than this wakes them when the interval has passed, with everything published
+    /// meanwhile. Under a stream of small commits each watcher then writes (and its client reads)
+    /// one batch per interval instead of one per commit; when commits are further apart than this
+    /// they wake at once, adding nothing.
+    let minWakeInterval: UInt64
     private let state: Mutex<State>
 
-    init(capacity: Int, head: Int64) {
+    init(capacity: Int, head: Int64, minWakeInterval: Duration = .zero) {
         precondition(capacity > 0)
         self.capacity = capacity
+        let (seconds, attoseconds) = minWakeInterval.components
+        self.minWakeInterval = UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
         self.state = Mutex(State(ring: Array(repeating: nil, count: capacity), head: head, count: 0))
     }
 
@@ -47,21 +59,49 @@ final class WatchHub: Sendable {
     func watcherStarted() { state.withLock { $0.watchers += 1 } }
     func watcherEnded() { state.withLock { $0.watchers -= 1 } }
 
-    /// Appends events (consecutive revisions, in order) and wakes every waiting watcher.
+    /// Appends events (consecutive revisions, in order) and wakes every waiting watcher, at once
+    /// or, within `minWakeInterval` of the last wake, when it has passed.
     func publish(_ events: [StoreEvent]) {
         guard !events.isEmpty else { return }
-        let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+        let (waiters, deferBy) = state.withLock { s -> ([CheckedContinuation<Void, Never>], UInt64?) in
             for event in events {
                 precondition(event.revision == s.head + 1, "revisions must be published in order without gaps")
                 s.ring[Int(event.revision % Int64(capacity))] = event
                 s.head = event.revision
                 s.count = min(s.count + 1, capacity)
             }
-            let woken = Array(s.waiters.values)
-            s.waiters.removeAll(keepingCapacity: true)
-            return woken
+            if s.wakePending { return ([], nil) }
+            let now = DispatchTime.now().uptimeNanoseconds
+            let since = now &- s.lastWake
+            if minWakeInterval > 0 && since < minWakeInterval {
+                s.wakePending = true
+                return ([], minWakeInterval - since)
+            }
+            s.lastWake = now
+            return (Self.takeWaiters(&s), nil)
         }
         for waiter in waiters { waiter.resume() }
+        if let deferBy {
+            Task {
+                try? await Task.sleep(nanoseconds: deferBy)
+                self.deferredWake()
+            }
+        }
+    }
+
+    private func deferredWake() {
+        let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            s.wakePending = false
+            s.lastWake = DispatchTime.now().uptimeNanoseconds
+            return Self.takeWaiters(&s)
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    private static func takeWaiters(_ s: inout State) -> [CheckedContinuation<Void, Never>] {
+        let woken = Array(s.waiters.values)
+        s.waiters.removeAll(keepingCapacity: true)
+        return woken
     }
 
     /// Whether the ring still holds every event after `after`.
