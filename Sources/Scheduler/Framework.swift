@@ -10,9 +10,19 @@ public struct Framework: Sendable {
         filters: [NodeReadyFilter(), NodeSelectorFilter(), TaintTolerationFilter(), ResourcesFitFilter()],
         scores: [LeastAllocatedScore(), SpreadScore(), PreferNoScheduleScore()])
 
+    /// The filters as closures over their concrete types, made once: calling a plugin through
+    /// `any FilterPlugin` projected the existential on every call, for every node of every pod
+    /// (15 % of the decision loop).
+    let checks: [@Sendable (PodInfo, NodeInfo) -> Unfit?]
+
     public init(filters: [any FilterPlugin], scores: [any ScorePlugin]) {
         self.filters = filters
         self.scores = scores
+        checks = filters.map { Self.check($0) }
+    }
+
+    private static func check<F: FilterPlugin>(_ filter: F) -> @Sendable (PodInfo, NodeInfo) -> Unfit? {
+        { filter.filter($0, $1) }
     }
 
     /// One node's verdict, for explanations: the filter that rejected it, or its scores.
@@ -71,10 +81,10 @@ public struct Framework: Sendable {
             let node = nodes[(start + examined) % count]
             examined += 1
             var failed = false
-            for filter in filters {
-                if let reason = filter.filter(pod, node) {
+            for (index, check) in checks.enumerated() {
+                if let reason = check(pod, node) {
                     unfit[reason, default: 0] += 1
-                    if detailed { verdicts.append(Verdict(node: node.name, failure: (filter.name, reason), scores: [])) }
+                    if detailed { verdicts.append(Verdict(node: node.name, failure: (filters[index].name, reason), scores: [])) }
                     failed = true
                     break
                 }
@@ -85,7 +95,8 @@ public struct Framework: Sendable {
         var byPlugin: [[Int]] = []
         for plugin in scores {
             let values = plugin.score(pod, feasible)
-            for i in totals.indices { totals[i] += max(0, min(100, values[i])) * plugin.weight }
+            let weight = plugin.weight  // once, not per node: a witness call through the existential
+            for i in totals.indices { totals[i] += max(0, min(100, values[i])) * weight }
             if detailed { byPlugin.append(values.map { max(0, min(100, $0)) }) }
         }
         var best: Int?
