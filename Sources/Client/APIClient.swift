@@ -87,9 +87,11 @@ public final class APIClient: Sendable {
     /// Streams one watch request: the raw body chunks of `?watch=true` from `resourceVersion` (JSON
     /// lines or length-prefixed protobuf frames, per the client's format). Ends when the server ends
     /// it; `watch(_:_:)` is the resuming, decoding form.
-    public func watchChunks<T: APIObject>(_ type: T.Type, namespace: String?, resourceVersion: String, timeoutSeconds: Int) async throws -> HTTPClientResponse.Body {
+    public func watchChunks<T: APIObject>(_ type: T.Type, namespace: String?, resourceVersion: String, timeoutSeconds: Int,
+                                          fieldSelector: String? = nil) async throws -> HTTPClientResponse.Body {
         var request = WatchRequest(namespace: namespace, resourceVersion: resourceVersion)
         request.timeoutSeconds = timeoutSeconds
+        request.fieldSelector = fieldSelector
         return try await watchBody(T.self, request, resourceVersion: resourceVersion)
     }
 

@@ -58,13 +58,17 @@ public struct WatchOptions: Sendable {
     public var namespace: String?
     public var labelSelector: Selector
     public var predicate: (@Sendable (any APIObject) -> Bool)?
+    /// Only pods bound to this node (`spec.nodeName`, "" for unbound pods): such a watch is
+    /// served from the hub's node index, woken only by that node's pods.
+    public var nodeName: String?
 
     public init(resource: String? = nil, namespace: String? = nil, labelSelector: Selector = .everything,
-                predicate: (@Sendable (any APIObject) -> Bool)? = nil) {
+                predicate: (@Sendable (any APIObject) -> Bool)? = nil, nodeName: String? = nil) {
         self.resource = resource
         self.namespace = namespace
         self.labelSelector = labelSelector
         self.predicate = predicate
+        self.nodeName = nodeName
     }
 
     public static func of<T: APIObject>(_ type: T.Type, namespace: String? = nil, labelSelector: Selector = .everything) -> WatchOptions {
@@ -76,6 +80,7 @@ public struct WatchOptions: Sendable {
         if let namespace, event.key.namespace != namespace { return false }
         if !labelSelector.isEverything && !labelSelector.matches(event.object.metadata.labels) { return false }
         if let predicate, !predicate(event.object) { return false }
+        if let nodeName, WatchHub.node(of: event) != nodeName { return false }
         return true
     }
 }

@@ -44,8 +44,12 @@ struct StoreWatchTests {
 
     @Test func watchFromOldRevisionReplaysFromTheLogThenFollows() async throws {
         let dir = TemporaryDirectory()
-        // A tiny ring forces catch-up through the revision log.
-        let store = try openStore(dir) { $0.watchRingCapacity = 4 }
+        // A tiny ring forces catch-up through the revision log (and watchers woken at every
+        // commit, or the writer below would overrun it while they wait for the next wake).
+        let store = try openStore(dir) {
+            $0.watchRingCapacity = 4
+            $0.watchWakeInterval = .zero
+        }
         defer { store.close() }
         for i in 0..<50 { _ = try await store.create(TestObjects.pod("p\(i)")) }
         let watch = try store.watch(from: 10, options: WatchOptions())
@@ -135,6 +139,50 @@ struct StoreWatchTests {
         // Resuming from the reported revision works (from the log).
         let resumed = try store.watch(from: 1, options: WatchOptions())
         #expect(try await collect(resumed, count: 100).map(\.revision) == Array(2...101))
+    }
+
+    /// A node agent's watch (`spec.nodeName=NODE`) is served from the node index: it gets exactly
+    /// its node's pods, in order, from history and live; other nodes' churn — far more than the
+    /// ring holds — neither reaches it nor cuts it off; losing one of its own events does.
+    @Test func aNodesWatchSeesItsPodsOnlyAndOutlastsOtherNodesChurn() async throws {
+        let dir = TemporaryDirectory()
+        let store = try openStore(dir) { $0.watchRingCapacity = 32 }
+        defer { store.close() }
+        func pod(_ name: String, on node: String) -> Pod {
+            var pod = TestObjects.pod(name)
+            pod.spec.nodeName = node
+            return pod
+        }
+        let live = try store.watch(from: 0, options: WatchOptions(resource: "pods", nodeName: "a"))
+        let all = try store.watch(from: 0, options: WatchOptions(resource: "pods"))
+        _ = try await store.create(pod("a-0", on: "a"))
+        #expect(try await live.next().map { $0.object.metadata.name } == ["a-0"])
+        #expect(try await all.next().map { $0.object.metadata.name } == ["a-0"])
+        // 200 pods on node b (the ring holds 32), with one for node a in the middle.
+        for i in 0..<200 {
+            _ = try await store.create(pod(i == 100 ? "a-1" : "b-\(i)", on: i == 100 ? "a" : "b"))
+        }
+        _ = try await store.create(pod("a-2", on: "a"))
+        // The unindexed watch, 200 events behind a 32-event ring, is cut off...
+        await #expect(throws: StoreError.self) { _ = try await all.next() }
+        // ...the node's watch lost a-1 (overwritten) and says so instead of skipping it.
+        do {
+            _ = try await live.next()
+            Issue.record("a node watch whose own event was overwritten must be told to resume")
+        } catch let error as StoreError {
+            #expect(error.code == .watcherTooSlow)
+            #expect(error.revision == 1)
+        }
+        // Resumed from there it reads its pods from the log, then follows the ring: idle while
+        // 100 more pods land on node b, it still gets a-3, and only a-1 … a-3.
+        let resumed = try store.watch(from: 1, options: WatchOptions(resource: "pods", nodeName: "a"))
+        #expect(try await collect(resumed, count: 2).map { $0.object.metadata.name } == ["a-1", "a-2"])
+        for i in 0..<100 { _ = try await store.create(pod("c-\(i)", on: "b")) }
+        let a3 = try await store.create(pod("a-3", on: "a"))
+        let last = try await resumed.next()
+        #expect(last.map { $0.object.metadata.name } == ["a-3"])
+        #expect(last.map(\.revision) == [Int64(a3.metadata.resourceVersion)])
+        #expect(resumed.revision == store.currentRevision)
     }
 
     @Test func cancellingAWaitingWatchReturnsPromptly() async throws {

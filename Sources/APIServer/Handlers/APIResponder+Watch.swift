@@ -31,8 +31,13 @@ extension APIResponder {
         }
         let watch: StoreWatch
         do {
+            var nodeName: String?
+            if T.self == Pod.self, let fields = query["fieldSelector"], !fields.isEmpty {
+                nodeName = try FieldSelector(parsing: String(fields)).nodeName
+            }
             watch = try store.watch(from: start, options: WatchOptions(
-                resource: T.kindInfo.groupResource, namespace: options.namespace, labelSelector: options.labelSelector, predicate: options.predicate))
+                resource: T.kindInfo.groupResource, namespace: options.namespace, labelSelector: options.labelSelector,
+                predicate: options.predicate, nodeName: nodeName))
         } catch let error as StoreError where error.code == .compacted {
             throw APIError(410, "Expired", "too old resource version: \(start) (\(error.message))")
         }

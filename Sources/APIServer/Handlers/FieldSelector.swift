@@ -43,6 +43,10 @@ struct FieldSelector: Sendable {
         }
     }
 
+    /// The node of an equality requirement on `spec.nodeName`: a watch with one is served from
+    /// the store's node index.
+    var nodeName: String? { requirements.first { $0.field == "spec.nodeName" && $0.equal }?.value }
+
     @Sendable func matches(_ object: any APIObject) -> Bool {
         requirements.allSatisfy { ($0.equal) == (Self.value(of: $0.field, in: object) == $0.value) }
     }

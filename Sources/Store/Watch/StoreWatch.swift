@@ -26,6 +26,8 @@ public final class StoreWatch: Sendable, AsyncSequence {
 
     let hub: WatchHub
     let options: WatchOptions
+    /// This watch's identity in the hub, for waiting and being woken alone.
+    let waiterID: UInt64
     let replay: @Sendable (_ after: Int64, _ limit: Int) throws -> [StoreEvent]
     private let state: Mutex<State>
 
@@ -35,6 +37,7 @@ public final class StoreWatch: Sendable, AsyncSequence {
         self.options = options
         self.replay = replay
         self.state = Mutex(State(cursor: revision))
+        self.waiterID = hub.newWaiterID()
         hub.watcherStarted()
     }
 
@@ -54,7 +57,7 @@ public final class StoreWatch: Sendable, AsyncSequence {
         }
         if !wasFinished {
             hub.watcherEnded()
-            hub.wakeAll()
+            hub.wake(waiterID)
         }
     }
 
@@ -79,7 +82,7 @@ public final class StoreWatch: Sendable, AsyncSequence {
     /// checks of the consumer's connection).
     public func tick() {
         state.withLock { $0.ticked = true }
-        hub.wakeAll()
+        hub.wake(waiterID)
     }
 
     /// Like `next()`, but returns an empty batch after `tick()` and nil when the watch has ended.
@@ -93,13 +96,15 @@ public final class StoreWatch: Sendable, AsyncSequence {
             if ticked { return [] }
             try Task.checkCancellation()
             let events: [StoreEvent]
-            switch hub.read(after: cursor, max: Self.ringBatch) {
-            case .events(let read):
+            let through: Int64
+            switch hub.read(after: cursor, max: Self.ringBatch, node: options.nodeName) {
+            case .events(let read, let seen):
                 events = read
+                through = seen
                 state.withLock { $0.live = true }
             case .caughtUp:
                 state.withLock { $0.live = true }
-                await hub.waitForEvents(after: cursor)
+                await hub.waitForEvents(after: cursor, node: options.nodeName, id: waiterID)
                 continue
             case .closed:
                 finish()
@@ -116,8 +121,9 @@ public final class StoreWatch: Sendable, AsyncSequence {
                     throw error
                 }
                 if events.isEmpty { continue }
+                through = events.last!.revision
             }
-            state.withLock { $0.cursor = events.last!.revision }
+            state.withLock { $0.cursor = through }
             let matching = events.filter(options.matches)
             if !matching.isEmpty { return matching }
         }

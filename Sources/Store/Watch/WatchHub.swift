@@ -1,3 +1,4 @@
+import API
 import Dispatch
 import Synchronization
 
@@ -12,9 +13,16 @@ import Synchronization
 ///
 ///     capacity 4, head 9:   slot0=r8  slot1=r9  slot2=r6  slot3=r7     oldest = 6
 ///     read(after: 6) -> [r7, r8, r9];  read(after: 4) -> .behind (r5 is gone)
+///
+/// Pod events are also indexed by `spec.nodeName`, as Kubernetes' watch cache does: a watch of
+/// one node's pods (every node agent keeps one) is woken only by that node's pods and reads only
+/// them, instead of waking for, and filtering, every pod change in the cluster. Such a watch is
+/// not cut off for falling behind other nodes' changes, only when one of its own was overwritten.
 final class WatchHub: Sendable {
     enum ReadResult {
-        case events([StoreEvent])
+        /// Events after the cursor (for a node's watch, that node's pod events only), and the
+        /// revision the reader has now seen everything up to.
+        case events([StoreEvent], through: Int64)
         /// Nothing after this revision yet.
         case caughtUp
         /// The events right after this revision are no longer in the ring.
@@ -22,18 +30,32 @@ final class WatchHub: Sendable {
         case closed
     }
 
+    typealias Waiter = CheckedContinuation<Void, Never>
+
     struct State {
         var ring: [StoreEvent?]
         /// Revision of the newest published event (0 before any).
         var head: Int64
         var count: Int
-        var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
+        /// Waiting watchers of everything, and of one node's pods.
+        var waiters: [UInt64: Waiter] = [:]
+        var nodeWaiters: [String: [UInt64: Waiter]] = [:]
+        var waiterNode: [UInt64: String] = [:]
+        /// Revisions of the pod events in the ring, by `spec.nodeName` (pruned as the ring turns).
+        var byNode: [String: [Int64]] = [:]
+        var indexed = 0
+        /// The newest revision pruned from each node's list: a node watch behind it missed it.
+        var prunedThrough: [String: Int64] = [:]
         var nextWaiterID: UInt64 = 0
         var closed = false
         var watchers = 0
-        /// When waiting watchers were last woken (uptime ns), and whether a deferred wake is due.
+        /// When waiting watchers were last woken (uptime ns), whether a deferred wake is due, and
+        /// the nodes whose pods changed since the last wake.
         var lastWake: UInt64 = 0
         var wakePending = false
+        var pendingNodes: Set<String> = []
+
+        var oldest: Int64 { head - Int64(count) + 1 }
     }
 
     let capacity: Int
@@ -59,26 +81,53 @@ final class WatchHub: Sendable {
     func watcherStarted() { state.withLock { $0.watchers += 1 } }
     func watcherEnded() { state.withLock { $0.watchers -= 1 } }
 
-    /// Appends events (consecutive revisions, in order) and wakes every waiting watcher, at once
-    /// or, within `minWakeInterval` of the last wake, when it has passed.
+    /// A watcher's identity for waiting and being woken.
+    func newWaiterID() -> UInt64 {
+        state.withLock { s in
+            s.nextWaiterID += 1
+            return s.nextWaiterID
+        }
+    }
+
+    /// The node a pod event is indexed under; nil for other kinds.
+    static func node(of event: StoreEvent) -> String? {
+        guard event.key.resource == "pods" else { return nil }
+        return (event.object as? Pod)?.spec.nodeName
+    }
+
+    /// Appends events (consecutive revisions, in order) and wakes the watchers they concern (all
+    /// but node watches of other nodes), at once or, within `minWakeInterval` of the last wake,
+    /// when it has passed.
     func publish(_ events: [StoreEvent]) {
         guard !events.isEmpty else { return }
-        let (waiters, deferBy) = state.withLock { s -> ([CheckedContinuation<Void, Never>], UInt64?) in
-            for event in events {
+        let nodes = events.map(Self.node(of:))
+        let (waiters, deferBy) = state.withLock { s -> ([Waiter], UInt64?) in
+            var touched: Set<String> = []
+            for (event, node) in zip(events, nodes) {
                 precondition(event.revision == s.head + 1, "revisions must be published in order without gaps")
                 s.ring[Int(event.revision % Int64(capacity))] = event
                 s.head = event.revision
                 s.count = min(s.count + 1, capacity)
+                if let node {
+                    s.byNode[node, default: []].append(event.revision)
+                    s.indexed += 1
+                    touched.insert(node)
+                }
             }
-            if s.wakePending { return ([], nil) }
+            if s.indexed > 2 * capacity { Self.pruneAll(&s) }
+            if s.wakePending {
+                s.pendingNodes.formUnion(touched)
+                return ([], nil)
+            }
             let now = DispatchTime.now().uptimeNanoseconds
             let since = now &- s.lastWake
             if minWakeInterval > 0 && since < minWakeInterval {
                 s.wakePending = true
+                s.pendingNodes = touched
                 return ([], minWakeInterval - since)
             }
             s.lastWake = now
-            return (Self.takeWaiters(&s), nil)
+            return (Self.takeWaiters(&s, nodes: touched), nil)
         }
         for waiter in waiters { waiter.resume() }
         if let deferBy {
@@ -90,18 +139,40 @@ final class WatchHub: Sendable {
     }
 
     private func deferredWake() {
-        let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+        let waiters = state.withLock { s -> [Waiter] in
             s.wakePending = false
             s.lastWake = DispatchTime.now().uptimeNanoseconds
-            return Self.takeWaiters(&s)
+            defer { s.pendingNodes.removeAll(keepingCapacity: true) }
+            return Self.takeWaiters(&s, nodes: s.pendingNodes)
         }
         for waiter in waiters { waiter.resume() }
     }
 
-    private static func takeWaiters(_ s: inout State) -> [CheckedContinuation<Void, Never>] {
-        let woken = Array(s.waiters.values)
+    /// Every watcher of everything, and the node watchers of `nodes`.
+    private static func takeWaiters(_ s: inout State, nodes: Set<String>) -> [Waiter] {
+        var woken = Array(s.waiters.values)
         s.waiters.removeAll(keepingCapacity: true)
+        for node in nodes {
+            guard let waiting = s.nodeWaiters.removeValue(forKey: node) else { continue }
+            for (id, waiter) in waiting {
+                woken.append(waiter)
+                s.waiterNode[id] = nil
+            }
+        }
         return woken
+    }
+
+    /// Drops from a node's list the revisions the ring no longer holds, remembering the newest.
+    private static func prune(_ s: inout State, node: String) {
+        guard let list = s.byNode[node], let first = list.first, first < s.oldest else { return }
+        let keep = list.firstIndex { $0 >= s.oldest } ?? list.count
+        s.prunedThrough[node] = list[keep - 1]
+        s.indexed -= keep
+        if keep == list.count { s.byNode[node] = nil } else { s.byNode[node] = Array(list[keep...]) }
+    }
+
+    private static func pruneAll(_ s: inout State) {
+        for node in Array(s.byNode.keys) { prune(&s, node: node) }
     }
 
     /// Whether the ring still holds every event after `after`.
@@ -109,62 +180,83 @@ final class WatchHub: Sendable {
         state.withLock { s in after >= s.head - Int64(s.count) }
     }
 
-    /// Up to `max` events after revision `after`.
-    func read(after: Int64, max: Int) -> ReadResult {
+    /// Up to `max` events after revision `after`: every event, or with `node` that node's pod
+    /// events only.
+    func read(after: Int64, max: Int, node: String? = nil) -> ReadResult {
         state.withLock { s in
             if after >= s.head { return s.closed ? .closed : .caughtUp }
-            let oldest = s.head - Int64(s.count) + 1
-            if after + 1 < oldest { return .behind(oldest: oldest) }
-            let end = Swift.min(s.head, after + Int64(max))
-            var events: [StoreEvent] = []
-            events.reserveCapacity(Int(end - after))
-            var revision = after + 1
-            while revision <= end {
-                events.append(s.ring[Int(revision % Int64(capacity))]!)
-                revision += 1
+            guard let node else {
+                if after + 1 < s.oldest { return .behind(oldest: s.oldest) }
+                let end = Swift.min(s.head, after + Int64(max))
+                var events: [StoreEvent] = []
+                events.reserveCapacity(Int(end - after))
+                var revision = after + 1
+                while revision <= end {
+                    events.append(s.ring[Int(revision % Int64(capacity))]!)
+                    revision += 1
+                }
+                return .events(events, through: end)
             }
-            return .events(events)
+            Self.prune(&s, node: node)
+            // Behind only if one of this node's events after the cursor is gone.
+            if after + 1 < s.oldest, let pruned = s.prunedThrough[node], pruned > after { return .behind(oldest: s.oldest) }
+            let list = s.byNode[node] ?? []
+            var low = 0, high = list.count  // first revision after `after`
+            while low < high {
+                let mid = (low + high) / 2
+                if list[mid] <= after { low = mid + 1 } else { high = mid }
+            }
+            let end = Swift.min(list.count, low + max)
+            let events = list[low..<end].map { s.ring[Int($0 % Int64(capacity))]! }
+            return .events(events, through: end < list.count ? list[end - 1] : s.head)
         }
     }
 
-    /// Returns once an event after `after` is published, the hub closes, or the task is cancelled.
-    func waitForEvents(after: Int64) async {
-        let id = state.withLock { s -> UInt64 in
-            s.nextWaiterID += 1
-            return s.nextWaiterID
-        }
+    /// Returns once an event after `after` is published (of `node`'s pods, for a node watch), the
+    /// hub closes, `wake(id)` is called, or the task is cancelled.
+    func waitForEvents(after: Int64, node: String? = nil, id: UInt64) async {
         await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            await withCheckedContinuation { (continuation: Waiter) in
                 let resumeNow = state.withLock { s -> Bool in
-                    if s.head > after || s.closed || Task.isCancelled { return true }
-                    s.waiters[id] = continuation
+                    if s.closed || Task.isCancelled { return true }
+                    if let node {
+                        if let last = s.byNode[node]?.last, last > after { return true }
+                        if let pruned = s.prunedThrough[node], pruned > after { return true }
+                        s.nodeWaiters[node, default: [:]][id] = continuation
+                        s.waiterNode[id] = node
+                    } else {
+                        if s.head > after { return true }
+                        s.waiters[id] = continuation
+                    }
                     return false
                 }
                 if resumeNow { continuation.resume() }
             }
         } onCancel: {
-            let waiter = state.withLock { $0.waiters.removeValue(forKey: id) }
-            waiter?.resume()
+            wake(id)
         }
     }
 
-    /// Wakes every waiting watcher without publishing (a watch that was cancelled from outside
-    /// notices at once; the others check and wait again).
-    func wakeAll() {
-        let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
-            let woken = Array(s.waiters.values)
-            s.waiters.removeAll(keepingCapacity: true)
-            return woken
+    /// Wakes one waiting watcher without publishing (its bookmark is due, or it was cancelled).
+    func wake(_ id: UInt64) {
+        let waiter = state.withLock { s -> Waiter? in
+            if let node = s.waiterNode.removeValue(forKey: id) {
+                defer { if s.nodeWaiters[node]?.isEmpty == true { s.nodeWaiters[node] = nil } }
+                return s.nodeWaiters[node]?.removeValue(forKey: id)
+            }
+            return s.waiters.removeValue(forKey: id)
         }
-        for waiter in waiters { waiter.resume() }
+        waiter?.resume()
     }
 
     /// Ends every watch: they finish once they have read what was published.
     func close() {
-        let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+        let waiters = state.withLock { s -> [Waiter] in
             s.closed = true
-            let woken = Array(s.waiters.values)
+            let woken = Array(s.waiters.values) + s.nodeWaiters.values.flatMap { $0.values }
             s.waiters.removeAll()
+            s.nodeWaiters.removeAll()
+            s.waiterNode.removeAll()
             return woken
         }
         for waiter in waiters { waiter.resume() }

@@ -19,13 +19,18 @@ struct APIBench: AsyncParsableCommand {
     @Option(help: "Watchers attached while creating.") var watchers = 1_000
     @Option(help: "Pods created per run.") var creates = 10_000
     @Option(help: "Formats to measure (protobuf, json).") var format: [String] = ["protobuf", "json"]
+    @Option(help: "What each watcher watches: all (every pod: each create reaches every watcher) or node (as kubelets do: pods bound to its own node, spec.nodeName=node-N; the creates are spread over the watchers' nodes, so each reaches one).")
+    var watch: WatchShape = .all
+
+    enum WatchShape: String, ExpressibleByArgument { case all, node }
 
     /// Lag samples from every Nth event per watcher.
     static let lagSampleEvery = 50
 
     func run() async throws {
         print("machine: \(machineDescription())")
-        print("\(clients) clients creating \(creates) pods over TLS (creates over HTTP/2, each watch its own HTTP/1.1 connection) while \(watchers) watchers stream them")
+        print("\(clients) clients creating \(creates) pods over TLS (creates over HTTP/2, each watch its own HTTP/1.1 connection) while \(watchers) watchers stream "
+              + (watch == .all ? "them all" : "those bound to their own node (spec.nodeName=node-N)"))
         var rates: [String: Double] = [:]
         for name in format {
             guard let wire: WireFormat = name == "json" ? .json : name == "protobuf" ? .protobuf : nil else {
@@ -57,29 +62,48 @@ struct APIBench: AsyncParsableCommand {
         let reader = try APIClient(kubeconfig: kubeconfig, format: wire, maxConnections: watchers)
         let samples = Samples()
         let total = creates
+        let byNode = watch == .node && watchers > 0
+        // How many events each watcher waits for: all of them, or those of its node.
+        func expected(_ watcher: Int) -> Int { byNode ? total / watchers + (watcher < total % watchers ? 1 : 0) : total }
 
         // Watchers first, each from revision 0 of an empty store.
-        let watchTasks = (0..<watchers).map { _ in
+        let watchTasks = (0..<watchers).map { watcher in
             Task {
-                let body = try await reader.watchChunks(Pod.self, namespace: "default", resourceVersion: "0", timeoutSeconds: 600)
+                let want = expected(watcher)
+                let body = try await reader.watchChunks(Pod.self, namespace: "default", resourceVersion: "0", timeoutSeconds: 600,
+                                                        fieldSelector: byNode ? "spec.nodeName=node-\(watcher)" : nil)
                 var splitter = WatchFrameSplitter(format: wire)
                 var seen = 0
                 var lags: [Double] = []
                 for try await chunk in body {
                     splitter.append(chunk.readableBytesView)
                     for event in splitter.frames() {
+                        if byNode {
+                            // Few events each: every one is timed (bookmarks, which carry no send time, are not counted).
+                            guard let sent = Self.sentAt(event, wire) else { continue }
+                            seen += 1
+                            lags.append(Double(DispatchTime.now().uptimeNanoseconds &- sent) / 1e6)
+                            continue
+                        }
                         seen += 1
                         if seen % Self.lagSampleEvery == 0, let sent = Self.sentAt(event, wire) {
                             lags.append(Double(DispatchTime.now().uptimeNanoseconds &- sent) / 1e6)
                         }
                     }
-                    if seen >= total { break }
+                    if seen >= want { break }
                 }
                 samples.delivered.add(seen, ordering: .relaxed)
                 samples.lags.withLock { $0 += lags }
             }
         }
-        try await Task.sleep(for: .milliseconds(500))  // let the watches attach
+        // Creates start once every watch is attached (1,000 TLS handshakes take seconds here):
+        // otherwise early creates queue behind the handshakes and early events are timed from
+        // before their watch existed.
+        let attachBy = ContinuousClock.now + .seconds(120)
+        while watchers > 0, ContinuousClock.now < attachBy {
+            if let attached = try? await writer.metric("cox_apiserver_watchers"), Int(attached) >= watchers { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
 
         let start = DispatchTime.now().uptimeNanoseconds
         let latencies = try await withThrowingTaskGroup(of: [Double].self) { group in
@@ -96,6 +120,7 @@ struct APIBench: AsyncParsableCommand {
                         container.name = "main"
                         container.command = ["sleep", "3600"]
                         pod.spec.containers = [container]
+                        if byNode { pod.spec.nodeName = "node-\(i % watchers)" }
                         let t0 = DispatchTime.now().uptimeNanoseconds
                         pod.metadata.annotations["bench/sent"] = String(t0)
                         _ = try await writer.create(pod)
