@@ -21,6 +21,8 @@ struct APIBench: AsyncParsableCommand {
     @Option(help: "Formats to measure (protobuf, json).") var format: [String] = ["protobuf", "json"]
     @Option(help: "What each watcher watches: all (every pod: each create reaches every watcher) or node (as kubelets do: pods bound to its own node, spec.nodeName=node-N; the creates are spread over the watchers' nodes, so each reaches one).")
     var watch: WatchShape = .all
+    @Flag(help: "Creates over HTTP/1.1 keep-alive connections instead of HTTP/2 (for comparison: swift-nio-http2 makes a channel per stream on both ends).")
+    var http1 = false
 
     enum WatchShape: String, ExpressibleByArgument { case all, node }
 
@@ -29,7 +31,7 @@ struct APIBench: AsyncParsableCommand {
 
     func run() async throws {
         print("machine: \(machineDescription())")
-        print("\(clients) clients creating \(creates) pods over TLS (creates over HTTP/2, each watch its own HTTP/1.1 connection) while \(watchers) watchers stream "
+        print("\(clients) clients creating \(creates) pods over TLS (creates over \(http1 ? "HTTP/1.1" : "HTTP/2") on \(connections) clients, each watch its own HTTP/1.1 connection) while \(watchers) watchers stream "
               + (watch == .all ? "them all" : "those bound to their own node (spec.nodeName=node-N)"))
         var rates: [String: Double] = [:]
         for name in format {
@@ -57,7 +59,9 @@ struct APIBench: AsyncParsableCommand {
         defer { server.stop() }
         let kubeconfigPath = server.kubeconfigPath
         let kubeconfig = try Kubeconfig.load(path: kubeconfigPath)
-        let writers = try (0..<max(1, min(connections, clients))).map { _ in try APIClient(kubeconfig: kubeconfig, format: wire) }
+        let writers = try (0..<max(1, min(connections, clients))).map { _ in
+            try APIClient(kubeconfig: kubeconfig, format: wire, maxConnections: max(1, clients / max(1, connections)), http2: !http1)
+        }
         let writer = writers[0]
         let reader = try APIClient(kubeconfig: kubeconfig, format: wire, maxConnections: watchers)
         let samples = Samples()
