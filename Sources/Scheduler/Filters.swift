@@ -31,6 +31,7 @@ public struct ResourcesFitFilter: FilterPlugin {
 public struct NodeSelectorFilter: FilterPlugin {
     public init() {}
     public var name: String { "NodeAffinity" }
+    public func applies(to pod: PodInfo) -> Bool { !pod.nodeSelector.isEmpty || !pod.requiredTerms.isEmpty }
     public func filter(_ pod: PodInfo, _ node: NodeInfo) -> Unfit? {
         if pod.nodeSelector.isEmpty && pod.requiredTerms.isEmpty { return nil }
         let labels = node.labels

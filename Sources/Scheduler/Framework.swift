@@ -77,11 +77,15 @@ public struct Framework: Sendable {
         var verdicts: [Verdict] = []
         var examined = 0
         feasible.reserveCapacity(min(wanted, count))
+        let active = filters.indices.filter { filters[$0].applies(to: pod) }.map { (index: $0, check: checks[$0]) }
+        var position = count > 0 ? start % count : 0
         while examined < count && feasible.count < wanted {
-            let node = nodes[(start + examined) % count]
+            let node = nodes[position]
+            position += 1
+            if position == count { position = 0 }
             examined += 1
             var failed = false
-            for (index, check) in checks.enumerated() {
+            for (index, check) in active {
                 if let reason = check(pod, node) {
                     unfit[reason, default: 0] += 1
                     if detailed { verdicts.append(Verdict(node: node.name, failure: (filters[index].name, reason), scores: [])) }

@@ -162,8 +162,16 @@ public struct Unfit: Sendable, Hashable, CustomStringConvertible {
 /// A yes/no rule for one pod on one node. A new rule is a new type conforming to this.
 public protocol FilterPlugin: Sendable {
     var name: String { get }
+    /// Whether the rule can reject any node for this pod; false skips it for every node (as a
+    /// Kubernetes PreFilter that returns Skip). A pod without a node selector, say, needs no
+    /// node-affinity check on each of 500 nodes.
+    func applies(to pod: PodInfo) -> Bool
     /// nil when the node can take the pod, else why not.
     func filter(_ pod: PodInfo, _ node: NodeInfo) -> Unfit?
+}
+
+extension FilterPlugin {
+    public func applies(to pod: PodInfo) -> Bool { true }
 }
 
 /// A preference among the nodes that passed every filter: 0 (worst) to 100 (best) for each, weighted.
