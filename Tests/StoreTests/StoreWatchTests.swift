@@ -185,6 +185,18 @@ struct StoreWatchTests {
         #expect(resumed.revision == store.currentRevision)
     }
 
+    /// A bookmark tick or a cancel that lands between a watch's read and its wait is kept for
+    /// that wait (a node's watch may otherwise sleep until its node's next pod, bookmarks and all).
+    @Test(.timeLimit(.minutes(1))) func aWakeBeforeTheWaitIsNotLost() async {
+        let hub = WatchHub(capacity: 8, head: 0)
+        let id = hub.newWaiterID()
+        hub.wake(id)
+        await hub.waitForEvents(after: 0, node: "a", id: id)  // returns at once
+        hub.wake(id)
+        await hub.waitForEvents(after: 0, id: id)
+        hub.forget(id)
+    }
+
     @Test func cancellingAWaitingWatchReturnsPromptly() async throws {
         let dir = TemporaryDirectory()
         let store = try openStore(dir)

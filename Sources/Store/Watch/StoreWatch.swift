@@ -43,6 +43,7 @@ public final class StoreWatch: Sendable, AsyncSequence {
 
     deinit {
         if !state.withLock({ $0.finished }) { hub.watcherEnded() }
+        hub.forget(waiterID)
     }
 
     /// The revision of the last event delivered or skipped: resume a new watch from here.

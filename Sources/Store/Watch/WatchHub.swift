@@ -41,6 +41,9 @@ final class WatchHub: Sendable {
         var waiters: [UInt64: Waiter] = [:]
         var nodeWaiters: [String: [UInt64: Waiter]] = [:]
         var waiterNode: [UInt64: String] = [:]
+        /// Wakes asked for while the watcher was not waiting: its next wait returns at once (a
+        /// bookmark tick or a cancel between its read and its wait is not lost).
+        var pokes: Set<UInt64> = []
         /// Revisions of the pod events in the ring, by `spec.nodeName` (pruned as the ring turns).
         var byNode: [String: [Int64]] = [:]
         var indexed = 0
@@ -218,7 +221,7 @@ final class WatchHub: Sendable {
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: Waiter) in
                 let resumeNow = state.withLock { s -> Bool in
-                    if s.closed || Task.isCancelled { return true }
+                    if s.closed || Task.isCancelled || s.pokes.remove(id) != nil { return true }
                     if let node {
                         if let last = s.byNode[node]?.last, last > after { return true }
                         if let pruned = s.prunedThrough[node], pruned > after { return true }
@@ -237,16 +240,26 @@ final class WatchHub: Sendable {
         }
     }
 
-    /// Wakes one waiting watcher without publishing (its bookmark is due, or it was cancelled).
+    /// Wakes one watcher without publishing (its bookmark is due, or it was cancelled); if it is
+    /// not waiting, its next wait returns at once.
     func wake(_ id: UInt64) {
         let waiter = state.withLock { s -> Waiter? in
+            let waiter: Waiter?
             if let node = s.waiterNode.removeValue(forKey: id) {
-                defer { if s.nodeWaiters[node]?.isEmpty == true { s.nodeWaiters[node] = nil } }
-                return s.nodeWaiters[node]?.removeValue(forKey: id)
+                waiter = s.nodeWaiters[node]?.removeValue(forKey: id)
+                if s.nodeWaiters[node]?.isEmpty == true { s.nodeWaiters[node] = nil }
+            } else {
+                waiter = s.waiters.removeValue(forKey: id)
             }
-            return s.waiters.removeValue(forKey: id)
+            if waiter == nil { s.pokes.insert(id) }
+            return waiter
         }
         waiter?.resume()
+    }
+
+    /// A watcher that has gone: drops what the hub kept for it.
+    func forget(_ id: UInt64) {
+        state.withLock { _ = $0.pokes.remove(id) }
     }
 
     /// Ends every watch: they finish once they have read what was published.
