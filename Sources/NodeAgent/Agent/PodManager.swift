@@ -262,6 +262,13 @@ actor PodManager {
                 pods[uid]?.tracks[container.name]?.current = started
                 pods[uid]?.tracks[container.name]?.probes = ProbeState()
                 pods[uid]?.tracks[container.name]?.startError = nil
+                // A container that exits at once may have done so before this start returned: its
+                // exit then came when no track named it as current, and was dropped. Ask once
+                // more now that one does (later exits find it).
+                if let now = await runtime.status(id: started.id), !now.isRunning,
+                   pods[uid]?.tracks[container.name]?.current?.id == started.id {
+                    pods[uid]?.tracks[container.name]?.current = now
+                }
             } catch {
                 logger.warning("container failed to start", metadata: ["pod": "\(pod.metadata.namespace)/\(pod.metadata.name)", "container": "\(container.name)", "error": "\(error)"])
                 pods[uid]?.tracks[container.name]?.startError = "\(error)"
