@@ -80,7 +80,7 @@ public struct WatchOptions: Sendable {
         if let namespace, event.key.namespace != namespace { return false }
         if !labelSelector.isEverything && !labelSelector.matches(event.object.metadata.labels) { return false }
         if let predicate, !predicate(event.object) { return false }
-        if let nodeName, WatchHub.node(of: event) != nodeName { return false }
+        if let nodeName, event.nodeName != nodeName { return false }
         return true
     }
 }

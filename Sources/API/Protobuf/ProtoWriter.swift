@@ -60,17 +60,14 @@ public struct ProtoWriter: ~Copyable {
 
     public mutating func string(_ field: Int, _ value: String) {
         tag(field, 2)
-        // Native strings lend their bytes without a copy (or a retain, as `var` + `withUTF8` took).
-        let done: Void? = value.utf8.withContiguousStorageIfAvailable { utf8 in
+        func write(_ utf8: UnsafeBufferPointer<UInt8>) {
             varint(UInt64(utf8.count))
             append(UnsafeRawBufferPointer(utf8))
         }
-        if done == nil {
+        // Native strings lend their bytes without a copy (or a retain, as `var` + `withUTF8` took).
+        if value.utf8.withContiguousStorageIfAvailable(write) == nil {
             var copy = value
-            copy.withUTF8 { utf8 in
-                varint(UInt64(utf8.count))
-                append(UnsafeRawBufferPointer(utf8))
-            }
+            copy.withUTF8(write)
         }
     }
 

@@ -8,7 +8,7 @@ extension APIResponder {
     /// as ADDED and then every change), as JSON lines or length-prefixed protobuf WatchEvents.
     /// Each event is encoded once per format, whatever the number of watchers.
     func watch<T: APIObject>(_ type: T.Type, _ path: ResourcePath, query: QueryParameters, format: WireFormat) async throws -> Response {
-        let options = try listOptions(path, query: query)
+        let (options, fields) = try selectors(path, query: query)
         var initial: [T] = []
         let start: Int64
         let requested = query["resourceVersion"] ?? ""
@@ -31,10 +31,7 @@ extension APIResponder {
         }
         let watch: StoreWatch
         do {
-            var nodeName: String?
-            if T.self == Pod.self, let fields = query["fieldSelector"], !fields.isEmpty {
-                nodeName = try FieldSelector(parsing: String(fields)).nodeName
-            }
+            let nodeName = T.self == Pod.self ? fields?.nodeName : nil
             watch = try store.watch(from: start, options: WatchOptions(
                 resource: T.kindInfo.groupResource, namespace: options.namespace, labelSelector: options.labelSelector,
                 predicate: options.predicate, nodeName: nodeName))

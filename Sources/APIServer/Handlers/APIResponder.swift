@@ -408,15 +408,25 @@ struct APIResponder: HTTPResponder {
     // MARK: - Lists
 
     func listOptions(_ path: ResourcePath, query: QueryParameters) throws -> ListOptions {
+        try selectors(path, query: query).options
+    }
+
+    /// The list options of a request, and its field selector as parsed (a watch also asks it for
+    /// the node it names).
+    func selectors(_ path: ResourcePath, query: QueryParameters) throws -> (options: ListOptions, fields: FieldSelector?) {
         var options = ListOptions(namespace: path.namespace)
         if let selector = query["labelSelector"], !selector.isEmpty { options.labelSelector = try Selector(parsing: String(selector)) }
-        if let fields = query["fieldSelector"], !fields.isEmpty { options.predicate = try FieldSelector(parsing: String(fields)).matches }
+        var fieldSelector: FieldSelector?
+        if let fields = query["fieldSelector"], !fields.isEmpty {
+            fieldSelector = try FieldSelector(parsing: String(fields))
+            options.predicate = fieldSelector?.matches
+        }
         if let limit = query["limit"] {
             guard let value = Int(limit), value >= 0 else { throw APIError.badRequest("limit must be a non-negative integer, not \"\(limit)\"") }
             options.limit = value
         }
         if let token = query["continue"], !token.isEmpty { options.continueToken = String(token) }
-        return options
+        return (options, fieldSelector)
     }
 
     func list<T: APIObject>(_ type: T.Type, _ path: ResourcePath, query: QueryParameters, format: WireFormat) async throws -> Response {

@@ -25,6 +25,9 @@ public final class StoreEvent: Sendable {
     public let object: any APIObject
     /// The object's protobuf encoding as stored: without resourceVersion (see `protobufBytes`).
     public let bytes: [UInt8]
+    /// For a pod, its `spec.nodeName` ("" while unbound); nil for other kinds. Taken once here
+    /// for the hub's node index and node watches' filtering.
+    public let nodeName: String?
     private let encodings = Mutex<[String: [UInt8]]>([:])
 
     /// How many wire encodings have been made, process-wide (for `/metrics` and tests).
@@ -36,6 +39,7 @@ public final class StoreEvent: Sendable {
         self.key = key
         self.object = object
         self.bytes = bytes
+        self.nodeName = key.resource == "pods" ? (object as? Pod)?.spec.nodeName : nil
     }
 
     /// The object's protobuf encoding with its resourceVersion, made without re-encoding.

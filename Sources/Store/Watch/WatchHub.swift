@@ -92,26 +92,19 @@ final class WatchHub: Sendable {
         }
     }
 
-    /// The node a pod event is indexed under; nil for other kinds.
-    static func node(of event: StoreEvent) -> String? {
-        guard event.key.resource == "pods" else { return nil }
-        return (event.object as? Pod)?.spec.nodeName
-    }
-
     /// Appends events (consecutive revisions, in order) and wakes the watchers they concern (all
     /// but node watches of other nodes), at once or, within `minWakeInterval` of the last wake,
     /// when it has passed.
     func publish(_ events: [StoreEvent]) {
         guard !events.isEmpty else { return }
-        let nodes = events.map(Self.node(of:))
         let (waiters, deferBy) = state.withLock { s -> ([Waiter], UInt64?) in
             var touched: Set<String> = []
-            for (event, node) in zip(events, nodes) {
+            for event in events {
                 precondition(event.revision == s.head + 1, "revisions must be published in order without gaps")
                 s.ring[Int(event.revision % Int64(capacity))] = event
                 s.head = event.revision
                 s.count = min(s.count + 1, capacity)
-                if let node {
+                if let node = event.nodeName {
                     s.byNode[node, default: []].append(event.revision)
                     s.indexed += 1
                     touched.insert(node)
