@@ -75,13 +75,32 @@ public struct WatchOptions: Sendable {
         WatchOptions(resource: T.kindInfo.groupResource, namespace: namespace, labelSelector: labelSelector)
     }
 
-    func matches(_ event: StoreEvent) -> Bool {
-        if let resource, event.key.resource != resource { return false }
-        if let namespace, event.key.namespace != namespace { return false }
-        if !labelSelector.isEverything && !labelSelector.matches(event.object.metadata.labels) { return false }
-        if let predicate, !predicate(event.object) { return false }
-        if let nodeName, event.nodeName != nodeName { return false }
+    /// Whether the watch selects objects by their content (labels, fields, node), not only by kind
+    /// and namespace.
+    var selectsByContent: Bool { !labelSelector.isEverything || predicate != nil || nodeName != nil }
+
+    private func selects(_ object: any APIObject, nodeName: String?) -> Bool {
+        if !labelSelector.isEverything && !labelSelector.matches(object.metadata.labels) { return false }
+        if let predicate, !predicate(object) { return false }
+        if let selected = self.nodeName, nodeName != selected { return false }
         return true
+    }
+
+    /// The event as this watch sees it, or nil when it does not concern the watch. With a selector,
+    /// as Kubernetes' watch cache does: a modification that brings an object into the selection is
+    /// ADDED, one inside it MODIFIED, one that takes it out DELETED (with the object as it was
+    /// selected). A deletion carries the object's last state, so it is seen by whoever selected it.
+    func view(_ event: StoreEvent) -> StoreEvent? {
+        if let resource, event.key.resource != resource { return nil }
+        if let namespace, event.key.namespace != namespace { return nil }
+        let now = selects(event.object, nodeName: event.nodeName)
+        guard selectsByContent, event.type == .modified, let previous = event.previous else { return now ? event : nil }
+        switch (selects(previous.object, nodeName: event.previousNodeName), now) {
+        case (true, true): return event
+        case (false, true): return event.entering
+        case (true, false): return event.leaving
+        case (false, false): return nil
+        }
     }
 }
 

@@ -35,6 +35,9 @@ public final class SQLiteStore: ObjectStore, Sendable {
         public var maxObjectBytes = 1_536 * 1_024
         /// Read connections kept open.
         public var readPoolSize = 4
+        /// Objects the writer keeps decoded, so updates and deletes need no read (a miss costs
+        /// one read and one decode).
+        public var liveObjectCapacity = 100_000
         public init() {}
     }
 
@@ -268,19 +271,22 @@ public final class SQLiteStore: ObjectStore, Sendable {
         if revision < compacted && !hub.covers(after: revision) {
             throw StoreError(.compacted, "revision \(revision) has been compacted (compacted up to \(compacted))", revision: compacted)
         }
+        let withPrevious = options.selectsByContent
         return StoreWatch(hub: hub, from: revision, options: options) { [self] after, limit in
-            try self.history(after: after, limit: limit)
+            try self.history(after: after, limit: limit, withPrevious: withPrevious)
         }
     }
 
-    /// Committed events after `after`, from the revision log.
-    func history(after: Int64, limit: Int) throws -> [StoreEvent] {
+    /// Committed events after `after`, from the revision log; `withPrevious`: modifications carry
+    /// the object before them (a watch with a selector needs it), one more indexed read each.
+    func history(after: Int64, limit: Int, withPrevious: Bool = false) throws -> [StoreEvent] {
         try read { connection in
             let compacted = try Self.readMeta(connection, "compact_rev")
             if after < compacted {
                 throw StoreError(.compacted, "revision \(after) has been compacted (compacted up to \(compacted))", revision: compacted)
             }
             let statement = try connection.prepare("SELECT rev, res, ns, name, type, value FROM kv WHERE rev > ? ORDER BY rev LIMIT ?")
+            let before = try connection.prepare("SELECT rev, value FROM kv WHERE res = ? AND ns = ? AND name = ? AND rev < ? ORDER BY rev DESC LIMIT 1")
             statement.bind(1, after).bind(2, Int64(limit))
             var events: [StoreEvent] = []
             while try statement.step() {
@@ -289,11 +295,24 @@ public final class SQLiteStore: ObjectStore, Sendable {
                     throw StoreError(.storage, "unknown resource \"\(resource)\" in the revision log at revision \(statement.int64(0))")
                 }
                 let bytes = statement.blob(5)
+                let revision = statement.int64(0)
                 var object = try kind.init(protobuf: bytes)
-                object.metadata.resourceVersion = String(statement.int64(0))
-                events.append(StoreEvent(revision: statement.int64(0), type: StoreEvent.EventType(rawValue: statement.int64(4)) ?? .modified,
-                                         key: ObjectKey(resource: resource, namespace: statement.string(2), name: statement.string(3)),
-                                         object: object, bytes: bytes))
+                object.metadata.resourceVersion = String(revision)
+                let type = StoreEvent.EventType(rawValue: statement.int64(4)) ?? .modified
+                let key = ObjectKey(resource: resource, namespace: statement.string(2), name: statement.string(3))
+                var previous: (object: any APIObject, bytes: [UInt8])?
+                if withPrevious && type == .modified {
+                    // Compaction keeps the newest row at or before its target of every key, so
+                    // the row before a modification after that target is still there.
+                    before.bind(1, key.resource).bind(2, key.namespace).bind(3, key.name).bind(4, revision)
+                    if try before.step() {
+                        var prior = try kind.init(protobuf: before.blob(1))
+                        prior.metadata.resourceVersion = String(before.int64(0))
+                        previous = (prior, before.blob(1))
+                    }
+                    before.reset()
+                }
+                events.append(StoreEvent(revision: revision, type: type, key: key, object: object, bytes: bytes, previous: previous))
             }
             return events
         }

@@ -84,6 +84,46 @@ struct StoreCRUDTests {
         await expectStoreError(.notFound) { _ = try await store.update(TestObjects.pod("ghost")) }
     }
 
+    @Test func objectsEvictedFromTheWritersCacheStillUpdateAndDeleteCorrectly() async throws {
+        // The cache itself: bounded after every commit, and a rolled back batch leaves it as it was.
+        let cache = LiveObjects(capacity: 10)
+        for i in 0..<50 {
+            cache.stage(ObjectKey(Pod.self, namespace: "default", name: "p\(i)"), (Int64(i), [], TestObjects.pod("p\(i)")))
+            cache.commit()
+            #expect(cache.objects.count <= 10)
+        }
+        let before = Set(cache.objects.keys)
+        cache.stage(ObjectKey(Pod.self, namespace: "default", name: "extra"), (99, [], TestObjects.pod("extra")))
+        cache.stageDeletion(before.first!)
+        cache.rollback()
+        #expect(Set(cache.objects.keys) == before)
+
+        // A store whose cache holds 8 of 40 pods: each update and delete of an evicted pod reads it
+        // back, and preconditions, generations and the returned state are what they would be cached.
+        let dir = TemporaryDirectory()
+        let store = try openStore(dir) { $0.liveObjectCapacity = 8 }
+        defer { store.close() }
+        var created: [Pod] = []
+        for i in 0..<40 { created.append(try await store.create(TestObjects.pod("p\(i)"))) }
+        for pod in created {
+            var stale = pod
+            stale.metadata.resourceVersion = "1"
+            stale.spec.containers[0].command = ["stale"]
+            if pod.metadata.name != "p0" { await expectStoreError(.conflict) { _ = try await store.update(stale) } }
+            var changed = pod
+            changed.spec.containers[0].command = ["true"]
+            let updated = try await store.update(changed)
+            #expect(updated.metadata.generation == 2)
+            #expect(updated.metadata.uid == pod.metadata.uid)
+        }
+        for pod in created.reversed() {
+            let current = try await store.get(Pod.self, namespace: "default", name: pod.metadata.name)
+            let deleted = try await store.delete(Pod.self, namespace: "default", name: pod.metadata.name, resourceVersion: Int64(current.metadata.resourceVersion))
+            #expect(deleted.spec.containers[0].command == ["true"], "the deletion returns the last state")
+        }
+        #expect(try await store.list(Pod.self, options: ListOptions()).items.isEmpty)
+    }
+
     @Test func deleteIsPreconditionedAndFinal() async throws {
         let dir = TemporaryDirectory()
         let store = try openStore(dir)

@@ -141,6 +141,51 @@ struct StoreWatchTests {
         #expect(try await collect(resumed, count: 100).map(\.revision) == Array(2...101))
     }
 
+    /// With a selector, a change that brings an object into the selection is ADDED, one inside it
+    /// MODIFIED, and one that takes it out DELETED with the object as it was selected, at the
+    /// change's revision (Kubernetes' watch cache does the same) — live and replayed from the log.
+    /// Before, a watcher never learnt that an object had left its selection.
+    @Test(.timeLimit(.minutes(1))) func objectsEnterAndLeaveASelectorsWatchAsAddedAndDeleted() async throws {
+        let dir = TemporaryDirectory()
+        // A ring of 2 events: a watch started afterwards from revision 0 replays from the log.
+        let store = try openStore(dir) { $0.watchRingCapacity = 2 }
+        defer { store.close() }
+        let web = WatchOptions(resource: "pods", namespace: "default", labelSelector: try Selector(parsing: "app=web"))
+        let live = try store.watch(from: 0, options: web)
+        var pod = try await store.create(TestObjects.pod("p"))              // 1: not selected
+        pod.metadata.labels["app"] = "web"
+        pod = try await store.update(pod)                                  // 2: enters
+        pod.metadata.labels["v"] = "2"
+        pod = try await store.update(pod)                                  // 3: changes inside
+        pod.metadata.labels["app"] = "db"
+        pod = try await store.update(pod)                                  // 4: leaves
+        _ = try await store.delete(Pod.self, namespace: "default", name: "p", resourceVersion: nil)  // 5: not selected
+        let replayed = try store.watch(from: 0, options: web)
+        for watch in [live, replayed] {
+            let events = try await collect(watch, count: 3)
+            #expect(events.map(\.type) == [.added, .modified, .deleted])
+            #expect(events.map(\.revision) == [2, 3, 4])
+            let left = try Pod(protobuf: events[2].protobufBytes)
+            #expect(left.metadata.labels == ["app": "web", "v": "2"], "the object as the watch last selected it")
+            #expect(left.metadata.resourceVersion == "4")
+            #expect(events[2].object.metadata.resourceVersion == "4")
+            watch.cancel()
+        }
+
+        // A pod bound to a node leaves the unbound pods' watch (a scheduler's) and enters the node's.
+        let unbound = try store.watch(from: store.currentRevision, options: WatchOptions(resource: "pods", nodeName: ""))
+        let node = try store.watch(from: store.currentRevision, options: WatchOptions(resource: "pods", nodeName: "n1"))
+        var q = try await store.create(TestObjects.pod("q"))
+        q.spec.nodeName = "n1"
+        q = try await store.update(q)
+        let fromUnbound = try await collect(unbound, count: 2)
+        #expect(fromUnbound.map(\.type) == [.added, .deleted])
+        #expect((fromUnbound.last?.object as? Pod)?.spec.nodeName == "")
+        let fromNode = try await node.next()
+        #expect(fromNode.map(\.type) == [.added])
+        #expect(fromNode.map(\.revision) == [Int64(q.metadata.resourceVersion)])
+    }
+
     /// A node agent's watch (`spec.nodeName=NODE`) is served from the node index: it gets exactly
     /// its node's pods, in order, from history and live; other nodes' churn — far more than the
     /// ring holds — neither reaches it nor cuts it off; losing one of its own events does.

@@ -28,18 +28,56 @@ public final class StoreEvent: Sendable {
     /// For a pod, its `spec.nodeName` ("" while unbound); nil for other kinds. Taken once here
     /// for the hub's node index and node watches' filtering.
     public let nodeName: String?
+    /// For a modification, the object before it and its stored encoding: a watch with a selector
+    /// needs it to tell an object entering or leaving its selection from one changing inside it.
+    public let previous: (object: any APIObject, bytes: [UInt8])?
+    /// The previous object's `spec.nodeName`, for a pod (indexed too: a node watch sees its pods leave).
+    public let previousNodeName: String?
     private let encodings = Mutex<[String: [UInt8]]>([:])
+    /// The event as watches that see the object enter or leave their selection get it; made once.
+    private let seenAs = Mutex<(entering: StoreEvent?, leaving: StoreEvent?)>((nil, nil))
 
     /// How many wire encodings have been made, process-wide (for `/metrics` and tests).
     public static let encodeCount = Atomic<Int>(0)
 
-    init(revision: Int64, type: EventType, key: ObjectKey, object: any APIObject, bytes: [UInt8]) {
+    init(revision: Int64, type: EventType, key: ObjectKey, object: any APIObject, bytes: [UInt8],
+         previous: (object: any APIObject, bytes: [UInt8])? = nil) {
         self.revision = revision
         self.type = type
         self.key = key
         self.object = object
         self.bytes = bytes
-        self.nodeName = key.resource == "pods" ? (object as? Pod)?.spec.nodeName : nil
+        self.previous = previous
+        let isPod = key.resource == "pods"
+        self.nodeName = isPod ? (object as? Pod)?.spec.nodeName : nil
+        self.previousNodeName = isPod ? previous.flatMap { ($0.object as? Pod)?.spec.nodeName } : nil
+    }
+
+    /// This modification as a watch sees it whose selection the object has just entered: ADDED,
+    /// as Kubernetes sends it.
+    var entering: StoreEvent {
+        if let made = seenAs.withLock({ $0.entering }) { return made }
+        let made = StoreEvent(revision: revision, type: .added, key: key, object: object, bytes: bytes)
+        return seenAs.withLock { seen in
+            if let raced = seen.entering { return raced }
+            seen.entering = made
+            return made
+        }
+    }
+
+    /// This modification as a watch sees it whose selection the object has just left: DELETED,
+    /// with the object as it was (the last state that watch matched) at this event's revision, as
+    /// Kubernetes sends it. Only for events with a `previous`.
+    var leaving: StoreEvent {
+        if let made = seenAs.withLock({ $0.leaving }) { return made }
+        var object = previous!.object
+        object.metadata.resourceVersion = String(revision)
+        let made = StoreEvent(revision: revision, type: .deleted, key: key, object: object, bytes: previous!.bytes)
+        return seenAs.withLock { seen in
+            if let raced = seen.leaving { return raced }
+            seen.leaving = made
+            return made
+        }
     }
 
     /// The object's protobuf encoding with its resourceVersion, made without re-encoding.

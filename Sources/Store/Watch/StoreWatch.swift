@@ -125,7 +125,7 @@ public final class StoreWatch: Sendable, AsyncSequence {
                 through = events.last!.revision
             }
             state.withLock { $0.cursor = through }
-            let matching = events.filter(options.matches)
+            let matching = events.compactMap(options.view)
             if !matching.isEmpty { return matching }
         }
     }

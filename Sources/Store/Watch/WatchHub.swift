@@ -104,11 +104,15 @@ final class WatchHub: Sendable {
                 s.ring[Int(event.revision % Int64(capacity))] = event
                 s.head = event.revision
                 s.count = min(s.count + 1, capacity)
-                if let node = event.nodeName {
+                // Under its node and, when it moved (bound), its previous one: that node's
+                // watches see it leave.
+                func index(_ node: String) {
                     s.byNode[node, default: []].append(event.revision)
                     s.indexed += 1
                     touched.insert(node)
                 }
+                if let node = event.nodeName { index(node) }
+                if let node = event.previousNodeName, node != event.nodeName { index(node) }
             }
             if s.indexed > 2 * capacity { Self.pruneAll(&s) }
             if s.wakePending {
