@@ -23,6 +23,8 @@ struct APIBench: AsyncParsableCommand {
     var watch: WatchShape = .all
     @Flag(help: "Creates over HTTP/1.1 keep-alive connections instead of HTTP/2 (for comparison: swift-nio-http2 makes a channel per stream on both ends).")
     var http1 = false
+    @Option(help: "Load an already running server (its kubeconfig) instead of one in this process, so each side's CPU can be measured apart. Its store keeps the pods.")
+    var kubeconfig: String?
 
     enum WatchShape: String, ExpressibleByArgument { case all, node }
 
@@ -55,9 +57,11 @@ struct APIBench: AsyncParsableCommand {
     }
 
     func measure(_ wire: WireFormat) async throws -> Result {
-        let server = try await BenchServer.start("api-\(wire == .json ? "json" : "pb")")
-        defer { server.stop() }
-        let kubeconfigPath = server.kubeconfigPath
+        let server = kubeconfig == nil ? try await BenchServer.start("api-\(wire == .json ? "json" : "pb")") : nil
+        defer { server?.stop() }
+        let kubeconfigPath = kubeconfig ?? server!.kubeconfigPath
+        // Names unique per run: an external server keeps the previous runs' pods.
+        let prefix = "bench-\(wire == .json ? "j" : "p")\(UInt32.random(in: 0...UInt32.max))-"
         let kubeconfig = try Kubeconfig.load(path: kubeconfigPath)
         let writers = try (0..<max(1, min(connections, clients))).map { _ in
             try APIClient(kubeconfig: kubeconfig, format: wire, maxConnections: max(1, clients / max(1, connections)), http2: !http1)
@@ -118,7 +122,7 @@ struct APIBench: AsyncParsableCommand {
                     var i = c
                     while i < total {
                         var pod = Pod()
-                        pod.metadata.name = "bench-\(i)"
+                        pod.metadata.name = "\(prefix)\(i)"
                         pod.metadata.namespace = "default"
                         var container = Container()
                         container.name = "main"

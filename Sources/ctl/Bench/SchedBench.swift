@@ -38,6 +38,9 @@ struct SchedBench: AsyncParsableCommand {
         var p99: Double
         var createSeconds: Double
         var schedulerCPU: Double?
+        /// This process (the API server, with the bench's watch and, for the baseline, the binder)
+        /// while pods were being bound.
+        var serverCPU: Double
     }
 
     func run() async throws {
@@ -56,6 +59,7 @@ struct SchedBench: AsyncParsableCommand {
             + "\(fmt(r.rate, 0))/s counting start-up (\(fmt(r.seconds, 1)) s); "
             + "create→bound p50 \(fmt(r.p50 * 1000, 1)) ms, p99 \(fmt(r.p99 * 1000, 1)) ms; creates took \(fmt(r.createSeconds, 1)) s"
         if let cpu = r.schedulerCPU { line += "; scheduler \(fmt(cpu, 1)) CPU-s (\(fmt(cpu / Double(pods) * 1e6, 0)) µs/pod)" }
+        line += "; this process (server\(r.schedulerCPU == nil ? " and binder" : "")) \(fmt(r.serverCPU / Double(pods) * 1e6, 0)) µs/pod"
         print(line)
         fflush(nil)
     }
@@ -156,6 +160,7 @@ struct SchedBench: AsyncParsableCommand {
             try await startBinding()
         }
         let cpuStart = cpuBefore ?? child.map { ControllersBench.cpuSeconds($0.processIdentifier) }
+        let serverCPUStart = ControllersBench.cpuSeconds(getpid())
         var iterator = allBound.makeAsyncIterator()
         let progress = Task {
             while !Task.isCancelled {
@@ -167,12 +172,13 @@ struct SchedBench: AsyncParsableCommand {
         if times.boundCount.load(ordering: .relaxed) < pods { _ = await iterator.next() }
         let end = now()
         let cpu = child.flatMap { process in cpuStart.map { ControllersBench.cpuSeconds(process.processIdentifier) - $0 } }
+        let serverCPU = ControllersBench.cpuSeconds(getpid()) - serverCPUStart
         let boundTimes = times.bound.withLock { $0 }
         let latencies = zip(times.created.withLock { $0 }, boundTimes).map { $1 - $0 }.sorted()
         let seconds = end - firstAttempt
         let window = (boundTimes.max() ?? end) - (boundTimes.min() ?? firstAttempt)
         return Result(seconds: seconds, rate: Double(pods) / seconds, window: window, windowRate: Double(pods) / max(window, 1e-9), p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99),
-                      createSeconds: createSeconds, schedulerCPU: cpu)
+                      createSeconds: createSeconds, schedulerCPU: cpu, serverCPU: serverCPU)
     }
 
     /// Binds unbound pods to the nodes in turn, 64 at a time, as the watch shows them: no filters,
