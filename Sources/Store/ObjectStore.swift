@@ -122,6 +122,14 @@ public protocol ObjectStore: Sendable {
     /// An update that changes nothing returns the stored object without a new revision.
     func update<T: APIObject>(_ object: T) async throws -> T
 
+    /// Read-modify-write without a conflict to retry: `change` gets the current object and edits
+    /// it inside the store's writer, where no other write can come between the read and the
+    /// write (Kubernetes' GuaranteedUpdate). `change` must be quick and must not block; what it
+    /// throws fails the call and writes nothing. Returns the stored object (unchanged when `change`
+    /// changed nothing). Fails with `notFound` when there is no such object.
+    func update<T: APIObject>(_ type: T.Type, namespace: String, name: String,
+                              _ change: @escaping @Sendable (inout T) throws -> Void) async throws -> T
+
     /// Deletes the object, if `resourceVersion` is given only when it is still current.
     /// Returns the object's last state, its resourceVersion the revision of the deletion.
     func delete<T: APIObject>(_ type: T.Type, namespace: String, name: String, resourceVersion: Int64?) async throws -> T

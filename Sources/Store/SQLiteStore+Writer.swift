@@ -9,6 +9,8 @@ enum WriteOp: @unchecked Sendable {
     /// encoding, made by the caller so that encoding runs in parallel, off the writer thread.
     case create(ObjectKey, any APIObject, bytes: [UInt8])
     case update(ObjectKey, any APIObject, expected: Int64?)
+    /// The current object, changed by the closure on the writer thread, becomes the update.
+    case modify(ObjectKey, any APIObject.Type, @Sendable (any APIObject) throws -> any APIObject)
     case delete(ObjectKey, any APIObject.Type, expected: Int64?)
     case compact(Int64)
 }
@@ -205,6 +207,7 @@ struct WriterLoop {
         switch op {
         case .create(let key, let object, let bytes): return try create(key, object, bytes: bytes, revision: revision)
         case .update(let key, let object, let expected): return try update(key, object, expected: expected, revision: revision)
+        case .modify(let key, let type, let change): return try modify(key, type, change, revision: revision)
         case .delete(let key, let type, let expected): return try delete(key, type, expected: expected, revision: revision)
         case .compact: return nil
         }
@@ -243,6 +246,19 @@ struct WriterLoop {
         stored.metadata.resourceVersion = String(revision)
         live.stage(key, (revision, bytes, stored))
         return StoreEvent(revision: revision, type: .modified, key: key, object: stored, bytes: bytes, previous: (existing, currentBytes))
+    }
+
+    func modify<T: APIObject>(_ key: ObjectKey, _ type: T.Type, _ change: (any APIObject) throws -> any APIObject, revision: Int64) throws -> StoreEvent? {
+        guard let (currentRevision, _, currentObject) = try current(key, as: T.self) else {
+            throw StoreError(.notFound, "\(T.kindInfo.resource) \"\(key.name)\" not found")
+        }
+        guard var changed = try change(currentObject) as? T else {
+            throw StoreError(.invalid, "a change of \(key) returned another kind of object")
+        }
+        // The object's identity is the key's, whatever the change did to its name.
+        changed.metadata.namespace = key.namespace
+        changed.metadata.name = key.name
+        return try update(key, changed, expected: currentRevision, revision: revision)
     }
 
     func delete<T: APIObject>(_ key: ObjectKey, _ type: T.Type, expected: Int64?, revision: Int64) throws -> StoreEvent {

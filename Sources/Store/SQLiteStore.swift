@@ -150,6 +150,20 @@ public final class SQLiteStore: ObjectStore, Sendable {
         return event.object as! T
     }
 
+    public func update<T: APIObject>(_ type: T.Type, namespace: String, name: String,
+                                     _ change: @escaping @Sendable (inout T) throws -> Void) async throws -> T {
+        let key = ObjectKey(type, namespace: namespace, name: name)
+        let erased: @Sendable (any APIObject) throws -> any APIObject = { current in
+            var object = current as! T
+            try change(&object)
+            return object
+        }
+        guard let event = try await submit(.modify(key, type, erased)) else {
+            return try await get(T.self, namespace: namespace, name: name)
+        }
+        return event.object as! T
+    }
+
     public func delete<T: APIObject>(_ type: T.Type, namespace: String, name: String, resourceVersion: Int64?) async throws -> T {
         let key = ObjectKey(type, namespace: namespace, name: name)
         guard let event = try await submit(.delete(key, type, expected: resourceVersion)) else { throw StoreError(.storage, "delete returned nothing") }

@@ -124,6 +124,42 @@ struct StoreCRUDTests {
         #expect(try await store.list(Pod.self, options: ListOptions()).items.isEmpty)
     }
 
+    /// A change made inside the writer reads and writes with nothing in between: 50 concurrent
+    /// increments of one counter all count, without a conflict; a change that throws writes nothing.
+    @Test func changesMadeInsideTheWriterNeverConflictAndAThrowWritesNothing() async throws {
+        let dir = TemporaryDirectory()
+        let store = try openStore(dir)
+        defer { store.close() }
+        let created = try await store.create(TestObjects.pod("counter", labels: ["n": "0"]))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<50 {
+                group.addTask {
+                    _ = try await store.update(Pod.self, namespace: "default", name: "counter") { pod in
+                        pod.metadata.labels["n"] = String(Int(pod.metadata.labels["n"]!)! + 1)
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let counted = try await store.get(Pod.self, namespace: "default", name: "counter")
+        #expect(counted.metadata.labels["n"] == "50")
+        #expect(counted.metadata.uid == created.metadata.uid)
+        #expect(store.currentRevision == 51)
+
+        struct Refused: Error {}
+        await #expect(throws: Refused.self) {
+            _ = try await store.update(Pod.self, namespace: "default", name: "counter") { pod in
+                pod.metadata.labels["n"] = "ignored"
+                throw Refused()
+            }
+        }
+        let unchanged = try await store.update(Pod.self, namespace: "default", name: "counter") { _ in }
+        #expect(unchanged.metadata.resourceVersion == "51", "a change that changes nothing writes nothing")
+        #expect(store.currentRevision == 51)
+        #expect(try await store.get(Pod.self, namespace: "default", name: "counter").metadata.labels["n"] == "50")
+        await expectStoreError(.notFound) { _ = try await store.update(Pod.self, namespace: "default", name: "ghost") { _ in } }
+    }
+
     @Test func deleteIsPreconditionedAndFinal() async throws {
         let dir = TemporaryDirectory()
         let store = try openStore(dir)
