@@ -143,11 +143,14 @@ struct APIServerTests {
         let server = try await ServerHarness { $0.limits.bookmarkInterval = .milliseconds(200) }
         _ = try await server.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("a"))
         let base = ServerHarness.bootRevision
-        let idle = try await server.request("/api/v1/namespaces/default/pods?watch=true&resourceVersion=\(base + 1)&timeoutSeconds=1")
+        let idle = try await server.request("/api/v1/namespaces/default/pods?watch=true&resourceVersion=\(base + 1)&timeoutSeconds=1&allowWatchBookmarks=true")
         let lines = idle.body.split(separator: "\n").map { try! JSONParser.parse(String($0)) }
         #expect(!lines.isEmpty && lines.allSatisfy { $0["type"] == .string("BOOKMARK") }, "\(idle.body)")
         #expect(lines.first?["object"]?["metadata"]?["resourceVersion"] == .string("\(base + 1)"))
         #expect(lines.first?["object"]?["kind"] == .string("Pod"))
+        // A client that did not ask for bookmarks (kubectl get -w) gets none: it would take one for an object.
+        let unasked = try await server.request("/api/v1/namespaces/default/pods?watch=true&resourceVersion=\(base + 1)&timeoutSeconds=1")
+        #expect(unasked.code == 200 && unasked.body.isEmpty, "\(unasked.body)")
 
         // A client that goes away (curl gives up after 1 s) frees its server-side watch.
         _ = try await server.request("/api/v1/namespaces/default/pods?watch=true&resourceVersion=1", extra: ["--max-time", "1"])
@@ -294,6 +297,24 @@ struct APIServerTests {
             // kubectl asks for a Table and prints the server's columns.
             let table = try await Tools.runDetached(kubectl, ["--kubeconfig", server.kubeconfig, "get", "pods"])
             #expect(table.status == 0 && table.output.hasPrefix("NAME   READY   STATUS    RESTARTS   AGE\nseen   0/1     Pending   0"), "\(table.output)")
+            // kubectl's own watch with a label selector: a pod labelled into the selection is
+            // ADDED, changed inside it MODIFIED, labelled out of it DELETED; no bookmark is
+            // printed as an object. The watch ends by itself (--request-timeout).
+            async let watched = Tools.runDetached(kubectl, ["--kubeconfig", server.kubeconfig, "get", "pods", "-l", "app=web",
+                                                            "--watch-only", "--output-watch-events", "--request-timeout=6s"])
+            var attached = false
+            for _ in 0..<100 where !attached {
+                let metrics = try await server.request("/metrics").body
+                attached = metrics.split(separator: "\n").contains { $0 == "cox_apiserver_watchers 1" }
+                if !attached { try await Task.sleep(for: .milliseconds(50)) }
+            }
+            #expect(attached, "kubectl's watch never attached")
+            for labels in [["app": "web"], ["app": "web", "v": "2"], ["app": "db", "v": "2"]] {
+                #expect(try await server.request("PUT", "/api/v1/namespaces/default/pods/seen", body: podJSON("seen", labels: labels)).code == 200)
+            }
+            let events = try await watched
+            let lines = events.output.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true).prefix(2).joined(separator: " ") }
+            #expect(lines == ["EVENT NAME", "ADDED seen", "MODIFIED seen", "DELETED seen"], "\(events.output)")
         } else {
             print("kubectl not installed: skipping the kubectl check")
         }

@@ -5,7 +5,8 @@ import Store
 
 extension APIResponder {
     /// `?watch=true`: every change after `resourceVersion` (or, without one, the current objects
-    /// as ADDED and then every change), as JSON lines or length-prefixed protobuf WatchEvents.
+    /// as ADDED and then every change), as JSON lines or length-prefixed protobuf WatchEvents,
+    /// with a BOOKMARK when idle for clients that ask (`allowWatchBookmarks=true`).
     /// Each event is encoded once per format, whatever the number of watchers.
     func watch<T: APIObject>(_ type: T.Type, _ path: ResourcePath, query: QueryParameters, format: WireFormat) async throws -> Response {
         let (options, fields) = try selectors(path, query: query)
@@ -60,13 +61,17 @@ extension APIResponder {
         let initialObjects = initial
         let watchSeconds = timeout
         let bookmarkInterval = limits.bookmarkInterval
+        // Only to clients that ask, as Kubernetes does: one that does not (kubectl get -w) would
+        // take a BOOKMARK for an object (kubectl printed "pod/<unknown>" every 5 s). A vanished
+        // client is noticed by its connection closing either way.
+        let bookmarksAllowed = query["allowWatchBookmarks"].map { $0 == "true" || $0 == "1" } ?? false
         return Response(status: .ok, headers: [.contentType: format.rawValue, .cacheControl: "no-cache"], body: ResponseBody { writer in
             let timer = Task {
                 try? await Task.sleep(for: .seconds(watchSeconds))
                 watch.cancel()
             }
             let bookmarks = Task {
-                while !Task.isCancelled {
+                while bookmarksAllowed && !Task.isCancelled {
                     try? await Task.sleep(for: bookmarkInterval)
                     watch.tick()
                 }
