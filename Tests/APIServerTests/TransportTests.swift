@@ -66,13 +66,15 @@ extension APIServerTests {
             await server.stop()
         }
 
-        @Test func clientRetriesARefusedConnectionUntilTheServerStarts() async throws {
+        /// Both transports: HTTP/2 through AsyncHTTPClient, and HTTP/1.1 over the client's own
+        /// keep-alive connections (`http2: false`, the scheduler's).
+        @Test(arguments: [true, false]) func clientRetriesARefusedConnectionUntilTheServerStarts(http2: Bool) async throws {
             let dir = TemporaryDirectory()
             let pki = try ClusterPKI.bootstrap(dataDirectory: dir.path)
             let port = try freePort()
             let kubeconfigPath = (dir.path as NSString).appendingPathComponent("early.kubeconfig")
             _ = try pki.writeAdminKubeconfig(to: kubeconfigPath, serverURL: "https://127.0.0.1:\(port)")
-            let api = try APIClient(kubeconfig: try Kubeconfig.load(path: kubeconfigPath), timeout: .seconds(20), maxAttempts: 40)
+            let api = try APIClient(kubeconfig: try Kubeconfig.load(path: kubeconfigPath), timeout: .seconds(20), maxAttempts: 40, http2: http2)
             // The call starts while nothing listens; the server comes up a moment later.
             let call = Task { try await api.create(TestObjects.pod("early")) }
             try await Task.sleep(for: .milliseconds(700))
@@ -83,9 +85,9 @@ extension APIServerTests {
             await server.stop()
         }
 
-        @Test func clientHonours429AndGivesUpWithinItsDeadline() async throws {
+        @Test(arguments: [true, false]) func clientHonours429AndGivesUpWithinItsDeadline(http2: Bool) async throws {
             let server = try await ServerHarness { $0.limits.maxInflightRequests = 0 }
-            let api = try APIClient(kubeconfig: try Kubeconfig.load(path: server.kubeconfig), timeout: .seconds(4), maxAttempts: 3)
+            let api = try APIClient(kubeconfig: try Kubeconfig.load(path: server.kubeconfig), timeout: .seconds(4), maxAttempts: 3, http2: http2)
             let started = ContinuousClock.now
             await #expect {
                 _ = try await api.list(Pod.self, namespace: "default")
@@ -99,6 +101,56 @@ extension APIServerTests {
             await #expect(throws: ClientError.self) { _ = try await api.create(TestObjects.pod("once")) }
             try await api.shutdown()
             await server.stop()
+        }
+
+        /// The client's own HTTP/1.1 connections: calls of every verb spread over them, a server
+        /// restart costs no call (closed connections are replaced; a create is resent only when it
+        /// cannot have been sent), server errors arrive as the server's Status, and a peer that
+        /// accepts the connection but never answers fails the call at its deadline.
+        @Test(.timeLimit(.minutes(2))) func keepAliveConnectionsOutliveARestartAndEndAtTheDeadline() async throws {
+            let dir = TemporaryDirectory()
+            let port = try freePort()
+            var server = try await ServerHarness(dir: dir) { $0.port = port }
+            let api = try APIClient(kubeconfig: try Kubeconfig.load(path: server.kubeconfig), timeout: .seconds(10), maxConnections: 4, http2: false)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for i in 0..<20 { group.addTask { _ = try await api.create(TestObjects.pod("p\(i)")) } }
+                try await group.waitForAll()
+            }
+            #expect(try await api.list(Pod.self, namespace: "default").items.count == 20)
+            var pod = try await api.get(Pod.self, namespace: "default", name: "p0")
+            pod.metadata.labels["v"] = "2"
+            #expect(try await api.update(pod).metadata.labels["v"] == "2")
+            await #expect {
+                _ = try await api.create(TestObjects.pod("p1"))
+            } throws: { ($0 as? ClientError)?.code == 409 && ($0 as? ClientError)?.reason == "AlreadyExists" }
+            await #expect { _ = try await api.get(Pod.self, namespace: "default", name: "ghost") } throws: { ($0 as? ClientError)?.code == 404 }
+
+            await server.stop()
+            server = try await ServerHarness(dir: dir) { $0.port = port }
+            #expect(try await api.get(Pod.self, namespace: "default", name: "p0").metadata.labels["v"] == "2")
+            _ = try await api.create(TestObjects.pod("after-restart"))
+            _ = try await api.delete(Pod.self, namespace: "default", name: "after-restart", gracePeriodSeconds: 0)
+            try await api.shutdown()
+            await server.stop()
+
+            // A listener that never accepts: TCP connects (the kernel's backlog), TLS never answers.
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            defer { close(fd) }
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let listening = withUnsafeMutablePointer(to: &address) { pointer in
+                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && listen(fd, 8) == 0 && getsockname(fd, $0, &length) == 0 }
+            }
+            #expect(listening)
+            let silentPath = (dir.path as NSString).appendingPathComponent("silent.kubeconfig")
+            _ = try ClusterPKI.bootstrap(dataDirectory: dir.path).writeAdminKubeconfig(to: silentPath, serverURL: "https://127.0.0.1:\(UInt16(bigEndian: address.sin_port))")
+            let silent = try APIClient(kubeconfig: try Kubeconfig.load(path: silentPath), timeout: .seconds(1), http2: false)
+            await #expect {
+                _ = try await silent.get(Pod.self, namespace: "default", name: "p0")
+            } throws: { ($0 as? ClientError)?.reason == "Timeout" }
+            try await silent.shutdown()
         }
 
         @Test func watchResumesAcrossAServerRestartAndRelistsAfterCompaction() async throws {

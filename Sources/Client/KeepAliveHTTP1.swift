@@ -1,0 +1,215 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+import NIOTLS
+import Synchronization
+
+/// Unary calls over a few HTTP/1.1 keep-alive TLS connections of its own: a request is written
+/// to the connection with the fewest calls in flight, and its response is the next one that
+/// connection reads (responses come in request order). No connection pool state machine, no
+/// task per request: for a busy component on a short path (the scheduler's bindings) a call
+/// costs a fraction of what AsyncHTTPClient spends on one (figures in BENCHMARKS.md).
+///
+/// Failures say whether the request may have reached the server: `notSent` (no connection, or
+/// the TLS handshake never finished) or `lost` (the connection broke after the request was
+/// written), so callers retry only what is safe to retry.
+final class KeepAliveHTTP1: Sendable {
+    struct Response: Sendable {
+        let status: Int
+        let headers: HTTPHeaders
+        let body: ByteBuffer
+    }
+
+    enum Failure: Error, CustomStringConvertible {
+        /// Nothing was sent: no connection, or no TLS session on it.
+        case notSent(any Error)
+        /// The connection broke after the request was written.
+        case lost(any Error)
+
+        var description: String {
+            switch self {
+            case .notSent(let error), .lost(let error): "\(error)"
+            }
+        }
+    }
+
+    /// A request and where its response goes.
+    struct Exchange {
+        let head: HTTPRequestHead
+        let body: ByteBuffer?
+        let promise: EventLoopPromise<Response>
+    }
+
+    struct Slot {
+        var channel: EventLoopFuture<any Channel>?
+        var inflight = 0
+    }
+
+    let host: String
+    let port: Int
+    let hostHeader: String
+    let sslContext: NIOSSLContext
+    let serverHostname: String?
+    let connectTimeout: TimeAmount
+    let group: any EventLoopGroup
+    private let slots: Mutex<[Slot]>
+
+    init(host: String, port: Int, tls: TLSConfiguration, connections: Int, connectTimeout: TimeAmount,
+         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) throws {
+        self.host = host
+        self.port = port
+        hostHeader = (host.contains(":") ? "[\(host)]" : host) + ":\(port)"
+        var tls = tls
+        tls.applicationProtocols = ["http/1.1"]
+        sslContext = try NIOSSLContext(configuration: tls)
+        // SNI takes names only; an address is verified against the certificate's IP SANs.
+        serverHostname = (try? SocketAddress(ipAddress: host, port: port)) == nil ? host : nil
+        self.connectTimeout = connectTimeout
+        self.group = group
+        slots = Mutex(Array(repeating: Slot(), count: max(1, connections)))
+    }
+
+    /// One request and its whole response; fails at `deadline` (closing the connection, whose
+    /// other calls then fail as `lost`).
+    func execute(_ head: HTTPRequestHead, body: ByteBuffer?, deadline: NIODeadline) async throws -> Response {
+        let (index, connecting) = slots.withLock { slots -> (Int, EventLoopFuture<any Channel>) in
+            var best = 0
+            for i in slots.indices where slots[i].inflight < slots[best].inflight { best = i }
+            slots[best].inflight += 1
+            if let channel = slots[best].channel { return (best, channel) }
+            let made = connect()
+            slots[best].channel = made
+            return (best, made)
+        }
+        defer { slots.withLock { $0[index].inflight -= 1 } }
+        let channel: any Channel
+        do {
+            channel = try await connecting.get()
+        } catch {
+            forget(index, connecting)
+            throw Failure.notSent(error)
+        }
+        guard channel.isActive else {
+            // Closed since (the server ended an idle connection): nothing was sent on it.
+            forget(index, connecting)
+            throw Failure.notSent(ChannelError.ioOnClosedChannel)
+        }
+        let promise = channel.eventLoop.makePromise(of: Response.self)
+        channel.writeAndFlush(Exchange(head: head, body: body, promise: promise), promise: nil)
+        let timer = channel.eventLoop.scheduleTask(deadline: deadline) { channel.close(promise: nil) }
+        defer { timer.cancel() }
+        return try await promise.futureResult.get()
+    }
+
+    func shutdown() async {
+        let channels = slots.withLock { slots -> [EventLoopFuture<any Channel>] in
+            defer { for i in slots.indices { slots[i].channel = nil } }
+            return slots.compactMap(\.channel)
+        }
+        for channel in channels {
+            if let open = try? await channel.get() { try? await open.close() }
+        }
+    }
+
+    private func forget(_ index: Int, _ channel: EventLoopFuture<any Channel>) {
+        slots.withLock { slots in
+            if slots[index].channel === channel { slots[index].channel = nil }
+        }
+    }
+
+    private func connect() -> EventLoopFuture<any Channel> {
+        let sslContext = sslContext
+        let serverHostname = serverHostname
+        let made = ClientBootstrap(group: group)
+            .connectTimeout(connectTimeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let tls = try NIOSSLClientHandler(context: sslContext, serverHostname: serverHostname)
+                    try channel.pipeline.syncOperations.addHandler(tls)
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    try channel.pipeline.syncOperations.addHandler(ExchangeHandler())
+                }
+            }
+            .connect(host: host, port: port)
+        return made
+    }
+}
+
+/// Writes each exchange's request and answers exchanges in order as their responses arrive; when
+/// the connection ends, every exchange still waiting fails.
+final class ExchangeHandler: ChannelDuplexHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundIn = KeepAliveHTTP1.Exchange
+    typealias OutboundOut = HTTPClientRequestPart
+
+    struct UnexpectedResponse: Error, CustomStringConvertible {
+        var description: String { "the server sent a response to no request" }
+    }
+
+    private var waiting = CircularBuffer<EventLoopPromise<KeepAliveHTTP1.Response>>()
+    private var head: HTTPResponseHead?
+    private var body: ByteBuffer?
+    private var handshaken = false
+    private var closed = false
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let exchange = unwrapOutboundIn(data)
+        guard !closed else {
+            exchange.promise.fail(KeepAliveHTTP1.Failure.notSent(ChannelError.ioOnClosedChannel))
+            return
+        }
+        waiting.append(exchange.promise)
+        context.write(wrapOutboundOut(.head(exchange.head)), promise: nil)
+        if let body = exchange.body { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
+        context.write(wrapOutboundOut(.end(nil)), promise: promise)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let received):
+            head = received
+            body = nil
+        case .body(var part):
+            if body == nil { body = part } else { body!.writeBuffer(&part) }
+        case .end:
+            guard let received = head, let promise = waiting.popFirst() else {
+                // A response nobody asked for: the connection can no longer be trusted.
+                fail(KeepAliveHTTP1.Failure.lost(UnexpectedResponse()))
+                context.close(promise: nil)
+                return
+            }
+            head = nil
+            let answer = KeepAliveHTTP1.Response(status: Int(received.status.code), headers: received.headers, body: body ?? ByteBuffer())
+            body = nil
+            if !received.isKeepAlive {
+                closed = true
+                context.close(promise: nil)
+            }
+            promise.succeed(answer)
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .handshakeCompleted = event as? TLSUserEvent { handshaken = true }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        fail(error)
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        fail(ChannelError.eof)
+        context.fireChannelInactive()
+    }
+
+    private func fail(_ error: any Error) {
+        closed = true
+        let failure = error as? KeepAliveHTTP1.Failure ?? (handshaken ? .lost(error) : .notSent(error))
+        while let promise = waiting.popFirst() { promise.fail(failure) }
+    }
+}
