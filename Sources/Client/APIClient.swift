@@ -25,9 +25,9 @@ public struct ClientError: Error, Sendable, CustomStringConvertible {
 public final class APIClient: Sendable {
     public static let defaultTimeout: TimeAmount = .seconds(30)
 
-    let http: HTTPClient
-    /// With `http2: false`, unary calls go over this client's own keep-alive connections instead.
-    let keepAlive: KeepAliveHTTP1?
+    /// Unary calls, over this client's own connections: HTTP/2 (one connection, each call a
+    /// stream handled as frames), or HTTP/1.1 keep-alive with `http2: false` (up to `maxConnections`).
+    let keepAlive: KeepAlive
     /// Long-lived streams (watches, followed logs) go over HTTP/1.1, one connection each: over
     /// HTTP/2 they would hold the connection's concurrent streams (100 here) and every other call
     /// of this client would queue behind them.
@@ -57,20 +57,13 @@ public final class APIClient: Sendable {
             tls.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(key.utf8), format: .pem))
         }
         var configuration = HTTPClient.Configuration(tlsConfiguration: tls)
-        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = maxConnections
         // The pool keeps trying to connect until this passes; our own retries (with jitter) take over then.
         // Without `retryConnecting`, a failed connection fails the call at once (and our retries decide).
         configuration.timeout.connect = connectTimeout
         configuration.connectionPool.retryConnectionEstablishment = retryConnecting
-        // HTTP/2 multiplexes every call over one connection; HTTP/1.1 keeps up to `maxConnections`
-        // alive and costs less per call (no stream channel per request on either end): the better
-        // choice for a busy component on a short path (the scheduler). Its unary calls go over
-        // connections of this client's own (KeepAliveHTTP1), cheaper again than AsyncHTTPClient's.
-        if !http2 { configuration.httpVersion = .http1Only }
         // No tracer: with the default (the global no-op one) every call still opened a span and
         // set its attributes, 5 % of the scheduler's CPU under `cox bench sched`.
         configuration.tracing.tracer = nil
-        self.http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         var streaming = configuration
         streaming.httpVersion = .http1Only
         // A stream the client gave up on is closed while the server is still writing to it, so
@@ -81,15 +74,15 @@ public final class APIClient: Sendable {
         streaming.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 4096
         self.streams = HTTPClient(eventLoopGroupProvider: .singleton, configuration: streaming)
         self.server = kubeconfig.server.hasSuffix("/") ? String(kubeconfig.server.dropLast()) : kubeconfig.server
-        if !http2 {
-            guard let url = URL(string: server), url.scheme == "https", let host = url.host else {
-                throw ClientError(code: 0, reason: "BadConfig", message: "the kubeconfig's server \(server) is not an https:// URL")
-            }
-            let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
-            keepAlive = try KeepAliveHTTP1(host: bare, port: url.port ?? 443, tls: tls, connections: maxConnections, connectTimeout: connectTimeout)
-        } else {
-            keepAlive = nil
+        guard let url = URL(string: server), url.scheme == "https", let host = url.host else {
+            throw ClientError(code: 0, reason: "BadConfig", message: "the kubeconfig's server \(server) is not an https:// URL")
         }
+        let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
+        // HTTP/2: one connection multiplexes every call. HTTP/1.1 keeps up to `maxConnections`
+        // alive and costs the server less per call (no stream channel per request there): the
+        // better choice for a busy component on a short path (the scheduler).
+        keepAlive = try KeepAlive(http2 ? .http2 : .http1, host: bare, port: url.port ?? 443, tls: tls,
+                                  connections: http2 ? 1 : maxConnections, connectTimeout: connectTimeout)
         self.format = format
         self.timeout = timeout
         self.connectTimeout = connectTimeout
@@ -108,8 +101,7 @@ public final class APIClient: Sendable {
     }
 
     public func shutdown() async throws {
-        await keepAlive?.shutdown()
-        try await http.shutdown()
+        await keepAlive.shutdown()
         try await streams.shutdown()
     }
 
@@ -159,45 +151,12 @@ public final class APIClient: Sendable {
     }
 
     func attemptCall(_ method: HTTPMethod, _ path: String, body: [UInt8]?, deadline: NIODeadline) async throws -> [UInt8] {
-        if let keepAlive { return try await attemptKeepAlive(keepAlive, method, path, body: body, deadline: deadline) }
-        var request = HTTPClientRequest(url: server + path)
-        request.method = method
-        request.headers.add(name: "Accept", value: format.rawValue)
-        addCredentials(&request)
-        if let body {
-            request.headers.add(name: "Content-Type", value: format.rawValue)
-            request.body = .bytes(ByteBuffer(bytes: body))
-        }
-        let response: HTTPClientResponse
-        do {
-            response = try await http.execute(request, deadline: deadline)
-        } catch let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout {
-            throw ClientError(code: 0, reason: "Timeout", message: "\(method) \(server)\(path): no answer within the deadline of \(Self.seconds(timeout))")
-        } catch let error as HTTPClientError where error == .connectTimeout {
-            // The connection (with its TLS handshake) took longer than allowed: name that limit.
-            let limit = connectTimeout < timeout ? "the connect timeout of \(Self.seconds(connectTimeout))" : "the deadline of \(Self.seconds(timeout))"
-            throw ClientError(code: 0, reason: "Timeout", message: "\(method) \(server)\(path): no connection to the API server within \(limit)")
-        } catch {
-            let unreachable = ClientError(code: 0, reason: "Unreachable", message: "cannot reach the API server at \(server): \(Self.explain(error))")
-            if Self.isRefused(error) { throw Transient(error: unreachable, sent: false) }
-            if Self.isReset(error) { throw Transient(error: unreachable, sent: true) }
-            throw unreachable
-        }
-        let code = Int(response.status.code)
-        guard (200..<300).contains(code) else {
-            let failure = try await Self.failure(response, method: method.rawValue, path: path)
-            if code == 429 || code == 503 || code == 504 {
-                let retryAfter = response.headers.first(name: "Retry-After").flatMap(Int.init).map { Duration.seconds(min($0, 30)) }
-                throw Transient(error: failure, sent: true, retryAfter: retryAfter)
-            }
-            throw failure
-        }
-        var buffer = try await response.body.collect(upTo: 64 * 1024 * 1024)
-        return buffer.readBytes(length: buffer.readableBytes) ?? []
+        try await attemptKeepAlive(keepAlive, method, path, body: body, deadline: deadline)
     }
 
-    /// One attempt over the client's own keep-alive connections, failing as `attemptCall` does.
-    func attemptKeepAlive(_ keepAlive: KeepAliveHTTP1, _ method: HTTPMethod, _ path: String, body: [UInt8]?, deadline: NIODeadline) async throws -> [UInt8] {
+    /// One attempt over the client's own connections: a refused connection (nothing sent) and a
+    /// broken one (maybe sent) are transient, as are 429, 503 and 504; a TLS failure is not.
+    func attemptKeepAlive(_ keepAlive: KeepAlive, _ method: HTTPMethod, _ path: String, body: [UInt8]?, deadline: NIODeadline) async throws -> [UInt8] {
         var headers = HTTPHeaders()
         headers.add(name: "Host", value: keepAlive.hostHeader)
         headers.add(name: "Accept", value: format.rawValue)
@@ -212,11 +171,11 @@ public final class APIClient: Sendable {
         } else if method == .POST || method == .PUT {
             headers.add(name: "Content-Length", value: "0")
         }
-        let response: KeepAliveHTTP1.Response
+        let response: KeepAlive.Response
         do {
             response = try await keepAlive.execute(HTTPRequestHead(version: .http1_1, method: method, uri: path, headers: headers),
                                                    body: body.map { ByteBuffer(bytes: $0) }, deadline: deadline)
-        } catch let failure as KeepAliveHTTP1.Failure {
+        } catch let failure as KeepAlive.Failure {
             if NIODeadline.now() >= deadline {
                 throw ClientError(code: 0, reason: "Timeout", message: "\(method) \(server)\(path): no answer within the deadline of \(Self.seconds(timeout))")
             }
@@ -262,18 +221,6 @@ public final class APIClient: Sendable {
     static func seconds(_ amount: TimeAmount) -> String {
         let milliseconds = amount.nanoseconds / 1_000_000
         return milliseconds % 1000 == 0 ? "\(milliseconds / 1000) s" : "\(milliseconds) ms"
-    }
-
-    static func isRefused(_ error: any Error) -> Bool {
-        let text = "\(error)"
-        return text.contains("connectionRefused") || text.contains("Connection refused") || text.contains("ECONNREFUSED")
-    }
-
-    static func isReset(_ error: any Error) -> Bool {
-        if let error = error as? HTTPClientError, error == .remoteConnectionClosed { return true }
-        let text = "\(error)"
-        return text.contains("Connection reset") || text.contains("ECONNRESET") || text.contains("remoteConnectionClosed")
-            || text.contains("uncleanShutdown") || text.contains("Broken pipe")
     }
 
     /// Turns TLS and socket errors into one sentence.

@@ -103,20 +103,22 @@ extension APIServerTests {
             await server.stop()
         }
 
-        /// The client's own HTTP/1.1 connections: calls of every verb spread over them, a server
-        /// restart costs no call (closed connections are replaced; a create is resent only when it
-        /// cannot have been sent), server errors arrive as the server's Status, and a peer that
-        /// accepts the connection but never answers fails the call at its deadline.
-        @Test(.timeLimit(.minutes(2))) func keepAliveConnectionsOutliveARestartAndEndAtTheDeadline() async throws {
+        /// The client's own connections (HTTP/2 streams as frames, or HTTP/1.1 keep-alive): calls
+        /// of every verb, concurrent, a server restart costs no call (closed connections are
+        /// replaced; a create is resent only when it cannot have been sent), server errors arrive
+        /// as the server's Status, and a peer that accepts the connection but never answers fails
+        /// the call at its deadline.
+        @Test(.timeLimit(.minutes(2)), arguments: [true, false]) func keepAliveConnectionsOutliveARestartAndEndAtTheDeadline(http2: Bool) async throws {
             let dir = TemporaryDirectory()
             let port = try freePort()
             var server = try await ServerHarness(dir: dir) { $0.port = port }
-            let api = try APIClient(kubeconfig: try Kubeconfig.load(path: server.kubeconfig), timeout: .seconds(10), maxConnections: 4, http2: false)
+            let api = try APIClient(kubeconfig: try Kubeconfig.load(path: server.kubeconfig), timeout: .seconds(10), maxConnections: 4, http2: http2)
             try await withThrowingTaskGroup(of: Void.self) { group in
-                for i in 0..<20 { group.addTask { _ = try await api.create(TestObjects.pod("p\(i)")) } }
+                // More at once than the server's 100 streams per connection: the rest wait their turn.
+                for i in 0..<150 { group.addTask { _ = try await api.create(TestObjects.pod("p\(i)")) } }
                 try await group.waitForAll()
             }
-            #expect(try await api.list(Pod.self, namespace: "default").items.count == 20)
+            #expect(try await api.list(Pod.self, namespace: "default").items.count == 150)
             var pod = try await api.get(Pod.self, namespace: "default", name: "p0")
             pod.metadata.labels["v"] = "2"
             #expect(try await api.update(pod).metadata.labels["v"] == "2")
@@ -146,7 +148,7 @@ extension APIServerTests {
             #expect(listening)
             let silentPath = (dir.path as NSString).appendingPathComponent("silent.kubeconfig")
             _ = try ClusterPKI.bootstrap(dataDirectory: dir.path).writeAdminKubeconfig(to: silentPath, serverURL: "https://127.0.0.1:\(UInt16(bigEndian: address.sin_port))")
-            let silent = try APIClient(kubeconfig: try Kubeconfig.load(path: silentPath), timeout: .seconds(1), http2: false)
+            let silent = try APIClient(kubeconfig: try Kubeconfig.load(path: silentPath), timeout: .seconds(1), http2: http2)
             await #expect {
                 _ = try await silent.get(Pod.self, namespace: "default", name: "p0")
             } throws: { ($0 as? ClientError)?.reason == "Timeout" }

@@ -1,21 +1,30 @@
 import Foundation
 import NIOCore
+import NIOHPACK
 import NIOHTTP1
+import NIOHTTP2
 import NIOPosix
 import NIOSSL
 import NIOTLS
 import Synchronization
 
-/// Unary calls over a few HTTP/1.1 keep-alive TLS connections of its own: a request is written
-/// to the connection with the fewest calls in flight, and its response is the next one that
-/// connection reads (responses come in request order). No connection pool state machine, no
-/// task per request: for a busy component on a short path (the scheduler's bindings) a call
-/// costs a fraction of what AsyncHTTPClient spends on one (figures in BENCHMARKS.md).
+/// Unary calls over a few keep-alive TLS connections of its own, without AsyncHTTPClient: a
+/// request is written to the connection with the fewest calls in flight. Over HTTP/1.1 its
+/// response is the next one that connection reads (responses come in request order); over
+/// HTTP/2 each call is a stream, handled as frames (HTTP2ExchangeHandler). No connection pool
+/// state machine, no task and no channel per request: a call costs a fraction of what
+/// AsyncHTTPClient spends on one (figures in BENCHMARKS.md).
 ///
-/// Failures say whether the request may have reached the server: `notSent` (no connection, or
-/// the TLS handshake never finished) or `lost` (the connection broke after the request was
-/// written), so callers retry only what is safe to retry.
-final class KeepAliveHTTP1: Sendable {
+/// Failures say whether the request may have reached the server: `notSent` (no connection, no
+/// TLS session, or a stream the server refused) or `lost` (the connection broke after the
+/// request was written), so callers retry only what is safe to retry.
+final class KeepAlive: Sendable {
+    enum Version: Sendable { case http1, http2 }
+
+    struct UnexpectedResponse: Error, CustomStringConvertible {
+        var description: String { "the server sent a response to no request" }
+    }
+
     struct Response: Sendable {
         let status: Int
         let headers: HTTPHeaders
@@ -47,6 +56,7 @@ final class KeepAliveHTTP1: Sendable {
         var inflight = 0
     }
 
+    let version: Version
     let host: String
     let port: Int
     let hostHeader: String
@@ -56,13 +66,14 @@ final class KeepAliveHTTP1: Sendable {
     let group: any EventLoopGroup
     private let slots: Mutex<[Slot]>
 
-    init(host: String, port: Int, tls: TLSConfiguration, connections: Int, connectTimeout: TimeAmount,
+    init(_ version: Version, host: String, port: Int, tls: TLSConfiguration, connections: Int, connectTimeout: TimeAmount,
          group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) throws {
+        self.version = version
         self.host = host
         self.port = port
         hostHeader = (host.contains(":") ? "[\(host)]" : host) + ":\(port)"
         var tls = tls
-        tls.applicationProtocols = ["http/1.1"]
+        tls.applicationProtocols = version == .http2 ? ["h2"] : ["http/1.1"]
         sslContext = try NIOSSLContext(configuration: tls)
         // SNI takes names only; an address is verified against the certificate's IP SANs.
         serverHostname = (try? SocketAddress(ipAddress: host, port: port)) == nil ? host : nil
@@ -122,6 +133,8 @@ final class KeepAliveHTTP1: Sendable {
     private func connect() -> EventLoopFuture<any Channel> {
         let sslContext = sslContext
         let serverHostname = serverHostname
+        let version = version
+        let authority = hostHeader
         let made = ClientBootstrap(group: group)
             .connectTimeout(connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -129,8 +142,17 @@ final class KeepAliveHTTP1: Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     let tls = try NIOSSLClientHandler(context: sslContext, serverHostname: serverHostname)
                     try channel.pipeline.syncOperations.addHandler(tls)
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                    try channel.pipeline.syncOperations.addHandler(ExchangeHandler())
+                    switch version {
+                    case .http1:
+                        try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                        try channel.pipeline.syncOperations.addHandler(HTTP1ExchangeHandler())
+                    case .http2:
+                        let settings = [HTTP2Setting(parameter: .maxConcurrentStreams, value: 100),
+                                        HTTP2Setting(parameter: .initialWindowSize, value: HTTP2ExchangeHandler.window),
+                                        HTTP2Setting(parameter: .maxHeaderListSize, value: HPACKDecoder.defaultMaxHeaderListSize)]
+                        try channel.pipeline.syncOperations.addHandler(NIOHTTP2Handler(mode: .client, initialSettings: settings))
+                        try channel.pipeline.syncOperations.addHandler(HTTP2ExchangeHandler(authority: authority))
+                    }
                 }
             }
             .connect(host: host, port: port)
@@ -138,18 +160,14 @@ final class KeepAliveHTTP1: Sendable {
     }
 }
 
-/// Writes each exchange's request and answers exchanges in order as their responses arrive; when
-/// the connection ends, every exchange still waiting fails.
-final class ExchangeHandler: ChannelDuplexHandler {
+/// HTTP/1.1: writes each exchange's request and answers exchanges in order as their responses
+/// arrive; when the connection ends, every exchange still waiting fails.
+final class HTTP1ExchangeHandler: ChannelDuplexHandler {
     typealias InboundIn = HTTPClientResponsePart
-    typealias OutboundIn = KeepAliveHTTP1.Exchange
+    typealias OutboundIn = KeepAlive.Exchange
     typealias OutboundOut = HTTPClientRequestPart
 
-    struct UnexpectedResponse: Error, CustomStringConvertible {
-        var description: String { "the server sent a response to no request" }
-    }
-
-    private var waiting = CircularBuffer<EventLoopPromise<KeepAliveHTTP1.Response>>()
+    private var waiting = CircularBuffer<EventLoopPromise<KeepAlive.Response>>()
     private var head: HTTPResponseHead?
     private var body: ByteBuffer?
     private var handshaken = false
@@ -158,7 +176,7 @@ final class ExchangeHandler: ChannelDuplexHandler {
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let exchange = unwrapOutboundIn(data)
         guard !closed else {
-            exchange.promise.fail(KeepAliveHTTP1.Failure.notSent(ChannelError.ioOnClosedChannel))
+            exchange.promise.fail(KeepAlive.Failure.notSent(ChannelError.ioOnClosedChannel))
             return
         }
         waiting.append(exchange.promise)
@@ -177,12 +195,12 @@ final class ExchangeHandler: ChannelDuplexHandler {
         case .end:
             guard let received = head, let promise = waiting.popFirst() else {
                 // A response nobody asked for: the connection can no longer be trusted.
-                fail(KeepAliveHTTP1.Failure.lost(UnexpectedResponse()))
+                fail(KeepAlive.Failure.lost(KeepAlive.UnexpectedResponse()))
                 context.close(promise: nil)
                 return
             }
             head = nil
-            let answer = KeepAliveHTTP1.Response(status: Int(received.status.code), headers: received.headers, body: body ?? ByteBuffer())
+            let answer = KeepAlive.Response(status: Int(received.status.code), headers: received.headers, body: body ?? ByteBuffer())
             body = nil
             if !received.isKeepAlive {
                 closed = true
@@ -209,7 +227,7 @@ final class ExchangeHandler: ChannelDuplexHandler {
 
     private func fail(_ error: any Error) {
         closed = true
-        let failure = error as? KeepAliveHTTP1.Failure ?? (handshaken ? .lost(error) : .notSent(error))
+        let failure = error as? KeepAlive.Failure ?? (handshaken ? .lost(error) : .notSent(error))
         while let promise = waiting.popFirst() { promise.fail(failure) }
     }
 }
