@@ -187,6 +187,8 @@ public final class APIClient: Sendable {
                 throw Transient(error: unreachable, sent: false)
             case .lost:
                 throw Transient(error: unreachable, sent: true)
+            case .shutDown:
+                throw ClientError(code: 0, reason: "Unreachable", message: "\(method) \(server)\(path): the client has been shut down")
             }
         }
         var buffer = response.body

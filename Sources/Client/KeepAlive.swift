@@ -36,10 +36,13 @@ final class KeepAlive: Sendable {
         case notSent(any Error)
         /// The connection broke after the request was written.
         case lost(any Error)
+        /// The client has been shut down.
+        case shutDown
 
         var description: String {
             switch self {
             case .notSent(let error), .lost(let error): "\(error)"
+            case .shutDown: "the client has been shut down"
             }
         }
     }
@@ -56,6 +59,11 @@ final class KeepAlive: Sendable {
         var inflight = 0
     }
 
+    struct Slots {
+        var slots: [Slot]
+        var shutDown = false
+    }
+
     let version: Version
     let host: String
     let port: Int
@@ -64,7 +72,7 @@ final class KeepAlive: Sendable {
     let serverHostname: String?
     let connectTimeout: TimeAmount
     let group: any EventLoopGroup
-    private let slots: Mutex<[Slot]>
+    private let state: Mutex<Slots>
 
     init(_ version: Version, host: String, port: Int, tls: TLSConfiguration, connections: Int, connectTimeout: TimeAmount,
          group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) throws {
@@ -79,22 +87,24 @@ final class KeepAlive: Sendable {
         serverHostname = (try? SocketAddress(ipAddress: host, port: port)) == nil ? host : nil
         self.connectTimeout = connectTimeout
         self.group = group
-        slots = Mutex(Array(repeating: Slot(), count: max(1, connections)))
+        state = Mutex(Slots(slots: Array(repeating: Slot(), count: max(1, connections))))
     }
 
     /// One request and its whole response; fails at `deadline` (closing the connection, whose
     /// other calls then fail as `lost`).
     func execute(_ head: HTTPRequestHead, body: ByteBuffer?, deadline: NIODeadline) async throws -> Response {
-        let (index, connecting) = slots.withLock { slots -> (Int, EventLoopFuture<any Channel>) in
+        let picked = state.withLock { state -> (Int, EventLoopFuture<any Channel>)? in
+            if state.shutDown { return nil }
             var best = 0
-            for i in slots.indices where slots[i].inflight < slots[best].inflight { best = i }
-            slots[best].inflight += 1
-            if let channel = slots[best].channel { return (best, channel) }
+            for i in state.slots.indices where state.slots[i].inflight < state.slots[best].inflight { best = i }
+            state.slots[best].inflight += 1
+            if let channel = state.slots[best].channel { return (best, channel) }
             let made = connect()
-            slots[best].channel = made
+            state.slots[best].channel = made
             return (best, made)
         }
-        defer { slots.withLock { $0[index].inflight -= 1 } }
+        guard let (index, connecting) = picked else { throw Failure.shutDown }
+        defer { state.withLock { $0.slots[index].inflight -= 1 } }
         let channel: any Channel
         do {
             channel = try await connecting.get()
@@ -115,9 +125,10 @@ final class KeepAlive: Sendable {
     }
 
     func shutdown() async {
-        let channels = slots.withLock { slots -> [EventLoopFuture<any Channel>] in
-            defer { for i in slots.indices { slots[i].channel = nil } }
-            return slots.compactMap(\.channel)
+        let channels = state.withLock { state -> [EventLoopFuture<any Channel>] in
+            state.shutDown = true
+            defer { for i in state.slots.indices { state.slots[i].channel = nil } }
+            return state.slots.compactMap(\.channel)
         }
         for channel in channels {
             if let open = try? await channel.get() { try? await open.close() }
@@ -125,8 +136,8 @@ final class KeepAlive: Sendable {
     }
 
     private func forget(_ index: Int, _ channel: EventLoopFuture<any Channel>) {
-        slots.withLock { slots in
-            if slots[index].channel === channel { slots[index].channel = nil }
+        state.withLock { state in
+            if state.slots[index].channel === channel { state.slots[index].channel = nil }
         }
     }
 

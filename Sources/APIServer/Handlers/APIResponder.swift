@@ -99,7 +99,7 @@ struct APIResponder: HTTPResponder {
                 return errorResponse(APIError(415, "UnsupportedMediaType",
                                               "the body of the request was in an unknown format - accepted media types include: application/json, \(WireFormat.protobuf.rawValue)"), format)
             }
-            if isStream {
+            if isStream && !context.cancelledWithStream {
                 var request = request
                 // A stream ends when its connection (or HTTP/2 stream) closes, not at its next write.
                 return try await Self.$requestChannel.withValue(context.channel) {

@@ -2,6 +2,7 @@ import API
 import AsyncHTTPClient
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import HummingbirdHTTP2
 import HummingbirdTLS
 import Logging
@@ -104,7 +105,10 @@ public struct APIServer: Sendable {
         let (ports, portContinuation) = AsyncStream<Int>.makeStream()
         let app = Application(
             responder: responder,
-            server: try .http2Upgrade(tlsConfiguration: tls),
+            // HTTP/2 served as frames (HTTP2Streams.swift), HTTP/1.1 by Hummingbird.
+            server: HTTPServerBuilder { [responder, logger, tls] hummingbird in
+                try APIServerChannel(tls: tls, hummingbird: hummingbird, api: responder, logger: logger)
+            },
             configuration: .init(address: .hostname(host, port: configuration.port), serverName: "cox"),
             onServerRunning: { [logger] channel in
                 let port = channel.localAddress?.port ?? 0

@@ -1,0 +1,420 @@
+import HTTPTypes
+import Hummingbird
+import HummingbirdCore
+import Logging
+import NIOCore
+import NIOHPACK
+import NIOHTTP2
+import NIOSSL
+import NIOTLS
+import ServiceLifecycle
+
+/// The server's connections: TLS, then by ALPN either HTTP/2 served as frames (below) or
+/// HTTP/1.1 served by Hummingbird.
+///
+/// Over HTTP/2 a request is an entry in a dictionary and a task, not a channel with its own
+/// pipeline and async bridges (what swift-nio-http2's multiplexer builds for every stream, and
+/// with it Hummingbird's HTTP/2: a third of the server's CPU per request went there). Streams
+/// are answered by `APIResponder` directly; a stream the client resets, or a connection that
+/// closes, cancels its requests (a watch ends at once). On graceful shutdown a connection sends
+/// GOAWAY, finishes the streams it has, and closes.
+struct APIServerChannel: ServerChildChannel {
+    enum Negotiated: Sendable {
+        case http1(HTTP1Channel.Value)
+        case http2(HTTP2Connection)
+    }
+
+    struct Value: ServerChildChannelValue {
+        let negotiated: EventLoopFuture<Negotiated>
+        let channel: any Channel
+    }
+
+    let sslContext: NIOSSLContext
+    let http1: HTTP1Channel
+    let api: APIResponder
+    let logger: Logger
+
+    init(tls: TLSConfiguration, hummingbird: @escaping HTTPChannelHandler.Responder, api: APIResponder, logger: Logger) throws {
+        var tls = tls
+        tls.applicationProtocols = ["h2", "http/1.1"]
+        sslContext = try NIOSSLContext(configuration: tls)
+        http1 = HTTP1Channel(responder: hummingbird)
+        self.api = api
+        self.logger = logger
+    }
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        channel.eventLoop.makeCompletedFuture {
+            try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext))
+            let alpn = NIOTypedApplicationProtocolNegotiationHandler<Negotiated> { result, channel in
+                switch result {
+                case .negotiated("h2"):
+                    return channel.eventLoop.makeCompletedFuture {
+                        let settings = [HTTP2Setting(parameter: .maxConcurrentStreams, value: HTTP2Connection.maxStreams),
+                                        HTTP2Setting(parameter: .initialWindowSize, value: HTTP2Connection.window),
+                                        HTTP2Setting(parameter: .maxHeaderListSize, value: HPACKDecoder.defaultMaxHeaderListSize)]
+                        try channel.pipeline.syncOperations.addHandler(NIOHTTP2Handler(mode: .server, initialSettings: settings))
+                        let connection = HTTP2Connection(channel: channel, api: api, logger: logger)
+                        try channel.pipeline.syncOperations.addHandler(HTTP2StreamsHandler(connection: connection))
+                        return .http2(connection)
+                    }
+                case .negotiated("http/1.1"), .fallback:
+                    return http1.setup(channel: channel, logger: logger).map { .http1($0) }
+                case .negotiated:
+                    return channel.close().flatMapThrowing { throw NIOHTTP2Errors.invalidALPNToken() }
+                }
+            }
+            try channel.pipeline.syncOperations.addHandler(alpn)
+            return Value(negotiated: alpn.protocolNegotiationResult, channel: channel)
+        }
+    }
+
+    func handle(value: Value, logger: Logger) async {
+        guard let negotiated = try? await value.negotiated.get() else { return }
+        switch negotiated {
+        case .http1(let connection):
+            await http1.handle(value: connection, logger: logger)
+        case .http2(let connection):
+            await connection.run()
+        }
+    }
+}
+
+/// One HTTP/2 connection's requests: each runs as a task of its own; the connection lives
+/// until it closes and its tasks have ended.
+final class HTTP2Connection: Sendable {
+    /// Concurrent streams a client may open (Kubernetes' API server allows 250 by default).
+    static let maxStreams = 250
+    /// Our receive window per stream and for the connection: a request body up to the 3 MiB
+    /// cap never waits for a window update.
+    static let window = 4 * 1024 * 1024
+
+    let channel: any Channel
+    let api: APIResponder
+    let logger: Logger
+
+    init(channel: any Channel, api: APIResponder, logger: Logger) {
+        self.channel = channel
+        self.api = api
+        self.logger = logger
+    }
+
+    /// Until the connection is closed (by the client, by an error, or after a graceful
+    /// shutdown's GOAWAY once its streams are done) and every request task has ended.
+    func run() async {
+        let channel = channel
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                try? await channel.closeFuture.get()
+            } onGracefulShutdown: {
+                channel.pipeline.handler(type: HTTP2StreamsHandler.self).whenSuccess { $0.goAway() }
+            }
+        } onCancel: {
+            channel.close(promise: nil)
+        }
+        if let handler = try? await channel.pipeline.handler(type: HTTP2StreamsHandler.self).get() {
+            await handler.tasksEnded()
+        }
+    }
+
+    /// Answers one request on `stream` and writes the response as frames.
+    func serve(_ head: HTTPRequest, body: ByteBuffer, stream: HTTP2StreamID) async {
+        var context = APIRequestContext(source: ApplicationRequestContextSource(channel: channel, logger: logger))
+        context.cancelledWithStream = true
+        let request = Request(head: head, body: RequestBody(buffer: body))
+        let response: Response
+        do {
+            response = try await api.respond(to: request, context: context)
+        } catch {
+            logger.error("request failed", metadata: ["path": "\(head.path ?? "")", "error": "\(error)"])
+            response = Response(status: .internalServerError)
+        }
+        var fields = response.headers
+        if let length = response.body.contentLength, fields[.contentLength] == nil { fields[.contentLength] = String(length) }
+        let writer = HTTP2BodyWriter(channel: channel, stream: stream, status: response.status, fields: fields,
+                                     wholeLength: response.body.contentLength)
+        do {
+            try await response.body.write(writer)
+        } catch {
+            // The stream or connection went away mid-response; nothing more to send.
+            channel.writeAndFlush(HTTP2StreamsHandler.Outbound(stream: stream, part: .reset(.cancel)), promise: nil)
+        }
+    }
+}
+
+/// Writes one response: its head with the first data (or alone), then data frames, each waiting
+/// until the one before was written (a watch's consumer that reads slowly slows its watch, not
+/// the server's memory).
+struct HTTP2BodyWriter: ResponseBodyWriter {
+    let channel: any Channel
+    let stream: HTTP2StreamID
+    let status: HTTPResponse.Status
+    let fields: HTTPFields
+    /// The body's length when known: a first write that long is the whole body.
+    let wholeLength: Int?
+    var headSent = false
+    var ended = false
+    var inFlight: EventLoopFuture<Void>?
+
+    mutating func write(_ buffer: ByteBuffer) async throws {
+        if let inFlight { try await inFlight.get() }
+        if !headSent {
+            headSent = true
+            let whole = wholeLength == buffer.readableBytes
+            ended = whole
+            inFlight = channel.writeAndFlush(HTTP2StreamsHandler.Outbound(stream: stream, part: .head(status, fields, body: buffer, endStream: whole)))
+        } else {
+            inFlight = channel.writeAndFlush(HTTP2StreamsHandler.Outbound(stream: stream, part: .data(buffer, endStream: false)))
+        }
+    }
+
+    consuming func finish(_ trailingHeaders: HTTPFields?) async throws {
+        if ended { return }
+        if let inFlight { try await inFlight.get() }
+        let part: HTTP2StreamsHandler.Part = headSent ? .data(ByteBuffer(), endStream: true) : .head(status, fields, body: nil, endStream: true)
+        try await channel.writeAndFlush(HTTP2StreamsHandler.Outbound(stream: stream, part: part)).get()
+    }
+}
+
+/// Turns frames into requests and responses into frames, on the connection's event loop.
+final class HTTP2StreamsHandler: ChannelDuplexHandler, @unchecked Sendable {
+    typealias InboundIn = HTTP2Frame
+    typealias OutboundIn = Outbound
+    typealias OutboundOut = HTTP2Frame
+
+    enum Part {
+        case head(HTTPResponse.Status, HTTPFields, body: ByteBuffer?, endStream: Bool)
+        case data(ByteBuffer, endStream: Bool)
+        case reset(NIOHTTP2.HTTP2ErrorCode)
+    }
+
+    struct Outbound {
+        let stream: HTTP2StreamID
+        let part: Part
+    }
+
+    struct Stream {
+        var head: HTTPRequest?
+        var body = ByteBuffer()
+        var dispatched = false
+        /// The client has sent its whole request.
+        var requestEnded = false
+        var task: Task<Void, Never>?
+    }
+
+    let connection: HTTP2Connection
+    let maxBody: Int
+    private var streams: [HTTP2StreamID: Stream] = [:]
+    private var context: ChannelHandlerContext?
+    private var unacknowledged = 0
+    private var lastStreamID = HTTP2StreamID.rootStream
+    private var goingAway = false
+    private var running = 0
+    private var whenIdle: [CheckedContinuation<Void, Never>] = []
+
+    init(connection: HTTP2Connection) {
+        self.connection = connection
+        maxBody = connection.api.limits.maxBodyBytes
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if context.channel.isActive { openWindow(context: context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        openWindow(context: context)
+        context.fireChannelActive()
+    }
+
+    private func openWindow(context: ChannelHandlerContext) {
+        // The connection's window starts at 64 KiB whatever the settings say.
+        let grow = HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: HTTP2Connection.window - 65_535))
+        context.writeAndFlush(wrapOutboundOut(grow), promise: nil)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        let id = frame.streamID
+        switch frame.payload {
+        case .headers(let payload):
+            if var stream = streams[id] {
+                // Trailers end the request.
+                if payload.endStream {
+                    stream.requestEnded = true
+                    streams[id] = stream
+                    dispatch(id, context: context)
+                }
+                return
+            }
+            guard !goingAway, let head = Self.request(payload.headers) else {
+                context.writeAndFlush(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .rstStream(goingAway ? .refusedStream : .protocolError))), promise: nil)
+                return
+            }
+            if id > lastStreamID { lastStreamID = id }
+            streams[id] = Stream(head: head, requestEnded: payload.endStream)
+            if payload.endStream { dispatch(id, context: context) }
+        case .data(let payload):
+            let length = payload.data.readableBytes + (payload.paddingBytes ?? 0)
+            grant(length, context: context)
+            guard var stream = streams[id], !stream.dispatched else { return }
+            if case .byteBuffer(var bytes) = payload.data {
+                // One byte past the cap is enough for the responder to answer 413.
+                let room = maxBody + 1 - stream.body.readableBytes
+                if bytes.readableBytes > room { bytes = bytes.getSlice(at: bytes.readerIndex, length: max(0, room))! }
+                stream.body.writeBuffer(&bytes)
+            }
+            stream.requestEnded = payload.endStream
+            streams[id] = stream
+            if payload.endStream || stream.body.readableBytes > maxBody { dispatch(id, context: context) }
+        case .rstStream:
+            if let stream = streams.removeValue(forKey: id) { stream.task?.cancel() }
+            closeIfDone(context: context)
+        default:
+            break
+        }
+    }
+
+    /// The request's head from HTTP/2 header fields; nil when a required pseudo-header is missing.
+    static func request(_ headers: HPACKHeaders) -> HTTPRequest? {
+        var method: HTTPRequest.Method?
+        var scheme: String?
+        var authority: String?
+        var path: String?
+        var fields = HTTPFields()
+        for (name, value, _) in headers {
+            switch name {
+            case ":method": method = HTTPRequest.Method(value)
+            case ":scheme": scheme = value
+            case ":authority": authority = value
+            case ":path": path = value
+            default:
+                if name.hasPrefix(":") { return nil }
+                if let fieldName = HTTPField.Name(name) { fields.append(HTTPField(name: fieldName, value: value)) }
+            }
+        }
+        guard let method, let path else { return nil }
+        return HTTPRequest(method: method, scheme: scheme, authority: authority, path: path, headerFields: fields)
+    }
+
+    private func dispatch(_ id: HTTP2StreamID, context: ChannelHandlerContext) {
+        guard var stream = streams[id], !stream.dispatched, let head = stream.head else { return }
+        stream.dispatched = true
+        let body = stream.body
+        stream.body = ByteBuffer()
+        running += 1
+        let connection = connection
+        let loop = context.eventLoop
+        stream.task = Task {
+            await connection.serve(head, body: body, stream: id)
+            loop.execute { self.taskEnded() }
+        }
+        streams[id] = stream
+    }
+
+    private func taskEnded() {
+        running -= 1
+        if running == 0 {
+            let waiting = whenIdle
+            whenIdle = []
+            for continuation in waiting { continuation.resume() }
+        }
+    }
+
+    /// Returns once no request task is running (after the connection closed, none starts).
+    func tasksEnded() async {
+        await withCheckedContinuation { continuation in
+            connection.channel.eventLoop.execute {
+                if self.running == 0 { continuation.resume() } else { self.whenIdle.append(continuation) }
+            }
+        }
+    }
+
+    /// Gives the connection back what the client sent (a stream's window is larger than any
+    /// body accepted).
+    private func grant(_ length: Int, context: ChannelHandlerContext) {
+        guard length > 0 else { return }
+        unacknowledged += length
+        if unacknowledged >= HTTP2Connection.window / 4 {
+            context.writeAndFlush(wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: unacknowledged))), promise: nil)
+            unacknowledged = 0
+        }
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let outbound = unwrapOutboundIn(data)
+        let id = outbound.stream
+        guard let stream = streams[id] else {
+            promise?.fail(CancellationError())  // reset by the client, or the connection closed
+            return
+        }
+        var ended = false
+        switch outbound.part {
+        case .head(let status, let fields, let body, let endStream):
+            var headers = HPACKHeaders()
+            headers.reserveCapacity(fields.count + 1)
+            headers.add(name: ":status", value: String(status.code))
+            for field in fields { headers.add(name: field.name.canonicalName, value: field.value) }
+            let hasBody = (body?.readableBytes ?? 0) > 0
+            let headPromise = hasBody ? nil : promise
+            context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .headers(.init(headers: headers, endStream: endStream && !hasBody)))), promise: headPromise)
+            if hasBody, let body {
+                context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(body), endStream: endStream)))), promise: promise)
+            }
+            ended = endStream
+        case .data(let buffer, let endStream):
+            context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(buffer), endStream: endStream)))), promise: promise)
+            ended = endStream
+        case .reset(let code):
+            context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .rstStream(code))), promise: promise)
+            streams[id] = nil
+            closeIfDone(context: context)
+            return
+        }
+        if ended {
+            if stream.requestEnded {
+                streams[id] = nil
+            } else {
+                // Answered before the client finished sending (413): it need not go on.
+                context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .rstStream(.noError))), promise: nil)
+                streams[id] = nil
+            }
+            closeIfDone(context: context)
+        }
+    }
+
+    /// Graceful shutdown: no new streams; the connection closes once its streams are done.
+    func goAway() {
+        guard let context, !goingAway else { return }
+        goingAway = true
+        context.writeAndFlush(wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: lastStreamID, errorCode: .noError, opaqueData: nil))), promise: nil)
+        closeIfDone(context: context)
+    }
+
+    private func closeIfDone(context: ChannelHandlerContext) {
+        if goingAway && streams.isEmpty { context.close(promise: nil) }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // The server allows half-closure (for HTTP/1.1); an HTTP/2 client that closes its side
+        // (TLS close_notify, FIN) is gone: close ours at once, or it waits for our close_notify.
+        if case .inputClosed = event as? ChannelEvent {
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        for (_, stream) in streams { stream.task?.cancel() }
+        streams.removeAll()
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // Stream-level protocol errors are answered by NIOHTTP2Handler itself; a connection-level
+        // one ends the connection.
+        if error is NIOHTTP2Errors.StreamClosed || error is NIOHTTP2Errors.NoSuchStream { return }
+        context.close(promise: nil)
+    }
+}
