@@ -79,8 +79,7 @@ public final class APIClient: Sendable {
         }
         let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
         // HTTP/2: one connection multiplexes every call. HTTP/1.1 keeps up to `maxConnections`
-        // alive and costs the server less per call (no stream channel per request there): the
-        // better choice for a busy component on a short path (the scheduler).
+        // alive (for servers that do not speak HTTP/2 well; ours serves both as cheaply).
         keepAlive = try KeepAlive(http2 ? .http2 : .http1, host: bare, port: url.port ?? 443, tls: tls,
                                   connections: http2 ? 1 : maxConnections, connectTimeout: connectTimeout)
         self.format = format

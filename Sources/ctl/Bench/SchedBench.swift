@@ -125,9 +125,8 @@ struct SchedBench: AsyncParsableCommand {
                     return lease?.spec.holderIdentity.isEmpty == false
                 }
             } else {
-                // The same transport as `cox scheduler`: HTTP/1.1 over 64 keep-alive connections.
-                let binderClient = try APIClient(kubeconfig: try Kubeconfig.load(path: server.kubeconfigPath), timeout: .seconds(120),
-                                                 maxConnections: 64, http2: false)
+                // The same transport as `cox scheduler`: one HTTP/2 connection.
+                let binderClient = try APIClient(kubeconfig: try Kubeconfig.load(path: server.kubeconfigPath), timeout: .seconds(120))
                 binder = Task {
                     await Self.roundRobinBinder(names, client: binderClient)
                     try? await binderClient.shutdown()

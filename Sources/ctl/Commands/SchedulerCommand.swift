@@ -28,8 +28,11 @@ struct SchedulerCommand: AsyncParsableCommand {
 enum LocalScheduler {
     /// Runs the scheduler until SIGINT or SIGTERM; leadership is released on the way out.
     static func run(kubeconfig: Kubeconfig, options: Scheduler.Options) async throws {
-        // Many small calls at once (bindings): HTTP/1.1 over a pool of keep-alive connections.
-        let client = try APIClient(kubeconfig: kubeconfig, timeout: .seconds(10), maxConnections: 64, http2: false)
+        // Many small calls at once (bindings), as streams of one HTTP/2 connection: with both
+        // ends handling streams as frames this costs no more than HTTP/1.1 over 64 connections
+        // (cox bench sched: 141-148 µs of scheduler CPU per pod either way, the server 155-160
+        // against 172-174).
+        let client = try APIClient(kubeconfig: kubeconfig, timeout: .seconds(10))
         let scheduler = Scheduler(client: client, options: options, logger: Logger(label: "cox.scheduler"))
         await SignalWaiter.runUntilSignalled { await scheduler.run() }
         try? await client.shutdown()
