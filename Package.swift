@@ -126,7 +126,12 @@ let package = Package(
 
         .testTarget(name: "APITests", dependencies: ["API", "TestSupport"]),
         .testTarget(name: "PKITests", dependencies: ["PKI", "TestSupport"]),
-        .testTarget(name: "APIServerTests", dependencies: ["APIServer", "API", "Store", "PKI", "Client", "TestSupport", "ctl", "NodeAgent", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
+        .testTarget(name: "APIServerTests", dependencies: ["APIServer", "API", "Store", "PKI", "Client", "TestSupport", "ctl", "NodeAgent",
+                                                         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                                                         .product(name: "NIOPosix", package: "swift-nio"),
+                                                         .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                                                         .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+                                                         .product(name: "NIOHPACK", package: "swift-nio-http2")]),
         .testTarget(name: "NodeAgentTests", dependencies: ["NodeAgent", "API", "Client", "PKI", "TestSupport", "ControllerRuntime", "ctl"]),
         .testTarget(name: "ControllerRuntimeTests", dependencies: ["ControllerRuntime", "Client", "API", "TestSupport", "APIServer", "PKI",
                                                                   .product(name: "Logging", package: "swift-log")]),

@@ -178,7 +178,7 @@ final class HTTP2ExchangeHandler: ChannelDuplexHandler {
 
     private func fail(_ error: any Error) {
         closed = true
-        let failure = error as? KeepAlive.Failure ?? (handshaken ? .lost(error) : .notSent(error))
+        let failure = KeepAlive.Failure.of(error, sessionUp: handshaken)
         for (_, stream) in streams { stream.promise.fail(failure) }
         streams.removeAll()
         while let waiting = queued.popFirst() { waiting.promise.fail(KeepAlive.Failure.notSent(error)) }

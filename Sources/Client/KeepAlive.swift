@@ -45,6 +45,12 @@ final class KeepAlive: Sendable {
             case .shutDown: "the client has been shut down"
             }
         }
+
+        /// A connection's failure as its waiting calls see it: before the session was up (TLS,
+        /// or HTTP/2's settings) nothing can have been sent.
+        static func of(_ error: any Error, sessionUp: Bool) -> Failure {
+            error as? Failure ?? (sessionUp ? .lost(error) : .notSent(error))
+        }
     }
 
     /// A request and where its response goes.
@@ -238,7 +244,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler {
 
     private func fail(_ error: any Error) {
         closed = true
-        let failure = error as? KeepAlive.Failure ?? (handshaken ? .lost(error) : .notSent(error))
+        let failure = KeepAlive.Failure.of(error, sessionUp: handshaken)
         while let promise = waiting.popFirst() { promise.fail(failure) }
     }
 }

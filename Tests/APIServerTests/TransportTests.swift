@@ -136,18 +136,10 @@ extension APIServerTests {
             await server.stop()
 
             // A listener that never accepts: TCP connects (the kernel's backlog), TLS never answers.
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            let (fd, silentPort) = try TestHost.silentListener()
             defer { close(fd) }
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-            let listening = withUnsafeMutablePointer(to: &address) { pointer in
-                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && listen(fd, 8) == 0 && getsockname(fd, $0, &length) == 0 }
-            }
-            #expect(listening)
             let silentPath = (dir.path as NSString).appendingPathComponent("silent.kubeconfig")
-            _ = try ClusterPKI.bootstrap(dataDirectory: dir.path).writeAdminKubeconfig(to: silentPath, serverURL: "https://127.0.0.1:\(UInt16(bigEndian: address.sin_port))")
+            _ = try ClusterPKI.bootstrap(dataDirectory: dir.path).writeAdminKubeconfig(to: silentPath, serverURL: "https://127.0.0.1:\(silentPort)")
             let silent = try APIClient(kubeconfig: try Kubeconfig.load(path: silentPath), timeout: .seconds(1), http2: http2)
             await #expect {
                 _ = try await silent.get(Pod.self, namespace: "default", name: "p0")

@@ -131,8 +131,14 @@ final class HTTP2Connection: Sendable {
         }
         var fields = response.headers
         if let length = response.body.contentLength, fields[.contentLength] == nil { fields[.contentLength] = String(length) }
-        let writer = HTTP2BodyWriter(channel: channel, stream: stream, status: response.status, fields: fields,
+        var writer = HTTP2BodyWriter(channel: channel, stream: stream, status: response.status, fields: fields,
                                      wholeLength: response.body.contentLength)
+        if response.body.contentLength == nil {
+            // A stream (a watch) answers at once: a client waits for the head before it reads
+            // the body, and a quiet watch may have nothing to send for minutes.
+            writer.headSent = true
+            writer.inFlight = channel.writeAndFlush(HTTP2StreamsHandler.Outbound(stream: stream, part: .head(response.status, fields, body: nil, endStream: false)))
+        }
         do {
             try await response.body.write(writer)
         } catch {
@@ -348,7 +354,19 @@ final class HTTP2StreamsHandler: ChannelDuplexHandler, @unchecked Sendable {
             promise?.fail(CancellationError())  // reset by the client, or the connection closed
             return
         }
-        var ended = false
+        let last: Bool
+        switch outbound.part {
+        case .head(_, _, _, let endStream), .data(_, let endStream): last = endStream
+        case .reset: last = true
+        }
+        // A stream's last frame: once it is written (not merely queued) the stream is done, and a
+        // connection that is going away may close; closing earlier would drop it.
+        let written = last ? context.eventLoop.makePromise(of: Void.self) : nil
+        if let written {
+            if let promise { written.futureResult.cascade(to: promise) }
+            written.futureResult.whenComplete { _ in self.closeIfDone(context: context) }
+        }
+        let framePromise = written ?? promise
         switch outbound.part {
         case .head(let status, let fields, let body, let endStream):
             var headers = HPACKHeaders()
@@ -356,31 +374,22 @@ final class HTTP2StreamsHandler: ChannelDuplexHandler, @unchecked Sendable {
             headers.add(name: ":status", value: String(status.code))
             for field in fields { headers.add(name: field.name.canonicalName, value: field.value) }
             let hasBody = (body?.readableBytes ?? 0) > 0
-            let headPromise = hasBody ? nil : promise
-            context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .headers(.init(headers: headers, endStream: endStream && !hasBody)))), promise: headPromise)
+            context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .headers(.init(headers: headers, endStream: endStream && !hasBody)))),
+                          promise: hasBody ? nil : framePromise)
             if hasBody, let body {
-                context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(body), endStream: endStream)))), promise: promise)
+                context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(body), endStream: endStream)))), promise: framePromise)
             }
-            ended = endStream
         case .data(let buffer, let endStream):
-            context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(buffer), endStream: endStream)))), promise: promise)
-            ended = endStream
+            context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(buffer), endStream: endStream)))), promise: framePromise)
         case .reset(let code):
-            context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .rstStream(code))), promise: promise)
-            streams[id] = nil
-            closeIfDone(context: context)
-            return
+            context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .rstStream(code))), promise: framePromise)
         }
-        if ended {
-            if stream.requestEnded {
-                streams[id] = nil
-            } else {
-                // Answered before the client finished sending (413): it need not go on.
-                context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .rstStream(.noError))), promise: nil)
-                streams[id] = nil
-            }
-            closeIfDone(context: context)
+        guard last else { return }
+        if case .reset = outbound.part {} else if !stream.requestEnded {
+            // Answered before the client finished sending (413): it need not go on.
+            context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .rstStream(.noError))), promise: nil)
         }
+        streams[id] = nil
     }
 
     /// Graceful shutdown: no new streams; the connection closes once its streams are done.
