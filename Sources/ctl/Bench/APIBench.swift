@@ -93,6 +93,7 @@ struct APIBench: AsyncParsableCommand {
                             lags.append(Double(DispatchTime.now().uptimeNanoseconds &- sent) / 1e6)
                             continue
                         }
+                        if Self.isBookmark(event, wire) { continue }
                         seen += 1
                         if seen % Self.lagSampleEvery == 0, let sent = Self.sentAt(event, wire) {
                             lags.append(Double(DispatchTime.now().uptimeNanoseconds &- sent) / 1e6)
@@ -113,6 +114,8 @@ struct APIBench: AsyncParsableCommand {
             try await Task.sleep(for: .milliseconds(100))
         }
 
+        // The counter is process-wide and this process may have run a server before (the other format).
+        let encodesBefore = (try? await writer.metric("cox_watch_event_encodes_total")) ?? 0
         let start = DispatchTime.now().uptimeNanoseconds
         let latencies = try await withThrowingTaskGroup(of: [Double].self) { group in
             for c in 0..<clients {
@@ -145,7 +148,7 @@ struct APIBench: AsyncParsableCommand {
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         for task in watchTasks { _ = try? await task.value }
         // Transport cost: wire encodings per event, however many watchers (issue #8, fallacy 7).
-        let encodes = (try? await writer.metric("cox_watch_event_encodes_total")) ?? .nan
+        let encodes = ((try? await writer.metric("cox_watch_event_encodes_total")) ?? .nan) - encodesBefore
         for writer in writers { try? await writer.shutdown() }
         try? await reader.shutdown()
         let sorted = latencies.sorted()
@@ -154,7 +157,17 @@ struct APIBench: AsyncParsableCommand {
                       lagP99: percentile(lags, 0.99), delivered: samples.delivered.load(ordering: .relaxed), encodesPerEvent: encodes / Double(total))
     }
 
-    /// Complete events taken off the front of `pending`.
+    static let protobufBookmark: [UInt8] = [0x0a, 0x08] + Array("BOOKMARK".utf8)
+    static let jsonBookmark = Array(#""type":"BOOKMARK""#.utf8)
+
+    /// Whether a frame is a BOOKMARK (not counted as a delivered event), from its first bytes only.
+    static func isBookmark(_ event: ArraySlice<UInt8>, _ wire: WireFormat) -> Bool {
+        switch wire {
+        case .protobuf: return event.starts(with: protobufBookmark)
+        case .json: return event.prefix(32).firstRange(of: jsonBookmark) != nil
+        }
+    }
+
     /// The `bench/sent` annotation of an event's pod.
     static func sentAt(_ event: ArraySlice<UInt8>, _ wire: WireFormat) -> UInt64? {
         switch wire {
