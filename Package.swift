@@ -68,8 +68,6 @@ let package = Package(
         .target(name: "APIServer", dependencies: [
             "API", "Store", "PKI",
             .product(name: "Hummingbird", package: "hummingbird"),
-            .product(name: "HummingbirdTLS", package: "hummingbird"),
-            .product(name: "HummingbirdHTTP2", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "NIOHTTP2", package: "swift-nio-http2"),

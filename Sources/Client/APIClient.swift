@@ -41,14 +41,21 @@ public final class APIClient: Sendable {
     /// Acts as another user (and groups) through `Impersonate-User`/`Impersonate-Group`, which
     /// the server allows only to identities that may `impersonate` them.
     public let impersonation: (user: String, groups: [String])?
-    /// Sent as `Authorization: Bearer` when the kubeconfig has a token instead of a client certificate.
-    let bearerToken: String?
+    /// What every request carries besides its own headers, made once: `Authorization: Bearer`
+    /// when the kubeconfig has a token instead of a client certificate, and the impersonation headers.
+    let credentialHeaders: [(name: String, value: String)]
 
     public init(kubeconfig: Kubeconfig, format: WireFormat = .protobuf, timeout: TimeAmount = APIClient.defaultTimeout,
                 maxConnections: Int = 8, maxAttempts: Int = 6, connectTimeout: TimeAmount = .seconds(5), http2: Bool = true,
                 impersonate: (user: String, groups: [String])? = nil, retryConnecting: Bool = true) throws {
         impersonation = impersonate
-        bearerToken = kubeconfig.token
+        var credentials: [(name: String, value: String)] = []
+        if let token = kubeconfig.token { credentials.append(("Authorization", "Bearer \(token)")) }
+        if let impersonate {
+            credentials.append(("Impersonate-User", impersonate.user))
+            for group in impersonate.groups { credentials.append(("Impersonate-Group", group)) }
+        }
+        credentialHeaders = credentials
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(kubeconfig.caPEM.utf8)))
         tls.minimumTLSVersion = .tlsv12
@@ -149,21 +156,13 @@ public final class APIClient: Sendable {
         var retryAfter: Duration?
     }
 
-    func attemptCall(_ method: HTTPMethod, _ path: String, body: [UInt8]?, deadline: NIODeadline) async throws -> [UInt8] {
-        try await attemptKeepAlive(keepAlive, method, path, body: body, deadline: deadline)
-    }
-
     /// One attempt over the client's own connections: a refused connection (nothing sent) and a
     /// broken one (maybe sent) are transient, as are 429, 503 and 504; a TLS failure is not.
-    func attemptKeepAlive(_ keepAlive: KeepAlive, _ method: HTTPMethod, _ path: String, body: [UInt8]?, deadline: NIODeadline) async throws -> [UInt8] {
+    func attemptCall(_ method: HTTPMethod, _ path: String, body: [UInt8]?, deadline: NIODeadline) async throws -> [UInt8] {
         var headers = HTTPHeaders()
         headers.add(name: "Host", value: keepAlive.hostHeader)
         headers.add(name: "Accept", value: format.rawValue)
-        if let bearerToken { headers.add(name: "Authorization", value: "Bearer \(bearerToken)") }
-        if let impersonation {
-            headers.add(name: "Impersonate-User", value: impersonation.user)
-            for group in impersonation.groups { headers.add(name: "Impersonate-Group", value: group) }
-        }
+        headers.add(contentsOf: credentialHeaders)
         if let body {
             headers.add(name: "Content-Type", value: format.rawValue)
             headers.add(name: "Content-Length", value: String(body.count))
@@ -290,10 +289,7 @@ public final class APIClient: Sendable {
 
     /// The kubeconfig's bearer token (when it has one) and the impersonation headers.
     func addCredentials(_ request: inout HTTPClientRequest) {
-        if let bearerToken { request.headers.add(name: "Authorization", value: "Bearer \(bearerToken)") }
-        guard let impersonation else { return }
-        request.headers.add(name: "Impersonate-User", value: impersonation.user)
-        for group in impersonation.groups { request.headers.add(name: "Impersonate-Group", value: group) }
+        request.headers.add(contentsOf: credentialHeaders)
     }
 
     /// Asks whether this client's identity (or the one it impersonates) may do something:

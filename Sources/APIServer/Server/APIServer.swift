@@ -3,8 +3,6 @@ import AsyncHTTPClient
 import Foundation
 import Hummingbird
 import HummingbirdCore
-import HummingbirdHTTP2
-import HummingbirdTLS
 import Logging
 import NIOCore
 import NIOSSL

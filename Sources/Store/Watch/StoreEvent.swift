@@ -56,26 +56,28 @@ public final class StoreEvent: Sendable {
     /// This modification as a watch sees it whose selection the object has just entered: ADDED,
     /// as Kubernetes sends it.
     var entering: StoreEvent {
-        if let made = seenAs.withLock({ $0.entering }) { return made }
-        let made = StoreEvent(revision: revision, type: .added, key: key, object: object, bytes: bytes)
-        return seenAs.withLock { seen in
-            if let raced = seen.entering { return raced }
-            seen.entering = made
-            return made
-        }
+        seen(\.entering) { StoreEvent(revision: revision, type: .added, key: key, object: object, bytes: bytes) }
     }
 
     /// This modification as a watch sees it whose selection the object has just left: DELETED,
     /// with the object as it was (the last state that watch matched) at this event's revision, as
     /// Kubernetes sends it. Only for events with a `previous`.
     var leaving: StoreEvent {
-        if let made = seenAs.withLock({ $0.leaving }) { return made }
-        var object = previous!.object
-        object.metadata.resourceVersion = String(revision)
-        let made = StoreEvent(revision: revision, type: .deleted, key: key, object: object, bytes: previous!.bytes)
+        seen(\.leaving) {
+            var object = previous!.object
+            object.metadata.resourceVersion = String(revision)
+            return StoreEvent(revision: revision, type: .deleted, key: key, object: object, bytes: previous!.bytes)
+        }
+    }
+
+    /// The event seen another way, made once and shared by every watch that sees it so.
+    private func seen(_ slot: WritableKeyPath<(entering: StoreEvent?, leaving: StoreEvent?), StoreEvent?>,
+                      _ make: () -> StoreEvent) -> StoreEvent {
+        if let made = seenAs.withLock({ $0[keyPath: slot] }) { return made }
+        let made = make()
         return seenAs.withLock { seen in
-            if let raced = seen.leaving { return raced }
-            seen.leaving = made
+            if let raced = seen[keyPath: slot] { return raced }
+            seen[keyPath: slot] = made
             return made
         }
     }
