@@ -18,12 +18,10 @@ public enum Tools {
     }
 
     /// `run` on a thread of its own: waiting for a slow tool (a CLI following a rollout) must not
-    /// hold one of the few threads every async test in this process shares.
-    public static func runDetached(_ tool: String, _ arguments: [String], input: String? = nil) async throws -> Output {
-        try await withCheckedThrowingContinuation { continuation in
-            let thread = Thread { continuation.resume(with: Result { try run(tool, arguments, input: input) }) }
-            thread.start()
-        }
+    /// hold one of the few threads every async test in this process shares. (With two cores there
+    /// are two: two tests blocked in a tool that waits for anything async stop the whole run.)
+    public static func runDetached(_ tool: String, _ arguments: [String], input: String? = nil, timeout: Double = 120) async throws -> Output {
+        try await detached { try run(tool, arguments, input: input, timeout: timeout) }
     }
 
     /// Runs blocking work (reading a child's pipe, say) on a thread of its own (see `runDetached`).
@@ -33,29 +31,43 @@ public enum Tools {
         }
     }
 
-    /// Waits for a process to exit on a thread of its own (see `runDetached`).
-    public static func waitForExit(_ process: Process) async {
-        await withCheckedContinuation { continuation in
-            Thread { process.waitUntilExit(); continuation.resume() }.start()
+    /// Reads what a child writes to `handle` until `done` holds for the text so far, the writer
+    /// closes it, or `timeout` seconds pass — a child that goes quiet cannot hold the test.
+    public static func read(_ handle: FileHandle, timeout: Double, until done: @escaping @Sendable (String) -> Bool) async throws -> String {
+        try await detached {
+            let deadline = Date().addingTimeInterval(timeout)
+            var bytes: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 65_536)
+            while !done(String(decoding: bytes, as: UTF8.self)) {
+                let left = deadline.timeIntervalSinceNow
+                guard left > 0 else { break }
+                var ready = pollfd(fd: handle.fileDescriptor, events: Int16(POLLIN), revents: 0)
+                let polled = poll(&ready, 1, Int32(left * 1000) + 1)
+                if polled < 0 && errno == EINTR { continue }
+                guard polled > 0 else { break }
+                let count = Glibc.read(handle.fileDescriptor, &buffer, buffer.count)
+                if count < 0 && errno == EINTR { continue }
+                guard count > 0 else { break }
+                bytes += buffer[..<count]
+            }
+            return String(decoding: bytes, as: UTF8.self)
         }
     }
 
-    /// Runs `tool` with `arguments`, standard output and error together; waits for it to exit.
-    public static func run(_ tool: String, _ arguments: [String], input: String? = nil) throws -> Output {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: tool)
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        let stdin = Pipe()
-        process.standardInput = stdin
-        try process.run()
-        if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
-        try? stdin.fileHandleForWriting.close()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Output(status: process.terminationStatus, output: String(decoding: data, as: UTF8.self))
+    /// Runs `tool` with `arguments`, standard output and error together; waits for it to exit, or
+    /// kills it after `timeout` seconds (a peer that hangs fails its test instead of the run).
+    public static func run(_ tool: String, _ arguments: [String], input: String? = nil, timeout: Double = 120) throws -> Output {
+        let child = try Child(tool, arguments, stdout: .pipe, stderr: .stdout, stdin: input != nil)
+        let watchdog = DispatchWorkItem { child.signal(SIGKILL) }
+        DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: watchdog)
+        defer { watchdog.cancel() }
+        if let input, let stdin = child.input {
+            try? stdin.write(contentsOf: Data(input.utf8))
+            try? stdin.close()
+        }
+        let data = child.output?.readDataToEndOfFile() ?? Data()
+        child.waitBlocking()
+        return Output(status: child.terminationStatus, output: String(decoding: data, as: UTF8.self))
     }
 }
 

@@ -4,7 +4,7 @@ import Foundation
 import Testing
 import TestSupport
 
-@Suite("API server over TLS", .serialized)
+@Suite("API server over TLS", .watchdog, .serialized)
 struct APIServerTests {
     @Test func anonymousRequestsGet401ExceptHealth() async throws {
         let server = try await ServerHarness()

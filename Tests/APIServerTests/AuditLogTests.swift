@@ -9,7 +9,7 @@ import TestSupport
 
 /// The audit log of a real server: one line per change and per denial, with the right user, and
 /// never a body or a credential; rotated by size.
-@Suite(.serialized) struct AuditLogTests {
+@Suite(.serialized, .watchdog) struct AuditLogTests {
     static func lines(_ path: String) throws -> [JSONValue] {
         try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").map { try JSONParser.parse(String($0)) }
     }

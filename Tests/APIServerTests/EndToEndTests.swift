@@ -5,40 +5,29 @@ import TestSupport
 
 /// The `cox` binary as a user runs it: `cox up -f manifests/`, then `cox get` and `cox apply`,
 /// Ctrl-C, and a second `cox up` that keeps everything.
-@Suite("End to end: cox up", .serialized)
+@Suite("End to end: cox up", .watchdog, .serialized)
 struct EndToEndTests {
     final class Up: @unchecked Sendable {
-        let process = Process()
-        let output = Pipe()
+        let process: Child
         var port = 0
 
         init(cox: String, dir: String, manifests: String?) throws {
-            process.executableURL = URL(fileURLWithPath: cox)
-            process.arguments = ["up", "--port", "0"] + (manifests.map { ["-f", $0] } ?? [])
-            process.currentDirectoryURL = URL(fileURLWithPath: dir)
-            process.standardOutput = output
-            process.standardError = FileHandle.nullDevice
-            try process.run()
+            process = try Child(cox, ["up", "--port", "0"] + (manifests.map { ["-f", $0] } ?? []), directory: dir, stdout: .pipe)
         }
 
         /// Reads the banner (and, with manifests, the apply lines) until `marker` appears.
-        func read(until marker: String) throws -> String {
-            var text = ""
-            let deadline = Date().addingTimeInterval(60)
-            while !text.contains(marker) && Date() < deadline {
-                let chunk = output.fileHandleForReading.availableData
-                if chunk.isEmpty { break }
-                text += String(decoding: chunk, as: UTF8.self)
-            }
+        func read(until marker: String) async throws -> String {
+            let text = try await Tools.read(process.output!, timeout: 60) { $0.contains(marker) }
             if let range = text.range(of: #"https://127\.0\.0\.1:(\d+)"#, options: .regularExpression) {
                 port = Int(text[range].split(separator: ":").last!) ?? 0
             }
             return text
         }
 
-        func interrupt() -> Int32 {
-            kill(process.processIdentifier, SIGINT)
-            process.waitUntilExit()
+        /// Ctrl-C, and its exit status (SIGKILL after 60 s: a shutdown that hangs fails the test).
+        func interrupt() async -> Int32 {
+            kill(process.pid, SIGINT)
+            await process.wait(killAfter: 60)
             return process.terminationStatus
         }
     }
@@ -50,10 +39,10 @@ struct EndToEndTests {
         let dir = TemporaryDirectory()
         let manifests = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../manifests").standardized.path
         let first = try Up(cox: binary, dir: dir.path, manifests: manifests)
-        let watchdog = DispatchWorkItem { [first] in kill(first.process.processIdentifier, SIGKILL) }
+        let watchdog = DispatchWorkItem { [first] in kill(first.process.pid, SIGKILL) }
         DispatchQueue.global().asyncAfter(deadline: .now() + 120, execute: watchdog)
         defer { watchdog.cancel() }
-        let banner = try await Tools.detached { try first.read(until: "deployment/web created") }
+        let banner = try await first.read(until: "deployment/web created")
         #expect(banner.contains("Coxswain is up") && banner.contains("pod/hello created"), "\(banner)")
         // The join command for a second host: a fresh bootstrap token and the CA's hash.
         #expect(banner.range(of: #"join a host: cox agent --server https://127\.0\.0\.1:\d+ --token [a-z0-9]{6}\.[a-z0-9]{16} --ca-cert-hash sha256:[0-9a-f]{64}"#,
@@ -92,64 +81,45 @@ struct EndToEndTests {
         #expect(described.status == 0 && described.output.contains("Name:             hello") && described.output.contains("Containers:"), "\(described.output)")
 
         // `cox get pods -w` prints the list, then each change as a row.
-        let watcher = Process()
-        let watched = Pipe()
-        watcher.executableURL = URL(fileURLWithPath: binary)
-        watcher.arguments = ["get", "pods", "-w", "--kubeconfig", kubeconfig]
-        watcher.standardOutput = watched
-        try watcher.run()
-        defer { if watcher.isRunning { kill(watcher.processIdentifier, SIGKILL) } }
-        let handle = watched.fileHandleForReading
+        let watcher = try Child(binary, ["get", "pods", "-w", "--kubeconfig", kubeconfig], stdout: .pipe)
+        defer { if watcher.isRunning { kill(watcher.pid, SIGKILL) } }
+        let handle = watcher.output!
         @Sendable func readWatch(until marker: String, after seen: String) async throws -> String {
-            try await Tools.detached {
-                var seen = seen
-                let deadline = Date().addingTimeInterval(30)
-                while !seen.contains(marker) && Date() < deadline {
-                    let chunk = handle.availableData
-                    if chunk.isEmpty { break }
-                    seen += String(decoding: chunk, as: UTF8.self)
-                }
-                return seen
-            }
+            seen + (try await Tools.read(handle, timeout: 30) { (seen + $0).contains(marker) })
         }
         var seen = try await readWatch(until: "hello", after: "")
         let extra = TestObjects.pod("watched").jsonString()
         _ = try await Tools.runDetached(binary, ["apply", "-f", "-", "--kubeconfig", kubeconfig], input: extra)
         seen = try await readWatch(until: "watched", after: seen)
         #expect(seen.hasPrefix("NAME") && seen.contains("watched") && seen.components(separatedBy: "NAME").count == 2, "\(seen)")
-        kill(watcher.processIdentifier, SIGINT)
-        await Tools.waitForExit(watcher)
+        kill(watcher.pid, SIGINT)
+        await watcher.wait()
         _ = try await cox("delete", "pod", "watched")
 
-        #expect(try await Tools.detached { first.interrupt() } == 0, "Ctrl-C is a clean shutdown")
+        #expect(await first.interrupt() == 0, "Ctrl-C is a clean shutdown")
         #expect(Self.processes(containing: "alive $(date").isEmpty, "Ctrl-C stops the pods' processes")
 
         let second = try Up(cox: binary, dir: dir.path, manifests: nil)
-        _ = try await Tools.detached { try second.read(until: "Ctrl-C stops it.") }
+        _ = try await second.read(until: "Ctrl-C stops it.")
         let kept = try await cox("get", "deploy", "-o", "name")
         #expect(kept.output == "deployment/web\n", "\(kept.output)")
-        #expect(try await Tools.detached { second.interrupt() } == 0)
+        #expect(await second.interrupt() == 0)
         #expect(Self.processes(containing: "alive $(date").isEmpty)
         let down = try await cox("get", "pods")
         #expect(down.status != 0 && down.output.contains("cannot reach the API server"), "\(down.output)")
     }
 }
 
-@Suite("End to end: cox server shutdown")
+@Suite("End to end: cox server shutdown", .watchdog)
 struct ServerShutdownTests {
     @Test func sigtermEndsWatchesCleanlyAndExitsZero() async throws {
         let binary = try coxBinary()
         let curl = try #require(Tools.find("curl"))
         let dir = TemporaryDirectory()
         let port = try freePort()
-        let server = Process()
-        server.executableURL = URL(fileURLWithPath: binary)
         // Without the controllers and the scheduler, whose informers would hold watches of their own.
-        server.arguments = ["server", "--data-dir", dir.path, "--port", "\(port)", "--no-controllers", "--no-scheduler"]
-        server.standardOutput = FileHandle.nullDevice
-        server.standardError = FileHandle.nullDevice
-        try server.run()
-        defer { if server.isRunning { kill(server.processIdentifier, SIGKILL) } }
+        let server = try Child(binary, ["server", "--data-dir", dir.path, "--port", "\(port)", "--no-controllers", "--no-scheduler"])
+        defer { if server.isRunning { kill(server.pid, SIGKILL) } }
         let pki = (dir.path as NSString).appendingPathComponent("pki")
         let auth = ["--cacert", "\(pki)/ca.crt", "--cert", "\(pki)/admin.crt", "--key", "\(pki)/admin.key"]
         var ready = false
@@ -160,16 +130,11 @@ struct ServerShutdownTests {
         try #require(ready, "cox server did not become ready")
 
         // A watch without a timeout (it would last 30 minutes), over HTTP/2 and over HTTP/1.1.
-        var watchers: [Process] = []
+        var watchers: [Child] = []
         for version in ["--http2", "--http1.1"] {
-            let watcher = Process()
-            watcher.executableURL = URL(fileURLWithPath: curl)
-            watcher.arguments = ["-sS", version, "-o", "/dev/null"] + auth + ["https://127.0.0.1:\(port)/api/v1/namespaces/default/pods?watch=true"]
-            watcher.standardError = FileHandle.nullDevice
-            try watcher.run()
-            watchers.append(watcher)
+            watchers.append(try Child(curl, ["-sS", version, "-o", "/dev/null"] + auth + ["https://127.0.0.1:\(port)/api/v1/namespaces/default/pods?watch=true"]))
         }
-        defer { for watcher in watchers where watcher.isRunning { kill(watcher.processIdentifier, SIGKILL) } }
+        defer { for watcher in watchers where watcher.isRunning { kill(watcher.pid, SIGKILL) } }
         var metrics = ""
         for _ in 0..<100 where !metrics.contains("cox_apiserver_watchers 2") {
             metrics = (try? await Tools.runDetached(curl, ["-sS"] + auth + ["https://127.0.0.1:\(port)/metrics"]))?.output ?? ""
@@ -177,7 +142,7 @@ struct ServerShutdownTests {
         }
         try #require(metrics.contains("cox_apiserver_watchers 2"))
 
-        kill(server.processIdentifier, SIGTERM)
+        kill(server.pid, SIGTERM)
         // Bounded wait: the shutdown must not wait for the watches' own 30-minute end.
         for _ in 0..<300 where server.isRunning || watchers.contains(where: \.isRunning) {
             try await Task.sleep(for: .milliseconds(100))

@@ -59,7 +59,7 @@ final class RawHTTP2: Sendable {
 }
 
 extension APIServerTests {
-    @Suite("HTTP/2 streams served as frames", .serialized)
+    @Suite("HTTP/2 streams served as frames", .watchdog, .serialized)
     struct HTTP2StreamTests {
         func watchers(_ server: ServerHarness) async throws -> Int {
             let metrics = try await server.request("/metrics").body

@@ -8,7 +8,7 @@ import TestSupport
 
 /// RBAC as Kubernetes defines it: the rule matching on its own, then a real server (TLS on
 /// loopback) with identities minted from its CA, impersonation, access reviews and `cox auth can-i`.
-@Suite struct RBACRuleTests {
+@Suite(.watchdog) struct RBACRuleTests {
     static func rule(_ verbs: [String], _ groups: [String] = [""], _ resources: [String], names: [String] = []) -> PolicyRule {
         PolicyRule(verbs: verbs, apiGroups: groups, resources: resources, resourceNames: names)
     }
@@ -107,7 +107,7 @@ import TestSupport
     }
 }
 
-@Suite(.serialized) struct RBACServerTests {
+@Suite(.serialized, .watchdog) struct RBACServerTests {
     /// A client for a new identity issued by the server's CA (CN = user, O = groups).
     static func client(_ api: InProcessAPI, user: String, groups: [String], server: String? = nil) throws -> APIClient {
         let identity = try Self.identity(api, user, groups)

@@ -12,7 +12,7 @@ import TestSupport
 
 /// Issue #7's negative matrix, each row asserted against a real server over TLS: who is refused,
 /// with which code, and that the refusal is not an accident of a missing object.
-@Suite(.serialized) struct SecurityMatrixTests {
+@Suite(.serialized, .watchdog) struct SecurityMatrixTests {
     typealias R = RBACServerTests
 
     static func tokenClient(_ api: InProcessAPI, _ token: String, server: String? = nil) throws -> APIClient {
@@ -183,7 +183,7 @@ import TestSupport
     }
 }
 
-@Suite struct TokenCleanerTests {
+@Suite(.watchdog) struct TokenCleanerTests {
     @Test func expiredTokensAreDeletedAndTheOthersKept() async throws {
         let dir = TemporaryDirectory()
         let store = try SQLiteStore(directory: dir.path, logger: Logger(label: "test"))

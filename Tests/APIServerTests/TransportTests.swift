@@ -12,7 +12,7 @@ import TestSupport
 /// Nested in the serialized server suite: these tests block on curl against an in-process server,
 /// and two such tests at once could occupy every cooperative thread the servers need.
 extension APIServerTests {
-    @Suite("Transport: HTTP/2, metrics, client retries and resuming watches", .serialized)
+    @Suite("Transport: HTTP/2, metrics, client retries and resuming watches", .watchdog, .serialized)
     struct TransportTests {
         func client(_ server: ServerHarness, format: WireFormat = .protobuf, timeout: Int64 = 10) throws -> APIClient {
             try APIClient(kubeconfig: try Kubeconfig.load(path: server.kubeconfig), format: format, timeout: .seconds(timeout))

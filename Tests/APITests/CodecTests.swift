@@ -1,6 +1,7 @@
 import Foundation
 import SwiftProtobuf
 import Testing
+import TestSupport
 @testable import API
 
 /// Object members in key order, so two documents compare by content, not by field order.
@@ -12,7 +13,7 @@ func canonical(_ value: JSONValue) -> JSONValue {
     }
 }
 
-@Suite("Encodings")
+@Suite("Encodings", .watchdog)
 struct CodecTests {
     /// JSON → object → protobuf → object → JSON keeps every field of realistic manifests.
     @Test(arguments: [("pod", Fixtures.pod), ("deployment", Fixtures.deployment), ("node", Fixtures.node), ("lease", Fixtures.lease)])
@@ -123,7 +124,7 @@ extension Manifests {
     }
 }
 
-@Suite("Resource version suffix")
+@Suite("Resource version suffix", .watchdog)
 struct ResourceVersionSuffixTests {
     /// Every kind has metadata as field 3, so appending the suffix sets the version without
     /// touching anything else.
@@ -143,7 +144,7 @@ struct ResourceVersionSuffixTests {
     }
 }
 
-@Suite("YAML output")
+@Suite("YAML output", .watchdog)
 struct YAMLWriterTests {
     /// `cox get -o yaml` output read back as a manifest is the same object, for every fixture kind.
     @Test(arguments: [Fixtures.pod, Fixtures.deployment, Fixtures.node, Fixtures.lease])

@@ -1,8 +1,9 @@
 import SwiftProtobuf
 import Testing
+import TestSupport
 @testable import API
 
-@Suite("Generated protobuf codec")
+@Suite("Generated protobuf codec", .watchdog)
 struct ProtoCodecTests {
     static let objects: [any APIObject] = [
         try! Pod(jsonString: Fixtures.pod), try! Deployment(jsonString: Fixtures.deployment),

@@ -1,7 +1,8 @@
 import Testing
+import TestSupport
 @testable import API
 
-@Suite("Label selectors")
+@Suite("Label selectors", .watchdog)
 struct SelectorTests {
     @Test func equalityAndSetBased() throws {
         let s = try Selector(parsing: "app=web, tier in (a,b),!canary,env!=prod,region notin (eu),zone")

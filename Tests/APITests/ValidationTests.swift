@@ -1,7 +1,8 @@
 import Testing
+import TestSupport
 @testable import API
 
-@Suite("Validation and defaulting")
+@Suite("Validation and defaulting", .watchdog)
 struct ValidationTests {
     func pod(_ json: String) throws -> Pod {
         var pod = try Pod(jsonString: json)

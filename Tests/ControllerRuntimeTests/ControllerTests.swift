@@ -41,7 +41,7 @@ final class ScriptedReconciler: Reconciler {
     func count(_ name: String) -> Int { calls.withLock { $0.filter { $0 == name }.count } }
 }
 
-@Suite struct ControllerTests {
+@Suite(.watchdog) struct ControllerTests {
     static var logger: Logger {
         var logger = Logger(label: "test")
         logger.logLevel = .critical

@@ -6,7 +6,7 @@ import Logging
 import Testing
 import TestSupport
 
-@Suite struct LeaderElectionTests {
+@Suite(.watchdog) struct LeaderElectionTests {
     static func elector(_ identity: String, _ client: APIClient, _ clock: FakeClock) -> LeaderElector {
         var configuration = LeaderElector.Configuration(name: "test-lease", identity: identity)
         configuration.leaseDuration = .seconds(15)
@@ -106,7 +106,7 @@ import TestSupport
     }
 }
 
-@Suite struct EventRecorderTests {
+@Suite(.watchdog) struct EventRecorderTests {
     @Test func theSameEventAgainBumpsTheCountOfOneEvent() async throws {
         try await InProcessAPI.with { api in
             let clock = FakeClock()

@@ -3,7 +3,7 @@ import Foundation
 import Testing
 import TestSupport
 
-@Suite struct RateLimiterTests {
+@Suite(.watchdog) struct RateLimiterTests {
     let now = Date(timeIntervalSince1970: 1_800_000_000)
 
     @Test func perKeyBackoffDoublesFrom5msToTheCapAndForgetResets() {
@@ -46,7 +46,7 @@ import TestSupport
     }
 }
 
-@Suite struct WorkQueueTests {
+@Suite(.watchdog) struct WorkQueueTests {
     @Test func duplicatesCollapseAndOrderIsFirstIn() async {
         let queue = WorkQueue<String>(clock: FakeClock())
         for key in ["a", "b", "a", "c", "b"] { await queue.add(key) }

@@ -6,7 +6,7 @@ import Foundation
 import Testing
 import TestSupport
 
-@Suite struct DeploymentControllerTests {
+@Suite(.watchdog) struct DeploymentControllerTests {
     @Test func surgeAndUnavailableResolveNumbersAndPercentages() {
         var d = deployment("d", replicas: 10, labels: ["a": "b"], command: ["true"])
         d.spec.strategy.rollingUpdate.maxSurge = IntOrString(string: "25%")

@@ -6,7 +6,7 @@ import Foundation
 import Testing
 import TestSupport
 
-@Suite struct GarbageCollectorTests {
+@Suite(.watchdog) struct GarbageCollectorTests {
     static func controllers(_ context: ControllerContext) -> [Controller] {
         [ReplicaSetController(context: context).controller(), GarbageCollector(context: context).controller()]
     }

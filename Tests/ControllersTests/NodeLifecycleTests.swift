@@ -8,7 +8,7 @@ import Testing
 import TestSupport
 
 /// Node health on a fake clock: no test waits 40 seconds for a grace period.
-@Suite struct NodeLifecycleTests {
+@Suite(.watchdog) struct NodeLifecycleTests {
     static func lease(_ node: String, at date: Date) -> Lease {
         var lease = Lease()
         lease.setTypeMeta()

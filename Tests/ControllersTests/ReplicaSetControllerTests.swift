@@ -6,7 +6,7 @@ import Foundation
 import Testing
 import TestSupport
 
-@Suite struct ReplicaSetControllerTests {
+@Suite(.watchdog) struct ReplicaSetControllerTests {
     @Test func keepsTheReplicasReplacesDeletedPodsAndScales() async throws {
         try await ControllerHarness.run({ [ReplicaSetController(context: $0).controller()] }) { harness, _ in
             let set = try await harness.client.create(replicaSet("web", replicas: 3, labels: ["app": "web"]))

@@ -12,10 +12,10 @@ final class AgentCluster: @unchecked Sendable {
     let dir = TemporaryDirectory()
     let binary: String
     let port: Int
-    var server: Process?
-    var agent: Process?
+    var server: Child?
+    var agent: Child?
     /// Agents besides n1, by node name.
-    var agents: [String: Process] = [:]
+    var agents: [String: Child] = [:]
     let serverArguments: [String]
     var client: APIClient!
     /// Every command line of a test's containers carries this, so leaks can be found.
@@ -50,32 +50,25 @@ final class AgentCluster: @unchecked Sendable {
         await cluster.stop()
     }
 
-    func launch(_ arguments: [String], log: String) throws -> Process {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = arguments
+    func launch(_ arguments: [String], log: String) throws -> Child {
         let path = (dir.path as NSString).appendingPathComponent(log)
-        FileManager.default.createFile(atPath: path, contents: nil)
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
-        handle.seekToEndOfFile()
-        process.standardOutput = handle
-        process.standardError = handle
-        try process.run()
-        return process
+        return try Child(binary, arguments, stdout: .file(path), stderr: .stdout)
     }
 
     func startServer() async throws {
         server = try launch(["server", "--data-dir", dir.path, "--port", "\(port)"] + serverArguments, log: "server.log")
         try await eventually("the API server answers") {
-            FileManager.default.fileExists(atPath: self.kubeconfig)
-                && (try? Tools.run("/usr/bin/curl", ["-sf", "--cacert", "\(self.dir.path)/pki/ca.crt", "https://127.0.0.1:\(self.port)/readyz"]))?.output == "ok"
+            guard FileManager.default.fileExists(atPath: self.kubeconfig) else { return false }
+            let ready = try? await Tools.runDetached("/usr/bin/curl", ["-sf", "--max-time", "5", "--cacert", "\(self.dir.path)/pki/ca.crt",
+                                                                       "https://127.0.0.1:\(self.port)/readyz"])
+            return ready?.output == "ok"
         }
     }
 
     func stopServer() async {
         guard let server else { return }
-        kill(server.processIdentifier, SIGTERM)
-        await Tools.waitForExit(server)
+        kill(server.pid, SIGTERM)
+        await server.wait()
         self.server = nil
     }
 
@@ -88,7 +81,7 @@ final class AgentCluster: @unchecked Sendable {
         agents[name] = try launchAgent(name)
     }
 
-    func launchAgent(_ name: String, _ extra: [String] = []) throws -> Process {
+    func launchAgent(_ name: String, _ extra: [String] = []) throws -> Child {
         let data = name == "n1" ? "agent" : "agent-\(name)"
         return try launch(["agent", "--kubeconfig", kubeconfig, "--pki", "\(dir.path)/pki", "--data-dir", "\(dir.path)/\(data)",
                            "--node-name", name, "--port", "0", "--heartbeat-seconds", "1", "--crash-backoff-seconds", "1"] + extra, log: "\(data).log")
@@ -104,10 +97,10 @@ final class AgentCluster: @unchecked Sendable {
         (try? String(contentsOfFile: (dir.path as NSString).appendingPathComponent("\(name).log"), encoding: .utf8)) ?? ""
     }
 
-    func killAgent() {
+    func killAgent() async {
         guard let agent else { return }
-        kill(agent.processIdentifier, SIGKILL)
-        agent.waitUntilExit()
+        kill(agent.pid, SIGKILL)
+        await agent.wait()
         self.agent = nil
     }
 
@@ -117,10 +110,10 @@ final class AgentCluster: @unchecked Sendable {
             for pod in pods { _ = try? await client.delete(Pod.self, namespace: pod.metadata.namespace, name: pod.metadata.name) }
             try? await eventually("every pod is gone", timeout: 30) { ((try? await self.client.list(Pod.self, namespace: nil).items.count) ?? 1) == 0 }
         }
-        killAgent()
+        await killAgent()
         for (_, process) in agents {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
+            kill(process.pid, SIGKILL)
+            await process.wait()
         }
         agents = [:]
         await stopServer()

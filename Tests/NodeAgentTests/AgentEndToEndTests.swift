@@ -7,7 +7,7 @@ import TestSupport
 
 /// The node agent and the process runtime, end to end: real `cox server` and `cox agent`
 /// processes, real container processes, the `cox` CLI as a user runs it.
-@Suite("Node agent end to end", .serialized)
+@Suite("Node agent end to end", .watchdog, .serialized)
 struct AgentEndToEndTests {
     @Test func podRunsLogsAndIsDeletedWithItsProcess() async throws {
         try await AgentCluster.run { cluster in
@@ -86,7 +86,7 @@ struct AgentEndToEndTests {
                 return before.status.phase == "Running"
             }
             let pid = try #require(cluster.pid(before))
-            cluster.killAgent()
+            await cluster.killAgent()
             #expect(kill(pid, 0) == 0, "the container outlives its agent")
             try cluster.startAgent()
             // The new agent reports the same container: no restart, no duplicate.
@@ -197,23 +197,11 @@ struct AgentEndToEndTests {
             #expect(tail.output.split(separator: "\n").count == 1, "\(tail.output)")
 
             // -f keeps streaming new lines.
-            let follower = Process()
-            let out = Pipe()
-            follower.executableURL = URL(fileURLWithPath: cluster.binary)
-            follower.arguments = ["logs", "talker", "-f", "--kubeconfig", cluster.kubeconfig]
-            follower.standardOutput = out
-            try follower.run()
-            let handle = out.fileHandleForReading
-            let text = try await Tools.detached {
-                var text = ""
-                let deadline = Date().addingTimeInterval(15)
-                while text.components(separatedBy: "tick").count < 20 && Date() < deadline {
-                    text += String(decoding: handle.availableData, as: UTF8.self)
-                }
-                return text
-            }
-            kill(follower.processIdentifier, SIGTERM)
-            await Tools.waitForExit(follower)
+            let follower = try Child(cluster.binary, ["logs", "talker", "-f", "--kubeconfig", cluster.kubeconfig], stdout: .pipe)
+            let handle = try #require(follower.output)
+            let text = try await Tools.read(handle, timeout: 15) { $0.components(separatedBy: "tick").count >= 20 }
+            kill(follower.pid, SIGTERM)
+            await follower.wait()
             #expect(text.hasPrefix("line 1\n") && text.components(separatedBy: "tick").count >= 20, "\(text.suffix(200))")
 
             // The agent's endpoint: refused without a certificate from the cluster CA.

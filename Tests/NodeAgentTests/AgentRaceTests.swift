@@ -40,7 +40,7 @@ final class InstantExitRuntime: ContainerRuntime {
     func shutdown() { feed.finish() }
 }
 
-@Suite struct AgentRaceTests {
+@Suite(.watchdog) struct AgentRaceTests {
     /// A container whose exit arrives before its start has returned still ends its pod: Failed,
     /// with the exit code (the exit used to be dropped, leaving the pod Running for good).
     @Test func anExitBeforeTheStartReturnsIsNotLost() async throws {

@@ -7,7 +7,7 @@ import TestSupport
 
 /// The controllers with real processes: `cox server` (controllers and scheduler inside), two `cox agent`s on
 /// this host (n1, n2), a Deployment run through `cox apply`, `cox rollout` and `cox delete`.
-@Suite("Controllers end to end", .serialized)
+@Suite("Controllers end to end", .watchdog, .serialized)
 struct ControllerEndToEndTests {
     func manifest(_ cluster: AgentCluster, version: String) throws -> String {
         let path = (cluster.dir.path as NSString).appendingPathComponent("web-\(version).yaml")
@@ -87,7 +87,7 @@ struct ControllerEndToEndTests {
             let onN1 = try await webPods(cluster).filter { $0.spec.nodeName == "n1" }.map(\.metadata.name)
             #expect(!onN1.isEmpty, "the scheduler spread the ReplicaSet's pods over both nodes")
             let killedAt = Date()
-            cluster.killAgent()
+            await cluster.killAgent()
             try await eventually("4 available pods, all on n2", timeout: 30) {
                 let pods = try await webPods(cluster).filter { !$0.metadata.hasDeletionTimestamp }
                 return pods.count == 4 && pods.allSatisfy { $0.spec.nodeName == "n2" && $0.status.conditions.contains { $0.type == "Ready" && $0.status == "True" } }
@@ -137,7 +137,7 @@ struct ControllerEndToEndTests {
     /// controllers have stopped, and a successor starts at once.
     @Test func controllerManagersElectOneLeaderAndHandOver() async throws {
         try await AgentCluster.run(serverArguments: ["--no-controllers"]) { cluster in
-            func start(_ identity: String) throws -> Process {
+            func start(_ identity: String) throws -> Child {
                 try cluster.launch(["controllers", "--kubeconfig", cluster.kubeconfig, "--leader-lease-duration", "3", "--leader-identity", identity],
                                    log: "\(identity).log")
             }
@@ -148,7 +148,7 @@ struct ControllerEndToEndTests {
                 (try? String(contentsOfFile: (cluster.dir.path as NSString).appendingPathComponent("\(identity).log"), encoding: .utf8)) ?? ""
             }
             var processes = ["c1": try start("c1"), "c2": try start("c2")]
-            defer { for process in processes.values where process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() } }
+            defer { for process in processes.values where process.isRunning { kill(process.pid, SIGKILL) } }
             try await eventually("one of them leads") { ["c1", "c2"].contains(await holder() ?? "") }
             let leader = try #require(await holder())
             let follower = leader == "c1" ? "c2" : "c1"
@@ -168,8 +168,8 @@ struct ControllerEndToEndTests {
 
             // SIGKILL the leader: the follower takes over within the lease duration (3 s) and a retry.
             let killed = processes[leader]!
-            kill(killed.processIdentifier, SIGKILL)
-            killed.waitUntilExit()
+            kill(killed.pid, SIGKILL)
+            await killed.wait()
             let killedAt = Date()
             try await eventually("\(follower) leads", timeout: 15) { await holder() == follower }
             let takeover = Date().timeIntervalSince(killedAt)
@@ -182,10 +182,10 @@ struct ControllerEndToEndTests {
             try await Task.sleep(for: .seconds(1))
             #expect(await holder() == follower)
             let stopping = processes[follower]!
-            kill(stopping.processIdentifier, SIGTERM)
+            kill(stopping.pid, SIGTERM)
             try await eventually("c3 leads", timeout: 15) { await holder() == "c3" }
             #expect(log(follower).contains("stopped leading; lease released"), "the old leader released only after stopping its controllers")
-            await Tools.waitForExit(stopping)
+            await stopping.wait()
             #expect(stopping.terminationStatus == 0)
         }
     }

@@ -9,7 +9,7 @@ import TestSupport
 /// The API server SIGKILLed and restarted 20 times while a load generator writes: every write
 /// that was answered with success is there afterwards, and a watcher that followed it all (its
 /// connection cut at every kill) saw exactly the server's history: nothing missed, nothing twice.
-@Suite(.serialized) struct CrashSafetyTests {
+@Suite(.serialized, .watchdog) struct CrashSafetyTests {
     struct Acknowledged: Sendable {
         var created: [String: String] = [:]   // name → uid
         var generation: [String: Int] = [:]   // name → last acknowledged "n" label
@@ -60,8 +60,8 @@ import TestSupport
             for _ in 0..<20 {
                 try await Task.sleep(for: .milliseconds(Int.random(in: 300...700)))
                 guard let server = cluster.server else { break }
-                kill(server.processIdentifier, SIGKILL)
-                await Tools.waitForExit(server)
+                kill(server.pid, SIGKILL)
+                await server.wait()
                 cluster.server = nil
                 try await cluster.startServer()
             }

@@ -9,7 +9,7 @@ import TestSupport
 /// The eight fallacies of distributed computing, each a scenario against real `cox` processes on
 /// loopback with a `FaultProxy` between the parties. Each test would fail if the rule it names
 /// were broken; the README's fallacy table points here.
-@Suite(.serialized) struct FallacyTests {
+@Suite(.serialized, .watchdog) struct FallacyTests {
     /// The admin's kubeconfig, pointed at the proxy instead of the server.
     static func throughProxy(_ cluster: AgentCluster, _ proxy: FaultProxy) throws -> Kubeconfig {
         var kubeconfig = try Kubeconfig.load(path: cluster.kubeconfig)
@@ -112,8 +112,8 @@ import TestSupport
             let before = try await Self.watchers(cluster)
             let watcher = try cluster.launch(["get", "pods", "-w", "--kubeconfig", slow], log: "watch.log")
             try await eventually("the watch is open on the server") { try await Self.watchers(cluster) == before + 1 }
-            kill(watcher.processIdentifier, SIGINT)
-            await Tools.waitForExit(watcher)
+            kill(watcher.pid, SIGINT)
+            await watcher.wait()
             let stopped = Date()
             try await eventually("the server-side watch is freed", timeout: 5) { try await Self.watchers(cluster) == before }
             let freed = Date().timeIntervalSince(stopped)
@@ -346,17 +346,12 @@ import TestSupport
             let other = TemporaryDirectory()
             _ = try ClusterPKI.bootstrap(dataDirectory: other.path)
             let mitmPort = try TestHost.freePort()
-            let mitm = Process()
-            mitm.executableURL = URL(fileURLWithPath: openssl)
-            mitm.arguments = ["s_server", "-accept", "\(mitmPort)", "-cert", "\(other.path)/pki/apiserver.crt", "-key", "\(other.path)/pki/apiserver.key", "-www", "-quiet"]
             let mitmLog = (cluster.dir.path as NSString).appendingPathComponent("mitm.log")
-            FileManager.default.createFile(atPath: mitmLog, contents: nil)
-            mitm.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: mitmLog))
-            mitm.standardError = mitm.standardOutput
-            mitm.standardInput = Pipe()
-            try mitm.run()
+            // Standard input stays open (a pipe): s_server would stop at its end.
+            let mitm = try Child(openssl, ["s_server", "-accept", "\(mitmPort)", "-cert", "\(other.path)/pki/apiserver.crt", "-key", "\(other.path)/pki/apiserver.key", "-www", "-quiet"],
+                                 stdout: .file(mitmLog), stderr: .stdout, stdin: true)
             // (openssl s_server started this way does not stop on SIGTERM.)
-            defer { kill(mitm.processIdentifier, SIGKILL) }
+            defer { kill(mitm.pid, SIGKILL) }
             try await eventually("the man in the middle listens") {
                 (try? await Tools.runDetached("/usr/bin/curl", ["-sk", "-o", "/dev/null", "-w", "%{http_code}", "https://127.0.0.1:\(mitmPort)/"]))?.output == "200"
             }
@@ -382,7 +377,7 @@ import TestSupport
             ]
             for (name, arguments) in components {
                 let process = try cluster.launch(arguments, log: "\(name).log")
-                defer { kill(process.processIdentifier, SIGKILL) }
+                defer { kill(process.pid, SIGKILL) }
                 try await eventually("\(name) reports the certificate problem", timeout: 30) {
                     let log = cluster.log(name)
                     return log.contains("TLS handshake failed") || log.contains("certificate")
@@ -447,7 +442,7 @@ import TestSupport
             print("fallacy 5: the evicted pod stopped \(String(format: "%.1f", stopped)) s after the partition healed")
 
             // A new address: n1's agent restarts on 127.0.0.2 and the node says so.
-            cluster.killAgent()
+            await cluster.killAgent()
             cluster.agent = try cluster.launchAgent("n1", ["--address", "127.0.0.2"])
             try await eventually("n1 re-registers its new address", timeout: 30) {
                 let node = try await cluster.client.get(Node.self, namespace: "", name: "n1")

@@ -7,7 +7,7 @@ import TestSupport
 
 /// A second host joining as `cox agent --server --token --ca-cert-hash` would: real `cox`
 /// processes on loopback, the node certificate short-lived so its renewal happens in the test.
-@Suite(.serialized) struct NodeJoinTests {
+@Suite(.serialized, .watchdog) struct NodeJoinTests {
     @Test func aHostJoinsWithATokenRefusesAWrongCAAndRenewsItsCertificate() async throws {
         try await AgentCluster.run(serverArguments: ["--node-cert-lifetime", "15s"], firstAgent: false) { cluster in
             let printed = try await cluster.cox("token", "create", "--print-join-command")
@@ -56,8 +56,8 @@ import TestSupport
 
             // Restarted without the token, the agent uses the credentials it has.
             if let agent = cluster.agents.removeValue(forKey: "j1") {
-                kill(agent.processIdentifier, SIGTERM)
-                await Tools.waitForExit(agent)
+                kill(agent.pid, SIGTERM)
+                await agent.wait()
             }
             cluster.agents["j1"] = try cluster.launch(["agent"] + node, log: "agent-j1-again.log")
             var third = TestObjects.pod("after-restart")

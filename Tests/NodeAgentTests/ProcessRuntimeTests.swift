@@ -4,7 +4,7 @@ import Logging
 import Testing
 import TestSupport
 
-@Suite("Process runtime")
+@Suite("Process runtime", .watchdog)
 struct ProcessRuntimeTests {
     @Test func logsAreRotatedAtTheirCap() async throws {
         let dir = TemporaryDirectory()

@@ -9,7 +9,7 @@ import TestSupport
 /// taints. Pods land where the rules say; one that fits nowhere stays Pending with Kubernetes'
 /// message until a node that fits joins — and is placed by the second scheduler after the first
 /// was killed.
-@Suite("Scheduler end to end", .serialized)
+@Suite("Scheduler end to end", .watchdog, .serialized)
 struct SchedulerEndToEndTests {
     static let manifest = """
         apiVersion: v1
@@ -51,12 +51,12 @@ struct SchedulerEndToEndTests {
 
     @Test func podsLandWhereTheRulesSayAndAPendingPodIsPlacedWhenANodeJoins() async throws {
         try await AgentCluster.run(serverArguments: ["--no-scheduler"], firstAgent: false) { cluster in
-            var schedulers: [String: Process] = [:]
+            var schedulers: [String: Child] = [:]
             for identity in ["sched-a", "sched-b"] {
                 schedulers[identity] = try cluster.launch(["scheduler", "--kubeconfig", cluster.kubeconfig, "--leader-lease-duration", "3",
                                                            "--leader-identity", identity], log: "\(identity).log")
             }
-            defer { for process in schedulers.values { kill(process.processIdentifier, SIGKILL) } }
+            defer { for process in schedulers.values { kill(process.pid, SIGKILL) } }
             try cluster.startSimulatedAgent(named: "small", "--capacity", "cpu=1,memory=2Gi,pods=10", "--label", "disk=hdd")
             try cluster.startSimulatedAgent(named: "large", "--capacity", "cpu=8,memory=16Gi,pods=10", "--label", "disk=ssd", "--label", "zone=a")
             try cluster.startSimulatedAgent(named: "gpu", "--capacity", "cpu=16,memory=64Gi,pods=10", "--label", "disk=ssd",
@@ -105,7 +105,7 @@ struct SchedulerEndToEndTests {
             let leader = try #require(try await cluster.client.get(Lease.self, namespace: "kube-system", name: "cox-scheduler").spec.holderIdentity)
             let follower = leader == "sched-a" ? "sched-b" : "sched-a"
             #expect(!cluster.log(follower).contains("became leader"), "only one scheduler leads")
-            kill(schedulers[leader]!.processIdentifier, SIGKILL)
+            kill(schedulers[leader]!.pid, SIGKILL)
             try cluster.startSimulatedAgent(named: "xl", "--capacity", "cpu=32,memory=64Gi,pods=10")
             try await eventually("the huge pod is placed on xl once the follower leads", timeout: 30) {
                 let pod = try await cluster.get("huge")

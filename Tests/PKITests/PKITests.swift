@@ -3,7 +3,7 @@ import Testing
 import TestSupport
 @testable import PKI
 
-@Suite("Cluster PKI")
+@Suite("Cluster PKI", .watchdog)
 struct PKITests {
     func mode(_ path: String) throws -> Int {
         (try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as! NSNumber).intValue

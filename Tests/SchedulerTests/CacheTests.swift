@@ -7,7 +7,7 @@ import TestSupport
 
 /// The scheduler's cache and queue on a fake clock: assumptions are seen by the next decision and
 /// undone when a binding fails; parked pods come back on cluster changes, never by polling.
-@Suite struct CacheTests {
+@Suite(.watchdog) struct CacheTests {
     static func cluster(_ names: [String], cpu: String = "1", clock: FakeClock = FakeClock()) -> SchedulerCache {
         let cache = SchedulerCache(clock: clock)
         for name in names { cache.setNode(FrameworkTests.node(name, cpu: cpu).node) }

@@ -4,7 +4,7 @@ import Scheduler
 import Testing
 import TestSupport
 
-@Suite struct FrameworkTests {
+@Suite(.watchdog) struct FrameworkTests {
     static func node(_ name: String, cpu: String = "2", memory: String = "4Gi", pods: String = "110",
                      labels: [String: String] = [:], taints: [(String, String, String)] = [], ready: Bool = true) -> NodeInfo {
         var node = TestObjects.node(name, labels: labels)

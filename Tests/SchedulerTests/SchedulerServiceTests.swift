@@ -10,7 +10,7 @@ import TestSupport
 
 /// The scheduler against a real in-process API server (TLS on loopback): bindings, conflicts,
 /// failures, and pods that fit nowhere.
-@Suite(.serialized) struct SchedulerServiceTests {
+@Suite(.serialized, .watchdog) struct SchedulerServiceTests {
     static var logger: Logger {
         var logger = Logger(label: "cox.scheduler.test")
         logger.logLevel = ProcessInfo.processInfo.environment["COX_TEST_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .warning

@@ -3,7 +3,7 @@ import Testing
 import TestSupport
 @testable import Store
 
-@Suite("Bad input")
+@Suite("Bad input", .watchdog)
 struct BadInputTests {
     /// What the API server will do with a body: decode, default, validate, store.
     func admit(_ body: [UInt8], as format: WireFormat, into store: SQLiteStore) async throws {

@@ -4,27 +4,21 @@ import Testing
 import TestSupport
 @testable import Store
 
-@Suite("Store: crash safety")
+@Suite("Store: crash safety", .watchdog)
 struct CrashTests {
     /// A child process writes as fast as it can and prints each acknowledged revision; it is
     /// killed with SIGKILL mid-stream. Every acknowledged write must be there after reopening, and
     /// the revision log must have no gap.
     @Test func acknowledgedWritesSurviveSIGKILL() async throws {
         let dir = TemporaryDirectory()
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try coxBinary())
-        process.arguments = ["debug", "store-writer", "--dir", dir.path, "--writers", "16"]
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+        let process = try Child(try coxBinary(), ["debug", "store-writer", "--dir", dir.path, "--writers", "16"], stdout: .pipe)
         // Whatever happens below, the child dies within a minute, which also ends any blocked read.
-        let pid = process.processIdentifier
+        let pid = process.pid
         let watchdog = DispatchWorkItem { kill(pid, SIGKILL) }
         DispatchQueue.global().asyncAfter(deadline: .now() + 60, execute: watchdog)
         defer { watchdog.cancel() }
 
-        let handle = output.fileHandleForReading
+        let handle = try #require(process.output)
         var received = try await Tools.detached {
             var received = Data()
             let deadline = Date().addingTimeInterval(60)
@@ -36,10 +30,10 @@ struct CrashTests {
             }
             return received
         }
-        kill(process.processIdentifier, SIGKILL)
-        await Tools.waitForExit(process)
+        kill(process.pid, SIGKILL)
+        await process.wait()
         received.append(try await Tools.detached { handle.readDataToEndOfFile() })
-        #expect(process.terminationReason == .uncaughtSignal)
+        #expect(process.terminatedBySignal)
 
         // Only whole lines are acknowledgements.
         var text = String(decoding: received, as: UTF8.self)

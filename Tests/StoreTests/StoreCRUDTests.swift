@@ -24,7 +24,7 @@ func expectStoreError(_ code: StoreError.Code, _ body: () async throws -> Void, 
     }
 }
 
-@Suite("Store: objects and revisions")
+@Suite("Store: objects and revisions", .watchdog)
 struct StoreCRUDTests {
     @Test func createSetsServerFieldsAndRevisionsAreGlobal() async throws {
         let dir = TemporaryDirectory()

@@ -4,7 +4,7 @@ import Testing
 import TestSupport
 @testable import Store
 
-@Suite("Store: concurrency, durability, compaction")
+@Suite("Store: concurrency, durability, compaction", .watchdog)
 struct StoreConcurrencyTests {
     /// N tasks increment a counter in one object with read-modify-write under a resourceVersion
     /// precondition. No increment is lost, and each revision has exactly one winner.

@@ -3,7 +3,7 @@ import Testing
 import TestSupport
 @testable import Store
 
-@Suite("Store: lists")
+@Suite("Store: lists", .watchdog)
 struct StoreListTests {
     @Test func namespacesSelectorsAndOrder() async throws {
         let dir = TemporaryDirectory()

@@ -15,7 +15,7 @@ func collect(_ watch: StoreWatch, count: Int) async throws -> [StoreEvent] {
     return events
 }
 
-@Suite("Store: watches")
+@Suite("Store: watches", .watchdog)
 struct StoreWatchTests {
     @Test func watchSeesEveryChangeAfterItsRevisionOnceInOrder() async throws {
         let dir = TemporaryDirectory()

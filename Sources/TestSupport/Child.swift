@@ -1,0 +1,186 @@
+import Foundation
+import Synchronization
+
+/// A process the tests start (a `cox` component, curl, openssl), spawned so that it inherits
+/// nothing but its three standard descriptors, and reaped by a thread of its own.
+///
+/// Foundation's `Process` is not safe for this when tests run in parallel: it closes the parent's
+/// other descriptors in the child from a list taken before the spawn, so a pipe or socket another
+/// test opens meanwhile leaks into this child. It learns of a child's exit from EOF on a socket
+/// the child inherits — so a leaked end held by another test's long-lived server or agent hides the
+/// exit until that process ends, and a read of a leaked pipe never ends. Two tests waiting on each
+/// other's leaks hung a whole CI run. Here every descriptor this file creates is close-on-exec, the
+/// child closes everything above 2 before it execs, and the exit comes from `waitpid`.
+public final class Child: Sendable {
+    /// Where a standard stream goes.
+    public enum Sink: Sendable {
+        case null
+        /// A pipe whose read end is `output` (standard output only).
+        case pipe
+        /// Appended to this file.
+        case file(String)
+        /// Standard error only: wherever standard output goes.
+        case stdout
+    }
+
+    public let pid: pid_t
+    /// The read end of standard output, with `stdout: .pipe`.
+    public let output: FileHandle?
+    /// The write end of standard input, with `stdin: true` (otherwise it reads /dev/null).
+    public let input: FileHandle?
+
+    private struct State {
+        var status: Int32?
+        var waiters: [CheckedContinuation<Void, Never>] = []
+        var blocked: [DispatchSemaphore] = []
+    }
+    private let state = Mutex(State())
+
+    public init(_ executable: String, _ arguments: [String], directory: String? = nil, environment: [String: String]? = nil,
+                stdout: Sink = .null, stderr: Sink = .null, stdin: Bool = false) throws {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        var toClose: [Int32] = []
+        defer { toClose.forEach { close($0) } }
+
+        var inputEnd: FileHandle?
+        if stdin {
+            let (read, write) = try Self.pipe()
+            posix_spawn_file_actions_adddup2(&actions, read, 0)
+            toClose.append(read)
+            inputEnd = FileHandle(fileDescriptor: write, closeOnDealloc: true)
+        } else {
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        }
+        var outputEnd: FileHandle?
+        for (fd, sink) in [(Int32(1), stdout), (Int32(2), stderr)] {
+            switch sink {
+            case .null:
+                posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", O_WRONLY, 0)
+            case .pipe:
+                precondition(fd == 1, "only standard output can be a pipe")
+                let (read, write) = try Self.pipe()
+                posix_spawn_file_actions_adddup2(&actions, write, fd)
+                toClose.append(write)
+                outputEnd = FileHandle(fileDescriptor: read, closeOnDealloc: true)
+            case .file(let path):
+                let file = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+                guard file >= 0 else { throw ChildError("cannot open \(path): \(String(cString: strerror(errno)))") }
+                posix_spawn_file_actions_adddup2(&actions, file, fd)
+                toClose.append(file)
+            case .stdout:
+                precondition(fd == 2, "standard output cannot follow itself")
+                posix_spawn_file_actions_adddup2(&actions, 1, 2)
+            }
+        }
+        if let directory { _ = testSpawnAddChdir(&actions, directory) }
+        _ = testSpawnAddCloseFrom(&actions, 3)
+
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        // Its own process group (a test's Ctrl-C is not the child's), default signal handling (the
+        // test process ignores SIGPIPE) and an empty signal mask.
+        var none = sigset_t()
+        sigemptyset(&none)
+        var all = sigset_t()
+        sigfillset(&all)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        posix_spawnattr_setpgroup(&attributes, 0)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+
+        var variables = ProcessInfo.processInfo.environment
+        for (key, value) in environment ?? [:] { variables[key] = value }
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        let envp = variables.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+        }
+        var pid: pid_t = 0
+        let result = posix_spawnp(&pid, executable, &actions, &attributes, argv, envp)
+        guard result == 0 else { throw ChildError("cannot start \(executable): \(String(cString: strerror(result)))") }
+        self.pid = pid
+        output = outputEnd
+        input = inputEnd
+        Thread { [self] in reap() }.start()
+    }
+
+    private static func pipe() throws -> (read: Int32, write: Int32) {
+        var fds: [Int32] = [-1, -1]
+        guard pipe2(&fds, O_CLOEXEC) == 0 else { throw ChildError("cannot create a pipe: \(String(cString: strerror(errno)))") }
+        return (fds[0], fds[1])
+    }
+
+    private func reap() {
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let (waiters, blocked) = state.withLock { state in
+            state.status = status
+            defer { (state.waiters, state.blocked) = ([], []) }
+            return (state.waiters, state.blocked)
+        }
+        waiters.forEach { $0.resume() }
+        blocked.forEach { $0.signal() }
+    }
+
+    public var isRunning: Bool { state.withLock { $0.status == nil } }
+
+    /// Sends `signal` to the child.
+    public func signal(_ signal: Int32) { kill(pid, signal) }
+
+    /// Waits until the child has exited; with `killAfter`, SIGKILLs it once that many seconds have
+    /// passed (a child that ignores its signal fails its test instead of hanging it).
+    public func wait(killAfter: Double? = nil) async {
+        let watchdog = DispatchWorkItem { [pid] in kill(pid, SIGKILL) }
+        if let killAfter { DispatchQueue.global().asyncAfter(deadline: .now() + killAfter, execute: watchdog) }
+        defer { watchdog.cancel() }
+        await withCheckedContinuation { continuation in
+            let exited = state.withLock { state in
+                if state.status == nil { state.waiters.append(continuation) }
+                return state.status != nil
+            }
+            if exited { continuation.resume() }
+        }
+    }
+
+    /// Blocks this thread until the child has exited (for a thread of one's own, not an async task).
+    public func waitBlocking() {
+        let exited = DispatchSemaphore(value: 0)
+        let done = state.withLock { state in
+            if state.status == nil { state.blocked.append(exited) }
+            return state.status != nil
+        }
+        if !done { exited.wait() }
+    }
+
+    /// The exit code, or the number of the signal that ended it (as Foundation's `Process` has it).
+    public var terminationStatus: Int32 {
+        let status = state.withLock { $0.status } ?? 0
+        return Self.signalled(status) ? status & 0x7f : (status >> 8) & 0xff
+    }
+
+    /// Whether a signal ended it.
+    public var terminatedBySignal: Bool { Self.signalled(state.withLock { $0.status } ?? 0) }
+
+    private static func signalled(_ status: Int32) -> Bool { status & 0x7f != 0 && status & 0x7f != 0x7f }
+}
+
+public struct ChildError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// glibc's posix_spawn_file_actions_addclosefrom_np (2.34+): close every descriptor from `low` up.
+@_silgen_name("posix_spawn_file_actions_addclosefrom_np")
+private func testSpawnAddCloseFrom(_ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>, _ low: Int32) -> Int32
+
+/// glibc's posix_spawn_file_actions_addchdir_np (2.29+).
+@_silgen_name("posix_spawn_file_actions_addchdir_np")
+private func testSpawnAddChdir(_ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>, _ path: UnsafePointer<CChar>) -> Int32
+
+/// pipe2(2), which the Glibc module does not export (it needs _GNU_SOURCE).
+@_silgen_name("pipe2")
+private func pipe2(_ fds: UnsafeMutablePointer<Int32>, _ flags: Int32) -> Int32
