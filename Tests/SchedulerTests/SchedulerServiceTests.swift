@@ -61,14 +61,15 @@ import TestSupport
             .filter { !$0.spec.nodeName.isEmpty }.map { ($0.metadata.name, $0.spec.nodeName) })
     }
 
-    /// Lets each pod's binding go ahead only once both schedulers have decided on it.
+    /// Lets each pod's binding go ahead only once both schedulers have decided on it. (The waits
+    /// here are generous: in the full suite on two cores a create takes up to a second.)
     final class Rendezvous: Binder {
         let client: APIClient
         let arrivals: MutexBox<[String: Int]>
         init(client: APIClient, shared: MutexBox<[String: Int]>) { self.client = client; arrivals = shared }
         func bind(_ pod: Pod, to node: String) async throws {
             arrivals.withLock { $0[pod.metadata.name, default: 0] += 1 }
-            let deadline = Date().addingTimeInterval(15)
+            let deadline = Date().addingTimeInterval(60)
             while arrivals.withLock({ $0[pod.metadata.name, default: 0] }) < 2 && Date() < deadline {
                 try await Task.sleep(for: .milliseconds(5))
             }
@@ -92,8 +93,8 @@ import TestSupport
                 // Both have listed the nodes before any pod exists, so both decide every pod.
                 try await waitUntil("both schedulers see the nodes") { schedulers.allSatisfy { $0.cache?.nodeCount == 3 } }
                 for i in 0..<5 { _ = try await api.client.create(FrameworkTests.pod("p\(i)", cpu: "100m")) }
-                try await waitUntil("all five pods are bound") { try await Self.boundPods(api.client).count == 5 }
-                try await waitUntil("both schedulers have heard back about every binding") {
+                try await waitUntil("all five pods are bound", timeout: 90) { try await Self.boundPods(api.client).count == 5 }
+                try await waitUntil("both schedulers have heard back about every binding", timeout: 60) {
                     schedulers.map(\.stats.bound).reduce(0, +) + schedulers.map(\.stats.bindConflicts).reduce(0, +) == 10
                 }
                 #expect(shared.withLock { $0.values.allSatisfy { $0 == 2 } }, "both schedulers tried every pod")
