@@ -28,9 +28,11 @@ public final class APIClient: Sendable {
     /// Unary calls, over this client's own connections: HTTP/2 (one connection, each call a
     /// stream handled as frames), or HTTP/1.1 keep-alive with `http2: false` (up to `maxConnections`).
     let keepAlive: KeepAlive
-    /// Long-lived streams (watches, followed logs) go over HTTP/1.1, one connection each: over
-    /// HTTP/2 they would hold the connection's concurrent streams (100 here) and every other call
-    /// of this client would queue behind them.
+    /// Long-lived streams (watches, followed logs) over HTTP/2: streams of connections of their
+    /// own (a new one for each 100 open streams), so they never hold the unary connection's
+    /// concurrent streams. Each is paced by its consumer through its flow-control window.
+    let streamKeepAlive: KeepAlive?
+    /// The same over HTTP/1.1 (with `http2: false`), one connection each.
     let streams: HTTPClient
     public let server: String
     let format: WireFormat
@@ -89,6 +91,8 @@ public final class APIClient: Sendable {
         // alive (for servers that do not speak HTTP/2 well; ours serves both as cheaply).
         keepAlive = try KeepAlive(http2 ? .http2 : .http1, host: bare, port: url.port ?? 443, tls: tls,
                                   connections: http2 ? 1 : maxConnections, connectTimeout: connectTimeout)
+        streamKeepAlive = http2 ? try KeepAlive(.http2, host: bare, port: url.port ?? 443, tls: tls, connections: 1, connectTimeout: connectTimeout,
+                                                window: Self.streamWindow, growBeyond: 100) : nil
         self.format = format
         self.timeout = timeout
         self.connectTimeout = connectTimeout
@@ -99,7 +103,7 @@ public final class APIClient: Sendable {
     /// lines or length-prefixed protobuf frames, per the client's format). Ends when the server ends
     /// it; `watch(_:_:)` is the resuming, decoding form.
     public func watchChunks<T: APIObject>(_ type: T.Type, namespace: String?, resourceVersion: String, timeoutSeconds: Int,
-                                          fieldSelector: String? = nil) async throws -> HTTPClientResponse.Body {
+                                          fieldSelector: String? = nil) async throws -> ResponseBody {
         var request = WatchRequest(namespace: namespace, resourceVersion: resourceVersion)
         request.timeoutSeconds = timeoutSeconds
         request.fieldSelector = fieldSelector
@@ -108,6 +112,7 @@ public final class APIClient: Sendable {
 
     public func shutdown() async throws {
         await keepAlive.shutdown()
+        await streamKeepAlive?.shutdown()
         try await streams.shutdown()
     }
 
@@ -180,8 +185,9 @@ public final class APIClient: Sendable {
             let unreachable = ClientError(code: 0, reason: "Unreachable", message: "cannot reach the API server at \(server): \(Self.explain(failure))")
             switch failure {
             case .notSent(let error):
-                // A certificate the other side refuses stays refused: say so at once.
-                if error is NIOSSLError || "\(error)".contains("SSL") || "\(error)".contains("certificate") { throw unreachable }
+                // A certificate the other side refuses stays refused: say so at once. (A connection
+                // cut during the handshake is just a cut connection: try again.)
+                if Self.refusedCertificate(error) { throw unreachable }
                 throw Transient(error: unreachable, sent: false)
             case .lost:
                 throw Transient(error: unreachable, sent: true)
@@ -223,11 +229,22 @@ public final class APIClient: Sendable {
         return milliseconds % 1000 == 0 ? "\(milliseconds / 1000) s" : "\(milliseconds) ms"
     }
 
+    /// Whether a TLS handshake failed over a certificate (ours refused, or the server's not
+    /// trusted) rather than the connection: such a failure does not pass by trying again.
+    static func refusedCertificate(_ error: any Error) -> Bool {
+        let text = "\(error)".lowercased()
+        if text.contains("eof during handshake") || text.contains("uncleanshutdown") || text.contains("connection reset") { return false }
+        return text.contains("certificate") || text.contains("alert") || text.contains("unknown_ca") || text.contains("verify")
+    }
+
     /// Turns TLS and socket errors into one sentence.
     static func explain(_ error: any Error) -> String {
         let text = "\(error)"
         if text.contains("connectionRefused") || text.contains("Connection refused") { return "connection refused (is the server running?)" }
-        if text.contains("certificate") || text.contains("handshake") || text.contains("SSL") {
+        if text.contains("EOF during handshake") || text.contains("uncleanShutdown") {
+            return "the connection was closed during the TLS handshake (\(text))"
+        }
+        if refusedCertificate(error) || text.contains("handshake") || text.contains("SSL") {
             return "the TLS handshake failed; the server's certificate is not signed by the CA in your kubeconfig, or the server refused your client certificate (\(text))"
         }
         return text
@@ -368,14 +385,54 @@ public final class APIClient: Sendable {
     }
 
     /// Follows a pod's log: chunks as the container writes them, until the container ends or the caller stops.
-    public func followLogs(namespace: String, pod: String, container: String?, tailLines: Int? = nil) async throws -> HTTPClientResponse.Body {
+    public func followLogs(namespace: String, pod: String, container: String?, tailLines: Int? = nil) async throws -> ResponseBody {
         let path = Self.path(Pod.kindInfo, namespace: namespace, name: pod) + "/log?" + Self.logQuery(container, tailLines, false, follow: true)
-        var request = HTTPClientRequest(url: server + path)
-        request.headers.add(name: "Accept", value: format.rawValue)
-        addCredentials(&request)
-        let response = try await streams.execute(request, timeout: .hours(24))
-        guard response.status.code == 200 else { throw try await Self.failure(response, method: "GET", path: path) }
-        return response.body
+        return try await stream(path, lasting: .hours(24))
+    }
+
+    /// Each streamed response's receive window: what the server may send ahead of its consumer
+    /// (besides `ResponseStream.highWater` read but not yet consumed).
+    static let streamWindow = 1024 * 1024
+
+    /// A GET whose 200 response streams until the server ends it (or the consumer stops reading):
+    /// a stream of this client's stream connections over HTTP/2, else an HTTP/1.1 connection of
+    /// its own that may last `lasting`. The head must come within the client's timeout.
+    func stream(_ path: String, lasting: TimeAmount) async throws -> ResponseBody {
+        guard let streamKeepAlive else {
+            var request = HTTPClientRequest(url: server + path)
+            request.headers.add(name: "Accept", value: format.rawValue)
+            addCredentials(&request)
+            let response: HTTPClientResponse
+            do {
+                response = try await streams.execute(request, timeout: lasting)
+            } catch {
+                throw ClientError(code: 0, reason: "Unreachable", message: "cannot reach the API server at \(server): \(Self.explain(error))")
+            }
+            guard response.status.code == 200 else { throw try await Self.failure(response, method: "GET", path: path) }
+            return ResponseBody(.http1(response.body))
+        }
+        var headers = HTTPHeaders()
+        headers.add(name: "Host", value: streamKeepAlive.hostHeader)
+        headers.add(name: "Accept", value: format.rawValue)
+        headers.add(contentsOf: credentialHeaders)
+        let response: KeepAlive.Response
+        let body: ResponseStream
+        do {
+            (response, body) = try await streamKeepAlive.stream(HTTPRequestHead(version: .http1_1, method: .GET, uri: path, headers: headers),
+                                                                deadline: .now() + timeout)
+        } catch {
+            if Task.isCancelled { throw CancellationError() }
+            if error is CancellationError {
+                throw ClientError(code: 0, reason: "Timeout", message: "GET \(server)\(path): no answer within the deadline of \(Self.seconds(timeout))")
+            }
+            throw ClientError(code: 0, reason: "Unreachable", message: "cannot reach the API server at \(server): \(Self.explain(error))")
+        }
+        guard response.status == 200 else {
+            var buffer = response.body
+            throw Self.failure(status: response.status, contentType: response.headers.first(name: "Content-Type"),
+                               bytes: buffer.readBytes(length: buffer.readableBytes) ?? [], method: "GET", path: path)
+        }
+        return ResponseBody(.http2(body))
     }
 
     static func logQuery(_ container: String?, _ tailLines: Int?, _ previous: Bool, follow: Bool) -> String {

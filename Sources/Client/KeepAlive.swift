@@ -53,16 +53,30 @@ final class KeepAlive: Sendable {
         }
     }
 
-    /// A request and where its response goes.
-    struct Exchange {
+    /// A request and where its response goes: all of it to `promise`, or (HTTP/2, with
+    /// `stream`) the head of a 200 to `promise` and the body, as it comes, to `stream`.
+    struct Exchange: Sendable {
         let head: HTTPRequestHead
         let body: ByteBuffer?
         let promise: EventLoopPromise<Response>
+        var stream: ResponseStream? = nil
+
+        func fail(_ error: any Error) {
+            promise.fail(error)
+            stream?.finish(throwing: error)
+        }
     }
 
     struct Slot {
         var channel: EventLoopFuture<any Channel>?
+        var health = Health()
         var inflight = 0
+    }
+
+    /// Whether a connection is in doubt: its handler sent a PING (a stream of it went silent)
+    /// and has no answer yet. New calls go elsewhere meanwhile.
+    final class Health: Sendable {
+        let suspect = Atomic<Bool>(false)
     }
 
     struct Slots {
@@ -78,9 +92,15 @@ final class KeepAlive: Sendable {
     let serverHostname: String?
     let connectTimeout: TimeAmount
     let group: any EventLoopGroup
+    /// HTTP/2: each stream's receive window.
+    let window: Int
+    /// With a value, another connection opens once every one carries this many calls (for
+    /// long-lived streams, which would otherwise queue behind each other for good).
+    let growBeyond: Int?
     private let state: Mutex<Slots>
 
     init(_ version: Version, host: String, port: Int, tls: TLSConfiguration, connections: Int, connectTimeout: TimeAmount,
+         window: Int = HTTP2ExchangeHandler.unaryWindow, growBeyond: Int? = nil,
          group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) throws {
         self.version = version
         self.host = host
@@ -88,10 +108,16 @@ final class KeepAlive: Sendable {
         hostHeader = (host.contains(":") ? "[\(host)]" : host) + ":\(port)"
         var tls = tls
         tls.applicationProtocols = version == .http2 ? ["h2"] : ["http/1.1"]
+        // We close a connection when it has failed us (a deadline passed, a ping went unanswered):
+        // its close_notify will not come either; NIOSSL's default is to wait 5 s for it, during
+        // which the dead connection still looks open and takes new calls.
+        tls.shutdownTimeout = .milliseconds(200)
         sslContext = try NIOSSLContext(configuration: tls)
         // SNI takes names only; an address is verified against the certificate's IP SANs.
         serverHostname = (try? SocketAddress(ipAddress: host, port: port)) == nil ? host : nil
         self.connectTimeout = connectTimeout
+        self.window = window
+        self.growBeyond = growBeyond
         self.group = group
         state = Mutex(Slots(slots: Array(repeating: Slot(), count: max(1, connections))))
     }
@@ -99,35 +125,76 @@ final class KeepAlive: Sendable {
     /// One request and its whole response; fails at `deadline` (closing the connection, whose
     /// other calls then fail as `lost`).
     func execute(_ head: HTTPRequestHead, body: ByteBuffer?, deadline: NIODeadline) async throws -> Response {
-        let picked = state.withLock { state -> (Int, EventLoopFuture<any Channel>)? in
-            if state.shutDown { return nil }
-            var best = 0
-            for i in state.slots.indices where state.slots[i].inflight < state.slots[best].inflight { best = i }
-            state.slots[best].inflight += 1
-            if let channel = state.slots[best].channel { return (best, channel) }
-            let made = connect()
-            state.slots[best].channel = made
-            return (best, made)
-        }
-        guard let (index, connecting) = picked else { throw Failure.shutDown }
+        let (index, channel) = try await pick()
         defer { state.withLock { $0.slots[index].inflight -= 1 } }
-        let channel: any Channel
-        do {
-            channel = try await connecting.get()
-        } catch {
-            forget(index, connecting)
-            throw Failure.notSent(error)
-        }
-        guard channel.isActive else {
-            // Closed since (the server ended an idle connection): nothing was sent on it.
-            forget(index, connecting)
-            throw Failure.notSent(ChannelError.ioOnClosedChannel)
-        }
         let promise = channel.eventLoop.makePromise(of: Response.self)
-        channel.writeAndFlush(Exchange(head: head, body: body, promise: promise), promise: nil)
+        send(Exchange(head: head, body: body, promise: promise), on: channel)
         let timer = channel.eventLoop.scheduleTask(deadline: deadline) { channel.close(promise: nil) }
         defer { timer.cancel() }
         return try await promise.futureResult.get()
+    }
+
+    /// HTTP/2 only: a request whose 200 response streams (a watch). Returns at the head, with the
+    /// body to follow in the stream; any other status comes whole, with an ended stream. A head
+    /// that has not come by `deadline`, or cancellation, resets the stream (not the connection).
+    func stream(_ head: HTTPRequestHead, deadline: NIODeadline) async throws -> (Response, ResponseStream) {
+        precondition(version == .http2, "streamed responses need HTTP/2")
+        let (index, channel) = try await pick()
+        let sink = ResponseStream()
+        sink.whenEnded { [self] in state.withLock { $0.slots[index].inflight -= 1 } }
+        let promise = channel.eventLoop.makePromise(of: Response.self)
+        send(Exchange(head: head, body: nil, promise: promise, stream: sink), on: channel)
+        let timer = channel.eventLoop.scheduleTask(deadline: deadline) { sink.cancel() }
+        defer { timer.cancel() }
+        let response = try await withTaskCancellationHandler {
+            try await promise.futureResult.get()
+        } onCancel: {
+            sink.cancel()
+        }
+        return (response, sink)
+    }
+
+    /// Hands an exchange to the connection's handler; a connection that closed before the handler
+    /// saw it (it checks, and answers, every exchange it sees) fails it as not sent.
+    private func send(_ exchange: Exchange, on channel: any Channel) {
+        channel.writeAndFlush(exchange).whenFailure { exchange.fail(Failure.notSent($0)) }
+    }
+
+    /// The connection with the fewest calls in flight (connecting it if need be), counting this one.
+    private func pick() async throws -> (Int, any Channel) {
+        let picked = state.withLock { state -> (Int, EventLoopFuture<any Channel>)? in
+            if state.shutDown { return nil }
+            var best: Int?
+            for i in state.slots.indices where state.slots[i].channel == nil || !state.slots[i].health.suspect.load(ordering: .relaxed) {
+                if best.map({ state.slots[i].inflight < state.slots[$0].inflight }) ?? true { best = i }
+            }
+            if best == nil || growBeyond.map({ state.slots[best!].inflight >= $0 }) == true {
+                state.slots.append(Slot())
+                best = state.slots.count - 1
+            }
+            let index = best!
+            state.slots[index].inflight += 1
+            if let channel = state.slots[index].channel { return (index, channel) }
+            let health = Health()
+            let made = connect(health)
+            state.slots[index].channel = made
+            state.slots[index].health = health
+            return (index, made)
+        }
+        guard let (index, connecting) = picked else { throw Failure.shutDown }
+        do {
+            let channel = try await connecting.get()
+            guard channel.isActive else {
+                // Closed since (the server ended an idle connection): nothing was sent on it.
+                forget(index, connecting)
+                throw Failure.notSent(ChannelError.ioOnClosedChannel)
+            }
+            return (index, channel)
+        } catch {
+            state.withLock { $0.slots[index].inflight -= 1 }
+            forget(index, connecting)
+            throw error as? Failure ?? Failure.notSent(error)
+        }
     }
 
     func shutdown() async {
@@ -147,11 +214,13 @@ final class KeepAlive: Sendable {
         }
     }
 
-    private func connect() -> EventLoopFuture<any Channel> {
+    private func connect(_ health: Health) -> EventLoopFuture<any Channel> {
         let sslContext = sslContext
         let serverHostname = serverHostname
         let version = version
         let authority = hostHeader
+        let window = window
+        let connectTimeout = connectTimeout
         let made = ClientBootstrap(group: group)
             .connectTimeout(connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -159,21 +228,63 @@ final class KeepAlive: Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     let tls = try NIOSSLClientHandler(context: sslContext, serverHostname: serverHostname)
                     try channel.pipeline.syncOperations.addHandler(tls)
+                    try channel.pipeline.syncOperations.addHandler(HandshakeDeadline(limit: connectTimeout))
                     switch version {
                     case .http1:
                         try channel.pipeline.syncOperations.addHTTPClientHandlers()
                         try channel.pipeline.syncOperations.addHandler(HTTP1ExchangeHandler())
                     case .http2:
                         let settings = [HTTP2Setting(parameter: .maxConcurrentStreams, value: 100),
-                                        HTTP2Setting(parameter: .initialWindowSize, value: HTTP2ExchangeHandler.window),
+                                        HTTP2Setting(parameter: .initialWindowSize, value: window),
                                         HTTP2Setting(parameter: .maxHeaderListSize, value: HPACKDecoder.defaultMaxHeaderListSize)]
                         try channel.pipeline.syncOperations.addHandler(NIOHTTP2Handler(mode: .client, initialSettings: settings))
-                        try channel.pipeline.syncOperations.addHandler(HTTP2ExchangeHandler(authority: authority))
+                        try channel.pipeline.syncOperations.addHandler(HTTP2ExchangeHandler(authority: authority, window: window, health: health))
                     }
                 }
             }
             .connect(host: host, port: port)
         return made
+    }
+}
+
+/// Closes a connection whose TLS handshake has not finished within `limit` of connecting: a
+/// peer that accepts and then says nothing (a partition that drops packets, a hung server) would
+/// otherwise hold the calls written to it until their deadlines, and look open all the while.
+final class HandshakeDeadline: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+
+    struct Expired: Error, CustomStringConvertible {
+        let limit: TimeAmount
+        var description: String { "no TLS handshake within \(limit.nanoseconds / 1_000_000) ms of connecting" }
+    }
+
+    let limit: TimeAmount
+    private var timer: Scheduled<Void>?
+
+    init(limit: TimeAmount) { self.limit = limit }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        let limit = limit
+        timer = context.eventLoop.scheduleTask(in: limit) {
+            bound.value.fireErrorCaught(Expired(limit: limit))
+            bound.value.close(promise: nil)
+        }
+        context.fireChannelActive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .handshakeCompleted = event as? TLSUserEvent {
+            timer?.cancel()
+            timer = nil
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+        context.fireChannelInactive()
     }
 }
 

@@ -168,23 +168,12 @@ extension APIClient {
     }
 
     /// One watch request's body (200), or the server's error.
-    func watchBody<T: APIObject>(_ type: T.Type, _ request: WatchRequest, resourceVersion: String) async throws -> HTTPClientResponse.Body {
+    func watchBody<T: APIObject>(_ type: T.Type, _ request: WatchRequest, resourceVersion: String) async throws -> ResponseBody {
         var query = ["watch=true", "resourceVersion=\(resourceVersion)", "timeoutSeconds=\(request.timeoutSeconds)", "allowWatchBookmarks=true"]
         if let selector = request.labelSelector, !selector.isEmpty { query.append("labelSelector=\(Self.escape(selector))") }
         if let selector = request.fieldSelector, !selector.isEmpty { query.append("fieldSelector=\(Self.escape(selector))") }
-        var http = HTTPClientRequest(url: server + Self.path(T.kindInfo, namespace: request.namespace) + "?" + query.joined(separator: "&"))
-        http.headers.add(name: "Accept", value: format.rawValue)
-        addCredentials(&http)
-        let response: HTTPClientResponse
-        do {
-            response = try await self.streams.execute(http, timeout: .seconds(Int64(request.timeoutSeconds) + 30))
-        } catch {
-            throw ClientError(code: 0, reason: "Unreachable", message: "cannot reach the API server at \(server): \(Self.explain(error))")
-        }
-        guard response.status.code == 200 else {
-            throw try await Self.failure(response, method: "GET", path: Self.path(T.kindInfo, namespace: request.namespace))
-        }
-        return response.body
+        return try await stream(Self.path(T.kindInfo, namespace: request.namespace) + "?" + query.joined(separator: "&"),
+                                lasting: .seconds(Int64(request.timeoutSeconds) + 30))
     }
 }
 

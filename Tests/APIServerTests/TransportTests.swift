@@ -1,6 +1,6 @@
 import API
 @testable import APIServer
-import Client
+@testable import Client
 import Foundation
 import Logging
 import PKI
@@ -205,6 +205,52 @@ extension APIServerTests {
             let watchers = try await server.request("/metrics").body.split(separator: "\n").first { $0.hasPrefix("cox_apiserver_watchers ") }
             #expect(watchers == "cox_apiserver_watchers 120")
             iterators.removeAll()
+            try await api.shutdown()
+            await server.stop()
+        }
+
+        /// A watch nobody reads holds the server back through its HTTP/2 window instead of piling
+        /// up in the client: what waits unread stays under the stream's window plus its high-water
+        /// mark while 2.4 MB of events are written, unary calls on the same client go on, and once
+        /// read, every event is there, in order.
+        @Test func anUnreadWatchIsPacedByItsWindowAndLosesNothing() async throws {
+            let server = try await ServerHarness()
+            let api = try client(server)
+            let start = try await api.list(Pod.self, namespace: "default").resourceVersion
+            let body = try await api.watchChunks(Pod.self, namespace: "default", resourceVersion: start, timeoutSeconds: 120)
+            let stream = try #require(body.http2, "the client watches over HTTP/2")
+            let count = 600
+            let filler = String(repeating: "x", count: 4096)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for worker in 0..<8 {
+                    group.addTask {
+                        for index in stride(from: worker, to: count, by: 8) {
+                            var pod = TestObjects.pod("paced-\(index)")
+                            pod.metadata.annotations["filler"] = filler
+                            _ = try await api.create(pod)
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            try await waitUntil("the client holds the server back") { stream.heldBack }
+            let bound = ResponseStream.highWater + APIClient.streamWindow
+            #expect(stream.unread <= bound, "\(stream.unread) bytes unread; the window allows \(bound)")
+            #expect(try await api.get(Pod.self, namespace: "default", name: "paced-0").metadata.name == "paced-0")
+
+            var splitter = WatchFrameSplitter(format: .protobuf)
+            var seen: [String] = []
+            for try await chunk in body {
+                splitter.append(chunk.readableBytesView)
+                for frame in splitter.frames() {
+                    let (kind, pod, _) = try splitter.decode(frame, as: Pod.self)
+                    if kind == "ADDED", let pod { seen.append(pod.metadata.name) }
+                }
+                if seen.count == count { break }
+            }
+            #expect(seen.count == count && Set(seen).count == count, "\(seen.count) events, \(Set(seen).count) distinct")
+            let revisions = try await api.list(Pod.self, namespace: "default").items.sorted { Int($0.metadata.resourceVersion)! < Int($1.metadata.resourceVersion)! }
+            #expect(seen == revisions.map(\.metadata.name), "in the order they were written")
             try await api.shutdown()
             await server.stop()
         }

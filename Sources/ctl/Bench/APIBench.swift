@@ -23,6 +23,8 @@ struct APIBench: AsyncParsableCommand {
     var watch: WatchShape = .all
     @Flag(help: "Creates over HTTP/1.1 keep-alive connections instead of HTTP/2 (for comparison: swift-nio-http2 makes a channel per stream on both ends).")
     var http1 = false
+    @Flag(help: "Watches as HTTP/1.1 streams, one connection each (as before watches moved to HTTP/2 streams, 100 to a connection): the baseline for the watch transport.")
+    var watchHttp1 = false
     @Option(help: "Load an already running server (its kubeconfig) instead of one in this process, so each side's CPU can be measured apart. Its store keeps the pods.")
     var kubeconfig: String?
 
@@ -33,7 +35,7 @@ struct APIBench: AsyncParsableCommand {
 
     func run() async throws {
         print("machine: \(machineDescription())")
-        print("\(clients) clients creating \(creates) pods over TLS (creates over \(http1 ? "HTTP/1.1" : "HTTP/2") on \(connections) clients, each watch its own HTTP/1.1 connection) while \(watchers) watchers stream "
+        print("\(clients) clients creating \(creates) pods over TLS (creates over \(http1 ? "HTTP/1.1" : "HTTP/2") on \(connections) clients, \(watchHttp1 ? "each watch its own HTTP/1.1 connection" : "watches as HTTP/2 streams, 100 to a connection")) while \(watchers) watchers stream "
               + (watch == .all ? "them all" : "those bound to their own node (spec.nodeName=node-N)"))
         var rates: [String: Double] = [:]
         for name in format {
@@ -67,7 +69,7 @@ struct APIBench: AsyncParsableCommand {
             try APIClient(kubeconfig: kubeconfig, format: wire, maxConnections: max(1, clients / max(1, connections)), http2: !http1)
         }
         let writer = writers[0]
-        let reader = try APIClient(kubeconfig: kubeconfig, format: wire, maxConnections: watchers)
+        let reader = try APIClient(kubeconfig: kubeconfig, format: wire, maxConnections: watchers, http2: !watchHttp1)
         let samples = Samples()
         let total = creates
         let byNode = watch == .node && watchers > 0
