@@ -116,7 +116,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "TestSupport", dependencies: [
-            "API", "Store", "ControllerRuntime", "APIServer", "Client", "PKI",
+            "API", "Store", "ControllerRuntime", "APIServer", "Client", "PKI", "NodeAgent",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),

@@ -1,4 +1,5 @@
 import Foundation
+import NodeAgent
 import Synchronization
 
 /// A process the tests start (a `cox` component, curl, openssl), spawned so that it inherits
@@ -74,22 +75,15 @@ public final class Child: Sendable {
                 posix_spawn_file_actions_adddup2(&actions, 1, 2)
             }
         }
-        if let directory { _ = testSpawnAddChdir(&actions, directory) }
-        _ = testSpawnAddCloseFrom(&actions, 3)
+        if let directory { _ = spawnAddChdir(&actions, directory) }
+        _ = spawnAddCloseFrom(&actions, 3)
 
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
-        // Its own process group (a test's Ctrl-C is not the child's), default signal handling (the
-        // test process ignores SIGPIPE) and an empty signal mask.
-        var none = sigset_t()
-        sigemptyset(&none)
-        var all = sigset_t()
-        sigfillset(&all)
-        posix_spawnattr_setsigmask(&attributes, &none)
-        posix_spawnattr_setsigdefault(&attributes, &all)
+        // Its own process group (a test's Ctrl-C is not the child's).
         posix_spawnattr_setpgroup(&attributes, 0)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        spawnStartClean(&attributes, flags: Int32(POSIX_SPAWN_SETPGROUP))
 
         var variables = ProcessInfo.processInfo.environment
         for (key, value) in environment ?? [:] { variables[key] = value }
@@ -172,14 +166,6 @@ public struct ChildError: Error, CustomStringConvertible {
     public let description: String
     init(_ description: String) { self.description = description }
 }
-
-/// glibc's posix_spawn_file_actions_addclosefrom_np (2.34+): close every descriptor from `low` up.
-@_silgen_name("posix_spawn_file_actions_addclosefrom_np")
-private func testSpawnAddCloseFrom(_ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>, _ low: Int32) -> Int32
-
-/// glibc's posix_spawn_file_actions_addchdir_np (2.29+).
-@_silgen_name("posix_spawn_file_actions_addchdir_np")
-private func testSpawnAddChdir(_ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>, _ path: UnsafePointer<CChar>) -> Int32
 
 /// pipe2(2), which the Glibc module does not export (it needs _GNU_SOURCE).
 @_silgen_name("pipe2")

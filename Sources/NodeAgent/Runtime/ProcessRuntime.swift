@@ -133,14 +133,8 @@ public final class ProcessRuntime: ContainerRuntime, @unchecked Sendable {
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
-        // Its own session (and so process group); default signal handling and an empty mask.
-        var none = sigset_t()
-        sigemptyset(&none)
-        var all = sigset_t()
-        sigfillset(&all)
-        posix_spawnattr_setsigmask(&attributes, &none)
-        posix_spawnattr_setsigdefault(&attributes, &all)
-        posix_spawnattr_setflags(&attributes, Int16(0x80 /* POSIX_SPAWN_SETSID */ | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        // Its own session (and so process group).
+        spawnStartClean(&attributes, flags: 0x80 /* POSIX_SPAWN_SETSID */)
 
         // The pod's env over a minimal base (PATH and HOME), as a container runtime would give.
         var environment = ["PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin",
@@ -324,10 +318,23 @@ public final class ProcessRuntime: ContainerRuntime, @unchecked Sendable {
     }
 }
 
+/// Spawn attributes for a child that starts clean whatever its parent did: default handling of
+/// every signal (an agent or a test process ignores SIGPIPE, and an ignored signal stays ignored
+/// across exec), an empty signal mask, and `flags` besides.
+public func spawnStartClean(_ attributes: inout posix_spawnattr_t, flags: Int32) {
+    var none = sigset_t()
+    sigemptyset(&none)
+    var all = sigset_t()
+    sigfillset(&all)
+    posix_spawnattr_setsigmask(&attributes, &none)
+    posix_spawnattr_setsigdefault(&attributes, &all)
+    posix_spawnattr_setflags(&attributes, Int16(flags | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+}
+
 /// glibc's posix_spawn_file_actions_addchdir_np (2.29+), which the Glibc module does not export.
 @_silgen_name("posix_spawn_file_actions_addchdir_np")
-func spawnAddChdir(_ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>, _ path: UnsafePointer<CChar>) -> Int32
+public func spawnAddChdir(_ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>, _ path: UnsafePointer<CChar>) -> Int32
 
 /// glibc's posix_spawn_file_actions_addclosefrom_np (2.34+): close every descriptor from `low` up.
 @_silgen_name("posix_spawn_file_actions_addclosefrom_np")
-func spawnAddCloseFrom(_ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>, _ low: Int32) -> Int32
+public func spawnAddCloseFrom(_ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>, _ low: Int32) -> Int32
