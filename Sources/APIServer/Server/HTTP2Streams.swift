@@ -217,6 +217,8 @@ final class HTTP2StreamsHandler: ChannelDuplexHandler, @unchecked Sendable {
     private var goingAway = false
     private var running = 0
     private var whenIdle: [CheckedContinuation<Void, Never>] = []
+    /// A flush is queued on the event loop: the responses written before it runs go out together.
+    private var flushQueued = false
 
     init(connection: HTTP2Connection) {
         self.connection = connection
@@ -372,7 +374,12 @@ final class HTTP2StreamsHandler: ChannelDuplexHandler, @unchecked Sendable {
             var headers = HPACKHeaders()
             headers.reserveCapacity(fields.count + 1)
             headers.add(name: ":status", value: String(status.code))
-            for field in fields { headers.add(name: field.name.canonicalName, value: field.value) }
+            for field in fields {
+                // Values that differ per response (a length, a request id) would only push the
+                // reusable ones out of the connection's HPACK table, and cost a search to add.
+                let perResponse = field.name == .contentLength || field.name == APIResponder.auditID
+                headers.add(name: field.name.canonicalName, value: field.value, indexing: perResponse ? .nonIndexable : .indexable)
+            }
             let hasBody = (body?.readableBytes ?? 0) > 0
             context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .headers(.init(headers: headers, endStream: endStream && !hasBody)))),
                           promise: hasBody ? nil : framePromise)
@@ -390,6 +397,18 @@ final class HTTP2StreamsHandler: ChannelDuplexHandler, @unchecked Sendable {
             context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .rstStream(.noError))), promise: nil)
         }
         streams[id] = nil
+    }
+
+    /// Each response is written and flushed from its own request task; under load several arrive
+    /// in one turn of the event loop. The flush runs after the writes already queued on the loop,
+    /// so those responses share TLS records and a `write` syscall instead of one each.
+    func flush(context: ChannelHandlerContext) {
+        guard !flushQueued else { return }
+        flushQueued = true
+        context.eventLoop.execute {
+            self.flushQueued = false
+            context.flush()
+        }
     }
 
     /// Graceful shutdown: no new streams; the connection closes once its streams are done.

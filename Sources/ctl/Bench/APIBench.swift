@@ -44,13 +44,15 @@ struct APIBench: AsyncParsableCommand {
             }
             let result = try await measure(wire)
             rates[name] = result.rate
-            print("  \(name.padding(toLength: 9, withPad: " ", startingAt: 0)) \(fmt(result.rate, 0)) creates/s; create p50 \(fmt(result.p50, 1)) ms, p99 \(fmt(result.p99, 1)) ms; watch lag p99 \(fmt(result.lagP99, 1)) ms; \(result.delivered) events delivered; \(fmt(result.encodesPerEvent, 2)) encodings per event")
+            print("  \(name.padding(toLength: 9, withPad: " ", startingAt: 0)) \(fmt(result.rate, 0)) creates/s; create p50 \(fmt(result.p50, 1)) ms, p99 \(fmt(result.p99, 1)) ms; watch lag p99 \(fmt(result.lagP99, 1)) ms; \(result.delivered) events delivered; \(fmt(result.encodesPerEvent, 2)) encodings per event; this process \(fmt(result.cpuPerCreate * 1e6, 0)) µs CPU per create\(kubeconfig == nil ? " (server and clients)" : " (clients only)")")
         }
         if let pb = rates["protobuf"], let js = rates["json"] { print("  → protobuf creates/s is \(fmt(pb / js, 2))× JSON's") }
     }
 
     struct Result {
         let rate: Double, p50: Double, p99: Double, lagP99: Double, delivered: Int, encodesPerEvent: Double
+        /// CPU of this process (clients, watchers and, unless --kubeconfig, the server) per create.
+        let cpuPerCreate: Double
     }
 
     final class Samples: Sendable {
@@ -119,6 +121,7 @@ struct APIBench: AsyncParsableCommand {
         // The counter is process-wide and this process may have run a server before (the other format).
         let encodesBefore = (try? await writer.metric("cox_watch_event_encodes_total")) ?? 0
         let start = DispatchTime.now().uptimeNanoseconds
+        let cpuStart = ControllersBench.cpuSeconds(getpid())
         let latencies = try await withThrowingTaskGroup(of: [Double].self) { group in
             for c in 0..<clients {
                 let writer = writers[c % writers.count]
@@ -148,6 +151,7 @@ struct APIBench: AsyncParsableCommand {
             return all
         }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        let cpu = ControllersBench.cpuSeconds(getpid()) - cpuStart
         for task in watchTasks { _ = try? await task.value }
         // Transport cost: wire encodings per event, however many watchers (issue #8, fallacy 7).
         let encodes = ((try? await writer.metric("cox_watch_event_encodes_total")) ?? .nan) - encodesBefore
@@ -156,7 +160,8 @@ struct APIBench: AsyncParsableCommand {
         let sorted = latencies.sorted()
         let lags = samples.lags.withLock { $0 }.sorted()
         return Result(rate: Double(total) / seconds, p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99),
-                      lagP99: percentile(lags, 0.99), delivered: samples.delivered.load(ordering: .relaxed), encodesPerEvent: encodes / Double(total))
+                      lagP99: percentile(lags, 0.99), delivered: samples.delivered.load(ordering: .relaxed), encodesPerEvent: encodes / Double(total),
+                      cpuPerCreate: cpu / Double(total))
     }
 
     static let protobufBookmark: [UInt8] = [0x0a, 0x08] + Array("BOOKMARK".utf8)

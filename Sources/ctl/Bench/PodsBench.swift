@@ -89,10 +89,10 @@ struct PodsBench: AsyncParsableCommand {
             for _ in 0..<600 where times.seen.withLock({ $0.count }) < idle { try await Task.sleep(for: .milliseconds(100)) }
         }
         try await Task.sleep(for: .seconds(5))
-        let agentBefore = Self.cpuSeconds(agent.processIdentifier), serverBefore = Self.cpuSeconds(server.processIdentifier)
+        let agentBefore = ControllersBench.cpuSeconds(agent.processIdentifier), serverBefore = ControllersBench.cpuSeconds(server.processIdentifier)
         try await Task.sleep(for: .seconds(sampleSeconds))
-        let agentCPU = (Self.cpuSeconds(agent.processIdentifier) - agentBefore) / Double(sampleSeconds) * 100
-        let serverCPU = (Self.cpuSeconds(server.processIdentifier) - serverBefore) / Double(sampleSeconds) * 100
+        let agentCPU = (ControllersBench.cpuSeconds(agent.processIdentifier) - agentBefore) / Double(sampleSeconds) * 100
+        let serverCPU = (ControllersBench.cpuSeconds(server.processIdentifier) - serverBefore) / Double(sampleSeconds) * 100
         print("idle: \(times.seen.withLock { $0.count }) pods running; over \(sampleSeconds) s the agent used \(fmt(agentCPU, 2)) % of one core (API server: \(fmt(serverCPU, 2)) %)")
         watcher.cancel()
 
@@ -121,14 +121,6 @@ struct PodsBench: AsyncParsableCommand {
         process.standardError = handle
         try process.run()
         return process
-    }
-
-    /// utime + stime of a process, in seconds.
-    static func cpuSeconds(_ pid: pid_t) -> Double {
-        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = text.lastIndex(of: ")") else { return 0 }
-        let fields = text[text.index(after: close)...].split(separator: " ")
-        guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
-        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
     /// Time to posix_spawn `sleep` and see it running (its /proc entry shows the exec'd command).
