@@ -40,6 +40,9 @@ import TestSupport
             #expect(mine[3]["impersonatedBy"] == .string("admin"))
             #expect(mine[1]["name"] == .string("audited") && mine[1]["namespace"] == .string("default") && mine[1]["sourceIP"] == .string("127.0.0.1"), "\(mine[1])")
             #expect(mine.allSatisfy { $0["requestID"] != nil && $0["requestID"] != .string("") && $0["latencyMs"] != nil && $0["time"] != nil })
+            let ids = mine.compactMap { if case .string(let id) = $0["requestID"] { id } else { nil } }
+            #expect(Set(ids).count == mine.count && ids.allSatisfy { $0.count == 36 && $0.split(separator: "-").map(\.count) == [8, 4, 4, 4, 12] },
+                    "request ids are distinct and shaped as UUIDs: \(ids)")
             // A request without a client certificate (curl) is on record too, as anonymous.
             let curl = try #require(Tools.find("curl"))
             let anonymous = try await Tools.runDetached(curl, ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", "\(api.dir.path)/pki/ca.crt",

@@ -50,7 +50,7 @@ struct APIResponder: HTTPResponder {
         let (verb, resource) = RequestMetrics.classify(method: request.method.rawValue, path: request.uri.path, isWatch: isWatch)
         metrics.record(verb: verb, resource: resource, code: response.status.code, seconds: seconds)
         if let audit {
-            let id = UUID().uuidString.lowercased()
+            let id = RequestID.next()
             response.headers[Self.auditID] = id
             let identity = caller.identity ?? ClientIdentity(user: "system:anonymous", groups: ["system:unauthenticated"])
             var attributes = caller.attributes

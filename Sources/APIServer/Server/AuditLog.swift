@@ -137,3 +137,26 @@ public final class AuditLog: Sendable {
         return writer.bytes
     }
 }
+
+/// Request ids (`Audit-Id`), shaped as UUIDs: 64 random bits chosen at start, then a counter, so
+/// they are unique within the process and, with all but certainty, across restarts. Foundation's
+/// `UUID()` opened, read and closed /dev/urandom for each one.
+enum RequestID {
+    static let prefix = UInt64.random(in: .min ... .max)
+    static let counter = Atomic<UInt64>(0)
+    static let digits = Array("0123456789abcdef".utf8)
+
+    static func next() -> String {
+        let count = counter.wrappingAdd(1, ordering: .relaxed).newValue
+        var text = [UInt8]()
+        text.reserveCapacity(36)
+        for (index, value) in [prefix, count].enumerated() {
+            for nibble in 0..<16 {
+                let position = index * 16 + nibble
+                if position == 8 || position == 12 || position == 16 || position == 20 { text.append(UInt8(ascii: "-")) }
+                text.append(digits[Int((value >> UInt64(60 - 4 * nibble)) & 0xF)])
+            }
+        }
+        return String(decoding: text, as: UTF8.self)
+    }
+}
