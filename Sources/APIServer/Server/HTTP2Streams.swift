@@ -92,11 +92,16 @@ final class HTTP2Connection: Sendable {
     let channel: any Channel
     let api: APIResponder
     let logger: Logger
+    /// Where writes (create, update, delete) run: on the connection's event loop, so a request
+    /// is read, answered and its response written on one thread. Reads (a list can be large, a
+    /// watch lasts) run on the concurrency pool and never hold the loop.
+    let executor: EventLoopExecutor
 
     init(channel: any Channel, api: APIResponder, logger: Logger) {
         self.channel = channel
         self.api = api
         self.logger = logger
+        executor = EventLoopExecutor(channel.eventLoop)
     }
 
     /// Until the connection is closed (by the client, by an error, or after a graceful
@@ -313,9 +318,16 @@ final class HTTP2StreamsHandler: ChannelDuplexHandler, @unchecked Sendable {
         running += 1
         let connection = connection
         let loop = context.eventLoop
-        stream.task = Task {
-            await connection.serve(head, body: body, stream: id)
-            loop.execute { self.taskEnded() }
+        if head.method == .get {
+            stream.task = Task {
+                await connection.serve(head, body: body, stream: id)
+                loop.execute { self.taskEnded() }
+            }
+        } else {
+            stream.task = Task(executorPreference: connection.executor) {
+                await connection.serve(head, body: body, stream: id)
+                if loop.inEventLoop { self.taskEnded() } else { loop.execute { self.taskEnded() } }
+            }
         }
         streams[id] = stream
     }
@@ -444,5 +456,20 @@ final class HTTP2StreamsHandler: ChannelDuplexHandler, @unchecked Sendable {
         // one ends the connection.
         if error is NIOHTTP2Errors.StreamClosed || error is NIOHTTP2Errors.NoSuchStream { return }
         context.close(promise: nil)
+    }
+}
+
+/// Runs the jobs of the tasks that prefer it on one event loop.
+final class EventLoopExecutor: TaskExecutor, @unchecked Sendable {
+    let loop: any EventLoop
+
+    init(_ loop: any EventLoop) {
+        self.loop = loop
+    }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        let executor = asUnownedTaskExecutor()
+        loop.execute { job.runSynchronously(on: executor) }
     }
 }
