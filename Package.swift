@@ -66,7 +66,7 @@ let package = Package(
         ]),
         // Components. Filled in by later issues; each depends only downward.
         .target(name: "APIServer", dependencies: [
-            "API", "Store", "PKI",
+            "API", "Store", "PKI", "Client",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "HTTPTypes", package: "swift-http-types"),

@@ -51,8 +51,8 @@ final class HTTP2ExchangeHandler: ChannelDuplexHandler {
     private var handshaken = false
     /// The answer to our PING not yet come: the connection closes when it has not by then.
     private var pingDeadline: Scheduled<Void>?
-    /// A flush is queued on the event loop: requests written before it runs go out together.
-    private var flushQueued = false
+    /// Requests written from many tasks share a flush (and so TLS records and a syscall).
+    private let flushes = DeferredFlush()
 
     /// How long a PING may go unanswered before the connection counts as dead.
     static let pingTimeout: TimeAmount = .seconds(5)
@@ -96,15 +96,8 @@ final class HTTP2ExchangeHandler: ChannelDuplexHandler {
         }
     }
 
-    /// Callers on many tasks each write and flush one request; the flush runs after the writes
-    /// already queued on the event loop, so those share TLS records and a `write` syscall.
     func flush(context: ChannelHandlerContext) {
-        guard !flushQueued else { return }
-        flushQueued = true
-        context.eventLoop.execute {
-            self.flushQueued = false
-            context.flush()
-        }
+        flushes.flush(context)
     }
 
     private func open(_ exchange: KeepAlive.Exchange, context: ChannelHandlerContext) {

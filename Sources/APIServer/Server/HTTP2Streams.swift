@@ -8,6 +8,7 @@ import NIOHTTP2
 import NIOSSL
 import NIOTLS
 import ServiceLifecycle
+import Client
 
 /// The server's connections: TLS, then by ALPN either HTTP/2 served as frames (below) or
 /// HTTP/1.1 served by Hummingbird.
@@ -222,8 +223,8 @@ final class HTTP2StreamsHandler: ChannelDuplexHandler, @unchecked Sendable {
     private var goingAway = false
     private var running = 0
     private var whenIdle: [CheckedContinuation<Void, Never>] = []
-    /// A flush is queued on the event loop: the responses written before it runs go out together.
-    private var flushQueued = false
+    /// Responses written from many request tasks share a flush (and so TLS records and a syscall).
+    private let flushes = DeferredFlush()
 
     init(connection: HTTP2Connection) {
         self.connection = connection
@@ -411,16 +412,8 @@ final class HTTP2StreamsHandler: ChannelDuplexHandler, @unchecked Sendable {
         streams[id] = nil
     }
 
-    /// Each response is written and flushed from its own request task; under load several arrive
-    /// in one turn of the event loop. The flush runs after the writes already queued on the loop,
-    /// so those responses share TLS records and a `write` syscall instead of one each.
     func flush(context: ChannelHandlerContext) {
-        guard !flushQueued else { return }
-        flushQueued = true
-        context.eventLoop.execute {
-            self.flushQueued = false
-            context.flush()
-        }
+        flushes.flush(context)
     }
 
     /// Graceful shutdown: no new streams; the connection closes once its streams are done.
