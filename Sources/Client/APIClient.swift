@@ -233,15 +233,20 @@ public final class APIClient: Sendable {
     /// trusted) rather than the connection: such a failure does not pass by trying again.
     static func refusedCertificate(_ error: any Error) -> Bool {
         let text = "\(error)".lowercased()
-        if text.contains("eof during handshake") || text.contains("uncleanshutdown") || text.contains("connection reset") { return false }
+        if cutDuringHandshake(text) || text.contains("connection reset") { return false }
         return text.contains("certificate") || text.contains("alert") || text.contains("unknown_ca") || text.contains("verify")
+    }
+
+    /// Whether an error's text (lowercased) says the connection closed during the TLS handshake.
+    static func cutDuringHandshake(_ text: String) -> Bool {
+        text.contains("eof during handshake") || text.contains("uncleanshutdown")
     }
 
     /// Turns TLS and socket errors into one sentence.
     static func explain(_ error: any Error) -> String {
         let text = "\(error)"
         if text.contains("connectionRefused") || text.contains("Connection refused") { return "connection refused (is the server running?)" }
-        if text.contains("EOF during handshake") || text.contains("uncleanShutdown") {
+        if cutDuringHandshake(text.lowercased()) {
             return "the connection was closed during the TLS handshake (\(text))"
         }
         if refusedCertificate(error) || text.contains("handshake") || text.contains("SSL") {

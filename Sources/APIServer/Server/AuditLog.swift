@@ -150,12 +150,11 @@ enum RequestID {
         let count = counter.wrappingAdd(1, ordering: .relaxed).newValue
         var text = [UInt8]()
         text.reserveCapacity(36)
-        for (index, value) in [prefix, count].enumerated() {
-            for nibble in 0..<16 {
-                let position = index * 16 + nibble
-                if position == 8 || position == 12 || position == 16 || position == 20 { text.append(UInt8(ascii: "-")) }
-                text.append(digits[Int((value >> UInt64(60 - 4 * nibble)) & 0xF)])
-            }
+        // 8-4-4 hex digits of the prefix, then 4-12 of the counter.
+        for nibble in 0..<32 {
+            if nibble == 8 || nibble == 12 || nibble == 16 || nibble == 20 { text.append(UInt8(ascii: "-")) }
+            let value = nibble < 16 ? prefix : count
+            text.append(digits[Int((value >> UInt64(60 - 4 * (nibble % 16))) & 0xF)])
         }
         return String(decoding: text, as: UTF8.self)
     }

@@ -319,16 +319,11 @@ final class HTTP2StreamsHandler: ChannelDuplexHandler, @unchecked Sendable {
         running += 1
         let connection = connection
         let loop = context.eventLoop
-        if head.method == .get {
-            stream.task = Task {
-                await connection.serve(head, body: body, stream: id)
-                loop.execute { self.taskEnded() }
-            }
-        } else {
-            stream.task = Task(executorPreference: connection.executor) {
-                await connection.serve(head, body: body, stream: id)
-                if loop.inEventLoop { self.taskEnded() } else { loop.execute { self.taskEnded() } }
-            }
+        // Writes run on the connection's event loop, reads on the concurrency pool (no preference).
+        let executor: (any TaskExecutor)? = head.method == .get ? nil : connection.executor
+        stream.task = Task(executorPreference: executor) {
+            await connection.serve(head, body: body, stream: id)
+            if loop.inEventLoop { self.taskEnded() } else { loop.execute { self.taskEnded() } }
         }
         streams[id] = stream
     }
