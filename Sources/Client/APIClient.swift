@@ -263,8 +263,11 @@ public final class APIClient: Sendable {
         try decode(T.self, try await call(.GET, Self.path(T.kindInfo, namespace: namespace, name: name)))
     }
 
-    public func create<T: APIObject>(_ object: T) async throws -> T {
-        try decode(T.self, try await call(.POST, Self.path(T.kindInfo, namespace: object.metadata.namespace), body: object.encode(as: format)))
+    /// With `dryRun`, the server checks the create as a real one (validation, admission, a name
+    /// already taken) and answers what it would store, storing nothing (`?dryRun=All`).
+    public func create<T: APIObject>(_ object: T, dryRun: Bool = false) async throws -> T {
+        let path = Self.path(T.kindInfo, namespace: object.metadata.namespace) + (dryRun ? "?dryRun=All" : "")
+        return try decode(T.self, try await call(.POST, path, body: object.encode(as: format)))
     }
 
     public func update<T: APIObject>(_ object: T) async throws -> T {

@@ -122,12 +122,7 @@ public final class SQLiteStore: ObjectStore, Sendable {
 
     public func create<T: APIObject>(_ object: T) async throws -> T {
         try checkKey(object)
-        var stored = object
-        stored.setTypeMeta()
-        stored.metadata.uid = UID.random()
-        stored.metadata.creationTimestamp = Timestamp.nowSeconds()
-        stored.metadata.generation = 1
-        stored.metadata.resourceVersion = ""
+        let stored = object.asCreated()
         let bytes = stored.protobufBytes()
         guard let event = try await submit(.create(ObjectKey(of: stored), stored, bytes: bytes)) else { throw StoreError(.storage, "create returned nothing") }
         return event.object as! T

@@ -1,3 +1,19 @@
+import API
+
+extension APIObject {
+    /// The object as a create stores it (and a dry-run create answers it): its kind and
+    /// apiVersion, a new uid, the creation time, generation 1, and no resourceVersion yet.
+    public func asCreated() -> Self {
+        var created = self
+        created.setTypeMeta()
+        created.metadata.uid = UID.random()
+        created.metadata.creationTimestamp = Timestamp.nowSeconds()
+        created.metadata.generation = 1
+        created.metadata.resourceVersion = ""
+        return created
+    }
+}
+
 /// Object uids: random (version 4) UUIDs in lower-case text, as Kubernetes writes them.
 /// Formatted by hand: Foundation's UUID().uuidString.lowercased() costs two string allocations.
 enum UID {

@@ -105,6 +105,44 @@ struct APIServerTests {
         await server.stop()
     }
 
+    /// `kubectl create --dry-run=server` sends `?dryRun=All`: the create is checked as a real one
+    /// and nothing is stored. A write that cannot be dry-run here is refused, not carried out.
+    @Test func dryRunCreatesAreCheckedAndStoreNothing() async throws {
+        let server = try await ServerHarness()
+        func revision() async throws -> String? {
+            if case .string(let rv)? = try await server.request("/api/v1/namespaces/default/pods").json?["metadata"]?["resourceVersion"] { return rv }
+            return nil
+        }
+        let start = try #require(try await revision())
+        let dry = try await server.request("POST", "/api/v1/namespaces/default/pods?dryRun=All", body: #"{"metadata":{"name":"web"},"spec":{"containers":[{"name":"c","command":["x"]}]}}"#)
+        #expect(dry.code == 201, "\(dry.body)")
+        let answered = try Pod(jsonString: dry.body)
+        #expect(answered.kind == "Pod" && answered.metadata.name == "web" && !answered.metadata.uid.isEmpty && answered.metadata.resourceVersion.isEmpty)
+        #expect(answered.spec.restartPolicy == "Always", "defaults are applied as for a real create")
+        #expect(try await server.request("/api/v1/namespaces/default/pods/web").code == 404)
+        let invalid = try await server.request("POST", "/api/v1/namespaces/default/pods?dryRun=All", body: #"{"metadata":{"name":"Bad_Name"},"spec":{"containers":[{"name":"c","command":["x"]}]}}"#)
+        #expect(invalid.code == 422, "\(invalid.body)")
+        let unsupported = try await server.request("POST", "/api/v1/namespaces/default/pods?dryRun=Yes", body: podJSON("other"))
+        #expect(unsupported.code == 400 && unsupported.body.contains(#"dryRun: Unsupported value: \"Yes\""#), "\(unsupported.body)")
+        #expect(try await server.request("/api/v1/namespaces/default/pods/other").code == 404)
+
+        let created = try await server.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("web"))
+        #expect(created.code == 201)
+        let taken = try await server.request("POST", "/api/v1/namespaces/default/pods?dryRun=All", body: podJSON("web"))
+        #expect(taken.code == 409 && taken.json?["reason"] == .string("AlreadyExists"), "\(taken.body)")
+        var changed = try Pod(jsonString: created.body)
+        changed.metadata.labels["changed"] = "yes"
+        let put = try await server.request("PUT", "/api/v1/namespaces/default/pods/web?dryRun=All", body: changed.jsonString())
+        #expect(put.code == 400 && put.body.contains("was not carried out"), "\(put.body)")
+        let delete = try await server.request("DELETE", "/api/v1/namespaces/default/pods/web?dryRun=All")
+        #expect(delete.code == 400, "\(delete.body)")
+        let kept = try Pod(jsonString: try await server.request("/api/v1/namespaces/default/pods/web").body)
+        #expect(kept.metadata.labels["changed"] == nil && !kept.metadata.hasDeletionTimestamp)
+        // The one real create is the only write.
+        #expect(try await revision() == "\((Int(start) ?? -10) + 1)")
+        await server.stop()
+    }
+
     @Test func protobufBothWays() async throws {
         let server = try await ServerHarness()
         let file = (server.dir.path as NSString).appendingPathComponent("pod.pb")
@@ -294,6 +332,14 @@ struct APIServerTests {
             #expect(raw.status == 0 && raw.output.contains(#""name":"seen""#), "\(raw.output)")
             let whoami = try await Tools.runDetached(kubectl, ["--kubeconfig", server.kubeconfig, "auth", "whoami"])
             #expect(whoami.status == 0 && whoami.output.contains("admin") && whoami.output.contains("system:masters"), "\(whoami.output)")
+            // kubectl's server-side dry run (?dryRun=All) reports the create and stores nothing.
+            // (--validate=false: kubectl's client-side schema check needs OpenAPI, not served here.)
+            let manifest = (server.dir.path as NSString).appendingPathComponent("dry.yaml")
+            try "apiVersion: v1\nkind: Pod\nmetadata:\n  name: dry\nspec:\n  containers:\n  - name: c\n    command: [sleep, \"1\"]\n"
+                .write(toFile: manifest, atomically: true, encoding: .utf8)
+            let dry = try await Tools.runDetached(kubectl, ["--kubeconfig", server.kubeconfig, "create", "--dry-run=server", "--validate=false", "-f", manifest])
+            #expect(dry.status == 0 && dry.output.contains("pod/dry created (server dry run)"), "\(dry.output)")
+            #expect(try await server.request("/api/v1/namespaces/default/pods/dry").code == 404)
             // kubectl asks for a Table and prints the server's columns.
             let table = try await Tools.runDetached(kubectl, ["--kubeconfig", server.kubeconfig, "get", "pods"])
             #expect(table.status == 0 && table.output.hasPrefix("NAME   READY   STATUS    RESTARTS   AGE\nseen   0/1     Pending   0"), "\(table.output)")

@@ -206,6 +206,11 @@ struct APIResponder: HTTPResponder {
                               admit: ((any APIObject) throws -> Void)? = nil) async throws -> Response {
         let query = Self.query(request)
         let info = T.kindInfo
+        let dryRun = try Self.dryRun(query)
+        if dryRun && request.method != .get && !(request.method == .post && path.name == nil && path.subresource == nil) {
+            // Never carried out as if it were real: a client asking for a dry run must not change anything.
+            throw APIError.badRequest("dryRun=All is supported only for create (POST to a collection) here; this \(request.method.rawValue) was not carried out")
+        }
         if T.self == Pod.self, let name = path.name, let response = try await handlePod(path, name: name, &request, query: query, format: format) {
             return response
         }
@@ -245,6 +250,7 @@ struct APIResponder: HTTPResponder {
                namespace.metadata.hasDeletionTimestamp {
                 throw APIError(403, "Forbidden", "\(info.resource) \"\(object.metadata.name)\" is forbidden: unable to create new content in namespace \(object.metadata.namespace) because it is being terminated")
             }
+            if dryRun { return encode(try await dryRunCreate(try object.validated()), format, status: .created) }
             let created = try await store.create(try object.validated())
             return encode(created, format, status: .created)
         case (.put, let name?, let subresource):
@@ -384,6 +390,24 @@ struct APIResponder: HTTPResponder {
         w.endArray()
         w.endObject()
         return Response(status: .ok, headers: [.contentType: WireFormat.json.rawValue], body: .init(byteBuffer: ByteBuffer(bytes: w.bytes)))
+    }
+
+    /// `?dryRun=All` (Kubernetes' only value; the parameter may repeat): the request is checked
+    /// as a real one would be, and nothing is stored. Any other value is refused, never ignored.
+    static func dryRun(_ query: QueryParameters) throws -> Bool {
+        guard let value = query["dryRun"], !value.isEmpty else { return false }
+        guard value == "All" else { throw APIError.badRequest("dryRun: Unsupported value: \"\(value)\": supported values: \"All\"") }
+        return true
+    }
+
+    /// What `store.create` would answer for a valid object, without storing it: AlreadyExists
+    /// when the name is taken; otherwise the object with the fields the store sets, but no
+    /// resourceVersion (nothing was written), as Kubernetes answers a dry-run create.
+    func dryRunCreate<T: APIObject>(_ object: T) async throws -> T {
+        if (try? await store.get(T.self, namespace: object.metadata.namespace, name: object.metadata.name)) != nil {
+            throw APIError(409, "AlreadyExists", "\(T.kindInfo.resource) \"\(object.metadata.name)\" already exists")
+        }
+        return object.asCreated()
     }
 
     static func randomSuffix() -> String {

@@ -25,6 +25,8 @@ struct APIBench: AsyncParsableCommand {
     var http1 = false
     @Flag(help: "Watches as HTTP/1.1 streams, one connection each (as before watches moved to HTTP/2 streams, 100 to a connection): the baseline for the watch transport.")
     var watchHttp1 = false
+    @Flag(help: "Creates as dry runs (?dryRun=All): checked and answered as real ones, but nothing is stored and no watcher gets an event. What a create costs without the store and the watch fan-out.")
+    var dryRun = false
     @Option(help: "Load an already running server (its kubeconfig) instead of one in this process, so each side's CPU can be measured apart. Its store keeps the pods.")
     var kubeconfig: String?
 
@@ -35,7 +37,7 @@ struct APIBench: AsyncParsableCommand {
 
     func run() async throws {
         print("machine: \(machineDescription())")
-        print("\(clients) clients creating \(creates) pods over TLS (creates over \(http1 ? "HTTP/1.1" : "HTTP/2") on \(connections) clients, \(watchHttp1 ? "each watch its own HTTP/1.1 connection" : "watches as HTTP/2 streams, 100 to a connection")) while \(watchers) watchers stream "
+        print("\(clients) clients creating \(creates) pods\(dryRun ? " as dry runs (nothing stored; the watchers get no events)" : "") over TLS (creates over \(http1 ? "HTTP/1.1" : "HTTP/2") on \(connections) clients, \(watchHttp1 ? "each watch its own HTTP/1.1 connection" : "watches as HTTP/2 streams, 100 to a connection")) while \(watchers) watchers stream "
               + (watch == .all ? "them all" : "those bound to their own node (spec.nodeName=node-N)"))
         var rates: [String: Double] = [:]
         for name in format {
@@ -76,7 +78,7 @@ struct APIBench: AsyncParsableCommand {
         let total = creates
         let byNode = watch == .node && watchers > 0
         // How many events each watcher waits for: all of them, or those of its node.
-        func expected(_ watcher: Int) -> Int { byNode ? total / watchers + (watcher < total % watchers ? 1 : 0) : total }
+        func expected(_ watcher: Int) -> Int { dryRun ? 0 : byNode ? total / watchers + (watcher < total % watchers ? 1 : 0) : total }
 
         // Watchers first, each from revision 0 of an empty store.
         let watchTasks = (0..<watchers).map { watcher in
@@ -139,7 +141,7 @@ struct APIBench: AsyncParsableCommand {
                         if byNode { pod.spec.nodeName = "node-\(i % watchers)" }
                         let t0 = DispatchTime.now().uptimeNanoseconds
                         pod.metadata.annotations["bench/sent"] = String(t0)
-                        _ = try await writer.create(pod)
+                        _ = try await writer.create(pod, dryRun: dryRun)
                         out.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
                         i += clients
                     }
@@ -152,6 +154,8 @@ struct APIBench: AsyncParsableCommand {
         }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         let cpu = ControllersBench.cpuSeconds(getpid()) - cpuStart
+        // A dry run's watchers were only attached: nothing will reach them.
+        if dryRun { for task in watchTasks { task.cancel() } }
         for task in watchTasks { _ = try? await task.value }
         // Transport cost: wire encodings per event, however many watchers (issue #8, fallacy 7).
         let encodes = ((try? await writer.metric("cox_watch_event_encodes_total")) ?? .nan) - encodesBefore
