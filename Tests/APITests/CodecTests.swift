@@ -111,6 +111,9 @@ struct CodecTests {
         let micro = try #require(Timestamp(rfc3339: "2024-01-01T00:00:00.5Z"))
         #expect(micro.nanos == 500_000_000)
         #expect(micro.format(microseconds: true) == "2024-01-01T00:00:00.500000Z")
+        #expect(micro.rfc3339 == "2024-01-01T00:00:00.5Z", "trailing zeros of a fraction are dropped")
+        let early = try #require(Timestamp(rfc3339: "0099-02-03T04:05:06.00012Z"))
+        #expect(early.rfc3339 == "0099-02-03T04:05:06.00012Z" && early.format(microseconds: true) == "0099-02-03T04:05:06.000120Z")
         #expect(Timestamp(seconds: -1).rfc3339 == "1969-12-31T23:59:59Z")
     }
 }

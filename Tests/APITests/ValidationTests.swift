@@ -10,6 +10,29 @@ struct ValidationTests {
         return pod
     }
 
+    /// Names, namespaces and label keys by apimachinery's rules (IsDNS1123Subdomain,
+    /// IsDNS1123Label, IsQualifiedName).
+    @Test func namesAndKeysFollowKubernetesSyntax() {
+        let label63 = String(repeating: "a", count: 63)
+        for good in ["a", "0abc", "a.b", "a-b.c-d", "web-7f9c", "\(label63).\(label63)", String(repeating: "a.", count: 126) + "a"] {
+            #expect(NameSyntax.subdomainProblem(good) == nil, "\(good)")
+        }
+        for bad in ["", "-a", "a-", "a..b", ".a", "a.", "A", "a_b", "a.-b", "a-.b", "\(label63)a.b", String(repeating: "a.", count: 127) + "a"] {
+            #expect(NameSyntax.subdomainProblem(bad) != nil, "\(bad)")
+        }
+        #expect(NameSyntax.labelProblem("kube-system") == nil && NameSyntax.labelProblem(label63) == nil)
+        for bad in ["a.b", "-a", "a-", "\(label63)a", "Default"] { #expect(NameSyntax.labelProblem(bad) != nil, "\(bad)") }
+        for good in ["app", "App_1.x", "example.com/app", "bench/sent", "a.b-c/\(label63)", "kubernetes.io/hostname"] {
+            #expect(LabelSyntax.keyProblem(good) == nil, "\(good)")
+        }
+        let bad: [(String, String)] = [("a/b/c", "qualified name"), ("/x", "prefix part must be non-empty"), ("Example.com/x", "prefix part a lowercase"),
+                                       ("x/", "name part must be non-empty"), ("a/-b", "name part must consist"), ("\(label63)b", "no more than 63"),
+                                       ("-a.com/b", "prefix part a lowercase")]
+        for (key, problem) in bad {
+            #expect(LabelSyntax.keyProblem(key)?.contains(problem) == true, "\(key): \(LabelSyntax.keyProblem(key) ?? "accepted")")
+        }
+    }
+
     @Test func defaultsAreKubernetesDefaults() throws {
         let pod = try pod(#"{"metadata":{"name":"a"},"spec":{"containers":[{"name":"c","command":["x"],"ports":[{"containerPort":80}],"livenessProbe":{"httpGet":{"port":80}}}],"tolerations":[{"key":"k","effect":"NoSchedule"}]}}"#)
         #expect(pod.apiVersion == "v1" && pod.kind == "Pod")

@@ -14,18 +14,26 @@ extension Timestamp {
     public var rfc3339: String { format(microseconds: false) }
 
     public func format(microseconds: Bool) -> String {
+        // Into one buffer (this runs for every timestamp of every JSON encode and audit line).
         let (y, mo, d) = Self.civil(fromDays: floorDiv(seconds, 86_400))
         let secondOfDay = seconds - floorDiv(seconds, 86_400) * 86_400
-        var s = pad(y, 4) + "-" + pad(mo, 2) + "-" + pad(d, 2) + "T"
-        s += pad(secondOfDay / 3600, 2) + ":" + pad(secondOfDay / 60 % 60, 2) + ":" + pad(secondOfDay % 60, 2)
+        var b: [UInt8] = []
+        b.reserveCapacity(32)
+        appendPadded(y, 4, &b); b.append(UInt8(ascii: "-")); appendPadded(mo, 2, &b); b.append(UInt8(ascii: "-")); appendPadded(d, 2, &b)
+        b.append(UInt8(ascii: "T"))
+        appendPadded(secondOfDay / 3600, 2, &b); b.append(UInt8(ascii: ":"))
+        appendPadded(secondOfDay / 60 % 60, 2, &b); b.append(UInt8(ascii: ":"))
+        appendPadded(secondOfDay % 60, 2, &b)
         if microseconds {
-            s += "." + pad(Int64(nanos / 1000), 6)
+            b.append(UInt8(ascii: "."))
+            appendPadded(Int64(nanos / 1000), 6, &b)
         } else if nanos != 0 {
-            var fraction = pad(Int64(nanos), 9)
-            while fraction.hasSuffix("0") { fraction.removeLast() }
-            s += "." + fraction
+            b.append(UInt8(ascii: "."))
+            appendPadded(Int64(nanos), 9, &b)
+            while b.last == UInt8(ascii: "0") { b.removeLast() }
         }
-        return s + "Z"
+        b.append(UInt8(ascii: "Z"))
+        return String(decoding: b, as: UTF8.self)
     }
 
     /// Parses `2024-01-02T03:04:05Z`, with optional fraction and `+hh:mm` offset.
@@ -101,9 +109,22 @@ private func floorDiv(_ a: Int64, _ b: Int64) -> Int64 {
     a >= 0 ? a / b : -((-a + b - 1) / b)
 }
 
-private func pad(_ value: Int64, _ width: Int) -> String {
-    let s = String(value)
-    return s.count >= width ? s : String(repeating: "0", count: width - s.count) + s
+/// `value` in decimal, zero-padded on the left to `width` digits (after the sign, if negative).
+private func appendPadded(_ value: Int64, _ width: Int, _ b: inout [UInt8]) {
+    if value < 0 { b.append(UInt8(ascii: "-")) }
+    var magnitude = value.magnitude
+    var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                 UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    var count = 0
+    withUnsafeMutableBytes(of: &digits) { raw in
+        repeat {
+            raw[count] = UInt8(ascii: "0") + UInt8(magnitude % 10)
+            magnitude /= 10
+            count += 1
+        } while magnitude > 0
+        for _ in count..<max(count, width) { b.append(UInt8(ascii: "0")) }
+        for i in stride(from: count - 1, through: 0, by: -1) { b.append(raw[i]) }
+    }
 }
 
 extension JSONValue {

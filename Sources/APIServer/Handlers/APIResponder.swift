@@ -124,7 +124,7 @@ struct APIResponder: HTTPResponder {
     @TaskLocal static var requestChannel: (any Channel)?
 
     static func responseFormat(_ request: Request) -> WireFormat {
-        request.headers[.accept]?.contains(WireFormat.protobuf.rawValue) == true ? .protobuf : .json
+        request.headers[.accept].map { Self.has($0, WireFormat.protobuf.rawValue) } == true ? .protobuf : .json
     }
 
     static func requestFormat(_ request: Request) -> WireFormat {
@@ -348,7 +348,13 @@ struct APIResponder: HTTPResponder {
 
     /// kubectl asks for `application/json;as=Table;v=v1;g=meta.k8s.io` so the server chooses the columns.
     static func wantsTable(_ request: Request) -> Bool {
-        request.headers[.accept]?.contains("as=Table") == true
+        request.headers[.accept].map { Self.has($0, "as=Table") } == true
+    }
+
+    /// Whether `text` contains `part`, compared as bytes (Foundation's `contains` goes through
+    /// NSString: 0.6 % of the server's CPU when every request asked it of its Accept header).
+    static func has(_ text: String, _ part: String) -> Bool {
+        text.utf8.firstRange(of: part.utf8) != nil
     }
 
     /// A `meta.k8s.io/v1` Table: the same columns as `cox get` (those only `-o wide` shows have

@@ -1,5 +1,8 @@
 import API
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import Synchronization
 
@@ -80,11 +83,23 @@ public final class AuditLog: Sendable {
         state.withLock { state in
             if state.size + line.count > maxBytes { rotate(&state) }
             guard let handle = state.handle else { return }
-            do {
-                try handle.write(contentsOf: line)
+            // write(2) on the descriptor: FileHandle's write adds closures and a protocol hop per line.
+            let error = line.withUnsafeBytes { bytes -> Int32? in
+                var offset = 0
+                while offset < bytes.count {
+                    let written = Glibc.write(handle.fileDescriptor, bytes.baseAddress! + offset, bytes.count - offset)
+                    if written < 0 {
+                        if errno == EINTR { continue }
+                        return errno
+                    }
+                    offset += written
+                }
+                return nil
+            }
+            if let error {
+                logger.error("cannot write the audit log", metadata: ["path": "\(path)", "error": "\(String(cString: strerror(error)))"])
+            } else {
                 state.size += line.count
-            } catch {
-                logger.error("cannot write the audit log", metadata: ["path": "\(path)", "error": "\(error)"])
             }
         }
     }
@@ -109,32 +124,28 @@ public final class AuditLog: Sendable {
     }
 
     static func line(_ entry: Entry) -> [UInt8] {
-        var members: [JSONMember] = [
-            JSONMember("time", .string(Timestamp(date: Date()).format(microseconds: true))),  // RFC 3339, UTC, µs
-            JSONMember("requestID", .string(entry.requestID)),
-            JSONMember("user", .string(entry.user)),
-            JSONMember("groups", .array(entry.groups.map { .string($0) })),
-        ]
-        if let by = entry.impersonatedBy { members.append(JSONMember("impersonatedBy", .string(by))) }
-        members.append(JSONMember("sourceIP", .string(entry.sourceIP)))
+        var w = JSONWriter(capacity: 320)
+        w.beginObject()
+        w.key("time"); w.string(Timestamp(date: Date()).format(microseconds: true))  // RFC 3339, UTC, µs
+        w.key("requestID"); w.string(entry.requestID)
+        w.key("user"); w.string(entry.user)
+        w.key("groups"); w.beginArray(); for group in entry.groups { w.string(group) }; w.endArray()
+        if let by = entry.impersonatedBy { w.key("impersonatedBy"); w.string(by) }
+        w.key("sourceIP"); w.string(entry.sourceIP)
         if let attributes = entry.attributes, attributes.isResourceRequest {
-            members += [
-                JSONMember("verb", .string(attributes.verb)),
-                JSONMember("apiGroup", .string(attributes.apiGroup)),
-                JSONMember("resource", .string(attributes.subresource.isEmpty ? attributes.resource : "\(attributes.resource)/\(attributes.subresource)")),
-                JSONMember("namespace", .string(attributes.namespace)),
-                JSONMember("name", .string(attributes.name)),
-            ]
+            w.key("verb"); w.string(attributes.verb)
+            w.key("apiGroup"); w.string(attributes.apiGroup)
+            w.key("resource"); w.string(attributes.subresource.isEmpty ? attributes.resource : "\(attributes.resource)/\(attributes.subresource)")
+            w.key("namespace"); w.string(attributes.namespace)
+            w.key("name"); w.string(attributes.name)
         } else {
-            members += [JSONMember("verb", .string(entry.attributes?.verb ?? entry.method.lowercased())), JSONMember("path", .string(entry.path))]
+            w.key("verb"); w.string(entry.attributes?.verb ?? entry.method.lowercased())
+            w.key("path"); w.string(entry.path)
         }
-        members += [
-            JSONMember("code", .int(Int64(entry.code))),
-            JSONMember("latencyMs", .double((entry.latencySeconds * 1e6).rounded() / 1e3)),
-        ]
-        var writer = JSONWriter()
-        writer.value(.object(members))
-        return writer.bytes
+        w.key("code"); w.int(entry.code)
+        w.key("latencyMs"); w.double((entry.latencySeconds * 1e6).rounded() / 1e3)
+        w.endObject()
+        return w.bytes
     }
 }
 

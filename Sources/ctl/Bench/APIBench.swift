@@ -25,20 +25,27 @@ struct APIBench: AsyncParsableCommand {
     var http1 = false
     @Flag(help: "Watches as HTTP/1.1 streams, one connection each (as before watches moved to HTTP/2 streams, 100 to a connection): the baseline for the watch transport.")
     var watchHttp1 = false
-    @Flag(help: "Creates as dry runs (?dryRun=All): checked and answered as real ones, but nothing is stored and no watcher gets an event. What a create costs without the store and the watch fan-out.")
-    var dryRun = false
+    @Option(help: "What each client request is: create (a pod), dry-run (the same create with ?dryRun=All: checked and answered as a real one, but nothing is stored and no watcher gets an event), or livez (GET /livez: the transport and the client alone). The last two are floors to compare creates with.")
+    var request: RequestShape = .create
     @Option(help: "Load an already running server (its kubeconfig) instead of one in this process, so each side's CPU can be measured apart. Its store keeps the pods.")
     var kubeconfig: String?
 
     enum WatchShape: String, ExpressibleByArgument { case all, node }
+    enum RequestShape: String, ExpressibleByArgument { case create, dryRun = "dry-run", livez }
 
     /// Lag samples from every Nth event per watcher.
     static let lagSampleEvery = 50
 
     func run() async throws {
         print("machine: \(machineDescription())")
-        print("\(clients) clients creating \(creates) pods\(dryRun ? " as dry runs (nothing stored; the watchers get no events)" : "") over TLS (creates over \(http1 ? "HTTP/1.1" : "HTTP/2") on \(connections) clients, \(watchHttp1 ? "each watch its own HTTP/1.1 connection" : "watches as HTTP/2 streams, 100 to a connection")) while \(watchers) watchers stream "
+        let what = switch request {
+        case .create: "creating \(creates) pods"
+        case .dryRun: "dry-run creating \(creates) pods (nothing stored: the watchers get no events)"
+        case .livez: "asking GET /livez \(creates) times (the watchers get no events)"
+        }
+        print("\(clients) clients \(what) over TLS (creates over \(http1 ? "HTTP/1.1" : "HTTP/2") on \(connections) clients, \(watchHttp1 ? "each watch its own HTTP/1.1 connection" : "watches as HTTP/2 streams, 100 to a connection")) while \(watchers) watchers stream "
               + (watch == .all ? "them all" : "those bound to their own node (spec.nodeName=node-N)"))
+        let noun = request == .livez ? "request" : "create"
         var rates: [String: Double] = [:]
         for name in format {
             guard let wire: WireFormat = name == "json" ? .json : name == "protobuf" ? .protobuf : nil else {
@@ -46,9 +53,9 @@ struct APIBench: AsyncParsableCommand {
             }
             let result = try await measure(wire)
             rates[name] = result.rate
-            print("  \(name.padding(toLength: 9, withPad: " ", startingAt: 0)) \(fmt(result.rate, 0)) creates/s; create p50 \(fmt(result.p50, 1)) ms, p99 \(fmt(result.p99, 1)) ms; watch lag p99 \(fmt(result.lagP99, 1)) ms; \(result.delivered) events delivered; \(fmt(result.encodesPerEvent, 2)) encodings per event; this process \(fmt(result.cpuPerCreate * 1e6, 0)) µs CPU per create\(kubeconfig == nil ? " (server and clients)" : " (clients only)")")
+            print("  \(name.padding(toLength: 9, withPad: " ", startingAt: 0)) \(fmt(result.rate, 0)) \(noun)s/s; \(noun) p50 \(fmt(result.p50, 1)) ms, p99 \(fmt(result.p99, 1)) ms; watch lag p99 \(fmt(result.lagP99, 1)) ms; \(result.delivered) events delivered; \(fmt(result.encodesPerEvent, 2)) encodings per event; this process \(fmt(result.cpuPerCreate * 1e6, 0)) µs CPU per \(noun)\(kubeconfig == nil ? " (server and clients)" : " (clients only)")")
         }
-        if let pb = rates["protobuf"], let js = rates["json"] { print("  → protobuf creates/s is \(fmt(pb / js, 2))× JSON's") }
+        if let pb = rates["protobuf"], let js = rates["json"] { print("  → protobuf \(noun)s/s is \(fmt(pb / js, 2))× JSON's") }
     }
 
     struct Result {
@@ -78,7 +85,7 @@ struct APIBench: AsyncParsableCommand {
         let total = creates
         let byNode = watch == .node && watchers > 0
         // How many events each watcher waits for: all of them, or those of its node.
-        func expected(_ watcher: Int) -> Int { dryRun ? 0 : byNode ? total / watchers + (watcher < total % watchers ? 1 : 0) : total }
+        func expected(_ watcher: Int) -> Int { request != .create ? 0 : byNode ? total / watchers + (watcher < total % watchers ? 1 : 0) : total }
 
         // Watchers first, each from revision 0 of an empty store.
         let watchTasks = (0..<watchers).map { watcher in
@@ -141,7 +148,11 @@ struct APIBench: AsyncParsableCommand {
                         if byNode { pod.spec.nodeName = "node-\(i % watchers)" }
                         let t0 = DispatchTime.now().uptimeNanoseconds
                         pod.metadata.annotations["bench/sent"] = String(t0)
-                        _ = try await writer.create(pod, dryRun: dryRun)
+                        switch request {
+                        case .create: _ = try await writer.create(pod)
+                        case .dryRun: _ = try await writer.create(pod, dryRun: true)
+                        case .livez: _ = try await writer.getText("/livez")
+                        }
                         out.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
                         i += clients
                     }
@@ -154,8 +165,8 @@ struct APIBench: AsyncParsableCommand {
         }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         let cpu = ControllersBench.cpuSeconds(getpid()) - cpuStart
-        // A dry run's watchers were only attached: nothing will reach them.
-        if dryRun { for task in watchTasks { task.cancel() } }
+        // Without creates the watchers were only attached: nothing will reach them.
+        if request != .create { for task in watchTasks { task.cancel() } }
         for task in watchTasks { _ = try? await task.value }
         // Transport cost: wire encodings per event, however many watchers (issue #8, fallacy 7).
         let encodes = ((try? await writer.metric("cox_watch_event_encodes_total")) ?? .nan) - encodesBefore
