@@ -83,6 +83,10 @@ public struct WatchRequest: Sendable {
     public var timeoutSeconds = 300
     /// A watch connection silent this long (no event, no bookmark) is taken for dead and replaced.
     public var idleTimeout: Duration = .seconds(20)
+    /// Events decoded ahead of the consumer at most. A consumer further behind holds up the watch's
+    /// connection (HTTP/2 flow control stops the server's writes to it); one that stays behind
+    /// long enough is cut off by the server and re-lists. Memory stays bounded however slow it is.
+    public var maxBuffered = 1_000
 
     public init(namespace: String? = nil, labelSelector: String? = nil, fieldSelector: String? = nil, resourceVersion: String = "") {
         self.namespace = namespace
@@ -97,17 +101,26 @@ extension APIClient {
     /// (events and bookmarks both advance it), backing off while the server is unreachable, and
     /// re-lists when the server says that revision is gone (410), reporting the fresh set as
     /// `relisted`. Ends only when the consumer stops iterating (or the task is cancelled).
-    public func watch<T: APIObject>(_ type: T.Type, _ request: WatchRequest) -> AsyncThrowingStream<ObjectEvent<T>, any Error> {
-        AsyncThrowingStream { continuation in
+    public func watch<T: APIObject>(_ type: T.Type, _ request: WatchRequest) -> WatchEvents<T> {
+        let window = EventWindow(capacity: max(1, request.maxBuffered))
+        let events = AsyncThrowingStream<ObjectEvent<T>, any Error> { continuation in
             let task = Task {
                 let progress = WatchProgress(revision: request.resourceVersion)
+                /// Hands one event over once the consumer has room for it (not idle meanwhile:
+                /// the server is not silent, the consumer is behind).
+                @Sendable func deliver(_ event: ObjectEvent<T>) async throws {
+                    progress.paused = true
+                    defer { progress.paused = false }
+                    try await window.reserve()
+                    continuation.yield(event)
+                }
                 var backoff = Backoff(base: .milliseconds(200), cap: .seconds(10))
                 while !Task.isCancelled {
                     do {
                         if progress.revision.isEmpty {
                             let listed = try await self.list(T.self, namespace: request.namespace, labelSelector: request.labelSelector, fieldSelector: request.fieldSelector)
+                            try await deliver(.relisted(listed.items, revision: listed.resourceVersion))
                             progress.revision = listed.resourceVersion
-                            continuation.yield(.relisted(listed.items, revision: listed.resourceVersion))
                         }
                         // The stream is read next to a watchdog: the server sends at least a
                         // bookmark every few seconds, so a connection that stays silent longer
@@ -128,14 +141,17 @@ extension APIClient {
                                             throw ClientError(code: Int(status.code), reason: status.reason, message: status.message)
                                         }
                                         guard let object else { continue }
-                                        if !object.metadata.resourceVersion.isEmpty { progress.revision = object.metadata.resourceVersion }
+                                        let revision = object.metadata.resourceVersion
                                         switch kind {
-                                        case "ADDED": continuation.yield(.added(object))
-                                        case "MODIFIED": continuation.yield(.modified(object))
-                                        case "DELETED": continuation.yield(.deleted(object))
-                                        case "BOOKMARK": continuation.yield(.bookmark(revision: progress.revision))
+                                        case "ADDED": try await deliver(.added(object))
+                                        case "MODIFIED": try await deliver(.modified(object))
+                                        case "DELETED": try await deliver(.deleted(object))
+                                        case "BOOKMARK": try await deliver(.bookmark(revision: revision.isEmpty ? progress.revision : revision))
                                         default: break
                                         }
+                                        // Only once handed over: a watch cut while waiting for
+                                        // the consumer resumes with that event, not after it.
+                                        if !revision.isEmpty { progress.revision = revision }
                                     }
                                 }
                             }
@@ -165,6 +181,7 @@ extension APIClient {
             }
             continuation.onTermination = { _ in task.cancel() }
         }
+        return WatchEvents(events: events, window: window)
     }
 
     /// One watch request's body (200), or the server's error.
@@ -177,11 +194,85 @@ extension APIClient {
     }
 }
 
-/// Where a resuming watch is: its revision, and when it last heard from the server.
-final class WatchProgress: Sendable {
-    private let state: Mutex<(revision: String, heard: ContinuousClock.Instant)>
+/// A resuming watch's events (`APIClient.watch`), at most `WatchRequest.maxBuffered` of them
+/// decoded and waiting for the consumer.
+public struct WatchEvents<T: APIObject>: AsyncSequence, Sendable {
+    public typealias Element = ObjectEvent<T>
+    let events: AsyncThrowingStream<ObjectEvent<T>, any Error>
+    let window: EventWindow
 
-    init(revision: String) { state = Mutex((revision, .now)) }
+    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(base: events.makeAsyncIterator(), window: window) }
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        var base: AsyncThrowingStream<ObjectEvent<T>, any Error>.AsyncIterator
+        let window: EventWindow
+
+        public mutating func next() async throws -> ObjectEvent<T>? {
+            let event = try await base.next()
+            if event != nil { window.taken() }
+            return event
+        }
+    }
+}
+
+/// How many events wait for a watch's consumer; the producer waits while `capacity` do.
+final class EventWindow: Sendable {
+    struct State {
+        var waiting = 0
+        var producer: CheckedContinuation<Void, Never>?
+    }
+    let capacity: Int
+    let state = Mutex(State())
+
+    init(capacity: Int) { self.capacity = capacity }
+
+    var waiting: Int { state.withLock { $0.waiting } }
+
+    /// Counts one more waiting event once there is room (throws if the producer is cancelled).
+    func reserve() async throws {
+        while true {
+            try Task.checkCancellation()
+            let reserved = state.withLock { state -> Bool in
+                guard state.waiting < capacity else { return false }
+                state.waiting += 1
+                return true
+            }
+            if reserved { return }
+            await withTaskCancellationHandler {
+                await withCheckedContinuation { (producer: CheckedContinuation<Void, Never>) in
+                    let room = state.withLock { state -> Bool in
+                        if state.waiting < capacity { return true }
+                        state.producer = producer
+                        return false
+                    }
+                    if room { producer.resume() }
+                }
+            } onCancel: {
+                self.wake()
+            }
+        }
+    }
+
+    /// The consumer took an event.
+    func taken() {
+        state.withLock { $0.waiting -= 1 }
+        wake()
+    }
+
+    private func wake() {
+        state.withLock { state -> CheckedContinuation<Void, Never>? in
+            defer { state.producer = nil }
+            return state.producer
+        }?.resume()
+    }
+}
+
+/// Where a resuming watch is: its revision, and when it last heard from the server (not counting
+/// time `paused` waiting for the consumer, when it does not read the connection).
+final class WatchProgress: Sendable {
+    private let state: Mutex<(revision: String, heard: ContinuousClock.Instant, paused: Bool)>
+
+    init(revision: String) { state = Mutex((revision, .now, false)) }
 
     var revision: String {
         get { state.withLock { $0.revision } }
@@ -190,7 +281,12 @@ final class WatchProgress: Sendable {
 
     func touch() { state.withLock { $0.heard = .now } }
 
-    var silence: Duration { state.withLock { .now - $0.heard } }
+    var paused: Bool {
+        get { state.withLock { $0.paused } }
+        set { state.withLock { $0.paused = newValue; $0.heard = .now } }
+    }
+
+    var silence: Duration { state.withLock { $0.paused ? .zero : .now - $0.heard } }
 }
 
 /// A watch connection that went silent past its idle timeout.

@@ -187,13 +187,41 @@ extension APIServerTests {
             await server.stop()
         }
 
+        /// A consumer that stops reading holds its watch up instead of growing its memory: at most
+        /// `maxBuffered` events wait decoded, the rest wait on the server (HTTP/2 flow control).
+        /// A pause longer than the idle timeout is not taken for a dead connection, and when the
+        /// consumer reads again nothing is lost or repeated.
+        @Test func aWatchConsumerThatStopsReadingHoldsTheWatchUp() async throws {
+            let server = try await ServerHarness()
+            let api = try client(server)
+            var request = WatchRequest(namespace: "default", resourceVersion: "0")
+            request.timeoutSeconds = 60
+            request.maxBuffered = 5
+            request.idleTimeout = .seconds(1)
+            let events = api.watch(Pod.self, request)
+            var iterator = events.makeAsyncIterator()
+            for i in 0..<40 { _ = try await api.create(TestObjects.pod("p\(i)")) }
+            try await waitUntil("five events wait for the consumer") { events.window.waiting == 5 }
+            try await Task.sleep(for: .seconds(2))
+            #expect(events.window.waiting == 5, "no more than maxBuffered decoded ahead")
+            var names: [String] = []
+            while names.count < 40, let event = try await iterator.next() {
+                if case .added(let pod) = event { names.append(pod.metadata.name) }
+            }
+            #expect(names == (0..<40).map { "p\($0)" })
+            let watches = try await server.request("/metrics").body.split(separator: "\n").filter { $0.hasPrefix(#"cox_apiserver_requests_total{verb="watch""#) }
+            #expect(watches == [#"cox_apiserver_requests_total{verb="watch",resource="pods",code="200"} 1"#], "one watch request: the pause was not a stall")
+            try await api.shutdown()
+            await server.stop()
+        }
+
         /// Watches must not take the HTTP/2 connection's streams (100) from ordinary calls.
         @Test func manyOpenWatchesDoNotBlockOtherCalls() async throws {
             let server = try await ServerHarness()
             let api = try client(server)
             var request = WatchRequest(namespace: "default", resourceVersion: "0")
             request.timeoutSeconds = 60
-            var iterators: [AsyncThrowingStream<ObjectEvent<Pod>, any Error>.AsyncIterator] = []
+            var iterators: [WatchEvents<Pod>.AsyncIterator] = []
             for _ in 0..<120 { iterators.append(api.watch(Pod.self, request).makeAsyncIterator()) }
             // Start them all: the first event of each is the ADDED of this pod.
             _ = try await api.create(TestObjects.pod("seen-by-all"))
@@ -269,7 +297,7 @@ extension APIServerTests {
         }
 
         /// The next ADDED/MODIFIED/DELETED as "TYPE name", skipping bookmarks.
-        func nextChange(_ events: inout AsyncThrowingStream<ObjectEvent<Pod>, any Error>.AsyncIterator) async throws -> String? {
+        func nextChange(_ events: inout WatchEvents<Pod>.AsyncIterator) async throws -> String? {
             while let event = try await events.next() {
                 switch event {
                 case .added(let pod): return "ADDED \(pod.metadata.name)"
