@@ -136,6 +136,8 @@ struct APIServerTests {
         #expect(put.code == 400 && put.body.contains("was not carried out"), "\(put.body)")
         let delete = try await server.request("DELETE", "/api/v1/namespaces/default/pods/web?dryRun=All")
         #expect(delete.code == 400, "\(delete.body)")
+        let signing = try await server.request("POST", "/apis/certificates.k8s.io/v1/certificatesigningrequests?dryRun=All", body: "{}")
+        #expect(signing.code == 400 && signing.body.contains("no certificate was signed"), "\(signing.body)")
         let kept = try Pod(jsonString: try await server.request("/api/v1/namespaces/default/pods/web").body)
         #expect(kept.metadata.labels["changed"] == nil && !kept.metadata.hasDeletionTimestamp)
         // The one real create is the only write.

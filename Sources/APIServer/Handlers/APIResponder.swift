@@ -158,6 +158,9 @@ struct APIResponder: HTTPResponder {
             attributes.resource = CertificateSigner.resource
             audited.attributes = attributes
             try authorize(attributes)
+            if try Self.dryRun(Self.query(request)) {
+                throw APIError.badRequest("dryRun=All is not supported for certificate signing requests; no certificate was signed")
+            }
             return try await signingRequest(&request, identity: identity, format: format, audited: audited)
         }
         let resourcePath = try ResourcePath.parse(segments)
