@@ -220,6 +220,9 @@ final class EventWindow: Sendable {
     struct State {
         var waiting = 0
         var producer: CheckedContinuation<Void, Never>?
+        /// The producer was cancelled: it must not start waiting (a cancel that came just before
+        /// its wait found nobody to wake).
+        var cancelled = false
     }
     let capacity: Int
     let state = Mutex(State())
@@ -240,14 +243,15 @@ final class EventWindow: Sendable {
             if reserved { return }
             await withTaskCancellationHandler {
                 await withCheckedContinuation { (producer: CheckedContinuation<Void, Never>) in
-                    let room = state.withLock { state -> Bool in
-                        if state.waiting < capacity { return true }
+                    let goOn = state.withLock { state -> Bool in
+                        if state.waiting < capacity || state.cancelled { return true }
                         state.producer = producer
                         return false
                     }
-                    if room { producer.resume() }
+                    if goOn { producer.resume() }
                 }
             } onCancel: {
+                self.state.withLock { $0.cancelled = true }
                 self.wake()
             }
         }

@@ -105,9 +105,10 @@ struct APIServerTests {
         await server.stop()
     }
 
-    /// `kubectl create --dry-run=server` sends `?dryRun=All`: the create is checked as a real one
-    /// and nothing is stored. A write that cannot be dry-run here is refused, not carried out.
-    @Test func dryRunCreatesAreCheckedAndStoreNothing() async throws {
+    /// `kubectl create --dry-run=server` sends `?dryRun=All` (`kubectl delete`, a DeleteOptions body):
+    /// the create or delete is checked as a real one and nothing is written. A write that cannot be
+    /// dry-run here is refused, not carried out.
+    @Test func dryRunsAreCheckedAndWriteNothing() async throws {
         let server = try await ServerHarness()
         func revision() async throws -> String? {
             if case .string(let rv)? = try await server.request("/api/v1/namespaces/default/pods").json?["metadata"]?["resourceVersion"] { return rv }
@@ -134,14 +135,35 @@ struct APIServerTests {
         changed.metadata.labels["changed"] = "yes"
         let put = try await server.request("PUT", "/api/v1/namespaces/default/pods/web?dryRun=All", body: changed.jsonString())
         #expect(put.code == 400 && put.body.contains("was not carried out"), "\(put.body)")
+        // A dry-run delete answers what the deletion would do and does nothing: an unbound pod would
+        // go at once; a bound one would be marked for its grace period.
         let delete = try await server.request("DELETE", "/api/v1/namespaces/default/pods/web?dryRun=All")
-        #expect(delete.code == 400, "\(delete.body)")
+        #expect(delete.code == 200 && (try? Pod(jsonString: delete.body))?.metadata.name == "web", "\(delete.body)")
+        let stale = try await server.request("DELETE", "/api/v1/namespaces/default/pods/web?dryRun=All&resourceVersion=1")
+        #expect(stale.code == 409, "a precondition is checked as for a real delete: \(stale.body)")
+        #expect(try await server.request("DELETE", "/api/v1/namespaces/default/pods/ghost?dryRun=All").code == 404)
+        var bound = TestObjects.pod("bound")
+        bound.spec.nodeName = "n1"
+        #expect(try await server.request("POST", "/api/v1/namespaces/default/pods", body: bound.jsonString()).code == 201)
+        let graceful = try Pod(jsonString: try await server.request("DELETE", "/api/v1/namespaces/default/pods/bound?dryRun=All").body)
+        #expect(graceful.metadata.hasDeletionTimestamp && graceful.metadata.deletionGracePeriodSeconds == 30)
+        #expect(try Pod(jsonString: try await server.request("/api/v1/namespaces/default/pods/bound").body).metadata.hasDeletionTimestamp == false)
         let signing = try await server.request("POST", "/apis/certificates.k8s.io/v1/certificatesigningrequests?dryRun=All", body: "{}")
         #expect(signing.code == 400 && signing.body.contains("no certificate was signed"), "\(signing.body)")
         let kept = try Pod(jsonString: try await server.request("/api/v1/namespaces/default/pods/web").body)
         #expect(kept.metadata.labels["changed"] == nil && !kept.metadata.hasDeletionTimestamp)
-        // The one real create is the only write.
-        #expect(try await revision() == "\((Int(start) ?? -10) + 1)")
+        // kubectl sends its options in a DELETE's body (DeleteOptions): honoured, or refused.
+        let uid = try await server.request("DELETE", "/api/v1/namespaces/default/pods/bound", body: #"{"preconditions":{"uid":"x"}}"#)
+        #expect(uid.code == 400 && uid.body.contains("preconditions.uid is not supported"), "\(uid.body)")
+        let badDry = try await server.request("DELETE", "/api/v1/namespaces/default/pods/bound", body: #"{"kind":"DeleteOptions","apiVersion":"v1","dryRun":["Yes"]}"#)
+        #expect(badDry.code == 400, "\(badDry.body)")
+        let bodyDry = try await server.request("DELETE", "/api/v1/namespaces/default/pods/bound", body: #"{"kind":"DeleteOptions","apiVersion":"v1","dryRun":["All"],"propagationPolicy":"Background"}"#)
+        #expect(bodyDry.code == 200, "\(bodyDry.body)")
+        // The two real creates are the only writes.
+        #expect(try await revision() == "\((Int(start) ?? -10) + 2)")
+        let now = try await server.request("DELETE", "/api/v1/namespaces/default/pods/bound", body: #"{"kind":"DeleteOptions","apiVersion":"v1","gracePeriodSeconds":0}"#)
+        #expect(now.code == 200, "\(now.body)")
+        #expect(try await server.request("/api/v1/namespaces/default/pods/bound").code == 404, "gracePeriodSeconds 0 from the body: gone at once")
         await server.stop()
     }
 
@@ -342,6 +364,9 @@ struct APIServerTests {
             let dry = try await Tools.runDetached(kubectl, ["--kubeconfig", server.kubeconfig, "create", "--dry-run=server", "--validate=false", "-f", manifest])
             #expect(dry.status == 0 && dry.output.contains("pod/dry created (server dry run)"), "\(dry.output)")
             #expect(try await server.request("/api/v1/namespaces/default/pods/dry").code == 404)
+            let dryDelete = try await Tools.runDetached(kubectl, ["--kubeconfig", server.kubeconfig, "delete", "pod", "seen", "--dry-run=server"])
+            #expect(dryDelete.status == 0 && dryDelete.output.contains(#"pod "seen" deleted (server dry run)"#), "\(dryDelete.output)")
+            #expect(try await server.request("/api/v1/namespaces/default/pods/seen").code == 200)
             // kubectl asks for a Table and prints the server's columns.
             let table = try await Tools.runDetached(kubectl, ["--kubeconfig", server.kubeconfig, "get", "pods"])
             #expect(table.status == 0 && table.output.hasPrefix("NAME   READY   STATUS    RESTARTS   AGE\nseen   0/1     Pending   0"), "\(table.output)")

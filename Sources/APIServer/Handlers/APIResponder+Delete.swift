@@ -7,6 +7,44 @@ import SwiftProtobuf
 extension APIResponder {
     static let propagationPolicies = ["Background", "Foreground", "Orphan"]
 
+    /// A DELETE's body, when it has one, is a `DeleteOptions` (kubectl sends its `--dry-run`,
+    /// `--grace-period` and `--cascade` there, not in the query): its fields become the request's
+    /// parameters, over the query's. A field that cannot be honoured is refused, never ignored.
+    static func readDeleteOptions(_ body: [UInt8], into query: inout QueryParameters) throws {
+        guard body.contains(where: { $0 != 0x20 && $0 != 0x0A && $0 != 0x0D && $0 != 0x09 }) else { return }
+        let options: JSONValue
+        do { options = try JSONParser.parse(bytes: body) } catch {
+            throw APIError.badRequest("the body of a DELETE must be a JSON DeleteOptions: \(error)")
+        }
+        guard case .object(let members) = options else { throw APIError.badRequest("the body of a DELETE must be a JSON DeleteOptions object") }
+        for member in members {
+            switch (member.key, member.value) {
+            case ("kind", .string(let kind)) where kind == "DeleteOptions": break
+            case ("apiVersion", .string): break
+            case ("dryRun", .array(let values)):
+                for value in values {
+                    guard case .string(let text) = value else { throw APIError.badRequest("dryRun: must be a list of strings") }
+                    query["dryRun"] = text  // each is checked: only "All" is accepted
+                    _ = try dryRun(query)
+                }
+            case ("gracePeriodSeconds", .int(let seconds)): query["gracePeriodSeconds"] = String(seconds)
+            case ("gracePeriodSeconds", .null), ("propagationPolicy", .null), ("preconditions", .null), ("orphanDependents", .null): break
+            case ("propagationPolicy", .string(let policy)): query["propagationPolicy"] = policy
+            case ("orphanDependents", .bool(let orphan)): query["propagationPolicy"] = orphan ? "Orphan" : "Background"
+            case ("preconditions", .object(let preconditions)):
+                for precondition in preconditions {
+                    switch (precondition.key, precondition.value) {
+                    case ("resourceVersion", .string(let version)): query["resourceVersion"] = version
+                    case (_, .null): break
+                    default: throw APIError.badRequest("preconditions.\(precondition.key) is not supported here; nothing was deleted")
+                    }
+                }
+            default:
+                throw APIError.badRequest("DeleteOptions: unknown or malformed field \"\(member.key)\"; nothing was deleted")
+            }
+        }
+    }
+
     /// What must happen before an object being deleted may go: its finalizers, and for a
     /// namespace also `spec.finalizers` (the namespace controller's, emptied once it is empty).
     static func pendingFinalizers<T: APIObject>(_ object: T) -> [String] {
@@ -19,7 +57,10 @@ extension APIResponder {
     /// (deletionTimestamp) and goes when its last finalizer is removed. `propagationPolicy`
     /// `Foreground` and `Orphan` add the garbage collector's finalizers; a namespace always waits
     /// for the namespace controller to empty it.
+    /// With `?dryRun=All`, everything is decided and checked the same way and the answer is the
+    /// object as the deletion would leave it (or as it was, when it would go at once); nothing is written.
     func deleteObject<T: APIObject>(_ type: T.Type, namespace: String, name: String, query: QueryParameters) async throws -> T {
+        let dryRun = try Self.dryRun(query)
         let precondition = query["resourceVersion"].flatMap { Int64($0) }
         let policy = query["propagationPolicy"] ?? "Background"
         guard Self.propagationPolicies.contains(policy) else {
@@ -39,6 +80,7 @@ extension APIResponder {
                 object = namespaceObject as! T
             }
             if Self.pendingFinalizers(object).isEmpty {
+                if dryRun { return object }
                 // Deleted as read: a write in between (a controller's status) means deciding again.
                 do {
                     return try await store.delete(T.self, namespace: namespace, name: name, resourceVersion: Int64(object.metadata.resourceVersion))
@@ -51,6 +93,7 @@ extension APIResponder {
                 object.metadata.deletionTimestamp = Google_Protobuf_Timestamp(seconds: Int64(now.timeIntervalSince1970), nanos: 0)
                 object.metadata.deletionGracePeriodSeconds = 0
             }
+            if dryRun { return object }
             do {
                 return try await store.update(object)
             } catch let error as StoreError where error.code == .conflict {

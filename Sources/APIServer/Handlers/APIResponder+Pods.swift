@@ -37,7 +37,9 @@ extension APIResponder {
     /// A pod on a node is deleted gracefully: it gets a deletionTimestamp and grace period, its
     /// agent stops its containers and then deletes it with grace 0. A pod on no node, in a
     /// terminal phase, or deleted with `gracePeriodSeconds=0` goes at once.
+    /// With `?dryRun=All`: decided and checked the same way, answered, not written (see `deleteObject`).
     func deletePod(namespace: String, name: String, query: QueryParameters) async throws -> Pod {
+        let dryRun = try Self.dryRun(query)
         let precondition = query["resourceVersion"].flatMap { Int64($0) }
         var requested: Int64?
         if let text = query["gracePeriodSeconds"] {
@@ -50,16 +52,19 @@ extension APIResponder {
                                                                                   : (pod.spec.hasTerminationGracePeriodSeconds ? pod.spec.terminationGracePeriodSeconds : 30))
             let terminal = pod.status.phase == "Succeeded" || pod.status.phase == "Failed"
             if pod.spec.nodeName.isEmpty || terminal || grace == 0 {
+                if dryRun {
+                    if let precondition, String(precondition) != pod.metadata.resourceVersion { throw Self.deleteConflict(name) }
+                    return pod
+                }
                 return try await store.delete(Pod.self, namespace: namespace, name: name, resourceVersion: precondition)
             }
             if pod.metadata.hasDeletionTimestamp && pod.metadata.deletionGracePeriodSeconds <= grace {
                 return pod  // already terminating, at least as soon
             }
-            if let precondition, String(precondition) != pod.metadata.resourceVersion {
-                throw APIError(409, "Conflict", "Operation cannot be fulfilled on pods \"\(name)\": the object has been modified; please apply your changes to the latest version and try again")
-            }
+            if let precondition, String(precondition) != pod.metadata.resourceVersion { throw Self.deleteConflict(name) }
             pod.metadata.deletionTimestamp = Timestamp(seconds: Int64(Date().timeIntervalSince1970) + grace, nanos: 0)
             pod.metadata.deletionGracePeriodSeconds = grace
+            if dryRun { return pod }
             do {
                 return try await store.update(pod)
             } catch let error as StoreError where error.code == .conflict {
@@ -67,6 +72,10 @@ extension APIResponder {
             }
         }
         throw APIError(409, "Conflict", "pod \"\(name)\" kept changing while being deleted; try again")
+    }
+
+    static func deleteConflict(_ name: String) -> APIError {
+        APIError(409, "Conflict", "Operation cannot be fulfilled on pods \"\(name)\": the object has been modified; please apply your changes to the latest version and try again")
     }
 
     /// Sets `spec.nodeName` of an unbound pod; a pod already on a node answers 409.

@@ -207,12 +207,14 @@ struct APIResponder: HTTPResponder {
     /// `admit` sees every object about to be created (node restriction) and may refuse it.
     func handle<T: APIObject>(_ type: T.Type, _ path: ResourcePath, _ request: inout Request, format: WireFormat,
                               admit: ((any APIObject) throws -> Void)? = nil) async throws -> Response {
-        let query = Self.query(request)
+        var query = Self.query(request)
+        if request.method == .delete { try await Self.readDeleteOptions(try await body(&request), into: &query) }
         let info = T.kindInfo
         let dryRun = try Self.dryRun(query)
-        if dryRun && request.method != .get && !(request.method == .post && path.name == nil && path.subresource == nil) {
+        let dryRunnable = path.subresource == nil && (request.method == .post && path.name == nil || request.method == .delete && path.name != nil)
+        if dryRun && request.method != .get && !dryRunnable {
             // Never carried out as if it were real: a client asking for a dry run must not change anything.
-            throw APIError.badRequest("dryRun=All is supported only for create (POST to a collection) here; this \(request.method.rawValue) was not carried out")
+            throw APIError.badRequest("dryRun=All is supported only for create (POST to a collection) and delete here; this \(request.method.rawValue) was not carried out")
         }
         if T.self == Pod.self, let name = path.name, let response = try await handlePod(path, name: name, &request, query: query, format: format) {
             return response
