@@ -233,12 +233,7 @@ struct WriterLoop {
                              revision: currentRevision)
         }
         let existing = currentObject as! T
-        var stored = object
-        stored.setTypeMeta()
-        stored.metadata.uid = existing.metadata.uid
-        stored.metadata.creationTimestamp = existing.metadata.creationTimestamp
-        stored.metadata.generation = existing.metadata.generation + (stored.specDiffers(from: existing) ? 1 : 0)
-        stored.metadata.resourceVersion = existing.metadata.resourceVersion
+        var stored = object.asUpdate(of: existing)
         if stored.isEqualTo(message: existing) { return nil }
         stored.metadata.resourceVersion = ""
         let bytes = stored.protobufBytes()

@@ -106,7 +106,7 @@ struct APIServerTests {
     }
 
     /// `kubectl create --dry-run=server` sends `?dryRun=All` (`kubectl delete`, a DeleteOptions body):
-    /// the create or delete is checked as a real one and nothing is written. A write that cannot be
+    /// the create, update or delete is checked as a real one and nothing is written. A write that cannot be
     /// dry-run here is refused, not carried out.
     @Test func dryRunsAreCheckedAndWriteNothing() async throws {
         let server = try await ServerHarness()
@@ -134,7 +134,18 @@ struct APIServerTests {
         var changed = try Pod(jsonString: created.body)
         changed.metadata.labels["changed"] = "yes"
         let put = try await server.request("PUT", "/api/v1/namespaces/default/pods/web?dryRun=All", body: changed.jsonString())
-        #expect(put.code == 400 && put.body.contains("was not carried out"), "\(put.body)")
+        let wouldBe = try Pod(jsonString: put.body)
+        #expect(put.code == 200 && wouldBe.metadata.labels["changed"] == "yes" && wouldBe.metadata.resourceVersion == changed.metadata.resourceVersion, "\(put.body)")
+        var outdated = changed
+        outdated.metadata.resourceVersion = "1"
+        #expect(try await server.request("PUT", "/api/v1/namespaces/default/pods/web?dryRun=All", body: outdated.jsonString()).code == 409)
+        var running = changed
+        running.status.phase = "Running"
+        let status = try await server.request("PUT", "/api/v1/namespaces/default/pods/web/status?dryRun=All", body: running.jsonString())
+        #expect(status.code == 200 && (try? Pod(jsonString: status.body))?.status.phase == "Running", "\(status.body)")
+        let binding = try await server.request("POST", "/api/v1/namespaces/default/pods/web/binding?dryRun=All",
+                                               body: #"{"metadata":{"name":"web"},"target":{"kind":"Node","name":"n1"}}"#)
+        #expect(binding.code == 400 && binding.body.contains("was not carried out"), "\(binding.body)")
         // A dry-run delete answers what the deletion would do and does nothing: an unbound pod would
         // go at once; a bound one would be marked for its grace period.
         let delete = try await server.request("DELETE", "/api/v1/namespaces/default/pods/web?dryRun=All")
@@ -151,7 +162,7 @@ struct APIServerTests {
         let signing = try await server.request("POST", "/apis/certificates.k8s.io/v1/certificatesigningrequests?dryRun=All", body: "{}")
         #expect(signing.code == 400 && signing.body.contains("no certificate was signed"), "\(signing.body)")
         let kept = try Pod(jsonString: try await server.request("/api/v1/namespaces/default/pods/web").body)
-        #expect(kept.metadata.labels["changed"] == nil && !kept.metadata.hasDeletionTimestamp)
+        #expect(kept.metadata.labels["changed"] == nil && !kept.metadata.hasDeletionTimestamp && kept.status.phase != "Running" && kept.spec.nodeName.isEmpty)
         // kubectl sends its options in a DELETE's body (DeleteOptions): honoured, or refused.
         let uid = try await server.request("DELETE", "/api/v1/namespaces/default/pods/bound", body: #"{"preconditions":{"uid":"x"}}"#)
         #expect(uid.code == 400 && uid.body.contains("preconditions.uid is not supported"), "\(uid.body)")

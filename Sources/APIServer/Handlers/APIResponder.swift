@@ -211,10 +211,13 @@ struct APIResponder: HTTPResponder {
         if request.method == .delete { try await Self.readDeleteOptions(try await body(&request), into: &query) }
         let info = T.kindInfo
         let dryRun = try Self.dryRun(query)
-        let dryRunnable = path.subresource == nil && (request.method == .post && path.name == nil || request.method == .delete && path.name != nil)
+        let dryRunnable = switch (request.method, path.name, path.subresource) {
+        case (.post, nil, nil), (.delete, _?, nil), (.put, _?, nil), (.put, _?, "status"): true
+        default: false
+        }
         if dryRun && request.method != .get && !dryRunnable {
             // Never carried out as if it were real: a client asking for a dry run must not change anything.
-            throw APIError.badRequest("dryRun=All is supported only for create (POST to a collection) and delete here; this \(request.method.rawValue) was not carried out")
+            throw APIError.badRequest("dryRun=All is supported only for create, update (and status), and delete here; this \(request.method.rawValue) was not carried out")
         }
         if T.self == Pod.self, let name = path.name, let response = try await handlePod(path, name: name, &request, query: query, format: format) {
             return response
@@ -270,6 +273,7 @@ struct APIResponder: HTTPResponder {
                 var updated = current
                 updated.copyStatus(from: object)
                 updated.metadata.resourceVersion = object.metadata.resourceVersion
+                if dryRun { return encode(try Self.dryRunUpdate(updated, of: current), format) }
                 return encode(try await store.update(updated), format)
             }
             if let pod = object as? Pod, let existing = current as? Pod { try Self.checkPodUpdate(pod, existing) }
@@ -283,6 +287,9 @@ struct APIResponder: HTTPResponder {
             }
             if !current.metadata.hasDeletionTimestamp { object.metadata.clearDeletionTimestamp() }
             object.applyDefaults()
+            // (A dry run answers the update even where the real one would then delete the object:
+            // the last finalizer of an object being deleted removed.)
+            if dryRun { return encode(try Self.dryRunUpdate(try object.validated(), of: current), format) }
             let updated = try await store.update(try object.validated())
             // The last finalizer of an object being deleted is gone: now it goes.
             if updated.metadata.hasDeletionTimestamp && Self.pendingFinalizers(updated).isEmpty {
@@ -419,6 +426,21 @@ struct APIResponder: HTTPResponder {
             throw APIError(409, "AlreadyExists", "\(T.kindInfo.resource) \"\(object.metadata.name)\" already exists")
         }
         return object.asCreated()
+    }
+
+    /// What `store.update` would answer, without writing: a resourceVersion, when given, must be
+    /// the current one (409 otherwise, as the store says it).
+    static func dryRunUpdate<T: APIObject>(_ object: T, of current: T) throws -> T {
+        let version = object.metadata.resourceVersion
+        if !version.isEmpty {
+            guard Int64(version) != nil else {
+                throw APIError(422, "Invalid", "metadata.resourceVersion: Invalid value: \"\(version)\": must be a revision number")
+            }
+            guard version == current.metadata.resourceVersion else {
+                throw APIError(409, "Conflict", "Operation cannot be fulfilled on \(T.kindInfo.groupResource) \"\(object.metadata.name)\": the object has been modified; please apply your changes to the latest version and try again")
+            }
+        }
+        return object.asUpdate(of: current)
     }
 
     static func randomSuffix() -> String {
