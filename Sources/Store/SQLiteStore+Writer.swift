@@ -229,8 +229,7 @@ struct WriterLoop {
             throw StoreError(.notFound, "\(T.kindInfo.resource) \"\(key.name)\" not found")
         }
         if let expected, expected != currentRevision {
-            throw StoreError(.conflict, "Operation cannot be fulfilled on \(T.kindInfo.groupResource) \"\(key.name)\": the object has been modified; please apply your changes to the latest version and try again",
-                             revision: currentRevision)
+            throw StoreError.modified(T.kindInfo, key.name, current: currentRevision)
         }
         let existing = currentObject as! T
         var stored = object.asUpdate(of: existing)
@@ -261,8 +260,7 @@ struct WriterLoop {
             throw StoreError(.notFound, "\(T.kindInfo.resource) \"\(key.name)\" not found")
         }
         if let expected, expected != currentRevision {
-            throw StoreError(.conflict, "Operation cannot be fulfilled on \(T.kindInfo.groupResource) \"\(key.name)\": the object has been modified; please apply your changes to the latest version and try again",
-                             revision: currentRevision)
+            throw StoreError.modified(T.kindInfo, key.name, current: currentRevision)
         }
         // The tombstone keeps the last state; its version is the deletion's revision.
         try insert(key, revision: revision, type: .deleted, bytes: currentBytes)

@@ -130,14 +130,7 @@ public final class SQLiteStore: ObjectStore, Sendable {
 
     public func update<T: APIObject>(_ object: T) async throws -> T {
         try checkKey(object)
-        let expected: Int64?
-        if object.metadata.resourceVersion.isEmpty {
-            expected = nil
-        } else if let parsed = Int64(object.metadata.resourceVersion) {
-            expected = parsed
-        } else {
-            throw StoreError(.invalid, "metadata.resourceVersion: Invalid value: \"\(object.metadata.resourceVersion)\": must be a revision number")
-        }
+        let expected = try object.expectedRevision()
         guard let event = try await submit(.update(ObjectKey(of: object), object, expected: expected)) else {
             // Nothing changed: the stored object is already what was asked for.
             return try await get(T.self, namespace: object.metadata.namespace, name: object.metadata.name)

@@ -1,32 +1,3 @@
-import API
-
-extension APIObject {
-    /// The object as a create stores it (and a dry-run create answers it): its kind and
-    /// apiVersion, a new uid, the creation time, generation 1, and no resourceVersion yet.
-    public func asCreated() -> Self {
-        var created = self
-        created.setTypeMeta()
-        created.metadata.uid = UID.random()
-        created.metadata.creationTimestamp = Timestamp.nowSeconds()
-        created.metadata.generation = 1
-        created.metadata.resourceVersion = ""
-        return created
-    }
-
-    /// The object as an update of `existing` stores it (and a dry-run update answers it): the
-    /// identity (uid, creation time) is the existing one's, and the generation moves when the spec
-    /// does; the resourceVersion is still the existing one's (the write gives the new one).
-    public func asUpdate(of existing: Self) -> Self {
-        var stored = self
-        stored.setTypeMeta()
-        stored.metadata.uid = existing.metadata.uid
-        stored.metadata.creationTimestamp = existing.metadata.creationTimestamp
-        stored.metadata.generation = existing.metadata.generation + (stored.specDiffers(from: existing) ? 1 : 0)
-        stored.metadata.resourceVersion = existing.metadata.resourceVersion
-        return stored
-    }
-}
-
 /// Object uids: random (version 4) UUIDs in lower-case text, as Kubernetes writes them.
 /// Formatted by hand: Foundation's UUID().uuidString.lowercased() costs two string allocations.
 enum UID {

@@ -112,19 +112,9 @@ private func floorDiv(_ a: Int64, _ b: Int64) -> Int64 {
 /// `value` in decimal, zero-padded on the left to `width` digits (after the sign, if negative).
 private func appendPadded(_ value: Int64, _ width: Int, _ b: inout [UInt8]) {
     if value < 0 { b.append(UInt8(ascii: "-")) }
-    var magnitude = value.magnitude
-    var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
-                 UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-    var count = 0
-    withUnsafeMutableBytes(of: &digits) { raw in
-        repeat {
-            raw[count] = UInt8(ascii: "0") + UInt8(magnitude % 10)
-            magnitude /= 10
-            count += 1
-        } while magnitude > 0
-        for _ in count..<max(count, width) { b.append(UInt8(ascii: "0")) }
-        for i in stride(from: count - 1, through: 0, by: -1) { b.append(raw[i]) }
-    }
+    let digits = String(value.magnitude)  // a small string: no allocation
+    for _ in digits.utf8.count..<max(width, digits.utf8.count) { b.append(UInt8(ascii: "0")) }
+    b.append(contentsOf: digits.utf8)
 }
 
 extension JSONValue {

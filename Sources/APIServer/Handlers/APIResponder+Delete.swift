@@ -69,7 +69,7 @@ extension APIResponder {
         for _ in 0..<5 {
             var object = try await store.get(T.self, namespace: namespace, name: name)
             if let precondition, String(precondition) != object.metadata.resourceVersion {
-                throw APIError(409, "Conflict", "Operation cannot be fulfilled on \(T.kindInfo.groupResource) \"\(name)\": the object has been modified; please apply your changes to the latest version and try again")
+                throw StoreError.modified(T.kindInfo, name)
             }
             let wasDeleting = object.metadata.hasDeletionTimestamp
             if policy == "Foreground" && !object.metadata.finalizers.contains("foregroundDeletion") { object.metadata.finalizers.append("foregroundDeletion") }

@@ -53,7 +53,7 @@ extension APIResponder {
             let terminal = pod.status.phase == "Succeeded" || pod.status.phase == "Failed"
             if pod.spec.nodeName.isEmpty || terminal || grace == 0 {
                 if dryRun {
-                    if let precondition, String(precondition) != pod.metadata.resourceVersion { throw Self.deleteConflict(name) }
+                    if let precondition, String(precondition) != pod.metadata.resourceVersion { throw StoreError.modified(Pod.kindInfo, name) }
                     return pod
                 }
                 return try await store.delete(Pod.self, namespace: namespace, name: name, resourceVersion: precondition)
@@ -61,7 +61,7 @@ extension APIResponder {
             if pod.metadata.hasDeletionTimestamp && pod.metadata.deletionGracePeriodSeconds <= grace {
                 return pod  // already terminating, at least as soon
             }
-            if let precondition, String(precondition) != pod.metadata.resourceVersion { throw Self.deleteConflict(name) }
+            if let precondition, String(precondition) != pod.metadata.resourceVersion { throw StoreError.modified(Pod.kindInfo, name) }
             pod.metadata.deletionTimestamp = Timestamp(seconds: Int64(Date().timeIntervalSince1970) + grace, nanos: 0)
             pod.metadata.deletionGracePeriodSeconds = grace
             if dryRun { return pod }
@@ -72,10 +72,6 @@ extension APIResponder {
             }
         }
         throw APIError(409, "Conflict", "pod \"\(name)\" kept changing while being deleted; try again")
-    }
-
-    static func deleteConflict(_ name: String) -> APIError {
-        APIError(409, "Conflict", "Operation cannot be fulfilled on pods \"\(name)\": the object has been modified; please apply your changes to the latest version and try again")
     }
 
     /// Sets `spec.nodeName` of an unbound pod; a pod already on a node answers 409.

@@ -431,14 +431,8 @@ struct APIResponder: HTTPResponder {
     /// What `store.update` would answer, without writing: a resourceVersion, when given, must be
     /// the current one (409 otherwise, as the store says it).
     static func dryRunUpdate<T: APIObject>(_ object: T, of current: T) throws -> T {
-        let version = object.metadata.resourceVersion
-        if !version.isEmpty {
-            guard Int64(version) != nil else {
-                throw APIError(422, "Invalid", "metadata.resourceVersion: Invalid value: \"\(version)\": must be a revision number")
-            }
-            guard version == current.metadata.resourceVersion else {
-                throw APIError(409, "Conflict", "Operation cannot be fulfilled on \(T.kindInfo.groupResource) \"\(object.metadata.name)\": the object has been modified; please apply your changes to the latest version and try again")
-            }
+        if let expected = try object.expectedRevision(), String(expected) != current.metadata.resourceVersion {
+            throw StoreError.modified(T.kindInfo, object.metadata.name)
         }
         return object.asUpdate(of: current)
     }

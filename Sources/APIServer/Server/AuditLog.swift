@@ -1,8 +1,6 @@
 import API
 import Foundation
-#if canImport(Glibc)
 import Glibc
-#endif
 import Logging
 import Synchronization
 
