@@ -176,11 +176,12 @@ public final class DeploymentController: Reconciler {
     // MARK: ReplicaSets
 
     /// The template's hash: FNV-1a over its deterministic protobuf encoding, in Kubernetes'
-    /// safe alphabet (no vowels, no look-alike digits).
-    public static func templateHash(_ template: PodTemplateSpec) -> String {
+    /// safe alphabet (no vowels, no look-alike digits). A template that cannot be encoded throws:
+    /// hashing no bytes would give every such template the same ReplicaSet.
+    public static func templateHash(_ template: PodTemplateSpec) throws -> String {
         var options = BinaryEncodingOptions()
         options.useDeterministicOrdering = true
-        let bytes: [UInt8] = (try? template.serializedBytes(options: options)) ?? []
+        let bytes: [UInt8] = try template.serializedBytes(options: options)
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
         let alphabet = Array("bcdfghjklmnpqrstvwxz2456789")
@@ -202,7 +203,7 @@ public final class DeploymentController: Reconciler {
     static func revision(_ set: ReplicaSet) -> Int { Int(set.metadata.annotations[revisionAnnotation] ?? "") ?? 0 }
 
     func createReplicaSet(for deployment: Deployment, revision: Int) async throws -> ReplicaSet {
-        let hash = Self.templateHash(deployment.spec.template)
+        let hash = try Self.templateHash(deployment.spec.template)
         var set = ReplicaSet()
         set.setTypeMeta()
         set.metadata.namespace = deployment.metadata.namespace

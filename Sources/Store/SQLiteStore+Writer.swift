@@ -12,7 +12,11 @@ enum WriteOp: @unchecked Sendable {
     /// The current object, changed by the closure on the writer thread, becomes the update.
     case modify(ObjectKey, any APIObject.Type, @Sendable (any APIObject) throws -> any APIObject)
     case delete(ObjectKey, any APIObject.Type, expected: Int64?)
+    /// Compacts the revision log up to the revision (see `SQLiteStore.compact(to:)`).
     case compact(Int64)
+    /// Returns up to this many free pages to the file system (incremental vacuum); the result's
+    /// event is nil, and the pages still free after it are reported through `StoreStats`.
+    case reclaim(pages: Int)
 }
 
 final class PendingWrite: @unchecked Sendable {
@@ -126,14 +130,22 @@ struct WriterLoop {
         var outcomes: [Result<StoreEvent?, Error>] = []
         outcomes.reserveCapacity(batch.count)
         var events: [StoreEvent] = []
+        var reclaimed = false
         do {
             try connection.execute("BEGIN IMMEDIATE")
             for write in batch {
                 do {
-                    if case .compact(let target) = write.op {
+                    switch write.op {
+                    case .compact(let target):
                         compacted = try compact(to: min(target, revision), current: compacted)
                         outcomes.append(.success(nil))
                         continue
+                    case .reclaim(let pages):
+                        try reclaim(pages: pages)
+                        reclaimed = true
+                        outcomes.append(.success(nil))
+                        continue
+                    default: break
                     }
                     if let event = try apply(write.op, revision: revision + 1) {
                         revision += 1
@@ -152,6 +164,15 @@ struct WriterLoop {
             connection.resetStatements()
             try connection.execute("COMMIT")
             live.commit()
+            if reclaimed && stats.freePages.load(ordering: .relaxed) == 0 {
+                // The file shrinks once the WAL's frames reach it: copy them now, without waiting
+                // for readers (a reader's snapshot only leaves the rest to a later checkpoint).
+                do {
+                    try connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                } catch {
+                    logger.warning("checkpoint after reclaiming space failed", metadata: ["error": "\(error)"])
+                }
+            }
         } catch {
             connection.resetStatements()
             try? connection.execute("ROLLBACK")
@@ -176,11 +197,11 @@ struct WriterLoop {
     /// or, on a miss, from the database.
     func current(_ key: ObjectKey, as type: (some APIObject).Type) throws -> (revision: Int64, bytes: [UInt8], object: any APIObject)? {
         if let cached = live.objects[key] { return cached }
-        let statement = try connection.prepare("SELECT rev, type, value FROM kv WHERE res = ? AND ns = ? AND name = ? ORDER BY rev DESC LIMIT 1")
+        let statement = try connection.prepare(SQLiteStore.currentRowSQL)
         statement.bind(1, key.resource).bind(2, key.namespace).bind(3, key.name)
-        guard try statement.step(), statement.int64(1) != StoreEvent.EventType.deleted.rawValue else { return nil }
-        let revision = statement.int64(0)
-        let bytes = statement.blob(2)
+        guard try statement.step(), statement.int64(0) != StoreEvent.EventType.deleted.rawValue else { return nil }
+        let revision = statement.int64(2)
+        let bytes = statement.blob(1)
         var object = try type.init(protobuf: bytes)
         object.metadata.resourceVersion = String(revision)
         return (revision, bytes, object)
@@ -189,7 +210,7 @@ struct WriterLoop {
     /// Whether a live object has this key.
     func exists(_ key: ObjectKey) throws -> Bool {
         if live.objects[key] != nil { return true }
-        let statement = try connection.prepare("SELECT type FROM kv WHERE res = ? AND ns = ? AND name = ? ORDER BY rev DESC LIMIT 1")
+        let statement = try connection.prepare("SELECT type FROM current WHERE res = ? AND ns = ? AND name = ?")
         statement.bind(1, key.resource).bind(2, key.namespace).bind(3, key.name)
         return try statement.step() && statement.int64(0) != StoreEvent.EventType.deleted.rawValue
     }
@@ -201,6 +222,9 @@ struct WriterLoop {
         let statement = try connection.prepare("INSERT INTO kv(rev, res, ns, name, type, value) VALUES (?, ?, ?, ?, ?, ?)")
         statement.bind(1, revision).bind(2, key.resource).bind(3, key.namespace).bind(4, key.name).bind(5, type.rawValue).bind(6, bytes)
         try statement.run()
+        let current = try connection.prepare("INSERT OR REPLACE INTO current(res, ns, name, rev, type) VALUES (?, ?, ?, ?, ?)")
+        current.bind(1, key.resource).bind(2, key.namespace).bind(3, key.name).bind(4, revision).bind(5, type.rawValue)
+        try current.run()
     }
 
     func apply(_ op: WriteOp, revision: Int64) throws -> StoreEvent? {
@@ -209,7 +233,7 @@ struct WriterLoop {
         case .update(let key, let object, let expected): return try update(key, object, expected: expected, revision: revision)
         case .modify(let key, let type, let change): return try modify(key, type, change, revision: revision)
         case .delete(let key, let type, let expected): return try delete(key, type, expected: expected, revision: revision)
-        case .compact: return nil
+        case .compact, .reclaim: return nil
         }
     }
 
@@ -272,20 +296,51 @@ struct WriterLoop {
 
     /// Deletes every row at or before `target` that a later row of the same key (also at or before
     /// `target`) supersedes, and tombstones at or before `target`.
-    func compact(to target: Int64, current: Int64) throws -> Int64 {
-        guard target > current else { return current }
-        let delete = try connection.prepare("""
-            DELETE FROM kv WHERE rev <= ?1 AND (type = 2 OR EXISTS (
-                SELECT 1 FROM kv AS b WHERE b.res = kv.res AND b.ns = kv.ns AND b.name = kv.name AND b.rev > kv.rev AND b.rev <= ?1))
+    ///
+    /// Rows at or before the previous compaction revision are already one per key and no
+    /// tombstone, so only the rows written since are visited: each deletes the row before it of
+    /// its key (which may be older than the previous compaction), and tombstones go themselves.
+    /// The cost follows the rows in (previous, target], not the whole log.
+    func compact(to target: Int64, current previous: Int64) throws -> Int64 {
+        guard target > previous else { return previous }
+        let superseded = try connection.prepare("""
+            DELETE FROM kv WHERE rev IN (
+                SELECT (SELECT max(b.rev) FROM kv AS b WHERE b.res = a.res AND b.ns = a.ns AND b.name = a.name AND b.rev < a.rev)
+                FROM kv AS a WHERE a.rev > ?1 AND a.rev <= ?2)
             """)
-        delete.bind(1, target)
-        try delete.run()
-        let removed = sqlite3Changes()
+        superseded.bind(1, previous).bind(2, target)
+        try superseded.run()
+        var removed = connection.changes
+        // Tombstones in the range leave the log, and leave `current` when still the key's newest row.
+        let tombstones = try connection.prepare("SELECT rev, res, ns, name FROM kv WHERE rev > ?1 AND rev <= ?2 AND type = 2")
+        let forget = try connection.prepare("DELETE FROM current WHERE res = ?1 AND ns = ?2 AND name = ?3 AND rev = ?4")
+        tombstones.bind(1, previous).bind(2, target)
+        while try tombstones.step() {
+            forget.bind(1, tombstones.string(1)).bind(2, tombstones.string(2)).bind(3, tombstones.string(3)).bind(4, tombstones.int64(0))
+            try forget.run()
+            forget.reset()
+        }
+        tombstones.reset()
+        let dropTombstones = try connection.prepare("DELETE FROM kv WHERE rev > ?1 AND rev <= ?2 AND type = 2")
+        dropTombstones.bind(1, previous).bind(2, target)
+        try dropTombstones.run()
+        removed += connection.changes
         let meta = try connection.prepare("UPDATE meta SET v = ? WHERE k = ?")
         meta.bind(1, target).bind(2, "compact_rev")
         try meta.run()
+        stats.compactedRows.add(Int(removed), ordering: .relaxed)
         logger.debug("compacted", metadata: ["revision": "\(target)", "rows": "\(removed)"])
         return target
+    }
+
+    /// Moves up to `pages` free pages to the end of the file and truncates it (SQLite's
+    /// incremental vacuum); records how many remain free.
+    func reclaim(pages: Int) throws {
+        try connection.execute("PRAGMA incremental_vacuum(\(max(1, pages)))")
+        let free = try connection.prepare("PRAGMA freelist_count")
+        let remaining = try free.step() ? free.int64(0) : 0
+        free.reset()
+        stats.freePages.store(Int(remaining), ordering: .relaxed)
     }
 
     func sqlite3Changes() -> Int64 { connection.changes }

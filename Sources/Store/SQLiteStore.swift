@@ -5,10 +5,12 @@ import Synchronization
 
 /// The embedded store: SQLite in WAL mode with `synchronous=FULL`.
 ///
-/// Layout: one table `kv` whose rowid is the global revision. Every write appends a row (the
-/// object's new state, or a tombstone with its last state), so `kv` is both the current state and
-/// the revision log; `meta` holds the current and the compaction revision. Compaction deletes rows
-/// superseded at or before the compaction revision.
+/// Layout: table `kv` is the revision log, its rowid the global revision. Every write appends a
+/// row (the object's new state, or a tombstone with its last state). Table `current` holds, per
+/// key, the revision of its newest row (a tombstone's too, until compaction drops it), so gets and
+/// lists read one row per object whatever the length of the history. `meta` holds the current and
+/// the compaction revision. Compaction deletes rows superseded at or before the compaction
+/// revision, and tombstones at or before it:
 ///
 ///     rev  key         type      after compact(3):  rev  key        type
 ///      1   pods/a      ADDED                         3   pods/a     MODIFIED   (latest ≤ 3: kept)
@@ -16,6 +18,14 @@ import Synchronization
 ///      3   pods/a      MODIFIED                      5   pods/c     ADDED
 ///      4   pods/b      DELETED
 ///      5   pods/c      ADDED                       watch(from: 2) -> compacted; watch(from: 3) -> 4, 5
+///
+/// A list at revision R (a continued list) reads `current` in key order: a key whose newest row
+/// is at or before R is read as it is; a key written since R is read at its newest row at or
+/// before R (one index seek), so the cost follows the number of keys and of keys changed since R,
+/// never the length of the history.
+///
+/// Pages freed by compaction go back to the file system (`auto_vacuum=INCREMENTAL`, reclaimed in
+/// small steps by `reclaimSpace`). Every file the store makes is 0600.
 ///
 /// Writes go through one writer thread that commits whatever is queued as one transaction and one
 /// fsync (group commit); each caller resumes only after that commit.
@@ -52,18 +62,24 @@ public final class SQLiteStore: ObjectStore, Sendable {
     let revisions: RevisionState
     /// Write-path counters.
     public let stats = StoreStats()
+    /// SQLite's work (VM steps) for the last list, for tests that check it does not follow history.
+    let lastListWork = Atomic<Int>(0)
 
     /// Opens (creating if needed) the store in `directory`.
     public init(directory: String, options: Options = Options(), logger: Logger = Logger(label: "cox.store")) throws {
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         self.path = (directory as NSString).appendingPathComponent(Self.databaseFileName)
         self.options = options
         self.logger = logger
+        // Every object, tokens' hashes included: 0600. SQLite makes the WAL and shared-memory
+        // files with the database file's mode, so the database is made first, 0600.
+        try DataFiles.restrict(directory: directory, files: [path, path + "-wal", path + "-shm"], creating: path)
         let connection = try SQLiteConnection(path: path)
         try connection.execute("""
+            PRAGMA auto_vacuum=INCREMENTAL;
             PRAGMA journal_mode=WAL;
             PRAGMA synchronous=FULL;
-            PRAGMA journal_size_limit=67108864;
+            PRAGMA journal_size_limit=\(Self.walSizeLimit);
             CREATE TABLE IF NOT EXISTS kv (
                 rev INTEGER PRIMARY KEY,
                 res TEXT NOT NULL,
@@ -76,6 +92,7 @@ public final class SQLiteStore: ObjectStore, Sendable {
             CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
             INSERT OR IGNORE INTO meta(k, v) VALUES ('current_rev', 0), ('compact_rev', 0);
             """)
+        try Self.migrate(connection, logger: logger)
         let current = try Self.readMeta(connection, "current_rev")
         let compacted = try Self.readMeta(connection, "compact_rev")
         self.revisions = RevisionState(current: current, compacted: compacted)
@@ -99,6 +116,41 @@ public final class SQLiteStore: ObjectStore, Sendable {
         writer.close()
         writer.waitUntilStopped()
         hub.close()
+    }
+
+    /// The WAL is truncated back to this after a checkpoint (the files' bound beyond the data).
+    public static let walSizeLimit = 64 * 1024 * 1024
+
+    /// Brings a database made by an older version up to the current layout: the `current` table
+    /// (filled from the log), and incremental auto-vacuum (which an existing file only gets from a
+    /// full VACUUM, done once).
+    static func migrate(_ connection: SQLiteConnection, logger: Logger) throws {
+        try connection.execute("""
+            CREATE TABLE IF NOT EXISTS current (
+                res TEXT NOT NULL,
+                ns TEXT NOT NULL,
+                name TEXT NOT NULL,
+                rev INTEGER NOT NULL,
+                type INTEGER NOT NULL,
+                PRIMARY KEY (res, ns, name)
+            ) WITHOUT ROWID;
+            """)
+        if try readMeta(connection, "layout") < 2 {
+            try connection.execute("""
+                BEGIN IMMEDIATE;
+                DELETE FROM current;
+                INSERT INTO current(res, ns, name, rev, type) SELECT res, ns, name, max(rev), type FROM kv GROUP BY res, ns, name;
+                INSERT OR REPLACE INTO meta(k, v) VALUES ('layout', 2);
+                COMMIT;
+                """)
+        }
+        let vacuumMode = try connection.prepare("PRAGMA auto_vacuum")
+        let mode = try vacuumMode.step() ? vacuumMode.int64(0) : 0
+        vacuumMode.reset()
+        if mode != 2 {
+            logger.notice("converting the store to incremental auto-vacuum (once; rewrites the file)")
+            try connection.execute("PRAGMA auto_vacuum=INCREMENTAL; VACUUM;")
+        }
     }
 
     static func readMeta(_ connection: SQLiteConnection, _ key: String) throws -> Int64 {
@@ -158,12 +210,6 @@ public final class SQLiteStore: ObjectStore, Sendable {
         return event.object as! T
     }
 
-    /// Drops history at and before `revision` that no watcher from a later revision needs.
-    /// Watches and list continuations from older revisions then fail with `compacted`.
-    public func compact(to revision: Int64) async throws {
-        _ = try await submit(.compact(revision))
-    }
-
     func checkKey<T: APIObject>(_ object: T) throws {
         if object.metadata.name.isEmpty { throw StoreError(.invalid, "metadata.name: Required value") }
         if T.kindInfo.namespaced && object.metadata.namespace.isEmpty { throw StoreError(.invalid, "metadata.namespace: Required value") }
@@ -197,7 +243,7 @@ public final class SQLiteStore: ObjectStore, Sendable {
     public func get<T: APIObject>(_ type: T.Type, namespace: String, name: String) async throws -> T {
         let key = ObjectKey(type, namespace: namespace, name: name)
         return try read { connection in
-            let statement = try connection.prepare("SELECT type, value, rev FROM kv WHERE res = ? AND ns = ? AND name = ? ORDER BY rev DESC LIMIT 1")
+            let statement = try connection.prepare(Self.currentRowSQL)
             statement.bind(1, key.resource).bind(2, key.namespace).bind(3, key.name)
             guard try statement.step(), statement.int64(0) != StoreEvent.EventType.deleted.rawValue else {
                 throw StoreError(.notFound, "\(T.kindInfo.resource) \"\(name)\" not found")
@@ -225,12 +271,9 @@ public final class SQLiteStore: ObjectStore, Sendable {
             if revision < compacted {
                 throw StoreError(.compacted, "the continue token is from revision \(revision), which has been compacted (compacted up to \(compacted)); start the list again", revision: compacted)
             }
-            let sql = """
-                SELECT ns, name, value, rev FROM kv AS a
-                WHERE res = ?1 AND (?2 IS NULL OR ns = ?2) AND rev <= ?3 AND (ns, name) > (?4, ?5) AND type != 2
-                  AND rev = (SELECT max(rev) FROM kv AS b WHERE b.res = a.res AND b.ns = a.ns AND b.name = a.name AND b.rev <= ?3)
-                ORDER BY ns, name LIMIT ?6
-                """
+            let sql = namespace == nil ? Self.listSQL : Self.listInNamespaceSQL
+            var work = 0
+            defer { lastListWork.store(work, ordering: .relaxed) }
             var items: [T] = []
             var cursor = (start.namespace, start.name)
             let pageSize = options.limit > 0 ? max(options.limit, 64) : 4_096
@@ -250,20 +293,44 @@ public final class SQLiteStore: ObjectStore, Sendable {
                     items.append(object)
                     if options.limit > 0 && items.count == options.limit {
                         // More may remain: peek once more before handing out a token.
+                        work += statement.takeWork()
                         statement.reset()
                         let more = try connection.prepare(sql)
                         more.bind(1, resource)
                         if let namespace { more.bind(2, namespace) }
                         more.bind(3, revision).bind(4, cursor.0).bind(5, cursor.1).bind(6, 1)
                         let token = try more.step() ? ContinueToken(revision: revision, namespace: cursor.0, name: cursor.1).encoded : nil
+                        work += more.takeWork()
                         more.reset()
                         return ListResult(items: items, revision: revision, continueToken: token)
                     }
                 }
+                work += statement.takeWork()
                 if rows < pageSize { break scan }
             }
             return ListResult(items: items, revision: revision, continueToken: nil)
         }
+    }
+
+    /// The newest row of one key: its type, value and revision.
+    static let currentRowSQL = """
+        SELECT c.type, k.value, k.rev FROM current AS c JOIN kv AS k ON k.rev = c.rev
+        WHERE c.res = ?1 AND c.ns = ?2 AND c.name = ?3
+        """
+
+    /// One page of a list at revision ?3, after key (?4, ?5): every key of the resource in order,
+    /// read at its newest row at or before ?3 (its current row unless written since).
+    static let listSQL = listSQL(namespaceClause: "")
+    static let listInNamespaceSQL = listSQL(namespaceClause: "AND c.ns = ?2")
+
+    private static func listSQL(namespaceClause: String) -> String {
+        """
+        SELECT c.ns, c.name, k.value, k.rev FROM current AS c
+        JOIN kv AS k ON k.rev = (CASE WHEN c.rev <= ?3 THEN c.rev ELSE
+            (SELECT max(b.rev) FROM kv AS b WHERE b.res = c.res AND b.ns = c.ns AND b.name = c.name AND b.rev <= ?3) END)
+        WHERE c.res = ?1 \(namespaceClause) AND (c.ns, c.name) > (?4, ?5) AND k.type != 2
+        ORDER BY c.ns, c.name LIMIT ?6
+        """
     }
 
     // MARK: - Watch

@@ -11,6 +11,10 @@ public final class StoreStats: Sendable {
     public let largestBatch = Atomic<Int>(0)
     /// Commits that failed (nothing in them was applied).
     public let failedCommits = Atomic<Int>(0)
+    /// Rows removed from the revision log by compaction.
+    public let compactedRows = Atomic<Int>(0)
+    /// Free pages in the database file after the last reclaim (0 once all went back).
+    public let freePages = Atomic<Int>(0)
     /// Writes per commit (group-commit batch sizes).
     public let batchSizes = Histogram(bounds: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024])
 

@@ -1,7 +1,38 @@
 import Foundation
+import Testing
 
 /// Runs other people's tools (openssl, kubectl, curl) as independent peers in tests.
 public enum Tools {
+    /// Set by `.ci/run` once it has installed the peers: a test that finds one missing then fails
+    /// instead of skipping its check (a skip that passes would hide that nothing was checked).
+    public static let peersRequiredVariable = "COX_REQUIRE_PEERS"
+
+    /// Whether the run promised every peer (`COX_REQUIRE_PEERS=1`).
+    public static var peersRequired: Bool { ProcessInfo.processInfo.environment[peersRequiredVariable] == "1" }
+
+    /// The path of a peer tool the test checks against. When it is missing: nil and a printed
+    /// skip on a developer's machine, a recorded failure where the run promised the peers.
+    public static func peer(_ name: String, sourceLocation: SourceLocation = #_sourceLocation) -> String? {
+        if let path = find(name) { return path }
+        missingPeer(name, sourceLocation: sourceLocation)
+        return nil
+    }
+
+    /// Whether the Python `kubernetes` client can be imported (same rule as `peer`).
+    public static func pythonKubernetesClient(sourceLocation: SourceLocation = #_sourceLocation) -> Bool {
+        if let python = find("python3"), let check = try? run(python, ["-c", "import kubernetes"], timeout: 60), check.status == 0 { return true }
+        missingPeer("the Python kubernetes package", sourceLocation: sourceLocation)
+        return false
+    }
+
+    static func missingPeer(_ name: String, sourceLocation: SourceLocation) {
+        if peersRequired {
+            Issue.record("\(name) is missing, but \(peersRequiredVariable)=1 says this run installed every peer", sourceLocation: sourceLocation)
+        } else {
+            print("\(name) not installed: skipping the checks that need it (\(peersRequiredVariable)=1 would make this a failure)")
+        }
+    }
+
     /// The full path of `name` on PATH, or nil when it is not installed.
     public static func find(_ name: String) -> String? {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"

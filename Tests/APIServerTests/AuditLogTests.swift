@@ -73,4 +73,35 @@ import TestSupport
         let newest = try Self.lines(path).last
         #expect(newest?["name"] == .string("pod-59"))
     }
+
+    /// A log that cannot be written never stops auditing silently: the failure is counted and
+    /// shown in /metrics, changes are refused (503) until a line goes on record again, and then
+    /// they go on, on record.
+    @Test func changesWaitForAWritableLog() async throws {
+        let dir = TemporaryDirectory()
+        let path = (dir.path as NSString).appendingPathComponent("audit.log")
+        // Every write to /dev/full fails with ENOSPC: a full disk.
+        try FileManager.default.createSymbolicLink(atPath: path, withDestinationPath: "/dev/full")
+        let server = try await ServerHarness(dir: dir)
+        defer { Task { await server.stop() } }
+        let first = try await server.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("first"))
+        #expect(first.code == 201, "the change under way when the disk filled is carried out (and in the server log): \(first.body)")
+        let refused = try await server.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("second"))
+        #expect(refused.code == 503 && refused.json?["reason"] == .string("ServiceUnavailable"), "\(refused.body)")
+        #expect(try await server.request("/api/v1/namespaces/default/pods/second").code == 404, "a refused change is not carried out")
+        #expect(try await server.request("/api/v1/namespaces/default/pods/first").code == 200, "reads go on")
+        let metrics = try await server.request("/metrics").body
+        #expect(metrics.contains("cox_audit_failing 1"), "\(metrics)")
+        #expect(!metrics.contains("cox_audit_errors_total 0\n"))
+
+        try FileManager.default.removeItem(atPath: path)  // the operator makes room
+        let again = try await server.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("third"))
+        #expect(again.code == 201, "\(again.body)")
+        let lines = try Self.lines(path)
+        #expect(lines.first?["stage"] == .string("RequestReceived") && lines.first?["user"] == .string("admin"), "\(lines)")
+        #expect(lines.count == 2 && lines.last?["verb"] == .string("create") && lines.last?["code"] == .int(201)
+                && lines.last?["requestID"] == lines.first?["requestID"], "the received line, then the change's own: \(lines)")
+        #expect(try await server.request("/metrics").body.contains("cox_audit_failing 0"))
+        await server.stop()
+    }
 }

@@ -15,8 +15,8 @@ final class ServerHarness: @unchecked Sendable {
     let curl: String
 
     var base: String { "https://127.0.0.1:\(port)" }
-    /// The store revision of a fresh server once it serves: the built-in RBAC policy is written first.
-    static var bootRevision: Int { BootstrapPolicy.clusterRoles.count + BootstrapPolicy.clusterRoleBindings.count }
+    /// The store revision of a fresh server once it serves: the built-in RBAC policy and the system namespaces are written first.
+    static var bootRevision: Int { BootstrapPolicy.clusterRoles.count + BootstrapPolicy.clusterRoleBindings.count + Namespaces.system.count }
     var pki: String { (dir.path as NSString).appendingPathComponent("pki") }
     var kubeconfig: String { (dir.path as NSString).appendingPathComponent("admin.kubeconfig") }
 

@@ -20,14 +20,14 @@ import TestSupport
         #expect(DeploymentController.limits(d) == (4, 0))
     }
 
-    @Test func templateHashIsStableAndFollowsTheTemplate() {
+    @Test func templateHashIsStableAndFollowsTheTemplate() throws {
         let a = deployment("d", replicas: 1, labels: ["app": "x", "tier": "web"], command: ["sleep", "1"])
         var b = a
         // The same map built in another order hashes the same.
         b.spec.template.metadata.labels = ["tier": "web", "app": "x"]
-        #expect(DeploymentController.templateHash(a.spec.template) == DeploymentController.templateHash(b.spec.template))
+        #expect(try DeploymentController.templateHash(a.spec.template) == DeploymentController.templateHash(b.spec.template))
         b.spec.template.spec.containers[0].command = ["sleep", "2"]
-        #expect(DeploymentController.templateHash(a.spec.template) != DeploymentController.templateHash(b.spec.template))
+        #expect(try DeploymentController.templateHash(a.spec.template) != DeploymentController.templateHash(b.spec.template))
     }
 
     /// A rolling update never lets ready pods drop below replicas − maxUnavailable (a watcher
@@ -46,7 +46,7 @@ import TestSupport
             }
             let firstSet = try #require(try await harness.client.list(ReplicaSet.self, namespace: "default").items.first)
             #expect(firstSet.metadata.annotations[DeploymentController.revisionAnnotation] == "1")
-            #expect(firstSet.metadata.name == "web-\(DeploymentController.templateHash(created.spec.template))")
+            #expect(firstSet.metadata.name == "web-\(try DeploymentController.templateHash(created.spec.template))")
 
             // Watch every pod change during the rollout and keep the lowest ready count seen.
             let lowest = MutexBox(Int.max)
@@ -58,7 +58,7 @@ import TestSupport
             try await waitUntil("the watcher has listed") { lowest.withLock { $0 } != Int.max }
 
             let updated = try await harness.modify(Deployment.self, "web") { $0.spec.template.spec.containers[0].command = ["sleep", "2"] }
-            let newHash = DeploymentController.templateHash(updated.spec.template)
+            let newHash = try DeploymentController.templateHash(updated.spec.template)
             try await waitUntil("every pod is on the new template") {
                 let d = try await harness.client.get(Deployment.self, namespace: "default", name: "web")
                 let pods = try await harness.pods("app=web")
@@ -99,7 +99,7 @@ import TestSupport
             spec.spec.strategy.clearRollingUpdate()
             let created = try await harness.client.create(spec)
             try await waitUntil("2 pods ready") { try await harness.client.get(Deployment.self, namespace: "default", name: "batch").status.availableReplicas == 2 }
-            let oldHash = DeploymentController.templateHash(created.spec.template)
+            let oldHash = try DeploymentController.templateHash(created.spec.template)
 
             // While the new pods appear, no old pod may still be active.
             let overlap = MutexBox(false)

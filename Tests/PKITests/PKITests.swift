@@ -56,10 +56,7 @@ struct PKITests {
         let written = try pki.writeAdminKubeconfig(to: path, serverURL: "https://127.0.0.1:6443")
         #expect(try mode(path) == 0o600)
         #expect(try Kubeconfig.load(path: path) == written)
-        guard let kubectl = Tools.find("kubectl") else {
-            print("kubectl not installed: skipping the kubectl half of this test")
-            return
-        }
+        guard let kubectl = Tools.peer("kubectl") else { return }
         let server = try Tools.run(kubectl, ["--kubeconfig", path, "config", "view", "-o", "jsonpath={.clusters[0].cluster.server} {.contexts[0].context.user}"])
         #expect(server.status == 0 && server.output == "https://127.0.0.1:6443 admin", "\(server.output)")
         let raw = try Tools.run(kubectl, ["--kubeconfig", path, "config", "view", "--raw", "-o", "jsonpath={.users[0].user.client-certificate-data}"])

@@ -79,7 +79,8 @@ struct StoreConcurrencyTests {
         #expect(sizeAfterChurn <= sizeAfterWarmup * 2, "4× more writes must not grow the file: \(sizeAfterWarmup) → \(sizeAfterChurn) bytes")
     }
 
-    /// The background compactor keeps only the configured history and stops when cancelled.
+    /// The background compactor compacts what is older than its window, gives the freed pages
+    /// back to the file system, and stops when cancelled.
     @Test func backgroundCompactorRunsUntilCancelled() async throws {
         let dir = TemporaryDirectory()
         let store = try openStore(dir)
@@ -88,16 +89,27 @@ struct StoreConcurrencyTests {
         for round in 1...2 {
             for i in 0..<10 { _ = try await store.update(TestObjects.pod("p\(i)", labels: ["round": "\(round)"])) }
         }
-        let compactor = Task { await store.runCompactor(interval: .milliseconds(10), retainRevisions: 5) }
-        // Bounded wait for the first pass (not a timing assertion: 500 × 10 ms at most).
-        for _ in 0..<500 where store.compactedRevision < 25 { try await Task.sleep(for: .milliseconds(10)) }
-        #expect(store.compactedRevision == 25)
+        let compactor = Task { await store.runCompactor(window: .milliseconds(50), tick: .milliseconds(10)) }
+        // Bounded wait for the window to pass (not a timing assertion: 1,000 × 10 ms at most).
+        for _ in 0..<1_000 where store.compactedRevision < 30 { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(store.compactedRevision == 30)
         compactor.cancel()
         await compactor.value
-        // Revisions 1–10 created p0…p9, 11–20 and 21–30 updated them. At 25, p0…p4's latest rows are
-        // 21–25 and p5…p9's are 16–20; 26–30 are newer. Everything else is superseded.
-        #expect(try store.logRevisions().map(\.revision) == Array(16...30))
+        // Revisions 1–10 created p0…p9, 11–20 and 21–30 updated them: only the last of each is kept.
+        #expect(try store.logRevisions().map(\.revision) == Array(21...30))
         let live = try await store.list(Pod.self, options: ListOptions())
         #expect(live.items.allSatisfy { $0.metadata.labels["round"] == "2" } && live.items.count == 10, "compaction never changes live objects")
+    }
+
+    /// The window rule: compact to the newest revision noted at least a window ago.
+    @Test func compactionScheduleKeepsOneWindowOfHistory() {
+        var schedule = CompactionSchedule(window: .seconds(300))
+        #expect(schedule.record(at: .seconds(30), revision: 10) == nil)
+        #expect(schedule.record(at: .seconds(60), revision: 20) == nil)
+        #expect(schedule.record(at: .seconds(329), revision: 90) == nil, "nothing is 300 s old yet")
+        #expect(schedule.record(at: .seconds(330), revision: 95) == 10)
+        #expect(schedule.record(at: .seconds(400), revision: 99) == 20, "the newest of those old enough")
+        #expect(schedule.record(at: .seconds(401), revision: 99) == nil, "nothing new became old enough")
+        #expect(schedule.record(at: .seconds(700), revision: 120) == 99)
     }
 }

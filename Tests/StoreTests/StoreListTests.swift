@@ -1,3 +1,4 @@
+import Foundation
 import API
 import Testing
 import TestSupport
@@ -67,5 +68,68 @@ struct StoreListTests {
         await expectStoreError(.compacted) { _ = try await store.list(Pod.self, options: ListOptions(limit: 2, continueToken: page.continueToken)) }
         await expectStoreError(.invalid) { _ = try await store.list(Pod.self, options: ListOptions(continueToken: "garbage")) }
         #expect(try await store.list(Pod.self, options: ListOptions()).items.count == 5)
+    }
+
+    /// A list reads one row per object: its work does not follow the history the objects have,
+    /// and neither does a continued list at a revision from before that history.
+    @Test func listsDoNotReadHistory() async throws {
+        let dir = TemporaryDirectory()
+        let store = try openStore(dir)
+        defer { store.close() }
+        for i in 0..<20 { _ = try await store.create(TestObjects.pod(String(format: "p%02d", i))) }
+        let fresh = try await store.list(Pod.self, options: ListOptions())
+        let freshWork = store.lastListWork.load(ordering: .relaxed)
+        let firstPage = try await store.list(Pod.self, options: ListOptions(limit: 5))
+        for round in 0..<100 {
+            for i in 0..<20 {
+                _ = try await store.update(Pod.self, namespace: "default", name: String(format: "p%02d", i)) { pod in
+                    pod.metadata.labels["round"] = "\(round)"
+                }
+            }
+        }
+        #expect(try store.logRevisions().count == 2_020, "the history is there, uncompacted")
+        let churned = try await store.list(Pod.self, options: ListOptions())
+        let churnedWork = store.lastListWork.load(ordering: .relaxed)
+        #expect(churned.items.count == 20 && churned.items.allSatisfy { $0.metadata.labels["round"] == "99" })
+        #expect(churnedWork <= freshWork * 3 / 2, "a list after 2,000 updates did \(churnedWork) steps, against \(freshWork) before")
+
+        let rest = try await store.list(Pod.self, options: ListOptions(continueToken: firstPage.continueToken))
+        let continuedWork = store.lastListWork.load(ordering: .relaxed)
+        #expect(rest.items.map(\.metadata.name) == fresh.items.dropFirst(5).map(\.metadata.name))
+        #expect(rest.items.allSatisfy { $0.metadata.labels["round"] == nil }, "the page shows its revision, before the updates")
+        #expect(continuedWork <= freshWork * 3, "a continued list read \(continuedWork) steps, against \(freshWork) for a whole list before the updates")
+    }
+
+    /// A database made by an older version (no table of current objects, no incremental vacuum,
+    /// 0644 files) is brought up to date when opened, and reads the same.
+    @Test func anOlderDatabaseIsMigratedOnOpen() async throws {
+        let dir = TemporaryDirectory()
+        let path = dir.path + "/" + SQLiteStore.databaseFileName
+        do {
+            let store = try openStore(dir)
+            for i in 0..<5 { _ = try await store.create(TestObjects.pod("p\(i)")) }
+            _ = try await store.delete(Pod.self, namespace: "default", name: "p3", resourceVersion: nil)
+            store.close()
+        }
+        do {
+            let old = try SQLiteConnection(path: path)
+            try old.execute("DROP TABLE current; DELETE FROM meta WHERE k = 'layout'; PRAGMA auto_vacuum=NONE; VACUUM;")
+        }
+        for file in [path, path + "-wal", path + "-shm"] { _ = chmod(file, 0o644) }
+        _ = chmod(dir.path, 0o755)
+
+        let store = try openStore(dir)
+        defer { store.close() }
+        #expect(try await store.list(Pod.self, options: ListOptions()).items.map(\.metadata.name) == ["p0", "p1", "p2", "p4"])
+        await expectStoreError(.notFound) { _ = try await store.get(Pod.self, namespace: "default", name: "p3") }
+        _ = try await store.create(TestObjects.pod("p3"))
+        #expect(try await store.get(Pod.self, namespace: "default", name: "p3").metadata.resourceVersion == "7")
+        for file in [path, path + "-wal", path + "-shm"] {
+            #expect(try FileManager.default.attributesOfItem(atPath: file)[.posixPermissions] as? Int == 0o600, "\(file)")
+        }
+        #expect(try FileManager.default.attributesOfItem(atPath: dir.path)[.posixPermissions] as? Int == 0o700)
+        let check = try SQLiteConnection(path: path)
+        let mode = try check.prepare("PRAGMA auto_vacuum")
+        #expect(try mode.step() && mode.int64(0) == 2, "incremental auto-vacuum")
     }
 }

@@ -66,6 +66,12 @@ extension APIResponder {
         guard Self.propagationPolicies.contains(policy) else {
             throw APIError(422, "Invalid", "propagationPolicy: Unsupported value: \"\(policy)\": supported values: \"Background\", \"Foreground\", \"Orphan\"")
         }
+        if T.self == Namespace.self && Namespaces.undeletable.contains(name) {
+            var error = APIError(403, "Forbidden", "namespaces \"\(name)\" is forbidden: this namespace may not be deleted")
+            error.kind = "namespaces"
+            error.name = name
+            throw error
+        }
         for _ in 0..<5 {
             var object = try await store.get(T.self, namespace: namespace, name: name)
             if let precondition, String(precondition) != object.metadata.resourceVersion {

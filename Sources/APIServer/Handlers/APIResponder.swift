@@ -29,6 +29,8 @@ struct APIResponder: HTTPResponder {
     let audit: AuditLog?
     /// Signs nodes' certificate requests (nil: none are).
     var signer: CertificateSigner? = nil
+    /// Which namespaces exist (creating in one that does not is 404, in one being deleted 403).
+    var namespaces = Namespaces()
 
     /// Who a request turned out to be, for the audit log (set by `answer`).
     final class Caller: @unchecked Sendable {
@@ -36,6 +38,8 @@ struct APIResponder: HTTPResponder {
         var impersonatedBy: String?
         /// What the request asked to do, as authorized.
         var attributes: RequestAttributes?
+        /// The request's id (`Audit-Id`).
+        let requestID = RequestID.next()
     }
 
     func respond(to request: Request, context: Context) async throws -> Response {
@@ -50,7 +54,7 @@ struct APIResponder: HTTPResponder {
         let (verb, resource) = RequestMetrics.classify(method: request.method.rawValue, path: request.uri.path, isWatch: isWatch)
         metrics.record(verb: verb, resource: resource, code: response.status.code, seconds: seconds)
         if let audit {
-            let id = RequestID.next()
+            let id = caller.requestID
             response.headers[Self.auditID] = id
             let identity = caller.identity ?? ClientIdentity(user: "system:anonymous", groups: ["system:unauthenticated"])
             var attributes = caller.attributes
@@ -93,6 +97,14 @@ struct APIResponder: HTTPResponder {
                 audited.identity = identity
                 audited.impersonatedBy = caller.user
             }
+            if let audit, Self.changes(request.method),
+               !audit.admitChange(requestID: audited.requestID, user: identity.user, method: request.method.rawValue, path: path) {
+                var error = APIError(503, "ServiceUnavailable", "the audit log cannot be written, so no change is carried out until it can; see the server's log")
+                error.retryAfterSeconds = 5
+                var response = errorResponse(error, format)
+                response.headers[.retryAfter] = "5"
+                return response
+            }
             // Kubernetes' own protobuf envelope is not spoken here: say so (415), and clients such
             // as kubectl send JSON instead.
             if request.headers[.contentType]?.hasPrefix("application/vnd.kubernetes.protobuf") == true {
@@ -118,6 +130,11 @@ struct APIResponder: HTTPResponder {
             if mapped.code == 500 { logger.error("request failed", metadata: ["path": "\(path)", "error": "\(error)"]) }
             return errorResponse(mapped, format)
         }
+    }
+
+    /// Whether a request of this method changes state.
+    static func changes(_ method: HTTPRequest.Method) -> Bool {
+        method == .post || method == .put || method == .patch || method == .delete
     }
 
     /// The connection (HTTP/1.1) or stream (HTTP/2) a streaming request arrived on.
@@ -254,10 +271,7 @@ struct APIResponder: HTTPResponder {
             object.applyDefaults()
             object.metadata.resourceVersion = ""
             try admit?(object)
-            if info.namespaced, let namespace = try? await store.get(Namespace.self, namespace: "", name: object.metadata.namespace),
-               namespace.metadata.hasDeletionTimestamp {
-                throw APIError(403, "Forbidden", "\(info.resource) \"\(object.metadata.name)\" is forbidden: unable to create new content in namespace \(object.metadata.namespace) because it is being terminated")
-            }
+            if info.namespaced { try await admitIntoNamespace(object) }
             if dryRun { return encode(try await dryRunCreate(try object.validated()), format, status: .created) }
             let created = try await store.create(try object.validated())
             return encode(created, format, status: .created)
@@ -329,6 +343,15 @@ struct APIResponder: HTTPResponder {
             "# HELP cox_watch_event_encodes_total Wire encodings of watch events (one per event and format, whatever the number of watchers).",
             "# TYPE cox_watch_event_encodes_total counter",
             "cox_watch_event_encodes_total \(StoreEvent.encodeCount.load(ordering: .relaxed))",
+            "# HELP cox_store_compacted_rows_total Rows removed from the revision log by compaction.",
+            "# TYPE cox_store_compacted_rows_total counter",
+            "cox_store_compacted_rows_total \(store.stats.compactedRows.load(ordering: .relaxed))",
+            "# HELP cox_audit_errors_total Audit lines that could not be written, and failed rotation steps.",
+            "# TYPE cox_audit_errors_total counter",
+            "cox_audit_errors_total \(audit?.errorCount ?? 0)",
+            "# HELP cox_audit_failing 1 while the audit log cannot be written (changes are refused).",
+            "# TYPE cox_audit_failing gauge",
+            "cox_audit_failing \(audit?.isFailing == true ? 1 : 0)",
             "# HELP cox_store_commit_batch_size Writes per commit (group commit).",
             "# TYPE cox_store_commit_batch_size histogram",
         ]
@@ -416,6 +439,26 @@ struct APIResponder: HTTPResponder {
         guard let value = query["dryRun"], !value.isEmpty else { return false }
         guard value == "All" else { throw APIError.badRequest("dryRun: Unsupported value: \"\(value)\": supported values: \"All\"") }
         return true
+    }
+
+    /// Kubernetes' NamespaceLifecycle admission: no new object in a namespace that does not exist
+    /// (404, as Kubernetes says it) or is being deleted (403).
+    func admitIntoNamespace<T: APIObject>(_ object: T) async throws {
+        let name = object.metadata.namespace
+        switch try await namespaces.state(of: name, in: store) {
+        case .active:
+            return
+        case .missing:
+            var error = APIError.notFound("namespaces \"\(name)\" not found")
+            error.kind = "namespaces"
+            error.name = name
+            throw error
+        case .terminating:
+            var error = APIError(403, "Forbidden", "\(T.kindInfo.resource) \"\(object.metadata.name)\" is forbidden: unable to create new content in namespace \(name) because it is being terminated")
+            error.kind = T.kindInfo.resource
+            error.name = object.metadata.name
+            throw error
+        }
     }
 
     /// What `store.create` would answer for a valid object, without storing it: AlreadyExists

@@ -48,6 +48,12 @@ public struct APIServer: Sendable {
         public var handlesSignals = true
         /// Longest lifetime of a node certificate signed on request (agents renew at 70 % of it).
         public var nodeCertificateLifetime: Duration = .seconds(365 * 24 * 3600)
+        /// History older than this is compacted away (and its pages returned to the file system);
+        /// a watch from before it gets 410 Gone. nil: never (kube-apiserver's
+        /// `--etcd-compaction-interval 0`).
+        public var compactionInterval: Duration? = .seconds(5 * 60)
+        /// Events are deleted this long after their last write (`--event-ttl`).
+        public var eventTTL: Duration = .seconds(3600)
 
         public init(dataDirectory: String) {
             self.dataDirectory = dataDirectory
@@ -89,6 +95,9 @@ public struct APIServer: Sendable {
         // RBAC: the built-in roles and bindings exist before the first request is answered, and
         // the authorizer holds every role and binding from then on.
         try await BootstrapPolicy.ensure(in: store, logger: logger)
+        try await Namespaces.ensureSystem(in: store, logger: logger)
+        let namespaces = Namespaces()
+        let namespacesRevision = try await namespaces.reload(from: store)
         let authorizer = Authorizer()
         let policyRevision = try await authorizer.reload(from: store)
         let drain = WatchDrain()
@@ -97,6 +106,7 @@ public struct APIServer: Sendable {
                                  maxBytes: configuration.auditMaxBytes, logger: logger)
         var responder = APIResponder(store: store, limits: configuration.limits, inflight: InflightCounter(),
                                      metrics: RequestMetrics(), drain: drain, agents: agents, logger: logger, authorizer: authorizer, audit: audit)
+        responder.namespaces = namespaces
         responder.signer = CertificateSigner(clusterCA: pki.authority, nodeServingCA: pki.nodeServing,
                                              maxLifetime: TimeInterval(configuration.nodeCertificateLifetime.components.seconds))
         let kubeconfigPath = configuration.kubeconfigPath ?? (configuration.dataDirectory as NSString).appendingPathComponent("admin.kubeconfig")
@@ -126,11 +136,19 @@ public struct APIServer: Sendable {
             logger: logger)
         let following = Task { [logger] in await authorizer.follow(store, from: policyRevision, logger: logger) }
         let cleaning = Task { [logger] in await TokenCleaner.run(store, every: .seconds(60), logger: logger) }
+        let followingNamespaces = Task { [logger] in await namespaces.follow(store, from: namespacesRevision, logger: logger) }
+        let eventTTL = configuration.eventTTL
+        let expiring = Task { [logger] in
+            await EventExpiry.run(store, ttl: eventTTL, every: Self.sweepInterval(ttl: eventTTL), logger: logger)
+        }
+        let compacting = Task { [compactionInterval = configuration.compactionInterval] in
+            guard let compactionInterval else { return }
+            await store.runCompactor(window: compactionInterval, tick: Self.sweepInterval(ttl: compactionInterval))
+        }
         func stopBackground() async {
-            following.cancel()
-            cleaning.cancel()
-            await following.value
-            await cleaning.value
+            let tasks = [following, cleaning, followingNamespaces, expiring, compacting]
+            for task in tasks { task.cancel() }
+            for task in tasks { await task.value }
             try? await agents.shutdown()
         }
         do {
@@ -173,6 +191,12 @@ public struct APIServer: Sendable {
             }
             try await group.waitForAll()
         }
+    }
+
+    /// How often a sweep runs that removes what is older than `ttl`: a tenth of it, between 1 s
+    /// and a minute, so nothing outlives its time by more than a tenth (or a minute).
+    static func sweepInterval(ttl: Duration) -> Duration {
+        min(.seconds(60), max(.seconds(1), ttl / 10))
     }
 
     /// The client the server uses to reach node agents: trusts the cluster CA, presents a client

@@ -9,6 +9,14 @@ import Synchronization
 /// from where, what (verb, API group, resource, namespace, name), the answer's code and the
 /// latency. Never a body, never a credential. Rotated by size: `audit.log` → `audit.log.1` … up
 /// to `keep` files.
+///
+/// When a line cannot be written (disk full, the file gone, a failed rotation), the failure is
+/// logged with the entry itself (so the server log keeps what the audit log could not), counted
+/// (`cox_audit_errors_total`), and the log turns *failing*: from then on every change must first
+/// get a line on record before it is carried out (`admitChange`), and is refused with 503 while
+/// that fails. The first line that is written again ends the failing state. So at most the
+/// changes already under way when the disk failed are missing from the file — and those are in
+/// the server log.
 public final class AuditLog: Sendable {
     public struct Entry: Sendable {
         public var requestID: String
@@ -44,8 +52,20 @@ public final class AuditLog: Sendable {
     let maxBytes: Int
     let keep: Int
     let logger: Logger
-    struct State { var handle: FileHandle?; var size: Int }
+    struct State {
+        var handle: FileHandle?
+        var size: Int
+        /// The last write failed: changes need a line on record first.
+        var failing = false
+    }
     let state: Mutex<State>
+    /// Lines that could not be written, and rotations that did not go as planned.
+    let errors = Atomic<Int>(0)
+
+    /// Lines that could not be written since the start (for `/metrics`).
+    public var errorCount: Int { errors.load(ordering: .relaxed) }
+    /// Whether the last attempt to write failed (changes are refused until a line goes through).
+    public var isFailing: Bool { state.withLock { $0.failing } }
 
     public init(path: String, maxBytes: Int = 100 * 1024 * 1024, keep: Int = 5, logger: Logger) throws {
         self.path = path
@@ -78,9 +98,51 @@ public final class AuditLog: Sendable {
         guard Self.records(entry) else { return }
         var line = Self.line(entry)
         line.append(0x0A)
+        if let failure = write(line) {
+            logger.error("cannot write the audit log; the entry follows here instead", metadata: [
+                "path": "\(path)", "error": "\(failure)", "entry": "\(String(decoding: line.dropLast(), as: UTF8.self))"])
+        }
+    }
+
+    /// For a change about to be carried out while the log is failing: writes a line saying the
+    /// request was received, and answers whether it went on record (false: refuse the change).
+    /// While the log is healthy it writes nothing and answers true at once.
+    public func admitChange(requestID: String, user: String, method: String, path requestPath: String) -> Bool {
+        guard isFailing else { return true }
+        var w = JSONWriter(capacity: 200)
+        w.beginObject()
+        w.key("time"); w.string(Timestamp(date: Date()).format(microseconds: true))
+        w.key("requestID"); w.string(requestID)
+        w.key("stage"); w.string("RequestReceived")
+        w.key("user"); w.string(user)
+        w.key("verb"); w.string(method.lowercased())
+        w.key("path"); w.string(requestPath)
+        w.endObject()
+        var line = w.bytes
+        line.append(0x0A)
+        if let failure = write(line) {
+            logger.warning("the audit log is still not writable; refusing a change", metadata: ["path": "\(path)", "error": "\(failure)", "user": "\(user)"])
+            return false
+        }
+        logger.notice("the audit log is writable again", metadata: ["path": "\(path)"])
+        return true
+    }
+
+    /// Writes one line (rotating first when it would pass `maxBytes`, reopening when the file is
+    /// not open); nil when written, else what went wrong, counted and the log marked failing.
+    func write(_ line: [UInt8]) -> String? {
         state.withLock { state in
             if state.size + line.count > maxBytes { rotate(&state) }
-            guard let handle = state.handle else { return }
+            if state.handle == nil {
+                do {
+                    let (handle, size) = try Self.open(path)
+                    state.handle = handle
+                    state.size = size
+                } catch {
+                    return fail(&state, "cannot open: \(error)")
+                }
+            }
+            guard let handle = state.handle else { return fail(&state, "not open") }
             // write(2) on the descriptor: FileHandle's write adds closures and a protocol hop per line.
             let error = line.withUnsafeBytes { bytes -> Int32? in
                 var offset = 0
@@ -95,29 +157,47 @@ public final class AuditLog: Sendable {
                 return nil
             }
             if let error {
-                logger.error("cannot write the audit log", metadata: ["path": "\(path)", "error": "\(String(cString: strerror(error)))"])
-            } else {
-                state.size += line.count
+                // Closed, so the next line reopens the file (it may have been removed or replaced).
+                try? handle.close()  // the descriptor is being given up after a failed write; nothing to save
+                state.handle = nil
+                return fail(&state, String(cString: strerror(error)))
             }
+            state.size += line.count
+            state.failing = false
+            return nil
         }
     }
 
+    private func fail(_ state: inout State, _ reason: String) -> String {
+        state.failing = true
+        errors.add(1, ordering: .relaxed)
+        return reason
+    }
+
+    /// Moves the files along (`audit.log.N` is dropped, each other one moves up) and leaves the
+    /// log closed, to be reopened fresh by the write that follows. A step that fails is logged and
+    /// counted; the log goes on (at worst into the file it could not move).
     func rotate(_ state: inout State) {
-        try? state.handle?.close()
-        let files = FileManager.default
-        try? files.removeItem(atPath: "\(path).\(keep)")
-        if keep > 1 {
-            for i in stride(from: keep - 1, through: 1, by: -1) where files.fileExists(atPath: "\(path).\(i)") {
-                try? files.moveItem(atPath: "\(path).\(i)", toPath: "\(path).\(i + 1)")
-            }
-        }
-        try? files.moveItem(atPath: path, toPath: "\(path).1")
         do {
-            let (handle, size) = try Self.open(path)
-            state = State(handle: handle, size: size)
+            try state.handle?.close()
         } catch {
-            logger.error("cannot reopen the audit log after rotating it", metadata: ["path": "\(path)", "error": "\(error)"])
-            state = State(handle: nil, size: 0)
+            logger.warning("closing the audit log before rotating it failed", metadata: ["path": "\(path)", "error": "\(error)"])
+        }
+        state.handle = nil
+        state.size = 0
+        let files = FileManager.default
+        var moves: [(String, String?)] = [("\(path).\(keep)", nil)]
+        if keep > 1 {
+            for i in stride(from: keep - 1, through: 1, by: -1) { moves.append(("\(path).\(i)", "\(path).\(i + 1)")) }
+        }
+        moves.append((path, "\(path).1"))
+        for (from, to) in moves where files.fileExists(atPath: from) {
+            do {
+                if let to { try files.moveItem(atPath: from, toPath: to) } else { try files.removeItem(atPath: from) }
+            } catch {
+                errors.add(1, ordering: .relaxed)
+                logger.error("cannot rotate the audit log", metadata: ["from": "\(from)", "to": "\(to ?? "(removed)")", "error": "\(error)"])
+            }
         }
     }
 

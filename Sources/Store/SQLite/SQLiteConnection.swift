@@ -119,6 +119,10 @@ final class SQLiteConnection: @unchecked Sendable {
 
         func int64(_ column: Int32) -> Int64 { sqlite3_column_int64(handle, column) }
 
+        /// Virtual-machine steps this statement took since the last call (SQLite's measure of the
+        /// work a query did, which grows with the rows it visits).
+        func takeWork() -> Int { Int(sqlite3_stmt_status(handle, Int32(SQLITE_STMTSTATUS_VM_STEP), 1)) }
+
         func string(_ column: Int32) -> String {
             guard let text = sqlite3_column_text(handle, column) else { return "" }
             return String(cString: text)

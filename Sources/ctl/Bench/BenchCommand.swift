@@ -9,7 +9,7 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks: codec, store, watch fan-out, API, pods, controllers, scheduler (use a release build).",
-        subcommands: [CodecBench.self, StoreBench.self, WatchBench.self, APIBench.self, PodsBench.self, ControllersBench.self, SchedBench.self])
+        subcommands: [CodecBench.self, StoreBench.self, ChurnBench.self, WatchBench.self, APIBench.self, PodsBench.self, ControllersBench.self, SchedBench.self])
 }
 
 /// An API server inside the bench process: its own temporary data directory, a loopback port, and

@@ -20,6 +20,7 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "Port to listen on (0 picks a free one).") var port = 6443
     @Option(help: "Extra name or address for the serving certificate (repeatable).") var advertiseAddress: [String] = []
     @Option(help: "Longest lifetime of a node certificate signed for a joining node (agents renew at 70 %), e.g. 720h.") var nodeCertLifetime = "8760h"
+    @OptionGroup var storage: StorageOptions
     @Flag(help: "Run the API server without the controller manager (run `cox controllers` elsewhere).") var noControllers = false
     @Flag(help: "Run the API server without the scheduler (run `cox scheduler` elsewhere).") var noScheduler = false
     @OptionGroup var controllers: ControllerOptions
@@ -36,6 +37,7 @@ struct ServerCommand: AsyncParsableCommand {
         configuration.port = port
         configuration.extraNames = advertiseAddress
         configuration.nodeCertificateLifetime = .seconds(try TokenTTL.seconds(nodeCertLifetime, flag: "--node-cert-lifetime"))
+        try storage.apply(to: &configuration)
         let managerOptions = noControllers ? nil : try controllers.managerOptions()
         let listen = self.listen
         let scheduler = noScheduler ? nil : controllers.schedulerOptions()
@@ -111,6 +113,7 @@ struct UpCommand: AsyncParsableCommand {
     @Option(help: "The name or address other hosts reach this one by (in the serving certificate and the join command; repeatable).") var advertiseAddress: [String] = []
     @Option(name: .shortAndLong, help: "Manifests to apply once the cluster is up (a file or directory; repeatable).") var filename: [String] = []
     @Option(help: "Node name of the local agent (default: the host name).") var nodeName: String?
+    @OptionGroup var storage: StorageOptions
     @Flag(help: "Run the API server only, without a local agent.") var noAgent = false
     @Flag(help: "Run without the controller manager.") var noControllers = false
     @Flag(help: "Run without the scheduler.") var noScheduler = false
@@ -123,6 +126,7 @@ struct UpCommand: AsyncParsableCommand {
         configuration.host = listen
         configuration.port = port
         configuration.extraNames = advertiseAddress
+        try storage.apply(to: &configuration)
         let joinHost = JoinHint.host(listen: listen, advertised: advertiseAddress)
         let node = nodeName ?? LocalNode.defaultName()
         let (ready, readyContinuation) = AsyncStream<String>.makeStream()
@@ -181,6 +185,24 @@ struct UpCommand: AsyncParsableCommand {
             try await group.next()
             try await group.waitForAll()
         }
+    }
+}
+
+/// How long the server keeps history and Events (`cox server` and `cox up`).
+struct StorageOptions: ParsableArguments {
+    @Option(help: "Compact history older than this (a watch from before it gets 410 Gone and re-lists); 0 never compacts.")
+    var compactionInterval = "5m"
+    @Option(help: "Delete Events this long after their last write.") var eventTtl = "1h"
+
+    func validate() throws {
+        _ = try TokenTTL.seconds(compactionInterval, flag: "--compaction-interval")
+        if try TokenTTL.seconds(eventTtl, flag: "--event-ttl") == 0 { throw ValidationError("--event-ttl: must be more than 0") }
+    }
+
+    func apply(to configuration: inout APIServer.Configuration) throws {
+        let compaction = try TokenTTL.seconds(compactionInterval, flag: "--compaction-interval")
+        configuration.compactionInterval = compaction == 0 ? nil : .seconds(compaction)
+        configuration.eventTTL = .seconds(try TokenTTL.seconds(eventTtl, flag: "--event-ttl"))
     }
 }
 
