@@ -25,11 +25,14 @@ final class RawHTTP2: Sendable {
     let channel: any Channel
     let recorder: Recorder
 
-    init(port: Int, pki: String) async throws {
+    /// `authenticated: false`: no client certificate (a stranger).
+    init(port: Int, pki: String, authenticated: Bool = true) async throws {
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.trustRoots = .file("\(pki)/ca.crt")
-        tls.certificateChain = try NIOSSLCertificate.fromPEMFile("\(pki)/admin.crt").map { .certificate($0) }
-        tls.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(try String(contentsOfFile: "\(pki)/admin.key", encoding: .utf8).utf8), format: .pem))
+        if authenticated {
+            tls.certificateChain = try NIOSSLCertificate.fromPEMFile("\(pki)/admin.crt").map { .certificate($0) }
+            tls.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(try String(contentsOfFile: "\(pki)/admin.key", encoding: .utf8).utf8), format: .pem))
+        }
         tls.applicationProtocols = ["h2"]
         let context = try NIOSSLContext(configuration: tls)
         let recorder = Recorder()
@@ -50,6 +53,27 @@ final class RawHTTP2: Sendable {
                                     ("accept", "application/json")])
         try await channel.writeAndFlush(HTTP2Frame(streamID: HTTP2StreamID(stream), payload: .headers(.init(headers: headers, endStream: true)))).get()
     }
+
+    /// Opens a POST on `stream` and sends `chunks` DATA frames of `chunkBytes` without ever
+    /// ending the body. Written without waiting: frames past the server's window wait in this
+    /// client's flow-control buffer.
+    func unfinishedPost(_ path: String, stream: Int, chunkBytes: Int, chunks: Int) {
+        let headers = HPACKHeaders([(":method", "POST"), (":scheme", "https"), (":authority", "localhost"), (":path", path),
+                                    ("content-type", "application/json")])
+        let id = HTTP2StreamID(stream)
+        channel.write(HTTP2Frame(streamID: id, payload: .headers(.init(headers: headers, endStream: false))), promise: nil)
+        let chunk = ByteBuffer(repeating: UInt8(ascii: " "), count: chunkBytes)
+        for _ in 0..<chunks {
+            channel.write(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(chunk), endStream: false))), promise: nil)
+        }
+        channel.flush()
+    }
+
+    func close() async {
+        try? await channel.close()
+    }
+
+    func statuses() -> [Int: String] { recorder.statuses.withLock { $0 } }
 
     func reset(stream: Int) async throws {
         try await channel.writeAndFlush(HTTP2Frame(streamID: HTTP2StreamID(stream), payload: .rstStream(.cancel))).get()

@@ -22,6 +22,12 @@ public struct APIError: Error, Sendable, CustomStringConvertible {
 
     static func badRequest(_ message: String) -> APIError { APIError(400, "BadRequest", message) }
     static func notFound(_ message: String) -> APIError { APIError(404, "NotFound", message) }
+    /// 429 with a Retry-After of one second.
+    static func tooManyRequests(_ message: String) -> APIError {
+        var error = APIError(429, "TooManyRequests", message + "; retry after 1 second")
+        error.retryAfterSeconds = 1
+        return error
+    }
     static let unauthorized = APIError(401, "Unauthorized", "Unauthorized: a client certificate signed by the cluster CA or a valid bearer token is required")
     static func methodNotAllowed(_ method: String) -> APIError { APIError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource: \(method)") }
 

@@ -31,6 +31,8 @@ struct APIResponder: HTTPResponder {
     var signer: CertificateSigner? = nil
     /// Which namespaces exist (creating in one that does not is 404, in one being deleted 403).
     var namespaces = Namespaces()
+    /// Request bodies held across the server (HTTP/2 streams count their bodies against it).
+    var bodyBudget = BodyBudget(limit: 256 * 1024 * 1024)
 
     /// Who a request turned out to be, for the audit log (set by `answer`).
     final class Caller: @unchecked Sendable {
@@ -328,6 +330,9 @@ struct APIResponder: HTTPResponder {
             "# HELP cox_apiserver_inflight_requests Requests being served (watch streams excluded).",
             "# TYPE cox_apiserver_inflight_requests gauge",
             "cox_apiserver_inflight_requests \(inflight.current)",
+            "# HELP cox_apiserver_request_body_bytes Bytes of request bodies held (buffered or being served).",
+            "# TYPE cox_apiserver_request_body_bytes gauge",
+            "cox_apiserver_request_body_bytes \(bodyBudget.current)",
             "# HELP cox_store_revision The store's current revision.",
             "# TYPE cox_store_revision gauge",
             "cox_store_revision \(store.currentRevision)",

@@ -19,6 +19,9 @@ public struct APIServer: Sendable {
         public var maxBodyBytes = 3 * 1024 * 1024
         /// Requests served at once; more get 429 with Retry-After.
         public var maxInflightRequests = 400
+        /// Bytes of request bodies held by the whole server at once (over HTTP/2: buffered on
+        /// connections and in requests being served); a body that would pass it gets 429.
+        public var maxBufferedBodyBytes = 256 * 1024 * 1024
         /// Longest a watch stays open; clients re-watch from their last revision.
         public var maxWatchSeconds = 1_800
         /// A watch with nothing to send sends a BOOKMARK this often: clients learn the current
@@ -107,6 +110,7 @@ public struct APIServer: Sendable {
         var responder = APIResponder(store: store, limits: configuration.limits, inflight: InflightCounter(),
                                      metrics: RequestMetrics(), drain: drain, agents: agents, logger: logger, authorizer: authorizer, audit: audit)
         responder.namespaces = namespaces
+        responder.bodyBudget = BodyBudget(limit: configuration.limits.maxBufferedBodyBytes)
         responder.signer = CertificateSigner(clusterCA: pki.authority, nodeServingCA: pki.nodeServing,
                                              maxLifetime: TimeInterval(configuration.nodeCertificateLifetime.components.seconds))
         let kubeconfigPath = configuration.kubeconfigPath ?? (configuration.dataDirectory as NSString).appendingPathComponent("admin.kubeconfig")

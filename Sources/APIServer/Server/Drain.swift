@@ -54,3 +54,24 @@ struct WatchDrainService: Service {
         logger.info("shutting down: watches ended, finishing requests in flight", metadata: ["watches": "\(ended)"])
     }
 }
+
+/// The bytes of request bodies the whole server holds at once (buffered on connections and in
+/// requests being served). A body that would pass it is refused with 429, never half-read.
+final class BodyBudget: Sendable {
+    let limit: Int
+    private let held = Atomic<Int>(0)
+
+    init(limit: Int) { self.limit = limit }
+
+    /// Counts `bytes` as held; false when the total is now past the limit. Either way the caller
+    /// gives them back (`give`) when it lets go of them — at once, when it refuses them.
+    func take(_ bytes: Int) -> Bool {
+        held.add(bytes, ordering: .relaxed).newValue <= limit
+    }
+
+    func give(_ bytes: Int) {
+        held.subtract(bytes, ordering: .relaxed)
+    }
+
+    var current: Int { held.load(ordering: .relaxed) }
+}

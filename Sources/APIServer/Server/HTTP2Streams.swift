@@ -1,3 +1,4 @@
+import API
 import HTTPTypes
 import Hummingbird
 import HummingbirdCore
@@ -87,8 +88,12 @@ final class HTTP2Connection: Sendable {
     /// Concurrent streams a client may open (Kubernetes' API server allows 250 by default).
     static let maxStreams = 250
     /// Our receive window per stream and for the connection: a request body up to the 3 MiB
-    /// cap never waits for a window update.
+    /// cap never waits for a window update. The connection's window is given back only as
+    /// bodies are handed to their requests, so it is also the most one connection's unfinished
+    /// bodies can hold.
     static let window = 4 * 1024 * 1024
+    /// Less than this left of the connection's window counts as spent (no body could finish).
+    static let windowSlack = 16 * 1024
 
     let channel: any Channel
     let api: APIResponder
@@ -216,7 +221,15 @@ final class HTTP2StreamsHandler: ChannelDuplexHandler, @unchecked Sendable {
 
     let connection: HTTP2Connection
     let maxBody: Int
+    /// Bytes of request bodies this server holds, across connections (over its cap: 429).
+    let budget: BodyBudget
     private var streams: [HTTP2StreamID: Stream] = [:]
+    /// Bytes held in this connection's bodies not yet handed to a request. The client may send
+    /// only as much as its window allows, and the window is given back only as bytes leave this
+    /// buffer (dispatched or discarded), so this never passes `HTTP2Connection.window`.
+    private var buffered = 0
+    /// Whether the TLS peer presented a client certificate (read once, at the first stream).
+    private var certified: Bool?
     private var context: ChannelHandlerContext?
     private var unacknowledged = 0
     private var lastStreamID = HTTP2StreamID.rootStream
@@ -229,6 +242,17 @@ final class HTTP2StreamsHandler: ChannelDuplexHandler, @unchecked Sendable {
     init(connection: HTTP2Connection) {
         self.connection = connection
         maxBody = connection.api.limits.maxBodyBytes
+        budget = connection.api.bodyBudget
+    }
+
+    /// Whether the connection's TLS peer presented a certificate (the TLS layer verified it
+    /// against the cluster CA; without one, only a bearer token can identify a request).
+    private func isCertified(_ context: ChannelHandlerContext) -> Bool {
+        if let certified { return certified }
+        let handler = try? context.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self)
+        let known = (try? handler?.peerCertificate) != nil
+        certified = known
+        return known
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -267,22 +291,52 @@ final class HTTP2StreamsHandler: ChannelDuplexHandler, @unchecked Sendable {
             }
             if id > lastStreamID { lastStreamID = id }
             streams[id] = Stream(head: head, requestEnded: payload.endStream)
-            if payload.endStream { dispatch(id, context: context) }
+            // A caller with neither a certificate nor a bearer token is answered at once (401, or
+            // a health check), its body never read: no stranger gets memory held for it.
+            let anonymous = !isCertified(context) && head.headerFields[.authorization] == nil
+            if payload.endStream || anonymous { dispatch(id, context: context) }
         case .data(let payload):
             let length = payload.data.readableBytes + (payload.paddingBytes ?? 0)
-            grant(length, context: context)
-            guard var stream = streams[id], !stream.dispatched else { return }
+            guard var stream = streams[id], !stream.dispatched else {
+                // Not kept (answered already, or unknown): the window goes back at once.
+                grant(length, context: context)
+                return
+            }
+            var kept = 0
             if case .byteBuffer(var bytes) = payload.data {
                 // One byte past the cap is enough for the responder to answer 413.
                 let room = maxBody + 1 - stream.body.readableBytes
                 if bytes.readableBytes > room { bytes = bytes.getSlice(at: bytes.readerIndex, length: max(0, room))! }
+                kept = bytes.readableBytes
                 stream.body.writeBuffer(&bytes)
             }
+            // Padding and what is cut off past the cap are not held.
+            grant(length - kept, context: context)
+            buffered += kept
             stream.requestEnded = payload.endStream
             streams[id] = stream
-            if payload.endStream || stream.body.readableBytes > maxBody { dispatch(id, context: context) }
+            guard budget.take(kept) else {
+                refuse(id, context: context, APIError.tooManyRequests("the server holds as many request bodies as it may (\(budget.limit) bytes)"))
+                return
+            }
+            if payload.endStream || stream.body.readableBytes > maxBody {
+                dispatch(id, context: context)
+            } else if buffered >= HTTP2Connection.window - HTTP2Connection.windowSlack {
+                // The connection's window is spent on bodies that are not complete: none can
+                // finish. The largest one is refused, so the others can.
+                let largest = streams.filter { !$0.value.dispatched }.max { $0.value.body.readableBytes < $1.value.body.readableBytes }
+                refuse(largest?.key ?? id, context: context,
+                       APIError.tooManyRequests("this connection holds as much unfinished request body as it may (\(HTTP2Connection.window) bytes)"))
+            }
         case .rstStream:
-            if let stream = streams.removeValue(forKey: id) { stream.task?.cancel() }
+            if let stream = streams.removeValue(forKey: id) {
+                stream.task?.cancel()
+                if !stream.dispatched {
+                    buffered -= stream.body.readableBytes
+                    budget.give(stream.body.readableBytes)
+                    grant(stream.body.readableBytes, context: context)
+                }
+            }
             closeIfDone(context: context)
         default:
             break
@@ -316,16 +370,42 @@ final class HTTP2StreamsHandler: ChannelDuplexHandler, @unchecked Sendable {
         stream.dispatched = true
         let body = stream.body
         stream.body = ByteBuffer()
+        // The body leaves this connection's buffer: its window goes back to the client. It stays
+        // in the server's budget until its request is done.
+        let size = body.readableBytes
+        buffered -= size
+        grant(size, context: context)
         running += 1
         let connection = connection
         let loop = context.eventLoop
+        let budget = budget
         // Writes run on the connection's event loop, reads on the concurrency pool (no preference).
         let executor: (any TaskExecutor)? = head.method == .get ? nil : connection.executor
         stream.task = Task(executorPreference: executor) {
             await connection.serve(head, body: body, stream: id)
+            budget.give(size)
             if loop.inEventLoop { self.taskEnded() } else { loop.execute { self.taskEnded() } }
         }
         streams[id] = stream
+    }
+
+    /// Answers a stream whose body will not be read with `error` (its Status), drops what it
+    /// had sent and gives that back to the window and the budget; the request is not carried out.
+    private func refuse(_ id: HTTP2StreamID, context: ChannelHandlerContext, _ error: APIError) {
+        guard var stream = streams[id], !stream.dispatched else { return }
+        let size = stream.body.readableBytes
+        stream.dispatched = true
+        stream.body = ByteBuffer()
+        streams[id] = stream
+        buffered -= size
+        budget.give(size)
+        grant(size, context: context)
+        var fields = HTTPFields()
+        fields[.contentType] = WireFormat.json.rawValue
+        if let retry = error.retryAfterSeconds { fields[.retryAfter] = String(retry) }
+        let body = ByteBuffer(bytes: error.status.jsonBytes())
+        fields[.contentLength] = String(body.readableBytes)
+        context.channel.writeAndFlush(Outbound(stream: id, part: .head(HTTPResponse.Status(code: error.code), fields, body: body, endStream: true)), promise: nil)
     }
 
     private func taskEnded() {
@@ -434,7 +514,11 @@ final class HTTP2StreamsHandler: ChannelDuplexHandler, @unchecked Sendable {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        for (_, stream) in streams { stream.task?.cancel() }
+        for (_, stream) in streams {
+            stream.task?.cancel()
+            if !stream.dispatched { budget.give(stream.body.readableBytes) }
+        }
+        buffered = 0
         streams.removeAll()
         context.fireChannelInactive()
     }

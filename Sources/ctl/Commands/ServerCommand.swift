@@ -188,8 +188,13 @@ struct UpCommand: AsyncParsableCommand {
     }
 }
 
-/// How long the server keeps history and Events (`cox server` and `cox up`).
+/// How long the server keeps history and Events, and how much it serves at once (`cox server`
+/// and `cox up`).
 struct StorageOptions: ParsableArguments {
+    @Option(help: "Requests served at once (watches apart); more get 429 with Retry-After (kube-apiserver's flag, same default).")
+    var maxRequestsInflight = 400
+    @Option(help: "Bytes of request bodies the server holds at once, across connections; a body past it gets 429.")
+    var maxBufferedRequestBytes = 256 * 1024 * 1024
     @Option(help: "Compact history older than this (a watch from before it gets 410 Gone and re-lists); 0 never compacts.")
     var compactionInterval = "5m"
     @Option(help: "Delete Events this long after their last write.") var eventTtl = "1h"
@@ -197,12 +202,16 @@ struct StorageOptions: ParsableArguments {
     func validate() throws {
         _ = try TokenTTL.seconds(compactionInterval, flag: "--compaction-interval")
         if try TokenTTL.seconds(eventTtl, flag: "--event-ttl") == 0 { throw ValidationError("--event-ttl: must be more than 0") }
+        if maxRequestsInflight < 1 { throw ValidationError("--max-requests-inflight: at least 1") }
+        if maxBufferedRequestBytes < 4 * 1024 * 1024 { throw ValidationError("--max-buffered-request-bytes: at least 4194304 (one request body of 3 MiB must fit)") }
     }
 
     func apply(to configuration: inout APIServer.Configuration) throws {
         let compaction = try TokenTTL.seconds(compactionInterval, flag: "--compaction-interval")
         configuration.compactionInterval = compaction == 0 ? nil : .seconds(compaction)
         configuration.eventTTL = .seconds(try TokenTTL.seconds(eventTtl, flag: "--event-ttl"))
+        configuration.limits.maxInflightRequests = maxRequestsInflight
+        configuration.limits.maxBufferedBodyBytes = maxBufferedRequestBytes
     }
 }
 
