@@ -54,6 +54,19 @@ final class HTTP2ExchangeHandler: ChannelDuplexHandler {
     /// Requests written from many tasks share a flush (and so TLS records and a syscall).
     private let flushes = DeferredFlush()
 
+    /// A connection past its last stream ID.
+    struct StreamIDsUsedUp: Error, CustomStringConvertible {
+        var description: String { "the connection has used all its HTTP/2 stream IDs; a new one takes its calls" }
+    }
+
+    /// No new streams; closes when the open ones are done. Exchanges queued here go elsewhere.
+    private func retire(context: ChannelHandlerContext) {
+        health.retired.store(true, ordering: .relaxed)
+        goingAway = true
+        while let queuedExchange = queued.popFirst() { queuedExchange.fail(KeepAlive.Failure.notSent(StreamIDsUsedUp())) }
+        if streams.isEmpty { context.close(promise: nil) }
+    }
+
     /// How long a PING may go unanswered before the connection counts as dead.
     static let pingTimeout: TimeAmount = .seconds(5)
 
@@ -65,10 +78,17 @@ final class HTTP2ExchangeHandler: ChannelDuplexHandler {
     /// Shared with the pool: set while a PING is unanswered.
     let health: KeepAlive.Health
 
-    init(authority: String, window: Int = HTTP2ExchangeHandler.unaryWindow, health: KeepAlive.Health = .init()) {
+    /// The highest client stream ID HTTP/2 allows (2³¹ − 1).
+    static let lastStreamID = Int(Int32.max)
+    /// The highest this connection uses: past it the connection is retired.
+    let lastStreamID: Int
+
+    init(authority: String, window: Int = HTTP2ExchangeHandler.unaryWindow, health: KeepAlive.Health = .init(),
+         lastStreamID: Int = HTTP2ExchangeHandler.lastStreamID) {
         self.authority = authority
         self.window = window
         self.health = health
+        self.lastStreamID = lastStreamID
     }
 
     /// The connection's window: at least the unary size, so streams paced one by one never
@@ -102,6 +122,12 @@ final class HTTP2ExchangeHandler: ChannelDuplexHandler {
 
     private func open(_ exchange: KeepAlive.Exchange, context: ChannelHandlerContext) {
         let id = nextStreamID
+        guard Int(id) <= lastStreamID else {
+            // Stream IDs never repeat on a connection: this one is done. It takes nothing new (the
+            // call goes elsewhere, nothing was sent) and closes once its open streams end.
+            retire(context: context)
+            return exchange.fail(KeepAlive.Failure.notSent(StreamIDsUsedUp()))
+        }
         if let sink = exchange.stream {
             let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
             let loop = context.eventLoop

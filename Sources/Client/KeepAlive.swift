@@ -77,6 +77,9 @@ final class KeepAlive: Sendable {
     /// and has no answer yet. New calls go elsewhere meanwhile.
     final class Health: Sendable {
         let suspect = Atomic<Bool>(false)
+        /// The connection has used up its stream IDs: it takes no new calls, and closes once its
+        /// streams are done; the pool connects afresh in its place.
+        let retired = Atomic<Bool>(false)
     }
 
     struct Slots {
@@ -98,10 +101,14 @@ final class KeepAlive: Sendable {
     /// long-lived streams, which would otherwise queue behind each other for good).
     let growBeyond: Int?
     private let state: Mutex<Slots>
+    /// The highest stream ID a connection uses before it is retired (HTTP/2's limit; tests lower it).
+    let lastStreamID: Int
 
     init(_ version: Version, host: String, port: Int, tls: TLSConfiguration, connections: Int, connectTimeout: TimeAmount,
          window: Int = HTTP2ExchangeHandler.unaryWindow, growBeyond: Int? = nil,
-         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) throws {
+         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+         lastStreamID: Int = HTTP2ExchangeHandler.lastStreamID) throws {
+        self.lastStreamID = lastStreamID
         self.version = version
         self.host = host
         self.port = port
@@ -165,6 +172,12 @@ final class KeepAlive: Sendable {
         let picked = state.withLock { state -> (Int, EventLoopFuture<any Channel>)? in
             if state.shutDown { return nil }
             var best: Int?
+            // A connection that used up its stream IDs finishes its calls on its own; its slot
+            // connects afresh.
+            for i in state.slots.indices where state.slots[i].health.retired.load(ordering: .relaxed) {
+                state.slots[i].channel = nil
+                state.slots[i].health = Health()
+            }
             for i in state.slots.indices where state.slots[i].channel == nil || !state.slots[i].health.suspect.load(ordering: .relaxed) {
                 if best.map({ state.slots[i].inflight < state.slots[$0].inflight }) ?? true { best = i }
             }
@@ -221,6 +234,7 @@ final class KeepAlive: Sendable {
         let authority = hostHeader
         let window = window
         let connectTimeout = connectTimeout
+        let lastStreamID = lastStreamID
         let made = ClientBootstrap(group: group)
             .connectTimeout(connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -238,7 +252,7 @@ final class KeepAlive: Sendable {
                                         HTTP2Setting(parameter: .initialWindowSize, value: window),
                                         HTTP2Setting(parameter: .maxHeaderListSize, value: HPACKDecoder.defaultMaxHeaderListSize)]
                         try channel.pipeline.syncOperations.addHandler(NIOHTTP2Handler(mode: .client, initialSettings: settings))
-                        try channel.pipeline.syncOperations.addHandler(HTTP2ExchangeHandler(authority: authority, window: window, health: health))
+                        try channel.pipeline.syncOperations.addHandler(HTTP2ExchangeHandler(authority: authority, window: window, health: health, lastStreamID: lastStreamID))
                     }
                 }
             }

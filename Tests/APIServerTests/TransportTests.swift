@@ -4,6 +4,9 @@ import API
 import Foundation
 import Logging
 import PKI
+import NIOCore
+import NIOHTTP1
+import NIOSSL
 import Store
 import Synchronization
 import Testing
@@ -41,6 +44,36 @@ extension APIServerTests {
             for hammer in hammers { hammer.cancel() }
             for hammer in hammers { await hammer.value }
             try? await client.shutdown()
+        }
+
+        /// HTTP/2 stream IDs never repeat on a connection and end at 2³¹ − 1: a connection that
+        /// has used them up is retired (its calls go to a new one) instead of trapping. Here with
+        /// the limit lowered to 7: four calls (streams 1, 3, 5, 7) per connection.
+        @Test func aConnectionIsRetiredBeforeItsStreamIDsRunOut() async throws {
+            try await InProcessAPI.with { api in
+                let kubeconfig = try Kubeconfig.load(path: api.kubeconfigPath)
+                var tls = TLSConfiguration.makeClientConfiguration()
+                tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(kubeconfig.caPEM.utf8)))
+                tls.certificateChain = try NIOSSLCertificate.fromPEMBytes(Array(kubeconfig.clientCertificatePEM!.utf8)).map { .certificate($0) }
+                tls.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(kubeconfig.clientKeyPEM!.utf8), format: .pem))
+                let pool = try KeepAlive(.http2, host: "127.0.0.1", port: api.port, tls: tls, connections: 1, connectTimeout: .seconds(5), lastStreamID: 7)
+                defer { Task { await pool.shutdown() } }
+                var retired = 0
+                for _ in 0..<12 {
+                    let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/livez")
+                    do {
+                        let response = try await pool.execute(head, body: nil, deadline: .now() + .seconds(10))
+                        #expect(response.status == 200)
+                    } catch KeepAlive.Failure.notSent(let error) where error is HTTP2ExchangeHandler.StreamIDsUsedUp {
+                        // Nothing was sent: the call goes again, on the connection that takes over.
+                        retired += 1
+                        let response = try await pool.execute(head, body: nil, deadline: .now() + .seconds(10))
+                        #expect(response.status == 200)
+                    }
+                }
+                #expect(retired == 2, "12 calls, 4 per connection: two connections retired")
+                await pool.shutdown()
+            }
         }
 
         @Test func http2ByALPNAndRequestMetrics() async throws {
