@@ -36,3 +36,28 @@ struct ProcessRuntimeTests {
         }
     }
 }
+
+@Suite("Probes", .watchdog)
+struct ProbeTests {
+    /// An exec probe runs in the container's environment and directory; one that times out is
+    /// killed with everything it started (its process group), not only its first process.
+    @Test func anExecProbeThatTimesOutTakesItsChildrenWithIt() async throws {
+        let dir = TemporaryDirectory()
+        let launch = ContainerLaunch(podUID: "u", namespace: "default", podName: "p", container: "c", command: ["true"],
+                                     environment: ["PROBE_MARK": "ok"], workingDirectory: dir.path)
+        #expect(Prober.exec(["sh", "-c", "test \"$PROBE_MARK\" = ok && test \"$(pwd)\" = \"\(dir.path)\""], launch: launch, timeout: 5))
+        #expect(!Prober.exec(["sh", "-c", "exit 3"], launch: launch, timeout: 5))
+        #expect(!Prober.exec(["no-such-probe-program"], launch: launch, timeout: 5))
+
+        let started = Date()
+        let pidFile = dir.path + "/child.pid"
+        #expect(!Prober.exec(["sh", "-c", "sleep 60 & echo $! > \(pidFile); wait"], launch: launch, timeout: 1))
+        #expect(Date().timeIntervalSince(started) < 30, "the probe returned at its timeout, not when its child ended")
+        let child = try #require(Int32(try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+        // Gone, or a zombie waiting for init to reap it: either way no longer running.
+        try await waitUntil("the probe's background child is gone") {
+            guard let stat = try? String(contentsOfFile: "/proc/\(child)/stat", encoding: .utf8) else { return true }
+            return stat.split(separator: ")").last?.split(separator: " ").first == "Z"
+        }
+    }
+}

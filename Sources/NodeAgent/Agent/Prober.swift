@@ -36,29 +36,47 @@ enum Prober {
         }
     }
 
-    /// The command in the container's environment and directory; success is exit status 0.
+    /// The command in the container's environment and directory; success is exit status 0. It
+    /// runs in a process group of its own: on timeout the whole group is killed, so a probe that
+    /// started children (a shell pipeline, a background job) leaves none behind.
     static func exec(_ command: [String], launch: ContainerLaunch, timeout: Double) -> Bool {
         guard let first = command.first else { return false }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: first.contains("/") ? first : "/usr/bin/env")
-        process.arguments = first.contains("/") ? Array(command.dropFirst()) : command
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        posix_spawnattr_setpgroup(&attributes, 0)
+        spawnStartClean(&attributes, flags: Int32(POSIX_SPAWN_SETPGROUP))
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        for fd in [Int32(0), 1, 2] { posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0) }
+        _ = spawnAddCloseFrom(&actions, 3)
+        if let directory = launch.workingDirectory { _ = directory.withCString { spawnAddChdir(&actions, $0) } }
         var environment = ProcessInfo.processInfo.environment
         for (key, value) in launch.environment { environment[key] = value }
-        process.environment = environment
-        if let directory = launch.workingDirectory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        process.standardInput = FileHandle.nullDevice
-        do { try process.run() } catch { return false }
-        let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning && Date() < deadline { usleep(10_000) }
-        if process.isRunning {
-            process.terminate()
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-            return false
+        let argv = command.map { strdup($0) } + [nil]
+        let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
         }
-        return process.terminationStatus == 0
+        var pid: pid_t = 0
+        guard posix_spawnp(&pid, first, &actions, &attributes, argv, envp) == 0 else { return false }
+        let deadline = Date().addingTimeInterval(timeout)
+        var status: Int32 = 0
+        while true {
+            let reaped = waitpid(pid, &status, WNOHANG)
+            if reaped == pid { break }
+            if reaped < 0 && errno != EINTR { return false }
+            if Date() >= deadline {
+                kill(-pid, SIGKILL)  // the group: the command and whatever it started
+                while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+                return false
+            }
+            usleep(10_000)
+        }
+        // Exited normally with status 0 (WIFEXITED && WEXITSTATUS == 0).
+        return status & 0x7f == 0 && (status >> 8) & 0xff == 0
     }
 
     /// A connected socket (caller closes) or -1, within `timeout`.
