@@ -25,6 +25,12 @@ struct ChurnBench: AsyncParsableCommand {
         defer { try? FileManager.default.removeItem(atPath: path) }
         let store = try SQLiteStore(directory: path)
         defer { store.close() }
+        // The baseline, measured in the same minutes: a store holding the same pods with no
+        // history, listed in turn with the churned one (the machine's speed drifts within a run).
+        let baselinePath = path + "-baseline"
+        defer { try? FileManager.default.removeItem(atPath: baselinePath) }
+        let baseline = try SQLiteStore(directory: baselinePath)
+        defer { baseline.close() }
         let window = Duration.seconds(windowSeconds)
         let compactor = Task { await store.runCompactor(window: window, tick: window / 10) }
         defer { compactor.cancel() }
@@ -37,8 +43,9 @@ struct ChurnBench: AsyncParsableCommand {
             pod.metadata.name = "pod-\(i)"
             pod.metadata.namespace = "default"
             _ = try await store.create(pod)
+            _ = try await baseline.create(pod)
         }
-        let before = try await measure(store, "before the churn")
+        let before = try await measure(store, against: baseline, "before the churn")
 
         let clock = Stopwatch()
         let total = updates, objects = self.objects, writers = self.writers
@@ -64,7 +71,7 @@ struct ChurnBench: AsyncParsableCommand {
         }
         let churnSeconds = clock.seconds
         print("churn: \(total) updates in \(fmt(churnSeconds)) s (\(fmt(Double(total) / churnSeconds, 0))/s)")
-        let during = try await measure(store, "right after the churn (history within the window)")
+        let during = try await measure(store, against: baseline, "right after the churn (history within the window)")
 
         let last = store.currentRevision
         let waited = Stopwatch()
@@ -74,7 +81,7 @@ struct ChurnBench: AsyncParsableCommand {
         // The compactor reclaims the freed pages right after; waiting for it is waiting for this.
         try await store.reclaimSpace()
         print("compacted to \(last) \(fmt(waited.seconds)) s after the churn ended")
-        let after = try await measure(store, "after compaction")
+        let after = try await measure(store, against: baseline, "after compaction")
 
         let cap = Double(SQLiteStore.walSizeLimit)
         print("""
@@ -82,32 +89,41 @@ struct ChurnBench: AsyncParsableCommand {
             \(fmt(Double(after.footprint.fileBytes) / Double(after.footprint.liveBytes), 2))× the live data \
             + WAL \(fmt(Double(after.footprint.walBytes) / 1_048_576)) MiB (cap \(fmt(cap / 1_048_576, 0)) MiB); \
             target: database ≤ 2× live data, WAL ≤ cap
-            result: list of \(objects) pods after/before \(fmt(after.listSeconds / before.listSeconds, 2))× \
-            (with history, before compaction: \(fmt(during.listSeconds / before.listSeconds, 2))×); target ≤ 1.2×
+            result: list of \(objects) pods against the fresh store, interleaved: before the churn \(fmt(before.ratio, 2))×, \
+            after compaction \(fmt(after.ratio, 2))× (with history, before compaction: \(fmt(during.ratio, 2))×); \
+            after/before \(fmt(after.ratio / before.ratio, 2))×; target ≤ 1.2×
             """)
     }
 
     struct Point {
         var footprint: StorageFootprint
         var listSeconds: Double
+        /// Median list time against the fresh store's, listed in turn.
+        var ratio: Double
     }
 
-    func measure(_ store: SQLiteStore, _ label: String) async throws -> Point {
+    func measure(_ store: SQLiteStore, against baseline: SQLiteStore, _ label: String) async throws -> Point {
         var times: [Double] = []
+        var ratios: [Double] = []
         for _ in 0..<lists {
-            let clock = Stopwatch()
-            let result = try await store.list(Pod.self, options: ListOptions(namespace: "default"))
-            times.append(clock.seconds)
-            guard result.items.count == objects else { throw ValidationError("listed \(result.items.count) pods, expected \(objects)") }
+            var pair: [Double] = []
+            for subject in [store, baseline] {
+                let clock = Stopwatch()
+                let result = try await subject.list(Pod.self, options: ListOptions(namespace: "default"))
+                pair.append(clock.seconds)
+                guard result.items.count == objects else { throw ValidationError("listed \(result.items.count) pods, expected \(objects)") }
+            }
+            times.append(pair[0])
+            ratios.append(pair[0] / pair[1])
         }
         let footprint = try store.footprint()
         let listSeconds = median(times)
         print("""
               \(label): \(footprint.logRows) log rows, \(footprint.liveObjects) live objects (\(fmt(Double(footprint.liveBytes) / 1_048_576, 2)) MiB), \
             database \(fmt(Double(footprint.fileBytes) / 1_048_576, 2)) MiB, WAL \(fmt(Double(footprint.walBytes) / 1_048_576, 2)) MiB; \
-            list \(fmt(listSeconds * 1000, 2)) ms (median of \(lists))
+            list \(fmt(listSeconds * 1000, 2)) ms, \(fmt(median(ratios), 2))× the fresh store's (median of \(lists) pairs)
             """)
         fflush(nil)
-        return Point(footprint: footprint, listSeconds: listSeconds)
+        return Point(footprint: footprint, listSeconds: listSeconds, ratio: median(ratios))
     }
 }
