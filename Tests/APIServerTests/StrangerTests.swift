@@ -106,4 +106,29 @@ struct StrangerTests {
         #expect(try await server.curl("/api/v1/namespaces/default/pods") == "200")
         await server.stop()
     }
+
+    /// `/metrics` labels come from closed sets: requests for made-up resources and methods, from
+    /// a stranger or not, add no series.
+    @Test func madeUpPathsAddNoSeries() async throws {
+        let server = try await ServerHarness()
+        defer { Task { await server.stop() } }
+        func series() async throws -> [String] {
+            try await server.request("/metrics").body.split(separator: "\n").filter { $0.hasPrefix("cox_apiserver_requests_total{") }.map(String.init)
+        }
+        _ = try await server.request("/api/v1/namespaces/default/pods")
+        let stranger = try await RawHTTP2(port: server.port, pki: server.pki, authenticated: false)
+        let known = try await RawHTTP2(port: server.port, pki: server.pki)
+        for i in 0..<100 {
+            try await stranger.get("/api/v1/made-up-\(i)", stream: 1 + 2 * i)
+            try await known.get("/apis/g\(i).example.com/v1/namespaces/default/widgets\(i)/x/\"sub\(i)", stream: 1 + 2 * i)
+        }
+        try await waitUntil("every request is answered") { stranger.statuses().count == 100 && known.statuses().count == 100 }
+        let after = try await series()
+        #expect(after.count <= 12, "\(after.joined(separator: "\n"))")
+        #expect(!after.contains { $0.contains("made-up") || $0.contains("widgets") || $0.contains("sub") })
+        #expect(after.contains { $0.contains(#"resource="other",code="401""#) } && after.contains { $0.contains(#"resource="other",code="404""#) }, "\(after)")
+        await stranger.close()
+        await known.close()
+        await server.stop()
+    }
 }

@@ -34,38 +34,74 @@ final class RequestMetrics: Sendable {
         lines.append("# TYPE cox_apiserver_requests_total counter")
         let snapshot = counts.withLock { $0 }.sorted { ($0.key.resource, $0.key.verb, $0.key.code) < ($1.key.resource, $1.key.verb, $1.key.code) }
         for (key, value) in snapshot {
-            lines.append("cox_apiserver_requests_total{verb=\"\(key.verb)\",resource=\"\(key.resource)\",code=\"\(key.code)\"} \(value)")
+            lines.append("cox_apiserver_requests_total{verb=\"\(Self.escape(key.verb))\",resource=\"\(Self.escape(key.resource))\",code=\"\(key.code)\"} \(value)")
         }
         lines.append("# HELP cox_apiserver_request_duration_seconds Time to answer (for watches: to the start of the stream), by verb and resource.")
         lines.append("# TYPE cox_apiserver_request_duration_seconds histogram")
         let histograms = latencies.withLock { $0 }.sorted { ($0.key.resource, $0.key.verb) < ($1.key.resource, $1.key.verb) }
         for (key, histogram) in histograms {
-            histogram.render("cox_apiserver_request_duration_seconds", labels: "verb=\"\(key.verb)\",resource=\"\(key.resource)\"", into: &lines)
+            histogram.render("cox_apiserver_request_duration_seconds", labels: "verb=\"\(Self.escape(key.verb))\",resource=\"\(Self.escape(key.resource))\"", into: &lines)
         }
     }
 
+    /// A label value as Prometheus' text format needs it: backslash, double quote and newline
+    /// escaped (the values come from closed sets; this keeps a future one from breaking the page).
+    static func escape(_ value: String) -> String {
+        guard value.contains(where: { $0 == "\\" || $0 == "\"" || $0 == "\n" }) else { return value }
+        var escaped = ""
+        for character in value {
+            switch character {
+            case "\\": escaped += "\\\\"
+            case "\"": escaped += "\\\""
+            case "\n": escaped += "\\n"
+            default: escaped.append(character)
+            }
+        }
+        return escaped
+    }
+
+    /// The resources served (plural names), and the subresources: the only values the
+    /// `resource` label takes besides "" (no resource) and "other". Labels come from these closed
+    /// sets so that no request, least of all a stranger's, can add a series.
+    static let resources: Set<String> = Set(Kinds.all.map { $0.kindInfo.resource })
+    static let subresources: Set<String> = ["status", "binding", "log", "eviction", "scale", "exec", "attach", "portforward", "proxy"]
+    /// Anything outside the closed sets.
+    static let other = "other"
+
     /// Kubernetes' verbs: get/list/watch/create/update/patch/delete; `resource` includes the
-    /// subresource (`pods/status`). Paths that name no resource are counted under resource "".
+    /// subresource (`pods/status`). Paths that name no resource are counted under resource "";
+    /// a resource or subresource not served, and a method not known, under "other".
     static func classify(method: String, path: String, isWatch: Bool) -> (verb: String, resource: String) {
+        let verb = Self.verb(method: method, path: path, isWatch: isWatch)
         var segments = path.split(separator: "/", omittingEmptySubsequences: true)[...]
         if segments.first == "api" { segments = segments.dropFirst(2) }
         else if segments.first == "apis" { segments = segments.dropFirst(3) }
-        else { return (method.lowercased(), "") }
+        else { return (verb, "") }
         if segments.first == "namespaces", segments.count >= 3, segments[segments.startIndex + 2] != "status" {
             segments = segments.dropFirst(2)
         }
-        guard let resource = segments.first else { return (method.lowercased(), "") }
+        guard let resource = segments.first else { return (verb, "") }
+        guard resources.contains(String(resource)), segments.count <= 3 else { return (verb, other) }
+        guard segments.count == 3 else { return (verb, String(resource)) }
+        let subresource = String(segments[segments.startIndex + 2])
+        return (verb, subresources.contains(subresource) ? "\(resource)/\(subresource)" : other)
+    }
+
+    /// The request's Kubernetes verb, or "other" for a method outside HTTP's usual ones.
+    static func verb(method: String, path: String, isWatch: Bool) -> String {
+        var segments = path.split(separator: "/", omittingEmptySubsequences: true)[...]
+        if segments.first == "api" { segments = segments.dropFirst(2) } else if segments.first == "apis" { segments = segments.dropFirst(3) }
+        if segments.first == "namespaces", segments.count >= 3, segments[segments.startIndex + 2] != "status" { segments = segments.dropFirst(2) }
         let hasName = segments.count >= 2
-        let subresource = segments.count >= 3 ? "/" + segments[segments.startIndex + 2] : ""
-        let verb: String
         switch method {
-        case "GET": verb = isWatch ? "watch" : (hasName ? "get" : "list")
-        case "POST": verb = "create"
-        case "PUT": verb = "update"
-        case "PATCH": verb = "patch"
-        case "DELETE": verb = hasName ? "delete" : "deletecollection"
-        default: verb = method.lowercased()
+        case "GET": return isWatch ? "watch" : (hasName ? "get" : "list")
+        case "HEAD": return "head"
+        case "POST": return "create"
+        case "PUT": return "update"
+        case "PATCH": return "patch"
+        case "DELETE": return hasName ? "delete" : "deletecollection"
+        case "OPTIONS": return "options"
+        default: return other
         }
-        return (verb, String(resource) + subresource)
     }
 }
