@@ -26,6 +26,29 @@ struct ProcessRuntimeTests {
         #expect(await runtime.status(id: container.id)?.isRunning == false)
     }
 
+    /// A container whose re-adoption record cannot be written does not count as started: the
+    /// start fails, saying so, and the process is stopped (a restarted agent would not know it).
+    @Test func aContainerThatCannotBeRecordedIsNotLeftRunning() async throws {
+        let dir = TemporaryDirectory()
+        let runtime = try ProcessRuntime(root: dir.path, logger: Logger(label: "test"))
+        defer { runtime.shutdown() }
+        #expect(try FileManager.default.attributesOfItem(atPath: runtime.recordsDirectory)[.posixPermissions] as? Int == 0o700)
+        // The records' directory is now a file: no record can be written.
+        try FileManager.default.removeItem(atPath: runtime.recordsDirectory)
+        #expect(FileManager.default.createFile(atPath: runtime.recordsDirectory, contents: Data()))
+        let marker = "unrecorded-\(getpid())"
+        let launch = ContainerLaunch(podUID: "uid-3", namespace: "default", podName: "p", container: "c",
+                                     command: ["sh", "-c", "sleep 60; echo \(marker)"])
+        do {
+            _ = try await runtime.start(launch)
+            Issue.record("the start succeeded without a record")
+        } catch {
+            #expect("\(error)".contains("re-adoption"), "\(error)")
+        }
+        let left = try Tools.run("/usr/bin/pgrep", ["-f", marker])
+        #expect(left.output.isEmpty, "the unrecorded container was left running: \(left.output)")
+    }
+
     @Test func aMissingExecutableIsAClearError() async throws {
         let dir = TemporaryDirectory()
         let runtime = try ProcessRuntime(root: dir.path, logger: Logger(label: "test"))

@@ -39,8 +39,11 @@ public final class ProcessRuntime: ContainerRuntime, @unchecked Sendable {
         self.maxLogBytes = maxLogBytes
         self.maxPids = maxPids
         self.cgroups = Cgroups.detect(logger: logger)
-        try FileManager.default.createDirectory(atPath: recordsDirectory, withIntermediateDirectories: true)
-        try FileManager.default.createDirectory(atPath: (root as NSString).appendingPathComponent("logs"), withIntermediateDirectories: true)
+        // Records and logs are the agent's alone (a container's output can hold secrets).
+        for directory in [root, recordsDirectory, (root as NSString).appendingPathComponent("logs")] {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            _ = chmod(directory, 0o700)  // made by an older version with the umask's mode
+        }
         loadRecords()
         let task = Task.detached { [weak self] in
             var tick = 0
@@ -78,7 +81,8 @@ public final class ProcessRuntime: ContainerRuntime, @unchecked Sendable {
             throw RuntimeError("container \(launch.container) has no command (the process runtime needs spec.containers[].command)")
         }
         let logPath = logPath(podUID: launch.podUID, container: launch.container, previous: false)
-        try FileManager.default.createDirectory(atPath: (logPath as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: (logPath as NSString).deletingLastPathComponent, withIntermediateDirectories: true,
+                                                attributes: [.posixPermissions: 0o700])
         // The last run's output stays readable as the previous log (`cox logs -p`).
         let previous = self.logPath(podUID: launch.podUID, container: launch.container, previous: true)
         if FileManager.default.fileExists(atPath: logPath) {
@@ -95,7 +99,18 @@ public final class ProcessRuntime: ContainerRuntime, @unchecked Sendable {
         let container = RuntimeContainer(id: "process://\(pid)", launch: launch, startedAt: Date(), state: .running, logPath: logPath)
         let entry = Entry(container: container, pid: pid, startTicks: Self.startTicks(pid) ?? 0, isChild: true)
         entries.withLock { $0[container.id] = entry }
-        persist(entry)
+        do {
+            // Durable before the container counts as started: an agent that restarts finds it
+            // again instead of starting it twice.
+            try persist(entry)
+        } catch {
+            entries.withLock { $0[container.id] = nil }
+            kill(-pid, SIGKILL)
+            kill(pid, SIGKILL)
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+            throw RuntimeError("cannot record container \(launch.container) for re-adoption (\(error)); it was stopped, not left running unrecorded")
+        }
         logger.info("container started", metadata: ["pod": "\(launch.namespace)/\(launch.podName)", "container": "\(launch.container)", "pid": "\(pid)"])
         return container
     }
@@ -114,7 +129,7 @@ public final class ProcessRuntime: ContainerRuntime, @unchecked Sendable {
             guard pipe(&gate) == 0, fcntl(gate[0], F_SETFD, FD_CLOEXEC) == 0, fcntl(gate[1], F_SETFD, FD_CLOEXEC) == 0 else { throw RuntimeError("cannot create a pipe: \(String(cString: strerror(errno)))") }
         }
         defer { if held { close(gate[0]) } }
-        let logFD = open(logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
+        let logFD = open(logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
         guard logFD >= 0 else { throw RuntimeError("cannot open log file \(logPath): \(String(cString: strerror(errno)))") }
         defer { close(logFD) }
         var actions = posix_spawn_file_actions_t()
@@ -246,7 +261,15 @@ public final class ProcessRuntime: ContainerRuntime, @unchecked Sendable {
                 entries[id]?.container.state = state
                 return entries[id]
             }
-            if let updated { persist(updated) }
+            if let updated {
+                do {
+                    try persist(updated)
+                } catch {
+                    // The exit is known in memory (and reported); a restarted agent that finds the
+                    // old record sees the process gone and reports it exited (Unknown).
+                    logger.error("cannot record a container's exit", metadata: ["container": "\(id)", "error": "\(error)"])
+                }
+            }
             exitFeed.send(id)
         }
     }
@@ -273,12 +296,44 @@ public final class ProcessRuntime: ContainerRuntime, @unchecked Sendable {
 
     func recordPath(_ pid: pid_t) -> String { (recordsDirectory as NSString).appendingPathComponent("\(pid).json") }
 
-    func persist(_ entry: Entry) {
+    /// Writes the container's record durably: a temporary file, fsynced, renamed over the old
+    /// one, and the directory fsynced (so the rename survives a power loss too).
+    func persist(_ entry: Entry) throws {
         let record = Record(container: entry.container, pid: entry.pid, startTicks: entry.startTicks)
-        guard let data = try? JSONEncoder().encode(record) else { return }
-        let path = recordPath(entry.pid)
+        let data = try JSONEncoder().encode(record)
+        try Self.writeDurably(data, to: recordPath(entry.pid))
+    }
+
+    static func writeDurably(_ data: Data, to path: String) throws {
+        func failure(_ what: String) -> RuntimeError { RuntimeError("\(what) \(path): \(String(cString: strerror(errno)))") }
         let temporary = path + ".tmp"
-        if FileManager.default.createFile(atPath: temporary, contents: data) { _ = rename(temporary, path) }
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw failure("cannot create") }
+        let written = data.withUnsafeBytes { bytes -> Bool in
+            var offset = 0
+            while offset < bytes.count {
+                let count = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+                if count < 0 { if errno == EINTR { continue }; return false }
+                offset += count
+            }
+            return true
+        }
+        guard written, fsync(fd) == 0 else {
+            let error = failure("cannot write")
+            close(fd)
+            unlink(temporary)
+            throw error
+        }
+        close(fd)
+        guard rename(temporary, path) == 0 else {
+            let error = failure("cannot rename into")
+            unlink(temporary)
+            throw error
+        }
+        let directory = open((path as NSString).deletingLastPathComponent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard directory >= 0 else { throw failure("cannot open the directory of") }
+        defer { close(directory) }
+        guard fsync(directory) == 0 else { throw failure("cannot sync the directory of") }
     }
 
     /// Re-adopts containers recorded by an earlier agent: alive with the same start time → running
