@@ -102,6 +102,7 @@ let package = Package(
         // The node agent: registers its node, runs pods through a ContainerRuntime, serves logs.
         .target(name: "NodeAgent", dependencies: [
             "API", "Client", "PKI",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdTLS", package: "hummingbird"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),

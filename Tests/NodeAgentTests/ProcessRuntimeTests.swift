@@ -1,3 +1,4 @@
+import API
 import Foundation
 import Logging
 @testable import NodeAgent
@@ -82,5 +83,63 @@ struct ProbeTests {
             guard let stat = try? String(contentsOfFile: "/proc/\(child)/stat", encoding: .utf8) else { return true }
             return stat.split(separator: ")").last?.split(separator: " ").first == "Z"
         }
+    }
+}
+
+extension ProbeTests {
+    /// HTTPS probes succeed against a certificate nobody can verify (as the kubelet's do), send
+    /// the probe's headers, and read the status line whole; HTTP probes go on working.
+    @Test func httpAndHTTPSProbesSendTheirHeaders() async throws {
+        let dir = TemporaryDirectory()
+        let openssl = try #require(Tools.find("openssl"))
+        let made = try Tools.run(openssl, ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1",
+                                           "-subj", "/CN=pod", "-keyout", dir.path + "/key.pem", "-out", dir.path + "/cert.pem"])
+        #expect(made.status == 0, "\(made.output)")
+        let script = """
+            import http.server, ssl, sys
+            class Handler(http.server.BaseHTTPRequestHandler):
+                def do_GET(self):
+                    ok = self.headers.get('X-Probe') == 'yes' and self.path == '/healthz'
+                    self.send_response(200 if ok else 403, 'Fine Indeed' if ok else 'Nope')
+                    self.end_headers()
+                def log_message(self, *args): pass
+            for secure in (True, False):
+                server = http.server.HTTPServer(('127.0.0.1', 0), Handler)
+                if secure:
+                    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                    context.load_cert_chain(sys.argv[1], sys.argv[2])
+                    server.socket = context.wrap_socket(server.socket, server_side=True)
+                print(server.server_address[1], flush=True)
+                import threading
+                threading.Thread(target=server.serve_forever, daemon=True).start()
+            import time
+            time.sleep(120)
+            """
+        let server = try Child(try #require(Tools.find("python3")), ["-c", script, dir.path + "/cert.pem", dir.path + "/key.pem"], stdout: .pipe)
+        defer { server.signal(SIGKILL) }
+        let ports = try await Tools.read(server.output!, timeout: 30) { $0.split(separator: "\n").count >= 2 }
+            .split(separator: "\n").compactMap { Int($0) }
+        try #require(ports.count == 2, "the test servers did not start")
+        let launch = ContainerLaunch(podUID: "u", namespace: "default", podName: "p", container: "c", command: ["true"])
+        func probe(scheme: String, port: Int, header: Bool) -> Probe {
+            var probe = Probe()
+            probe.httpGet.scheme = scheme
+            probe.httpGet.path = "/healthz"
+            probe.httpGet.port = IntOrString(int: Int32(port))
+            if header {
+                var probeHeader = HTTPHeader()
+                probeHeader.name = "X-Probe"
+                probeHeader.value = "yes"
+                probe.httpGet.httpHeaders = [probeHeader]
+            }
+            probe.timeoutSeconds = 5
+            return probe
+        }
+        let container = Container()
+        #expect(await Prober.run(probe(scheme: "HTTPS", port: ports[0], header: true), container: container, launch: launch, host: "127.0.0.1"))
+        #expect(!(await Prober.run(probe(scheme: "HTTPS", port: ports[0], header: false), container: container, launch: launch, host: "127.0.0.1")))
+        #expect(await Prober.run(probe(scheme: "HTTP", port: ports[1], header: true), container: container, launch: launch, host: "127.0.0.1"))
+        #expect(!(await Prober.run(probe(scheme: "HTTP", port: ports[0], header: true), container: container, launch: launch, host: "127.0.0.1")),
+                "plain HTTP to a TLS port fails")
     }
 }

@@ -1,5 +1,9 @@
 import API
+import AsyncHTTPClient
 import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOSSL
 
 /// Runs one probe attempt (exec, httpGet or tcpSocket) within its timeout. Each attempt runs on a
 /// thread of its own: probes block on sockets and processes, never on the agent's async threads.
@@ -8,14 +12,17 @@ enum Prober {
 
     static func run(_ probe: Probe, container: Container, launch: ContainerLaunch, host: String) async -> Bool {
         let timeout = Double(max(probe.timeoutSeconds, 1))
+        if probe.hasHTTPGet {
+            let action = probe.httpGet
+            guard let port = port(action.port, container) else { return false }
+            return await httpGet(scheme: action.scheme, host: action.host.isEmpty ? host : action.host, port: port, path: action.path,
+                                 headers: action.httpHeaders, timeout: timeout)
+        }
         return await withCheckedContinuation { continuation in
             Thread.detachNewThread {
                 let result: Bool
                 if probe.hasExec {
                     result = exec(probe.exec.command, launch: launch, timeout: timeout)
-                } else if probe.hasHTTPGet {
-                    let target = probe.httpGet.host.isEmpty ? host : probe.httpGet.host
-                    result = port(probe.httpGet.port, container).map { httpGet(host: target, port: $0, path: probe.httpGet.path, headers: probe.httpGet.httpHeaders, timeout: timeout) } ?? false
                 } else if probe.hasTcpSocket {
                     let target = probe.tcpSocket.host.isEmpty ? host : probe.tcpSocket.host
                     result = port(probe.tcpSocket.port, container).map { connect(host: target, port: $0, timeout: timeout) >= 0 ? true : false } ?? false
@@ -98,23 +105,41 @@ enum Prober {
         return fd
     }
 
-    /// GET; a status from 200 to 399 is success, as in Kubernetes.
-    static func httpGet(host: String, port: Int, path: String, headers: [HTTPHeader], timeout: Double) -> Bool {
-        let fd = connect(host: host, port: port, timeout: timeout)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var request = "GET \(path.isEmpty ? "/" : path) HTTP/1.0\r\nHost: \(host):\(port)\r\nUser-Agent: cox-probe/\(CoxVersion.version)\r\n"
-        for header in headers { request += "\(header.name): \(header.value)\r\n" }
-        request += "\r\n"
-        let bytes = Array(request.utf8)
-        guard bytes.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == bytes.count else { return false }
-        var buffer = [UInt8](repeating: 0, count: 64)
-        let count = recv(fd, &buffer, buffer.count, 0)
-        guard count >= 12 else { return false }
-        // "HTTP/1.x NNN"
-        let line = String(decoding: buffer[0..<count], as: UTF8.self)
-        let parts = line.split(separator: " ", maxSplits: 2)
-        guard parts.count >= 2, let code = Int(parts[1]) else { return false }
-        return (200..<400).contains(code)
+    /// The client HTTP probes use: HTTPS without verifying the certificate (as the kubelet
+    /// probes: a pod's certificate is rarely one the node could verify), no redirects followed
+    /// (a redirect's own status counts), one for the process.
+    static let httpClient: HTTPClient = {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.certificateVerification = .none
+        var configuration = HTTPClient.Configuration(tlsConfiguration: tls, redirectConfiguration: .disallow)
+        configuration.decompression = .disabled
+        configuration.tracing.tracer = nil
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }()
+
+    /// Most of a probe's response body read (the kubelet reads 10 KiB); the rest is dropped.
+    static let maxProbeBody = 10 * 1024
+
+    /// GET over HTTP or HTTPS (`scheme`, default HTTP) with the probe's headers; a status from
+    /// 200 to 399 is success, as in Kubernetes. A `Host` header replaces the default one.
+    static func httpGet(scheme: String, host: String, port: Int, path: String, headers: [HTTPHeader], timeout: Double) async -> Bool {
+        let secure = scheme.uppercased() == "HTTPS"
+        let urlHost = host.contains(":") ? "[\(host)]" : host
+        let target = path.isEmpty ? "/" : (path.hasPrefix("/") ? path : "/" + path)
+        var request = HTTPClientRequest(url: "\(secure ? "https" : "http")://\(urlHost):\(port)\(target)")
+        request.method = .GET
+        request.headers.add(name: "User-Agent", value: "cox-probe/\(CoxVersion.version)")
+        request.headers.add(name: "Accept", value: "*/*")
+        for header in headers {
+            if header.name.lowercased() == "user-agent" || header.name.lowercased() == "accept" { request.headers.remove(name: header.name) }
+            request.headers.add(name: header.name, value: header.value)
+        }
+        do {
+            let response = try await httpClient.execute(request, timeout: .nanoseconds(Int64(timeout * 1e9)))
+            _ = try? await response.body.collect(upTo: maxProbeBody)
+            return (200..<400).contains(Int(response.status.code))
+        } catch {
+            return false
+        }
     }
 }
