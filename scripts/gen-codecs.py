@@ -95,7 +95,9 @@ def main(desc_path, out_path):
                             "bytes": "w.string(%s.base64EncodedString())",
                             "timestamp": "w.timestamp(%%s, microseconds: %s)" % ("true" if micro else "false"),
                             "message": "%s.writeJSON(to: &w)"}[kind] % v
-                    if kind in ("message", "timestamp") or optional:
+                    if kind == "message" and emitzero:
+                        cond = None  # an empty struct is written as {} (Go writes struct fields always)
+                    elif kind in ("message", "timestamp") or optional:
                         cond = "self." + has
                     elif emitzero:
                         cond = None

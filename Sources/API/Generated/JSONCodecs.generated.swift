@@ -280,8 +280,8 @@ extension Namespace: JSONCodable {
         if !self.apiVersion.isEmpty { w.key("apiVersion"); w.string(self.apiVersion) }
         if !self.kind.isEmpty { w.key("kind"); w.string(self.kind) }
         if self.hasMetadata { w.key("metadata"); self.metadata.writeJSON(to: &w) }
-        if self.hasSpec { w.key("spec"); self.spec.writeJSON(to: &w) }
-        if self.hasStatus { w.key("status"); self.status.writeJSON(to: &w) }
+        w.key("spec"); self.spec.writeJSON(to: &w)
+        w.key("status"); self.status.writeJSON(to: &w)
         w.endObject()
     }
 
@@ -531,14 +531,14 @@ extension Probe: JSONCodable {
 extension Container: JSONCodable {
     public func writeJSON(to w: inout JSONWriter) {
         w.beginObject()
-        if !self.name.isEmpty { w.key("name"); w.string(self.name) }
+        w.key("name"); w.string(self.name)
         if !self.image.isEmpty { w.key("image"); w.string(self.image) }
         if !self.command.isEmpty { w.key("command"); w.stringArray(self.command) }
         if !self.args.isEmpty { w.key("args"); w.stringArray(self.args) }
         if !self.workingDir.isEmpty { w.key("workingDir"); w.string(self.workingDir) }
         if !self.ports.isEmpty { w.key("ports"); w.array(self.ports) }
         if !self.env.isEmpty { w.key("env"); w.array(self.env) }
-        if self.hasResources { w.key("resources"); self.resources.writeJSON(to: &w) }
+        w.key("resources"); self.resources.writeJSON(to: &w)
         if self.hasLivenessProbe { w.key("livenessProbe"); self.livenessProbe.writeJSON(to: &w) }
         if self.hasReadinessProbe { w.key("readinessProbe"); self.readinessProbe.writeJSON(to: &w) }
         if self.hasStartupProbe { w.key("startupProbe"); self.startupProbe.writeJSON(to: &w) }
@@ -749,8 +749,8 @@ extension PodSpec: JSONCodable {
 extension PodCondition: JSONCodable {
     public func writeJSON(to w: inout JSONWriter) {
         w.beginObject()
-        if !self.`type`.isEmpty { w.key("type"); w.string(self.`type`) }
-        if !self.status.isEmpty { w.key("status"); w.string(self.status) }
+        w.key("type"); w.string(self.`type`)
+        w.key("status"); w.string(self.status)
         if self.hasLastProbeTime { w.key("lastProbeTime"); w.timestamp(self.lastProbeTime, microseconds: false) }
         if self.hasLastTransitionTime { w.key("lastTransitionTime"); w.timestamp(self.lastTransitionTime, microseconds: false) }
         if !self.reason.isEmpty { w.key("reason"); w.string(self.reason) }
@@ -877,14 +877,15 @@ extension ContainerState: JSONCodable {
 extension ContainerStatus: JSONCodable {
     public func writeJSON(to w: inout JSONWriter) {
         w.beginObject()
-        if !self.name.isEmpty { w.key("name"); w.string(self.name) }
-        if self.hasState { w.key("state"); self.state.writeJSON(to: &w) }
-        if self.hasLastState { w.key("lastState"); self.lastState.writeJSON(to: &w) }
+        w.key("name"); w.string(self.name)
+        w.key("state"); self.state.writeJSON(to: &w)
+        w.key("lastState"); self.lastState.writeJSON(to: &w)
         w.key("ready"); w.bool(self.ready)
         w.key("restartCount"); w.int(self.restartCount)
-        if !self.image.isEmpty { w.key("image"); w.string(self.image) }
+        w.key("image"); w.string(self.image)
         if !self.containerID.isEmpty { w.key("containerID"); w.string(self.containerID) }
         if self.hasStarted { w.key("started"); w.bool(self.started) }
+        w.key("imageID"); w.string(self.imageID)
         w.endObject()
     }
 
@@ -902,6 +903,7 @@ extension ContainerStatus: JSONCodable {
             case "image": self.image = try JSONDecodeError.at("image") { try value.decodeString() }
             case "containerID": self.containerID = try JSONDecodeError.at("containerID") { try value.decodeString() }
             case "started": self.started = try JSONDecodeError.at("started") { try value.decodeBool() }
+            case "imageID": self.imageID = try JSONDecodeError.at("imageID") { try value.decodeString() }
             default: throw JSONDecodeError(.unknownField, path: [member.key])
             }
         }
@@ -970,8 +972,8 @@ extension Pod: JSONCodable {
         if !self.apiVersion.isEmpty { w.key("apiVersion"); w.string(self.apiVersion) }
         if !self.kind.isEmpty { w.key("kind"); w.string(self.kind) }
         if self.hasMetadata { w.key("metadata"); self.metadata.writeJSON(to: &w) }
-        if self.hasSpec { w.key("spec"); self.spec.writeJSON(to: &w) }
-        if self.hasStatus { w.key("status"); self.status.writeJSON(to: &w) }
+        w.key("spec"); self.spec.writeJSON(to: &w)
+        w.key("status"); self.status.writeJSON(to: &w)
         w.endObject()
     }
 
@@ -1095,8 +1097,8 @@ extension NodeSpec: JSONCodable {
 extension NodeCondition: JSONCodable {
     public func writeJSON(to w: inout JSONWriter) {
         w.beginObject()
-        if !self.`type`.isEmpty { w.key("type"); w.string(self.`type`) }
-        if !self.status.isEmpty { w.key("status"); w.string(self.status) }
+        w.key("type"); w.string(self.`type`)
+        w.key("status"); w.string(self.status)
         if self.hasLastHeartbeatTime { w.key("lastHeartbeatTime"); w.timestamp(self.lastHeartbeatTime, microseconds: false) }
         if self.hasLastTransitionTime { w.key("lastTransitionTime"); w.timestamp(self.lastTransitionTime, microseconds: false) }
         if !self.reason.isEmpty { w.key("reason"); w.string(self.reason) }
@@ -1147,16 +1149,16 @@ extension NodeAddress: JSONCodable {
 extension NodeSystemInfo: JSONCodable {
     public func writeJSON(to w: inout JSONWriter) {
         w.beginObject()
-        if !self.machineID.isEmpty { w.key("machineID"); w.string(self.machineID) }
-        if !self.systemUuid.isEmpty { w.key("systemUUID"); w.string(self.systemUuid) }
-        if !self.bootID.isEmpty { w.key("bootID"); w.string(self.bootID) }
-        if !self.kernelVersion.isEmpty { w.key("kernelVersion"); w.string(self.kernelVersion) }
-        if !self.osImage.isEmpty { w.key("osImage"); w.string(self.osImage) }
-        if !self.containerRuntimeVersion.isEmpty { w.key("containerRuntimeVersion"); w.string(self.containerRuntimeVersion) }
-        if !self.kubeletVersion.isEmpty { w.key("kubeletVersion"); w.string(self.kubeletVersion) }
-        if !self.kubeProxyVersion.isEmpty { w.key("kubeProxyVersion"); w.string(self.kubeProxyVersion) }
-        if !self.operatingSystem.isEmpty { w.key("operatingSystem"); w.string(self.operatingSystem) }
-        if !self.architecture.isEmpty { w.key("architecture"); w.string(self.architecture) }
+        w.key("machineID"); w.string(self.machineID)
+        w.key("systemUUID"); w.string(self.systemUuid)
+        w.key("bootID"); w.string(self.bootID)
+        w.key("kernelVersion"); w.string(self.kernelVersion)
+        w.key("osImage"); w.string(self.osImage)
+        w.key("containerRuntimeVersion"); w.string(self.containerRuntimeVersion)
+        w.key("kubeletVersion"); w.string(self.kubeletVersion)
+        w.key("kubeProxyVersion"); w.string(self.kubeProxyVersion)
+        w.key("operatingSystem"); w.string(self.operatingSystem)
+        w.key("architecture"); w.string(self.architecture)
         w.endObject()
     }
 
@@ -1260,8 +1262,8 @@ extension Node: JSONCodable {
         if !self.apiVersion.isEmpty { w.key("apiVersion"); w.string(self.apiVersion) }
         if !self.kind.isEmpty { w.key("kind"); w.string(self.kind) }
         if self.hasMetadata { w.key("metadata"); self.metadata.writeJSON(to: &w) }
-        if self.hasSpec { w.key("spec"); self.spec.writeJSON(to: &w) }
-        if self.hasStatus { w.key("status"); self.status.writeJSON(to: &w) }
+        w.key("spec"); self.spec.writeJSON(to: &w)
+        w.key("status"); self.status.writeJSON(to: &w)
         w.endObject()
     }
 
@@ -1491,8 +1493,8 @@ extension ReplicaSetSpec: JSONCodable {
 extension ReplicaSetCondition: JSONCodable {
     public func writeJSON(to w: inout JSONWriter) {
         w.beginObject()
-        if !self.`type`.isEmpty { w.key("type"); w.string(self.`type`) }
-        if !self.status.isEmpty { w.key("status"); w.string(self.status) }
+        w.key("type"); w.string(self.`type`)
+        w.key("status"); w.string(self.status)
         if self.hasLastTransitionTime { w.key("lastTransitionTime"); w.timestamp(self.lastTransitionTime, microseconds: false) }
         if !self.reason.isEmpty { w.key("reason"); w.string(self.reason) }
         if !self.message.isEmpty { w.key("message"); w.string(self.message) }
@@ -1552,8 +1554,8 @@ extension ReplicaSet: JSONCodable {
         if !self.apiVersion.isEmpty { w.key("apiVersion"); w.string(self.apiVersion) }
         if !self.kind.isEmpty { w.key("kind"); w.string(self.kind) }
         if self.hasMetadata { w.key("metadata"); self.metadata.writeJSON(to: &w) }
-        if self.hasSpec { w.key("spec"); self.spec.writeJSON(to: &w) }
-        if self.hasStatus { w.key("status"); self.status.writeJSON(to: &w) }
+        w.key("spec"); self.spec.writeJSON(to: &w)
+        w.key("status"); self.status.writeJSON(to: &w)
         w.endObject()
     }
 
@@ -1681,8 +1683,8 @@ extension DeploymentSpec: JSONCodable {
 extension DeploymentCondition: JSONCodable {
     public func writeJSON(to w: inout JSONWriter) {
         w.beginObject()
-        if !self.`type`.isEmpty { w.key("type"); w.string(self.`type`) }
-        if !self.status.isEmpty { w.key("status"); w.string(self.status) }
+        w.key("type"); w.string(self.`type`)
+        w.key("status"); w.string(self.status)
         if self.hasLastUpdateTime { w.key("lastUpdateTime"); w.timestamp(self.lastUpdateTime, microseconds: false) }
         if self.hasLastTransitionTime { w.key("lastTransitionTime"); w.timestamp(self.lastTransitionTime, microseconds: false) }
         if !self.reason.isEmpty { w.key("reason"); w.string(self.reason) }
@@ -1748,8 +1750,8 @@ extension Deployment: JSONCodable {
         if !self.apiVersion.isEmpty { w.key("apiVersion"); w.string(self.apiVersion) }
         if !self.kind.isEmpty { w.key("kind"); w.string(self.kind) }
         if self.hasMetadata { w.key("metadata"); self.metadata.writeJSON(to: &w) }
-        if self.hasSpec { w.key("spec"); self.spec.writeJSON(to: &w) }
-        if self.hasStatus { w.key("status"); self.status.writeJSON(to: &w) }
+        w.key("spec"); self.spec.writeJSON(to: &w)
+        w.key("status"); self.status.writeJSON(to: &w)
         w.endObject()
     }
 
@@ -2020,7 +2022,7 @@ extension Lease: JSONCodable {
         if !self.apiVersion.isEmpty { w.key("apiVersion"); w.string(self.apiVersion) }
         if !self.kind.isEmpty { w.key("kind"); w.string(self.kind) }
         if self.hasMetadata { w.key("metadata"); self.metadata.writeJSON(to: &w) }
-        if self.hasSpec { w.key("spec"); self.spec.writeJSON(to: &w) }
+        w.key("spec"); self.spec.writeJSON(to: &w)
         w.endObject()
     }
 

@@ -826,6 +826,7 @@ extension ContainerStatus: ProtoCodable {
         if !s._image.isEmpty { w.string(6, s._image) }
         if !s._containerID.isEmpty { w.string(7, s._containerID) }
         if let value = s._started { w.bool(8, value) }
+        if !s._imageID.isEmpty { w.string(9, s._imageID) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
@@ -850,6 +851,7 @@ extension ContainerStatus: ProtoCodable {
             case 6: s._image = try r.string()
             case 7: s._containerID = try r.string()
             case 8: s._started = try r.bool()
+            case 9: s._imageID = try r.string()
             default: try r.skip()
             }
         }

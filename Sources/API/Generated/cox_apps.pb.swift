@@ -70,8 +70,10 @@ public nonisolated struct ReplicaSetCondition: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// +emitzero
   public var type: String = String()
 
+  /// +emitzero
   public var status: String = String()
 
   public var lastTransitionTime: SwiftProtobuf.Google_Protobuf_Timestamp {
@@ -141,6 +143,7 @@ public nonisolated struct ReplicaSet: @unchecked Sendable {
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {_uniqueStorage()._metadata = nil}
 
+  /// +emitzero
   public var spec: ReplicaSetSpec {
     get {_storage._spec ?? ReplicaSetSpec()}
     set {_uniqueStorage()._spec = newValue}
@@ -150,6 +153,7 @@ public nonisolated struct ReplicaSet: @unchecked Sendable {
   /// Clears the value of `spec`. Subsequent reads from it will return its default value.
   public mutating func clearSpec() {_uniqueStorage()._spec = nil}
 
+  /// +emitzero
   public var status: ReplicaSetStatus {
     get {_storage._status ?? ReplicaSetStatus()}
     set {_uniqueStorage()._status = newValue}
@@ -327,8 +331,10 @@ public nonisolated struct DeploymentCondition: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// +emitzero
   public var type: String = String()
 
+  /// +emitzero
   public var status: String = String()
 
   public var lastUpdateTime: SwiftProtobuf.Google_Protobuf_Timestamp {
@@ -420,6 +426,7 @@ public nonisolated struct Deployment: @unchecked Sendable {
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {_uniqueStorage()._metadata = nil}
 
+  /// +emitzero
   public var spec: DeploymentSpec {
     get {_storage._spec ?? DeploymentSpec()}
     set {_uniqueStorage()._spec = newValue}
@@ -429,6 +436,7 @@ public nonisolated struct Deployment: @unchecked Sendable {
   /// Clears the value of `spec`. Subsequent reads from it will return its default value.
   public mutating func clearSpec() {_uniqueStorage()._spec = nil}
 
+  /// +emitzero
   public var status: DeploymentStatus {
     get {_storage._status ?? DeploymentStatus()}
     set {_uniqueStorage()._status = newValue}

@@ -101,6 +101,7 @@ public nonisolated struct Lease: @unchecked Sendable {
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {_uniqueStorage()._metadata = nil}
 
+  /// +emitzero
   public var spec: LeaseSpec {
     get {_storage._spec ?? LeaseSpec()}
     set {_uniqueStorage()._spec = newValue}

@@ -71,6 +71,7 @@ public nonisolated struct Namespace: @unchecked Sendable {
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {_uniqueStorage()._metadata = nil}
 
+  /// +emitzero
   public var spec: NamespaceSpec {
     get {_storage._spec ?? NamespaceSpec()}
     set {_uniqueStorage()._spec = newValue}
@@ -80,6 +81,7 @@ public nonisolated struct Namespace: @unchecked Sendable {
   /// Clears the value of `spec`. Subsequent reads from it will return its default value.
   public mutating func clearSpec() {_uniqueStorage()._spec = nil}
 
+  /// +emitzero
   public var status: NamespaceStatus {
     get {_storage._status ?? NamespaceStatus()}
     set {_uniqueStorage()._status = newValue}
@@ -318,6 +320,7 @@ public nonisolated struct Container: @unchecked Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// +emitzero
   public var name: String {
     get {_storage._name}
     set {_uniqueStorage()._name = newValue}
@@ -353,6 +356,7 @@ public nonisolated struct Container: @unchecked Sendable {
     set {_uniqueStorage()._env = newValue}
   }
 
+  /// +emitzero
   public var resources: ResourceRequirements {
     get {_storage._resources ?? ResourceRequirements()}
     set {_uniqueStorage()._resources = newValue}
@@ -586,8 +590,10 @@ public nonisolated struct PodCondition: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// +emitzero
   public var type: String = String()
 
+  /// +emitzero
   public var status: String = String()
 
   public var lastProbeTime: SwiftProtobuf.Google_Protobuf_Timestamp {
@@ -743,11 +749,13 @@ public nonisolated struct ContainerStatus: @unchecked Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// +emitzero
   public var name: String {
     get {_storage._name}
     set {_uniqueStorage()._name = newValue}
   }
 
+  /// +emitzero
   public var state: ContainerState {
     get {_storage._state ?? ContainerState()}
     set {_uniqueStorage()._state = newValue}
@@ -757,6 +765,7 @@ public nonisolated struct ContainerStatus: @unchecked Sendable {
   /// Clears the value of `state`. Subsequent reads from it will return its default value.
   public mutating func clearState() {_uniqueStorage()._state = nil}
 
+  /// +emitzero
   public var lastState: ContainerState {
     get {_storage._lastState ?? ContainerState()}
     set {_uniqueStorage()._lastState = newValue}
@@ -778,6 +787,7 @@ public nonisolated struct ContainerStatus: @unchecked Sendable {
     set {_uniqueStorage()._restartCount = newValue}
   }
 
+  /// +emitzero
   public var image: String {
     get {_storage._image}
     set {_uniqueStorage()._image = newValue}
@@ -796,6 +806,12 @@ public nonisolated struct ContainerStatus: @unchecked Sendable {
   public var hasStarted: Bool {_storage._started != nil}
   /// Clears the value of `started`. Subsequent reads from it will return its default value.
   public mutating func clearStarted() {_uniqueStorage()._started = nil}
+
+  /// +emitzero
+  public var imageID: String {
+    get {_storage._imageID}
+    set {_uniqueStorage()._imageID = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -877,6 +893,7 @@ public nonisolated struct Pod: @unchecked Sendable {
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {_uniqueStorage()._metadata = nil}
 
+  /// +emitzero
   public var spec: PodSpec {
     get {_storage._spec ?? PodSpec()}
     set {_uniqueStorage()._spec = newValue}
@@ -886,6 +903,7 @@ public nonisolated struct Pod: @unchecked Sendable {
   /// Clears the value of `spec`. Subsequent reads from it will return its default value.
   public mutating func clearSpec() {_uniqueStorage()._spec = nil}
 
+  /// +emitzero
   public var status: PodStatus {
     get {_storage._status ?? PodStatus()}
     set {_uniqueStorage()._status = newValue}
@@ -1010,8 +1028,10 @@ public nonisolated struct NodeCondition: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// +emitzero
   public var type: String = String()
 
+  /// +emitzero
   public var status: String = String()
 
   public var lastHeartbeatTime: SwiftProtobuf.Google_Protobuf_Timestamp {
@@ -1063,24 +1083,34 @@ public nonisolated struct NodeSystemInfo: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// +emitzero
   public var machineID: String = String()
 
+  /// +emitzero
   public var systemUuid: String = String()
 
+  /// +emitzero
   public var bootID: String = String()
 
+  /// +emitzero
   public var kernelVersion: String = String()
 
+  /// +emitzero
   public var osImage: String = String()
 
+  /// +emitzero
   public var containerRuntimeVersion: String = String()
 
+  /// +emitzero
   public var kubeletVersion: String = String()
 
+  /// +emitzero
   public var kubeProxyVersion: String = String()
 
+  /// +emitzero
   public var operatingSystem: String = String()
 
+  /// +emitzero
   public var architecture: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -1189,6 +1219,7 @@ public nonisolated struct Node: @unchecked Sendable {
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {_uniqueStorage()._metadata = nil}
 
+  /// +emitzero
   public var spec: NodeSpec {
     get {_storage._spec ?? NodeSpec()}
     set {_uniqueStorage()._spec = newValue}
@@ -1198,6 +1229,7 @@ public nonisolated struct Node: @unchecked Sendable {
   /// Clears the value of `spec`. Subsequent reads from it will return its default value.
   public mutating func clearSpec() {_uniqueStorage()._spec = nil}
 
+  /// +emitzero
   public var status: NodeStatus {
     get {_storage._status ?? NodeStatus()}
     set {_uniqueStorage()._status = newValue}
@@ -2724,7 +2756,7 @@ nonisolated extension ContainerState: SwiftProtobuf.Message, SwiftProtobuf._Mess
 
 nonisolated extension ContainerStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ContainerStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}state\0\u{3}last_state\0\u{1}ready\0\u{3}restart_count\0\u{1}image\0\u{5}container_id\0containerID\0\u{1}started\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}state\0\u{3}last_state\0\u{1}ready\0\u{3}restart_count\0\u{1}image\0\u{5}container_id\0containerID\0\u{1}started\0\u{5}image_id\0imageID\0")
 
   final class _StorageClass {
     var _name: String = String()
@@ -2735,6 +2767,7 @@ nonisolated extension ContainerStatus: SwiftProtobuf.Message, SwiftProtobuf._Mes
     var _image: String = String()
     var _containerID: String = String()
     var _started: Bool? = nil
+    var _imageID: String = String()
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2753,6 +2786,7 @@ nonisolated extension ContainerStatus: SwiftProtobuf.Message, SwiftProtobuf._Mes
       _image = source._image
       _containerID = source._containerID
       _started = source._started
+      _imageID = source._imageID
     }
   }
 
@@ -2779,6 +2813,7 @@ nonisolated extension ContainerStatus: SwiftProtobuf.Message, SwiftProtobuf._Mes
         case 6: try { try decoder.decodeSingularStringField(value: &_storage._image) }()
         case 7: try { try decoder.decodeSingularStringField(value: &_storage._containerID) }()
         case 8: try { try decoder.decodeSingularBoolField(value: &_storage._started) }()
+        case 9: try { try decoder.decodeSingularStringField(value: &_storage._imageID) }()
         default: break
         }
       }
@@ -2815,6 +2850,9 @@ nonisolated extension ContainerStatus: SwiftProtobuf.Message, SwiftProtobuf._Mes
       try { if let v = _storage._started {
         try visitor.visitSingularBoolField(value: v, fieldNumber: 8)
       } }()
+      if !_storage._imageID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._imageID, fieldNumber: 9)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2832,6 +2870,7 @@ nonisolated extension ContainerStatus: SwiftProtobuf.Message, SwiftProtobuf._Mes
         if _storage._image != rhs_storage._image {return false}
         if _storage._containerID != rhs_storage._containerID {return false}
         if _storage._started != rhs_storage._started {return false}
+        if _storage._imageID != rhs_storage._imageID {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -11,7 +11,7 @@
 /// Object metadata, list metadata, the Status error object and watch events.
 /// Field comments starting with "+" are read by scripts/gen-json.py:
 ///   +quantity  a map of Kubernetes quantities (JSON strings; numbers accepted on input)
-///   +emitzero  written to JSON even when zero/false (Kubernetes has no omitempty there)
+///   +emitzero  written to JSON even when zero/false/empty (Kubernetes has no omitempty there, or the field is a Go struct, which is always written: {} when empty)
 ///   +microtime a timestamp written with microseconds (metav1.MicroTime)
 
 #if canImport(FoundationEssentials)

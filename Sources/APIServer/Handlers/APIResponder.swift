@@ -62,7 +62,7 @@ struct APIResponder: HTTPResponder {
             var attributes = caller.attributes
             if attributes == nil && (response.status.code == 401 || response.status.code == 403) {
                 // Refused before it was authorized (no certificate, impersonation denied): say what it asked.
-                let segments = request.uri.path.split(separator: "/").map(String.init)
+                let segments = Self.segments(request.uri.path)
                 attributes = Self.attributes(request, path: try? ResourcePath.parse(segments), identity: identity)
             }
             audit.record(AuditLog.Entry(requestID: id, user: identity.user, groups: identity.groups, impersonatedBy: caller.impersonatedBy,
@@ -134,6 +134,15 @@ struct APIResponder: HTTPResponder {
         }
     }
 
+    /// The path's segments, percent-decoded (clients escape what a name may hold: the Python
+    /// client sends `system:discovery` as `system%3Adiscovery`).
+    static func segments(_ path: String) -> [String] {
+        path.split(separator: "/").map { segment in
+            let text = String(segment)
+            return text.contains("%") ? (text.removingPercentEncoding ?? text) : text
+        }
+    }
+
     /// Whether a request of this method changes state.
     static func changes(_ method: HTTPRequest.Method) -> Bool {
         method == .post || method == .put || method == .patch || method == .delete
@@ -164,7 +173,7 @@ struct APIResponder: HTTPResponder {
     }
 
     func route(_ request: inout Request, identity: ClientIdentity, format: WireFormat, audited: Caller) async throws -> Response {
-        let segments = request.uri.path.split(separator: "/").map(String.init)
+        let segments = Self.segments(request.uri.path)
         if segments == ["apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"] {
             return try await accessReview(&request, identity: identity, format: format)
         }

@@ -1,0 +1,98 @@
+import API
+import Client
+import Foundation
+import Testing
+import TestSupport
+
+/// The JSON Kubernetes' own clients read: the official Python client (with its strict models)
+/// lists, gets and watches every kind of a running cluster, and fails on any field Kubernetes
+/// always writes that is missing.
+@Suite("Kubernetes JSON, read by the official Python client", .watchdog, .serialized)
+struct KubernetesJSONTests {
+    static let script = """
+        import os, sys
+        for variable in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+            os.environ.pop(variable, None)
+        from kubernetes import client, config, watch
+        config.load_kube_config(config_file=sys.argv[1])
+        core, apps = client.CoreV1Api(), client.AppsV1Api()
+        coordination, rbac = client.CoordinationV1Api(), client.RbacAuthorizationV1Api()
+        kinds = [
+            ("pods", core.list_pod_for_all_namespaces, lambda o: core.read_namespaced_pod(o.metadata.name, o.metadata.namespace)),
+            ("nodes", core.list_node, lambda o: core.read_node(o.metadata.name)),
+            ("namespaces", core.list_namespace, lambda o: core.read_namespace(o.metadata.name)),
+            ("events", core.list_event_for_all_namespaces, lambda o: core.read_namespaced_event(o.metadata.name, o.metadata.namespace)),
+            ("deployments", apps.list_deployment_for_all_namespaces, lambda o: apps.read_namespaced_deployment(o.metadata.name, o.metadata.namespace)),
+            ("replicasets", apps.list_replica_set_for_all_namespaces, lambda o: apps.read_namespaced_replica_set(o.metadata.name, o.metadata.namespace)),
+            ("leases", coordination.list_lease_for_all_namespaces, lambda o: coordination.read_namespaced_lease(o.metadata.name, o.metadata.namespace)),
+            ("clusterroles", rbac.list_cluster_role, lambda o: rbac.read_cluster_role(o.metadata.name)),
+            ("clusterrolebindings", rbac.list_cluster_role_binding, lambda o: rbac.read_cluster_role_binding(o.metadata.name)),
+            ("roles", rbac.list_role_for_all_namespaces, lambda o: rbac.read_namespaced_role(o.metadata.name, o.metadata.namespace)),
+            ("rolebindings", rbac.list_role_binding_for_all_namespaces, lambda o: rbac.read_namespaced_role_binding(o.metadata.name, o.metadata.namespace)),
+        ]
+        for name, list_call, read_call in kinds:
+            try:
+                listed = list_call()
+                for item in listed.items:
+                    read_call(item)
+                events = 0
+                for event in watch.Watch().stream(list_call, resource_version="0", timeout_seconds=1):
+                    events += 1
+                print("OK", name, len(listed.items), events, flush=True)
+            except Exception as error:
+                print("FAIL", name, type(error).__name__, str(error).replace("\\n", " ")[:600], flush=True)
+        deployment = apps.read_namespaced_deployment("fresh", "default")
+        print("OK fresh-deployment-status", deployment.status.ready_replicas, flush=True)
+        """
+
+    @Test func theOfficialPythonClientReadsEveryKindStrictly() async throws {
+        guard Tools.pythonKubernetesClient() else { return }
+        try await AgentCluster.run { cluster in
+            // A Deployment with a running pod, a role and a binding: every kind has objects.
+            var deployment = Deployment()
+            deployment.metadata.name = "web"
+            deployment.metadata.namespace = "default"
+            deployment.spec.replicas = 1
+            deployment.spec.selector.matchLabels = ["app": "web"]
+            deployment.spec.template.metadata.labels = ["app": "web"]
+            deployment.spec.template.spec.containers = TestObjects.pod("x").spec.containers
+            _ = try await cluster.client.create(deployment)
+            // One the controllers have not seen yet: read back as Kubernetes writes it, status {}.
+            var fresh = deployment
+            fresh.metadata.name = "fresh"
+            fresh.spec.replicas = 0
+            fresh.spec.selector.matchLabels = ["app": "fresh"]
+            fresh.spec.template.metadata.labels = ["app": "fresh"]
+            _ = try await cluster.client.create(fresh)
+            var role = Role()
+            role.metadata.name = "reader"
+            role.metadata.namespace = "default"
+            var rule = PolicyRule()
+            rule.verbs = ["get"]
+            rule.apiGroups = [""]
+            rule.resources = ["pods"]
+            role.rules = [rule]
+            _ = try await cluster.client.create(role)
+            var binding = RoleBinding()
+            binding.metadata.name = "reader"
+            binding.metadata.namespace = "default"
+            binding.roleRef.apiGroup = "rbac.authorization.k8s.io"
+            binding.roleRef.kind = "Role"
+            binding.roleRef.name = "reader"
+            var subject = Subject()
+            subject.kind = "User"
+            subject.name = "alice"
+            binding.subjects = [subject]
+            _ = try await cluster.client.create(binding)
+            try await waitUntil("the Deployment's pod runs", timeout: 60) {
+                try await cluster.client.list(Pod.self, namespace: "default").items.contains { $0.status.phase == "Running" }
+            }
+            let python = try await Tools.runDetached(try #require(Tools.find("python3")), ["-c", Self.script, cluster.kubeconfig], timeout: 120)
+            let lines = python.output.split(separator: "\n").map(String.init)
+            #expect(python.status == 0 && !lines.contains { $0.hasPrefix("FAIL") } && lines.filter { $0.hasPrefix("OK") }.count == 12,
+                    "\(python.output)")
+            // Without their Deployments, the pods can go (the cluster's teardown waits for that).
+            for name in ["web", "fresh"] { _ = try await cluster.client.delete(Deployment.self, namespace: "default", name: name) }
+        }
+    }
+}
