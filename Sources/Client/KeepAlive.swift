@@ -264,8 +264,10 @@ final class KeepAlive: Sendable {
 /// Closes a connection whose TLS handshake has not finished within `limit` of connecting: a
 /// peer that accepts and then says nothing (a partition that drops packets, a hung server) would
 /// otherwise hold the calls written to it until their deadlines, and look open all the while.
-final class HandshakeDeadline: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = NIOAny
+/// (The API server uses it too: a client that connects and never finishes its handshake holds
+/// a connection, and with enough of them, every connection there is.)
+public final class HandshakeDeadline: ChannelInboundHandler, RemovableChannelHandler {
+    public typealias InboundIn = NIOAny
 
     struct Expired: Error, CustomStringConvertible {
         let limit: TimeAmount
@@ -275,19 +277,28 @@ final class HandshakeDeadline: ChannelInboundHandler, RemovableChannelHandler {
     let limit: TimeAmount
     private var timer: Scheduled<Void>?
 
-    init(limit: TimeAmount) { self.limit = limit }
+    public init(limit: TimeAmount) { self.limit = limit }
 
-    func channelActive(context: ChannelHandlerContext) {
+    public func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { start(context) }
+    }
+
+    public func channelActive(context: ChannelHandlerContext) {
+        start(context)
+        context.fireChannelActive()
+    }
+
+    private func start(_ context: ChannelHandlerContext) {
+        guard timer == nil else { return }
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
         let limit = limit
         timer = context.eventLoop.scheduleTask(in: limit) {
             bound.value.fireErrorCaught(Expired(limit: limit))
             bound.value.close(promise: nil)
         }
-        context.fireChannelActive()
     }
 
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+    public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if case .handshakeCompleted = event as? TLSUserEvent {
             timer?.cancel()
             timer = nil
@@ -295,7 +306,7 @@ final class HandshakeDeadline: ChannelInboundHandler, RemovableChannelHandler {
         context.fireUserInboundEventTriggered(event)
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
+    public func channelInactive(context: ChannelHandlerContext) {
         timer?.cancel()
         timer = nil
         context.fireChannelInactive()

@@ -1,4 +1,7 @@
 import Foundation
+import NIOCore
+import NIOPosix
+import NIOSSL
 import Testing
 import TestSupport
 
@@ -129,6 +132,73 @@ struct StrangerTests {
         #expect(after.contains { $0.contains(#"resource="other",code="401""#) } && after.contains { $0.contains(#"resource="other",code="404""#) }, "\(after)")
         await stranger.close()
         await known.close()
+        await server.stop()
+    }
+
+    /// Slow clients are let go: a connection that never finishes its TLS handshake, an HTTP/1.1
+    /// request head that never ends, an HTTP/2 connection with nothing to ask, and an HTTP/2 body
+    /// that never ends (408); and one address may hold only so many connections.
+    @Test func slowClientsAreDroppedAndConnectionsPerAddressAreCapped() async throws {
+        let server = try await ServerHarness { configuration in
+            configuration.limits.handshakeTimeout = .seconds(1)
+            configuration.limits.idleTimeout = .seconds(2)
+            configuration.limits.requestTimeout = .seconds(2)
+            configuration.limits.maxConnectionsPerAddress = 20
+        }
+        defer { Task { await server.stop() } }
+        /// Whether the server closes `channel` within `seconds` (a bound, not a timing check).
+        func closed(_ channel: any Channel, within seconds: Int64) async -> Bool {
+            await withTaskGroup(of: Bool.self) { group in
+                group.addTask { (try? await channel.closeFuture.get()) != nil }
+                group.addTask {
+                    try? await Task.sleep(for: .seconds(seconds))
+                    return false
+                }
+                let first = await group.next() ?? false
+                group.cancelAll()
+                if !first { channel.close(promise: nil) }
+                return first
+            }
+        }
+        // 1. TCP, and then nothing: no TLS handshake.
+        let silent = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: server.port).get()
+        #expect(await closed(silent, within: 15), "a connection without a handshake was kept")
+
+        // 2. HTTP/1.1: a request head that never ends.
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.trustRoots = .file("\(server.pki)/ca.crt")
+        tls.certificateChain = try NIOSSLCertificate.fromPEMFile("\(server.pki)/admin.crt").map { .certificate($0) }
+        tls.privateKey = .privateKey(try NIOSSLPrivateKey(file: "\(server.pki)/admin.key", format: .pem))
+        tls.applicationProtocols = ["http/1.1"]
+        let context = try NIOSSLContext(configuration: tls)
+        let loris = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: "localhost"))
+                }
+            }
+            .connect(host: "127.0.0.1", port: server.port).get()
+        try await loris.writeAndFlush(ByteBuffer(string: "GET /api/v1/namespaces/default/pods HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")).get()
+        #expect(await closed(loris, within: 15), "a request head that never ended kept its connection")
+
+        // 3. HTTP/2 with nothing to ask, and 4. a body that never ends.
+        let idle = try await RawHTTP2(port: server.port, pki: server.pki)
+        #expect(await closed(idle.channel, within: 15), "an idle HTTP/2 connection was kept")
+        let trickle = try await RawHTTP2(port: server.port, pki: server.pki)
+        trickle.unfinishedPost("/api/v1/namespaces/default/pods", stream: 1, chunkBytes: 10, chunks: 1)
+        try await waitUntil("the unfinished body is answered") { trickle.status(of: 1) != nil }
+        #expect(trickle.status(of: 1) == "408")
+
+        // 5. Twenty connections from one address are kept; the twenty-first is closed at once.
+        var held: [RawHTTP2] = []
+        for _ in 0..<20 { held.append(try await RawHTTP2(port: server.port, pki: server.pki)) }
+        let extra = try? await RawHTTP2(port: server.port, pki: server.pki)
+        if let extra { #expect(await closed(extra.channel, within: 5), "a connection past the per-address limit was kept") }
+        for connection in held { await connection.close() }
+        // Once they are gone, the address may connect again.
+        try await waitUntil("a new connection is served") {
+            (try? await server.request("/livez").code) == 200
+        }
         await server.stop()
     }
 }

@@ -15,7 +15,7 @@ enum Fixtures {
         "selector": {"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "track", "operator": "NotIn", "values": ["canary"]}]},
         "template": {
           "metadata": {"labels": {"app": "web", "track": "stable"}},
-          "spec": {"containers": [{"name": "http", "command": ["python3", "-m", "http.server"], "ports": [{"containerPort": 8000}]}]}
+          "spec": {"containers": [{"name": "http", "command": ["python3", "-m", "http.server"], "ports": [{"containerPort": 8000}], "resources": {}}]}
         },
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": "25%"}},
         "minReadySeconds": 5,
@@ -40,7 +40,7 @@ enum Fixtures {
         "allocatable": {"cpu": "1900m", "memory": "23Gi", "pods": "110"},
         "conditions": [{"type": "Ready", "status": "True", "lastHeartbeatTime": "2024-05-01T10:00:00Z", "reason": "AgentReady", "message": "agent is posting ready status"}],
         "addresses": [{"type": "InternalIP", "address": "10.0.0.7"}, {"type": "Hostname", "address": "node-a"}],
-        "nodeInfo": {"machineID": "abc", "systemUUID": "def", "bootID": "ghi", "kernelVersion": "6.1.0", "osImage": "Debian GNU/Linux 12", "containerRuntimeVersion": "process://1", "kubeletVersion": "cox-0.1.0", "operatingSystem": "linux", "architecture": "amd64"}
+        "nodeInfo": {"machineID": "abc", "systemUUID": "def", "bootID": "ghi", "kernelVersion": "6.1.0", "osImage": "Debian GNU/Linux 12", "containerRuntimeVersion": "process://1", "kubeletVersion": "cox-0.1.0", "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64"}
       }
     }
     """#

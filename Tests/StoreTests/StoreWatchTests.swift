@@ -111,7 +111,8 @@ struct StoreWatchTests {
                 #expect(seen == Array(1...400))
             } catch let error as StoreError {
                 #expect(error.code == .compacted || error.code == .watcherTooSlow, "\(error)")
-                #expect(seen == Array(1...Int64(seen.count)), "what arrived before the error has no gap")
+                // (Possibly nothing arrived: the first compaction can come before the first read.)
+                #expect(seen == (0..<seen.count).map { Int64($0) + 1 }, "what arrived before the error has no gap")
             }
             try await churn.value
             store.close()

@@ -95,6 +95,7 @@ public struct JSONParser {
                 index += 1
                 return .object(members)
             }
+            var keys = DuplicateKeyCheck()
             while true {
                 skipWhitespace()
                 guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { throw error("expected a string key") }
@@ -105,7 +106,7 @@ public struct JSONParser {
                 index += 1
                 skipWhitespace()
                 let value = try parseValue(depth: depth)
-                if members.contains(where: { $0.key == key }) {
+                if !keys.isNew(key, among: members) {
                     index = keyStart
                     throw error("duplicate key \"\(key)\"")
                 }

@@ -36,3 +36,24 @@ public struct JSONMember: Sendable, Equatable {
         self.value = value
     }
 }
+
+/// Finds a repeated key among an object's keys as they are read, in time linear in their number:
+/// while the object is small its members are compared directly (no allocation: most objects are
+/// small), past that a set of the keys takes over. An object with 100,000 keys costs 100,000 set
+/// inserts, not 5,000,000,000 comparisons.
+public struct DuplicateKeyCheck {
+    static let directLimit = 8
+    private var hashed: Set<String>?
+
+    public init() {}
+
+    /// Whether `key` is not yet among `members` (the keys read so far, in order); call once per
+    /// key, before appending it.
+    public mutating func isNew(_ key: String, among members: [JSONMember]) -> Bool {
+        if hashed == nil {
+            if members.count < Self.directLimit { return !members.contains { $0.key == key } }
+            hashed = Set(members.map(\.key))
+        }
+        return hashed!.insert(key).inserted
+    }
+}

@@ -140,11 +140,12 @@ public enum Manifests {
             return .array(try sequence.map { try yamlToJSON($0, source: source) })
         case .mapping(let mapping):
             var members: [JSONMember] = []
+            var keys = DuplicateKeyCheck()
             for (key, value) in mapping {
                 guard let name = key.string else {
                     throw ManifestError(source: source, line: key.mark?.line, message: "mapping keys must be strings")
                 }
-                if members.contains(where: { $0.key == name }) {
+                if !keys.isNew(name, among: members) {
                     throw ManifestError(source: source, line: key.mark?.line, message: "duplicate key \"\(name)\"")
                 }
                 members.append(JSONMember(name, try yamlToJSON(value, source: source)))

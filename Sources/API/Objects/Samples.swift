@@ -58,8 +58,8 @@ public enum Samples {
         "podIP": "10.1.2.3",
         "startTime": "2024-05-01T10:20:31Z",
         "containerStatuses": [
-          {"name": "server", "state": {"running": {"startedAt": "2024-05-01T10:20:32Z"}}, "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled", "finishedAt": "2024-05-01T10:20:31Z"}}, "ready": true, "restartCount": 1, "containerID": "process://4242"},
-          {"name": "sidecar", "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 20s"}}, "ready": false, "restartCount": 0}
+          {"name": "server", "state": {"running": {"startedAt": "2024-05-01T10:20:32Z"}}, "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled", "finishedAt": "2024-05-01T10:20:31Z"}}, "ready": true, "restartCount": 1, "image": "", "imageID": "", "containerID": "process://4242"},
+          {"name": "sidecar", "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 20s"}}, "lastState": {}, "ready": false, "restartCount": 0, "image": "", "imageID": ""}
         ]
       }
     }

@@ -28,8 +28,18 @@ public struct APIServer: Sendable {
         /// revision, and a vanished client is noticed (the write fails) instead of lingering.
         public var bookmarkInterval: Duration = .seconds(5)
         /// Longest any request but a watch may take before it is answered 504 Timeout
-        /// (Kubernetes' `--request-timeout` default).
+        /// (Kubernetes' `--request-timeout` default). Over HTTP/2 also the longest a request's
+        /// body may take to arrive (408 after it).
         public var requestTimeout: Duration = .seconds(60)
+        /// A connection whose TLS handshake has not finished by then is closed.
+        public var handshakeTimeout: Duration = .seconds(10)
+        /// A connection with no request in progress (HTTP/1.1: also one whose request head is
+        /// still arriving; HTTP/2: with no open stream) is closed after this long (Go's and so
+        /// kube-apiserver's HTTP/2 idle timeout is 90 s).
+        public var idleTimeout: Duration = .seconds(90)
+        /// Connections one source address may hold open at once; past it new ones are closed at
+        /// once. 0: no limit.
+        public var maxConnectionsPerAddress = 1_000
         public init() {}
     }
 

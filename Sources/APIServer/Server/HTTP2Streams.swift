@@ -9,6 +9,7 @@ import NIOHTTP2
 import NIOSSL
 import NIOTLS
 import ServiceLifecycle
+import Synchronization
 import Client
 
 /// The server's connections: TLS, then by ALPN either HTTP/2 served as frames (below) or
@@ -36,18 +37,31 @@ struct APIServerChannel: ServerChildChannel {
     let api: APIResponder
     let logger: Logger
 
+    /// Open connections per source address (shared by every listener of the process).
+    let connections: ConnectionCounter
+
     init(tls: TLSConfiguration, hummingbird: @escaping HTTPChannelHandler.Responder, api: APIResponder, logger: Logger) throws {
         var tls = tls
         tls.applicationProtocols = ["h2", "http/1.1"]
         sslContext = try NIOSSLContext(configuration: tls)
-        http1 = HTTP1Channel(responder: hummingbird)
+        let limits = api.limits
+        http1 = HTTP1Channel(responder: hummingbird, configuration: .init(idleTimeout: TimeAmount(limits.idleTimeout)))
         self.api = api
         self.logger = logger
+        connections = ConnectionCounter(limit: limits.maxConnectionsPerAddress)
     }
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
+            let address = channel.remoteAddress?.ipAddress ?? ""
+            guard connections.open(address) else {
+                channel.close(promise: nil)
+                throw ConnectionCounter.OverLimit(address: address, limit: connections.limit)
+            }
+            channel.closeFuture.whenComplete { [connections] _ in connections.close(address) }
             try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext))
+            // A client that connects and never finishes its handshake is let go.
+            try channel.pipeline.syncOperations.addHandler(HandshakeDeadline(limit: TimeAmount(api.limits.handshakeTimeout)))
             let alpn = NIOTypedApplicationProtocolNegotiationHandler<Negotiated> { result, channel in
                 switch result {
                 case .negotiated("h2"):
@@ -78,6 +92,37 @@ struct APIServerChannel: ServerChildChannel {
             await http1.handle(value: connection, logger: logger)
         case .http2(let connection):
             await connection.run()
+        }
+    }
+}
+
+/// Open connections by source address, with a cap per address.
+final class ConnectionCounter: Sendable {
+    struct OverLimit: Error, CustomStringConvertible {
+        let address: String
+        let limit: Int
+        var description: String { "\(address) already holds \(limit) connections (the limit per address)" }
+    }
+
+    let limit: Int
+    private let open = Mutex<[String: Int]>([:])
+
+    init(limit: Int) { self.limit = limit }
+
+    /// Counts a new connection from `address`; false (and not counted) when it is over the limit.
+    func open(_ address: String) -> Bool {
+        open.withLock { counts in
+            let now = counts[address, default: 0]
+            if limit > 0 && now >= limit { return false }
+            counts[address] = now + 1
+            return true
+        }
+    }
+
+    func close(_ address: String) {
+        open.withLock { counts in
+            let left = counts[address, default: 1] - 1
+            counts[address] = left > 0 ? left : nil
         }
     }
 }
@@ -217,6 +262,8 @@ final class HTTP2StreamsHandler: ChannelDuplexHandler, @unchecked Sendable {
         /// The client has sent its whole request.
         var requestEnded = false
         var task: Task<Void, Never>?
+        /// When the body must have arrived by (cancelled once it has).
+        var bodyDeadline: Scheduled<Void>?
     }
 
     let connection: HTTP2Connection
@@ -230,6 +277,8 @@ final class HTTP2StreamsHandler: ChannelDuplexHandler, @unchecked Sendable {
     private var buffered = 0
     /// Whether the TLS peer presented a client certificate (read once, at the first stream).
     private var certified: Bool?
+    /// Closes the connection once it has had no stream for the idle timeout.
+    private var idleTimer: Scheduled<Void>?
     private var context: ChannelHandlerContext?
     private var unacknowledged = 0
     private var lastStreamID = HTTP2StreamID.rootStream
@@ -257,12 +306,33 @@ final class HTTP2StreamsHandler: ChannelDuplexHandler, @unchecked Sendable {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        if context.channel.isActive { openWindow(context: context) }
+        if context.channel.isActive {
+            openWindow(context: context)
+            armIdleTimer(context: context)
+        }
     }
 
     func channelActive(context: ChannelHandlerContext) {
         openWindow(context: context)
+        armIdleTimer(context: context)
         context.fireChannelActive()
+    }
+
+    /// With no stream open and no request running, the connection goes (GOAWAY, then close)
+    /// after the idle timeout, unless a stream opens first.
+    private func armIdleTimer(context: ChannelHandlerContext) {
+        guard idleTimer == nil, streams.isEmpty, running == 0, !goingAway else { return }
+        let loop = NIOLoopBound(self, eventLoop: context.eventLoop)
+        idleTimer = context.eventLoop.scheduleTask(in: TimeAmount(connection.api.limits.idleTimeout)) {
+            let handler = loop.value
+            handler.idleTimer = nil
+            if handler.streams.isEmpty && handler.running == 0 { handler.goAway() }
+        }
+    }
+
+    private func disarmIdleTimer() {
+        idleTimer?.cancel()
+        idleTimer = nil
     }
 
     private func openWindow(context: ChannelHandlerContext) {
@@ -290,11 +360,23 @@ final class HTTP2StreamsHandler: ChannelDuplexHandler, @unchecked Sendable {
                 return
             }
             if id > lastStreamID { lastStreamID = id }
+            disarmIdleTimer()
             streams[id] = Stream(head: head, requestEnded: payload.endStream)
             // A caller with neither a certificate nor a bearer token is answered at once (401, or
             // a health check), its body never read: no stranger gets memory held for it.
             let anonymous = !isCertified(context) && head.headerFields[.authorization] == nil
-            if payload.endStream || anonymous { dispatch(id, context: context) }
+            if payload.endStream || anonymous {
+                dispatch(id, context: context)
+            } else {
+                // A body that trickles in (or never comes) holds the stream no longer than this.
+                let limit = connection.api.limits.requestTimeout
+                let loop = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
+                streams[id]?.bodyDeadline = context.eventLoop.scheduleTask(in: TimeAmount(limit)) {
+                    var error = APIError(408, "Timeout", "the request body did not arrive within \(limit)")
+                    error.retryAfterSeconds = nil
+                    loop.value.handler.refuse(id, context: loop.value.context, error)
+                }
+            }
         case .data(let payload):
             let length = payload.data.readableBytes + (payload.paddingBytes ?? 0)
             guard var stream = streams[id], !stream.dispatched else {
@@ -331,6 +413,7 @@ final class HTTP2StreamsHandler: ChannelDuplexHandler, @unchecked Sendable {
         case .rstStream:
             if let stream = streams.removeValue(forKey: id) {
                 stream.task?.cancel()
+                stream.bodyDeadline?.cancel()
                 if !stream.dispatched {
                     buffered -= stream.body.readableBytes
                     budget.give(stream.body.readableBytes)
@@ -338,6 +421,7 @@ final class HTTP2StreamsHandler: ChannelDuplexHandler, @unchecked Sendable {
                 }
             }
             closeIfDone(context: context)
+            armIdleTimer(context: context)
         default:
             break
         }
@@ -368,6 +452,7 @@ final class HTTP2StreamsHandler: ChannelDuplexHandler, @unchecked Sendable {
     private func dispatch(_ id: HTTP2StreamID, context: ChannelHandlerContext) {
         guard var stream = streams[id], !stream.dispatched, let head = stream.head else { return }
         stream.dispatched = true
+        stream.bodyDeadline?.cancel()
         let body = stream.body
         stream.body = ByteBuffer()
         // The body leaves this connection's buffer: its window goes back to the client. It stays
@@ -395,6 +480,7 @@ final class HTTP2StreamsHandler: ChannelDuplexHandler, @unchecked Sendable {
         guard var stream = streams[id], !stream.dispatched else { return }
         let size = stream.body.readableBytes
         stream.dispatched = true
+        stream.bodyDeadline?.cancel()
         stream.body = ByteBuffer()
         streams[id] = stream
         buffered -= size
@@ -410,6 +496,7 @@ final class HTTP2StreamsHandler: ChannelDuplexHandler, @unchecked Sendable {
 
     private func taskEnded() {
         running -= 1
+        if running == 0, let context { armIdleTimer(context: context) }
         if running == 0 {
             let waiting = whenIdle
             whenIdle = []
@@ -485,6 +572,7 @@ final class HTTP2StreamsHandler: ChannelDuplexHandler, @unchecked Sendable {
             context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .rstStream(.noError))), promise: nil)
         }
         streams[id] = nil
+        armIdleTimer(context: context)
     }
 
     func flush(context: ChannelHandlerContext) {
@@ -514,8 +602,10 @@ final class HTTP2StreamsHandler: ChannelDuplexHandler, @unchecked Sendable {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        disarmIdleTimer()
         for (_, stream) in streams {
             stream.task?.cancel()
+            stream.bodyDeadline?.cancel()
             if !stream.dispatched { budget.give(stream.body.readableBytes) }
         }
         buffered = 0

@@ -24,6 +24,8 @@ struct BenchServer {
         var configuration = APIServer.Configuration(dataDirectory: dir)
         configuration.port = 0
         configuration.limits.maxInflightRequests = 10_000
+        // Every bench client comes from 127.0.0.1.
+        configuration.limits.maxConnectionsPerAddress = 0
         var logger = Logger(label: "cox.bench")
         logger.logLevel = .error
         let server = APIServer(configuration: configuration, logger: logger)

@@ -195,6 +195,8 @@ struct StorageOptions: ParsableArguments {
     var maxRequestsInflight = 400
     @Option(help: "Bytes of request bodies the server holds at once, across connections; a body past it gets 429.")
     var maxBufferedRequestBytes = 256 * 1024 * 1024
+    @Option(help: "Connections one source address may hold open at once (0: no limit).")
+    var maxConnectionsPerAddress = 1_000
     @Option(help: "Compact history older than this (a watch from before it gets 410 Gone and re-lists); 0 never compacts.")
     var compactionInterval = "5m"
     @Option(help: "Delete Events this long after their last write.") var eventTtl = "1h"
@@ -202,6 +204,7 @@ struct StorageOptions: ParsableArguments {
     func validate() throws {
         _ = try TokenTTL.seconds(compactionInterval, flag: "--compaction-interval")
         if try TokenTTL.seconds(eventTtl, flag: "--event-ttl") == 0 { throw ValidationError("--event-ttl: must be more than 0") }
+        if maxConnectionsPerAddress < 0 { throw ValidationError("--max-connections-per-address: 0 (no limit) or more") }
         if maxRequestsInflight < 1 { throw ValidationError("--max-requests-inflight: at least 1") }
         if maxBufferedRequestBytes < 4 * 1024 * 1024 { throw ValidationError("--max-buffered-request-bytes: at least 4194304 (one request body of 3 MiB must fit)") }
     }
@@ -212,6 +215,7 @@ struct StorageOptions: ParsableArguments {
         configuration.eventTTL = .seconds(try TokenTTL.seconds(eventTtl, flag: "--event-ttl"))
         configuration.limits.maxInflightRequests = maxRequestsInflight
         configuration.limits.maxBufferedBodyBytes = maxBufferedRequestBytes
+        configuration.limits.maxConnectionsPerAddress = maxConnectionsPerAddress
     }
 }
 
