@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "cox", targets: ["ctl"]),
+        .executable(name: "cox-fuzz", targets: ["Fuzz"]),
         .library(name: "API", targets: ["API"]),
         .library(name: "Store", targets: ["Store"]),
     ],
@@ -116,6 +117,9 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // The decoders' fuzz target (scripts/fuzz.sh builds it with libFuzzer); built plainly,
+        // a tool that replays a corpus.
+        .executableTarget(name: "Fuzz", dependencies: ["API"]),
         .target(name: "TestSupport", dependencies: [
             "API", "Store", "ControllerRuntime", "APIServer", "Client", "PKI", "NodeAgent",
             .product(name: "Logging", package: "swift-log"),
