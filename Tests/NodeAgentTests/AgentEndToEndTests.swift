@@ -88,9 +88,16 @@ struct AgentEndToEndTests {
             let pid = try #require(cluster.pid(before))
             await cluster.killAgent()
             #expect(kill(pid, 0) == 0, "the container outlives its agent")
+            let restarted = Date()
             try cluster.startAgent()
-            // The new agent reports the same container: no restart, no duplicate.
-            try await Task.sleep(for: .seconds(3))
+            // The new agent reports the same container: no restart, no duplicate. It has found the
+            // record and been at work for two heartbeats (its pod sync runs before the first).
+            try await eventually("the new agent re-adopted the container and renewed its lease twice", timeout: 60) {
+                let log = (try? String(contentsOfFile: cluster.dir.path + "/agent.log", encoding: .utf8)) ?? ""
+                guard log.contains("re-adopted containers") else { return false }
+                let lease = try await cluster.client.get(Lease.self, namespace: "kube-node-lease", name: "n1")
+                return lease.spec.renewTime.date > restarted.addingTimeInterval(1.5)
+            }
             let after = try await cluster.get("steady")
             #expect(cluster.pid(after) == pid && after.status.containerStatuses.first?.restartCount == 0)
             #expect(cluster.processes(matching: cluster.marker) == [pid], "exactly one process for the pod (the shell; its sleep is its child)")
@@ -108,8 +115,10 @@ struct AgentEndToEndTests {
                 return survivor.status.phase == "Running" && finisher.status.phase == "Running"
             }
             let pid = try #require(cluster.pid(survivor))
+            let finisher = try #require(cluster.pid(try await cluster.get("finisher")))
             await cluster.stopServer()
-            try await Task.sleep(for: .seconds(30))  // 30 s without a server; finisher exits meanwhile
+            // Without a server the finisher exits (its agent reaps it) and the survivor runs on.
+            try await eventually("the finisher exits while the server is down", timeout: 60) { kill(finisher, 0) != 0 }
             #expect(kill(pid, 0) == 0, "pods keep running without the server")
             try await cluster.startServer()
             try await eventually("the agent reports what happened meanwhile", timeout: 30) {
