@@ -23,4 +23,16 @@ public enum TestObjects {
         node.applyDefaults()
         return node
     }
+
+    /// A Deployment of `replicas` pods labelled `app: NAME`, each running `TestObjects.pod`'s container.
+    public static func deployment(_ name: String, namespace: String = "default", replicas: Int32 = 1) -> Deployment {
+        var deployment = Deployment()
+        deployment.metadata.name = name
+        deployment.metadata.namespace = namespace
+        deployment.spec.replicas = replicas
+        deployment.spec.selector.matchLabels = ["app": name]
+        deployment.spec.template.metadata.labels = ["app": name]
+        deployment.spec.template.spec.containers = pod("x").spec.containers
+        return deployment
+    }
 }

@@ -148,14 +148,7 @@ import TestSupport
     /// top — both changes survive, and the audit log shows each user's writes.
     @Test func thereIsOneAdministrator() async throws {
         try await AgentCluster.run(serverArguments: ["--no-scheduler", "--no-controllers"], firstAgent: false) { cluster in
-            var deployment = Deployment()
-            deployment.metadata.name = "shared"
-            deployment.metadata.namespace = "default"
-            deployment.spec.replicas = 1
-            deployment.spec.selector.matchLabels = ["app": "shared"]
-            deployment.spec.template.metadata.labels = ["app": "shared"]
-            deployment.spec.template.spec.containers = TestObjects.pod("x").spec.containers
-            _ = try await cluster.client.create(deployment)
+            _ = try await cluster.client.create(TestObjects.deployment("shared"))
             let authority = try ClusterPKI.loadAuthority(directory: "\(cluster.dir.path)/pki")
             let admin = try Kubeconfig.load(path: cluster.kubeconfig)
             func user(_ name: String) throws -> APIClient {

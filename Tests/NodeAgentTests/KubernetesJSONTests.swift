@@ -49,21 +49,9 @@ struct KubernetesJSONTests {
         guard Tools.pythonKubernetesClient() else { return }
         try await AgentCluster.run { cluster in
             // A Deployment with a running pod, a role and a binding: every kind has objects.
-            var deployment = Deployment()
-            deployment.metadata.name = "web"
-            deployment.metadata.namespace = "default"
-            deployment.spec.replicas = 1
-            deployment.spec.selector.matchLabels = ["app": "web"]
-            deployment.spec.template.metadata.labels = ["app": "web"]
-            deployment.spec.template.spec.containers = TestObjects.pod("x").spec.containers
-            _ = try await cluster.client.create(deployment)
+            _ = try await cluster.client.create(TestObjects.deployment("web"))
             // One the controllers have not seen yet: read back as Kubernetes writes it, status {}.
-            var fresh = deployment
-            fresh.metadata.name = "fresh"
-            fresh.spec.replicas = 0
-            fresh.spec.selector.matchLabels = ["app": "fresh"]
-            fresh.spec.template.metadata.labels = ["app": "fresh"]
-            _ = try await cluster.client.create(fresh)
+            _ = try await cluster.client.create(TestObjects.deployment("fresh", replicas: 0))
             var role = Role()
             role.metadata.name = "reader"
             role.metadata.namespace = "default"
