@@ -1,6 +1,7 @@
 import API
 import AsyncHTTPClient
 import Foundation
+import Synchronization
 import NIOCore
 import NIOHTTP1
 import NIOSSL
@@ -40,6 +41,10 @@ public final class APIClient: Sendable {
     let connectTimeout: TimeAmount
     /// Attempts per call, the first included (retries need the deadline to allow them too).
     let maxAttempts: Int
+    /// Attempts that failed transiently and were retried (or would have been, but for the
+    /// deadline or the attempt limit), over the client's life: for metrics and tests.
+    public var transientFailures: Int { failures.load(ordering: .relaxed) }
+    let failures = Atomic<Int>(0)
     /// Acts as another user (and groups) through `Impersonate-User`/`Impersonate-Group`, which
     /// the server allows only to identities that may `impersonate` them.
     public let impersonation: (user: String, groups: [String])?
@@ -141,6 +146,7 @@ public final class APIClient: Sendable {
             do {
                 return try await attemptCall(method, path, body: body, deadline: deadline)
             } catch let error as Transient {
+                failures.add(1, ordering: .relaxed)
                 failure = error.error
                 wait = error.retryAfter
                 guard error.sent == false || idempotent else { throw failure }

@@ -110,7 +110,7 @@ extension APIServerTests {
             let api = try APIClient(kubeconfig: try Kubeconfig.load(path: kubeconfigPath), timeout: .seconds(20), maxAttempts: 40, http2: http2)
             // The call starts while nothing listens; the server comes up a moment later.
             let call = Task { try await api.create(TestObjects.pod("early")) }
-            try await Task.sleep(for: .milliseconds(700))
+            try await waitUntil("the call has been refused at least once") { api.transientFailures >= 1 }
             let server = try await ServerHarness(dir: dir) { $0.port = port }
             let created = try await call.value
             #expect(created.metadata.name == "early" && created.metadata.resourceVersion == "\(ServerHarness.bootRevision + 1)")
