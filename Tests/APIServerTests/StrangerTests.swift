@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -199,6 +200,49 @@ struct StrangerTests {
         try await waitUntil("a new connection is served") {
             (try? await server.request("/livez").code) == 200
         }
+        await server.stop()
+    }
+
+    /// Over HTTP/1.1 a stranger's endless body is not read either: the 401 goes out and the
+    /// connection closes, while the stranger is still sending.
+    @Test func anHTTP1StrangersEndlessBodyEndsItsConnection() async throws {
+        let server = try await ServerHarness()
+        defer { Task { await server.stop() } }
+        final class Received: ChannelInboundHandler, Sendable {
+            typealias InboundIn = ByteBuffer
+            let text = Mutex("")
+            func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+                let buffer = unwrapInboundIn(data)
+                text.withLock { $0 += String(buffer: buffer) }
+            }
+        }
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.trustRoots = .file("\(server.pki)/ca.crt")
+        tls.applicationProtocols = ["http/1.1"]
+        let context = try NIOSSLContext(configuration: tls)
+        let received = Received()
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: "localhost"))
+                    try channel.pipeline.syncOperations.addHandler(received)
+                }
+            }
+            .connect(host: "127.0.0.1", port: server.port).get()
+        try await channel.writeAndFlush(ByteBuffer(string: "POST /api/v1/namespaces/default/pods HTTP/1.1\r\nHost: localhost\r\n"
+                                                   + "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")).get()
+        let chunk = ByteBuffer(string: "10000\r\n" + String(repeating: " ", count: 65_536) + "\r\n")
+        var sent = 0
+        // Bounded: at most 200 chunks (12.5 MiB) over at most 20 s.
+        while channel.isActive && sent < 200 {
+            try? await channel.writeAndFlush(chunk).get()
+            sent += 1
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(!channel.isActive, "the connection was still open after \(sent) chunks of a body nobody reads")
+        let answer = received.text.withLock { $0 }
+        #expect(answer.hasPrefix("HTTP/1.1 401") && answer.contains(#""reason":"Unauthorized""#), "the whole answer arrives first: \(answer)")
+        channel.close(promise: nil)
         await server.stop()
     }
 }

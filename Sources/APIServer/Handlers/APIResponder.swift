@@ -91,7 +91,7 @@ struct APIResponder: HTTPResponder {
             var certified = try await ClientIdentity.of(channel: context.channel)
             if certified == nil { certified = try await authenticateBearer(request) }
             guard let caller = certified else {
-                return errorResponse(.unauthorized, format)
+                return unauthorized(format, context: context)
             }
             audited.identity = caller
             let identity = try effectiveIdentity(request, caller)
@@ -157,6 +157,25 @@ struct APIResponder: HTTPResponder {
 
     static func requestFormat(_ request: Request) -> WireFormat {
         request.headers[.contentType]?.hasPrefix(WireFormat.protobuf.rawValue) == true ? .protobuf : .json
+    }
+
+    /// 401. Over HTTP/1.1 the connection then closes: the rest of a stranger's body is not read
+    /// (Hummingbird would read and drop it, for as long as the stranger kept sending). Over
+    /// HTTP/2 the stream handler never reads such a body in the first place.
+    func unauthorized(_ format: WireFormat, context: Context) -> Response {
+        var response = errorResponse(.unauthorized, format)
+        guard !context.cancelledWithStream else { return response }
+        let error = APIError.unauthorized
+        let bytes = ByteBuffer(bytes: format == .protobuf ? error.status.protoBytes() : error.status.jsonBytes())
+        let channel = context.channel
+        response.headers[.connection] = "close"
+        response.body = ResponseBody(contentLength: bytes.readableBytes) { writer in
+            try await writer.write(bytes)
+            try await writer.finish(nil)
+            // Once the answer is out (written and flushed by now), the connection goes.
+            channel.close(promise: nil)
+        }
+        return response
     }
 
     func errorResponse(_ error: APIError, _ format: WireFormat) -> Response {
