@@ -72,15 +72,15 @@ final class RequestMetrics: Sendable {
     /// subresource (`pods/status`). Paths that name no resource are counted under resource "";
     /// a resource or subresource not served, and a method not known, under "other".
     static func classify(method: String, path: String, isWatch: Bool) -> (verb: String, resource: String) {
-        let verb = Self.verb(method: method, path: path, isWatch: isWatch)
+        // One pass over the path: the API prefix and a namespace go, leaving resource/name/subresource.
         var segments = path.split(separator: "/", omittingEmptySubsequences: true)[...]
-        if segments.first == "api" { segments = segments.dropFirst(2) }
-        else if segments.first == "apis" { segments = segments.dropFirst(3) }
-        else { return (verb, "") }
+        let isAPI = segments.first == "api" || segments.first == "apis"
+        if segments.first == "api" { segments = segments.dropFirst(2) } else if segments.first == "apis" { segments = segments.dropFirst(3) }
         if segments.first == "namespaces", segments.count >= 3, segments[segments.startIndex + 2] != "status" {
             segments = segments.dropFirst(2)
         }
-        guard let resource = segments.first else { return (verb, "") }
+        let verb = Self.verb(method: method, hasName: segments.count >= 2, isWatch: isWatch)
+        guard isAPI, let resource = segments.first else { return (verb, "") }
         guard resources.contains(String(resource)), segments.count <= 3 else { return (verb, other) }
         guard segments.count == 3 else { return (verb, String(resource)) }
         let subresource = String(segments[segments.startIndex + 2])
@@ -88,11 +88,7 @@ final class RequestMetrics: Sendable {
     }
 
     /// The request's Kubernetes verb, or "other" for a method outside HTTP's usual ones.
-    static func verb(method: String, path: String, isWatch: Bool) -> String {
-        var segments = path.split(separator: "/", omittingEmptySubsequences: true)[...]
-        if segments.first == "api" { segments = segments.dropFirst(2) } else if segments.first == "apis" { segments = segments.dropFirst(3) }
-        if segments.first == "namespaces", segments.count >= 3, segments[segments.startIndex + 2] != "status" { segments = segments.dropFirst(2) }
-        let hasName = segments.count >= 2
+    static func verb(method: String, hasName: Bool, isWatch: Bool) -> String {
         switch method {
         case "GET": return isWatch ? "watch" : (hasName ? "get" : "list")
         case "HEAD": return "head"
