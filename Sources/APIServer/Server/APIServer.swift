@@ -189,10 +189,11 @@ public struct APIServer: Sendable {
                     logger: logger)
                 configuration.maximumGracefulShutdownDuration = .seconds(20)
                 let services = ServiceGroup(configuration: configuration)
-                // Cancelling `run` shuts down gracefully too, as SIGTERM does: a hard stop would drop
-                // HTTP/2 streams that clients open meanwhile unhandled, which NIO treats as a fatal
-                // error. So the group runs in a task of its own that the caller's cancellation does
-                // not reach, and cancellation becomes a graceful shutdown request.
+                // Cancelling `run` shuts down gracefully too, as SIGTERM does: a hard stop would cut
+                // the requests in flight (and, when HTTP/2 went through swift-nio-http2's stream
+                // channels, a stream opened meanwhile trapped in NIO). So the group runs in a task
+                // of its own that the caller's cancellation does not reach, and cancellation
+                // becomes a graceful shutdown request.
                 let running = Task { try await services.run() }
                 try await withTaskCancellationHandler {
                     try await running.value
