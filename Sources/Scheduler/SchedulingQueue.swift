@@ -86,6 +86,8 @@ public final class SchedulingQueue: Sendable {
     }
 
     public var parkedCount: Int { state.withLock { $0.parked.count } }
+    /// Pods waiting to be tried: ready now or after a backoff (parked pods are not among them).
+    public func pendingCount() async -> Int { await work.count + work.delayedCount }
     public func isParked(_ key: ObjectKey) -> Bool { state.withLock { $0.parked.contains(key) } }
 
     static func count(_ state: inout State, _ key: ObjectKey, now: Date, initial: Duration, cap: Duration) -> Duration {
