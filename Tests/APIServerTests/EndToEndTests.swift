@@ -227,3 +227,26 @@ print(answered)
         #expect(!stderr.contains("Deinited") && !stderr.contains("Fatal error"), "\(stderr.suffix(2_000))")
     }
 }
+
+/// What the tests start does not outlive them: a killed or crashed test run leaves no server,
+/// agent or peer behind holding ports and files.
+@Suite("Test children die with the test process", .watchdog)
+struct ChildLifetimeTests {
+    /// The child itself reports the signal the kernel sends it when its parent thread ends, and
+    /// that its parent is this process (through setpriv, which execs in place).
+    @Test func aChildIsKilledWhenTheTestProcessEnds() async throws {
+        let python = try #require(Tools.peer("python3"))
+        let script = """
+        import ctypes, os
+        libc = ctypes.CDLL(None, use_errno=True)
+        signal = ctypes.c_int(0)
+        assert libc.prctl(2, ctypes.byref(signal)) == 0  # PR_GET_PDEATHSIG
+        print(signal.value, os.getppid())
+        """
+        let child = try Child(python, ["-c", script], stdout: .pipe)
+        let output = try await Tools.read(child.output!, timeout: 30) { $0.hasSuffix("\n") }
+        await child.wait(killAfter: 30)
+        #expect(child.terminationStatus == 0)
+        #expect(output == "\(SIGKILL) \(getpid())\n")
+    }
+}
