@@ -57,9 +57,10 @@ final class RawHTTP2: Sendable {
     /// Opens a POST on `stream` and sends `chunks` DATA frames of `chunkBytes` without ever
     /// ending the body. Written without waiting: frames past the server's window wait in this
     /// client's flow-control buffer.
-    func unfinishedPost(_ path: String, stream: Int, chunkBytes: Int, chunks: Int) {
-        let headers = HPACKHeaders([(":method", "POST"), (":scheme", "https"), (":authority", "localhost"), (":path", path),
+    func unfinishedPost(_ path: String, stream: Int, chunkBytes: Int, chunks: Int, bearer: String? = nil) {
+        var headers = HPACKHeaders([(":method", "POST"), (":scheme", "https"), (":authority", "localhost"), (":path", path),
                                     ("content-type", "application/json")])
+        if let bearer { headers.add(name: "authorization", value: "Bearer \(bearer)") }
         let id = HTTP2StreamID(stream)
         channel.write(HTTP2Frame(streamID: id, payload: .headers(.init(headers: headers, endStream: false))), promise: nil)
         let chunk = ByteBuffer(repeating: UInt8(ascii: " "), count: chunkBytes)

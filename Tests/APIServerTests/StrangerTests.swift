@@ -55,12 +55,12 @@ struct StrangerTests {
     }
 
     /// 8 connections × 100 streams, each sending 64 KiB frames of a body it never finishes.
-    static func flood(_ server: ServerProcess, authenticated: Bool) async throws -> [RawHTTP2] {
+    static func flood(_ server: ServerProcess, authenticated: Bool, bearer: String? = nil) async throws -> [RawHTTP2] {
         var clients: [RawHTTP2] = []
         for _ in 0..<8 {
             let client = try await RawHTTP2(port: server.port, pki: server.pki, authenticated: authenticated)
             for i in 0..<100 {
-                client.unfinishedPost("/api/v1/namespaces/default/pods", stream: 1 + 2 * i, chunkBytes: 65_536, chunks: 16)
+                client.unfinishedPost("/api/v1/namespaces/default/pods", stream: 1 + 2 * i, chunkBytes: 65_536, chunks: 16, bearer: bearer)
             }
             clients.append(client)
         }
@@ -83,6 +83,26 @@ struct StrangerTests {
         let grown = try server.rss() - before
         #expect(grown < 64 * 1024 * 1024, "the server grew by \(grown / 1_048_576) MiB")
         #expect(try await server.metric("cox_apiserver_request_body_bytes") == 0)
+        for client in clients { await client.close() }
+        await server.stop()
+    }
+
+    /// A stranger with a made-up bearer token (well formed, so it is looked up) is no better off:
+    /// the token is checked while the body comes, and the 401 lets go of what was sent — the
+    /// server-wide body budget is not spent on strangers, whatever they put in a header.
+    @Test func aMadeUpBearerTokenIsAnsweredBeforeItsBodyEnds() async throws {
+        let server = try await ServerProcess()
+        defer { Task { await server.stop() } }
+        let before = try server.rss()
+        let clients = try await Self.flood(server, authenticated: false, bearer: "abcdef.0123456789abcdef")
+        try await waitUntil("every stream of the flood is answered", timeout: 60) {
+            clients.allSatisfy { $0.statuses().count == 100 }
+        }
+        #expect(clients.allSatisfy { $0.statuses().values.allSatisfy { $0 == "401" } }, "\(clients.map { Set($0.statuses().values) })")
+        #expect(try await server.metric("cox_apiserver_request_body_bytes") == 0)
+        #expect(try await server.curl("/api/v1/namespaces/default/pods") == "200")
+        let grown = try server.rss() - before
+        #expect(grown < 64 * 1024 * 1024, "the server grew by \(grown / 1_048_576) MiB")
         for client in clients { await client.close() }
         await server.stop()
     }

@@ -11,7 +11,13 @@ extension APIResponder {
     /// matches and which has not expired (checked against the store on every request, so a
     /// deleted token stops working at once). nil without the header; 401 for a bad token.
     func authenticateBearer(_ request: Request) async throws -> ClientIdentity? {
-        guard let header = request.headers[.authorization] else { return nil }
+        try await authenticateBearer(authorization: request.headers[.authorization])
+    }
+
+    /// The same from the `Authorization` header alone (HTTP/2 checks it at a stream's HEADERS,
+    /// before its body has come).
+    func authenticateBearer(authorization header: String?) async throws -> ClientIdentity? {
+        guard let header else { return nil }
         let token = String(header.dropFirst("Bearer ".count)).trimmingCharacters(in: .whitespaces)
         guard header.hasPrefix("Bearer "), let (id, _) = TokenFormat.parse(token) else {
             throw APIError(401, "Unauthorized", "Unauthorized: the Authorization header is not \"Bearer ID.SECRET\"")

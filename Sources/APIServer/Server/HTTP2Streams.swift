@@ -376,6 +376,25 @@ final class HTTP2StreamsHandler: ChannelDuplexHandler, @unchecked Sendable {
                     error.retryAfterSeconds = nil
                     loop.value.handler.refuse(id, context: loop.value.context, error)
                 }
+                // A bearer token is checked now, while the body comes: a bad one is answered 401
+                // at once and what the body had sent is let go, so a made-up token holds no memory
+                // or budget for longer than one token lookup.
+                if !isCertified(context), let authorization = head.headerFields[.authorization] {
+                    let api = connection.api
+                    let eventLoop = context.eventLoop
+                    Task {
+                        var refusal: APIError?
+                        do {
+                            if try await api.authenticateBearer(authorization: authorization) == nil { refusal = .unauthorized }
+                        } catch let error as APIError {
+                            refusal = error
+                        } catch {
+                            refusal = .unauthorized
+                        }
+                        guard let refusal else { return }
+                        eventLoop.execute { loop.value.handler.refuse(id, context: loop.value.context, refusal) }
+                    }
+                }
             }
         case .data(let payload):
             let length = payload.data.readableBytes + (payload.paddingBytes ?? 0)
