@@ -341,6 +341,17 @@ struct APIServerTests {
     @Test func independentToolsInteroperate() async throws {
         let server = try await ServerHarness()
         _ = try await server.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("seen"))
+        // A Table's rows carry the object's metadata by default, the object or nothing on request.
+        let table = "application/json;as=Table;v=v1;g=meta.k8s.io"
+        let rows = try await server.request("/api/v1/namespaces/default/pods", accept: table)
+        #expect(rows.body.contains(#""object":{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":{"name":"seen""#), "\(rows.body)")
+        #expect(!rows.body.contains(#""spec""#))
+        let bare = try await server.request("/api/v1/namespaces/default/pods?includeObject=None", accept: table)
+        #expect(bare.code == 200 && bare.body.contains(#""cells":["seen""#) && !bare.body.contains(#""object""#), "\(bare.body)")
+        let full = try await server.request("/api/v1/namespaces/default/pods/seen?includeObject=Object", accept: table)
+        #expect(full.body.contains(#""object":{"apiVersion":"v1","kind":"Pod""#) && full.body.contains(#""name":"IP""#), "\(full.body)")
+        let unsupported = try await server.request("/api/v1/namespaces/default/pods?includeObject=All", accept: table)
+        #expect(unsupported.code == 400 && unsupported.body.contains(#"includeObject: Unsupported value: \"All\""#), "\(unsupported.body)")
         if let openssl = Tools.peer("openssl") {
             let handshake = try await Tools.runDetached(openssl, ["s_client", "-connect", "127.0.0.1:\(server.port)", "-CAfile", "\(server.pki)/ca.crt",
                                                     "-verify_return_error", "-verify_hostname", "localhost", "-brief"], input: "")
@@ -379,6 +390,13 @@ struct APIServerTests {
             // kubectl asks for a Table and prints the server's columns.
             let table = try await Tools.runDetached(kubectl, ["--kubeconfig", server.kubeconfig, "get", "pods"])
             #expect(table.status == 0 && table.output.hasPrefix("NAME   READY   STATUS    RESTARTS   AGE\nseen   0/1     Pending   0"), "\(table.output)")
+            // -o wide shows kubectl's wide columns; -A takes the namespace from each row's
+            // object, which is only its metadata unless kubectl asks for more.
+            let wide = try await Tools.runDetached(kubectl, ["--kubeconfig", server.kubeconfig, "get", "pods", "-o", "wide"])
+            #expect(wide.status == 0 && wide.output.split(separator: "\n").first?.split(separator: " ", omittingEmptySubsequences: true)
+                .joined(separator: " ") == "NAME READY STATUS RESTARTS AGE IP NODE NOMINATED NODE READINESS GATES", "\(wide.output)")
+            let everywhere = try await Tools.runDetached(kubectl, ["--kubeconfig", server.kubeconfig, "get", "pods", "-A"])
+            #expect(everywhere.status == 0 && everywhere.output.contains("\ndefault     seen   0/1     Pending"), "\(everywhere.output)")
             // kubectl's own watch with a label selector: a pod labelled into the selection is
             // ADDED, changed inside it MODIFIED, labelled out of it DELETED; no bookmark is
             // printed as an object. The watch ends by itself (--request-timeout).

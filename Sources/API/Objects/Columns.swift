@@ -10,12 +10,15 @@ public enum Table {
         var rows: [[String]]
         switch objects {
         case let pods as [Pod]:
-            header = ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "NODE"]
+            // kubectl's columns; those from IP on only with -o wide (no pod is nominated or has
+            // readiness gates here: their cells say so, as kubectl's do).
+            header = ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED NODE", "READINESS GATES"]
             rows = pods.map { pod in
                 let ready = pod.status.containerStatuses.filter(\.ready).count
                 let restarts = pod.status.containerStatuses.map(\.restartCount).reduce(0, +)
                 return [pod.metadata.name, "\(ready)/\(pod.spec.containers.count)", podStatus(pod), "\(restarts)", age(pod.metadata)]
-                    + [pod.spec.nodeName.isEmpty ? "<none>" : pod.spec.nodeName]
+                    + [pod.status.podIp.isEmpty ? "<none>" : pod.status.podIp, pod.spec.nodeName.isEmpty ? "<none>" : pod.spec.nodeName,
+                       "<none>", "<none>"]
             }
         case let nodes as [Node]:
             header = ["NAME", "STATUS", "AGE", "VERSION"]

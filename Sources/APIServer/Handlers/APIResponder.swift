@@ -276,12 +276,14 @@ struct APIResponder: HTTPResponder {
             }
             if Self.wantsTable(request) {
                 let result = try await store.list(T.self, options: try listOptions(path, query: query))
-                return Self.table(result.items, revision: result.revision, continueToken: result.continueToken)
+                return Self.table(result.items, revision: result.revision, continueToken: result.continueToken, include: try Self.includeObject(query))
             }
             return try await list(T.self, path, query: query, format: format)
         case (.get, let name?, nil):
             let object = try await store.get(T.self, namespace: path.namespace ?? "", name: name)
-            if Self.wantsTable(request) { return Self.table([object], revision: Int64(object.metadata.resourceVersion) ?? 0, continueToken: nil) }
+            if Self.wantsTable(request) {
+                return Self.table([object], revision: Int64(object.metadata.resourceVersion) ?? 0, continueToken: nil, include: try Self.includeObject(query))
+            }
             return encode(object, format)
         case (.get, let name?, _):
             let object = try await store.get(T.self, namespace: path.namespace ?? "", name: name)
@@ -425,9 +427,33 @@ struct APIResponder: HTTPResponder {
         text.utf8.firstRange(of: part.utf8) != nil
     }
 
+    /// What a table row carries besides its cells (`?includeObject=`, as Kubernetes has it).
+    enum IncludeObject: String {
+        case none = "None"
+        /// The default: the object's metadata as a `PartialObjectMetadata`.
+        case metadata = "Metadata"
+        case object = "Object"
+    }
+
+    static func includeObject(_ query: QueryParameters) throws -> IncludeObject {
+        guard let value = query["includeObject"], !value.isEmpty else { return .metadata }
+        guard let include = IncludeObject(rawValue: value) else {
+            throw APIError.badRequest("includeObject: Unsupported value: \"\(value)\": supported values: \"Metadata\", \"None\", \"Object\"")
+        }
+        return include
+    }
+
+    /// A column's name as Kubernetes writes it: words capitalised ("Up-to-date", "Last Seen"),
+    /// short acronyms kept ("IP").
+    static func columnName(_ header: String) -> String {
+        header.split(separator: " ").map { word in
+            word.count <= 2 ? String(word) : word.prefix(1) + word.dropFirst().lowercased()
+        }.joined(separator: " ")
+    }
+
     /// A `meta.k8s.io/v1` Table: the same columns as `cox get` (those only `-o wide` shows have
-    /// priority 1), each row with its object.
-    static func table<T: APIObject>(_ objects: [T], revision: Int64, continueToken: String?) -> Response {
+    /// priority 1), each row with its object as `include` asks.
+    static func table<T: APIObject>(_ objects: [T], revision: Int64, continueToken: String?, include: IncludeObject = .metadata) -> Response {
         let (header, rows, wideFrom) = Table.columns(objects)
         var w = JSONWriter()
         w.beginObject()
@@ -442,7 +468,7 @@ struct APIResponder: HTTPResponder {
         w.beginArray()
         for (index, name) in header.enumerated() {
             w.beginObject()
-            w.key("name"); w.string(name.prefix(1) + name.dropFirst().lowercased())
+            w.key("name"); w.string(Self.columnName(name))
             w.key("type"); w.string("string")
             w.key("format"); w.string(index == 0 ? "name" : "")
             w.key("description"); w.string("")
@@ -458,7 +484,19 @@ struct APIResponder: HTTPResponder {
             w.beginArray()
             for cell in cells { w.string(cell) }
             w.endArray()
-            w.key("object"); object.writeJSON(to: &w)
+            switch include {
+            case .none:
+                break
+            case .metadata:
+                w.key("object")
+                w.beginObject()
+                w.key("kind"); w.string("PartialObjectMetadata")
+                w.key("apiVersion"); w.string("meta.k8s.io/v1")
+                w.key("metadata"); object.metadata.writeJSON(to: &w)
+                w.endObject()
+            case .object:
+                w.key("object"); object.writeJSON(to: &w)
+            }
             w.endObject()
         }
         w.endArray()
