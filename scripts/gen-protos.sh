@@ -3,6 +3,7 @@
 #   *.pb.swift               protobuf messages (protoc + protoc-gen-swift from swift-protobuf)
 #   JSONCodecs.generated.swift   Kubernetes-compatible JSON codecs (scripts/gen-codecs.py)
 #   ProtoCodecs.generated.swift  specialised protobuf codecs (scripts/gen-codecs.py)
+#   Schema.generated.swift       the messages' schema: OpenAPI, patches, apply (scripts/gen-codecs.py)
 # Installs protoc (Debian protobuf-compiler) and the Python protobuf package if missing, and
 # builds protoc-gen-swift from the swift-protobuf version Package.swift resolves to.
 set -euo pipefail
@@ -34,6 +35,6 @@ sed -i -E \
   "$out"/*.pb.swift
 desc=$(mktemp)
 protoc -I Protos --include_imports --include_source_info -o "$desc" Protos/cox/*.proto
-python3 scripts/gen-codecs.py "$desc" "$out/JSONCodecs.generated.swift" "$out/ProtoCodecs.generated.swift"
+python3 scripts/gen-codecs.py "$desc" "$out/JSONCodecs.generated.swift" "$out/ProtoCodecs.generated.swift" "$out/Schema.generated.swift"
 rm -f "$desc"
 echo "generated into $out"
