@@ -259,12 +259,12 @@ struct APIResponder: HTTPResponder {
         let info = T.kindInfo
         let dryRun = try Self.dryRun(query)
         let dryRunnable = switch (request.method, path.name, path.subresource) {
-        case (.post, nil, nil), (.delete, _?, nil), (.put, _?, nil), (.put, _?, "status"): true
+        case (.post, nil, nil), (.delete, _?, nil), (.put, _?, nil), (.put, _?, "status"), (.patch, _?, nil), (.patch, _?, "status"): true
         default: false
         }
         if dryRun && request.method != .get && !dryRunnable {
             // Never carried out as if it were real: a client asking for a dry run must not change anything.
-            throw APIError.badRequest("dryRun=All is supported only for create, update (and status), and delete here; this \(request.method.rawValue) was not carried out")
+            throw APIError.badRequest("dryRun=All is supported only for create, update and patch (and their status), and delete here; this \(request.method.rawValue) was not carried out")
         }
         if T.self == Pod.self, let name = path.name, let response = try await handlePod(path, name: name, &request, query: query, format: format) {
             return response
@@ -314,35 +314,13 @@ struct APIResponder: HTTPResponder {
                 throw APIError.badRequest("the name and namespace of the object (\(object.metadata.namespace)/\(object.metadata.name)) must match the request path")
             }
             let current = try await store.get(T.self, namespace: path.namespace ?? "", name: name)
-            if subresource == "status" {
-                // A status write keeps everything but the status.
-                var updated = current
-                updated.copyStatus(from: object)
-                updated.metadata.resourceVersion = object.metadata.resourceVersion
-                if dryRun { return encode(try Self.dryRunUpdate(updated, of: current), format) }
-                return encode(try await store.update(updated), format)
-            }
-            if let pod = object as? Pod, let existing = current as? Pod { try Self.checkPodUpdate(pod, existing) }
-            object.copyStatus(from: current)
-            // Only a DELETE starts (and the agent ends) a graceful deletion.
-            object.metadata.deletionTimestamp = current.metadata.deletionTimestamp
-            if current.metadata.hasDeletionGracePeriodSeconds {
-                object.metadata.deletionGracePeriodSeconds = current.metadata.deletionGracePeriodSeconds
-            } else {
-                object.metadata.clearDeletionGracePeriodSeconds()
-            }
-            if !current.metadata.hasDeletionTimestamp { object.metadata.clearDeletionTimestamp() }
-            object.applyDefaults()
+            let prepared = try Self.prepareUpdate(object, of: current, subresource: subresource)
             // (A dry run answers the update even where the real one would then delete the object:
             // the last finalizer of an object being deleted removed.)
-            if dryRun { return encode(try Self.dryRunUpdate(try object.validated(), of: current), format) }
-            let updated = try await store.update(try object.validated())
-            // The last finalizer of an object being deleted is gone: now it goes.
-            if updated.metadata.hasDeletionTimestamp && Self.pendingFinalizers(updated).isEmpty {
-                return encode(try await store.delete(T.self, namespace: updated.metadata.namespace, name: name,
-                                                     resourceVersion: Int64(updated.metadata.resourceVersion)), format)
-            }
-            return encode(updated, format)
+            if dryRun { return encode(try Self.dryRunUpdate(prepared, of: current), format) }
+            return encode(try await finishUpdate(try await store.update(prepared)), format)
+        case (.patch, let name?, let subresource) where subresource == nil || subresource == "status":
+            return encode(try await patch(T.self, path, name: name, subresource: subresource, &request, dryRun: dryRun), format)
         case (.delete, let name?, nil):
             return encode(try await deleteObject(T.self, namespace: path.namespace ?? "", name: name, query: query), format)
         default:
@@ -540,6 +518,38 @@ struct APIResponder: HTTPResponder {
             throw APIError(409, "AlreadyExists", "\(T.kindInfo.resource) \"\(object.metadata.name)\" already exists")
         }
         return object.asCreated()
+    }
+
+    /// The object an update stores, from what the client sent and what is stored: a status write
+    /// keeps everything but the status; any other keeps the status, and the deletion only a
+    /// DELETE starts; a pod's spec changes only where Kubernetes lets it. Defaulted and validated.
+    static func prepareUpdate<T: APIObject>(_ sent: T, of current: T, subresource: String?) throws -> T {
+        if subresource == "status" {
+            var updated = current
+            updated.copyStatus(from: sent)
+            updated.metadata.resourceVersion = sent.metadata.resourceVersion
+            return updated
+        }
+        var object = sent
+        if let pod = object as? Pod, let existing = current as? Pod { try Self.checkPodUpdate(pod, existing) }
+        object.copyStatus(from: current)
+        // Only a DELETE starts (and the agent ends) a graceful deletion.
+        object.metadata.deletionTimestamp = current.metadata.deletionTimestamp
+        if current.metadata.hasDeletionGracePeriodSeconds {
+            object.metadata.deletionGracePeriodSeconds = current.metadata.deletionGracePeriodSeconds
+        } else {
+            object.metadata.clearDeletionGracePeriodSeconds()
+        }
+        if !current.metadata.hasDeletionTimestamp { object.metadata.clearDeletionTimestamp() }
+        object.applyDefaults()
+        return try object.validated()
+    }
+
+    /// After an update: when the last finalizer of an object being deleted is gone, it goes now.
+    func finishUpdate<T: APIObject>(_ updated: T) async throws -> T {
+        guard updated.metadata.hasDeletionTimestamp && Self.pendingFinalizers(updated).isEmpty else { return updated }
+        return try await store.delete(T.self, namespace: updated.metadata.namespace, name: updated.metadata.name,
+                                      resourceVersion: Int64(updated.metadata.resourceVersion))
     }
 
     /// What `store.update` would answer, without writing: a resourceVersion, when given, must be
