@@ -18,6 +18,25 @@ public enum Tools {
         return nil
     }
 
+    /// Where the Google Cloud SDK keeps one kubectl per minor version (these machines have
+    /// 1.27–1.33 there).
+    public static let kubectlVersionsDirectory = "/usr/lib/google-cloud-sdk/bin"
+
+    /// The oldest and the newest kubectl installed as `kubectl.1.N` (the same one twice when
+    /// there is one; same rule as `peer` when there is none).
+    public static func kubectlRange(sourceLocation: SourceLocation = #_sourceLocation) -> [(version: String, path: String)] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: kubectlVersionsDirectory)) ?? []
+        let versions = names.compactMap { name -> (Int, String)? in
+            guard name.hasPrefix("kubectl.1."), let minor = Int(name.dropFirst("kubectl.1.".count)) else { return nil }
+            return (minor, "\(kubectlVersionsDirectory)/\(name)")
+        }.sorted { $0.0 < $1.0 }
+        guard let oldest = versions.first, let newest = versions.last else {
+            missingPeer("kubectl.1.N (several kubectl versions in \(kubectlVersionsDirectory))", sourceLocation: sourceLocation)
+            return []
+        }
+        return oldest.0 == newest.0 ? [("1.\(oldest.0)", oldest.1)] : [("1.\(oldest.0)", oldest.1), ("1.\(newest.0)", newest.1)]
+    }
+
     /// Whether the Python `kubernetes` client can be imported (same rule as `peer`).
     public static func pythonKubernetesClient(sourceLocation: SourceLocation = #_sourceLocation) -> Bool {
         if let python = find("python3"), let check = try? run(python, ["-c", "import kubernetes"], timeout: 60), check.status == 0 { return true }

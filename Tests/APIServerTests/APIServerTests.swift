@@ -48,8 +48,18 @@ struct APIServerTests {
         #expect(invalid.code == 422 && invalid.body.contains(#"metadata.name: Invalid value: \"Bad_Name\""#), "\(invalid.body)")
         let malformed = try await server.request("POST", "/api/v1/namespaces/default/pods", body: #"{"metadata": {"#)
         #expect(malformed.code == 400 && malformed.json?["reason"] == .string("BadRequest"))
-        let unknown = try await server.request("POST", "/api/v1/namespaces/default/pods", body: #"{"metadata":{"name":"a"},"spec":{"containerz":[]}}"#)
-        #expect(unknown.code == 400 && unknown.body.contains(#"unknown field \"spec.containerz\""#), "\(unknown.body)")
+        // Unknown fields: Strict fails the request naming every one, as Kubernetes words it; the
+        // default (Warn) drops them and names each in a Warning header; Ignore just drops them.
+        let withUnknown = #"{"metadata":{"name":"a"},"spec":{"containerz":[],"containers":[{"name":"c","command":["x"],"nmae":"y"}]}}"#
+        let unknown = try await server.request("POST", "/api/v1/namespaces/default/pods?fieldValidation=Strict", body: withUnknown)
+        #expect(unknown.code == 400 && unknown.body.contains(#"Pod in version \"v1\" cannot be handled as a Pod: strict decoding error: unknown field \"spec.containerz\", unknown field \"spec.containers[0].nmae\""#), "\(unknown.body)")
+        let warned = try await server.request("POST", "/api/v1/namespaces/default/pods", body: withUnknown, extra: ["-D", "-"])
+        #expect(warned.code == 201 && warned.body.contains(#"warning: 299 - "unknown field \"spec.containerz\"""#)
+                && warned.body.contains(#"warning: 299 - "unknown field \"spec.containers[0].nmae\"""#), "\(warned.body)")
+        let ignored = try await server.request("POST", "/api/v1/namespaces/default/pods?fieldValidation=Ignore", body: withUnknown.replacingOccurrences(of: #""a""#, with: #""b""#), extra: ["-D", "-"])
+        #expect(ignored.code == 201 && !ignored.body.contains("warning:"), "\(ignored.body)")
+        let bogus = try await server.request("POST", "/api/v1/namespaces/default/pods?fieldValidation=Loud", body: podJSON("c"))
+        #expect(bogus.code == 400 && bogus.body.contains(#"fieldValidation: Unsupported value: \"Loud\""#), "\(bogus.body)")
         let wrongNamespace = try await server.request("POST", "/api/v1/namespaces/other/pods", body: podJSON("x"))
         #expect(wrongNamespace.code == 400)
         #expect(try await server.request("/api/v1/namespaces/default/pods/nope").code == 404)
@@ -377,11 +387,10 @@ struct APIServerTests {
             let whoami = try await Tools.runDetached(kubectl, ["--kubeconfig", server.kubeconfig, "auth", "whoami"])
             #expect(whoami.status == 0 && whoami.output.contains("admin") && whoami.output.contains("system:masters"), "\(whoami.output)")
             // kubectl's server-side dry run (?dryRun=All) reports the create and stores nothing.
-            // (--validate=false: kubectl's client-side schema check needs OpenAPI, not served here.)
             let manifest = (server.dir.path as NSString).appendingPathComponent("dry.yaml")
             try "apiVersion: v1\nkind: Pod\nmetadata:\n  name: dry\nspec:\n  containers:\n  - name: c\n    command: [sleep, \"1\"]\n"
                 .write(toFile: manifest, atomically: true, encoding: .utf8)
-            let dry = try await Tools.runDetached(kubectl, ["--kubeconfig", server.kubeconfig, "create", "--dry-run=server", "--validate=false", "-f", manifest])
+            let dry = try await Tools.runDetached(kubectl, ["--kubeconfig", server.kubeconfig, "create", "--dry-run=server", "-f", manifest])
             #expect(dry.status == 0 && dry.output.contains("pod/dry created (server dry run)"), "\(dry.output)")
             #expect(try await server.request("/api/v1/namespaces/default/pods/dry").code == 404)
             let dryDelete = try await Tools.runDetached(kubectl, ["--kubeconfig", server.kubeconfig, "delete", "pod", "seen", "--dry-run=server"])

@@ -52,8 +52,11 @@ struct PatchEndpointTests {
         #expect(unknownType.code == 415 && unknownType.body.contains("application/strategic-merge-patch+json"), "\(unknownType.body)")
         let invalid = try await server.request("PATCH", web, body: #"{"spec":{"replicas":-1}}"#, contentType: "application/merge-patch+json")
         #expect(invalid.code == 422 && invalid.body.contains("spec.replicas"), "\(invalid.body)")
-        let unknownField = try await server.request("PATCH", web, body: #"{"spec":{"replicaz":2}}"#, contentType: "application/merge-patch+json")
-        #expect(unknownField.code == 422 && unknownField.body.contains("replicaz"), "\(unknownField.body)")
+        // A field the kind does not have: dropped with a Warning by default, 400 when strict.
+        let unknownField = try await server.request("PATCH", web, body: #"{"spec":{"replicaz":2}}"#, contentType: "application/merge-patch+json", extra: ["-D", "-"])
+        #expect(unknownField.code == 200 && unknownField.body.contains(#"warning: 299 - "unknown field \"spec.replicaz\"""#), "\(unknownField.body)")
+        let strict = try await server.request("PATCH", web + "?fieldValidation=Strict", body: #"{"spec":{"replicaz":2}}"#, contentType: "application/merge-patch+json")
+        #expect(strict.code == 400 && strict.body.contains(#"strict decoding error: unknown field \"spec.replicaz\""#), "\(strict.body)")
         let missing = try await server.request("PATCH", Self.deployments + "/nope", body: "{}", contentType: "application/merge-patch+json")
         #expect(missing.code == 404)
         await server.stop()

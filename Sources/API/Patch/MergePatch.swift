@@ -35,12 +35,12 @@ public enum MergePatch {
 
 extension JSONValue {
     /// The members of an object, or nil.
-    var members: [JSONMember]? {
+    public var members: [JSONMember]? {
         if case .object(let members) = self { return members }
         return nil
     }
 
-    var elements: [JSONValue]? {
+    public var elements: [JSONValue]? {
         if case .array(let elements) = self { return elements }
         return nil
     }

@@ -80,3 +80,58 @@ public enum Schema {
     /// The schema of a kind's object (`Pod`, `Deployment`, ...).
     public static func of<T: APIObject>(_ type: T.Type) -> MessageSchema? { messages[String(describing: T.self)] }
 }
+
+extension Schema {
+    /// The paths of the members of `value` that its schema does not have (`spec.replicaz`,
+    /// `spec.containers[0].nmae`), in document order; found without copying anything.
+    public static func unknownFields(_ value: JSONValue, as type: SchemaType, path: String = "") -> [String] {
+        var found: [String] = []
+        visit(value, as: type, path: path, prune: false, unknown: &found)
+        return found
+    }
+
+    /// `value` without the members its schema does not have (what Kubernetes drops when it is
+    /// not asked to be strict).
+    public static func pruned(_ value: JSONValue, as type: SchemaType) -> JSONValue {
+        var ignored: [String] = []
+        return visit(value, as: type, path: "", prune: true, unknown: &ignored)
+    }
+
+    @discardableResult
+    static func visit(_ value: JSONValue, as type: SchemaType, path: String, prune: Bool, unknown: inout [String]) -> JSONValue {
+        switch (type, value) {
+        case (.message(let name), .object(let members)):
+            guard let schema = message(name) else { return value }
+            var kept: [JSONMember] = []
+            if prune { kept.reserveCapacity(members.count) }
+            for member in members {
+                let here = path.isEmpty ? member.key : path + "." + member.key
+                guard let field = schema[field: member.key] else {
+                    unknown.append(here)
+                    continue
+                }
+                let child = visit(member.value, as: field.type, path: here, prune: prune, unknown: &unknown)
+                if prune { kept.append(JSONMember(member.key, child)) }
+            }
+            return prune ? .object(kept) : value
+        case (.array(let element), .array(let items)):
+            var kept: [JSONValue] = []
+            for (index, item) in items.enumerated() {
+                let child = visit(item, as: element, path: "\(path)[\(index)]", prune: prune, unknown: &unknown)
+                if prune { kept.append(child) }
+            }
+            return prune ? .array(kept) : value
+        case (.map(let values), .object(let members)):
+            guard case .message = values else { return value }
+            var kept: [JSONMember] = []
+            for member in members {
+                let child = visit(member.value, as: values, path: path + "." + member.key, prune: prune, unknown: &unknown)
+                if prune { kept.append(JSONMember(member.key, child)) }
+            }
+            return prune ? .object(kept) : value
+        default:
+            // Scalars, and values of the wrong type (the decoder names those).
+            return value
+        }
+    }
+}

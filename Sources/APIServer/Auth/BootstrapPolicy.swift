@@ -47,7 +47,7 @@ public enum BootstrapPolicy {
             role("admin", adminRules),
             role("edit", editRules),
             role("view", viewRules),
-            role("system:discovery", [paths(["get"], ["/api", "/api/*", "/apis", "/apis/*", "/version", "/livez", "/readyz"])]),
+            role("system:discovery", [paths(["get"], ["/api", "/api/*", "/apis", "/apis/*", "/openapi", "/openapi/*", "/version", "/livez", "/readyz"])]),
             role("system:monitoring", [paths(["get"], ["/metrics", "/livez", "/readyz"])]),
             role("system:kube-scheduler", [
                 rule(read, [""], ["pods", "nodes", "namespaces"]),

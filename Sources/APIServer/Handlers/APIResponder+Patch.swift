@@ -37,8 +37,10 @@ extension APIResponder {
         } catch {
             throw APIError.badRequest("the patch is not valid JSON: \(error)")
         }
+        let validation = try Self.fieldValidation(Self.query(request))
+        let caller = Self.caller
         let change: @Sendable (T) throws -> T = { current in
-            let patched = try Self.apply(patch, kind, to: current)
+            let patched = try Self.apply(patch, kind, to: current, validation: validation, caller: caller)
             if !patched.metadata.resourceVersion.isEmpty && patched.metadata.resourceVersion != current.metadata.resourceVersion {
                 throw StoreError.modified(T.kindInfo, name)
             }
@@ -62,7 +64,7 @@ extension APIResponder {
 
     /// `patch` applied to `current`'s JSON, decoded back: a patch that is not what its type
     /// requires is 400, one that does not apply to this object 422, both naming the path.
-    static func apply<T: APIObject>(_ patch: JSONValue, _ type: PatchType, to current: T) throws -> T {
+    static func apply<T: APIObject>(_ patch: JSONValue, _ type: PatchType, to current: T, validation: FieldValidation, caller: Caller?) throws -> T {
         let original = current.jsonValue()
         let result: JSONValue
         do {
@@ -80,7 +82,7 @@ extension APIResponder {
         }
         let object: T
         do {
-            object = try T(json: result)
+            object = try Self.decodeJSON(T.self, result, validation: validation, caller: caller)
         } catch let error as JSONDecodeError {
             throw APIError(422, "Invalid", "\(T.kindInfo.kind) \"\(current.metadata.name)\" is invalid after the patch: \(error)")
         }

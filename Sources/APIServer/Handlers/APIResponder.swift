@@ -1,6 +1,7 @@
 import API
 import Foundation
 import AsyncHTTPClient
+import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
@@ -42,7 +43,12 @@ struct APIResponder: HTTPResponder {
         var attributes: RequestAttributes?
         /// The request's id (`Audit-Id`).
         let requestID = RequestID.next()
+        /// Warnings for the client (each becomes a `Warning: 299 - "…"` header).
+        let warnings = Mutex<[String]>([])
     }
+
+    /// The caller of the request this task serves.
+    @TaskLocal static var caller: Caller?
 
     func respond(to request: Request, context: Context) async throws -> Response {
         let started = ContinuousClock.now
@@ -50,7 +56,12 @@ struct APIResponder: HTTPResponder {
         let isWatch = query["watch"].map { $0 == "true" || $0 == "1" } ?? false
         let isStream = isWatch || query["follow"].map { $0 == "true" || $0 == "1" } ?? false
         let caller = Caller()
-        var response = try await answer(request, context: context, isStream: isStream, caller: caller)
+        var response = try await Self.$caller.withValue(caller) {
+            try await answer(request, context: context, isStream: isStream, caller: caller)
+        }
+        for warning in caller.warnings.withLock({ $0 }) {
+            response.headers.append(HTTPField(name: Self.warningField, value: Self.warningHeader(warning)))
+        }
         let elapsed = ContinuousClock.now - started
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
         let (verb, resource) = RequestMetrics.classify(method: request.method.rawValue, path: request.uri.path, isWatch: isWatch)
@@ -185,6 +196,18 @@ struct APIResponder: HTTPResponder {
                         body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }
 
+    /// An OpenAPI document, with its ETag (304 when the client has it); a URL with the
+    /// document's hash may be cached for good.
+    static func document(_ document: OpenAPI.Document, contentType: String, _ request: Request, immutable: Bool = false) -> Response {
+        let etag = "\"\(document.hash)\""
+        var headers: HTTPFields = [.eTag: etag, .contentType: contentType]
+        headers[.cacheControl] = immutable ? "public, immutable" : "no-cache, private"
+        if request.headers[.ifNoneMatch]?.split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces) == etag }) == true {
+            return Response(status: .notModified, headers: headers)
+        }
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: document.bytes)))
+    }
+
     static func json(_ value: JSONValue) -> Response {
         var writer = JSONWriter()
         writer.value(value)
@@ -221,7 +244,19 @@ struct APIResponder: HTTPResponder {
         case ["version"]: return Self.json(Discovery.version())
         case ["api"]: return Self.json(Discovery.coreVersions())
         case ["apis"]: return Self.json(Discovery.groupList())
+        case ["openapi", "v2"]:
+            let protobuf = request.headers[.accept].map { Self.has($0, "proto-openapi.spec.v2") } == true
+            return Self.document(protobuf ? OpenAPI.v2Protobuf : OpenAPI.v2JSON,
+                                 contentType: protobuf ? OpenAPI.protobufV2MediaType : WireFormat.json.rawValue, request)
+        case ["openapi", "v3"]:
+            return Self.document(OpenAPI.v3Index, contentType: WireFormat.json.rawValue, request)
         default: break
+        }
+        if segments.count > 2 && segments[0] == "openapi" && segments[1] == "v3" {
+            guard let document = OpenAPI.v3Documents[segments.dropFirst(2).joined(separator: "/")] else {
+                throw APIError.notFound("the server could not find the requested resource")
+            }
+            return Self.document(document, contentType: WireFormat.json.rawValue, request, immutable: Self.query(request)["hash"] == document.hash)
         }
         if segments.count == 2 && segments[0] == "api" || segments.count == 3 && segments[0] == "apis" {
             let group = segments[0] == "api" ? "" : segments[1]
@@ -566,9 +601,54 @@ struct APIResponder: HTTPResponder {
         return String((0..<5).map { _ in alphabet.randomElement()! })
     }
 
+    static let warningField = HTTPField.Name("Warning")!
+
+    /// A `Warning` header's value as Kubernetes writes it: code 299, no agent, the text quoted.
+    static func warningHeader(_ text: String) -> String {
+        "299 - \"" + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+    }
+
+    /// What to do with fields the kind does not have (`?fieldValidation=`, as Kubernetes has it).
+    enum FieldValidation: String {
+        case ignore = "Ignore"
+        /// The default: dropped, each named in a Warning.
+        case warn = "Warn"
+        case strict = "Strict"
+    }
+
+    static func fieldValidation(_ query: QueryParameters) throws -> FieldValidation {
+        guard let value = query["fieldValidation"], !value.isEmpty else { return .warn }
+        guard let mode = FieldValidation(rawValue: value) else {
+            throw APIError.badRequest("fieldValidation: Unsupported value: \"\(value)\": supported values: \"Ignore\", \"Strict\", \"Warn\"")
+        }
+        return mode
+    }
+
+    /// A JSON object of kind `T` as `validation` asks: unknown fields fail it (Strict, all of them
+    /// named), or are dropped (Warn names each in `caller`'s warnings; Ignore says nothing).
+    static func decodeJSON<T: APIObject>(_ type: T.Type, _ json: JSONValue, validation: FieldValidation, caller: Caller?) throws -> T {
+        let schemaType = SchemaType.message(String(describing: T.self))
+        let unknown = Schema.unknownFields(json, as: schemaType)
+        guard !unknown.isEmpty else { return try T(json: json) }
+        let named = unknown.map { "unknown field \"\($0)\"" }
+        switch validation {
+        case .strict:
+            let info = T.kindInfo
+            throw APIError.badRequest("\(info.kind) in version \"\(info.version)\" cannot be handled as a \(info.kind): strict decoding error: \(named.joined(separator: ", "))")
+        case .warn:
+            caller?.warnings.withLock { $0 += named }
+        case .ignore:
+            break
+        }
+        return try T(json: Schema.pruned(json, as: schemaType))
+    }
+
     func decodeBody<T: APIObject>(_ type: T.Type, _ request: inout Request) async throws -> T {
         let bytes = try await body(&request)
-        let object = try T.decode(bytes, as: Self.requestFormat(request))
+        let format = Self.requestFormat(request)
+        let object = format == .json
+            ? try Self.decodeJSON(T.self, try JSONParser.parse(bytes: bytes), validation: try Self.fieldValidation(Self.query(request)), caller: Self.caller)
+            : try T.decode(bytes, as: format)
         let info = T.kindInfo
         if !object.kind.isEmpty && (object.kind != info.kind || object.apiVersion != info.apiVersion) {
             throw APIError.badRequest("the body is a \(object.apiVersion)/\(object.kind), but the request is for \(info.apiVersion)/\(info.kind)")

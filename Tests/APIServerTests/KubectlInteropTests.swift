@@ -1,0 +1,85 @@
+import API
+import Foundation
+import Testing
+import TestSupport
+
+/// The real kubectl, oldest and newest installed, with its default flags (client-side validation
+/// against our OpenAPI, or the server's when kubectl sees `fieldValidation` in it), through the
+/// verbs that change things: create, apply and re-apply, diff, label, annotate, the three patch
+/// types, explain. (Scale, rollouts and server-side apply come with the issue's later parts.)
+@Suite("kubectl interop", .watchdog, .serialized)
+struct KubectlInteropTests {
+    static let deployment = """
+    apiVersion: apps/v1
+    kind: Deployment
+    metadata:
+      name: web
+    spec:
+      replicas: REPLICAS
+      selector:
+        matchLabels: {app: web}
+      template:
+        metadata:
+          labels: {app: web}
+        spec:
+          containers:
+          - name: web
+            image: busybox
+            command: ["sleep", "1000"]
+            env:
+            - {name: MODE, value: "MODEVALUE"}
+          - name: side
+            image: busybox
+            command: ["sleep", "1000"]
+    """
+
+    @Test func changingVerbsWithDefaultFlags() async throws {
+        let kubectls = Tools.kubectlRange()
+        guard !kubectls.isEmpty else { return }
+        let server = try await ServerHarness()
+        func manifest(_ replicas: Int, mode: String = "a", extra: String = "") throws -> String {
+            let path = (server.dir.path as NSString).appendingPathComponent("web-\(replicas)-\(mode).yaml")
+            var text = Self.deployment.replacingOccurrences(of: "REPLICAS", with: "\(replicas)").replacingOccurrences(of: "MODEVALUE", with: mode)
+            if !extra.isEmpty { text = text.replacingOccurrences(of: "  replicas:", with: "  \(extra)\n  replicas:") }
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+            return path
+        }
+        for (version, kubectl) in kubectls {
+            func run(_ arguments: String...) async throws -> Tools.Output {
+                try await Tools.runDetached(kubectl, ["--kubeconfig", server.kubeconfig] + arguments)
+            }
+            func expect(_ output: Tools.Output, status: Int32 = 0, contains text: String, _ what: String,
+                        sourceLocation: SourceLocation = #_sourceLocation) {
+                #expect(output.status == status && output.output.contains(text), "kubectl \(version) \(what): \(output.output)", sourceLocation: sourceLocation)
+            }
+            // A field the kind does not have is named, whoever validates it.
+            let bad = try await run("create", "-f", try manifest(2, extra: "replicaz: 2"))
+            expect(bad, status: 1, contains: #"unknown field "spec.replicaz""#, "create with an unknown field")
+            expect(try await run("create", "-f", try manifest(2)), contains: "deployment.apps/web created", "create")
+            expect(try await run("apply", "-f", try manifest(3, mode: "b")), contains: "deployment.apps/web configured", "apply of a change")
+            expect(try await run("apply", "-f", try manifest(3, mode: "b")), contains: "deployment.apps/web unchanged", "re-apply")
+            let applied = try Deployment(jsonString: try await run("get", "deployment", "web", "-o", "json").output)
+            #expect(applied.spec.replicas == 3 && applied.spec.template.spec.containers.map(\.name) == ["web", "side"]
+                    && applied.spec.template.spec.containers[0].env.map(\.value) == ["b"], "kubectl \(version)")
+            #expect(applied.metadata.annotations["kubectl.kubernetes.io/last-applied-configuration"]?.contains(#""replicas":3"#) == true)
+            let diff = try await run("diff", "-f", try manifest(4, mode: "b"))
+            expect(diff, status: 1, contains: "+  replicas: 4", "diff")
+            expect(try await run("label", "deployment", "web", "tier=front"), contains: "deployment.apps/web labeled", "label")
+            expect(try await run("annotate", "deployment", "web", "note=hello"), contains: "deployment.apps/web annotate", "annotate")
+            expect(try await run("patch", "deployment", "web", "-p", #"{"spec":{"template":{"spec":{"containers":[{"name":"side","image":"busybox:2"}]}}}}"#),
+                   contains: "deployment.apps/web patched", "strategic patch")
+            expect(try await run("patch", "deployment", "web", "--type=merge", "-p", #"{"metadata":{"labels":{"tier":null}}}"#),
+                   contains: "deployment.apps/web patched", "merge patch")
+            expect(try await run("patch", "deployment", "web", "--type=json", "-p", #"[{"op":"replace","path":"/spec/replicas","value":5}]"#),
+                   contains: "deployment.apps/web patched", "JSON patch")
+            let patched = try Deployment(jsonString: try await run("get", "deployment", "web", "-o", "json").output)
+            #expect(patched.spec.replicas == 5 && patched.metadata.labels["tier"] == nil && patched.metadata.annotations["note"] == "hello"
+                    && patched.spec.template.spec.containers.map(\.image) == ["busybox", "busybox:2"], "kubectl \(version): \(patched.jsonString())")
+            expect(try await run("explain", "deployment.spec.replicas"), contains: "FIELD: replicas <integer>", "explain")
+            let containers = try await run("explain", "pods.spec.containers")
+            expect(containers, contains: "name\t<string> -required-", "explain of a list")
+            expect(try await run("delete", "deployment", "web"), contains: #"deployment.apps "web" deleted"#, "delete")
+        }
+        await server.stop()
+    }
+}

@@ -1,0 +1,56 @@
+import API
+import Foundation
+import Testing
+import TestSupport
+
+/// The OpenAPI documents as kubectl and client generators read them.
+@Suite("OpenAPI", .watchdog, .serialized)
+struct OpenAPITests {
+    @Test func documentsCarryKubernetesNamesKindsAndListSemantics() async throws {
+        let server = try await ServerHarness()
+        let v2 = try await server.request("/openapi/v2", extra: ["-D", "-"])
+        #expect(v2.code == 200)
+        let body = String(v2.body[v2.body.range(of: "\r\n\r\n")!.upperBound...])
+        let document = try JSONParser.parse(body)
+        #expect(document["swagger"] == .string("2.0"))
+        let definitions = try #require(document["definitions"])
+        let pod = try #require(definitions["io.k8s.api.core.v1.Pod"])
+        #expect(pod["x-kubernetes-group-version-kind"] == .array([.object([JSONMember("group", .string("")), JSONMember("kind", .string("Pod")), JSONMember("version", .string("v1"))])]))
+        let containers = try #require(definitions["io.k8s.api.core.v1.PodSpec"]?["properties"]?["containers"])
+        #expect(containers["x-kubernetes-patch-merge-key"] == .string("name") && containers["x-kubernetes-patch-strategy"] == .string("merge"))
+        #expect(containers["x-kubernetes-list-type"] == .string("map") && containers["x-kubernetes-list-map-keys"] == .array([.string("name")]))
+        #expect(containers["items"]?["$ref"] == .string("#/definitions/io.k8s.api.core.v1.Container"))
+        #expect(definitions["io.k8s.api.core.v1.Container"]?["required"] == .array([.string("name")]))
+        #expect(definitions["io.k8s.api.apps.v1.DeploymentSpec"]?["required"] == .array([.string("selector"), .string("template")]))
+        #expect(definitions["io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"]?["properties"]?["creationTimestamp"]?["$ref"]
+                == .string("#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.Time"))
+        // Cached by its ETag: the same document again is 304.
+        let etag = try #require(v2.body.split(separator: "\r\n").first { $0.lowercased().hasPrefix("etag:") }.map { String($0.dropFirst(5)).trimmingCharacters(in: .whitespaces) })
+        #expect(try await server.request("/openapi/v2", extra: ["-H", "If-None-Match: \(etag)"]).code == 304)
+        // The protobuf form older kubectl asks for (gnostic's Document: swagger is field 1).
+        let file = (server.dir.path as NSString).appendingPathComponent("v2.pb")
+        let protobuf = try await server.request("GET", "/openapi/v2", accept: "application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
+                                                extra: ["-D", "-"], outputFile: file)
+        #expect(protobuf.code == 200 && protobuf.body.contains("content-type: application/com.github.proto-openapi.spec.v2.v1.0+protobuf"), "\(protobuf.body)")
+        let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: file)))
+        #expect(Array(bytes.prefix(5)) == [0x0A, 3] + Array("2.0".utf8))
+        #expect(bytes.count > 10_000)
+
+        // v3: an index of group-versions, each document at a URL with its hash.
+        let index = try #require(try await server.request("/openapi/v3").json)
+        let apps = try #require(index["paths"]?["apis/apps/v1"]?["serverRelativeURL"].flatMap { value -> String? in if case .string(let url) = value { url } else { nil } })
+        #expect(apps.hasPrefix("/openapi/v3/apis/apps/v1?hash="))
+        let v3 = try await server.request(apps, extra: ["-D", "-"])
+        #expect(v3.code == 200 && v3.body.contains("cache-control: public, immutable"), "\(v3.body.prefix(500))")
+        let appsDocument = try JSONParser.parse(String(v3.body[v3.body.range(of: "\r\n\r\n")!.upperBound...]))
+        #expect(appsDocument["openapi"] == .string("3.0.0"))
+        #expect(appsDocument["components"]?["schemas"]?["io.k8s.api.apps.v1.Deployment"] != nil)
+        let patch = try #require(appsDocument["paths"]?["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]?["patch"])
+        #expect(patch["x-kubernetes-group-version-kind"]?["kind"] == .string("Deployment"))
+        #expect(patch["parameters"]?.elements?.contains { $0["name"] == .string("fieldValidation") } == true)
+        #expect(try await server.request("/openapi/v3/apis/widgets.example.com/v1").code == 404)
+        // Not for strangers.
+        #expect(try await server.request("/openapi/v2", authenticated: false).code == 401)
+        await server.stop()
+    }
+}
