@@ -274,6 +274,7 @@ DEFINITION_PREFIX = {
     "apps.proto": "io.k8s.api.apps.v1",
     "coordination.proto": "io.k8s.api.coordination.v1",
     "rbac.proto": "io.k8s.api.rbac.v1",
+    "autoscaling.proto": "io.k8s.api.autoscaling.v1",
 }
 SPECIAL_DEFINITIONS = {"IntOrString": "io.k8s.apimachinery.pkg.util.intstr.IntOrString"}
 

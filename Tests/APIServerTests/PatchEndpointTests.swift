@@ -81,4 +81,27 @@ struct PatchEndpointTests {
         #expect((0..<20).allSatisfy { labels["l\($0)"] == "v" }, "\(labels.keys.sorted())")
         await server.stop()
     }
+
+    /// `/scale` reads and sets a Deployment's replicas: GET, PUT (its resourceVersion a
+    /// precondition) and PATCH, as kubectl scale and autoscalers use it.
+    @Test func theScaleSubresource() async throws {
+        let server = try await ServerHarness()
+        #expect(try await server.request("POST", Self.deployments, body: TestObjects.deployment("web", replicas: 2).jsonString()).code == 201)
+        let path = Self.deployments + "/web/scale"
+        let read = try #require(try await server.request(path).json)
+        #expect(read["apiVersion"] == .string("autoscaling/v1") && read["kind"] == .string("Scale"))
+        #expect(read["spec"]?["replicas"] == .int(2) && read["status"]?["selector"] == .string("app=web"))
+        let put = try await server.request("PUT", path, body: #"{"apiVersion":"autoscaling/v1","kind":"Scale","metadata":{"name":"web","namespace":"default"},"spec":{"replicas":5}}"#)
+        #expect(put.code == 200 && put.json?["spec"]?["replicas"] == .int(5), "\(put.body)")
+        let stale = try await server.request("PUT", path, body: #"{"metadata":{"name":"web","resourceVersion":"1"},"spec":{"replicas":6}}"#)
+        #expect(stale.code == 409, "\(stale.body)")
+        let patched = try await server.request("PATCH", path, body: #"{"spec":{"replicas":3}}"#, contentType: "application/merge-patch+json")
+        #expect(patched.code == 200 && patched.json?["spec"]?["replicas"] == .int(3), "\(patched.body)")
+        let negative = try await server.request("PATCH", path, body: #"{"spec":{"replicas":-1}}"#, contentType: "application/merge-patch+json")
+        #expect(negative.code == 422 && negative.body.contains("spec.replicas"), "\(negative.body)")
+        let deployment = try Deployment(jsonString: try await server.request(Self.deployments + "/web").body)
+        #expect(deployment.spec.replicas == 3 && deployment.metadata.generation == 3)
+        #expect(try await server.request("/api/v1/namespaces/default/pods/x/scale").code == 404)
+        await server.stop()
+    }
 }

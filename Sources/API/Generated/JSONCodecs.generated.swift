@@ -1988,6 +1988,76 @@ extension CertificateSigningRequest: JSONCodable {
     }
 }
 
+extension ScaleSpec: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if self.replicas != 0 { w.key("replicas"); w.int(self.replicas) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "replicas": self.replicas = try JSONDecodeError.at("replicas") { try value.decodeInt32() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension ScaleStatus: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        w.key("replicas"); w.int(self.replicas)
+        if !self.selector.isEmpty { w.key("selector"); w.string(self.selector) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "replicas": self.replicas = try JSONDecodeError.at("replicas") { try value.decodeInt32() }
+            case "selector": self.selector = try JSONDecodeError.at("selector") { try value.decodeString() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension Scale: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.apiVersion.isEmpty { w.key("apiVersion"); w.string(self.apiVersion) }
+        if !self.kind.isEmpty { w.key("kind"); w.string(self.kind) }
+        if self.hasMetadata { w.key("metadata"); self.metadata.writeJSON(to: &w) }
+        w.key("spec"); self.spec.writeJSON(to: &w)
+        w.key("status"); self.status.writeJSON(to: &w)
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "apiVersion": self.apiVersion = try JSONDecodeError.at("apiVersion") { try value.decodeString() }
+            case "kind": self.kind = try JSONDecodeError.at("kind") { try value.decodeString() }
+            case "metadata": self.metadata = try JSONDecodeError.at("metadata") { try ObjectMeta(json: value) }
+            case "spec": self.spec = try JSONDecodeError.at("spec") { try ScaleSpec(json: value) }
+            case "status": self.status = try JSONDecodeError.at("status") { try ScaleStatus(json: value) }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
 extension LeaseSpec: JSONCodable {
     public func writeJSON(to w: inout JSONWriter) {
         w.beginObject()

@@ -1925,6 +1925,75 @@ extension CertificateSigningRequest: ProtoCodable {
     }
 }
 
+extension ScaleSpec: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if self.replicas != 0 { w.int32(1, self.replicas) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.replicas = try r.int32()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension ScaleStatus: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if self.replicas != 0 { w.int32(1, self.replicas) }
+        if !self.selector.isEmpty { w.string(2, self.selector) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.replicas = try r.int32()
+            case 2: self.selector = try r.string()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension Scale: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        let s = self._storage
+        if !s._apiVersion.isEmpty { w.string(1, s._apiVersion) }
+        if !s._kind.isEmpty { w.string(2, s._kind) }
+        if let value = s._metadata { w.message(3, value) }
+        if let value = s._spec { w.message(4, value) }
+        if let value = s._status { w.message(5, value) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        let s: _StorageClass
+        if self._storage === _StorageClass.defaultInstance {
+            s = _StorageClass()
+            self._storage = s
+        } else {
+            s = self._uniqueStorage()
+        }
+        while let field = try r.nextField() {
+            switch field {
+            case 1: s._apiVersion = try r.string()
+            case 2: s._kind = try r.string()
+            case 3:
+                if s._metadata == nil { s._metadata = ObjectMeta() }
+                try r.merge(into: &s._metadata!)
+            case 4:
+                if s._spec == nil { s._spec = ScaleSpec() }
+                try r.merge(into: &s._spec!)
+            case 5:
+                if s._status == nil { s._status = ScaleStatus() }
+                try r.merge(into: &s._status!)
+            default: try r.skip()
+            }
+        }
+    }
+}
+
 extension LeaseSpec: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
         if !self.holderIdentity.isEmpty { w.string(1, self.holderIdentity) }

@@ -486,6 +486,20 @@ extension Schema {
             FieldSchema("spec", .message("CertificateSigningRequestSpec"), required: true),
             FieldSchema("status", .message("CertificateSigningRequestStatus")),
         ]),
+        MessageSchema("ScaleSpec", definition: "io.k8s.api.autoscaling.v1.ScaleSpec", description: "The desired number of replicas.", fields: [
+            FieldSchema("replicas", .int32, description: "The desired number of instances of the scaled object."),
+        ]),
+        MessageSchema("ScaleStatus", definition: "io.k8s.api.autoscaling.v1.ScaleStatus", description: "What is running now.", fields: [
+            FieldSchema("replicas", .int32, required: true),
+            FieldSchema("selector", .string, description: "The label selector of the pods counted, in the string form (app=web)."),
+        ]),
+        MessageSchema("Scale", definition: "io.k8s.api.autoscaling.v1.Scale", description: "The replica count of a scalable object.", fields: [
+            FieldSchema("apiVersion", .string),
+            FieldSchema("kind", .string),
+            FieldSchema("metadata", .message("ObjectMeta")),
+            FieldSchema("spec", .message("ScaleSpec")),
+            FieldSchema("status", .message("ScaleStatus")),
+        ]),
         MessageSchema("LeaseSpec", definition: "io.k8s.api.coordination.v1.LeaseSpec", fields: [
             FieldSchema("holderIdentity", .string),
             FieldSchema("leaseDurationSeconds", .int32),

@@ -38,6 +38,7 @@ public nonisolated struct ReplicaSetSpec: Sendable {
 
   public var minReadySeconds: Int32 = 0
 
+  /// +required
   public var selector: LabelSelector {
     get {_selector ?? LabelSelector()}
     set {_selector = newValue}
@@ -70,10 +71,10 @@ public nonisolated struct ReplicaSetCondition: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// +emitzero
+  /// +emitzero +required
   public var type: String = String()
 
-  /// +emitzero
+  /// +emitzero +required
   public var status: String = String()
 
   public var lastTransitionTime: SwiftProtobuf.Google_Protobuf_Timestamp {
@@ -112,6 +113,7 @@ public nonisolated struct ReplicaSetStatus: Sendable {
 
   public var observedGeneration: Int64 = 0
 
+  /// +patchStrategy=merge +patchMergeKey=type +listType=map +listMapKey=type
   public var conditions: [ReplicaSetCondition] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -265,6 +267,7 @@ public nonisolated struct DeploymentSpec: Sendable {
   /// Clears the value of `replicas`. Subsequent reads from it will return its default value.
   public mutating func clearReplicas() {self._replicas = nil}
 
+  /// +required
   public var selector: LabelSelector {
     get {_selector ?? LabelSelector()}
     set {_selector = newValue}
@@ -274,6 +277,7 @@ public nonisolated struct DeploymentSpec: Sendable {
   /// Clears the value of `selector`. Subsequent reads from it will return its default value.
   public mutating func clearSelector() {self._selector = nil}
 
+  /// +required
   public var template: PodTemplateSpec {
     get {_template ?? PodTemplateSpec()}
     set {_template = newValue}
@@ -331,10 +335,10 @@ public nonisolated struct DeploymentCondition: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// +emitzero
+  /// +emitzero +required
   public var type: String = String()
 
-  /// +emitzero
+  /// +emitzero +required
   public var status: String = String()
 
   public var lastUpdateTime: SwiftProtobuf.Google_Protobuf_Timestamp {
@@ -384,6 +388,7 @@ public nonisolated struct DeploymentStatus: Sendable {
 
   public var unavailableReplicas: Int32 = 0
 
+  /// +patchStrategy=merge +patchMergeKey=type +listType=map +listMapKey=type
   public var conditions: [DeploymentCondition] = []
 
   public var collisionCount: Int32 {

@@ -41,6 +41,7 @@ public nonisolated struct TokenSpec: Sendable {
 
   public var user: String = String()
 
+  /// +listType=atomic
   public var groups: [String] = []
 
   /// "sha256:<hex>" of the whole token "ID.SECRET"; the secret itself is never stored.
@@ -140,6 +141,7 @@ public nonisolated struct CertificateSigningRequestSpec: Sendable {
   /// A PEM "CERTIFICATE REQUEST" (PKCS#10).
   public var request: Data = Data()
 
+  /// +required
   public var signerName: String = String()
 
   public var expirationSeconds: Int32 {
@@ -151,11 +153,13 @@ public nonisolated struct CertificateSigningRequestSpec: Sendable {
   /// Clears the value of `expirationSeconds`. Subsequent reads from it will return its default value.
   public mutating func clearExpirationSeconds() {self._expirationSeconds = nil}
 
+  /// +listType=atomic
   public var usages: [String] = []
 
   /// Set by the server: who asked.
   public var username: String = String()
 
+  /// +listType=atomic
   public var groups: [String] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -199,6 +203,7 @@ public nonisolated struct CertificateSigningRequestStatus: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// +listType=map +listMapKey=type
   public var conditions: [CertificateSigningRequestCondition] = []
 
   /// The issued certificate, PEM.
@@ -233,6 +238,7 @@ public nonisolated struct CertificateSigningRequest: @unchecked Sendable {
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {_uniqueStorage()._metadata = nil}
 
+  /// +required
   public var spec: CertificateSigningRequestSpec {
     get {_storage._spec ?? CertificateSigningRequestSpec()}
     set {_uniqueStorage()._spec = newValue}

@@ -28,6 +28,7 @@ public nonisolated struct NamespaceSpec: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// +listType=atomic
   public var finalizers: [String] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -131,6 +132,7 @@ public nonisolated struct EnvVar: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// +required
   public var name: String = String()
 
   public var value: String = String()
@@ -149,6 +151,7 @@ public nonisolated struct ContainerPort: Sendable {
 
   public var hostPort: Int32 = 0
 
+  /// +required
   public var containerPort: Int32 = 0
 
   public var `protocol`: String = String()
@@ -181,6 +184,7 @@ public nonisolated struct ExecAction: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// +listType=atomic
   public var command: [String] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -193,8 +197,10 @@ public nonisolated struct HTTPHeader: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// +required
   public var name: String = String()
 
+  /// +required
   public var value: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -209,6 +215,7 @@ public nonisolated struct HTTPGetAction: Sendable {
 
   public var path: String = String()
 
+  /// +required
   public var port: IntOrString {
     get {_port ?? IntOrString()}
     set {_port = newValue}
@@ -222,6 +229,7 @@ public nonisolated struct HTTPGetAction: Sendable {
 
   public var scheme: String = String()
 
+  /// +listType=atomic
   public var httpHeaders: [HTTPHeader] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -236,6 +244,7 @@ public nonisolated struct TCPSocketAction: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// +required
   public var port: IntOrString {
     get {_port ?? IntOrString()}
     set {_port = newValue}
@@ -320,7 +329,7 @@ public nonisolated struct Container: @unchecked Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// +emitzero
+  /// +emitzero +required
   public var name: String {
     get {_storage._name}
     set {_uniqueStorage()._name = newValue}
@@ -331,11 +340,13 @@ public nonisolated struct Container: @unchecked Sendable {
     set {_uniqueStorage()._image = newValue}
   }
 
+  /// +listType=atomic
   public var command: [String] {
     get {_storage._command}
     set {_uniqueStorage()._command = newValue}
   }
 
+  /// +listType=atomic
   public var args: [String] {
     get {_storage._args}
     set {_uniqueStorage()._args = newValue}
@@ -346,11 +357,13 @@ public nonisolated struct Container: @unchecked Sendable {
     set {_uniqueStorage()._workingDir = newValue}
   }
 
+  /// +patchStrategy=merge +patchMergeKey=containerPort +listType=map +listMapKey=containerPort +listMapKey=protocol
   public var ports: [ContainerPort] {
     get {_storage._ports}
     set {_uniqueStorage()._ports = newValue}
   }
 
+  /// +patchStrategy=merge +patchMergeKey=name +listType=map +listMapKey=name
   public var env: [EnvVar] {
     get {_storage._env}
     set {_uniqueStorage()._env = newValue}
@@ -439,10 +452,13 @@ public nonisolated struct NodeSelectorRequirement: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// +required
   public var key: String = String()
 
+  /// +required
   public var `operator`: String = String()
 
+  /// +listType=atomic
   public var values: [String] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -455,6 +471,7 @@ public nonisolated struct NodeSelectorTerm: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// +listType=atomic
   public var matchExpressions: [NodeSelectorRequirement] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -467,6 +484,7 @@ public nonisolated struct NodeSelector: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// +listType=atomic +required
   public var nodeSelectorTerms: [NodeSelectorTerm] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -521,6 +539,7 @@ public nonisolated struct PodSpec: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// +patchStrategy=merge +patchMergeKey=name +listType=map +listMapKey=name +required
   public var containers: [Container] = []
 
   public var restartPolicy: String = String()
@@ -562,6 +581,7 @@ public nonisolated struct PodSpec: Sendable {
 
   public var schedulerName: String = String()
 
+  /// +listType=atomic
   public var tolerations: [Toleration] = []
 
   public var priority: Int32 {
@@ -590,10 +610,10 @@ public nonisolated struct PodCondition: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// +emitzero
+  /// +emitzero +required
   public var type: String = String()
 
-  /// +emitzero
+  /// +emitzero +required
   public var status: String = String()
 
   public var lastProbeTime: SwiftProtobuf.Google_Protobuf_Timestamp {
@@ -666,7 +686,7 @@ public nonisolated struct ContainerStateTerminated: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// +emitzero
+  /// +emitzero +required
   public var exitCode: Int32 = 0
 
   public var signal: Int32 = 0
@@ -749,7 +769,7 @@ public nonisolated struct ContainerStatus: @unchecked Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// +emitzero
+  /// +emitzero +required
   public var name: String {
     get {_storage._name}
     set {_uniqueStorage()._name = newValue}
@@ -775,19 +795,19 @@ public nonisolated struct ContainerStatus: @unchecked Sendable {
   /// Clears the value of `lastState`. Subsequent reads from it will return its default value.
   public mutating func clearLastState() {_uniqueStorage()._lastState = nil}
 
-  /// +emitzero
+  /// +emitzero +required
   public var ready: Bool {
     get {_storage._ready}
     set {_uniqueStorage()._ready = newValue}
   }
 
-  /// +emitzero
+  /// +emitzero +required
   public var restartCount: Int32 {
     get {_storage._restartCount}
     set {_uniqueStorage()._restartCount = newValue}
   }
 
-  /// +emitzero
+  /// +emitzero +required
   public var image: String {
     get {_storage._image}
     set {_uniqueStorage()._image = newValue}
@@ -807,7 +827,7 @@ public nonisolated struct ContainerStatus: @unchecked Sendable {
   /// Clears the value of `started`. Subsequent reads from it will return its default value.
   public mutating func clearStarted() {_uniqueStorage()._started = nil}
 
-  /// +emitzero
+  /// +emitzero +required
   public var imageID: String {
     get {_storage._imageID}
     set {_uniqueStorage()._imageID = newValue}
@@ -825,6 +845,7 @@ public nonisolated struct PodIP: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// +required
   public var ip: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -839,6 +860,7 @@ public nonisolated struct PodStatus: Sendable {
 
   public var phase: String = String()
 
+  /// +patchStrategy=merge +patchMergeKey=type +listType=map +listMapKey=type
   public var conditions: [PodCondition] = []
 
   public var message: String = String()
@@ -849,6 +871,7 @@ public nonisolated struct PodStatus: Sendable {
 
   public var podIp: String = String()
 
+  /// +patchStrategy=merge +patchMergeKey=ip +listType=map +listMapKey=ip
   public var podIps: [PodIP] = []
 
   public var startTime: SwiftProtobuf.Google_Protobuf_Timestamp {
@@ -860,6 +883,7 @@ public nonisolated struct PodStatus: Sendable {
   /// Clears the value of `startTime`. Subsequent reads from it will return its default value.
   public mutating func clearStartTime() {self._startTime = nil}
 
+  /// +listType=atomic
   public var containerStatuses: [ContainerStatus] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -983,10 +1007,12 @@ public nonisolated struct Taint: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// +required
   public var key: String = String()
 
   public var value: String = String()
 
+  /// +required
   public var effect: String = String()
 
   public var timeAdded: SwiftProtobuf.Google_Protobuf_Timestamp {
@@ -1012,6 +1038,7 @@ public nonisolated struct NodeSpec: Sendable {
 
   public var unschedulable: Bool = false
 
+  /// +listType=atomic
   public var taints: [Taint] = []
 
   public var podCidr: String = String()
@@ -1028,10 +1055,10 @@ public nonisolated struct NodeCondition: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// +emitzero
+  /// +emitzero +required
   public var type: String = String()
 
-  /// +emitzero
+  /// +emitzero +required
   public var status: String = String()
 
   public var lastHeartbeatTime: SwiftProtobuf.Google_Protobuf_Timestamp {
@@ -1069,8 +1096,10 @@ public nonisolated struct NodeAddress: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// +required
   public var type: String = String()
 
+  /// +required
   public var address: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -1131,8 +1160,10 @@ public nonisolated struct NodeStatus: Sendable {
 
   public var phase: String = String()
 
+  /// +patchStrategy=merge +patchMergeKey=type +listType=map +listMapKey=type
   public var conditions: [NodeCondition] = []
 
+  /// +patchStrategy=merge +patchMergeKey=type +listType=map +listMapKey=type
   public var addresses: [NodeAddress] = []
 
   public var nodeInfo: NodeSystemInfo {
@@ -1327,6 +1358,7 @@ public nonisolated struct Event: @unchecked Sendable {
     set {_uniqueStorage()._kind = newValue}
   }
 
+  /// +required
   public var metadata: ObjectMeta {
     get {_storage._metadata ?? ObjectMeta()}
     set {_uniqueStorage()._metadata = newValue}
@@ -1336,6 +1368,7 @@ public nonisolated struct Event: @unchecked Sendable {
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {_uniqueStorage()._metadata = nil}
 
+  /// +required
   public var involvedObject: ObjectReference {
     get {_storage._involvedObject ?? ObjectReference()}
     set {_uniqueStorage()._involvedObject = newValue}

@@ -9,10 +9,15 @@
 //   https://github.com/apple/swift-protobuf/
 
 /// Object metadata, list metadata, the Status error object and watch events.
-/// Field comments starting with "+" are read by scripts/gen-json.py:
+/// Field comments starting with "+" are read by scripts/gen-codecs.py:
 ///   +quantity  a map of Kubernetes quantities (JSON strings; numbers accepted on input)
 ///   +emitzero  written to JSON even when zero/false/empty (Kubernetes has no omitempty there, or the field is a Go struct, which is always written: {} when empty)
 ///   +microtime a timestamp written with microseconds (metav1.MicroTime)
+///   +required  Kubernetes requires the field (OpenAPI `required`; kubectl's validation)
+///   +listType=atomic|set|map, +listMapKey=K (repeatable), +patchStrategy=merge, +patchMergeKey=K
+///              a list's merge semantics, as Kubernetes declares them for the same field (server-side
+///              apply, strategic merge patch, and the x-kubernetes-* extensions of OpenAPI)
+/// A message's or field's leading comment (the text before any "+") is its OpenAPI description.
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -79,8 +84,10 @@ public nonisolated struct ObjectMeta: Sendable {
 
   public var annotations: Dictionary<String,String> = [:]
 
+  /// +patchStrategy=merge +patchMergeKey=uid +listType=map +listMapKey=uid
   public var ownerReferences: [OwnerReference] = []
 
+  /// +patchStrategy=merge +listType=set
   public var finalizers: [String] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -97,12 +104,16 @@ public nonisolated struct OwnerReference: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// +required
   public var apiVersion: String = String()
 
+  /// +required
   public var kind: String = String()
 
+  /// +required
   public var name: String = String()
 
+  /// +required
   public var uid: String = String()
 
   public var controller: Bool {
@@ -196,10 +207,13 @@ public nonisolated struct LabelSelectorRequirement: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// +required
   public var key: String = String()
 
+  /// +required
   public var `operator`: String = String()
 
+  /// +listType=atomic
   public var values: [String] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -214,6 +228,7 @@ public nonisolated struct LabelSelector: Sendable {
 
   public var matchLabels: Dictionary<String,String> = [:]
 
+  /// +listType=atomic
   public var matchExpressions: [LabelSelectorRequirement] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -250,6 +265,7 @@ public nonisolated struct StatusDetails: Sendable {
 
   public var uid: String = String()
 
+  /// +listType=atomic
   public var causes: [StatusCause] = []
 
   public var retryAfterSeconds: Int32 = 0

@@ -28,14 +28,19 @@ public nonisolated struct PolicyRule: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// +listType=atomic +required
   public var verbs: [String] = []
 
+  /// +listType=atomic
   public var apiGroups: [String] = []
 
+  /// +listType=atomic
   public var resources: [String] = []
 
+  /// +listType=atomic
   public var resourceNames: [String] = []
 
+  /// +listType=atomic
   public var nonResourceUrls: [String] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -67,6 +72,7 @@ public nonisolated struct Role: @unchecked Sendable {
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {_uniqueStorage()._metadata = nil}
 
+  /// +listType=atomic
   public var rules: [PolicyRule] {
     get {_storage._rules}
     set {_uniqueStorage()._rules = newValue}
@@ -130,6 +136,7 @@ public nonisolated struct ClusterRole: @unchecked Sendable {
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {_uniqueStorage()._metadata = nil}
 
+  /// +listType=atomic
   public var rules: [PolicyRule] {
     get {_storage._rules}
     set {_uniqueStorage()._rules = newValue}
@@ -174,10 +181,12 @@ public nonisolated struct Subject: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// +required
   public var kind: String = String()
 
   public var apiGroup: String = String()
 
+  /// +required
   public var name: String = String()
 
   public var namespace: String = String()
@@ -192,10 +201,13 @@ public nonisolated struct RoleRef: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// +required
   public var apiGroup: String = String()
 
+  /// +required
   public var kind: String = String()
 
+  /// +required
   public var name: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -227,11 +239,13 @@ public nonisolated struct RoleBinding: @unchecked Sendable {
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {_uniqueStorage()._metadata = nil}
 
+  /// +listType=atomic
   public var subjects: [Subject] {
     get {_storage._subjects}
     set {_uniqueStorage()._subjects = newValue}
   }
 
+  /// +required
   public var roleRef: RoleRef {
     get {_storage._roleRef ?? RoleRef()}
     set {_uniqueStorage()._roleRef = newValue}
@@ -299,11 +313,13 @@ public nonisolated struct ClusterRoleBinding: @unchecked Sendable {
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {_uniqueStorage()._metadata = nil}
 
+  /// +listType=atomic
   public var subjects: [Subject] {
     get {_storage._subjects}
     set {_uniqueStorage()._subjects = newValue}
   }
 
+  /// +required
   public var roleRef: RoleRef {
     get {_storage._roleRef ?? RoleRef()}
     set {_uniqueStorage()._roleRef = newValue}

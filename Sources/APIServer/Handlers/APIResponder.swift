@@ -294,7 +294,8 @@ struct APIResponder: HTTPResponder {
         let info = T.kindInfo
         let dryRun = try Self.dryRun(query)
         let dryRunnable = switch (request.method, path.name, path.subresource) {
-        case (.post, nil, nil), (.delete, _?, nil), (.put, _?, nil), (.put, _?, "status"), (.patch, _?, nil), (.patch, _?, "status"): true
+        case (.post, nil, nil), (.delete, _?, nil), (.put, _?, nil), (.put, _?, "status"), (.patch, _?, nil), (.patch, _?, "status"),
+             (.put, _?, "scale"), (.patch, _?, "scale"): true
         default: false
         }
         if dryRun && request.method != .get && !dryRunnable {
@@ -305,6 +306,8 @@ struct APIResponder: HTTPResponder {
             return response
         }
         switch (request.method, path.name, path.subresource) {
+        case (_, let name?, "scale"):
+            return try await scaleSubresource(T.self, path, name: name, &request, format: format, dryRun: dryRun)
         case (.get, nil, _):
             if query["watch"].map({ $0 == "true" || $0 == "1" }) == true {
                 return try await watch(T.self, path, query: query, format: format)
@@ -627,14 +630,18 @@ struct APIResponder: HTTPResponder {
     /// A JSON object of kind `T` as `validation` asks: unknown fields fail it (Strict, all of them
     /// named), or are dropped (Warn names each in `caller`'s warnings; Ignore says nothing).
     static func decodeJSON<T: APIObject>(_ type: T.Type, _ json: JSONValue, validation: FieldValidation, caller: Caller?) throws -> T {
+        try decodeJSON(T.self, json, validation: validation, caller: caller, kind: T.kindInfo.kind, version: T.kindInfo.version)
+    }
+
+    static func decodeJSON<T: JSONCodable>(_ type: T.Type, _ json: JSONValue, validation: FieldValidation, caller: Caller?,
+                                           kind: String, version: String) throws -> T {
         let schemaType = SchemaType.message(String(describing: T.self))
         let unknown = Schema.unknownFields(json, as: schemaType)
         guard !unknown.isEmpty else { return try T(json: json) }
         let named = unknown.map { "unknown field \"\($0)\"" }
         switch validation {
         case .strict:
-            let info = T.kindInfo
-            throw APIError.badRequest("\(info.kind) in version \"\(info.version)\" cannot be handled as a \(info.kind): strict decoding error: \(named.joined(separator: ", "))")
+            throw APIError.badRequest("\(kind) in version \"\(version)\" cannot be handled as a \(kind): strict decoding error: \(named.joined(separator: ", "))")
         case .warn:
             caller?.warnings.withLock { $0 += named }
         case .ignore:

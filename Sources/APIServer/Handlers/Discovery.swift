@@ -61,6 +61,14 @@ enum Discovery {
                 JSONMember("namespaced", .bool(info.namespaced)), JSONMember("kind", .string(info.kind)),
                 JSONMember("verbs", .array(verbs)), JSONMember("shortNames", .array(info.shortNames.map { .string($0) })),
             ]))
+            if ["ReplicaSet", "Deployment"].contains(info.kind) {
+                resources.append(.object([
+                    JSONMember("name", .string(info.resource + "/scale")), JSONMember("singularName", .string("")),
+                    JSONMember("namespaced", .bool(info.namespaced)), JSONMember("group", .string("autoscaling")),
+                    JSONMember("version", .string("v1")), JSONMember("kind", .string("Scale")),
+                    JSONMember("verbs", .array([.string("get"), .string("patch"), .string("update")])),
+                ]))
+            }
             if ["Pod", "Node", "Namespace", "ReplicaSet", "Deployment"].contains(info.kind) {
                 resources.append(.object([
                     JSONMember("name", .string(info.resource + "/status")), JSONMember("singularName", .string("")),

@@ -42,7 +42,8 @@ struct ResourcePath {
         let name = rest.popFirst()
         let subresource = rest.popFirst()
         let podSubresources: Set<String?> = ["binding", "log"]
-        guard rest.isEmpty, subresource == nil || subresource == "status" || kind == Pod.self && podSubresources.contains(subresource) else {
+        guard rest.isEmpty, subresource == nil || subresource == "status" || kind == Pod.self && podSubresources.contains(subresource)
+                || subresource == "scale" && (kind == Deployment.self || kind == ReplicaSet.self) else {
             throw APIError.notFound("the server could not find the requested resource (subresource \(subresource ?? ""))")
         }
         return ResourcePath(kind: kind, namespace: namespace, name: name, subresource: subresource)
