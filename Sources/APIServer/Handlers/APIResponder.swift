@@ -294,7 +294,7 @@ struct APIResponder: HTTPResponder {
         let info = T.kindInfo
         let dryRun = try Self.dryRun(query)
         let dryRunnable = switch (request.method, path.name, path.subresource) {
-        case (.post, nil, nil), (.delete, _?, nil), (.put, _?, nil), (.put, _?, "status"), (.patch, _?, nil), (.patch, _?, "status"),
+        case (.post, nil, nil), (.delete, _?, nil), (.delete, nil, nil), (.put, _?, nil), (.put, _?, "status"), (.patch, _?, nil), (.patch, _?, "status"),
              (.put, _?, "scale"), (.patch, _?, "scale"): true
         default: false
         }
@@ -359,6 +359,8 @@ struct APIResponder: HTTPResponder {
             return encode(try await finishUpdate(try await store.update(prepared)), format)
         case (.patch, let name?, let subresource) where subresource == nil || subresource == "status":
             return encode(try await patch(T.self, path, name: name, subresource: subresource, &request, dryRun: dryRun), format)
+        case (.delete, nil, nil):
+            return try await deleteCollection(T.self, path, query: query, format: format)
         case (.delete, let name?, nil):
             return encode(try await deleteObject(T.self, namespace: path.namespace ?? "", name: name, query: query), format)
         default:
@@ -693,9 +695,34 @@ struct APIResponder: HTTPResponder {
 
     func list<T: APIObject>(_ type: T.Type, _ path: ResourcePath, query: QueryParameters, format: WireFormat) async throws -> Response {
         let result = try await store.list(T.self, options: try listOptions(path, query: query))
+        return listResponse(result.items, revision: result.revision, continueToken: result.continueToken, format: format)
+    }
+
+    /// DELETE of a collection (`deletecollection`): every object the label and field selectors
+    /// pick is deleted as a DELETE of it would be (grace, propagation, dry run alike); the
+    /// answer is the list of what was deleted, as Kubernetes gives it. One already gone is skipped.
+    func deleteCollection<T: APIObject>(_ type: T.Type, _ path: ResourcePath, query: QueryParameters, format: WireFormat) async throws -> Response {
+        var selection = query
+        selection["limit"] = nil
+        selection["continue"] = nil
+        let picked = try await store.list(T.self, options: try listOptions(path, query: selection))
+        var options = query
+        for key in ["labelSelector", "fieldSelector", "limit", "continue", "resourceVersion", "resourceVersionMatch"] { options[key] = nil }
+        var deleted: [T] = []
+        for item in picked.items {
+            do {
+                deleted.append(try await deleteObject(T.self, namespace: item.metadata.namespace, name: item.metadata.name, query: options))
+            } catch let error as StoreError where error.code == .notFound {
+                continue
+            }
+        }
+        return listResponse(deleted, revision: store.currentRevision, continueToken: nil, format: format)
+    }
+
+    func listResponse<T: APIObject>(_ items: [T], revision: Int64, continueToken: String?, format: WireFormat) -> Response {
         var meta = ListMeta()
-        meta.resourceVersion = String(result.revision)
-        if let token = result.continueToken { meta.continue = token }
+        meta.resourceVersion = String(revision)
+        if let token = continueToken { meta.continue = token }
         let info = T.kindInfo
         let bytes: [UInt8]
         switch format {
@@ -705,7 +732,7 @@ struct APIResponder: HTTPResponder {
             w.string(1, info.apiVersion)
             w.string(2, info.kind + "List")
             w.message(3, meta)
-            for item in result.items { w.message(4, item) }
+            for item in items { w.message(4, item) }
             bytes = w.bytes
         case .json:
             var w = JSONWriter()
@@ -715,7 +742,7 @@ struct APIResponder: HTTPResponder {
             w.key("metadata"); meta.writeJSON(to: &w)
             w.key("items")
             w.beginArray()
-            for item in result.items { item.writeJSON(to: &w) }
+            for item in items { item.writeJSON(to: &w) }
             w.endArray()
             w.endObject()
             bytes = w.bytes

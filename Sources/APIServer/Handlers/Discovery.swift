@@ -55,7 +55,7 @@ enum Discovery {
         var resources: [JSONValue] = []
         for kind in kinds {
             let info = kind.kindInfo
-            let verbs: [JSONValue] = ["create", "delete", "get", "list", "patch", "update", "watch"].map { .string($0) }
+            let verbs: [JSONValue] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"].map { .string($0) }
             resources.append(.object([
                 JSONMember("name", .string(info.resource)), JSONMember("singularName", .string(info.singular)),
                 JSONMember("namespaced", .bool(info.namespaced)), JSONMember("kind", .string(info.kind)),
