@@ -6,7 +6,7 @@ import TestSupport
 /// The real kubectl, oldest and newest installed, with its default flags (client-side validation
 /// against our OpenAPI, or the server's when kubectl sees `fieldValidation` in it), through the
 /// verbs that change things: create, apply and re-apply, diff, label, annotate, the three patch
-/// types, scale, explain. (Rollouts and server-side apply come with the issue's later parts.)
+/// types, scale, get all, api-resources, explain. (Rollouts and server-side apply come with the issue's later parts.)
 @Suite("kubectl interop", .watchdog, .serialized)
 struct KubectlInteropTests {
     static let deployment = """
@@ -80,6 +80,8 @@ struct KubectlInteropTests {
             expect(try await run("scale", "deployment", "web", "--replicas=1", "--current-replicas=3"), status: 1,
                    contains: "Expected replicas to be 3, was 2", "scale with a stale precondition")
             #expect(try Deployment(jsonString: try await run("get", "deployment", "web", "-o", "json").output).spec.replicas == 2)
+            expect(try await run("get", "all"), contains: "deployment.apps/web", "get all")
+            expect(try await run("api-resources"), contains: "deployments                  deploy       apps/v1", "api-resources")
             expect(try await run("explain", "deployment.spec.replicas"), contains: "FIELD: replicas <integer>", "explain")
             let containers = try await run("explain", "pods.spec.containers")
             expect(containers, contains: "name\t<string> -required-", "explain of a list")

@@ -54,3 +54,30 @@ struct OpenAPITests {
         await server.stop()
     }
 }
+
+/// Discovery as kubectl ≥ 1.27 asks for it: one aggregated document for /api and one for /apis.
+@Suite("Aggregated discovery", .watchdog)
+struct AggregatedDiscoveryTests {
+    @Test func apiAndApisAnswerAggregatedDocumentsWhenAsked() async throws {
+        let server = try await ServerHarness()
+        let accept = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json"
+        let core = try await server.request("/api", accept: accept, extra: ["-D", "-"])
+        #expect(core.code == 200 && core.body.contains("content-type: application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"), "\(core.body.prefix(400))")
+        let document = try JSONParser.parse(String(core.body[core.body.range(of: "\r\n\r\n")!.upperBound...]))
+        #expect(document["apiVersion"] == .string("apidiscovery.k8s.io/v2") && document["kind"] == .string("APIGroupDiscoveryList"))
+        let resources = try #require(document["items"]?.elements?.first?["versions"]?.elements?.first?["resources"]?.elements)
+        let pods = try #require(resources.first { $0["resource"] == .string("pods") })
+        #expect(pods["scope"] == .string("Namespaced") && pods["categories"] == .array([.string("all")]) && pods["shortNames"] == .array([.string("po")]))
+        #expect(pods["subresources"]?.elements?.contains { $0["subresource"] == .string("status") } == true)
+        let apis = try #require(try await server.request("/apis", accept: "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList").json)
+        #expect(apis["apiVersion"] == .string("apidiscovery.k8s.io/v2beta1"))
+        let apps = try #require(apis["items"]?.elements?.first { $0["metadata"]?["name"] == .string("apps") })
+        let deployments = try #require(apps["versions"]?.elements?.first?["resources"]?.elements?.first { $0["resource"] == .string("deployments") })
+        #expect(deployments["subresources"]?.elements?.contains {
+            $0["subresource"] == .string("scale") && $0["responseKind"]?["group"] == .string("autoscaling") && $0["responseKind"]?["kind"] == .string("Scale")
+        } == true)
+        // Without asking: the legacy lists.
+        #expect(try await server.request("/apis").json?["kind"] == .string("APIGroupList"))
+        await server.stop()
+    }
+}

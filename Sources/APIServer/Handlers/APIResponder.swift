@@ -242,8 +242,14 @@ struct APIResponder: HTTPResponder {
         switch segments {
         case ["metrics"]: return metricsResponse()
         case ["version"]: return Self.json(Discovery.version())
-        case ["api"]: return Self.json(Discovery.coreVersions())
-        case ["apis"]: return Self.json(Discovery.groupList())
+        case ["api"], ["apis"]:
+            if let version = Discovery.aggregatedVersion(request.headers[.accept]) {
+                var response = Self.json(Discovery.aggregated(core: segments == ["api"], version: version))
+                response.headers[.contentType] = Discovery.aggregatedContentType(version)
+                response.headers[.vary] = "Accept"
+                return response
+            }
+            return Self.json(segments == ["api"] ? Discovery.coreVersions() : Discovery.groupList())
         case ["openapi", "v2"]:
             let protobuf = request.headers[.accept].map { Self.has($0, "proto-openapi.spec.v2") } == true
             return Self.document(protobuf ? OpenAPI.v2Protobuf : OpenAPI.v2JSON,

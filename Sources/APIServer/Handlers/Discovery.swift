@@ -22,6 +22,9 @@ enum Discovery {
         return out
     }
 
+    /// Categories by kind, as Kubernetes lists them (`kubectl get all` asks for `all`).
+    static let categories: [String: [String]] = ["Pod": ["all"], "ReplicaSet": ["all"], "Deployment": ["all"]]
+
     /// Groups (v1) whose one resource can only be created: group → (resource, kind).
     static let createOnly = [
         "authentication.k8s.io": ("selfsubjectreviews", "SelfSubjectReview"),
@@ -60,7 +63,7 @@ enum Discovery {
                 JSONMember("name", .string(info.resource)), JSONMember("singularName", .string(info.singular)),
                 JSONMember("namespaced", .bool(info.namespaced)), JSONMember("kind", .string(info.kind)),
                 JSONMember("verbs", .array(verbs)), JSONMember("shortNames", .array(info.shortNames.map { .string($0) })),
-            ]))
+            ] + (Self.categories[info.kind].map { [JSONMember("categories", .array($0.map { .string($0) }))] } ?? [])))
             if ["ReplicaSet", "Deployment"].contains(info.kind) {
                 resources.append(.object([
                     JSONMember("name", .string(info.resource + "/scale")), JSONMember("singularName", .string("")),
@@ -80,5 +83,80 @@ enum Discovery {
         return .object([JSONMember("kind", .string("APIResourceList")), JSONMember("apiVersion", .string("v1")),
                         JSONMember("groupVersion", .string(group.isEmpty ? version : "\(group)/\(version)")),
                         JSONMember("resources", .array(resources))])
+    }
+}
+
+extension Discovery {
+    /// Which aggregated discovery document (`apidiscovery.k8s.io`) an Accept header asks for:
+    /// "v2", "v2beta1", or nil for the legacy lists. Kubernetes ≥ 1.30 clients ask for v2 first.
+    static func aggregatedVersion(_ accept: String?) -> String? {
+        guard let accept else { return nil }
+        for entry in accept.split(separator: ",") {
+            let parameters = entry.split(separator: ";").map { $0.trimmingCharacters(in: .whitespaces) }
+            guard parameters.contains("g=apidiscovery.k8s.io"), parameters.contains("as=APIGroupDiscoveryList") else { continue }
+            if parameters.contains("v=v2") { return "v2" }
+            if parameters.contains("v=v2beta1") { return "v2beta1" }
+        }
+        return nil
+    }
+
+    static func aggregatedContentType(_ version: String) -> String {
+        "application/json;g=apidiscovery.k8s.io;v=\(version);as=APIGroupDiscoveryList"
+    }
+
+    static func gvk(_ group: String, _ version: String, _ kind: String) -> JSONValue {
+        .object([JSONMember("group", .string(group)), JSONMember("version", .string(version)), JSONMember("kind", .string(kind))])
+    }
+
+    /// The resources of one group-version in aggregated form, subresources inside their resource.
+    static func aggregatedResources(group: String, version: String) -> [JSONValue] {
+        if version == "v1", let (resource, kind) = createOnly[group] {
+            return [.object([
+                JSONMember("resource", .string(resource)), JSONMember("responseKind", gvk(group, version, kind)),
+                JSONMember("scope", .string("Cluster")), JSONMember("singularResource", .string(String(resource.dropLast()))),
+                JSONMember("verbs", .array([.string("create")])),
+            ])]
+        }
+        return Kinds.all.filter { $0.kindInfo.group == group && $0.kindInfo.version == version }.map { kind in
+            let info = kind.kindInfo
+            var subresources: [JSONValue] = []
+            if ["Pod", "Node", "Namespace", "ReplicaSet", "Deployment"].contains(info.kind) {
+                subresources.append(.object([JSONMember("subresource", .string("status")), JSONMember("responseKind", gvk(group, version, info.kind)),
+                                             JSONMember("verbs", .array([.string("get"), .string("patch"), .string("update")]))]))
+            }
+            if ["ReplicaSet", "Deployment"].contains(info.kind) {
+                subresources.append(.object([JSONMember("subresource", .string("scale")), JSONMember("responseKind", gvk("autoscaling", "v1", "Scale")),
+                                             JSONMember("verbs", .array([.string("get"), .string("patch"), .string("update")]))]))
+            }
+            var members: [JSONMember] = [
+                JSONMember("resource", .string(info.resource)), JSONMember("responseKind", gvk(group, version, info.kind)),
+                JSONMember("scope", .string(info.namespaced ? "Namespaced" : "Cluster")), JSONMember("singularResource", .string(info.singular)),
+                JSONMember("verbs", .array(["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"].map { .string($0) })),
+            ]
+            if !info.shortNames.isEmpty { members.append(JSONMember("shortNames", .array(info.shortNames.map { .string($0) }))) }
+            if let categories = categories[info.kind] { members.append(JSONMember("categories", .array(categories.map { .string($0) }))) }
+            if !subresources.isEmpty { members.append(JSONMember("subresources", .array(subresources))) }
+            return .object(members)
+        }
+    }
+
+    /// `/api` (core: true) or `/apis` as an APIGroupDiscoveryList: every group, version and
+    /// resource in one answer.
+    static func aggregated(core: Bool, version apiVersion: String) -> JSONValue {
+        func groupEntry(_ name: String, _ version: String) -> JSONValue {
+            .object([
+                JSONMember("metadata", .object([JSONMember("name", .string(name)), JSONMember("creationTimestamp", .null)])),
+                JSONMember("versions", .array([.object([
+                    JSONMember("version", .string(version)),
+                    JSONMember("resources", .array(aggregatedResources(group: name, version: version))),
+                    JSONMember("freshness", .string("Current")),
+                ])])),
+            ])
+        }
+        let items = core ? [groupEntry("", "v1")] : groups.keys.sorted().map { groupEntry($0, groups[$0]!) }
+        return .object([
+            JSONMember("kind", .string("APIGroupDiscoveryList")), JSONMember("apiVersion", .string("apidiscovery.k8s.io/\(apiVersion)")),
+            JSONMember("metadata", .object([])), JSONMember("items", .array(items)),
+        ])
     }
 }
