@@ -352,7 +352,8 @@ def main_schema(desc_path, out_path):
                             T_UINT64: ".int64", T_DOUBLE: ".double", T_FLOAT: ".double", T_BYTES: ".bytes"}[ftype]
                 if is_map:
                     value = maps[tname].field[1]
-                    t = ".map(%s)" % (".quantity" if "quantity" in keys else scalar(value.type, value.type_name.rsplit(".", 1)[-1]))
+                    t = ".map(%s)" % (".quantity" if "quantity" in keys else ".bytes" if "base64" in keys
+                                      else scalar(value.type, value.type_name.rsplit(".", 1)[-1]))
                 elif repeated:
                     t = ".array(%s)" % scalar(field.type, tname)
                 else:

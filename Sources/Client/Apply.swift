@@ -51,7 +51,7 @@ extension APIClient {
     }
 
     /// The manifest over the stored object, keeping what the cluster manages: identity and
-    /// revision, status, owner references and finalizers, a pod's node, and annotations in
+    /// revision, status, owner references and finalizers, a pod's node and service account, and annotations in
     /// system domains (`*.kubernetes.io/…`, `cox.io/…`) that the manifest does not set — such as
     /// a Deployment's revision.
     public static func merge<T: APIObject>(_ desired: T, into existing: T) -> T {
@@ -67,9 +67,11 @@ extension APIClient {
             if key.contains("/") && (domain.hasSuffix("kubernetes.io") || domain.hasSuffix("cox.io")) { merged.metadata.annotations[key] = value }
         }
         merged.copyStatus(from: existing)
-        // A pod's node is chosen by the cluster (binding), not by its manifest.
-        if var pod = merged as? Pod, let current = existing as? Pod, pod.spec.nodeName.isEmpty {
-            pod.spec.nodeName = current.spec.nodeName
+        // A pod's node is chosen by the cluster (binding), not by its manifest; its service
+        // account, when the manifest names none, by admission (`default`).
+        if var pod = merged as? Pod, let current = existing as? Pod {
+            if pod.spec.nodeName.isEmpty { pod.spec.nodeName = current.spec.nodeName }
+            if pod.spec.serviceAccountName.isEmpty { pod.spec.serviceAccountName = current.spec.serviceAccountName }
             merged = pod as! T
         }
         return merged

@@ -40,6 +40,9 @@ public final class NamespaceController: Reconciler {
         remaining += try await deleteAll(Event.self, in: key.name)
         remaining += try await deleteAll(RoleBinding.self, in: key.name)
         remaining += try await deleteAll(Role.self, in: key.name)
+        remaining += try await deleteAll(ConfigMap.self, in: key.name)
+        remaining += try await deleteAll(Secret.self, in: key.name)
+        remaining += try await deleteAll(ServiceAccount.self, in: key.name)
         if remaining > 0 { return .requeue(after: .seconds(1)) }
         guard namespace.spec.finalizers.contains(Self.finalizer) else { return .done }
         var finalized = namespace

@@ -98,6 +98,7 @@ struct WriterLoop {
     let queue: WriteQueue
     let hub: WatchHub
     let options: SQLiteStore.Options
+    var values: ValueCodec { ValueCodec(secrets: options.secretsKey) }
     let logger: Logger
     let revisions: RevisionState
     let stats: StoreStats
@@ -201,7 +202,7 @@ struct WriterLoop {
         statement.bind(1, key.resource).bind(2, key.namespace).bind(3, key.name)
         guard try statement.step(), statement.int64(0) != StoreEvent.EventType.deleted.rawValue else { return nil }
         let revision = statement.int64(2)
-        let bytes = statement.blob(1)
+        let bytes = try values.plain(key.resource, statement.blob(1))
         var object = try type.init(protobuf: bytes)
         object.metadata.resourceVersion = String(revision)
         return (revision, bytes, object)
@@ -220,7 +221,8 @@ struct WriterLoop {
             throw StoreError(.tooLarge, "\(key) is \(bytes.count) bytes encoded, more than the limit of \(options.maxObjectBytes)")
         }
         let statement = try connection.prepare("INSERT INTO kv(rev, res, ns, name, type, value) VALUES (?, ?, ?, ?, ?, ?)")
-        statement.bind(1, revision).bind(2, key.resource).bind(3, key.namespace).bind(4, key.name).bind(5, type.rawValue).bind(6, bytes)
+        statement.bind(1, revision).bind(2, key.resource).bind(3, key.namespace).bind(4, key.name).bind(5, type.rawValue)
+            .bind(6, try values.stored(key.resource, bytes))
         try statement.run()
         let current = try connection.prepare("INSERT OR REPLACE INTO current(res, ns, name, rev, type) VALUES (?, ?, ?, ?, ?)")
         current.bind(1, key.resource).bind(2, key.namespace).bind(3, key.name).bind(4, revision).bind(5, type.rawValue)

@@ -41,6 +41,9 @@ public final class SQLiteStore: ObjectStore, Sendable {
         /// commits each writes one larger batch per interval instead of one per commit (see
         /// WatchHub). It is the most a change waits before a watch sends it.
         public var watchWakeInterval: Duration = .milliseconds(5)
+        /// The key Secrets are encrypted with at rest (nil: stored as they are; an encrypted
+        /// one found then fails its read).
+        public var secretsKey: SecretsKey?
         /// Largest encoded object accepted (etcd's default request limit is 1.5 MiB).
         public var maxObjectBytes = 1_536 * 1_024
         /// Read connections kept open.
@@ -55,6 +58,7 @@ public final class SQLiteStore: ObjectStore, Sendable {
 
     let path: String
     let options: Options
+    var values: ValueCodec { ValueCodec(secrets: options.secretsKey) }
     let logger: Logger
     let hub: WatchHub
     let writer: WriteQueue
@@ -248,7 +252,7 @@ public final class SQLiteStore: ObjectStore, Sendable {
             guard try statement.step(), statement.int64(0) != StoreEvent.EventType.deleted.rawValue else {
                 throw StoreError(.notFound, "\(T.kindInfo.resource) \"\(name)\" not found")
             }
-            var object = try T(protobuf: statement.blob(1))
+            var object = try T(protobuf: try values.plain(key.resource, statement.blob(1)))
             object.metadata.resourceVersion = String(statement.int64(2))
             return object
         }
@@ -286,7 +290,7 @@ public final class SQLiteStore: ObjectStore, Sendable {
                 while try statement.step() {
                     rows += 1
                     cursor = (statement.string(0), statement.string(1))
-                    var object = try T(protobuf: statement.blob(2))
+                    var object = try T(protobuf: try values.plain(resource, statement.blob(2)))
                     object.metadata.resourceVersion = String(statement.int64(3))
                     if !options.labelSelector.isEverything && !options.labelSelector.matches(object.metadata.labels) { continue }
                     if let predicate = options.predicate, !predicate(object) { continue }
@@ -363,7 +367,7 @@ public final class SQLiteStore: ObjectStore, Sendable {
                 guard let kind = Kinds.lookup(groupResource: resource) else {
                     throw StoreError(.storage, "unknown resource \"\(resource)\" in the revision log at revision \(statement.int64(0))")
                 }
-                let bytes = statement.blob(5)
+                let bytes = try values.plain(resource, statement.blob(5))
                 let revision = statement.int64(0)
                 var object = try kind.init(protobuf: bytes)
                 object.metadata.resourceVersion = String(revision)
@@ -375,9 +379,10 @@ public final class SQLiteStore: ObjectStore, Sendable {
                     // the row before a modification after that target is still there.
                     before.bind(1, key.resource).bind(2, key.namespace).bind(3, key.name).bind(4, revision)
                     if try before.step() {
-                        var prior = try kind.init(protobuf: before.blob(1))
+                        let priorBytes = try values.plain(resource, before.blob(1))
+                        var prior = try kind.init(protobuf: priorBytes)
                         prior.metadata.resourceVersion = String(before.int64(0))
-                        previous = (prior, before.blob(1))
+                        previous = (prior, priorBytes)
                     }
                     before.reset()
                 }

@@ -16,7 +16,8 @@ final class ServerHarness: @unchecked Sendable {
 
     var base: String { "https://127.0.0.1:\(port)" }
     /// The store revision of a fresh server once it serves: the built-in RBAC policy and the system namespaces are written first.
-    static var bootRevision: Int { BootstrapPolicy.clusterRoles.count + BootstrapPolicy.clusterRoleBindings.count + Namespaces.system.count }
+    /// Writes at the first start: the RBAC policy, the system namespaces and each one's default service account.
+    static var bootRevision: Int { BootstrapPolicy.clusterRoles.count + BootstrapPolicy.clusterRoleBindings.count + 2 * Namespaces.system.count }
     var pki: String { (dir.path as NSString).appendingPathComponent("pki") }
     var kubeconfig: String { (dir.path as NSString).appendingPathComponent("admin.kubeconfig") }
 

@@ -1464,6 +1464,196 @@ extension Binding: JSONCodable {
     }
 }
 
+extension ConfigMap: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.apiVersion.isEmpty { w.key("apiVersion"); w.string(self.apiVersion) }
+        if !self.kind.isEmpty { w.key("kind"); w.string(self.kind) }
+        if self.hasMetadata { w.key("metadata"); self.metadata.writeJSON(to: &w) }
+        if !self.data.isEmpty { w.key("data"); w.stringMap(self.data) }
+        if !self.binaryData.isEmpty { w.key("binaryData"); w.stringMap(self.binaryData) }
+        if self.hasImmutable { w.key("immutable"); w.bool(self.immutable) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "apiVersion": self.apiVersion = try JSONDecodeError.at("apiVersion") { try value.decodeString() }
+            case "kind": self.kind = try JSONDecodeError.at("kind") { try value.decodeString() }
+            case "metadata": self.metadata = try JSONDecodeError.at("metadata") { try ObjectMeta(json: value) }
+            case "data": self.data = try JSONDecodeError.at("data") { try value.decodeMap { try $0.decodeString() } }
+            case "binaryData": self.binaryData = try JSONDecodeError.at("binaryData") { try value.decodeMap { try $0.decodeString() } }
+            case "immutable": self.immutable = try JSONDecodeError.at("immutable") { try value.decodeBool() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension ConfigMapList: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.apiVersion.isEmpty { w.key("apiVersion"); w.string(self.apiVersion) }
+        if !self.kind.isEmpty { w.key("kind"); w.string(self.kind) }
+        if self.hasMetadata { w.key("metadata"); self.metadata.writeJSON(to: &w) }
+        if !self.items.isEmpty { w.key("items"); w.array(self.items) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "apiVersion": self.apiVersion = try JSONDecodeError.at("apiVersion") { try value.decodeString() }
+            case "kind": self.kind = try JSONDecodeError.at("kind") { try value.decodeString() }
+            case "metadata": self.metadata = try JSONDecodeError.at("metadata") { try ListMeta(json: value) }
+            case "items": self.items = try JSONDecodeError.at("items") { try value.decodeArray { try ConfigMap(json: $0) } }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension Secret: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.apiVersion.isEmpty { w.key("apiVersion"); w.string(self.apiVersion) }
+        if !self.kind.isEmpty { w.key("kind"); w.string(self.kind) }
+        if self.hasMetadata { w.key("metadata"); self.metadata.writeJSON(to: &w) }
+        if !self.data.isEmpty { w.key("data"); w.stringMap(self.data) }
+        if !self.stringData.isEmpty { w.key("stringData"); w.stringMap(self.stringData) }
+        if !self.`type`.isEmpty { w.key("type"); w.string(self.`type`) }
+        if self.hasImmutable { w.key("immutable"); w.bool(self.immutable) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "apiVersion": self.apiVersion = try JSONDecodeError.at("apiVersion") { try value.decodeString() }
+            case "kind": self.kind = try JSONDecodeError.at("kind") { try value.decodeString() }
+            case "metadata": self.metadata = try JSONDecodeError.at("metadata") { try ObjectMeta(json: value) }
+            case "data": self.data = try JSONDecodeError.at("data") { try value.decodeMap { try $0.decodeString() } }
+            case "stringData": self.stringData = try JSONDecodeError.at("stringData") { try value.decodeMap { try $0.decodeString() } }
+            case "type": self.`type` = try JSONDecodeError.at("type") { try value.decodeString() }
+            case "immutable": self.immutable = try JSONDecodeError.at("immutable") { try value.decodeBool() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension SecretList: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.apiVersion.isEmpty { w.key("apiVersion"); w.string(self.apiVersion) }
+        if !self.kind.isEmpty { w.key("kind"); w.string(self.kind) }
+        if self.hasMetadata { w.key("metadata"); self.metadata.writeJSON(to: &w) }
+        if !self.items.isEmpty { w.key("items"); w.array(self.items) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "apiVersion": self.apiVersion = try JSONDecodeError.at("apiVersion") { try value.decodeString() }
+            case "kind": self.kind = try JSONDecodeError.at("kind") { try value.decodeString() }
+            case "metadata": self.metadata = try JSONDecodeError.at("metadata") { try ListMeta(json: value) }
+            case "items": self.items = try JSONDecodeError.at("items") { try value.decodeArray { try Secret(json: $0) } }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension LocalObjectReference: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.name.isEmpty { w.key("name"); w.string(self.name) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "name": self.name = try JSONDecodeError.at("name") { try value.decodeString() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension ServiceAccount: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.apiVersion.isEmpty { w.key("apiVersion"); w.string(self.apiVersion) }
+        if !self.kind.isEmpty { w.key("kind"); w.string(self.kind) }
+        if self.hasMetadata { w.key("metadata"); self.metadata.writeJSON(to: &w) }
+        if !self.secrets.isEmpty { w.key("secrets"); w.array(self.secrets) }
+        if !self.imagePullSecrets.isEmpty { w.key("imagePullSecrets"); w.array(self.imagePullSecrets) }
+        if self.hasAutomountServiceAccountToken { w.key("automountServiceAccountToken"); w.bool(self.automountServiceAccountToken) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "apiVersion": self.apiVersion = try JSONDecodeError.at("apiVersion") { try value.decodeString() }
+            case "kind": self.kind = try JSONDecodeError.at("kind") { try value.decodeString() }
+            case "metadata": self.metadata = try JSONDecodeError.at("metadata") { try ObjectMeta(json: value) }
+            case "secrets": self.secrets = try JSONDecodeError.at("secrets") { try value.decodeArray { try ObjectReference(json: $0) } }
+            case "imagePullSecrets": self.imagePullSecrets = try JSONDecodeError.at("imagePullSecrets") { try value.decodeArray { try LocalObjectReference(json: $0) } }
+            case "automountServiceAccountToken": self.automountServiceAccountToken = try JSONDecodeError.at("automountServiceAccountToken") { try value.decodeBool() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension ServiceAccountList: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.apiVersion.isEmpty { w.key("apiVersion"); w.string(self.apiVersion) }
+        if !self.kind.isEmpty { w.key("kind"); w.string(self.kind) }
+        if self.hasMetadata { w.key("metadata"); self.metadata.writeJSON(to: &w) }
+        if !self.items.isEmpty { w.key("items"); w.array(self.items) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "apiVersion": self.apiVersion = try JSONDecodeError.at("apiVersion") { try value.decodeString() }
+            case "kind": self.kind = try JSONDecodeError.at("kind") { try value.decodeString() }
+            case "metadata": self.metadata = try JSONDecodeError.at("metadata") { try ListMeta(json: value) }
+            case "items": self.items = try JSONDecodeError.at("items") { try value.decodeArray { try ServiceAccount(json: $0) } }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
 extension ReplicaSetSpec: JSONCodable {
     public func writeJSON(to w: inout JSONWriter) {
         w.beginObject()

@@ -1410,6 +1410,209 @@ extension Binding: ProtoCodable {
     }
 }
 
+extension ConfigMap: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        let s = self._storage
+        if !s._apiVersion.isEmpty { w.string(1, s._apiVersion) }
+        if !s._kind.isEmpty { w.string(2, s._kind) }
+        if let value = s._metadata { w.message(3, value) }
+        for (key, value) in s._data { w.mapEntry(4, key, value) }
+        for (key, value) in s._binaryData { w.mapEntry(5, key, value) }
+        if let value = s._immutable { w.bool(6, value) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        let s: _StorageClass
+        if self._storage === _StorageClass.defaultInstance {
+            s = _StorageClass()
+            self._storage = s
+        } else {
+            s = self._uniqueStorage()
+        }
+        while let field = try r.nextField() {
+            switch field {
+            case 1: s._apiVersion = try r.string()
+            case 2: s._kind = try r.string()
+            case 3:
+                if s._metadata == nil { s._metadata = ObjectMeta() }
+                try r.merge(into: &s._metadata!)
+            case 4:
+                let (key, value) = try r.mapEntry()
+                if s._data.isEmpty { s._data = Dictionary(minimumCapacity: 4) }
+                s._data[key] = value
+            case 5:
+                let (key, value) = try r.mapEntry()
+                if s._binaryData.isEmpty { s._binaryData = Dictionary(minimumCapacity: 4) }
+                s._binaryData[key] = value
+            case 6: s._immutable = try r.bool()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension ConfigMapList: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
+        if !self.kind.isEmpty { w.string(2, self.kind) }
+        if let value = self._metadata { w.message(3, value) }
+        for item in self.items { w.message(4, item) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.apiVersion = try r.string()
+            case 2: self.kind = try r.string()
+            case 3:
+                if self._metadata == nil { self._metadata = ListMeta() }
+                try r.merge(into: &self._metadata!)
+            case 4: self.items.append(try r.message(ConfigMap.self))
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension Secret: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        let s = self._storage
+        if !s._apiVersion.isEmpty { w.string(1, s._apiVersion) }
+        if !s._kind.isEmpty { w.string(2, s._kind) }
+        if let value = s._metadata { w.message(3, value) }
+        for (key, value) in s._data { w.mapEntry(4, key, value) }
+        for (key, value) in s._stringData { w.mapEntry(5, key, value) }
+        if !s._type.isEmpty { w.string(6, s._type) }
+        if let value = s._immutable { w.bool(7, value) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        let s: _StorageClass
+        if self._storage === _StorageClass.defaultInstance {
+            s = _StorageClass()
+            self._storage = s
+        } else {
+            s = self._uniqueStorage()
+        }
+        while let field = try r.nextField() {
+            switch field {
+            case 1: s._apiVersion = try r.string()
+            case 2: s._kind = try r.string()
+            case 3:
+                if s._metadata == nil { s._metadata = ObjectMeta() }
+                try r.merge(into: &s._metadata!)
+            case 4:
+                let (key, value) = try r.mapEntry()
+                if s._data.isEmpty { s._data = Dictionary(minimumCapacity: 4) }
+                s._data[key] = value
+            case 5:
+                let (key, value) = try r.mapEntry()
+                if s._stringData.isEmpty { s._stringData = Dictionary(minimumCapacity: 4) }
+                s._stringData[key] = value
+            case 6: s._type = try r.string()
+            case 7: s._immutable = try r.bool()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension SecretList: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
+        if !self.kind.isEmpty { w.string(2, self.kind) }
+        if let value = self._metadata { w.message(3, value) }
+        for item in self.items { w.message(4, item) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.apiVersion = try r.string()
+            case 2: self.kind = try r.string()
+            case 3:
+                if self._metadata == nil { self._metadata = ListMeta() }
+                try r.merge(into: &self._metadata!)
+            case 4: self.items.append(try r.message(Secret.self))
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension LocalObjectReference: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.name.isEmpty { w.string(1, self.name) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.name = try r.string()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension ServiceAccount: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        let s = self._storage
+        if !s._apiVersion.isEmpty { w.string(1, s._apiVersion) }
+        if !s._kind.isEmpty { w.string(2, s._kind) }
+        if let value = s._metadata { w.message(3, value) }
+        for item in s._secrets { w.message(4, item) }
+        for item in s._imagePullSecrets { w.message(5, item) }
+        if let value = s._automountServiceAccountToken { w.bool(6, value) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        let s: _StorageClass
+        if self._storage === _StorageClass.defaultInstance {
+            s = _StorageClass()
+            self._storage = s
+        } else {
+            s = self._uniqueStorage()
+        }
+        while let field = try r.nextField() {
+            switch field {
+            case 1: s._apiVersion = try r.string()
+            case 2: s._kind = try r.string()
+            case 3:
+                if s._metadata == nil { s._metadata = ObjectMeta() }
+                try r.merge(into: &s._metadata!)
+            case 4: s._secrets.append(try r.message(ObjectReference.self))
+            case 5: s._imagePullSecrets.append(try r.message(LocalObjectReference.self))
+            case 6: s._automountServiceAccountToken = try r.bool()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension ServiceAccountList: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
+        if !self.kind.isEmpty { w.string(2, self.kind) }
+        if let value = self._metadata { w.message(3, value) }
+        for item in self.items { w.message(4, item) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.apiVersion = try r.string()
+            case 2: self.kind = try r.string()
+            case 3:
+                if self._metadata == nil { self._metadata = ListMeta() }
+                try r.merge(into: &self._metadata!)
+            case 4: self.items.append(try r.message(ServiceAccount.self))
+            default: try r.skip()
+            }
+        }
+    }
+}
+
 extension ReplicaSetSpec: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
         if let value = self._replicas { w.int32(1, value) }

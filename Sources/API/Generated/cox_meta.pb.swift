@@ -13,6 +13,7 @@
 ///   +quantity  a map of Kubernetes quantities (JSON strings; numbers accepted on input)
 ///   +emitzero  written to JSON even when zero/false/empty (Kubernetes has no omitempty there, or the field is a Go struct, which is always written: {} when empty)
 ///   +microtime a timestamp written with microseconds (metav1.MicroTime)
+///   +base64    a map whose values are base64 text (bytes in Kubernetes' schema: Secret data)
 ///   +required  Kubernetes requires the field (OpenAPI `required`; kubectl's validation)
 ///   +listType=atomic|set|map, +listMapKey=K (repeatable), +patchStrategy=merge, +patchMergeKey=K
 ///              a list's merge semantics, as Kubernetes declares them for the same field (server-side

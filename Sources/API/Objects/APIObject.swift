@@ -64,6 +64,7 @@ public enum Kinds {
     public static let all: [any APIObject.Type] = [
         Namespace.self, Pod.self, Node.self, Event.self, Lease.self, ReplicaSet.self, Deployment.self,
         Role.self, ClusterRole.self, RoleBinding.self, ClusterRoleBinding.self, Token.self,
+        ConfigMap.self, Secret.self, ServiceAccount.self,
     ]
 
     /// Finds a kind by kind name, plural, singular or short name, case-insensitively.

@@ -78,6 +78,30 @@ extension ClusterRoleBinding: APIObject {
     public mutating func copyStatus(from other: ClusterRoleBinding) {}
 }
 
+extension ConfigMap: APIObject {
+    public static let kindInfo = KindInfo(group: "", version: "v1", kind: "ConfigMap", resource: "configmaps",
+                                          singular: "configmap", shortNames: ["cm"], namespaced: true)
+    public func specDiffers(from other: ConfigMap) -> Bool { false }
+    public mutating func copyStatus(from other: ConfigMap) {}
+}
+
+extension Secret: APIObject {
+    public static let kindInfo = KindInfo(group: "", version: "v1", kind: "Secret", resource: "secrets",
+                                          singular: "secret", shortNames: [], namespaced: true)
+    public func specDiffers(from other: Secret) -> Bool { false }
+    public mutating func copyStatus(from other: Secret) {}
+}
+
+extension ServiceAccount: APIObject {
+    public static let kindInfo = KindInfo(group: "", version: "v1", kind: "ServiceAccount", resource: "serviceaccounts",
+                                          singular: "serviceaccount", shortNames: ["sa"], namespaced: true)
+    public func specDiffers(from other: ServiceAccount) -> Bool { false }
+    public mutating func copyStatus(from other: ServiceAccount) {}
+}
+
+extension ConfigMapList: APIObjectList {}
+extension SecretList: APIObjectList {}
+extension ServiceAccountList: APIObjectList {}
 extension NamespaceList: APIObjectList {}
 extension RoleList: APIObjectList {}
 extension ClusterRoleList: APIObjectList {}

@@ -74,7 +74,16 @@ extension APIResponder {
             throw APIError(405, "MethodNotAllowed", "selfsubjectaccessreviews can only be created")
         }
         let bytes = try await body(&request)
-        var review = Self.requestFormat(request) == .protobuf ? try SelfSubjectAccessReview(protobuf: bytes) : try SelfSubjectAccessReview(jsonBytes: bytes)
+        var review: SelfSubjectAccessReview
+        if request.headers[.contentType]?.hasPrefix(KubernetesProtobuf.mediaType) == true {
+            do {
+                review = try SelfSubjectAccessReview(json: try KubernetesProtobuf.json(bytes, kind: "SelfSubjectAccessReview"))
+            } catch let error as KubernetesProtobuf.Unsupported {
+                throw APIError(415, "UnsupportedMediaType", error.description)
+            }
+        } else {
+            review = Self.requestFormat(request) == .protobuf ? try SelfSubjectAccessReview(protobuf: bytes) : try SelfSubjectAccessReview(jsonBytes: bytes)
+        }
         var asked: RequestAttributes
         if review.spec.hasResourceAttributes {
             let resource = review.spec.resourceAttributes

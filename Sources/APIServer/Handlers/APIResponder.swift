@@ -118,9 +118,9 @@ struct APIResponder: HTTPResponder {
                 response.headers[.retryAfter] = "5"
                 return response
             }
-            // Kubernetes' own protobuf envelope is not spoken here: say so (415), and clients such
-            // as kubectl send JSON instead.
-            if request.headers[.contentType]?.hasPrefix("application/vnd.kubernetes.protobuf") == true {
+            // Kubernetes' own protobuf is read for the objects kubectl ≥ 1.32 sends in it (creates
+            // and updates of the kinds its `create` commands make); anything else gets 415.
+            if request.headers[.contentType]?.hasPrefix(KubernetesProtobuf.mediaType) == true && !Self.readsKubernetesProtobuf(request) {
                 return errorResponse(APIError(415, "UnsupportedMediaType",
                                               "the body of the request was in an unknown format - accepted media types include: application/json, \(WireFormat.protobuf.rawValue)"), format)
             }
@@ -346,10 +346,18 @@ struct APIResponder: HTTPResponder {
             }
             object.applyDefaults()
             object.metadata.resourceVersion = ""
+            // ServiceAccount admission: a pod that names no service account runs as `default`.
+            if var pod = object as? Pod, pod.spec.serviceAccountName.isEmpty {
+                pod.spec.serviceAccountName = "default"
+                object = pod as! T
+            }
             try admit?(object)
             if info.namespaced { try await admitIntoNamespace(object) }
             if dryRun { return encode(try await dryRunCreate(try object.validated()), format, status: .created) }
             let created = try await store.create(try object.validated())
+            if T.self == Namespace.self {
+                try await Namespaces.ensureDefaultServiceAccount(created.metadata.name, in: store, logger: logger)
+            }
             return encode(created, format, status: .created)
         case (.put, let name?, let subresource):
             var object = try await decodeBody(T.self, &request)
@@ -577,7 +585,13 @@ struct APIResponder: HTTPResponder {
             return updated
         }
         var object = sent
-        if let pod = object as? Pod, let existing = current as? Pod { try Self.checkPodUpdate(pod, existing) }
+        if var pod = object as? Pod, let existing = current as? Pod {
+            // The service account admission gave the pod at its create is kept by an update that
+            // names none (it could not change anyway).
+            if pod.spec.serviceAccountName.isEmpty { pod.spec.serviceAccountName = existing.spec.serviceAccountName }
+            try Self.checkPodUpdate(pod, existing)
+            object = pod as! T
+        }
         object.copyStatus(from: current)
         // Only a DELETE starts (and the agent ends) a graceful deletion.
         object.metadata.deletionTimestamp = current.metadata.deletionTimestamp
@@ -588,6 +602,10 @@ struct APIResponder: HTTPResponder {
         }
         if !current.metadata.hasDeletionTimestamp { object.metadata.clearDeletionTimestamp() }
         object.applyDefaults()
+        var immutable: [FieldError] = []
+        if let map = object as? ConfigMap, let old = current as? ConfigMap { immutable = map.immutabilityErrors(updating: old) }
+        if let secret = object as? Secret, let old = current as? Secret { immutable = secret.immutabilityErrors(updating: old) }
+        if !immutable.isEmpty { throw ValidationError(kind: T.kindInfo.kind, name: object.metadata.name, errors: immutable) }
         return try object.validated()
     }
 
@@ -658,8 +676,34 @@ struct APIResponder: HTTPResponder {
         return try T(json: Schema.pruned(json, as: schemaType))
     }
 
+    /// Whether a request in Kubernetes' protobuf is one this server reads: a create or update of
+    /// a resource (the kind's fields are checked when the body is read).
+    static func readsKubernetesProtobuf(_ request: Request) -> Bool {
+        guard request.method == .post || request.method == .put else { return false }
+        let segments = Self.segments(request.uri.path)
+        if segments == ["apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"] { return true }
+        guard let path = try? ResourcePath.parse(segments) else { return false }
+        return path.subresource == nil
+    }
+
     func decodeBody<T: APIObject>(_ type: T.Type, _ request: inout Request) async throws -> T {
         let bytes = try await body(&request)
+        if request.headers[.contentType]?.hasPrefix(KubernetesProtobuf.mediaType) == true {
+            let json: JSONValue
+            do {
+                json = try KubernetesProtobuf.json(bytes, kind: String(describing: T.self))
+            } catch let error as KubernetesProtobuf.Unsupported {
+                throw APIError(415, "UnsupportedMediaType", "\(error.description)")
+            } catch {
+                throw APIError.badRequest("error decoding the Kubernetes protobuf body: \(error)")
+            }
+            let object = try Self.decodeJSON(T.self, json, validation: try Self.fieldValidation(Self.query(request)), caller: Self.caller)
+            let info = T.kindInfo
+            if !object.kind.isEmpty && (object.kind != info.kind || object.apiVersion != info.apiVersion) {
+                throw APIError.badRequest("the body is a \(object.apiVersion)/\(object.kind), but the request is for \(info.apiVersion)/\(info.kind)")
+            }
+            return object
+        }
         let format = Self.requestFormat(request)
         let object = format == .json
             ? try Self.decodeJSON(T.self, try JSONParser.parse(bytes: bytes), validation: try Self.fieldValidation(Self.query(request)), caller: Self.caller)

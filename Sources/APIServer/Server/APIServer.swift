@@ -86,7 +86,10 @@ public struct APIServer: Sendable {
     /// `onRunning` gets the bound port and the kubeconfig path once the server accepts connections.
     public func run(onRunning: @escaping @Sendable (_ port: Int, _ kubeconfig: String) async -> Void = { _, _ in }) async throws {
         let pki = try ClusterPKI.bootstrap(dataDirectory: configuration.dataDirectory, extraNames: configuration.extraNames + [configuration.host])
-        let store = try SQLiteStore(directory: configuration.dataDirectory, options: configuration.store, logger: logger)
+        var storeOptions = configuration.store
+        // Secrets are encrypted at rest with the data directory's key (made at the first start).
+        storeOptions.secretsKey = try SecretsKey.loadOrCreate(dataDirectory: configuration.dataDirectory)
+        let store = try SQLiteStore(directory: configuration.dataDirectory, options: storeOptions, logger: logger)
         defer { store.close() }
 
         var tls = TLSConfiguration.makeServerConfiguration(
@@ -109,6 +112,7 @@ public struct APIServer: Sendable {
         // the authorizer holds every role and binding from then on.
         try await BootstrapPolicy.ensure(in: store, logger: logger)
         try await Namespaces.ensureSystem(in: store, logger: logger)
+        try await Namespaces.ensureDefaultServiceAccounts(in: store, logger: logger)
         let namespaces = Namespaces()
         let namespacesRevision = try await namespaces.reload(from: store)
         let authorizer = Authorizer()

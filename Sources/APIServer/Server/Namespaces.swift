@@ -51,6 +51,25 @@ public final class Namespaces: Sendable {
         }
     }
 
+    /// Every namespace not being deleted has a ServiceAccount named `default` (pods run as it
+    /// unless they name another), made here for those that exist at start and on each create.
+    public static func ensureDefaultServiceAccounts(in store: any ObjectStore, logger: Logger) async throws {
+        for namespace in try await store.list(Namespace.self, options: ListOptions()).items where !namespace.metadata.hasDeletionTimestamp {
+            try await ensureDefaultServiceAccount(namespace.metadata.name, in: store, logger: logger)
+        }
+    }
+
+    public static func ensureDefaultServiceAccount(_ namespace: String, in store: any ObjectStore, logger: Logger) async throws {
+        var account = ServiceAccount()
+        account.metadata.name = "default"
+        account.metadata.namespace = namespace
+        account.applyDefaults()
+        do {
+            _ = try await store.create(try account.validated())
+            logger.debug("created the default service account", metadata: ["namespace": "\(namespace)"])
+        } catch let error as StoreError where error.code == .alreadyExists {}
+    }
+
     /// Loads every namespace; returns the revision of the list.
     @discardableResult
     public func reload(from store: any ObjectStore) async throws -> Int64 {
