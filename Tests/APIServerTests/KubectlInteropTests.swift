@@ -6,7 +6,7 @@ import TestSupport
 /// The real kubectl, oldest and newest installed, with its default flags (client-side validation
 /// against our OpenAPI, or the server's when kubectl sees `fieldValidation` in it), through the
 /// verbs that change things: create, apply and re-apply, diff, label, annotate, the three patch
-/// types, scale, get all, api-resources, explain. (Rollouts and server-side apply come with the issue's later parts.)
+/// types, scale, get all, api-resources, explain, create configmap|secret|serviceaccount|deployment. (Rollouts and server-side apply come with the issue's later parts.)
 @Suite("kubectl interop", .watchdog, .serialized)
 struct KubectlInteropTests {
     static let deployment = """
@@ -86,6 +86,24 @@ struct KubectlInteropTests {
             let containers = try await run("explain", "pods.spec.containers")
             expect(containers, contains: "name\t<string> -required-", "explain of a list")
             expect(try await run("delete", "deployment", "web"), contains: #"deployment.apps "web" deleted"#, "delete")
+            // The kinds every manifest uses, made by kubectl's own generators (in Kubernetes'
+            // protobuf from 1.32 on).
+            let file = (server.dir.path as NSString).appendingPathComponent("app.env")
+            try "x=1\n".write(toFile: file, atomically: true, encoding: .utf8)
+            expect(try await run("create", "configmap", "settings", "--from-literal=mode=fast", "--from-file=\(file)"),
+                   contains: "configmap/settings created", "create configmap")
+            expect(try await run("create", "secret", "generic", "db", "--from-literal=password=hunter2"), contains: "secret/db created", "create secret")
+            expect(try await run("create", "serviceaccount", "robot"), contains: "serviceaccount/robot created", "create serviceaccount")
+            expect(try await run("create", "deployment", "made", "--image=busybox", "--replicas=2"), contains: "deployment.apps/made created", "create deployment")
+            let map = try ConfigMap(jsonString: try await run("get", "configmap", "settings", "-o", "json").output)
+            #expect(map.data == ["mode": "fast", "app.env": "x=1\n"], "kubectl \(version)")
+            let secret = try Secret(jsonString: try await run("get", "secret", "db", "-o", "json").output)
+            #expect(secret.data["password"] == Data("hunter2".utf8).base64EncodedString() && secret.type == "Opaque", "kubectl \(version)")
+            let made = try Deployment(jsonString: try await run("get", "deployment", "made", "-o", "json").output)
+            #expect(made.spec.replicas == 2 && made.spec.template.spec.containers.map(\.image) == ["busybox"], "kubectl \(version)")
+            expect(try await run("auth", "can-i", "create", "secrets"), contains: "yes", "auth can-i")
+            expect(try await run("delete", "configmap/settings", "secret/db", "serviceaccount/robot", "deployment/made"),
+                   contains: #"deployment.apps "made" deleted"#, "delete of several kinds")
         }
         await server.stop()
     }
