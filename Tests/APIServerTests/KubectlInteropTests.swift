@@ -6,7 +6,7 @@ import TestSupport
 /// The real kubectl, oldest and newest installed, with its default flags (client-side validation
 /// against our OpenAPI, or the server's when kubectl sees `fieldValidation` in it), through the
 /// verbs that change things: create, apply and re-apply, diff, label, annotate, the three patch
-/// types, scale, get all, api-resources, explain, create configmap|secret|serviceaccount|deployment. (Rollouts and server-side apply come with the issue's later parts.)
+/// types, scale, get all, get -w, api-resources, explain, create configmap|secret|serviceaccount|deployment. (Rollouts and server-side apply come with the issue's later parts.)
 @Suite("kubectl interop", .watchdog, .serialized)
 struct KubectlInteropTests {
     static let deployment = """
@@ -81,6 +81,8 @@ struct KubectlInteropTests {
                    contains: "Expected replicas to be 3, was 2", "scale with a stale precondition")
             #expect(try Deployment(jsonString: try await run("get", "deployment", "web", "-o", "json").output).spec.replicas == 2)
             expect(try await run("get", "all"), contains: "deployment.apps/web", "get all")
+            // get -w prints rows (the server's Table), and ends with its request timeout.
+            expect(try await run("get", "deployments", "-w", "--request-timeout=1s"), contains: "NAME   READY   UP-TO-DATE", "get -w")
             expect(try await run("api-resources"), contains: "deployments                  deploy       apps/v1", "api-resources")
             expect(try await run("explain", "deployment.spec.replicas"), contains: "FIELD: replicas <integer>", "explain")
             let containers = try await run("explain", "pods.spec.containers")

@@ -81,3 +81,24 @@ struct AggregatedDiscoveryTests {
         await server.stop()
     }
 }
+
+/// `kubectl get -w`: a watch asked for as a Table gets one-row Tables, columns in the first.
+@Suite("Table watches", .watchdog)
+struct TableWatchTests {
+    @Test func aWatchAskedForAsATableSendsRows() async throws {
+        let server = try await ServerHarness()
+        #expect(try await server.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("first")).code == 201)
+        async let watched = server.request("/api/v1/namespaces/default/pods?watch=true&timeoutSeconds=2", accept: "application/json;as=Table;v=v1;g=meta.k8s.io")
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(try await server.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("second")).code == 201)
+        let lines = try await watched.body.split(separator: "\n").map { try JSONParser.parse(String($0)) }
+        #expect(lines.map { $0["type"] } == [.string("ADDED"), .string("ADDED")], "\(lines)")
+        let first = try #require(lines.first?["object"])
+        #expect(first["kind"] == .string("Table") && first["columnDefinitions"]?.elements?.first?["name"] == .string("Name"))
+        #expect(first["rows"]?.elements?.first?["cells"]?.elements?.first == .string("first"))
+        #expect(first["rows"]?.elements?.first?["object"]?["kind"] == .string("PartialObjectMetadata"))
+        let second = try #require(lines.last?["object"])
+        #expect(second["columnDefinitions"] == .array([]) && second["rows"]?.elements?.first?["cells"]?.elements?.first == .string("second"))
+        await server.stop()
+    }
+}

@@ -8,7 +8,8 @@ extension APIResponder {
     /// as ADDED and then every change), as JSON lines or length-prefixed protobuf WatchEvents,
     /// with a BOOKMARK when idle for clients that ask (`allowWatchBookmarks=true`).
     /// Each event is encoded once per format, whatever the number of watchers.
-    func watch<T: APIObject>(_ type: T.Type, _ path: ResourcePath, query: QueryParameters, format: WireFormat) async throws -> Response {
+    func watch<T: APIObject>(_ type: T.Type, _ path: ResourcePath, query: QueryParameters, format: WireFormat,
+                             table: IncludeObject? = nil) async throws -> Response {
         let (options, fields) = try selectors(path, query: query)
         var initial: [T] = []
         let start: Int64
@@ -83,10 +84,24 @@ extension APIResponder {
                 bookmarks.cancel()
                 watch.cancel()
             }
+            // As a Table (kubectl get -w): each event's object is a one-row Table, the first with
+            // the column definitions. Encoded for this watcher alone.
+            var columnsSent = false
+            func tableFrame(_ type: String, _ object: T, revision: Int64) -> [UInt8] {
+                var w = JSONWriter()
+                w.beginObject()
+                w.key("type"); w.string(type)
+                w.key("object")
+                Self.writeTable([object], revision: revision, continueToken: nil, include: table ?? .metadata, columns: !columnsSent, to: &w)
+                w.endObject()
+                columnsSent = true
+                return w.bytes + [0x0A]
+            }
             if !initialObjects.isEmpty {
                 var buffer = ByteBuffer()
                 for object in initialObjects {
-                    buffer.writeBytes(Self.frame(type: "ADDED", object: object, format: encodedFormat))
+                    buffer.writeBytes(table == nil ? Self.frame(type: "ADDED", object: object, format: encodedFormat)
+                                                   : tableFrame("ADDED", object, revision: Int64(object.metadata.resourceVersion) ?? 0))
                 }
                 try await writer.write(buffer)
             }
@@ -98,7 +113,11 @@ extension APIResponder {
                     }
                     var buffer = ByteBuffer()
                     for event in batch {
-                        buffer.writeBytes(event.encoded(encodedFormat.rawValue) { Self.frame(event: $0, format: encodedFormat) })
+                        if table != nil, let object = event.object as? T {
+                            buffer.writeBytes(tableFrame(event.type.name, object, revision: event.revision))
+                        } else {
+                            buffer.writeBytes(event.encoded(encodedFormat.rawValue) { Self.frame(event: $0, format: encodedFormat) })
+                        }
                     }
                     try await writer.write(buffer)
                 }

@@ -316,7 +316,8 @@ struct APIResponder: HTTPResponder {
             return try await scaleSubresource(T.self, path, name: name, &request, format: format, dryRun: dryRun)
         case (.get, nil, _):
             if query["watch"].map({ $0 == "true" || $0 == "1" }) == true {
-                return try await watch(T.self, path, query: query, format: format)
+                return try await watch(T.self, path, query: query, format: Self.wantsTable(request) ? .json : format,
+                                       table: Self.wantsTable(request) ? try Self.includeObject(query) : nil)
             }
             if Self.wantsTable(request) {
                 let result = try await store.list(T.self, options: try listOptions(path, query: query))
@@ -486,8 +487,16 @@ struct APIResponder: HTTPResponder {
     /// A `meta.k8s.io/v1` Table: the same columns as `cox get` (those only `-o wide` shows have
     /// priority 1), each row with its object as `include` asks.
     static func table<T: APIObject>(_ objects: [T], revision: Int64, continueToken: String?, include: IncludeObject = .metadata) -> Response {
-        let (header, rows, wideFrom) = Table.columns(objects)
         var w = JSONWriter()
+        writeTable(objects, revision: revision, continueToken: continueToken, include: include, columns: true, to: &w)
+        return Response(status: .ok, headers: [.contentType: WireFormat.json.rawValue], body: .init(byteBuffer: ByteBuffer(bytes: w.bytes)))
+    }
+
+    /// A Table's JSON; without `columns`, its column definitions are left out (the events of a
+    /// watch after the first, as Kubernetes sends them).
+    static func writeTable<T: APIObject>(_ objects: [T], revision: Int64, continueToken: String?, include: IncludeObject,
+                                         columns: Bool, to w: inout JSONWriter) {
+        let (header, rows, wideFrom) = Table.columns(objects)
         w.beginObject()
         w.key("kind"); w.string("Table")
         w.key("apiVersion"); w.string("meta.k8s.io/v1")
@@ -498,7 +507,7 @@ struct APIResponder: HTTPResponder {
         w.endObject()
         w.key("columnDefinitions")
         w.beginArray()
-        for (index, name) in header.enumerated() {
+        for (index, name) in header.enumerated() where columns {
             w.beginObject()
             w.key("name"); w.string(Self.columnName(name))
             w.key("type"); w.string("string")
@@ -533,7 +542,6 @@ struct APIResponder: HTTPResponder {
         }
         w.endArray()
         w.endObject()
-        return Response(status: .ok, headers: [.contentType: WireFormat.json.rawValue], body: .init(byteBuffer: ByteBuffer(bytes: w.bytes)))
     }
 
     /// `?dryRun=All` (Kubernetes' only value; the parameter may repeat): the request is checked
