@@ -26,3 +26,24 @@ struct DeleteCollectionTests {
         await server.stop()
     }
 }
+
+/// `pods/eviction` (policy/v1), as kubectl drain sends it: the pod's graceful deletion.
+@Suite("Eviction", .watchdog)
+struct EvictionTests {
+    @Test func anEvictionDeletesThePod() async throws {
+        let server = try await ServerHarness()
+        let pods = "/api/v1/namespaces/default/pods"
+        #expect(try await server.request("POST", pods, body: podJSON("victim")).code == 201)
+        let body = #"{"apiVersion":"policy/v1","kind":"Eviction","metadata":{"name":"victim","namespace":"default"},"deleteOptions":{"gracePeriodSeconds":0}}"#
+        let dry = try await server.request("POST", pods + "/victim/eviction?dryRun=All", body: body)
+        #expect(dry.code == 201, "\(dry.body)")
+        #expect(try await server.request(pods + "/victim").code == 200, "a dry run evicts nothing")
+        let evicted = try await server.request("POST", pods + "/victim/eviction", body: body)
+        #expect(evicted.code == 201 && evicted.json?["status"] == .string("Success"), "\(evicted.body)")
+        #expect(try await server.request(pods + "/victim").code == 404)
+        let mismatch = try await server.request("POST", pods + "/other/eviction", body: body)
+        #expect(mismatch.code == 400 && mismatch.body.contains("does not match"), "\(mismatch.body)")
+        #expect(try await server.request("POST", pods + "/gone/eviction", body: #"{"metadata":{"name":"gone"}}"#).code == 404)
+        await server.stop()
+    }
+}

@@ -27,7 +27,30 @@ extension APIResponder {
                             body: .init(byteBuffer: ByteBuffer(bytes: format == .protobuf ? status.protoBytes() : status.jsonBytes())))
         case (.get, "log"):
             return try await podLog(namespace: namespace, name: name, query: query)
-        case (_, "binding"), (_, "log"):
+        case (.post, "eviction"):
+            // policy/v1 Eviction: with no disruption budgets here, an eviction is the pod's
+            // graceful deletion, with the Eviction's deleteOptions (kubectl drain uses it).
+            let body = try await self.body(&request)
+            var options = query
+            if !body.isEmpty {
+                let eviction: JSONValue
+                do { eviction = try JSONParser.parse(bytes: body) } catch { throw APIError.badRequest("the body of an eviction must be a JSON policy/v1 Eviction: \(error)") }
+                if case .string(let evicted)? = eviction["metadata"]?["name"], evicted != name {
+                    throw APIError.badRequest("name in URL does not match name in Eviction object")
+                }
+                if let deleteOptions = eviction["deleteOptions"] {
+                    try Self.readDeleteOptions(JSONWriter.bytes(deleteOptions), into: &options)
+                }
+            }
+            _ = try await deletePod(namespace: namespace, name: name, query: options)
+            var status = Status()
+            status.apiVersion = "v1"
+            status.kind = "Status"
+            status.status = "Success"
+            status.code = 201
+            return Response(status: .created, headers: [.contentType: format.rawValue],
+                            body: .init(byteBuffer: ByteBuffer(bytes: format == .protobuf ? status.protoBytes() : status.jsonBytes())))
+        case (_, "binding"), (_, "log"), (_, "eviction"):
             throw APIError.methodNotAllowed(request.method.rawValue)
         default:
             return nil

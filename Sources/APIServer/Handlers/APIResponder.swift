@@ -301,7 +301,7 @@ struct APIResponder: HTTPResponder {
         let dryRun = try Self.dryRun(query)
         let dryRunnable = switch (request.method, path.name, path.subresource) {
         case (.post, nil, nil), (.delete, _?, nil), (.delete, nil, nil), (.put, _?, nil), (.put, _?, "status"), (.patch, _?, nil), (.patch, _?, "status"),
-             (.put, _?, "scale"), (.patch, _?, "scale"): true
+             (.put, _?, "scale"), (.patch, _?, "scale"), (.post, _?, "eviction"): true
         default: false
         }
         if dryRun && request.method != .get && !dryRunnable {

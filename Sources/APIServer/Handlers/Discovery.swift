@@ -64,6 +64,14 @@ enum Discovery {
                 JSONMember("namespaced", .bool(info.namespaced)), JSONMember("kind", .string(info.kind)),
                 JSONMember("verbs", .array(verbs)), JSONMember("shortNames", .array(info.shortNames.map { .string($0) })),
             ] + (Self.categories[info.kind].map { [JSONMember("categories", .array($0.map { .string($0) }))] } ?? [])))
+            if info.kind == "Pod" {
+                resources.append(.object([
+                    JSONMember("name", .string("pods/eviction")), JSONMember("singularName", .string("")),
+                    JSONMember("namespaced", .bool(true)), JSONMember("group", .string("policy")),
+                    JSONMember("version", .string("v1")), JSONMember("kind", .string("Eviction")),
+                    JSONMember("verbs", .array([.string("create")])),
+                ]))
+            }
             if ["ReplicaSet", "Deployment"].contains(info.kind) {
                 resources.append(.object([
                     JSONMember("name", .string(info.resource + "/scale")), JSONMember("singularName", .string("")),
@@ -123,6 +131,10 @@ extension Discovery {
             if ["Pod", "Node", "Namespace", "ReplicaSet", "Deployment"].contains(info.kind) {
                 subresources.append(.object([JSONMember("subresource", .string("status")), JSONMember("responseKind", gvk(group, version, info.kind)),
                                              JSONMember("verbs", .array([.string("get"), .string("patch"), .string("update")]))]))
+            }
+            if info.kind == "Pod" {
+                subresources.append(.object([JSONMember("subresource", .string("eviction")), JSONMember("responseKind", gvk("policy", "v1", "Eviction")),
+                                             JSONMember("verbs", .array([.string("create")]))]))
             }
             if ["ReplicaSet", "Deployment"].contains(info.kind) {
                 subresources.append(.object([JSONMember("subresource", .string("scale")), JSONMember("responseKind", gvk("autoscaling", "v1", "Scale")),
