@@ -62,6 +62,7 @@ def main(desc_path, out_path):
                 has = "has" + swift_property(field.name, initial_upper=True)
                 key = field.json_name
                 emitzero = "+emitzero" in note
+                rawjson = "+rawjson" in note
                 quantity = "+quantity" in note
                 micro = "+microtime" in note
                 tname = field.type_name.rsplit(".", 1)[-1]
@@ -106,6 +107,8 @@ def main(desc_path, out_path):
                     else:
                         zero = {"string": "!%s.isEmpty", "bool": "%s", "bytes": "!%s.isEmpty"}.get(kind, "%s != 0")
                         cond = zero % v
+                if rawjson:
+                    emit, cond = "w.raw(Array(%s.utf8))" % v, "!%s.isEmpty" % v
                 stmt = 'w.key("%s"); %s' % (key, emit)
                 write.append("        if %s { %s }" % (cond, stmt) if cond else "        " + stmt)
                 # ---- reader
@@ -121,6 +124,8 @@ def main(desc_path, out_path):
                            "double": "try value.decodeDouble()", "float": "Float(try value.decodeDouble())",
                            "bytes": "try value.decodeBytes()", "timestamp": "try value.decodeTimestamp()",
                            "message": "try %s(json: value)" % tname}[kind]
+                if rawjson:
+                    dec = "try value.decodeRawObject()"
                 read.append('            case "%s": %s = try JSONDecodeError.at("%s") { %s }' % (key, v, key, dec))
             out.append("extension %s: JSONCodable {" % msg.name)
             out.append("    public func writeJSON(to w: inout JSONWriter) {")
@@ -356,6 +361,8 @@ def main_schema(desc_path, out_path):
                                       else scalar(value.type, value.type_name.rsplit(".", 1)[-1]))
                 elif repeated:
                     t = ".array(%s)" % scalar(field.type, tname)
+                elif "rawjson" in keys:
+                    t = ".freeform"
                 else:
                     t = scalar(field.type, tname)
                 args = [swift_string(field.json_name), t]

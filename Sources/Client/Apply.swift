@@ -60,6 +60,7 @@ extension APIClient {
         merged.metadata.creationTimestamp = existing.metadata.creationTimestamp
         merged.metadata.resourceVersion = existing.metadata.resourceVersion
         merged.metadata.generation = existing.metadata.generation
+        merged.metadata.managedFields = existing.metadata.managedFields
         if merged.metadata.ownerReferences.isEmpty { merged.metadata.ownerReferences = existing.metadata.ownerReferences }
         if merged.metadata.finalizers.isEmpty { merged.metadata.finalizers = existing.metadata.finalizers }
         for (key, value) in existing.metadata.annotations where merged.metadata.annotations[key] == nil {

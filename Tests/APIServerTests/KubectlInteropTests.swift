@@ -6,7 +6,7 @@ import TestSupport
 /// The real kubectl, oldest and newest installed, with its default flags (client-side validation
 /// against our OpenAPI, or the server's when kubectl sees `fieldValidation` in it), through the
 /// verbs that change things: create, apply and re-apply, diff, label, annotate, the three patch
-/// types, scale, get all, get -w, api-resources, explain, create configmap|secret|serviceaccount|deployment. (Rollouts and server-side apply come with the issue's later parts.)
+/// types, server-side apply with a conflict and --force-conflicts, scale, get all, get -w, api-resources, explain, create configmap|secret|serviceaccount|deployment. (Rollouts come with the issue's later parts.)
 @Suite("kubectl interop", .watchdog, .serialized)
 struct KubectlInteropTests {
     static let deployment = """
@@ -88,6 +88,17 @@ struct KubectlInteropTests {
             let containers = try await run("explain", "pods.spec.containers")
             expect(containers, contains: "name\t<string> -required-", "explain of a list")
             expect(try await run("delete", "deployment", "web"), contains: #"deployment.apps "web" deleted"#, "delete")
+            // Server-side apply: created, a conflict with the manager that created the field,
+            // taken over with --force-conflicts.
+            expect(try await run("apply", "--server-side", "-f", try manifest(2)), contains: "deployment.apps/web serverside-applied", "apply --server-side")
+            let conflict = try await run("apply", "--server-side", "--field-manager=other", "-f", try manifest(3))
+            expect(conflict, status: 1, contains: #"Apply failed with 1 conflict: conflict with "kubectl" using apps/v1: .spec.replicas"#, "a conflict")
+            expect(try await run("apply", "--server-side", "--field-manager=other", "--force-conflicts", "-f", try manifest(3)),
+                   contains: "deployment.apps/web serverside-applied", "--force-conflicts")
+            let owned = try Deployment(jsonString: try await run("get", "deployment", "web", "-o", "json", "--show-managed-fields").output)
+            #expect(owned.spec.replicas == 3 && owned.metadata.managedFields.contains { $0.manager == "other" && $0.operation == "Apply" && $0.fieldsV1.contains("f:replicas") },
+                    "kubectl \(version): \(owned.metadata.managedFields.map(\.manager))")
+            expect(try await run("delete", "deployment", "web"), contains: "deleted", "delete")
             // The kinds every manifest uses, made by kubectl's own generators (in Kubernetes'
             // protobuf from 1.32 on).
             let file = (server.dir.path as NSString).appendingPathComponent("app.env")

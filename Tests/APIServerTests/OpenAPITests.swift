@@ -87,11 +87,13 @@ struct AggregatedDiscoveryTests {
 struct TableWatchTests {
     @Test func aWatchAskedForAsATableSendsRows() async throws {
         let server = try await ServerHarness()
-        #expect(try await server.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("first")).code == 201)
-        async let watched = server.request("/api/v1/namespaces/default/pods?watch=true&timeoutSeconds=2", accept: "application/json;as=Table;v=v1;g=meta.k8s.io")
-        try await Task.sleep(for: .milliseconds(500))
+        let created = try Pod(jsonString: try await server.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("first")).body)
         #expect(try await server.request("POST", "/api/v1/namespaces/default/pods", body: podJSON("second")).code == 201)
-        let lines = try await watched.body.split(separator: "\n").map { try JSONParser.parse(String($0)) }
+        // From just before the first: both creates come as events, whatever the timing.
+        let since = (Int(created.metadata.resourceVersion) ?? 1) - 1
+        let watched = try await server.request("/api/v1/namespaces/default/pods?watch=true&timeoutSeconds=1&resourceVersion=\(since)",
+                                               accept: "application/json;as=Table;v=v1;g=meta.k8s.io")
+        let lines = try watched.body.split(separator: "\n").map { try JSONParser.parse(String($0)) }
         #expect(lines.map { $0["type"] } == [.string("ADDED"), .string("ADDED")], "\(lines)")
         let first = try #require(lines.first?["object"])
         #expect(first["kind"] == .string("Table") && first["columnDefinitions"]?.elements?.first?["name"] == .string("Name"))

@@ -83,18 +83,21 @@ struct KubernetesJSONTests {
             check("strict", False)
         except client.ApiException as error:
             check("strict", error.status == 400 and "unknown field" in error.body)
+        applied = core.patch_namespaced_config_map("applied", "default", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}, "data": {"a": "1"}},
+                                                   field_manager="python", _content_type="application/apply-patch+yaml")
+        check("apply", applied.data == {"a": "1"} and any(e.manager == "python" and e.operation == "Apply" for e in applied.metadata.managed_fields))
         deleted = core.delete_collection_namespaced_config_map("default", label_selector="")
         check("deletecollection", core.list_namespaced_config_map("default").items == [])
         """
 
-    /// The official Python client creates and patches (the three types, /scale, strict field
-    /// validation) and reads back, its models validating every answer.
+    /// The official Python client creates, patches (the three types, /scale, strict field
+    /// validation), applies server-side and reads back, its models validating every answer.
     @Test func theOfficialPythonClientWritesAndPatches() async throws {
         guard Tools.pythonKubernetesClient() else { return }
         try await AgentCluster.run { cluster in
             let python = try await Tools.runDetached(try #require(Tools.find("python3")), ["-c", Self.writes, cluster.kubeconfig], timeout: 120)
             let lines = python.output.split(separator: "\n").map(String.init)
-            #expect(python.status == 0 && !lines.contains { $0.hasPrefix("FAIL") } && lines.filter { $0.hasPrefix("OK") }.count == 9, "\(python.output)")
+            #expect(python.status == 0 && !lines.contains { $0.hasPrefix("FAIL") } && lines.filter { $0.hasPrefix("OK") }.count == 10, "\(python.output)")
             _ = try await cluster.client.delete(Deployment.self, namespace: "default", name: "web")
         }
     }

@@ -18,6 +18,7 @@ extension ObjectMeta: JSONCodable {
         if !self.annotations.isEmpty { w.key("annotations"); w.stringMap(self.annotations) }
         if !self.ownerReferences.isEmpty { w.key("ownerReferences"); w.array(self.ownerReferences) }
         if !self.finalizers.isEmpty { w.key("finalizers"); w.stringArray(self.finalizers) }
+        if !self.managedFields.isEmpty { w.key("managedFields"); w.array(self.managedFields) }
         w.endObject()
     }
 
@@ -40,6 +41,39 @@ extension ObjectMeta: JSONCodable {
             case "annotations": self.annotations = try JSONDecodeError.at("annotations") { try value.decodeMap { try $0.decodeString() } }
             case "ownerReferences": self.ownerReferences = try JSONDecodeError.at("ownerReferences") { try value.decodeArray { try OwnerReference(json: $0) } }
             case "finalizers": self.finalizers = try JSONDecodeError.at("finalizers") { try value.decodeArray { try $0.decodeString() } }
+            case "managedFields": self.managedFields = try JSONDecodeError.at("managedFields") { try value.decodeArray { try ManagedFieldsEntry(json: $0) } }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension ManagedFieldsEntry: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.manager.isEmpty { w.key("manager"); w.string(self.manager) }
+        if !self.operation.isEmpty { w.key("operation"); w.string(self.operation) }
+        if !self.apiVersion.isEmpty { w.key("apiVersion"); w.string(self.apiVersion) }
+        if self.hasTime { w.key("time"); w.timestamp(self.time, microseconds: false) }
+        if !self.fieldsType.isEmpty { w.key("fieldsType"); w.string(self.fieldsType) }
+        if !self.fieldsV1.isEmpty { w.key("fieldsV1"); w.raw(Array(self.fieldsV1.utf8)) }
+        if !self.subresource.isEmpty { w.key("subresource"); w.string(self.subresource) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "manager": self.manager = try JSONDecodeError.at("manager") { try value.decodeString() }
+            case "operation": self.operation = try JSONDecodeError.at("operation") { try value.decodeString() }
+            case "apiVersion": self.apiVersion = try JSONDecodeError.at("apiVersion") { try value.decodeString() }
+            case "time": self.time = try JSONDecodeError.at("time") { try value.decodeTimestamp() }
+            case "fieldsType": self.fieldsType = try JSONDecodeError.at("fieldsType") { try value.decodeString() }
+            case "fieldsV1": self.fieldsV1 = try JSONDecodeError.at("fieldsV1") { try value.decodeRawObject() }
+            case "subresource": self.subresource = try JSONDecodeError.at("subresource") { try value.decodeString() }
             default: throw JSONDecodeError(.unknownField, path: [member.key])
             }
         }

@@ -16,6 +16,7 @@ extension ObjectMeta: ProtoCodable {
         for (key, value) in self.annotations { w.mapEntry(11, key, value) }
         for item in self.ownerReferences { w.message(12, item) }
         for item in self.finalizers { w.string(13, item) }
+        for item in self.managedFields { w.message(14, item) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
@@ -44,6 +45,36 @@ extension ObjectMeta: ProtoCodable {
                 self.annotations[key] = value
             case 12: self.ownerReferences.append(try r.message(OwnerReference.self))
             case 13: self.finalizers.append(try r.string())
+            case 14: self.managedFields.append(try r.message(ManagedFieldsEntry.self))
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension ManagedFieldsEntry: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.manager.isEmpty { w.string(1, self.manager) }
+        if !self.operation.isEmpty { w.string(2, self.operation) }
+        if !self.apiVersion.isEmpty { w.string(3, self.apiVersion) }
+        if let value = self._time { w.message(4, value) }
+        if !self.fieldsType.isEmpty { w.string(5, self.fieldsType) }
+        if !self.fieldsV1.isEmpty { w.string(6, self.fieldsV1) }
+        if !self.subresource.isEmpty { w.string(7, self.subresource) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.manager = try r.string()
+            case 2: self.operation = try r.string()
+            case 3: self.apiVersion = try r.string()
+            case 4:
+                if self._time == nil { self._time = Timestamp() }
+                try r.merge(into: &self._time!)
+            case 5: self.fieldsType = try r.string()
+            case 6: self.fieldsV1 = try r.string()
+            case 7: self.subresource = try r.string()
             default: try r.skip()
             }
         }

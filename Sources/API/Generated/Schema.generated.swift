@@ -15,7 +15,17 @@ extension Schema {
             FieldSchema("labels", .map(.string)),
             FieldSchema("annotations", .map(.string)),
             FieldSchema("ownerReferences", .array(.message("OwnerReference")), listType: .map, listMapKeys: ["uid"], patchStrategy: "merge", patchMergeKey: "uid"),
-            FieldSchema("finalizers", .array(.string), listType: .set, patchStrategy: "merge"),
+            FieldSchema("finalizers", .array(.string)),
+            FieldSchema("managedFields", .array(.message("ManagedFieldsEntry")), listType: .set, patchStrategy: "merge"),
+        ]),
+        MessageSchema("ManagedFieldsEntry", definition: "io.k8s.apimachinery.pkg.apis.meta.v1.ManagedFieldsEntry", description: "The fields one manager owns, and how it last wrote them (Apply or Update).", fields: [
+            FieldSchema("manager", .string),
+            FieldSchema("operation", .string),
+            FieldSchema("apiVersion", .string),
+            FieldSchema("time", .time),
+            FieldSchema("fieldsType", .string),
+            FieldSchema("fieldsV1", .freeform),
+            FieldSchema("subresource", .string),
         ]),
         MessageSchema("OwnerReference", definition: "io.k8s.apimachinery.pkg.apis.meta.v1.OwnerReference", fields: [
             FieldSchema("apiVersion", .string, required: true),

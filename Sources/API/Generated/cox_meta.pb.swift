@@ -13,6 +13,7 @@
 ///   +quantity  a map of Kubernetes quantities (JSON strings; numbers accepted on input)
 ///   +emitzero  written to JSON even when zero/false/empty (Kubernetes has no omitempty there, or the field is a Go struct, which is always written: {} when empty)
 ///   +microtime a timestamp written with microseconds (metav1.MicroTime)
+///   +rawjson   a string holding JSON text, written and read as that JSON (FieldsV1)
 ///   +base64    a map whose values are base64 text (bytes in Kubernetes' schema: Secret data)
 ///   +required  Kubernetes requires the field (OpenAPI `required`; kubectl's validation)
 ///   +listType=atomic|set|map, +listMapKey=K (repeatable), +patchStrategy=merge, +patchMergeKey=K
@@ -88,8 +89,10 @@ public nonisolated struct ObjectMeta: Sendable {
   /// +patchStrategy=merge +patchMergeKey=uid +listType=map +listMapKey=uid
   public var ownerReferences: [OwnerReference] = []
 
-  /// +patchStrategy=merge +listType=set
   public var finalizers: [String] = []
+
+  /// Which manager owns which fields (server-side apply); kept by the server.
+  public var managedFields: [ManagedFieldsEntry] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -98,6 +101,41 @@ public nonisolated struct ObjectMeta: Sendable {
   var _creationTimestamp: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
   var _deletionTimestamp: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
   var _deletionGracePeriodSeconds: Int64? = nil
+}
+
+/// The fields one manager owns, and how it last wrote them (Apply or Update).
+public nonisolated struct ManagedFieldsEntry: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var manager: String = String()
+
+  public var operation: String = String()
+
+  public var apiVersion: String = String()
+
+  public var time: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_time ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_time = newValue}
+  }
+  /// Returns true if `time` has been explicitly set.
+  public var hasTime: Bool {self._time != nil}
+  /// Clears the value of `time`. Subsequent reads from it will return its default value.
+  public mutating func clearTime() {self._time = nil}
+
+  public var fieldsType: String = String()
+
+  /// The set of fields, in Kubernetes' FieldsV1 form ({"f:spec":{"f:replicas":{}}}).
+  public var fieldsV1: String = String()
+
+  public var subresource: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  var _time: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
 }
 
 public nonisolated struct OwnerReference: Sendable {
@@ -342,7 +380,7 @@ fileprivate nonisolated let _protobuf_package = "cox.v1"
 
 nonisolated extension ObjectMeta: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ObjectMeta"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}generate_name\0\u{1}namespace\0\u{1}uid\0\u{3}resource_version\0\u{1}generation\0\u{3}creation_timestamp\0\u{3}deletion_timestamp\0\u{3}deletion_grace_period_seconds\0\u{1}labels\0\u{1}annotations\0\u{3}owner_references\0\u{1}finalizers\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}generate_name\0\u{1}namespace\0\u{1}uid\0\u{3}resource_version\0\u{1}generation\0\u{3}creation_timestamp\0\u{3}deletion_timestamp\0\u{3}deletion_grace_period_seconds\0\u{1}labels\0\u{1}annotations\0\u{3}owner_references\0\u{1}finalizers\0\u{3}managed_fields\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -363,6 +401,7 @@ nonisolated extension ObjectMeta: SwiftProtobuf.Message, SwiftProtobuf._MessageI
       case 11: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.annotations) }()
       case 12: try { try decoder.decodeRepeatedMessageField(value: &self.ownerReferences) }()
       case 13: try { try decoder.decodeRepeatedStringField(value: &self.finalizers) }()
+      case 14: try { try decoder.decodeRepeatedMessageField(value: &self.managedFields) }()
       default: break
       }
     }
@@ -412,6 +451,9 @@ nonisolated extension ObjectMeta: SwiftProtobuf.Message, SwiftProtobuf._MessageI
     if !self.finalizers.isEmpty {
       try visitor.visitRepeatedStringField(value: self.finalizers, fieldNumber: 13)
     }
+    if !self.managedFields.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.managedFields, fieldNumber: 14)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -429,6 +471,71 @@ nonisolated extension ObjectMeta: SwiftProtobuf.Message, SwiftProtobuf._MessageI
     if lhs.annotations != rhs.annotations {return false}
     if lhs.ownerReferences != rhs.ownerReferences {return false}
     if lhs.finalizers != rhs.finalizers {return false}
+    if lhs.managedFields != rhs.managedFields {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension ManagedFieldsEntry: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ManagedFieldsEntry"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}manager\0\u{1}operation\0\u{3}api_version\0\u{1}time\0\u{3}fields_type\0\u{3}fields_v1\0\u{1}subresource\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.manager) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.operation) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.apiVersion) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._time) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.fieldsType) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.fieldsV1) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.subresource) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.manager.isEmpty {
+      try visitor.visitSingularStringField(value: self.manager, fieldNumber: 1)
+    }
+    if !self.operation.isEmpty {
+      try visitor.visitSingularStringField(value: self.operation, fieldNumber: 2)
+    }
+    if !self.apiVersion.isEmpty {
+      try visitor.visitSingularStringField(value: self.apiVersion, fieldNumber: 3)
+    }
+    try { if let v = self._time {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
+    if !self.fieldsType.isEmpty {
+      try visitor.visitSingularStringField(value: self.fieldsType, fieldNumber: 5)
+    }
+    if !self.fieldsV1.isEmpty {
+      try visitor.visitSingularStringField(value: self.fieldsV1, fieldNumber: 6)
+    }
+    if !self.subresource.isEmpty {
+      try visitor.visitSingularStringField(value: self.subresource, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: ManagedFieldsEntry, rhs: ManagedFieldsEntry) -> Bool {
+    if lhs.manager != rhs.manager {return false}
+    if lhs.operation != rhs.operation {return false}
+    if lhs.apiVersion != rhs.apiVersion {return false}
+    if lhs._time != rhs._time {return false}
+    if lhs.fieldsType != rhs.fieldsType {return false}
+    if lhs.fieldsV1 != rhs.fieldsV1 {return false}
+    if lhs.subresource != rhs.subresource {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -51,6 +51,12 @@ extension JSONValue {
         }
     }
 
+    /// A JSON object kept as its compact text (FieldsV1).
+    public func decodeRawObject() throws -> String {
+        guard case .object = self else { throw JSONDecodeError(.typeMismatch(expected: "object", got: typeName)) }
+        return String(decoding: JSONWriter.bytes(self), as: UTF8.self)
+    }
+
     @inlinable public func decodeBool() throws -> Bool {
         guard case .bool(let b) = self else { throw JSONDecodeError(.typeMismatch(expected: "boolean", got: typeName)) }
         return b

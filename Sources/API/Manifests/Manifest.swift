@@ -38,6 +38,15 @@ public enum Manifests {
         return out
     }
 
+    /// One YAML or JSON document as JSON (a server-side apply body).
+    public static func singleDocument(_ text: String) throws -> JSONValue {
+        let documents = try documents(text, source: "the request body").filter { if case .null = $0.0 { false } else { true } }
+        guard documents.count == 1 else {
+            throw ManifestError(source: "the request body", line: nil, message: "expected one YAML or JSON document, found \(documents.count)")
+        }
+        return documents[0].0
+    }
+
     /// Reads a file, a directory (its .yaml, .yml and .json files, sorted) or "-" for standard input.
     public static func load(path: String) throws -> [ManifestObject] {
         if path == "-" {

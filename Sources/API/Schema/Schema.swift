@@ -9,6 +9,8 @@ public indirect enum SchemaType: Sendable, Equatable {
     /// A resource quantity ("100m", "1Gi"; numbers accepted on input).
     case quantity
     case intOrString
+    /// Any JSON object (FieldsV1).
+    case freeform
     /// A message of `Protos/`, by its name.
     case message(String)
     case array(SchemaType)

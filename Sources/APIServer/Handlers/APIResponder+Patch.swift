@@ -28,7 +28,10 @@ extension APIResponder {
                              _ request: inout Request, dryRun: Bool) async throws -> T {
         let kind = try Self.patchType(request)
         if kind == .apply {
-            throw APIError(415, "UnsupportedMediaType", "server-side apply (application/apply-patch+yaml) is not served yet: use a merge or strategic merge patch, or client-side kubectl apply")
+            guard subresource == nil else {
+                throw APIError(415, "UnsupportedMediaType", "server-side apply is served for whole objects, not their \(subresource!) here")
+            }
+            return try await serverSideApply(T.self, path, name: name, &request, dryRun: dryRun)
         }
         let bytes = try await body(&request)
         let patch: JSONValue
@@ -39,6 +42,7 @@ extension APIResponder {
         }
         let validation = try Self.fieldValidation(Self.query(request))
         let caller = Self.caller
+        let manager = try Self.fieldManager(request, Self.query(request))
         let change: @Sendable (T) throws -> T = { current in
             let patched = try Self.apply(patch, kind, to: current, validation: validation, caller: caller)
             if !patched.metadata.resourceVersion.isEmpty && patched.metadata.resourceVersion != current.metadata.resourceVersion {
@@ -50,7 +54,9 @@ extension APIResponder {
             if T.kindInfo.namespaced && patched.metadata.namespace != current.metadata.namespace {
                 throw APIError.badRequest("the namespace of the object (\(patched.metadata.namespace)) does not match the namespace on the URL (\(current.metadata.namespace))")
             }
-            return try Self.prepareUpdate(patched, of: current, subresource: subresource)
+            var prepared = try Self.prepareUpdate(patched, of: current, subresource: subresource)
+            Self.recordManager(&prepared, old: current, manager: manager, subresource: subresource)
+            return prepared
         }
         let namespace = path.namespace ?? ""
         if dryRun {
@@ -91,5 +97,79 @@ extension APIResponder {
             throw APIError.badRequest("a patch may not change the object's apiVersion or kind (\(object.apiVersion)/\(object.kind), the object is \(info.apiVersion)/\(info.kind))")
         }
         return object
+    }
+
+    /// Server-side apply (`application/apply-patch+yaml`): the body is the manager's whole
+    /// intent for the fields it names; see `ManagedFields.apply`. Creates the object when it
+    /// does not exist. Conflicts are 409 naming each manager and field (`force=true` takes them).
+    func serverSideApply<T: APIObject>(_ type: T.Type, _ path: ResourcePath, name: String, _ request: inout Request, dryRun: Bool) async throws -> T {
+        let query = Self.query(request)
+        guard let manager = query["fieldManager"], !manager.isEmpty else {
+            throw APIError(422, "Invalid", "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch")
+        }
+        _ = try Self.fieldManager(request, query)  // its length
+        let force = query["force"] == "true"
+        let text = String(decoding: try await body(&request), as: UTF8.self)
+        let applied: JSONValue
+        do { applied = try Manifests.singleDocument(text) } catch { throw APIError.badRequest("error decoding YAML: \(error)") }
+        let info = T.kindInfo
+        guard case .string(let apiVersion)? = applied["apiVersion"], case .string(let kind)? = applied["kind"] else {
+            throw APIError.badRequest("apiVersion and kind are required in an apply patch")
+        }
+        guard apiVersion == info.apiVersion && kind == info.kind else {
+            throw APIError.badRequest("the body is a \(apiVersion)/\(kind), but the request is for \(info.apiVersion)/\(info.kind)")
+        }
+        if case .string(let sentName)? = applied["metadata"]?["name"], sentName != name {
+            throw APIError.badRequest("the name of the object (\(sentName)) does not match the name on the URL (\(name))")
+        }
+        let namespace = path.namespace ?? ""
+        let validation = try Self.fieldValidation(query)
+        let caller = Self.caller
+        let schema = Schema.of(T.self)
+        @Sendable func applying(to current: T?) throws -> T {
+            let result: (object: JSONValue, entries: [ManagedFieldsEntry])
+            do {
+                result = try ManagedFields.apply(applied, to: current?.jsonValue(), entries: current?.metadata.managedFields ?? [], manager: manager,
+                                                 force: force, apiVersion: info.apiVersion, schema: schema)
+            } catch let conflicts as ManagedFields.Conflicts {
+                var error = APIError(409, "Conflict", conflicts.description)
+                error.causes = conflicts.conflicts.map { conflict in
+                    var cause = StatusCause()
+                    cause.reason = "FieldManagerConflict"
+                    cause.message = "conflict with \"\(conflict.manager)\" using \(conflict.apiVersion)"
+                    cause.field = conflict.field
+                    return cause
+                }
+                throw error
+            } catch let error as PatchError {
+                throw APIError.badRequest("invalid apply patch: \(error.message)")
+            }
+            var object = try Self.decodeJSON(T.self, result.object, validation: validation, caller: caller)
+            object.metadata.managedFields = result.entries
+            guard let current else { return object }
+            return try Self.prepareUpdate(object, of: current, subresource: nil)
+        }
+        func create() async throws -> T {
+            var object = try applying(to: nil)
+            object.metadata.name = name
+            if info.namespaced { object.metadata.namespace = namespace }
+            object.applyDefaults()
+            if var pod = object as? Pod, pod.spec.serviceAccountName.isEmpty {
+                pod.spec.serviceAccountName = "default"
+                object = pod as! T
+            }
+            if info.namespaced { try await admitIntoNamespace(object) }
+            if dryRun { return try await dryRunCreate(try object.validated()) }
+            return try await store.create(try object.validated())
+        }
+        guard let current = try? await store.get(T.self, namespace: namespace, name: name) else { return try await create() }
+        if dryRun { return try Self.dryRunUpdate(try applying(to: current), of: current) }
+        do {
+            return try await finishUpdate(try await store.update(T.self, namespace: namespace, name: name) { object in
+                object = try applying(to: object)
+            })
+        } catch let error as StoreError where error.code == .notFound {
+            return try await create()  // deleted meanwhile
+        }
     }
 }

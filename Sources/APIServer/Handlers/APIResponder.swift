@@ -354,6 +354,7 @@ struct APIResponder: HTTPResponder {
             }
             try admit?(object)
             if info.namespaced { try await admitIntoNamespace(object) }
+            Self.recordManager(&object, old: nil, manager: try Self.fieldManager(request, query), subresource: nil)
             if dryRun { return encode(try await dryRunCreate(try object.validated()), format, status: .created) }
             let created = try await store.create(try object.validated())
             if T.self == Namespace.self {
@@ -367,7 +368,8 @@ struct APIResponder: HTTPResponder {
                 throw APIError.badRequest("the name and namespace of the object (\(object.metadata.namespace)/\(object.metadata.name)) must match the request path")
             }
             let current = try await store.get(T.self, namespace: path.namespace ?? "", name: name)
-            let prepared = try Self.prepareUpdate(object, of: current, subresource: subresource)
+            var prepared = try Self.prepareUpdate(object, of: current, subresource: subresource)
+            Self.recordManager(&prepared, old: current, manager: try Self.fieldManager(request, query), subresource: subresource)
             // (A dry run answers the update even where the real one would then delete the object:
             // the last finalizer of an object being deleted removed.)
             if dryRun { return encode(try Self.dryRunUpdate(prepared, of: current), format) }
@@ -615,6 +617,28 @@ struct APIResponder: HTTPResponder {
         if let secret = object as? Secret, let old = current as? Secret { immutable = secret.immutabilityErrors(updating: old) }
         if !immutable.isEmpty { throw ValidationError(kind: T.kindInfo.kind, name: object.metadata.name, errors: immutable) }
         return try object.validated()
+    }
+
+    /// Who a write is by, for managedFields: `?fieldManager=` (at most 128 characters), else the
+    /// client's User-Agent up to its first "/" (as Kubernetes derives it).
+    static func fieldManager(_ request: Request, _ query: QueryParameters) throws -> String {
+        if let manager = query["fieldManager"], !manager.isEmpty {
+            guard manager.count <= 128 else {
+                throw APIError(422, "Invalid", "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Too long: may not be more than 128 bytes")
+            }
+            return manager
+        }
+        let agent = request.headers[.userAgent] ?? ""
+        let prefix = agent.split(separator: "/", maxSplits: 1).first.map(String.init) ?? ""
+        return prefix.isEmpty ? "unknown" : String(prefix.prefix(128))
+    }
+
+    /// Records in the object's managedFields what a write that is not an apply changed, as its
+    /// manager's (see `ManagedFields.afterUpdate`).
+    static func recordManager<T: APIObject>(_ object: inout T, old: T?, manager: String, subresource: String?) {
+        object.metadata.managedFields = ManagedFields.afterUpdate(
+            old: old?.jsonValue(), new: object.jsonValue(), entries: old?.metadata.managedFields ?? [], manager: manager,
+            apiVersion: T.kindInfo.apiVersion, schema: Schema.of(T.self), subresource: subresource ?? "")
     }
 
     /// After an update: when the last finalizer of an object being deleted is gone, it goes now.

@@ -35,6 +35,7 @@ enum OpenAPI {
         case .quantity: return reference(quantity, version).members!
         case .intOrString: return reference(intOrString, version).members!
         case .message(let name): return reference(definitionName(name), version).members!
+        case .freeform: return [JSONMember("type", .string("object"))]
         case .array(let element):
             return [JSONMember("type", .string("array")), JSONMember("items", .object(schema(element, version)))]
         case .map(let values):
