@@ -134,9 +134,10 @@ public final class APIClient: Sendable {
     /// with capped exponential backoff and jitter: a refused connection for any call (nothing was
     /// sent), and for idempotent calls (GET, PUT, DELETE) also a reset connection, 429 (after its
     /// Retry-After), 503 and 504. A create is never resent once it may have reached the server.
-    func call(_ method: HTTPMethod, _ path: String, body: [UInt8]? = nil) async throws -> [UInt8] {
+    func call(_ method: HTTPMethod, _ path: String, body: [UInt8]? = nil, contentType: String? = nil) async throws -> [UInt8] {
         let deadline = NIODeadline.now() + timeout
-        let idempotent = method != .POST
+        // A JSON patch may append ("add" to "/-"): not resent once it may have arrived.
+        let idempotent = method != .POST && !(method == .PATCH && contentType == "application/json-patch+json")
         var backoff = Backoff(base: .milliseconds(100), cap: .seconds(5))
         var attempt = 0
         while true {
@@ -144,7 +145,7 @@ public final class APIClient: Sendable {
             let failure: ClientError
             var wait: Duration?
             do {
-                return try await attemptCall(method, path, body: body, deadline: deadline)
+                return try await attemptCall(method, path, body: body, contentType: contentType, deadline: deadline)
             } catch let error as Transient {
                 failures.add(1, ordering: .relaxed)
                 failure = error.error
@@ -169,13 +170,13 @@ public final class APIClient: Sendable {
 
     /// One attempt over the client's own connections: a refused connection (nothing sent) and a
     /// broken one (maybe sent) are transient, as are 429, 503 and 504; a TLS failure is not.
-    func attemptCall(_ method: HTTPMethod, _ path: String, body: [UInt8]?, deadline: NIODeadline) async throws -> [UInt8] {
+    func attemptCall(_ method: HTTPMethod, _ path: String, body: [UInt8]?, contentType: String? = nil, deadline: NIODeadline) async throws -> [UInt8] {
         var headers = HTTPHeaders()
         headers.add(name: "Host", value: keepAlive.hostHeader)
         headers.add(name: "Accept", value: format.rawValue)
         headers.add(contentsOf: credentialHeaders)
         if let body {
-            headers.add(name: "Content-Type", value: format.rawValue)
+            headers.add(name: "Content-Type", value: contentType ?? format.rawValue)
             headers.add(name: "Content-Length", value: String(body.count))
         } else if method == .POST || method == .PUT {
             headers.add(name: "Content-Length", value: "0")
@@ -274,6 +275,15 @@ public final class APIClient: Sendable {
     public func create<T: APIObject>(_ object: T, dryRun: Bool = false) async throws -> T {
         let path = Self.path(T.kindInfo, namespace: object.metadata.namespace) + (dryRun ? "?dryRun=All" : "")
         return try decode(T.self, try await call(.POST, path, body: object.encode(as: format)))
+    }
+
+    /// PATCH with a body of `contentType` (application/merge-patch+json,
+    /// application/json-patch+json, application/strategic-merge-patch+json, or
+    /// application/apply-patch+yaml with a `fieldManager` in `query`).
+    public func patch<T: APIObject>(_ type: T.Type, namespace: String, name: String, body: [UInt8], contentType: String,
+                                    query: String = "") async throws -> T {
+        let path = Self.path(T.kindInfo, namespace: namespace, name: name) + (query.isEmpty ? "" : "?" + query)
+        return try decode(T.self, try await call(.PATCH, path, body: body, contentType: contentType))
     }
 
     public func update<T: APIObject>(_ object: T) async throws -> T {

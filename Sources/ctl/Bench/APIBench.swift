@@ -25,13 +25,15 @@ struct APIBench: AsyncParsableCommand {
     var http1 = false
     @Flag(help: "Watches as HTTP/1.1 streams, one connection each (as before watches moved to HTTP/2 streams, 100 to a connection): the baseline for the watch transport.")
     var watchHttp1 = false
-    @Option(help: "What each client request is: create (a pod), dry-run (the same create with ?dryRun=All: checked and answered as a real one, but nothing is stored and no watcher gets an event), or livez (GET /livez: the transport and the client alone). The last two are floors to compare creates with.")
+    @Option(help: "What each client request is: create (a pod), dry-run (the same create with ?dryRun=All: checked and answered as a real one, but nothing is stored and no watcher gets an event), livez (GET /livez: the transport and the client alone), or a change of one annotation of the client's own pod (made before the clock starts) as put (the whole pod), patch (a strategic merge patch) or apply (server-side apply of the whole pod, forced). livez and dry-run are floors to compare creates with; put is the baseline of patch and apply.")
     var request: RequestShape = .create
     @Option(help: "Load an already running server (its kubeconfig) instead of one in this process, so each side's CPU can be measured apart. Its store keeps the pods.")
     var kubeconfig: String?
 
     enum WatchShape: String, ExpressibleByArgument { case all, node }
-    enum RequestShape: String, ExpressibleByArgument { case create, dryRun = "dry-run", livez }
+    enum RequestShape: String, ExpressibleByArgument { case create, dryRun = "dry-run", livez, put, patch, apply }
+
+    var isChange: Bool { [.put, .patch, .apply].contains(request) }
 
     /// Lag samples from every Nth event per watcher.
     static let lagSampleEvery = 50
@@ -42,10 +44,12 @@ struct APIBench: AsyncParsableCommand {
         case .create: "creating \(creates) pods"
         case .dryRun: "dry-run creating \(creates) pods (nothing stored: the watchers get no events)"
         case .livez: "asking GET /livez \(creates) times (the watchers get no events)"
+        case .put, .patch, .apply: "changing an annotation of their own pod \(creates) times in all, by \(request.rawValue)"
         }
         print("\(clients) clients \(what) over TLS (creates over \(http1 ? "HTTP/1.1" : "HTTP/2") on \(connections) clients, \(watchHttp1 ? "each watch its own HTTP/1.1 connection" : "watches as HTTP/2 streams, 100 to a connection")) while \(watchers) watchers stream "
               + (watch == .all ? "them all" : "those bound to their own node (spec.nodeName=node-N)"))
-        let noun = request == .livez ? "request" : "create"
+        let noun = request == .livez ? "request" : isChange ? request.rawValue : "create"
+        let nouns = request == .patch ? "patches" : request == .apply ? "applies" : noun + "s"
         var rates: [String: Double] = [:]
         for name in format {
             guard let wire: WireFormat = name == "json" ? .json : name == "protobuf" ? .protobuf : nil else {
@@ -53,9 +57,9 @@ struct APIBench: AsyncParsableCommand {
             }
             let result = try await measure(wire)
             rates[name] = result.rate
-            print("  \(name.padding(toLength: 9, withPad: " ", startingAt: 0)) \(fmt(result.rate, 0)) \(noun)s/s; \(noun) p50 \(fmt(result.p50, 1)) ms, p99 \(fmt(result.p99, 1)) ms; watch lag p99 \(fmt(result.lagP99, 1)) ms; \(result.delivered) events delivered; \(fmt(result.encodesPerEvent, 2)) encodings per event; this process \(fmt(result.cpuPerCreate * 1e6, 0)) µs CPU per \(noun)\(kubeconfig == nil ? " (server and clients)" : " (clients only)")")
+            print("  \(name.padding(toLength: 9, withPad: " ", startingAt: 0)) \(fmt(result.rate, 0)) \(nouns)/s; \(noun) p50 \(fmt(result.p50, 1)) ms, p99 \(fmt(result.p99, 1)) ms; watch lag p99 \(fmt(result.lagP99, 1)) ms; \(result.delivered) events delivered; \(fmt(result.encodesPerEvent, 2)) encodings per event; this process \(fmt(result.cpuPerCreate * 1e6, 0)) µs CPU per \(noun)\(kubeconfig == nil ? " (server and clients)" : " (clients only)")")
         }
-        if let pb = rates["protobuf"], let js = rates["json"] { print("  → protobuf \(noun)s/s is \(fmt(pb / js, 2))× JSON's") }
+        if let pb = rates["protobuf"], let js = rates["json"] { print("  → protobuf \(nouns)/s is \(fmt(pb / js, 2))× JSON's") }
     }
 
     struct Result {
@@ -86,6 +90,22 @@ struct APIBench: AsyncParsableCommand {
         let byNode = watch == .node && watchers > 0
         // How many events each watcher waits for: all of them, or those of its node.
         func expected(_ watcher: Int) -> Int { request != .create ? 0 : byNode ? total / watchers + (watcher < total % watchers ? 1 : 0) : total }
+        // The pods the changes change: one per client, made before the clock starts.
+        let watcherCount = watchers
+        @Sendable func ownPod(_ name: String, node: Int) -> Pod {
+            var pod = Pod()
+            pod.metadata.name = name
+            pod.metadata.namespace = "default"
+            var container = Container()
+            container.name = "main"
+            container.command = ["sleep", "3600"]
+            pod.spec.containers = [container]
+            if byNode { pod.spec.nodeName = "node-\(node % watcherCount)" }
+            return pod
+        }
+        if isChange {
+            for c in 0..<clients { _ = try await writers[c % writers.count].create(ownPod("\(prefix)\(c)", node: c)) }
+        }
 
         // Watchers first, each from revision 0 of an empty store.
         let watchTasks = (0..<watchers).map { watcher in
@@ -148,10 +168,25 @@ struct APIBench: AsyncParsableCommand {
                         if byNode { pod.spec.nodeName = "node-\(i % watchers)" }
                         let t0 = DispatchTime.now().uptimeNanoseconds
                         pod.metadata.annotations["bench/sent"] = String(t0)
+                        if isChange {
+                            // The client's own pod, its annotation changed (the same change each way).
+                            pod = ownPod("\(prefix)\(c)", node: c)
+                            pod.metadata.annotations["bench/n"] = String(i)
+                        }
                         switch request {
                         case .create: _ = try await writer.create(pod)
                         case .dryRun: _ = try await writer.create(pod, dryRun: true)
                         case .livez: _ = try await writer.getText("/livez")
+                        case .put: _ = try await writer.update(pod)
+                        case .patch:
+                            _ = try await writer.patch(Pod.self, namespace: "default", name: pod.metadata.name,
+                                                       body: Array(#"{"metadata":{"annotations":{"bench/n":"\#(i)"}}}"#.utf8),
+                                                       contentType: "application/strategic-merge-patch+json")
+                        case .apply:
+                            pod.apiVersion = "v1"
+                            pod.kind = "Pod"
+                            _ = try await writer.patch(Pod.self, namespace: "default", name: pod.metadata.name, body: pod.jsonBytes(),
+                                                       contentType: "application/apply-patch+yaml", query: "fieldManager=bench&force=true")
                         }
                         out.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
                         i += clients
