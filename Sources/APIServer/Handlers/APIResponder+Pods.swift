@@ -18,13 +18,7 @@ extension APIResponder {
             let body = try await self.body(&request)
             let binding = Self.requestFormat(request) == .protobuf ? try Binding(protobuf: body) : try Binding(jsonBytes: body)
             try await bind(namespace: namespace, name: name, to: binding.target.name)
-            var status = Status()
-            status.apiVersion = "v1"
-            status.kind = "Status"
-            status.status = "Success"
-            status.code = 201
-            return Response(status: .created, headers: [.contentType: format.rawValue],
-                            body: .init(byteBuffer: ByteBuffer(bytes: format == .protobuf ? status.protoBytes() : status.jsonBytes())))
+            return Self.created(format)
         case (.get, "log"):
             return try await podLog(namespace: namespace, name: name, query: query)
         case (.post, "eviction"):
@@ -43,18 +37,23 @@ extension APIResponder {
                 }
             }
             _ = try await deletePod(namespace: namespace, name: name, query: options)
-            var status = Status()
-            status.apiVersion = "v1"
-            status.kind = "Status"
-            status.status = "Success"
-            status.code = 201
-            return Response(status: .created, headers: [.contentType: format.rawValue],
-                            body: .init(byteBuffer: ByteBuffer(bytes: format == .protobuf ? status.protoBytes() : status.jsonBytes())))
+            return Self.created(format)
         case (_, "binding"), (_, "log"), (_, "eviction"):
             throw APIError.methodNotAllowed(request.method.rawValue)
         default:
             return nil
         }
+    }
+
+    /// 201 with a Status of Success: what a binding or an eviction answers.
+    static func created(_ format: WireFormat) -> Response {
+        var status = Status()
+        status.apiVersion = "v1"
+        status.kind = "Status"
+        status.status = "Success"
+        status.code = 201
+        return Response(status: .created, headers: [.contentType: format.rawValue],
+                        body: .init(byteBuffer: ByteBuffer(bytes: format == .protobuf ? status.protoBytes() : status.jsonBytes())))
     }
 
     /// A pod on a node is deleted gracefully: it gets a deletionTimestamp and grace period, its

@@ -463,7 +463,7 @@ struct APIResponder: HTTPResponder {
     }
 
     /// What a table row carries besides its cells (`?includeObject=`, as Kubernetes has it).
-    enum IncludeObject: String {
+    enum IncludeObject: String, CaseIterable {
         case none = "None"
         /// The default: the object's metadata as a `PartialObjectMetadata`.
         case metadata = "Metadata"
@@ -471,11 +471,19 @@ struct APIResponder: HTTPResponder {
     }
 
     static func includeObject(_ query: QueryParameters) throws -> IncludeObject {
-        guard let value = query["includeObject"], !value.isEmpty else { return .metadata }
-        guard let include = IncludeObject(rawValue: value) else {
-            throw APIError.badRequest("includeObject: Unsupported value: \"\(value)\": supported values: \"Metadata\", \"None\", \"Object\"")
+        try choice(query, "includeObject", default: .metadata)
+    }
+
+    /// A query parameter with a closed set of values, `fallback` when absent or empty; any other
+    /// value is 400 with Kubernetes' wording (`x: Unsupported value: "y": supported values: …`).
+    static func choice<E: RawRepresentable & CaseIterable>(_ query: QueryParameters, _ name: String, default fallback: E) throws -> E
+        where E.RawValue == String {
+        guard let value = query[name], !value.isEmpty else { return fallback }
+        guard let chosen = E(rawValue: value) else {
+            let supported = E.allCases.map { "\"\($0.rawValue)\"" }.sorted().joined(separator: ", ")
+            throw APIError.badRequest("\(name): Unsupported value: \"\(value)\": supported values: \(supported)")
         }
-        return include
+        return chosen
     }
 
     /// A column's name as Kubernetes writes it: words capitalised ("Up-to-date", "Last Seen"),
@@ -670,7 +678,7 @@ struct APIResponder: HTTPResponder {
     }
 
     /// What to do with fields the kind does not have (`?fieldValidation=`, as Kubernetes has it).
-    enum FieldValidation: String {
+    enum FieldValidation: String, CaseIterable {
         case ignore = "Ignore"
         /// The default: dropped, each named in a Warning.
         case warn = "Warn"
@@ -678,11 +686,7 @@ struct APIResponder: HTTPResponder {
     }
 
     static func fieldValidation(_ query: QueryParameters) throws -> FieldValidation {
-        guard let value = query["fieldValidation"], !value.isEmpty else { return .warn }
-        guard let mode = FieldValidation(rawValue: value) else {
-            throw APIError.badRequest("fieldValidation: Unsupported value: \"\(value)\": supported values: \"Ignore\", \"Strict\", \"Warn\"")
-        }
-        return mode
+        try choice(query, "fieldValidation", default: .warn)
     }
 
     /// A JSON object of kind `T` as `validation` asks: unknown fields fail it (Strict, all of them

@@ -90,7 +90,7 @@ struct APIBench: AsyncParsableCommand {
         let byNode = watch == .node && watchers > 0
         // How many events each watcher waits for: all of them, or those of its node.
         func expected(_ watcher: Int) -> Int { request != .create ? 0 : byNode ? total / watchers + (watcher < total % watchers ? 1 : 0) : total }
-        // The pods the changes change: one per client, made before the clock starts.
+        // The pods: new ones for creates; for changes, one per client, made before the clock starts.
         let watcherCount = watchers
         @Sendable func ownPod(_ name: String, node: Int) -> Pod {
             var pod = Pod()
@@ -158,21 +158,11 @@ struct APIBench: AsyncParsableCommand {
                     var out: [Double] = []
                     var i = c
                     while i < total {
-                        var pod = Pod()
-                        pod.metadata.name = "\(prefix)\(i)"
-                        pod.metadata.namespace = "default"
-                        var container = Container()
-                        container.name = "main"
-                        container.command = ["sleep", "3600"]
-                        pod.spec.containers = [container]
-                        if byNode { pod.spec.nodeName = "node-\(i % watchers)" }
+                        // A new pod, or (changes) the client's own with its annotation changed.
+                        var pod = isChange ? ownPod("\(prefix)\(c)", node: c) : ownPod("\(prefix)\(i)", node: i)
                         let t0 = DispatchTime.now().uptimeNanoseconds
                         pod.metadata.annotations["bench/sent"] = String(t0)
-                        if isChange {
-                            // The client's own pod, its annotation changed (the same change each way).
-                            pod = ownPod("\(prefix)\(c)", node: c)
-                            pod.metadata.annotations["bench/n"] = String(i)
-                        }
+                        if isChange { pod.metadata.annotations["bench/n"] = String(i) }
                         switch request {
                         case .create: _ = try await writer.create(pod)
                         case .dryRun: _ = try await writer.create(pod, dryRun: true)

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# One row of the README's kubectl table: the verbs, with kubectl.VERSION from the Google Cloud SDK
+# and its default flags, against a fresh `cox server` (controllers, no scheduler) on PORT.
+#   for v in 1.27 1.28 1.29 1.30 1.31 1.32 1.33; do scripts/kubectl-matrix.sh .build/debug/cox $v; done
+COX=${1:?usage: scripts/kubectl-matrix.sh COX-BINARY VERSION [PORT]}; v=${2:?version, e.g. 1.27}; port=${3:-19443}
+dir=$(mktemp -d)
+$COX server --data-dir $dir --port $port --no-scheduler > $dir/log 2>&1 &
+pid=$!; sleep 5
+K="/usr/lib/google-cloud-sdk/bin/kubectl.$v --kubeconfig $dir/admin.kubeconfig --cache-dir $dir/cache"
+m=$dir/m.yaml
+cat > $m <<Y
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: web, image: busybox, command: [sleep, "1000"]}]}
+Y
+row="| $v "
+t() { if "$@" > $dir/out 2>&1; then row="$row| ✓ "; else row="$row| ✗ "; fi; }
+t $K create -f $m
+sed -i 's/replicas: 2/replicas: 3/' $m
+t $K apply -f $m
+t bash -c "$K diff -f $m; test \$? -le 1"
+t $K label deploy web tier=front
+t $K annotate deploy web note=x
+t $K patch deploy web -p '{"spec":{"replicas":2}}'
+t $K patch deploy web --type=merge -p '{"spec":{"replicas":2}}'
+t $K patch deploy web --type=json -p '[{"op":"replace","path":"/spec/replicas","value":1}]'
+t $K apply --server-side --force-conflicts -f $m
+t $K scale deploy web --replicas=2
+t $K set image deploy/web web=busybox:2
+t $K rollout restart deploy/web
+t bash -c "$K rollout history deploy/web | grep -q REVISION"
+t $K rollout undo deploy/web
+t $K get all
+t bash -c "$K get deploy -w --request-timeout=1s | grep -q NAME"
+t $K explain pod.spec.containers
+t $K create configmap c --from-literal=a=1
+t $K create secret generic s --from-literal=a=1
+t $K delete pods -l app=web
+t $K wait --for=jsonpath='{.spec.replicas}'=2 deploy/web --timeout=5s
+echo "$row|"
+kill $pid; wait $pid 2>/dev/null; rm -rf $dir
