@@ -121,6 +121,45 @@ public struct FieldSet: Sendable, Equatable {
         return result
     }
 
+    // MARK: Walking a set and values together (one lookup per node, not per leaf)
+
+    /// The value under one key of a set, in `value` (`.` is the item itself).
+    static func child(_ key: String, of value: JSONValue?) -> JSONValue? {
+        guard let value else { return nil }
+        if key == "." { return value }
+        if key.hasPrefix("f:") { return value[String(key.dropFirst(2))] }
+        return itemIndex(key, in: value).map { value.elements![$0] }
+    }
+
+    /// The part of this set whose values differ between `old` and `new` (absent in `old`
+    /// counts as different); nil when nothing does.
+    public func changed(from old: JSONValue?, to new: JSONValue?) -> FieldSet? {
+        if children.isEmpty {
+            guard let new else { return nil }
+            if let old, old.sameJSON(as: new) { return nil }
+            return FieldSet()
+        }
+        var out = FieldSet()
+        for (key, child) in children {
+            if let changed = child.changed(from: Self.child(key, of: old), to: Self.child(key, of: new)) { out.children[key] = changed }
+        }
+        return out.isEmpty ? nil : out
+    }
+
+    /// This set without the fields `value` no longer has, and without `other`'s leaves.
+    public func pruned(to value: JSONValue?, removing other: FieldSet?) -> FieldSet {
+        var out = FieldSet()
+        for (key, child) in children {
+            let otherChild = other?.children[key]
+            if let otherChild, otherChild.isEmpty { continue }  // taken whole
+            guard let inner = Self.child(key, of: value) else { continue }
+            if child.isEmpty { out.children[key] = FieldSet(); continue }
+            let kept = child.pruned(to: inner, removing: otherChild)
+            if !kept.isEmpty { out.children[key] = kept }
+        }
+        return out
+    }
+
     // MARK: FieldsV1
 
     public var json: JSONValue {

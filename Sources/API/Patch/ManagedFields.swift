@@ -44,19 +44,16 @@ public enum ManagedFields {
     /// object are nobody's.
     public static func afterUpdate(old: JSONValue?, new: JSONValue, entries: [ManagedFieldsEntry], manager: String, apiVersion: String,
                                    schema: MessageSchema?, subresource: String, time: Date = Date()) -> [ManagedFieldsEntry] {
-        let status = subresource == "status"
-        let written = FieldSet.of(new, schema: schema, status: status)
-        var changed = FieldSet()
-        for path in written.leaves {
-            guard let old else { changed.insert(path); continue }
-            let before = FieldSet.value(at: path, in: old), after = FieldSet.value(at: path, in: new)
-            if before == nil || after.map({ !$0.sameJSON(as: before!) }) ?? false { changed.insert(path) }
+        let written = FieldSet.of(new, schema: schema, status: subresource == "status")
+        // A create: everything written is the creator's.
+        guard let old, !entries.isEmpty else {
+            return written.isEmpty ? [] : [entry(manager, update, apiVersion: apiVersion, fields: written, subresource: subresource, time: time)]
         }
+        let changed = written.changed(from: old, to: new)
         var out: [ManagedFieldsEntry] = []
         var mine = FieldSet()
         for entry in entries {
-            var fields = FieldSet(text: entry.fieldsV1)
-            for path in fields.leaves where changed.contains(path) || FieldSet.value(at: path, in: new) == nil { fields.remove(path) }
+            let fields = FieldSet(text: entry.fieldsV1).pruned(to: new, removing: changed)
             if entry.manager == manager && entry.operation == update && entry.subresource == subresource {
                 mine = fields
                 continue
@@ -66,7 +63,7 @@ public enum ManagedFields {
             kept.fieldsV1 = fields.text
             out.append(kept)
         }
-        mine = mine.union(changed)
+        if let changed { mine = mine.union(changed) }
         if !mine.isEmpty { out.append(entry(manager, update, apiVersion: apiVersion, fields: mine, subresource: subresource, time: time)) }
         return out
     }
