@@ -105,6 +105,26 @@ import TestSupport
             #expect(await R.code { _ = try await nodeA.create(lease) } == 403, "node a writing node b's Lease")
             #expect(try await admin.get(Pod.self, namespace: "default", name: "on-b").status.phase != "Failed", "b's pod untouched")
 
+            // Secrets and ConfigMaps: only those a pod bound to the node takes its environment from.
+            for name in ["for-a", "for-b"] {
+                var secret = Secret()
+                secret.metadata.name = name
+                secret.metadata.namespace = "default"
+                secret.stringData = ["k": "v"]
+                _ = try await admin.create(secret)
+            }
+            var referencing = Self.boundPod("with-secret", node: "a")
+            var fromSecret = EnvVar()
+            fromSecret.name = "K"
+            fromSecret.valueFrom.secretKeyRef.name = "for-a"
+            fromSecret.valueFrom.secretKeyRef.key = "k"
+            referencing.spec.containers[0].env = [fromSecret]
+            _ = try await admin.create(referencing)
+            #expect(await R.code { _ = try await nodeA.get(Secret.self, namespace: "default", name: "for-a") } == 200)
+            #expect(await R.code { _ = try await nodeA.get(Secret.self, namespace: "default", name: "for-b") } == 403, "a secret no pod of a's names")
+            #expect(await R.code { _ = try await nodeA.list(Secret.self, namespace: "default") } == 403, "node a listing secrets")
+            #expect(await R.code { _ = try await nodeA.get(ConfigMap.self, namespace: "default", name: "for-a") } == 403, "a config map no pod of a's names")
+
             // Tokens: a valid one works; an expired or revoked one is 401.
             let live = try await TokenFixtures.create(admin, user: "robot", expires: Date().addingTimeInterval(3600))
             let expired = try await TokenFixtures.create(admin, user: "robot", expires: Date().addingTimeInterval(-1))
@@ -173,7 +193,7 @@ import TestSupport
 
             // Nothing any refused identity tried took effect, and the audit log never holds a token.
             let names = try await admin.list(Pod.self, namespace: "default").items.map(\.metadata.name).sorted()
-            #expect(names == ["on-a", "on-b"])
+            #expect(names == ["on-a", "on-b", "with-secret"])
             let audit = try String(contentsOfFile: (api.dir.path as NSString).appendingPathComponent("audit.log"), encoding: .utf8)
             for token in [live, expired, bootstrap] { #expect(!audit.contains(String(token.dropFirst(7))), "a token secret in the audit log") }
             #expect(audit.contains(#""user":"cox:node:a""#) && audit.contains(#""code":403"#))

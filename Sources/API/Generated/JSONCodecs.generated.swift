@@ -367,6 +367,7 @@ extension EnvVar: JSONCodable {
         w.beginObject()
         if !self.name.isEmpty { w.key("name"); w.string(self.name) }
         if !self.value.isEmpty { w.key("value"); w.string(self.value) }
+        if self.hasValueFrom { w.key("valueFrom"); self.valueFrom.writeJSON(to: &w) }
         w.endObject()
     }
 
@@ -378,6 +379,195 @@ extension EnvVar: JSONCodable {
             switch member.key {
             case "name": self.name = try JSONDecodeError.at("name") { try value.decodeString() }
             case "value": self.value = try JSONDecodeError.at("value") { try value.decodeString() }
+            case "valueFrom": self.valueFrom = try JSONDecodeError.at("valueFrom") { try EnvVarSource(json: value) }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension EnvVarSource: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if self.hasFieldRef { w.key("fieldRef"); self.fieldRef.writeJSON(to: &w) }
+        if self.hasResourceFieldRef { w.key("resourceFieldRef"); self.resourceFieldRef.writeJSON(to: &w) }
+        if self.hasConfigMapKeyRef { w.key("configMapKeyRef"); self.configMapKeyRef.writeJSON(to: &w) }
+        if self.hasSecretKeyRef { w.key("secretKeyRef"); self.secretKeyRef.writeJSON(to: &w) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "fieldRef": self.fieldRef = try JSONDecodeError.at("fieldRef") { try ObjectFieldSelector(json: value) }
+            case "resourceFieldRef": self.resourceFieldRef = try JSONDecodeError.at("resourceFieldRef") { try ResourceFieldSelector(json: value) }
+            case "configMapKeyRef": self.configMapKeyRef = try JSONDecodeError.at("configMapKeyRef") { try ConfigMapKeySelector(json: value) }
+            case "secretKeyRef": self.secretKeyRef = try JSONDecodeError.at("secretKeyRef") { try SecretKeySelector(json: value) }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension ObjectFieldSelector: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.apiVersion.isEmpty { w.key("apiVersion"); w.string(self.apiVersion) }
+        if !self.fieldPath.isEmpty { w.key("fieldPath"); w.string(self.fieldPath) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "apiVersion": self.apiVersion = try JSONDecodeError.at("apiVersion") { try value.decodeString() }
+            case "fieldPath": self.fieldPath = try JSONDecodeError.at("fieldPath") { try value.decodeString() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension ResourceFieldSelector: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.containerName.isEmpty { w.key("containerName"); w.string(self.containerName) }
+        if !self.resource.isEmpty { w.key("resource"); w.string(self.resource) }
+        if !self.divisor.isEmpty { w.key("divisor"); w.string(self.divisor) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "containerName": self.containerName = try JSONDecodeError.at("containerName") { try value.decodeString() }
+            case "resource": self.resource = try JSONDecodeError.at("resource") { try value.decodeString() }
+            case "divisor": self.divisor = try JSONDecodeError.at("divisor") { try value.decodeString() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension ConfigMapKeySelector: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.name.isEmpty { w.key("name"); w.string(self.name) }
+        if !self.key.isEmpty { w.key("key"); w.string(self.key) }
+        if self.hasOptional { w.key("optional"); w.bool(self.optional) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "name": self.name = try JSONDecodeError.at("name") { try value.decodeString() }
+            case "key": self.key = try JSONDecodeError.at("key") { try value.decodeString() }
+            case "optional": self.optional = try JSONDecodeError.at("optional") { try value.decodeBool() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension SecretKeySelector: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.name.isEmpty { w.key("name"); w.string(self.name) }
+        if !self.key.isEmpty { w.key("key"); w.string(self.key) }
+        if self.hasOptional { w.key("optional"); w.bool(self.optional) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "name": self.name = try JSONDecodeError.at("name") { try value.decodeString() }
+            case "key": self.key = try JSONDecodeError.at("key") { try value.decodeString() }
+            case "optional": self.optional = try JSONDecodeError.at("optional") { try value.decodeBool() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension EnvFromSource: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.prefix.isEmpty { w.key("prefix"); w.string(self.prefix) }
+        if self.hasConfigMapRef { w.key("configMapRef"); self.configMapRef.writeJSON(to: &w) }
+        if self.hasSecretRef { w.key("secretRef"); self.secretRef.writeJSON(to: &w) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "prefix": self.prefix = try JSONDecodeError.at("prefix") { try value.decodeString() }
+            case "configMapRef": self.configMapRef = try JSONDecodeError.at("configMapRef") { try ConfigMapEnvSource(json: value) }
+            case "secretRef": self.secretRef = try JSONDecodeError.at("secretRef") { try SecretEnvSource(json: value) }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension ConfigMapEnvSource: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.name.isEmpty { w.key("name"); w.string(self.name) }
+        if self.hasOptional { w.key("optional"); w.bool(self.optional) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "name": self.name = try JSONDecodeError.at("name") { try value.decodeString() }
+            case "optional": self.optional = try JSONDecodeError.at("optional") { try value.decodeBool() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension SecretEnvSource: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.name.isEmpty { w.key("name"); w.string(self.name) }
+        if self.hasOptional { w.key("optional"); w.bool(self.optional) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "name": self.name = try JSONDecodeError.at("name") { try value.decodeString() }
+            case "optional": self.optional = try JSONDecodeError.at("optional") { try value.decodeBool() }
             default: throw JSONDecodeError(.unknownField, path: [member.key])
             }
         }
@@ -577,6 +767,7 @@ extension Container: JSONCodable {
         if self.hasReadinessProbe { w.key("readinessProbe"); self.readinessProbe.writeJSON(to: &w) }
         if self.hasStartupProbe { w.key("startupProbe"); self.startupProbe.writeJSON(to: &w) }
         if !self.imagePullPolicy.isEmpty { w.key("imagePullPolicy"); w.string(self.imagePullPolicy) }
+        if !self.envFrom.isEmpty { w.key("envFrom"); w.array(self.envFrom) }
         w.endObject()
     }
 
@@ -598,6 +789,7 @@ extension Container: JSONCodable {
             case "readinessProbe": self.readinessProbe = try JSONDecodeError.at("readinessProbe") { try Probe(json: value) }
             case "startupProbe": self.startupProbe = try JSONDecodeError.at("startupProbe") { try Probe(json: value) }
             case "imagePullPolicy": self.imagePullPolicy = try JSONDecodeError.at("imagePullPolicy") { try value.decodeString() }
+            case "envFrom": self.envFrom = try JSONDecodeError.at("envFrom") { try value.decodeArray { try EnvFromSource(json: $0) } }
             default: throw JSONDecodeError(.unknownField, path: [member.key])
             }
         }

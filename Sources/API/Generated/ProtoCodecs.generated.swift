@@ -352,6 +352,7 @@ extension EnvVar: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
         if !self.name.isEmpty { w.string(1, self.name) }
         if !self.value.isEmpty { w.string(2, self.value) }
+        if let value = self._valueFrom { w.message(3, value) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
@@ -359,6 +360,169 @@ extension EnvVar: ProtoCodable {
             switch field {
             case 1: self.name = try r.string()
             case 2: self.value = try r.string()
+            case 3:
+                if self._valueFrom == nil { self._valueFrom = EnvVarSource() }
+                try r.merge(into: &self._valueFrom!)
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension EnvVarSource: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if let value = self._fieldRef { w.message(1, value) }
+        if let value = self._resourceFieldRef { w.message(2, value) }
+        if let value = self._configMapKeyRef { w.message(3, value) }
+        if let value = self._secretKeyRef { w.message(4, value) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1:
+                if self._fieldRef == nil { self._fieldRef = ObjectFieldSelector() }
+                try r.merge(into: &self._fieldRef!)
+            case 2:
+                if self._resourceFieldRef == nil { self._resourceFieldRef = ResourceFieldSelector() }
+                try r.merge(into: &self._resourceFieldRef!)
+            case 3:
+                if self._configMapKeyRef == nil { self._configMapKeyRef = ConfigMapKeySelector() }
+                try r.merge(into: &self._configMapKeyRef!)
+            case 4:
+                if self._secretKeyRef == nil { self._secretKeyRef = SecretKeySelector() }
+                try r.merge(into: &self._secretKeyRef!)
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension ObjectFieldSelector: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
+        if !self.fieldPath.isEmpty { w.string(2, self.fieldPath) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.apiVersion = try r.string()
+            case 2: self.fieldPath = try r.string()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension ResourceFieldSelector: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.containerName.isEmpty { w.string(1, self.containerName) }
+        if !self.resource.isEmpty { w.string(2, self.resource) }
+        if !self.divisor.isEmpty { w.string(3, self.divisor) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.containerName = try r.string()
+            case 2: self.resource = try r.string()
+            case 3: self.divisor = try r.string()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension ConfigMapKeySelector: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.name.isEmpty { w.string(1, self.name) }
+        if !self.key.isEmpty { w.string(2, self.key) }
+        if let value = self._optional { w.bool(3, value) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.name = try r.string()
+            case 2: self.key = try r.string()
+            case 3: self.optional = try r.bool()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension SecretKeySelector: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.name.isEmpty { w.string(1, self.name) }
+        if !self.key.isEmpty { w.string(2, self.key) }
+        if let value = self._optional { w.bool(3, value) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.name = try r.string()
+            case 2: self.key = try r.string()
+            case 3: self.optional = try r.bool()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension EnvFromSource: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.prefix.isEmpty { w.string(1, self.prefix) }
+        if let value = self._configMapRef { w.message(2, value) }
+        if let value = self._secretRef { w.message(3, value) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.prefix = try r.string()
+            case 2:
+                if self._configMapRef == nil { self._configMapRef = ConfigMapEnvSource() }
+                try r.merge(into: &self._configMapRef!)
+            case 3:
+                if self._secretRef == nil { self._secretRef = SecretEnvSource() }
+                try r.merge(into: &self._secretRef!)
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension ConfigMapEnvSource: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.name.isEmpty { w.string(1, self.name) }
+        if let value = self._optional { w.bool(2, value) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.name = try r.string()
+            case 2: self.optional = try r.bool()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension SecretEnvSource: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.name.isEmpty { w.string(1, self.name) }
+        if let value = self._optional { w.bool(2, value) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.name = try r.string()
+            case 2: self.optional = try r.bool()
             default: try r.skip()
             }
         }
@@ -539,6 +703,7 @@ extension Container: ProtoCodable {
         if let value = s._readinessProbe { w.message(10, value) }
         if let value = s._startupProbe { w.message(11, value) }
         if !s._imagePullPolicy.isEmpty { w.string(12, s._imagePullPolicy) }
+        for item in s._envFrom { w.message(13, item) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
@@ -571,6 +736,7 @@ extension Container: ProtoCodable {
                 if s._startupProbe == nil { s._startupProbe = Probe() }
                 try r.merge(into: &s._startupProbe!)
             case 12: s._imagePullPolicy = try r.string()
+            case 13: s._envFrom.append(try r.message(EnvFromSource.self))
             default: try r.skip()
             }
         }

@@ -96,6 +96,45 @@ extension Schema {
         MessageSchema("EnvVar", definition: "io.k8s.api.core.v1.EnvVar", description: "---- Pod ----", fields: [
             FieldSchema("name", .string, required: true),
             FieldSchema("value", .string),
+            FieldSchema("valueFrom", .message("EnvVarSource"), description: "Where the value comes from, instead of value: a field of the pod, a resource of the container, or a key of a ConfigMap or Secret."),
+        ]),
+        MessageSchema("EnvVarSource", definition: "io.k8s.api.core.v1.EnvVarSource", fields: [
+            FieldSchema("fieldRef", .message("ObjectFieldSelector")),
+            FieldSchema("resourceFieldRef", .message("ResourceFieldSelector")),
+            FieldSchema("configMapKeyRef", .message("ConfigMapKeySelector")),
+            FieldSchema("secretKeyRef", .message("SecretKeySelector")),
+        ]),
+        MessageSchema("ObjectFieldSelector", definition: "io.k8s.api.core.v1.ObjectFieldSelector", description: "A field of the pod: metadata.name, metadata.namespace, metadata.uid, metadata.labels['KEY'], metadata.annotations['KEY'], spec.nodeName, spec.serviceAccountName, status.podIP, status.hostIP.", fields: [
+            FieldSchema("apiVersion", .string),
+            FieldSchema("fieldPath", .string, required: true),
+        ]),
+        MessageSchema("ResourceFieldSelector", definition: "io.k8s.api.core.v1.ResourceFieldSelector", description: "A resource of a container: limits.cpu, limits.memory, requests.cpu, requests.memory.", fields: [
+            FieldSchema("containerName", .string),
+            FieldSchema("resource", .string, required: true),
+            FieldSchema("divisor", .string),
+        ]),
+        MessageSchema("ConfigMapKeySelector", definition: "io.k8s.api.core.v1.ConfigMapKeySelector", fields: [
+            FieldSchema("name", .string),
+            FieldSchema("key", .string, required: true),
+            FieldSchema("optional", .bool),
+        ]),
+        MessageSchema("SecretKeySelector", definition: "io.k8s.api.core.v1.SecretKeySelector", fields: [
+            FieldSchema("name", .string),
+            FieldSchema("key", .string, required: true),
+            FieldSchema("optional", .bool),
+        ]),
+        MessageSchema("EnvFromSource", definition: "io.k8s.api.core.v1.EnvFromSource", description: "Every key of a ConfigMap or Secret as a variable (with a prefix).", fields: [
+            FieldSchema("prefix", .string),
+            FieldSchema("configMapRef", .message("ConfigMapEnvSource")),
+            FieldSchema("secretRef", .message("SecretEnvSource")),
+        ]),
+        MessageSchema("ConfigMapEnvSource", definition: "io.k8s.api.core.v1.ConfigMapEnvSource", fields: [
+            FieldSchema("name", .string),
+            FieldSchema("optional", .bool),
+        ]),
+        MessageSchema("SecretEnvSource", definition: "io.k8s.api.core.v1.SecretEnvSource", fields: [
+            FieldSchema("name", .string),
+            FieldSchema("optional", .bool),
         ]),
         MessageSchema("ContainerPort", definition: "io.k8s.api.core.v1.ContainerPort", fields: [
             FieldSchema("name", .string),
@@ -150,6 +189,7 @@ extension Schema {
             FieldSchema("readinessProbe", .message("Probe")),
             FieldSchema("startupProbe", .message("Probe")),
             FieldSchema("imagePullPolicy", .string),
+            FieldSchema("envFrom", .array(.message("EnvFromSource")), listType: .atomic),
         ]),
         MessageSchema("Toleration", definition: "io.k8s.api.core.v1.Toleration", fields: [
             FieldSchema("key", .string),

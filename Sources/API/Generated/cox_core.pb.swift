@@ -137,9 +137,240 @@ public nonisolated struct EnvVar: Sendable {
 
   public var value: String = String()
 
+  /// Where the value comes from, instead of value: a field of the pod, a resource of the
+  /// container, or a key of a ConfigMap or Secret.
+  public var valueFrom: EnvVarSource {
+    get {_valueFrom ?? EnvVarSource()}
+    set {_valueFrom = newValue}
+  }
+  /// Returns true if `valueFrom` has been explicitly set.
+  public var hasValueFrom: Bool {self._valueFrom != nil}
+  /// Clears the value of `valueFrom`. Subsequent reads from it will return its default value.
+  public mutating func clearValueFrom() {self._valueFrom = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  var _valueFrom: EnvVarSource? = nil
+}
+
+public nonisolated struct EnvVarSource: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var fieldRef: ObjectFieldSelector {
+    get {_fieldRef ?? ObjectFieldSelector()}
+    set {_fieldRef = newValue}
+  }
+  /// Returns true if `fieldRef` has been explicitly set.
+  public var hasFieldRef: Bool {self._fieldRef != nil}
+  /// Clears the value of `fieldRef`. Subsequent reads from it will return its default value.
+  public mutating func clearFieldRef() {self._fieldRef = nil}
+
+  public var resourceFieldRef: ResourceFieldSelector {
+    get {_resourceFieldRef ?? ResourceFieldSelector()}
+    set {_resourceFieldRef = newValue}
+  }
+  /// Returns true if `resourceFieldRef` has been explicitly set.
+  public var hasResourceFieldRef: Bool {self._resourceFieldRef != nil}
+  /// Clears the value of `resourceFieldRef`. Subsequent reads from it will return its default value.
+  public mutating func clearResourceFieldRef() {self._resourceFieldRef = nil}
+
+  public var configMapKeyRef: ConfigMapKeySelector {
+    get {_configMapKeyRef ?? ConfigMapKeySelector()}
+    set {_configMapKeyRef = newValue}
+  }
+  /// Returns true if `configMapKeyRef` has been explicitly set.
+  public var hasConfigMapKeyRef: Bool {self._configMapKeyRef != nil}
+  /// Clears the value of `configMapKeyRef`. Subsequent reads from it will return its default value.
+  public mutating func clearConfigMapKeyRef() {self._configMapKeyRef = nil}
+
+  public var secretKeyRef: SecretKeySelector {
+    get {_secretKeyRef ?? SecretKeySelector()}
+    set {_secretKeyRef = newValue}
+  }
+  /// Returns true if `secretKeyRef` has been explicitly set.
+  public var hasSecretKeyRef: Bool {self._secretKeyRef != nil}
+  /// Clears the value of `secretKeyRef`. Subsequent reads from it will return its default value.
+  public mutating func clearSecretKeyRef() {self._secretKeyRef = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  var _fieldRef: ObjectFieldSelector? = nil
+  var _resourceFieldRef: ResourceFieldSelector? = nil
+  var _configMapKeyRef: ConfigMapKeySelector? = nil
+  var _secretKeyRef: SecretKeySelector? = nil
+}
+
+/// A field of the pod: metadata.name, metadata.namespace, metadata.uid, metadata.labels['KEY'],
+/// metadata.annotations['KEY'], spec.nodeName, spec.serviceAccountName, status.podIP, status.hostIP.
+public nonisolated struct ObjectFieldSelector: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var apiVersion: String = String()
+
+  /// +required
+  public var fieldPath: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A resource of a container: limits.cpu, limits.memory, requests.cpu, requests.memory.
+public nonisolated struct ResourceFieldSelector: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var containerName: String = String()
+
+  /// +required
+  public var resource: String = String()
+
+  public var divisor: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct ConfigMapKeySelector: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  /// +required
+  public var key: String = String()
+
+  public var optional: Bool {
+    get {_optional ?? false}
+    set {_optional = newValue}
+  }
+  /// Returns true if `optional` has been explicitly set.
+  public var hasOptional: Bool {self._optional != nil}
+  /// Clears the value of `optional`. Subsequent reads from it will return its default value.
+  public mutating func clearOptional() {self._optional = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  var _optional: Bool? = nil
+}
+
+public nonisolated struct SecretKeySelector: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  /// +required
+  public var key: String = String()
+
+  public var optional: Bool {
+    get {_optional ?? false}
+    set {_optional = newValue}
+  }
+  /// Returns true if `optional` has been explicitly set.
+  public var hasOptional: Bool {self._optional != nil}
+  /// Clears the value of `optional`. Subsequent reads from it will return its default value.
+  public mutating func clearOptional() {self._optional = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  var _optional: Bool? = nil
+}
+
+/// Every key of a ConfigMap or Secret as a variable (with a prefix).
+public nonisolated struct EnvFromSource: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var prefix: String = String()
+
+  public var configMapRef: ConfigMapEnvSource {
+    get {_configMapRef ?? ConfigMapEnvSource()}
+    set {_configMapRef = newValue}
+  }
+  /// Returns true if `configMapRef` has been explicitly set.
+  public var hasConfigMapRef: Bool {self._configMapRef != nil}
+  /// Clears the value of `configMapRef`. Subsequent reads from it will return its default value.
+  public mutating func clearConfigMapRef() {self._configMapRef = nil}
+
+  public var secretRef: SecretEnvSource {
+    get {_secretRef ?? SecretEnvSource()}
+    set {_secretRef = newValue}
+  }
+  /// Returns true if `secretRef` has been explicitly set.
+  public var hasSecretRef: Bool {self._secretRef != nil}
+  /// Clears the value of `secretRef`. Subsequent reads from it will return its default value.
+  public mutating func clearSecretRef() {self._secretRef = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  var _configMapRef: ConfigMapEnvSource? = nil
+  var _secretRef: SecretEnvSource? = nil
+}
+
+public nonisolated struct ConfigMapEnvSource: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  public var optional: Bool {
+    get {_optional ?? false}
+    set {_optional = newValue}
+  }
+  /// Returns true if `optional` has been explicitly set.
+  public var hasOptional: Bool {self._optional != nil}
+  /// Clears the value of `optional`. Subsequent reads from it will return its default value.
+  public mutating func clearOptional() {self._optional = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  var _optional: Bool? = nil
+}
+
+public nonisolated struct SecretEnvSource: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  public var optional: Bool {
+    get {_optional ?? false}
+    set {_optional = newValue}
+  }
+  /// Returns true if `optional` has been explicitly set.
+  public var hasOptional: Bool {self._optional != nil}
+  /// Clears the value of `optional`. Subsequent reads from it will return its default value.
+  public mutating func clearOptional() {self._optional = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  var _optional: Bool? = nil
 }
 
 public nonisolated struct ContainerPort: Sendable {
@@ -409,6 +640,12 @@ public nonisolated struct Container: @unchecked Sendable {
   public var imagePullPolicy: String {
     get {_storage._imagePullPolicy}
     set {_uniqueStorage()._imagePullPolicy = newValue}
+  }
+
+  /// +listType=atomic
+  public var envFrom: [EnvFromSource] {
+    get {_storage._envFrom}
+    set {_uniqueStorage()._envFrom = newValue}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -2000,7 +2237,7 @@ nonisolated extension NamespaceList: SwiftProtobuf.Message, SwiftProtobuf._Messa
 
 nonisolated extension EnvVar: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".EnvVar"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}value\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}value\0\u{3}value_from\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2010,24 +2247,367 @@ nonisolated extension EnvVar: SwiftProtobuf.Message, SwiftProtobuf._MessageImple
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.value) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._valueFrom) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
     if !self.value.isEmpty {
       try visitor.visitSingularStringField(value: self.value, fieldNumber: 2)
     }
+    try { if let v = self._valueFrom {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: EnvVar, rhs: EnvVar) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.value != rhs.value {return false}
+    if lhs._valueFrom != rhs._valueFrom {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension EnvVarSource: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".EnvVarSource"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}field_ref\0\u{3}resource_field_ref\0\u{3}config_map_key_ref\0\u{3}secret_key_ref\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._fieldRef) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._resourceFieldRef) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._configMapKeyRef) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._secretKeyRef) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._fieldRef {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._resourceFieldRef {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    try { if let v = self._configMapKeyRef {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    try { if let v = self._secretKeyRef {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: EnvVarSource, rhs: EnvVarSource) -> Bool {
+    if lhs._fieldRef != rhs._fieldRef {return false}
+    if lhs._resourceFieldRef != rhs._resourceFieldRef {return false}
+    if lhs._configMapKeyRef != rhs._configMapKeyRef {return false}
+    if lhs._secretKeyRef != rhs._secretKeyRef {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension ObjectFieldSelector: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ObjectFieldSelector"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}api_version\0\u{3}field_path\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.apiVersion) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.fieldPath) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.apiVersion.isEmpty {
+      try visitor.visitSingularStringField(value: self.apiVersion, fieldNumber: 1)
+    }
+    if !self.fieldPath.isEmpty {
+      try visitor.visitSingularStringField(value: self.fieldPath, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: ObjectFieldSelector, rhs: ObjectFieldSelector) -> Bool {
+    if lhs.apiVersion != rhs.apiVersion {return false}
+    if lhs.fieldPath != rhs.fieldPath {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension ResourceFieldSelector: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ResourceFieldSelector"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}container_name\0\u{1}resource\0\u{1}divisor\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.containerName) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.resource) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.divisor) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.containerName.isEmpty {
+      try visitor.visitSingularStringField(value: self.containerName, fieldNumber: 1)
+    }
+    if !self.resource.isEmpty {
+      try visitor.visitSingularStringField(value: self.resource, fieldNumber: 2)
+    }
+    if !self.divisor.isEmpty {
+      try visitor.visitSingularStringField(value: self.divisor, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: ResourceFieldSelector, rhs: ResourceFieldSelector) -> Bool {
+    if lhs.containerName != rhs.containerName {return false}
+    if lhs.resource != rhs.resource {return false}
+    if lhs.divisor != rhs.divisor {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension ConfigMapKeySelector: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ConfigMapKeySelector"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}key\0\u{1}optional\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.key) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self._optional) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if !self.key.isEmpty {
+      try visitor.visitSingularStringField(value: self.key, fieldNumber: 2)
+    }
+    try { if let v = self._optional {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 3)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: ConfigMapKeySelector, rhs: ConfigMapKeySelector) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.key != rhs.key {return false}
+    if lhs._optional != rhs._optional {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension SecretKeySelector: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SecretKeySelector"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}key\0\u{1}optional\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.key) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self._optional) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if !self.key.isEmpty {
+      try visitor.visitSingularStringField(value: self.key, fieldNumber: 2)
+    }
+    try { if let v = self._optional {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 3)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: SecretKeySelector, rhs: SecretKeySelector) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.key != rhs.key {return false}
+    if lhs._optional != rhs._optional {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension EnvFromSource: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".EnvFromSource"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}prefix\0\u{3}config_map_ref\0\u{3}secret_ref\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.prefix) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._configMapRef) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._secretRef) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.prefix.isEmpty {
+      try visitor.visitSingularStringField(value: self.prefix, fieldNumber: 1)
+    }
+    try { if let v = self._configMapRef {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    try { if let v = self._secretRef {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: EnvFromSource, rhs: EnvFromSource) -> Bool {
+    if lhs.prefix != rhs.prefix {return false}
+    if lhs._configMapRef != rhs._configMapRef {return false}
+    if lhs._secretRef != rhs._secretRef {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension ConfigMapEnvSource: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ConfigMapEnvSource"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}optional\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self._optional) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    try { if let v = self._optional {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 2)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: ConfigMapEnvSource, rhs: ConfigMapEnvSource) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs._optional != rhs._optional {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension SecretEnvSource: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SecretEnvSource"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}optional\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self._optional) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    try { if let v = self._optional {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 2)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: SecretEnvSource, rhs: SecretEnvSource) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs._optional != rhs._optional {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2352,7 +2932,7 @@ nonisolated extension Probe: SwiftProtobuf.Message, SwiftProtobuf._MessageImplem
 
 nonisolated extension Container: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Container"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}image\0\u{1}command\0\u{1}args\0\u{3}working_dir\0\u{1}ports\0\u{1}env\0\u{1}resources\0\u{3}liveness_probe\0\u{3}readiness_probe\0\u{3}startup_probe\0\u{3}image_pull_policy\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}image\0\u{1}command\0\u{1}args\0\u{3}working_dir\0\u{1}ports\0\u{1}env\0\u{1}resources\0\u{3}liveness_probe\0\u{3}readiness_probe\0\u{3}startup_probe\0\u{3}image_pull_policy\0\u{3}env_from\0")
 
   final class _StorageClass {
     var _name: String = String()
@@ -2367,6 +2947,7 @@ nonisolated extension Container: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
     var _readinessProbe: Probe? = nil
     var _startupProbe: Probe? = nil
     var _imagePullPolicy: String = String()
+    var _envFrom: [EnvFromSource] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2389,6 +2970,7 @@ nonisolated extension Container: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
       _readinessProbe = source._readinessProbe
       _startupProbe = source._startupProbe
       _imagePullPolicy = source._imagePullPolicy
+      _envFrom = source._envFrom
     }
   }
 
@@ -2419,6 +3001,7 @@ nonisolated extension Container: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
         case 10: try { try decoder.decodeSingularMessageField(value: &_storage._readinessProbe) }()
         case 11: try { try decoder.decodeSingularMessageField(value: &_storage._startupProbe) }()
         case 12: try { try decoder.decodeSingularStringField(value: &_storage._imagePullPolicy) }()
+        case 13: try { try decoder.decodeRepeatedMessageField(value: &_storage._envFrom) }()
         default: break
         }
       }
@@ -2467,6 +3050,9 @@ nonisolated extension Container: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
       if !_storage._imagePullPolicy.isEmpty {
         try visitor.visitSingularStringField(value: _storage._imagePullPolicy, fieldNumber: 12)
       }
+      if !_storage._envFrom.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._envFrom, fieldNumber: 13)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2488,6 +3074,7 @@ nonisolated extension Container: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
         if _storage._readinessProbe != rhs_storage._readinessProbe {return false}
         if _storage._startupProbe != rhs_storage._startupProbe {return false}
         if _storage._imagePullPolicy != rhs_storage._imagePullPolicy {return false}
+        if _storage._envFrom != rhs_storage._envFrom {return false}
         return true
       }
       if !storagesAreEqual {return false}

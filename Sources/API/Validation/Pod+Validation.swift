@@ -68,6 +68,24 @@ extension PodSpec {
                 if env.name.isEmpty { errors.append(.required("\(cpath).env[\(e)].name")) }
                 else if env.name.contains("=") { errors.append(.invalid("\(cpath).env[\(e)].name", env.name, "must not contain '='")) }
                 else if !envNames.insert(env.name).inserted { errors.append(.duplicate("\(cpath).env[\(e)].name", env.name)) }
+                if env.hasValueFrom {
+                    let source = env.valueFrom
+                    let epath = "\(cpath).env[\(e)].valueFrom"
+                    let count = [source.hasFieldRef, source.hasResourceFieldRef, source.hasConfigMapKeyRef, source.hasSecretKeyRef].filter { $0 }.count
+                    if !env.value.isEmpty { errors.append(.invalid(epath, "", "may not be specified when `value` is not empty")) }
+                    if count != 1 { errors.append(.invalid(epath, "", "may not have more than one field specified at a time")) }
+                    if source.hasFieldRef && !EnvSources.fieldPathSupported(source.fieldRef.fieldPath) {
+                        errors.append(.notSupported("\(epath).fieldRef.fieldPath", source.fieldRef.fieldPath, EnvSources.fieldPaths))
+                    }
+                    if source.hasResourceFieldRef && !EnvSources.resources.contains(source.resourceFieldRef.resource) {
+                        errors.append(.notSupported("\(epath).resourceFieldRef.resource", source.resourceFieldRef.resource, EnvSources.resources))
+                    }
+                    if source.hasConfigMapKeyRef && source.configMapKeyRef.key.isEmpty { errors.append(.required("\(epath).configMapKeyRef.key")) }
+                    if source.hasSecretKeyRef && source.secretKeyRef.key.isEmpty { errors.append(.required("\(epath).secretKeyRef.key")) }
+                }
+            }
+            for (e, source) in container.envFrom.enumerated() where source.hasConfigMapRef == source.hasSecretRef {
+                errors.append(.invalid("\(cpath).envFrom[\(e)]", "", "must specify one of: `configMapRef` or `secretRef`"))
             }
             var portNames = Set<String>()
             for (p, port) in container.ports.enumerated() {

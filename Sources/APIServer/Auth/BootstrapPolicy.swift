@@ -53,6 +53,8 @@ public enum BootstrapPolicy {
                 rule(read, [""], ["pods", "nodes", "namespaces"]),
                 rule(["create"], [""], ["pods/binding"]),
                 rule(["update", "patch"], [""], ["pods/status"]),
+                // What its pods' environments name (node restriction narrows it to those).
+                rule(["get"], [""], ["configmaps", "secrets"]),
                 rule(["get", "create", "update", "patch"], [""], ["events"]),
                 rule(["get", "create", "update"], [coordination], ["leases"]),
             ]),
@@ -60,6 +62,8 @@ public enum BootstrapPolicy {
                 rule(read + write, [""], ["pods", "events"]),
                 rule(read + ["update", "patch", "delete"], [""], ["nodes", "nodes/status", "namespaces", "namespaces/status"]),
                 rule(["update", "patch"], [""], ["pods/status"]),
+                // What its pods' environments name (node restriction narrows it to those).
+                rule(["get"], [""], ["configmaps", "secrets"]),
                 rule(read + write, ["apps"], ["deployments", "deployments/status", "replicasets", "replicasets/status"]),
                 rule(read + write, [coordination], ["leases"]),
                 // The namespace controller empties a namespace being deleted.
@@ -69,6 +73,8 @@ public enum BootstrapPolicy {
                 rule(read + ["create", "update", "patch"], [""], ["nodes", "nodes/status"]),
                 rule(read + ["delete"], [""], ["pods"]),
                 rule(["update", "patch"], [""], ["pods/status"]),
+                // What its pods' environments name (node restriction narrows it to those).
+                rule(["get"], [""], ["configmaps", "secrets"]),
                 rule(["get", "create", "update", "patch"], [""], ["events"]),
                 rule(["get", "create", "update"], [coordination], ["leases"]),
                 // Renewing its client certificate and getting a serving one.

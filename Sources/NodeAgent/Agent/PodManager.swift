@@ -17,6 +17,9 @@ actor PodManager {
         var backoffDelay: Duration = .zero
         var starting = false
         var startError: String?
+        /// The start failed before the runtime was asked: its environment could not be resolved
+        /// (CreateContainerConfigError).
+        var configError = false
         /// Exited and, by the restart policy, stays so.
         var done = false
         /// Probe results for the current instance (reset when a new one starts).
@@ -256,7 +259,19 @@ actor PodManager {
             }
             track.starting = true
             pods[uid]!.tracks[container.name] = track
-            let launch = Self.launch(pod, container)
+            var launch = Self.launch(pod, container)
+            do {
+                launch.environment = try await environment(pod, container)
+                pods[uid]?.tracks[container.name]?.configError = false
+            } catch {
+                // A missing ConfigMap, Secret or key: tried again after a back-off, as the kubelet does.
+                logger.warning("container environment cannot be resolved", metadata: ["pod": "\(pod.metadata.namespace)/\(pod.metadata.name)", "container": "\(container.name)", "error": "\(error)"])
+                pods[uid]?.tracks[container.name]?.startError = "\(error)"
+                pods[uid]?.tracks[container.name]?.configError = true
+                pods[uid]?.tracks[container.name]?.backoffUntil = ContinuousClock.now + configuration.crashLoopBase
+                pods[uid]?.tracks[container.name]?.starting = false
+                continue
+            }
             do {
                 let started = try await runtime.start(launch)
                 pods[uid]?.tracks[container.name]?.current = started
@@ -286,6 +301,71 @@ actor PodManager {
         var delay = configuration.crashLoopBase
         for _ in 1..<max(crashes, 1) where delay < configuration.crashLoopMax { delay *= 2 }
         return min(delay, configuration.crashLoopMax)
+    }
+
+    /// The container's environment: `envFrom` (in order, each key with its prefix), then `env`
+    /// (a literal value, or from a pod field, a container resource, a ConfigMap or Secret key).
+    /// A missing ConfigMap, Secret or key that is not `optional` is an error, in the kubelet's words.
+    func environment(_ pod: Pod, _ container: Container) async throws -> [String: String] {
+        let namespace = pod.metadata.namespace
+        func configMap(_ name: String) async throws -> ConfigMap? { try await fetch(ConfigMap.self, namespace: namespace, name: name) }
+        func secret(_ name: String) async throws -> Secret? { try await fetch(Secret.self, namespace: namespace, name: name) }
+        func decoded(_ base64: String) -> String { Data(base64Encoded: base64).map { String(decoding: $0, as: UTF8.self) } ?? "" }
+        var environment: [String: String] = [:]
+        for source in container.envFrom {
+            if source.hasConfigMapRef {
+                guard let map = try await configMap(source.configMapRef.name) else {
+                    if source.configMapRef.optional { continue }
+                    throw EnvSources.ConfigError("configmap \"\(source.configMapRef.name)\" not found")
+                }
+                for (key, value) in map.data { environment[source.prefix + key] = value }
+            } else if source.hasSecretRef {
+                guard let found = try await secret(source.secretRef.name) else {
+                    if source.secretRef.optional { continue }
+                    throw EnvSources.ConfigError("secret \"\(source.secretRef.name)\" not found")
+                }
+                for (key, value) in found.data { environment[source.prefix + key] = decoded(value) }
+            }
+        }
+        for variable in container.env {
+            guard variable.hasValueFrom else { environment[variable.name] = variable.value; continue }
+            let from = variable.valueFrom
+            if from.hasFieldRef {
+                environment[variable.name] = try EnvSources.field(from.fieldRef.fieldPath, of: pod)
+            } else if from.hasResourceFieldRef {
+                let named = from.resourceFieldRef.containerName
+                let target = named.isEmpty ? container : pod.spec.containers.first { $0.name == named } ?? container
+                environment[variable.name] = try EnvSources.resource(from.resourceFieldRef, of: target)
+            } else if from.hasConfigMapKeyRef {
+                let ref = from.configMapKeyRef
+                guard let map = try await configMap(ref.name) else {
+                    if ref.optional { continue }
+                    throw EnvSources.ConfigError("configmap \"\(ref.name)\" not found")
+                }
+                guard let value = map.data[ref.key] else {
+                    if ref.optional { continue }
+                    throw EnvSources.ConfigError("couldn't find key \(ref.key) in ConfigMap \(namespace)/\(ref.name)")
+                }
+                environment[variable.name] = value
+            } else if from.hasSecretKeyRef {
+                let ref = from.secretKeyRef
+                guard let found = try await secret(ref.name) else {
+                    if ref.optional { continue }
+                    throw EnvSources.ConfigError("secret \"\(ref.name)\" not found")
+                }
+                guard let value = found.data[ref.key] else {
+                    if ref.optional { continue }
+                    throw EnvSources.ConfigError("couldn't find key \(ref.key) in Secret \(namespace)/\(ref.name)")
+                }
+                environment[variable.name] = decoded(value)
+            }
+        }
+        return environment
+    }
+
+    /// The object, or nil when there is none.
+    func fetch<T: APIObject>(_ type: T.Type, namespace: String, name: String) async throws -> T? {
+        do { return try await client.get(T.self, namespace: namespace, name: name) } catch let error as ClientError where error.code == 404 { return nil }
     }
 
     static func launch(_ pod: Pod, _ container: Container) -> ContainerLaunch {
@@ -450,9 +530,9 @@ actor PodManager {
             } else {
                 allStarted = false
                 allDone = false
-                cs.state.waiting.reason = track.startError == nil ? "ContainerCreating" : "RunContainerError"
+                cs.state.waiting.reason = track.startError == nil ? "ContainerCreating" : track.configError ? "CreateContainerConfigError" : "RunContainerError"
                 if let error = track.startError { cs.state.waiting.message = error }
-                if let until = track.backoffUntil, until > now, track.startError != nil { cs.state.waiting.reason = "CrashLoopBackOff" }
+                if let until = track.backoffUntil, until > now, track.startError != nil, !track.configError { cs.state.waiting.reason = "CrashLoopBackOff" }
             }
             if !cs.ready { allReady = false }
             status.containerStatuses.append(cs)
