@@ -121,3 +121,20 @@ struct KubectlInteropTests {
         await server.stop()
     }
 }
+
+/// The README's table, row by row: `scripts/kubectl-matrix.sh` drives each verb (rollouts, set
+/// image, delete -l and wait among them) against a `cox server` with its controllers.
+@Suite("kubectl verb table", .watchdog, .serialized)
+struct KubectlMatrixTests {
+    @Test func everyVerbOfTheTableWorksOnTheOldestAndNewestKubectl() async throws {
+        let kubectls = Tools.kubectlRange()
+        guard !kubectls.isEmpty else { return }
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("scripts/kubectl-matrix.sh").path
+        for (version, _) in kubectls {
+            let row = try await Tools.runDetached("/bin/bash", [script, try coxBinary(), version, String(try freePort())], timeout: 180)
+            #expect(row.status == 0 && row.output.hasPrefix("| \(version) |") && row.output.contains("✓") && !row.output.contains("✗"),
+                    "kubectl \(version): \(row.output)")
+        }
+    }
+}
