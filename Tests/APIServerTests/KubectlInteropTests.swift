@@ -115,6 +115,9 @@ struct KubectlInteropTests {
             let made = try Deployment(jsonString: try await run("get", "deployment", "made", "-o", "json").output)
             #expect(made.spec.replicas == 2 && made.spec.template.spec.containers.map(\.image) == ["busybox"], "kubectl \(version)")
             expect(try await run("auth", "can-i", "create", "secrets"), contains: "yes", "auth can-i")
+            // The columns kubectl shows for them.
+            expect(try await run("get", "configmap", "settings"), contains: "NAME       DATA   AGE\nsettings   2", "configmap columns")
+            expect(try await run("get", "secret", "db"), contains: "NAME   TYPE     DATA   AGE\ndb     Opaque   1", "secret columns")
             expect(try await run("delete", "configmap/settings", "secret/db", "serviceaccount/robot", "deployment/made"),
                    contains: #"deployment.apps "made" deleted"#, "delete of several kinds")
         }

@@ -46,6 +46,15 @@ public enum Table {
                 return [age(meta) + count, event.type, event.reason,
                         "\(event.involvedObject.kind.lowercased())/\(event.involvedObject.name)", event.message]
             }
+        case let maps as [ConfigMap]:
+            header = ["NAME", "DATA", "AGE"]
+            rows = maps.map { [$0.metadata.name, "\($0.data.count + $0.binaryData.count)", age($0.metadata)] }
+        case let secrets as [Secret]:
+            header = ["NAME", "TYPE", "DATA", "AGE"]
+            rows = secrets.map { [$0.metadata.name, $0.type, "\($0.data.count)", age($0.metadata)] }
+        case let accounts as [ServiceAccount]:
+            header = ["NAME", "SECRETS", "AGE"]
+            rows = accounts.map { [$0.metadata.name, "\($0.secrets.count)", age($0.metadata)] }
         case let namespaces as [Namespace]:
             header = ["NAME", "STATUS", "AGE"]
             rows = namespaces.map { [$0.metadata.name, $0.status.phase, age($0.metadata)] }
