@@ -139,10 +139,9 @@ import TestSupport
             let recorder = EventRecorder(client: api.client, component: "test", logger: logger, options: options)
             let pod = try await api.client.create(TestObjects.pod("p"))
             // 100 distinct events, recorded at once: the caller never waits for the writer (one
-            // write a second), the queue keeps what fits, the rest is dropped and counted.
-            let started = Date()
+            // write a second), the queue keeps what fits, the rest is dropped and counted (a
+            // caller that waited would have had every event written, none dropped).
             for i in 0..<100 { recorder.record(pod, .normal, reason: "Burst", message: "event \(i)") }
-            #expect(Date().timeIntervalSince(started) < 1)
             #expect(recorder.droppedCount >= 89 && recorder.droppedCount <= 90, "\(recorder.droppedCount) dropped")
             let written = try await api.client.list(Event.self, namespace: "default").items.count
             #expect(written <= 2, "the writer is held to its rate: \(written) written so far")
