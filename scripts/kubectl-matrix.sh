@@ -32,9 +32,10 @@ t $K patch deploy web --type=merge -p '{"spec":{"replicas":2}}'
 t $K patch deploy web --type=json -p '[{"op":"replace","path":"/spec/replicas","value":1}]'
 t $K apply --server-side --force-conflicts -f $m
 t $K scale deploy web --replicas=2
+$K annotate deploy web kubernetes.io/change-cause=new-image > /dev/null 2>&1
 t $K set image deploy/web web=busybox:2
 t $K rollout restart deploy/web
-t bash -c "$K rollout history deploy/web | grep -q REVISION"
+t bash -c "$K rollout history deploy/web | grep -q new-image"
 t $K rollout undo deploy/web
 t $K get all
 t bash -c "$K get deploy -w --request-timeout=1s | grep -q NAME"

@@ -56,6 +56,7 @@ public final class DeploymentController: Reconciler {
         } else if let set = newSet, Self.revision(set) <= maxOldRevision {
             // Rolled back to an older template: its ReplicaSet becomes the newest revision.
             var bumped = set
+            for (key, value) in Self.copiedAnnotations(deployment) { bumped.metadata.annotations[key] = value }
             bumped.metadata.annotations[Self.revisionAnnotation] = String(maxOldRevision + 1)
             newSet = try await context.client.update(bumped)
         }
@@ -200,6 +201,16 @@ public final class DeploymentController: Reconciler {
         return a == b
     }
 
+    /// The Deployment's annotations a new revision's ReplicaSet carries, as Kubernetes copies
+    /// them (`kubernetes.io/change-cause` for `rollout history` among them); not kubectl's
+    /// last-applied configuration nor the controller's own bookkeeping.
+    static func copiedAnnotations(_ deployment: Deployment) -> [String: String] {
+        let skipped: Set<String> = ["kubectl.kubernetes.io/last-applied-configuration", revisionAnnotation,
+                                    "deployment.kubernetes.io/revision-history", "deployment.kubernetes.io/desired-replicas",
+                                    "deployment.kubernetes.io/max-replicas"]
+        return deployment.metadata.annotations.filter { !skipped.contains($0.key) }
+    }
+
     static func revision(_ set: ReplicaSet) -> Int { Int(set.metadata.annotations[revisionAnnotation] ?? "") ?? 0 }
 
     func createReplicaSet(for deployment: Deployment, revision: Int) async throws -> ReplicaSet {
@@ -210,6 +221,7 @@ public final class DeploymentController: Reconciler {
         set.metadata.name = "\(deployment.metadata.name)-\(hash)"
         set.metadata.labels = deployment.spec.template.metadata.labels
         set.metadata.labels[Self.hashLabel] = hash
+        set.metadata.annotations = Self.copiedAnnotations(deployment)
         set.metadata.annotations[Self.revisionAnnotation] = String(revision)
         set.metadata.ownerReferences = [deployment.controllerReference()]
         set.spec.selector = deployment.spec.selector
