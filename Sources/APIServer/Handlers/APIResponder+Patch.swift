@@ -68,24 +68,29 @@ extension APIResponder {
         })
     }
 
-    /// `patch` applied to `current`'s JSON, decoded back: a patch that is not what its type
-    /// requires is 400, one that does not apply to this object 422, both naming the path.
-    static func apply<T: APIObject>(_ patch: JSONValue, _ type: PatchType, to current: T, validation: FieldValidation, caller: Caller?) throws -> T {
-        let original = current.jsonValue()
-        let result: JSONValue
+    /// A JSON document with a merge, JSON or strategic merge patch applied: a patch that is not
+    /// what its type requires is 400, one that does not apply to `target` 422, both naming the path.
+    static func patched(_ original: JSONValue, with patch: JSONValue, _ type: PatchType, schema: MessageSchema?, target: String) throws -> JSONValue {
         do {
             switch type {
-            case .json: result = try JSONPatch.apply(patch, to: original)
-            case .merge: result = MergePatch.apply(patch, to: original)
-            case .strategic: result = try StrategicMergePatch.apply(patch, to: original, schema: Schema.of(T.self))
-            case .apply: throw APIError(415, "UnsupportedMediaType", "server-side apply is not served yet")
+            case .json: return try JSONPatch.apply(patch, to: original)
+            case .merge: return MergePatch.apply(patch, to: original)
+            case .strategic: return try StrategicMergePatch.apply(patch, to: original, schema: schema)
+            case .apply: throw APIError(415, "UnsupportedMediaType", "a server-side apply is not a patch of a document")
             }
         } catch let error as PatchError {
             switch error.kind {
             case .invalid: throw APIError.badRequest("invalid \(type.rawValue): \(error.message)")
-            case .failed: throw APIError(422, "Invalid", "the patch does not apply to \(T.kindInfo.resource) \"\(current.metadata.name)\": \(error.message)")
+            case .failed: throw APIError(422, "Invalid", "the patch does not apply to \(target): \(error.message)")
             }
         }
+    }
+
+    /// `patch` applied to `current`'s JSON, decoded back: a patch that is not what its type
+    /// requires is 400, one that does not apply to this object 422, both naming the path.
+    static func apply<T: APIObject>(_ patch: JSONValue, _ type: PatchType, to current: T, validation: FieldValidation, caller: Caller?) throws -> T {
+        let result = try patched(current.jsonValue(), with: patch, type, schema: Schema.of(T.self),
+                                 target: "\(T.kindInfo.resource) \"\(current.metadata.name)\"")
         let object: T
         do {
             object = try Self.decodeJSON(T.self, result, validation: validation, caller: caller)
@@ -154,13 +159,9 @@ extension APIResponder {
             object.metadata.name = name
             if info.namespaced { object.metadata.namespace = namespace }
             object.applyDefaults()
-            if var pod = object as? Pod, pod.spec.serviceAccountName.isEmpty {
-                pod.spec.serviceAccountName = "default"
-                object = pod as! T
-            }
+            Self.admitServiceAccount(&object)
             if info.namespaced { try await admitIntoNamespace(object) }
-            if dryRun { return try await dryRunCreate(try object.validated()) }
-            return try await store.create(try object.validated())
+            return try await self.create(object, dryRun: dryRun)
         }
         guard let current = try? await store.get(T.self, namespace: namespace, name: name) else { return try await create() }
         if dryRun { return try Self.dryRunUpdate(try applying(to: current), of: current) }

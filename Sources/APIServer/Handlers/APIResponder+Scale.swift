@@ -84,16 +84,7 @@ extension APIResponder {
             let caller = Self.caller
             wanted = { current in
                 guard let scale = Self.scale(of: current) else { throw APIError.notFound("the server could not find the requested resource") }
-                let patched: JSONValue
-                do {
-                    switch kind {
-                    case .json: patched = try JSONPatch.apply(patch, to: scale.jsonValue())
-                    case .merge: patched = MergePatch.apply(patch, to: scale.jsonValue())
-                    default: patched = try StrategicMergePatch.apply(patch, to: scale.jsonValue(), schema: Schema.message("Scale"))
-                    }
-                } catch let error as PatchError {
-                    throw error.kind == .invalid ? APIError.badRequest(error.message) : APIError(422, "Invalid", error.message)
-                }
+                let patched = try Self.patched(scale.jsonValue(), with: patch, kind, schema: Schema.message("Scale"), target: "the scale of \"\(name)\"")
                 return try Self.decodeJSON(Scale.self, patched, validation: validation, caller: caller, kind: "Scale", version: "v1")
             }
         default:

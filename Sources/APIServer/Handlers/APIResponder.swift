@@ -347,20 +347,11 @@ struct APIResponder: HTTPResponder {
             }
             object.applyDefaults()
             object.metadata.resourceVersion = ""
-            // ServiceAccount admission: a pod that names no service account runs as `default`.
-            if var pod = object as? Pod, pod.spec.serviceAccountName.isEmpty {
-                pod.spec.serviceAccountName = "default"
-                object = pod as! T
-            }
+            Self.admitServiceAccount(&object)
             try admit?(object)
             if info.namespaced { try await admitIntoNamespace(object) }
             Self.recordManager(&object, old: nil, manager: try Self.fieldManager(request, query), subresource: nil)
-            if dryRun { return encode(try await dryRunCreate(try object.validated()), format, status: .created) }
-            let created = try await store.create(try object.validated())
-            if T.self == Namespace.self {
-                try await Namespaces.ensureDefaultServiceAccount(created.metadata.name, in: store, logger: logger)
-            }
-            return encode(created, format, status: .created)
+            return encode(try await create(object, dryRun: dryRun), format, status: .created)
         case (.put, let name?, let subresource):
             var object = try await decodeBody(T.self, &request)
             if object.metadata.namespace.isEmpty, let namespace = path.namespace { object.metadata.namespace = namespace }
@@ -625,6 +616,25 @@ struct APIResponder: HTTPResponder {
         if let secret = object as? Secret, let old = current as? Secret { immutable = secret.immutabilityErrors(updating: old) }
         if !immutable.isEmpty { throw ValidationError(kind: T.kindInfo.kind, name: object.metadata.name, errors: immutable) }
         return try object.validated()
+    }
+
+    /// ServiceAccount admission: a pod that names no service account runs as `default`.
+    static func admitServiceAccount<T: APIObject>(_ object: inout T) {
+        if var pod = object as? Pod, pod.spec.serviceAccountName.isEmpty {
+            pod.spec.serviceAccountName = "default"
+            object = pod as! T
+        }
+    }
+
+    /// Stores an admitted object (validated first), or with `dryRun` answers what would be stored;
+    /// a new namespace gets its default service account.
+    func create<T: APIObject>(_ object: T, dryRun: Bool) async throws -> T {
+        if dryRun { return try await dryRunCreate(try object.validated()) }
+        let created = try await store.create(try object.validated())
+        if T.self == Namespace.self {
+            try await Namespaces.ensureDefaultServiceAccount(created.metadata.name, in: store, logger: logger)
+        }
+        return created
     }
 
     /// Who a write is by, for managedFields: `?fieldManager=` (at most 128 characters), else the

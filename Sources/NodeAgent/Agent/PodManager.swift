@@ -308,24 +308,24 @@ actor PodManager {
     /// A missing ConfigMap, Secret or key that is not `optional` is an error, in the kubelet's words.
     func environment(_ pod: Pod, _ container: Container) async throws -> [String: String] {
         let namespace = pod.metadata.namespace
-        func configMap(_ name: String) async throws -> ConfigMap? { try await fetch(ConfigMap.self, namespace: namespace, name: name) }
-        func secret(_ name: String) async throws -> Secret? { try await fetch(Secret.self, namespace: namespace, name: name) }
-        func decoded(_ base64: String) -> String { Data(base64Encoded: base64).map { String(decoding: $0, as: UTF8.self) } ?? "" }
-        var environment: [String: String] = [:]
-        for source in container.envFrom {
-            if source.hasConfigMapRef {
-                guard let map = try await configMap(source.configMapRef.name) else {
-                    if source.configMapRef.optional { continue }
-                    throw EnvSources.ConfigError("configmap \"\(source.configMapRef.name)\" not found")
-                }
-                for (key, value) in map.data { environment[source.prefix + key] = value }
-            } else if source.hasSecretRef {
-                guard let found = try await secret(source.secretRef.name) else {
-                    if source.secretRef.optional { continue }
-                    throw EnvSources.ConfigError("secret \"\(source.secretRef.name)\" not found")
-                }
-                for (key, value) in found.data { environment[source.prefix + key] = decoded(value) }
+        // A ConfigMap's data or a Secret's (decoded), nil when there is no such object.
+        func values(_ secret: Bool, _ name: String) async throws -> [String: String]? {
+            if secret {
+                return try await fetch(Secret.self, namespace: namespace, name: name)?.data
+                    .mapValues { Data(base64Encoded: $0).map { String(decoding: $0, as: UTF8.self) } ?? "" }
             }
+            return try await fetch(ConfigMap.self, namespace: namespace, name: name)?.data
+        }
+        func kind(_ secret: Bool) -> String { secret ? "secret" : "configmap" }
+        var environment: [String: String] = [:]
+        for source in container.envFrom where source.hasConfigMapRef || source.hasSecretRef {
+            let secret = source.hasSecretRef
+            let (name, optional) = secret ? (source.secretRef.name, source.secretRef.optional) : (source.configMapRef.name, source.configMapRef.optional)
+            guard let data = try await values(secret, name) else {
+                if optional { continue }
+                throw EnvSources.ConfigError("\(kind(secret)) \"\(name)\" not found")
+            }
+            for (key, value) in data { environment[source.prefix + key] = value }
         }
         for variable in container.env {
             guard variable.hasValueFrom else { environment[variable.name] = variable.value; continue }
@@ -336,28 +336,20 @@ actor PodManager {
                 let named = from.resourceFieldRef.containerName
                 let target = named.isEmpty ? container : pod.spec.containers.first { $0.name == named } ?? container
                 environment[variable.name] = try EnvSources.resource(from.resourceFieldRef, of: target)
-            } else if from.hasConfigMapKeyRef {
-                let ref = from.configMapKeyRef
-                guard let map = try await configMap(ref.name) else {
-                    if ref.optional { continue }
-                    throw EnvSources.ConfigError("configmap \"\(ref.name)\" not found")
+            } else if from.hasConfigMapKeyRef || from.hasSecretKeyRef {
+                let secret = from.hasSecretKeyRef
+                let (name, key, optional) = secret
+                    ? (from.secretKeyRef.name, from.secretKeyRef.key, from.secretKeyRef.optional)
+                    : (from.configMapKeyRef.name, from.configMapKeyRef.key, from.configMapKeyRef.optional)
+                guard let data = try await values(secret, name) else {
+                    if optional { continue }
+                    throw EnvSources.ConfigError("\(kind(secret)) \"\(name)\" not found")
                 }
-                guard let value = map.data[ref.key] else {
-                    if ref.optional { continue }
-                    throw EnvSources.ConfigError("couldn't find key \(ref.key) in ConfigMap \(namespace)/\(ref.name)")
+                guard let value = data[key] else {
+                    if optional { continue }
+                    throw EnvSources.ConfigError("couldn't find key \(key) in \(secret ? "Secret" : "ConfigMap") \(namespace)/\(name)")
                 }
                 environment[variable.name] = value
-            } else if from.hasSecretKeyRef {
-                let ref = from.secretKeyRef
-                guard let found = try await secret(ref.name) else {
-                    if ref.optional { continue }
-                    throw EnvSources.ConfigError("secret \"\(ref.name)\" not found")
-                }
-                guard let value = found.data[ref.key] else {
-                    if ref.optional { continue }
-                    throw EnvSources.ConfigError("couldn't find key \(ref.key) in Secret \(namespace)/\(ref.name)")
-                }
-                environment[variable.name] = decoded(value)
             }
         }
         return environment
