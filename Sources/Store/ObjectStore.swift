@@ -33,6 +33,9 @@ public struct ListOptions: Sendable {
     public var limit: Int
     /// The token from the previous page's `continue`.
     public var continueToken: String?
+    /// Read at exactly this revision (`resourceVersionMatch=Exact`) instead of the newest; one
+    /// older than the compaction point is `compacted`, one not reached yet `invalid`.
+    public var revision: Int64?
 
     public init(namespace: String? = nil, labelSelector: Selector = .everything,
                 predicate: (@Sendable (any APIObject) -> Bool)? = nil, limit: Int = 0, continueToken: String? = nil) {

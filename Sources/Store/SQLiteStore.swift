@@ -271,7 +271,13 @@ public final class SQLiteStore: ObjectStore, Sendable {
         return try read { connection in
             let current = try Self.readMeta(connection, "current_rev")
             let compacted = try Self.readMeta(connection, "compact_rev")
-            let revision = hasStart ? start.revision : current
+            let revision = hasStart ? start.revision : options.revision ?? current
+            if let exact = options.revision, !hasStart, exact > current {
+                throw StoreError(.invalid, "revision \(exact) is newer than the store's (\(current))", revision: current)
+            }
+            if !hasStart, let exact = options.revision, exact < compacted {
+                throw StoreError(.compacted, "revision \(exact) has been compacted (compacted up to \(compacted))", revision: compacted)
+            }
             if revision < compacted {
                 throw StoreError(.compacted, "the continue token is from revision \(revision), which has been compacted (compacted up to \(compacted)); start the list again", revision: compacted)
             }

@@ -10,21 +10,24 @@ extension APIResponder {
     /// Each event is encoded once per format, whatever the number of watchers.
     func watch<T: APIObject>(_ type: T.Type, _ path: ResourcePath, query: QueryParameters, format: WireFormat,
                              table: IncludeObject? = nil) async throws -> Response {
+        try Self.validateListOptions(query, watch: true)
         let (options, fields) = try selectors(path, query: query)
+        let requested = try requestedRevision(query)
+        // The objects first, as ADDED: always without a resourceVersion (or with "0"), and with
+        // one when asked by `sendInitialEvents=true` (the watch-list newer clients use: state not
+        // older than that version, then a BOOKMARK marking the end of the initial events).
+        let watchList = Self.flag(query["sendInitialEvents"])
+        let sendsInitial = watchList ?? (requested == nil)
         var initial: [T] = []
         let start: Int64
-        let requested = query["resourceVersion"] ?? ""
-        if requested.isEmpty || requested == "0" {
+        if sendsInitial {
             var listOptions = options
             listOptions.limit = 0
             let listed = try await store.list(T.self, options: listOptions)
             initial = listed.items
             start = listed.revision
         } else {
-            guard let revision = Int64(requested), revision >= 0 else {
-                throw APIError.badRequest("resourceVersion must be a revision number, not \"\(requested)\"")
-            }
-            start = revision
+            start = requested ?? store.currentRevision
         }
         var timeout = limits.maxWatchSeconds
         if let text = query["timeoutSeconds"] {
@@ -65,7 +68,8 @@ extension APIResponder {
         // Only to clients that ask, as Kubernetes does: one that does not (kubectl get -w) would
         // take a BOOKMARK for an object (kubectl printed "pod/<unknown>" every 5 s). A vanished
         // client is noticed by its connection closing either way.
-        let bookmarksAllowed = query["allowWatchBookmarks"].map { $0 == "true" || $0 == "1" } ?? false
+        let bookmarksAllowed = Self.flag(query["allowWatchBookmarks"]) ?? false
+        let marksInitialEnd = watchList == true && bookmarksAllowed
         return Response(status: .ok, headers: [.contentType: format.rawValue, .cacheControl: "no-cache"], body: ResponseBody { writer in
             let timer = Task {
                 try? await Task.sleep(for: .seconds(watchSeconds))
@@ -104,6 +108,10 @@ extension APIResponder {
                                                    : tableFrame("ADDED", object, revision: Int64(object.metadata.resourceVersion) ?? 0))
                 }
                 try await writer.write(buffer)
+            }
+            if marksInitialEnd {
+                try await writer.write(ByteBuffer(bytes: Self.bookmark(T.self, revision: start, format: encodedFormat,
+                                                                       annotations: ["k8s.io/initial-events-end": "true"])))
             }
             do {
                 while let batch = try await watch.nextOrTick() {
@@ -154,10 +162,14 @@ extension APIResponder {
     }
 
     /// A BOOKMARK: an object of the watched kind carrying only the revision the watch has reached.
-    static func bookmark<T: APIObject>(_ type: T.Type, revision: Int64, format: WireFormat) -> [UInt8] {
+    /// The one that ends a watch-list's initial events carries the annotation
+    /// `k8s.io/initial-events-end: "true"`.
+    static func bookmark<T: APIObject>(_ type: T.Type, revision: Int64, format: WireFormat,
+                                       annotations: [String: String] = [:]) -> [UInt8] {
         var marker = T()
         marker.setTypeMeta()
         marker.metadata.resourceVersion = String(revision)
+        marker.metadata.annotations = annotations
         return frame(type: "BOOKMARK", object: marker, format: format)
     }
 
