@@ -54,9 +54,10 @@ public final class APIClient: Sendable {
 
     public init(kubeconfig: Kubeconfig, format: WireFormat = .protobuf, timeout: TimeAmount = APIClient.defaultTimeout,
                 maxConnections: Int = 8, maxAttempts: Int = 6, connectTimeout: TimeAmount = .seconds(5), http2: Bool = true,
-                impersonate: (user: String, groups: [String])? = nil, retryConnecting: Bool = true) throws {
+                impersonate: (user: String, groups: [String])? = nil, retryConnecting: Bool = true, userAgent: String = "cox") throws {
         impersonation = impersonate
-        var credentials: [(name: String, value: String)] = []
+        // The server names a writer's field manager after the User-Agent's first word, as Kubernetes does.
+        var credentials: [(name: String, value: String)] = [("User-Agent", "\(userAgent)/\(CoxVersion.version) (linux)")]
         if let token = kubeconfig.token { credentials.append(("Authorization", "Bearer \(token)")) }
         if let impersonate {
             credentials.append(("Impersonate-User", impersonate.user))
@@ -262,7 +263,7 @@ public final class APIClient: Sendable {
         return text
     }
 
-    func decode<T: APIObject>(_ type: T.Type, _ bytes: [UInt8]) throws -> T {
+    public func decode<T: APIObject>(_ type: T.Type, _ bytes: [UInt8]) throws -> T {
         format == .protobuf ? try T(protobuf: bytes) : try T(jsonBytes: bytes)
     }
 
@@ -286,8 +287,16 @@ public final class APIClient: Sendable {
         return try decode(T.self, try await call(.PATCH, path, body: body, contentType: contentType))
     }
 
-    public func update<T: APIObject>(_ object: T) async throws -> T {
-        let path = Self.path(T.kindInfo, namespace: object.metadata.namespace, name: object.metadata.name)
+    /// PATCH of a subresource (`status`, `scale`); the answer as the server sent it, in the client's format.
+    public func patchSubresource<T: APIObject>(_ type: T.Type, namespace: String, name: String, subresource: String, body: [UInt8],
+                                               contentType: String, query: String = "") async throws -> [UInt8] {
+        let path = Self.path(T.kindInfo, namespace: namespace, name: name) + "/" + subresource + (query.isEmpty ? "" : "?" + query)
+        return try await call(.PATCH, path, body: body, contentType: contentType)
+    }
+
+    /// With `dryRun`, the server checks and answers the update as it would store it, storing nothing.
+    public func update<T: APIObject>(_ object: T, dryRun: Bool = false) async throws -> T {
+        let path = Self.path(T.kindInfo, namespace: object.metadata.namespace, name: object.metadata.name) + (dryRun ? "?dryRun=All" : "")
         return try decode(T.self, try await call(.PUT, path, body: object.encode(as: format)))
     }
 

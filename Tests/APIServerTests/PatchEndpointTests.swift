@@ -31,6 +31,18 @@ struct PatchEndpointTests {
                                               contentType: "application/merge-patch+json")
         let afterStatus = try Deployment(jsonString: status.body)
         #expect(status.code == 200 && afterStatus.status.readyReplicas == 1 && afterStatus.spec.replicas == 1, "\(status.body)")
+        // Server-side apply on /status: the status alone, owned in an entry of its own.
+        let statusApply = try await server.request("PATCH", web + "/status?fieldManager=reporter",
+                                                   body: "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec: {replicas: 8}\nstatus: {availableReplicas: 1}\n",
+                                                   contentType: "application/apply-patch+yaml")
+        let applied = try Deployment(jsonString: statusApply.body)
+        #expect(statusApply.code == 200 && applied.status.availableReplicas == 1 && applied.spec.replicas == 1, "\(statusApply.body)")
+        let reporter = applied.metadata.managedFields.first { $0.manager == "reporter" }
+        #expect(reporter?.operation == "Apply" && reporter?.subresource == "status" && reporter?.fieldsV1 == #"{"f:status":{"f:availableReplicas":{}}}"#,
+                "\(applied.metadata.managedFields)")
+        let missingStatus = try await server.request("PATCH", Self.deployments + "/nope/status?fieldManager=reporter",
+                                                     body: "apiVersion: apps/v1\nkind: Deployment\nstatus: {availableReplicas: 1}\n", contentType: "application/apply-patch+yaml")
+        #expect(missingStatus.code == 404, "\(missingStatus.body)")
         // A plain update of the spec keeps that status.
         #expect(try await server.request("PATCH", web, body: #"{"status":{"readyReplicas":9}}"#, contentType: "application/merge-patch+json").code == 200)
         #expect(try Deployment(jsonString: try await server.request(web).body).status.readyReplicas == 1)

@@ -27,6 +27,28 @@ struct CodecTests {
         #expect(canonical(output) == canonical(input), "\(name) changed in the round trip:\n\(back.jsonString())")
     }
 
+    /// A manifest without `resources` and the same object read back from its JSON (which always
+    /// writes `resources: {}`) are the same spec: re-applying it must not bump the generation
+    /// (it did, and `cox diff` showed a change where there was none).
+    @Test func aSpecReadBackFromItsJSONIsNotAChange() throws {
+        let manifest = try #require(try Manifests.decode("""
+            apiVersion: apps/v1
+            kind: Deployment
+            metadata: {name: web}
+            spec:
+              selector: {matchLabels: {app: web}}
+              template:
+                metadata: {labels: {app: web}}
+                spec: {containers: [{name: web, image: busybox}]}
+            """, source: "test")[0].object as? Deployment)
+        let readBack = try Deployment(jsonString: manifest.jsonString())
+        #expect(readBack.spec != manifest.spec, "the two differ in field presence, which is what this test is about")
+        #expect(!readBack.specDiffers(from: manifest) && !manifest.specDiffers(from: readBack))
+        var changed = readBack
+        changed.spec.template.spec.containers[0].image = "busybox:2"
+        #expect(changed.specDiffers(from: manifest))
+    }
+
     @Test func kubernetesFieldShapes() throws {
         let pod = try Pod(jsonString: Fixtures.pod)
         #expect(pod.status.hostIp == "10.0.0.7")

@@ -75,5 +75,21 @@ struct ManagedFieldsTests {
         #expect(entries.map(\.manager) == ["me", "kubectl-scale"])
         #expect(entries[1].operation == "Update" && entries[1].fieldsV1 == #"{"f:spec":{"f:replicas":{}}}"#)
         #expect(!entries[0].fieldsV1.contains("f:replicas"))
+        // The same write again, a minute later, changes nothing: not even the entry's time (or
+        // every repeated `kubectl patch` of an unchanged value would be a new revision).
+        let again = ManagedFields.afterUpdate(old: scaled, new: scaled, entries: entries, manager: "kubectl-scale",
+                                              apiVersion: "apps/v1", schema: Self.deployment, subresource: "", time: Date().addingTimeInterval(60))
+        #expect(again == entries)
+    }
+
+    @Test func anApplyToStatusIsItsOwnEntry() throws {
+        let object = try ManagedFields.apply(try Self.applied(replicas: 2), to: nil, entries: [], manager: "me", force: false,
+                                             apiVersion: "apps/v1", schema: Self.deployment)
+        let status = try Self.json(#"{"apiVersion":"apps/v1","kind":"Deployment","status":{"replicas":2}}"#)
+        let both = try ManagedFields.apply(status, to: object.object, entries: object.entries, manager: "me", force: false,
+                                           apiVersion: "apps/v1", schema: Self.deployment, subresource: "status")
+        #expect(both.entries.map(\.subresource) == ["", "status"])
+        #expect(both.entries[1].fieldsV1 == #"{"f:status":{"f:replicas":{}}}"#, "\(both.entries)")
+        #expect(both.entries[0].fieldsV1.contains("f:spec"), "the object's apply entry stays")
     }
 }

@@ -7,6 +7,9 @@ public struct ManifestObject: Sendable {
     /// 1-based line of the document's first line.
     public let line: Int
     public let object: any APIObject
+    /// The document as written (before defaults): what a server-side apply sends, so it claims
+    /// only the fields the manifest sets.
+    public let document: JSONValue
 }
 
 /// A manifest that cannot become objects: names the file and line (and field path when the
@@ -28,7 +31,7 @@ public enum Manifests {
             if case .object(let members) = json, members.isEmpty { continue }
             if case .null = json { continue }
             do {
-                out.append(ManifestObject(source: source, line: line, object: try decodeObject(json)))
+                out.append(ManifestObject(source: source, line: line, object: try decodeObject(json), document: json))
             } catch let error as ManifestError {
                 throw error
             } catch {

@@ -37,6 +37,13 @@ public protocol APIObject: SwiftProtobuf.Message, JSONCodable, ProtoCodable, Sen
 }
 
 extension APIObject {
+    /// Whether two specs differ as a user sees them: by value first (cheap, and the usual
+    /// answer), then, only when that says they differ, by their JSON — an always-written field
+    /// (`resources: {}`) is the same set or not, as in Kubernetes, where it is a plain struct.
+    public static func differs<S: Equatable & JSONCodable>(_ a: S, _ b: S) -> Bool {
+        a != b && a.jsonBytes() != b.jsonBytes()
+    }
+
     public var name: String { metadata.name }
     public var namespace: String { metadata.namespace }
 

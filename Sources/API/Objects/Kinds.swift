@@ -3,21 +3,21 @@
 extension Namespace: APIObject {
     public static let kindInfo = KindInfo(group: "", version: "v1", kind: "Namespace", resource: "namespaces",
                                           singular: "namespace", shortNames: ["ns"], namespaced: false)
-    public func specDiffers(from other: Namespace) -> Bool { spec != other.spec }
+    public func specDiffers(from other: Namespace) -> Bool { Self.differs(spec, other.spec) }
     public mutating func copyStatus(from other: Namespace) { if other.hasStatus { status = other.status } else { clearStatus() } }
 }
 
 extension Pod: APIObject {
     public static let kindInfo = KindInfo(group: "", version: "v1", kind: "Pod", resource: "pods",
                                           singular: "pod", shortNames: ["po"], namespaced: true)
-    public func specDiffers(from other: Pod) -> Bool { spec != other.spec }
+    public func specDiffers(from other: Pod) -> Bool { Self.differs(spec, other.spec) }
     public mutating func copyStatus(from other: Pod) { if other.hasStatus { status = other.status } else { clearStatus() } }
 }
 
 extension Node: APIObject {
     public static let kindInfo = KindInfo(group: "", version: "v1", kind: "Node", resource: "nodes",
                                           singular: "node", shortNames: ["no"], namespaced: false)
-    public func specDiffers(from other: Node) -> Bool { spec != other.spec }
+    public func specDiffers(from other: Node) -> Bool { Self.differs(spec, other.spec) }
     public mutating func copyStatus(from other: Node) { if other.hasStatus { status = other.status } else { clearStatus() } }
 }
 
@@ -32,21 +32,21 @@ extension Event: APIObject {
 extension Lease: APIObject {
     public static let kindInfo = KindInfo(group: "coordination.k8s.io", version: "v1", kind: "Lease", resource: "leases",
                                           singular: "lease", shortNames: [], namespaced: true)
-    public func specDiffers(from other: Lease) -> Bool { spec != other.spec }
+    public func specDiffers(from other: Lease) -> Bool { Self.differs(spec, other.spec) }
     public mutating func copyStatus(from other: Lease) {}
 }
 
 extension ReplicaSet: APIObject {
     public static let kindInfo = KindInfo(group: "apps", version: "v1", kind: "ReplicaSet", resource: "replicasets",
                                           singular: "replicaset", shortNames: ["rs"], namespaced: true)
-    public func specDiffers(from other: ReplicaSet) -> Bool { spec != other.spec }
+    public func specDiffers(from other: ReplicaSet) -> Bool { Self.differs(spec, other.spec) }
     public mutating func copyStatus(from other: ReplicaSet) { if other.hasStatus { status = other.status } else { clearStatus() } }
 }
 
 extension Deployment: APIObject {
     public static let kindInfo = KindInfo(group: "apps", version: "v1", kind: "Deployment", resource: "deployments",
                                           singular: "deployment", shortNames: ["deploy"], namespaced: true)
-    public func specDiffers(from other: Deployment) -> Bool { spec != other.spec }
+    public func specDiffers(from other: Deployment) -> Bool { Self.differs(spec, other.spec) }
     public mutating func copyStatus(from other: Deployment) { if other.hasStatus { status = other.status } else { clearStatus() } }
 }
 
@@ -117,7 +117,7 @@ extension DeploymentList: APIObjectList {}
 extension Token: APIObject {
     public static let kindInfo = KindInfo(group: "auth.cox.io", version: "v1", kind: "Token", resource: "tokens",
                                           singular: "token", shortNames: [], namespaced: false)
-    public func specDiffers(from other: Token) -> Bool { spec != other.spec }
+    public func specDiffers(from other: Token) -> Bool { Self.differs(spec, other.spec) }
     public mutating func copyStatus(from other: Token) {}
 }
 

@@ -52,8 +52,10 @@ public enum ManagedFields {
         let changed = written.changed(from: old, to: new)
         var out: [ManagedFieldsEntry] = []
         var mine = FieldSet()
+        var pruned = false
         for entry in entries {
             let fields = FieldSet(text: entry.fieldsV1).pruned(to: new, removing: changed)
+            if fields.text != entry.fieldsV1 { pruned = true }
             if entry.manager == manager && entry.operation == update && entry.subresource == subresource {
                 mine = fields
                 continue
@@ -63,6 +65,9 @@ public enum ManagedFields {
             kept.fieldsV1 = fields.text
             out.append(kept)
         }
+        // A write that changes no field leaves the entries (and their times) as they were, so
+        // the object is unchanged and the store writes nothing, as in Kubernetes.
+        if changed == nil && !pruned { return entries }
         if let changed { mine = mine.union(changed) }
         if !mine.isEmpty { out.append(entry(manager, update, apiVersion: apiVersion, fields: mine, subresource: subresource, time: time)) }
         return out
@@ -73,10 +78,12 @@ public enum ManagedFields {
     /// does are removed unless another manager owns them; conflicts throw `Conflicts` unless
     /// `force` (which takes the fields over).
     public static func apply(_ applied: JSONValue, to live: JSONValue?, entries: [ManagedFieldsEntry], manager: String, force: Bool,
-                             apiVersion: String, schema: MessageSchema?, time: Date = Date()) throws -> (object: JSONValue, entries: [ManagedFieldsEntry]) {
-        let wanted = FieldSet.of(applied, schema: schema)
-        var others = entries.filter { !($0.manager == manager && $0.operation == apply && $0.subresource.isEmpty) }
-        let previous = entries.first { $0.manager == manager && $0.operation == apply && $0.subresource.isEmpty }.map { FieldSet(text: $0.fieldsV1) } ?? FieldSet()
+                             apiVersion: String, schema: MessageSchema?, subresource: String = "", time: Date = Date()) throws -> (object: JSONValue, entries: [ManagedFieldsEntry]) {
+        let wanted = FieldSet.of(applied, schema: schema, status: subresource == "status")
+        // A manager's apply to the object and its apply to /status are separate entries, as in Kubernetes.
+        let mine = { (entry: ManagedFieldsEntry) in entry.manager == manager && entry.operation == apply && entry.subresource == subresource }
+        var others = entries.filter { !mine($0) }
+        let previous = entries.first(where: mine).map { FieldSet(text: $0.fieldsV1) } ?? FieldSet()
         var current = live ?? .object([])
         if let live {
             var conflicts: [Conflict] = []
@@ -110,7 +117,7 @@ public enum ManagedFields {
         }
         let merged = try StrategicMergePatch.apply(body, to: current, schema: schema)
         var result = others.filter { !FieldSet(text: $0.fieldsV1).isEmpty }
-        if !wanted.isEmpty { result.append(entry(manager, apply, apiVersion: apiVersion, fields: wanted, subresource: "", time: time)) }
+        if !wanted.isEmpty { result.append(entry(manager, apply, apiVersion: apiVersion, fields: wanted, subresource: subresource, time: time)) }
         return (merged, result)
     }
 }

@@ -28,10 +28,7 @@ extension APIResponder {
                              _ request: inout Request, dryRun: Bool) async throws -> T {
         let kind = try Self.patchType(request)
         if kind == .apply {
-            guard subresource == nil else {
-                throw APIError(415, "UnsupportedMediaType", "server-side apply is served for whole objects, not their \(subresource!) here")
-            }
-            return try await serverSideApply(T.self, path, name: name, &request, dryRun: dryRun)
+            return try await serverSideApply(T.self, path, name: name, subresource: subresource, &request, dryRun: dryRun)
         }
         let bytes = try await body(&request)
         let patch: JSONValue
@@ -107,7 +104,11 @@ extension APIResponder {
     /// Server-side apply (`application/apply-patch+yaml`): the body is the manager's whole
     /// intent for the fields it names; see `ManagedFields.apply`. Creates the object when it
     /// does not exist. Conflicts are 409 naming each manager and field (`force=true` takes them).
-    func serverSideApply<T: APIObject>(_ type: T.Type, _ path: ResourcePath, name: String, _ request: inout Request, dryRun: Bool) async throws -> T {
+    /// On `/status` the manager applies the status alone (what else the body holds is not its
+    /// to set there, as Kubernetes resets it), recorded as its own entry with `subresource: status`;
+    /// the object must exist.
+    func serverSideApply<T: APIObject>(_ type: T.Type, _ path: ResourcePath, name: String, subresource: String? = nil,
+                                       _ request: inout Request, dryRun: Bool) async throws -> T {
         let query = Self.query(request)
         guard let manager = query["fieldManager"], !manager.isEmpty else {
             throw APIError(422, "Invalid", "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch")
@@ -115,8 +116,12 @@ extension APIResponder {
         _ = try Self.fieldManager(request, query)  // its length
         let force = query["force"] == "true"
         let text = String(decoding: try await body(&request), as: UTF8.self)
-        let applied: JSONValue
-        do { applied = try Manifests.singleDocument(text) } catch { throw APIError.badRequest("error decoding YAML: \(error)") }
+        var document: JSONValue
+        do { document = try Manifests.singleDocument(text) } catch { throw APIError.badRequest("error decoding YAML: \(error)") }
+        if subresource == "status", case .object(let members) = document {
+            document = .object(members.filter { ["apiVersion", "kind", "status"].contains($0.key) })
+        }
+        let applied = document
         let info = T.kindInfo
         guard case .string(let apiVersion)? = applied["apiVersion"], case .string(let kind)? = applied["kind"] else {
             throw APIError.badRequest("apiVersion and kind are required in an apply patch")
@@ -135,7 +140,7 @@ extension APIResponder {
             let result: (object: JSONValue, entries: [ManagedFieldsEntry])
             do {
                 result = try ManagedFields.apply(applied, to: current?.jsonValue(), entries: current?.metadata.managedFields ?? [], manager: manager,
-                                                 force: force, apiVersion: info.apiVersion, schema: schema)
+                                                 force: force, apiVersion: info.apiVersion, schema: schema, subresource: subresource ?? "")
             } catch let conflicts as ManagedFields.Conflicts {
                 var error = APIError(409, "Conflict", conflicts.description)
                 error.causes = conflicts.conflicts.map { conflict in
@@ -152,9 +157,12 @@ extension APIResponder {
             var object = try Self.decodeJSON(T.self, result.object, validation: validation, caller: caller)
             object.metadata.managedFields = result.entries
             guard let current else { return object }
-            return try Self.prepareUpdate(object, of: current, subresource: nil)
+            var prepared = try Self.prepareUpdate(object, of: current, subresource: subresource)
+            prepared.metadata.managedFields = result.entries
+            return prepared
         }
         func create() async throws -> T {
+            if subresource != nil { throw StoreError(.notFound, "\(info.groupResource) \"\(name)\" not found") }
             var object = try applying(to: nil)
             object.metadata.name = name
             if info.namespaced { object.metadata.namespace = namespace }

@@ -141,7 +141,7 @@ enum LocalNode {
     static func runAgent(_ configuration: NodeAgent.Configuration, kubeconfig: Kubeconfig, pkiDirectory: String, stopPodsOnExit: Bool,
                          fake: Bool = false) async throws {
         let logger = Logger(label: "cox.agent")
-        let client = try APIClient(kubeconfig: kubeconfig)
+        let client = try APIClient(kubeconfig: kubeconfig, userAgent: "cox-agent")
         let runtime: any ContainerRuntime = fake ? FakeRuntime() : try ProcessRuntime(root: configuration.dataDirectory, logger: logger)
         let authority = try ClusterPKI.loadAuthority(directory: pkiDirectory)
         let logServer = try LogServer(runtime: runtime, authority: authority, nodeName: configuration.nodeName, address: configuration.address,
@@ -166,7 +166,7 @@ enum LocalNode {
             var current = kubeconfig
             while !Task.isCancelled {
                 do {
-                    let client = try APIClient(kubeconfig: current)
+                    let client = try APIClient(kubeconfig: current, userAgent: "cox-agent")
                     defer { Task { try? await client.shutdown() } }
                     let serving = try await credentials.requestServingCertificate(using: client, address: configuration.address)
                     let logServer = try LogServer(runtime: runtime, serving: serving, clientCAPEM: current.caPEM, address: configuration.address,

@@ -8,14 +8,42 @@ struct ApplyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "apply", abstract: "Create or update objects from YAML or JSON manifests.")
 
     @Option(name: .shortAndLong, help: "A file, a directory, or - for standard input (repeatable).") var filename: [String]
+    @Flag(help: "Let the server merge the manifest (server-side apply): it records which fields each manager owns and refuses to take another's without --force-conflicts.")
+    var serverSide = false
+    @Option(help: "The manager name server-side apply records for these fields.") var fieldManager = "cox"
+    @Flag(help: "With --server-side: take fields another manager owns instead of failing with a conflict.") var forceConflicts = false
     @OptionGroup var client: ClientOptions
 
     func run() async throws {
+        if forceConflicts && !serverSide { throw ValidationError("--force-conflicts only applies with --server-side") }
         let objects = try filename.flatMap { try Manifests.load(path: $0) }
         let failed = try await withClient(client) { client in
-            await Self.apply(objects.map(\.object), with: client)
+            serverSide ? await serverSideApply(objects, with: client) : await Self.apply(objects.map(\.object), with: client)
         }
         if failed { throw ExitCode.failure }
+    }
+
+    /// Each manifest document as written, sent as an apply patch; a conflict names the other
+    /// manager and the fields (the server's message). True if any failed.
+    func serverSideApply(_ objects: [ManifestObject], with client: APIClient) async -> Bool {
+        var failed = false
+        var query = "fieldManager=\(fieldManager.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? fieldManager)"
+        if forceConflicts { query += "&force=true" }
+        for item in objects {
+            do {
+                print(try await Self.serverSideApplyOne(item.object, document: item.document, query: query, with: client))
+            } catch {
+                printError("error: \(type(of: item.object).kindInfo.singular)/\(item.object.metadata.name): \(error)")
+                failed = true
+            }
+        }
+        return failed
+    }
+
+    static func serverSideApplyOne<T: APIObject>(_ object: T, document: JSONValue, query: String, with client: APIClient) async throws -> String {
+        _ = try await client.patch(T.self, namespace: object.metadata.namespace, name: object.metadata.name, body: JSONWriter.bytes(document),
+                                   contentType: "application/apply-patch+yaml", query: query)
+        return "\(T.kindInfo.singular)/\(object.metadata.name) serverside-applied"
     }
 
     /// Applies each object, printing `kind/name created|configured|unchanged`; true if any failed.

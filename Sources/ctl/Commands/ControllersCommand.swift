@@ -61,7 +61,7 @@ enum LocalControllers {
     /// Runs the controller manager until SIGINT or SIGTERM; leadership is released on the way out.
     static func run(kubeconfig: Kubeconfig, options: ControllerManager.Options) async throws {
         let logger = Logger(label: "cox.controllers")
-        let client = try APIClient(kubeconfig: kubeconfig, timeout: .seconds(10))
+        let client = try APIClient(kubeconfig: kubeconfig, timeout: .seconds(10), userAgent: "cox-controllers")
         let manager = ControllerManager(client: client, options: options, logger: logger)
         await SignalWaiter.runUntilSignalled { await manager.run() }
         try? await client.shutdown()

@@ -32,7 +32,7 @@ enum LocalScheduler {
         // ends handling streams as frames this costs no more than HTTP/1.1 over 64 connections
         // (cox bench sched: 141-148 µs of scheduler CPU per pod either way, the server 155-160
         // against 172-174).
-        let client = try APIClient(kubeconfig: kubeconfig, timeout: .seconds(10))
+        let client = try APIClient(kubeconfig: kubeconfig, timeout: .seconds(10), userAgent: "cox-scheduler")
         let scheduler = Scheduler(client: client, options: options, logger: Logger(label: "cox.scheduler"))
         await SignalWaiter.runUntilSignalled { await scheduler.run() }
         try? await client.shutdown()
