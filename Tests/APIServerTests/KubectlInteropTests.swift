@@ -6,7 +6,7 @@ import TestSupport
 /// The real kubectl, oldest and newest installed, with its default flags (client-side validation
 /// against our OpenAPI, or the server's when kubectl sees `fieldValidation` in it), through the
 /// verbs that change things: create, apply and re-apply, diff, label, annotate, the three patch
-/// types, server-side apply with a conflict and --force-conflicts, scale, get all, get -w, api-resources, explain, create configmap|secret|serviceaccount|deployment. (Rollouts come with the issue's later parts.)
+/// types, server-side apply with a conflict and --force-conflicts, scale, get all, get -w, api-resources, explain, create configmap|secret|serviceaccount|deployment. (Rollouts, set image/env/resources, delete -l and wait are in `KubectlMatrixTests`, which runs `scripts/kubectl-matrix.sh` with a simulated node.)
 @Suite("kubectl interop", .watchdog, .serialized)
 struct KubectlInteropTests {
     static let deployment = """
