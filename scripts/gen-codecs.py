@@ -37,7 +37,7 @@ def comments(file_proto):
     for loc in file_proto.source_code_info.location:
         path = list(loc.path)
         if len(path) == 4 and path[0] == 4 and path[2] == 2:
-            result[(path[1], path[3])] = loc.trailing_comments + loc.leading_comments
+            result[(path[1], path[3])] = loc.leading_comments + " " + loc.trailing_comments
     return result
 
 
@@ -301,7 +301,8 @@ def swift_string(text):
 def description(text):
     """The prose of a comment: what comes before its first '+' annotation, on one line."""
     import re
-    text = " ".join(line.strip() for line in text.split("\n")).strip()
+    # A section heading ("---- Pod ----") above a message is not its description.
+    text = " ".join(line.strip() for line in text.split("\n") if not line.strip().startswith("----")).strip()
     mark = re.search(r"(^|\s)\+\w", text)
     return (text[:mark.start()] if mark else text).strip()
 

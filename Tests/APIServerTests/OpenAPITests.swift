@@ -22,6 +22,13 @@ struct OpenAPITests {
         #expect(containers["items"]?["$ref"] == .string("#/definitions/io.k8s.api.core.v1.Container"))
         #expect(definitions["io.k8s.api.core.v1.Container"]?["required"] == .array([.string("name")]))
         #expect(definitions["io.k8s.api.apps.v1.DeploymentSpec"]?["required"] == .array([.string("selector"), .string("template")]))
+        // Descriptions (what `kubectl explain` prints) for the kinds and the fields users write.
+        #expect(definitions["io.k8s.api.apps.v1.Deployment"]?["description"]?.isNonEmptyString == true)
+        #expect(definitions["io.k8s.api.apps.v1.DeploymentSpec"]?["properties"]?["replicas"]?["description"] == .string("How many pods to run. Default 1."))
+        for name in ["io.k8s.api.core.v1.Container", "io.k8s.api.core.v1.PodSpec", "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"] {
+            let undescribed = (definitions[name]?["properties"]?.members ?? []).filter { $0.value["description"]?.isNonEmptyString != true }.map(\.key)
+            #expect(undescribed.isEmpty, "\(name): \(undescribed)")
+        }
         #expect(definitions["io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"]?["properties"]?["creationTimestamp"]?["$ref"]
                 == .string("#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.Time"))
         // Cached by its ETag: the same document again is 304.
@@ -103,4 +110,8 @@ struct TableWatchTests {
         #expect(second["columnDefinitions"] == .array([]) && second["rows"]?.elements?.first?["cells"]?.elements?.first == .string("second"))
         await server.stop()
     }
+}
+
+extension JSONValue {
+    var isNonEmptyString: Bool { if case .string(let text) = self { !text.isEmpty } else { false } }
 }

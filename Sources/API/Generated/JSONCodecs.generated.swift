@@ -1445,7 +1445,7 @@ extension NodeStatus: JSONCodable {
 extension DaemonEndpoint: JSONCodable {
     public func writeJSON(to w: inout JSONWriter) {
         w.beginObject()
-        if self.port != 0 { w.key("Port"); w.int(self.port) }
+        w.key("Port"); w.int(self.port)
         w.endObject()
     }
 

@@ -22,11 +22,13 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
+/// The desired state of a ReplicaSet.
 public nonisolated struct ReplicaSetSpec: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// How many pods to run. Default 1.
   public var replicas: Int32 {
     get {_replicas ?? 0}
     set {_replicas = newValue}
@@ -36,9 +38,10 @@ public nonisolated struct ReplicaSetSpec: Sendable {
   /// Clears the value of `replicas`. Subsequent reads from it will return its default value.
   public mutating func clearReplicas() {self._replicas = nil}
 
+  /// Seconds a new pod must be ready before it counts as available.
   public var minReadySeconds: Int32 = 0
 
-  /// +required
+  /// Which pods belong to the ReplicaSet; must match the template's labels.
   public var selector: LabelSelector {
     get {_selector ?? LabelSelector()}
     set {_selector = newValue}
@@ -48,6 +51,7 @@ public nonisolated struct ReplicaSetSpec: Sendable {
   /// Clears the value of `selector`. Subsequent reads from it will return its default value.
   public mutating func clearSelector() {self._selector = nil}
 
+  /// The pod to create when too few run.
   public var template: PodTemplateSpec {
     get {_template ?? PodTemplateSpec()}
     set {_template = newValue}
@@ -66,17 +70,19 @@ public nonisolated struct ReplicaSetSpec: Sendable {
   var _template: PodTemplateSpec? = nil
 }
 
+/// One aspect of a ReplicaSet's state and why.
 public nonisolated struct ReplicaSetCondition: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// +emitzero +required
+  /// The condition's type.
   public var type: String = String()
 
-  /// +emitzero +required
+  /// True, False or Unknown.
   public var status: String = String()
 
+  /// When the status last changed.
   public var lastTransitionTime: SwiftProtobuf.Google_Protobuf_Timestamp {
     get {_lastTransitionTime ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
     set {_lastTransitionTime = newValue}
@@ -86,8 +92,10 @@ public nonisolated struct ReplicaSetCondition: Sendable {
   /// Clears the value of `lastTransitionTime`. Subsequent reads from it will return its default value.
   public mutating func clearLastTransitionTime() {self._lastTransitionTime = nil}
 
+  /// Why, in one CamelCase word.
   public var reason: String = String()
 
+  /// Why, for humans.
   public var message: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -97,23 +105,28 @@ public nonisolated struct ReplicaSetCondition: Sendable {
   var _lastTransitionTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
 }
 
+/// The most recently observed state of a ReplicaSet.
 public nonisolated struct ReplicaSetStatus: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// +emitzero
+  /// Pods it has.
   public var replicas: Int32 = 0
 
+  /// Pods whose labels match the template's.
   public var fullyLabeledReplicas: Int32 = 0
 
+  /// Pods that are ready.
   public var readyReplicas: Int32 = 0
 
+  /// Pods ready for at least minReadySeconds.
   public var availableReplicas: Int32 = 0
 
+  /// The generation the controller last acted on.
   public var observedGeneration: Int64 = 0
 
-  /// +patchStrategy=merge +patchMergeKey=type +listType=map +listMapKey=type
+  /// The ReplicaSet's conditions.
   public var conditions: [ReplicaSetCondition] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -121,21 +134,25 @@ public nonisolated struct ReplicaSetStatus: Sendable {
   public init() {}
 }
 
+/// Keeps a number of identical pods running. Usually owned by a Deployment rather than created directly.
 public nonisolated struct ReplicaSet: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The versioned schema of this representation of an object (group/version). Servers convert to their preferred version.
   public var apiVersion: String {
     get {_storage._apiVersion}
     set {_uniqueStorage()._apiVersion = newValue}
   }
 
+  /// The REST resource this object represents, in CamelCase. Clients may set it; servers infer it from the endpoint.
   public var kind: String {
     get {_storage._kind}
     set {_uniqueStorage()._kind = newValue}
   }
 
+  /// Standard object metadata: name, namespace, labels, annotations, owners and the server's bookkeeping.
   public var metadata: ObjectMeta {
     get {_storage._metadata ?? ObjectMeta()}
     set {_uniqueStorage()._metadata = newValue}
@@ -145,7 +162,7 @@ public nonisolated struct ReplicaSet: @unchecked Sendable {
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {_uniqueStorage()._metadata = nil}
 
-  /// +emitzero
+  /// The desired state.
   public var spec: ReplicaSetSpec {
     get {_storage._spec ?? ReplicaSetSpec()}
     set {_uniqueStorage()._spec = newValue}
@@ -155,7 +172,7 @@ public nonisolated struct ReplicaSet: @unchecked Sendable {
   /// Clears the value of `spec`. Subsequent reads from it will return its default value.
   public mutating func clearSpec() {_uniqueStorage()._spec = nil}
 
-  /// +emitzero
+  /// The observed state. Read-only.
   public var status: ReplicaSetStatus {
     get {_storage._status ?? ReplicaSetStatus()}
     set {_uniqueStorage()._status = newValue}
@@ -177,10 +194,13 @@ public nonisolated struct ReplicaSetList: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The versioned schema of this representation of an object (group/version). Servers convert to their preferred version.
   public var apiVersion: String = String()
 
+  /// The REST resource this object represents, in CamelCase. Clients may set it; servers infer it from the endpoint.
   public var kind: String = String()
 
+  /// Standard list metadata: the revision the list was read at, and a continue token when there are more pages.
   public var metadata: ListMeta {
     get {_metadata ?? ListMeta()}
     set {_metadata = newValue}
@@ -190,6 +210,7 @@ public nonisolated struct ReplicaSetList: Sendable {
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {self._metadata = nil}
 
+  /// The objects of the list.
   public var items: [ReplicaSet] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -199,11 +220,13 @@ public nonisolated struct ReplicaSetList: Sendable {
   var _metadata: ListMeta? = nil
 }
 
+/// Bounds of a rolling update, as a number of pods or a percentage of the desired replicas.
 public nonisolated struct RollingUpdateDeployment: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// How many desired pods may be unavailable during the update. Default 25%.
   public var maxUnavailable: IntOrString {
     get {_maxUnavailable ?? IntOrString()}
     set {_maxUnavailable = newValue}
@@ -213,6 +236,7 @@ public nonisolated struct RollingUpdateDeployment: Sendable {
   /// Clears the value of `maxUnavailable`. Subsequent reads from it will return its default value.
   public mutating func clearMaxUnavailable() {self._maxUnavailable = nil}
 
+  /// How many pods may exist beyond the desired number during the update. Default 25%.
   public var maxSurge: IntOrString {
     get {_maxSurge ?? IntOrString()}
     set {_maxSurge = newValue}
@@ -230,13 +254,16 @@ public nonisolated struct RollingUpdateDeployment: Sendable {
   var _maxSurge: IntOrString? = nil
 }
 
+/// How a Deployment replaces old pods with new ones.
 public nonisolated struct DeploymentStrategy: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// RollingUpdate (default) or Recreate.
   public var type: String = String()
 
+  /// Bounds of a rolling update.
   public var rollingUpdate: RollingUpdateDeployment {
     get {_rollingUpdate ?? RollingUpdateDeployment()}
     set {_rollingUpdate = newValue}
@@ -253,11 +280,13 @@ public nonisolated struct DeploymentStrategy: Sendable {
   var _rollingUpdate: RollingUpdateDeployment? = nil
 }
 
+/// The desired state of a Deployment.
 public nonisolated struct DeploymentSpec: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// How many pods to run. Default 1.
   public var replicas: Int32 {
     get {_replicas ?? 0}
     set {_replicas = newValue}
@@ -267,7 +296,7 @@ public nonisolated struct DeploymentSpec: Sendable {
   /// Clears the value of `replicas`. Subsequent reads from it will return its default value.
   public mutating func clearReplicas() {self._replicas = nil}
 
-  /// +required
+  /// Which pods belong to the Deployment. Must match the template's labels; cannot change.
   public var selector: LabelSelector {
     get {_selector ?? LabelSelector()}
     set {_selector = newValue}
@@ -277,7 +306,7 @@ public nonisolated struct DeploymentSpec: Sendable {
   /// Clears the value of `selector`. Subsequent reads from it will return its default value.
   public mutating func clearSelector() {self._selector = nil}
 
-  /// +required
+  /// The pod to run. Changing it starts a rollout.
   public var template: PodTemplateSpec {
     get {_template ?? PodTemplateSpec()}
     set {_template = newValue}
@@ -287,6 +316,7 @@ public nonisolated struct DeploymentSpec: Sendable {
   /// Clears the value of `template`. Subsequent reads from it will return its default value.
   public mutating func clearTemplate() {self._template = nil}
 
+  /// How to replace old pods with new ones.
   public var strategy: DeploymentStrategy {
     get {_strategy ?? DeploymentStrategy()}
     set {_strategy = newValue}
@@ -296,8 +326,10 @@ public nonisolated struct DeploymentSpec: Sendable {
   /// Clears the value of `strategy`. Subsequent reads from it will return its default value.
   public mutating func clearStrategy() {self._strategy = nil}
 
+  /// Seconds a new pod must be ready before it counts as available.
   public var minReadySeconds: Int32 = 0
 
+  /// How many old ReplicaSets to keep for rollbacks. Default 10.
   public var revisionHistoryLimit: Int32 {
     get {_revisionHistoryLimit ?? 0}
     set {_revisionHistoryLimit = newValue}
@@ -307,8 +339,10 @@ public nonisolated struct DeploymentSpec: Sendable {
   /// Clears the value of `revisionHistoryLimit`. Subsequent reads from it will return its default value.
   public mutating func clearRevisionHistoryLimit() {self._revisionHistoryLimit = nil}
 
+  /// When true, template changes do not start a rollout until unpaused.
   public var paused: Bool = false
 
+  /// Seconds without progress before the rollout is reported as failed (Progressing=False). Default 600.
   public var progressDeadlineSeconds: Int32 {
     get {_progressDeadlineSeconds ?? 0}
     set {_progressDeadlineSeconds = newValue}
@@ -330,17 +364,19 @@ public nonisolated struct DeploymentSpec: Sendable {
   var _progressDeadlineSeconds: Int32? = nil
 }
 
+/// One aspect of a Deployment's state (Available, Progressing, ReplicaFailure) and why.
 public nonisolated struct DeploymentCondition: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// +emitzero +required
+  /// Available, Progressing or ReplicaFailure.
   public var type: String = String()
 
-  /// +emitzero +required
+  /// True, False or Unknown.
   public var status: String = String()
 
+  /// When the condition was last updated.
   public var lastUpdateTime: SwiftProtobuf.Google_Protobuf_Timestamp {
     get {_lastUpdateTime ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
     set {_lastUpdateTime = newValue}
@@ -350,6 +386,7 @@ public nonisolated struct DeploymentCondition: Sendable {
   /// Clears the value of `lastUpdateTime`. Subsequent reads from it will return its default value.
   public mutating func clearLastUpdateTime() {self._lastUpdateTime = nil}
 
+  /// When the status last changed.
   public var lastTransitionTime: SwiftProtobuf.Google_Protobuf_Timestamp {
     get {_lastTransitionTime ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
     set {_lastTransitionTime = newValue}
@@ -359,8 +396,10 @@ public nonisolated struct DeploymentCondition: Sendable {
   /// Clears the value of `lastTransitionTime`. Subsequent reads from it will return its default value.
   public mutating func clearLastTransitionTime() {self._lastTransitionTime = nil}
 
+  /// Why, in one CamelCase word.
   public var reason: String = String()
 
+  /// Why, for humans.
   public var message: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -371,26 +410,34 @@ public nonisolated struct DeploymentCondition: Sendable {
   var _lastTransitionTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
 }
 
+/// The most recently observed state of a Deployment.
 public nonisolated struct DeploymentStatus: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The generation the controller last acted on.
   public var observedGeneration: Int64 = 0
 
+  /// Pods of all its ReplicaSets.
   public var replicas: Int32 = 0
 
+  /// Pods of the current template.
   public var updatedReplicas: Int32 = 0
 
+  /// Pods that are ready.
   public var readyReplicas: Int32 = 0
 
+  /// Pods ready for at least minReadySeconds.
   public var availableReplicas: Int32 = 0
 
+  /// Desired pods not yet available.
   public var unavailableReplicas: Int32 = 0
 
-  /// +patchStrategy=merge +patchMergeKey=type +listType=map +listMapKey=type
+  /// The Deployment's conditions.
   public var conditions: [DeploymentCondition] = []
 
+  /// Counts template hash collisions; part of new ReplicaSets' names.
   public var collisionCount: Int32 {
     get {_collisionCount ?? 0}
     set {_collisionCount = newValue}
@@ -407,21 +454,25 @@ public nonisolated struct DeploymentStatus: Sendable {
   var _collisionCount: Int32? = nil
 }
 
+/// Declarative updates for pods: keeps a number of replicas of a pod template running and rolls changes to the template out gradually through ReplicaSets.
 public nonisolated struct Deployment: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The versioned schema of this representation of an object (group/version). Servers convert to their preferred version.
   public var apiVersion: String {
     get {_storage._apiVersion}
     set {_uniqueStorage()._apiVersion = newValue}
   }
 
+  /// The REST resource this object represents, in CamelCase. Clients may set it; servers infer it from the endpoint.
   public var kind: String {
     get {_storage._kind}
     set {_uniqueStorage()._kind = newValue}
   }
 
+  /// Standard object metadata: name, namespace, labels, annotations, owners and the server's bookkeeping.
   public var metadata: ObjectMeta {
     get {_storage._metadata ?? ObjectMeta()}
     set {_uniqueStorage()._metadata = newValue}
@@ -431,7 +482,7 @@ public nonisolated struct Deployment: @unchecked Sendable {
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {_uniqueStorage()._metadata = nil}
 
-  /// +emitzero
+  /// The desired state.
   public var spec: DeploymentSpec {
     get {_storage._spec ?? DeploymentSpec()}
     set {_uniqueStorage()._spec = newValue}
@@ -441,7 +492,7 @@ public nonisolated struct Deployment: @unchecked Sendable {
   /// Clears the value of `spec`. Subsequent reads from it will return its default value.
   public mutating func clearSpec() {_uniqueStorage()._spec = nil}
 
-  /// +emitzero
+  /// The observed state. Read-only.
   public var status: DeploymentStatus {
     get {_storage._status ?? DeploymentStatus()}
     set {_uniqueStorage()._status = newValue}
@@ -463,10 +514,13 @@ public nonisolated struct DeploymentList: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The versioned schema of this representation of an object (group/version). Servers convert to their preferred version.
   public var apiVersion: String = String()
 
+  /// The REST resource this object represents, in CamelCase. Clients may set it; servers infer it from the endpoint.
   public var kind: String = String()
 
+  /// Standard list metadata: the revision the list was read at, and a continue token when there are more pages.
   public var metadata: ListMeta {
     get {_metadata ?? ListMeta()}
     set {_metadata = newValue}
@@ -476,6 +530,7 @@ public nonisolated struct DeploymentList: Sendable {
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {self._metadata = nil}
 
+  /// The objects of the list.
   public var items: [Deployment] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()

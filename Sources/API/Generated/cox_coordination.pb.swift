@@ -22,13 +22,16 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
+/// Who holds the lease, for how long, and when it was taken and renewed.
 public nonisolated struct LeaseSpec: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Who holds the lease.
   public var holderIdentity: String = String()
 
+  /// How long the holder may go without renewing.
   public var leaseDurationSeconds: Int32 {
     get {_leaseDurationSeconds ?? 0}
     set {_leaseDurationSeconds = newValue}
@@ -38,7 +41,7 @@ public nonisolated struct LeaseSpec: Sendable {
   /// Clears the value of `leaseDurationSeconds`. Subsequent reads from it will return its default value.
   public mutating func clearLeaseDurationSeconds() {self._leaseDurationSeconds = nil}
 
-  /// +microtime
+  /// When the current holder took it.
   public var acquireTime: SwiftProtobuf.Google_Protobuf_Timestamp {
     get {_acquireTime ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
     set {_acquireTime = newValue}
@@ -48,7 +51,7 @@ public nonisolated struct LeaseSpec: Sendable {
   /// Clears the value of `acquireTime`. Subsequent reads from it will return its default value.
   public mutating func clearAcquireTime() {self._acquireTime = nil}
 
-  /// +microtime
+  /// When the holder last renewed it.
   public var renewTime: SwiftProtobuf.Google_Protobuf_Timestamp {
     get {_renewTime ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
     set {_renewTime = newValue}
@@ -58,6 +61,7 @@ public nonisolated struct LeaseSpec: Sendable {
   /// Clears the value of `renewTime`. Subsequent reads from it will return its default value.
   public mutating func clearRenewTime() {self._renewTime = nil}
 
+  /// How many times the holder changed.
   public var leaseTransitions: Int32 {
     get {_leaseTransitions ?? 0}
     set {_leaseTransitions = newValue}
@@ -77,21 +81,25 @@ public nonisolated struct LeaseSpec: Sendable {
   var _leaseTransitions: Int32? = nil
 }
 
+/// A lease held by one holder at a time: node heartbeats and leader election.
 public nonisolated struct Lease: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The versioned schema of this representation of an object (group/version). Servers convert to their preferred version.
   public var apiVersion: String {
     get {_storage._apiVersion}
     set {_uniqueStorage()._apiVersion = newValue}
   }
 
+  /// The REST resource this object represents, in CamelCase. Clients may set it; servers infer it from the endpoint.
   public var kind: String {
     get {_storage._kind}
     set {_uniqueStorage()._kind = newValue}
   }
 
+  /// Standard object metadata: name, namespace, labels, annotations, owners and the server's bookkeeping.
   public var metadata: ObjectMeta {
     get {_storage._metadata ?? ObjectMeta()}
     set {_uniqueStorage()._metadata = newValue}
@@ -101,7 +109,7 @@ public nonisolated struct Lease: @unchecked Sendable {
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {_uniqueStorage()._metadata = nil}
 
-  /// +emitzero
+  /// The lease.
   public var spec: LeaseSpec {
     get {_storage._spec ?? LeaseSpec()}
     set {_uniqueStorage()._spec = newValue}
@@ -123,10 +131,13 @@ public nonisolated struct LeaseList: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The versioned schema of this representation of an object (group/version). Servers convert to their preferred version.
   public var apiVersion: String = String()
 
+  /// The REST resource this object represents, in CamelCase. Clients may set it; servers infer it from the endpoint.
   public var kind: String = String()
 
+  /// Standard list metadata: the revision the list was read at, and a continue token when there are more pages.
   public var metadata: ListMeta {
     get {_metadata ?? ListMeta()}
     set {_metadata = newValue}
@@ -136,6 +147,7 @@ public nonisolated struct LeaseList: Sendable {
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {self._metadata = nil}
 
+  /// The objects of the list.
   public var items: [Lease] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()

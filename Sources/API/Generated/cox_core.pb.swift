@@ -23,12 +23,13 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
 }
 
 /// ---- Namespace ----
+/// What a namespace should be.
 public nonisolated struct NamespaceSpec: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// +listType=atomic
+  /// Must be emptied before the namespace is removed.
   public var finalizers: [String] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -36,11 +37,13 @@ public nonisolated struct NamespaceSpec: Sendable {
   public init() {}
 }
 
+/// The namespace's lifecycle phase.
 public nonisolated struct NamespaceStatus: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Active or Terminating.
   public var phase: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -48,21 +51,25 @@ public nonisolated struct NamespaceStatus: Sendable {
   public init() {}
 }
 
+/// A scope for names. Most objects live in a namespace; deleting a namespace deletes everything in it.
 public nonisolated struct Namespace: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The versioned schema of this representation of an object (group/version). Servers convert to their preferred version.
   public var apiVersion: String {
     get {_storage._apiVersion}
     set {_uniqueStorage()._apiVersion = newValue}
   }
 
+  /// The REST resource this object represents, in CamelCase. Clients may set it; servers infer it from the endpoint.
   public var kind: String {
     get {_storage._kind}
     set {_uniqueStorage()._kind = newValue}
   }
 
+  /// Standard object metadata: name, namespace, labels, annotations, owners and the server's bookkeeping.
   public var metadata: ObjectMeta {
     get {_storage._metadata ?? ObjectMeta()}
     set {_uniqueStorage()._metadata = newValue}
@@ -72,7 +79,7 @@ public nonisolated struct Namespace: @unchecked Sendable {
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {_uniqueStorage()._metadata = nil}
 
-  /// +emitzero
+  /// What the namespace should be.
   public var spec: NamespaceSpec {
     get {_storage._spec ?? NamespaceSpec()}
     set {_uniqueStorage()._spec = newValue}
@@ -82,7 +89,7 @@ public nonisolated struct Namespace: @unchecked Sendable {
   /// Clears the value of `spec`. Subsequent reads from it will return its default value.
   public mutating func clearSpec() {_uniqueStorage()._spec = nil}
 
-  /// +emitzero
+  /// Its phase. Read-only.
   public var status: NamespaceStatus {
     get {_storage._status ?? NamespaceStatus()}
     set {_uniqueStorage()._status = newValue}
@@ -104,10 +111,13 @@ public nonisolated struct NamespaceList: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The versioned schema of this representation of an object (group/version). Servers convert to their preferred version.
   public var apiVersion: String = String()
 
+  /// The REST resource this object represents, in CamelCase. Clients may set it; servers infer it from the endpoint.
   public var kind: String = String()
 
+  /// Standard list metadata: the revision the list was read at, and a continue token when there are more pages.
   public var metadata: ListMeta {
     get {_metadata ?? ListMeta()}
     set {_metadata = newValue}
@@ -117,6 +127,7 @@ public nonisolated struct NamespaceList: Sendable {
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {self._metadata = nil}
 
+  /// The objects of the list.
   public var items: [Namespace] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -127,14 +138,16 @@ public nonisolated struct NamespaceList: Sendable {
 }
 
 /// ---- Pod ----
+/// An environment variable for a container: a literal value, or a value read from elsewhere.
 public nonisolated struct EnvVar: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// +required
+  /// The variable's name.
   public var name: String = String()
 
+  /// A literal value. $(VAR) refers to a variable set before it.
   public var value: String = String()
 
   /// Where the value comes from, instead of value: a field of the pod, a resource of the
@@ -155,11 +168,13 @@ public nonisolated struct EnvVar: Sendable {
   var _valueFrom: EnvVarSource? = nil
 }
 
+/// Where an environment variable's value comes from. Exactly one source must be set.
 public nonisolated struct EnvVarSource: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// A field of the pod.
   public var fieldRef: ObjectFieldSelector {
     get {_fieldRef ?? ObjectFieldSelector()}
     set {_fieldRef = newValue}
@@ -169,6 +184,7 @@ public nonisolated struct EnvVarSource: Sendable {
   /// Clears the value of `fieldRef`. Subsequent reads from it will return its default value.
   public mutating func clearFieldRef() {self._fieldRef = nil}
 
+  /// A resource request or limit of a container.
   public var resourceFieldRef: ResourceFieldSelector {
     get {_resourceFieldRef ?? ResourceFieldSelector()}
     set {_resourceFieldRef = newValue}
@@ -178,6 +194,7 @@ public nonisolated struct EnvVarSource: Sendable {
   /// Clears the value of `resourceFieldRef`. Subsequent reads from it will return its default value.
   public mutating func clearResourceFieldRef() {self._resourceFieldRef = nil}
 
+  /// A key of a ConfigMap.
   public var configMapKeyRef: ConfigMapKeySelector {
     get {_configMapKeyRef ?? ConfigMapKeySelector()}
     set {_configMapKeyRef = newValue}
@@ -187,6 +204,7 @@ public nonisolated struct EnvVarSource: Sendable {
   /// Clears the value of `configMapKeyRef`. Subsequent reads from it will return its default value.
   public mutating func clearConfigMapKeyRef() {self._configMapKeyRef = nil}
 
+  /// A key of a Secret.
   public var secretKeyRef: SecretKeySelector {
     get {_secretKeyRef ?? SecretKeySelector()}
     set {_secretKeyRef = newValue}
@@ -213,9 +231,10 @@ public nonisolated struct ObjectFieldSelector: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The API version the field path is in. Defaults to v1.
   public var apiVersion: String = String()
 
-  /// +required
+  /// The path of the field.
   public var fieldPath: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -229,11 +248,13 @@ public nonisolated struct ResourceFieldSelector: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The container; required for environment variables in volumes.
   public var containerName: String = String()
 
-  /// +required
+  /// limits.cpu, limits.memory, requests.cpu, requests.memory, ...
   public var resource: String = String()
 
+  /// The unit of the value. Default 1.
   public var divisor: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -241,16 +262,19 @@ public nonisolated struct ResourceFieldSelector: Sendable {
   public init() {}
 }
 
+/// Selects one key of a ConfigMap in the pod's namespace.
 public nonisolated struct ConfigMapKeySelector: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The ConfigMap.
   public var name: String = String()
 
-  /// +required
+  /// The key.
   public var key: String = String()
 
+  /// When true, a missing ConfigMap or key is no error.
   public var optional: Bool {
     get {_optional ?? false}
     set {_optional = newValue}
@@ -267,16 +291,19 @@ public nonisolated struct ConfigMapKeySelector: Sendable {
   var _optional: Bool? = nil
 }
 
+/// Selects one key of a Secret in the pod's namespace.
 public nonisolated struct SecretKeySelector: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The Secret.
   public var name: String = String()
 
-  /// +required
+  /// The key.
   public var key: String = String()
 
+  /// When true, a missing Secret or key is no error.
   public var optional: Bool {
     get {_optional ?? false}
     set {_optional = newValue}
@@ -299,8 +326,10 @@ public nonisolated struct EnvFromSource: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Put before every imported name.
   public var prefix: String = String()
 
+  /// The ConfigMap to import.
   public var configMapRef: ConfigMapEnvSource {
     get {_configMapRef ?? ConfigMapEnvSource()}
     set {_configMapRef = newValue}
@@ -310,6 +339,7 @@ public nonisolated struct EnvFromSource: Sendable {
   /// Clears the value of `configMapRef`. Subsequent reads from it will return its default value.
   public mutating func clearConfigMapRef() {self._configMapRef = nil}
 
+  /// The Secret to import.
   public var secretRef: SecretEnvSource {
     get {_secretRef ?? SecretEnvSource()}
     set {_secretRef = newValue}
@@ -327,13 +357,16 @@ public nonisolated struct EnvFromSource: Sendable {
   var _secretRef: SecretEnvSource? = nil
 }
 
+/// A ConfigMap whose keys become environment variables.
 public nonisolated struct ConfigMapEnvSource: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The ConfigMap.
   public var name: String = String()
 
+  /// When true, a missing ConfigMap is no error.
   public var optional: Bool {
     get {_optional ?? false}
     set {_optional = newValue}
@@ -350,13 +383,16 @@ public nonisolated struct ConfigMapEnvSource: Sendable {
   var _optional: Bool? = nil
 }
 
+/// A Secret whose keys become environment variables.
 public nonisolated struct SecretEnvSource: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The Secret.
   public var name: String = String()
 
+  /// When true, a missing Secret is no error.
   public var optional: Bool {
     get {_optional ?? false}
     set {_optional = newValue}
@@ -373,20 +409,25 @@ public nonisolated struct SecretEnvSource: Sendable {
   var _optional: Bool? = nil
 }
 
+/// A network port a container listens on. Informational: a port not listed here can still be reached.
 public nonisolated struct ContainerPort: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// A name for the port, unique in the pod.
   public var name: String = String()
 
+  /// A port on the node to forward.
   public var hostPort: Int32 = 0
 
-  /// +required
+  /// The port number the container listens on.
   public var containerPort: Int32 = 0
 
+  /// TCP (default), UDP or SCTP.
   public var `protocol`: String = String()
 
+  /// The node IP to bind hostPort to.
   public var hostIp: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -394,15 +435,16 @@ public nonisolated struct ContainerPort: Sendable {
   public init() {}
 }
 
+/// Compute resources a container asks for (requests, used for scheduling) and may not exceed (limits).
 public nonisolated struct ResourceRequirements: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// +quantity
+  /// The most the container may use (cpu, memory, ...).
   public var limits: Dictionary<String,String> = [:]
 
-  /// +quantity
+  /// What the container needs; the scheduler places it where this fits. Defaults to the limits.
   public var requests: Dictionary<String,String> = [:]
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -410,12 +452,13 @@ public nonisolated struct ResourceRequirements: Sendable {
   public init() {}
 }
 
+/// Runs a command in the container; exit status 0 is healthy.
 public nonisolated struct ExecAction: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// +listType=atomic
+  /// The command and its arguments, run without a shell.
   public var command: [String] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -423,15 +466,16 @@ public nonisolated struct ExecAction: Sendable {
   public init() {}
 }
 
+/// A header sent with an HTTP probe.
 public nonisolated struct HTTPHeader: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// +required
+  /// The header name.
   public var name: String = String()
 
-  /// +required
+  /// The header value.
   public var value: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -439,14 +483,16 @@ public nonisolated struct HTTPHeader: Sendable {
   public init() {}
 }
 
+/// An HTTP GET against the container; a status from 200 to 399 is healthy.
 public nonisolated struct HTTPGetAction: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The request path.
   public var path: String = String()
 
-  /// +required
+  /// The port, by number or by the container port's name.
   public var port: IntOrString {
     get {_port ?? IntOrString()}
     set {_port = newValue}
@@ -456,11 +502,13 @@ public nonisolated struct HTTPGetAction: Sendable {
   /// Clears the value of `port`. Subsequent reads from it will return its default value.
   public mutating func clearPort() {self._port = nil}
 
+  /// The host to connect to. Defaults to the pod IP.
   public var host: String = String()
 
+  /// HTTP (default) or HTTPS.
   public var scheme: String = String()
 
-  /// +listType=atomic
+  /// Headers to send.
   public var httpHeaders: [HTTPHeader] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -470,12 +518,13 @@ public nonisolated struct HTTPGetAction: Sendable {
   var _port: IntOrString? = nil
 }
 
+/// Opens a TCP connection to the container; an accepted connection is healthy.
 public nonisolated struct TCPSocketAction: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// +required
+  /// The port, by number or name.
   public var port: IntOrString {
     get {_port ?? IntOrString()}
     set {_port = newValue}
@@ -485,6 +534,7 @@ public nonisolated struct TCPSocketAction: Sendable {
   /// Clears the value of `port`. Subsequent reads from it will return its default value.
   public mutating func clearPort() {self._port = nil}
 
+  /// The host. Defaults to the pod IP.
   public var host: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -494,11 +544,13 @@ public nonisolated struct TCPSocketAction: Sendable {
   var _port: IntOrString? = nil
 }
 
+/// A health check the node agent runs against a container, and when to consider it failed.
 public nonisolated struct Probe: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Run a command.
   public var exec: ExecAction {
     get {_exec ?? ExecAction()}
     set {_exec = newValue}
@@ -508,6 +560,7 @@ public nonisolated struct Probe: Sendable {
   /// Clears the value of `exec`. Subsequent reads from it will return its default value.
   public mutating func clearExec() {self._exec = nil}
 
+  /// Send an HTTP GET.
   public var httpGet: HTTPGetAction {
     get {_httpGet ?? HTTPGetAction()}
     set {_httpGet = newValue}
@@ -517,6 +570,7 @@ public nonisolated struct Probe: Sendable {
   /// Clears the value of `httpGet`. Subsequent reads from it will return its default value.
   public mutating func clearHTTPGet() {self._httpGet = nil}
 
+  /// Open a TCP connection.
   public var tcpSocket: TCPSocketAction {
     get {_tcpSocket ?? TCPSocketAction()}
     set {_tcpSocket = newValue}
@@ -526,16 +580,22 @@ public nonisolated struct Probe: Sendable {
   /// Clears the value of `tcpSocket`. Subsequent reads from it will return its default value.
   public mutating func clearTcpSocket() {self._tcpSocket = nil}
 
+  /// Seconds after the container starts before the first check.
   public var initialDelaySeconds: Int32 = 0
 
+  /// Seconds a check may take. Default 1.
   public var timeoutSeconds: Int32 = 0
 
+  /// Seconds between checks. Default 10.
   public var periodSeconds: Int32 = 0
 
+  /// Consecutive successes after a failure to count as healthy. Default 1.
   public var successThreshold: Int32 = 0
 
+  /// Consecutive failures to count as unhealthy. Default 3.
   public var failureThreshold: Int32 = 0
 
+  /// Grace period for a container stopped because this probe failed; overrides the pod's.
   public var terminationGracePeriodSeconds: Int64 {
     get {_terminationGracePeriodSeconds ?? 0}
     set {_terminationGracePeriodSeconds = newValue}
@@ -555,52 +615,55 @@ public nonisolated struct Probe: Sendable {
   var _terminationGracePeriodSeconds: Int64? = nil
 }
 
+/// One program to run in a pod: its image and command, environment, ports, resources and health checks.
 public nonisolated struct Container: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// +emitzero +required
+  /// Unique within the pod. Used to refer to the container (logs, exec, patches).
   public var name: String {
     get {_storage._name}
     set {_uniqueStorage()._name = newValue}
   }
 
+  /// The container image to run.
   public var image: String {
     get {_storage._image}
     set {_uniqueStorage()._image = newValue}
   }
 
-  /// +listType=atomic
+  /// The program and its arguments, replacing the image's entrypoint. Not run in a shell.
   public var command: [String] {
     get {_storage._command}
     set {_uniqueStorage()._command = newValue}
   }
 
-  /// +listType=atomic
+  /// Arguments to the entrypoint, replacing the image's. $(VAR) refers to an environment variable.
   public var args: [String] {
     get {_storage._args}
     set {_uniqueStorage()._args = newValue}
   }
 
+  /// The directory the command starts in. Defaults to the image's.
   public var workingDir: String {
     get {_storage._workingDir}
     set {_uniqueStorage()._workingDir = newValue}
   }
 
-  /// +patchStrategy=merge +patchMergeKey=containerPort +listType=map +listMapKey=containerPort +listMapKey=protocol
+  /// Ports the container exposes.
   public var ports: [ContainerPort] {
     get {_storage._ports}
     set {_uniqueStorage()._ports = newValue}
   }
 
-  /// +patchStrategy=merge +patchMergeKey=name +listType=map +listMapKey=name
+  /// Environment variables to set in the container.
   public var env: [EnvVar] {
     get {_storage._env}
     set {_uniqueStorage()._env = newValue}
   }
 
-  /// +emitzero
+  /// Compute resources requested and limited.
   public var resources: ResourceRequirements {
     get {_storage._resources ?? ResourceRequirements()}
     set {_uniqueStorage()._resources = newValue}
@@ -610,6 +673,7 @@ public nonisolated struct Container: @unchecked Sendable {
   /// Clears the value of `resources`. Subsequent reads from it will return its default value.
   public mutating func clearResources() {_uniqueStorage()._resources = nil}
 
+  /// Restarts the container when it fails.
   public var livenessProbe: Probe {
     get {_storage._livenessProbe ?? Probe()}
     set {_uniqueStorage()._livenessProbe = newValue}
@@ -619,6 +683,7 @@ public nonisolated struct Container: @unchecked Sendable {
   /// Clears the value of `livenessProbe`. Subsequent reads from it will return its default value.
   public mutating func clearLivenessProbe() {_uniqueStorage()._livenessProbe = nil}
 
+  /// Marks the container (and pod) not ready while it fails.
   public var readinessProbe: Probe {
     get {_storage._readinessProbe ?? Probe()}
     set {_uniqueStorage()._readinessProbe = newValue}
@@ -628,6 +693,7 @@ public nonisolated struct Container: @unchecked Sendable {
   /// Clears the value of `readinessProbe`. Subsequent reads from it will return its default value.
   public mutating func clearReadinessProbe() {_uniqueStorage()._readinessProbe = nil}
 
+  /// Holds off the other probes until it first succeeds.
   public var startupProbe: Probe {
     get {_storage._startupProbe ?? Probe()}
     set {_uniqueStorage()._startupProbe = newValue}
@@ -637,12 +703,13 @@ public nonisolated struct Container: @unchecked Sendable {
   /// Clears the value of `startupProbe`. Subsequent reads from it will return its default value.
   public mutating func clearStartupProbe() {_uniqueStorage()._startupProbe = nil}
 
+  /// Always, Never or IfNotPresent. Defaults to Always for the latest tag, IfNotPresent otherwise.
   public var imagePullPolicy: String {
     get {_storage._imagePullPolicy}
     set {_uniqueStorage()._imagePullPolicy = newValue}
   }
 
-  /// +listType=atomic
+  /// Sources whose keys all become environment variables. env wins where a name is set twice.
   public var envFrom: [EnvFromSource] {
     get {_storage._envFrom}
     set {_uniqueStorage()._envFrom = newValue}
@@ -655,19 +722,25 @@ public nonisolated struct Container: @unchecked Sendable {
   var _storage = _StorageClass.defaultInstance
 }
 
+/// Lets the pod be scheduled onto (or stay on) nodes with a matching taint.
 public nonisolated struct Toleration: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The taint key; empty with Exists matches every taint.
   public var key: String = String()
 
+  /// Equal (default) or Exists.
   public var `operator`: String = String()
 
+  /// The taint value, for Equal.
   public var value: String = String()
 
+  /// The effect to match: NoSchedule, PreferNoSchedule or NoExecute; empty matches all.
   public var effect: String = String()
 
+  /// For NoExecute: how long the pod stays after the taint appears. Unset: forever.
   public var tolerationSeconds: Int64 {
     get {_tolerationSeconds ?? 0}
     set {_tolerationSeconds = newValue}
@@ -684,18 +757,19 @@ public nonisolated struct Toleration: Sendable {
   var _tolerationSeconds: Int64? = nil
 }
 
+/// One test on a node label: a key, an operator (In, NotIn, Exists, DoesNotExist, Gt, Lt) and values.
 public nonisolated struct NodeSelectorRequirement: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// +required
+  /// The label key.
   public var key: String = String()
 
-  /// +required
+  /// In, NotIn, Exists, DoesNotExist, Gt or Lt.
   public var `operator`: String = String()
 
-  /// +listType=atomic
+  /// Values to compare with.
   public var values: [String] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -703,12 +777,13 @@ public nonisolated struct NodeSelectorRequirement: Sendable {
   public init() {}
 }
 
+/// Requirements on node labels that must all hold.
 public nonisolated struct NodeSelectorTerm: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// +listType=atomic
+  /// Requirements on node labels.
   public var matchExpressions: [NodeSelectorRequirement] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -716,12 +791,13 @@ public nonisolated struct NodeSelectorTerm: Sendable {
   public init() {}
 }
 
+/// A set of node selector terms; a node matches if any term matches.
 public nonisolated struct NodeSelector: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// +listType=atomic +required
+  /// Terms of which at least one must match.
   public var nodeSelectorTerms: [NodeSelectorTerm] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -729,11 +805,13 @@ public nonisolated struct NodeSelector: Sendable {
   public init() {}
 }
 
+/// Rules about which nodes a pod may be placed on, by node labels.
 public nonisolated struct NodeAffinity: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Nodes the pod may be placed on. Not re-checked once the pod runs.
   public var requiredDuringSchedulingIgnoredDuringExecution: NodeSelector {
     get {_requiredDuringSchedulingIgnoredDuringExecution ?? NodeSelector()}
     set {_requiredDuringSchedulingIgnoredDuringExecution = newValue}
@@ -750,11 +828,13 @@ public nonisolated struct NodeAffinity: Sendable {
   var _requiredDuringSchedulingIgnoredDuringExecution: NodeSelector? = nil
 }
 
+/// Scheduling constraints beyond nodeSelector.
 public nonisolated struct Affinity: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Constraints on nodes, by their labels.
   public var nodeAffinity: NodeAffinity {
     get {_nodeAffinity ?? NodeAffinity()}
     set {_nodeAffinity = newValue}
@@ -771,16 +851,19 @@ public nonisolated struct Affinity: Sendable {
   var _nodeAffinity: NodeAffinity? = nil
 }
 
+/// What a pod should run and how: its containers, restart policy, placement constraints and identity.
 public nonisolated struct PodSpec: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// +patchStrategy=merge +patchMergeKey=name +listType=map +listMapKey=name +required
+  /// The containers of the pod. At least one. Cannot be added or removed after creation.
   public var containers: [Container] = []
 
+  /// When containers are restarted: Always (default), OnFailure or Never.
   public var restartPolicy: String = String()
 
+  /// Seconds a container gets to exit after SIGTERM before SIGKILL. Default 30.
   public var terminationGracePeriodSeconds: Int64 {
     get {_terminationGracePeriodSeconds ?? 0}
     set {_terminationGracePeriodSeconds = newValue}
@@ -790,6 +873,7 @@ public nonisolated struct PodSpec: Sendable {
   /// Clears the value of `terminationGracePeriodSeconds`. Subsequent reads from it will return its default value.
   public mutating func clearTerminationGracePeriodSeconds() {self._terminationGracePeriodSeconds = nil}
 
+  /// Seconds the pod may run, from its start, before it is stopped and marked Failed.
   public var activeDeadlineSeconds: Int64 {
     get {_activeDeadlineSeconds ?? 0}
     set {_activeDeadlineSeconds = newValue}
@@ -799,14 +883,19 @@ public nonisolated struct PodSpec: Sendable {
   /// Clears the value of `activeDeadlineSeconds`. Subsequent reads from it will return its default value.
   public mutating func clearActiveDeadlineSeconds() {self._activeDeadlineSeconds = nil}
 
+  /// Labels a node must have for the pod to be placed on it.
   public var nodeSelector: Dictionary<String,String> = [:]
 
+  /// The ServiceAccount the pod runs as. Defaults to default.
   public var serviceAccountName: String = String()
 
+  /// The node the pod runs on. Set by the scheduler (or by the user to bypass it).
   public var nodeName: String = String()
 
+  /// The pod's host name. Defaults to the pod's name.
   public var hostname: String = String()
 
+  /// Further scheduling constraints.
   public var affinity: Affinity {
     get {_affinity ?? Affinity()}
     set {_affinity = newValue}
@@ -816,11 +905,13 @@ public nonisolated struct PodSpec: Sendable {
   /// Clears the value of `affinity`. Subsequent reads from it will return its default value.
   public mutating func clearAffinity() {self._affinity = nil}
 
+  /// The scheduler that places the pod. Default default-scheduler.
   public var schedulerName: String = String()
 
-  /// +listType=atomic
+  /// Taints the pod tolerates.
   public var tolerations: [Toleration] = []
 
+  /// The pod's priority, from its priority class.
   public var priority: Int32 {
     get {_priority ?? 0}
     set {_priority = newValue}
@@ -830,6 +921,7 @@ public nonisolated struct PodSpec: Sendable {
   /// Clears the value of `priority`. Subsequent reads from it will return its default value.
   public mutating func clearPriority() {self._priority = nil}
 
+  /// The runtime class to run the pod with.
   public var runtimeClassName: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -842,17 +934,19 @@ public nonisolated struct PodSpec: Sendable {
   var _priority: Int32? = nil
 }
 
+/// One aspect of a pod's state (PodScheduled, Initialized, ContainersReady, Ready) and when it last changed.
 public nonisolated struct PodCondition: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// +emitzero +required
+  /// PodScheduled, Initialized, ContainersReady or Ready.
   public var type: String = String()
 
-  /// +emitzero +required
+  /// True, False or Unknown.
   public var status: String = String()
 
+  /// When the condition was last checked.
   public var lastProbeTime: SwiftProtobuf.Google_Protobuf_Timestamp {
     get {_lastProbeTime ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
     set {_lastProbeTime = newValue}
@@ -862,6 +956,7 @@ public nonisolated struct PodCondition: Sendable {
   /// Clears the value of `lastProbeTime`. Subsequent reads from it will return its default value.
   public mutating func clearLastProbeTime() {self._lastProbeTime = nil}
 
+  /// When the status last changed.
   public var lastTransitionTime: SwiftProtobuf.Google_Protobuf_Timestamp {
     get {_lastTransitionTime ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
     set {_lastTransitionTime = newValue}
@@ -871,8 +966,10 @@ public nonisolated struct PodCondition: Sendable {
   /// Clears the value of `lastTransitionTime`. Subsequent reads from it will return its default value.
   public mutating func clearLastTransitionTime() {self._lastTransitionTime = nil}
 
+  /// Why, in one CamelCase word.
   public var reason: String = String()
 
+  /// Why, for humans.
   public var message: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -883,13 +980,16 @@ public nonisolated struct PodCondition: Sendable {
   var _lastTransitionTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
 }
 
+/// The container is not running yet, and why.
 public nonisolated struct ContainerStateWaiting: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Why it is waiting (ContainerCreating, CrashLoopBackOff, ...).
   public var reason: String = String()
 
+  /// Details, for humans.
   public var message: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -897,11 +997,13 @@ public nonisolated struct ContainerStateWaiting: Sendable {
   public init() {}
 }
 
+/// The container is running.
 public nonisolated struct ContainerStateRunning: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// When it started.
   public var startedAt: SwiftProtobuf.Google_Protobuf_Timestamp {
     get {_startedAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
     set {_startedAt = newValue}
@@ -918,20 +1020,25 @@ public nonisolated struct ContainerStateRunning: Sendable {
   var _startedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
 }
 
+/// The container ran and exited.
 public nonisolated struct ContainerStateTerminated: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// +emitzero +required
+  /// Its exit status.
   public var exitCode: Int32 = 0
 
+  /// The signal that ended it.
   public var signal: Int32 = 0
 
+  /// Why it ended (Completed, Error, OOMKilled, ...).
   public var reason: String = String()
 
+  /// Details.
   public var message: String = String()
 
+  /// When it started.
   public var startedAt: SwiftProtobuf.Google_Protobuf_Timestamp {
     get {_startedAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
     set {_startedAt = newValue}
@@ -941,6 +1048,7 @@ public nonisolated struct ContainerStateTerminated: Sendable {
   /// Clears the value of `startedAt`. Subsequent reads from it will return its default value.
   public mutating func clearStartedAt() {self._startedAt = nil}
 
+  /// When it exited.
   public var finishedAt: SwiftProtobuf.Google_Protobuf_Timestamp {
     get {_finishedAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
     set {_finishedAt = newValue}
@@ -950,6 +1058,7 @@ public nonisolated struct ContainerStateTerminated: Sendable {
   /// Clears the value of `finishedAt`. Subsequent reads from it will return its default value.
   public mutating func clearFinishedAt() {self._finishedAt = nil}
 
+  /// The runtime's id for it.
   public var containerID: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -960,11 +1069,13 @@ public nonisolated struct ContainerStateTerminated: Sendable {
   var _finishedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
 }
 
+/// A container's state: exactly one of waiting, running or terminated.
 public nonisolated struct ContainerState: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Not running yet.
   public var waiting: ContainerStateWaiting {
     get {_waiting ?? ContainerStateWaiting()}
     set {_waiting = newValue}
@@ -974,6 +1085,7 @@ public nonisolated struct ContainerState: Sendable {
   /// Clears the value of `waiting`. Subsequent reads from it will return its default value.
   public mutating func clearWaiting() {self._waiting = nil}
 
+  /// Running.
   public var running: ContainerStateRunning {
     get {_running ?? ContainerStateRunning()}
     set {_running = newValue}
@@ -983,6 +1095,7 @@ public nonisolated struct ContainerState: Sendable {
   /// Clears the value of `running`. Subsequent reads from it will return its default value.
   public mutating func clearRunning() {self._running = nil}
 
+  /// Exited.
   public var terminated: ContainerStateTerminated {
     get {_terminated ?? ContainerStateTerminated()}
     set {_terminated = newValue}
@@ -1001,18 +1114,19 @@ public nonisolated struct ContainerState: Sendable {
   var _terminated: ContainerStateTerminated? = nil
 }
 
+/// The state of one container of a pod as the node agent last saw it.
 public nonisolated struct ContainerStatus: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// +emitzero +required
+  /// The container's name.
   public var name: String {
     get {_storage._name}
     set {_uniqueStorage()._name = newValue}
   }
 
-  /// +emitzero
+  /// What it is doing now.
   public var state: ContainerState {
     get {_storage._state ?? ContainerState()}
     set {_uniqueStorage()._state = newValue}
@@ -1022,7 +1136,7 @@ public nonisolated struct ContainerStatus: @unchecked Sendable {
   /// Clears the value of `state`. Subsequent reads from it will return its default value.
   public mutating func clearState() {_uniqueStorage()._state = nil}
 
-  /// +emitzero
+  /// How its previous run ended.
   public var lastState: ContainerState {
     get {_storage._lastState ?? ContainerState()}
     set {_uniqueStorage()._lastState = newValue}
@@ -1032,29 +1146,31 @@ public nonisolated struct ContainerStatus: @unchecked Sendable {
   /// Clears the value of `lastState`. Subsequent reads from it will return its default value.
   public mutating func clearLastState() {_uniqueStorage()._lastState = nil}
 
-  /// +emitzero +required
+  /// Whether its readiness probe passes.
   public var ready: Bool {
     get {_storage._ready}
     set {_uniqueStorage()._ready = newValue}
   }
 
-  /// +emitzero +required
+  /// How many times it was restarted.
   public var restartCount: Int32 {
     get {_storage._restartCount}
     set {_uniqueStorage()._restartCount = newValue}
   }
 
-  /// +emitzero +required
+  /// The image it runs.
   public var image: String {
     get {_storage._image}
     set {_uniqueStorage()._image = newValue}
   }
 
+  /// The runtime's id for it (RUNTIME://ID).
   public var containerID: String {
     get {_storage._containerID}
     set {_uniqueStorage()._containerID = newValue}
   }
 
+  /// Whether its startup probe passed.
   public var started: Bool {
     get {_storage._started ?? false}
     set {_uniqueStorage()._started = newValue}
@@ -1064,7 +1180,7 @@ public nonisolated struct ContainerStatus: @unchecked Sendable {
   /// Clears the value of `started`. Subsequent reads from it will return its default value.
   public mutating func clearStarted() {_uniqueStorage()._started = nil}
 
-  /// +emitzero +required
+  /// The image's id.
   public var imageID: String {
     get {_storage._imageID}
     set {_uniqueStorage()._imageID = newValue}
@@ -1077,12 +1193,13 @@ public nonisolated struct ContainerStatus: @unchecked Sendable {
   var _storage = _StorageClass.defaultInstance
 }
 
+/// One IP address of a pod.
 public nonisolated struct PodIP: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// +required
+  /// The address.
   public var ip: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -1090,27 +1207,34 @@ public nonisolated struct PodIP: Sendable {
   public init() {}
 }
 
+/// What is known about a pod now, as its node reports it. May lag the real state.
 public nonisolated struct PodStatus: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Pending, Running, Succeeded, Failed or Unknown.
   public var phase: String = String()
 
-  /// +patchStrategy=merge +patchMergeKey=type +listType=map +listMapKey=type
+  /// The pod's conditions.
   public var conditions: [PodCondition] = []
 
+  /// Why the pod is in this state, for humans.
   public var message: String = String()
 
+  /// Why the pod is in this state, in one CamelCase word.
   public var reason: String = String()
 
+  /// The IP of the node the pod runs on.
   public var hostIp: String = String()
 
+  /// The pod's IP address.
   public var podIp: String = String()
 
-  /// +patchStrategy=merge +patchMergeKey=ip +listType=map +listMapKey=ip
+  /// The pod's IP addresses.
   public var podIps: [PodIP] = []
 
+  /// When the node agent accepted the pod.
   public var startTime: SwiftProtobuf.Google_Protobuf_Timestamp {
     get {_startTime ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
     set {_startTime = newValue}
@@ -1120,7 +1244,7 @@ public nonisolated struct PodStatus: Sendable {
   /// Clears the value of `startTime`. Subsequent reads from it will return its default value.
   public mutating func clearStartTime() {self._startTime = nil}
 
-  /// +listType=atomic
+  /// The state of each container.
   public var containerStatuses: [ContainerStatus] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -1130,21 +1254,25 @@ public nonisolated struct PodStatus: Sendable {
   var _startTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
 }
 
+/// A group of containers that run together on one node, sharing the pod's network and lifecycle. The smallest unit the scheduler places.
 public nonisolated struct Pod: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The versioned schema of this representation of an object (group/version). Servers convert to their preferred version.
   public var apiVersion: String {
     get {_storage._apiVersion}
     set {_uniqueStorage()._apiVersion = newValue}
   }
 
+  /// The REST resource this object represents, in CamelCase. Clients may set it; servers infer it from the endpoint.
   public var kind: String {
     get {_storage._kind}
     set {_uniqueStorage()._kind = newValue}
   }
 
+  /// Standard object metadata: name, namespace, labels, annotations, owners and the server's bookkeeping.
   public var metadata: ObjectMeta {
     get {_storage._metadata ?? ObjectMeta()}
     set {_uniqueStorage()._metadata = newValue}
@@ -1154,7 +1282,7 @@ public nonisolated struct Pod: @unchecked Sendable {
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {_uniqueStorage()._metadata = nil}
 
-  /// +emitzero
+  /// What the pod should run.
   public var spec: PodSpec {
     get {_storage._spec ?? PodSpec()}
     set {_uniqueStorage()._spec = newValue}
@@ -1164,7 +1292,7 @@ public nonisolated struct Pod: @unchecked Sendable {
   /// Clears the value of `spec`. Subsequent reads from it will return its default value.
   public mutating func clearSpec() {_uniqueStorage()._spec = nil}
 
-  /// +emitzero
+  /// What the pod is doing, as last reported. Read-only.
   public var status: PodStatus {
     get {_storage._status ?? PodStatus()}
     set {_uniqueStorage()._status = newValue}
@@ -1186,10 +1314,13 @@ public nonisolated struct PodList: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The versioned schema of this representation of an object (group/version). Servers convert to their preferred version.
   public var apiVersion: String = String()
 
+  /// The REST resource this object represents, in CamelCase. Clients may set it; servers infer it from the endpoint.
   public var kind: String = String()
 
+  /// Standard list metadata: the revision the list was read at, and a continue token when there are more pages.
   public var metadata: ListMeta {
     get {_metadata ?? ListMeta()}
     set {_metadata = newValue}
@@ -1199,6 +1330,7 @@ public nonisolated struct PodList: Sendable {
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {self._metadata = nil}
 
+  /// The objects of the list.
   public var items: [Pod] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -1208,11 +1340,13 @@ public nonisolated struct PodList: Sendable {
   var _metadata: ListMeta? = nil
 }
 
+/// The pod a workload controller creates: metadata and spec of each replica.
 public nonisolated struct PodTemplateSpec: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Labels and annotations of each pod (the labels must match the owner's selector).
   public var metadata: ObjectMeta {
     get {_storage._metadata ?? ObjectMeta()}
     set {_uniqueStorage()._metadata = newValue}
@@ -1222,6 +1356,7 @@ public nonisolated struct PodTemplateSpec: @unchecked Sendable {
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {_uniqueStorage()._metadata = nil}
 
+  /// The spec of each pod.
   public var spec: PodSpec {
     get {_storage._spec ?? PodSpec()}
     set {_uniqueStorage()._spec = newValue}
@@ -1239,19 +1374,22 @@ public nonisolated struct PodTemplateSpec: @unchecked Sendable {
 }
 
 /// ---- Node ----
+/// Repels pods that do not tolerate it from a node.
 public nonisolated struct Taint: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// +required
+  /// The taint key.
   public var key: String = String()
 
+  /// The taint value.
   public var value: String = String()
 
-  /// +required
+  /// NoSchedule, PreferNoSchedule or NoExecute.
   public var effect: String = String()
 
+  /// When a NoExecute taint was added.
   public var timeAdded: SwiftProtobuf.Google_Protobuf_Timestamp {
     get {_timeAdded ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
     set {_timeAdded = newValue}
@@ -1268,18 +1406,22 @@ public nonisolated struct Taint: Sendable {
   var _timeAdded: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
 }
 
+/// How a node is configured: its pod address range, taints and whether new pods may be placed there.
 public nonisolated struct NodeSpec: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// When true, no new pods are placed on the node (cordoned).
   public var unschedulable: Bool = false
 
-  /// +listType=atomic
+  /// Taints that repel pods that do not tolerate them.
   public var taints: [Taint] = []
 
+  /// The address range for the node's pods.
   public var podCidr: String = String()
 
+  /// The node's id with its infrastructure provider.
   public var providerID: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -1287,17 +1429,19 @@ public nonisolated struct NodeSpec: Sendable {
   public init() {}
 }
 
+/// One aspect of a node's health (Ready, MemoryPressure, DiskPressure, PIDPressure) and when it last changed.
 public nonisolated struct NodeCondition: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// +emitzero +required
+  /// Ready, MemoryPressure, DiskPressure, PIDPressure, ...
   public var type: String = String()
 
-  /// +emitzero +required
+  /// True, False or Unknown.
   public var status: String = String()
 
+  /// When the agent last reported it.
   public var lastHeartbeatTime: SwiftProtobuf.Google_Protobuf_Timestamp {
     get {_lastHeartbeatTime ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
     set {_lastHeartbeatTime = newValue}
@@ -1307,6 +1451,7 @@ public nonisolated struct NodeCondition: Sendable {
   /// Clears the value of `lastHeartbeatTime`. Subsequent reads from it will return its default value.
   public mutating func clearLastHeartbeatTime() {self._lastHeartbeatTime = nil}
 
+  /// When the status last changed.
   public var lastTransitionTime: SwiftProtobuf.Google_Protobuf_Timestamp {
     get {_lastTransitionTime ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
     set {_lastTransitionTime = newValue}
@@ -1316,8 +1461,10 @@ public nonisolated struct NodeCondition: Sendable {
   /// Clears the value of `lastTransitionTime`. Subsequent reads from it will return its default value.
   public mutating func clearLastTransitionTime() {self._lastTransitionTime = nil}
 
+  /// Why, in one CamelCase word.
   public var reason: String = String()
 
+  /// Why, for humans.
   public var message: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -1328,15 +1475,16 @@ public nonisolated struct NodeCondition: Sendable {
   var _lastTransitionTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
 }
 
+/// An address of a node, by type (InternalIP, Hostname, ...).
 public nonisolated struct NodeAddress: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// +required
+  /// Hostname, InternalIP, ExternalIP, ...
   public var type: String = String()
 
-  /// +required
+  /// The address.
   public var address: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -1344,6 +1492,7 @@ public nonisolated struct NodeAddress: Sendable {
   public init() {}
 }
 
+/// Identifiers and software versions of the node's host.
 public nonisolated struct NodeSystemInfo: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -1384,25 +1533,28 @@ public nonisolated struct NodeSystemInfo: Sendable {
   public init() {}
 }
 
+/// What the node agent reports about its host: capacity, conditions, addresses and software.
 public nonisolated struct NodeStatus: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// +quantity
+  /// Total resources of the node.
   public var capacity: Dictionary<String,String> = [:]
 
-  /// +quantity
+  /// Resources available to pods.
   public var allocatable: Dictionary<String,String> = [:]
 
+  /// Deprecated; unused.
   public var phase: String = String()
 
-  /// +patchStrategy=merge +patchMergeKey=type +listType=map +listMapKey=type
+  /// The node's conditions.
   public var conditions: [NodeCondition] = []
 
-  /// +patchStrategy=merge +patchMergeKey=type +listType=map +listMapKey=type
+  /// How to reach the node.
   public var addresses: [NodeAddress] = []
 
+  /// Identifiers and versions.
   public var nodeInfo: NodeSystemInfo {
     get {_nodeInfo ?? NodeSystemInfo()}
     set {_nodeInfo = newValue}
@@ -1412,6 +1564,7 @@ public nonisolated struct NodeStatus: Sendable {
   /// Clears the value of `nodeInfo`. Subsequent reads from it will return its default value.
   public mutating func clearNodeInfo() {self._nodeInfo = nil}
 
+  /// Ports of the node agent's endpoints.
   public var daemonEndpoints: NodeDaemonEndpoints {
     get {_daemonEndpoints ?? NodeDaemonEndpoints()}
     set {_daemonEndpoints = newValue}
@@ -1435,6 +1588,7 @@ public nonisolated struct DaemonEndpoint: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// +emitzero
   public var port: Int32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -1463,21 +1617,25 @@ public nonisolated struct NodeDaemonEndpoints: Sendable {
   var _kubeletEndpoint: DaemonEndpoint? = nil
 }
 
+/// A host that runs pods, registered by its node agent.
 public nonisolated struct Node: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The versioned schema of this representation of an object (group/version). Servers convert to their preferred version.
   public var apiVersion: String {
     get {_storage._apiVersion}
     set {_uniqueStorage()._apiVersion = newValue}
   }
 
+  /// The REST resource this object represents, in CamelCase. Clients may set it; servers infer it from the endpoint.
   public var kind: String {
     get {_storage._kind}
     set {_uniqueStorage()._kind = newValue}
   }
 
+  /// Standard object metadata: name, namespace, labels, annotations, owners and the server's bookkeeping.
   public var metadata: ObjectMeta {
     get {_storage._metadata ?? ObjectMeta()}
     set {_uniqueStorage()._metadata = newValue}
@@ -1487,7 +1645,7 @@ public nonisolated struct Node: @unchecked Sendable {
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {_uniqueStorage()._metadata = nil}
 
-  /// +emitzero
+  /// How the node is configured.
   public var spec: NodeSpec {
     get {_storage._spec ?? NodeSpec()}
     set {_uniqueStorage()._spec = newValue}
@@ -1497,7 +1655,7 @@ public nonisolated struct Node: @unchecked Sendable {
   /// Clears the value of `spec`. Subsequent reads from it will return its default value.
   public mutating func clearSpec() {_uniqueStorage()._spec = nil}
 
-  /// +emitzero
+  /// What the node agent reports. Read-only.
   public var status: NodeStatus {
     get {_storage._status ?? NodeStatus()}
     set {_uniqueStorage()._status = newValue}
@@ -1519,10 +1677,13 @@ public nonisolated struct NodeList: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The versioned schema of this representation of an object (group/version). Servers convert to their preferred version.
   public var apiVersion: String = String()
 
+  /// The REST resource this object represents, in CamelCase. Clients may set it; servers infer it from the endpoint.
   public var kind: String = String()
 
+  /// Standard list metadata: the revision the list was read at, and a continue token when there are more pages.
   public var metadata: ListMeta {
     get {_metadata ?? ListMeta()}
     set {_metadata = newValue}
@@ -1532,6 +1693,7 @@ public nonisolated struct NodeList: Sendable {
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {self._metadata = nil}
 
+  /// The objects of the list.
   public var items: [Node] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -1542,23 +1704,31 @@ public nonisolated struct NodeList: Sendable {
 }
 
 /// ---- Event ----
+/// Names an object precisely, by kind, namespace, name and uid.
 public nonisolated struct ObjectReference: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Kind of the object.
   public var kind: String = String()
 
+  /// Its namespace.
   public var namespace: String = String()
 
+  /// Its name.
   public var name: String = String()
 
+  /// Its uid.
   public var uid: String = String()
 
+  /// Its API version.
   public var apiVersion: String = String()
 
+  /// The version referred to.
   public var resourceVersion: String = String()
 
+  /// A part of the object, such as a container: spec.containers{NAME}.
   public var fieldPath: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -1566,13 +1736,16 @@ public nonisolated struct ObjectReference: Sendable {
   public init() {}
 }
 
+/// The component and host that reported an event.
 public nonisolated struct EventSource: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The reporting component.
   public var component: String = String()
 
+  /// The host it runs on.
   public var host: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -1580,22 +1753,25 @@ public nonisolated struct EventSource: Sendable {
   public init() {}
 }
 
+/// A report of something that happened to an object, written by a controller, the scheduler or a node agent.
 public nonisolated struct Event: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The versioned schema of this representation of an object (group/version). Servers convert to their preferred version.
   public var apiVersion: String {
     get {_storage._apiVersion}
     set {_uniqueStorage()._apiVersion = newValue}
   }
 
+  /// The REST resource this object represents, in CamelCase. Clients may set it; servers infer it from the endpoint.
   public var kind: String {
     get {_storage._kind}
     set {_uniqueStorage()._kind = newValue}
   }
 
-  /// +required
+  /// Standard object metadata: name, namespace, labels, annotations, owners and the server's bookkeeping.
   public var metadata: ObjectMeta {
     get {_storage._metadata ?? ObjectMeta()}
     set {_uniqueStorage()._metadata = newValue}
@@ -1605,7 +1781,7 @@ public nonisolated struct Event: @unchecked Sendable {
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {_uniqueStorage()._metadata = nil}
 
-  /// +required
+  /// The object the event is about.
   public var involvedObject: ObjectReference {
     get {_storage._involvedObject ?? ObjectReference()}
     set {_uniqueStorage()._involvedObject = newValue}
@@ -1615,16 +1791,19 @@ public nonisolated struct Event: @unchecked Sendable {
   /// Clears the value of `involvedObject`. Subsequent reads from it will return its default value.
   public mutating func clearInvolvedObject() {_uniqueStorage()._involvedObject = nil}
 
+  /// What happened, in one CamelCase word.
   public var reason: String {
     get {_storage._reason}
     set {_uniqueStorage()._reason = newValue}
   }
 
+  /// What happened, for humans.
   public var message: String {
     get {_storage._message}
     set {_uniqueStorage()._message = newValue}
   }
 
+  /// Who reported it.
   public var source: EventSource {
     get {_storage._source ?? EventSource()}
     set {_uniqueStorage()._source = newValue}
@@ -1634,6 +1813,7 @@ public nonisolated struct Event: @unchecked Sendable {
   /// Clears the value of `source`. Subsequent reads from it will return its default value.
   public mutating func clearSource() {_uniqueStorage()._source = nil}
 
+  /// When it first happened.
   public var firstTimestamp: SwiftProtobuf.Google_Protobuf_Timestamp {
     get {_storage._firstTimestamp ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
     set {_uniqueStorage()._firstTimestamp = newValue}
@@ -1643,6 +1823,7 @@ public nonisolated struct Event: @unchecked Sendable {
   /// Clears the value of `firstTimestamp`. Subsequent reads from it will return its default value.
   public mutating func clearFirstTimestamp() {_uniqueStorage()._firstTimestamp = nil}
 
+  /// When it last happened.
   public var lastTimestamp: SwiftProtobuf.Google_Protobuf_Timestamp {
     get {_storage._lastTimestamp ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
     set {_uniqueStorage()._lastTimestamp = newValue}
@@ -1652,17 +1833,19 @@ public nonisolated struct Event: @unchecked Sendable {
   /// Clears the value of `lastTimestamp`. Subsequent reads from it will return its default value.
   public mutating func clearLastTimestamp() {_uniqueStorage()._lastTimestamp = nil}
 
+  /// How many times it happened.
   public var count: Int32 {
     get {_storage._count}
     set {_uniqueStorage()._count = newValue}
   }
 
+  /// Normal or Warning.
   public var type: String {
     get {_storage._type}
     set {_uniqueStorage()._type = newValue}
   }
 
-  /// +microtime
+  /// When it happened, to the microsecond.
   public var eventTime: SwiftProtobuf.Google_Protobuf_Timestamp {
     get {_storage._eventTime ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
     set {_uniqueStorage()._eventTime = newValue}
@@ -1672,16 +1855,19 @@ public nonisolated struct Event: @unchecked Sendable {
   /// Clears the value of `eventTime`. Subsequent reads from it will return its default value.
   public mutating func clearEventTime() {_uniqueStorage()._eventTime = nil}
 
+  /// The controller that reported it.
   public var reportingComponent: String {
     get {_storage._reportingComponent}
     set {_uniqueStorage()._reportingComponent = newValue}
   }
 
+  /// Which instance of it.
   public var reportingInstance: String {
     get {_storage._reportingInstance}
     set {_uniqueStorage()._reportingInstance = newValue}
   }
 
+  /// What was done or failed.
   public var action: String {
     get {_storage._action}
     set {_uniqueStorage()._action = newValue}
@@ -1699,10 +1885,13 @@ public nonisolated struct EventList: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The versioned schema of this representation of an object (group/version). Servers convert to their preferred version.
   public var apiVersion: String = String()
 
+  /// The REST resource this object represents, in CamelCase. Clients may set it; servers infer it from the endpoint.
   public var kind: String = String()
 
+  /// Standard list metadata: the revision the list was read at, and a continue token when there are more pages.
   public var metadata: ListMeta {
     get {_metadata ?? ListMeta()}
     set {_metadata = newValue}
@@ -1712,6 +1901,7 @@ public nonisolated struct EventList: Sendable {
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {self._metadata = nil}
 
+  /// The objects of the list.
   public var items: [Event] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -1727,16 +1917,19 @@ public nonisolated struct Binding: @unchecked Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The versioned schema of this representation of an object (group/version). Servers convert to their preferred version.
   public var apiVersion: String {
     get {_storage._apiVersion}
     set {_uniqueStorage()._apiVersion = newValue}
   }
 
+  /// The REST resource this object represents, in CamelCase. Clients may set it; servers infer it from the endpoint.
   public var kind: String {
     get {_storage._kind}
     set {_uniqueStorage()._kind = newValue}
   }
 
+  /// Standard object metadata: name, namespace, labels, annotations, owners and the server's bookkeeping.
   public var metadata: ObjectMeta {
     get {_storage._metadata ?? ObjectMeta()}
     set {_uniqueStorage()._metadata = newValue}
@@ -1769,16 +1962,19 @@ public nonisolated struct ConfigMap: @unchecked Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The versioned schema of this representation of an object (group/version). Servers convert to their preferred version.
   public var apiVersion: String {
     get {_storage._apiVersion}
     set {_uniqueStorage()._apiVersion = newValue}
   }
 
+  /// The REST resource this object represents, in CamelCase. Clients may set it; servers infer it from the endpoint.
   public var kind: String {
     get {_storage._kind}
     set {_uniqueStorage()._kind = newValue}
   }
 
+  /// Standard object metadata: name, namespace, labels, annotations, owners and the server's bookkeeping.
   public var metadata: ObjectMeta {
     get {_storage._metadata ?? ObjectMeta()}
     set {_uniqueStorage()._metadata = newValue}
@@ -1822,10 +2018,13 @@ public nonisolated struct ConfigMapList: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The versioned schema of this representation of an object (group/version). Servers convert to their preferred version.
   public var apiVersion: String = String()
 
+  /// The REST resource this object represents, in CamelCase. Clients may set it; servers infer it from the endpoint.
   public var kind: String = String()
 
+  /// Standard list metadata: the revision the list was read at, and a continue token when there are more pages.
   public var metadata: ListMeta {
     get {_metadata ?? ListMeta()}
     set {_metadata = newValue}
@@ -1835,6 +2034,7 @@ public nonisolated struct ConfigMapList: Sendable {
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {self._metadata = nil}
 
+  /// The objects of the list.
   public var items: [ConfigMap] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -1850,16 +2050,19 @@ public nonisolated struct Secret: @unchecked Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The versioned schema of this representation of an object (group/version). Servers convert to their preferred version.
   public var apiVersion: String {
     get {_storage._apiVersion}
     set {_uniqueStorage()._apiVersion = newValue}
   }
 
+  /// The REST resource this object represents, in CamelCase. Clients may set it; servers infer it from the endpoint.
   public var kind: String {
     get {_storage._kind}
     set {_uniqueStorage()._kind = newValue}
   }
 
+  /// Standard object metadata: name, namespace, labels, annotations, owners and the server's bookkeeping.
   public var metadata: ObjectMeta {
     get {_storage._metadata ?? ObjectMeta()}
     set {_uniqueStorage()._metadata = newValue}
@@ -1909,10 +2112,13 @@ public nonisolated struct SecretList: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The versioned schema of this representation of an object (group/version). Servers convert to their preferred version.
   public var apiVersion: String = String()
 
+  /// The REST resource this object represents, in CamelCase. Clients may set it; servers infer it from the endpoint.
   public var kind: String = String()
 
+  /// Standard list metadata: the revision the list was read at, and a continue token when there are more pages.
   public var metadata: ListMeta {
     get {_metadata ?? ListMeta()}
     set {_metadata = newValue}
@@ -1922,6 +2128,7 @@ public nonisolated struct SecretList: Sendable {
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {self._metadata = nil}
 
+  /// The objects of the list.
   public var items: [Secret] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -1937,6 +2144,7 @@ public nonisolated struct LocalObjectReference: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The object's name.
   public var name: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -1950,16 +2158,19 @@ public nonisolated struct ServiceAccount: @unchecked Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The versioned schema of this representation of an object (group/version). Servers convert to their preferred version.
   public var apiVersion: String {
     get {_storage._apiVersion}
     set {_uniqueStorage()._apiVersion = newValue}
   }
 
+  /// The REST resource this object represents, in CamelCase. Clients may set it; servers infer it from the endpoint.
   public var kind: String {
     get {_storage._kind}
     set {_uniqueStorage()._kind = newValue}
   }
 
+  /// Standard object metadata: name, namespace, labels, annotations, owners and the server's bookkeeping.
   public var metadata: ObjectMeta {
     get {_storage._metadata ?? ObjectMeta()}
     set {_uniqueStorage()._metadata = newValue}
@@ -1969,18 +2180,19 @@ public nonisolated struct ServiceAccount: @unchecked Sendable {
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {_uniqueStorage()._metadata = nil}
 
-  /// +patchStrategy=merge +patchMergeKey=name +listType=map +listMapKey=name
+  /// Secrets pods of this account may use.
   public var secrets: [ObjectReference] {
     get {_storage._secrets}
     set {_uniqueStorage()._secrets = newValue}
   }
 
-  /// +listType=atomic
+  /// Secrets for pulling images of this account's pods.
   public var imagePullSecrets: [LocalObjectReference] {
     get {_storage._imagePullSecrets}
     set {_uniqueStorage()._imagePullSecrets = newValue}
   }
 
+  /// Whether pods get the account's token mounted.
   public var automountServiceAccountToken: Bool {
     get {_storage._automountServiceAccountToken ?? false}
     set {_uniqueStorage()._automountServiceAccountToken = newValue}
@@ -2002,10 +2214,13 @@ public nonisolated struct ServiceAccountList: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The versioned schema of this representation of an object (group/version). Servers convert to their preferred version.
   public var apiVersion: String = String()
 
+  /// The REST resource this object represents, in CamelCase. Clients may set it; servers infer it from the endpoint.
   public var kind: String = String()
 
+  /// Standard list metadata: the revision the list was read at, and a continue token when there are more pages.
   public var metadata: ListMeta {
     get {_metadata ?? ListMeta()}
     set {_metadata = newValue}
@@ -2015,6 +2230,7 @@ public nonisolated struct ServiceAccountList: Sendable {
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {self._metadata = nil}
 
+  /// The objects of the list.
   public var items: [ServiceAccount] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()

@@ -38,23 +38,31 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
+/// Metadata every persisted object has: identity (name, namespace, uid), labels and annotations, ownership, and the server's bookkeeping (revision, generation, timestamps, field managers).
 public nonisolated struct ObjectMeta: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Unique within a namespace (or the cluster, for cluster-scoped kinds). Required when creating, unless generateName is set. Cannot be changed.
   public var name: String = String()
 
+  /// A prefix from which the server makes a unique name when name is empty, by adding a random suffix.
   public var generateName: String = String()
 
+  /// The namespace the object lives in. Empty for cluster-scoped kinds; defaults to default.
   public var namespace: String = String()
 
+  /// Set by the server; unique in time and space. Tells apart two objects that had the same name.
   public var uid: String = String()
 
+  /// The store revision of this version of the object. Opaque to clients; send it back to detect concurrent changes, and to resume lists and watches.
   public var resourceVersion: String = String()
 
+  /// Incremented by the server each time the desired state (spec) changes.
   public var generation: Int64 = 0
 
+  /// When the server created the object (RFC 3339, UTC).
   public var creationTimestamp: SwiftProtobuf.Google_Protobuf_Timestamp {
     get {_creationTimestamp ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
     set {_creationTimestamp = newValue}
@@ -64,6 +72,7 @@ public nonisolated struct ObjectMeta: Sendable {
   /// Clears the value of `creationTimestamp`. Subsequent reads from it will return its default value.
   public mutating func clearCreationTimestamp() {self._creationTimestamp = nil}
 
+  /// When the object will be deleted: set by the server when a graceful deletion is requested. Read-only.
   public var deletionTimestamp: SwiftProtobuf.Google_Protobuf_Timestamp {
     get {_deletionTimestamp ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
     set {_deletionTimestamp = newValue}
@@ -73,6 +82,7 @@ public nonisolated struct ObjectMeta: Sendable {
   /// Clears the value of `deletionTimestamp`. Subsequent reads from it will return its default value.
   public mutating func clearDeletionTimestamp() {self._deletionTimestamp = nil}
 
+  /// Seconds the object was given to stop gracefully, once its deletion was requested.
   public var deletionGracePeriodSeconds: Int64 {
     get {_deletionGracePeriodSeconds ?? 0}
     set {_deletionGracePeriodSeconds = newValue}
@@ -82,13 +92,16 @@ public nonisolated struct ObjectMeta: Sendable {
   /// Clears the value of `deletionGracePeriodSeconds`. Subsequent reads from it will return its default value.
   public mutating func clearDeletionGracePeriodSeconds() {self._deletionGracePeriodSeconds = nil}
 
+  /// Key/value pairs for organising and selecting objects (selectors match on them).
   public var labels: Dictionary<String,String> = [:]
 
+  /// Key/value pairs that tools and controllers store on an object; not used for selection.
   public var annotations: Dictionary<String,String> = [:]
 
-  /// +patchStrategy=merge +patchMergeKey=uid +listType=map +listMapKey=uid
+  /// The objects this one depends on. When all owners are deleted, the garbage collector deletes this one too.
   public var ownerReferences: [OwnerReference] = []
 
+  /// Names that must all be removed before a deleted object is removed from the store.
   public var finalizers: [String] = []
 
   /// Which manager owns which fields (server-side apply); kept by the server.
@@ -109,12 +122,16 @@ public nonisolated struct ManagedFieldsEntry: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The field manager: an applier's fieldManager, or a client's user-agent for updates.
   public var manager: String = String()
 
+  /// Apply or Update.
   public var operation: String = String()
 
+  /// The API version the fields are named in.
   public var apiVersion: String = String()
 
+  /// When the manager last changed a field it owns.
   public var time: SwiftProtobuf.Google_Protobuf_Timestamp {
     get {_time ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
     set {_time = newValue}
@@ -124,11 +141,13 @@ public nonisolated struct ManagedFieldsEntry: Sendable {
   /// Clears the value of `time`. Subsequent reads from it will return its default value.
   public mutating func clearTime() {self._time = nil}
 
+  /// The format of fieldsV1: FieldsV1.
   public var fieldsType: String = String()
 
   /// The set of fields, in Kubernetes' FieldsV1 form ({"f:spec":{"f:replicas":{}}}).
   public var fieldsV1: String = String()
 
+  /// The subresource the fields were written through (status, scale), or empty for the object itself.
   public var subresource: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -138,23 +157,25 @@ public nonisolated struct ManagedFieldsEntry: Sendable {
   var _time: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
 }
 
+/// Names an object that owns this one. When every owner is gone, the garbage collector deletes the dependent.
 public nonisolated struct OwnerReference: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// +required
+  /// API version of the owner.
   public var apiVersion: String = String()
 
-  /// +required
+  /// Kind of the owner.
   public var kind: String = String()
 
-  /// +required
+  /// Name of the owner.
   public var name: String = String()
 
-  /// +required
+  /// UID of the owner.
   public var uid: String = String()
 
+  /// True when the owner is the managing controller. At most one owner may be.
   public var controller: Bool {
     get {_controller ?? false}
     set {_controller = newValue}
@@ -164,6 +185,7 @@ public nonisolated struct OwnerReference: Sendable {
   /// Clears the value of `controller`. Subsequent reads from it will return its default value.
   public mutating func clearController() {self._controller = nil}
 
+  /// With foreground deletion, the owner is not removed before this dependent.
   public var blockOwnerDeletion: Bool {
     get {_blockOwnerDeletion ?? false}
     set {_blockOwnerDeletion = newValue}
@@ -181,15 +203,19 @@ public nonisolated struct OwnerReference: Sendable {
   var _blockOwnerDeletion: Bool? = nil
 }
 
+/// Metadata of a list: the revision it reflects and how to fetch the next page.
 public nonisolated struct ListMeta: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The store revision the list reflects. Watch from it to see every change after the list.
   public var resourceVersion: String = String()
 
+  /// Set when there are more items: send it back as continue to get the next page.
   public var `continue`: String = String()
 
+  /// How many items are left after this page, when the server knows.
   public var remainingItemCount: Int64 {
     get {_remainingItemCount ?? 0}
     set {_remainingItemCount = newValue}
@@ -241,18 +267,19 @@ public nonisolated struct IntOrString: Sendable {
   public init() {}
 }
 
+/// One label test: a key, an operator and, for In and NotIn, values.
 public nonisolated struct LabelSelectorRequirement: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// +required
+  /// The label key.
   public var key: String = String()
 
-  /// +required
+  /// In, NotIn, Exists or DoesNotExist.
   public var `operator`: String = String()
 
-  /// +listType=atomic
+  /// Values for In and NotIn; must be empty for Exists and DoesNotExist.
   public var values: [String] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -260,14 +287,16 @@ public nonisolated struct LabelSelectorRequirement: Sendable {
   public init() {}
 }
 
+/// Selects objects by their labels. Both matchLabels and matchExpressions must hold; an empty selector selects everything.
 public nonisolated struct LabelSelector: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Labels that must all be present with these values.
   public var matchLabels: Dictionary<String,String> = [:]
 
-  /// +listType=atomic
+  /// Label requirements that must all hold.
   public var matchExpressions: [LabelSelectorRequirement] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -300,6 +329,7 @@ public nonisolated struct StatusDetails: Sendable {
 
   public var group: String = String()
 
+  /// The REST resource this object represents, in CamelCase. Clients may set it; servers infer it from the endpoint.
   public var kind: String = String()
 
   public var uid: String = String()
@@ -320,10 +350,13 @@ public nonisolated struct Status: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The versioned schema of this representation of an object (group/version). Servers convert to their preferred version.
   public var apiVersion: String = String()
 
+  /// The REST resource this object represents, in CamelCase. Clients may set it; servers infer it from the endpoint.
   public var kind: String = String()
 
+  /// Standard object metadata: name, namespace, labels, annotations, owners and the server's bookkeeping.
   public var metadata: ListMeta {
     get {_metadata ?? ListMeta()}
     set {_metadata = newValue}

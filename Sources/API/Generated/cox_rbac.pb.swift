@@ -23,24 +23,25 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
+/// Verbs allowed on resources (or non-resource URLs). A request is allowed when any rule of a bound role allows it.
 public nonisolated struct PolicyRule: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// +listType=atomic +required
+  /// Verbs allowed (get, list, watch, create, update, patch, delete, deletecollection, or * for all).
   public var verbs: [String] = []
 
-  /// +listType=atomic
+  /// API groups of the resources ("" is the core group; * all).
   public var apiGroups: [String] = []
 
-  /// +listType=atomic
+  /// Resources (pods, deployments, pods/log, ...; * all).
   public var resources: [String] = []
 
-  /// +listType=atomic
+  /// Only these objects, by name. Empty: all.
   public var resourceNames: [String] = []
 
-  /// +listType=atomic
+  /// URL paths such as /healthz (ClusterRoles only).
   public var nonResourceUrls: [String] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -48,21 +49,25 @@ public nonisolated struct PolicyRule: Sendable {
   public init() {}
 }
 
+/// A set of permissions within one namespace.
 public nonisolated struct Role: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The versioned schema of this representation of an object (group/version). Servers convert to their preferred version.
   public var apiVersion: String {
     get {_storage._apiVersion}
     set {_uniqueStorage()._apiVersion = newValue}
   }
 
+  /// The REST resource this object represents, in CamelCase. Clients may set it; servers infer it from the endpoint.
   public var kind: String {
     get {_storage._kind}
     set {_uniqueStorage()._kind = newValue}
   }
 
+  /// Standard object metadata: name, namespace, labels, annotations, owners and the server's bookkeeping.
   public var metadata: ObjectMeta {
     get {_storage._metadata ?? ObjectMeta()}
     set {_uniqueStorage()._metadata = newValue}
@@ -72,7 +77,7 @@ public nonisolated struct Role: @unchecked Sendable {
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {_uniqueStorage()._metadata = nil}
 
-  /// +listType=atomic
+  /// The permissions.
   public var rules: [PolicyRule] {
     get {_storage._rules}
     set {_uniqueStorage()._rules = newValue}
@@ -90,10 +95,13 @@ public nonisolated struct RoleList: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The versioned schema of this representation of an object (group/version). Servers convert to their preferred version.
   public var apiVersion: String = String()
 
+  /// The REST resource this object represents, in CamelCase. Clients may set it; servers infer it from the endpoint.
   public var kind: String = String()
 
+  /// Standard list metadata: the revision the list was read at, and a continue token when there are more pages.
   public var metadata: ListMeta {
     get {_metadata ?? ListMeta()}
     set {_metadata = newValue}
@@ -103,6 +111,7 @@ public nonisolated struct RoleList: Sendable {
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {self._metadata = nil}
 
+  /// The objects of the list.
   public var items: [Role] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -112,21 +121,25 @@ public nonisolated struct RoleList: Sendable {
   var _metadata: ListMeta? = nil
 }
 
+/// A set of permissions across the cluster, or to be granted per namespace by a RoleBinding.
 public nonisolated struct ClusterRole: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The versioned schema of this representation of an object (group/version). Servers convert to their preferred version.
   public var apiVersion: String {
     get {_storage._apiVersion}
     set {_uniqueStorage()._apiVersion = newValue}
   }
 
+  /// The REST resource this object represents, in CamelCase. Clients may set it; servers infer it from the endpoint.
   public var kind: String {
     get {_storage._kind}
     set {_uniqueStorage()._kind = newValue}
   }
 
+  /// Standard object metadata: name, namespace, labels, annotations, owners and the server's bookkeeping.
   public var metadata: ObjectMeta {
     get {_storage._metadata ?? ObjectMeta()}
     set {_uniqueStorage()._metadata = newValue}
@@ -136,7 +149,7 @@ public nonisolated struct ClusterRole: @unchecked Sendable {
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {_uniqueStorage()._metadata = nil}
 
-  /// +listType=atomic
+  /// The permissions.
   public var rules: [PolicyRule] {
     get {_storage._rules}
     set {_uniqueStorage()._rules = newValue}
@@ -154,10 +167,13 @@ public nonisolated struct ClusterRoleList: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The versioned schema of this representation of an object (group/version). Servers convert to their preferred version.
   public var apiVersion: String = String()
 
+  /// The REST resource this object represents, in CamelCase. Clients may set it; servers infer it from the endpoint.
   public var kind: String = String()
 
+  /// Standard list metadata: the revision the list was read at, and a continue token when there are more pages.
   public var metadata: ListMeta {
     get {_metadata ?? ListMeta()}
     set {_metadata = newValue}
@@ -167,6 +183,7 @@ public nonisolated struct ClusterRoleList: Sendable {
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {self._metadata = nil}
 
+  /// The objects of the list.
   public var items: [ClusterRole] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -176,19 +193,22 @@ public nonisolated struct ClusterRoleList: Sendable {
   var _metadata: ListMeta? = nil
 }
 
+/// A user, group or service account that a binding grants to.
 public nonisolated struct Subject: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// +required
+  /// User, Group or ServiceAccount.
   public var kind: String = String()
 
+  /// rbac.authorization.k8s.io for users and groups; empty for service accounts.
   public var apiGroup: String = String()
 
-  /// +required
+  /// Its name.
   public var name: String = String()
 
+  /// For a service account: its namespace.
   public var namespace: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -196,18 +216,19 @@ public nonisolated struct Subject: Sendable {
   public init() {}
 }
 
+/// The role a binding grants.
 public nonisolated struct RoleRef: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// +required
+  /// rbac.authorization.k8s.io.
   public var apiGroup: String = String()
 
-  /// +required
+  /// Role or ClusterRole.
   public var kind: String = String()
 
-  /// +required
+  /// The role's name.
   public var name: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -215,21 +236,25 @@ public nonisolated struct RoleRef: Sendable {
   public init() {}
 }
 
+/// Grants a Role's or ClusterRole's permissions to subjects within one namespace.
 public nonisolated struct RoleBinding: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The versioned schema of this representation of an object (group/version). Servers convert to their preferred version.
   public var apiVersion: String {
     get {_storage._apiVersion}
     set {_uniqueStorage()._apiVersion = newValue}
   }
 
+  /// The REST resource this object represents, in CamelCase. Clients may set it; servers infer it from the endpoint.
   public var kind: String {
     get {_storage._kind}
     set {_uniqueStorage()._kind = newValue}
   }
 
+  /// Standard object metadata: name, namespace, labels, annotations, owners and the server's bookkeeping.
   public var metadata: ObjectMeta {
     get {_storage._metadata ?? ObjectMeta()}
     set {_uniqueStorage()._metadata = newValue}
@@ -239,13 +264,13 @@ public nonisolated struct RoleBinding: @unchecked Sendable {
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {_uniqueStorage()._metadata = nil}
 
-  /// +listType=atomic
+  /// Who is granted the role.
   public var subjects: [Subject] {
     get {_storage._subjects}
     set {_uniqueStorage()._subjects = newValue}
   }
 
-  /// +required
+  /// The role granted. Cannot change.
   public var roleRef: RoleRef {
     get {_storage._roleRef ?? RoleRef()}
     set {_uniqueStorage()._roleRef = newValue}
@@ -267,10 +292,13 @@ public nonisolated struct RoleBindingList: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The versioned schema of this representation of an object (group/version). Servers convert to their preferred version.
   public var apiVersion: String = String()
 
+  /// The REST resource this object represents, in CamelCase. Clients may set it; servers infer it from the endpoint.
   public var kind: String = String()
 
+  /// Standard list metadata: the revision the list was read at, and a continue token when there are more pages.
   public var metadata: ListMeta {
     get {_metadata ?? ListMeta()}
     set {_metadata = newValue}
@@ -280,6 +308,7 @@ public nonisolated struct RoleBindingList: Sendable {
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {self._metadata = nil}
 
+  /// The objects of the list.
   public var items: [RoleBinding] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -289,21 +318,25 @@ public nonisolated struct RoleBindingList: Sendable {
   var _metadata: ListMeta? = nil
 }
 
+/// Grants a ClusterRole's permissions to subjects across the cluster.
 public nonisolated struct ClusterRoleBinding: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The versioned schema of this representation of an object (group/version). Servers convert to their preferred version.
   public var apiVersion: String {
     get {_storage._apiVersion}
     set {_uniqueStorage()._apiVersion = newValue}
   }
 
+  /// The REST resource this object represents, in CamelCase. Clients may set it; servers infer it from the endpoint.
   public var kind: String {
     get {_storage._kind}
     set {_uniqueStorage()._kind = newValue}
   }
 
+  /// Standard object metadata: name, namespace, labels, annotations, owners and the server's bookkeeping.
   public var metadata: ObjectMeta {
     get {_storage._metadata ?? ObjectMeta()}
     set {_uniqueStorage()._metadata = newValue}
@@ -313,13 +346,13 @@ public nonisolated struct ClusterRoleBinding: @unchecked Sendable {
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {_uniqueStorage()._metadata = nil}
 
-  /// +listType=atomic
+  /// Who is granted the role.
   public var subjects: [Subject] {
     get {_storage._subjects}
     set {_uniqueStorage()._subjects = newValue}
   }
 
-  /// +required
+  /// The ClusterRole granted. Cannot change.
   public var roleRef: RoleRef {
     get {_storage._roleRef ?? RoleRef()}
     set {_uniqueStorage()._roleRef = newValue}
@@ -341,10 +374,13 @@ public nonisolated struct ClusterRoleBindingList: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The versioned schema of this representation of an object (group/version). Servers convert to their preferred version.
   public var apiVersion: String = String()
 
+  /// The REST resource this object represents, in CamelCase. Clients may set it; servers infer it from the endpoint.
   public var kind: String = String()
 
+  /// Standard list metadata: the revision the list was read at, and a continue token when there are more pages.
   public var metadata: ListMeta {
     get {_metadata ?? ListMeta()}
     set {_metadata = newValue}
@@ -354,6 +390,7 @@ public nonisolated struct ClusterRoleBindingList: Sendable {
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {self._metadata = nil}
 
+  /// The objects of the list.
   public var items: [ClusterRoleBinding] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -457,16 +494,19 @@ public nonisolated struct SelfSubjectAccessReview: @unchecked Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The versioned schema of this representation of an object (group/version). Servers convert to their preferred version.
   public var apiVersion: String {
     get {_storage._apiVersion}
     set {_uniqueStorage()._apiVersion = newValue}
   }
 
+  /// The REST resource this object represents, in CamelCase. Clients may set it; servers infer it from the endpoint.
   public var kind: String {
     get {_storage._kind}
     set {_uniqueStorage()._kind = newValue}
   }
 
+  /// Standard object metadata: name, namespace, labels, annotations, owners and the server's bookkeeping.
   public var metadata: ObjectMeta {
     get {_storage._metadata ?? ObjectMeta()}
     set {_uniqueStorage()._metadata = newValue}

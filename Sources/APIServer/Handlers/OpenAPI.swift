@@ -46,8 +46,9 @@ enum OpenAPI {
     static func property(_ field: FieldSchema, _ version: Version) -> JSONValue {
         var members = schema(field.type, version)
         if !field.description.isEmpty {
-            if members.first?.key == "$ref" {
-                // A description beside a $ref is ignored by OpenAPI 2 tools; Kubernetes wraps it.
+            if members.first?.key == "$ref" && version != .v2 {
+                // OpenAPI 3 ignores a description beside a $ref; Kubernetes wraps the $ref in allOf
+                // there (and keeps them side by side in v2, as its swagger.json does).
                 members = [JSONMember("allOf", .array([.object(members)]))]
             }
             members.append(JSONMember("description", .string(field.description)))
