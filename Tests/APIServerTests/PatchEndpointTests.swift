@@ -63,7 +63,13 @@ struct PatchEndpointTests {
         let unknownType = try await server.request("PATCH", web, body: "{}", contentType: "application/json")
         #expect(unknownType.code == 415 && unknownType.body.contains("application/strategic-merge-patch+json"), "\(unknownType.body)")
         let invalid = try await server.request("PATCH", web, body: #"{"spec":{"replicas":-1}}"#, contentType: "application/merge-patch+json")
-        #expect(invalid.code == 422 && invalid.body.contains("spec.replicas"), "\(invalid.body)")
+        #expect(invalid.code == 422 && invalid.json?["message"] == .string(#"Deployment.apps "web" is invalid: spec.replicas: Invalid value: "-1": must be greater than or equal to 0"#), "\(invalid.body)")
+        // The details kubectl words its error from (`The Deployment "web" is invalid: spec.replicas: …`).
+        let details = invalid.json?["details"]
+        #expect(details?["kind"] == .string("Deployment") && details?["group"] == .string("apps") && details?["name"] == .string("web"), "\(invalid.body)")
+        #expect(details?["causes"]?.elements?.first == .object([JSONMember("reason", .string("FieldValueInvalid")),
+                                                                JSONMember("message", .string(#"Invalid value: "-1": must be greater than or equal to 0"#)),
+                                                                JSONMember("field", .string("spec.replicas"))]), "\(invalid.body)")
         // A field the kind does not have: dropped with a Warning by default, 400 when strict.
         let unknownField = try await server.request("PATCH", web, body: #"{"spec":{"replicaz":2}}"#, contentType: "application/merge-patch+json", extra: ["-D", "-"])
         #expect(unknownField.code == 200 && unknownField.body.contains(#"warning: 299 - "unknown field \"spec.replicaz\"""#), "\(unknownField.body)")

@@ -22,11 +22,26 @@ public struct FieldError: Error, Sendable, Hashable, CustomStringConvertible {
         self.detail = detail
     }
 
-    public var description: String {
-        var s = "\(field): \(kind.rawValue)"
+    public var description: String { "\(field): \(body)" }
+
+    /// The error without its field, as a Status cause's message carries it (the field is beside it).
+    public var body: String {
+        var s = kind.rawValue
         if let value { s += ": \"\(value)\"" }
         if !detail.isEmpty { s += ": \(detail)" }
         return s
+    }
+
+    /// The cause type Kubernetes gives this kind of error (`FieldValueForbidden`, …).
+    public var causeType: String {
+        switch kind {
+        case .required: "FieldValueRequired"
+        case .invalid: "FieldValueInvalid"
+        case .duplicate: "FieldValueDuplicate"
+        case .notSupported: "FieldValueNotSupported"
+        case .tooLong: "FieldValueTooLong"
+        case .forbidden: "FieldValueForbidden"
+        }
     }
 
     public static func required(_ field: String, _ detail: String = "") -> FieldError { .init(.required, field, detail: detail) }
@@ -40,19 +55,22 @@ public struct FieldError: Error, Sendable, Hashable, CustomStringConvertible {
 /// The errors of one object, as one error: the message Kubernetes gives for `Invalid`.
 public struct ValidationError: Error, Sendable, CustomStringConvertible {
     public let kind: String
+    public let group: String
     public let name: String
     public let errors: [FieldError]
 
-    public init(kind: String, name: String, errors: [FieldError]) {
+    public init(kind: String, group: String = "", name: String, errors: [FieldError]) {
         self.kind = kind
+        self.group = group
         self.name = name
         self.errors = errors
     }
 
+    /// Kubernetes' words: the kind qualified by its group (`Deployment.apps "web" is invalid: …`).
     public var description: String {
         let list = errors.map(\.description)
         let joined = list.count == 1 ? list[0] : "[" + list.joined(separator: ", ") + "]"
-        return "\(kind) \"\(name)\" is invalid: \(joined)"
+        return "\(group.isEmpty ? kind : kind + "." + group) \"\(name)\" is invalid: \(joined)"
     }
 }
 
@@ -60,7 +78,7 @@ extension APIObject {
     /// Throws a ValidationError when `validate()` finds anything.
     public func validated() throws -> Self {
         let errors = validate()
-        if !errors.isEmpty { throw ValidationError(kind: Self.kindInfo.kind, name: metadata.name, errors: errors) }
+        if !errors.isEmpty { throw ValidationError(kind: Self.kindInfo.kind, group: Self.kindInfo.group, name: metadata.name, errors: errors) }
         return self
     }
 }

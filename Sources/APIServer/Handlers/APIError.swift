@@ -10,6 +10,7 @@ public struct APIError: Error, Sendable, CustomStringConvertible {
     public var causes: [StatusCause] = []
     public var retryAfterSeconds: Int?
     public var kind = ""
+    public var group = ""
     public var name = ""
 
     public init(_ code: Int, _ reason: String, _ message: String) {
@@ -43,6 +44,7 @@ public struct APIError: Error, Sendable, CustomStringConvertible {
         if !causes.isEmpty || !kind.isEmpty || !name.isEmpty || retryAfterSeconds != nil {
             status.details.causes = causes
             status.details.kind = kind
+            status.details.group = group
             status.details.name = name
             if let retryAfterSeconds { status.details.retryAfterSeconds = Int32(retryAfterSeconds) }
         }
@@ -70,11 +72,15 @@ public struct APIError: Error, Sendable, CustomStringConvertible {
             mapped = APIError(422, "Invalid", error.description)
             mapped.causes = error.errors.map { fieldError in
                 var cause = StatusCause()
-                cause.reason = "Field\(fieldError.kind.rawValue.replacingOccurrences(of: " ", with: ""))"
+                cause.reason = fieldError.causeType
                 cause.field = fieldError.field
-                cause.message = fieldError.description
+                cause.message = fieldError.body
                 return cause
             }
+            // kubectl words it from these: `The ConfigMap "x" is invalid: data: Forbidden: …`.
+            mapped.kind = error.kind
+            mapped.group = error.group
+            mapped.name = error.name
         case let error as JSONDecodeError:
             mapped = .badRequest("error decoding the request body: \(error)")
         case let error as JSONSyntaxError:
@@ -86,8 +92,8 @@ public struct APIError: Error, Sendable, CustomStringConvertible {
         default:
             mapped = APIError(500, "InternalError", "an internal error occurred: \(error)")
         }
-        mapped.kind = kind
-        mapped.name = name
+        if !kind.isEmpty { mapped.kind = kind }
+        if !name.isEmpty { mapped.name = name }
         return mapped
     }
 }
