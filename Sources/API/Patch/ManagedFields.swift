@@ -55,14 +55,15 @@ public enum ManagedFields {
         var pruned = false
         for entry in entries {
             let fields = FieldSet(text: entry.fieldsV1).pruned(to: new, removing: changed)
-            if fields.text != entry.fieldsV1 { pruned = true }
+            let text = fields.text
+            if text != entry.fieldsV1 { pruned = true }
             if entry.manager == manager && entry.operation == update && entry.subresource == subresource {
                 mine = fields
                 continue
             }
             if fields.isEmpty { continue }
             var kept = entry
-            kept.fieldsV1 = fields.text
+            kept.fieldsV1 = text
             out.append(kept)
         }
         // A write that changes no field leaves the entries (and their times) as they were, so

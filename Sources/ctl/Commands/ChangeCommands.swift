@@ -101,8 +101,10 @@ struct MetadataChange {
     let past: String   // "labeled" or "annotated"
 
     /// The patch for `changes` against what `current` holds; refuses to change a value without
-    /// `overwrite` (kubectl's rule), and notes keys to remove that are not there.
-    func patch(_ changes: [String], current: [String: String], overwrite: Bool) throws -> (patch: JSONValue, notes: [String]) {
+    /// `overwrite` (kubectl's rule), and notes keys to remove that are not there. With a
+    /// `resourceVersion`, the patch holds only if the object is still at that version.
+    func patch(_ changes: [String], current: [String: String], overwrite: Bool,
+               resourceVersion: String? = nil) throws -> (patch: JSONValue, notes: [String]) {
         var members: [JSONMember] = []
         var notes: [String] = []
         guard !changes.isEmpty else { throw ValidationError("give at least one change: KEY=VALUE to set, KEY- to remove") }
@@ -124,7 +126,9 @@ struct MetadataChange {
             }
             members.append(JSONMember(key, .string(value)))
         }
-        return (.object([JSONMember("metadata", .object([JSONMember(field, .object(members))]))]), notes)
+        var metadata = [JSONMember(field, .object(members))]
+        if let resourceVersion { metadata.append(JSONMember("resourceVersion", .string(resourceVersion))) }
+        return (.object([JSONMember("metadata", .object(metadata))]), notes)
     }
 
     func run(_ arguments: [String], namespace: String, overwrite: Bool, client options: ClientOptions) async throws {
@@ -137,18 +141,12 @@ struct MetadataChange {
     func apply<T: APIObject>(_ type: T.Type, name: String, changes: [String], namespace: String, overwrite: Bool, client: APIClient) async throws {
         let namespace = T.kindInfo.namespaced ? namespace : ""
         let current = try await client.get(T.self, namespace: namespace, name: name)
+        // Guarded by the version read, so the --overwrite check holds at the write (as kubectl's
+        // --resource-version does): another writer in between is a conflict, not a lost change.
         let (patch, notes) = try self.patch(changes, current: field == "labels" ? current.metadata.labels : current.metadata.annotations,
-                                            overwrite: overwrite)
+                                            overwrite: overwrite, resourceVersion: current.metadata.resourceVersion)
         for note in notes { print(note) }
-        // The precondition makes a check against `current` hold at the write, as kubectl's
-        // --resource-version does: another writer in between is a conflict, not a lost change.
-        var guarded = patch
-        if case .object(var top) = guarded, case .object(var metadata) = top[0].value {
-            metadata.append(JSONMember("resourceVersion", .string(current.metadata.resourceVersion)))
-            top[0].value = .object(metadata)
-            guarded = .object(top)
-        }
-        _ = try await client.patch(T.self, namespace: namespace, name: name, body: JSONWriter.bytes(guarded), contentType: "application/merge-patch+json")
+        _ = try await client.patch(T.self, namespace: namespace, name: name, body: JSONWriter.bytes(patch), contentType: "application/merge-patch+json")
         print("\(T.kindInfo.singular)/\(name) \(past)")
     }
 }
