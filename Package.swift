@@ -25,6 +25,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.1"),
     ],
     targets: [
         // SQLite from the system (Debian: libsqlite3-dev).
@@ -100,9 +103,21 @@ let package = Package(
             "API", "Client", "ControllerRuntime",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        // The node agent: registers its node, runs pods through a ContainerRuntime, serves logs.
+        // The Container Runtime Interface (runtime.v1, generated from Protos/cri by
+        // scripts/gen-protos.sh) and a connection to a runtime's unix socket.
+        .target(name: "CRI", dependencies: [
+            .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            .product(name: "GRPCCore", package: "grpc-swift-2"),
+            .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+            .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+        ]),
+        // The node agent: registers its node, runs pods through CRI, serves logs; and the process
+        // runtime as a CRI plugin.
         .target(name: "NodeAgent", dependencies: [
-            "API", "Client", "PKI",
+            "API", "Client", "PKI", "CRI",
+            .product(name: "GRPCCore", package: "grpc-swift-2"),
+            .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+            .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -135,7 +150,7 @@ let package = Package(
                                                          .product(name: "NIOSSL", package: "swift-nio-ssl"),
                                                          .product(name: "NIOHTTP2", package: "swift-nio-http2"),
                                                          .product(name: "NIOHPACK", package: "swift-nio-http2")]),
-        .testTarget(name: "NodeAgentTests", dependencies: ["NodeAgent", "API", "Client", "PKI", "TestSupport", "ControllerRuntime", "ctl"]),
+        .testTarget(name: "NodeAgentTests", dependencies: ["NodeAgent", "CRI", "API", "Client", "PKI", "TestSupport", "ControllerRuntime", "ctl"]),
         .testTarget(name: "ControllerRuntimeTests", dependencies: ["ControllerRuntime", "Client", "API", "TestSupport", "APIServer", "PKI",
                                                                   .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "ControllersTests", dependencies: ["Controllers", "ControllerRuntime", "Client", "API", "TestSupport", "APIServer", "PKI", "ctl",

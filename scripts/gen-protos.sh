@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Regenerates the Swift code for Protos/ into Sources/API/Generated:
+# Regenerates the Swift code for Protos/:
+#   Protos/cri/api.proto → Sources/CRI/Generated: CRI messages and gRPC clients/services
+#     (protoc-gen-swift and protoc-gen-grpc-swift-2 from grpc-swift-protobuf)
+# and Protos/cox → Sources/API/Generated:
 #   *.pb.swift               protobuf messages (protoc + protoc-gen-swift from swift-protobuf)
 #   JSONCodecs.generated.swift   Kubernetes-compatible JSON codecs (scripts/gen-codecs.py)
 #   ProtoCodecs.generated.swift  specialised protobuf codecs (scripts/gen-codecs.py)
@@ -18,6 +21,16 @@ swift package resolve >/dev/null
 plugin_src=.build/checkouts/swift-protobuf
 swift build -c release --package-path "$plugin_src" --scratch-path .build-protoc --product protoc-gen-swift
 plugin=.build-protoc/release/protoc-gen-swift
+grpc_src=.build/checkouts/grpc-swift-protobuf
+swift build -c release --package-path "$grpc_src" --scratch-path .build-protoc-grpc --product protoc-gen-grpc-swift-2
+grpc_plugin=.build-protoc-grpc/release/protoc-gen-grpc-swift-2
+
+cri=Sources/CRI/Generated
+rm -f "$cri"/*.swift
+protoc -I Protos/cri --plugin=protoc-gen-swift="$plugin" --plugin=protoc-gen-grpc-swift-2="$grpc_plugin" \
+  --swift_out="$cri" --swift_opt=Visibility=Public \
+  --grpc-swift-2_out="$cri" --grpc-swift-2_opt=Visibility=Public \
+  Protos/cri/api.proto
 
 out=Sources/API/Generated
 rm -f "$out"/*.pb.swift "$out"/*.generated.swift

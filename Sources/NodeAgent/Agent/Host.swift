@@ -56,8 +56,13 @@ enum Host {
         var limits = NodeCondition()
         limits.type = "ResourceLimitsEnforced"
         limits.status = cgroups.version == .none ? "False" : "True"
-        limits.reason = cgroups.version == .none ? "NoUsableCgroups" : "Cgroup" + cgroups.version.rawValue.uppercased()
-        limits.message = cgroups.problems.isEmpty ? "memory, cpu and pids limits through cgroup \(cgroups.version.rawValue)" : cgroups.problems.joined(separator: "; ")
+        if cgroups.version == .runtime {
+            limits.reason = "EnforcedByRuntime"
+            limits.message = "the container runtime (\(runtime)) enforces memory and cpu limits"
+        } else {
+            limits.reason = cgroups.version == .none ? "NoUsableCgroups" : "Cgroup" + cgroups.version.rawValue.uppercased()
+            limits.message = cgroups.problems.isEmpty ? "memory, cpu and pids limits through cgroup \(cgroups.version.rawValue)" : cgroups.problems.joined(separator: "; ")
+        }
         limits.lastHeartbeatTime = now
         let limitsBefore = previous.conditions.first { $0.type == limits.type }
         limits.lastTransitionTime = limitsBefore?.status == limits.status ? limitsBefore!.lastTransitionTime : now

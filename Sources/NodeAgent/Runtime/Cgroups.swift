@@ -5,7 +5,8 @@ import Logging
 /// pids hierarchies, as on hosts that mount them separately) or v2 (where the unified hierarchy
 /// delegates the controllers). What is not usable is said once, and reported on the node.
 public struct Cgroups: Sendable {
-    public enum Version: String, Sendable { case v1, v2, none }
+    /// `runtime`: a CRI runtime enforces the limits the agent passes it.
+    public enum Version: String, Sendable { case v1, v2, none, runtime }
     public let version: Version
     /// v1: controller → directory the agent creates container groups in; v2: "" → that directory.
     let roots: [String: String]
@@ -19,6 +20,9 @@ public struct Cgroups: Sendable {
     public static func unavailable(_ reason: String) -> Cgroups {
         Cgroups(version: .none, roots: [:], problems: [reason], controllersV2: [])
     }
+
+    /// Limits passed to a CRI runtime, which enforces them (LinuxContainerResources).
+    public static let enforcedByRuntime = Cgroups(version: .runtime, roots: [:], problems: [], controllersV2: [])
 
     public static func detect(logger: Logger) -> Cgroups {
         let lines = (try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8))?.split(separator: "\n") ?? []
@@ -79,7 +83,7 @@ public struct Cgroups: Sendable {
     /// Creates the container's groups with its limits and moves `pid` into them.
     func place(pid: pid_t, name: String, memoryBytes: Int64?, cpuMillis: Int64?, maxPids: Int) {
         switch version {
-        case .none: return
+        case .none, .runtime: return
         case .v1:
             if let root = roots["memory"] {
                 let dir = root + "/" + name
@@ -116,7 +120,7 @@ public struct Cgroups: Sendable {
     /// Whether the kernel's OOM killer acted in the container's memory group.
     func oomKilled(name: String) -> Bool {
         switch version {
-        case .none: return false
+        case .none, .runtime: return false
         case .v1:
             guard let root = roots["memory"], let text = try? String(contentsOfFile: root + "/" + name + "/memory.oom_control", encoding: .utf8) else { return false }
             return text.split(separator: "\n").contains { $0.hasPrefix("oom_kill ") && $0.split(separator: " ").last != "0" }
@@ -124,6 +128,21 @@ public struct Cgroups: Sendable {
             guard let root = roots[""], let text = try? String(contentsOfFile: root + "/" + name + "/memory.events", encoding: .utf8) else { return false }
             return text.split(separator: "\n").contains { $0.hasPrefix("oom_kill ") && $0.split(separator: " ").last != "0" }
         }
+    }
+
+    /// Bytes of memory the container's group uses now (nil without a memory controller).
+    func memoryUsage(name: String) -> UInt64? {
+        let file: String
+        switch version {
+        case .none, .runtime: return nil
+        case .v1:
+            guard let root = roots["memory"] else { return nil }
+            file = root + "/" + name + "/memory.usage_in_bytes"
+        case .v2:
+            guard let root = roots[""] else { return nil }
+            file = root + "/" + name + "/memory.current"
+        }
+        return (try? String(contentsOfFile: file, encoding: .utf8)).flatMap { UInt64($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
     }
 
     /// Removes the container's (empty) groups.

@@ -8,12 +8,36 @@ public struct ContainerLaunch: Sendable, Codable, Equatable {
     public var namespace: String
     public var podName: String
     public var container: String
+    /// The container's `command` (for an image: replaces its entrypoint).
     public var command: [String]
+    /// The container's `args` (for an image: replaces its cmd).
+    public var args: [String] = []
     public var environment: [String: String]
     public var workingDirectory: String?
     /// From `resources.limits`; nil when unlimited.
     public var memoryLimitBytes: Int64?
     public var cpuLimitMillis: Int64?
+    public var cpuRequestMillis: Int64?
+    /// The image reference as the pod gives it; runtimes without images ignore it.
+    public var image: String = ""
+    /// Always, IfNotPresent or Never (empty: Kubernetes' default for the image's tag).
+    public var imagePullPolicy: String = ""
+    /// The pod shares the node's network namespace.
+    public var hostNetwork = false
+    /// Files for standard output and error (the process runtime's CRI plugin copies them into the
+    /// CRI log); nil: the runtime's own log file for the container, both streams together.
+    public var outputPaths: [String]?
+
+    /// What a runtime without images runs: command then args.
+    public var argv: [String] { command + args }
+
+    /// Kubernetes' default pull policy: Always for `:latest` or no tag, IfNotPresent otherwise.
+    public static func defaultPullPolicy(_ image: String) -> String {
+        if image.contains("@") { return "IfNotPresent" }
+        let last = image.split(separator: "/").last.map(String.init) ?? image
+        guard let colon = last.lastIndex(of: ":") else { return "Always" }
+        return last[last.index(after: colon)...] == "latest" ? "Always" : "IfNotPresent"
+    }
 
     public init(podUID: String, namespace: String, podName: String, container: String, command: [String],
                 environment: [String: String] = [:], workingDirectory: String? = nil) {
@@ -70,11 +94,24 @@ public protocol ContainerRuntime: Sendable {
     var cgroups: Cgroups { get }
     /// Stops watching containers (they keep running where the runtime allows it).
     func shutdown()
+    /// How the log files are written: raw output, or the CRI format (timestamp, stream, tag, line).
+    var logFormat: LogFormat { get }
+}
+
+public enum LogFormat: Sendable { case raw, cri }
+
+extension ContainerRuntime {
+    public var logFormat: LogFormat { .raw }
 }
 
 public struct RuntimeError: Error, CustomStringConvertible, Sendable {
     public let message: String
-    public init(_ message: String) { self.message = message }
+    /// Kubernetes' waiting reason for a start that failed this way (ErrImagePull, CreateContainerError, ...).
+    public let reason: String?
+    public init(_ message: String, reason: String? = nil) {
+        self.message = message
+        self.reason = reason
+    }
     public var description: String { message }
 }
 

@@ -77,17 +77,19 @@ public final class ProcessRuntime: ContainerRuntime, @unchecked Sendable {
     // MARK: - Start and stop
 
     public func start(_ launch: ContainerLaunch) async throws -> RuntimeContainer {
-        guard let executable = launch.command.first, !executable.isEmpty else {
+        guard let executable = launch.argv.first, !executable.isEmpty else {
             throw RuntimeError("container \(launch.container) has no command (the process runtime needs spec.containers[].command)")
         }
-        let logPath = logPath(podUID: launch.podUID, container: launch.container, previous: false)
+        let logPath = launch.outputPaths?.first ?? logPath(podUID: launch.podUID, container: launch.container, previous: false)
         try FileManager.default.createDirectory(atPath: (logPath as NSString).deletingLastPathComponent, withIntermediateDirectories: true,
                                                 attributes: [.posixPermissions: 0o700])
-        // The last run's output stays readable as the previous log (`cox logs -p`).
-        let previous = self.logPath(podUID: launch.podUID, container: launch.container, previous: true)
-        if FileManager.default.fileExists(atPath: logPath) {
-            _ = unlink(previous)
-            _ = rename(logPath, previous)
+        if launch.outputPaths == nil {
+            // The last run's output stays readable as the previous log (`cox logs -p`).
+            let previous = self.logPath(podUID: launch.podUID, container: launch.container, previous: true)
+            if FileManager.default.fileExists(atPath: logPath) {
+                _ = unlink(previous)
+                _ = rename(logPath, previous)
+            }
         }
         if let directory = launch.workingDirectory, !directory.isEmpty {
             var isDirectory: ObjCBool = false
@@ -119,7 +121,7 @@ public final class ProcessRuntime: ContainerRuntime, @unchecked Sendable {
     /// the agent puts its PID into the container's cgroups, then execs the command (same PID) —
     /// so nothing the container runs or forks ever runs outside its limits.
     func spawn(_ launch: ContainerLaunch, logPath: String) throws -> pid_t {
-        let executable = launch.command[0]
+        let executable = launch.argv[0]
         if !executable.contains("/") && Self.lookPath(executable, path: launch.environment["PATH"] ?? ProcessInfo.processInfo.environment["PATH"]) == nil {
             throw RuntimeError("cannot start container \(launch.container): executable file \"\(executable)\" not found in $PATH")
         }
@@ -132,12 +134,18 @@ public final class ProcessRuntime: ContainerRuntime, @unchecked Sendable {
         let logFD = open(logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
         guard logFD >= 0 else { throw RuntimeError("cannot open log file \(logPath): \(String(cString: strerror(errno)))") }
         defer { close(logFD) }
+        var errorFD = logFD
+        if let paths = launch.outputPaths, paths.count > 1 {
+            errorFD = open(paths[1], O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+            guard errorFD >= 0 else { throw RuntimeError("cannot open log file \(paths[1]): \(String(cString: strerror(errno)))") }
+        }
+        defer { if errorFD != logFD { close(errorFD) } }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, logFD, 1)
-        posix_spawn_file_actions_adddup2(&actions, logFD, 2)
+        posix_spawn_file_actions_adddup2(&actions, errorFD, 2)
         if let directory = launch.workingDirectory, !directory.isEmpty {
             _ = spawnAddChdir(&actions, directory)
         }
@@ -156,7 +164,7 @@ public final class ProcessRuntime: ContainerRuntime, @unchecked Sendable {
                            "HOME": ProcessInfo.processInfo.environment["HOME"] ?? "/",
                            "HOSTNAME": launch.podName]
         for (key, value) in launch.environment { environment[key] = value }
-        let command = held ? ["/bin/sh", "-c", "read -r _ <&3; exec 3<&-; exec \"$@\"", "sh"] + launch.command : launch.command
+        let command = held ? ["/bin/sh", "-c", "read -r _ <&3; exec 3<&-; exec \"$@\"", "sh"] + launch.argv : launch.argv
         let argv = command.map { strdup($0) } + [nil]
         let envp = environment.sorted { $0.key < $1.key }.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer {
@@ -168,7 +176,7 @@ public final class ProcessRuntime: ContainerRuntime, @unchecked Sendable {
         let result = posix_spawnp(&pid, command[0], &actions, &attributes, argv, envp)
         guard result == 0 else {
             if held { close(gate[1]) }
-            throw RuntimeError("cannot start \(launch.command[0]) for container \(launch.container): \(String(cString: strerror(result)))")
+            throw RuntimeError("cannot start \(launch.argv[0]) for container \(launch.container): \(String(cString: strerror(result)))")
         }
         if held {
             cgroups.place(pid: pid, name: Self.cgroupName(launch), memoryBytes: launch.memoryLimitBytes, cpuMillis: launch.cpuLimitMillis, maxPids: maxPids)

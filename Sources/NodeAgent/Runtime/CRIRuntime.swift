@@ -1,0 +1,406 @@
+import API
+import CRI
+import Foundation
+import GRPCCore
+import Logging
+import Synchronization
+
+/// The agent's runtime when it speaks CRI: pods become sandboxes, containers are created and
+/// started in them, and everything the agent knows about them it learns back from the runtime
+/// (ListPodSandbox, ListContainers, ContainerStatus), so an agent that restarts re-adopts what runs.
+/// Exits are found by re-listing (as the kubelet's PLEG does): CRI v1 has no exit feed that every
+/// runtime implements.
+///
+/// Containers carry the kubelet's labels (`io.kubernetes.pod.uid`, `.pod.name`, `.pod.namespace`,
+/// `io.kubernetes.container.name`), logs go where the kubelet puts them
+/// (`LOGROOT/NAMESPACE_NAME_UID/CONTAINER/ATTEMPT.log`, written by the runtime in the CRI format).
+public final class CRIRuntime: ContainerRuntime, @unchecked Sendable {
+    public static let podUIDLabel = "io.kubernetes.pod.uid"
+    public static let podNameLabel = "io.kubernetes.pod.name"
+    public static let podNamespaceLabel = "io.kubernetes.pod.namespace"
+    public static let containerNameLabel = "io.kubernetes.container.name"
+
+    public let connection: CRIConnection
+    public let logRoot: String
+    let logger: Logger
+    let callTimeout: Duration
+    let relistInterval: Duration
+    private let runtimeName = Mutex<String>("cri")
+    private let exitFeed = ExitFeed()
+    /// What the last relist saw, by container id (exits are what changed since).
+    private let seen = Mutex<[String: RuntimeContainer]>([:])
+    /// Pod uid → its ready sandbox, and the starts of sandboxes in flight (one per pod).
+    private let sandboxes = Mutex<[String: String]>([:])
+    private let starting = Mutex<[String: Task<String, any Error>]>([:])
+    private let relister = Mutex<Task<Void, Never>?>(nil)
+
+    public var name: String { runtimeName.withLock { $0 } }
+    public var exits: AsyncStream<String> { exitFeed.listen() }
+    public let cgroups = Cgroups.enforcedByRuntime
+
+    /// Connects to `endpoint` (`unix:///...`). Does not wait for the runtime: calls fail until it
+    /// answers, and `ping()` says whether it does.
+    public init(endpoint: String, logRoot: String, callTimeout: Duration = .seconds(30), relistInterval: Duration = .milliseconds(500),
+                logger: Logger = Logger(label: "cox.cri")) throws {
+        self.connection = try CRIConnection(endpoint: endpoint)
+        self.logRoot = logRoot
+        self.logger = logger
+        self.callTimeout = callTimeout
+        self.relistInterval = relistInterval
+        try FileManager.default.createDirectory(atPath: logRoot, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let task = Task.detached { [weak self] in
+            while !Task.isCancelled {
+                guard let self else { return }
+                await self.relist()
+                try? await Task.sleep(for: self.relistInterval)
+            }
+        }
+        relister.withLock { $0 = task }
+    }
+
+    deinit {
+        relister.withLock { $0?.cancel() }
+        exitFeed.finish()
+        connection.close()
+    }
+
+    public func shutdown() {
+        relister.withLock { $0?.cancel() }
+        exitFeed.finish()
+        connection.close()
+    }
+
+    var options: CallOptions { CRIConnection.options(timeout: callTimeout) }
+
+    /// The runtime's name and version (Version), or the error that says why it does not answer.
+    @discardableResult
+    public func ping(timeout: Duration = .seconds(5)) async throws -> Runtime_V1_VersionResponse {
+        var request = Runtime_V1_VersionRequest()
+        request.version = "v1"
+        let version = try await connection.runtime.version(request, options: CRIConnection.options(timeout: timeout))
+        runtimeName.withLock { $0 = version.runtimeName }
+        return version
+    }
+
+    /// RuntimeReady and NetworkReady, as the runtime reports them.
+    public func conditions() async throws -> [Runtime_V1_RuntimeCondition] {
+        try await connection.runtime.status(Runtime_V1_StatusRequest(), options: options).status.conditions
+    }
+
+    // MARK: - Sandboxes
+
+    static func sandboxLabels(_ launch: ContainerLaunch) -> [String: String] {
+        [podUIDLabel: launch.podUID, podNameLabel: launch.podName, podNamespaceLabel: launch.namespace]
+    }
+
+    public func logDirectory(namespace: String, podName: String, podUID: String) -> String {
+        (logRoot as NSString).appendingPathComponent("\(namespace)_\(podName)_\(podUID)")
+    }
+
+    func sandboxConfig(_ launch: ContainerLaunch) -> Runtime_V1_PodSandboxConfig {
+        var config = Runtime_V1_PodSandboxConfig()
+        config.metadata.name = launch.podName
+        config.metadata.uid = launch.podUID
+        config.metadata.namespace = launch.namespace
+        config.metadata.attempt = 0
+        config.hostname = launch.hostNetwork ? "" : launch.podName
+        config.logDirectory = logDirectory(namespace: launch.namespace, podName: launch.podName, podUID: launch.podUID)
+        config.labels = Self.sandboxLabels(launch)
+        var namespaces = Runtime_V1_NamespaceOption()
+        namespaces.network = launch.hostNetwork ? .node : .pod
+        namespaces.pid = .container
+        namespaces.ipc = .pod
+        config.linux.securityContext.namespaceOptions = namespaces
+        return config
+    }
+
+    /// The pod's ready sandbox, run if there is none (one RunPodSandbox per pod however many of
+    /// its containers start at once).
+    func sandbox(for launch: ContainerLaunch) async throws -> String {
+        if let id = sandboxes.withLock({ $0[launch.podUID] }) { return id }
+        let task = starting.withLock { starting -> Task<String, any Error> in
+            if let task = starting[launch.podUID] { return task }
+            let task = Task { try await self.findOrRunSandbox(launch) }
+            starting[launch.podUID] = task
+            return task
+        }
+        defer { _ = starting.withLock { $0.removeValue(forKey: launch.podUID) } }
+        let id = try await task.value
+        sandboxes.withLock { $0[launch.podUID] = id }
+        return id
+    }
+
+    func findOrRunSandbox(_ launch: ContainerLaunch) async throws -> String {
+        var filter = Runtime_V1_ListPodSandboxRequest()
+        filter.filter.labelSelector = [Self.podUIDLabel: launch.podUID]
+        filter.filter.state.state = .sandboxReady
+        if let ready = try await connection.runtime.listPodSandbox(filter, options: options).items.first { return ready.id }
+        try FileManager.default.createDirectory(atPath: logDirectory(namespace: launch.namespace, podName: launch.podName, podUID: launch.podUID),
+                                                withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        var request = Runtime_V1_RunPodSandboxRequest()
+        request.config = sandboxConfig(launch)
+        do {
+            let id = try await connection.runtime.runPodSandbox(request, options: options).podSandboxID
+            logger.info("sandbox ready", metadata: ["pod": "\(launch.namespace)/\(launch.podName)", "sandbox": "\(id.prefix(12))"])
+            return id
+        } catch let error as RPCError {
+            throw RuntimeError("cannot create the pod's sandbox: \(error.message)", reason: "FailedCreatePodSandBox")
+        }
+    }
+
+    /// The pod's sandbox IP (empty for host-network pods and runtimes without networking).
+    public func podIP(podUID: String) async -> String? {
+        guard let id = sandboxes.withLock({ $0[podUID] }) else { return nil }
+        var request = Runtime_V1_PodSandboxStatusRequest()
+        request.podSandboxID = id
+        guard let status = try? await connection.runtime.podSandboxStatus(request, options: options).status else { return nil }
+        return status.network.ip.isEmpty ? nil : status.network.ip
+    }
+
+    // MARK: - Images
+
+    /// Makes sure the image is there, by the pull policy: ErrImageNeverPull or ErrImagePull otherwise.
+    func ensureImage(_ launch: ContainerLaunch, sandbox: Runtime_V1_PodSandboxConfig) async throws -> String {
+        var spec = Runtime_V1_ImageSpec()
+        spec.image = launch.image
+        let policy = launch.imagePullPolicy.isEmpty ? ContainerLaunch.defaultPullPolicy(launch.image) : launch.imagePullPolicy
+        if policy != "Always" {
+            var status = Runtime_V1_ImageStatusRequest()
+            status.image = spec
+            let present = try await connection.images.imageStatus(status, options: options)
+            if present.hasImage { return present.image.id }
+            if policy == "Never" {
+                throw RuntimeError("Container image \"\(launch.image)\" is not present with pull policy of Never", reason: "ErrImageNeverPull")
+            }
+        }
+        var pull = Runtime_V1_PullImageRequest()
+        pull.image = spec
+        pull.sandboxConfig = sandbox
+        do {
+            return try await connection.images.pullImage(pull, options: CRIConnection.options(timeout: .seconds(300))).imageRef
+        } catch let error as RPCError {
+            throw RuntimeError("failed to pull image \"\(launch.image)\": \(error.message)", reason: "ErrImagePull")
+        }
+    }
+
+    // MARK: - Containers
+
+    func containerConfig(_ launch: ContainerLaunch, attempt: UInt32) -> Runtime_V1_ContainerConfig {
+        var config = Runtime_V1_ContainerConfig()
+        config.metadata.name = launch.container
+        config.metadata.attempt = attempt
+        config.image.image = launch.image
+        config.command = launch.command
+        config.args = launch.args
+        config.workingDir = launch.workingDirectory ?? ""
+        config.envs = launch.environment.sorted { $0.key < $1.key }.map { key, value in
+            var pair = Runtime_V1_KeyValue()
+            pair.key = key
+            pair.value = value
+            return pair
+        }
+        config.labels = Self.sandboxLabels(launch).merging([Self.containerNameLabel: launch.container]) { $1 }
+        config.logPath = "\(launch.container)/\(attempt).log"
+        var resources = Runtime_V1_LinuxContainerResources()
+        if let memory = launch.memoryLimitBytes { resources.memoryLimitInBytes = memory }
+        if let cpu = launch.cpuLimitMillis {
+            resources.cpuPeriod = 100_000
+            resources.cpuQuota = max(1000, cpu * 100)
+        }
+        // cpu.shares from the request (the kubelet's 1024 per core, at least 2).
+        resources.cpuShares = max(2, (launch.cpuRequestMillis ?? launch.cpuLimitMillis ?? 0) * 1024 / 1000)
+        config.linux.resources = resources
+        var namespaces = Runtime_V1_NamespaceOption()
+        namespaces.network = launch.hostNetwork ? .node : .pod
+        namespaces.pid = .container
+        namespaces.ipc = .pod
+        config.linux.securityContext.namespaceOptions = namespaces
+        return config
+    }
+
+    public func start(_ launch: ContainerLaunch) async throws -> RuntimeContainer {
+        let sandboxID = try await sandbox(for: launch)
+        let sandboxConfig = self.sandboxConfig(launch)
+        if !launch.image.isEmpty { _ = try await ensureImage(launch, sandbox: sandboxConfig) }
+        // (name, attempt) is unique in a sandbox: the next attempt after every one the runtime
+        // still has. The newest exited one stays (its log is `logs --previous`); older ones go.
+        var filter = Runtime_V1_ListContainersRequest()
+        filter.filter.podSandboxID = sandboxID
+        filter.filter.labelSelector = [Self.containerNameLabel: launch.container]
+        let earlier = try await connection.runtime.listContainers(filter, options: options).containers.sorted { $0.metadata.attempt < $1.metadata.attempt }
+        let attempt = (earlier.last.map { $0.metadata.attempt + 1 }) ?? 0
+        for old in earlier.dropLast() where old.state != .containerRunning { await remove(id: old.id) }
+        var create = Runtime_V1_CreateContainerRequest()
+        create.podSandboxID = sandboxID
+        create.config = containerConfig(launch, attempt: attempt)
+        create.sandboxConfig = sandboxConfig
+        let id: String
+        do {
+            id = try await connection.runtime.createContainer(create, options: options).containerID
+        } catch let error as RPCError {
+            if error.runtimeUnreachable { sandboxes.withLock { _ = $0.removeValue(forKey: launch.podUID) } }
+            throw RuntimeError("failed to create container \(launch.container): \(error.message)", reason: "CreateContainerError")
+        }
+        var startRequest = Runtime_V1_StartContainerRequest()
+        startRequest.containerID = id
+        do {
+            _ = try await connection.runtime.startContainer(startRequest, options: options)
+        } catch let error as RPCError {
+            await remove(id: id)
+            throw RuntimeError("failed to start container \(launch.container): \(error.message)", reason: "RunContainerError")
+        }
+        let logPath = (sandboxConfig.logDirectory as NSString).appendingPathComponent(create.config.logPath)
+        let container = RuntimeContainer(id: id, launch: launch, startedAt: Date(), state: .running, logPath: logPath)
+        seen.withLock { $0[id] = container }
+        logger.info("container started", metadata: ["pod": "\(launch.namespace)/\(launch.podName)", "container": "\(launch.container)", "id": "\(id.prefix(12))", "attempt": "\(attempt)"])
+        return container
+    }
+
+    public func stop(id: String, grace: Duration) async {
+        var request = Runtime_V1_StopContainerRequest()
+        request.containerID = id
+        request.timeout = Int64((Double(grace.components.seconds) + Double(grace.components.attoseconds) / 1e18).rounded(.up))
+        do {
+            _ = try await connection.runtime.stopContainer(request, options: CRIConnection.options(timeout: grace + callTimeout))
+        } catch {
+            logger.warning("cannot stop container", metadata: ["id": "\(id.prefix(12))", "error": "\(error)"])
+        }
+        await noteExit(id)
+    }
+
+    public func status(id: String) async -> RuntimeContainer? {
+        var request = Runtime_V1_ContainerStatusRequest()
+        request.containerID = id
+        guard let status = try? await connection.runtime.containerStatus(request, options: options).status else { return nil }
+        return Self.container(status)
+    }
+
+    /// A CRI container status as the agent's record of it.
+    static func container(_ status: Runtime_V1_ContainerStatus) -> RuntimeContainer {
+        let labels = status.labels
+        var launch = ContainerLaunch(podUID: labels[podUIDLabel] ?? "", namespace: labels[podNamespaceLabel] ?? "", podName: labels[podNameLabel] ?? "",
+                                     container: labels[containerNameLabel] ?? status.metadata.name, command: [])
+        launch.image = status.image.image
+        let started = Date(timeIntervalSince1970: Double(status.startedAt > 0 ? status.startedAt : status.createdAt) / 1e9)
+        let state: RuntimeContainer.State
+        switch status.state {
+        case .containerRunning:
+            state = .running
+        case .containerExited:
+            let code = status.exitCode
+            let reason = status.reason.isEmpty ? (code == 0 ? "Completed" : "Error") : status.reason
+            state = .exited(exitCode: code, signal: code > 128 ? code - 128 : 0, reason: reason,
+                            finishedAt: Date(timeIntervalSince1970: Double(status.finishedAt) / 1e9))
+        default:
+            // Created but never started (a start that failed half-way), or unknown: not running.
+            state = .exited(exitCode: 128, signal: 0, reason: status.reason.isEmpty ? "Unknown" : status.reason,
+                            finishedAt: Date(timeIntervalSince1970: Double(max(status.finishedAt, status.createdAt)) / 1e9))
+        }
+        return RuntimeContainer(id: status.id, launch: launch, startedAt: started, state: state, logPath: status.logPath)
+    }
+
+    public func list() async -> [RuntimeContainer] {
+        (try? await listAll()) ?? seen.withLock { Array($0.values) }
+    }
+
+    /// Every container the runtime has for pods (those with the agent's labels), with its status.
+    func listAll() async throws -> [RuntimeContainer] {
+        let containers = try await connection.runtime.listContainers(Runtime_V1_ListContainersRequest(), options: options).containers
+        var result: [RuntimeContainer] = []
+        for container in containers where container.labels[Self.podUIDLabel] != nil {
+            if let known = seen.withLock({ $0[container.id] }), known.isRunning, container.state == .containerRunning {
+                result.append(known)
+            } else if let status = await status(id: container.id) {
+                result.append(status)
+            }
+        }
+        return result
+    }
+
+    /// Compares the runtime's containers with the last look: containers no longer running exited.
+    func relist() async {
+        guard let now = try? await listAll() else { return }
+        let current = Dictionary(now.map { ($0.id, $0) }, uniquingKeysWith: { $1 })
+        let exited = seen.withLock { seen -> [String] in
+            let exited = seen.values.filter { $0.isRunning && current[$0.id]?.isRunning != true }.map(\.id)
+            seen = current
+            return exited
+        }
+        for id in exited { exitFeed.send(id) }
+    }
+
+    func noteExit(_ id: String) async {
+        guard let status = await status(id: id), !status.isRunning else { return }
+        let wasRunning = seen.withLock { seen -> Bool in
+            defer { seen[id] = status }
+            return seen[id]?.isRunning == true
+        }
+        if wasRunning { exitFeed.send(id) }
+    }
+
+    public func remove(id: String) async {
+        var request = Runtime_V1_RemoveContainerRequest()
+        request.containerID = id
+        _ = try? await connection.runtime.removeContainer(request, options: options)
+        seen.withLock { _ = $0.removeValue(forKey: id) }
+    }
+
+    /// Stops and removes the pod's sandboxes (and so its containers and network) and its logs.
+    public func cleanup(podUID: String) async {
+        var filter = Runtime_V1_ListPodSandboxRequest()
+        filter.filter.labelSelector = [Self.podUIDLabel: podUID]
+        let found = (try? await connection.runtime.listPodSandbox(filter, options: options).items) ?? []
+        for sandbox in found {
+            var stop = Runtime_V1_StopPodSandboxRequest()
+            stop.podSandboxID = sandbox.id
+            _ = try? await connection.runtime.stopPodSandbox(stop, options: options)
+            var remove = Runtime_V1_RemovePodSandboxRequest()
+            remove.podSandboxID = sandbox.id
+            do {
+                _ = try await connection.runtime.removePodSandbox(remove, options: options)
+            } catch {
+                logger.warning("cannot remove a sandbox", metadata: ["sandbox": "\(sandbox.id.prefix(12))", "error": "\(error)"])
+            }
+            try? FileManager.default.removeItem(atPath: logDirectory(namespace: sandbox.metadata.namespace, podName: sandbox.metadata.name, podUID: podUID))
+        }
+        sandboxes.withLock { _ = $0.removeValue(forKey: podUID) }
+        seen.withLock { seen in seen = seen.filter { $0.value.launch.podUID != podUID } }
+    }
+
+    /// Sandboxes of pods not in `keep` (orphans after the agent was away): stopped and removed.
+    public func removeSandboxes(except keep: Set<String>) async {
+        let all = (try? await connection.runtime.listPodSandbox(Runtime_V1_ListPodSandboxRequest(), options: options).items) ?? []
+        for sandbox in all {
+            guard let uid = sandbox.labels[Self.podUIDLabel], !keep.contains(uid) else { continue }
+            logger.warning("removing the sandbox of a pod that is gone", metadata: ["pod": "\(sandbox.metadata.namespace)/\(sandbox.metadata.name)"])
+            await cleanup(podUID: uid)
+        }
+    }
+
+    /// The current (or, with `previous`, the one before) attempt's CRI log file of the container.
+    public func logPath(podUID: String, container: String, previous: Bool) -> String {
+        let directories = (try? FileManager.default.contentsOfDirectory(atPath: logRoot)) ?? []
+        guard let pod = directories.first(where: { $0.hasSuffix("_\(podUID)") }) else { return "/nonexistent" }
+        let directory = (logRoot as NSString).appendingPathComponent("\(pod)/\(container)")
+        let attempts = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [])
+            .compactMap { name -> Int? in name.hasSuffix(".log") ? Int(name.dropLast(4)) : nil }
+            .sorted()
+        let chosen = previous ? attempts.dropLast().last : attempts.last
+        guard let chosen else { return "/nonexistent" }
+        return (directory as NSString).appendingPathComponent("\(chosen).log")
+    }
+
+    public var logFormat: LogFormat { .cri }
+
+    // MARK: - Exec
+
+    /// Runs `command` in the container and returns its exit code and output (ExecSync).
+    public func execSync(id: String, command: [String], timeout: Duration) async throws -> (exitCode: Int32, stdout: Data, stderr: Data) {
+        var request = Runtime_V1_ExecSyncRequest()
+        request.containerID = id
+        request.cmd = command
+        request.timeout = max(1, timeout.components.seconds)
+        let response = try await connection.runtime.execSync(request, options: CRIConnection.options(timeout: timeout + .seconds(5)))
+        return (response.exitCode, response.stdout, response.stderr)
+    }
+}

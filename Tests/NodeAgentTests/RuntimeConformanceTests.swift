@@ -1,0 +1,253 @@
+import API
+import CRI
+import Foundation
+import Logging
+@testable import NodeAgent
+import Testing
+import TestSupport
+
+/// One CRI runtime under test, reached the way the agent reaches it: `CRIRuntime` over a unix
+/// socket. `process`: Coxswain's process plugin served in this test process; `containerd`:
+/// Debian's containerd 1.6 with runc and CNI (scripts/containerd-env.sh starts it and imports the
+/// locally built busybox image).
+final class CRIFixture: Sendable {
+    let kind: String
+    let runtime: CRIRuntime
+    let image: String
+    let endpoint: String
+    let directory: String
+    let plugin: Task<Void, any Error>?
+    let state: ProcessCRIState?
+
+    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let containerdDirectory = "/tmp/cox-test-containerd"
+    static let podCIDR = "10.88.0.0/16"
+
+    init(kind: String, runtime: CRIRuntime, image: String, endpoint: String, directory: String, plugin: Task<Void, any Error>?, state: ProcessCRIState?) {
+        self.kind = kind
+        self.runtime = runtime
+        self.image = image
+        self.endpoint = endpoint
+        self.directory = directory
+        self.plugin = plugin
+        self.state = state
+    }
+
+    static func start(_ kind: String) async throws -> CRIFixture {
+        switch kind {
+        case "process":
+            // Short: a unix socket's path has at most 107 bytes.
+            let directory = "/tmp/cox-cri-\(getpid())-\(UUID().uuidString.prefix(6))"
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            let (state, plugin) = try await startPlugin(directory)
+            let runtime = try CRIRuntime(endpoint: "unix://\(directory)/cri.sock", logRoot: directory + "/pods", relistInterval: .milliseconds(200))
+            try await runtime.ping()
+            return CRIFixture(kind: kind, runtime: runtime, image: "", endpoint: "unix://\(directory)/cri.sock", directory: directory, plugin: plugin, state: state)
+        default:
+            let directory = containerdDirectory
+            let endpoint = try Shell.run(repository.appendingPathComponent("scripts/containerd-env.sh").path, ["start", directory]).trimmingCharacters(in: .whitespacesAndNewlines)
+            try CNIConfig.ensure(directory: directory + "/cni", podCIDR: podCIDR)
+            let runtime = try CRIRuntime(endpoint: endpoint, logRoot: directory + "/pods", relistInterval: .milliseconds(200))
+            try await runtime.ping()
+            return CRIFixture(kind: kind, runtime: runtime, image: "docker.io/library/busybox:latest", endpoint: endpoint, directory: directory, plugin: nil, state: nil)
+        }
+    }
+
+    static func startPlugin(_ directory: String) async throws -> (ProcessCRIState, Task<Void, any Error>) {
+        let state = try ProcessCRIState(root: directory + "/state", logger: Logger(label: "test.plugin"))
+        let (ready, signal) = AsyncStream<Void>.makeStream()
+        let plugin = Task { try await ProcessCRIServer.serve(state: state, socketPath: directory + "/cri.sock", logger: Logger(label: "test.plugin"), ready: { signal.yield() }) }
+        for await _ in ready { break }
+        return (state, plugin)
+    }
+
+    func launch(_ pod: String, _ script: String, memory: Int64? = nil) -> ContainerLaunch {
+        var launch = ContainerLaunch(podUID: "uid-\(pod)-\(UUID().uuidString.prefix(6))", namespace: "conformance", podName: pod, container: "main",
+                                     command: ["sh", "-c", script])
+        launch.image = image
+        launch.imagePullPolicy = "IfNotPresent"
+        launch.memoryLimitBytes = memory
+        return launch
+    }
+
+    /// Removes every sandbox this fixture made, then stops what it started.
+    func stop() async {
+        await runtime.removeSandboxes(except: [])
+        runtime.shutdown()
+        plugin?.cancel()
+        state?.shutdown()
+        if kind == "process" { try? FileManager.default.removeItem(atPath: directory) }
+    }
+}
+
+@Suite("Runtime conformance (process plugin and containerd, over CRI)", .serialized, .watchdog)
+struct RuntimeConformanceTests {
+    static let kinds = ["process", "containerd"]
+
+    static func waitFor(_ what: String, timeout: Double = 20, _ condition: () async throws -> Bool) async throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if try await condition() { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        Issue.record("timed out waiting for \(what)")
+        throw CRIError("timed out waiting for \(what)")
+    }
+
+    /// Version and Status; a sandbox runs, is listed by its pod's labels, stops and goes.
+    @Test(arguments: kinds) func sandboxLifecycle(kind: String) async throws {
+        let fixture = try await CRIFixture.start(kind)
+        defer { Task { await fixture.stop() } }
+        let version = try await fixture.runtime.ping()
+        #expect(version.runtimeApiVersion == "v1")
+        #expect(version.runtimeName == (kind == "process" ? "cox-process" : "containerd"))
+        let conditions = try await fixture.runtime.conditions()
+        #expect(conditions.contains { $0.type == "RuntimeReady" && $0.status }, "\(conditions)")
+        #expect(conditions.contains { $0.type == "NetworkReady" && $0.status }, "\(conditions)")
+
+        let launch = fixture.launch("sandbox", "sleep 30")
+        let id = try await fixture.runtime.sandbox(for: launch)
+        var filter = Runtime_V1_ListPodSandboxRequest()
+        filter.filter.labelSelector = [CRIRuntime.podUIDLabel: launch.podUID]
+        let listed = try await fixture.runtime.connection.runtime.listPodSandbox(filter).items
+        #expect(listed.map(\.id) == [id])
+        #expect(listed.first?.state == .sandboxReady)
+        #expect(listed.first?.metadata.name == "sandbox" && listed.first?.metadata.namespace == "conformance")
+        if kind == "containerd" {
+            let ip = await fixture.runtime.podIP(podUID: launch.podUID)
+            #expect(ip?.hasPrefix("10.88.") == true, "a pod on containerd gets an address from the node's pod CIDR (\(ip ?? "none"))")
+        }
+        await fixture.runtime.cleanup(podUID: launch.podUID)
+        #expect(try await fixture.runtime.connection.runtime.listPodSandbox(filter).items.isEmpty, "the sandbox is gone")
+    }
+
+    /// A container starts, writes its CRI log, exits with its code (seen by re-listing), and the
+    /// next attempt keeps the previous one's log.
+    @Test(arguments: kinds) func containerLifecycleAndLogs(kind: String) async throws {
+        let fixture = try await CRIFixture.start(kind)
+        defer { Task { await fixture.stop() } }
+        let exits = fixture.runtime.exits
+        let launch = fixture.launch("lifecycle", "echo out-line; echo err-line >&2; sleep 0.5; exit 3")
+        let first = try await fixture.runtime.start(launch)
+        #expect(first.isRunning)
+        var seen: String?
+        for await id in exits { seen = id; break }
+        #expect(seen == first.id, "the exit arrives through the runtime")
+        let status = try #require(await fixture.runtime.status(id: first.id))
+        guard case .exited(let code, _, let reason, _) = status.state else { Issue.record("not exited: \(status.state)"); return }
+        #expect(code == 3)
+        #expect(reason == "Error")
+        #expect(status.launch.podUID == launch.podUID && status.launch.container == "main", "the container's identity comes back from its labels")
+
+        try await Self.waitFor("the log") {
+            let text = String(decoding: CRILog.render(CRILog.lines(FileManager.default.contents(atPath: fixture.runtime.logPath(podUID: launch.podUID, container: "main", previous: false)) ?? Data()), timestamps: false), as: UTF8.self)
+            return text.contains("out-line") && text.contains("err-line")
+        }
+        let lines = CRILog.lines(FileManager.default.contents(atPath: fixture.runtime.logPath(podUID: launch.podUID, container: "main", previous: false)) ?? Data())
+        #expect(lines.contains { $0.stream == "stdout" && $0.text == Data("out-line\n".utf8) })
+        #expect(lines.contains { $0.stream == "stderr" && $0.text == Data("err-line\n".utf8) })
+        #expect(lines.allSatisfy { abs($0.time.timeIntervalSinceNow) < 60 }, "every line carries its time")
+
+        var again = launch
+        again.command = ["sh", "-c", "echo second; sleep 30"]
+        let second = try await fixture.runtime.start(again)
+        #expect(second.id != first.id)
+        try await Self.waitFor("the second log") {
+            String(decoding: FileManager.default.contents(atPath: fixture.runtime.logPath(podUID: launch.podUID, container: "main", previous: false)) ?? Data(), as: UTF8.self).contains("second")
+        }
+        let previous = String(decoding: FileManager.default.contents(atPath: fixture.runtime.logPath(podUID: launch.podUID, container: "main", previous: true)) ?? Data(), as: UTF8.self)
+        #expect(previous.contains("out-line"), "the previous attempt's log stays readable")
+        await fixture.runtime.stop(id: second.id, grace: .seconds(2))
+        #expect(await fixture.runtime.status(id: second.id)?.isRunning == false)
+        await fixture.runtime.cleanup(podUID: launch.podUID)
+    }
+
+    /// ExecSync runs in the container: its output and exit code come back.
+    @Test(arguments: kinds) func execSync(kind: String) async throws {
+        let fixture = try await CRIFixture.start(kind)
+        defer { Task { await fixture.stop() } }
+        var launch = fixture.launch("exec", "sleep 60")
+        launch.environment = ["GREETING": "hello from the container"]
+        let container = try await fixture.runtime.start(launch)
+        let ok = try await fixture.runtime.execSync(id: container.id, command: ["sh", "-c", "echo $GREETING; echo oops >&2"], timeout: .seconds(10))
+        #expect(ok.exitCode == 0)
+        #expect(String(decoding: ok.stdout, as: UTF8.self) == "hello from the container\n")
+        #expect(String(decoding: ok.stderr, as: UTF8.self) == "oops\n")
+        let failing = try await fixture.runtime.execSync(id: container.id, command: ["sh", "-c", "exit 7"], timeout: .seconds(10))
+        #expect(failing.exitCode == 7)
+        await fixture.runtime.cleanup(podUID: launch.podUID)
+    }
+
+    /// A container over its memory limit is killed by the kernel and reported OOMKilled.
+    @Test(arguments: kinds) func memoryLimitOOMKills(kind: String) async throws {
+        let fixture = try await CRIFixture.start(kind)
+        defer { Task { await fixture.stop() } }
+        // Holds 64 MiB in a shell variable under a 16 MiB limit.
+        let launch = fixture.launch("hungry", "x=$(head -c 67108864 /dev/zero | tr '\\000' a); echo survived ${#x}", memory: 16 * 1024 * 1024)
+        let container = try await fixture.runtime.start(launch)
+        var status = container
+        try await Self.waitFor("the container to end", timeout: 30) {
+            status = await fixture.runtime.status(id: container.id) ?? status
+            return !status.isRunning
+        }
+        guard case .exited(let code, _, let reason, _) = status.state else { return }
+        #expect(reason == "OOMKilled", "exit \(code), reason \(reason)")
+        await fixture.runtime.cleanup(podUID: launch.podUID)
+    }
+
+    /// A new agent (a new client) finds the running container again by listing; for the process
+    /// plugin, a restarted plugin does too, and the process kept running meanwhile.
+    @Test(arguments: kinds) func relistAfterRestarts(kind: String) async throws {
+        let fixture = try await CRIFixture.start(kind)
+        defer { Task { await fixture.stop() } }
+        let launch = fixture.launch("survivor", "sleep 60")
+        let container = try await fixture.runtime.start(launch)
+
+        let again = try CRIRuntime(endpoint: fixture.endpoint, logRoot: fixture.directory + "/pods")
+        defer { again.shutdown() }
+        let found = await again.list().filter { $0.launch.podUID == launch.podUID }
+        #expect(found.map(\.id) == [container.id], "one container, the same one")
+        #expect(found.first?.isRunning == true)
+
+        if kind == "process", let state = fixture.state {
+            // The plugin goes away (its process would exit) and comes back on the same state.
+            fixture.plugin?.cancel()
+            state.shutdown()
+            try await Task.sleep(for: .milliseconds(300))
+            let (restarted, task) = try await CRIFixture.startPlugin(fixture.directory)
+            defer {
+                task.cancel()
+                restarted.shutdown()
+            }
+            try await Self.waitFor("the client to reconnect") { (try? await again.ping(timeout: .seconds(1))) != nil }
+            let after = await again.list().filter { $0.launch.podUID == launch.podUID }
+            #expect(after.map(\.id) == [container.id])
+            #expect(after.first?.isRunning == true, "the process ran on while its plugin was away")
+            await again.cleanup(podUID: launch.podUID)
+            #expect(await again.list().filter { $0.launch.podUID == launch.podUID }.isEmpty)
+        } else {
+            await fixture.runtime.cleanup(podUID: launch.podUID)
+        }
+    }
+}
+
+/// Runs a command, returning its standard output; throws with its output when it fails.
+enum Shell {
+    static func run(_ executable: String, _ arguments: [String]) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        let output = Pipe()
+        let errors = Pipe()
+        process.standardOutput = output
+        process.standardError = errors
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        let errorData = errors.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw CRIError("\(executable) \(arguments.joined(separator: " ")) failed (\(process.terminationStatus)): \(String(decoding: errorData, as: UTF8.self))")
+        }
+        return String(decoding: data, as: UTF8.self)
+    }
+}
