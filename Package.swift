@@ -128,7 +128,7 @@ let package = Package(
         ]),
         // The `cox` executable.
         .executableTarget(name: "ctl", dependencies: [
-            "API", "Store", "PKI", "Client", "APIServer", "ControllerRuntime", "Scheduler", "Controllers", "NodeAgent",
+            "API", "Store", "PKI", "Client", "APIServer", "ControllerRuntime", "Scheduler", "Controllers", "NodeAgent", "CRI",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

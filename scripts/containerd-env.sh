@@ -27,7 +27,12 @@ need() {
   command -v umoci >/dev/null || missing+=(umoci)
   [ -x /bin/busybox ] && /bin/busybox --list | grep -qx httpd || missing+=(busybox-static)
   if [ ${#missing[@]} -gt 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    # Into a file: a package's install script may start a daemon (Debian's containerd starts the
+    # system one), which would otherwise hold our caller's output open.
+    mkdir -p "$dir"
+    echo "installing ${missing[*]} (log: $dir/apt.log)" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } > "$dir/apt.log" 2>&1 < /dev/null \
+      || { tail -20 "$dir/apt.log" >&2; exit 1; }
   fi
 }
 
@@ -90,16 +95,16 @@ state = "$dir/state"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
 TOML
-  nohup containerd --config "$dir/config.toml" > "$dir/containerd.log" 2>&1 &
+  nohup containerd --config "$dir/config.toml" > "$dir/containerd.log" 2>&1 < /dev/null &
   echo $! > "$dir/containerd.pid"
   for _ in $(seq 1 100); do
     ctr --address "$sock" version >/dev/null 2>&1 && break
     sleep 0.1
   done
   ctr --address "$sock" version >/dev/null || { tail -20 "$dir/containerd.log" >&2; exit 1; }
-  [ -f "$dir/images/docker.io_library_busybox_latest.tar" ] || build_image docker.io/library/busybox:latest 'echo busybox'
-  [ -f "$dir/images/cox.local_pause_1.tar" ] || build_image cox.local/pause:1 'trap "exit 0" TERM INT; while :; do sleep 3600 & wait; done'
-  for tarball in "$dir"/images/*.tar; do ctr_ images import "$tarball" >/dev/null; done
+  [ -f "$dir/images/docker.io_library_busybox_latest.tar" ] || build_image docker.io/library/busybox:latest 'echo busybox' >&2
+  [ -f "$dir/images/cox.local_pause_1.tar" ] || build_image cox.local/pause:1 'trap "exit 0" TERM INT; while :; do sleep 3600 & wait; done' >&2
+  for tarball in "$dir"/images/*.tar; do ctr_ images import "$tarball" >&2; done
   echo "unix://$sock"
 }
 

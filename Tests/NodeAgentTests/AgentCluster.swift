@@ -149,9 +149,17 @@ final class AgentCluster: @unchecked Sendable {
         try await client.get(Pod.self, namespace: "default", name: name)
     }
 
-    /// The PID of the pod's first container, from its containerID (`process://PID`).
+    /// The PID of the pod's first container: its containerID (`cox-process://ID`) names the process
+    /// plugin's record of it in its node's agent data directory, which holds `process://PID`.
     func pid(_ pod: Pod) -> pid_t? {
-        pod.status.containerStatuses.first.flatMap { pid_t($0.containerID.replacingOccurrences(of: "process://", with: "")) }
+        guard let containerID = pod.status.containerStatuses.first?.containerID, containerID.hasPrefix("cox-process://") else { return nil }
+        let id = containerID.dropFirst("cox-process://".count)
+        let data = pod.spec.nodeName == "n1" || pod.spec.nodeName.isEmpty ? "agent" : "agent-\(pod.spec.nodeName)"
+        let record = "\(dir.path)/\(data)/runtime/cri/containers/\(id).json"
+        guard let data = FileManager.default.contents(atPath: record),
+              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let process = object["processID"] as? String else { return nil }
+        return pid_t(process.replacingOccurrences(of: "process://", with: ""))
     }
 }
 

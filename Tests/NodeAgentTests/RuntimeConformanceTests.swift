@@ -41,14 +41,17 @@ final class CRIFixture: Sendable {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             let (state, plugin) = try await startPlugin(directory)
             let runtime = try CRIRuntime(endpoint: "unix://\(directory)/cri.sock", logRoot: directory + "/pods", relistInterval: .milliseconds(200))
-            try await runtime.ping()
+            try await runtime.ping(timeout: .seconds(30))
             return CRIFixture(kind: kind, runtime: runtime, image: "", endpoint: "unix://\(directory)/cri.sock", directory: directory, plugin: plugin, state: state)
         default:
             let directory = containerdDirectory
-            let endpoint = try Shell.run(repository.appendingPathComponent("scripts/containerd-env.sh").path, ["start", directory]).trimmingCharacters(in: .whitespacesAndNewlines)
+            // The endpoint is the script's last line of output.
+            let output = try await Shell.run(repository.appendingPathComponent("scripts/containerd-env.sh").path, ["start", directory])
+            let endpoint = String(output.split(separator: "\n").last ?? "").trimmingCharacters(in: .whitespaces)
+            guard endpoint.hasPrefix("unix://") else { throw CRIError("scripts/containerd-env.sh start printed no endpoint: \(output.suffix(500))") }
             try CNIConfig.ensure(directory: directory + "/cni", podCIDR: podCIDR)
             let runtime = try CRIRuntime(endpoint: endpoint, logRoot: directory + "/pods", relistInterval: .milliseconds(200))
-            try await runtime.ping()
+            try await runtime.ping(timeout: .seconds(30))
             return CRIFixture(kind: kind, runtime: runtime, image: "docker.io/library/busybox:latest", endpoint: endpoint, directory: directory, plugin: nil, state: nil)
         }
     }
@@ -231,23 +234,67 @@ struct RuntimeConformanceTests {
     }
 }
 
-/// Runs a command, returning its standard output; throws with its output when it fails.
+/// Runs a command, returning its standard output; throws with its errors when it fails or runs
+/// past `timeout`. Through `Child` and files, not Foundation's `Process` and pipes: the containerd
+/// the script starts inherits what the script had, and would hide the script's exit from both.
 enum Shell {
-    static func run(_ executable: String, _ arguments: [String]) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        let output = Pipe()
-        let errors = Pipe()
-        process.standardOutput = output
-        process.standardError = errors
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        let errorData = errors.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw CRIError("\(executable) \(arguments.joined(separator: " ")) failed (\(process.terminationStatus)): \(String(decoding: errorData, as: UTF8.self))")
+    static func run(_ executable: String, _ arguments: [String], timeout: Double = 300) async throws -> String {
+        let base = NSTemporaryDirectory() + "cox-shell-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: base + ".out"); try? FileManager.default.removeItem(atPath: base + ".err") }
+        let child = try Child(executable, arguments, stdout: .file(base + ".out"), stderr: .file(base + ".err"))
+        await child.wait(killAfter: timeout)
+        let output = (try? String(contentsOfFile: base + ".out", encoding: .utf8)) ?? ""
+        let errors = (try? String(contentsOfFile: base + ".err", encoding: .utf8)) ?? ""
+        guard child.terminationStatus == 0 else {
+            throw CRIError("\(executable) \(arguments.joined(separator: " ")) failed (status \(child.terminationStatus)): \(errors.suffix(2000))")
         }
-        return String(decoding: data, as: UTF8.self)
+        return output
+    }
+}
+
+extension RuntimeConformanceTests {
+    /// A container that ignores SIGTERM is killed once its grace period is over, and the stop
+    /// returns then (not before, not much later).
+    @Test(arguments: kinds) func stopKillsAfterTheGracePeriod(kind: String) async throws {
+        let fixture = try await CRIFixture.start(kind)
+        defer { Task { await fixture.stop() } }
+        let launch = fixture.launch("stubborn", "trap '' TERM; while :; do sleep 1; done")
+        let container = try await fixture.runtime.start(launch)
+        try await Task.sleep(for: .milliseconds(300))  // the trap is set
+        let started = ContinuousClock.now
+        await fixture.runtime.stop(id: container.id, grace: .seconds(Int64(ProcessInfo.processInfo.environment["COX_TEST_GRACE"] ?? "3")!))
+        let took = ContinuousClock.now - started
+        #expect(await fixture.runtime.status(id: container.id)?.isRunning == false, "stopped after \(took)")
+        #expect(took >= .seconds(2), "the grace period was given (\(took))")
+        await fixture.runtime.cleanup(podUID: launch.podUID)
+    }
+}
+
+extension RuntimeConformanceTests {
+    /// After `cox up` stops every sandbox on its way out, the pod's next start replaces its sandbox
+    /// (the next attempt: a runtime reserves each name and attempt once), and its container's
+    /// attempt follows the one whose log is kept for `logs --previous`.
+    @Test(arguments: kinds) func aStoppedSandboxIsReplaced(kind: String) async throws {
+        let fixture = try await CRIFixture.start(kind)
+        defer { Task { await fixture.stop() } }
+        let launch = fixture.launch("replaced", "echo run; sleep 30")
+        let first = try await fixture.runtime.start(launch)
+        let before = try await fixture.runtime.sandbox(for: launch)
+        try await RuntimeConformanceTests.waitFor("the first run's log") {
+            (try? String(contentsOfFile: first.logPath, encoding: .utf8))?.contains("run") == true
+        }
+        await fixture.runtime.stopSandboxes()
+        let second = try await fixture.runtime.start(launch)
+        #expect(second.isRunning)
+        let after = try await fixture.runtime.sandbox(for: launch)
+        #expect(after != before, "a new sandbox")
+        var filter = Runtime_V1_ListPodSandboxRequest()
+        filter.filter.labelSelector = [CRIRuntime.podUIDLabel: launch.podUID]
+        let sandboxes = try await fixture.runtime.connection.runtime.listPodSandbox(filter).items
+        #expect(sandboxes.map(\.id) == [after], "the stopped one is gone")
+        #expect(sandboxes.first?.metadata.attempt == 1)
+        #expect(second.logPath != first.logPath)
+        #expect(fixture.runtime.logPath(podUID: launch.podUID, container: "main", previous: true) == first.logPath, "the first run's log is the previous one")
+        await fixture.runtime.cleanup(podUID: launch.podUID)
     }
 }

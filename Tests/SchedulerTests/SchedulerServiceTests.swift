@@ -71,22 +71,29 @@ import TestSupport
         }
         let arrivals = Mutex(Arrivals())
 
+        /// The first two arrivals for a pod meet; a later one (a scheduler retrying after a failed
+        /// binding, under load) goes straight on: nobody would ever come to meet it.
         func meet(_ pod: String) async {
+            enum Arrival { case first, second(CheckedContinuation<Void, Never>), later }
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let first: CheckedContinuation<Void, Never>? = arrivals.withLock { state in
+                let arrival: Arrival = arrivals.withLock { state in
                     state.count[pod, default: 0] += 1
-                    if let first = state.waiting.removeValue(forKey: pod) { return first }
+                    if let first = state.waiting.removeValue(forKey: pod) { return .second(first) }
+                    if state.count[pod]! > 2 { return .later }
                     state.waiting[pod] = continuation
-                    return nil
+                    return .first
                 }
-                if let first {
+                switch arrival {
+                case .first: break
+                case .second(let first):
                     first.resume()
                     continuation.resume()
+                case .later: continuation.resume()
                 }
             }
         }
 
-        var everyPodRacedByBoth: Bool { arrivals.withLock { $0.count.values.allSatisfy { $0 == 2 } && $0.waiting.isEmpty } }
+        var everyPodRacedByBoth: Bool { arrivals.withLock { $0.count.values.allSatisfy { $0 >= 2 } && $0.waiting.isEmpty } }
     }
 
     final class RendezvousBinder: Binder {
@@ -119,7 +126,7 @@ import TestSupport
                 try await waitUntil("both schedulers have heard back about every binding", timeout: 60) {
                     schedulers.map(\.stats.bound).reduce(0, +) + schedulers.map(\.stats.bindConflicts).reduce(0, +) == 10
                 }
-                #expect(rendezvous.everyPodRacedByBoth, "both schedulers tried every pod")
+                #expect(rendezvous.everyPodRacedByBoth, "both schedulers tried every pod: \(rendezvous.arrivals.withLock { $0.count })")
                 #expect(schedulers.map(\.stats.bound).reduce(0, +) == 5, "exactly one binding per pod won")
                 #expect(schedulers.map(\.stats.bindConflicts).reduce(0, +) == 5, "the other got 409")
                 #expect(seen.withLock { $0.values.allSatisfy { $0.count == 1 } }, "no pod ever moved: \(seen.withLock { $0 })")

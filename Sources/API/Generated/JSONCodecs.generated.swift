@@ -944,6 +944,7 @@ extension PodSpec: JSONCodable {
         if !self.tolerations.isEmpty { w.key("tolerations"); w.array(self.tolerations) }
         if self.hasPriority { w.key("priority"); w.int(self.priority) }
         if !self.runtimeClassName.isEmpty { w.key("runtimeClassName"); w.string(self.runtimeClassName) }
+        if self.hostNetwork { w.key("hostNetwork"); w.bool(self.hostNetwork) }
         w.endObject()
     }
 
@@ -966,6 +967,7 @@ extension PodSpec: JSONCodable {
             case "tolerations": self.tolerations = try JSONDecodeError.at("tolerations") { try value.decodeArray { try Toleration(json: $0) } }
             case "priority": self.priority = try JSONDecodeError.at("priority") { try value.decodeInt32() }
             case "runtimeClassName": self.runtimeClassName = try JSONDecodeError.at("runtimeClassName") { try value.decodeString() }
+            case "hostNetwork": self.hostNetwork = try JSONDecodeError.at("hostNetwork") { try value.decodeBool() }
             default: throw JSONDecodeError(.unknownField, path: [member.key])
             }
         }

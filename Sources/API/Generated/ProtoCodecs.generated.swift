@@ -864,6 +864,7 @@ extension PodSpec: ProtoCodable {
         for item in self.tolerations { w.message(11, item) }
         if let value = self._priority { w.int32(12, value) }
         if !self.runtimeClassName.isEmpty { w.string(13, self.runtimeClassName) }
+        if self.hostNetwork { w.bool(14, self.hostNetwork) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
@@ -887,6 +888,7 @@ extension PodSpec: ProtoCodable {
             case 11: self.tolerations.append(try r.message(Toleration.self))
             case 12: self.priority = try r.int32()
             case 13: self.runtimeClassName = try r.string()
+            case 14: self.hostNetwork = try r.bool()
             default: try r.skip()
             }
         }

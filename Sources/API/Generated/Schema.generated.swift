@@ -229,6 +229,7 @@ extension Schema {
             FieldSchema("tolerations", .array(.message("Toleration")), description: "Taints the pod tolerates.", listType: .atomic),
             FieldSchema("priority", .int32, description: "The pod's priority, from its priority class."),
             FieldSchema("runtimeClassName", .string, description: "The runtime class to run the pod with."),
+            FieldSchema("hostNetwork", .bool, description: "The pod uses the node's network namespace (its address is the node's). Default false."),
         ]),
         MessageSchema("PodCondition", definition: "io.k8s.api.core.v1.PodCondition", description: "One aspect of a pod's state (PodScheduled, Initialized, ContainersReady, Ready) and when it last changed.", fields: [
             FieldSchema("type", .string, description: "PodScheduled, Initialized, ContainersReady or Ready.", required: true),

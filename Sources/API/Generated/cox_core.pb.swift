@@ -924,6 +924,9 @@ public nonisolated struct PodSpec: Sendable {
   /// The runtime class to run the pod with.
   public var runtimeClassName: String = String()
 
+  /// The pod uses the node's network namespace (its address is the node's). Default false.
+  public var hostNetwork: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -3524,7 +3527,7 @@ nonisolated extension Affinity: SwiftProtobuf.Message, SwiftProtobuf._MessageImp
 
 nonisolated extension PodSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PodSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}containers\0\u{3}restart_policy\0\u{3}termination_grace_period_seconds\0\u{3}active_deadline_seconds\0\u{3}node_selector\0\u{3}service_account_name\0\u{3}node_name\0\u{1}hostname\0\u{1}affinity\0\u{3}scheduler_name\0\u{1}tolerations\0\u{1}priority\0\u{3}runtime_class_name\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}containers\0\u{3}restart_policy\0\u{3}termination_grace_period_seconds\0\u{3}active_deadline_seconds\0\u{3}node_selector\0\u{3}service_account_name\0\u{3}node_name\0\u{1}hostname\0\u{1}affinity\0\u{3}scheduler_name\0\u{1}tolerations\0\u{1}priority\0\u{3}runtime_class_name\0\u{3}host_network\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3545,6 +3548,7 @@ nonisolated extension PodSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImpl
       case 11: try { try decoder.decodeRepeatedMessageField(value: &self.tolerations) }()
       case 12: try { try decoder.decodeSingularInt32Field(value: &self._priority) }()
       case 13: try { try decoder.decodeSingularStringField(value: &self.runtimeClassName) }()
+      case 14: try { try decoder.decodeSingularBoolField(value: &self.hostNetwork) }()
       default: break
       }
     }
@@ -3594,6 +3598,9 @@ nonisolated extension PodSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImpl
     if !self.runtimeClassName.isEmpty {
       try visitor.visitSingularStringField(value: self.runtimeClassName, fieldNumber: 13)
     }
+    if self.hostNetwork != false {
+      try visitor.visitSingularBoolField(value: self.hostNetwork, fieldNumber: 14)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3611,6 +3618,7 @@ nonisolated extension PodSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImpl
     if lhs.tolerations != rhs.tolerations {return false}
     if lhs._priority != rhs._priority {return false}
     if lhs.runtimeClassName != rhs.runtimeClassName {return false}
+    if lhs.hostNetwork != rhs.hostNetwork {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -69,7 +69,7 @@ public enum KubernetesProtobuf {
         "PodTemplateSpec": [1: ("metadata", .message("ObjectMeta")), 2: ("spec", .message("PodSpec"))],
         "PodSpec": [2: ("containers", .repeatedMessage("Container")), 3: ("restartPolicy", .string), 4: ("terminationGracePeriodSeconds", .int64),
                     5: ("activeDeadlineSeconds", .int64), 7: ("nodeSelector", .stringMap), 8: ("serviceAccountName", .string),
-                    10: ("nodeName", .string), 19: ("schedulerName", .string)],
+                    10: ("nodeName", .string), 11: ("hostNetwork", .bool), 19: ("schedulerName", .string)],
         "Container": [1: ("name", .string), 2: ("image", .string), 3: ("command", .repeatedString), 4: ("args", .repeatedString),
                       5: ("workingDir", .string), 6: ("ports", .repeatedMessage("ContainerPort")), 7: ("env", .repeatedMessage("EnvVar")),
                       8: ("resources", .message("ResourceRequirements")), 14: ("imagePullPolicy", .string)],

@@ -6,6 +6,14 @@ public enum PodDefaults {
     public static let probeTimeoutSeconds: Int32 = 1
     public static let probeSuccessThreshold: Int32 = 1
     public static let probeFailureThreshold: Int32 = 3
+
+    /// Always for `:latest` or no tag, IfNotPresent for another tag or a digest (Kubernetes' rule).
+    public static func pullPolicy(image: String) -> String {
+        if image.contains("@") { return "IfNotPresent" }
+        let last = image.split(separator: "/").last.map(String.init) ?? image
+        guard let colon = last.lastIndex(of: ":") else { return "Always" }
+        return last[last.index(after: colon)...] == "latest" ? "Always" : "IfNotPresent"
+    }
 }
 
 public enum PodValues {
@@ -35,6 +43,10 @@ extension PodSpec {
         if !hasTerminationGracePeriodSeconds { terminationGracePeriodSeconds = PodDefaults.terminationGracePeriodSeconds }
         if schedulerName.isEmpty { schedulerName = PodDefaults.schedulerName }
         for i in containers.indices {
+            // Kubernetes' default: Always for :latest or no tag, IfNotPresent for any other tag or a digest.
+            if containers[i].imagePullPolicy.isEmpty && !containers[i].image.isEmpty {
+                containers[i].imagePullPolicy = PodDefaults.pullPolicy(image: containers[i].image)
+            }
             for p in containers[i].ports.indices where containers[i].ports[p].protocol.isEmpty {
                 containers[i].ports[p].protocol = "TCP"
             }
@@ -59,6 +71,9 @@ extension PodSpec {
                 errors.append(.invalid("\(cpath).name", container.name, problem))
             } else if !names.insert(container.name).inserted {
                 errors.append(.duplicate("\(cpath).name", container.name))
+            }
+            if !container.imagePullPolicy.isEmpty && !["Always", "IfNotPresent", "Never"].contains(container.imagePullPolicy) {
+                errors.append(.notSupported("\(cpath).imagePullPolicy", container.imagePullPolicy, ["Always", "IfNotPresent", "Never"]))
             }
             if container.command.isEmpty && container.image.isEmpty {
                 errors.append(.required("\(cpath).command", "a container needs a command (or an image for image runtimes)"))

@@ -144,8 +144,11 @@ extension APIResponder {
             throw APIError(503, "ServiceUnavailable", "the agent of node \(pod.spec.nodeName) has not reported where it serves logs")
         }
         var parameters: [String] = ["podUID=\(pod.metadata.uid)"]
-        for key in ["follow", "previous", "tailLines", "timestamps"] {
-            if let value = query[key] { parameters.append("\(key)=\(value)") }
+        for key in ["follow", "previous", "tailLines", "timestamps", "sinceSeconds", "sinceTime", "limitBytes"] {
+            if let value = query[key] {
+                let safe = CharacterSet.alphanumerics.union(CharacterSet(charactersIn: "-._~:"))
+                parameters.append("\(key)=\(value.addingPercentEncoding(withAllowedCharacters: safe) ?? value)")
+            }
         }
         let host = address.contains(":") ? "[\(address)]" : address
         var forward = HTTPClientRequest(url: "https://\(host):\(port)/containerLogs/\(namespace)/\(name)/\(container)?" + parameters.joined(separator: "&"))

@@ -68,6 +68,10 @@ public final class LogServer: Sendable {
             let previous = query["previous"] == "true" || query["previous"] == "1"
             let follow = query["follow"] == "true" || query["follow"] == "1"
             let tail = query["tailLines"].flatMap { Int(String($0)) }
+            let timestamps = query["timestamps"] == "true" || query["timestamps"] == "1"
+            let since: Date? = query["sinceTime"].flatMap { CRILog.parseTime(String($0).removingPercentEncoding ?? String($0)) }
+                ?? query["sinceSeconds"].flatMap { Int(String($0)) }.map { Date().addingTimeInterval(-Double($0)) }
+            let limitBytes = query["limitBytes"].flatMap { Int(String($0)) }
             let known = await runtime.list().filter { $0.launch.namespace == namespace && $0.launch.podName == pod && $0.launch.container == container }
             let uid = query["podUID"].map(String.init) ?? known.last?.launch.podUID ?? ""
             let path = runtime.logPath(podUID: uid, container: container, previous: previous)
@@ -75,28 +79,47 @@ public final class LogServer: Sendable {
                 let what = previous ? "previous terminated container \"\(container)\" in pod \"\(pod)\" not found" : "container \"\(container)\" in pod \"\(pod)\" has not written a log yet"
                 return Response(status: .notFound, headers: [.contentType: "text/plain"], body: .init(byteBuffer: ByteBuffer(string: what)))
             }
+            let cri = runtime.logFormat == .cri
             return Response(status: .ok, headers: [.contentType: "text/plain"], body: ResponseBody { writer in
-                var offset = 0
+                var budget = limitBytes ?? .max
+                func send(_ bytes: Data) async throws -> Bool {
+                    guard budget > 0 else { return false }
+                    let part = bytes.prefix(budget)
+                    budget -= part.count
+                    if !part.isEmpty { try await writer.write(ByteBuffer(bytes: part)) }
+                    return budget > 0
+                }
                 let data = FileManager.default.contents(atPath: path) ?? Data()
-                var initial = data[...]
-                if let tail { initial = LogServer.lastLines(data, tail) }
-                if !initial.isEmpty { try await writer.write(ByteBuffer(bytes: initial)) }
-                offset = data.count
+                // CRI records are whole lines: read up to the last newline; the rest comes with the next read.
+                var offset = cri ? (data.lastIndex(of: 0x0A).map { $0 + 1 } ?? 0) : data.count
+                let initial: Data
+                if cri {
+                    initial = CRILog.render(CRILog.lines(data.prefix(offset)), timestamps: timestamps, since: since, tail: tail)
+                } else {
+                    initial = Data(tail.map { LogServer.lastLines(data, $0) } ?? data[...])
+                }
+                var open = try await send(initial)
                 // Follow: new output as it comes, until the container has stopped and nothing is left.
-                while follow && !Task.isCancelled {
+                while follow && open && !Task.isCancelled {
                     try await Task.sleep(for: .milliseconds(250))
                     guard let handle = FileHandle(forReadingAtPath: path) else { break }
                     let size = Int((try? handle.seekToEnd()) ?? 0)
                     if size < offset { offset = 0 }  // rotated (truncated): start over
                     if size > offset {
                         try handle.seek(toOffset: UInt64(offset))
-                        let chunk = handle.readData(ofLength: size - offset)
-                        offset += chunk.count
-                        try await writer.write(ByteBuffer(bytes: chunk))
+                        var chunk = handle.readData(ofLength: size - offset)
+                        if cri {
+                            chunk = chunk.lastIndex(of: 0x0A).map { Data(chunk.prefix(through: $0)) } ?? Data()
+                            offset += chunk.count
+                            open = try await send(CRILog.render(CRILog.lines(chunk), timestamps: timestamps, since: since))
+                        } else {
+                            offset += chunk.count
+                            open = try await send(chunk)
+                        }
                     }
                     try? handle.close()
                     let running = await runtime.list().contains { $0.launch.podUID == uid && $0.launch.container == container && $0.isRunning }
-                    if !running && size == offset { break }
+                    if !running && size <= offset { break }
                 }
                 try await writer.finish(nil)
             })

@@ -26,6 +26,8 @@ public final class NodeAgent: Sendable {
         public var taints: [Taint] = []
         /// Reported capacity (`cpu`, `memory`, `pods`) instead of the host's: for simulated nodes.
         public var capacity: [String: String]? = nil
+        /// A CRI runtime's `unix://` socket; nil: the process runtime, served by the agent itself.
+        public var containerRuntimeEndpoint: String?
 
         public init(nodeName: String, dataDirectory: String) {
             self.nodeName = nodeName

@@ -17,6 +17,8 @@ actor PodManager {
         var backoffDelay: Duration = .zero
         var starting = false
         var startError: String?
+        /// The runtime's reason for that failure (ErrImagePull, CreateContainerError, ...).
+        var startReason: String?
         /// The start failed before the runtime was asked: its environment could not be resolved
         /// (CreateContainerConfigError).
         var configError = false
@@ -41,6 +43,8 @@ actor PodManager {
         var startTime: Timestamp
         var terminating = false
         var lastReported: PodStatus?
+        /// The sandbox's own address (runtimes with pod networking); nil: the node's.
+        var podIP: String?
     }
 
     let configuration: NodeAgent.Configuration
@@ -105,6 +109,8 @@ actor PodManager {
                 }
                 await runtime.cleanup(podUID: container.launch.podUID)
             }
+            // Sandboxes left without containers (a pod deleted while the agent was away).
+            if let cri = runtime as? CRIRuntime { await cri.removeSandboxes(except: listed) }
         }
     }
 
@@ -277,6 +283,9 @@ actor PodManager {
                 pods[uid]?.tracks[container.name]?.current = started
                 pods[uid]?.tracks[container.name]?.probes = ProbeState()
                 pods[uid]?.tracks[container.name]?.startError = nil
+                pods[uid]?.tracks[container.name]?.startReason = nil
+                // The sandbox's address (a new sandbox has a new one); "" on the node's network.
+                if let ip = await runtime.podIP(podUID: uid) { pods[uid]?.podIP = ip }
                 // A container that exits at once may have done so before this start returned: its
                 // exit then came when no track named it as current, and was dropped. Ask once
                 // more now that one does (later exits find it).
@@ -287,6 +296,7 @@ actor PodManager {
             } catch {
                 logger.warning("container failed to start", metadata: ["pod": "\(pod.metadata.namespace)/\(pod.metadata.name)", "container": "\(container.name)", "error": "\(error)"])
                 pods[uid]?.tracks[container.name]?.startError = "\(error)"
+                pods[uid]?.tracks[container.name]?.startReason = (error as? RuntimeError)?.reason
                 pods[uid]?.tracks[container.name]?.crashes += 1
                 let crashes = pods[uid]?.tracks[container.name]?.crashes ?? 1
                 pods[uid]?.tracks[container.name]?.backoffUntil = ContinuousClock.now + crashDelay(after: crashes)
@@ -364,13 +374,20 @@ actor PodManager {
         var environment: [String: String] = [:]
         for variable in container.env { environment[variable.name] = variable.value }
         var launch = ContainerLaunch(podUID: pod.metadata.uid, namespace: pod.metadata.namespace, podName: pod.metadata.name,
-                                     container: container.name, command: container.command + container.args,
+                                     container: container.name, command: container.command,
                                      environment: environment, workingDirectory: container.workingDir.isEmpty ? nil : container.workingDir)
+        launch.args = container.args
+        launch.image = container.image
+        launch.imagePullPolicy = container.imagePullPolicy
+        launch.hostNetwork = pod.spec.hostNetwork
         if let memory = container.resources.limits["memory"], let bytes = try? Quantity(parsing: memory).value {
             launch.memoryLimitBytes = NSDecimalNumber(decimal: bytes).int64Value
         }
         if let cpu = container.resources.limits["cpu"], let cores = try? Quantity(parsing: cpu).value {
             launch.cpuLimitMillis = NSDecimalNumber(decimal: cores * 1000).int64Value
+        }
+        if let cpu = container.resources.requests["cpu"], let cores = try? Quantity(parsing: cpu).value {
+            launch.cpuRequestMillis = NSDecimalNumber(decimal: cores * 1000).int64Value
         }
         return launch
     }
@@ -414,7 +431,19 @@ actor PodManager {
 
     func report(_ uid: String) {
         guard let state = pods[uid] else { return }
-        let status = Self.status(of: state, hostIP: configuration.address, now: ContinuousClock.now)
+        var status = Self.status(of: state, hostIP: configuration.address, podIP: state.podIP, now: ContinuousClock.now)
+        // Container IDs as Kubernetes shows them: RUNTIME://ID (containerd://…, cox-process://…).
+        let runtimeName = runtime.name
+        func qualified(_ id: String) -> String { id.isEmpty || id.contains("://") ? id : "\(runtimeName)://\(id)" }
+        for index in status.containerStatuses.indices {
+            status.containerStatuses[index].containerID = qualified(status.containerStatuses[index].containerID)
+            if status.containerStatuses[index].state.hasTerminated {
+                status.containerStatuses[index].state.terminated.containerID = qualified(status.containerStatuses[index].state.terminated.containerID)
+            }
+            if status.containerStatuses[index].lastState.hasTerminated {
+                status.containerStatuses[index].lastState.terminated.containerID = qualified(status.containerStatuses[index].lastState.terminated.containerID)
+            }
+        }
         if let last = state.lastReported, Self.sameStatus(last, status) { return }
         pods[uid]!.lastReported = status
         pendingStatus[uid] = (state.pod.metadata.namespace, state.pod.metadata.name, status)
@@ -479,14 +508,18 @@ actor PodManager {
         }
     }
 
-    static func status(of state: PodState, hostIP: String, now: ContinuousClock.Instant) -> PodStatus {
+    static func status(of state: PodState, hostIP: String, podIP: String? = nil, now: ContinuousClock.Instant) -> PodStatus {
         let pod = state.pod
         var status = PodStatus()
         status.hostIp = hostIP
-        status.podIp = hostIP
-        var ip = PodIP()
-        ip.ip = hostIP
-        status.podIps = [ip]
+        // The node's address for pods on its network; none until a pod's own sandbox reports one.
+        let address = pod.spec.hostNetwork || podIP == "" ? hostIP : podIP
+        if let address {
+            status.podIp = address
+            var ip = PodIP()
+            ip.ip = address
+            status.podIps = [ip]
+        }
         status.startTime = state.startTime
         var allStarted = true, anyRunning = false, allDone = true, anyFailed = false, allReady = true
         for container in pod.spec.containers {
@@ -522,9 +555,26 @@ actor PodManager {
             } else {
                 allStarted = false
                 allDone = false
-                cs.state.waiting.reason = track.startError == nil ? "ContainerCreating" : track.configError ? "CreateContainerConfigError" : "RunContainerError"
+                let backingOff = track.backoffUntil.map { $0 > now } ?? false
                 if let error = track.startError { cs.state.waiting.message = error }
-                if let until = track.backoffUntil, until > now, track.startError != nil, !track.configError { cs.state.waiting.reason = "CrashLoopBackOff" }
+                switch track.startReason {
+                case _ where track.startError == nil:
+                    cs.state.waiting.reason = "ContainerCreating"
+                case _ where track.configError:
+                    cs.state.waiting.reason = "CreateContainerConfigError"
+                case "ErrImagePull"?:
+                    // As the kubelet: the failed pull, then the wait before the next one.
+                    cs.state.waiting.reason = backingOff ? "ImagePullBackOff" : "ErrImagePull"
+                    if backingOff { cs.state.waiting.message = "Back-off pulling image \"\(container.image)\"" }
+                case "ErrImageNeverPull"?:
+                    cs.state.waiting.reason = "ErrImageNeverPull"
+                case "FailedCreatePodSandBox"?:
+                    cs.state.waiting.reason = "ContainerCreating"
+                case let reason?:
+                    cs.state.waiting.reason = backingOff ? "CrashLoopBackOff" : reason
+                case nil:
+                    cs.state.waiting.reason = backingOff ? "CrashLoopBackOff" : "RunContainerError"
+                }
             }
             if !cs.ready { allReady = false }
             status.containerStatuses.append(cs)

@@ -130,18 +130,37 @@ public final class CRIRuntime: ContainerRuntime, @unchecked Sendable {
         return id
     }
 
+    /// The pod's ready sandbox, or a new one. Sandboxes of the pod that are no longer ready (stopped
+    /// by `cox up` on its way out, or their pause process died) are removed, and the new one counts
+    /// one attempt past them: a runtime reserves each name-and-attempt once.
     func findOrRunSandbox(_ launch: ContainerLaunch) async throws -> String {
         var filter = Runtime_V1_ListPodSandboxRequest()
         filter.filter.labelSelector = [Self.podUIDLabel: launch.podUID]
-        filter.filter.state.state = .sandboxReady
-        if let ready = try await connection.runtime.listPodSandbox(filter, options: options).items.first { return ready.id }
+        let found: [Runtime_V1_PodSandbox]
+        do {
+            found = try await connection.runtime.listPodSandbox(filter, options: options).items
+        } catch let error as RPCError {
+            throw RuntimeError("cannot list the pod's sandboxes: \(error.message)", reason: "FailedCreatePodSandBox")
+        }
+        if let ready = found.first(where: { $0.state == .sandboxReady }) { return ready.id }
+        for stale in found {
+            var remove = Runtime_V1_RemovePodSandboxRequest()
+            remove.podSandboxID = stale.id
+            do {
+                _ = try await connection.runtime.removePodSandbox(remove, options: options)
+                logger.info("removed a sandbox that was no longer ready", metadata: ["pod": "\(launch.namespace)/\(launch.podName)", "sandbox": "\(stale.id.prefix(12))"])
+            } catch {
+                logger.warning("cannot remove a sandbox that is no longer ready", metadata: ["sandbox": "\(stale.id.prefix(12))", "error": "\(error)"])
+            }
+        }
         try FileManager.default.createDirectory(atPath: logDirectory(namespace: launch.namespace, podName: launch.podName, podUID: launch.podUID),
                                                 withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         var request = Runtime_V1_RunPodSandboxRequest()
         request.config = sandboxConfig(launch)
+        request.config.metadata.attempt = (found.map(\.metadata.attempt).max().map { $0 + 1 }) ?? 0
         do {
             let id = try await connection.runtime.runPodSandbox(request, options: options).podSandboxID
-            logger.info("sandbox ready", metadata: ["pod": "\(launch.namespace)/\(launch.podName)", "sandbox": "\(id.prefix(12))"])
+            logger.info("sandbox ready", metadata: ["pod": "\(launch.namespace)/\(launch.podName)", "sandbox": "\(id.prefix(12))", "attempt": "\(request.config.metadata.attempt)"])
             return id
         } catch let error as RPCError {
             throw RuntimeError("cannot create the pod's sandbox: \(error.message)", reason: "FailedCreatePodSandBox")
@@ -154,7 +173,7 @@ public final class CRIRuntime: ContainerRuntime, @unchecked Sendable {
         var request = Runtime_V1_PodSandboxStatusRequest()
         request.podSandboxID = id
         guard let status = try? await connection.runtime.podSandboxStatus(request, options: options).status else { return nil }
-        return status.network.ip.isEmpty ? nil : status.network.ip
+        return status.network.ip
     }
 
     // MARK: - Images
@@ -228,8 +247,14 @@ public final class CRIRuntime: ContainerRuntime, @unchecked Sendable {
         filter.filter.podSandboxID = sandboxID
         filter.filter.labelSelector = [Self.containerNameLabel: launch.container]
         let earlier = try await connection.runtime.listContainers(filter, options: options).containers.sorted { $0.metadata.attempt < $1.metadata.attempt }
-        let attempt = (earlier.last.map { $0.metadata.attempt + 1 }) ?? 0
+        // Past every attempt whose log is still here too: an earlier sandbox's containers are gone
+        // once it is replaced, their logs are not, and a reused number would write into one.
+        let logs = (sandboxConfig.logDirectory as NSString).appendingPathComponent(launch.container)
+        let logged = loggedAttempts(directory: logs)
+        let attempt = max(earlier.last.map { $0.metadata.attempt + 1 } ?? 0, logged.last.map { UInt32($0) + 1 } ?? 0)
         for old in earlier.dropLast() where old.state != .containerRunning { await remove(id: old.id) }
+        // The runtime leaves logs to the agent: the previous attempt's stays, older ones go.
+        for old in logged.dropLast() { try? FileManager.default.removeItem(atPath: (logs as NSString).appendingPathComponent("\(old).log")) }
         var create = Runtime_V1_CreateContainerRequest()
         create.podSandboxID = sandboxID
         create.config = containerConfig(launch, attempt: attempt)
@@ -238,7 +263,8 @@ public final class CRIRuntime: ContainerRuntime, @unchecked Sendable {
         do {
             id = try await connection.runtime.createContainer(create, options: options).containerID
         } catch let error as RPCError {
-            if error.runtimeUnreachable { sandboxes.withLock { _ = $0.removeValue(forKey: launch.podUID) } }
+            // The sandbox may be what failed (its pause process gone): the next start looks again.
+            sandboxes.withLock { _ = $0.removeValue(forKey: launch.podUID) }
             throw RuntimeError("failed to create container \(launch.container): \(error.message)", reason: "CreateContainerError")
         }
         var startRequest = Runtime_V1_StartContainerRequest()
@@ -377,17 +403,34 @@ public final class CRIRuntime: ContainerRuntime, @unchecked Sendable {
         }
     }
 
+    /// Stops every pod sandbox (`cox up` on its way out): their containers and network go; their
+    /// records stay until their pods are deleted.
+    public func stopSandboxes() async {
+        let all = (try? await connection.runtime.listPodSandbox(Runtime_V1_ListPodSandboxRequest(), options: options).items) ?? []
+        for sandbox in all where sandbox.labels[Self.podUIDLabel] != nil && sandbox.state == .sandboxReady {
+            var stop = Runtime_V1_StopPodSandboxRequest()
+            stop.podSandboxID = sandbox.id
+            _ = try? await connection.runtime.stopPodSandbox(stop, options: options)
+        }
+        sandboxes.withLock { $0.removeAll() }
+    }
+
     /// The current (or, with `previous`, the one before) attempt's CRI log file of the container.
     public func logPath(podUID: String, container: String, previous: Bool) -> String {
         let directories = (try? FileManager.default.contentsOfDirectory(atPath: logRoot)) ?? []
         guard let pod = directories.first(where: { $0.hasSuffix("_\(podUID)") }) else { return "/nonexistent" }
         let directory = (logRoot as NSString).appendingPathComponent("\(pod)/\(container)")
-        let attempts = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [])
-            .compactMap { name -> Int? in name.hasSuffix(".log") ? Int(name.dropLast(4)) : nil }
-            .sorted()
+        let attempts = loggedAttempts(directory: directory)
         let chosen = previous ? attempts.dropLast().last : attempts.last
         guard let chosen else { return "/nonexistent" }
         return (directory as NSString).appendingPathComponent("\(chosen).log")
+    }
+
+    /// The attempts with a log file (N.log) in a container's log directory, in order.
+    func loggedAttempts(directory: String) -> [Int] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [])
+            .compactMap { name -> Int? in name.hasSuffix(".log") ? Int(name.dropLast(4)) : nil }
+            .sorted()
     }
 
     public var logFormat: LogFormat { .cri }

@@ -31,13 +31,8 @@ public struct ContainerLaunch: Sendable, Codable, Equatable {
     /// What a runtime without images runs: command then args.
     public var argv: [String] { command + args }
 
-    /// Kubernetes' default pull policy: Always for `:latest` or no tag, IfNotPresent otherwise.
-    public static func defaultPullPolicy(_ image: String) -> String {
-        if image.contains("@") { return "IfNotPresent" }
-        let last = image.split(separator: "/").last.map(String.init) ?? image
-        guard let colon = last.lastIndex(of: ":") else { return "Always" }
-        return last[last.index(after: colon)...] == "latest" ? "Always" : "IfNotPresent"
-    }
+    /// Kubernetes' default pull policy for the image (when the pod came without one).
+    public static func defaultPullPolicy(_ image: String) -> String { PodDefaults.pullPolicy(image: image) }
 
     public init(podUID: String, namespace: String, podName: String, container: String, command: [String],
                 environment: [String: String] = [:], workingDirectory: String? = nil) {
@@ -96,12 +91,17 @@ public protocol ContainerRuntime: Sendable {
     func shutdown()
     /// How the log files are written: raw output, or the CRI format (timestamp, stream, tag, line).
     var logFormat: LogFormat { get }
+    /// The pod's own address, where the runtime gives pods one (CRI sandboxes with CNI); "" when
+    /// its pods share the node's network (the pod's address is then the node's); nil while the pod
+    /// has no sandbox yet.
+    func podIP(podUID: String) async -> String?
 }
 
 public enum LogFormat: Sendable { case raw, cri }
 
 extension ContainerRuntime {
     public var logFormat: LogFormat { .raw }
+    public func podIP(podUID: String) async -> String? { "" }
 }
 
 public struct RuntimeError: Error, CustomStringConvertible, Sendable {

@@ -367,6 +367,9 @@ public struct ProcessRuntimeService: Runtime_V1_RuntimeService.SimpleServiceProt
         let logPath = sandbox.logDirectory.isEmpty || config.logPath.isEmpty ? "" : (sandbox.logDirectory as NSString).appendingPathComponent(config.logPath)
         if !logPath.isEmpty {
             try FileManager.default.createDirectory(atPath: (logPath as NSString).deletingLastPathComponent, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o750])
+            // There from creation, as containerd makes it: the agent counts attempts by their logs.
+            let fd = open(logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
+            if fd >= 0 { close(fd) }
         }
         launch.outputPaths = [state.rawPath(id, stream: 0), state.rawPath(id, stream: 1)]
         let container = ProcessCRIState.Container(id: id, sandboxID: sandbox.id, name: config.metadata.name, attempt: config.metadata.attempt,

@@ -1,5 +1,6 @@
 import API
 import ArgumentParser
+import CRI
 import Client
 import Foundation
 import Logging
@@ -22,6 +23,7 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "Seconds between lease renewals.") var heartbeatSeconds = 10
     @Option(help: ArgumentHelp("First crash-loop back-off in seconds (doubles per crash up to 5 minutes).", visibility: .hidden)) var crashBackoffSeconds = 10
     @Option(help: "Container runtime: process (run pods' commands as processes) or fake (run nothing; a simulated node).") var runtime = "process"
+    @Option(help: "A CRI runtime's socket, e.g. unix:///run/containerd/containerd.sock (default: the process runtime, served by the agent itself).") var containerRuntimeEndpoint: String?
     @Option(help: "Reported capacity instead of the host's, e.g. cpu=4,memory=8Gi,pods=110 (for simulated nodes).") var capacity: String?
     @Option(help: "A label the node registers with, KEY=VALUE (repeatable).") var label: [String] = []
     @Option(help: "A taint the node registers with, KEY[=VALUE]:EFFECT (repeatable; EFFECT is NoSchedule, PreferNoSchedule or NoExecute).") var taint: [String] = []
@@ -34,6 +36,10 @@ struct AgentCommand: AsyncParsableCommand {
             guard kubeconfig == nil else { throw ValidationError("--kubeconfig and --token exclude each other: a joining node gets its own credentials") }
         }
         guard ["process", "fake"].contains(runtime) else { throw ValidationError("--runtime: unknown runtime \"\(runtime)\"; choose process or fake") }
+        if let endpoint = containerRuntimeEndpoint {
+            guard runtime != "fake" else { throw ValidationError("--container-runtime-endpoint and --runtime fake exclude each other") }
+            do { _ = try CRIConnection.socketPath(endpoint) } catch { throw ValidationError("--container-runtime-endpoint: \(error)") }
+        }
         _ = try AgentFlags.capacity(capacity)
         _ = try AgentFlags.labels(label)
         _ = try AgentFlags.taints(taint)
@@ -49,6 +55,7 @@ struct AgentCommand: AsyncParsableCommand {
         if let pods = configuration.capacity?["pods"], let count = Int(pods) { configuration.maxPods = count }
         configuration.labels = try AgentFlags.labels(label)
         configuration.taints = try AgentFlags.taints(taint)
+        configuration.containerRuntimeEndpoint = containerRuntimeEndpoint
         let fake = runtime == "fake"
         let credentials = NodeCredentials(dataDirectory: dataDir, nodeName: configuration.nodeName)
         if kubeconfig == nil && (token != nil || credentials.exist) {
@@ -142,7 +149,7 @@ enum LocalNode {
                          fake: Bool = false) async throws {
         let logger = Logger(label: "cox.agent")
         let client = try APIClient(kubeconfig: kubeconfig, userAgent: "cox-agent")
-        let runtime: any ContainerRuntime = fake ? FakeRuntime() : try ProcessRuntime(root: configuration.dataDirectory, logger: logger)
+        let runtime = try await makeRuntime(configuration, fake: fake, logger: logger)
         let authority = try ClusterPKI.loadAuthority(directory: pkiDirectory)
         let logServer = try LogServer(runtime: runtime, authority: authority, nodeName: configuration.nodeName, address: configuration.address,
                                       port: configuration.logPort, logger: logger)
@@ -161,7 +168,7 @@ enum LocalNode {
     static func runJoined(_ configuration: NodeAgent.Configuration, credentials: NodeCredentials, kubeconfig: Kubeconfig,
                           stopPodsOnExit: Bool, fake: Bool) async throws {
         let logger = Logger(label: "cox.agent")
-        let runtime: any ContainerRuntime = fake ? FakeRuntime() : try ProcessRuntime(root: configuration.dataDirectory, logger: logger)
+        let runtime = try await makeRuntime(configuration, fake: fake, logger: logger)
         await SignalWaiter.runUntilSignalled {
             var current = kubeconfig
             while !Task.isCancelled {
@@ -193,6 +200,45 @@ enum LocalNode {
         await finish(runtime, stopPods: stopPodsOnExit)
     }
 
+    /// The node's runtime, always reached through CRI: the runtime at the configured endpoint, or
+    /// else the process runtime, which this process serves as a CRI plugin on a socket in the
+    /// agent's data directory (`cox runtime process` serves the same on its own). `fake`: a
+    /// simulated node that runs nothing.
+    static func makeRuntime(_ configuration: NodeAgent.Configuration, fake: Bool, logger: Logger) async throws -> any ContainerRuntime {
+        if fake { return FakeRuntime() }
+        let data = URL(fileURLWithPath: configuration.dataDirectory).standardizedFileURL.path
+        let logRoot = (data as NSString).appendingPathComponent("pods")
+        var endpoint = configuration.containerRuntimeEndpoint
+        if endpoint == nil {
+            var socket = (data as NSString).appendingPathComponent("runtime/cri.sock")
+            if socket.utf8.count > 100 {  // sun_path holds 107 bytes: a short path named by the data directory's
+                let hash = data.utf8.reduce(UInt64(14_695_981_039_346_656_037)) { ($0 ^ UInt64($1)) &* 1_099_511_628_211 }
+                socket = "/tmp/cox-cri-\(String(hash, radix: 36)).sock"
+            }
+            let state = try ProcessCRIState(root: (data as NSString).appendingPathComponent("runtime"), logger: Logger(label: "cox.runtime"))
+            let (ready, signal) = AsyncStream<Void>.makeStream()
+            let socketPath = socket
+            Task {
+                do {
+                    try await ProcessCRIServer.serve(state: state, socketPath: socketPath, logger: Logger(label: "cox.runtime"), ready: { signal.yield() })
+                } catch {
+                    logger.error("the process runtime stopped serving", metadata: ["error": "\(error)"])
+                }
+                signal.finish()
+            }
+            for await _ in ready { break }
+            endpoint = "unix://\(socket)"
+        }
+        let runtime = try CRIRuntime(endpoint: endpoint!, logRoot: logRoot, logger: Logger(label: "cox.cri"))
+        do {
+            let version = try await runtime.ping()
+            logger.info("container runtime", metadata: ["endpoint": "\(endpoint!)", "runtime": "\(version.runtimeName) \(version.runtimeVersion)"])
+        } catch {
+            logger.warning("the container runtime does not answer yet; retrying as pods need it", metadata: ["endpoint": "\(endpoint!)", "error": "\(error)"])
+        }
+        return runtime
+    }
+
     static func finish(_ runtime: any ContainerRuntime, stopPods stopPodsOnExit: Bool) async {
         if stopPodsOnExit {
             let running = await runtime.list().filter(\.isRunning)
@@ -201,6 +247,9 @@ enum LocalNode {
                 for container in running { group.addTask { await runtime.stop(id: container.id, grace: .seconds(10)) } }
             }
         }
+        // And their sandboxes (network namespaces, pause containers on containerd): the pods
+        // start anew, in new sandboxes, with the next agent.
+        if stopPodsOnExit, let cri = runtime as? CRIRuntime { await cri.stopSandboxes() }
         runtime.shutdown()
     }
 }

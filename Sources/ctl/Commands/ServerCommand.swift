@@ -113,6 +113,7 @@ struct UpCommand: AsyncParsableCommand {
     @Option(help: "The name or address other hosts reach this one by (in the serving certificate and the join command; repeatable).") var advertiseAddress: [String] = []
     @Option(name: .shortAndLong, help: "Manifests to apply once the cluster is up (a file or directory; repeatable).") var filename: [String] = []
     @Option(help: "Node name of the local agent (default: the host name).") var nodeName: String?
+    @Option(help: "The local agent's CRI runtime, e.g. unix:///run/containerd/containerd.sock (default: the process runtime).") var containerRuntimeEndpoint: String?
     @OptionGroup var storage: StorageOptions
     @Flag(help: "Run the API server only, without a local agent.") var noAgent = false
     @Flag(help: "Run without the controller manager.") var noControllers = false
@@ -132,6 +133,7 @@ struct UpCommand: AsyncParsableCommand {
         let (ready, readyContinuation) = AsyncStream<String>.makeStream()
         let dataDir = self.dataDir
         let noAgent = self.noAgent
+        let runtimeEndpoint = containerRuntimeEndpoint
         let server = APIServer(configuration: configuration)
         // One local cluster per data directory: a stable identity lets a `cox up` that was killed
         // take its own lease back at once instead of waiting for it to expire.
@@ -178,6 +180,7 @@ struct UpCommand: AsyncParsableCommand {
                                                                       user: "cox:node:\(node)", groups: [BootstrapPolicy.nodesGroup])
                     var agent = NodeAgent.Configuration(nodeName: node, dataDirectory: (dataDir as NSString).appendingPathComponent("agent"))
                     agent.logPort = 0
+                    agent.containerRuntimeEndpoint = runtimeEndpoint
                     try await LocalNode.runAgent(agent, kubeconfig: kubeconfig, pkiDirectory: (dataDir as NSString).appendingPathComponent("pki"), stopPodsOnExit: true)
                 }
             }
