@@ -114,7 +114,7 @@ let package = Package(
         // The node agent: registers its node, runs pods through CRI, serves logs; and the process
         // runtime as a CRI plugin.
         .target(name: "NodeAgent", dependencies: [
-            "API", "Client", "PKI", "CRI",
+            "API", "Client", "PKI", "CRI", "ControllerRuntime",
             .product(name: "GRPCCore", package: "grpc-swift-2"),
             .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
             .product(name: "Crypto", package: "swift-crypto"),

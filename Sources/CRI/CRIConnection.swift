@@ -48,9 +48,10 @@ public final class CRIConnection: Sendable {
         return options
     }
 
+    /// Ends the connection gracefully (cancelling its task instead can trap inside NIO's async
+    /// channels when a stream is half-way open).
     public func close() {
         client.beginGracefulShutdown()
-        connections.cancel()
     }
 
     deinit { client.beginGracefulShutdown() }

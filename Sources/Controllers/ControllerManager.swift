@@ -5,13 +5,15 @@ import Foundation
 import Logging
 
 /// Runs the built-in controllers (ReplicaSet, Deployment, node lifecycle, garbage collector,
-/// namespace) under leader election on the Lease `kube-system/cox-controller-manager`: of several
+/// namespace, node IPAM) under leader election on the Lease `kube-system/cox-controller-manager`: of several
 /// managers against one API server, exactly one set is active. Each term of leadership starts with
 /// fresh informers and queues; losing the lease stops every controller before anyone else may lead.
 public final class ControllerManager: Sendable {
     public struct Options: Sendable {
         public var identity: String
         public var nodeLifecycle = NodeLifecycleController.Options()
+        /// Pod ranges for nodes (nil: nodes get none, as `--allocate-node-cidrs=false`).
+        public var nodeIPAM: NodeIPAMController.Options? = NodeIPAMController.Options(clusterCIDR: CIDR("10.244.0.0/16")!)
         public var leaseDuration: Duration = .seconds(15)
         public var renewDeadline: Duration = .seconds(10)
         public var retryPeriod: Duration = .seconds(2)
@@ -60,7 +62,7 @@ public final class ControllerManager: Sendable {
             NodeLifecycleController(context: context, options: options.nodeLifecycle).controller(),
             GarbageCollector(context: context).controller(workers: workers),
             NamespaceController(context: context).controller(),
-        ]
+        ] + (options.nodeIPAM.map { [NodeIPAMController(context: context, options: $0).controller()] } ?? [])
         current.withLock { $0 = controllers }
         logger.info("controllers starting", metadata: ["controllers": "\(controllers.map(\.name).joined(separator: ","))"])
         await withTaskGroup(of: Void.self) { group in

@@ -3,6 +3,7 @@ import CRI
 import Foundation
 import Logging
 @testable import NodeAgent
+import Synchronization
 import Testing
 import TestSupport
 
@@ -49,7 +50,10 @@ final class CRIFixture: Sendable {
             let output = try await Shell.run(repository.appendingPathComponent("scripts/containerd-env.sh").path, ["start", directory])
             let endpoint = String(output.split(separator: "\n").last ?? "").trimmingCharacters(in: .whitespaces)
             guard endpoint.hasPrefix("unix://") else { throw CRIError("scripts/containerd-env.sh start printed no endpoint: \(output.suffix(500))") }
-            try CNIConfig.ensure(directory: directory + "/cni", podCIDR: podCIDR)
+            // A bridge of the tests' own: `cox0` belongs to a real node's range.
+            let network = directory + "/cni/" + CNIConfig.fileName
+            if (try? String(contentsOfFile: network, encoding: .utf8))?.contains("coxtest0") != true { try? FileManager.default.removeItem(atPath: network) }
+            try CNIConfig.ensure(directory: directory + "/cni", podCIDR: podCIDR, bridge: "coxtest0")
             let runtime = try CRIRuntime(endpoint: endpoint, logRoot: directory + "/pods", relistInterval: .milliseconds(200))
             try await runtime.ping(timeout: .seconds(30))
             return CRIFixture(kind: kind, runtime: runtime, image: "docker.io/library/busybox:latest", endpoint: endpoint, directory: directory, plugin: nil, state: nil)
@@ -101,7 +105,7 @@ struct RuntimeConformanceTests {
     @Test(arguments: kinds) func sandboxLifecycle(kind: String) async throws {
         let fixture = try await CRIFixture.start(kind)
         defer { Task { await fixture.stop() } }
-        let version = try await fixture.runtime.ping()
+        let version = try await fixture.runtime.ping(timeout: .seconds(30))
         #expect(version.runtimeApiVersion == "v1")
         #expect(version.runtimeName == (kind == "process" ? "cox-process" : "containerd"))
         let conditions = try await fixture.runtime.conditions()
@@ -296,5 +300,146 @@ extension RuntimeConformanceTests {
         #expect(second.logPath != first.logPath)
         #expect(fixture.runtime.logPath(podUID: launch.podUID, container: "main", previous: true) == first.logPath, "the first run's log is the previous one")
         await fixture.runtime.cleanup(podUID: launch.podUID)
+    }
+}
+
+extension RuntimeConformanceTests {
+    /// A log past its size cap is rotated: renamed, reopened by the runtime (output goes on into
+    /// a new file, nothing cut off), and only the newest rotated files are kept.
+    @Test(arguments: kinds) func logsAreRotatedThroughTheRuntime(kind: String) async throws {
+        let fixture = try await CRIFixture.start(kind)
+        defer { Task { await fixture.stop() } }
+        let launch = fixture.launch("chatty", "i=0; while :; do i=$((i+1)); echo line-$i-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; sleep 0.01; done")
+        let container = try await fixture.runtime.start(launch)
+        func size(_ path: String) -> Int { ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int) ?? 0 }
+        for round in 1...4 {
+            try await RuntimeConformanceTests.waitFor("the log grows past 2 KiB (round \(round))") { size(container.logPath) >= 2048 }
+            await fixture.runtime.rotateLogs(maxSize: 2048, maxFiles: 3)
+            #expect(size(container.logPath) < 2048 || fixture.runtime.rotatedFiles(of: container.logPath).count >= 1, "round \(round): rotated")
+        }
+        let rotated = fixture.runtime.rotatedFiles(of: container.logPath)
+        #expect(rotated.count == 2, "the newest two rotated files are kept: \(rotated)")
+        try await RuntimeConformanceTests.waitFor("output goes on into the reopened file") { size(container.logPath) > 0 }
+        // Nothing lost at a rotation: the line numbers run on from the rotated file into the new one.
+        func numbers(_ path: String) -> [Int] {
+            let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+            return CRILog.lines(Data(text.utf8)).compactMap { line in
+                let words = String(decoding: line.text, as: UTF8.self).split(separator: "-")
+                return words.count >= 2 ? Int(words[1]) : nil
+            }
+        }
+        // (containerd's old writer drains what it still holds into the rotated file a moment later.)
+        let seen = Mutex<String>("")
+        do {
+            try await RuntimeConformanceTests.waitFor("the new file starts where the rotated one ended") {
+                let (last, next) = (numbers(rotated.last!), numbers(container.logPath))
+                seen.withLock { $0 = "rotated files \(rotated.map { ($0 as NSString).lastPathComponent }) end with \(rotated.map { numbers($0).last ?? -1 }), the current one starts with \(next.prefix(3))" }
+                return !next.isEmpty && last.last.map { $0 + 1 } == next.first
+            }
+        } catch {
+            Issue.record("\(seen.withLock { $0 })")
+            throw error
+        }
+        await fixture.runtime.stop(id: container.id, grace: .seconds(1))
+        await fixture.runtime.cleanup(podUID: launch.podUID)
+    }
+}
+
+extension RuntimeConformanceTests {
+    /// `cox up --container-runtime-endpoint` to containerd, used with kubectl as a user would: a
+    /// Deployment of busybox httpd rolls out with pod addresses from CNI that answer from the host,
+    /// `kubectl logs` shows its output, a pod over its memory limit is OOMKilled, and deleting
+    /// everything leaves no container, sandbox or network namespace of its pods behind. (In this
+    /// serialized suite: other tests here remove every sandbox they find when they stop.)
+    @Test func coxUpOnContainerd() async throws {
+        guard let kubectlPath = Tools.find("kubectl") else {
+            Issue.record("kubectl is not installed")
+            return
+        }
+        let fixture = try await CRIFixture.start("containerd")
+        defer { Task { await fixture.stop() } }
+        let dir = TemporaryDirectory()
+        let port = try TestHost.freePort()
+        let up = try Child(try coxBinary(), ["up", "--data-dir", "\(dir.path)/.cox", "--port", "\(port)", "--node-name", "ctrd",
+                                             "--container-runtime-endpoint", fixture.endpoint],
+                           stdout: .file("\(dir.path)/up.log"), stderr: .stdout)
+        let kubeconfig = "\(dir.path)/.cox/admin.kubeconfig"
+        func kubectl(_ arguments: String...) async throws -> Tools.Output {
+            try await Tools.runDetached(kubectlPath, ["--kubeconfig", kubeconfig] + arguments, timeout: 60)
+        }
+        do {
+            try await Self.waitFor("cox up's node is Ready", timeout: 60) {
+                (try? await kubectl("get", "node", "ctrd", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"))?.output == "True"
+            }
+            let manifest = """
+                apiVersion: apps/v1
+                kind: Deployment
+                metadata: {name: web}
+                spec:
+                  replicas: 2
+                  selector: {matchLabels: {app: web}}
+                  template:
+                    metadata: {labels: {app: web}}
+                    spec:
+                      terminationGracePeriodSeconds: 2
+                      containers:
+                      - name: httpd
+                        image: busybox
+                        imagePullPolicy: IfNotPresent
+                        command: ["sh", "-c", "echo serving from $(hostname); echo page-from-busybox > /tmp/index.html; exec httpd -f -p 8080 -h /tmp"]
+                        resources: {limits: {memory: 32Mi, cpu: 200m}}
+                ---
+                apiVersion: v1
+                kind: Pod
+                metadata: {name: hungry}
+                spec:
+                  restartPolicy: Never
+                  containers:
+                  - name: eat
+                    image: busybox
+                    imagePullPolicy: IfNotPresent
+                    command: ["sh", "-c", "x=$(head -c 200000000 /dev/zero | tr '\\\\0' a); echo survived"]
+                    resources: {limits: {memory: 16Mi}}
+                """
+            let applied = try await Tools.runDetached(kubectlPath, ["--kubeconfig", kubeconfig, "apply", "-f", "-"], input: manifest, timeout: 60)
+            #expect(applied.status == 0, "\(applied.output)")
+            let rollout = try await kubectl("rollout", "status", "deployment/web", "--timeout=90s")
+            #expect(rollout.status == 0, "\(rollout.output)")
+            let ips = try await kubectl("get", "pods", "-l", "app=web", "-o", "jsonpath={.items[*].status.podIP}").output.split(separator: " ").map(String.init)
+            #expect(ips.count == 2 && ips.allSatisfy { $0.hasPrefix("10.88.") }, "addresses from the pod network: \(ips)")
+            for ip in ips {
+                let page = try await Tools.runDetached("/usr/bin/curl", ["-s", "-m", "5", "http://\(ip):8080/"])
+                #expect(page.output == "page-from-busybox\n", "the pod at \(ip) answers from the host: \(page.output)")
+            }
+            let logs = try await kubectl("logs", "deployment/web")
+            #expect(logs.output.contains("serving from web-"), "\(logs.output)")
+            try await Self.waitFor("the hungry pod is OOMKilled", timeout: 60) {
+                (try? await kubectl("get", "pod", "hungry", "-o", "jsonpath={.status.containerStatuses[0].state.terminated.reason}"))?.output == "OOMKilled"
+            }
+
+            let uids = Set(try await kubectl("get", "pods", "-o", "jsonpath={.items[*].metadata.uid}").output.split(separator: " ").map(String.init))
+            #expect(uids.count == 3)
+            let namespacesBefore = try await Shell.run("/usr/bin/env", ["ip", "netns", "list"])
+            _ = try await kubectl("delete", "deployment", "web")
+            _ = try await kubectl("delete", "pod", "hungry")
+            try await Self.waitFor("every pod is gone", timeout: 60) {
+                (try? await kubectl("get", "pods", "-o", "name"))?.output.isEmpty == true
+            }
+            try await Self.waitFor("no sandbox or container of those pods is left", timeout: 30) {
+                let sandboxes = try await fixture.runtime.connection.runtime.listPodSandbox(Runtime_V1_ListPodSandboxRequest()).items
+                let containers = try await fixture.runtime.connection.runtime.listContainers(Runtime_V1_ListContainersRequest()).containers
+                return !sandboxes.contains { uids.contains($0.labels[CRIRuntime.podUIDLabel] ?? "") }
+                    && !containers.contains { uids.contains($0.labels[CRIRuntime.podUIDLabel] ?? "") }
+            }
+            let namespacesAfter = try await Shell.run("/usr/bin/env", ["ip", "netns", "list"])
+            let left = Set(namespacesAfter.split(separator: "\n")).subtracting(namespacesBefore.split(separator: "\n"))
+            #expect(left.isEmpty, "no network namespace left: \(left)")
+            #expect(namespacesAfter.split(separator: "\n").count <= namespacesBefore.split(separator: "\n").count - 2, "the pods' namespaces went:\n\(namespacesBefore)\n→\n\(namespacesAfter)")
+        } catch {
+            Issue.record("cox up's log:\n\((try? String(contentsOfFile: "\(dir.path)/up.log", encoding: .utf8))?.suffix(3000) ?? "")")
+            throw error
+        }
+        up.signal(SIGINT)
+        await up.wait(killAfter: 30)
     }
 }

@@ -1303,6 +1303,7 @@ extension NodeSpec: JSONCodable {
         if !self.taints.isEmpty { w.key("taints"); w.array(self.taints) }
         if !self.podCidr.isEmpty { w.key("podCIDR"); w.string(self.podCidr) }
         if !self.providerID.isEmpty { w.key("providerID"); w.string(self.providerID) }
+        if !self.podCidrs.isEmpty { w.key("podCIDRs"); w.stringArray(self.podCidrs) }
         w.endObject()
     }
 
@@ -1316,6 +1317,7 @@ extension NodeSpec: JSONCodable {
             case "taints": self.taints = try JSONDecodeError.at("taints") { try value.decodeArray { try Taint(json: $0) } }
             case "podCIDR": self.podCidr = try JSONDecodeError.at("podCIDR") { try value.decodeString() }
             case "providerID": self.providerID = try JSONDecodeError.at("providerID") { try value.decodeString() }
+            case "podCIDRs": self.podCidrs = try JSONDecodeError.at("podCIDRs") { try value.decodeArray { try $0.decodeString() } }
             default: throw JSONDecodeError(.unknownField, path: [member.key])
             }
         }

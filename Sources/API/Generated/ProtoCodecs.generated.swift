@@ -1223,6 +1223,7 @@ extension NodeSpec: ProtoCodable {
         for item in self.taints { w.message(2, item) }
         if !self.podCidr.isEmpty { w.string(3, self.podCidr) }
         if !self.providerID.isEmpty { w.string(4, self.providerID) }
+        for item in self.podCidrs { w.string(5, item) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
@@ -1232,6 +1233,7 @@ extension NodeSpec: ProtoCodable {
             case 2: self.taints.append(try r.message(Taint.self))
             case 3: self.podCidr = try r.string()
             case 4: self.providerID = try r.string()
+            case 5: self.podCidrs.append(try r.string())
             default: try r.skip()
             }
         }

@@ -313,6 +313,7 @@ extension Schema {
             FieldSchema("taints", .array(.message("Taint")), description: "Taints that repel pods that do not tolerate them.", listType: .atomic),
             FieldSchema("podCIDR", .string, description: "The address range for the node's pods."),
             FieldSchema("providerID", .string, description: "The node's id with its infrastructure provider."),
+            FieldSchema("podCIDRs", .array(.string), description: "The address ranges for the node's pods (the first is podCIDR); handed out by the node IPAM controller.", listType: .set, patchStrategy: "merge"),
         ]),
         MessageSchema("NodeCondition", definition: "io.k8s.api.core.v1.NodeCondition", description: "One aspect of a node's health (Ready, MemoryPressure, DiskPressure, PIDPressure) and when it last changed.", fields: [
             FieldSchema("type", .string, description: "Ready, MemoryPressure, DiskPressure, PIDPressure, ...", required: true),

@@ -1427,6 +1427,9 @@ public nonisolated struct NodeSpec: Sendable {
   /// The node's id with its infrastructure provider.
   public var providerID: String = String()
 
+  /// The address ranges for the node's pods (the first is podCIDR); handed out by the node IPAM controller.
+  public var podCidrs: [String] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -4365,7 +4368,7 @@ nonisolated extension Taint: SwiftProtobuf.Message, SwiftProtobuf._MessageImplem
 
 nonisolated extension NodeSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}unschedulable\0\u{1}taints\0\u{5}pod_cidr\0podCIDR\0\u{5}provider_id\0providerID\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}unschedulable\0\u{1}taints\0\u{5}pod_cidr\0podCIDR\0\u{5}provider_id\0providerID\0\u{5}pod_cidrs\0podCIDRs\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4377,6 +4380,7 @@ nonisolated extension NodeSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImp
       case 2: try { try decoder.decodeRepeatedMessageField(value: &self.taints) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.podCidr) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.providerID) }()
+      case 5: try { try decoder.decodeRepeatedStringField(value: &self.podCidrs) }()
       default: break
       }
     }
@@ -4395,6 +4399,9 @@ nonisolated extension NodeSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImp
     if !self.providerID.isEmpty {
       try visitor.visitSingularStringField(value: self.providerID, fieldNumber: 4)
     }
+    if !self.podCidrs.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.podCidrs, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -4403,6 +4410,7 @@ nonisolated extension NodeSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImp
     if lhs.taints != rhs.taints {return false}
     if lhs.podCidr != rhs.podCidr {return false}
     if lhs.providerID != rhs.providerID {return false}
+    if lhs.podCidrs != rhs.podCidrs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -7,6 +7,7 @@ public struct FieldError: Error, Sendable, Hashable, CustomStringConvertible {
         case duplicate = "Duplicate value"
         case notSupported = "Unsupported value"
         case tooLong = "Too long"
+        case tooMany = "Too many"
         case forbidden = "Forbidden"
     }
 
@@ -40,6 +41,7 @@ public struct FieldError: Error, Sendable, Hashable, CustomStringConvertible {
         case .duplicate: "FieldValueDuplicate"
         case .notSupported: "FieldValueNotSupported"
         case .tooLong: "FieldValueTooLong"
+        case .tooMany: "FieldValueTooMany"
         case .forbidden: "FieldValueForbidden"
         }
     }

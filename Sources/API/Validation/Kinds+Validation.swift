@@ -10,10 +10,24 @@ extension Namespace {
 }
 
 extension Node {
-    public mutating func applyDefaults() { setTypeMeta() }
+    public mutating func applyDefaults() {
+        setTypeMeta()
+        // podCIDR is podCIDRs' first entry, whichever of the two a client wrote.
+        if spec.podCidrs.isEmpty, !spec.podCidr.isEmpty { spec.podCidrs = [spec.podCidr] }
+        if spec.podCidr.isEmpty, let first = spec.podCidrs.first { spec.podCidr = first }
+    }
 
     public func validate() -> [FieldError] {
         var errors = validateObjectMeta(metadata, namespaced: false)
+        if spec.podCidrs.first != nil, spec.podCidr != spec.podCidrs.first {
+            errors.append(.invalid("spec.podCIDR", spec.podCidr, "must match the first entry of spec.podCIDRs"))
+        }
+        for (i, cidr) in spec.podCidrs.enumerated() where CIDR(cidr) == nil {
+            errors.append(.invalid("spec.podCIDRs[\(i)]", cidr, "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)"))
+        }
+        if spec.podCidrs.count > 1 {
+            errors.append(FieldError(.tooMany, "spec.podCIDRs", detail: "must have at most 1 item (one IPv4 range)"))
+        }
         for (i, taint) in spec.taints.enumerated() {
             let path = "spec.taints[\(i)]"
             if let problem = LabelSyntax.keyProblem(taint.key) { errors.append(.invalid("\(path).key", taint.key, problem)) }
@@ -23,6 +37,55 @@ extension Node {
         errors += validateQuantities(status.capacity, path: "status.capacity")
         errors += validateQuantities(status.allocatable, path: "status.allocatable")
         return errors
+    }
+
+    /// A node's pod ranges are set once: an update may fill them in, never change them.
+    public func immutabilityErrors(updating current: Node) -> [FieldError] {
+        guard !current.spec.podCidrs.isEmpty, spec.podCidrs != current.spec.podCidrs else { return [] }
+        return [FieldError(.forbidden, "spec.podCIDRs", detail: "node updates may not change podCIDR except from \"\" to valid")]
+    }
+}
+
+/// An IPv4 address range in CIDR notation (`10.244.3.0/24`): its network address and prefix.
+public struct CIDR: Sendable, Hashable, CustomStringConvertible {
+    public let network: UInt32
+    public let prefix: Int
+
+    public init?(_ text: String) {
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 2, let prefix = Int(parts[1]), (0...32).contains(prefix), parts[1].allSatisfy(\.isNumber) else { return nil }
+        let octets = parts[0].split(separator: ".", omittingEmptySubsequences: false)
+        guard octets.count == 4 else { return nil }
+        var address: UInt32 = 0
+        for octet in octets {
+            guard !octet.isEmpty, octet.count <= 3, octet.allSatisfy(\.isNumber), let value = UInt32(octet), value <= 255 else { return nil }
+            address = address << 8 | value
+        }
+        self.init(network: address, prefix: prefix)
+    }
+
+    public init(network: UInt32, prefix: Int) {
+        self.prefix = prefix
+        self.network = prefix == 0 ? 0 : network & (UInt32.max << (32 - prefix))
+    }
+
+    public var description: String {
+        "\(network >> 24).\(network >> 16 & 255).\(network >> 8 & 255).\(network & 255)/\(prefix)"
+    }
+
+    /// The `index`th range of `prefix` bits inside this one (nil past the last).
+    public func subnet(_ index: Int, prefix: Int) -> CIDR? {
+        guard prefix >= self.prefix, prefix <= 32, index >= 0, index < subnetCount(prefix: prefix) else { return nil }
+        return CIDR(network: network | UInt32(index) << (32 - prefix), prefix: prefix)
+    }
+
+    /// How many ranges of `prefix` bits this one holds.
+    public func subnetCount(prefix: Int) -> Int { prefix < self.prefix ? 0 : 1 << (prefix - self.prefix) }
+
+    /// Which of this range's `prefix`-bit ranges `other` is (nil when it is not one).
+    public func index(of other: CIDR, prefix: Int) -> Int? {
+        guard other.prefix == prefix, prefix >= self.prefix, CIDR(network: other.network, prefix: self.prefix).network == network else { return nil }
+        return Int((other.network - network) >> (32 - prefix))
     }
 }
 

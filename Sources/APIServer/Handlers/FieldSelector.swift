@@ -1,7 +1,9 @@
 import API
 
 /// `?fieldSelector=` on the fields Kubernetes supports for these kinds: `metadata.name`,
-/// `metadata.namespace`, `spec.nodeName`, `status.phase` (`=`, `==`, `!=`, comma-separated).
+/// `metadata.namespace`, `spec.nodeName`, `status.phase`, and an Event's `involvedObject.*`,
+/// `reason`, `type`, `source`, `reportingComponent` (what `kubectl describe` asks for the events
+/// of an object) (`=`, `==`, `!=`, comma-separated).
 struct FieldSelector: Sendable {
     struct Requirement: Sendable {
         let field: String
@@ -9,7 +11,10 @@ struct FieldSelector: Sendable {
         let equal: Bool
     }
 
-    static let supported = ["metadata.name", "metadata.namespace", "spec.nodeName", "status.phase"]
+    static let supported = ["metadata.name", "metadata.namespace", "spec.nodeName", "status.phase",
+                            "involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid",
+                            "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath",
+                            "reason", "type", "source", "reportingComponent"]
     let requirements: [Requirement]
 
     init(parsing text: String) throws {
@@ -39,7 +44,22 @@ struct FieldSelector: Sendable {
         case "metadata.namespace": return object.metadata.namespace
         case "spec.nodeName": return (object as? Pod)?.spec.nodeName ?? ""
         case "status.phase": return (object as? Pod)?.status.phase ?? (object as? Namespace)?.status.phase ?? ""
-        default: return ""
+        default:
+            guard let event = object as? Event else { return "" }
+            switch field {
+            case "involvedObject.kind": return event.involvedObject.kind
+            case "involvedObject.namespace": return event.involvedObject.namespace
+            case "involvedObject.name": return event.involvedObject.name
+            case "involvedObject.uid": return event.involvedObject.uid
+            case "involvedObject.apiVersion": return event.involvedObject.apiVersion
+            case "involvedObject.resourceVersion": return event.involvedObject.resourceVersion
+            case "involvedObject.fieldPath": return event.involvedObject.fieldPath
+            case "reason": return event.reason
+            case "type": return event.type
+            case "source": return event.source.component
+            case "reportingComponent": return event.reportingComponent
+            default: return ""
+            }
         }
     }
 

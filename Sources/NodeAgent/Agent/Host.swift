@@ -18,7 +18,7 @@ enum Host {
     }
 
     static func nodeStatus(previous: NodeStatus, address: String, maxPods: Int, runtime: String, logPort: Int, cgroups: Cgroups,
-                           capacity: [String: String]? = nil) -> NodeStatus {
+                           capacity: [String: String]? = nil, health: RuntimeHealth = RuntimeHealth(), runtimeVersion: String = "") -> NodeStatus {
         var status = NodeStatus()
         let cpu = "\(ProcessInfo.processInfo.activeProcessorCount)"
         let memory = "\(ProcessInfo.processInfo.physicalMemory / 1024)Ki"
@@ -37,7 +37,7 @@ enum Host {
         info.kernelVersion = kernelVersion
         info.osImage = osImage
         info.kubeletVersion = "cox-" + CoxVersion.version
-        info.containerRuntimeVersion = "\(runtime)://\(CoxVersion.version)"
+        info.containerRuntimeVersion = "\(runtime)://\(runtimeVersion.isEmpty ? CoxVersion.version : runtimeVersion)"
         info.machineID = (try? String(contentsOfFile: "/etc/machine-id", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
         info.bootID = (try? String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
         status.nodeInfo = info
@@ -46,12 +46,19 @@ enum Host {
         let now = Timestamp(date: Date())
         var ready = NodeCondition()
         ready.type = "Ready"
-        ready.status = "True"
-        ready.reason = "AgentReady"
-        ready.message = "cox agent is posting ready status"
+        if health.isReady {
+            ready.status = "True"
+            ready.reason = "AgentReady"
+            ready.message = "cox agent is posting ready status"
+        } else {
+            // The kubelet's words for a runtime that is down or whose network is not ready.
+            ready.status = "False"
+            ready.reason = "KubeletNotReady"
+            ready.message = health.message
+        }
         ready.lastHeartbeatTime = now
         let before = previous.conditions.first { $0.type == "Ready" }
-        ready.lastTransitionTime = before?.status == "True" ? before!.lastTransitionTime : now
+        ready.lastTransitionTime = before?.status == ready.status ? before!.lastTransitionTime : now
         // Whether containers' resources.limits are enforced (never a silent no-op).
         var limits = NodeCondition()
         limits.type = "ResourceLimitsEnforced"

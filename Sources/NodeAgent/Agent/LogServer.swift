@@ -99,15 +99,19 @@ public final class LogServer: Sendable {
                     initial = Data(tail.map { LogServer.lastLines(data, $0) } ?? data[...])
                 }
                 var open = try await send(initial)
-                // Follow: new output as it comes, until the container has stopped and nothing is left.
+                // Follow: new output as it comes, until the container has stopped and nothing is
+                // left. The file stays open, so output written just before a rotation (the file
+                // renamed, a new one opened) is still read, then reading moves to the new file.
+                var handle = FileHandle(forReadingAtPath: path)
+                defer { try? handle?.close() }
                 while follow && open && !Task.isCancelled {
                     try await Task.sleep(for: .milliseconds(250))
-                    guard let handle = FileHandle(forReadingAtPath: path) else { break }
-                    let size = Int((try? handle.seekToEnd()) ?? 0)
-                    if size < offset { offset = 0 }  // rotated (truncated): start over
+                    guard let current = handle else { break }
+                    let size = Int((try? current.seekToEnd()) ?? 0)
+                    if size < offset { offset = 0 }  // truncated: start over
                     if size > offset {
-                        try handle.seek(toOffset: UInt64(offset))
-                        var chunk = handle.readData(ofLength: size - offset)
+                        try current.seek(toOffset: UInt64(offset))
+                        var chunk = current.readData(ofLength: size - offset)
                         if cri {
                             chunk = chunk.lastIndex(of: 0x0A).map { Data(chunk.prefix(through: $0)) } ?? Data()
                             offset += chunk.count
@@ -116,10 +120,18 @@ public final class LogServer: Sendable {
                             offset += chunk.count
                             open = try await send(chunk)
                         }
+                        continue
                     }
-                    try? handle.close()
+                    var opened = stat(), named = stat()
+                    if fstat(current.fileDescriptor, &opened) == 0, stat(path, &named) == 0, opened.st_ino != named.st_ino,
+                       let next = FileHandle(forReadingAtPath: path) {
+                        try? current.close()
+                        handle = next
+                        offset = 0
+                        continue
+                    }
                     let running = await runtime.list().contains { $0.launch.podUID == uid && $0.launch.container == container && $0.isRunning }
-                    if !running && size <= offset { break }
+                    if !running { break }
                 }
                 try await writer.finish(nil)
             })

@@ -1,7 +1,9 @@
 import API
 import Client
+import ControllerRuntime
 import Foundation
 import Logging
+import Synchronization
 
 /// Runs one node: registers its Node, renews its Lease, runs the pods bound to it through a
 /// ContainerRuntime, reports their status, and serves their logs. Survives losing the API server:
@@ -28,6 +30,16 @@ public final class NodeAgent: Sendable {
         public var capacity: [String: String]? = nil
         /// A CRI runtime's `unix://` socket; nil: the process runtime, served by the agent itself.
         public var containerRuntimeEndpoint: String?
+        /// Where a CNI runtime reads its networks (nil: where the runtime says, else /etc/cni/net.d).
+        public var cniConfDirectory: String?
+        /// A container's log is rotated past this many bytes (the kubelet's containerLogMaxSize).
+        public var containerLogMaxSize = 10 * 1024 * 1024
+        /// Log files kept per container, the current one included (containerLogMaxFiles).
+        public var containerLogMaxFiles = 5
+        /// How often logs are checked against `containerLogMaxSize`.
+        public var logRotationInterval: Duration = .seconds(10)
+        /// How often the runtime's health (Status) is asked; a change is reported at once.
+        public var runtimeCheckInterval: Duration = .seconds(2)
 
         public init(nodeName: String, dataDirectory: String) {
             self.nodeName = nodeName
@@ -40,6 +52,12 @@ public final class NodeAgent: Sendable {
     let runtime: any ContainerRuntime
     let logServer: LogServer
     let logger: Logger
+    let recorder: EventRecorder
+    /// The runtime's health as last reported in the node's Ready condition.
+    let health = Mutex(RuntimeHealth())
+    /// The node's pod range once the node IPAM controller has given one ("" before).
+    let podCIDR = Mutex("")
+    let logPort = Mutex(0)
 
     public init(configuration: Configuration, client: APIClient, runtime: any ContainerRuntime, logServer: LogServer, logger: Logger = Logger(label: "cox.agent")) {
         self.configuration = configuration
@@ -47,6 +65,7 @@ public final class NodeAgent: Sendable {
         self.runtime = runtime
         self.logServer = logServer
         self.logger = logger
+        recorder = EventRecorder(client: client, component: "cox-agent", host: configuration.nodeName, logger: logger)
     }
 
     /// Runs until cancelled. Pods keep running when the agent stops; the next agent re-adopts them.
@@ -55,7 +74,20 @@ public final class NodeAgent: Sendable {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await self.logServer.run() }
             let port = await logServer.port()
+            logPort.withLock { $0 = port }
+            let initial = await runtime.health()
+            health.withLock { $0 = initial }
             group.addTask { await self.heartbeat(logPort: port) }
+            group.addTask { await self.monitorRuntime() }
+            if let cri = runtime as? CRIRuntime {
+                let (size, files, every) = (configuration.containerLogMaxSize, configuration.containerLogMaxFiles, configuration.logRotationInterval)
+                group.addTask {
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: every)
+                        await cri.rotateLogs(maxSize: size, maxFiles: files)
+                    }
+                }
+            }
             group.addTask { await manager.runStatusWriter() }
             group.addTask { await manager.runTicker() }
             group.addTask {
@@ -135,11 +167,65 @@ public final class NodeAgent: Sendable {
         } else if node.metadata.labels != fetchedLabels {
             node = try await client.update(node)
         }
+        podCIDR.withLock { $0 = node.spec.podCidr }
         node.status = Host.nodeStatus(previous: node.status, address: configuration.address, maxPods: configuration.maxPods,
                                       runtime: runtime.name, logPort: logPort, cgroups: runtime.cgroups,
-                                      capacity: configuration.capacity)
+                                      capacity: configuration.capacity, health: health.withLock { $0 },
+                                      runtimeVersion: (runtime as? CRIRuntime)?.version ?? "")
         node.metadata.resourceVersion = ""
         _ = try await client.updateStatus(node)
+    }
+
+    /// Asks the runtime how it is every `runtimeCheckInterval`. A change (the runtime went down,
+    /// came back, its network became ready) goes into the node's Ready condition at once, with an
+    /// event and a log line; calls to a runtime that is down are retried by its connection with
+    /// back-off, and pods keep running. While the pod network is not ready and the node has a pod
+    /// range, the runtime is given a network for it.
+    func monitorRuntime() async {
+        while !Task.isCancelled {
+            var now = await runtime.health()
+            if !now.networkReady, now.runtimeReady {
+                var range = podCIDR.withLock { $0 }
+                if range.isEmpty, let node = try? await client.get(Node.self, namespace: "", name: configuration.nodeName) {
+                    range = node.spec.podCidr
+                    podCIDR.withLock { $0 = range }
+                }
+                if !range.isEmpty {
+                    do {
+                        if let done = try await runtime.configureNetwork(podCIDR: range) {
+                            logger.info("pod network configured", metadata: ["detail": "\(done)"])
+                            now = await runtime.health()
+                        }
+                    } catch {
+                        logger.warning("cannot configure the pod network", metadata: ["podCIDR": "\(range)", "error": "\(error)"])
+                    }
+                }
+            }
+            let before = health.withLock { previous in
+                defer { previous = now }
+                return previous
+            }
+            if before != now {
+                if now.isReady {
+                    logger.info("container runtime ready", metadata: ["runtime": "\(runtime.name)"])
+                } else {
+                    logger.warning("container runtime not ready; pods keep running, calls are retried", metadata: ["runtime": "\(runtime.name)", "reason": "\(now.message)"])
+                }
+                if before.isReady != now.isReady {
+                    var node = Node()
+                    node.metadata.name = configuration.nodeName
+                    node.metadata.uid = configuration.nodeName
+                    recorder.record(node, now.isReady ? .normal : .warning, reason: now.isReady ? "NodeReady" : "NodeNotReady",
+                                    message: now.isReady ? "Node \(configuration.nodeName) status is now: NodeReady" : "Node \(configuration.nodeName) status is now: NodeNotReady (\(now.message))")
+                }
+                do {
+                    try await registerNode(logPort: logPort.withLock { $0 })
+                } catch {
+                    logger.warning("cannot report the runtime's health; the next heartbeat will", metadata: ["error": "\(error)"])
+                }
+            }
+            try? await Task.sleep(for: configuration.runtimeCheckInterval)
+        }
     }
 
     func renewLease() async throws {

@@ -26,6 +26,9 @@ public final class CRIRuntime: ContainerRuntime, @unchecked Sendable {
     let callTimeout: Duration
     let relistInterval: Duration
     private let runtimeName = Mutex<String>("cri")
+    private let runtimeVersion = Mutex<String>("")
+    /// Where the runtime reads CNI networks from (nil: as the runtime says, else /etc/cni/net.d).
+    public let cniConfDirectory: String?
     private let exitFeed = ExitFeed()
     /// What the last relist saw, by container id (exits are what changed since).
     private let seen = Mutex<[String: RuntimeContainer]>([:])
@@ -41,8 +44,9 @@ public final class CRIRuntime: ContainerRuntime, @unchecked Sendable {
     /// Connects to `endpoint` (`unix:///...`). Does not wait for the runtime: calls fail until it
     /// answers, and `ping()` says whether it does.
     public init(endpoint: String, logRoot: String, callTimeout: Duration = .seconds(30), relistInterval: Duration = .milliseconds(500),
-                logger: Logger = Logger(label: "cox.cri")) throws {
+                cniConfDirectory: String? = nil, logger: Logger = Logger(label: "cox.cri")) throws {
         self.connection = try CRIConnection(endpoint: endpoint)
+        self.cniConfDirectory = cniConfDirectory
         self.logRoot = logRoot
         self.logger = logger
         self.callTimeout = callTimeout
@@ -79,12 +83,65 @@ public final class CRIRuntime: ContainerRuntime, @unchecked Sendable {
         request.version = "v1"
         let version = try await connection.runtime.version(request, options: CRIConnection.options(timeout: timeout))
         runtimeName.withLock { $0 = version.runtimeName }
+        runtimeVersion.withLock { $0 = version.runtimeVersion }
         return version
     }
+
+    /// The runtime's version as it last reported it ("" before it answered).
+    public var version: String { runtimeVersion.withLock { $0 } }
 
     /// RuntimeReady and NetworkReady, as the runtime reports them.
     public func conditions() async throws -> [Runtime_V1_RuntimeCondition] {
         try await connection.runtime.status(Runtime_V1_StatusRequest(), options: options).status.conditions
+    }
+
+    /// Status, asked with a short deadline: a runtime that does not answer within it is down.
+    public func health() async -> RuntimeHealth {
+        let conditions: [Runtime_V1_RuntimeCondition]
+        do {
+            conditions = try await connection.runtime.status(Runtime_V1_StatusRequest(), options: CRIConnection.options(timeout: .seconds(10))).status.conditions
+            if version.isEmpty { _ = try? await ping() }
+        } catch let error as RPCError {
+            return RuntimeHealth(runtimeReady: false, networkReady: false, message: "container runtime is down: \(error.message)")
+        } catch {
+            return RuntimeHealth(runtimeReady: false, networkReady: false, message: "container runtime is down: \(error)")
+        }
+        func describe(_ condition: Runtime_V1_RuntimeCondition?, _ type: String) -> String {
+            "\(type)=false reason:\(condition?.reason ?? "") message:\(condition?.message ?? "")"
+        }
+        let runtime = conditions.first { $0.type == "RuntimeReady" }
+        let network = conditions.first { $0.type == "NetworkReady" }
+        var health = RuntimeHealth(runtimeReady: runtime?.status ?? false, networkReady: network?.status ?? false)
+        if !health.runtimeReady {
+            health.message = "container runtime not ready: " + describe(runtime, "RuntimeReady")
+        } else if !health.networkReady {
+            health.message = "container runtime network not ready: " + describe(network, "NetworkReady")
+        }
+        return health
+    }
+
+    /// Writes the bridge network for the node's range where the runtime reads CNI networks (the
+    /// directory given, else the one containerd reports in its verbose Status, else
+    /// /etc/cni/net.d) — unless a network is there already, or the runtime's is ready.
+    public func configureNetwork(podCIDR: String) async throws -> String? {
+        guard !(await health()).networkReady else { return nil }
+        var directory = cniConfDirectory
+        if directory == nil {
+            var request = Runtime_V1_StatusRequest()
+            request.verbose = true
+            let info = (try? await connection.runtime.status(request, options: options).info) ?? [:]
+            directory = Self.cniConfDirectory(statusInfo: info)
+        }
+        guard let path = try CNIConfig.ensure(directory: directory ?? "/etc/cni/net.d", podCIDR: podCIDR) else { return nil }
+        return "wrote the pod network \(podCIDR) to \(path)"
+    }
+
+    /// The CNI configuration directory in a verbose Status' `config` (containerd's CRI plugin
+    /// configuration, as JSON: `{"cni": {"confDir": …}}`).
+    static func cniConfDirectory(statusInfo: [String: String]) -> String? {
+        guard let text = statusInfo["config"], let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
+              let cni = object["cni"] as? [String: Any], let directory = cni["confDir"] as? String, !directory.isEmpty else { return nil }
+        return directory
     }
 
     // MARK: - Sandboxes
@@ -251,10 +308,21 @@ public final class CRIRuntime: ContainerRuntime, @unchecked Sendable {
         // once it is replaced, their logs are not, and a reused number would write into one.
         let logs = (sandboxConfig.logDirectory as NSString).appendingPathComponent(launch.container)
         let logged = loggedAttempts(directory: logs)
+        // One running container per name and pod: an agent that could not list when it started
+        // (the runtime was down) learns of a running one here, and adopts it.
+        if let running = earlier.last(where: { $0.state == .containerRunning }), let status = await status(id: running.id), status.isRunning {
+            seen.withLock { $0[running.id] = status }
+            logger.warning("a container is running already; adopting it instead of starting another", metadata: ["pod": "\(launch.namespace)/\(launch.podName)", "container": "\(launch.container)", "id": "\(running.id.prefix(12))"])
+            return status
+        }
         let attempt = max(earlier.last.map { $0.metadata.attempt + 1 } ?? 0, logged.last.map { UInt32($0) + 1 } ?? 0)
         for old in earlier.dropLast() where old.state != .containerRunning { await remove(id: old.id) }
         // The runtime leaves logs to the agent: the previous attempt's stays, older ones go.
-        for old in logged.dropLast() { try? FileManager.default.removeItem(atPath: (logs as NSString).appendingPathComponent("\(old).log")) }
+        for old in logged.dropLast() {
+            let path = (logs as NSString).appendingPathComponent("\(old).log")
+            try? FileManager.default.removeItem(atPath: path)
+            removeRotated(of: path, keeping: 0)
+        }
         var create = Runtime_V1_CreateContainerRequest()
         create.podSandboxID = sandboxID
         create.config = containerConfig(launch, attempt: attempt)
@@ -424,6 +492,64 @@ public final class CRIRuntime: ContainerRuntime, @unchecked Sendable {
         let chosen = previous ? attempts.dropLast().last : attempts.last
         guard let chosen else { return "/nonexistent" }
         return (directory as NSString).appendingPathComponent("\(chosen).log")
+    }
+
+    // MARK: - Log rotation
+
+    /// Rotates every running container's log that has grown past `maxSize` bytes, as the kubelet
+    /// does: the file is renamed `N.log.YYYYMMDD-hhmmss`, the runtime reopens `N.log`
+    /// (ReopenContainerLog), and of the rotated files the newest `maxFiles - 1` are kept. A runtime
+    /// that cannot reopen gets its file back (and a warning): its output is never cut off.
+    public func rotateLogs(maxSize: Int, maxFiles: Int) async {
+        let running = seen.withLock { $0.values.filter { $0.isRunning && !$0.logPath.isEmpty } }
+        for container in running {
+            var info = stat()
+            guard stat(container.logPath, &info) == 0, Int(info.st_size) >= maxSize else { continue }
+            let formatter = DateFormatter()
+            formatter.locale = Locale(identifier: "en_US_POSIX")
+            formatter.timeZone = TimeZone(identifier: "UTC")
+            formatter.dateFormat = "yyyyMMdd-HHmmss"
+            var rotated = container.logPath + "." + formatter.string(from: Date())
+            var suffix = 1
+            while FileManager.default.fileExists(atPath: rotated) {
+                rotated = container.logPath + "." + formatter.string(from: Date()) + "-\(suffix)"
+                suffix += 1
+            }
+            guard rename(container.logPath, rotated) == 0 else {
+                logger.warning("cannot rotate a container log", metadata: ["path": "\(container.logPath)", "error": "\(String(cString: strerror(errno)))"])
+                continue
+            }
+            var reopen = Runtime_V1_ReopenContainerLogRequest()
+            reopen.containerID = container.id
+            do {
+                _ = try await connection.runtime.reopenContainerLog(reopen, options: options)
+            } catch {
+                _ = rename(rotated, container.logPath)
+                logger.warning("the runtime cannot reopen a container log; not rotating it", metadata: ["id": "\(container.id.prefix(12))", "error": "\(error)"])
+                continue
+            }
+            // A container that ended meanwhile writes no new file: an empty one keeps `logs` answering.
+            if !FileManager.default.fileExists(atPath: container.logPath) {
+                let fd = open(container.logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
+                if fd >= 0 { close(fd) }
+            }
+            removeRotated(of: container.logPath, keeping: maxFiles - 1)
+        }
+    }
+
+    /// The rotated files of `logPath` (`N.log.*`), oldest first.
+    func rotatedFiles(of logPath: String) -> [String] {
+        let directory = (logPath as NSString).deletingLastPathComponent
+        let prefix = (logPath as NSString).lastPathComponent + "."
+        return ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [])
+            .filter { $0.hasPrefix(prefix) }
+            .sorted()
+            .map { (directory as NSString).appendingPathComponent($0) }
+    }
+
+    func removeRotated(of logPath: String, keeping: Int) {
+        let rotated = rotatedFiles(of: logPath)
+        for old in rotated.dropLast(max(0, keeping)) { try? FileManager.default.removeItem(atPath: old) }
     }
 
     /// The attempts with a log file (N.log) in a container's log directory, in order.

@@ -95,6 +95,27 @@ public protocol ContainerRuntime: Sendable {
     /// its pods share the node's network (the pod's address is then the node's); nil while the pod
     /// has no sandbox yet.
     func podIP(podUID: String) async -> String?
+    /// Whether the runtime answers and is ready, and whether its pod network is (a CNI runtime's
+    /// is not until its network configuration exists).
+    func health() async -> RuntimeHealth
+    /// Gives the runtime's pods the node's address range: writes a CNI network for it where the
+    /// runtime has none. Returns what it did, for the log (nil: nothing to do).
+    func configureNetwork(podCIDR: String) async throws -> String?
+}
+
+/// The runtime's readiness as the node reports it (its Ready condition).
+public struct RuntimeHealth: Sendable, Equatable {
+    public var runtimeReady = true
+    public var networkReady = true
+    /// Why not, in the kubelet's words (`container runtime is down: …`,
+    /// `container runtime network not ready: NetworkReady=false reason:… message:…`).
+    public var message = ""
+    public init(runtimeReady: Bool = true, networkReady: Bool = true, message: String = "") {
+        self.runtimeReady = runtimeReady
+        self.networkReady = networkReady
+        self.message = message
+    }
+    public var isReady: Bool { runtimeReady && networkReady }
 }
 
 public enum LogFormat: Sendable { case raw, cri }
@@ -102,6 +123,8 @@ public enum LogFormat: Sendable { case raw, cri }
 extension ContainerRuntime {
     public var logFormat: LogFormat { .raw }
     public func podIP(podUID: String) async -> String? { "" }
+    public func health() async -> RuntimeHealth { RuntimeHealth() }
+    public func configureNetwork(podCIDR: String) async throws -> String? { nil }
 }
 
 public struct RuntimeError: Error, CustomStringConvertible, Sendable {

@@ -495,7 +495,10 @@ public struct ProcessRuntimeService: Runtime_V1_RuntimeService.SimpleServiceProt
 
     public func reopenContainerLog(request: Runtime_V1_ReopenContainerLogRequest, context: ServerContext) async throws -> Runtime_V1_ReopenContainerLogResponse {
         // The copier opens the log file anew for every write: a rotated file is replaced at once.
-        guard state.lock.withLock({ $0.containers[request.containerID] }) != nil else { throw Self.notFound("container", request.containerID) }
+        guard let container = state.lock.withLock({ $0.containers[request.containerID] }) else { throw Self.notFound("container", request.containerID) }
+        guard case (.containerRunning, _) = await containerState(container) else {
+            throw RPCError(code: .failedPrecondition, message: "container is not running")  // as containerd answers
+        }
         return Runtime_V1_ReopenContainerLogResponse()
     }
 
@@ -614,21 +617,26 @@ public struct ProcessImageService: Runtime_V1_ImageService.SimpleServiceProtocol
 
 /// Serves the process runtime's CRI on a unix socket until cancelled.
 public enum ProcessCRIServer {
+    /// Serves until cancelled; cancellation shuts the server down gracefully (calls in flight are
+    /// answered). It never reaches the server's task: NIO's async channels trap when one is
+    /// cancelled with a connection or stream accepted but not yet served.
     public static func serve(state: ProcessCRIState, socketPath: String, logger: Logger, ready: (@Sendable () -> Void)? = nil) async throws {
         try FileManager.default.createDirectory(atPath: (socketPath as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         _ = unlink(socketPath)  // a socket left by an earlier run
         let server = GRPCServer(transport: .http2NIOPosix(address: .unixDomainSocket(path: socketPath), transportSecurity: .plaintext),
                                 services: [ProcessRuntimeService(state: state), ProcessImageService(state: state)])
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await server.serve() }
-            group.addTask {
-                _ = try await server.listeningAddress
-                _ = chmod(socketPath, 0o600)  // CRI is root's: whoever can speak it runs anything
-                logger.info("serving CRI", metadata: ["endpoint": "unix://\(socketPath)", "runtime": "process"])
-                ready?()
-            }
-            try await group.next()
-            try await group.next()
+        let serving = Task { try await server.serve() }
+        let announced = Task {
+            _ = try await server.listeningAddress
+            _ = chmod(socketPath, 0o600)  // CRI is root's: whoever can speak it runs anything
+            logger.info("serving CRI", metadata: ["endpoint": "unix://\(socketPath)", "runtime": "process"])
+            ready?()
+        }
+        try await withTaskCancellationHandler {
+            try await announced.value
+            try await serving.value
+        } onCancel: {
+            server.beginGracefulShutdown()
         }
     }
 }

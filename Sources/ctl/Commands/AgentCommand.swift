@@ -24,6 +24,10 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("First crash-loop back-off in seconds (doubles per crash up to 5 minutes).", visibility: .hidden)) var crashBackoffSeconds = 10
     @Option(help: "Container runtime: process (run pods' commands as processes) or fake (run nothing; a simulated node).") var runtime = "process"
     @Option(help: "A CRI runtime's socket, e.g. unix:///run/containerd/containerd.sock (default: the process runtime, served by the agent itself).") var containerRuntimeEndpoint: String?
+    @Option(help: "Where the CRI runtime reads CNI networks; the agent writes a bridge network for the node's pod range there when there is none (default: where the runtime says, else /etc/cni/net.d).") var cniConfDir: String?
+    @Option(help: "A container's log file is rotated past this size (a quantity: 10Mi).") var containerLogMaxSize = "10Mi"
+    @Option(help: "Log files kept per container, the current one included (at least 2).") var containerLogMaxFiles = 5
+    @Option(help: ArgumentHelp("Seconds between checks of log sizes.", visibility: .hidden)) var logRotationSeconds = 10
     @Option(help: "Reported capacity instead of the host's, e.g. cpu=4,memory=8Gi,pods=110 (for simulated nodes).") var capacity: String?
     @Option(help: "A label the node registers with, KEY=VALUE (repeatable).") var label: [String] = []
     @Option(help: "A taint the node registers with, KEY[=VALUE]:EFFECT (repeatable; EFFECT is NoSchedule, PreferNoSchedule or NoExecute).") var taint: [String] = []
@@ -40,6 +44,9 @@ struct AgentCommand: AsyncParsableCommand {
             guard runtime != "fake" else { throw ValidationError("--container-runtime-endpoint and --runtime fake exclude each other") }
             do { _ = try CRIConnection.socketPath(endpoint) } catch { throw ValidationError("--container-runtime-endpoint: \(error)") }
         }
+        _ = try AgentFlags.logSize(containerLogMaxSize)
+        guard containerLogMaxFiles >= 2 else { throw ValidationError("--container-log-max-files must be at least 2") }
+        guard logRotationSeconds >= 1 else { throw ValidationError("--log-rotation-seconds must be at least 1") }
         _ = try AgentFlags.capacity(capacity)
         _ = try AgentFlags.labels(label)
         _ = try AgentFlags.taints(taint)
@@ -56,6 +63,10 @@ struct AgentCommand: AsyncParsableCommand {
         configuration.labels = try AgentFlags.labels(label)
         configuration.taints = try AgentFlags.taints(taint)
         configuration.containerRuntimeEndpoint = containerRuntimeEndpoint
+        configuration.cniConfDirectory = cniConfDir
+        configuration.containerLogMaxSize = try AgentFlags.logSize(containerLogMaxSize)
+        configuration.containerLogMaxFiles = containerLogMaxFiles
+        configuration.logRotationInterval = .seconds(logRotationSeconds)
         let fake = runtime == "fake"
         let credentials = NodeCredentials(dataDirectory: dataDir, nodeName: configuration.nodeName)
         if kubeconfig == nil && (token != nil || credentials.exist) {
@@ -88,6 +99,14 @@ struct AgentCommand: AsyncParsableCommand {
 
 /// Parsing of the agent's node flags; every error names the flag and the problem.
 enum AgentFlags {
+    /// A log size cap: a quantity of bytes (`10Mi`, `512Ki`), at least 1Ki.
+    static func logSize(_ text: String) throws -> Int {
+        guard let quantity = try? Quantity(parsing: text), quantity.integerValue >= 1024 else {
+            throw ValidationError("--container-log-max-size: \"\(text)\" is not a size of at least 1Ki (e.g. 10Mi)")
+        }
+        return Int(quantity.integerValue)
+    }
+
     static func capacity(_ text: String?) throws -> [String: String]? {
         guard let text else { return nil }
         var result: [String: String] = [:]
@@ -229,7 +248,7 @@ enum LocalNode {
             for await _ in ready { break }
             endpoint = "unix://\(socket)"
         }
-        let runtime = try CRIRuntime(endpoint: endpoint!, logRoot: logRoot, logger: Logger(label: "cox.cri"))
+        let runtime = try CRIRuntime(endpoint: endpoint!, logRoot: logRoot, cniConfDirectory: configuration.cniConfDirectory, logger: Logger(label: "cox.cri"))
         do {
             let version = try await runtime.ping()
             logger.info("container runtime", metadata: ["endpoint": "\(endpoint!)", "runtime": "\(version.runtimeName) \(version.runtimeVersion)"])

@@ -14,6 +14,9 @@ struct ControllerOptions: ParsableArguments {
     @Option(help: "Seconds a pod stays on an unreachable node (unless it tolerates the taint for a different time).") var podEvictionTimeout = 300
     @Option(help: "Seconds a controller-manager leader's lease lasts without renewal.") var leaderLeaseDuration = 15
     @Option(help: "Leader identity (default: host name and a random suffix).") var leaderIdentity: String?
+    @Option(help: "The pods' address range, split into one range per node (spec.podCIDR, for its CNI network); empty: nodes get none.")
+    var clusterCIDR = "10.244.0.0/16"
+    @Option(help: "Prefix length of each node's pod range.") var nodeCIDRMaskSize = 24
 
     func managerOptions() throws -> ControllerManager.Options {
         guard nodeMonitorGracePeriod > 0, podEvictionTimeout >= 0, leaderLeaseDuration >= 2 else {
@@ -23,6 +26,15 @@ struct ControllerOptions: ParsableArguments {
         options.nodeLifecycle.gracePeriod = .seconds(nodeMonitorGracePeriod)
         options.nodeLifecycle.evictionTimeout = .seconds(podEvictionTimeout)
         (options.leaseDuration, options.renewDeadline, options.retryPeriod) = Self.leaseTiming(seconds: leaderLeaseDuration)
+        if clusterCIDR.isEmpty {
+            options.nodeIPAM = nil
+        } else {
+            guard let cidr = CIDR(clusterCIDR) else { throw ValidationError("--cluster-cidr: \"\(clusterCIDR)\" is not an IPv4 range in CIDR notation (e.g. 10.244.0.0/16)") }
+            guard nodeCIDRMaskSize >= cidr.prefix, nodeCIDRMaskSize <= 30 else {
+                throw ValidationError("--node-cidr-mask-size must be between the cluster range's prefix (\(cidr.prefix)) and 30")
+            }
+            options.nodeIPAM = NodeIPAMController.Options(clusterCIDR: cidr, nodeMaskSize: nodeCIDRMaskSize)
+        }
         return options
     }
 
@@ -47,7 +59,7 @@ struct ControllerOptions: ParsableArguments {
 /// `cox controllers`: the controller manager on its own (several may run; one leads).
 struct ControllersCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "controllers", abstract: "Run the controller manager (ReplicaSet, Deployment, node lifecycle, garbage collector, namespace) with leader election.")
+        commandName: "controllers", abstract: "Run the controller manager (ReplicaSet, Deployment, node lifecycle, garbage collector, namespace, node IPAM) with leader election.")
 
     @Option(help: "Kubeconfig of the controllers' identity.") var kubeconfig = ".cox/admin.kubeconfig"
     @OptionGroup var controllers: ControllerOptions

@@ -114,6 +114,7 @@ struct UpCommand: AsyncParsableCommand {
     @Option(name: .shortAndLong, help: "Manifests to apply once the cluster is up (a file or directory; repeatable).") var filename: [String] = []
     @Option(help: "Node name of the local agent (default: the host name).") var nodeName: String?
     @Option(help: "The local agent's CRI runtime, e.g. unix:///run/containerd/containerd.sock (default: the process runtime).") var containerRuntimeEndpoint: String?
+    @Option(help: "Where that runtime reads CNI networks (default: where it says, else /etc/cni/net.d); the agent writes one for the node's pod range when there is none.") var cniConfDir: String?
     @OptionGroup var storage: StorageOptions
     @Flag(help: "Run the API server only, without a local agent.") var noAgent = false
     @Flag(help: "Run without the controller manager.") var noControllers = false
@@ -134,6 +135,7 @@ struct UpCommand: AsyncParsableCommand {
         let dataDir = self.dataDir
         let noAgent = self.noAgent
         let runtimeEndpoint = containerRuntimeEndpoint
+        let cniConfDir = self.cniConfDir
         let server = APIServer(configuration: configuration)
         // One local cluster per data directory: a stable identity lets a `cox up` that was killed
         // take its own lease back at once instead of waiting for it to expire.
@@ -181,6 +183,7 @@ struct UpCommand: AsyncParsableCommand {
                     var agent = NodeAgent.Configuration(nodeName: node, dataDirectory: (dataDir as NSString).appendingPathComponent("agent"))
                     agent.logPort = 0
                     agent.containerRuntimeEndpoint = runtimeEndpoint
+                    agent.cniConfDirectory = cniConfDir
                     try await LocalNode.runAgent(agent, kubeconfig: kubeconfig, pkiDirectory: (dataDir as NSString).appendingPathComponent("pki"), stopPodsOnExit: true)
                 }
             }
