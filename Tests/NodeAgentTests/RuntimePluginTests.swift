@@ -79,14 +79,21 @@ struct LogRotationTests {
                 (try? await cluster.client.get(Node.self, namespace: "", name: "n2"))?.status.conditions.first { $0.type == "Ready" }?.status == "True"
             }
             // 1,500 numbered lines of 60 bytes over about 6 s: 90 KiB, rotated a few times.
+            // It starts writing once the test says so (a file appears: the process runtime runs
+            // it on this host), which is once the follower has shown its first line.
             let count = 1500
-            var pod = cluster.pod("chatty", "sleep 2; i=0; while [ $i -lt \(count) ]; do i=$((i+1)); echo \"line $i xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"; [ $((i % 25)) -eq 0 ] && sleep 0.1; done",
+            let go = "\(cluster.dir.path)/go"
+            var pod = cluster.pod("chatty", "echo ready; while [ ! -e \(go) ]; do sleep 0.1; done; i=0; while [ $i -lt \(count) ]; do i=$((i+1)); echo \"line $i xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"; [ $((i % 25)) -eq 0 ] && sleep 0.1; done",
                               restartPolicy: "Never")
             pod.spec.nodeName = "n2"
             _ = try await cluster.client.create(pod)
             try await eventually("the pod runs") { try await cluster.get("chatty").status.phase == "Running" }
             let output = "\(cluster.dir.path)/follow.out"
             let follower = try Child(cluster.binary, ["logs", "chatty", "-f", "--kubeconfig", cluster.kubeconfig], stdout: .file(output))
+            try await eventually("the follower is reading", timeout: 30) {
+                (try? String(contentsOfFile: output, encoding: .utf8))?.hasPrefix("ready\n") == true
+            }
+            FileManager.default.createFile(atPath: go, contents: nil)
             await follower.wait(killAfter: 60)
             let lines = ((try? String(contentsOfFile: output, encoding: .utf8)) ?? "").split(separator: "\n")
             let numbers = lines.compactMap { line -> Int? in

@@ -16,6 +16,9 @@ struct PodsBench: AsyncParsableCommand {
     @Option(help: "Pods created at once.") var concurrency = 10
     @Option(help: "Idle pods running while the agent's CPU is sampled.") var idle = 200
     @Option(help: "Seconds the idle CPU is sampled.") var sampleSeconds = 30
+    @Option(help: "A CRI runtime for the agent (unix://…; default: the process runtime). With containerd the pods run --image, and `ctr run` of it is the floor.")
+    var runtimeEndpoint: String?
+    @Option(help: "The pods' image on a CRI runtime with images (pulled IfNotPresent: import it first).") var image = "docker.io/library/busybox:latest"
 
     func run() async throws {
         print("machine: \(machineDescription())")
@@ -31,7 +34,8 @@ struct PodsBench: AsyncParsableCommand {
         try await Task.sleep(for: .milliseconds(300))
         let client = try APIClient(kubeconfig: try Kubeconfig.load(path: kubeconfigPath))
         let agent = try spawn(binary, ["agent", "--kubeconfig", kubeconfigPath, "--pki", dir + "/pki", "--data-dir", dir + "/agent",
-                                       "--node-name", "bench", "--port", "0"], log: dir + "/agent.log")
+                                       "--node-name", "bench", "--port", "0"] + (runtimeEndpoint.map { ["--container-runtime-endpoint", $0] } ?? []),
+                              log: dir + "/agent.log")
         defer { kill(agent.processIdentifier, SIGKILL) }
         for _ in 0..<100 {
             if let node = try? await client.get(Node.self, namespace: "", name: "bench"), node.status.conditions.contains(where: { $0.type == "Ready" && $0.status == "True" }) { break }
@@ -63,6 +67,10 @@ struct PodsBench: AsyncParsableCommand {
                             var container = Container()
                             container.name = "idle"
                             container.command = ["sleep", "3600"]
+                            if runtimeEndpoint != nil {
+                                container.image = image
+                                container.imagePullPolicy = "IfNotPresent"
+                            }
                             pod.spec.containers = [container]
                             let start = DispatchTime.now().uptimeNanoseconds
                             _ = try await client.create(pod)
@@ -77,11 +85,18 @@ struct PodsBench: AsyncParsableCommand {
         try await create(timed)
         for _ in 0..<300 where times.seen.withLock({ $0.count }) < pods { try await Task.sleep(for: .milliseconds(100)) }
         let latencies = times.seen.withLock { seen in times.created.withLock { created in timed.compactMap { name in seen[name].flatMap { s in created[name].map { Double(s &- $0) / 1e6 } } } } }.sorted()
-        let baseline = Self.spawnBaseline(count: pods)
-        print("startup of \(pods) pods (\(concurrency) created at once), create → Running seen by a watch:")
+        let runtimeName = runtimeEndpoint == nil ? "the process runtime (CRI plugin in the agent)" : "\(runtimeEndpoint!) (image \(image))"
+        print("startup of \(pods) pods on \(runtimeName) (\(concurrency) created at once), create → Running seen by a watch:")
         print("  p50 \(fmt(percentile(latencies, 0.5), 1)) ms, p99 \(fmt(percentile(latencies, 0.99), 1)) ms (\(latencies.count) of \(pods) Running)")
-        print("  baseline: posix_spawn + exec of `sleep` in this process: p50 \(fmt(percentile(baseline, 0.5), 2)) ms, p99 \(fmt(percentile(baseline, 0.99), 2)) ms")
-        print("  → p50 ratio to bare spawn: \(fmt(percentile(latencies, 0.5) / max(percentile(baseline, 0.5), 0.001), 0))×")
+        if let runtimeEndpoint {
+            let floor = try Self.ctrRunBaseline(endpoint: runtimeEndpoint, image: image, count: min(pods, 20))
+            print("  floor: `ctr run -d` of the same image, one at a time (no sandbox, no network): p50 \(fmt(percentile(floor, 0.5), 1)) ms, p99 \(fmt(percentile(floor, 0.99), 1)) ms (\(floor.count) runs)")
+            print("  → p50 ratio to ctr run: \(fmt(percentile(latencies, 0.5) / max(percentile(floor, 0.5), 0.001), 2))×")
+        } else {
+            let baseline = Self.spawnBaseline(count: pods)
+            print("  baseline: posix_spawn + exec of `sleep` in this process: p50 \(fmt(percentile(baseline, 0.5), 2)) ms, p99 \(fmt(percentile(baseline, 0.99), 2)) ms")
+            print("  → p50 ratio to bare spawn: \(fmt(percentile(latencies, 0.5) / max(percentile(baseline, 0.5), 0.001), 0))×")
+        }
 
         // Idle: bring the count up to `idle`, let things settle, sample CPU time of both processes.
         if idle > pods {
@@ -121,6 +136,40 @@ struct PodsBench: AsyncParsableCommand {
         process.standardError = handle
         try process.run()
         return process
+    }
+
+    /// Time for `ctr run -d` (containerd's own client, no CRI: no sandbox, no network) to start a
+    /// container of `image` running `sleep 3600`, one at a time; each is removed after.
+    static func ctrRunBaseline(endpoint: String, image: String, count: Int) throws -> [Double] {
+        guard let ctr = ["/usr/bin/ctr", "/usr/local/bin/ctr"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+            throw ValidationError("ctr (containerd's client) is needed for the floor: apt-get install containerd")
+        }
+        let socket = endpoint.hasPrefix("unix://") ? String(endpoint.dropFirst("unix://".count)) : endpoint
+        func run(_ arguments: [String]) -> Int32 {
+            var pid: pid_t = 0
+            let argv = ([ctr, "--address", socket, "-n", "k8s.io"] + arguments).map { strdup($0) } + [nil]
+            defer { argv.forEach { free($0) } }
+            var actions = posix_spawn_file_actions_t()
+            posix_spawn_file_actions_init(&actions)
+            defer { posix_spawn_file_actions_destroy(&actions) }
+            posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+            posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+            guard posix_spawn(&pid, ctr, &actions, nil, argv, environ) == 0 else { return -1 }
+            var status: Int32 = 0
+            waitpid(pid, &status, 0)
+            return status
+        }
+        var samples: [Double] = []
+        for index in 0..<count {
+            let id = "cox-bench-floor-\(getpid())-\(index)"
+            let start = DispatchTime.now().uptimeNanoseconds
+            let status = run(["run", "-d", "--null-io", image, id, "sleep", "3600"])
+            if status == 0 { samples.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6) }
+            _ = run(["tasks", "kill", "-s", "KILL", id])
+            for _ in 0..<50 where run(["tasks", "delete", id]) != 0 { usleep(20000) }
+            _ = run(["containers", "delete", id])
+        }
+        return samples.sorted()
     }
 
     /// Time to posix_spawn `sleep` and see it running (its /proc entry shows the exec'd command).
