@@ -38,6 +38,10 @@ public final class NodeAgent: Sendable {
         public var containerLogMaxFiles = 5
         /// How often logs are checked against `containerLogMaxSize`.
         public var logRotationInterval: Duration = .seconds(10)
+        /// Container starts the agent asks of its runtime at once (the rest wait their turn).
+        public var maxParallelStarts = 4
+        /// How often sandboxes of pods the agent no longer has are looked for and removed.
+        public var orphanSweepInterval: Duration = .seconds(30)
         /// How often the runtime's health (Status) is asked; a change is reported at once.
         public var runtimeCheckInterval: Duration = .seconds(2)
 
@@ -107,7 +111,7 @@ public final class NodeAgent: Sendable {
             do {
                 for try await event in client.watch(Pod.self, request) {
                     switch event {
-                    case .added(let pod), .modified(let pod): await manager.upsert(pod)
+                    case .added(let pod), .modified(let pod): await manager.upsert(pod, background: true)
                     case .deleted(let pod): await manager.deleted(pod)
                     case .relisted(let pods, _): await manager.relisted(pods)
                     case .bookmark: break

@@ -53,6 +53,12 @@ actor PodManager {
     let logger: Logger
     var pods: [String: PodState] = [:]  // by uid
     var adopted = false
+    /// Container starts under way, and those waiting for one of `maxParallelStarts` turns: a
+    /// runtime asked to make a hundred sandboxes at once on two cores times them all out.
+    var startsRunning = 0
+    var startsWaiting: [CheckedContinuation<Void, Never>] = []
+    /// When runtime objects of no known pod were last looked for.
+    var lastSweep = ContinuousClock.now
     /// Statuses to write, by pod uid (the newest wins).
     var pendingStatus: [String: (namespace: String, name: String, status: PodStatus)] = [:]
     var statusSignal: AsyncStream<Void>.Continuation
@@ -68,7 +74,11 @@ actor PodManager {
 
     // MARK: - Inputs
 
-    func upsert(_ pod: Pod) async {
+    /// Takes the pod's newest version. `background`: its containers start on a task of their own,
+    /// so the watch that brought it goes on to the next pod (a start through CRI is several round
+    /// trips; pods created together start together). A pod's own sync never runs twice at once:
+    /// each container's `starting` says a start is under way.
+    func upsert(_ pod: Pod, background: Bool = false) async {
         let uid = pod.metadata.uid
         if pods[uid] == nil {
             let startTime = pod.status.hasStartTime ? pod.status.startTime : Timestamp(wholeSecondsOf: Date())
@@ -81,7 +91,11 @@ actor PodManager {
         } else {
             pods[uid]!.pod = pod
         }
-        await sync(uid)
+        if background {
+            Task { await self.sync(uid) }
+        } else {
+            await sync(uid)
+        }
     }
 
     func deleted(_ pod: Pod) async {
@@ -128,7 +142,35 @@ actor PodManager {
                 await sync(uid)
                 startDueProbes(uid)
             }
+            if adopted, ContinuousClock.now - lastSweep > configuration.orphanSweepInterval {
+                lastSweep = ContinuousClock.now
+                await sweepOrphans()
+            }
         }
+    }
+
+    func takeStartTurn() async {
+        if startsRunning < max(1, configuration.maxParallelStarts) {
+            startsRunning += 1
+            return
+        }
+        await withCheckedContinuation { startsWaiting.append($0) }
+    }
+
+    func releaseStartTurn() {
+        if startsWaiting.isEmpty {
+            startsRunning -= 1
+        } else {
+            startsWaiting.removeFirst().resume()  // the turn passes on
+        }
+    }
+
+    /// Sandboxes of pods this agent no longer has (a start that timed out on the agent's side but
+    /// went on in the runtime, a deletion that raced a start): removed, as the kubelet's garbage
+    /// collection does, so nothing is left running without a pod.
+    func sweepOrphans() async {
+        guard let cri = runtime as? CRIRuntime else { return }
+        await cri.removeSandboxes(except: Set(pods.keys))
     }
 
     // MARK: - Probes
@@ -279,7 +321,22 @@ actor PodManager {
                 continue
             }
             do {
-                let started = try await runtime.start(launch)
+                await takeStartTurn()
+                let started: RuntimeContainer
+                do {
+                    started = try await runtime.start(launch)
+                    releaseStartTurn()
+                } catch {
+                    releaseStartTurn()
+                    throw error
+                }
+                guard let now = pods[uid], !now.terminating else {
+                    // Deleted while it started: stopped now, not left running without a pod.
+                    logger.info("the pod went while its container started; stopping it", metadata: ["pod": "\(pod.metadata.namespace)/\(pod.metadata.name)", "container": "\(container.name)"])
+                    await runtime.stop(id: started.id, grace: .seconds(Int64(pod.spec.hasTerminationGracePeriodSeconds ? pod.spec.terminationGracePeriodSeconds : 30)))
+                    if pods[uid] == nil { await runtime.cleanup(podUID: uid) } else { pods[uid]?.tracks[container.name]?.current = await runtime.status(id: started.id) ?? started }
+                    return
+                }
                 pods[uid]?.tracks[container.name]?.current = started
                 pods[uid]?.tracks[container.name]?.probes = ProbeState()
                 pods[uid]?.tracks[container.name]?.startError = nil
@@ -413,6 +470,9 @@ actor PodManager {
         for (name, track) in state.tracks {
             if let id = track.current?.id, let final = await runtime.status(id: id) { pods[uid]?.tracks[name]?.current = final }
         }
+        // The sandbox (and its network) goes before the pod does, as the kubelet stops it: once
+        // the pod is gone nothing of it runs, even if this agent stops right after.
+        await runtime.cleanup(podUID: uid)
         var backoff = Backoff(base: .milliseconds(200), cap: .seconds(10))
         while pods[uid] != nil && !Task.isCancelled {
             do {
