@@ -116,7 +116,7 @@ stop() {
     kill "$(cat "$dir/containerd.pid")" 2>/dev/null || true
     rm -f "$dir/containerd.pid"
   fi
-  pkill -f "containerd-shim-runc-v2 -namespace k8s.io -address $sock" 2>/dev/null || true
+  pkill -f "containerd-shim-runc-v2 .*-address $sock" 2>/dev/null || true
 }
 
 case $cmd in

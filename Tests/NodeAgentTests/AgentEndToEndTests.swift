@@ -75,6 +75,19 @@ struct AgentEndToEndTests {
             #expect(table.output.contains("crash"), "\(table.output)")
             let previous = try await cluster.cox("logs", "crash", "-p")
             #expect(previous.output == "boom\n", "\(previous.output)")
+
+            // What happened is on record as the kubelet records it, found the way `kubectl
+            // describe` asks (a field selector on the involved object).
+            let crash = try await cluster.get("crash")
+            try await eventually("the agent's events about the crashing container") {
+                let events = try await cluster.client.list(Event.self, namespace: "default",
+                                                           fieldSelector: "involvedObject.kind=Pod,involvedObject.name=crash,involvedObject.uid=\(crash.metadata.uid)").items
+                let reasons = Set(events.filter { $0.involvedObject.fieldPath == "spec.containers{main}" }.map(\.reason))
+                return reasons.isSuperset(of: ["Created", "Started", "BackOff"])
+                    && events.contains { $0.reason == "BackOff" && $0.type == "Warning" && $0.message.hasPrefix("Back-off restarting failed container main in pod crash_default(") }
+            }
+            let others = try await cluster.client.list(Event.self, namespace: "default", fieldSelector: "involvedObject.name=crash,reason=Scheduled").items
+            #expect(others.allSatisfy { $0.involvedObject.name == "crash" && $0.reason == "Scheduled" })
         }
     }
 

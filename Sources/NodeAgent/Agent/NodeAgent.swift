@@ -74,7 +74,7 @@ public final class NodeAgent: Sendable {
 
     /// Runs until cancelled. Pods keep running when the agent stops; the next agent re-adopts them.
     public func run() async throws {
-        let manager = PodManager(configuration: configuration, client: client, runtime: runtime, logger: logger)
+        let manager = PodManager(configuration: configuration, client: client, runtime: runtime, logger: logger, recorder: recorder)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await self.logServer.run() }
             let port = await logServer.port()

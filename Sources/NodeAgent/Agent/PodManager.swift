@@ -1,4 +1,5 @@
 import API
+import ControllerRuntime
 import Client
 import Foundation
 import Logging
@@ -15,6 +16,8 @@ actor PodManager {
         var crashes = 0
         var backoffUntil: ContinuousClock.Instant?
         var backoffDelay: Duration = .zero
+        /// The current back-off has its BackOff event.
+        var backoffReported = false
         var starting = false
         var startError: String?
         /// The runtime's reason for that failure (ErrImagePull, CreateContainerError, ...).
@@ -64,11 +67,15 @@ actor PodManager {
     var statusSignal: AsyncStream<Void>.Continuation
     let statusWakeups: AsyncStream<Void>
 
-    init(configuration: NodeAgent.Configuration, client: APIClient, runtime: any ContainerRuntime, logger: Logger) {
+    /// Events about pods and their containers, in the kubelet's reasons and words (nil: none).
+    let recorder: EventRecorder?
+
+    init(configuration: NodeAgent.Configuration, client: APIClient, runtime: any ContainerRuntime, logger: Logger, recorder: EventRecorder? = nil) {
         self.configuration = configuration
         self.client = client
         self.runtime = runtime
         self.logger = logger
+        self.recorder = recorder
         (statusWakeups, statusSignal) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
     }
 
@@ -224,13 +231,31 @@ actor PodManager {
             if failures >= failureThreshold { track.probes.ready = false }
         }
         pods[uid]?.tracks[name] = track
+        if !success, let pod = pods[uid]?.pod {
+            event(pod, container: name, .warning, "Unhealthy", "\(kind.rawValue.prefix(1).uppercased() + kind.rawValue.dropFirst()) probe failed")
+        }
         if kill, let pod = pods[uid]?.pod {
             logger.info("\(kind.rawValue) probe failed \(failures) times: restarting the container", metadata: ["pod": "\(pod.metadata.namespace)/\(pod.metadata.name)", "container": "\(name)"])
+            event(pod, container: name, .normal, "Killing", "Container \(name) failed \(kind.rawValue) probe, will be restarted")
             pods[uid]?.tracks[name]?.probes = ProbeState()
             let grace = Duration.seconds(pod.spec.hasTerminationGracePeriodSeconds ? pod.spec.terminationGracePeriodSeconds : 30)
             Task { await self.runtime.stop(id: id, grace: grace) }
         }
         report(uid)
+    }
+
+    /// An event about a pod's container (`spec.containers{NAME}`), as the kubelet records them.
+    nonisolated func event(_ pod: Pod, container: String?, _ type: EventRecorder.EventType, _ reason: String, _ message: String) {
+        guard let recorder else { return }
+        var reference = ObjectReference()
+        reference.apiVersion = "v1"
+        reference.kind = "Pod"
+        reference.namespace = pod.metadata.namespace
+        reference.name = pod.metadata.name
+        reference.uid = pod.metadata.uid
+        reference.resourceVersion = pod.metadata.resourceVersion
+        if let container { reference.fieldPath = "spec.containers{\(container)}" }
+        recorder.record(reference, type, reason: reason, message: message)
     }
 
     func owner(of id: String) -> (String, String)? {
@@ -294,9 +319,15 @@ actor PodManager {
                     track.backoffUntil = now + track.backoffDelay
                 }
                 if let until = track.backoffUntil, until > now {
+                    if !track.backoffReported {
+                        track.backoffReported = true
+                        event(pod, container: container.name, .warning, "BackOff",
+                              "Back-off restarting failed container \(container.name) in pod \(pod.metadata.name)_\(pod.metadata.namespace)(\(pod.metadata.uid))")
+                    }
                     pods[uid]!.tracks[container.name] = track
                     continue
                 }
+                track.backoffReported = false
                 track.previous = current
                 track.current = nil
                 track.backoffUntil = nil
@@ -338,6 +369,8 @@ actor PodManager {
                     return
                 }
                 pods[uid]?.tracks[container.name]?.current = started
+                event(pod, container: container.name, .normal, "Created", "Created container \(container.name)")
+                event(pod, container: container.name, .normal, "Started", "Started container \(container.name)")
                 pods[uid]?.tracks[container.name]?.probes = ProbeState()
                 pods[uid]?.tracks[container.name]?.startError = nil
                 pods[uid]?.tracks[container.name]?.startReason = nil
@@ -354,6 +387,20 @@ actor PodManager {
                 logger.warning("container failed to start", metadata: ["pod": "\(pod.metadata.namespace)/\(pod.metadata.name)", "container": "\(container.name)", "error": "\(error)"])
                 pods[uid]?.tracks[container.name]?.startError = "\(error)"
                 pods[uid]?.tracks[container.name]?.startReason = (error as? RuntimeError)?.reason
+                let reason = (error as? RuntimeError)?.reason ?? "Failed"
+                let message = (error as? RuntimeError)?.message ?? "\(error)"
+                switch reason {
+                case "ErrImagePull":
+                    event(pod, container: container.name, .warning, "Failed", "Failed to pull image \"\(container.image)\": \(message)")
+                    event(pod, container: container.name, .warning, "Failed", "Error: ErrImagePull")
+                    event(pod, container: container.name, .normal, "BackOff", "Back-off pulling image \"\(container.image)\"")
+                case "ErrImageNeverPull":
+                    event(pod, container: container.name, .warning, "ErrImageNeverPull", message)
+                case "FailedCreatePodSandBox":
+                    event(pod, container: nil, .warning, "FailedCreatePodSandBox", "Failed to create pod sandbox: \(message)")
+                default:
+                    event(pod, container: container.name, .warning, "Failed", "Error: \(message)")
+                }
                 pods[uid]?.tracks[container.name]?.crashes += 1
                 let crashes = pods[uid]?.tracks[container.name]?.crashes ?? 1
                 pods[uid]?.tracks[container.name]?.backoffUntil = ContinuousClock.now + crashDelay(after: crashes)
@@ -455,6 +502,7 @@ actor PodManager {
         await withTaskGroup(of: Void.self) { group in
             for track in state.tracks.values {
                 guard let current = track.current, current.isRunning else { continue }
+                event(state.pod, container: current.launch.container, .normal, "Killing", "Stopping container \(current.launch.container)")
                 group.addTask { await self.runtime.stop(id: current.id, grace: grace) }
             }
         }
