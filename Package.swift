@@ -67,6 +67,7 @@ let package = Package(
             .product(name: "NIOTLS", package: "swift-nio"),
             .product(name: "NIOHTTP2", package: "swift-nio-http2"),
             .product(name: "NIOHPACK", package: "swift-nio-http2"),
+            .product(name: "NIOWebSocket", package: "swift-nio"),
         ]),
         // Components. Filled in by later issues; each depends only downward.
         .target(name: "APIServer", dependencies: [
@@ -120,7 +121,10 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "HummingbirdTLS", package: "hummingbird"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOWebSocket", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
@@ -149,7 +153,8 @@ let package = Package(
                                                          .product(name: "NIOPosix", package: "swift-nio"),
                                                          .product(name: "NIOSSL", package: "swift-nio-ssl"),
                                                          .product(name: "NIOHTTP2", package: "swift-nio-http2"),
-                                                         .product(name: "NIOHPACK", package: "swift-nio-http2")]),
+                                                         .product(name: "NIOHPACK", package: "swift-nio-http2"),
+                                                         .product(name: "NIOEmbedded", package: "swift-nio")]),
         .testTarget(name: "NodeAgentTests", dependencies: ["NodeAgent", "CRI", "API", "Client", "PKI", "TestSupport", "ControllerRuntime", "ctl"]),
         .testTarget(name: "ControllerRuntimeTests", dependencies: ["ControllerRuntime", "Client", "API", "TestSupport", "APIServer", "PKI",
                                                                   .product(name: "Logging", package: "swift-log")]),

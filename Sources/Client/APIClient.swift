@@ -51,6 +51,8 @@ public final class APIClient: Sendable {
     /// What every request carries besides its own headers, made once: `Authorization: Bearer`
     /// when the kubeconfig has a token instead of a client certificate, and the impersonation headers.
     let credentialHeaders: [(name: String, value: String)]
+    /// The TLS every connection to the server uses (exec opens its own with it).
+    public let tlsConfiguration: TLSConfiguration
 
     public init(kubeconfig: Kubeconfig, format: WireFormat = .protobuf, timeout: TimeAmount = APIClient.defaultTimeout,
                 maxConnections: Int = 8, maxAttempts: Int = 6, connectTimeout: TimeAmount = .seconds(5), http2: Bool = true,
@@ -71,6 +73,7 @@ public final class APIClient: Sendable {
             tls.certificateChain = try NIOSSLCertificate.fromPEMBytes(Array(certificate.utf8)).map { .certificate($0) }
             tls.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(key.utf8), format: .pem))
         }
+        tlsConfiguration = tls
         var configuration = HTTPClient.Configuration(tlsConfiguration: tls)
         // The pool keeps trying to connect until this passes; our own retries (with jitter) take over then.
         // Without `retryConnecting`, a failed connection fails the call at once (and our retries decide).
@@ -117,9 +120,27 @@ public final class APIClient: Sendable {
     }
 
     public func shutdown() async throws {
+        guard !shutDown.exchange(true, ordering: .relaxed) else { return }
         await keepAlive.shutdown()
         await streamKeepAlive?.shutdown()
         try await streams.shutdown()
+    }
+
+    /// Whether `shutdown()` was called.
+    let shutDown = Atomic<Bool>(false)
+
+    /// A client dropped without `shutdown()` (a caller that threw on its way out) lets its
+    /// connections go on its own. AsyncHTTPClient stops a debug build's whole process for a client
+    /// deinitialized while running: in the tests, one test's early exit froze every other test
+    /// (the crash report alone took 30 s) and then ended the run.
+    deinit {
+        guard !shutDown.load(ordering: .relaxed) else { return }
+        _ = streams.shutdown()
+        let (keepAlive, streamKeepAlive) = (self.keepAlive, self.streamKeepAlive)
+        Task {
+            await keepAlive.shutdown()
+            await streamKeepAlive?.shutdown()
+        }
     }
 
     /// `/api/v1/namespaces/NS/pods[/NAME]` and the like.

@@ -71,6 +71,14 @@ final class WatchdogThread: Sendable {
             if stalled {
                 fail("the concurrency pool has run nothing for \(Int(poolLimit)) s: every one of its threads is blocked", running)
             }
+            // A late probe (5 s or more) is said, with what runs, once per stall: in-process servers
+            // answer nothing meanwhile, and the failures that follow (deadlines of 10 s) point
+            // elsewhere than the cause.
+            let late = state.withLock { $0.probeSent.map { now.timeIntervalSince($0) } ?? 0 }
+            if !probe && late >= 5 {
+                let text = "watchdog: the concurrency pool has not run a probe for \(Int(late)) s; running: \(running.joined(separator: ", "))\n"
+                FileHandle.standardError.write(Data(text.utf8))
+            }
             if probe { Task.detached { [self] in state.withLock { $0.probeSent = nil } } }
         }
     }

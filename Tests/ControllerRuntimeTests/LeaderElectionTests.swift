@@ -70,9 +70,19 @@ import TestSupport
     /// A leader that cannot reach the API server stops its work once the renew deadline (10 s)
     /// has passed — before its 15 s lease could be taken over by anyone else.
     @Test func aLeaderThatCannotRenewStopsWorkingBeforeTheLeaseExpires() async throws {
-        let api = try await InProcessAPI.start()
+        try await InProcessAPI.with { api in
+            let client = try api.newClient()
+            do {
+                try await Self.cannotRenew(client)
+            } catch {
+                try? await client.shutdown()
+                throw error
+            }
+        }
+    }
+
+    static func cannotRenew(_ client: APIClient) async throws {
         let clock = FakeClock()
-        let client = try api.newClient()
         let a = Self.elector("a", client, clock)
         let (run, working) = Self.lead(a, clock)
         defer { run.cancel() }
@@ -90,7 +100,6 @@ import TestSupport
         try await waitUntil("the work is stopped", timeout: 30) { !working.withLock { $0 } }
         run.cancel()
         await run.value
-        await api.stop()
     }
 
     @Test func twoCandidatesRacingForAFreeLeaseGetExactlyOneLeader() async throws {

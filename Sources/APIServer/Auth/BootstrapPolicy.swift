@@ -36,6 +36,9 @@ public enum BootstrapPolicy {
         ]
         let editRules = viewRules + [
             rule(write, [""], ["pods"]),
+            // Running commands in a pod, attaching to it and forwarding its ports (as Kubernetes'
+            // edit role allows: `create`, and `get` for the older clients that asked with GET).
+            rule(["get", "create"], [""], ["pods/exec", "pods/attach", "pods/portforward"]),
             rule(write, ["apps"], ["deployments", "replicasets"]),
         ]
         let adminRules = editRules + [

@@ -38,6 +38,10 @@ extension APIResponder {
             }
             _ = try await deletePod(namespace: namespace, name: name, query: options)
             return Self.created(format)
+        case (_, "exec"), (_, "attach"), (_, "portforward"):
+            // An upgrade request is taken off the connection before it gets here (see
+            // APIResponder+Streams.swift); this one asked for none (or came over HTTP/2).
+            throw APIError.badRequest("Upgrade request required")
         case (_, "binding"), (_, "log"), (_, "eviction"):
             throw APIError.methodNotAllowed(request.method.rawValue)
         default:

@@ -5,6 +5,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import NIOSSL
 import Store
 import Synchronization
 
@@ -32,6 +33,8 @@ struct APIResponder: HTTPResponder {
     var signer: CertificateSigner? = nil
     /// Which namespaces exist (creating in one that does not is 404, in one being deleted 403).
     var namespaces = Namespaces()
+    /// TLS for exec, attach and port-forward connections to agents (nil: not proxied, 503).
+    var agentStreams: NIOSSLContext? = nil
     /// Request bodies held across the server (HTTP/2 streams count their bodies against it).
     var bodyBudget = BodyBudget(limit: 256 * 1024 * 1024)
 

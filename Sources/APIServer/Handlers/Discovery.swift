@@ -71,6 +71,13 @@ enum Discovery {
                     JSONMember("version", .string("v1")), JSONMember("kind", .string("Eviction")),
                     JSONMember("verbs", .array([.string("create")])),
                 ]))
+                for (stream, kind) in [("attach", "PodAttachOptions"), ("exec", "PodExecOptions"), ("portforward", "PodPortForwardOptions")] {
+                    resources.append(.object([
+                        JSONMember("name", .string("pods/\(stream)")), JSONMember("singularName", .string("")),
+                        JSONMember("namespaced", .bool(true)), JSONMember("kind", .string(kind)),
+                        JSONMember("verbs", .array([.string("create"), .string("get")])),
+                    ]))
+                }
             }
             if ["ReplicaSet", "Deployment"].contains(info.kind) {
                 resources.append(.object([
@@ -135,6 +142,10 @@ extension Discovery {
             if info.kind == "Pod" {
                 subresources.append(.object([JSONMember("subresource", .string("eviction")), JSONMember("responseKind", gvk("policy", "v1", "Eviction")),
                                              JSONMember("verbs", .array([.string("create")]))]))
+                for stream in ["attach", "exec", "portforward"] {
+                    subresources.append(.object([JSONMember("subresource", .string(stream)), JSONMember("responseKind", gvk("", "v1", stream == "portforward" ? "PodPortForwardOptions" : stream == "exec" ? "PodExecOptions" : "PodAttachOptions")),
+                                                 JSONMember("verbs", .array([.string("create"), .string("get")]))]))
+                }
             }
             if ["ReplicaSet", "Deployment"].contains(info.kind) {
                 subresources.append(.object([JSONMember("subresource", .string("scale")), JSONMember("responseKind", gvk("autoscaling", "v1", "Scale")),

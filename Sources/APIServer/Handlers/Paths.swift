@@ -41,7 +41,7 @@ struct ResourcePath {
         }
         let name = rest.popFirst()
         let subresource = rest.popFirst()
-        let podSubresources: Set<String?> = ["binding", "log", "eviction"]
+        let podSubresources: Set<String?> = ["binding", "log", "eviction", "exec", "attach", "portforward"]
         guard rest.isEmpty, subresource == nil || subresource == "status" || kind == Pod.self && podSubresources.contains(subresource)
                 || subresource == "scale" && (kind == Deployment.self || kind == ReplicaSet.self) else {
             throw APIError.notFound("the server could not find the requested resource (subresource \(subresource ?? ""))")

@@ -118,12 +118,13 @@ public struct APIServer: Sendable {
         let authorizer = Authorizer()
         let policyRevision = try await authorizer.reload(from: store)
         let drain = WatchDrain()
-        let agents = try Self.agentClient(pki)
+        let (agents, agentStreams) = try Self.agentClient(pki)
         let audit = try AuditLog(path: (configuration.dataDirectory as NSString).appendingPathComponent("audit.log"),
                                  maxBytes: configuration.auditMaxBytes, logger: logger)
         var responder = APIResponder(store: store, limits: configuration.limits, inflight: InflightCounter(),
                                      metrics: RequestMetrics(), drain: drain, agents: agents, logger: logger, authorizer: authorizer, audit: audit)
         responder.namespaces = namespaces
+        responder.agentStreams = agentStreams
         responder.bodyBudget = BodyBudget(limit: configuration.limits.maxBufferedBodyBytes)
         responder.signer = CertificateSigner(clusterCA: pki.authority, nodeServingCA: pki.nodeServing,
                                              maxLifetime: TimeInterval(configuration.nodeCertificateLifetime.components.seconds))
@@ -220,7 +221,8 @@ public struct APIServer: Sendable {
 
     /// The client the server uses to reach node agents: trusts the cluster CA, presents a client
     /// certificate for `cox:apiserver` issued at start (never written to disk).
-    static func agentClient(_ pki: ClusterPKI) throws -> HTTPClient {
+    /// The same TLS, as a context for the connections exec, attach and port-forward are proxied over.
+    static func agentClient(_ pki: ClusterPKI) throws -> (HTTPClient, NIOSSLContext) {
         let identity = try pki.authority.issue(commonName: "cox:apiserver", organizations: ["system:masters"], usage: .client)
         var tls = TLSConfiguration.makeClientConfiguration()
         // Agents serve with a certificate from the cluster CA (run beside the server, holding its
@@ -231,6 +233,10 @@ public struct APIServer: Sendable {
         tls.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(identity.privateKeyPEM.utf8), format: .pem))
         var configuration = HTTPClient.Configuration(tlsConfiguration: tls)
         configuration.timeout.connect = .seconds(5)
-        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        // Agents' certificates name their node's address; a proxied stream dials that address
+        // and checks the chain (cluster or node-serving CA), not the name.
+        var streams = tls
+        streams.certificateVerification = .noHostnameVerification
+        return (HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration), try NIOSSLContext(configuration: streams))
     }
 }

@@ -18,7 +18,9 @@ public struct ClientIdentity: Sendable, Equatable {
     static func of(channel: any Channel) async throws -> ClientIdentity? {
         if let known = ConnectionIdentities.shared.lookup(channel: channel) { return known }
         return try await channel.eventLoop.submit {
-            for candidate in [channel, channel.parent].compactMap({ $0 }) {
+            // A listening socket (an HTTP/1.1 connection's parent) may be on another event loop:
+            // its pipeline is not ours to touch from here.
+            for candidate in [channel, channel.parent].compactMap({ $0 }) where candidate.eventLoop.inEventLoop {
                 guard let handler = try? candidate.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self) else { continue }
                 let identity = try handler.peerCertificate.map { try parse(der: try $0.toDERBytes()) } ?? nil
                 ConnectionIdentities.shared.remember(identity, for: candidate)

@@ -23,8 +23,15 @@ import Client
 /// GOAWAY, finishes the streams it has, and closes.
 struct APIServerChannel: ServerChildChannel {
     enum Negotiated: Sendable {
-        case http1(HTTP1Channel.Value)
+        /// Decided by the first request's head.
+        case http1(EventLoopFuture<HTTP1Decision>)
         case http2(HTTP2Connection)
+    }
+
+    enum HTTP1Decision: Sendable {
+        case ordinary(HTTP1Channel.Value)
+        /// exec, attach or port-forward: the connection is proxied to the pod's agent.
+        case upgrade(RawRequestHead, UpgradeSniffer)
     }
 
     struct Value: ServerChildChannelValue {
@@ -75,7 +82,26 @@ struct APIServerChannel: ServerChildChannel {
                         return .http2(connection)
                     }
                 case .negotiated("http/1.1"), .fallback:
-                    return http1.setup(channel: channel, logger: logger).map { .http1($0) }
+                    // The first request's head decides: an upgrade to a pod stream is proxied,
+                    // anything else goes to Hummingbird's HTTP/1.1 handlers. (Answered at once:
+                    // this handler holds the connection's bytes back until it has its answer.)
+                    return channel.eventLoop.makeCompletedFuture {
+                        let sniffer = UpgradeSniffer(eventLoop: channel.eventLoop, headTimeout: TimeAmount(api.limits.idleTimeout),
+                                                     takes: APIResponder.isPodStream)
+                        try channel.pipeline.syncOperations.addHandler(sniffer)
+                        let decided = sniffer.sniffed.flatMap { [http1] sniffed -> EventLoopFuture<HTTP1Decision> in
+                            switch sniffed {
+                            case .ordinary:
+                                return http1.setup(channel: channel, logger: logger).map { value in
+                                    sniffer.handOn()
+                                    return .ordinary(value)
+                                }
+                            case .upgrade(let head):
+                                return channel.eventLoop.makeSucceededFuture(.upgrade(head, sniffer))
+                            }
+                        }
+                        return .http1(decided)
+                    }
                 case .negotiated:
                     return channel.close().flatMapThrowing { throw NIOHTTP2Errors.invalidALPNToken() }
                 }
@@ -88,8 +114,15 @@ struct APIServerChannel: ServerChildChannel {
     func handle(value: Value, logger: Logger) async {
         guard let negotiated = try? await value.negotiated.get() else { return }
         switch negotiated {
-        case .http1(let connection):
-            await http1.handle(value: connection, logger: logger)
+        case .http1(let decided):
+            switch try? await decided.get() {
+            case .ordinary(let connection)?:
+                await http1.handle(value: connection, logger: logger)
+            case .upgrade(let head, let sniffer)?:
+                await api.serveStream(head, sniffer: sniffer, channel: value.channel)
+            case nil:
+                value.channel.close(promise: nil)
+            }
         case .http2(let connection):
             await connection.run()
         }

@@ -1,13 +1,15 @@
 import API
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import HummingbirdTLS
 import Logging
 import NIOCore
 import NIOSSL
 import PKI
 
-/// The agent's own small HTTPS endpoint: `GET /containerLogs/NS/POD/CONTAINER?podUID=&tailLines=&follow=&previous=`.
+/// The agent's own small HTTPS endpoint: `GET /containerLogs/NS/POD/CONTAINER?podUID=&tailLines=&follow=&previous=`,
+/// and exec, attach and port-forward streams (AgentServerChannel.swift).
 /// Only clients with a certificate from the cluster CA get past the TLS handshake, and only
 /// superusers (`system:masters`: the API server, which checked the caller's RBAC for `pods/log`,
 /// and admins) get logs: a node or a viewer cannot read other pods' output around RBAC. The
@@ -137,9 +139,13 @@ public final class LogServer: Sendable {
             })
         }
         let continuation = portContinuation
+        let (tls, logger) = (self.tls, self.logger)
         let app = Application(
             router: router,
-            server: try .tls(.http1(), tlsConfiguration: tls),
+            // TLS, then exec/attach/port-forward streams joined to the runtime, or HTTP/1.1 (logs).
+            server: HTTPServerBuilder { responder in
+                try AgentServerChannel(tls: tls, responder: responder, runtime: runtime, logger: logger)
+            },
             configuration: .init(address: .hostname(host, port: requestedPort), serverName: "cox-agent"),
             onServerRunning: { channel in continuation.yield(channel.localAddress?.port ?? 0) },
             logger: logger)

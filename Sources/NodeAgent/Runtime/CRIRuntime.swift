@@ -572,4 +572,41 @@ public final class CRIRuntime: ContainerRuntime, @unchecked Sendable {
         let response = try await connection.runtime.execSync(request, options: CRIConnection.options(timeout: timeout + .seconds(5)))
         return (response.exitCode, response.stdout, response.stderr)
     }
+
+    // MARK: - Streaming (exec, attach, port-forward)
+
+    /// Asks the runtime where it serves the stream (CRI Exec, Attach or PortForward).
+    public func streamURL(_ request: StreamRequest) async throws -> String {
+        do {
+            switch request.kind {
+            case .exec:
+                var exec = Runtime_V1_ExecRequest()
+                exec.containerID = request.containerID
+                exec.cmd = request.command
+                exec.tty = request.tty
+                exec.stdin = request.stdin
+                exec.stdout = request.stdout
+                exec.stderr = request.stderr && !request.tty
+                return try await connection.runtime.exec(exec, options: options).url
+            case .attach:
+                var attach = Runtime_V1_AttachRequest()
+                attach.containerID = request.containerID
+                attach.tty = request.tty
+                attach.stdin = request.stdin
+                attach.stdout = request.stdout
+                attach.stderr = request.stderr && !request.tty
+                return try await connection.runtime.attach(attach, options: options).url
+            case .portForward:
+                guard let sandbox = sandboxes.withLock({ $0[request.podUID] }) else {
+                    throw RuntimeError("the pod has no sandbox on this node")
+                }
+                var forward = Runtime_V1_PortForwardRequest()
+                forward.podSandboxID = sandbox
+                forward.port = request.ports
+                return try await connection.runtime.portForward(forward, options: options).url
+            }
+        } catch let error as RPCError {
+            throw RuntimeError("the runtime refused the \(request.kind.rawValue): \(error.message)")
+        }
+    }
 }

@@ -101,6 +101,26 @@ public protocol ContainerRuntime: Sendable {
     /// Gives the runtime's pods the node's address range: writes a CNI network for it where the
     /// runtime has none. Returns what it did, for the log (nil: nothing to do).
     func configureNetwork(podCIDR: String) async throws -> String?
+    /// Where the runtime's streaming server serves this exec, attach or port-forward (CRI's Exec,
+    /// Attach and PortForward answer a URL; the agent joins the caller's connection to it).
+    func streamURL(_ request: StreamRequest) async throws -> String
+}
+
+/// An exec, attach or port-forward, as the agent asks its runtime for it.
+public struct StreamRequest: Sendable, Equatable {
+    public enum Kind: String, Sendable { case exec, attach, portForward }
+    public var kind: Kind
+    /// The container (exec, attach), as the runtime knows it.
+    public var containerID = ""
+    /// The pod (port-forward).
+    public var podUID = ""
+    public var command: [String] = []
+    public var stdin = false
+    public var stdout = true
+    public var stderr = true
+    public var tty = false
+    public var ports: [Int32] = []
+    public init(kind: Kind) { self.kind = kind }
 }
 
 /// The runtime's readiness as the node reports it (its Ready condition).
@@ -125,6 +145,9 @@ extension ContainerRuntime {
     public func podIP(podUID: String) async -> String? { "" }
     public func health() async -> RuntimeHealth { RuntimeHealth() }
     public func configureNetwork(podCIDR: String) async throws -> String? { nil }
+    public func streamURL(_ request: StreamRequest) async throws -> String {
+        throw RuntimeError("the \(name) runtime does not serve \(request.kind.rawValue)")
+    }
 }
 
 public struct RuntimeError: Error, CustomStringConvertible, Sendable {

@@ -17,7 +17,8 @@ import Synchronization
 ///   copier turns into the CRI log file the agent asked for (`timestamp stream tag line`); after a
 ///   restart it resumes where it stopped.
 /// - ExecSync runs the command on the host in the container's environment and directory.
-/// - Exec, Attach and PortForward (streaming) are not served: UNIMPLEMENTED.
+/// - Exec (streaming) is served over WebSocket by `ProcessStreamingServer` on loopback; Attach and
+///   PortForward are not (UNIMPLEMENTED, saying why).
 /// - Records of sandboxes and containers are kept on disk: a restarted plugin knows them again,
 ///   and its running processes keep running meanwhile.
 public final class ProcessCRIState: @unchecked Sendable {
@@ -57,6 +58,8 @@ public final class ProcessCRIState: @unchecked Sendable {
     let root: String
     let logger: Logger
     let lock = Mutex<(sandboxes: [String: Sandbox], containers: [String: Container])>(([:], [:]))
+    /// exec's streaming server (bound on the first exec).
+    public let streaming: ProcessStreamingServer
     private let copier = Mutex<Task<Void, Never>?>(nil)
     /// Partial lines read from raw files but not yet written (no newline yet), by container and stream.
     private let partial = Mutex<[String: [Data]]>([:])
@@ -65,6 +68,7 @@ public final class ProcessCRIState: @unchecked Sendable {
         self.root = root
         self.logger = logger
         self.runtime = try ProcessRuntime(root: root, logger: logger)
+        self.streaming = ProcessStreamingServer(logger: logger)
         for directory in [sandboxesDirectory, containersDirectory, rawDirectory] {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         }
@@ -521,15 +525,31 @@ public struct ProcessRuntimeService: Runtime_V1_RuntimeService.SimpleServiceProt
     }
 
     public func exec(request: Runtime_V1_ExecRequest, context: ServerContext) async throws -> Runtime_V1_ExecResponse {
-        throw RPCError(code: .unimplemented, message: "the process runtime has no streaming server: exec (streaming) is not served; ExecSync is")
+        guard let container = state.lock.withLock({ $0.containers[request.containerID] }) else { throw Self.notFound("container", request.containerID) }
+        guard case (.containerRunning, _) = await containerState(container) else {
+            throw RPCError(code: .failedPrecondition, message: "container \(container.id) is not running")
+        }
+        guard !request.cmd.isEmpty else { throw RPCError(code: .invalidArgument, message: "exec needs a command") }
+        guard request.stdout || request.stderr || request.stdin else {
+            throw RPCError(code: .invalidArgument, message: "one of stdin, stdout, or stderr must be set")
+        }
+        var response = Runtime_V1_ExecResponse()
+        do {
+            response.url = try await state.streaming.execURL(command: request.cmd, environment: container.launch.environment,
+                                                             directory: container.launch.workingDirectory, stdin: request.stdin,
+                                                             stdout: request.stdout, stderr: request.stderr, tty: request.tty)
+        } catch {
+            throw RPCError(code: .unavailable, message: "the process runtime cannot serve streams: \(error)")
+        }
+        return response
     }
 
     public func attach(request: Runtime_V1_AttachRequest, context: ServerContext) async throws -> Runtime_V1_AttachResponse {
-        throw RPCError(code: .unimplemented, message: "the process runtime has no streaming server: attach is not served")
+        throw RPCError(code: .unimplemented, message: "the process runtime does not attach: its containers' output goes to files, not to a terminal it could share; use kubectl logs -f or exec")
     }
 
     public func portForward(request: Runtime_V1_PortForwardRequest, context: ServerContext) async throws -> Runtime_V1_PortForwardResponse {
-        throw RPCError(code: .unimplemented, message: "the process runtime has no streaming server: port-forward is not served")
+        throw RPCError(code: .unimplemented, message: "the process runtime does not forward ports: its pods share the node's network, so their ports are the node's")
     }
 
     public func containerStats(request: Runtime_V1_ContainerStatsRequest, context: ServerContext) async throws -> Runtime_V1_ContainerStatsResponse {
@@ -632,6 +652,7 @@ public enum ProcessCRIServer {
             logger.info("serving CRI", metadata: ["endpoint": "unix://\(socketPath)", "runtime": "process"])
             ready?()
         }
+        defer { state.streaming.close() }
         try await withTaskCancellationHandler {
             try await announced.value
             try await serving.value

@@ -1,0 +1,79 @@
+import API
+import Client
+import Foundation
+import Testing
+import TestSupport
+
+/// exec through the process runtime, end to end: `cox server` and `cox agent` processes, the
+/// real kubectl (oldest and newest installed) and `cox exec`. The API server proxies the upgraded
+/// connection to the agent, the agent to the process runtime's streaming server (WebSocket,
+/// v5.channel.k8s.io). (containerd, SPDY included, port-forward and attach:
+/// `RuntimeConformanceTests.coxUpOnContainerd`.)
+@Suite("exec, cp and their refusals on the process runtime", .watchdog, .serialized)
+struct ExecTests {
+    @Test func execCpAndRefusalsThroughKubectlAndCox() async throws {
+        let kubectls = Tools.kubectlRange()
+        guard let (_, newest) = kubectls.last, let (oldestVersion, oldest) = kubectls.first else { return }
+        try await AgentCluster.run { cluster in
+            _ = try await cluster.client.create(cluster.pod("shell", "echo started; exec sleep 300"))
+            try await eventually("shell is Running") { try await cluster.get("shell").status.phase == "Running" }
+            func kubectl(_ path: String, _ arguments: [String], input: String? = nil) async throws -> Tools.Output {
+                try await Tools.runDetached(path, ["--kubeconfig", cluster.kubeconfig] + arguments, input: input, timeout: 60)
+            }
+
+            // Output on both streams, the exit code, stdin to its end.
+            let failed = try await kubectl(newest, ["exec", "shell", "--", "sh", "-c", "echo out; echo err >&2; exit 7"])
+            #expect(failed.status == 7 && failed.output.contains("out\n") && failed.output.contains("err\n")
+                    && failed.output.contains("command terminated with exit code 7"), "\(failed.status): \(failed.output)")
+            let piped = try await kubectl(newest, ["exec", "-i", "shell", "--", "sh", "-c", "cat; echo end"], input: "line one\nline two\n")
+            #expect(piped.status == 0 && piped.output == "line one\nline two\nend\n", "\(piped.output)")
+
+            // cp both ways: tar over exec with stdin (the process runtime's commands run on the host).
+            let source = cluster.dir.path + "/payload.bin"
+            var payload = Data(count: 300_000)
+            for index in payload.indices { payload[index] = UInt8.random(in: 0...255) }
+            try payload.write(to: URL(fileURLWithPath: source))
+            let copied = try await kubectl(newest, ["cp", source, "default/shell:\(cluster.dir.path)/in-pod.bin"])
+            #expect(copied.status == 0, "\(copied.output)")
+            #expect(FileManager.default.contents(atPath: cluster.dir.path + "/in-pod.bin") == payload, "cp into the pod carried the bytes")
+            let back = try await kubectl(newest, ["cp", "default/shell:\(cluster.dir.path)/in-pod.bin", cluster.dir.path + "/back.bin"])
+            #expect(back.status == 0 && FileManager.default.contents(atPath: cluster.dir.path + "/back.bin") == payload, "\(back.output)")
+
+            // What the process runtime does not serve is refused, saying why.
+            let spdy = try await kubectl(oldest, ["exec", "shell", "--", "true"])
+            if oldestVersion < "1.30" {
+                #expect(spdy.status != 0 && spdy.output.contains("SPDY is not served"), "kubectl \(oldestVersion): \(spdy.output)")
+            }
+            let attach = try await kubectl(newest, ["attach", "shell"])
+            #expect(attach.status != 0 && attach.output.contains("does not attach"), "\(attach.output)")
+
+            // RBAC: create on pods/exec, checked before anything reaches the node (jane may read
+            // pods, as kubectl exec does first, but not run commands in them).
+            let bound = try await kubectl(newest, ["create", "rolebinding", "jane-views", "--clusterrole=view", "--user=jane"])
+            #expect(bound.status == 0, "\(bound.output)")
+            let forbidden = try await kubectl(newest, ["--as", "jane", "exec", "shell", "--", "true"])
+            #expect(forbidden.status != 0 && forbidden.output.contains(#"User "jane" cannot create resource "pods/exec""#), "\(forbidden.output)")
+
+            // cox exec: exit codes, stdin, a terminal of its own.
+            func cox(_ arguments: [String], input: String? = nil) async throws -> Tools.Output {
+                let split = arguments.firstIndex(of: "--") ?? arguments.endIndex
+                return try await Tools.runDetached(cluster.binary, Array(arguments[..<split]) + ["--kubeconfig", cluster.kubeconfig] + Array(arguments[split...]),
+                                                   input: input)
+            }
+            let coxFailed = try await cox(["exec", "shell", "--", "sh", "-c", "echo from cox; exit 5"])
+            #expect(coxFailed.status == 5 && coxFailed.output == "from cox\n", "\(coxFailed.status): \(coxFailed.output)")
+            let coxPiped = try await cox(["exec", "-i", "shell", "--", "wc", "-l"], input: "a\nb\nc\n")
+            #expect(coxPiped.status == 0 && coxPiped.output.trimmingCharacters(in: .whitespacesAndNewlines) == "3", "\(coxPiped.output)")
+            let terminal = try await cox(["exec", "-t", "shell", "--", "tty"])
+            #expect(terminal.status == 0 && terminal.output.hasPrefix("/dev/pts/"), "\(terminal.output)")
+            let missing = try await cox(["exec", "shell", "-c", "nope", "--", "true"])
+            #expect(missing.status != 0 && missing.output.contains("container nope is not valid for pod shell"), "\(missing.output)")
+
+            // On record: who ran a command where.
+            let audit = try String(contentsOfFile: cluster.dir.path + "/audit.log", encoding: .utf8)
+            #expect(audit.split(separator: "\n").contains { $0.contains("\"pods/exec\"") && $0.contains("\"shell\"") && $0.contains("\"code\":101") },
+                    "the audit log has the exec")
+            #expect(audit.split(separator: "\n").contains { $0.contains("\"pods/exec\"") && $0.contains("jane") && $0.contains("\"code\":403") })
+        }
+    }
+}
