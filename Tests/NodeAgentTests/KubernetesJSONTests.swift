@@ -126,7 +126,8 @@ struct KubernetesJSONTests {
                                field_manager="python", _content_type="application/apply-patch+yaml")
                 labels = call("read", name, *ns).metadata.labels or {}
                 owners = [(e.manager, e.operation) for e in applied.metadata.managed_fields]
-                check("every " + kind, labels == {"a": "1", "b": "2", "c": "3", "d": "4"} and ("python", "Apply") in owners)
+                good = labels == {"a": "1", "b": "2", "c": "3", "d": "4"} and ("python", "Apply") in owners
+                check("every " + kind + ("" if good else " labels=%s owners=%s" % (labels, owners)), good)
                 call("delete", name, *ns)
             except Exception as error:
                 print("FAIL every", kind, type(error).__name__, str(error)[:600], flush=True)

@@ -492,3 +492,27 @@ extension RuntimeConformanceTests {
         await up.wait(killAfter: 30)
     }
 }
+
+/// Rotated log names: several rotations in one second are numbered past the newest kept, and
+/// ordered by their number (the CI once lost a rotated file: the first name of a second had been
+/// removed already, was taken again, sorted first and was removed as the oldest).
+@Suite("Rotated log names")
+struct RotatedLogNameTests {
+    @Test func rotationsWithinOneSecondStayInOrder() throws {
+        let directory = TemporaryDirectory()
+        let log = directory.path + "/0.log"
+        let stamp = "20261205-190228"
+        #expect(CRIRuntime.rotatedName(log, stamp: stamp, existing: []) == log + "." + stamp)
+        // The first of the second was removed; -1 and -2 are kept.
+        let kept = [log + "." + stamp + "-1", log + "." + stamp + "-2"]
+        #expect(CRIRuntime.rotatedName(log, stamp: stamp, existing: kept) == log + "." + stamp + "-3")
+        #expect(CRIRuntime.rotatedName(log, stamp: "20261205-190229", existing: kept) == log + ".20261205-190229")
+        for name in ["0.log.\(stamp)-10", "0.log.\(stamp)-9", "0.log.\(stamp)", "0.log.20261205-190227", "0.log"] {
+            FileManager.default.createFile(atPath: directory.path + "/" + name, contents: Data())
+        }
+        let runtime = try CRIRuntime(endpoint: "unix://\(directory.path)/none.sock", logRoot: directory.path)
+        let order = runtime.rotatedFiles(of: log).map { ($0 as NSString).lastPathComponent }
+        #expect(order == ["0.log.20261205-190227", "0.log.\(stamp)", "0.log.\(stamp)-9", "0.log.\(stamp)-10"])
+        runtime.shutdown()
+    }
+}

@@ -509,12 +509,10 @@ public final class CRIRuntime: ContainerRuntime, @unchecked Sendable {
             formatter.locale = Locale(identifier: "en_US_POSIX")
             formatter.timeZone = TimeZone(identifier: "UTC")
             formatter.dateFormat = "yyyyMMdd-HHmmss"
-            var rotated = container.logPath + "." + formatter.string(from: Date())
-            var suffix = 1
-            while FileManager.default.fileExists(atPath: rotated) {
-                rotated = container.logPath + "." + formatter.string(from: Date()) + "-\(suffix)"
-                suffix += 1
-            }
+            // Several rotations within a second are numbered after the newest kept: a free name
+            // is not enough (the first of that second may have been removed already, and its name
+            // would sort the newest file first, to be removed as the oldest).
+            let rotated = Self.rotatedName(container.logPath, stamp: formatter.string(from: Date()), existing: rotatedFiles(of: container.logPath))
             guard rename(container.logPath, rotated) == 0 else {
                 logger.warning("cannot rotate a container log", metadata: ["path": "\(container.logPath)", "error": "\(String(cString: strerror(errno)))"])
                 continue
@@ -537,14 +535,38 @@ public final class CRIRuntime: ContainerRuntime, @unchecked Sendable {
         }
     }
 
-    /// The rotated files of `logPath` (`N.log.*`), oldest first.
+    /// The rotated files of `logPath` (`N.log.STAMP` and `N.log.STAMP-K` for the K+1st of one
+    /// second), oldest first.
     func rotatedFiles(of logPath: String) -> [String] {
         let directory = (logPath as NSString).deletingLastPathComponent
         let prefix = (logPath as NSString).lastPathComponent + "."
-        return ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [])
-            .filter { $0.hasPrefix(prefix) }
-            .sorted()
-            .map { (directory as NSString).appendingPathComponent($0) }
+        let names: [String] = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).filter { $0.hasPrefix(prefix) }
+        let keyed: [(name: String, stamp: String, number: Int)] = names.map { name in
+            let parts = Self.rotationParts(name.dropFirst(prefix.count))
+            return (name, parts.stamp, parts.number)
+        }
+        let ordered = keyed.sorted { first, second in
+            first.stamp != second.stamp ? first.stamp < second.stamp : first.number < second.number
+        }
+        return ordered.map { (directory as NSString).appendingPathComponent($0.name) }
+    }
+
+    /// The name for `logPath` rotated at `stamp`, given the rotated files there are: `N.log.STAMP`,
+    /// or numbered past the newest of the same second.
+    static func rotatedName(_ logPath: String, stamp: String, existing: [String]) -> String {
+        let prefixLength = (logPath as NSString).lastPathComponent.count + 1
+        let sameSecond = existing.compactMap { path -> Int? in
+            let parts = rotationParts((path as NSString).lastPathComponent.dropFirst(prefixLength))
+            return parts.stamp == stamp ? parts.number : nil
+        }
+        return logPath + "." + stamp + (sameSecond.max().map { "-\($0 + 1)" } ?? "")
+    }
+
+    /// `YYYYMMDD-hhmmss` and the number after it (0 without one).
+    static func rotationParts(_ text: Substring) -> (stamp: String, number: Int) {
+        let parts = text.split(separator: "-")
+        guard parts.count == 3, let number = Int(parts[2]) else { return (String(text), 0) }
+        return ("\(parts[0])-\(parts[1])", number)
     }
 
     func removeRotated(of logPath: String, keeping: Int) {
