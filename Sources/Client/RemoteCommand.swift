@@ -80,24 +80,38 @@ extension APIClient {
         tls.shutdownTimeout = .milliseconds(200)
         let context = try NIOSSLContext(configuration: tls)
         let isIP = bare.contains(":") || bare.split(separator: ".").allSatisfy { Int($0) != nil }
+        return try await RemoteCommand.stream(host: bare, port: port, target: command.target, tls: context, serverHostname: isIP ? nil : bare,
+                                              headers: credentialHeaders, connectTimeout: connectTimeout, started: started, output: output)
+    }
+}
+
+extension RemoteCommand {
+    /// Speaks the remote-command protocol over WebSocket to `target` on `host:port` (TLS with
+    /// `tls`, plain TCP without): what `APIClient.exec` does against the API server, and what a
+    /// test does against a runtime's streaming URL. Returns the exit code.
+    public static func stream(host: String, port: Int, target: String, tls: NIOSSLContext?, serverHostname: String? = nil,
+                              headers extra: [(name: String, value: String)] = [], connectTimeout: TimeAmount = .seconds(5),
+                              started: @escaping @Sendable (RemoteSession) -> Void = { _ in },
+                              output: @escaping @Sendable (_ stream: UInt8, _ bytes: ByteBuffer) -> Void) async throws -> Int32 {
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .connectTimeout(connectTimeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: context, serverHostname: isIP ? nil : bare))
+                    if let tls { try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: tls, serverHostname: serverHostname)) }
                 }
             }
-            .connect(host: bare, port: port).get()
+            .connect(host: host, port: port).get()
         var keyBytes = [UInt8](repeating: 0, count: 16)
         for index in keyBytes.indices { keyBytes[index] = UInt8.random(in: 0...255) }
         let key = Data(keyBytes).base64EncodedString()
+        let authority = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
         var headers: [(name: String, value: String)] = [
-            ("Host", url.port.map { "\(host):\($0)" } ?? host), ("Connection", "Upgrade"), ("Upgrade", "websocket"),
+            ("Host", authority), ("Connection", "Upgrade"), ("Upgrade", "websocket"),
             ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", key),
-            ("Sec-WebSocket-Protocol", RemoteCommand.protocols.joined(separator: ", ")),
+            ("Sec-WebSocket-Protocol", protocols.joined(separator: ", ")),
         ]
-        headers += credentialHeaders
-        let head = RawRequestHead(method: "GET", target: command.target, headers: headers)
+        headers += extra
+        let head = RawRequestHead(method: "GET", target: target, headers: headers)
         let done = channel.eventLoop.makePromise(of: Int32.self)
         let handshake = WebSocketHandshakeHandler(done: done, started: started, output: output)
         try await channel.pipeline.addHandler(handshake).get()

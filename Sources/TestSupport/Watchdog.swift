@@ -1,4 +1,6 @@
 import Foundation
+import NIOCore
+import NIOPosix
 import Synchronization
 import Testing
 
@@ -39,6 +41,38 @@ final class WatchdogThread: Sendable {
 
     private init() {
         Thread { [self] in watch() }.start()
+        Thread { [self] in watchEventLoops() }.start()
+    }
+
+    /// Every second, a task on each event loop of NIO's shared group (the in-process servers' and
+    /// clients'); one that runs 2 s or more late is said, with what runs — and with
+    /// `COX_TEST_STALL_GDB=1`, gdb writes every thread's stack to `/tmp/cox-stall-PID-N.txt`.
+    private func watchEventLoops() {
+        let loops = Array(MultiThreadedEventLoopGroup.singleton.makeIterator())
+        var dumps = 0
+        while true {
+            let slept = Date()
+            Thread.sleep(forTimeInterval: 1)
+            let overslept = Date().timeIntervalSince(slept) - 1
+            if overslept >= 3 {
+                // This thread itself was not run: the whole process (or machine) stood still.
+                FileHandle.standardError.write(Data("watchdog: a 1 s sleep took \(Int(overslept + 1)) s: the process was not run; \(Self.machineLoad())\n".utf8))
+            }
+            let sent = Date()
+            let ran = Mutex<[Int: Date]>([:])
+            for (index, loop) in loops.enumerated() { loop.execute { ran.withLock { $0[index] = Date() } } }
+            Thread.sleep(forTimeInterval: 2)
+            let late = ran.withLock { ran in loops.indices.filter { ran[$0] == nil } }
+            guard !late.isEmpty else { continue }
+            let running = state.withLock { state in state.running.values.map(\.name).sorted() }
+            FileHandle.standardError.write(Data("watchdog: event loops \(late) have not run a task for \(Int(Date().timeIntervalSince(sent))) s; \(Self.machineLoad()); running: \(running.joined(separator: ", "))\n".utf8))
+            if ProcessInfo.processInfo.environment["COX_TEST_STALL_GDB"] == "1", dumps < 3, let gdb = Tools.find("gdb") {
+                dumps += 1
+                let path = "/tmp/cox-stall-\(getpid())-\(dumps).txt"
+                _ = try? Tools.run("/bin/sh", ["-c", "\(gdb) -p \(getpid()) -batch -ex 'set pagination off' -ex 'thread apply all bt 40' > \(path) 2>&1"], timeout: 60)
+                FileHandle.standardError.write(Data("watchdog: stacks in \(path)\n".utf8))
+            }
+        }
     }
 
     func started(_ name: String, in module: String) -> Int {
@@ -76,11 +110,19 @@ final class WatchdogThread: Sendable {
             // elsewhere than the cause.
             let late = state.withLock { $0.probeSent.map { now.timeIntervalSince($0) } ?? 0 }
             if !probe && late >= 5 {
-                let text = "watchdog: the concurrency pool has not run a probe for \(Int(late)) s; running: \(running.joined(separator: ", "))\n"
+                let text = "watchdog: the concurrency pool has not run a probe for \(Int(late)) s; \(Self.machineLoad()); running: \(running.joined(separator: ", "))\n"
                 FileHandle.standardError.write(Data(text.utf8))
             }
             if probe { Task.detached { [self] in state.withLock { $0.probeSent = nil } } }
         }
+    }
+
+    /// The load average and the busiest processes, for a stall's report.
+    static func machineLoad() -> String {
+        let load = (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
+        let busiest = (try? Tools.run("/bin/ps", ["-eo", "pcpu,stat,comm", "--sort=-pcpu"], timeout: 5).output)?
+            .split(separator: "\n").dropFirst().prefix(5).map { $0.split(separator: " ").joined(separator: " ") }.joined(separator: "; ") ?? "?"
+        return "load \(load); busiest: \(busiest)"
     }
 
     private func fail(_ reason: String, _ running: [String]) -> Never {

@@ -27,7 +27,7 @@ import TestSupport
             let alice = try RBACServerTests.client(api, user: "alice", groups: ["viewers"])
             _ = try? await alice.create(TestObjects.pod("denied"))
             try? await alice.shutdown()
-            let asBob = try APIClient(kubeconfig: try Kubeconfig.load(path: api.kubeconfigPath), timeout: .seconds(10), maxAttempts: 1,
+            let asBob = try APIClient(kubeconfig: try Kubeconfig.load(path: api.kubeconfigPath), timeout: InProcessAPI.deadline, maxAttempts: 1,
                                       impersonate: ("bob", []))
             _ = try? await asBob.create(TestObjects.pod("by-bob"))
             try? await asBob.shutdown()

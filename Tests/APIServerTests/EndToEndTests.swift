@@ -144,6 +144,11 @@ struct ServerShutdownTests {
             watchers.append(try Child(curl, ["-sS", version, "-o", "/dev/null"] + auth + ["https://127.0.0.1:\(port)/api/v1/namespaces/default/pods?watch=true"]))
         }
         defer { for watcher in watchers where watcher.isRunning { kill(watcher.pid, SIGKILL) } }
+        // And a connection that finished its TLS handshake and sends nothing (its first request's
+        // head is awaited before HTTP/1.1 is set up): it must not hold the shutdown either.
+        let openssl = try #require(Tools.find("openssl"))
+        let idle = try Child(openssl, ["s_client", "-connect", "127.0.0.1:\(port)", "-alpn", "http/1.1", "-quiet"], stdin: true)
+        defer { if idle.isRunning { kill(idle.pid, SIGKILL) } }
         var metrics = ""
         for _ in 0..<100 where !metrics.contains("cox_apiserver_watchers 2") {
             metrics = (try? await Tools.runDetached(curl, ["-sS"] + auth + ["https://127.0.0.1:\(port)/metrics"]))?.output ?? ""

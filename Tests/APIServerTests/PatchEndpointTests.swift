@@ -100,6 +100,31 @@ struct PatchEndpointTests {
         await server.stop()
     }
 
+    /// A status write without a resourceVersion (the agent's reports are) keeps what others
+    /// changed meanwhile: the labels patched between its read and its write used to be lost (the
+    /// official Python client saw a label it had just applied vanish from a running pod).
+    @Test func unconditionalStatusWritesLoseNoConcurrentChange() async throws {
+        let server = try await ServerHarness()
+        #expect(try await server.request("POST", Self.deployments, body: TestObjects.deployment("reported").jsonString()).code == 201)
+        let codes = try await withThrowingTaskGroup(of: Int.self) { group in
+            for i in 0..<30 {
+                group.addTask {
+                    try await server.request("PATCH", Self.deployments + "/reported", body: #"{"metadata":{"labels":{"l\#(i)":"v"}}}"#,
+                                             contentType: "application/merge-patch+json").code
+                }
+                group.addTask {
+                    let status = #"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"reported","namespace":"default"},"status":{"observedGeneration":\#(i)}}"#
+                    return try await server.request("PUT", Self.deployments + "/reported/status", body: status).code
+                }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(codes.allSatisfy { $0 == 200 }, "\(codes)")
+        let labels = try Deployment(jsonString: try await server.request(Self.deployments + "/reported").body).metadata.labels
+        #expect((0..<30).allSatisfy { labels["l\($0)"] == "v" }, "\(labels.keys.sorted())")
+        await server.stop()
+    }
+
     /// `/scale` reads and sets a Deployment's replicas: GET, PUT (its resourceVersion a
     /// precondition) and PATCH, as kubectl scale and autoscalers use it.
     @Test func theScaleSubresource() async throws {

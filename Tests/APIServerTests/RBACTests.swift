@@ -114,7 +114,7 @@ import TestSupport
         let admin = try Kubeconfig.load(path: api.kubeconfigPath)
         let kubeconfig = Kubeconfig(server: server ?? admin.server, caPEM: admin.caPEM, user: user,
                                     clientCertificatePEM: identity.certificatePEM, clientKeyPEM: identity.privateKeyPEM)
-        return try APIClient(kubeconfig: kubeconfig, timeout: .seconds(10), maxAttempts: 1)
+        return try APIClient(kubeconfig: kubeconfig, timeout: InProcessAPI.deadline, maxAttempts: 1)
     }
 
     static func code(_ body: () async throws -> Void) async -> Int {
@@ -163,7 +163,7 @@ import TestSupport
             #expect(try await alice.accessReview(Self.attributes("create", "pods")).allowed == false)
 
             // The admin may act as alice, and is then held to alice's rights; alice may not act as the admin.
-            let asAlice = try APIClient(kubeconfig: try Kubeconfig.load(path: api.kubeconfigPath), timeout: .seconds(10), maxAttempts: 1,
+            let asAlice = try APIClient(kubeconfig: try Kubeconfig.load(path: api.kubeconfigPath), timeout: InProcessAPI.deadline, maxAttempts: 1,
                                         impersonate: ("alice", ["viewers"]))
             defer { Task { try? await asAlice.shutdown() } }
             #expect(await Self.code { _ = try await asAlice.list(Pod.self, namespace: "default") } == 200)

@@ -28,7 +28,7 @@ final class AgentCluster: @unchecked Sendable {
         binary = try coxBinary()
         port = try freeLoopbackPort()
         try await startServer()
-        client = try APIClient(kubeconfig: try Kubeconfig.load(path: kubeconfig), timeout: .seconds(10))
+        client = try APIClient(kubeconfig: try Kubeconfig.load(path: kubeconfig), timeout: InProcessAPI.deadline)
         guard firstAgent else { return }
         try startAgent()
         try await eventually("node n1 is Ready") {

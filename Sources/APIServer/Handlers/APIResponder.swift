@@ -361,6 +361,19 @@ struct APIResponder: HTTPResponder {
             guard object.metadata.name == name, object.metadata.namespace == (path.namespace ?? object.metadata.namespace) else {
                 throw APIError.badRequest("the name and namespace of the object (\(object.metadata.namespace)/\(object.metadata.name)) must match the request path")
             }
+            if object.metadata.resourceVersion.isEmpty && !dryRun {
+                // An unconditional write (the agent's status reports are): what it keeps of the
+                // stored object (a status write keeps everything but the status) is read inside
+                // the store's writer, where no other write comes between. Read before it, a change
+                // made meanwhile (a label applied) was overwritten with the older copy.
+                let (sent, manager) = (object, try Self.fieldManager(request, query))
+                let updated = try await store.update(T.self, namespace: path.namespace ?? "", name: name) { current in
+                    var prepared = try Self.prepareUpdate(sent, of: current, subresource: subresource)
+                    Self.recordManager(&prepared, old: current, manager: manager, subresource: subresource)
+                    current = prepared
+                }
+                return encode(try await finishUpdate(updated), format)
+            }
             let current = try await store.get(T.self, namespace: path.namespace ?? "", name: name)
             var prepared = try Self.prepareUpdate(object, of: current, subresource: subresource)
             Self.recordManager(&prepared, old: current, manager: try Self.fieldManager(request, query), subresource: subresource)

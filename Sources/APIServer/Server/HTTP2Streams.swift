@@ -115,7 +115,15 @@ struct APIServerChannel: ServerChildChannel {
         guard let negotiated = try? await value.negotiated.get() else { return }
         switch negotiated {
         case .http1(let decided):
-            switch try? await decided.get() {
+            // A connection that has not sent its first head yet is closed on graceful shutdown
+            // (Hummingbird closes its idle connections then; this one is not Hummingbird's yet).
+            let channel = value.channel
+            let decision = await withGracefulShutdownHandler {
+                try? await decided.get()
+            } onGracefulShutdown: {
+                channel.close(promise: nil)
+            }
+            switch decision {
             case .ordinary(let connection)?:
                 await http1.handle(value: connection, logger: logger)
             case .upgrade(let head, let sniffer)?:

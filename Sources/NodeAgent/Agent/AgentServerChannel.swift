@@ -5,6 +5,7 @@ import HummingbirdCore
 import Logging
 import NIOCore
 import NIOSSL
+import ServiceLifecycle
 
 /// The agent's connections: TLS (a client certificate from the cluster CA required), then the
 /// first request's head decides. `/exec/NS/POD/CONTAINER`, `/attach/NS/POD/CONTAINER` and
@@ -65,12 +66,19 @@ struct AgentServerChannel: ServerChildChannel {
     }
 
     func handle(value: Value, logger: Logger) async {
-        guard let negotiated = try? await value.negotiated.get() else { return }
+        // Not Hummingbird's yet (no head read) or a stream: either ends on graceful shutdown.
+        let channel = value.channel
+        guard let negotiated = await withGracefulShutdownHandler(operation: { try? await value.negotiated.get() },
+                                                                  onGracefulShutdown: { channel.close(promise: nil) }) else { return }
         switch negotiated {
         case .http1(let connection):
             await http1.handle(value: connection, logger: logger)
         case .upgrade(let head, let sniffer):
-            await serveStream(head, sniffer: sniffer, channel: value.channel)
+            await withGracefulShutdownHandler {
+                await serveStream(head, sniffer: sniffer, channel: channel)
+            } onGracefulShutdown: {
+                channel.close(promise: nil)
+            }
         }
     }
 

@@ -32,7 +32,11 @@ struct ExecCommand: AsyncParsableCommand {
         do {
             code = try await withClient(client) { client in
                 try await client.exec(remote, started: { [stdin, tty] session in
-                    if tty, let size = RawTerminal.size() { session.resize(width: size.width, height: size.height) }
+                    if tty {
+                        if let size = RawTerminal.size() { session.resize(width: size.width, height: size.height) }
+                        // The window's later sizes follow it (SIGWINCH).
+                        RawTerminal.followResizes { width, height in session.resize(width: width, height: height) }
+                    }
                     guard stdin else { return }
                     // Reading stdin blocks: a thread of its own, never a task's.
                     Thread.detachNewThread {
@@ -73,6 +77,19 @@ final class RawTerminal {
     func restore() {
         var saved = self.saved
         tcsetattr(0, TCSANOW, &saved)
+    }
+
+    nonisolated(unsafe) private static var resizes: (any DispatchSourceSignal)?
+
+    /// Calls `resized` with the terminal's size whenever the window changes (for the process's life).
+    static func followResizes(_ resized: @escaping @Sendable (Int, Int) -> Void) {
+        signal(SIGWINCH, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: SIGWINCH, queue: .global())
+        source.setEventHandler {
+            if let size = size() { resized(size.width, size.height) }
+        }
+        source.resume()
+        resizes = source
     }
 
     static func size() -> (width: Int, height: Int)? {
