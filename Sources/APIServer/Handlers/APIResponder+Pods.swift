@@ -124,20 +124,27 @@ extension APIResponder {
         }
     }
 
+    /// The container a request names (logs, exec, attach), or the pod's only one; 400 in
+    /// Kubernetes' words otherwise.
+    static func container(of pod: Pod, named requested: String?) throws -> String {
+        let name = pod.metadata.name
+        guard let requested, !requested.isEmpty else {
+            guard pod.spec.containers.count == 1 else {
+                throw APIError.badRequest("a container name must be specified for pod \(name), choose one of: [\(pod.spec.containers.map(\.name).joined(separator: " "))]")
+            }
+            return pod.spec.containers[0].name
+        }
+        guard pod.spec.containers.contains(where: { $0.name == requested }) else {
+            throw APIError.badRequest("container \(requested) is not valid for pod \(name)")
+        }
+        return requested
+    }
+
     /// `pods/NAME/log`: streamed from the agent of the pod's node, which the server reaches over TLS
     /// with its own client certificate.
     func podLog(namespace: String, name: String, query: QueryParameters) async throws -> Response {
         let pod = try await store.get(Pod.self, namespace: namespace, name: name)
-        var container = query["container"] ?? ""
-        if container.isEmpty {
-            guard pod.spec.containers.count == 1 else {
-                throw APIError.badRequest("a container name must be specified for pod \(name), choose one of: [\(pod.spec.containers.map(\.name).joined(separator: " "))]")
-            }
-            container = pod.spec.containers[0].name
-        }
-        guard pod.spec.containers.contains(where: { $0.name == container }) else {
-            throw APIError.badRequest("container \(container) is not valid for pod \(name)")
-        }
+        let container = try Self.container(of: pod, named: query["container"])
         guard !pod.spec.nodeName.isEmpty else {
             throw APIError.badRequest("pod \(name) has not been scheduled to a node: no logs yet")
         }

@@ -97,16 +97,7 @@ extension APIResponder {
         let pod = try await store.get(Pod.self, namespace: namespace, name: name)
         var target = "/portForward/\(namespace)/\(name)"
         if subresource != "portforward" {
-            var container = head.query.first { $0.key == "container" }?.value ?? ""
-            if container.isEmpty {
-                guard pod.spec.containers.count == 1 else {
-                    throw APIError.badRequest("a container name must be specified for pod \(name), choose one of: [\(pod.spec.containers.map(\.name).joined(separator: " "))]")
-                }
-                container = pod.spec.containers[0].name
-            }
-            guard pod.spec.containers.contains(where: { $0.name == container }) else {
-                throw APIError.badRequest("container \(container) is not valid for pod \(name)")
-            }
+            let container = try Self.container(of: pod, named: head.query.first { $0.key == "container" }?.value)
             target = "/\(subresource)/\(namespace)/\(name)/\(container)"
         }
         guard !pod.spec.nodeName.isEmpty else {
