@@ -128,11 +128,6 @@ extension APIResponder {
             throw APIError(503, "ServiceUnavailable", "cannot reach the agent of node \(pod.spec.nodeName) at \(address):\(port): \(error)")
         }
         try await agent.writeAndFlush(ByteBuffer(bytes: forwarded.serialized()))
-        guard let registration = drain.registerStream({ channel.close(promise: nil) }) else {
-            agent.close(promise: nil)
-            throw APIError(503, "ServiceUnavailable", "the server is shutting down")
-        }
-        defer { drain.unregisterStream(registration) }
         logger.debug("stream proxied", metadata: ["pod": "\(namespace)/\(name)", "subresource": "\(subresource)", "user": "\(identity.user)"])
         try await withTaskCancellationHandler {
             try await SpliceHandler.join(channel, agent, sniffer: sniffer).get()

@@ -2,6 +2,9 @@ import API
 
 /// `/version`, `/api`, `/apis` and the resource lists, so generic Kubernetes clients find what is served.
 enum Discovery {
+    /// The pods' stream subresources and the options kind of each.
+    static let podStreams = [("attach", "PodAttachOptions"), ("exec", "PodExecOptions"), ("portforward", "PodPortForwardOptions")]
+
     static func version() -> JSONValue {
         .object([
             JSONMember("major", .string("1")), JSONMember("minor", .string("30")),
@@ -71,7 +74,7 @@ enum Discovery {
                     JSONMember("version", .string("v1")), JSONMember("kind", .string("Eviction")),
                     JSONMember("verbs", .array([.string("create")])),
                 ]))
-                for (stream, kind) in [("attach", "PodAttachOptions"), ("exec", "PodExecOptions"), ("portforward", "PodPortForwardOptions")] {
+                for (stream, kind) in podStreams {
                     resources.append(.object([
                         JSONMember("name", .string("pods/\(stream)")), JSONMember("singularName", .string("")),
                         JSONMember("namespaced", .bool(true)), JSONMember("kind", .string(kind)),
@@ -142,8 +145,8 @@ extension Discovery {
             if info.kind == "Pod" {
                 subresources.append(.object([JSONMember("subresource", .string("eviction")), JSONMember("responseKind", gvk("policy", "v1", "Eviction")),
                                              JSONMember("verbs", .array([.string("create")]))]))
-                for stream in ["attach", "exec", "portforward"] {
-                    subresources.append(.object([JSONMember("subresource", .string(stream)), JSONMember("responseKind", gvk("", "v1", stream == "portforward" ? "PodPortForwardOptions" : stream == "exec" ? "PodExecOptions" : "PodAttachOptions")),
+                for (stream, kind) in podStreams {
+                    subresources.append(.object([JSONMember("subresource", .string(stream)), JSONMember("responseKind", gvk("", "v1", kind)),
                                                  JSONMember("verbs", .array([.string("create"), .string("get")]))]))
                 }
             }

@@ -11,8 +11,6 @@ final class WatchDrain: Sendable {
         var draining = false
         var next = 0
         var watches: [Int: StoreWatch] = [:]
-        /// exec, attach and port-forward sessions: how to end each.
-        var streams: [Int: @Sendable () -> Void] = [:]
     }
     private let state = Mutex(State())
 
@@ -30,33 +28,17 @@ final class WatchDrain: Sendable {
         _ = state.withLock { $0.watches.removeValue(forKey: id) }
     }
 
-    /// Registers a proxied stream (exec, attach, port-forward) that `end` closes; nil when
-    /// draining (the caller refuses it).
-    func registerStream(_ end: @escaping @Sendable () -> Void) -> Int? {
-        state.withLock { state in
-            guard !state.draining else { return nil }
-            state.next += 1
-            state.streams[state.next] = end
-            return state.next
-        }
-    }
-
-    func unregisterStream(_ id: Int) {
-        _ = state.withLock { $0.streams.removeValue(forKey: id) }
-    }
-
     var isDraining: Bool { state.withLock { $0.draining } }
     /// Clients' watches being served (the server's own, such as RBAC's, are not registered).
     var count: Int { state.withLock { $0.watches.count } }
 
     @discardableResult
     func drain() -> Int {
-        let (watches, streams) = state.withLock { state in
+        let watches = state.withLock { state in
             state.draining = true
-            return (Array(state.watches.values), Array(state.streams.values))
+            return Array(state.watches.values)
         }
         for watch in watches { watch.cancel() }
-        for end in streams { end() }
         return watches.count
     }
 }

@@ -127,7 +127,12 @@ struct APIServerChannel: ServerChildChannel {
             case .ordinary(let connection)?:
                 await http1.handle(value: connection, logger: logger)
             case .upgrade(let head, let sniffer)?:
-                await api.serveStream(head, sniffer: sniffer, channel: value.channel)
+                // exec, attach, port-forward: the stream ends on graceful shutdown.
+                await withGracefulShutdownHandler {
+                    await api.serveStream(head, sniffer: sniffer, channel: channel)
+                } onGracefulShutdown: {
+                    channel.close(promise: nil)
+                }
             case nil:
                 value.channel.close(promise: nil)
             }

@@ -41,11 +41,8 @@ enum HostExec {
         posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
         _ = spawnAddCloseFrom(&actions, 3)
         if let directory, !directory.isEmpty { _ = directory.withCString { spawnAddChdir(&actions, $0) } }
-        var env = ["PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin",
-                   "HOME": ProcessInfo.processInfo.environment["HOME"] ?? "/"]
-        for (key, value) in environment { env[key] = value }
         let argv = command.map { strdup($0) } + [nil]
-        let envp = env.sorted { $0.key < $1.key }.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        let envp = Self.environment(environment)
         defer {
             argv.forEach { free($0) }
             envp.forEach { free($0) }
@@ -86,11 +83,24 @@ enum HostExec {
                 break
             }
         }
+        return Outcome(exitCode: Self.wait(pid), stdout: outputs[0], stderr: outputs[1], timedOut: timedOut)
+    }
+
+    /// A command's environment for posix_spawn (each entry `strdup`ed, nil-terminated; the caller
+    /// frees them): PATH and HOME from here, then `variables` over them.
+    static func environment(_ variables: [String: String]) -> [UnsafeMutablePointer<CChar>?] {
+        var merged = ["PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin",
+                      "HOME": ProcessInfo.processInfo.environment["HOME"] ?? "/"]
+        for (key, value) in variables { merged[key] = value }
+        return merged.sorted { $0.key < $1.key }.map { strdup("\($0.key)=\($0.value)") } + [nil]
+    }
+
+    /// Waits for `pid` (blocking: a thread of its own) and answers its exit code, 128+N for signal N.
+    static func wait(_ pid: pid_t) -> Int32 {
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         let signaled = (status & 0x7F) != 0
-        let code = signaled ? 128 + (status & 0x7F) : (status >> 8) & 0xFF
-        return Outcome(exitCode: code, stdout: outputs[0], stderr: outputs[1], timedOut: timedOut)
+        return signaled ? 128 + (status & 0x7F) : (status >> 8) & 0xFF
     }
 }
 

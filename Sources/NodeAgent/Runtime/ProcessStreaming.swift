@@ -227,10 +227,7 @@ final class ExecStreamHandler: ChannelInboundHandler {
             }
             let pid = process.pid
             Thread.detachNewThread {
-                var status: Int32 = 0
-                while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-                let signaled = (status & 0x7F) != 0
-                let code = signaled ? 128 + (status & 0x7F) : (status >> 8) & 0xFF
+                let code = HostExec.wait(pid)
                 loop.execute { handler.value.exited(code) }
             }
         } catch {
@@ -485,12 +482,8 @@ final class ExecProcess {
             }
             _ = spawnAddCloseFrom(&actions, 3)
             if let directory = session.directory, !directory.isEmpty { _ = directory.withCString { spawnAddChdir(&actions, $0) } }
-            var env = ["PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin",
-                       "HOME": ProcessInfo.processInfo.environment["HOME"] ?? "/"]
-            if session.tty { env["TERM"] = "xterm" }
-            for (key, value) in session.environment { env[key] = value }
             let argv = session.command.map { strdup($0) } + [nil]
-            let envp = env.sorted { $0.key < $1.key }.map { strdup("\($0.key)=\($0.value)") } + [nil]
+            let envp = HostExec.environment((session.tty ? ["TERM": "xterm"] : [:]).merging(session.environment) { $1 })
             defer {
                 argv.forEach { free($0) }
                 envp.forEach { free($0) }
