@@ -253,8 +253,7 @@ final class ExecStreamHandler: ChannelInboundHandler {
                 // Close a stream: the client's stdin is done.
                 if payload.readInteger(as: UInt8.self) == 0 {
                     stdinClosed = true
-                    stdinChannel?.close(promise: nil)
-                    process?.closeInput()
+                    if let stdinChannel { endInput(stdinChannel) }
                 }
             default:
                 break
@@ -286,7 +285,22 @@ final class ExecStreamHandler: ChannelInboundHandler {
         for bytes in pendingStdin { channel.write(bytes, promise: nil) }
         pendingStdin = []
         channel.flush()
-        if stdinClosed || exitStatus != nil || context == nil { channel.close(promise: nil) }
+        if stdinClosed {
+            endInput(channel)
+        } else if exitStatus != nil || context == nil {
+            channel.close(promise: nil)
+        }
+    }
+
+    /// The client's stdin is done: after everything it sent (writes still queued for a pipe the
+    /// command reads slowly are not dropped, as a close would drop them), the pipe is closed; a
+    /// terminal gets ^D instead.
+    private func endInput(_ channel: any Channel) {
+        if session.tty {
+            channel.writeAndFlush(ByteBuffer(bytes: [4]), promise: nil)
+        } else {
+            channel.writeAndFlush(ByteBuffer()).whenComplete { _ in channel.close(promise: nil) }
+        }
     }
 
     func send(stream: UInt8, _ bytes: ByteBuffer) {
@@ -510,13 +524,6 @@ final class ExecProcess {
         guard terminal >= 0 else { return }
         var size = winsize(ws_row: height, ws_col: width, ws_xpixel: 0, ws_ypixel: 0)
         _ = ioctl(terminal, UInt(TIOCSWINSZ), &size)
-    }
-
-    /// Without a terminal the stdin pipe's close is the end of input; on a terminal it is ^D.
-    func closeInput() {
-        guard terminal >= 0 else { return }
-        var eof: UInt8 = 4
-        _ = write(terminal, &eof, 1)
     }
 
     func kill() {
