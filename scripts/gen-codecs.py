@@ -126,6 +126,8 @@ def main(desc_path, out_path):
                            "message": "try %s(json: value)" % tname}[kind]
                 if rawjson:
                     dec = "try value.decodeRawObject()"
+                elif quantity and kind == "string" and not repeated:
+                    dec = "try value.decodeQuantityString()"
                 read.append('            case "%s": %s = try JSONDecodeError.at("%s") { %s }' % (key, v, key, dec))
             out.append("extension %s: JSONCodable {" % msg.name)
             out.append("    public func writeJSON(to w: inout JSONWriter) {")
@@ -364,6 +366,8 @@ def main_schema(desc_path, out_path):
                     t = ".array(%s)" % scalar(field.type, tname)
                 elif "rawjson" in keys:
                     t = ".freeform"
+                elif "quantity" in keys and field.type == T_STRING:
+                    t = ".quantity"
                 else:
                     t = scalar(field.type, tname)
                 args = [swift_string(field.json_name), t]

@@ -42,4 +42,15 @@ public enum TestHost {
             return String(decoding: data.map { $0 == 0 ? 0x20 : $0 }, as: UTF8.self).contains(text) ? pid : nil
         }
     }
+
+    /// Mount points at or below `path` (this process's mount namespace: the host's, for tests).
+    public static func mountPoints(under path: String) -> [String] {
+        guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return [] }
+        return text.split(separator: "\n").compactMap { line -> String? in
+            let fields = line.split(separator: " ")
+            guard fields.count > 4 else { return nil }
+            let point = String(fields[4])
+            return point == path || point.hasPrefix(path + "/") ? point : nil
+        }
+    }
 }

@@ -158,3 +158,57 @@ struct ValidationTests {
 }
 
 import Foundation
+
+/// Pod volumes and mounts: Kubernetes' JSON shape (an empty `emptyDir: {}` kept, `downwardAPI`,
+/// defaults shown as `kubectl get -o yaml` shows them) and its messages for bad ones.
+@Suite("Pod volumes in the API", .watchdog)
+struct VolumeAPITests {
+    let manifest = #"""
+        {"metadata":{"name":"v"},"spec":{"containers":[{"name":"c","image":"busybox","volumeMounts":[{"name":"scratch","mountPath":"/s"},{"name":"cfg","mountPath":"/c","readOnly":true,"subPath":"x"}]}],
+         "volumes":[{"name":"scratch","emptyDir":{}},{"name":"cfg","configMap":{"name":"app","items":[{"key":"k","path":"p/k","mode":384}]}},
+                    {"name":"info","downwardAPI":{"items":[{"path":"labels","fieldRef":{"fieldPath":"metadata.labels"}}]}},
+                    {"name":"host","hostPath":{"path":"/var/log"}},{"name":"ram","emptyDir":{"medium":"Memory","sizeLimit":"64Mi"}},
+                    {"name":"all","projected":{"sources":[{"secret":{"name":"s"}},{"configMap":{"name":"app"}}]}}]}}
+        """#
+
+    @Test func volumesKeepKubernetesShapeThroughJSONAndProtobuf() throws {
+        var pod = try Pod(jsonString: manifest)
+        pod.applyDefaults()
+        #expect(pod.validate().isEmpty, "\(pod.validate())")
+        let json = pod.jsonString()
+        for part in [#""emptyDir":{}"#, #""downwardAPI":{"items":[{"path":"labels","fieldRef":{"apiVersion":"v1","fieldPath":"metadata.labels"}}],"defaultMode":420}"#,
+                     #""hostPath":{"path":"/var/log","type":""}"#, #""sizeLimit":"64Mi""#, #""mode":384"#, #""defaultMode":420"#,
+                     #""volumeMounts":[{"name":"scratch","mountPath":"/s"},{"name":"cfg","readOnly":true,"mountPath":"/c","subPath":"x"}]"#] {
+            #expect(json.contains(part), "\(part) in \(json)")
+        }
+        let reread = try Pod(jsonString: json)
+        #expect(reread.spec.volumes == pod.spec.volumes && reread.spec.containers[0].volumeMounts == pod.spec.containers[0].volumeMounts, "\(reread.jsonString())\n\(json)")
+        let back = try Pod(protobuf: pod.protoBytes())
+        #expect(back.spec == pod.spec && back.spec.volumes[0].hasEmptyDir, "an empty emptyDir survives the store's encoding")
+    }
+
+    @Test func badVolumesAreRefusedInKubernetesWords() throws {
+        func problems(_ change: (inout Pod) -> Void) throws -> [String] {
+            var pod = try Pod(jsonString: manifest)
+            change(&pod)
+            pod.applyDefaults()
+            return pod.validate().map(\.description)
+        }
+        #expect(try problems { $0.spec.containers[0].volumeMounts[0].name = "nope" } == [#"spec.containers[0].volumeMounts[0].name: Not found: "nope""#])
+        #expect(try problems { $0.spec.containers[0].volumeMounts[1].mountPath = "/s" } == [#"spec.containers[0].volumeMounts[1].mountPath: Invalid value: "/s": must be unique"#])
+        #expect(try problems { $0.spec.volumes[1].name = "scratch" }.contains(#"spec.volumes[1].name: Duplicate value: "scratch""#))
+        let twoTypes = try problems { $0.spec.volumes[0].hostPath.path = "/tmp" }
+        #expect(twoTypes == ["spec.volumes[0].hostPath: Forbidden: may not specify more than 1 volume type"], "\(twoTypes)")
+        #expect(try problems { $0.spec.volumes.append(Volume()); $0.spec.volumes[6].name = "none" } == ["spec.volumes[6]: Required value: must specify a volume type"])
+        #expect(try problems { $0.spec.volumes[1].configMap.items[0].path = "../etc" } == [#"spec.volumes[1].configMap.items[0].path: Invalid value: "../etc": must not contain '..'"#])
+        #expect(try problems { $0.spec.volumes[1].configMap.items[0].mode = 0o1000 } == [#"spec.volumes[1].configMap.items[0].mode: Invalid value: "512": must be a number between 0 and 0777 (octal), both inclusive"#])
+        #expect(try problems { $0.spec.volumes[2].downwardApi.items[0].fieldRef.fieldPath = "spec.nodeName" }
+                == [#"spec.volumes[2].downwardAPI.items[0].fieldRef.fieldPath: Unsupported value: "spec.nodeName": supported values: "metadata.annotations", "metadata.labels", "metadata.name", "metadata.namespace", "metadata.uid""#])
+        #expect(try problems { $0.spec.volumes[3].hostPath.type = "Dir" }.first?.hasPrefix(#"spec.volumes[3].hostPath.type: Unsupported value: "Dir""#) == true)
+        #expect(try problems { $0.spec.volumes[1].configMap.name = "" } == ["spec.volumes[1].configMap.name: Required value"])
+        #expect(try problems { $0.spec.containers[0].volumeMounts[1].subPath = "/abs" } == [#"spec.containers[0].volumeMounts[1].subPath: Invalid value: "/abs": must be a relative path"#])
+        var token = VolumeProjection()
+        token.serviceAccountToken.path = "token"
+        #expect(try problems { $0.spec.volumes[5].projected.sources.append(token) }.first?.hasPrefix("spec.volumes[5].projected.sources[2].serviceAccountToken: Forbidden: service account token projections are not supported") == true)
+    }
+}

@@ -453,6 +453,72 @@ extension RuntimeConformanceTests {
                     imagePullPolicy: IfNotPresent
                     command: ["sh", "-c", "x=$(head -c 200000000 /dev/zero | tr '\\\\0' a); echo survived"]
                     resources: {limits: {memory: 16Mi}}
+                ---
+                apiVersion: v1
+                kind: ConfigMap
+                metadata: {name: app-config}
+                data: {greeting: hello, nested.conf: a=1}
+                ---
+                apiVersion: v1
+                kind: Secret
+                metadata: {name: app-secret}
+                stringData: {password: hunter2}
+                ---
+                apiVersion: v1
+                kind: Pod
+                metadata: {name: vols, labels: {app: vols, tier: test}}
+                spec:
+                  terminationGracePeriodSeconds: 1
+                  volumes:
+                  - {name: config, configMap: {name: app-config, items: [{key: greeting, path: sub/greeting.txt, mode: 0600}]}}
+                  - {name: secret, secret: {secretName: app-secret}}
+                  - {name: scratch, emptyDir: {}}
+                  - {name: ram, emptyDir: {medium: Memory, sizeLimit: 8Mi}}
+                  - name: info
+                    downwardAPI:
+                      items:
+                      - {path: labels, fieldRef: {fieldPath: metadata.labels}}
+                      - {path: name, fieldRef: {fieldPath: metadata.name}}
+                      - {path: mem, resourceFieldRef: {containerName: main, resource: limits.memory, divisor: 1Mi}}
+                  - {name: all, projected: {sources: [{configMap: {name: app-config}}, {secret: {name: app-secret}}]}}
+                  - {name: host, hostPath: {path: "\(dir.path)/hostdir", type: DirectoryOrCreate}}
+                  containers:
+                  - name: main
+                    image: busybox
+                    imagePullPolicy: IfNotPresent
+                    command: ["sh", "-c", "echo written-by-main > /scratch/note; echo from-pod > /host/from-pod; echo deep > /deeper/file; sleep 3600"]
+                    resources: {limits: {memory: 32Mi}}
+                    volumeMounts:
+                    - {name: config, mountPath: /config}
+                    - {name: secret, mountPath: /secret, readOnly: true}
+                    - {name: scratch, mountPath: /scratch}
+                    - {name: ram, mountPath: /ram}
+                    - {name: info, mountPath: /info}
+                    - {name: all, mountPath: /all}
+                    - {name: host, mountPath: /host}
+                    - {name: scratch, mountPath: /deeper, subPath: sub/dir}
+                  - name: side
+                    image: busybox
+                    imagePullPolicy: IfNotPresent
+                    command: ["sleep", "3600"]
+                    volumeMounts:
+                    - {name: scratch, mountPath: /shared}
+                ---
+                apiVersion: v1
+                kind: Pod
+                metadata: {name: filler}
+                spec:
+                  restartPolicy: Never
+                  terminationGracePeriodSeconds: 1
+                  volumes:
+                  - {name: small, emptyDir: {sizeLimit: 1Mi}}
+                  containers:
+                  - name: fill
+                    image: busybox
+                    imagePullPolicy: IfNotPresent
+                    command: ["sh", "-c", "head -c 4000000 /dev/urandom > /small/big; sleep 3600"]
+                    volumeMounts:
+                    - {name: small, mountPath: /small}
                 """
             let applied = try await Tools.runDetached(kubectlPath, ["--kubeconfig", kubeconfig, "apply", "-f", "-"], input: manifest, timeout: 60)
             #expect(applied.status == 0, "\(applied.output)")
@@ -500,6 +566,31 @@ extension RuntimeConformanceTests {
                 let attach = try await Tools.runDetached("/usr/bin/timeout", ["4", path, "--kubeconfig", kubeconfig, "attach", "ticker"])
                 #expect(attach.output.contains("tick "), "kubectl \(version) attach: \(attach.output)")
             }
+            // Volumes: every kind mounted where the pod says, with its contents and modes.
+            try await Self.waitFor("the pod with volumes is Running", timeout: 60) {
+                (try? await kubectl("get", "pod", "vols", "-o", "jsonpath={.status.phase}"))?.output == "Running"
+            }
+            func inVols(_ script: String, container: String = "main") async throws -> Tools.Output {
+                try await kubectl("exec", "vols", "-c", container, "--", "sh", "-c", script)
+            }
+            let seen = try await inVols("cat /config/sub/greeting.txt; stat -L -c %a /config/sub/greeting.txt; cat /secret/password; echo; "
+                                        + "cat /info/labels; echo; cat /info/name /info/mem; echo; cat /all/greeting /all/nested.conf /all/password; echo; "
+                                        + "grep -c ' /ram tmpfs ' /proc/mounts; cat /scratch/sub/dir/file")
+            #expect(seen.output == "hello600\nhunter2\napp=\"vols\"\ntier=\"test\"\nvols32\nhelloa=1hunter2\n1\ndeep\n", "files in the volumes: \(seen.output)")
+            let readOnly = try await inVols("touch /secret/x")
+            #expect(readOnly.status != 0 && readOnly.output.contains("Read-only file system"), "a readOnly mount refuses writes: \(readOnly.output)")
+            let shared = try await inVols("cat /shared/note", container: "side")
+            #expect(shared.output == "written-by-main\n", "an emptyDir is shared by the pod's containers: \(shared.output)")
+            #expect((try? String(contentsOfFile: "\(dir.path)/hostdir/from-pod", encoding: .utf8)) == "from-pod\n", "the hostPath is the node's directory")
+            let agentPods = "\(dir.path)/.cox/agent/pods"
+            #expect(TestHost.mountPoints(under: agentPods).count == 3, "tmpfs for the Memory emptyDir, the secret and the projected volume: \(TestHost.mountPoints(under: agentPods))")
+            // An emptyDir past its sizeLimit: the pod is evicted, as the kubelet does.
+            try await Self.waitFor("the pod over its emptyDir sizeLimit is Evicted", timeout: 60) {
+                (try? await kubectl("get", "pod", "filler", "-o", "jsonpath={.status.phase}/{.status.reason}"))?.output == "Failed/Evicted"
+            }
+            let evicted = try await kubectl("get", "pod", "filler", "-o", "jsonpath={.status.message}")
+            #expect(evicted.output == "Usage of EmptyDir volume \"small\" exceeds the limit \"1Mi\".", "\(evicted.output)")
+
             let cox = try await Tools.runDetached(try coxBinary(), ["exec", web, "--kubeconfig", kubeconfig, "--", "sh", "-c", "echo cox in $(hostname); exit 4"])
             #expect(cox.status == 4 && cox.output == "cox in \(web)\n", "cox exec: \(cox.output)")
             _ = try await kubectl("delete", "pod", "ticker", "--wait=false")
@@ -511,10 +602,14 @@ extension RuntimeConformanceTests {
             #expect(uids.count >= 3)
             let namespacesBefore = try await Shell.run("/usr/bin/env", ["ip", "netns", "list"])
             _ = try await kubectl("delete", "deployment", "web")
-            _ = try await kubectl("delete", "pod", "hungry")
+            _ = try await kubectl("delete", "pod", "hungry", "vols", "filler")
             try await Self.waitFor("every pod is gone", timeout: 60) {
                 (try? await kubectl("get", "pods", "-o", "name"))?.output.isEmpty == true
             }
+            try await Self.waitFor("the pods' volumes are gone from the node", timeout: 30) {
+                TestHost.mountPoints(under: agentPods).isEmpty && ((try? FileManager.default.contentsOfDirectory(atPath: agentPods)) ?? []).isEmpty
+            }
+            #expect(FileManager.default.fileExists(atPath: "\(dir.path)/hostdir/from-pod"), "a hostPath is the node's: it stays")
             try await Self.waitFor("no sandbox or container of those pods is left", timeout: 30) {
                 let sandboxes = try await fixture.runtime.connection.runtime.listPodSandbox(Runtime_V1_ListPodSandboxRequest()).items
                 let containers = try await fixture.runtime.connection.runtime.listContainers(Runtime_V1_ListContainersRequest()).containers

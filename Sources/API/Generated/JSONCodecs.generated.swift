@@ -768,6 +768,7 @@ extension Container: JSONCodable {
         if self.hasStartupProbe { w.key("startupProbe"); self.startupProbe.writeJSON(to: &w) }
         if !self.imagePullPolicy.isEmpty { w.key("imagePullPolicy"); w.string(self.imagePullPolicy) }
         if !self.envFrom.isEmpty { w.key("envFrom"); w.array(self.envFrom) }
+        if !self.volumeMounts.isEmpty { w.key("volumeMounts"); w.array(self.volumeMounts) }
         w.endObject()
     }
 
@@ -790,6 +791,377 @@ extension Container: JSONCodable {
             case "startupProbe": self.startupProbe = try JSONDecodeError.at("startupProbe") { try Probe(json: value) }
             case "imagePullPolicy": self.imagePullPolicy = try JSONDecodeError.at("imagePullPolicy") { try value.decodeString() }
             case "envFrom": self.envFrom = try JSONDecodeError.at("envFrom") { try value.decodeArray { try EnvFromSource(json: $0) } }
+            case "volumeMounts": self.volumeMounts = try JSONDecodeError.at("volumeMounts") { try value.decodeArray { try VolumeMount(json: $0) } }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension VolumeMount: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.name.isEmpty { w.key("name"); w.string(self.name) }
+        if self.readOnly { w.key("readOnly"); w.bool(self.readOnly) }
+        if !self.mountPath.isEmpty { w.key("mountPath"); w.string(self.mountPath) }
+        if !self.subPath.isEmpty { w.key("subPath"); w.string(self.subPath) }
+        if !self.mountPropagation.isEmpty { w.key("mountPropagation"); w.string(self.mountPropagation) }
+        if !self.subPathExpr.isEmpty { w.key("subPathExpr"); w.string(self.subPathExpr) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "name": self.name = try JSONDecodeError.at("name") { try value.decodeString() }
+            case "readOnly": self.readOnly = try JSONDecodeError.at("readOnly") { try value.decodeBool() }
+            case "mountPath": self.mountPath = try JSONDecodeError.at("mountPath") { try value.decodeString() }
+            case "subPath": self.subPath = try JSONDecodeError.at("subPath") { try value.decodeString() }
+            case "mountPropagation": self.mountPropagation = try JSONDecodeError.at("mountPropagation") { try value.decodeString() }
+            case "subPathExpr": self.subPathExpr = try JSONDecodeError.at("subPathExpr") { try value.decodeString() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension Volume: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.name.isEmpty { w.key("name"); w.string(self.name) }
+        if self.hasHostPath { w.key("hostPath"); self.hostPath.writeJSON(to: &w) }
+        if self.hasEmptyDir { w.key("emptyDir"); self.emptyDir.writeJSON(to: &w) }
+        if self.hasSecret { w.key("secret"); self.secret.writeJSON(to: &w) }
+        if self.hasConfigMap { w.key("configMap"); self.configMap.writeJSON(to: &w) }
+        if self.hasDownwardApi { w.key("downwardAPI"); self.downwardApi.writeJSON(to: &w) }
+        if self.hasProjected { w.key("projected"); self.projected.writeJSON(to: &w) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "name": self.name = try JSONDecodeError.at("name") { try value.decodeString() }
+            case "hostPath": self.hostPath = try JSONDecodeError.at("hostPath") { try HostPathVolumeSource(json: value) }
+            case "emptyDir": self.emptyDir = try JSONDecodeError.at("emptyDir") { try EmptyDirVolumeSource(json: value) }
+            case "secret": self.secret = try JSONDecodeError.at("secret") { try SecretVolumeSource(json: value) }
+            case "configMap": self.configMap = try JSONDecodeError.at("configMap") { try ConfigMapVolumeSource(json: value) }
+            case "downwardAPI": self.downwardApi = try JSONDecodeError.at("downwardAPI") { try DownwardAPIVolumeSource(json: value) }
+            case "projected": self.projected = try JSONDecodeError.at("projected") { try ProjectedVolumeSource(json: value) }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension HostPathVolumeSource: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.path.isEmpty { w.key("path"); w.string(self.path) }
+        if self.hasType { w.key("type"); w.string(self.`type`) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "path": self.path = try JSONDecodeError.at("path") { try value.decodeString() }
+            case "type": self.`type` = try JSONDecodeError.at("type") { try value.decodeString() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension EmptyDirVolumeSource: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.medium.isEmpty { w.key("medium"); w.string(self.medium) }
+        if !self.sizeLimit.isEmpty { w.key("sizeLimit"); w.string(self.sizeLimit) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "medium": self.medium = try JSONDecodeError.at("medium") { try value.decodeString() }
+            case "sizeLimit": self.sizeLimit = try JSONDecodeError.at("sizeLimit") { try value.decodeQuantityString() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension KeyToPath: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.key.isEmpty { w.key("key"); w.string(self.key) }
+        if !self.path.isEmpty { w.key("path"); w.string(self.path) }
+        if self.hasMode { w.key("mode"); w.int(self.mode) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "key": self.key = try JSONDecodeError.at("key") { try value.decodeString() }
+            case "path": self.path = try JSONDecodeError.at("path") { try value.decodeString() }
+            case "mode": self.mode = try JSONDecodeError.at("mode") { try value.decodeInt32() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension SecretVolumeSource: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.secretName.isEmpty { w.key("secretName"); w.string(self.secretName) }
+        if !self.items.isEmpty { w.key("items"); w.array(self.items) }
+        if self.hasDefaultMode { w.key("defaultMode"); w.int(self.defaultMode) }
+        if self.hasOptional { w.key("optional"); w.bool(self.optional) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "secretName": self.secretName = try JSONDecodeError.at("secretName") { try value.decodeString() }
+            case "items": self.items = try JSONDecodeError.at("items") { try value.decodeArray { try KeyToPath(json: $0) } }
+            case "defaultMode": self.defaultMode = try JSONDecodeError.at("defaultMode") { try value.decodeInt32() }
+            case "optional": self.optional = try JSONDecodeError.at("optional") { try value.decodeBool() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension ConfigMapVolumeSource: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.name.isEmpty { w.key("name"); w.string(self.name) }
+        if !self.items.isEmpty { w.key("items"); w.array(self.items) }
+        if self.hasDefaultMode { w.key("defaultMode"); w.int(self.defaultMode) }
+        if self.hasOptional { w.key("optional"); w.bool(self.optional) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "name": self.name = try JSONDecodeError.at("name") { try value.decodeString() }
+            case "items": self.items = try JSONDecodeError.at("items") { try value.decodeArray { try KeyToPath(json: $0) } }
+            case "defaultMode": self.defaultMode = try JSONDecodeError.at("defaultMode") { try value.decodeInt32() }
+            case "optional": self.optional = try JSONDecodeError.at("optional") { try value.decodeBool() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension DownwardAPIVolumeFile: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.path.isEmpty { w.key("path"); w.string(self.path) }
+        if self.hasFieldRef { w.key("fieldRef"); self.fieldRef.writeJSON(to: &w) }
+        if self.hasResourceFieldRef { w.key("resourceFieldRef"); self.resourceFieldRef.writeJSON(to: &w) }
+        if self.hasMode { w.key("mode"); w.int(self.mode) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "path": self.path = try JSONDecodeError.at("path") { try value.decodeString() }
+            case "fieldRef": self.fieldRef = try JSONDecodeError.at("fieldRef") { try ObjectFieldSelector(json: value) }
+            case "resourceFieldRef": self.resourceFieldRef = try JSONDecodeError.at("resourceFieldRef") { try ResourceFieldSelector(json: value) }
+            case "mode": self.mode = try JSONDecodeError.at("mode") { try value.decodeInt32() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension DownwardAPIVolumeSource: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.items.isEmpty { w.key("items"); w.array(self.items) }
+        if self.hasDefaultMode { w.key("defaultMode"); w.int(self.defaultMode) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "items": self.items = try JSONDecodeError.at("items") { try value.decodeArray { try DownwardAPIVolumeFile(json: $0) } }
+            case "defaultMode": self.defaultMode = try JSONDecodeError.at("defaultMode") { try value.decodeInt32() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension SecretProjection: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.name.isEmpty { w.key("name"); w.string(self.name) }
+        if !self.items.isEmpty { w.key("items"); w.array(self.items) }
+        if self.hasOptional { w.key("optional"); w.bool(self.optional) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "name": self.name = try JSONDecodeError.at("name") { try value.decodeString() }
+            case "items": self.items = try JSONDecodeError.at("items") { try value.decodeArray { try KeyToPath(json: $0) } }
+            case "optional": self.optional = try JSONDecodeError.at("optional") { try value.decodeBool() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension ConfigMapProjection: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.name.isEmpty { w.key("name"); w.string(self.name) }
+        if !self.items.isEmpty { w.key("items"); w.array(self.items) }
+        if self.hasOptional { w.key("optional"); w.bool(self.optional) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "name": self.name = try JSONDecodeError.at("name") { try value.decodeString() }
+            case "items": self.items = try JSONDecodeError.at("items") { try value.decodeArray { try KeyToPath(json: $0) } }
+            case "optional": self.optional = try JSONDecodeError.at("optional") { try value.decodeBool() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension DownwardAPIProjection: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.items.isEmpty { w.key("items"); w.array(self.items) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "items": self.items = try JSONDecodeError.at("items") { try value.decodeArray { try DownwardAPIVolumeFile(json: $0) } }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension ServiceAccountTokenProjection: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.audience.isEmpty { w.key("audience"); w.string(self.audience) }
+        if self.hasExpirationSeconds { w.key("expirationSeconds"); w.int(self.expirationSeconds) }
+        if !self.path.isEmpty { w.key("path"); w.string(self.path) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "audience": self.audience = try JSONDecodeError.at("audience") { try value.decodeString() }
+            case "expirationSeconds": self.expirationSeconds = try JSONDecodeError.at("expirationSeconds") { try value.decodeInt64() }
+            case "path": self.path = try JSONDecodeError.at("path") { try value.decodeString() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension VolumeProjection: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if self.hasSecret { w.key("secret"); self.secret.writeJSON(to: &w) }
+        if self.hasDownwardApi { w.key("downwardAPI"); self.downwardApi.writeJSON(to: &w) }
+        if self.hasConfigMap { w.key("configMap"); self.configMap.writeJSON(to: &w) }
+        if self.hasServiceAccountToken { w.key("serviceAccountToken"); self.serviceAccountToken.writeJSON(to: &w) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "secret": self.secret = try JSONDecodeError.at("secret") { try SecretProjection(json: value) }
+            case "downwardAPI": self.downwardApi = try JSONDecodeError.at("downwardAPI") { try DownwardAPIProjection(json: value) }
+            case "configMap": self.configMap = try JSONDecodeError.at("configMap") { try ConfigMapProjection(json: value) }
+            case "serviceAccountToken": self.serviceAccountToken = try JSONDecodeError.at("serviceAccountToken") { try ServiceAccountTokenProjection(json: value) }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension ProjectedVolumeSource: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.sources.isEmpty { w.key("sources"); w.array(self.sources) }
+        if self.hasDefaultMode { w.key("defaultMode"); w.int(self.defaultMode) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "sources": self.sources = try JSONDecodeError.at("sources") { try value.decodeArray { try VolumeProjection(json: $0) } }
+            case "defaultMode": self.defaultMode = try JSONDecodeError.at("defaultMode") { try value.decodeInt32() }
             default: throw JSONDecodeError(.unknownField, path: [member.key])
             }
         }
@@ -945,6 +1317,7 @@ extension PodSpec: JSONCodable {
         if self.hasPriority { w.key("priority"); w.int(self.priority) }
         if !self.runtimeClassName.isEmpty { w.key("runtimeClassName"); w.string(self.runtimeClassName) }
         if self.hostNetwork { w.key("hostNetwork"); w.bool(self.hostNetwork) }
+        if !self.volumes.isEmpty { w.key("volumes"); w.array(self.volumes) }
         w.endObject()
     }
 
@@ -968,6 +1341,7 @@ extension PodSpec: JSONCodable {
             case "priority": self.priority = try JSONDecodeError.at("priority") { try value.decodeInt32() }
             case "runtimeClassName": self.runtimeClassName = try JSONDecodeError.at("runtimeClassName") { try value.decodeString() }
             case "hostNetwork": self.hostNetwork = try JSONDecodeError.at("hostNetwork") { try value.decodeBool() }
+            case "volumes": self.volumes = try JSONDecodeError.at("volumes") { try value.decodeArray { try Volume(json: $0) } }
             default: throw JSONDecodeError(.unknownField, path: [member.key])
             }
         }

@@ -704,6 +704,7 @@ extension Container: ProtoCodable {
         if let value = s._startupProbe { w.message(11, value) }
         if !s._imagePullPolicy.isEmpty { w.string(12, s._imagePullPolicy) }
         for item in s._envFrom { w.message(13, item) }
+        for item in s._volumeMounts { w.message(14, item) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
@@ -737,6 +738,334 @@ extension Container: ProtoCodable {
                 try r.merge(into: &s._startupProbe!)
             case 12: s._imagePullPolicy = try r.string()
             case 13: s._envFrom.append(try r.message(EnvFromSource.self))
+            case 14: s._volumeMounts.append(try r.message(VolumeMount.self))
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension VolumeMount: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.name.isEmpty { w.string(1, self.name) }
+        if self.readOnly { w.bool(2, self.readOnly) }
+        if !self.mountPath.isEmpty { w.string(3, self.mountPath) }
+        if !self.subPath.isEmpty { w.string(4, self.subPath) }
+        if !self.mountPropagation.isEmpty { w.string(5, self.mountPropagation) }
+        if !self.subPathExpr.isEmpty { w.string(6, self.subPathExpr) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.name = try r.string()
+            case 2: self.readOnly = try r.bool()
+            case 3: self.mountPath = try r.string()
+            case 4: self.subPath = try r.string()
+            case 5: self.mountPropagation = try r.string()
+            case 6: self.subPathExpr = try r.string()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension Volume: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        let s = self._storage
+        if !s._name.isEmpty { w.string(1, s._name) }
+        if let value = s._hostPath { w.message(2, value) }
+        if let value = s._emptyDir { w.message(3, value) }
+        if let value = s._secret { w.message(4, value) }
+        if let value = s._configMap { w.message(5, value) }
+        if let value = s._downwardApi { w.message(6, value) }
+        if let value = s._projected { w.message(7, value) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        let s: _StorageClass
+        if self._storage === _StorageClass.defaultInstance {
+            s = _StorageClass()
+            self._storage = s
+        } else {
+            s = self._uniqueStorage()
+        }
+        while let field = try r.nextField() {
+            switch field {
+            case 1: s._name = try r.string()
+            case 2:
+                if s._hostPath == nil { s._hostPath = HostPathVolumeSource() }
+                try r.merge(into: &s._hostPath!)
+            case 3:
+                if s._emptyDir == nil { s._emptyDir = EmptyDirVolumeSource() }
+                try r.merge(into: &s._emptyDir!)
+            case 4:
+                if s._secret == nil { s._secret = SecretVolumeSource() }
+                try r.merge(into: &s._secret!)
+            case 5:
+                if s._configMap == nil { s._configMap = ConfigMapVolumeSource() }
+                try r.merge(into: &s._configMap!)
+            case 6:
+                if s._downwardApi == nil { s._downwardApi = DownwardAPIVolumeSource() }
+                try r.merge(into: &s._downwardApi!)
+            case 7:
+                if s._projected == nil { s._projected = ProjectedVolumeSource() }
+                try r.merge(into: &s._projected!)
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension HostPathVolumeSource: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.path.isEmpty { w.string(1, self.path) }
+        if let value = self._type { w.string(2, value) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.path = try r.string()
+            case 2: self.`type` = try r.string()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension EmptyDirVolumeSource: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.medium.isEmpty { w.string(1, self.medium) }
+        if !self.sizeLimit.isEmpty { w.string(2, self.sizeLimit) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.medium = try r.string()
+            case 2: self.sizeLimit = try r.string()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension KeyToPath: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.key.isEmpty { w.string(1, self.key) }
+        if !self.path.isEmpty { w.string(2, self.path) }
+        if let value = self._mode { w.int32(3, value) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.key = try r.string()
+            case 2: self.path = try r.string()
+            case 3: self.mode = try r.int32()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension SecretVolumeSource: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.secretName.isEmpty { w.string(1, self.secretName) }
+        for item in self.items { w.message(2, item) }
+        if let value = self._defaultMode { w.int32(3, value) }
+        if let value = self._optional { w.bool(4, value) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.secretName = try r.string()
+            case 2: self.items.append(try r.message(KeyToPath.self))
+            case 3: self.defaultMode = try r.int32()
+            case 4: self.optional = try r.bool()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension ConfigMapVolumeSource: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.name.isEmpty { w.string(1, self.name) }
+        for item in self.items { w.message(2, item) }
+        if let value = self._defaultMode { w.int32(3, value) }
+        if let value = self._optional { w.bool(4, value) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.name = try r.string()
+            case 2: self.items.append(try r.message(KeyToPath.self))
+            case 3: self.defaultMode = try r.int32()
+            case 4: self.optional = try r.bool()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension DownwardAPIVolumeFile: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.path.isEmpty { w.string(1, self.path) }
+        if let value = self._fieldRef { w.message(2, value) }
+        if let value = self._resourceFieldRef { w.message(3, value) }
+        if let value = self._mode { w.int32(4, value) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.path = try r.string()
+            case 2:
+                if self._fieldRef == nil { self._fieldRef = ObjectFieldSelector() }
+                try r.merge(into: &self._fieldRef!)
+            case 3:
+                if self._resourceFieldRef == nil { self._resourceFieldRef = ResourceFieldSelector() }
+                try r.merge(into: &self._resourceFieldRef!)
+            case 4: self.mode = try r.int32()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension DownwardAPIVolumeSource: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        for item in self.items { w.message(1, item) }
+        if let value = self._defaultMode { w.int32(2, value) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.items.append(try r.message(DownwardAPIVolumeFile.self))
+            case 2: self.defaultMode = try r.int32()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension SecretProjection: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.name.isEmpty { w.string(1, self.name) }
+        for item in self.items { w.message(2, item) }
+        if let value = self._optional { w.bool(4, value) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.name = try r.string()
+            case 2: self.items.append(try r.message(KeyToPath.self))
+            case 4: self.optional = try r.bool()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension ConfigMapProjection: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.name.isEmpty { w.string(1, self.name) }
+        for item in self.items { w.message(2, item) }
+        if let value = self._optional { w.bool(4, value) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.name = try r.string()
+            case 2: self.items.append(try r.message(KeyToPath.self))
+            case 4: self.optional = try r.bool()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension DownwardAPIProjection: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        for item in self.items { w.message(1, item) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.items.append(try r.message(DownwardAPIVolumeFile.self))
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension ServiceAccountTokenProjection: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.audience.isEmpty { w.string(1, self.audience) }
+        if let value = self._expirationSeconds { w.int64(2, value) }
+        if !self.path.isEmpty { w.string(3, self.path) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.audience = try r.string()
+            case 2: self.expirationSeconds = try r.int64()
+            case 3: self.path = try r.string()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension VolumeProjection: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if let value = self._secret { w.message(1, value) }
+        if let value = self._downwardApi { w.message(2, value) }
+        if let value = self._configMap { w.message(3, value) }
+        if let value = self._serviceAccountToken { w.message(4, value) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1:
+                if self._secret == nil { self._secret = SecretProjection() }
+                try r.merge(into: &self._secret!)
+            case 2:
+                if self._downwardApi == nil { self._downwardApi = DownwardAPIProjection() }
+                try r.merge(into: &self._downwardApi!)
+            case 3:
+                if self._configMap == nil { self._configMap = ConfigMapProjection() }
+                try r.merge(into: &self._configMap!)
+            case 4:
+                if self._serviceAccountToken == nil { self._serviceAccountToken = ServiceAccountTokenProjection() }
+                try r.merge(into: &self._serviceAccountToken!)
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension ProjectedVolumeSource: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        for item in self.sources { w.message(1, item) }
+        if let value = self._defaultMode { w.int32(2, value) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.sources.append(try r.message(VolumeProjection.self))
+            case 2: self.defaultMode = try r.int32()
             default: try r.skip()
             }
         }
@@ -865,6 +1194,7 @@ extension PodSpec: ProtoCodable {
         if let value = self._priority { w.int32(12, value) }
         if !self.runtimeClassName.isEmpty { w.string(13, self.runtimeClassName) }
         if self.hostNetwork { w.bool(14, self.hostNetwork) }
+        for item in self.volumes { w.message(15, item) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
@@ -889,6 +1219,7 @@ extension PodSpec: ProtoCodable {
             case 12: self.priority = try r.int32()
             case 13: self.runtimeClassName = try r.string()
             case 14: self.hostNetwork = try r.bool()
+            case 15: self.volumes.append(try r.message(Volume.self))
             default: try r.skip()
             }
         }

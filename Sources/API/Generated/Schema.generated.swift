@@ -190,6 +190,87 @@ extension Schema {
             FieldSchema("startupProbe", .message("Probe"), description: "Holds off the other probes until it first succeeds."),
             FieldSchema("imagePullPolicy", .string, description: "Always, Never or IfNotPresent. Defaults to Always for the latest tag, IfNotPresent otherwise."),
             FieldSchema("envFrom", .array(.message("EnvFromSource")), description: "Sources whose keys all become environment variables. env wins where a name is set twice.", listType: .atomic),
+            FieldSchema("volumeMounts", .array(.message("VolumeMount")), description: "Volumes of the pod mounted into the container's filesystem.", listType: .map, listMapKeys: ["mountPath"], patchStrategy: "merge", patchMergeKey: "mountPath"),
+        ]),
+        MessageSchema("VolumeMount", definition: "io.k8s.api.core.v1.VolumeMount", description: "A volume of the pod, mounted at a path of the container.", fields: [
+            FieldSchema("name", .string, description: "The volume's name (one of the pod's volumes).", required: true),
+            FieldSchema("readOnly", .bool, description: "Mounted read-only. Default false."),
+            FieldSchema("mountPath", .string, description: "Where in the container the volume appears. Must not contain ':'.", required: true),
+            FieldSchema("subPath", .string, description: "A path within the volume to mount instead of its root. Default \"\" (the root)."),
+            FieldSchema("mountPropagation", .string, description: "How mounts propagate between the host and the container: None (default), HostToContainer or Bidirectional."),
+            FieldSchema("subPathExpr", .string, description: "Like subPath, with $(VAR) references to the container's environment expanded. Exclusive with subPath."),
+        ]),
+        MessageSchema("Volume", definition: "io.k8s.api.core.v1.Volume", description: "A named volume the pod's containers may mount. Exactly one source must be set.", fields: [
+            FieldSchema("name", .string, description: "The volume's name, a DNS label unique within the pod.", required: true),
+            FieldSchema("hostPath", .message("HostPathVolumeSource"), description: "A file or directory of the node. Gives the pod access to the host: for system pods only."),
+            FieldSchema("emptyDir", .message("EmptyDirVolumeSource"), description: "An empty directory made for the pod, removed with it."),
+            FieldSchema("secret", .message("SecretVolumeSource"), description: "The keys of a Secret as files."),
+            FieldSchema("configMap", .message("ConfigMapVolumeSource"), description: "The keys of a ConfigMap as files."),
+            FieldSchema("downwardAPI", .message("DownwardAPIVolumeSource"), description: "Fields of the pod as files."),
+            FieldSchema("projected", .message("ProjectedVolumeSource"), description: "Several sources (secrets, config maps, downward API) in one directory."),
+        ]),
+        MessageSchema("HostPathVolumeSource", definition: "io.k8s.api.core.v1.HostPathVolumeSource", description: "A path on the node.", fields: [
+            FieldSchema("path", .string, description: "The path on the node. A symbolic link is followed.", required: true),
+            FieldSchema("type", .string, description: "What must be there: \"\" (no check), DirectoryOrCreate, Directory, FileOrCreate, File, Socket, CharDevice or BlockDevice."),
+        ]),
+        MessageSchema("EmptyDirVolumeSource", definition: "io.k8s.api.core.v1.EmptyDirVolumeSource", description: "A directory that starts empty and lives as long as the pod on its node.", fields: [
+            FieldSchema("medium", .string, description: "The storage behind it: \"\" (the node's disk) or Memory (a tmpfs)."),
+            FieldSchema("sizeLimit", .quantity, description: "The most the volume may hold (for Memory: the tmpfs's size)."),
+        ]),
+        MessageSchema("KeyToPath", definition: "io.k8s.api.core.v1.KeyToPath", description: "One key of a ConfigMap or Secret, as a file at a path.", fields: [
+            FieldSchema("key", .string, description: "The key.", required: true),
+            FieldSchema("path", .string, description: "The file's relative path. May not be absolute, contain '..' or start with '..'.", required: true),
+            FieldSchema("mode", .int32, description: "The file's mode bits (0000 to 0777); defaults to the volume's defaultMode."),
+        ]),
+        MessageSchema("SecretVolumeSource", definition: "io.k8s.api.core.v1.SecretVolumeSource", description: "A Secret's keys as files in a volume.", fields: [
+            FieldSchema("secretName", .string, description: "The Secret, in the pod's namespace."),
+            FieldSchema("items", .array(.message("KeyToPath")), description: "Only these keys, at these paths. Default: every key, each as a file named after it.", listType: .atomic),
+            FieldSchema("defaultMode", .int32, description: "Mode bits of the files (0000 to 0777). Default 0644."),
+            FieldSchema("optional", .bool, description: "When true, a missing Secret or key is no error."),
+        ]),
+        MessageSchema("ConfigMapVolumeSource", definition: "io.k8s.api.core.v1.ConfigMapVolumeSource", description: "A ConfigMap's keys as files in a volume.", fields: [
+            FieldSchema("name", .string, description: "The ConfigMap, in the pod's namespace."),
+            FieldSchema("items", .array(.message("KeyToPath")), description: "Only these keys, at these paths. Default: every key, each as a file named after it.", listType: .atomic),
+            FieldSchema("defaultMode", .int32, description: "Mode bits of the files (0000 to 0777). Default 0644."),
+            FieldSchema("optional", .bool, description: "When true, a missing ConfigMap or key is no error."),
+        ]),
+        MessageSchema("DownwardAPIVolumeFile", definition: "io.k8s.api.core.v1.DownwardAPIVolumeFile", description: "One field of the pod, or a resource of a container, as a file.", fields: [
+            FieldSchema("path", .string, description: "The file's relative path. May not be absolute, contain '..' or start with '..'.", required: true),
+            FieldSchema("fieldRef", .message("ObjectFieldSelector"), description: "A field of the pod: metadata.name, metadata.namespace, metadata.uid, metadata.labels, metadata.annotations (or one key of them)."),
+            FieldSchema("resourceFieldRef", .message("ResourceFieldSelector"), description: "A resource of a container: limits.cpu, limits.memory, requests.cpu, requests.memory."),
+            FieldSchema("mode", .int32, description: "The file's mode bits (0000 to 0777); defaults to the volume's defaultMode."),
+        ]),
+        MessageSchema("DownwardAPIVolumeSource", definition: "io.k8s.api.core.v1.DownwardAPIVolumeSource", description: "Fields of the pod as files in a volume.", fields: [
+            FieldSchema("items", .array(.message("DownwardAPIVolumeFile")), description: "The files.", listType: .atomic),
+            FieldSchema("defaultMode", .int32, description: "Mode bits of the files (0000 to 0777). Default 0644."),
+        ]),
+        MessageSchema("SecretProjection", definition: "io.k8s.api.core.v1.SecretProjection", description: "A Secret's keys in a projected volume.", fields: [
+            FieldSchema("name", .string, description: "The Secret, in the pod's namespace."),
+            FieldSchema("items", .array(.message("KeyToPath")), description: "Only these keys, at these paths. Default: every key.", listType: .atomic),
+            FieldSchema("optional", .bool, description: "When true, a missing Secret or key is no error."),
+        ]),
+        MessageSchema("ConfigMapProjection", definition: "io.k8s.api.core.v1.ConfigMapProjection", description: "A ConfigMap's keys in a projected volume.", fields: [
+            FieldSchema("name", .string, description: "The ConfigMap, in the pod's namespace."),
+            FieldSchema("items", .array(.message("KeyToPath")), description: "Only these keys, at these paths. Default: every key.", listType: .atomic),
+            FieldSchema("optional", .bool, description: "When true, a missing ConfigMap or key is no error."),
+        ]),
+        MessageSchema("DownwardAPIProjection", definition: "io.k8s.api.core.v1.DownwardAPIProjection", description: "Fields of the pod in a projected volume.", fields: [
+            FieldSchema("items", .array(.message("DownwardAPIVolumeFile")), description: "The files.", listType: .atomic),
+        ]),
+        MessageSchema("ServiceAccountTokenProjection", definition: "io.k8s.api.core.v1.ServiceAccountTokenProjection", description: "A service account token in a projected volume. Not served here: the server issues no tokens for pods.", fields: [
+            FieldSchema("audience", .string, description: "The token's intended audience."),
+            FieldSchema("expirationSeconds", .int64, description: "How long the token is valid."),
+            FieldSchema("path", .string, description: "The file's relative path.", required: true),
+        ]),
+        MessageSchema("VolumeProjection", definition: "io.k8s.api.core.v1.VolumeProjection", description: "One source of a projected volume. Exactly one must be set.", fields: [
+            FieldSchema("secret", .message("SecretProjection"), description: "A Secret's keys."),
+            FieldSchema("downwardAPI", .message("DownwardAPIProjection"), description: "Fields of the pod."),
+            FieldSchema("configMap", .message("ConfigMapProjection"), description: "A ConfigMap's keys."),
+            FieldSchema("serviceAccountToken", .message("ServiceAccountTokenProjection"), description: "A service account token (refused: see ServiceAccountTokenProjection)."),
+        ]),
+        MessageSchema("ProjectedVolumeSource", definition: "io.k8s.api.core.v1.ProjectedVolumeSource", description: "Several sources in one directory.", fields: [
+            FieldSchema("sources", .array(.message("VolumeProjection")), description: "The sources, written into the volume in order.", listType: .atomic),
+            FieldSchema("defaultMode", .int32, description: "Mode bits of the files (0000 to 0777). Default 0644."),
         ]),
         MessageSchema("Toleration", definition: "io.k8s.api.core.v1.Toleration", description: "Lets the pod be scheduled onto (or stay on) nodes with a matching taint.", fields: [
             FieldSchema("key", .string, description: "The taint key; empty with Exists matches every taint."),
@@ -230,6 +311,7 @@ extension Schema {
             FieldSchema("priority", .int32, description: "The pod's priority, from its priority class."),
             FieldSchema("runtimeClassName", .string, description: "The runtime class to run the pod with."),
             FieldSchema("hostNetwork", .bool, description: "The pod uses the node's network namespace (its address is the node's). Default false."),
+            FieldSchema("volumes", .array(.message("Volume")), description: "Volumes the pod's containers may mount.", listType: .map, listMapKeys: ["name"], patchStrategy: "merge,retainKeys", patchMergeKey: "name"),
         ]),
         MessageSchema("PodCondition", definition: "io.k8s.api.core.v1.PodCondition", description: "One aspect of a pod's state (PodScheduled, Initialized, ContainersReady, Ready) and when it last changed.", fields: [
             FieldSchema("type", .string, description: "PodScheduled, Initialized, ContainersReady or Ready.", required: true),

@@ -715,11 +715,534 @@ public nonisolated struct Container: @unchecked Sendable {
     set {_uniqueStorage()._envFrom = newValue}
   }
 
+  /// Volumes of the pod mounted into the container's filesystem.
+  public var volumeMounts: [VolumeMount] {
+    get {_storage._volumeMounts}
+    set {_uniqueStorage()._volumeMounts = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   var _storage = _StorageClass.defaultInstance
+}
+
+/// A volume of the pod, mounted at a path of the container.
+public nonisolated struct VolumeMount: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The volume's name (one of the pod's volumes).
+  public var name: String = String()
+
+  /// Mounted read-only. Default false.
+  public var readOnly: Bool = false
+
+  /// Where in the container the volume appears. Must not contain ':'.
+  public var mountPath: String = String()
+
+  /// A path within the volume to mount instead of its root. Default "" (the root).
+  public var subPath: String = String()
+
+  /// How mounts propagate between the host and the container: None (default), HostToContainer or Bidirectional.
+  public var mountPropagation: String = String()
+
+  /// Like subPath, with $(VAR) references to the container's environment expanded. Exclusive with subPath.
+  public var subPathExpr: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A named volume the pod's containers may mount. Exactly one source must be set.
+public nonisolated struct Volume: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The volume's name, a DNS label unique within the pod.
+  public var name: String {
+    get {_storage._name}
+    set {_uniqueStorage()._name = newValue}
+  }
+
+  /// A file or directory of the node. Gives the pod access to the host: for system pods only.
+  public var hostPath: HostPathVolumeSource {
+    get {_storage._hostPath ?? HostPathVolumeSource()}
+    set {_uniqueStorage()._hostPath = newValue}
+  }
+  /// Returns true if `hostPath` has been explicitly set.
+  public var hasHostPath: Bool {_storage._hostPath != nil}
+  /// Clears the value of `hostPath`. Subsequent reads from it will return its default value.
+  public mutating func clearHostPath() {_uniqueStorage()._hostPath = nil}
+
+  /// An empty directory made for the pod, removed with it.
+  public var emptyDir: EmptyDirVolumeSource {
+    get {_storage._emptyDir ?? EmptyDirVolumeSource()}
+    set {_uniqueStorage()._emptyDir = newValue}
+  }
+  /// Returns true if `emptyDir` has been explicitly set.
+  public var hasEmptyDir: Bool {_storage._emptyDir != nil}
+  /// Clears the value of `emptyDir`. Subsequent reads from it will return its default value.
+  public mutating func clearEmptyDir() {_uniqueStorage()._emptyDir = nil}
+
+  /// The keys of a Secret as files.
+  public var secret: SecretVolumeSource {
+    get {_storage._secret ?? SecretVolumeSource()}
+    set {_uniqueStorage()._secret = newValue}
+  }
+  /// Returns true if `secret` has been explicitly set.
+  public var hasSecret: Bool {_storage._secret != nil}
+  /// Clears the value of `secret`. Subsequent reads from it will return its default value.
+  public mutating func clearSecret() {_uniqueStorage()._secret = nil}
+
+  /// The keys of a ConfigMap as files.
+  public var configMap: ConfigMapVolumeSource {
+    get {_storage._configMap ?? ConfigMapVolumeSource()}
+    set {_uniqueStorage()._configMap = newValue}
+  }
+  /// Returns true if `configMap` has been explicitly set.
+  public var hasConfigMap: Bool {_storage._configMap != nil}
+  /// Clears the value of `configMap`. Subsequent reads from it will return its default value.
+  public mutating func clearConfigMap() {_uniqueStorage()._configMap = nil}
+
+  /// Fields of the pod as files.
+  public var downwardApi: DownwardAPIVolumeSource {
+    get {_storage._downwardApi ?? DownwardAPIVolumeSource()}
+    set {_uniqueStorage()._downwardApi = newValue}
+  }
+  /// Returns true if `downwardApi` has been explicitly set.
+  public var hasDownwardApi: Bool {_storage._downwardApi != nil}
+  /// Clears the value of `downwardApi`. Subsequent reads from it will return its default value.
+  public mutating func clearDownwardApi() {_uniqueStorage()._downwardApi = nil}
+
+  /// Several sources (secrets, config maps, downward API) in one directory.
+  public var projected: ProjectedVolumeSource {
+    get {_storage._projected ?? ProjectedVolumeSource()}
+    set {_uniqueStorage()._projected = newValue}
+  }
+  /// Returns true if `projected` has been explicitly set.
+  public var hasProjected: Bool {_storage._projected != nil}
+  /// Clears the value of `projected`. Subsequent reads from it will return its default value.
+  public mutating func clearProjected() {_uniqueStorage()._projected = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  var _storage = _StorageClass.defaultInstance
+}
+
+/// A path on the node.
+public nonisolated struct HostPathVolumeSource: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The path on the node. A symbolic link is followed.
+  public var path: String = String()
+
+  /// What must be there: "" (no check), DirectoryOrCreate, Directory, FileOrCreate, File, Socket, CharDevice or BlockDevice.
+  public var type: String {
+    get {_type ?? String()}
+    set {_type = newValue}
+  }
+  /// Returns true if `type` has been explicitly set.
+  public var hasType: Bool {self._type != nil}
+  /// Clears the value of `type`. Subsequent reads from it will return its default value.
+  public mutating func clearType() {self._type = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  var _type: String? = nil
+}
+
+/// A directory that starts empty and lives as long as the pod on its node.
+public nonisolated struct EmptyDirVolumeSource: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The storage behind it: "" (the node's disk) or Memory (a tmpfs).
+  public var medium: String = String()
+
+  /// The most the volume may hold (for Memory: the tmpfs's size).
+  public var sizeLimit: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One key of a ConfigMap or Secret, as a file at a path.
+public nonisolated struct KeyToPath: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The key.
+  public var key: String = String()
+
+  /// The file's relative path. May not be absolute, contain '..' or start with '..'.
+  public var path: String = String()
+
+  /// The file's mode bits (0000 to 0777); defaults to the volume's defaultMode.
+  public var mode: Int32 {
+    get {_mode ?? 0}
+    set {_mode = newValue}
+  }
+  /// Returns true if `mode` has been explicitly set.
+  public var hasMode: Bool {self._mode != nil}
+  /// Clears the value of `mode`. Subsequent reads from it will return its default value.
+  public mutating func clearMode() {self._mode = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  var _mode: Int32? = nil
+}
+
+/// A Secret's keys as files in a volume.
+public nonisolated struct SecretVolumeSource: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The Secret, in the pod's namespace.
+  public var secretName: String = String()
+
+  /// Only these keys, at these paths. Default: every key, each as a file named after it.
+  public var items: [KeyToPath] = []
+
+  /// Mode bits of the files (0000 to 0777). Default 0644.
+  public var defaultMode: Int32 {
+    get {_defaultMode ?? 0}
+    set {_defaultMode = newValue}
+  }
+  /// Returns true if `defaultMode` has been explicitly set.
+  public var hasDefaultMode: Bool {self._defaultMode != nil}
+  /// Clears the value of `defaultMode`. Subsequent reads from it will return its default value.
+  public mutating func clearDefaultMode() {self._defaultMode = nil}
+
+  /// When true, a missing Secret or key is no error.
+  public var optional: Bool {
+    get {_optional ?? false}
+    set {_optional = newValue}
+  }
+  /// Returns true if `optional` has been explicitly set.
+  public var hasOptional: Bool {self._optional != nil}
+  /// Clears the value of `optional`. Subsequent reads from it will return its default value.
+  public mutating func clearOptional() {self._optional = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  var _defaultMode: Int32? = nil
+  var _optional: Bool? = nil
+}
+
+/// A ConfigMap's keys as files in a volume.
+public nonisolated struct ConfigMapVolumeSource: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The ConfigMap, in the pod's namespace.
+  public var name: String = String()
+
+  /// Only these keys, at these paths. Default: every key, each as a file named after it.
+  public var items: [KeyToPath] = []
+
+  /// Mode bits of the files (0000 to 0777). Default 0644.
+  public var defaultMode: Int32 {
+    get {_defaultMode ?? 0}
+    set {_defaultMode = newValue}
+  }
+  /// Returns true if `defaultMode` has been explicitly set.
+  public var hasDefaultMode: Bool {self._defaultMode != nil}
+  /// Clears the value of `defaultMode`. Subsequent reads from it will return its default value.
+  public mutating func clearDefaultMode() {self._defaultMode = nil}
+
+  /// When true, a missing ConfigMap or key is no error.
+  public var optional: Bool {
+    get {_optional ?? false}
+    set {_optional = newValue}
+  }
+  /// Returns true if `optional` has been explicitly set.
+  public var hasOptional: Bool {self._optional != nil}
+  /// Clears the value of `optional`. Subsequent reads from it will return its default value.
+  public mutating func clearOptional() {self._optional = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  var _defaultMode: Int32? = nil
+  var _optional: Bool? = nil
+}
+
+/// One field of the pod, or a resource of a container, as a file.
+public nonisolated struct DownwardAPIVolumeFile: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The file's relative path. May not be absolute, contain '..' or start with '..'.
+  public var path: String = String()
+
+  /// A field of the pod: metadata.name, metadata.namespace, metadata.uid, metadata.labels, metadata.annotations (or one key of them).
+  public var fieldRef: ObjectFieldSelector {
+    get {_fieldRef ?? ObjectFieldSelector()}
+    set {_fieldRef = newValue}
+  }
+  /// Returns true if `fieldRef` has been explicitly set.
+  public var hasFieldRef: Bool {self._fieldRef != nil}
+  /// Clears the value of `fieldRef`. Subsequent reads from it will return its default value.
+  public mutating func clearFieldRef() {self._fieldRef = nil}
+
+  /// A resource of a container: limits.cpu, limits.memory, requests.cpu, requests.memory.
+  public var resourceFieldRef: ResourceFieldSelector {
+    get {_resourceFieldRef ?? ResourceFieldSelector()}
+    set {_resourceFieldRef = newValue}
+  }
+  /// Returns true if `resourceFieldRef` has been explicitly set.
+  public var hasResourceFieldRef: Bool {self._resourceFieldRef != nil}
+  /// Clears the value of `resourceFieldRef`. Subsequent reads from it will return its default value.
+  public mutating func clearResourceFieldRef() {self._resourceFieldRef = nil}
+
+  /// The file's mode bits (0000 to 0777); defaults to the volume's defaultMode.
+  public var mode: Int32 {
+    get {_mode ?? 0}
+    set {_mode = newValue}
+  }
+  /// Returns true if `mode` has been explicitly set.
+  public var hasMode: Bool {self._mode != nil}
+  /// Clears the value of `mode`. Subsequent reads from it will return its default value.
+  public mutating func clearMode() {self._mode = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  var _fieldRef: ObjectFieldSelector? = nil
+  var _resourceFieldRef: ResourceFieldSelector? = nil
+  var _mode: Int32? = nil
+}
+
+/// Fields of the pod as files in a volume.
+public nonisolated struct DownwardAPIVolumeSource: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The files.
+  public var items: [DownwardAPIVolumeFile] = []
+
+  /// Mode bits of the files (0000 to 0777). Default 0644.
+  public var defaultMode: Int32 {
+    get {_defaultMode ?? 0}
+    set {_defaultMode = newValue}
+  }
+  /// Returns true if `defaultMode` has been explicitly set.
+  public var hasDefaultMode: Bool {self._defaultMode != nil}
+  /// Clears the value of `defaultMode`. Subsequent reads from it will return its default value.
+  public mutating func clearDefaultMode() {self._defaultMode = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  var _defaultMode: Int32? = nil
+}
+
+/// A Secret's keys in a projected volume.
+public nonisolated struct SecretProjection: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The Secret, in the pod's namespace.
+  public var name: String = String()
+
+  /// Only these keys, at these paths. Default: every key.
+  public var items: [KeyToPath] = []
+
+  /// When true, a missing Secret or key is no error.
+  public var optional: Bool {
+    get {_optional ?? false}
+    set {_optional = newValue}
+  }
+  /// Returns true if `optional` has been explicitly set.
+  public var hasOptional: Bool {self._optional != nil}
+  /// Clears the value of `optional`. Subsequent reads from it will return its default value.
+  public mutating func clearOptional() {self._optional = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  var _optional: Bool? = nil
+}
+
+/// A ConfigMap's keys in a projected volume.
+public nonisolated struct ConfigMapProjection: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The ConfigMap, in the pod's namespace.
+  public var name: String = String()
+
+  /// Only these keys, at these paths. Default: every key.
+  public var items: [KeyToPath] = []
+
+  /// When true, a missing ConfigMap or key is no error.
+  public var optional: Bool {
+    get {_optional ?? false}
+    set {_optional = newValue}
+  }
+  /// Returns true if `optional` has been explicitly set.
+  public var hasOptional: Bool {self._optional != nil}
+  /// Clears the value of `optional`. Subsequent reads from it will return its default value.
+  public mutating func clearOptional() {self._optional = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  var _optional: Bool? = nil
+}
+
+/// Fields of the pod in a projected volume.
+public nonisolated struct DownwardAPIProjection: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The files.
+  public var items: [DownwardAPIVolumeFile] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A service account token in a projected volume. Not served here: the server issues no tokens for pods.
+public nonisolated struct ServiceAccountTokenProjection: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The token's intended audience.
+  public var audience: String = String()
+
+  /// How long the token is valid.
+  public var expirationSeconds: Int64 {
+    get {_expirationSeconds ?? 0}
+    set {_expirationSeconds = newValue}
+  }
+  /// Returns true if `expirationSeconds` has been explicitly set.
+  public var hasExpirationSeconds: Bool {self._expirationSeconds != nil}
+  /// Clears the value of `expirationSeconds`. Subsequent reads from it will return its default value.
+  public mutating func clearExpirationSeconds() {self._expirationSeconds = nil}
+
+  /// The file's relative path.
+  public var path: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  var _expirationSeconds: Int64? = nil
+}
+
+/// One source of a projected volume. Exactly one must be set.
+public nonisolated struct VolumeProjection: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// A Secret's keys.
+  public var secret: SecretProjection {
+    get {_secret ?? SecretProjection()}
+    set {_secret = newValue}
+  }
+  /// Returns true if `secret` has been explicitly set.
+  public var hasSecret: Bool {self._secret != nil}
+  /// Clears the value of `secret`. Subsequent reads from it will return its default value.
+  public mutating func clearSecret() {self._secret = nil}
+
+  /// Fields of the pod.
+  public var downwardApi: DownwardAPIProjection {
+    get {_downwardApi ?? DownwardAPIProjection()}
+    set {_downwardApi = newValue}
+  }
+  /// Returns true if `downwardApi` has been explicitly set.
+  public var hasDownwardApi: Bool {self._downwardApi != nil}
+  /// Clears the value of `downwardApi`. Subsequent reads from it will return its default value.
+  public mutating func clearDownwardApi() {self._downwardApi = nil}
+
+  /// A ConfigMap's keys.
+  public var configMap: ConfigMapProjection {
+    get {_configMap ?? ConfigMapProjection()}
+    set {_configMap = newValue}
+  }
+  /// Returns true if `configMap` has been explicitly set.
+  public var hasConfigMap: Bool {self._configMap != nil}
+  /// Clears the value of `configMap`. Subsequent reads from it will return its default value.
+  public mutating func clearConfigMap() {self._configMap = nil}
+
+  /// A service account token (refused: see ServiceAccountTokenProjection).
+  public var serviceAccountToken: ServiceAccountTokenProjection {
+    get {_serviceAccountToken ?? ServiceAccountTokenProjection()}
+    set {_serviceAccountToken = newValue}
+  }
+  /// Returns true if `serviceAccountToken` has been explicitly set.
+  public var hasServiceAccountToken: Bool {self._serviceAccountToken != nil}
+  /// Clears the value of `serviceAccountToken`. Subsequent reads from it will return its default value.
+  public mutating func clearServiceAccountToken() {self._serviceAccountToken = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  var _secret: SecretProjection? = nil
+  var _downwardApi: DownwardAPIProjection? = nil
+  var _configMap: ConfigMapProjection? = nil
+  var _serviceAccountToken: ServiceAccountTokenProjection? = nil
+}
+
+/// Several sources in one directory.
+public nonisolated struct ProjectedVolumeSource: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The sources, written into the volume in order.
+  public var sources: [VolumeProjection] = []
+
+  /// Mode bits of the files (0000 to 0777). Default 0644.
+  public var defaultMode: Int32 {
+    get {_defaultMode ?? 0}
+    set {_defaultMode = newValue}
+  }
+  /// Returns true if `defaultMode` has been explicitly set.
+  public var hasDefaultMode: Bool {self._defaultMode != nil}
+  /// Clears the value of `defaultMode`. Subsequent reads from it will return its default value.
+  public mutating func clearDefaultMode() {self._defaultMode = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  var _defaultMode: Int32? = nil
 }
 
 /// Lets the pod be scheduled onto (or stay on) nodes with a matching taint.
@@ -926,6 +1449,9 @@ public nonisolated struct PodSpec: Sendable {
 
   /// The pod uses the node's network namespace (its address is the node's). Default false.
   public var hostNetwork: Bool = false
+
+  /// Volumes the pod's containers may mount.
+  public var volumes: [Volume] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -3154,7 +3680,7 @@ nonisolated extension Probe: SwiftProtobuf.Message, SwiftProtobuf._MessageImplem
 
 nonisolated extension Container: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Container"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}image\0\u{1}command\0\u{1}args\0\u{3}working_dir\0\u{1}ports\0\u{1}env\0\u{1}resources\0\u{3}liveness_probe\0\u{3}readiness_probe\0\u{3}startup_probe\0\u{3}image_pull_policy\0\u{3}env_from\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}image\0\u{1}command\0\u{1}args\0\u{3}working_dir\0\u{1}ports\0\u{1}env\0\u{1}resources\0\u{3}liveness_probe\0\u{3}readiness_probe\0\u{3}startup_probe\0\u{3}image_pull_policy\0\u{3}env_from\0\u{3}volume_mounts\0")
 
   final class _StorageClass {
     var _name: String = String()
@@ -3170,6 +3696,7 @@ nonisolated extension Container: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
     var _startupProbe: Probe? = nil
     var _imagePullPolicy: String = String()
     var _envFrom: [EnvFromSource] = []
+    var _volumeMounts: [VolumeMount] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -3193,6 +3720,7 @@ nonisolated extension Container: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
       _startupProbe = source._startupProbe
       _imagePullPolicy = source._imagePullPolicy
       _envFrom = source._envFrom
+      _volumeMounts = source._volumeMounts
     }
   }
 
@@ -3224,6 +3752,7 @@ nonisolated extension Container: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
         case 11: try { try decoder.decodeSingularMessageField(value: &_storage._startupProbe) }()
         case 12: try { try decoder.decodeSingularStringField(value: &_storage._imagePullPolicy) }()
         case 13: try { try decoder.decodeRepeatedMessageField(value: &_storage._envFrom) }()
+        case 14: try { try decoder.decodeRepeatedMessageField(value: &_storage._volumeMounts) }()
         default: break
         }
       }
@@ -3275,6 +3804,9 @@ nonisolated extension Container: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
       if !_storage._envFrom.isEmpty {
         try visitor.visitRepeatedMessageField(value: _storage._envFrom, fieldNumber: 13)
       }
+      if !_storage._volumeMounts.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._volumeMounts, fieldNumber: 14)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -3297,10 +3829,732 @@ nonisolated extension Container: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
         if _storage._startupProbe != rhs_storage._startupProbe {return false}
         if _storage._imagePullPolicy != rhs_storage._imagePullPolicy {return false}
         if _storage._envFrom != rhs_storage._envFrom {return false}
+        if _storage._volumeMounts != rhs_storage._volumeMounts {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension VolumeMount: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".VolumeMount"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}read_only\0\u{3}mount_path\0\u{3}sub_path\0\u{3}mount_propagation\0\u{3}sub_path_expr\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.readOnly) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.mountPath) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.subPath) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.mountPropagation) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.subPathExpr) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if self.readOnly != false {
+      try visitor.visitSingularBoolField(value: self.readOnly, fieldNumber: 2)
+    }
+    if !self.mountPath.isEmpty {
+      try visitor.visitSingularStringField(value: self.mountPath, fieldNumber: 3)
+    }
+    if !self.subPath.isEmpty {
+      try visitor.visitSingularStringField(value: self.subPath, fieldNumber: 4)
+    }
+    if !self.mountPropagation.isEmpty {
+      try visitor.visitSingularStringField(value: self.mountPropagation, fieldNumber: 5)
+    }
+    if !self.subPathExpr.isEmpty {
+      try visitor.visitSingularStringField(value: self.subPathExpr, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: VolumeMount, rhs: VolumeMount) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.readOnly != rhs.readOnly {return false}
+    if lhs.mountPath != rhs.mountPath {return false}
+    if lhs.subPath != rhs.subPath {return false}
+    if lhs.mountPropagation != rhs.mountPropagation {return false}
+    if lhs.subPathExpr != rhs.subPathExpr {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Volume: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Volume"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}host_path\0\u{3}empty_dir\0\u{1}secret\0\u{3}config_map\0\u{5}downward_api\0downwardAPI\0\u{1}projected\0")
+
+  final class _StorageClass {
+    var _name: String = String()
+    var _hostPath: HostPathVolumeSource? = nil
+    var _emptyDir: EmptyDirVolumeSource? = nil
+    var _secret: SecretVolumeSource? = nil
+    var _configMap: ConfigMapVolumeSource? = nil
+    var _downwardApi: DownwardAPIVolumeSource? = nil
+    var _projected: ProjectedVolumeSource? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    init() {}
+
+    init(copying source: _StorageClass) {
+      _name = source._name
+      _hostPath = source._hostPath
+      _emptyDir = source._emptyDir
+      _secret = source._secret
+      _configMap = source._configMap
+      _downwardApi = source._downwardApi
+      _projected = source._projected
+    }
+  }
+
+  mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._name) }()
+        case 2: try { try decoder.decodeSingularMessageField(value: &_storage._hostPath) }()
+        case 3: try { try decoder.decodeSingularMessageField(value: &_storage._emptyDir) }()
+        case 4: try { try decoder.decodeSingularMessageField(value: &_storage._secret) }()
+        case 5: try { try decoder.decodeSingularMessageField(value: &_storage._configMap) }()
+        case 6: try { try decoder.decodeSingularMessageField(value: &_storage._downwardApi) }()
+        case 7: try { try decoder.decodeSingularMessageField(value: &_storage._projected) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._name.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._name, fieldNumber: 1)
+      }
+      try { if let v = _storage._hostPath {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+      } }()
+      try { if let v = _storage._emptyDir {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+      } }()
+      try { if let v = _storage._secret {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+      } }()
+      try { if let v = _storage._configMap {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+      } }()
+      try { if let v = _storage._downwardApi {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+      } }()
+      try { if let v = _storage._projected {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+      } }()
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Volume, rhs: Volume) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._name != rhs_storage._name {return false}
+        if _storage._hostPath != rhs_storage._hostPath {return false}
+        if _storage._emptyDir != rhs_storage._emptyDir {return false}
+        if _storage._secret != rhs_storage._secret {return false}
+        if _storage._configMap != rhs_storage._configMap {return false}
+        if _storage._downwardApi != rhs_storage._downwardApi {return false}
+        if _storage._projected != rhs_storage._projected {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension HostPathVolumeSource: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".HostPathVolumeSource"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}path\0\u{1}type\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.path) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self._type) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.path.isEmpty {
+      try visitor.visitSingularStringField(value: self.path, fieldNumber: 1)
+    }
+    try { if let v = self._type {
+      try visitor.visitSingularStringField(value: v, fieldNumber: 2)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: HostPathVolumeSource, rhs: HostPathVolumeSource) -> Bool {
+    if lhs.path != rhs.path {return false}
+    if lhs._type != rhs._type {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension EmptyDirVolumeSource: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".EmptyDirVolumeSource"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}medium\0\u{3}size_limit\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.medium) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.sizeLimit) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.medium.isEmpty {
+      try visitor.visitSingularStringField(value: self.medium, fieldNumber: 1)
+    }
+    if !self.sizeLimit.isEmpty {
+      try visitor.visitSingularStringField(value: self.sizeLimit, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: EmptyDirVolumeSource, rhs: EmptyDirVolumeSource) -> Bool {
+    if lhs.medium != rhs.medium {return false}
+    if lhs.sizeLimit != rhs.sizeLimit {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension KeyToPath: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".KeyToPath"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}key\0\u{1}path\0\u{1}mode\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.key) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.path) }()
+      case 3: try { try decoder.decodeSingularInt32Field(value: &self._mode) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.key.isEmpty {
+      try visitor.visitSingularStringField(value: self.key, fieldNumber: 1)
+    }
+    if !self.path.isEmpty {
+      try visitor.visitSingularStringField(value: self.path, fieldNumber: 2)
+    }
+    try { if let v = self._mode {
+      try visitor.visitSingularInt32Field(value: v, fieldNumber: 3)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: KeyToPath, rhs: KeyToPath) -> Bool {
+    if lhs.key != rhs.key {return false}
+    if lhs.path != rhs.path {return false}
+    if lhs._mode != rhs._mode {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension SecretVolumeSource: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SecretVolumeSource"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}secret_name\0\u{1}items\0\u{3}default_mode\0\u{1}optional\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.secretName) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.items) }()
+      case 3: try { try decoder.decodeSingularInt32Field(value: &self._defaultMode) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self._optional) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.secretName.isEmpty {
+      try visitor.visitSingularStringField(value: self.secretName, fieldNumber: 1)
+    }
+    if !self.items.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.items, fieldNumber: 2)
+    }
+    try { if let v = self._defaultMode {
+      try visitor.visitSingularInt32Field(value: v, fieldNumber: 3)
+    } }()
+    try { if let v = self._optional {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 4)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: SecretVolumeSource, rhs: SecretVolumeSource) -> Bool {
+    if lhs.secretName != rhs.secretName {return false}
+    if lhs.items != rhs.items {return false}
+    if lhs._defaultMode != rhs._defaultMode {return false}
+    if lhs._optional != rhs._optional {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension ConfigMapVolumeSource: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ConfigMapVolumeSource"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}items\0\u{3}default_mode\0\u{1}optional\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.items) }()
+      case 3: try { try decoder.decodeSingularInt32Field(value: &self._defaultMode) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self._optional) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if !self.items.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.items, fieldNumber: 2)
+    }
+    try { if let v = self._defaultMode {
+      try visitor.visitSingularInt32Field(value: v, fieldNumber: 3)
+    } }()
+    try { if let v = self._optional {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 4)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: ConfigMapVolumeSource, rhs: ConfigMapVolumeSource) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.items != rhs.items {return false}
+    if lhs._defaultMode != rhs._defaultMode {return false}
+    if lhs._optional != rhs._optional {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension DownwardAPIVolumeFile: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DownwardAPIVolumeFile"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}path\0\u{3}field_ref\0\u{3}resource_field_ref\0\u{1}mode\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.path) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._fieldRef) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._resourceFieldRef) }()
+      case 4: try { try decoder.decodeSingularInt32Field(value: &self._mode) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.path.isEmpty {
+      try visitor.visitSingularStringField(value: self.path, fieldNumber: 1)
+    }
+    try { if let v = self._fieldRef {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    try { if let v = self._resourceFieldRef {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    try { if let v = self._mode {
+      try visitor.visitSingularInt32Field(value: v, fieldNumber: 4)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: DownwardAPIVolumeFile, rhs: DownwardAPIVolumeFile) -> Bool {
+    if lhs.path != rhs.path {return false}
+    if lhs._fieldRef != rhs._fieldRef {return false}
+    if lhs._resourceFieldRef != rhs._resourceFieldRef {return false}
+    if lhs._mode != rhs._mode {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension DownwardAPIVolumeSource: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DownwardAPIVolumeSource"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}items\0\u{3}default_mode\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.items) }()
+      case 2: try { try decoder.decodeSingularInt32Field(value: &self._defaultMode) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.items.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.items, fieldNumber: 1)
+    }
+    try { if let v = self._defaultMode {
+      try visitor.visitSingularInt32Field(value: v, fieldNumber: 2)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: DownwardAPIVolumeSource, rhs: DownwardAPIVolumeSource) -> Bool {
+    if lhs.items != rhs.items {return false}
+    if lhs._defaultMode != rhs._defaultMode {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension SecretProjection: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SecretProjection"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}items\0\u{2}\u{2}optional\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.items) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self._optional) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if !self.items.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.items, fieldNumber: 2)
+    }
+    try { if let v = self._optional {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 4)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: SecretProjection, rhs: SecretProjection) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.items != rhs.items {return false}
+    if lhs._optional != rhs._optional {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension ConfigMapProjection: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ConfigMapProjection"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}items\0\u{2}\u{2}optional\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.items) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self._optional) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if !self.items.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.items, fieldNumber: 2)
+    }
+    try { if let v = self._optional {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 4)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: ConfigMapProjection, rhs: ConfigMapProjection) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.items != rhs.items {return false}
+    if lhs._optional != rhs._optional {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension DownwardAPIProjection: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DownwardAPIProjection"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}items\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.items) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.items.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.items, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: DownwardAPIProjection, rhs: DownwardAPIProjection) -> Bool {
+    if lhs.items != rhs.items {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension ServiceAccountTokenProjection: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ServiceAccountTokenProjection"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}audience\0\u{3}expiration_seconds\0\u{1}path\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.audience) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self._expirationSeconds) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.path) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.audience.isEmpty {
+      try visitor.visitSingularStringField(value: self.audience, fieldNumber: 1)
+    }
+    try { if let v = self._expirationSeconds {
+      try visitor.visitSingularInt64Field(value: v, fieldNumber: 2)
+    } }()
+    if !self.path.isEmpty {
+      try visitor.visitSingularStringField(value: self.path, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: ServiceAccountTokenProjection, rhs: ServiceAccountTokenProjection) -> Bool {
+    if lhs.audience != rhs.audience {return false}
+    if lhs._expirationSeconds != rhs._expirationSeconds {return false}
+    if lhs.path != rhs.path {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension VolumeProjection: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".VolumeProjection"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}secret\0\u{5}downward_api\0downwardAPI\0\u{3}config_map\0\u{3}service_account_token\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._secret) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._downwardApi) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._configMap) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._serviceAccountToken) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._secret {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._downwardApi {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    try { if let v = self._configMap {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    try { if let v = self._serviceAccountToken {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: VolumeProjection, rhs: VolumeProjection) -> Bool {
+    if lhs._secret != rhs._secret {return false}
+    if lhs._downwardApi != rhs._downwardApi {return false}
+    if lhs._configMap != rhs._configMap {return false}
+    if lhs._serviceAccountToken != rhs._serviceAccountToken {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension ProjectedVolumeSource: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ProjectedVolumeSource"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sources\0\u{3}default_mode\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.sources) }()
+      case 2: try { try decoder.decodeSingularInt32Field(value: &self._defaultMode) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.sources.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.sources, fieldNumber: 1)
+    }
+    try { if let v = self._defaultMode {
+      try visitor.visitSingularInt32Field(value: v, fieldNumber: 2)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: ProjectedVolumeSource, rhs: ProjectedVolumeSource) -> Bool {
+    if lhs.sources != rhs.sources {return false}
+    if lhs._defaultMode != rhs._defaultMode {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3530,7 +4784,7 @@ nonisolated extension Affinity: SwiftProtobuf.Message, SwiftProtobuf._MessageImp
 
 nonisolated extension PodSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PodSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}containers\0\u{3}restart_policy\0\u{3}termination_grace_period_seconds\0\u{3}active_deadline_seconds\0\u{3}node_selector\0\u{3}service_account_name\0\u{3}node_name\0\u{1}hostname\0\u{1}affinity\0\u{3}scheduler_name\0\u{1}tolerations\0\u{1}priority\0\u{3}runtime_class_name\0\u{3}host_network\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}containers\0\u{3}restart_policy\0\u{3}termination_grace_period_seconds\0\u{3}active_deadline_seconds\0\u{3}node_selector\0\u{3}service_account_name\0\u{3}node_name\0\u{1}hostname\0\u{1}affinity\0\u{3}scheduler_name\0\u{1}tolerations\0\u{1}priority\0\u{3}runtime_class_name\0\u{3}host_network\0\u{1}volumes\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3552,6 +4806,7 @@ nonisolated extension PodSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImpl
       case 12: try { try decoder.decodeSingularInt32Field(value: &self._priority) }()
       case 13: try { try decoder.decodeSingularStringField(value: &self.runtimeClassName) }()
       case 14: try { try decoder.decodeSingularBoolField(value: &self.hostNetwork) }()
+      case 15: try { try decoder.decodeRepeatedMessageField(value: &self.volumes) }()
       default: break
       }
     }
@@ -3604,6 +4859,9 @@ nonisolated extension PodSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImpl
     if self.hostNetwork != false {
       try visitor.visitSingularBoolField(value: self.hostNetwork, fieldNumber: 14)
     }
+    if !self.volumes.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.volumes, fieldNumber: 15)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3622,6 +4880,7 @@ nonisolated extension PodSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImpl
     if lhs._priority != rhs._priority {return false}
     if lhs.runtimeClassName != rhs.runtimeClassName {return false}
     if lhs.hostNetwork != rhs.hostNetwork {return false}
+    if lhs.volumes != rhs.volumes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

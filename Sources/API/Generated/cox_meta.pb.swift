@@ -10,7 +10,7 @@
 
 /// Object metadata, list metadata, the Status error object and watch events.
 /// Field comments starting with "+" are read by scripts/gen-codecs.py:
-///   +quantity  a map of Kubernetes quantities (JSON strings; numbers accepted on input)
+///   +quantity  a Kubernetes quantity, or a map of them (JSON strings; numbers accepted on input)
 ///   +emitzero  written to JSON even when zero/false/empty (Kubernetes has no omitempty there, or the field is a Go struct, which is always written: {} when empty)
 ///   +microtime a timestamp written with microseconds (metav1.MicroTime)
 ///   +rawjson   a string holding JSON text, written and read as that JSON (FieldsV1)

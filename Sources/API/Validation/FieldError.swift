@@ -9,6 +9,7 @@ public struct FieldError: Error, Sendable, Hashable, CustomStringConvertible {
         case tooLong = "Too long"
         case tooMany = "Too many"
         case forbidden = "Forbidden"
+        case notFound = "Not found"
     }
 
     public let field: String
@@ -43,6 +44,7 @@ public struct FieldError: Error, Sendable, Hashable, CustomStringConvertible {
         case .tooLong: "FieldValueTooLong"
         case .tooMany: "FieldValueTooMany"
         case .forbidden: "FieldValueForbidden"
+        case .notFound: "FieldValueNotFound"
         }
     }
 

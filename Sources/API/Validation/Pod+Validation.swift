@@ -57,6 +57,7 @@ extension PodSpec {
         for i in tolerations.indices where tolerations[i].operator.isEmpty {
             tolerations[i].operator = "Equal"
         }
+        applyVolumeDefaults()
     }
 
     public func validate(path: String) -> [FieldError] {
@@ -130,7 +131,9 @@ extension PodSpec {
             if container.hasLivenessProbe { errors += container.livenessProbe.validate(path: "\(cpath).livenessProbe", isLiveness: true) }
             if container.hasReadinessProbe { errors += container.readinessProbe.validate(path: "\(cpath).readinessProbe", isLiveness: false) }
             if container.hasStartupProbe { errors += container.startupProbe.validate(path: "\(cpath).startupProbe", isLiveness: true) }
+            errors += validateVolumeMounts(container, path: cpath)
         }
+        errors += validateVolumes(path: path)
         if !PodValues.restartPolicies.contains(restartPolicy) {
             errors.append(.notSupported("\(path).restartPolicy", restartPolicy, PodValues.restartPolicies))
         }

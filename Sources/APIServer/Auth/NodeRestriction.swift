@@ -44,21 +44,13 @@ extension APIResponder {
             if attributes.name.isEmpty && attributes.verb == "create" { return }
             guard attributes.name == node else { throw deny }
         case ("", "configmaps"), ("", "secrets"):
-            // Only one by name, and only one a pod bound to this node takes its environment from.
+            // Only one by name, and only one a pod bound to this node takes its environment from or mounts.
             guard attributes.verb == "get", !attributes.name.isEmpty else { throw deny }
             var options = ListOptions(namespace: attributes.namespace)
             options.predicate = { ($0 as? Pod)?.spec.nodeName == node }
             let pods = try await store.list(Pod.self, options: options).items
             let secret = attributes.resource == "secrets"
-            let referenced = pods.contains { pod in
-                pod.spec.containers.contains { container in
-                    container.envFrom.contains { secret ? $0.secretRef.name == attributes.name && $0.hasSecretRef : $0.configMapRef.name == attributes.name && $0.hasConfigMapRef }
-                        || container.env.contains { variable in
-                            secret ? variable.valueFrom.hasSecretKeyRef && variable.valueFrom.secretKeyRef.name == attributes.name
-                                   : variable.valueFrom.hasConfigMapKeyRef && variable.valueFrom.configMapKeyRef.name == attributes.name
-                        }
-                }
-            }
+            let referenced = pods.contains { $0.referencedNames(secrets: secret).contains(attributes.name) }
             guard referenced else { throw deny }
         case ("", "pods"):
             if attributes.name.isEmpty {

@@ -44,6 +44,11 @@ public final class NodeAgent: Sendable {
         public var orphanSweepInterval: Duration = .seconds(30)
         /// How often the runtime's health (Status) is asked; a change is reported at once.
         public var runtimeCheckInterval: Duration = .seconds(2)
+        /// How often configMap, secret, downwardAPI and projected volumes are brought up to date
+        /// with their sources (the kubelet's sync period is a minute too).
+        public var volumeSyncInterval: Duration = .seconds(60)
+        /// How often emptyDir volumes with a sizeLimit are measured (the pod is evicted past it).
+        public var emptyDirCheckInterval: Duration = .seconds(10)
 
         public init(nodeName: String, dataDirectory: String) {
             self.nodeName = nodeName

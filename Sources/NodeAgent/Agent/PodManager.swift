@@ -48,12 +48,26 @@ actor PodManager {
         var lastReported: PodStatus?
         /// The sandbox's own address (runtimes with pod networking); nil: the node's.
         var podIP: String?
+        /// Where each volume is on the node, once all are set up (containers wait until then).
+        var volumePaths: [String: String]?
+        /// When the volumes' contents were last brought up to date (and emptyDir use measured).
+        var volumesSyncedAt: ContinuousClock.Instant?
+        /// A set-up under way (the actor is re-entered while it waits on the API).
+        var volumesBusy = false
+        /// After a failed set-up: not before then.
+        var volumesRetryAt: ContinuousClock.Instant?
+        var volumeFailures = 0
+        var emptyDirCheckedAt: ContinuousClock.Instant?
+        /// Why the pod was evicted (an emptyDir over its sizeLimit): it stays Failed.
+        var evicted: String?
     }
 
     let configuration: NodeAgent.Configuration
     let client: APIClient
     let runtime: any ContainerRuntime
     let logger: Logger
+    /// The pods' volumes on the node (`DATA/pods/UID/volumes/…`).
+    let volumes: PodVolumes
     var pods: [String: PodState] = [:]  // by uid
     var adopted = false
     /// Container starts under way, and those waiting for one of `maxParallelStarts` turns: a
@@ -76,6 +90,7 @@ actor PodManager {
         self.runtime = runtime
         self.logger = logger
         self.recorder = recorder
+        self.volumes = PodVolumes(root: URL(fileURLWithPath: configuration.dataDirectory).standardizedFileURL.appendingPathComponent("pods").path)
         (statusWakeups, statusSignal) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
     }
 
@@ -114,6 +129,7 @@ actor PodManager {
         pods[uid] = nil
         pendingStatus[uid] = nil
         await runtime.cleanup(podUID: uid)
+        tearDownVolumes(uid, state.pod)
     }
 
     /// After a (re-)list: pods no longer bound here are gone; containers of no known pod are orphans.
@@ -132,6 +148,7 @@ actor PodManager {
             }
             // Sandboxes left without containers (a pod deleted while the agent was away).
             if let cri = runtime as? CRIRuntime { await cri.removeSandboxes(except: listed) }
+            removeOrphanedVolumes(except: listed)
         }
     }
 
@@ -176,6 +193,7 @@ actor PodManager {
     /// went on in the runtime, a deletion that raced a start): removed, as the kubelet's garbage
     /// collection does, so nothing is left running without a pod.
     func sweepOrphans() async {
+        removeOrphanedVolumes(except: Set(pods.keys))
         guard let cri = runtime as? CRIRuntime else { return }
         await cri.removeSandboxes(except: Set(pods.keys))
     }
@@ -290,6 +308,15 @@ actor PodManager {
            !state.tracks.values.contains(where: { $0.current != nil || $0.starting }) {
             return
         }
+        if state.evicted != nil { return }
+        if !pod.spec.volumes.isEmpty {
+            await syncVolumes(uid)
+            guard let state = pods[uid], !state.terminating, state.evicted == nil else { return }
+            if state.volumePaths == nil {
+                report(uid)  // the containers wait, ContainerCreating, until every volume is there
+                return
+            }
+        }
         let now = ContinuousClock.now
         for container in pod.spec.containers {
             var track = pods[uid]!.tracks[container.name] ?? Track()
@@ -341,6 +368,9 @@ actor PodManager {
             var launch = Self.launch(pod, container)
             do {
                 launch.environment = try await environment(pod, container)
+                if !container.volumeMounts.isEmpty {
+                    launch.mounts = try PodVolumes.mounts(for: container, volumes: pods[uid]?.volumePaths ?? [:], environment: launch.environment)
+                }
                 pods[uid]?.tracks[container.name]?.configError = false
             } catch {
                 // A missing ConfigMap, Secret or key: tried again after a back-off, as the kubelet does.
@@ -521,6 +551,7 @@ actor PodManager {
         // The sandbox (and its network) goes before the pod does, as the kubelet stops it: once
         // the pod is gone nothing of it runs, even if this agent stops right after.
         await runtime.cleanup(podUID: uid)
+        tearDownVolumes(uid, pod)
         var backoff = Backoff(base: .milliseconds(200), cap: .seconds(10))
         while pods[uid] != nil && !Task.isCancelled {
             do {
@@ -693,6 +724,11 @@ actor PodManager {
             status.phase = "Running"
         } else {
             status.phase = "Pending"
+        }
+        if let evicted = state.evicted {
+            status.phase = "Failed"
+            status.reason = "Evicted"
+            status.message = evicted
         }
         let previous = state.lastReported?.conditions ?? []
         func condition(_ type: String, _ value: Bool, reason: String = "") -> PodCondition {

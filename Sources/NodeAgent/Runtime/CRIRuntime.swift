@@ -277,6 +277,14 @@ public final class CRIRuntime: ContainerRuntime, @unchecked Sendable {
         }
         config.labels = Self.sandboxLabels(launch).merging([Self.containerNameLabel: launch.container]) { $1 }
         config.logPath = "\(launch.container)/\(attempt).log"
+        config.mounts = (launch.mounts ?? []).map { mount in
+            var cri = Runtime_V1_Mount()
+            cri.containerPath = mount.containerPath
+            cri.hostPath = mount.hostPath
+            cri.readonly = mount.readOnly
+            cri.propagation = mount.propagation == .hostToContainer ? .propagationHostToContainer : .propagationPrivate
+            return cri
+        }
         var resources = Runtime_V1_LinuxContainerResources()
         if let memory = launch.memoryLimitBytes { resources.memoryLimitInBytes = memory }
         if let cpu = launch.cpuLimitMillis {

@@ -27,6 +27,24 @@ public struct ContainerLaunch: Sendable, Codable, Equatable {
     /// Files for standard output and error (the process runtime's CRI plugin copies them into the
     /// CRI log); nil: the runtime's own log file for the container, both streams together.
     public var outputPaths: [String]?
+    /// The pod's volumes as this container mounts them (host paths the agent prepared); nil: none.
+    /// Optional so records written before volumes existed still decode.
+    public var mounts: [Mount]?
+
+    /// A path of the node seen at a path of the container.
+    public struct Mount: Sendable, Codable, Equatable {
+        public enum Propagation: String, Sendable, Codable { case none = "None", hostToContainer = "HostToContainer" }
+        public var containerPath: String
+        public var hostPath: String
+        public var readOnly: Bool
+        public var propagation: Propagation
+        public init(containerPath: String, hostPath: String, readOnly: Bool = false, propagation: Propagation = .none) {
+            self.containerPath = containerPath
+            self.hostPath = hostPath
+            self.readOnly = readOnly
+            self.propagation = propagation
+        }
+    }
 
     /// What a runtime without images runs: command then args.
     public var argv: [String] { command + args }

@@ -354,7 +354,9 @@ public struct ProcessRuntimeService: Runtime_V1_RuntimeService.SimpleServiceProt
             throw RPCError(code: .alreadyExists, message: "container name \"\(config.metadata.name)\" attempt \(config.metadata.attempt) is already in use in sandbox \(sandbox.id)")
         }
         if !config.mounts.isEmpty {
-            throw RPCError(code: .invalidArgument, message: "the process runtime cannot mount volumes (container \(config.metadata.name) asks for \(config.mounts.map(\.containerPath).joined(separator: ", ")))")
+            // Its processes share the node's filesystem: a volume cannot appear at a path of
+            // theirs without changing that path for the whole node. Refused, never ignored.
+            throw RPCError(code: .invalidArgument, message: "the process runtime cannot mount volumes: container \"\(config.metadata.name)\" mounts \(config.mounts.map(\.containerPath).joined(separator: ", ")); its processes share the node's filesystem (run the pod on a node with an image runtime such as containerd, or drop its volumeMounts)")
         }
         var launch = ContainerLaunch(podUID: sandbox.uid, namespace: sandbox.namespace, podName: sandbox.name, container: config.metadata.name,
                                      command: config.command, environment: Dictionary(config.envs.map { ($0.key, $0.value) }, uniquingKeysWith: { $1 }),

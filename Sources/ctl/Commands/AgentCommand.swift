@@ -28,6 +28,8 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "A container's log file is rotated past this size (a quantity: 10Mi).") var containerLogMaxSize = "10Mi"
     @Option(help: "Log files kept per container, the current one included (at least 2).") var containerLogMaxFiles = 5
     @Option(help: ArgumentHelp("Seconds between checks of log sizes.", visibility: .hidden)) var logRotationSeconds = 10
+    @Option(help: ArgumentHelp("Seconds between updates of configMap, secret, downwardAPI and projected volumes from their sources.", visibility: .hidden)) var volumeSyncSeconds = 60
+    @Option(help: ArgumentHelp("Seconds between measures of emptyDir volumes against their sizeLimit.", visibility: .hidden)) var emptyDirCheckSeconds = 10
     @Option(help: "Reported capacity instead of the host's, e.g. cpu=4,memory=8Gi,pods=110 (for simulated nodes).") var capacity: String?
     @Option(help: "A label the node registers with, KEY=VALUE (repeatable).") var label: [String] = []
     @Option(help: "A taint the node registers with, KEY[=VALUE]:EFFECT (repeatable; EFFECT is NoSchedule, PreferNoSchedule or NoExecute).") var taint: [String] = []
@@ -47,6 +49,8 @@ struct AgentCommand: AsyncParsableCommand {
         _ = try AgentFlags.logSize(containerLogMaxSize)
         guard containerLogMaxFiles >= 2 else { throw ValidationError("--container-log-max-files must be at least 2") }
         guard logRotationSeconds >= 1 else { throw ValidationError("--log-rotation-seconds must be at least 1") }
+        guard volumeSyncSeconds >= 1 else { throw ValidationError("--volume-sync-seconds must be at least 1") }
+        guard emptyDirCheckSeconds >= 1 else { throw ValidationError("--empty-dir-check-seconds must be at least 1") }
         _ = try AgentFlags.capacity(capacity)
         _ = try AgentFlags.labels(label)
         _ = try AgentFlags.taints(taint)
@@ -67,6 +71,8 @@ struct AgentCommand: AsyncParsableCommand {
         configuration.containerLogMaxSize = try AgentFlags.logSize(containerLogMaxSize)
         configuration.containerLogMaxFiles = containerLogMaxFiles
         configuration.logRotationInterval = .seconds(logRotationSeconds)
+        configuration.volumeSyncInterval = .seconds(volumeSyncSeconds)
+        configuration.emptyDirCheckInterval = .seconds(emptyDirCheckSeconds)
         let fake = runtime == "fake"
         let credentials = NodeCredentials(dataDirectory: dataDir, nodeName: configuration.nodeName)
         if kubeconfig == nil && (token != nil || credentials.exist) {
