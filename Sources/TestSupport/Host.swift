@@ -1,4 +1,5 @@
 import Foundation
+import NodeAgent
 
 /// Facts about this host that tests need: free ports, processes by command line.
 public enum TestHost {
@@ -44,13 +45,5 @@ public enum TestHost {
     }
 
     /// Mount points at or below `path` (this process's mount namespace: the host's, for tests).
-    public static func mountPoints(under path: String) -> [String] {
-        guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return [] }
-        return text.split(separator: "\n").compactMap { line -> String? in
-            let fields = line.split(separator: " ")
-            guard fields.count > 4 else { return nil }
-            let point = String(fields[4])
-            return point == path || point.hasPrefix(path + "/") ? point : nil
-        }
-    }
+    public static func mountPoints(under path: String) -> [String] { MountTable.points(under: path) }
 }

@@ -7,7 +7,7 @@ import TestSupport
 /// exec through the process runtime, end to end: `cox server` and `cox agent` processes, the
 /// real kubectl (oldest and newest installed) and `cox exec`. The API server proxies the upgraded
 /// connection to the agent, the agent to the process runtime's streaming server (WebSocket,
-/// v5.channel.k8s.io). (containerd, SPDY included, port-forward and attach:
+/// v5.channel.k8s.io); attach and `kubectl run -i` too. (containerd, SPDY included, port-forward:
 /// `RuntimeConformanceTests.coxUpOnContainerd`.)
 @Suite("exec, cp and their refusals on the process runtime", .watchdog, .serialized)
 struct ExecTests {
@@ -44,8 +44,30 @@ struct ExecTests {
             if oldestVersion < "1.30" {
                 #expect(spdy.status != 0 && spdy.output.contains("SPDY is not served"), "kubectl \(oldestVersion): \(spdy.output)")
             }
-            let attach = try await kubectl(newest, ["attach", "shell"])
-            #expect(attach.status != 0 && attach.output.contains("does not attach"), "\(attach.output)")
+
+            // attach: the container's output from now on and its stdin; with stdinOnce the end of
+            // the first attach's input is the container's.
+            var reader = cluster.pod("reader", "echo waiting; cat; echo input-ended", restartPolicy: "Never")
+            reader.spec.containers[0].stdin = true
+            reader.spec.containers[0].stdinOnce = true
+            _ = try await cluster.client.create(reader)
+            try await eventually("reader is Running") { try await cluster.get("reader").status.phase == "Running" }
+            let attached = try await kubectl(newest, ["attach", "-i", "reader"], input: "through attach\n")
+            #expect(attached.status == 0 && attached.output.hasSuffix("through attach\ninput-ended\n") && !attached.output.contains("waiting"),
+                    "kubectl attach -i: \(attached.status) \(attached.output)")
+            try await eventually("reader ends once its input did") { try await cluster.get("reader").status.phase == "Succeeded" }
+            // kubectl run -i --rm: create, attach with stdin, wait, delete.
+            let run = try await kubectl(newest, ["run", "once", "-i", "--rm", "--restart=Never", "--image=busybox", #"--overrides={"spec":{"nodeName":"n1"}}"#,
+                                                 "--command", "--", "sh", "-c", "cat; echo run-done", cluster.marker], input: "via run\n")
+            #expect(run.status == 0 && run.output.contains("via run\nrun-done\n") && run.output.contains(#"pod "once" deleted"#), "kubectl run -i --rm: \(run.status) \(run.output)")
+            // A terminal is refused, saying why (it would not outlive the runtime).
+            var withTerminal = cluster.pod("terminal", "sleep 60")
+            withTerminal.spec.containers[0].stdin = true
+            withTerminal.spec.containers[0].tty = true
+            _ = try await cluster.client.create(withTerminal)
+            try await eventually("a tty container is refused, named") {
+                try await cluster.get("terminal").status.containerStatuses.first?.state.waiting.message.contains("the process runtime cannot give container \"main\" a terminal") == true
+            }
 
             // RBAC: create on pods/exec, checked before anything reaches the node (jane may read
             // pods, as kubectl exec does first, but not run commands in them).

@@ -565,6 +565,10 @@ extension RuntimeConformanceTests {
                 await forward.wait(killAfter: 5)
                 let attach = try await Tools.runDetached("/usr/bin/timeout", ["4", path, "--kubeconfig", kubeconfig, "attach", "ticker"])
                 #expect(attach.output.contains("tick "), "kubectl \(version) attach: \(attach.output)")
+                // kubectl run -i --rm: stdin and stdinOnce in the container's config, attach with stdin.
+                let run = try await run(["run", "once-\(version.replacingOccurrences(of: ".", with: "-"))", "-i", "--rm", "--restart=Never", "--image=busybox",
+                                         "--image-pull-policy=IfNotPresent", "--", "sh", "-c", "cat; echo run-done"], input: "via run\n")
+                #expect(run.status == 0 && run.output.contains("via run\nrun-done\n"), "kubectl \(version) run -i --rm: \(run.status) \(run.output)")
             }
             // Volumes: every kind mounted where the pod says, with its contents and modes.
             try await Self.waitFor("the pod with volumes is Running", timeout: 60) {

@@ -96,6 +96,20 @@ struct VolumeTests {
         }
     }
 
+    /// Foundation reads only the first 4 KB of a /proc file: with ~40 mounts on the node (a CI
+    /// run with containerd) the agent missed tmpfs mounts of its own.
+    @Test func theMountTableIsReadWhole() throws {
+        let directory = TemporaryDirectory()
+        let points = (0..<80).map { "\(directory.path)/m\($0)" }
+        defer { for point in points { umount2(point, Int32(MNT_DETACH)) } }
+        for point in points {
+            try FileManager.default.createDirectory(atPath: point, withIntermediateDirectories: true)
+            #expect(mount("tmpfs", point, "tmpfs", 0, nil) == 0, "mount needs root, as the agent does")
+        }
+        #expect((MountTable.readWhole("/proc/self/mountinfo") ?? "").utf8.count > 4096)
+        #expect(Set(MountTable.points(under: directory.path)) == Set(points))
+    }
+
     @Test func anUpdateSwapsTheWholeSetAndLeavesNoStaleName() throws {
         let directory = TemporaryDirectory()
         let writer = AtomicWriter(directory: directory.path)

@@ -769,6 +769,9 @@ extension Container: JSONCodable {
         if !self.imagePullPolicy.isEmpty { w.key("imagePullPolicy"); w.string(self.imagePullPolicy) }
         if !self.envFrom.isEmpty { w.key("envFrom"); w.array(self.envFrom) }
         if !self.volumeMounts.isEmpty { w.key("volumeMounts"); w.array(self.volumeMounts) }
+        if self.stdin { w.key("stdin"); w.bool(self.stdin) }
+        if self.stdinOnce { w.key("stdinOnce"); w.bool(self.stdinOnce) }
+        if self.tty { w.key("tty"); w.bool(self.tty) }
         w.endObject()
     }
 
@@ -792,6 +795,9 @@ extension Container: JSONCodable {
             case "imagePullPolicy": self.imagePullPolicy = try JSONDecodeError.at("imagePullPolicy") { try value.decodeString() }
             case "envFrom": self.envFrom = try JSONDecodeError.at("envFrom") { try value.decodeArray { try EnvFromSource(json: $0) } }
             case "volumeMounts": self.volumeMounts = try JSONDecodeError.at("volumeMounts") { try value.decodeArray { try VolumeMount(json: $0) } }
+            case "stdin": self.stdin = try JSONDecodeError.at("stdin") { try value.decodeBool() }
+            case "stdinOnce": self.stdinOnce = try JSONDecodeError.at("stdinOnce") { try value.decodeBool() }
+            case "tty": self.tty = try JSONDecodeError.at("tty") { try value.decodeBool() }
             default: throw JSONDecodeError(.unknownField, path: [member.key])
             }
         }

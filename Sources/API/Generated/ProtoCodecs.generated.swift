@@ -705,6 +705,9 @@ extension Container: ProtoCodable {
         if !s._imagePullPolicy.isEmpty { w.string(12, s._imagePullPolicy) }
         for item in s._envFrom { w.message(13, item) }
         for item in s._volumeMounts { w.message(14, item) }
+        if s._stdin { w.bool(15, s._stdin) }
+        if s._stdinOnce { w.bool(16, s._stdinOnce) }
+        if s._tty { w.bool(17, s._tty) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
@@ -739,6 +742,9 @@ extension Container: ProtoCodable {
             case 12: s._imagePullPolicy = try r.string()
             case 13: s._envFrom.append(try r.message(EnvFromSource.self))
             case 14: s._volumeMounts.append(try r.message(VolumeMount.self))
+            case 15: s._stdin = try r.bool()
+            case 16: s._stdinOnce = try r.bool()
+            case 17: s._tty = try r.bool()
             default: try r.skip()
             }
         }

@@ -191,6 +191,9 @@ extension Schema {
             FieldSchema("imagePullPolicy", .string, description: "Always, Never or IfNotPresent. Defaults to Always for the latest tag, IfNotPresent otherwise."),
             FieldSchema("envFrom", .array(.message("EnvFromSource")), description: "Sources whose keys all become environment variables. env wins where a name is set twice.", listType: .atomic),
             FieldSchema("volumeMounts", .array(.message("VolumeMount")), description: "Volumes of the pod mounted into the container's filesystem.", listType: .map, listMapKeys: ["mountPath"], patchStrategy: "merge", patchMergeKey: "mountPath"),
+            FieldSchema("stdin", .bool, description: "The container gets a standard input a client can attach to (otherwise reads see end of file). Default false."),
+            FieldSchema("stdinOnce", .bool, description: "The standard input closes when the first attached client detaches (and stays closed). Default false."),
+            FieldSchema("tty", .bool, description: "The container gets a terminal (needs stdin too). Default false."),
         ]),
         MessageSchema("VolumeMount", definition: "io.k8s.api.core.v1.VolumeMount", description: "A volume of the pod, mounted at a path of the container.", fields: [
             FieldSchema("name", .string, description: "The volume's name (one of the pod's volumes).", required: true),

@@ -721,6 +721,24 @@ public nonisolated struct Container: @unchecked Sendable {
     set {_uniqueStorage()._volumeMounts = newValue}
   }
 
+  /// The container gets a standard input a client can attach to (otherwise reads see end of file). Default false.
+  public var stdin: Bool {
+    get {_storage._stdin}
+    set {_uniqueStorage()._stdin = newValue}
+  }
+
+  /// The standard input closes when the first attached client detaches (and stays closed). Default false.
+  public var stdinOnce: Bool {
+    get {_storage._stdinOnce}
+    set {_uniqueStorage()._stdinOnce = newValue}
+  }
+
+  /// The container gets a terminal (needs stdin too). Default false.
+  public var tty: Bool {
+    get {_storage._tty}
+    set {_uniqueStorage()._tty = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -3680,7 +3698,7 @@ nonisolated extension Probe: SwiftProtobuf.Message, SwiftProtobuf._MessageImplem
 
 nonisolated extension Container: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Container"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}image\0\u{1}command\0\u{1}args\0\u{3}working_dir\0\u{1}ports\0\u{1}env\0\u{1}resources\0\u{3}liveness_probe\0\u{3}readiness_probe\0\u{3}startup_probe\0\u{3}image_pull_policy\0\u{3}env_from\0\u{3}volume_mounts\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}image\0\u{1}command\0\u{1}args\0\u{3}working_dir\0\u{1}ports\0\u{1}env\0\u{1}resources\0\u{3}liveness_probe\0\u{3}readiness_probe\0\u{3}startup_probe\0\u{3}image_pull_policy\0\u{3}env_from\0\u{3}volume_mounts\0\u{1}stdin\0\u{3}stdin_once\0\u{1}tty\0")
 
   final class _StorageClass {
     var _name: String = String()
@@ -3697,6 +3715,9 @@ nonisolated extension Container: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
     var _imagePullPolicy: String = String()
     var _envFrom: [EnvFromSource] = []
     var _volumeMounts: [VolumeMount] = []
+    var _stdin: Bool = false
+    var _stdinOnce: Bool = false
+    var _tty: Bool = false
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -3721,6 +3742,9 @@ nonisolated extension Container: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
       _imagePullPolicy = source._imagePullPolicy
       _envFrom = source._envFrom
       _volumeMounts = source._volumeMounts
+      _stdin = source._stdin
+      _stdinOnce = source._stdinOnce
+      _tty = source._tty
     }
   }
 
@@ -3753,6 +3777,9 @@ nonisolated extension Container: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
         case 12: try { try decoder.decodeSingularStringField(value: &_storage._imagePullPolicy) }()
         case 13: try { try decoder.decodeRepeatedMessageField(value: &_storage._envFrom) }()
         case 14: try { try decoder.decodeRepeatedMessageField(value: &_storage._volumeMounts) }()
+        case 15: try { try decoder.decodeSingularBoolField(value: &_storage._stdin) }()
+        case 16: try { try decoder.decodeSingularBoolField(value: &_storage._stdinOnce) }()
+        case 17: try { try decoder.decodeSingularBoolField(value: &_storage._tty) }()
         default: break
         }
       }
@@ -3807,6 +3834,15 @@ nonisolated extension Container: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
       if !_storage._volumeMounts.isEmpty {
         try visitor.visitRepeatedMessageField(value: _storage._volumeMounts, fieldNumber: 14)
       }
+      if _storage._stdin != false {
+        try visitor.visitSingularBoolField(value: _storage._stdin, fieldNumber: 15)
+      }
+      if _storage._stdinOnce != false {
+        try visitor.visitSingularBoolField(value: _storage._stdinOnce, fieldNumber: 16)
+      }
+      if _storage._tty != false {
+        try visitor.visitSingularBoolField(value: _storage._tty, fieldNumber: 17)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -3830,6 +3866,9 @@ nonisolated extension Container: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
         if _storage._imagePullPolicy != rhs_storage._imagePullPolicy {return false}
         if _storage._envFrom != rhs_storage._envFrom {return false}
         if _storage._volumeMounts != rhs_storage._volumeMounts {return false}
+        if _storage._stdin != rhs_storage._stdin {return false}
+        if _storage._stdinOnce != rhs_storage._stdinOnce {return false}
+        if _storage._tty != rhs_storage._tty {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -514,6 +514,9 @@ actor PodManager {
         launch.image = container.image
         launch.imagePullPolicy = container.imagePullPolicy
         launch.hostNetwork = pod.spec.hostNetwork
+        if container.stdin || container.stdinOnce || container.tty {
+            launch.terminal = ContainerLaunch.Terminal(stdin: container.stdin, stdinOnce: container.stdinOnce, tty: container.tty)
+        }
         if let memory = container.resources.limits["memory"], let bytes = try? Quantity(parsing: memory).value {
             launch.memoryLimitBytes = NSDecimalNumber(decimal: bytes).int64Value
         }

@@ -287,36 +287,7 @@ struct PodVolumes: Sendable {
         }
     }
 
-    /// Mount points at or below `path` (from /proc/self/mountinfo), deepest first.
-    static func mountPoints(under path: String) -> [String] {
-        guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return [] }
-        let prefix = path.hasSuffix("/") ? path : path + "/"
-        return text.split(separator: "\n").compactMap { line -> String? in
-            let fields = line.split(separator: " ")
-            guard fields.count > 4 else { return nil }
-            let point = unescapeMountPath(String(fields[4]))
-            return point == path || point.hasPrefix(prefix) ? point : nil
-        }.sorted { $0.count > $1.count }
-    }
-
-    /// mountinfo writes space, tab, newline and backslash as octal escapes.
-    static func unescapeMountPath(_ text: String) -> String {
-        guard text.contains("\\") else { return text }
-        var bytes: [UInt8] = []
-        let utf8 = Array(text.utf8)
-        var i = 0
-        while i < utf8.count {
-            if utf8[i] == 0x5C, i + 3 < utf8.count,
-               let value = UInt8(String(decoding: utf8[(i + 1)...(i + 3)], as: UTF8.self), radix: 8) {
-                bytes.append(value)
-                i += 4
-            } else {
-                bytes.append(utf8[i])
-                i += 1
-            }
-        }
-        return String(decoding: bytes, as: UTF8.self)
-    }
+    static func mountPoints(under path: String) -> [String] { MountTable.points(under: path) }
 
     /// Everything of the pod's volumes: its tmpfs mounts, then its directory. hostPath volumes
     /// are never touched. Answers a problem to log, nil when all went.
@@ -407,5 +378,56 @@ struct AtomicWriter {
         var parts = tm()
         gmtime_r(&seconds, &parts)
         return String(format: "%04d_%02d_%02d_%02d_%02d_%02d", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday, parts.tm_hour, parts.tm_min, parts.tm_sec)
+    }
+}
+
+/// This process's mount table (/proc/self/mountinfo), read whole: Foundation's
+/// `String(contentsOfFile:)` stops after the first page of a /proc file (4 KB, about 40 mounts on
+/// a node running containers: later mounts were missed).
+public enum MountTable {
+    /// Mount points at or below `path`, deepest first.
+    public static func points(under path: String) -> [String] {
+        guard let text = readWhole("/proc/self/mountinfo") else { return [] }
+        let prefix = path.hasSuffix("/") ? path : path + "/"
+        return text.split(separator: "\n").compactMap { line -> String? in
+            let fields = line.split(separator: " ")
+            guard fields.count > 4 else { return nil }
+            let point = unescape(String(fields[4]))
+            return point == path || point.hasPrefix(prefix) ? point : nil
+        }.sorted { $0.count > $1.count }
+    }
+
+    /// A file read with read(2) until its end (what /proc files need).
+    public static func readWhole(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 16 * 1024)
+        while true {
+            let count = read(fd, &chunk, chunk.count)
+            if count < 0 && errno == EINTR { continue }
+            guard count > 0 else { break }
+            bytes += chunk[0..<count]
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// mountinfo writes space, tab, newline and backslash as octal escapes (`\040`).
+    static func unescape(_ text: String) -> String {
+        guard text.contains("\\") else { return text }
+        var bytes: [UInt8] = []
+        let utf8 = Array(text.utf8)
+        var i = 0
+        while i < utf8.count {
+            if utf8[i] == 0x5C, i + 3 < utf8.count, let value = UInt8(String(decoding: utf8[(i + 1)...(i + 3)], as: UTF8.self), radix: 8) {
+                bytes.append(value)
+                i += 4
+            } else {
+                bytes.append(utf8[i])
+                i += 1
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
     }
 }

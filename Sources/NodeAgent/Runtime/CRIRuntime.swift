@@ -277,6 +277,11 @@ public final class CRIRuntime: ContainerRuntime, @unchecked Sendable {
         }
         config.labels = Self.sandboxLabels(launch).merging([Self.containerNameLabel: launch.container]) { $1 }
         config.logPath = "\(launch.container)/\(attempt).log"
+        if let terminal = launch.terminal {
+            config.stdin = terminal.stdin
+            config.stdinOnce = terminal.stdinOnce
+            config.tty = terminal.tty
+        }
         config.mounts = (launch.mounts ?? []).map { mount in
             var cri = Runtime_V1_Mount()
             cri.containerPath = mount.containerPath

@@ -30,6 +30,21 @@ public struct ContainerLaunch: Sendable, Codable, Equatable {
     /// The pod's volumes as this container mounts them (host paths the agent prepared); nil: none.
     /// Optional so records written before volumes existed still decode.
     public var mounts: [Mount]?
+    /// The container's `stdin`, `stdinOnce` and `tty`; nil: none of them (optional, as `mounts`).
+    public var terminal: Terminal?
+
+    public struct Terminal: Sendable, Codable, Equatable {
+        public var stdin = false
+        public var stdinOnce = false
+        public var tty = false
+        /// The process runtime's FIFO for the container's standard input (nil: none).
+        public var stdinPath: String?
+        public init(stdin: Bool = false, stdinOnce: Bool = false, tty: Bool = false) {
+            self.stdin = stdin
+            self.stdinOnce = stdinOnce
+            self.tty = tty
+        }
+    }
 
     /// A path of the node seen at a path of the container.
     public struct Mount: Sendable, Codable, Equatable {

@@ -17,8 +17,10 @@ import Synchronization
 ///   copier turns into the CRI log file the agent asked for (`timestamp stream tag line`); after a
 ///   restart it resumes where it stopped.
 /// - ExecSync runs the command on the host in the container's environment and directory.
-/// - Exec (streaming) is served over WebSocket by `ProcessStreamingServer` on loopback; Attach and
-///   PortForward are not (UNIMPLEMENTED, saying why).
+/// - Exec and Attach (streaming) are served over WebSocket by `ProcessStreamingServer` on
+///   loopback; attach reads the raw output files from their end and writes stdin into the
+///   container's FIFO (`stdin`; `stdinOnce` ends it with the first attach's input). PortForward
+///   is not served, `tty` and mounts are refused (INVALID_ARGUMENT / UNIMPLEMENTED, saying why).
 /// - Records of sandboxes and containers are kept on disk: a restarted plugin knows them again,
 ///   and its running processes keep running meanwhile.
 public final class ProcessCRIState: @unchecked Sendable {
@@ -353,6 +355,11 @@ public struct ProcessRuntimeService: Runtime_V1_RuntimeService.SimpleServiceProt
         if taken {
             throw RPCError(code: .alreadyExists, message: "container name \"\(config.metadata.name)\" attempt \(config.metadata.attempt) is already in use in sandbox \(sandbox.id)")
         }
+        if config.tty {
+            // A terminal lives in the process that holds its master side; this runtime's
+            // containers outlive it (and the agent), a terminal would not. Refused, not faked.
+            throw RPCError(code: .invalidArgument, message: "the process runtime cannot give container \"\(config.metadata.name)\" a terminal (tty: true): its containers outlive the runtime, a terminal would not (use stdin without tty, or kubectl exec -it)")
+        }
         if !config.mounts.isEmpty {
             // Its processes share the node's filesystem: a volume cannot appear at a path of
             // theirs without changing that path for the whole node. Refused, never ignored.
@@ -378,6 +385,11 @@ public struct ProcessRuntimeService: Runtime_V1_RuntimeService.SimpleServiceProt
             if fd >= 0 { close(fd) }
         }
         launch.outputPaths = [state.rawPath(id, stream: 0), state.rawPath(id, stream: 1)]
+        if config.stdin {
+            var terminal = ContainerLaunch.Terminal(stdin: true, stdinOnce: config.stdinOnce)
+            terminal.stdinPath = (state.rawDirectory as NSString).appendingPathComponent("\(id).stdin")
+            launch.terminal = terminal
+        }
         let container = ProcessCRIState.Container(id: id, sandboxID: sandbox.id, name: config.metadata.name, attempt: config.metadata.attempt,
                                                   image: config.image.image, labels: config.labels, annotations: config.annotations,
                                                   logPath: logPath, createdAt: ProcessCRIState.nowNanos, launch: launch)
@@ -426,6 +438,10 @@ public struct ProcessRuntimeService: Runtime_V1_RuntimeService.SimpleServiceProt
         state.lock.withLock { _ = $0.containers.removeValue(forKey: id) }
         _ = unlink((state.containersDirectory as NSString).appendingPathComponent("\(id).json"))
         for stream in 0..<2 { _ = unlink(state.rawPath(id, stream: stream)) }
+        if let input = container.launch.terminal?.stdinPath {
+            state.runtime.releaseInput(input)
+            _ = unlink(input)
+        }
     }
 
     func containerState(_ container: ProcessCRIState.Container) async -> (Runtime_V1_ContainerState, RuntimeContainer?) {
@@ -546,8 +562,32 @@ public struct ProcessRuntimeService: Runtime_V1_RuntimeService.SimpleServiceProt
         return response
     }
 
+    /// Attach: the container's output from now on (read from the files it writes), and its stdin
+    /// FIFO when it has one and the client sends stdin.
     public func attach(request: Runtime_V1_AttachRequest, context: ServerContext) async throws -> Runtime_V1_AttachResponse {
-        throw RPCError(code: .unimplemented, message: "the process runtime does not attach: its containers' output goes to files, not to a terminal it could share; use kubectl logs -f or exec")
+        guard let container = state.lock.withLock({ $0.containers[request.containerID] }) else { throw Self.notFound("container", request.containerID) }
+        guard case (.containerRunning, let process?) = await containerState(container), let pid = ProcessRuntime.pid(of: process.id) else {
+            throw RPCError(code: .failedPrecondition, message: "container \(container.id) is not running")
+        }
+        guard request.stdout || request.stderr || request.stdin else {
+            throw RPCError(code: .invalidArgument, message: "one of stdin, stdout, or stderr must be set")
+        }
+        let terminal = container.launch.terminal
+        let input = request.stdin && terminal?.stdin == true ? terminal?.stdinPath : nil
+        var outputs: [(path: String, stream: UInt8)] = []
+        if request.stdout { outputs.append((state.rawPath(container.id, stream: 0), 1)) }
+        if request.stderr { outputs.append((state.rawPath(container.id, stream: 1), 2)) }
+        let runtime = state.runtime
+        let once = terminal?.stdinOnce == true
+        let target = ProcessStreamingServer.AttachTarget(pid: pid, outputs: outputs, input: input,
+                                                         inputEnded: { if once, let input { runtime.releaseInput(input) } })
+        var response = Runtime_V1_AttachResponse()
+        do {
+            response.url = try await state.streaming.attachURL(target)
+        } catch {
+            throw RPCError(code: .unavailable, message: "the process runtime cannot serve streams: \(error)")
+        }
+        return response
     }
 
     public func portForward(request: Runtime_V1_PortForwardRequest, context: ServerContext) async throws -> Runtime_V1_PortForwardResponse {

@@ -28,6 +28,8 @@ public final class ProcessRuntime: ContainerRuntime, @unchecked Sendable {
         var isChild: Bool
     }
     private let entries = Mutex<[String: Entry]>([:])
+    /// Write ends of stdinOnce containers' input FIFOs, held until their first attach ends.
+    let heldInputs = Mutex<[String: Int32]>([:])
     private let exitFeed = ExitFeed()
     /// Ids of containers as they exit (one consumer: the agent).
     public var exits: AsyncStream<String> { exitFeed.listen() }
@@ -140,10 +142,16 @@ public final class ProcessRuntime: ContainerRuntime, @unchecked Sendable {
             guard errorFD >= 0 else { throw RuntimeError("cannot open log file \(paths[1]): \(String(cString: strerror(errno)))") }
         }
         defer { if errorFD != logFD { close(errorFD) } }
+        let inputFD = try openInput(launch)
+        defer { if inputFD >= 0 { close(inputFD) } }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        if inputFD >= 0 {
+            posix_spawn_file_actions_adddup2(&actions, inputFD, 0)
+        } else {
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        }
         posix_spawn_file_actions_adddup2(&actions, logFD, 1)
         posix_spawn_file_actions_adddup2(&actions, errorFD, 2)
         if let directory = launch.workingDirectory, !directory.isEmpty {
@@ -184,6 +192,36 @@ public final class ProcessRuntime: ContainerRuntime, @unchecked Sendable {
             close(gate[1])
         }
         return pid
+    }
+
+    /// The container's standard input when it asks for one (`stdin`): a FIFO that attach writes
+    /// into, which outlives this runtime. With `stdinOnce` the container reads a read-only end
+    /// and the runtime holds a write end until the first attach with stdin ends — then the
+    /// container reads the end of its input, as in Kubernetes. Without it, the container holds a
+    /// write end itself and never reads an end. -1: no stdin (/dev/null).
+    func openInput(_ launch: ContainerLaunch) throws -> Int32 {
+        guard let terminal = launch.terminal, terminal.stdin, let path = terminal.stdinPath else { return -1 }
+        if mkfifo(path, 0o600) != 0 && errno != EEXIST {
+            throw RuntimeError("cannot make the stdin of container \(launch.container) (\(path)): \(String(cString: strerror(errno)))")
+        }
+        let fd = open(path, (terminal.stdinOnce ? O_RDONLY | O_NONBLOCK : O_RDWR) | O_CLOEXEC)
+        guard fd >= 0 else { throw RuntimeError("cannot open the stdin of container \(launch.container): \(String(cString: strerror(errno)))") }
+        if terminal.stdinOnce {
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)  // the container's reads wait
+            let writer = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC)
+            if writer >= 0 { heldInputs.withLock { $0[path].map { _ = close($0) }; $0[path] = writer } }
+        }
+        return fd
+    }
+
+    /// The PID in a container id (`process://PID`).
+    public static func pid(of id: String) -> pid_t? {
+        id.hasPrefix("process://") ? pid_t(id.dropFirst("process://".count)) : nil
+    }
+
+    /// Lets a stdinOnce container read the end of its input (the first attach is over).
+    public func releaseInput(_ path: String) {
+        if let fd = heldInputs.withLock({ $0.removeValue(forKey: path) }) { close(fd) }
     }
 
     public func stop(id: String, grace: Duration) async {

@@ -30,6 +30,18 @@ public final class ProcessStreamingServer: Sendable {
         var stderr: Bool
         var tty: Bool
         var expires: ContinuousClock.Instant
+        /// An attach instead of an exec.
+        var attach: AttachTarget?
+    }
+
+    /// What an attach joins: a running container's output files (read from their current end)
+    /// and its stdin FIFO.
+    struct AttachTarget: Sendable {
+        var pid: pid_t
+        var outputs: [(path: String, stream: UInt8)]
+        var input: String?
+        /// Called once the client's stdin is over (a stdinOnce container's input then ends).
+        var inputEnded: @Sendable () -> Void
     }
 
     static let protocols = ["v5.channel.k8s.io", "v4.channel.k8s.io"]
@@ -51,6 +63,20 @@ public final class ProcessStreamingServer: Sendable {
                                       stderr: stderr && !tty, tty: tty, expires: now + .seconds(60))
         }
         return "http://127.0.0.1:\(port)/exec/\(token)"
+    }
+
+    /// A URL for one attach to a running container.
+    func attachURL(_ target: AttachTarget) async throws -> String {
+        let port = try await start()
+        let token = UUID().uuidString.lowercased()
+        let now = ContinuousClock.now
+        sessions.withLock { sessions in
+            sessions = sessions.filter { $0.value.expires > now }
+            sessions[token] = Session(command: [], environment: [:], directory: nil, stdin: target.input != nil,
+                                      stdout: target.outputs.contains { $0.stream == 1 }, stderr: target.outputs.contains { $0.stream == 2 },
+                                      tty: false, expires: now + .seconds(60), attach: target)
+        }
+        return "http://127.0.0.1:\(port)/attach/\(token)"
     }
 
     /// The session for `token`, once.
@@ -107,8 +133,12 @@ public final class ProcessStreamingServer: Sendable {
                             }
                             try channel.pipeline.syncOperations.addHandler(
                                 NIOWebSocketFrameAggregator(minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 4096, maxAccumulatedFrameSize: 16 << 20))
-                            try channel.pipeline.syncOperations.addHandler(
-                                ExecStreamHandler(session: session, v5: chosen == Self.protocols[0], logger: server.logger))
+                            if let target = session.attach {
+                                try channel.pipeline.syncOperations.addHandler(AttachStreamHandler(target: target, v5: chosen == Self.protocols[0], logger: server.logger))
+                            } else {
+                                try channel.pipeline.syncOperations.addHandler(
+                                    ExecStreamHandler(session: session, v5: chosen == Self.protocols[0], logger: server.logger))
+                            }
                         }
                     })
                 return channel.pipeline.configureHTTPServerPipeline(
@@ -127,7 +157,7 @@ public final class ProcessStreamingServer: Sendable {
     /// The headers to answer a WebSocket upgrade with (the chosen subprotocol), or nil to refuse.
     private func accepts(_ head: HTTPRequestHead) -> HTTPHeaders? {
         let segments = head.uri.split(separator: "/")
-        guard segments.count == 2, segments[0] == "exec" else { return nil }
+        guard segments.count == 2, segments[0] == "exec" || segments[0] == "attach" else { return nil }
         let offered = head.headers["Sec-WebSocket-Protocol"].flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces) }
         guard let chosen = offered.first(where: { Self.protocols.contains($0) }) else { return nil }
         guard sessions.withLock({ $0[String(segments[1])] }) != nil else { return nil }
@@ -147,10 +177,10 @@ final class RefusingHTTPHandler: ChannelInboundHandler, RemovableChannelHandler 
         let (code, message): (HTTPResponseStatus, String)
         if upgrade.hasPrefix("spdy") {
             code = .badRequest
-            message = "the process runtime serves exec over WebSocket (v5.channel.k8s.io, v4.channel.k8s.io) only; SPDY is not served: use kubectl 1.30 or newer, or cox exec"
+            message = "the process runtime serves exec and attach over WebSocket (v5.channel.k8s.io, v4.channel.k8s.io) only; SPDY is not served: use kubectl 1.30 or newer, or cox exec"
         } else if upgrade == "websocket" {
             code = .badRequest
-            message = "unknown or expired exec session, or no subprotocol this server speaks (it speaks \(ProcessStreamingServer.protocols.joined(separator: ", ")))"
+            message = "unknown or expired exec or attach session, or no subprotocol this server speaks (it speaks \(ProcessStreamingServer.protocols.joined(separator: ", ")))"
         } else {
             code = .badRequest
             message = "Upgrade request required"
@@ -341,6 +371,22 @@ final class ExecStreamHandler: ChannelInboundHandler {
     /// The Status on stream 3 (Kubernetes' words for a non-zero exit), then the close.
     private func sendStatus(failure: String?, exitCode: Int32?) {
         guard let context, !finished else { return }
+        send(stream: 3, ByteBuffer(bytes: Self.status(failure: failure, exitCode: exitCode)))
+        finished = true
+        Self.close(context)
+    }
+
+    /// A normal close frame, then the connection's end.
+    static func close(_ context: ChannelHandlerContext) {
+        var data = context.channel.allocator.buffer(capacity: 2)
+        data.write(webSocketErrorCode: .normalClosure)
+        context.writeAndFlush(NIOAny(WebSocketFrame(fin: true, opcode: .connectionClose, data: data))).whenComplete { _ in
+            context.close(promise: nil)
+        }
+    }
+
+    /// The remote-command Status: Success, or a failure (NonZeroExitCode with the code).
+    static func status(failure: String?, exitCode: Int32?) -> [UInt8] {
         var w = JSONWriter()
         w.beginObject()
         w.key("metadata"); w.beginObject(); w.endObject()
@@ -361,12 +407,161 @@ final class ExecStreamHandler: ChannelInboundHandler {
             w.key("status"); w.string("Success")
         }
         w.endObject()
-        send(stream: 3, ByteBuffer(bytes: w.bytes))
-        finished = true
-        var data = context.channel.allocator.buffer(capacity: 2)
-        data.write(webSocketErrorCode: .normalClosure)
-        context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: data))).whenComplete { _ in
-            context.close(promise: nil)
+        return w.bytes
+    }
+}
+
+/// One attach over WebSocket to a process runtime container: its output from now on, read from
+/// the files it writes (every 100 ms), and stdin written into its FIFO. Ends with a Success
+/// Status when the container exits; the client's going leaves the container running.
+final class AttachStreamHandler: ChannelInboundHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
+
+    let target: ProcessStreamingServer.AttachTarget
+    let v5: Bool
+    let logger: Logger
+    private var offsets: [UInt64] = []
+    private var poller: RepeatedTask?
+    private var input: (any Channel)?
+    private var pendingInput: [ByteBuffer] = []
+    private var inputOver = false
+    /// The FIFO's channel is being set up.
+    private var inputPending = false
+    private var finished = false
+    private var context: ChannelHandlerContext?
+
+    init(target: ProcessStreamingServer.AttachTarget, v5: Bool, logger: Logger) {
+        self.target = target
+        self.v5 = v5
+        self.logger = logger
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        offsets = target.outputs.map { output in
+            var info = stat()
+            return stat(output.path, &info) == 0 ? UInt64(info.st_size) : 0
+        }
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        if let path = target.input {
+            // Non-blocking, so a FIFO nobody reads holds nothing up; NIO queues what waits.
+            let fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC)
+            if fd >= 0 {
+                inputPending = true
+                NIOPipeBootstrap(group: context.eventLoop).takingOwnershipOfDescriptor(output: fd).whenComplete { result in
+                    switch result {
+                    case .success(let channel): handler.value.inputReady(channel)
+                    case .failure(let error): handler.value.inputFailed(error)
+                    }
+                }
+            } else {
+                logger.warning("cannot open a container's stdin", metadata: ["path": "\(path)", "error": "\(String(cString: strerror(errno)))"])
+            }
+        }
+        poller = context.eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(100), delay: .milliseconds(100)) { _ in
+            handler.value.poll()
+        }
+    }
+
+    /// Sends what the container wrote since the last look; ends the stream once it has exited.
+    func poll() {
+        guard let context, !finished else { return }
+        let running = Self.running(target.pid)
+        for (index, output) in target.outputs.enumerated() {
+            let fd = open(output.path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { continue }
+            defer { close(fd) }
+            var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+            while true {
+                let count = pread(fd, &chunk, chunk.count, off_t(offsets[index]))
+                guard count > 0 else { break }
+                offsets[index] += UInt64(count)
+                var message = context.channel.allocator.buffer(capacity: count + 1)
+                message.writeInteger(output.stream)
+                message.writeBytes(chunk[0..<count])
+                context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .binary, data: message)), promise: nil)
+            }
+        }
+        context.flush()
+        if !running {
+            finished = true
+            poller?.cancel()
+            context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .binary, data: {
+                var buffer = context.channel.allocator.buffer(capacity: 64)
+                buffer.writeInteger(UInt8(3))
+                buffer.writeBytes(ExecStreamHandler.status(failure: nil, exitCode: nil))
+                return buffer
+            }())), promise: nil)
+            ExecStreamHandler.close(context)
+        }
+    }
+
+    /// Alive and not a zombie.
+    static func running(_ pid: pid_t) -> Bool {
+        guard kill(pid, 0) == 0 else { return false }
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return true }
+        return !stat[close...].hasPrefix(") Z")
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        switch frame.opcode {
+        case .binary, .text:
+            var payload = frame.unmaskedData
+            guard let stream = payload.readInteger(as: UInt8.self) else { return }
+            if stream == 0 {
+                if let input { input.writeAndFlush(payload, promise: nil) } else if target.input != nil { pendingInput.append(payload) }
+            } else if stream == 255, v5, payload.readInteger(as: UInt8.self) == 0 {
+                endInput()
+            }
+        case .ping:
+            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)), promise: nil)
+        case .connectionClose:
+            endInput()
+            finished = true
+            ExecStreamHandler.close(context)
+        default:
+            break
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        poller?.cancel()
+        endInput()
+        self.context = nil
+        context.fireChannelInactive()
+    }
+
+    func inputFailed(_ error: any Error) {
+        logger.warning("cannot write an attach's stdin", metadata: ["error": "\(error)"])
+        inputPending = false
+        if inputOver { target.inputEnded() }
+    }
+
+    func inputReady(_ channel: any Channel) {
+        inputPending = false
+        input = channel
+        for bytes in pendingInput { channel.write(bytes, promise: nil) }
+        pendingInput = []
+        channel.flush()
+        if inputOver { finishInput(channel) }
+    }
+
+    /// The client's stdin is over: after what it sent, the FIFO's write end closes (and a
+    /// stdinOnce container's input ends).
+    private func endInput() {
+        guard target.input != nil, !inputOver else { return }
+        inputOver = true
+        if let input { finishInput(input) } else if !inputPending { target.inputEnded() }
+    }
+
+    private func finishInput(_ channel: any Channel) {
+        let ended = target.inputEnded
+        channel.writeAndFlush(ByteBuffer()).whenComplete { _ in
+            channel.close(promise: nil)
+            ended()
         }
     }
 }
