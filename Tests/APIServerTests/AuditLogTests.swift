@@ -24,16 +24,27 @@ import TestSupport
             _ = try await api.client.create(pod)
             _ = try await api.client.list(Pod.self, namespace: "default")  // a read: not on record
             _ = try await api.client.delete(Pod.self, namespace: "default", name: "audited", gracePeriodSeconds: 0)
+            // Each denial is asked until it is answered (a refused create changes nothing, so a
+            // second ask is safe): on a loaded machine a first connection may not get through,
+            // and then there is nothing on record (a CI failure).
+            func denied(_ client: APIClient, _ name: String) async -> Int {
+                var code = -1
+                for _ in 0..<3 where code != 403 {
+                    code = await RBACServerTests.code { _ = try await client.create(TestObjects.pod(name)) }
+                }
+                return code
+            }
             let alice = try RBACServerTests.client(api, user: "alice", groups: ["viewers"])
-            _ = try? await alice.create(TestObjects.pod("denied"))
+            #expect(await denied(alice, "denied") == 403)
             try? await alice.shutdown()
             let asBob = try APIClient(kubeconfig: try Kubeconfig.load(path: api.kubeconfigPath), timeout: InProcessAPI.deadline, maxAttempts: 1,
                                       impersonate: ("bob", []))
-            _ = try? await asBob.create(TestObjects.pod("by-bob"))
+            #expect(await denied(asBob, "by-bob") == 403)
             try? await asBob.shutdown()
 
             let lines = try Self.lines(log)
             let mine = lines.filter { $0["resource"] == .string("pods") }
+            try #require(mine.count == 4, "four changes of pods on record: \(mine)")
             #expect(mine.map { $0["verb"] } == [.string("create"), .string("delete"), .string("create"), .string("create")], "\(mine)")
             #expect(mine.map { $0["user"] } == [.string("admin"), .string("admin"), .string("alice"), .string("bob")])
             #expect(mine.map { $0["code"] } == [.int(201), .int(200), .int(403), .int(403)])

@@ -11,8 +11,12 @@ struct EndToEndTests {
         let process: Child
         var port = 0
 
+        /// Its log (stderr), for what a failed shutdown was doing.
+        let log: String
+
         init(cox: String, dir: String, manifests: String?) throws {
-            process = try Child(cox, ["up", "--port", "0"] + (manifests.map { ["-f", $0] } ?? []), directory: dir, stdout: .pipe)
+            log = "\(dir)/up-\(UInt32.random(in: 0...UInt32.max)).log"
+            process = try Child(cox, ["up", "--port", "0"] + (manifests.map { ["-f", $0] } ?? []), directory: dir, stdout: .pipe, stderr: .file(log))
         }
 
         /// Reads the banner (and, with manifests, the apply lines) until `marker` appears.
@@ -27,7 +31,13 @@ struct EndToEndTests {
         /// Ctrl-C, and its exit status (SIGKILL after 60 s: a shutdown that hangs fails the test).
         func interrupt() async -> Int32 {
             kill(process.pid, SIGINT)
+            let started = ContinuousClock.now
             await process.wait(killAfter: 60)
+            if process.terminationStatus != 0 {
+                // What it logged, and how long it took: a shutdown that hung (or failed) says why.
+                let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+                Issue.record("cox up exited \(process.terminationStatus) \(ContinuousClock.now - started) after Ctrl-C; its log ends:\n\(text.suffix(4000))")
+            }
             return process.terminationStatus
         }
     }

@@ -60,7 +60,7 @@ final class InstantExitRuntime: ContainerRuntime {
             pod.spec.restartPolicy = "Never"
             pod.spec.nodeName = "race"
             _ = try await api.client.create(pod)
-            try await waitUntil("the pod is Failed with exit code 3", timeout: 10) {
+            try await waitUntil("the pod is Failed with exit code 3", timeout: 30) {
                 let status = try await api.client.get(Pod.self, namespace: "default", name: "quick").status
                 return status.phase == "Failed" && status.containerStatuses.first?.state.terminated.exitCode == 3
             }
