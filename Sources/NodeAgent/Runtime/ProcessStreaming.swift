@@ -499,10 +499,7 @@ final class AttachStreamHandler: ChannelInboundHandler {
 
     /// Alive and not a zombie.
     static func running(_ pid: pid_t) -> Bool {
-        guard kill(pid, 0) == 0 else { return false }
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return true }
-        return !stat[close...].hasPrefix(") Z")
+        kill(pid, 0) == 0 && !ProcessRuntime.isZombie(pid)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
