@@ -35,8 +35,10 @@ struct EndToEndTests {
             await process.wait(killAfter: 60)
             if process.terminationStatus != 0 {
                 // What it logged, and how long it took: a shutdown that hung (or failed) says why.
+                // A crash report is shown from its crashed thread on (its first frames say where).
                 let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
-                Issue.record("cox up exited \(process.terminationStatus) \(ContinuousClock.now - started) after Ctrl-C; its log ends:\n\(text.suffix(4000))")
+                let shown = (text.range(of: " crashed:\n") ?? text.range(of: "*** Program crashed")).map { String(text[$0.lowerBound...].prefix(12000)) } ?? String(text.suffix(4000))
+                Issue.record("cox up exited \(process.terminationStatus) \(ContinuousClock.now - started) after Ctrl-C; its log:\n\(shown)")
             }
             return process.terminationStatus
         }

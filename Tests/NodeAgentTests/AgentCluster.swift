@@ -164,7 +164,7 @@ final class AgentCluster: @unchecked Sendable {
 }
 
 /// Polls `condition` until it holds (or fails the test after `timeout` seconds).
-func eventually(_ what: String, timeout: Double = 20, _ condition: @escaping () async throws -> Bool) async throws {
+func eventually(_ what: String, timeout: Double = 60, _ condition: @escaping () async throws -> Bool) async throws {
     let deadline = Date().addingTimeInterval(timeout)
     while Date() < deadline {
         if try await condition() { return }
