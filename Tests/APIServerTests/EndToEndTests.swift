@@ -37,7 +37,12 @@ struct EndToEndTests {
                 // What it logged, and how long it took: a shutdown that hung (or failed) says why.
                 // A crash report is shown from its crashed thread on (its first frames say where).
                 let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
-                let shown = (text.range(of: " crashed:\n") ?? text.range(of: "*** Program crashed")).map { String(text[$0.lowerBound...].prefix(12000)) } ?? String(text.suffix(4000))
+                var shown = String(text.suffix(4000))
+                if let report = text.range(of: "*** Signal") {
+                    // The lines before the report (a fatal error's message), then the crashed thread.
+                    shown = String(text[..<report.lowerBound].suffix(3000)) + "\n"
+                        + (text.range(of: " crashed:\n").map { String(text[$0.lowerBound...].prefix(6000)) } ?? "")
+                }
                 Issue.record("cox up exited \(process.terminationStatus) \(ContinuousClock.now - started) after Ctrl-C; its log:\n\(shown)")
             }
             return process.terminationStatus

@@ -182,7 +182,9 @@ enum LocalNode {
         await SignalWaiter.runUntilSignalled {
             do { try await agent.run() } catch { logger.error("agent stopped", metadata: ["error": "\(error)"]) }
         }
-        await finish(runtime, stopPods: stopPodsOnExit)
+        // Not cut short when the agent was cancelled (cox up's server ended first): the pods'
+        // grace periods are waited out in a task of its own.
+        await Task { await finish(runtime, stopPods: stopPodsOnExit) }.value
         try? await client.shutdown()
     }
 

@@ -184,11 +184,20 @@ struct UpCommand: AsyncParsableCommand {
                     agent.logPort = 0
                     agent.containerRuntimeEndpoint = runtimeEndpoint
                     agent.cniConfDirectory = cniConfDir
-                    try await LocalNode.runAgent(agent, kubeconfig: kubeconfig, pkiDirectory: (dataDir as NSString).appendingPathComponent("pki"), stopPodsOnExit: true)
+                    do {
+                        try await LocalNode.runAgent(agent, kubeconfig: kubeconfig, pkiDirectory: (dataDir as NSString).appendingPathComponent("pki"), stopPodsOnExit: true)
+                    } catch where Task.isCancelled {
+                        // Cancelled while it started (the server ended first): nothing of it runs.
+                    }
                 }
             }
-            // The server ends on Ctrl-C (after draining); the agent has stopped its pods by then.
+            // The server ends on Ctrl-C (after draining). The agent stops its pods on the same
+            // signal — unless the signal came while it was still starting, before it listened
+            // (seen under load: the agent then ran on for good, retrying a server that was gone,
+            // and cox up never exited). So once the server has ended the agent is cancelled too;
+            // it still stops its pods (that part is not cut short by the cancellation).
             try await group.next()
+            group.cancelAll()
             try await group.waitForAll()
         }
     }
