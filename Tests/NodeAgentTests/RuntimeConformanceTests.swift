@@ -586,7 +586,7 @@ extension RuntimeConformanceTests {
             let shared = try await inVols("cat /shared/note", container: "side")
             #expect(shared.output == "written-by-main\n", "an emptyDir is shared by the pod's containers: \(shared.output)")
             #expect((try? String(contentsOfFile: "\(dir.path)/hostdir/from-pod", encoding: .utf8)) == "from-pod\n", "the hostPath is the node's directory")
-            let agentPods = "\(dir.path)/.cox/agent/pods"
+            let agentPods = "\(dir.path)/.cox/agent/pod-data"
             #expect(TestHost.mountPoints(under: agentPods).count == 3, "tmpfs for the Memory emptyDir, the secret and the projected volume: \(TestHost.mountPoints(under: agentPods))")
             // An emptyDir past its sizeLimit: the pod is evicted, as the kubelet does.
             try await Self.waitFor("the pod over its emptyDir sizeLimit is Evicted", timeout: 60) {

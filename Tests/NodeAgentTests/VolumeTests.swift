@@ -52,7 +52,7 @@ struct VolumeTests {
             mount.mountPath = "/config"
             pod.spec.containers[0].volumeMounts = [mount]
             let created = try await cluster.client.create(pod)
-            let volumes = "\(cluster.dir.path)/agent/pods/\(created.metadata.uid)/volumes"
+            let volumes = "\(cluster.dir.path)/agent/pod-data/\(created.metadata.uid)/volumes"
 
             try await eventually("a missing ConfigMap is a FailedMount event, and the container waits", timeout: 30) {
                 let events = try await cluster.client.list(Event.self, namespace: "default", fieldSelector: "involvedObject.name=vols,reason=FailedMount").items
@@ -91,7 +91,7 @@ struct VolumeTests {
 
             _ = try await cluster.client.delete(Pod.self, namespace: "default", name: "vols")
             try await eventually("the pod's volumes go with it", timeout: 30) {
-                !FileManager.default.fileExists(atPath: "\(cluster.dir.path)/agent/pods/\(created.metadata.uid)") && TestHost.mountPoints(under: volumes).isEmpty
+                !FileManager.default.fileExists(atPath: "\(cluster.dir.path)/agent/pod-data/\(created.metadata.uid)") && TestHost.mountPoints(under: volumes).isEmpty
             }
         }
     }
@@ -108,6 +108,17 @@ struct VolumeTests {
         }
         #expect((MountTable.readWhole("/proc/self/mountinfo") ?? "").utf8.count > 4096)
         #expect(Set(MountTable.points(under: directory.path)) == Set(points))
+    }
+
+    /// Only UID-shaped directories are ever taken for a pod's volumes: the first version kept
+    /// them in DATA/pods, the CRI log root, and its orphan sweep removed every pod's logs (CI).
+    @Test func onlyPodVolumeDirectoriesAreEverOrphans() throws {
+        let directory = TemporaryDirectory()
+        let uid = "0193f22e-bc14-4f48-a8f8-3a2a910c999b"
+        for name in [uid, "default_web_\(uid)", "notes"] {
+            try FileManager.default.createDirectory(atPath: "\(directory.path)/\(name)", withIntermediateDirectories: true)
+        }
+        #expect(PodVolumes(root: directory.path).podsOnDisk() == [uid])
     }
 
     @Test func anUpdateSwapsTheWholeSetAndLeavesNoStaleName() throws {

@@ -66,7 +66,7 @@ actor PodManager {
     let client: APIClient
     let runtime: any ContainerRuntime
     let logger: Logger
-    /// The pods' volumes on the node (`DATA/pods/UID/volumes/…`).
+    /// The pods' volumes on the node (`DATA/pod-data/UID/volumes/…`).
     let volumes: PodVolumes
     var pods: [String: PodState] = [:]  // by uid
     var adopted = false
@@ -90,7 +90,8 @@ actor PodManager {
         self.runtime = runtime
         self.logger = logger
         self.recorder = recorder
-        self.volumes = PodVolumes(root: URL(fileURLWithPath: configuration.dataDirectory).standardizedFileURL.appendingPathComponent("pods").path)
+        // Not DATA/pods: that is the CRI log root (NAMESPACE_NAME_UID directories).
+        self.volumes = PodVolumes(root: URL(fileURLWithPath: configuration.dataDirectory).standardizedFileURL.appendingPathComponent("pod-data").path)
         (statusWakeups, statusSignal) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
     }
 

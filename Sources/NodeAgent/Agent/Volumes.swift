@@ -3,7 +3,7 @@ import Foundation
 import Glibc
 
 /// A pod's volumes on the node, laid out as the kubelet lays them out
-/// (`DATA/pods/UID/volumes/kubernetes.io~configmap/NAME`, …), for runtimes that bind-mount host
+/// (`DATA/pod-data/UID/volumes/kubernetes.io~configmap/NAME`, …), for runtimes that bind-mount host
 /// paths into containers (CRI `Mount`s).
 ///
 /// - emptyDir: a directory (mode 0777); `medium: Memory` is a tmpfs of `sizeLimit`.
@@ -12,7 +12,7 @@ import Glibc
 ///   swapped in one rename, so a reader sees the old set or the new one, never half); secrets and
 ///   projected volumes live on a tmpfs, so their values never reach the node's disk.
 struct PodVolumes: Sendable {
-    /// `DATA/pods`.
+    /// `DATA/pod-data` (beside `DATA/pods`, the CRI logs).
     let root: String
 
     struct SetUpError: Error, CustomStringConvertible {
@@ -301,9 +301,12 @@ struct PodVolumes: Sendable {
         return nil
     }
 
-    /// Pods with volumes here, by uid.
+    /// Pods with volumes here, by uid: only names shaped as UIDs are ever taken for one (nothing
+    /// else under the root is removed as an orphan).
     func podsOnDisk() -> [String] {
-        (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []
+        ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).filter {
+            $0.count == 36 && $0.split(separator: "-", omittingEmptySubsequences: false).map(\.count) == [8, 4, 4, 4, 12]
+        }
     }
 }
 
