@@ -69,3 +69,41 @@ final class InstantExitRuntime: ContainerRuntime {
         }
     }
 }
+
+/// The CRI relist's decision, case by case. A hungry container started while a list was being
+/// taken and was OOM-killed 0.2 s later: the list had not shown it, the relist forgot it, and its
+/// exit was never reported (a CI failure: the pod stayed Running).
+@Suite("CRI relist")
+struct RelistTests {
+    static func container(_ id: String, running: Bool) -> RuntimeContainer {
+        RuntimeContainer(id: id, launch: ContainerLaunch(podUID: "u", namespace: "default", podName: "p", container: id, command: []),
+                         startedAt: Date(timeIntervalSince1970: 1),
+                         state: running ? .running : .exited(exitCode: 137, signal: 9, reason: "OOMKilled", finishedAt: Date(timeIntervalSince1970: 2)),
+                         logPath: "")
+    }
+
+    @Test func exitsAreReportedOnceAndStartsDuringTheListAreKept() {
+        let running = Self.container("a", running: true)
+        let dead = Self.container("a", running: false)
+        // Started during the list, which did not show it: kept, no exit.
+        var decision = CRIRuntime.reconcile(seen: ["a": running], runningBefore: [], listed: [])
+        #expect(decision.exited.isEmpty && decision.seen["a"] == running)
+        // The next list shows it exited: reported once, then known as exited.
+        decision = CRIRuntime.reconcile(seen: decision.seen, runningBefore: ["a"], listed: [(dead, true)])
+        #expect(decision.exited == ["a"] && decision.seen["a"] == dead)
+        decision = CRIRuntime.reconcile(seen: decision.seen, runningBefore: [], listed: [(dead, true)])
+        #expect(decision.exited.isEmpty)
+        // Started during the list and shown exited by it (it ended at once): an exit.
+        decision = CRIRuntime.reconcile(seen: ["a": running], runningBefore: [], listed: [(dead, true)])
+        #expect(decision.exited == ["a"])
+        // Shown only created (its start came after the list): kept as running.
+        decision = CRIRuntime.reconcile(seen: ["a": running], runningBefore: [], listed: [(dead, false)])
+        #expect(decision.exited.isEmpty && decision.seen["a"] == running)
+        // Running before the list and gone from it: exited (removed behind the agent's back).
+        decision = CRIRuntime.reconcile(seen: ["a": running], runningBefore: ["a"], listed: [])
+        #expect(decision.exited == ["a"] && decision.seen["a"] == nil)
+        // Still running: nothing to say; a container the agent never saw is learnt.
+        decision = CRIRuntime.reconcile(seen: ["a": running], runningBefore: ["a"], listed: [(running, true), (Self.container("b", running: true), true)])
+        #expect(decision.exited.isEmpty && decision.seen.count == 2)
+    }
+}

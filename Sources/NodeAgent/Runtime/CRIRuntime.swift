@@ -36,6 +36,8 @@ public final class CRIRuntime: ContainerRuntime, @unchecked Sendable {
     private let sandboxes = Mutex<[String: String]>([:])
     private let starting = Mutex<[String: Task<String, any Error>]>([:])
     private let relister = Mutex<Task<Void, Never>?>(nil)
+    /// Relists that failed in a row (the first is logged, and the first success after).
+    private let relistFailures = Mutex(0)
 
     public var name: String { runtimeName.withLock { $0 } }
     public var exits: AsyncStream<String> { exitFeed.listen() }
@@ -412,13 +414,20 @@ public final class CRIRuntime: ContainerRuntime, @unchecked Sendable {
 
     /// Every container the runtime has for pods (those with the agent's labels), with its status.
     func listAll() async throws -> [RuntimeContainer] {
+        try await listWithStates().map(\.container)
+    }
+
+    /// `listAll`, with whether the list showed each container started (running or exited, not
+    /// only created): a container created but not yet started says nothing about an exit.
+    func listWithStates() async throws -> [(container: RuntimeContainer, started: Bool)] {
         let containers = try await connection.runtime.listContainers(Runtime_V1_ListContainersRequest(), options: options).containers
-        var result: [RuntimeContainer] = []
+        var result: [(container: RuntimeContainer, started: Bool)] = []
         for container in containers where container.labels[Self.podUIDLabel] != nil {
+            let started = container.state == .containerRunning || container.state == .containerExited
             if let known = seen.withLock({ $0[container.id] }), known.isRunning, container.state == .containerRunning {
-                result.append(known)
+                result.append((known, true))
             } else if let status = await status(id: container.id) {
-                result.append(status)
+                result.append((status, started))
             }
         }
         return result
@@ -426,14 +435,57 @@ public final class CRIRuntime: ContainerRuntime, @unchecked Sendable {
 
     /// Compares the runtime's containers with the last look: containers no longer running exited.
     func relist() async {
-        guard let now = try? await listAll() else { return }
-        let current = Dictionary(now.map { ($0.id, $0) }, uniquingKeysWith: { $1 })
+        let before = seen.withLock { Set($0.values.filter(\.isRunning).map(\.id)) }
+        let listed: [(container: RuntimeContainer, started: Bool)]
+        do {
+            listed = try await listWithStates()
+            if relistFailures.withLock({ failures in defer { failures = 0 }; return failures }) > 0 {
+                logger.info("the runtime's containers can be listed again")
+            }
+        } catch {
+            if relistFailures.withLock({ $0 += 1; return $0 }) == 1 {
+                logger.warning("cannot list the runtime's containers; exits are seen once it answers again", metadata: ["error": "\(error)"])
+            }
+            return
+        }
         let exited = seen.withLock { seen -> [String] in
-            let exited = seen.values.filter { $0.isRunning && current[$0.id]?.isRunning != true }.map(\.id)
-            seen = current
-            return exited
+            let decision = Self.reconcile(seen: seen, runningBefore: before, listed: listed)
+            seen = decision.seen
+            return decision.exited
         }
         for id in exited { exitFeed.send(id) }
+    }
+
+    /// One relist's decision, from what the agent knew (`seen` now, and which were running when
+    /// the list began) and what the list showed: the new picture and the containers that exited.
+    /// A container that started while the list was being taken is missing from it, or shown only
+    /// created: it is kept as running, not forgotten (its exit would never be reported). One the
+    /// list shows exited has exited, whenever it started; one running before the list and missing
+    /// from it is gone.
+    static func reconcile(seen: [String: RuntimeContainer], runningBefore: Set<String>,
+                          listed: [(container: RuntimeContainer, started: Bool)]) -> (seen: [String: RuntimeContainer], exited: [String]) {
+        var next: [String: RuntimeContainer] = [:]
+        var listedStarted: [String: Bool] = [:]
+        for entry in listed {
+            next[entry.container.id] = entry.container
+            listedStarted[entry.container.id] = entry.started
+        }
+        var exited: [String] = []
+        for (id, known) in seen where known.isRunning {
+            switch listedStarted[id] {
+            case true?:
+                if next[id]?.isRunning != true { exited.append(id) }
+            case false?:
+                next[id] = known  // only created when listed; started since
+            case nil:
+                if runningBefore.contains(id) {
+                    exited.append(id)  // running before the list, and gone from it
+                } else {
+                    next[id] = known  // started while the list was being taken
+                }
+            }
+        }
+        return (next, exited.sorted())
     }
 
     func noteExit(_ id: String) async {
@@ -610,38 +662,49 @@ public final class CRIRuntime: ContainerRuntime, @unchecked Sendable {
 
     // MARK: - Streaming (exec, attach, port-forward)
 
-    /// Asks the runtime where it serves the stream (CRI Exec, Attach or PortForward).
+    /// Asks the runtime where it serves the stream (CRI Exec, Attach or PortForward). A call the connection dropped (containerd 1.6 sometimes ends an Attach call with "Stream
+    /// unexpectedly closed" while it goes on serving) is asked once more: it only asks for a URL.
     public func streamURL(_ request: StreamRequest) async throws -> String {
         do {
-            switch request.kind {
-            case .exec:
-                var exec = Runtime_V1_ExecRequest()
-                exec.containerID = request.containerID
-                exec.cmd = request.command
-                exec.tty = request.tty
-                exec.stdin = request.stdin
-                exec.stdout = request.stdout
-                exec.stderr = request.stderr && !request.tty
-                return try await connection.runtime.exec(exec, options: options).url
-            case .attach:
-                var attach = Runtime_V1_AttachRequest()
-                attach.containerID = request.containerID
-                attach.tty = request.tty
-                attach.stdin = request.stdin
-                attach.stdout = request.stdout
-                attach.stderr = request.stderr && !request.tty
-                return try await connection.runtime.attach(attach, options: options).url
-            case .portForward:
-                guard let sandbox = sandboxes.withLock({ $0[request.podUID] }) else {
-                    throw RuntimeError("the pod has no sandbox on this node")
-                }
-                var forward = Runtime_V1_PortForwardRequest()
-                forward.podSandboxID = sandbox
-                forward.port = request.ports
-                return try await connection.runtime.portForward(forward, options: options).url
+            do {
+                return try await askStreamURL(request)
+            } catch let error as RPCError where error.code == .unavailable {
+                logger.warning("the runtime's connection dropped a streaming call; asking again",
+                               metadata: ["kind": "\(request.kind.rawValue)", "container": "\(request.containerID.prefix(12))", "error": "\(error.message)"])
+                return try await askStreamURL(request)
             }
         } catch let error as RPCError {
             throw RuntimeError("the runtime refused the \(request.kind.rawValue): \(error.message)")
+        }
+    }
+
+    private func askStreamURL(_ request: StreamRequest) async throws -> String {
+        switch request.kind {
+        case .exec:
+            var exec = Runtime_V1_ExecRequest()
+            exec.containerID = request.containerID
+            exec.cmd = request.command
+            exec.tty = request.tty
+            exec.stdin = request.stdin
+            exec.stdout = request.stdout
+            exec.stderr = request.stderr && !request.tty
+            return try await connection.runtime.exec(exec, options: options).url
+        case .attach:
+            var attach = Runtime_V1_AttachRequest()
+            attach.containerID = request.containerID
+            attach.tty = request.tty
+            attach.stdin = request.stdin
+            attach.stdout = request.stdout
+            attach.stderr = request.stderr && !request.tty
+            return try await connection.runtime.attach(attach, options: options).url
+        case .portForward:
+            guard let sandbox = sandboxes.withLock({ $0[request.podUID] }) else {
+                throw RuntimeError("the pod has no sandbox on this node")
+            }
+            var forward = Runtime_V1_PortForwardRequest()
+            forward.podSandboxID = sandbox
+            forward.port = request.ports
+            return try await connection.runtime.portForward(forward, options: options).url
         }
     }
 }
