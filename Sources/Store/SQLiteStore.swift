@@ -64,14 +64,18 @@ public final class SQLiteStore: ObjectStore, Sendable {
     let writer: WriteQueue
     let readers: Mutex<[SQLiteConnection]>
     let revisions: RevisionState
+    /// One process per data directory, for as long as the store is open.
+    let directoryLock: DirectoryLock
     /// Write-path counters.
     public let stats = StoreStats()
     /// SQLite's work (VM steps) for the last list, for tests that check it does not follow history.
     let lastListWork = Atomic<Int>(0)
 
     /// Opens (creating if needed) the store in `directory`.
+    /// Throws `DirectoryLock.InUse` when another process (or another store here) has the directory.
     public init(directory: String, options: Options = Options(), logger: Logger = Logger(label: "cox.store")) throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        self.directoryLock = try DirectoryLock(directory: directory)
         self.path = (directory as NSString).appendingPathComponent(Self.databaseFileName)
         self.options = options
         self.logger = logger
@@ -120,6 +124,7 @@ public final class SQLiteStore: ObjectStore, Sendable {
         writer.close()
         writer.waitUntilStopped()
         hub.close()
+        directoryLock.release()
     }
 
     /// The WAL is truncated back to this after a checkpoint (the files' bound beyond the data).

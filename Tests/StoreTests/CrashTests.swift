@@ -57,4 +57,35 @@ struct CrashTests {
         // And the store is writable after the crash.
         _ = try await store.create(TestObjects.pod("after-crash"))
     }
+
+    /// One process per data directory: while a writer holds the store, a second process and a
+    /// second open here are refused, naming the holder; once it is SIGKILLed (no clean-up at
+    /// all), the kernel has dropped its lock and the directory opens at once.
+    @Test func aSecondProcessIsRefusedUntilTheFirstIsGone() async throws {
+        let dir = TemporaryDirectory()
+        let first = try Child(try coxBinary(), ["debug", "store-writer", "--dir", dir.path, "--writers", "1"], stdout: .pipe)
+        let pid = first.pid
+        let watchdog = DispatchWorkItem { kill(pid, SIGKILL) }
+        DispatchQueue.global().asyncAfter(deadline: .now() + 60, execute: watchdog)
+        defer { watchdog.cancel() }
+        let handle = try #require(first.output)
+        // The first acknowledged write: the writer has the store open.
+        _ = try await Tools.detached { handle.availableData }
+
+        let second = try await Tools.runDetached(try coxBinary(), ["debug", "store-writer", "--dir", dir.path, "--writers", "1"], timeout: 60)
+        #expect(second.status != 0)
+        #expect(second.output.contains("the data directory \(dir.path) is in use by pid \(pid) (cox debug store-writer)"), "\(second.output)")
+        #expect(throws: DirectoryLock.InUse.self) { try openStore(dir) }
+
+        kill(pid, SIGKILL)
+        await first.wait()
+        let store = try openStore(dir)
+        defer { store.close() }
+        _ = try await store.create(TestObjects.pod("after-the-first-is-gone"))
+        // Closed, the directory is free again for the next process.
+        store.close()
+        let again = try openStore(dir)
+        again.close()
+    }
+
 }

@@ -59,6 +59,8 @@ public final class ProcessCRIState: @unchecked Sendable {
     let runtime: ProcessRuntime
     let root: String
     let logger: Logger
+    /// One runtime per state directory: two would adopt each other's containers.
+    let directoryLock: DirectoryLock
     let lock = Mutex<(sandboxes: [String: Sandbox], containers: [String: Container])>(([:], [:]))
     /// exec's streaming server (bound on the first exec).
     public let streaming: ProcessStreamingServer
@@ -66,7 +68,9 @@ public final class ProcessCRIState: @unchecked Sendable {
     /// Partial lines read from raw files but not yet written (no newline yet), by container and stream.
     private let partial = Mutex<[String: [Data]]>([:])
 
+    /// Throws `DirectoryLock.InUse` when another process serves the same state directory.
     public init(root: String, logger: Logger = Logger(label: "cox.runtime.process")) throws {
+        self.directoryLock = try DirectoryLock(directory: root)
         self.root = root
         self.logger = logger
         self.runtime = try ProcessRuntime(root: root, logger: logger)
@@ -88,6 +92,7 @@ public final class ProcessCRIState: @unchecked Sendable {
     public func shutdown() {
         copier.withLock { $0?.cancel() }
         runtime.shutdown()
+        directoryLock.release()
     }
 
     var sandboxesDirectory: String { (root as NSString).appendingPathComponent("cri/sandboxes") }

@@ -173,6 +173,9 @@ enum LocalNode {
     static func runAgent(_ configuration: NodeAgent.Configuration, kubeconfig: Kubeconfig, pkiDirectory: String, stopPodsOnExit: Bool,
                          fake: Bool = false) async throws {
         let logger = Logger(label: "cox.agent")
+        // One agent per data directory: two would adopt and stop each other's containers.
+        let directoryLock = try DirectoryLock(directory: configuration.dataDirectory)
+        defer { directoryLock.release() }
         let client = try APIClient(kubeconfig: kubeconfig, userAgent: "cox-agent")
         let runtime = try await makeRuntime(configuration, fake: fake, logger: logger)
         let authority = try ClusterPKI.loadAuthority(directory: pkiDirectory)
@@ -195,6 +198,8 @@ enum LocalNode {
     static func runJoined(_ configuration: NodeAgent.Configuration, credentials: NodeCredentials, kubeconfig: Kubeconfig,
                           stopPodsOnExit: Bool, fake: Bool) async throws {
         let logger = Logger(label: "cox.agent")
+        let directoryLock = try DirectoryLock(directory: configuration.dataDirectory)
+        defer { directoryLock.release() }
         let runtime = try await makeRuntime(configuration, fake: fake, logger: logger)
         await SignalWaiter.runUntilSignalled {
             var current = kubeconfig
