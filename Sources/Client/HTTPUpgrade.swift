@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import NIOSSL
+import NIOTLS
 
 /// The head of an HTTP/1.1 request as it came off the wire: what a proxy of upgraded connections
 /// (exec, attach, port-forward: WebSocket or SPDY, whichever the client speaks) needs to decide,
@@ -405,20 +406,77 @@ public final class SpliceHandler: ChannelDuplexHandler, RemovableChannelHandler 
 }
 
 /// Opens a connection for an upgraded stream: plain TCP or TLS, on a given event loop (so it can
-/// be spliced to a channel there).
+/// be spliced to a channel there). With TLS it returns once the handshake is done (a peer that is
+/// not who it should be is an error here, not a stream that ends without a word), and the peer's
+/// certificate must name the host dialled: a DNS name is checked (and sent as SNI) as given, an
+/// IP address against the certificate's IP addresses — as the context's verification says.
 public enum StreamDialer {
     public static func connect(host: String, port: Int, tls: NIOSSLContext?, on eventLoop: any EventLoop,
                                timeout: TimeAmount = .seconds(5)) async throws -> any Channel {
-        try await ClientBootstrap(group: eventLoop)
-            .connectTimeout(timeout)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    if let tls {
-                        try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: tls, serverHostname: nil))
+        let isIP = (try? SocketAddress(ipAddress: host, port: 0)) != nil
+        let handshake = eventLoop.makePromise(of: Void.self)
+        let channel: any Channel
+        do {
+            channel = try await ClientBootstrap(group: eventLoop)
+                .connectTimeout(timeout)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        if let tls {
+                            try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: tls, serverHostname: isIP ? nil : host))
+                            try channel.pipeline.syncOperations.addHandler(HandshakeWaiter(handshake))
+                        } else {
+                            handshake.succeed()
+                        }
                     }
                 }
-            }
-            .connect(host: host, port: port).get()
+                .connect(host: host, port: port).get()
+        } catch {
+            handshake.fail(error)
+            throw error
+        }
+        let deadline = eventLoop.scheduleTask(in: timeout) { handshake.fail(ChannelError.connectTimeout(timeout)) }
+        defer { deadline.cancel() }
+        do {
+            try await handshake.futureResult.get()
+        } catch {
+            channel.close(promise: nil)
+            throw error
+        }
+        return channel
+    }
+}
+
+/// Completes a promise when the TLS handshake is done, or fails it with what ended it first.
+final class HandshakeWaiter: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+    private let promise: EventLoopPromise<Void>
+    private var done = false
+
+    init(_ promise: EventLoopPromise<Void>) { self.promise = promise }
+
+    private func finish(_ error: (any Error)?) {
+        guard !done else { return }
+        done = true
+        if let error { promise.fail(error) } else { promise.succeed() }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? TLSUserEvent, case .handshakeCompleted = event { finish(nil) }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        finish(error)
+        context.fireErrorCaught(error)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        finish(ChannelError.eof)
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        finish(ChannelError.ioOnClosedChannel)
     }
 }
 

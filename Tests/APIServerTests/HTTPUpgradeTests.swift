@@ -1,12 +1,58 @@
 import Client
 import NIOCore
 import NIOEmbedded
+import NIOPosix
+import NIOSSL
+import PKI
 import Testing
 
 /// The pieces exec, attach and port-forward are proxied with: the first request's head read off
 /// the connection (and every byte after it kept), the upstream's answer read before the join.
 @Suite("HTTP upgrade proxying")
 struct HTTPUpgradeTests {
+    /// The API server dials an agent at its node's address with the cluster's trust: the
+    /// agent's certificate must name that address (a node's certificate names its own), and the
+    /// dial fails during the handshake, saying so, when it does not — even though the chain is
+    /// good. A DNS name is checked as a name.
+    @Test func aStreamPeerMustNameTheAddressDialled() async throws {
+        let authority = try CertificateAuthority.create(commonName: "test-ca")
+        var client = TLSConfiguration.makeClientConfiguration()
+        client.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(authority.certificatePEM.utf8)))
+        let clientContext = try NIOSSLContext(configuration: client)
+        let group = MultiThreadedEventLoopGroup.singleton
+        func serve(dnsNames: [String], ipAddresses: [String]) async throws -> any Channel {
+            let pair = try authority.issue(commonName: "agent", usage: .server(dnsNames: dnsNames, ipAddresses: ipAddresses))
+            let server = TLSConfiguration.makeServerConfiguration(
+                certificateChain: try NIOSSLCertificate.fromPEMBytes(Array(pair.certificatePEM.utf8)).map { .certificate($0) },
+                privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(pair.privateKeyPEM.utf8), format: .pem)))
+            let context = try NIOSSLContext(configuration: server)
+            return try await ServerBootstrap(group: group)
+                .childChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context)) }
+                }
+                .bind(host: "127.0.0.1", port: 0).get()
+        }
+        let other = try await serve(dnsNames: ["other-node"], ipAddresses: ["127.0.0.2"])
+        defer { other.close(promise: nil) }
+        let port = try #require(other.localAddress?.port)
+        await #expect(throws: (any Error).self, "a certificate for another address is refused") {
+            let channel = try await StreamDialer.connect(host: "127.0.0.1", port: port, tls: clientContext, on: group.next())
+            try? await channel.close()
+        }
+        let right = try await serve(dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"])
+        defer { right.close(promise: nil) }
+        let rightPort = try #require(right.localAddress?.port)
+        for host in ["127.0.0.1", "localhost"] {
+            let channel = try await StreamDialer.connect(host: host, port: rightPort, tls: clientContext, on: group.next())
+            #expect(channel.isActive, "\(host) is named by the certificate")
+            try await channel.close()
+        }
+        await #expect(throws: (any Error).self, "a name the certificate does not hold is refused") {
+            let channel = try await StreamDialer.connect(host: "localhost", port: port, tls: clientContext, on: group.next())
+            try? await channel.close()
+        }
+    }
+
     static let kubectlHead = "GET /api/v1/namespaces/default/pods/web/exec?command=sh&command=-c&command=echo+a%26b&container=c&stdin=true HTTP/1.1\r\n"
         + "Host: 127.0.0.1:6443\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\n"
 

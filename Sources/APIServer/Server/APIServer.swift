@@ -234,9 +234,8 @@ public struct APIServer: Sendable {
         var configuration = HTTPClient.Configuration(tlsConfiguration: tls)
         configuration.timeout.connect = .seconds(5)
         // Agents' certificates name their node's address; a proxied stream dials that address
-        // and checks the chain (cluster or node-serving CA), not the name.
-        var streams = tls
-        streams.certificateVerification = .noHostnameVerification
-        return (HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration), try NIOSSLContext(configuration: streams))
+        // and checks both the chain (cluster or node-serving CA) and that the certificate names
+        // the address: a node cannot answer for another node's address with its own certificate.
+        return (HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration), try NIOSSLContext(configuration: tls))
     }
 }
