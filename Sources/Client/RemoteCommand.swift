@@ -17,6 +17,8 @@ public struct RemoteCommand: Sendable {
     public var command: [String]
     public var stdin = false
     public var tty = false
+    /// `pods/attach` instead: the container's own streams from now on (no command).
+    public var attach = false
 
     public init(namespace: String, pod: String, container: String?, command: [String]) {
         self.namespace = namespace
@@ -30,10 +32,10 @@ public struct RemoteCommand: Sendable {
     var target: String {
         let safe = CharacterSet.alphanumerics.union(CharacterSet(charactersIn: "-._~"))
         func escape(_ text: String) -> String { text.addingPercentEncoding(withAllowedCharacters: safe) ?? text }
-        var query = command.map { "command=\(escape($0))" }
+        var query = attach ? [] : command.map { "command=\(escape($0))" }
         if let container { query.append("container=\(escape(container))") }
         query += ["stdin=\(stdin)", "stdout=true", "stderr=\(!tty)", "tty=\(tty)"]
-        return "/api/v1/namespaces/\(escape(namespace))/pods/\(escape(pod))/exec?" + query.joined(separator: "&")
+        return "/api/v1/namespaces/\(escape(namespace))/pods/\(escape(pod))/\(attach ? "attach" : "exec")?" + query.joined(separator: "&")
     }
 }
 

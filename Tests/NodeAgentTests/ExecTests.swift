@@ -86,8 +86,26 @@ struct ExecTests {
             #expect(coxFailed.status == 5 && coxFailed.output == "from cox\n", "\(coxFailed.status): \(coxFailed.output)")
             let coxPiped = try await cox(["exec", "-i", "shell", "--", "wc", "-l"], input: "a\nb\nc\n")
             #expect(coxPiped.status == 0 && coxPiped.output.trimmingCharacters(in: .whitespacesAndNewlines) == "3", "\(coxPiped.output)")
-            let terminal = try await cox(["exec", "-t", "shell", "--", "tty"])
-            #expect(terminal.status == 0 && terminal.output.hasPrefix("/dev/pts/"), "\(terminal.output)")
+            // A terminal, as kubectl gives one: -t needs -i and a terminal to read from (`script`
+            // gives it one, 100×30); the command sees that size from its start.
+            let script = "stty cols 100 rows 30; \(cluster.binary) exec -it shell --kubeconfig \(cluster.kubeconfig) -- sh -c 'tty; stty size'"
+            let terminal = try await Tools.runDetached("/usr/bin/script", ["-qec", script, "/dev/null"], timeout: 60)
+            #expect(terminal.status == 0 && terminal.output.contains("/dev/pts/") && terminal.output.contains("30 100"), "cox exec -it: \(terminal.output)")
+            let noInput = try await cox(["exec", "-t", "shell", "--", "sh", "-c", "tty || true"])
+            #expect(noInput.status == 0 && noInput.output == "not a tty\n", "-t without -i: no terminal, as kubectl: \(noInput.output)")
+            let piped2 = try await cox(["exec", "-it", "shell", "--", "sh", "-c", "tty || true"], input: "")
+            #expect(piped2.output.contains("Unable to use a TTY - input is not a terminal or the right kind of file") && piped2.output.contains("not a tty"),
+                    "-it from a pipe: kubectl's warning, no terminal: \(piped2.output)")
+            // cox attach -i: as kubectl attach -i, the input's end is the container's (stdinOnce).
+            var coxReader = cluster.pod("cox-reader", "echo waiting; cat; echo cox-input-ended", restartPolicy: "Never")
+            coxReader.spec.containers[0].stdin = true
+            coxReader.spec.containers[0].stdinOnce = true
+            _ = try await cluster.client.create(coxReader)
+            try await eventually("cox-reader is Running") { try await cluster.get("cox-reader").status.phase == "Running" }
+            let coxAttached = try await cox(["attach", "-i", "cox-reader"], input: "through cox attach\n")
+            #expect(coxAttached.status == 0 && coxAttached.output.hasSuffix("through cox attach\ncox-input-ended\n") && !coxAttached.output.contains("waiting"),
+                    "cox attach -i: \(coxAttached.status) \(coxAttached.output)")
+            try await eventually("cox-reader ends once its input did") { try await cluster.get("cox-reader").status.phase == "Succeeded" }
             let missing = try await cox(["exec", "shell", "-c", "nope", "--", "true"])
             #expect(missing.status != 0 && missing.output.contains("container nope is not valid for pod shell"), "\(missing.output)")
 

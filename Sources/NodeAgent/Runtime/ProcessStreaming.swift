@@ -231,10 +231,28 @@ final class ExecStreamHandler: ChannelInboundHandler {
         self.logger = logger
     }
 
+    /// How long a terminal's command waits for the client's first size (kubectl and `cox exec`
+    /// send it first thing): a command that asks its size at once (`stty size`, a full-screen
+    /// program) then sees the client's window, not 0×0.
+    static let firstSizeWait: TimeAmount = .milliseconds(500)
+    private var started = false
+
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        if session.tty {
+            let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+            context.eventLoop.scheduleTask(in: Self.firstSizeWait) { handler.value.start(size: nil) }
+        } else {
+            start(size: nil)
+        }
+    }
+
+    /// Spawns the command (once), with the terminal's first size when there is one.
+    private func start(size: (width: UInt16, height: UInt16)?) {
+        guard !started, let context else { return }
+        started = true
         do {
-            let process = try ExecProcess.spawn(session)
+            let process = try ExecProcess.spawn(session, size: size)
             self.process = process
             let loop = context.eventLoop
             let handler = NIOLoopBound(self, eventLoop: loop)
@@ -277,7 +295,11 @@ final class ExecStreamHandler: ChannelInboundHandler {
             case 4:
                 if let size = try? JSONParser.parse(bytes: Array(payload.readableBytesView)),
                    case .int(let width)? = size["Width"], case .int(let height)? = size["Height"] {
-                    process?.resize(width: UInt16(clamping: width), height: UInt16(clamping: height))
+                    if started {
+                        process?.resize(width: UInt16(clamping: width), height: UInt16(clamping: height))
+                    } else {
+                        start(size: (UInt16(clamping: width), UInt16(clamping: height)))
+                    }
                 }
             case 255 where v5:
                 // Close a stream: the client's stdin is done.
@@ -622,7 +644,7 @@ final class ExecProcess {
     /// glibc's POSIX_SPAWN_SETSID: the child leads a new session (and so can own a terminal).
     static let spawnSetSID: Int32 = 0x80
 
-    static func spawn(_ session: ProcessStreamingServer.Session) throws -> ExecProcess {
+    static func spawn(_ session: ProcessStreamingServer.Session, size: (width: UInt16, height: UInt16)? = nil) throws -> ExecProcess {
         guard let executable = session.command.first else { throw RuntimeError("exec needs a command") }
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
@@ -652,6 +674,10 @@ final class ExecProcess {
                 var name = [CChar](repeating: 0, count: 128)
                 guard ptsname_r(master, &name, name.count) == 0 else { throw RuntimeError("cannot name the pseudo-terminal") }
                 slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC)
+                if let size {
+                    var window = winsize(ws_row: size.height, ws_col: size.width, ws_xpixel: 0, ws_ypixel: 0)
+                    _ = ioctl(master, UInt(TIOCSWINSZ), &window)
+                }
                 // The child leads a new session; opening the terminal makes it its controlling one.
                 spawnStartClean(&attributes, flags: spawnSetSID)
                 posix_spawn_file_actions_addopen(&actions, 0, name, O_RDWR, 0)

@@ -26,12 +26,26 @@ struct ExecCommand: AsyncParsableCommand {
     func run() async throws {
         var remote = RemoteCommand(namespace: namespace, pod: pod, container: container, command: command)
         remote.stdin = stdin
+        try await Self.run(remote, tty: tty, client: client)
+    }
+
+    /// Runs an exec or attach session with this terminal: stdin when asked, the window's size
+    /// and its changes with a terminal, the remote exit code as this process's.
+    static func run(_ remote: RemoteCommand, tty wanted: Bool, client options: ClientOptions) async throws {
+        var remote = remote
+        // As kubectl: a terminal needs -i and a terminal to read from; -t alone is dropped
+        // quietly, -it from a pipe or file with kubectl's words.
+        let tty = wanted && remote.stdin && isatty(0) == 1
+        if wanted && remote.stdin && !tty {
+            FileHandle.standardError.write(Data("Unable to use a TTY - input is not a terminal or the right kind of file\n".utf8))
+        }
         remote.tty = tty
-        let terminal = tty && isatty(0) == 1 ? RawTerminal() : nil
+        let stdin = remote.stdin
+        let terminal = tty ? RawTerminal() : nil
         let code: Int32
         do {
-            code = try await withClient(client) { client in
-                try await client.exec(remote, started: { [stdin, tty] session in
+            code = try await withClient(options) { client in
+                try await client.exec(remote, started: { session in
                     if tty {
                         if let size = RawTerminal.size() { session.resize(width: size.width, height: size.height) }
                         // The window's later sizes follow it (SIGWINCH).
@@ -60,6 +74,27 @@ struct ExecCommand: AsyncParsableCommand {
         }
         terminal?.restore()
         if code != 0 { throw ExitCode(code) }
+    }
+}
+
+/// `cox attach POD [-c CONTAINER] [-i] [-t]`: the container's output from now on, and with -i its
+/// stdin (a container with `stdin: true`; with `stdinOnce` the end of this input is its end), as
+/// `kubectl attach` does. Ctrl-C leaves the container running.
+struct AttachCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "attach", abstract: "Attach to a running container's output (-i: and its stdin).")
+
+    @Argument(help: "Pod name.") var pod: String
+    @Option(name: .shortAndLong, help: "Namespace.") var namespace = "default"
+    @Option(name: .shortAndLong, help: "Container (needed when the pod has several).") var container: String?
+    @Flag(name: [.customShort("i"), .long], help: "Pass stdin to the container.") var stdin = false
+    @Flag(name: .shortAndLong, help: "The container has a terminal (tty: true).") var tty = false
+    @OptionGroup var client: ClientOptions
+
+    func run() async throws {
+        var remote = RemoteCommand(namespace: namespace, pod: pod, container: container, command: [])
+        remote.attach = true
+        remote.stdin = stdin
+        try await ExecCommand.run(remote, tty: tty, client: client)
     }
 }
 
