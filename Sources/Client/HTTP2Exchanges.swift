@@ -106,7 +106,7 @@ final class HTTP2ExchangeHandler: ChannelDuplexHandler {
         let exchange = unwrapOutboundIn(data)
         promise?.succeed()
         guard !closed && !goingAway else {
-            exchange.fail(KeepAlive.Failure.notSent(ChannelError.ioOnClosedChannel))
+            exchange.fail(KeepAlive.Failure.notSent(health.closedError(ChannelError.ioOnClosedChannel)))
             return
         }
         if streams.count >= maxConcurrent {

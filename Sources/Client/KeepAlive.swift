@@ -80,6 +80,18 @@ final class KeepAlive: Sendable {
         /// The connection has used up its stream IDs: it takes no new calls, and closes once its
         /// streams are done; the pool connects afresh in its place.
         let retired = Atomic<Bool>(false)
+        /// What first went wrong on the connection (a refused TLS handshake, say), for calls
+        /// that find it closed afterwards: they report that, not "I/O on closed channel".
+        let firstError = Mutex<String?>(nil)
+
+        func closedError(_ fallback: any Error) -> any Error {
+            firstError.withLock { $0 }.map { ConnectionError(description: $0) } ?? fallback
+        }
+    }
+
+    /// The text of the error that closed a connection, as a later call sees it.
+    struct ConnectionError: Error, CustomStringConvertible {
+        let description: String
     }
 
     struct Slots {
@@ -132,10 +144,10 @@ final class KeepAlive: Sendable {
     /// One request and its whole response; fails at `deadline` (closing the connection, whose
     /// other calls then fail as `lost`).
     func execute(_ head: HTTPRequestHead, body: ByteBuffer?, deadline: NIODeadline) async throws -> Response {
-        let (index, channel) = try await pick()
+        let (index, channel, health) = try await pick()
         defer { state.withLock { $0.slots[index].inflight -= 1 } }
         let promise = channel.eventLoop.makePromise(of: Response.self)
-        send(Exchange(head: head, body: body, promise: promise), on: channel)
+        send(Exchange(head: head, body: body, promise: promise), on: channel, health: health)
         let timer = channel.eventLoop.scheduleTask(deadline: deadline) { channel.close(promise: nil) }
         defer { timer.cancel() }
         return try await promise.futureResult.get()
@@ -146,11 +158,11 @@ final class KeepAlive: Sendable {
     /// that has not come by `deadline`, or cancellation, resets the stream (not the connection).
     func stream(_ head: HTTPRequestHead, deadline: NIODeadline) async throws -> (Response, ResponseStream) {
         precondition(version == .http2, "streamed responses need HTTP/2")
-        let (index, channel) = try await pick()
+        let (index, channel, health) = try await pick()
         let sink = ResponseStream()
         sink.whenEnded { [self] in state.withLock { $0.slots[index].inflight -= 1 } }
         let promise = channel.eventLoop.makePromise(of: Response.self)
-        send(Exchange(head: head, body: nil, promise: promise, stream: sink), on: channel)
+        send(Exchange(head: head, body: nil, promise: promise, stream: sink), on: channel, health: health)
         let timer = channel.eventLoop.scheduleTask(deadline: deadline) { sink.cancel() }
         defer { timer.cancel() }
         let response = try await withTaskCancellationHandler {
@@ -163,13 +175,13 @@ final class KeepAlive: Sendable {
 
     /// Hands an exchange to the connection's handler; a connection that closed before the handler
     /// saw it (it checks, and answers, every exchange it sees) fails it as not sent.
-    private func send(_ exchange: Exchange, on channel: any Channel) {
-        channel.writeAndFlush(exchange).whenFailure { exchange.fail(Failure.notSent($0)) }
+    private func send(_ exchange: Exchange, on channel: any Channel, health: Health) {
+        channel.writeAndFlush(exchange).whenFailure { exchange.fail(Failure.notSent(health.closedError($0))) }
     }
 
     /// The connection with the fewest calls in flight (connecting it if need be), counting this one.
-    private func pick() async throws -> (Int, any Channel) {
-        let picked = state.withLock { state -> (Int, EventLoopFuture<any Channel>)? in
+    private func pick() async throws -> (Int, any Channel, Health) {
+        let picked = state.withLock { state -> (Int, EventLoopFuture<any Channel>, Health)? in
             if state.shutDown { return nil }
             var best: Int?
             // A connection that used up its stream IDs finishes its calls on its own; its slot
@@ -187,22 +199,23 @@ final class KeepAlive: Sendable {
             }
             let index = best!
             state.slots[index].inflight += 1
-            if let channel = state.slots[index].channel { return (index, channel) }
+            if let channel = state.slots[index].channel { return (index, channel, state.slots[index].health) }
             let health = Health()
             let made = connect(health)
             state.slots[index].channel = made
             state.slots[index].health = health
-            return (index, made)
+            return (index, made, health)
         }
-        guard let (index, connecting) = picked else { throw Failure.shutDown }
+        guard let (index, connecting, health) = picked else { throw Failure.shutDown }
         do {
             let channel = try await connecting.get()
             guard channel.isActive else {
-                // Closed since (the server ended an idle connection): nothing was sent on it.
+                // Closed since (the server ended an idle connection, or refused the handshake):
+                // nothing was sent on it.
                 forget(index, connecting)
-                throw Failure.notSent(ChannelError.ioOnClosedChannel)
+                throw Failure.notSent(health.closedError(ChannelError.ioOnClosedChannel))
             }
-            return (index, channel)
+            return (index, channel, health)
         } catch {
             state.withLock { $0.slots[index].inflight -= 1 }
             forget(index, connecting)
@@ -242,6 +255,7 @@ final class KeepAlive: Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     let tls = try NIOSSLClientHandler(context: sslContext, serverHostname: serverHostname)
                     try channel.pipeline.syncOperations.addHandler(tls)
+                    try channel.pipeline.syncOperations.addHandler(FirstErrorRecorder(health: health))
                     try channel.pipeline.syncOperations.addHandler(HandshakeDeadline(limit: connectTimeout))
                     switch version {
                     case .http1:
@@ -258,6 +272,18 @@ final class KeepAlive: Sendable {
             }
             .connect(host: host, port: port)
         return made
+    }
+}
+
+/// Keeps the first error a connection's pipeline saw (for calls that come after its close).
+final class FirstErrorRecorder: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+    let health: KeepAlive.Health
+    init(health: KeepAlive.Health) { self.health = health }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        health.firstError.withLock { if $0 == nil { $0 = "\(error)" } }
+        context.fireErrorCaught(error)
     }
 }
 
@@ -325,11 +351,13 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler {
     private var body: ByteBuffer?
     private var handshaken = false
     private var closed = false
+    /// What closed the connection, for exchanges written after.
+    private var failure: (any Error)?
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let exchange = unwrapOutboundIn(data)
         guard !closed else {
-            exchange.promise.fail(KeepAlive.Failure.notSent(ChannelError.ioOnClosedChannel))
+            exchange.promise.fail(KeepAlive.Failure.notSent(failure ?? ChannelError.ioOnClosedChannel))
             return
         }
         waiting.append(exchange.promise)
@@ -380,6 +408,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler {
 
     private func fail(_ error: any Error) {
         closed = true
+        if self.failure == nil { self.failure = error }
         let failure = KeepAlive.Failure.of(error, sessionUp: handshaken)
         while let promise = waiting.popFirst() { promise.fail(failure) }
     }
