@@ -106,6 +106,16 @@ struct ExecTests {
             #expect(coxAttached.status == 0 && coxAttached.output.hasSuffix("through cox attach\ncox-input-ended\n") && !coxAttached.output.contains("waiting"),
                     "cox attach -i: \(coxAttached.status) \(coxAttached.output)")
             try await eventually("cox-reader ends once its input did") { try await cluster.get("cox-reader").status.phase == "Succeeded" }
+            // cox cp both ways (tar through exec), onto a new name and into an existing directory.
+            let coxIn = try await cox(["cp", source, "default/shell:\(cluster.dir.path)/cox-in.bin"])
+            #expect(coxIn.status == 0 && FileManager.default.contents(atPath: cluster.dir.path + "/cox-in.bin") == payload, "cox cp in: \(coxIn.output)")
+            try FileManager.default.createDirectory(atPath: cluster.dir.path + "/into", withIntermediateDirectories: true)
+            let coxInto = try await cox(["cp", source, "shell:\(cluster.dir.path)/into"])
+            #expect(coxInto.status == 0 && FileManager.default.contents(atPath: cluster.dir.path + "/into/payload.bin") == payload, "cox cp into a directory: \(coxInto.output)")
+            let coxOut = try await cox(["cp", "shell:\(cluster.dir.path)/into", cluster.dir.path + "/out-dir"])
+            #expect(coxOut.status == 0 && FileManager.default.contents(atPath: cluster.dir.path + "/out-dir/payload.bin") == payload, "cox cp a directory out: \(coxOut.output)")
+            let neither = try await cox(["cp", source, cluster.dir.path + "/x"])
+            #expect(neither.status != 0 && neither.output.contains("one of src or dest must be a remote file specification"), "\(neither.output)")
             let missing = try await cox(["exec", "shell", "-c", "nope", "--", "true"])
             #expect(missing.status != 0 && missing.output.contains("container nope is not valid for pod shell"), "\(missing.output)")
 
