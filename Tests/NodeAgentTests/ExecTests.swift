@@ -116,6 +116,63 @@ struct ExecTests {
             #expect(coxOut.status == 0 && FileManager.default.contents(atPath: cluster.dir.path + "/out-dir/payload.bin") == payload, "cox cp a directory out: \(coxOut.output)")
             let neither = try await cox(["cp", source, cluster.dir.path + "/x"])
             #expect(neither.status != 0 && neither.output.contains("one of src or dest must be a remote file specification"), "\(neither.output)")
+            // port-forward on the process runtime (over WebSocket, v4.channel.k8s.io): cox
+            // port-forward, and the official Python client's portforward. The pod's server is
+            // reached on the node (its network is the node's).
+            let webPort = try TestHost.freePort()
+            try FileManager.default.createDirectory(atPath: cluster.dir.path + "/site", withIntermediateDirectories: true)
+            try Data("served by web\n".utf8).write(to: URL(fileURLWithPath: cluster.dir.path + "/site/index.html"))
+            _ = try await cluster.client.create(cluster.pod("web", "exec python3 -m http.server \(webPort) --bind 127.0.0.1 --directory \(cluster.dir.path)/site"))
+            try await eventually("web is Running") { try await cluster.get("web").status.phase == "Running" }
+            try await eventually("web's server listens") {
+                (try? await Tools.runDetached("/usr/bin/curl", ["-s", "-m", "5", "http://127.0.0.1:\(webPort)/"]))?.output == "served by web\n"
+            }
+            let forwardLog = cluster.dir.path + "/port-forward.log"
+            let forward = try Child(cluster.binary, ["port-forward", "web", ":\(webPort)", "--kubeconfig", cluster.kubeconfig],
+                                    stdout: .file(forwardLog), stderr: .stdout)
+            var localPort = 0
+            try await eventually("cox port-forward listens") {
+                let log = (try? String(contentsOfFile: forwardLog, encoding: .utf8)) ?? ""
+                if !forward.isRunning {
+                    Issue.record("cox port-forward ended early: \(log)")
+                    return true
+                }
+                guard let line = log.split(separator: "\n").first(where: { $0.hasPrefix("Forwarding from 127.0.0.1:") }) else { return false }
+                localPort = Int(line.dropFirst("Forwarding from 127.0.0.1:".count).prefix { $0.isNumber }) ?? 0
+                return localPort > 0
+            }
+            for attempt in 1...2 {
+                let page = try await Tools.runDetached("/usr/bin/curl", ["-s", "-m", "10", "http://127.0.0.1:\(localPort)/"])
+                #expect(page.output == "served by web\n", "cox port-forward, connection \(attempt): \(page.output)")
+            }
+            forward.signal(SIGINT)
+            await forward.wait(killAfter: 10)
+            let forwarded = (try? String(contentsOfFile: forwardLog, encoding: .utf8)) ?? ""
+            #expect(forward.terminationStatus == 0 && forwarded.contains("Handling connection for \(localPort)"), "cox port-forward: \(forwarded)")
+            if Tools.pythonKubernetesClient() {
+                let script = """
+                    import sys
+                    from kubernetes import client, config
+                    from kubernetes.stream import portforward
+                    config.load_kube_config(sys.argv[1])
+                    port = int(sys.argv[2])
+                    forward = portforward(client.CoreV1Api().connect_get_namespaced_pod_portforward, "web", "default", ports=str(port))
+                    sock = forward.socket(port)
+                    sock.setblocking(True)
+                    sock.sendall(b"GET / HTTP/1.0\\r\\nHost: web\\r\\n\\r\\n")
+                    data = b""
+                    while True:
+                        chunk = sock.recv(4096)
+                        if not chunk:
+                            break
+                        data += chunk
+                    sock.close()
+                    print(data.decode().split("\\r\\n\\r\\n", 1)[1], end="")
+                    """
+                let python = try await Tools.runDetached(try #require(Tools.find("python3")), ["-c", script, cluster.kubeconfig, "\(webPort)"], timeout: 60)
+                #expect(python.status == 0 && python.output == "served by web\n", "the Python client's portforward: \(python.output)")
+            }
+
             let missing = try await cox(["exec", "shell", "-c", "nope", "--", "true"])
             #expect(missing.status != 0 && missing.output.contains("container nope is not valid for pod shell"), "\(missing.output)")
 

@@ -597,6 +597,22 @@ extension RuntimeConformanceTests {
 
             let cox = try await Tools.runDetached(try coxBinary(), ["exec", web, "--kubeconfig", kubeconfig, "--", "sh", "-c", "echo cox in $(hostname); exit 4"])
             #expect(cox.status == 4 && cox.output == "cox in \(web)\n", "cox exec: \(cox.output)")
+            // cox port-forward speaks WebSocket (v4.channel.k8s.io), which containerd's streaming
+            // server serves for port-forward too.
+            let coxPortLog = "\(dir.path)/cox-port-forward.log"
+            let coxForward = try Child(try coxBinary(), ["port-forward", "pod/\(web)", ":8080", "--kubeconfig", kubeconfig],
+                                       stdout: .file(coxPortLog), stderr: .stdout)
+            var coxPage = ""
+            try await Self.waitFor("cox port-forward answers", timeout: 30) {
+                let log = (try? String(contentsOfFile: coxPortLog, encoding: .utf8)) ?? ""
+                guard let line = log.split(separator: "\n").first(where: { $0.hasPrefix("Forwarding from 127.0.0.1:") }),
+                      let port = Int(line.dropFirst("Forwarding from 127.0.0.1:".count).prefix { $0.isNumber }) else { return !coxForward.isRunning }
+                coxPage = (try? await Tools.runDetached("/usr/bin/curl", ["-s", "-m", "5", "http://127.0.0.1:\(port)/"]))?.output ?? ""
+                return coxPage == "page-from-busybox\n"
+            }
+            #expect(coxPage == "page-from-busybox\n", "cox port-forward on containerd: \((try? String(contentsOfFile: coxPortLog, encoding: .utf8)) ?? "")")
+            coxForward.signal(SIGINT)
+            await coxForward.wait(killAfter: 5)
             _ = try await kubectl("delete", "pod", "ticker", "--wait=false")
             try await Self.waitFor("the hungry pod is OOMKilled", timeout: 60) {
                 (try? await kubectl("get", "pod", "hungry", "-o", "jsonpath={.status.containerStatuses[0].state.terminated.reason}"))?.output == "OOMKilled"

@@ -20,7 +20,7 @@ import Synchronization
 /// - Exec and Attach (streaming) are served over WebSocket by `ProcessStreamingServer` on
 ///   loopback; attach reads the raw output files from their end and writes stdin into the
 ///   container's FIFO (`stdin`; `stdinOnce` ends it with the first attach's input). PortForward
-///   is not served, `tty` and mounts are refused (INVALID_ARGUMENT / UNIMPLEMENTED, saying why).
+///   connects to the port on this node (the pods share its network) over WebSocket; `tty` and mounts are refused (INVALID_ARGUMENT / UNIMPLEMENTED, saying why).
 /// - Records of sandboxes and containers are kept on disk: a restarted plugin knows them again,
 ///   and its running processes keep running meanwhile.
 public final class ProcessCRIState: @unchecked Sendable {
@@ -595,8 +595,21 @@ public struct ProcessRuntimeService: Runtime_V1_RuntimeService.SimpleServiceProt
         return response
     }
 
+    /// PortForward: the ports on this node (the pods share its network), over WebSocket.
     public func portForward(request: Runtime_V1_PortForwardRequest, context: ServerContext) async throws -> Runtime_V1_PortForwardResponse {
-        throw RPCError(code: .unimplemented, message: "the process runtime does not forward ports: its pods share the node's network, so their ports are the node's")
+        guard state.lock.withLock({ $0.sandboxes[request.podSandboxID] }) != nil else { throw Self.notFound("pod sandbox", request.podSandboxID) }
+        // No ports is SPDY's way (they come with each stream): the streaming server then says
+        // it does not speak SPDY, which is the useful answer.
+        guard request.port.allSatisfy({ (1...65535).contains($0) }) else {
+            throw RPCError(code: .invalidArgument, message: "port-forward needs ports between 1 and 65535, got \(request.port)")
+        }
+        var response = Runtime_V1_PortForwardResponse()
+        do {
+            response.url = try await state.streaming.portForwardURL(ports: request.port)
+        } catch {
+            throw RPCError(code: .unavailable, message: "the process runtime cannot serve streams: \(error)")
+        }
+        return response
     }
 
     public func containerStats(request: Runtime_V1_ContainerStatsRequest, context: ServerContext) async throws -> Runtime_V1_ContainerStatsResponse {

@@ -32,6 +32,8 @@ public final class ProcessStreamingServer: Sendable {
         var expires: ContinuousClock.Instant
         /// An attach instead of an exec.
         var attach: AttachTarget?
+        /// A port-forward instead: these ports on the node (the pods' network is the node's).
+        var ports: [Int32]?
     }
 
     /// What an attach joins: a running container's output files (read from their current end)
@@ -45,6 +47,9 @@ public final class ProcessStreamingServer: Sendable {
     }
 
     static let protocols = ["v5.channel.k8s.io", "v4.channel.k8s.io"]
+    /// Port-forward over WebSocket as the kubelet serves it (the official Python client's
+    /// portforward): binary channel framing, two channels per port.
+    static let portForwardProtocols = ["v4.channel.k8s.io", "channel.k8s.io"]
 
     private let sessions = Mutex<[String: Session]>([:])
     private let listener = Mutex<(channel: (any Channel)?, starting: Task<Int, any Error>?)>((nil, nil))
@@ -77,6 +82,19 @@ public final class ProcessStreamingServer: Sendable {
                                       tty: false, expires: now + .seconds(60), attach: target)
         }
         return "http://127.0.0.1:\(port)/attach/\(token)"
+    }
+
+    /// A URL for one port-forward to `ports` on this node.
+    func portForwardURL(ports: [Int32]) async throws -> String {
+        let port = try await start()
+        let token = UUID().uuidString.lowercased()
+        let now = ContinuousClock.now
+        sessions.withLock { sessions in
+            sessions = sessions.filter { $0.value.expires > now }
+            sessions[token] = Session(command: [], environment: [:], directory: nil, stdin: false, stdout: false, stderr: false,
+                                      tty: false, expires: now + .seconds(60), ports: ports)
+        }
+        return "http://127.0.0.1:\(port)/portforward/\(token)"
     }
 
     /// The session for `token`, once.
@@ -133,7 +151,9 @@ public final class ProcessStreamingServer: Sendable {
                             }
                             try channel.pipeline.syncOperations.addHandler(
                                 NIOWebSocketFrameAggregator(minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 4096, maxAccumulatedFrameSize: 16 << 20))
-                            if let target = session.attach {
+                            if let ports = session.ports {
+                                try channel.pipeline.syncOperations.addHandler(PortForwardStreamHandler(ports: ports, logger: server.logger))
+                            } else if let target = session.attach {
                                 try channel.pipeline.syncOperations.addHandler(AttachStreamHandler(target: target, v5: chosen == Self.protocols[0], logger: server.logger))
                             } else {
                                 try channel.pipeline.syncOperations.addHandler(
@@ -157,9 +177,10 @@ public final class ProcessStreamingServer: Sendable {
     /// The headers to answer a WebSocket upgrade with (the chosen subprotocol), or nil to refuse.
     private func accepts(_ head: HTTPRequestHead) -> HTTPHeaders? {
         let segments = head.uri.split(separator: "/")
-        guard segments.count == 2, segments[0] == "exec" || segments[0] == "attach" else { return nil }
+        guard segments.count == 2, segments[0] == "exec" || segments[0] == "attach" || segments[0] == "portforward" else { return nil }
         let offered = head.headers["Sec-WebSocket-Protocol"].flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces) }
-        guard let chosen = offered.first(where: { Self.protocols.contains($0) }) else { return nil }
+        let spoken = segments[0] == "portforward" ? Self.portForwardProtocols : Self.protocols
+        guard let chosen = offered.first(where: { spoken.contains($0) }) else { return nil }
         guard sessions.withLock({ $0[String(segments[1])] }) != nil else { return nil }
         return HTTPHeaders([("Sec-WebSocket-Protocol", chosen)])
     }
@@ -177,10 +198,10 @@ final class RefusingHTTPHandler: ChannelInboundHandler, RemovableChannelHandler 
         let (code, message): (HTTPResponseStatus, String)
         if upgrade.hasPrefix("spdy") {
             code = .badRequest
-            message = "the process runtime serves exec and attach over WebSocket (v5.channel.k8s.io, v4.channel.k8s.io) only; SPDY is not served: use kubectl 1.30 or newer, or cox exec"
+            message = "the process runtime serves exec, attach and port-forward over WebSocket (v5.channel.k8s.io, v4.channel.k8s.io) only; SPDY is not served: use kubectl 1.30 or newer, or cox exec, cox attach, cox port-forward"
         } else if upgrade == "websocket" {
             code = .badRequest
-            message = "unknown or expired exec or attach session, or no subprotocol this server speaks (it speaks \(ProcessStreamingServer.protocols.joined(separator: ", ")))"
+            message = "unknown or expired exec, attach or port-forward session, or no subprotocol this server speaks (it speaks \(ProcessStreamingServer.protocols.joined(separator: ", ")); port-forward: \(ProcessStreamingServer.portForwardProtocols.joined(separator: ", ")))"
         } else {
             code = .badRequest
             message = "Upgrade request required"
@@ -760,5 +781,152 @@ final class ExecProcess {
             slave = -1
         }
         if terminal >= 0 { close(terminal) }
+    }
+}
+
+/// One port-forward over WebSocket, as the kubelet serves it: for the i-th port, channel 2i
+/// carries its data both ways and channel 2i+1 its errors; the first two bytes the server sends
+/// on each are the port (little-endian). Each port is one TCP connection to it on this node
+/// (the process runtime's pods share its network), for the life of the WebSocket; when the
+/// connection ends, so does the WebSocket, and the other way round.
+final class PortForwardStreamHandler: ChannelInboundHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
+
+    let ports: [Int32]
+    let logger: Logger
+    private var upstreams: [(any Channel)?] = []
+    /// Data from the client before its port's connection is up.
+    private var pending: [[ByteBuffer]] = []
+    private var open = 0
+    private var finished = false
+    private var context: ChannelHandlerContext?
+
+    init(ports: [Int32], logger: Logger) {
+        self.ports = ports
+        self.logger = logger
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        upstreams = Array(repeating: nil, count: ports.count)
+        pending = Array(repeating: [], count: ports.count)
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        for (index, port) in ports.enumerated() {
+            var prefix = ByteBuffer()
+            prefix.writeInteger(UInt16(truncatingIfNeeded: port), endianness: .little)
+            send(channel: UInt8(2 * index), prefix)
+            send(channel: UInt8(2 * index + 1), prefix)
+            open += 1
+            let relay = PortRelay(deliver: { handler.value.send(channel: UInt8(2 * index), $0) }, ended: { handler.value.upstreamEnded(index) })
+            ClientBootstrap(group: context.eventLoop)
+                .connectTimeout(.seconds(5))
+                .channelInitializer { channel in channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(relay) } }
+                .connect(host: "127.0.0.1", port: Int(port))
+                .whenComplete { result in
+                    switch result {
+                    case .success(let channel): handler.value.connected(index, channel)
+                    case .failure(let error): handler.value.failed(index, error)
+                    }
+                }
+        }
+        if ports.isEmpty { finish() }
+    }
+
+    private func connected(_ index: Int, _ channel: any Channel) {
+        guard !finished else {
+            channel.close(promise: nil)
+            return
+        }
+        upstreams[index] = channel
+        for bytes in pending[index] { channel.write(bytes, promise: nil) }
+        pending[index] = []
+        channel.flush()
+    }
+
+    private func failed(_ index: Int, _ error: any Error) {
+        // The kubelet's words for a port nothing listens on.
+        let message = "error forwarding port \(ports[index]) to pod: failed to connect to localhost:\(ports[index]): \(error)"
+        send(channel: UInt8(2 * index + 1), ByteBuffer(string: message))
+        upstreamEnded(index)
+    }
+
+    private func upstreamEnded(_ index: Int) {
+        upstreams[index] = nil
+        open -= 1
+        if open <= 0 { finish() }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        switch frame.opcode {
+        case .binary:
+            var payload = frame.unmaskedData
+            guard let channel = payload.readInteger(as: UInt8.self), channel % 2 == 0, Int(channel / 2) < ports.count else { return }
+            let index = Int(channel / 2)
+            guard payload.readableBytes > 0 else { return }
+            if let upstream = upstreams[index] {
+                upstream.writeAndFlush(payload, promise: nil)
+            } else {
+                pending[index].append(payload)
+            }
+        case .ping:
+            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)), promise: nil)
+        case .connectionClose:
+            finish()
+        default:
+            break
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        finished = true
+        for upstream in upstreams { upstream?.close(promise: nil) }
+        self.context = nil
+        context.fireChannelInactive()
+    }
+
+    private func send(channel: UInt8, _ bytes: ByteBuffer) {
+        guard let context, !finished else { return }
+        var message = context.channel.allocator.buffer(capacity: bytes.readableBytes + 1)
+        message.writeInteger(channel)
+        message.writeImmutableBuffer(bytes)
+        context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .binary, data: message)), promise: nil)
+    }
+
+    private func finish() {
+        guard let context, !finished else { return }
+        finished = true
+        for upstream in upstreams { upstream?.close(promise: nil) }
+        ExecStreamHandler.close(context)
+    }
+}
+
+/// Hands what a forwarded port's connection reads to the WebSocket, and says when it ended.
+final class PortRelay: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    let deliver: (ByteBuffer) -> Void
+    let ended: () -> Void
+    private var over = false
+
+    init(deliver: @escaping (ByteBuffer) -> Void, ended: @escaping () -> Void) {
+        self.deliver = deliver
+        self.ended = ended
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        deliver(unwrapInboundIn(data))
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if !over {
+            over = true
+            ended()
+        }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
     }
 }
