@@ -114,8 +114,10 @@ let package = Package(
         ]),
         // The node agent: registers its node, runs pods through CRI, serves logs; and the process
         // runtime as a CRI plugin.
+        // The system's zlib (SPDY header blocks); a module map, no flags.
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
         .target(name: "NodeAgent", dependencies: [
-            "API", "Client", "PKI", "CRI", "ControllerRuntime",
+            "API", "Client", "PKI", "CRI", "ControllerRuntime", "CZlib",
             .product(name: "GRPCCore", package: "grpc-swift-2"),
             .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
             .product(name: "Crypto", package: "swift-crypto"),

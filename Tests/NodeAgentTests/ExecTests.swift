@@ -7,7 +7,7 @@ import TestSupport
 /// exec through the process runtime, end to end: `cox server` and `cox agent` processes, the
 /// real kubectl (oldest and newest installed) and `cox exec`. The API server proxies the upgraded
 /// connection to the agent, the agent to the process runtime's streaming server (WebSocket,
-/// v5.channel.k8s.io); attach and `kubectl run -i` too. (containerd, SPDY included, port-forward:
+/// v5.channel.k8s.io; SPDY/3.1 from kubectl 1.27); attach, port-forward and `kubectl run -i` too. (containerd:
 /// `RuntimeConformanceTests.coxUpOnContainerd`.)
 @Suite("exec, cp and their refusals on the process runtime", .watchdog, .serialized)
 struct ExecTests {
@@ -39,10 +39,21 @@ struct ExecTests {
             let back = try await kubectl(newest, ["cp", "default/shell:\(cluster.dir.path)/in-pod.bin", cluster.dir.path + "/back.bin"])
             #expect(back.status == 0 && FileManager.default.contents(atPath: cluster.dir.path + "/back.bin") == payload, "\(back.output)")
 
-            // What the process runtime does not serve is refused, saying why.
-            let spdy = try await kubectl(oldest, ["exec", "shell", "--", "true"])
+            // SPDY/3.1 (kubectl ≤ 1.29): the same output, exit code, stdin and cp.
             if oldestVersion < "1.30" {
-                #expect(spdy.status != 0 && spdy.output.contains("SPDY is not served"), "kubectl \(oldestVersion): \(spdy.output)")
+                let old = try await kubectl(oldest, ["exec", "shell", "--", "sh", "-c", "echo out; echo err >&2; exit 7"])
+                #expect(old.status == 7 && old.output.contains("out\n") && old.output.contains("err\n")
+                        && old.output.contains("command terminated with exit code 7"), "kubectl \(oldestVersion) exec over SPDY: \(old.status) \(old.output)")
+                let oldPiped = try await kubectl(oldest, ["exec", "-i", "shell", "--", "sh", "-c", "cat; echo end"], input: "line one\nline two\n")
+                #expect(oldPiped.status == 0 && oldPiped.output == "line one\nline two\nend\n", "kubectl \(oldestVersion) exec -i over SPDY: \(oldPiped.output)")
+                let oldCopy = try await kubectl(oldest, ["cp", source, "default/shell:\(cluster.dir.path)/in-pod-old.bin"])
+                #expect(oldCopy.status == 0 && FileManager.default.contents(atPath: cluster.dir.path + "/in-pod-old.bin") == payload,
+                        "kubectl \(oldestVersion) cp over SPDY: \(oldCopy.output)")
+                // A terminal over SPDY: the resize stream's first size is the command's.
+                let script = "stty cols 90 rows 20; \(oldest) --kubeconfig \(cluster.kubeconfig) exec -it shell -- sh -c 'tty; stty size'"
+                let terminal = try await Tools.runDetached("/usr/bin/script", ["-qec", script, "/dev/null"], timeout: 60)
+                #expect(terminal.status == 0 && terminal.output.contains("/dev/pts/") && terminal.output.contains("20 90"),
+                        "kubectl \(oldestVersion) exec -it over SPDY: \(terminal.output)")
             }
 
             // attach: the container's output from now on and its stdin; with stdinOnce the end of
@@ -56,6 +67,16 @@ struct ExecTests {
             #expect(attached.status == 0 && attached.output.hasSuffix("through attach\ninput-ended\n") && !attached.output.contains("waiting"),
                     "kubectl attach -i: \(attached.status) \(attached.output)")
             try await eventually("reader ends once its input did") { try await cluster.get("reader").status.phase == "Succeeded" }
+            if oldestVersion < "1.30" {
+                var oldReader = cluster.pod("old-reader", "echo waiting; cat; echo old-input-ended", restartPolicy: "Never")
+                oldReader.spec.containers[0].stdin = true
+                oldReader.spec.containers[0].stdinOnce = true
+                _ = try await cluster.client.create(oldReader)
+                try await eventually("old-reader is Running") { try await cluster.get("old-reader").status.phase == "Running" }
+                let oldAttached = try await kubectl(oldest, ["attach", "-i", "old-reader"], input: "through spdy\n")
+                #expect(oldAttached.status == 0 && oldAttached.output.hasSuffix("through spdy\nold-input-ended\n"),
+                        "kubectl \(oldestVersion) attach -i over SPDY: \(oldAttached.status) \(oldAttached.output)")
+            }
             // kubectl run -i --rm: create, attach with stdin, wait, delete.
             let run = try await kubectl(newest, ["run", "once", "-i", "--rm", "--restart=Never", "--image=busybox", #"--overrides={"spec":{"nodeName":"n1"}}"#,
                                                  "--command", "--", "sh", "-c", "cat; echo run-done", cluster.marker], input: "via run\n")
@@ -149,6 +170,24 @@ struct ExecTests {
             await forward.wait(killAfter: 10)
             let forwarded = (try? String(contentsOfFile: forwardLog, encoding: .utf8)) ?? ""
             #expect(forward.terminationStatus == 0 && forwarded.contains("Handling connection for \(localPort)"), "cox port-forward: \(forwarded)")
+            // kubectl port-forward speaks SPDY (1.31+ first offers it tunnelled in WebSocket, then
+            // falls back): oldest and newest, two connections each.
+            for (version, path) in [kubectls.first!, kubectls.last!] {
+                let kubectlPort = try TestHost.freePort()
+                let log = cluster.dir.path + "/kubectl-port-forward-\(version).log"
+                let child = try Child(path, ["--kubeconfig", cluster.kubeconfig, "port-forward", "pod/web", "\(kubectlPort):\(webPort)"],
+                                      stdout: .file(log), stderr: .stdout)
+                try await eventually("kubectl \(version) port-forward listens") {
+                    ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").contains("Forwarding from 127.0.0.1:\(kubectlPort)") || !child.isRunning
+                }
+                for attempt in 1...2 {
+                    let page = try await Tools.runDetached("/usr/bin/curl", ["-s", "-m", "10", "http://127.0.0.1:\(kubectlPort)/"])
+                    #expect(page.output == "served by web\n",
+                            "kubectl \(version) port-forward, connection \(attempt): \(page.output) \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
+                }
+                child.signal(SIGTERM)
+                await child.wait(killAfter: 5)
+            }
             if Tools.pythonKubernetesClient() {
                 let script = """
                     import sys

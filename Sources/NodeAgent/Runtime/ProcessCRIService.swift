@@ -17,10 +17,11 @@ import Synchronization
 ///   copier turns into the CRI log file the agent asked for (`timestamp stream tag line`); after a
 ///   restart it resumes where it stopped.
 /// - ExecSync runs the command on the host in the container's environment and directory.
-/// - Exec and Attach (streaming) are served over WebSocket by `ProcessStreamingServer` on
+/// - Exec and Attach (streaming) are served by `ProcessStreamingServer` on
 ///   loopback; attach reads the raw output files from their end and writes stdin into the
 ///   container's FIFO (`stdin`; `stdinOnce` ends it with the first attach's input). PortForward
-///   connects to the port on this node (the pods share its network) over WebSocket; `tty` and mounts are refused (INVALID_ARGUMENT / UNIMPLEMENTED, saying why).
+///   connects to the port on this node (the pods share its network); all three over WebSocket and
+///   SPDY/3.1. `tty` and mounts are refused (INVALID_ARGUMENT / UNIMPLEMENTED, saying why).
 /// - Records of sandboxes and containers are kept on disk: a restarted plugin knows them again,
 ///   and its running processes keep running meanwhile.
 public final class ProcessCRIState: @unchecked Sendable {
@@ -598,8 +599,7 @@ public struct ProcessRuntimeService: Runtime_V1_RuntimeService.SimpleServiceProt
     /// PortForward: the ports on this node (the pods share its network), over WebSocket.
     public func portForward(request: Runtime_V1_PortForwardRequest, context: ServerContext) async throws -> Runtime_V1_PortForwardResponse {
         guard state.lock.withLock({ $0.sandboxes[request.podSandboxID] }) != nil else { throw Self.notFound("pod sandbox", request.podSandboxID) }
-        // No ports is SPDY's way (they come with each stream): the streaming server then says
-        // it does not speak SPDY, which is the useful answer.
+        // No ports is SPDY's way: they come with each stream.
         guard request.port.allSatisfy({ (1...65535).contains($0) }) else {
             throw RPCError(code: .invalidArgument, message: "port-forward needs ports between 1 and 65535, got \(request.port)")
         }

@@ -15,7 +15,8 @@ import Synchronization
 /// Kubernetes remote-command protocol over WebSocket (`v5.channel.k8s.io`, `v4.channel.k8s.io`:
 /// binary messages whose first byte is the stream — 0 stdin, 1 stdout, 2 stderr, 3 the final
 /// Status, 4 terminal resize, 255 close a stream (v5)). That is what kubectl ≥ 1.30 and `cox
-/// exec` speak. SPDY (kubectl ≤ 1.29) is refused with a message that says so.
+/// exec` speak. SPDY/3.1 (kubectl ≤ 1.29 for exec and attach, every kubectl for port-forward)
+/// is served too (`ProcessSPDY.swift`), through the same handlers.
 ///
 /// The command runs on the host like ExecSync's, in the container's environment and directory,
 /// in a process group of its own; with a terminal (`-t`) on a pseudo-terminal of its own as its
@@ -97,6 +98,11 @@ public final class ProcessStreamingServer: Sendable {
         return "http://127.0.0.1:\(port)/portforward/\(token)"
     }
 
+    /// Whether `token` names a live session (without taking it).
+    func has(_ token: String) -> Bool {
+        sessions.withLock { $0[token].map { $0.expires > .now } ?? false }
+    }
+
     /// The session for `token`, once.
     func take(_ token: String) -> Session? {
         sessions.withLock { sessions in
@@ -162,7 +168,7 @@ public final class ProcessStreamingServer: Sendable {
                         }
                     })
                 return channel.pipeline.configureHTTPServerPipeline(
-                    withServerUpgrade: (upgraders: [upgrader], completionHandler: { _ in })
+                    withServerUpgrade: (upgraders: [upgrader, SPDYUpgrader(server: server)], completionHandler: { _ in })
                 ).flatMapThrowing {
                     try channel.pipeline.syncOperations.addHandler(RefusingHTTPHandler())
                 }
@@ -198,7 +204,9 @@ final class RefusingHTTPHandler: ChannelInboundHandler, RemovableChannelHandler 
         let (code, message): (HTTPResponseStatus, String)
         if upgrade.hasPrefix("spdy") {
             code = .badRequest
-            message = "the process runtime serves exec, attach and port-forward over WebSocket (v5.channel.k8s.io, v4.channel.k8s.io) only; SPDY is not served: use kubectl 1.30 or newer, or cox exec, cox attach, cox port-forward"
+            message = upgrade == "spdy/3.1"
+                ? "unable to upgrade: unknown or expired streaming session, or no protocol this server speaks over SPDY/3.1 (exec and attach: \(SPDYUpgrader.remoteCommandProtocol); port-forward: \(SPDYUpgrader.portForwardProtocol))"
+                : "unable to upgrade: SPDY/3.1 is the SPDY this server speaks, not \(upgrade)"
         } else if upgrade == "websocket" {
             code = .badRequest
             message = "unknown or expired exec, attach or port-forward session, or no subprotocol this server speaks (it speaks \(ProcessStreamingServer.protocols.joined(separator: ", ")); port-forward: \(ProcessStreamingServer.portForwardProtocols.joined(separator: ", ")))"
