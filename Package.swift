@@ -7,8 +7,12 @@ let package = Package(
     products: [
         .executable(name: "cox", targets: ["ctl"]),
         .executable(name: "cox-fuzz", targets: ["Fuzz"]),
+        // For other packages (controller plugins): no unsafeFlags anywhere on the way, which
+        // SwiftPM refuses in a versioned dependency.
         .library(name: "API", targets: ["API"]),
         .library(name: "Store", targets: ["Store"]),
+        .library(name: "Client", targets: ["Client"]),
+        .library(name: "ControllerRuntime", targets: ["ControllerRuntime"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
@@ -38,11 +42,6 @@ let package = Package(
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Yams", package: "Yams"),
-        ], swiftSettings: [
-            // The generated messages keep large ones' fields in classes, so every field a codec
-            // reads or writes paid a run-time exclusivity check (~10 % of decoding a Pod). The
-            // compile-time checks stay; debug builds (the tests) keep the run-time ones too.
-            .unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release)),
         ]),
         // Revisioned object store: SQLite backend, revision log, watch hub, compaction.
         .target(name: "Store", dependencies: [
@@ -94,12 +93,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
-        .target(name: "Scheduler", dependencies: ["API", "Client", "ControllerRuntime", .product(name: "Logging", package: "swift-log")],
-                swiftSettings: [
-                    // The decision loop reads each NodeInfo's running sums (class properties) for
-                    // 500 nodes per pod; their run-time exclusivity checks were 3 % of it.
-                    .unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release)),
-                ]),
+        .target(name: "Scheduler", dependencies: ["API", "Client", "ControllerRuntime", .product(name: "Logging", package: "swift-log")]),
         .target(name: "Controllers", dependencies: [
             "API", "Client", "ControllerRuntime",
             .product(name: "Logging", package: "swift-log"),

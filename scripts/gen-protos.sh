@@ -46,6 +46,8 @@ sed -i -E \
   -e 's/^    private init\(\) \{\}/    init() {}/' \
   -e 's/^  fileprivate var (_[A-Za-z0-9]+): (.*)\? = nil$/  var \1: \2? = nil/' \
   "$out"/*.pb.swift
+# Their storage classes' fields skip run-time exclusivity checks (see the script).
+python3 scripts/mark-storage-unchecked.py "$out"/*.pb.swift
 desc=$(mktemp)
 protoc -I Protos --include_imports --include_source_info -o "$desc" Protos/cox/*.proto
 python3 scripts/gen-codecs.py "$desc" "$out/JSONCodecs.generated.swift" "$out/ProtoCodecs.generated.swift" "$out/Schema.generated.swift"

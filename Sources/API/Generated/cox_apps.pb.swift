@@ -707,11 +707,11 @@ nonisolated extension ReplicaSet: SwiftProtobuf.Message, SwiftProtobuf._MessageI
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}api_version\0\u{1}kind\0\u{1}metadata\0\u{1}spec\0\u{1}status\0")
 
   final class _StorageClass {
-    var _apiVersion: String = String()
-    var _kind: String = String()
-    var _metadata: ObjectMeta? = nil
-    var _spec: ReplicaSetSpec? = nil
-    var _status: ReplicaSetStatus? = nil
+    @exclusivity(unchecked) var _apiVersion: String = String()
+    @exclusivity(unchecked) var _kind: String = String()
+    @exclusivity(unchecked) var _metadata: ObjectMeta? = nil
+    @exclusivity(unchecked) var _spec: ReplicaSetSpec? = nil
+    @exclusivity(unchecked) var _status: ReplicaSetStatus? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1129,11 +1129,11 @@ nonisolated extension Deployment: SwiftProtobuf.Message, SwiftProtobuf._MessageI
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}api_version\0\u{1}kind\0\u{1}metadata\0\u{1}spec\0\u{1}status\0")
 
   final class _StorageClass {
-    var _apiVersion: String = String()
-    var _kind: String = String()
-    var _metadata: ObjectMeta? = nil
-    var _spec: DeploymentSpec? = nil
-    var _status: DeploymentStatus? = nil
+    @exclusivity(unchecked) var _apiVersion: String = String()
+    @exclusivity(unchecked) var _kind: String = String()
+    @exclusivity(unchecked) var _metadata: ObjectMeta? = nil
+    @exclusivity(unchecked) var _spec: DeploymentSpec? = nil
+    @exclusivity(unchecked) var _status: DeploymentStatus? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.

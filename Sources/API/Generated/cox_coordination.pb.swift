@@ -220,10 +220,10 @@ nonisolated extension Lease: SwiftProtobuf.Message, SwiftProtobuf._MessageImplem
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}api_version\0\u{1}kind\0\u{1}metadata\0\u{1}spec\0")
 
   final class _StorageClass {
-    var _apiVersion: String = String()
-    var _kind: String = String()
-    var _metadata: ObjectMeta? = nil
-    var _spec: LeaseSpec? = nil
+    @exclusivity(unchecked) var _apiVersion: String = String()
+    @exclusivity(unchecked) var _kind: String = String()
+    @exclusivity(unchecked) var _metadata: ObjectMeta? = nil
+    @exclusivity(unchecked) var _spec: LeaseSpec? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.

@@ -2859,11 +2859,11 @@ nonisolated extension Namespace: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}api_version\0\u{1}kind\0\u{1}metadata\0\u{1}spec\0\u{1}status\0")
 
   final class _StorageClass {
-    var _apiVersion: String = String()
-    var _kind: String = String()
-    var _metadata: ObjectMeta? = nil
-    var _spec: NamespaceSpec? = nil
-    var _status: NamespaceStatus? = nil
+    @exclusivity(unchecked) var _apiVersion: String = String()
+    @exclusivity(unchecked) var _kind: String = String()
+    @exclusivity(unchecked) var _metadata: ObjectMeta? = nil
+    @exclusivity(unchecked) var _spec: NamespaceSpec? = nil
+    @exclusivity(unchecked) var _status: NamespaceStatus? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -3701,23 +3701,23 @@ nonisolated extension Container: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}image\0\u{1}command\0\u{1}args\0\u{3}working_dir\0\u{1}ports\0\u{1}env\0\u{1}resources\0\u{3}liveness_probe\0\u{3}readiness_probe\0\u{3}startup_probe\0\u{3}image_pull_policy\0\u{3}env_from\0\u{3}volume_mounts\0\u{1}stdin\0\u{3}stdin_once\0\u{1}tty\0")
 
   final class _StorageClass {
-    var _name: String = String()
-    var _image: String = String()
-    var _command: [String] = []
-    var _args: [String] = []
-    var _workingDir: String = String()
-    var _ports: [ContainerPort] = []
-    var _env: [EnvVar] = []
-    var _resources: ResourceRequirements? = nil
-    var _livenessProbe: Probe? = nil
-    var _readinessProbe: Probe? = nil
-    var _startupProbe: Probe? = nil
-    var _imagePullPolicy: String = String()
-    var _envFrom: [EnvFromSource] = []
-    var _volumeMounts: [VolumeMount] = []
-    var _stdin: Bool = false
-    var _stdinOnce: Bool = false
-    var _tty: Bool = false
+    @exclusivity(unchecked) var _name: String = String()
+    @exclusivity(unchecked) var _image: String = String()
+    @exclusivity(unchecked) var _command: [String] = []
+    @exclusivity(unchecked) var _args: [String] = []
+    @exclusivity(unchecked) var _workingDir: String = String()
+    @exclusivity(unchecked) var _ports: [ContainerPort] = []
+    @exclusivity(unchecked) var _env: [EnvVar] = []
+    @exclusivity(unchecked) var _resources: ResourceRequirements? = nil
+    @exclusivity(unchecked) var _livenessProbe: Probe? = nil
+    @exclusivity(unchecked) var _readinessProbe: Probe? = nil
+    @exclusivity(unchecked) var _startupProbe: Probe? = nil
+    @exclusivity(unchecked) var _imagePullPolicy: String = String()
+    @exclusivity(unchecked) var _envFrom: [EnvFromSource] = []
+    @exclusivity(unchecked) var _volumeMounts: [VolumeMount] = []
+    @exclusivity(unchecked) var _stdin: Bool = false
+    @exclusivity(unchecked) var _stdinOnce: Bool = false
+    @exclusivity(unchecked) var _tty: Bool = false
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -3938,13 +3938,13 @@ nonisolated extension Volume: SwiftProtobuf.Message, SwiftProtobuf._MessageImple
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}host_path\0\u{3}empty_dir\0\u{1}secret\0\u{3}config_map\0\u{5}downward_api\0downwardAPI\0\u{1}projected\0")
 
   final class _StorageClass {
-    var _name: String = String()
-    var _hostPath: HostPathVolumeSource? = nil
-    var _emptyDir: EmptyDirVolumeSource? = nil
-    var _secret: SecretVolumeSource? = nil
-    var _configMap: ConfigMapVolumeSource? = nil
-    var _downwardApi: DownwardAPIVolumeSource? = nil
-    var _projected: ProjectedVolumeSource? = nil
+    @exclusivity(unchecked) var _name: String = String()
+    @exclusivity(unchecked) var _hostPath: HostPathVolumeSource? = nil
+    @exclusivity(unchecked) var _emptyDir: EmptyDirVolumeSource? = nil
+    @exclusivity(unchecked) var _secret: SecretVolumeSource? = nil
+    @exclusivity(unchecked) var _configMap: ConfigMapVolumeSource? = nil
+    @exclusivity(unchecked) var _downwardApi: DownwardAPIVolumeSource? = nil
+    @exclusivity(unchecked) var _projected: ProjectedVolumeSource? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -5166,15 +5166,15 @@ nonisolated extension ContainerStatus: SwiftProtobuf.Message, SwiftProtobuf._Mes
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}state\0\u{3}last_state\0\u{1}ready\0\u{3}restart_count\0\u{1}image\0\u{5}container_id\0containerID\0\u{1}started\0\u{5}image_id\0imageID\0")
 
   final class _StorageClass {
-    var _name: String = String()
-    var _state: ContainerState? = nil
-    var _lastState: ContainerState? = nil
-    var _ready: Bool = false
-    var _restartCount: Int32 = 0
-    var _image: String = String()
-    var _containerID: String = String()
-    var _started: Bool? = nil
-    var _imageID: String = String()
+    @exclusivity(unchecked) var _name: String = String()
+    @exclusivity(unchecked) var _state: ContainerState? = nil
+    @exclusivity(unchecked) var _lastState: ContainerState? = nil
+    @exclusivity(unchecked) var _ready: Bool = false
+    @exclusivity(unchecked) var _restartCount: Int32 = 0
+    @exclusivity(unchecked) var _image: String = String()
+    @exclusivity(unchecked) var _containerID: String = String()
+    @exclusivity(unchecked) var _started: Bool? = nil
+    @exclusivity(unchecked) var _imageID: String = String()
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -5396,11 +5396,11 @@ nonisolated extension Pod: SwiftProtobuf.Message, SwiftProtobuf._MessageImplemen
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}api_version\0\u{1}kind\0\u{1}metadata\0\u{1}spec\0\u{1}status\0")
 
   final class _StorageClass {
-    var _apiVersion: String = String()
-    var _kind: String = String()
-    var _metadata: ObjectMeta? = nil
-    var _spec: PodSpec? = nil
-    var _status: PodStatus? = nil
+    @exclusivity(unchecked) var _apiVersion: String = String()
+    @exclusivity(unchecked) var _kind: String = String()
+    @exclusivity(unchecked) var _metadata: ObjectMeta? = nil
+    @exclusivity(unchecked) var _spec: PodSpec? = nil
+    @exclusivity(unchecked) var _status: PodStatus? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -5543,8 +5543,8 @@ nonisolated extension PodTemplateSpec: SwiftProtobuf.Message, SwiftProtobuf._Mes
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}metadata\0\u{1}spec\0")
 
   final class _StorageClass {
-    var _metadata: ObjectMeta? = nil
-    var _spec: PodSpec? = nil
+    @exclusivity(unchecked) var _metadata: ObjectMeta? = nil
+    @exclusivity(unchecked) var _spec: PodSpec? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -6016,11 +6016,11 @@ nonisolated extension Node: SwiftProtobuf.Message, SwiftProtobuf._MessageImpleme
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}api_version\0\u{1}kind\0\u{1}metadata\0\u{1}spec\0\u{1}status\0")
 
   final class _StorageClass {
-    var _apiVersion: String = String()
-    var _kind: String = String()
-    var _metadata: ObjectMeta? = nil
-    var _spec: NodeSpec? = nil
-    var _status: NodeStatus? = nil
+    @exclusivity(unchecked) var _apiVersion: String = String()
+    @exclusivity(unchecked) var _kind: String = String()
+    @exclusivity(unchecked) var _metadata: ObjectMeta? = nil
+    @exclusivity(unchecked) var _spec: NodeSpec? = nil
+    @exclusivity(unchecked) var _status: NodeStatus? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -6258,21 +6258,21 @@ nonisolated extension Event: SwiftProtobuf.Message, SwiftProtobuf._MessageImplem
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}api_version\0\u{1}kind\0\u{1}metadata\0\u{3}involved_object\0\u{1}reason\0\u{1}message\0\u{1}source\0\u{3}first_timestamp\0\u{3}last_timestamp\0\u{1}count\0\u{1}type\0\u{3}event_time\0\u{3}reporting_component\0\u{3}reporting_instance\0\u{1}action\0")
 
   final class _StorageClass {
-    var _apiVersion: String = String()
-    var _kind: String = String()
-    var _metadata: ObjectMeta? = nil
-    var _involvedObject: ObjectReference? = nil
-    var _reason: String = String()
-    var _message: String = String()
-    var _source: EventSource? = nil
-    var _firstTimestamp: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
-    var _lastTimestamp: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
-    var _count: Int32 = 0
-    var _type: String = String()
-    var _eventTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
-    var _reportingComponent: String = String()
-    var _reportingInstance: String = String()
-    var _action: String = String()
+    @exclusivity(unchecked) var _apiVersion: String = String()
+    @exclusivity(unchecked) var _kind: String = String()
+    @exclusivity(unchecked) var _metadata: ObjectMeta? = nil
+    @exclusivity(unchecked) var _involvedObject: ObjectReference? = nil
+    @exclusivity(unchecked) var _reason: String = String()
+    @exclusivity(unchecked) var _message: String = String()
+    @exclusivity(unchecked) var _source: EventSource? = nil
+    @exclusivity(unchecked) var _firstTimestamp: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+    @exclusivity(unchecked) var _lastTimestamp: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+    @exclusivity(unchecked) var _count: Int32 = 0
+    @exclusivity(unchecked) var _type: String = String()
+    @exclusivity(unchecked) var _eventTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+    @exclusivity(unchecked) var _reportingComponent: String = String()
+    @exclusivity(unchecked) var _reportingInstance: String = String()
+    @exclusivity(unchecked) var _action: String = String()
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -6475,10 +6475,10 @@ nonisolated extension Binding: SwiftProtobuf.Message, SwiftProtobuf._MessageImpl
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}api_version\0\u{1}kind\0\u{1}metadata\0\u{1}target\0")
 
   final class _StorageClass {
-    var _apiVersion: String = String()
-    var _kind: String = String()
-    var _metadata: ObjectMeta? = nil
-    var _target: ObjectReference? = nil
+    @exclusivity(unchecked) var _apiVersion: String = String()
+    @exclusivity(unchecked) var _kind: String = String()
+    @exclusivity(unchecked) var _metadata: ObjectMeta? = nil
+    @exclusivity(unchecked) var _target: ObjectReference? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -6566,12 +6566,12 @@ nonisolated extension ConfigMap: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}api_version\0\u{1}kind\0\u{1}metadata\0\u{1}data\0\u{3}binary_data\0\u{1}immutable\0")
 
   final class _StorageClass {
-    var _apiVersion: String = String()
-    var _kind: String = String()
-    var _metadata: ObjectMeta? = nil
-    var _data: Dictionary<String,String> = [:]
-    var _binaryData: Dictionary<String,String> = [:]
-    var _immutable: Bool? = nil
+    @exclusivity(unchecked) var _apiVersion: String = String()
+    @exclusivity(unchecked) var _kind: String = String()
+    @exclusivity(unchecked) var _metadata: ObjectMeta? = nil
+    @exclusivity(unchecked) var _data: Dictionary<String,String> = [:]
+    @exclusivity(unchecked) var _binaryData: Dictionary<String,String> = [:]
+    @exclusivity(unchecked) var _immutable: Bool? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -6720,13 +6720,13 @@ nonisolated extension Secret: SwiftProtobuf.Message, SwiftProtobuf._MessageImple
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}api_version\0\u{1}kind\0\u{1}metadata\0\u{1}data\0\u{3}string_data\0\u{1}type\0\u{1}immutable\0")
 
   final class _StorageClass {
-    var _apiVersion: String = String()
-    var _kind: String = String()
-    var _metadata: ObjectMeta? = nil
-    var _data: Dictionary<String,String> = [:]
-    var _stringData: Dictionary<String,String> = [:]
-    var _type: String = String()
-    var _immutable: Bool? = nil
+    @exclusivity(unchecked) var _apiVersion: String = String()
+    @exclusivity(unchecked) var _kind: String = String()
+    @exclusivity(unchecked) var _metadata: ObjectMeta? = nil
+    @exclusivity(unchecked) var _data: Dictionary<String,String> = [:]
+    @exclusivity(unchecked) var _stringData: Dictionary<String,String> = [:]
+    @exclusivity(unchecked) var _type: String = String()
+    @exclusivity(unchecked) var _immutable: Bool? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -6911,12 +6911,12 @@ nonisolated extension ServiceAccount: SwiftProtobuf.Message, SwiftProtobuf._Mess
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}api_version\0\u{1}kind\0\u{1}metadata\0\u{1}secrets\0\u{3}image_pull_secrets\0\u{3}automount_service_account_token\0")
 
   final class _StorageClass {
-    var _apiVersion: String = String()
-    var _kind: String = String()
-    var _metadata: ObjectMeta? = nil
-    var _secrets: [ObjectReference] = []
-    var _imagePullSecrets: [LocalObjectReference] = []
-    var _automountServiceAccountToken: Bool? = nil
+    @exclusivity(unchecked) var _apiVersion: String = String()
+    @exclusivity(unchecked) var _kind: String = String()
+    @exclusivity(unchecked) var _metadata: ObjectMeta? = nil
+    @exclusivity(unchecked) var _secrets: [ObjectReference] = []
+    @exclusivity(unchecked) var _imagePullSecrets: [LocalObjectReference] = []
+    @exclusivity(unchecked) var _automountServiceAccountToken: Bool? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.

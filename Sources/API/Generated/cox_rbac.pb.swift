@@ -600,10 +600,10 @@ nonisolated extension Role: SwiftProtobuf.Message, SwiftProtobuf._MessageImpleme
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}api_version\0\u{1}kind\0\u{1}metadata\0\u{1}rules\0")
 
   final class _StorageClass {
-    var _apiVersion: String = String()
-    var _kind: String = String()
-    var _metadata: ObjectMeta? = nil
-    var _rules: [PolicyRule] = []
+    @exclusivity(unchecked) var _apiVersion: String = String()
+    @exclusivity(unchecked) var _kind: String = String()
+    @exclusivity(unchecked) var _metadata: ObjectMeta? = nil
+    @exclusivity(unchecked) var _rules: [PolicyRule] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -740,10 +740,10 @@ nonisolated extension ClusterRole: SwiftProtobuf.Message, SwiftProtobuf._Message
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}api_version\0\u{1}kind\0\u{1}metadata\0\u{1}rules\0")
 
   final class _StorageClass {
-    var _apiVersion: String = String()
-    var _kind: String = String()
-    var _metadata: ObjectMeta? = nil
-    var _rules: [PolicyRule] = []
+    @exclusivity(unchecked) var _apiVersion: String = String()
+    @exclusivity(unchecked) var _kind: String = String()
+    @exclusivity(unchecked) var _metadata: ObjectMeta? = nil
+    @exclusivity(unchecked) var _rules: [PolicyRule] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -965,11 +965,11 @@ nonisolated extension RoleBinding: SwiftProtobuf.Message, SwiftProtobuf._Message
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}api_version\0\u{1}kind\0\u{1}metadata\0\u{1}subjects\0\u{3}role_ref\0")
 
   final class _StorageClass {
-    var _apiVersion: String = String()
-    var _kind: String = String()
-    var _metadata: ObjectMeta? = nil
-    var _subjects: [Subject] = []
-    var _roleRef: RoleRef? = nil
+    @exclusivity(unchecked) var _apiVersion: String = String()
+    @exclusivity(unchecked) var _kind: String = String()
+    @exclusivity(unchecked) var _metadata: ObjectMeta? = nil
+    @exclusivity(unchecked) var _subjects: [Subject] = []
+    @exclusivity(unchecked) var _roleRef: RoleRef? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1112,11 +1112,11 @@ nonisolated extension ClusterRoleBinding: SwiftProtobuf.Message, SwiftProtobuf._
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}api_version\0\u{1}kind\0\u{1}metadata\0\u{1}subjects\0\u{3}role_ref\0")
 
   final class _StorageClass {
-    var _apiVersion: String = String()
-    var _kind: String = String()
-    var _metadata: ObjectMeta? = nil
-    var _subjects: [Subject] = []
-    var _roleRef: RoleRef? = nil
+    @exclusivity(unchecked) var _apiVersion: String = String()
+    @exclusivity(unchecked) var _kind: String = String()
+    @exclusivity(unchecked) var _metadata: ObjectMeta? = nil
+    @exclusivity(unchecked) var _subjects: [Subject] = []
+    @exclusivity(unchecked) var _roleRef: RoleRef? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1438,11 +1438,11 @@ nonisolated extension SelfSubjectAccessReview: SwiftProtobuf.Message, SwiftProto
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}api_version\0\u{1}kind\0\u{1}metadata\0\u{1}spec\0\u{1}status\0")
 
   final class _StorageClass {
-    var _apiVersion: String = String()
-    var _kind: String = String()
-    var _metadata: ObjectMeta? = nil
-    var _spec: SelfSubjectAccessReviewSpec? = nil
-    var _status: SubjectAccessReviewStatus? = nil
+    @exclusivity(unchecked) var _apiVersion: String = String()
+    @exclusivity(unchecked) var _kind: String = String()
+    @exclusivity(unchecked) var _metadata: ObjectMeta? = nil
+    @exclusivity(unchecked) var _spec: SelfSubjectAccessReviewSpec? = nil
+    @exclusivity(unchecked) var _status: SubjectAccessReviewStatus? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.

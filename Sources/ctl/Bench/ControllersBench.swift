@@ -36,7 +36,9 @@ struct ControllersBench: AsyncParsableCommand {
         let simulation = Task { await Self.simulateNodes(names, client: client) }
         defer { simulation.cancel() }
 
-        // Baseline: bare pods, created by this process.
+        // Baseline: bare pods, created by this process (in a namespace of their own, which must
+        // exist first, as in Kubernetes).
+        try await Self.createNamespace("baseline", client: client)
         let total = deployments * replicas
         var watch = Stopwatch()
         try await Self.inParallel(total, clients) { i in
@@ -130,6 +132,13 @@ struct ControllersBench: AsyncParsableCommand {
 
     static func waitUntil(_ condition: () async throws -> Bool) async throws {
         while try await !condition() { try await Task.sleep(for: .milliseconds(500)) }
+    }
+
+    /// Creates a namespace (a create into a missing one is refused, as in Kubernetes).
+    static func createNamespace(_ name: String, client: APIClient) async throws {
+        var namespace = Namespace()
+        namespace.metadata.name = name
+        _ = try await client.create(namespace)
     }
 
     static func registerNodes(_ names: [String], client: APIClient) async throws {

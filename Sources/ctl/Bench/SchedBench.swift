@@ -69,6 +69,7 @@ struct SchedBench: AsyncParsableCommand {
         defer { server.stop() }
         let client = try APIClient(kubeconfig: try Kubeconfig.load(path: server.kubeconfigPath), timeout: .seconds(120), maxConnections: 64)
         defer { Task { try? await client.shutdown() } }
+        try await ControllersBench.createNamespace("bench", client: client)
         let names = (0..<nodes).map { String(format: "sim-%05d", $0) }
         try await ControllersBench.inParallel(names.count, 16) { i in
             var node = Node()
