@@ -57,12 +57,19 @@ public final class DirectoryLock: Sendable {
     public func release() {
         descriptor.withLock { fd in
             guard fd >= 0 else { return }
-            close(fd)  // closing the only descriptor of the open file drops the flock
+            // Unlocked first: a child being spawned by another thread holds a copy of the
+            // descriptor until its exec, and the flock lasts while any copy is open (a store
+            // closed and opened again in one process was refused, now and then, in a full run).
+            _ = flock(fd, LOCK_UN)
+            close(fd)
             fd = -1
         }
     }
 
     deinit { release() }
+
+    /// The lock file's descriptor (tests copy it, as a child being spawned does).
+    var descriptorForTesting: Int32 { descriptor.withLock { $0 } }
 
     /// "cox server" for a pid whose command line is `/path/cox server --data-dir …` (the program
     /// and up to two words before the first flag).
