@@ -22,12 +22,18 @@ T_DOUBLE, T_FLOAT, T_INT64, T_UINT64, T_INT32, T_BOOL, T_STRING, T_MESSAGE, T_BY
 REPEATED = 3
 
 
+# Field names swift-protobuf suffixes with _p (they would clash with a protocol's members).
+SUFFIXED = {"description", "debugDescription", "hashValue", "isInitialized", "unknownFields"}
+
+
 def swift_property(name, initial_upper=False):
     """swift-protobuf's camel-casing: segments capitalized, url/http/https/id upper-cased."""
     parts = [p for p in name.split("_") if p]
     out = "" if initial_upper else parts[0]
     for p in (parts if initial_upper else parts[1:]):
         out += p.upper() if p in ABBREVIATIONS else p[0].upper() + p[1:]
+    if not initial_upper and out in SUFFIXED:
+        out += "_p"
     return out
 
 
@@ -224,7 +230,7 @@ def proto_codec(msg, maps, heap):
            "    public func writeProto(to w: inout ProtoWriter) {"]
     if heap and write:
         out.append("        let s = self._storage")
-    out += write or ["        _ = w"]
+    out += write or ["        // no fields"]
     out += ["    }", "",
             "    public mutating func mergeProto(from r: inout ProtoReader) throws {"]
     if heap and read:
@@ -282,6 +288,7 @@ DEFINITION_PREFIX = {
     "coordination.proto": "io.k8s.api.coordination.v1",
     "rbac.proto": "io.k8s.api.rbac.v1",
     "autoscaling.proto": "io.k8s.api.autoscaling.v1",
+    "apiextensions.proto": "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1",
 }
 SPECIAL_DEFINITIONS = {"IntOrString": "io.k8s.apimachinery.pkg.util.intstr.IntOrString"}
 

@@ -268,6 +268,340 @@ extension Status: JSONCodable {
     }
 }
 
+extension CustomResourceDefinitionNames: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.plural.isEmpty { w.key("plural"); w.string(self.plural) }
+        if !self.singular.isEmpty { w.key("singular"); w.string(self.singular) }
+        if !self.shortNames.isEmpty { w.key("shortNames"); w.stringArray(self.shortNames) }
+        if !self.kind.isEmpty { w.key("kind"); w.string(self.kind) }
+        if !self.listKind.isEmpty { w.key("listKind"); w.string(self.listKind) }
+        if !self.categories.isEmpty { w.key("categories"); w.stringArray(self.categories) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "plural": self.plural = try JSONDecodeError.at("plural") { try value.decodeString() }
+            case "singular": self.singular = try JSONDecodeError.at("singular") { try value.decodeString() }
+            case "shortNames": self.shortNames = try JSONDecodeError.at("shortNames") { try value.decodeArray { try $0.decodeString() } }
+            case "kind": self.kind = try JSONDecodeError.at("kind") { try value.decodeString() }
+            case "listKind": self.listKind = try JSONDecodeError.at("listKind") { try value.decodeString() }
+            case "categories": self.categories = try JSONDecodeError.at("categories") { try value.decodeArray { try $0.decodeString() } }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension CustomResourceValidation: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.openApiV3Schema.isEmpty { w.key("openAPIV3Schema"); w.raw(Array(self.openApiV3Schema.utf8)) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "openAPIV3Schema": self.openApiV3Schema = try JSONDecodeError.at("openAPIV3Schema") { try value.decodeRawObject() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension CustomResourceSubresourceStatus: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension CustomResourceSubresourceScale: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.specReplicasPath.isEmpty { w.key("specReplicasPath"); w.string(self.specReplicasPath) }
+        if !self.statusReplicasPath.isEmpty { w.key("statusReplicasPath"); w.string(self.statusReplicasPath) }
+        if !self.labelSelectorPath.isEmpty { w.key("labelSelectorPath"); w.string(self.labelSelectorPath) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "specReplicasPath": self.specReplicasPath = try JSONDecodeError.at("specReplicasPath") { try value.decodeString() }
+            case "statusReplicasPath": self.statusReplicasPath = try JSONDecodeError.at("statusReplicasPath") { try value.decodeString() }
+            case "labelSelectorPath": self.labelSelectorPath = try JSONDecodeError.at("labelSelectorPath") { try value.decodeString() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension CustomResourceSubresources: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if self.hasStatus { w.key("status"); self.status.writeJSON(to: &w) }
+        if self.hasScale { w.key("scale"); self.scale.writeJSON(to: &w) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "status": self.status = try JSONDecodeError.at("status") { try CustomResourceSubresourceStatus(json: value) }
+            case "scale": self.scale = try JSONDecodeError.at("scale") { try CustomResourceSubresourceScale(json: value) }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension CustomResourceColumnDefinition: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.name.isEmpty { w.key("name"); w.string(self.name) }
+        if !self.`type`.isEmpty { w.key("type"); w.string(self.`type`) }
+        if !self.format.isEmpty { w.key("format"); w.string(self.format) }
+        if !self.description_p.isEmpty { w.key("description"); w.string(self.description_p) }
+        if self.priority != 0 { w.key("priority"); w.int(self.priority) }
+        if !self.jsonPath.isEmpty { w.key("jsonPath"); w.string(self.jsonPath) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "name": self.name = try JSONDecodeError.at("name") { try value.decodeString() }
+            case "type": self.`type` = try JSONDecodeError.at("type") { try value.decodeString() }
+            case "format": self.format = try JSONDecodeError.at("format") { try value.decodeString() }
+            case "description": self.description_p = try JSONDecodeError.at("description") { try value.decodeString() }
+            case "priority": self.priority = try JSONDecodeError.at("priority") { try value.decodeInt32() }
+            case "jsonPath": self.jsonPath = try JSONDecodeError.at("jsonPath") { try value.decodeString() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension CustomResourceDefinitionVersion: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.name.isEmpty { w.key("name"); w.string(self.name) }
+        w.key("served"); w.bool(self.served)
+        w.key("storage"); w.bool(self.storage)
+        if self.deprecated { w.key("deprecated"); w.bool(self.deprecated) }
+        if self.hasDeprecationWarning { w.key("deprecationWarning"); w.string(self.deprecationWarning) }
+        if self.hasSchema { w.key("schema"); self.schema.writeJSON(to: &w) }
+        if self.hasSubresources { w.key("subresources"); self.subresources.writeJSON(to: &w) }
+        if !self.additionalPrinterColumns.isEmpty { w.key("additionalPrinterColumns"); w.array(self.additionalPrinterColumns) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "name": self.name = try JSONDecodeError.at("name") { try value.decodeString() }
+            case "served": self.served = try JSONDecodeError.at("served") { try value.decodeBool() }
+            case "storage": self.storage = try JSONDecodeError.at("storage") { try value.decodeBool() }
+            case "deprecated": self.deprecated = try JSONDecodeError.at("deprecated") { try value.decodeBool() }
+            case "deprecationWarning": self.deprecationWarning = try JSONDecodeError.at("deprecationWarning") { try value.decodeString() }
+            case "schema": self.schema = try JSONDecodeError.at("schema") { try CustomResourceValidation(json: value) }
+            case "subresources": self.subresources = try JSONDecodeError.at("subresources") { try CustomResourceSubresources(json: value) }
+            case "additionalPrinterColumns": self.additionalPrinterColumns = try JSONDecodeError.at("additionalPrinterColumns") { try value.decodeArray { try CustomResourceColumnDefinition(json: $0) } }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension CustomResourceConversion: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.strategy.isEmpty { w.key("strategy"); w.string(self.strategy) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "strategy": self.strategy = try JSONDecodeError.at("strategy") { try value.decodeString() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension CustomResourceDefinitionSpec: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.group.isEmpty { w.key("group"); w.string(self.group) }
+        w.key("names"); self.names.writeJSON(to: &w)
+        if !self.scope.isEmpty { w.key("scope"); w.string(self.scope) }
+        if !self.versions.isEmpty { w.key("versions"); w.array(self.versions) }
+        if self.hasConversion { w.key("conversion"); self.conversion.writeJSON(to: &w) }
+        if self.preserveUnknownFields { w.key("preserveUnknownFields"); w.bool(self.preserveUnknownFields) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "group": self.group = try JSONDecodeError.at("group") { try value.decodeString() }
+            case "names": self.names = try JSONDecodeError.at("names") { try CustomResourceDefinitionNames(json: value) }
+            case "scope": self.scope = try JSONDecodeError.at("scope") { try value.decodeString() }
+            case "versions": self.versions = try JSONDecodeError.at("versions") { try value.decodeArray { try CustomResourceDefinitionVersion(json: $0) } }
+            case "conversion": self.conversion = try JSONDecodeError.at("conversion") { try CustomResourceConversion(json: value) }
+            case "preserveUnknownFields": self.preserveUnknownFields = try JSONDecodeError.at("preserveUnknownFields") { try value.decodeBool() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension CustomResourceDefinitionCondition: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        w.key("type"); w.string(self.`type`)
+        w.key("status"); w.string(self.status)
+        if self.hasLastTransitionTime { w.key("lastTransitionTime"); w.timestamp(self.lastTransitionTime, microseconds: false) }
+        if !self.reason.isEmpty { w.key("reason"); w.string(self.reason) }
+        if !self.message.isEmpty { w.key("message"); w.string(self.message) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "type": self.`type` = try JSONDecodeError.at("type") { try value.decodeString() }
+            case "status": self.status = try JSONDecodeError.at("status") { try value.decodeString() }
+            case "lastTransitionTime": self.lastTransitionTime = try JSONDecodeError.at("lastTransitionTime") { try value.decodeTimestamp() }
+            case "reason": self.reason = try JSONDecodeError.at("reason") { try value.decodeString() }
+            case "message": self.message = try JSONDecodeError.at("message") { try value.decodeString() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension CustomResourceDefinitionStatus: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.conditions.isEmpty { w.key("conditions"); w.array(self.conditions) }
+        w.key("acceptedNames"); self.acceptedNames.writeJSON(to: &w)
+        if !self.storedVersions.isEmpty { w.key("storedVersions"); w.stringArray(self.storedVersions) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "conditions": self.conditions = try JSONDecodeError.at("conditions") { try value.decodeArray { try CustomResourceDefinitionCondition(json: $0) } }
+            case "acceptedNames": self.acceptedNames = try JSONDecodeError.at("acceptedNames") { try CustomResourceDefinitionNames(json: value) }
+            case "storedVersions": self.storedVersions = try JSONDecodeError.at("storedVersions") { try value.decodeArray { try $0.decodeString() } }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension CustomResourceDefinition: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.apiVersion.isEmpty { w.key("apiVersion"); w.string(self.apiVersion) }
+        if !self.kind.isEmpty { w.key("kind"); w.string(self.kind) }
+        if self.hasMetadata { w.key("metadata"); self.metadata.writeJSON(to: &w) }
+        w.key("spec"); self.spec.writeJSON(to: &w)
+        w.key("status"); self.status.writeJSON(to: &w)
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "apiVersion": self.apiVersion = try JSONDecodeError.at("apiVersion") { try value.decodeString() }
+            case "kind": self.kind = try JSONDecodeError.at("kind") { try value.decodeString() }
+            case "metadata": self.metadata = try JSONDecodeError.at("metadata") { try ObjectMeta(json: value) }
+            case "spec": self.spec = try JSONDecodeError.at("spec") { try CustomResourceDefinitionSpec(json: value) }
+            case "status": self.status = try JSONDecodeError.at("status") { try CustomResourceDefinitionStatus(json: value) }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension CustomResourceDefinitionList: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.apiVersion.isEmpty { w.key("apiVersion"); w.string(self.apiVersion) }
+        if !self.kind.isEmpty { w.key("kind"); w.string(self.kind) }
+        if self.hasMetadata { w.key("metadata"); self.metadata.writeJSON(to: &w) }
+        if !self.items.isEmpty { w.key("items"); w.array(self.items) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "apiVersion": self.apiVersion = try JSONDecodeError.at("apiVersion") { try value.decodeString() }
+            case "kind": self.kind = try JSONDecodeError.at("kind") { try value.decodeString() }
+            case "metadata": self.metadata = try JSONDecodeError.at("metadata") { try ListMeta(json: value) }
+            case "items": self.items = try JSONDecodeError.at("items") { try value.decodeArray { try CustomResourceDefinition(json: $0) } }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
 extension NamespaceSpec: JSONCodable {
     public func writeJSON(to w: inout JSONWriter) {
         w.beginObject()

@@ -258,6 +258,308 @@ extension WatchEvent: ProtoCodable {
     }
 }
 
+extension CustomResourceDefinitionNames: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.plural.isEmpty { w.string(1, self.plural) }
+        if !self.singular.isEmpty { w.string(2, self.singular) }
+        for item in self.shortNames { w.string(3, item) }
+        if !self.kind.isEmpty { w.string(4, self.kind) }
+        if !self.listKind.isEmpty { w.string(5, self.listKind) }
+        for item in self.categories { w.string(6, item) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.plural = try r.string()
+            case 2: self.singular = try r.string()
+            case 3: self.shortNames.append(try r.string())
+            case 4: self.kind = try r.string()
+            case 5: self.listKind = try r.string()
+            case 6: self.categories.append(try r.string())
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension CustomResourceValidation: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.openApiV3Schema.isEmpty { w.string(1, self.openApiV3Schema) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.openApiV3Schema = try r.string()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension CustomResourceSubresourceStatus: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        // no fields
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension CustomResourceSubresourceScale: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.specReplicasPath.isEmpty { w.string(1, self.specReplicasPath) }
+        if !self.statusReplicasPath.isEmpty { w.string(2, self.statusReplicasPath) }
+        if !self.labelSelectorPath.isEmpty { w.string(3, self.labelSelectorPath) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.specReplicasPath = try r.string()
+            case 2: self.statusReplicasPath = try r.string()
+            case 3: self.labelSelectorPath = try r.string()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension CustomResourceSubresources: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if let value = self._status { w.message(1, value) }
+        if let value = self._scale { w.message(2, value) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1:
+                if self._status == nil { self._status = CustomResourceSubresourceStatus() }
+                try r.merge(into: &self._status!)
+            case 2:
+                if self._scale == nil { self._scale = CustomResourceSubresourceScale() }
+                try r.merge(into: &self._scale!)
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension CustomResourceColumnDefinition: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.name.isEmpty { w.string(1, self.name) }
+        if !self.`type`.isEmpty { w.string(2, self.`type`) }
+        if !self.format.isEmpty { w.string(3, self.format) }
+        if !self.description_p.isEmpty { w.string(4, self.description_p) }
+        if self.priority != 0 { w.int32(5, self.priority) }
+        if !self.jsonPath.isEmpty { w.string(6, self.jsonPath) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.name = try r.string()
+            case 2: self.`type` = try r.string()
+            case 3: self.format = try r.string()
+            case 4: self.description_p = try r.string()
+            case 5: self.priority = try r.int32()
+            case 6: self.jsonPath = try r.string()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension CustomResourceDefinitionVersion: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.name.isEmpty { w.string(1, self.name) }
+        if self.served { w.bool(2, self.served) }
+        if self.storage { w.bool(3, self.storage) }
+        if self.deprecated { w.bool(4, self.deprecated) }
+        if let value = self._deprecationWarning { w.string(5, value) }
+        if let value = self._schema { w.message(6, value) }
+        if let value = self._subresources { w.message(7, value) }
+        for item in self.additionalPrinterColumns { w.message(8, item) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.name = try r.string()
+            case 2: self.served = try r.bool()
+            case 3: self.storage = try r.bool()
+            case 4: self.deprecated = try r.bool()
+            case 5: self.deprecationWarning = try r.string()
+            case 6:
+                if self._schema == nil { self._schema = CustomResourceValidation() }
+                try r.merge(into: &self._schema!)
+            case 7:
+                if self._subresources == nil { self._subresources = CustomResourceSubresources() }
+                try r.merge(into: &self._subresources!)
+            case 8: self.additionalPrinterColumns.append(try r.message(CustomResourceColumnDefinition.self))
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension CustomResourceConversion: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.strategy.isEmpty { w.string(1, self.strategy) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.strategy = try r.string()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension CustomResourceDefinitionSpec: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.group.isEmpty { w.string(1, self.group) }
+        if let value = self._names { w.message(2, value) }
+        if !self.scope.isEmpty { w.string(3, self.scope) }
+        for item in self.versions { w.message(4, item) }
+        if let value = self._conversion { w.message(5, value) }
+        if self.preserveUnknownFields { w.bool(6, self.preserveUnknownFields) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.group = try r.string()
+            case 2:
+                if self._names == nil { self._names = CustomResourceDefinitionNames() }
+                try r.merge(into: &self._names!)
+            case 3: self.scope = try r.string()
+            case 4: self.versions.append(try r.message(CustomResourceDefinitionVersion.self))
+            case 5:
+                if self._conversion == nil { self._conversion = CustomResourceConversion() }
+                try r.merge(into: &self._conversion!)
+            case 6: self.preserveUnknownFields = try r.bool()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension CustomResourceDefinitionCondition: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.`type`.isEmpty { w.string(1, self.`type`) }
+        if !self.status.isEmpty { w.string(2, self.status) }
+        if let value = self._lastTransitionTime { w.message(3, value) }
+        if !self.reason.isEmpty { w.string(4, self.reason) }
+        if !self.message.isEmpty { w.string(5, self.message) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.`type` = try r.string()
+            case 2: self.status = try r.string()
+            case 3:
+                if self._lastTransitionTime == nil { self._lastTransitionTime = Timestamp() }
+                try r.merge(into: &self._lastTransitionTime!)
+            case 4: self.reason = try r.string()
+            case 5: self.message = try r.string()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension CustomResourceDefinitionStatus: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        for item in self.conditions { w.message(1, item) }
+        if let value = self._acceptedNames { w.message(2, value) }
+        for item in self.storedVersions { w.string(3, item) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.conditions.append(try r.message(CustomResourceDefinitionCondition.self))
+            case 2:
+                if self._acceptedNames == nil { self._acceptedNames = CustomResourceDefinitionNames() }
+                try r.merge(into: &self._acceptedNames!)
+            case 3: self.storedVersions.append(try r.string())
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension CustomResourceDefinition: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        let s = self._storage
+        if !s._apiVersion.isEmpty { w.string(1, s._apiVersion) }
+        if !s._kind.isEmpty { w.string(2, s._kind) }
+        if let value = s._metadata { w.message(3, value) }
+        if let value = s._spec { w.message(4, value) }
+        if let value = s._status { w.message(5, value) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        let s: _StorageClass
+        if self._storage === _StorageClass.defaultInstance {
+            s = _StorageClass()
+            self._storage = s
+        } else {
+            s = self._uniqueStorage()
+        }
+        while let field = try r.nextField() {
+            switch field {
+            case 1: s._apiVersion = try r.string()
+            case 2: s._kind = try r.string()
+            case 3:
+                if s._metadata == nil { s._metadata = ObjectMeta() }
+                try r.merge(into: &s._metadata!)
+            case 4:
+                if s._spec == nil { s._spec = CustomResourceDefinitionSpec() }
+                try r.merge(into: &s._spec!)
+            case 5:
+                if s._status == nil { s._status = CustomResourceDefinitionStatus() }
+                try r.merge(into: &s._status!)
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension CustomResourceDefinitionList: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
+        if !self.kind.isEmpty { w.string(2, self.kind) }
+        if let value = self._metadata { w.message(3, value) }
+        for item in self.items { w.message(4, item) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.apiVersion = try r.string()
+            case 2: self.kind = try r.string()
+            case 3:
+                if self._metadata == nil { self._metadata = ListMeta() }
+                try r.merge(into: &self._metadata!)
+            case 4: self.items.append(try r.message(CustomResourceDefinition.self))
+            default: try r.skip()
+            }
+        }
+    }
+}
+
 extension NamespaceSpec: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
         for item in self.finalizers { w.string(1, item) }

@@ -71,7 +71,7 @@ public enum Kinds {
     public static let all: [any APIObject.Type] = [
         Namespace.self, Pod.self, Node.self, Event.self, Lease.self, ReplicaSet.self, Deployment.self,
         Role.self, ClusterRole.self, RoleBinding.self, ClusterRoleBinding.self, Token.self,
-        ConfigMap.self, Secret.self, ServiceAccount.self,
+        ConfigMap.self, Secret.self, ServiceAccount.self, CustomResourceDefinition.self,
     ]
 
     /// Finds a kind by kind name, plural, singular or short name, case-insensitively.

@@ -67,6 +67,9 @@ public enum Table {
                 return [token.metadata.name, spec.usage, spec.user.isEmpty ? "<none>" : spec.user,
                         spec.groups.isEmpty ? "<none>" : spec.groups.joined(separator: ","), expires, age(token.metadata)]
             }
+        case let definitions as [CustomResourceDefinition]:
+            header = ["NAME", "CREATED AT"]
+            rows = definitions.map { [$0.metadata.name, $0.metadata.hasCreationTimestamp ? $0.metadata.creationTimestamp.rfc3339 : "<unknown>"] }
         default:
             header = ["NAME", "AGE"]
             rows = objects.map { [$0.metadata.name, age($0.metadata)] }

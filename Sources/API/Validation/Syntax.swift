@@ -48,6 +48,16 @@ public enum NameSyntax {
         return nil
     }
 
+    /// A DNS-1035 label: a DNS-1123 label that starts with a letter (resource and version names).
+    public static func dns1035Problem(_ name: String) -> String? {
+        if name.isEmpty { return "must not be empty" }
+        if name.utf8.count > dns1123LabelMaxLength { return "must be no more than \(dns1123LabelMaxLength) characters" }
+        guard isLabel(Substring(name)), let first = name.utf8.first, first >= 0x61 && first <= 0x7A else {
+            return "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"
+        }
+        return nil
+    }
+
     static func isLabel(_ s: Substring) -> Bool {
         s.utf8.count <= dns1123LabelMaxLength && !s.utf8.contains(UInt8(ascii: ".")) && isSubdomain(s.utf8)
     }

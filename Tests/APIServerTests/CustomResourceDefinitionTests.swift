@@ -1,0 +1,125 @@
+import API
+import Foundation
+import Testing
+import TestSupport
+
+/// CustomResourceDefinitions as the real kubectl (oldest and newest) applies and reads them: the
+/// definition is accepted and Established at once, listed with kubectl's columns, and a bad one
+/// is refused with Kubernetes' field paths and words; what this server does not serve (CEL rules,
+/// conversion webhooks) is refused, never stored and ignored.
+@Suite("CustomResourceDefinitions", .watchdog, .serialized)
+struct CustomResourceDefinitionTests {
+    static let definition = """
+    apiVersion: apiextensions.k8s.io/v1
+    kind: CustomResourceDefinition
+    metadata:
+      name: crontasks.example.cox.io
+    spec:
+      group: example.cox.io
+      scope: Namespaced
+      names:
+        plural: crontasks
+        kind: CronTask
+        shortNames: [ct]
+        categories: [all]
+      versions:
+      - name: v1
+        served: true
+        storage: true
+        schema:
+          openAPIV3Schema:
+            type: object
+            properties:
+              spec:
+                type: object
+                required: [schedule]
+                properties:
+                  schedule: {type: string, pattern: '^(\\S+ ){4}\\S+$'}
+                  historyLimit: {type: integer, minimum: 0, default: 3}
+                  template:
+                    type: object
+                    x-kubernetes-preserve-unknown-fields: true
+              status:
+                type: object
+                properties:
+                  lastScheduleTime: {type: string, format: date-time}
+                  active: {type: array, items: {type: string}, x-kubernetes-list-type: set}
+        subresources:
+          status: {}
+        additionalPrinterColumns:
+        - {name: Schedule, type: string, jsonPath: .spec.schedule}
+        - {name: Last, type: date, jsonPath: .status.lastScheduleTime}
+    """
+
+    @Test func kubectlAppliesReadsAndDeletesADefinition() async throws {
+        let kubectls = Tools.kubectlRange()
+        guard !kubectls.isEmpty else { return }
+        let server = try await ServerHarness()
+        defer { Task { await server.stop() } }
+        func write(_ name: String, _ text: String) throws -> String {
+            let path = (server.dir.path as NSString).appendingPathComponent(name)
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+            return path
+        }
+        let good = try write("crd.yaml", Self.definition)
+        for (version, kubectl) in kubectls {
+            func run(_ arguments: String...) async throws -> Tools.Output {
+                try await Tools.runDetached(kubectl, ["--kubeconfig", server.kubeconfig] + arguments)
+            }
+            let applied = try await run("apply", "-f", good)
+            #expect(applied.status == 0 && applied.output.contains("customresourcedefinition.apiextensions.k8s.io/crontasks.example.cox.io created"),
+                    "kubectl \(version) apply: \(applied.output)")
+            let again = try await run("apply", "-f", good)
+            #expect(again.status == 0 && again.output.contains("crontasks.example.cox.io unchanged"), "kubectl \(version) re-apply: \(again.output)")
+            let listed = try await run("get", "crd")
+            #expect(listed.status == 0 && listed.output.contains("CREATED AT") && listed.output.contains("crontasks.example.cox.io"),
+                    "kubectl \(version) get crd: \(listed.output)")
+            let established = try await run("get", "crd", "crontasks.example.cox.io", "-o",
+                                            #"jsonpath={.status.conditions[?(@.type=="Established")].status} {.status.acceptedNames.listKind} {.status.acceptedNames.singular} {.status.storedVersions}"#)
+            #expect(established.output == #"True CronTaskList crontask ["v1"]"#, "kubectl \(version): \(established.output)")
+            let stored = try await run("get", "crd", "crontasks.example.cox.io", "-o", "json")
+            let definition = try CustomResourceDefinition(jsonString: stored.output)
+            let schema = try JSONParser.parse(definition.spec.versions[0].schema.openApiV3Schema)
+            #expect(schema["properties"]?["spec"]?["properties"]?["historyLimit"]?["default"] == .int(3)
+                    && definition.spec.versions[0].subresources.hasStatus, "the schema and subresources come back as sent: \(stored.output)")
+            let resources = try await run("api-resources", "--api-group=apiextensions.k8s.io")
+            #expect(resources.output.contains("customresourcedefinitions") && resources.output.contains("crd,crds"), "kubectl \(version): \(resources.output)")
+            let explained = try await run("explain", "crd.spec.names")
+            #expect(explained.status == 0 && explained.output.contains("plural"), "kubectl \(version) explain: \(explained.output)")
+
+            // Refused, with the field and the reason.
+            let misnamed = try write("misnamed.yaml", Self.definition.replacingOccurrences(of: "name: crontasks.example.cox.io", with: "name: tasks.example.cox.io"))
+            let wrongName = try await run("apply", "-f", misnamed)
+            #expect(wrongName.status != 0 && wrongName.output.contains(#"metadata.name: Invalid value: "tasks.example.cox.io": must be spec.names.plural+"."+spec.group"#),
+                    "kubectl \(version): \(wrongName.output)")
+            let dotless = try write("dotless.yaml", Self.definition
+                .replacingOccurrences(of: "crontasks.example.cox.io", with: "crontasks.example")
+                .replacingOccurrences(of: "group: example.cox.io", with: "group: example"))
+            let noDot = try await run("apply", "-f", dotless)
+            #expect(noDot.status != 0 && noDot.output.contains(#"spec.group: Invalid value: "example": should be a domain with at least one dot"#),
+                    "kubectl \(version): \(noDot.output)")
+            let withRules = try write("cel.yaml", Self.definition
+                .replacingOccurrences(of: "crontasks", with: "celtasks").replacingOccurrences(of: "CronTask", with: "CelTask")
+                .replacingOccurrences(of: "shortNames: [ct]", with: "shortNames: [cel]")
+                .replacingOccurrences(of: "        type: object\n        properties:\n          spec:",
+                                      with: "        type: object\n        x-kubernetes-validations: [{rule: \"true\"}]\n        properties:\n          spec:"))
+            #expect(try String(contentsOfFile: withRules, encoding: .utf8).contains("x-kubernetes-validations"))
+            let cel = try await run("apply", "-f", withRules)
+            #expect(cel.status != 0 && cel.output.contains("x-kubernetes-validations: Forbidden: CEL validation rules are not supported by this server"),
+                    "kubectl \(version): \(cel.output)")
+            let untyped = try write("untyped.yaml", Self.definition
+                .replacingOccurrences(of: "crontasks", with: "looses").replacingOccurrences(of: "CronTask", with: "Loose")
+                .replacingOccurrences(of: "shortNames: [ct]", with: "shortNames: [lo]")
+                .replacingOccurrences(of: "historyLimit: {type: integer, minimum: 0, default: 3}", with: "historyLimit: {minimum: 0}"))
+            let noType = try await run("apply", "-f", untyped)
+            #expect(noType.status != 0 && noType.output.contains("spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[historyLimit].type: Required value: must not be empty for specified object fields"),
+                    "kubectl \(version): \(noType.output)")
+            let noneStored = try await run("get", "crd", "-o", "name")
+            #expect(noneStored.output == "customresourcedefinition.apiextensions.k8s.io/crontasks.example.cox.io\n", "only the good one is stored: \(noneStored.output)")
+
+            let deleted = try await run("delete", "crd", "crontasks.example.cox.io")
+            #expect(deleted.status == 0 && deleted.output.contains(#"customresourcedefinition.apiextensions.k8s.io "crontasks.example.cox.io" deleted"#),
+                    "kubectl \(version) delete: \(deleted.output)")
+        }
+    }
+}
