@@ -63,10 +63,18 @@ final class BodyBudget: Sendable {
 
     init(limit: Int) { self.limit = limit }
 
-    /// Counts `bytes` as held; false when the total is now past the limit. Either way the caller
-    /// gives them back (`give`) when it lets go of them — at once, when it refuses them.
+    /// Counts `bytes` as held, unless that would take the total past the limit: then nothing is
+    /// counted and the answer is false (the total never reads above the limit, even for a moment:
+    /// the gauge is what an operator and the flood test see). The caller gives back what it took
+    /// (`give`) when it lets go of it.
     func take(_ bytes: Int) -> Bool {
-        held.add(bytes, ordering: .relaxed).newValue <= limit
+        var current = held.load(ordering: .relaxed)
+        while true {
+            guard current + bytes <= limit else { return false }
+            let (exchanged, original) = held.compareExchange(expected: current, desired: current + bytes, ordering: .relaxed)
+            if exchanged { return true }
+            current = original
+        }
     }
 
     func give(_ bytes: Int) {

@@ -463,6 +463,14 @@ final class HTTP2StreamsHandler: ChannelDuplexHandler, @unchecked Sendable {
             stream.requestEnded = payload.endStream
             streams[id] = stream
             guard budget.take(kept) else {
+                // This chunk was not counted: it leaves the body (and goes back to the window)
+                // here; the rest of the body, counted, goes with the refusal.
+                if var refused = streams[id] {
+                    refused.body.moveWriterIndex(to: refused.body.writerIndex - kept)
+                    streams[id] = refused
+                }
+                buffered -= kept
+                grant(kept, context: context)
                 refuse(id, context: context, APIError.tooManyRequests("the server holds as many request bodies as it may (\(budget.limit) bytes)"))
                 return
             }
