@@ -16,6 +16,9 @@ public struct ObjectKey: Hashable, Sendable, CustomStringConvertible {
         self.init(resource: T.kindInfo.groupResource, namespace: T.kindInfo.namespaced ? namespace : "", name: name)
     }
 
+    /// The plural alone (`deployments` of `deployments.apps`), for messages.
+    public var resourceName: String { String(resource.prefix { $0 != "." }) }
+
     public init<T: APIObject>(of object: T) {
         self.init(T.self, namespace: object.metadata.namespace, name: object.metadata.name)
     }

@@ -241,7 +241,7 @@ struct WriterLoop {
 
     func create<T: APIObject>(_ key: ObjectKey, _ object: T, bytes: [UInt8], revision: Int64) throws -> StoreEvent {
         if try exists(key) {
-            throw StoreError(.alreadyExists, "\(T.kindInfo.resource) \"\(key.name)\" already exists")
+            throw StoreError(.alreadyExists, "\(key.resourceName) \"\(key.name)\" already exists")
         }
         try insert(key, revision: revision, type: .added, bytes: bytes)
         var stored = object
@@ -252,10 +252,10 @@ struct WriterLoop {
 
     func update<T: APIObject>(_ key: ObjectKey, _ object: T, expected: Int64?, revision: Int64) throws -> StoreEvent? {
         guard let (currentRevision, currentBytes, currentObject) = try current(key, as: T.self) else {
-            throw StoreError(.notFound, "\(T.kindInfo.resource) \"\(key.name)\" not found")
+            throw StoreError(.notFound, "\(key.resourceName) \"\(key.name)\" not found")
         }
         if let expected, expected != currentRevision {
-            throw StoreError.modified(T.kindInfo, key.name, current: currentRevision)
+            throw StoreError.modified(groupResource: key.resource, key.name, current: currentRevision)
         }
         let existing = currentObject as! T
         var stored = object.asUpdate(of: existing)
@@ -270,7 +270,7 @@ struct WriterLoop {
 
     func modify<T: APIObject>(_ key: ObjectKey, _ type: T.Type, _ change: (any APIObject) throws -> any APIObject, revision: Int64) throws -> StoreEvent? {
         guard let (currentRevision, _, currentObject) = try current(key, as: T.self) else {
-            throw StoreError(.notFound, "\(T.kindInfo.resource) \"\(key.name)\" not found")
+            throw StoreError(.notFound, "\(key.resourceName) \"\(key.name)\" not found")
         }
         guard var changed = try change(currentObject) as? T else {
             throw StoreError(.invalid, "a change of \(key) returned another kind of object")
@@ -283,10 +283,10 @@ struct WriterLoop {
 
     func delete<T: APIObject>(_ key: ObjectKey, _ type: T.Type, expected: Int64?, revision: Int64) throws -> StoreEvent {
         guard let (currentRevision, currentBytes, currentObject) = try current(key, as: T.self) else {
-            throw StoreError(.notFound, "\(T.kindInfo.resource) \"\(key.name)\" not found")
+            throw StoreError(.notFound, "\(key.resourceName) \"\(key.name)\" not found")
         }
         if let expected, expected != currentRevision {
-            throw StoreError.modified(T.kindInfo, key.name, current: currentRevision)
+            throw StoreError.modified(groupResource: key.resource, key.name, current: currentRevision)
         }
         // The tombstone keeps the last state; its version is the deletion's revision.
         try insert(key, revision: revision, type: .deleted, bytes: currentBytes)

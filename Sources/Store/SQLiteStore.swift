@@ -202,10 +202,15 @@ public final class SQLiteStore: ObjectStore, Sendable {
     public func update<T: APIObject>(_ type: T.Type, namespace: String, name: String,
                                      _ change: @escaping @Sendable (inout T) throws -> Void) async throws -> T {
         let key = ObjectKey(type, namespace: namespace, name: name)
+        // The change runs on the writer thread: a custom resource's kind and schema (a task-local
+        // of the request) go with it.
+        let custom = CustomResources.current
         let erased: @Sendable (any APIObject) throws -> any APIObject = { current in
-            var object = current as! T
-            try change(&object)
-            return object
+            try CustomResources.$current.withValue(custom) {
+                var object = current as! T
+                try change(&object)
+                return object
+            }
         }
         guard let event = try await submit(.modify(key, type, erased)) else {
             return try await get(T.self, namespace: namespace, name: name)
@@ -375,7 +380,8 @@ public final class SQLiteStore: ObjectStore, Sendable {
             var events: [StoreEvent] = []
             while try statement.step() {
                 let resource = statement.string(1)
-                guard let kind = Kinds.lookup(groupResource: resource) else {
+                // What no built-in kind is stored under is a custom resource's (plural.group): JSON.
+                guard let kind = Kinds.lookup(groupResource: resource) ?? (resource.contains(".") ? CustomObject.self : nil) else {
                     throw StoreError(.storage, "unknown resource \"\(resource)\" in the revision log at revision \(statement.int64(0))")
                 }
                 let bytes = try values.plain(resource, statement.blob(5))

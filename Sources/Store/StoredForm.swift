@@ -43,7 +43,12 @@ extension APIObject {
 extension StoreError {
     /// A write that expected another revision than the object's current one, in Kubernetes' words.
     public static func modified(_ kind: KindInfo, _ name: String, current: Int64? = nil) -> StoreError {
-        StoreError(.conflict, "Operation cannot be fulfilled on \(kind.groupResource) \"\(name)\": the object has been modified; please apply your changes to the latest version and try again",
+        modified(groupResource: kind.groupResource, name, current: current)
+    }
+
+    /// The same, from a key's resource (the writer thread does not know a custom resource's kind).
+    public static func modified(groupResource: String, _ name: String, current: Int64? = nil) -> StoreError {
+        StoreError(.conflict, "Operation cannot be fulfilled on \(groupResource) \"\(name)\": the object has been modified; please apply your changes to the latest version and try again",
                    revision: current)
     }
 }

@@ -117,9 +117,58 @@ struct CustomResourceDefinitionTests {
             let noneStored = try await run("get", "crd", "-o", "name")
             #expect(noneStored.output == "customresourcedefinition.apiextensions.k8s.io/crontasks.example.cox.io\n", "only the good one is stored: \(noneStored.output)")
 
+            // Its objects, served at once: defaults, pruning with a warning, the schema's checks,
+            // printer columns, merge and JSON patches, the status subresource.
+            let task = try write("task.yaml", """
+                apiVersion: example.cox.io/v1
+                kind: CronTask
+                metadata: {name: nightly, labels: {team: ops}}
+                spec:
+                  schedule: "0 3 * * *"
+                  template: {containers: [{name: main, image: busybox}]}
+                  surprise: 1
+                """)
+            let strict = try await run("apply", "-f", task)
+            #expect(strict.status != 0 && strict.output.contains(#"strict decoding error: unknown field "spec.surprise""#),
+                    "kubectl \(version) validates strictly by default: \(strict.output)")
+            let created = try await run("apply", "--validate=warn", "-f", task)
+            #expect(created.status == 0 && created.output.contains("crontask.example.cox.io/nightly created")
+                    && created.output.contains(#"unknown field "spec.surprise""#), "kubectl \(version) apply a CronTask: \(created.output)")
+            let object = try JSONParser.parse(try await run("get", "crontask", "nightly", "-o", "json").output)
+            #expect(object["spec"]?["historyLimit"] == .int(3) && object["spec"]?["surprise"] == nil
+                    && object["spec"]?["template"]?["containers"]?.typeName == "array" && object["metadata"]?["uid"] != nil,
+                    "defaulted, pruned, kept where the schema keeps unknown fields: \(object)")
+            let table = try await run("get", "ct")
+            #expect(table.output.contains("NAME") && table.output.contains("SCHEDULE") && table.output.contains("0 3 * * *"), "kubectl \(version) get ct: \(table.output)")
+            let missing = try write("bad-task.yaml", "apiVersion: example.cox.io/v1\nkind: CronTask\nmetadata: {name: bad}\nspec: {historyLimit: -1}\n")
+            let refused = try await run("apply", "-f", missing)
+            #expect(refused.status != 0 && refused.output.contains("spec.schedule: Required value")
+                    && refused.output.contains("spec.historyLimit: Invalid value: -1: spec.historyLimit in body should be greater than or equal to 0"),
+                    "kubectl \(version): \(refused.output)")
+            let mismatched = try await run("patch", "ct", "nightly", "--type=merge", "-p", #"{"spec":{"schedule":"often"}}"#)
+            #expect(mismatched.status != 0 && mismatched.output.contains("spec.schedule in body should match"), "kubectl \(version): \(mismatched.output)")
+            let merged = try await run("patch", "ct", "nightly", "--type=merge", "-p", #"{"spec":{"historyLimit":5}}"#)
+            #expect(merged.status == 0 && merged.output.contains("crontask.example.cox.io/nightly patched"), "kubectl \(version): \(merged.output)")
+            let strategic = try await run("patch", "ct", "nightly", "-p", #"{"spec":{"historyLimit":6}}"#)
+            #expect(strategic.status != 0 && strategic.output.contains("application/merge-patch+json"), "strategic merge is refused for custom resources: \(strategic.output)")
+            let status = try await run("patch", "ct", "nightly", "--subresource=status", "--type=merge", "-p", #"{"status":{"lastScheduleTime":"2026-12-06T03:00:00Z"}}"#)
+            let afterStatus = try JSONParser.parse(try await run("get", "ct", "nightly", "-o", "json").output)
+            #expect(status.status == 0 && afterStatus["status"]?["lastScheduleTime"] == .string("2026-12-06T03:00:00Z")
+                    && afterStatus["spec"]?["historyLimit"] == .int(5), "kubectl \(version) status: \(status.output) \(afterStatus)")
+            let statusIgnored = try await run("patch", "ct", "nightly", "--type=merge", "-p", #"{"status":{"lastScheduleTime":"2020-01-01T00:00:00Z"}}"#)
+            let kept = try JSONParser.parse(try await run("get", "ct", "nightly", "-o", "json").output)
+            #expect(statusIgnored.status == 0 && kept["status"]?["lastScheduleTime"] == .string("2026-12-06T03:00:00Z"),
+                    "a write to the object leaves a status subresource's status alone: \(kept)")
+            let byLabel = try await run("get", "crontasks", "-l", "team=ops", "-o", "name")
+            #expect(byLabel.output == "crontask.example.cox.io/nightly\n", "kubectl \(version) get -l: \(byLabel.output)")
+
             let deleted = try await run("delete", "crd", "crontasks.example.cox.io")
             #expect(deleted.status == 0 && deleted.output.contains(#"customresourcedefinition.apiextensions.k8s.io "crontasks.example.cox.io" deleted"#),
                     "kubectl \(version) delete: \(deleted.output)")
+            let gone = try await run("get", "crontasks")
+            // (kubectl may still have the resource in its discovery cache: then the server says it.)
+            #expect(gone.status != 0 && (gone.output.contains("the server doesn't have a resource type \"crontasks\"")
+                                         || gone.output.contains("the server could not find the requested resource")), "kubectl \(version) after the delete: \(gone.output)")
         }
     }
 }

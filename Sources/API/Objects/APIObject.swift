@@ -49,6 +49,8 @@ extension APIObject {
 
     /// Fills `apiVersion` and `kind` when the object was built in code.
     public mutating func setTypeMeta() {
+        // A custom object outside its request's scope (the store's writer thread) keeps its own.
+        if Self.kindInfo == CustomResources.unscoped { return }
         apiVersion = Self.kindInfo.apiVersion
         kind = Self.kindInfo.kind
     }

@@ -67,6 +67,15 @@ public enum Table {
                 return [token.metadata.name, spec.usage, spec.user.isEmpty ? "<none>" : spec.user,
                         spec.groups.isEmpty ? "<none>" : spec.groups.joined(separator: ","), expires, age(token.metadata)]
             }
+        case let custom as [CustomObject]:
+            // The definition's printer columns (priority 0 first; the others with -o wide), or AGE.
+            let columns = (CustomResources.current?.columns ?? []).sorted { $0.priority == 0 && $1.priority != 0 }
+            header = ["NAME"] + (columns.isEmpty ? ["AGE"] : columns.map { $0.name.uppercased() })
+            rows = custom.map { object in
+                let json = object.json
+                return [object.metadata.name] + (columns.isEmpty ? [age(object.metadata)] : columns.map { cell($0, json) })
+            }
+            return (header, rows, 1 + (columns.isEmpty ? 1 : columns.filter { $0.priority == 0 }.count))
         case let definitions as [CustomResourceDefinition]:
             header = ["NAME", "CREATED AT"]
             rows = definitions.map { [$0.metadata.name, $0.metadata.hasCreationTimestamp ? $0.metadata.creationTimestamp.rfc3339 : "<unknown>"] }
@@ -109,6 +118,23 @@ public enum Table {
             if status.state.hasTerminated, !status.state.terminated.reason.isEmpty, pod.status.phase != "Running" { return status.state.terminated.reason }
         }
         return pod.status.phase.isEmpty ? "Pending" : pod.status.phase
+    }
+
+    /// A printer column's cell: the value at its JSON path, a date as an age.
+    static func cell(_ column: CustomResourceColumnDefinition, _ object: JSONValue) -> String {
+        guard let path = JSONPathLite(column.jsonPath), let value = path.evaluate(object) else { return "" }
+        switch value {
+        case .string(let text):
+            if column.type == "date", let date = ISO8601DateFormatter().date(from: text) {
+                return span(max(0, Int(Date().timeIntervalSince(date))))
+            }
+            return text
+        case .int(let number): return "\(number)"
+        case .double(let number): return "\(number)"
+        case .bool(let flag): return flag ? "true" : "false"
+        case .null: return ""
+        default: return CustomResourceSchema.text(value)
+        }
     }
 
     public static func age(_ meta: ObjectMeta) -> String {

@@ -16,6 +16,8 @@ public struct FieldError: Error, Sendable, Hashable, CustomStringConvertible {
     public let kind: Kind
     public let value: String?
     public let detail: String
+    /// Whether the value is shown in quotes (a string); numbers and booleans are not, as in Kubernetes.
+    public var quoted = true
 
     public init(_ kind: Kind, _ field: String, value: String? = nil, detail: String = "") {
         self.kind = kind
@@ -24,12 +26,19 @@ public struct FieldError: Error, Sendable, Hashable, CustomStringConvertible {
         self.detail = detail
     }
 
+    /// An invalid value of any JSON type, shown as Kubernetes shows it (`Invalid value: -1`).
+    public static func invalid(_ field: String, json value: JSONValue, _ detail: String) -> FieldError {
+        var error = FieldError(.invalid, field, value: CustomResourceSchema.shown(value), detail: detail)
+        if case .string = value {} else { error.quoted = false }
+        return error
+    }
+
     public var description: String { "\(field): \(body)" }
 
     /// The error without its field, as a Status cause's message carries it (the field is beside it).
     public var body: String {
         var s = kind.rawValue
-        if let value { s += ": \"\(value)\"" }
+        if let value { s += quoted ? ": \"\(value)\"" : ": \(value)" }
         if !detail.isEmpty { s += ": \(detail)" }
         return s
     }

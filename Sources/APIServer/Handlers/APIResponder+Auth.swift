@@ -40,7 +40,7 @@ extension APIResponder {
             attributes.path = request.uri.path
             return attributes
         }
-        let info = path.kind.kindInfo
+        let info = path.custom?.info ?? path.kind.kindInfo
         let watching = request.uri.queryParameters["watch"].map { $0 == "true" || $0 == "1" } ?? false
         let verb: String
         switch method {

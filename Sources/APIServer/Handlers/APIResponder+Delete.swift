@@ -87,8 +87,13 @@ extension APIResponder {
             }
             if Self.pendingFinalizers(object).isEmpty {
                 if dryRun { return object }
+                if let definition = object as? CustomResourceDefinition {
+                    // Its objects go first, then it stops being served.
+                    try await deleteCustomObjects(of: definition)
+                }
                 // Deleted as read: a write in between (a controller's status) means deciding again.
                 do {
+                    defer { if T.self == CustomResourceDefinition.self { customResources.forget(name) } }
                     return try await store.delete(T.self, namespace: namespace, name: name, resourceVersion: Int64(object.metadata.resourceVersion))
                 } catch let error as StoreError where error.code == .conflict {
                     continue
@@ -107,5 +112,23 @@ extension APIResponder {
             }
         }
         throw APIError(409, "Conflict", "\(T.kindInfo.groupResource) \"\(name)\" kept changing while being deleted; try again")
+    }
+}
+
+extension APIResponder {
+    /// Deletes every object of a custom resource (in every namespace), as a definition's deletion
+    /// does before the definition goes.
+    func deleteCustomObjects(of definition: CustomResourceDefinition) async throws {
+        guard let version = definition.storageVersion, let resource = CustomResource(definition, version: version) else { return }
+        try await CustomResources.$current.withValue(resource) {
+            let all = try await store.list(CustomObject.self, options: ListOptions())
+            for object in all.items {
+                do {
+                    _ = try await store.delete(CustomObject.self, namespace: object.metadata.namespace, name: object.metadata.name, resourceVersion: nil)
+                } catch let error as StoreError where error.code == .notFound {
+                    continue
+                }
+            }
+        }
     }
 }

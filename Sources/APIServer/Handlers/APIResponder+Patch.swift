@@ -27,6 +27,11 @@ extension APIResponder {
     func patch<T: APIObject>(_ type: T.Type, _ path: ResourcePath, name: String, subresource: String?,
                              _ request: inout Request, dryRun: Bool) async throws -> T {
         let kind = try Self.patchType(request)
+        if kind == .strategic && T.self == CustomObject.self {
+            // As Kubernetes: custom resources have no patch strategies to merge by.
+            throw APIError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted media types include: "
+                           + "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml")
+        }
         if kind == .apply {
             return try await serverSideApply(T.self, path, name: name, subresource: subresource, &request, dryRun: dryRun)
         }

@@ -70,7 +70,9 @@ extension APIResponder {
         // client is noticed by its connection closing either way.
         let bookmarksAllowed = Self.flag(query["allowWatchBookmarks"]) ?? false
         let marksInitialEnd = watchList == true && bookmarksAllowed
-        return Response(status: .ok, headers: [.contentType: format.rawValue, .cacheControl: "no-cache"], body: ResponseBody { writer in
+        return Response(status: .ok, headers: [.contentType: format.rawValue, .cacheControl: "no-cache"], body: ResponseBody { [custom = CustomResources.current] writer in
+            // The body is written outside the request's task: a custom resource's kind goes along.
+            try await CustomResources.$current.withValue(custom) {
             let timer = Task {
                 try? await Task.sleep(for: .seconds(watchSeconds))
                 watch.cancel()
@@ -135,6 +137,7 @@ extension APIResponder {
                 try await writer.write(ByteBuffer(bytes: Self.errorFrame(status, format: encodedFormat)))
             }
             try await writer.finish(nil)
+            }
         })
     }
 

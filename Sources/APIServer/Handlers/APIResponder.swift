@@ -35,6 +35,8 @@ struct APIResponder: HTTPResponder {
     var namespaces = Namespaces()
     /// TLS for exec, attach and port-forward connections to agents (nil: not proxied, 503).
     var agentStreams: NIOSSLContext? = nil
+    /// The custom resources served (CustomResourceDefinitions, from the store).
+    var customResources = CustomResourceRegistry()
     /// Request bodies held across the server (HTTP/2 streams count their bodies against it).
     var bodyBudget = BodyBudget(limit: 256 * 1024 * 1024)
 
@@ -236,7 +238,13 @@ struct APIResponder: HTTPResponder {
             }
             return try await signingRequest(&request, identity: identity, format: format, audited: audited)
         }
-        let resourcePath = try ResourcePath.parse(segments)
+        let resourcePath = try ResourcePath.parse(segments, registry: customResources)
+        if let custom = resourcePath?.custom, CustomResources.current == nil {
+            // Everything done for a custom resource's request sees its kind and schema.
+            return try await CustomResources.$current.withValue(custom) {
+                try await route(&request, identity: identity, format: format, audited: audited)
+            }
+        }
         let attributes = Self.attributes(request, path: resourcePath, identity: identity)
         audited.attributes = attributes
         try authorize(attributes)
@@ -247,12 +255,12 @@ struct APIResponder: HTTPResponder {
         case ["version"]: return Self.json(Discovery.version())
         case ["api"], ["apis"]:
             if let version = Discovery.aggregatedVersion(request.headers[.accept]) {
-                var response = Self.json(Discovery.aggregated(core: segments == ["api"], version: version))
+                var response = Self.json(Discovery.aggregated(core: segments == ["api"], version: version, custom: customResources.all))
                 response.headers[.contentType] = Discovery.aggregatedContentType(version)
                 response.headers[.vary] = "Accept"
                 return response
             }
-            return Self.json(segments == ["api"] ? Discovery.coreVersions() : Discovery.groupList())
+            return Self.json(segments == ["api"] ? Discovery.coreVersions() : Discovery.groupList(custom: customResources.all))
         case ["openapi", "v2"]:
             let protobuf = request.headers[.accept].map { Self.has($0, "proto-openapi.spec.v2") } == true
             return Self.document(protobuf ? OpenAPI.v2Protobuf : OpenAPI.v2JSON,
@@ -269,7 +277,7 @@ struct APIResponder: HTTPResponder {
         }
         if segments.count == 2 && segments[0] == "api" || segments.count == 3 && segments[0] == "apis" {
             let group = segments[0] == "api" ? "" : segments[1]
-            guard let list = Discovery.resourceList(group: group, version: segments.last!) else {
+            guard let list = Discovery.resourceList(group: group, version: segments.last!, custom: customResources.all) else {
                 throw APIError.notFound("the server could not find the requested resource")
             }
             return Self.json(list)
@@ -648,6 +656,7 @@ struct APIResponder: HTTPResponder {
     func create<T: APIObject>(_ object: T, dryRun: Bool) async throws -> T {
         if dryRun { return try await dryRunCreate(try object.validated()) }
         let created = try await store.create(try object.validated())
+        if let definition = created as? CustomResourceDefinition { customResources.note(definition) }
         if T.self == Namespace.self {
             try await Namespaces.ensureDefaultServiceAccount(created.metadata.name, in: store, logger: logger)
         }
@@ -678,6 +687,7 @@ struct APIResponder: HTTPResponder {
 
     /// After an update: when the last finalizer of an object being deleted is gone, it goes now.
     func finishUpdate<T: APIObject>(_ updated: T) async throws -> T {
+        if let definition = updated as? CustomResourceDefinition { customResources.note(definition) }
         guard updated.metadata.hasDeletionTimestamp && Self.pendingFinalizers(updated).isEmpty else { return updated }
         return try await store.delete(T.self, namespace: updated.metadata.namespace, name: updated.metadata.name,
                                       resourceVersion: Int64(updated.metadata.resourceVersion))
@@ -719,7 +729,24 @@ struct APIResponder: HTTPResponder {
     /// A JSON object of kind `T` as `validation` asks: unknown fields fail it (Strict, all of them
     /// named), or are dropped (Warn names each in `caller`'s warnings; Ignore says nothing).
     static func decodeJSON<T: APIObject>(_ type: T.Type, _ json: JSONValue, validation: FieldValidation, caller: Caller?) throws -> T {
-        try decodeJSON(T.self, json, validation: validation, caller: caller, kind: T.kindInfo.kind, version: T.kindInfo.version)
+        if T.self == CustomObject.self, let custom = CustomResources.current {
+            // Fields the definition's schema does not name: warned about (then pruned by the
+            // defaulting), or refused when strict, as Kubernetes does.
+            let unknown = CustomResourceSchema.unknownFields(json, schema: custom.schema, root: true)
+            if !unknown.isEmpty {
+                let named = unknown.map { "unknown field \"\($0)\"" }
+                switch validation {
+                case .strict:
+                    throw APIError.badRequest("\(custom.info.kind) in version \"\(custom.info.version)\" cannot be handled as a \(custom.info.kind): strict decoding error: \(named.joined(separator: ", "))")
+                case .warn:
+                    caller?.warnings.withLock { $0 += named }
+                case .ignore:
+                    break
+                }
+            }
+            return try T(json: json)
+        }
+        return try decodeJSON(T.self, json, validation: validation, caller: caller, kind: T.kindInfo.kind, version: T.kindInfo.version)
     }
 
     static func decodeJSON<T: JSONCodable>(_ type: T.Type, _ json: JSONValue, validation: FieldValidation, caller: Caller?,

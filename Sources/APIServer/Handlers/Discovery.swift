@@ -35,16 +35,66 @@ enum Discovery {
         "certificates.k8s.io": ("certificatesigningrequests", "CertificateSigningRequest"),
     ]
 
-    static func groupList() -> JSONValue {
-        let items: [JSONValue] = groups.keys.sorted().map { group in
+    static func groupList(custom: [CustomResourceDefinition] = []) -> JSONValue {
+        var items: [JSONValue] = groups.keys.sorted().map { group in
             let version: JSONValue = .object([JSONMember("groupVersion", .string("\(group)/\(groups[group]!)")), JSONMember("version", .string(groups[group]!))])
             return .object([JSONMember("name", .string(group)), JSONMember("versions", .array([version])), JSONMember("preferredVersion", version)])
+        }
+        for (group, versions) in customGroups(custom) where groups[group] == nil {
+            let entries: [JSONValue] = versions.map { .object([JSONMember("groupVersion", .string("\(group)/\($0)")), JSONMember("version", .string($0))]) }
+            items.append(.object([JSONMember("name", .string(group)), JSONMember("versions", .array(entries)), JSONMember("preferredVersion", entries[0])]))
         }
         return .object([JSONMember("kind", .string("APIGroupList")), JSONMember("apiVersion", .string("v1")), JSONMember("groups", .array(items))])
     }
 
+    /// The groups of custom resources and their served versions (the storage version first), by group name.
+    static func customGroups(_ definitions: [CustomResourceDefinition]) -> [(String, [String])] {
+        var versions: [String: [String]] = [:]
+        for definition in definitions where !definition.metadata.hasDeletionTimestamp {
+            let served = definition.spec.versions.filter(\.served).sorted { $0.storage && !$1.storage }.map(\.name)
+            for version in served where !(versions[definition.spec.group]?.contains(version) ?? false) {
+                versions[definition.spec.group, default: []].append(version)
+            }
+        }
+        return versions.keys.sorted().map { ($0, versions[$0]!) }
+    }
+
+    /// The custom resources served at group/version.
+    static func customResources(_ definitions: [CustomResourceDefinition], group: String, version: String) -> [CustomResource] {
+        definitions.filter { $0.spec.group == group && !$0.metadata.hasDeletionTimestamp }.compactMap { CustomResource($0, version: version) }
+    }
+
+    static let allVerbs: [JSONValue] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"].map { .string($0) }
+
+    /// A custom resource's entries in a resource list: itself, and its status subresource.
+    static func customEntries(_ resource: CustomResource) -> [JSONValue] {
+        let info = resource.info
+        let names = resource.definition.status.acceptedNames
+        var entry: [JSONMember] = [
+            JSONMember("name", .string(info.resource)), JSONMember("singularName", .string(info.singular)),
+            JSONMember("namespaced", .bool(info.namespaced)), JSONMember("kind", .string(info.kind)), JSONMember("verbs", .array(allVerbs)),
+        ]
+        if !info.shortNames.isEmpty { entry.append(JSONMember("shortNames", .array(info.shortNames.map { .string($0) }))) }
+        if !names.categories.isEmpty { entry.append(JSONMember("categories", .array(names.categories.map { .string($0) }))) }
+        var out: [JSONValue] = [.object(entry)]
+        if resource.statusSubresource {
+            out.append(.object([
+                JSONMember("name", .string(info.resource + "/status")), JSONMember("singularName", .string("")),
+                JSONMember("namespaced", .bool(info.namespaced)), JSONMember("kind", .string(info.kind)),
+                JSONMember("verbs", .array([.string("get"), .string("patch"), .string("update")])),
+            ]))
+        }
+        return out
+    }
+
     /// The resources of one group/version; nil when nothing is served there.
-    static func resourceList(group: String, version: String) -> JSONValue? {
+    static func resourceList(group: String, version: String, custom: [CustomResourceDefinition] = []) -> JSONValue? {
+        let customs = customResources(custom, group: group, version: version)
+        if !customs.isEmpty, groups[group] == nil {
+            return .object([JSONMember("kind", .string("APIResourceList")), JSONMember("apiVersion", .string("v1")),
+                            JSONMember("groupVersion", .string("\(group)/\(version)")),
+                            JSONMember("resources", .array(customs.flatMap(customEntries)))])
+        }
         if version == "v1", let (resource, kind) = createOnly[group] {
             // Asked, answered and never stored: access reviews (`kubectl auth can-i`, `cox auth
             // can-i`) and certificate signing requests (joining nodes).
@@ -127,7 +177,28 @@ extension Discovery {
     }
 
     /// The resources of one group-version in aggregated form, subresources inside their resource.
-    static func aggregatedResources(group: String, version: String) -> [JSONValue] {
+    static func aggregatedResources(group: String, version: String, custom: [CustomResourceDefinition] = []) -> [JSONValue] {
+        let customs = customResources(custom, group: group, version: version)
+        if !customs.isEmpty, groups[group] == nil {
+            return customs.map { resource in
+                let info = resource.info
+                var members: [JSONMember] = [
+                    JSONMember("resource", .string(info.resource)), JSONMember("responseKind", gvk(group, version, info.kind)),
+                    JSONMember("scope", .string(info.namespaced ? "Namespaced" : "Cluster")), JSONMember("singularResource", .string(info.singular)),
+                    JSONMember("verbs", .array(allVerbs)),
+                ]
+                if !info.shortNames.isEmpty { members.append(JSONMember("shortNames", .array(info.shortNames.map { .string($0) }))) }
+                let categories = resource.definition.status.acceptedNames.categories
+                if !categories.isEmpty { members.append(JSONMember("categories", .array(categories.map { .string($0) }))) }
+                if resource.statusSubresource {
+                    members.append(JSONMember("subresources", .array([.object([
+                        JSONMember("subresource", .string("status")), JSONMember("responseKind", gvk(group, version, info.kind)),
+                        JSONMember("verbs", .array([.string("get"), .string("patch"), .string("update")])),
+                    ])])))
+                }
+                return .object(members)
+            }
+        }
         if version == "v1", let (resource, kind) = createOnly[group] {
             return [.object([
                 JSONMember("resource", .string(resource)), JSONMember("responseKind", gvk(group, version, kind)),
@@ -168,18 +239,21 @@ extension Discovery {
 
     /// `/api` (core: true) or `/apis` as an APIGroupDiscoveryList: every group, version and
     /// resource in one answer.
-    static func aggregated(core: Bool, version apiVersion: String) -> JSONValue {
-        func groupEntry(_ name: String, _ version: String) -> JSONValue {
+    static func aggregated(core: Bool, version apiVersion: String, custom: [CustomResourceDefinition] = []) -> JSONValue {
+        func groupEntry(_ name: String, _ versions: [String]) -> JSONValue {
             .object([
                 JSONMember("metadata", .object([JSONMember("name", .string(name)), JSONMember("creationTimestamp", .null)])),
-                JSONMember("versions", .array([.object([
+                JSONMember("versions", .array(versions.map { version in .object([
                     JSONMember("version", .string(version)),
-                    JSONMember("resources", .array(aggregatedResources(group: name, version: version))),
+                    JSONMember("resources", .array(aggregatedResources(group: name, version: version, custom: custom))),
                     JSONMember("freshness", .string("Current")),
-                ])])),
+                ]) })),
             ])
         }
-        let items = core ? [groupEntry("", "v1")] : groups.keys.sorted().map { groupEntry($0, groups[$0]!) }
+        var items = core ? [groupEntry("", ["v1"])] : groups.keys.sorted().map { groupEntry($0, [groups[$0]!]) }
+        if !core {
+            for (group, versions) in customGroups(custom) where groups[group] == nil { items.append(groupEntry(group, versions)) }
+        }
         return .object([
             JSONMember("kind", .string("APIGroupDiscoveryList")), JSONMember("apiVersion", .string("apidiscovery.k8s.io/\(apiVersion)")),
             JSONMember("metadata", .object([])), JSONMember("items", .array(items)),

@@ -11,9 +11,13 @@ struct ResourcePath {
     let namespace: String?
     let name: String?
     let subresource: String?
+    /// The custom resource when `kind` is `CustomObject` (its handling runs with it as
+    /// `CustomResources.current`).
+    var custom: CustomResource? = nil
 
-    /// nil when the path names no resource (discovery, unknown paths).
-    static func parse(_ segments: [String]) throws -> ResourcePath? {
+    /// nil when the path names no resource (discovery, unknown paths). Custom resources are
+    /// looked up in `registry`.
+    static func parse(_ segments: [String], registry: CustomResourceRegistry? = nil) throws -> ResourcePath? {
         let group: String, version: String
         var rest: ArraySlice<String>
         if segments.count >= 2, segments[0] == "api" {
@@ -30,6 +34,17 @@ struct ResourcePath {
             rest = rest.dropFirst(2)
         }
         let resource = rest.removeFirst()
+        if let custom = registry?.resource(group: group, version: version, plural: resource) {
+            if namespace != nil && !custom.info.namespaced {
+                throw APIError.notFound("\(resource) are not namespaced")
+            }
+            let name = rest.popFirst()
+            let subresource = rest.popFirst()
+            guard rest.isEmpty, subresource == nil || subresource == "status" && custom.statusSubresource else {
+                throw APIError.notFound("the server could not find the requested resource (subresource \(subresource ?? ""))")
+            }
+            return ResourcePath(kind: CustomObject.self, namespace: namespace, name: name, subresource: subresource, custom: custom)
+        }
         guard let kind = Kinds.all.first(where: { $0.kindInfo.group == group && $0.kindInfo.resource == resource }) else {
             throw APIError.notFound("the server could not find the requested resource (\(group.isEmpty ? "" : group + "/")\(version) \(resource))")
         }

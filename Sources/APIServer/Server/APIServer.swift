@@ -115,6 +115,8 @@ public struct APIServer: Sendable {
         try await Namespaces.ensureDefaultServiceAccounts(in: store, logger: logger)
         let namespaces = Namespaces()
         let namespacesRevision = try await namespaces.reload(from: store)
+        let customResources = CustomResourceRegistry()
+        let customRevision = try await customResources.reload(from: store)
         let authorizer = Authorizer()
         let policyRevision = try await authorizer.reload(from: store)
         let drain = WatchDrain()
@@ -124,6 +126,7 @@ public struct APIServer: Sendable {
         var responder = APIResponder(store: store, limits: configuration.limits, inflight: InflightCounter(),
                                      metrics: RequestMetrics(), drain: drain, agents: agents, logger: logger, authorizer: authorizer, audit: audit)
         responder.namespaces = namespaces
+        responder.customResources = customResources
         responder.agentStreams = agentStreams
         responder.bodyBudget = BodyBudget(limit: configuration.limits.maxBufferedBodyBytes)
         responder.signer = CertificateSigner(clusterCA: pki.authority, nodeServingCA: pki.nodeServing,
@@ -156,6 +159,7 @@ public struct APIServer: Sendable {
         let following = Task { [logger] in await authorizer.follow(store, from: policyRevision, logger: logger) }
         let cleaning = Task { [logger] in await TokenCleaner.run(store, every: .seconds(60), logger: logger) }
         let followingNamespaces = Task { [logger] in await namespaces.follow(store, from: namespacesRevision, logger: logger) }
+        let followingDefinitions = Task { [logger] in await customResources.follow(store, from: customRevision, logger: logger) }
         let eventTTL = configuration.eventTTL
         let expiring = Task { [logger] in
             await EventExpiry.run(store, ttl: eventTTL, every: Self.sweepInterval(ttl: eventTTL), logger: logger)
@@ -165,7 +169,7 @@ public struct APIServer: Sendable {
             await store.runCompactor(window: compactionInterval, tick: Self.sweepInterval(ttl: compactionInterval))
         }
         func stopBackground() async {
-            let tasks = [following, cleaning, followingNamespaces, expiring, compacting]
+            let tasks = [following, cleaning, followingNamespaces, followingDefinitions, expiring, compacting]
             for task in tasks { task.cancel() }
             for task in tasks { await task.value }
             try? await agents.shutdown()

@@ -1,0 +1,370 @@
+import Foundation
+import SwiftProtobuf
+
+// Objects of custom resources: JSON, kept whole, checked against their definition's schema.
+//
+// The server's machinery is generic over a kind's static `kindInfo`; a custom resource is known
+// only at run time. So `CustomObject` takes its kind from the request it is served in: the router
+// sets `CustomResources.current` (a task-local) around everything it does for a custom resource,
+// and `CustomObject.kindInfo`, its schema, defaults, validation and columns read it there. Outside
+// such a scope (the store's writer thread) only the object's bytes and key are used.
+
+/// A custom resource as one version of it is served: its kind and the definition's parts that
+/// shape its objects.
+public struct CustomResource: Sendable {
+    public let info: KindInfo
+    public let definition: CustomResourceDefinition
+    /// The version's openAPIV3Schema.
+    public let schema: JSONValue
+    public let statusSubresource: Bool
+    public let scale: CustomResourceSubresourceScale?
+    public let columns: [CustomResourceColumnDefinition]
+
+    /// The served version `version` of `definition`; nil when it does not serve that version.
+    public init?(_ definition: CustomResourceDefinition, version: String) {
+        guard let served = definition.spec.versions.first(where: { $0.name == version && $0.served }) else { return nil }
+        let names = definition.status.acceptedNames.plural.isEmpty ? definition.spec.names : definition.status.acceptedNames
+        info = KindInfo(group: definition.spec.group, version: version, kind: names.kind, resource: names.plural,
+                        singular: names.singular.isEmpty ? names.kind.lowercased() : names.singular,
+                        shortNames: names.shortNames, namespaced: definition.spec.scope == "Namespaced")
+        self.definition = definition
+        schema = (try? JSONParser.parse(served.schema.openApiV3Schema)) ?? .object([])
+        statusSubresource = served.subresources.hasStatus
+        scale = served.subresources.hasScale ? served.subresources.scale : nil
+        columns = served.additionalPrinterColumns
+    }
+}
+
+public enum CustomResources {
+    /// The custom resource being served by the current task (set by the API server's router).
+    @TaskLocal public static var current: CustomResource?
+
+    /// What `CustomObject.kindInfo` says outside a request's scope.
+    static let unscoped = KindInfo(group: "custom.cox.io", version: "v1", kind: "CustomObject", resource: "customobjects",
+                                   singular: "customobject", shortNames: [], namespaced: true)
+}
+
+/// An object of a custom resource: apiVersion, kind, metadata, and every other member as sent
+/// (after pruning and defaulting by the schema). Stored as its JSON.
+public struct CustomObject: APIObject, @unchecked Sendable {
+    public var apiVersion = ""
+    public var kind = ""
+    public var metadata = ObjectMeta()
+    /// The members other than apiVersion, kind and metadata, in order.
+    public var content: [JSONMember] = []
+    public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+    public init() {}
+
+    public static var kindInfo: KindInfo { CustomResources.current?.info ?? CustomResources.unscoped }
+
+    public subscript(member: String) -> JSONValue? {
+        get { content.first { $0.key == member }?.value }
+        set {
+            if let index = content.firstIndex(where: { $0.key == member }) {
+                if let newValue { content[index].value = newValue } else { content.remove(at: index) }
+            } else if let newValue {
+                content.append(JSONMember(member, newValue))
+            }
+        }
+    }
+
+    /// The whole object as JSON.
+    public var json: JSONValue {
+        var members = [JSONMember("apiVersion", .string(apiVersion)), JSONMember("kind", .string(kind)), JSONMember("metadata", metadata.jsonValue())]
+        members += content
+        return .object(members)
+    }
+
+    // MARK: APIObject
+
+    public func specDiffers(from other: CustomObject) -> Bool {
+        // Everything but metadata and status is what bumps the generation.
+        content.filter { $0.key != "status" } != other.content.filter { $0.key != "status" }
+    }
+
+    public mutating func copyStatus(from other: CustomObject) {
+        // Without a status subresource the status is part of the object like the rest.
+        guard CustomResources.current?.statusSubresource == true else { return }
+        self["status"] = other["status"]
+    }
+
+    public mutating func applyDefaults() {
+        setTypeMeta()
+        guard let resource = CustomResources.current else { return }
+        var value = JSONValue.object(content)
+        value = CustomResourceSchema.prunedAndDefaulted(value, schema: resource.schema, root: true)
+        if case .object(let members) = value { content = members }
+    }
+
+    public func validate() -> [FieldError] {
+        var errors = validateObjectMeta(metadata, namespaced: Self.kindInfo.namespaced)
+        guard let resource = CustomResources.current else { return errors }
+        errors += CustomResourceSchema.validateObject(.object(content), schema: resource.schema)
+        return errors
+    }
+
+    // MARK: JSON
+
+    public init(json: JSONValue) throws {
+        guard case .object(let members) = json else {
+            throw JSONDecodeError(.typeMismatch(expected: "object", got: json.typeName))
+        }
+        for member in members {
+            switch member.key {
+            case "apiVersion":
+                guard case .string(let text) = member.value else { throw JSONDecodeError(.typeMismatch(expected: "string", got: member.value.typeName), path: ["apiVersion"]) }
+                apiVersion = text
+            case "kind":
+                guard case .string(let text) = member.value else { throw JSONDecodeError(.typeMismatch(expected: "string", got: member.value.typeName), path: ["kind"]) }
+                kind = text
+            case "metadata":
+                metadata = try ObjectMeta(json: member.value)
+            default:
+                content.append(member)
+            }
+        }
+    }
+
+    public func writeJSON(to writer: inout JSONWriter) {
+        writer.value(json)
+    }
+
+    // MARK: Protobuf: the JSON, as field 1
+
+    public func writeProto(to writer: inout ProtoWriter) {
+        writer.bytesField(1, jsonBytes())
+    }
+
+    public mutating func mergeProto(from reader: inout ProtoReader) throws {
+        while let field = try reader.nextField() {
+            if field == 1 {
+                self = try CustomObject(jsonBytes: try reader.bytes())
+            } else {
+                try reader.skip()
+            }
+        }
+    }
+
+    public static let protoMessageName = "cox.v1.CustomObject"
+
+    public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+        while let number = try decoder.nextFieldNumber() {
+            if number == 1 {
+                var bytes = Data()
+                try decoder.decodeSingularBytesField(value: &bytes)
+                self = try CustomObject(jsonBytes: Array(bytes))
+            }
+        }
+    }
+
+    public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+        try visitor.visitSingularBytesField(value: Data(jsonBytes()), fieldNumber: 1)
+    }
+
+    public func isEqualTo(message: any SwiftProtobuf.Message) -> Bool {
+        guard let other = message as? CustomObject else { return false }
+        return self == other
+    }
+
+    public static func == (lhs: CustomObject, rhs: CustomObject) -> Bool {
+        lhs.apiVersion == rhs.apiVersion && lhs.kind == rhs.kind && lhs.metadata == rhs.metadata && lhs.content == rhs.content
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(jsonBytes())
+    }
+}
+
+extension CustomResourceSchema {
+    /// `value` without the members its schema does not name (unless it keeps unknown fields), and
+    /// with the schema's defaults where members are missing (Kubernetes' pruning and defaulting).
+    public static func prunedAndDefaulted(_ value: JSONValue, schema: JSONValue, root: Bool = false) -> JSONValue {
+        switch value {
+        case .object(var members):
+            let preserve = schema["x-kubernetes-preserve-unknown-fields"] == .bool(true)
+            if case .object(let properties)? = schema["properties"] {
+                members = members.compactMap { member in
+                    if let sub = properties.first(where: { $0.key == member.key })?.value {
+                        return JSONMember(member.key, prunedAndDefaulted(member.value, schema: sub))
+                    }
+                    if root && (member.key == "apiVersion" || member.key == "kind" || member.key == "metadata") { return member }
+                    return preserve ? member : nil
+                }
+                for property in properties where !members.contains(where: { $0.key == property.key }) {
+                    if let fallback = property.value["default"] {
+                        members.append(JSONMember(property.key, prunedAndDefaulted(fallback, schema: property.value)))
+                    }
+                }
+            } else if case .object(let additional)? = schema["additionalProperties"] {
+                members = members.map { JSONMember($0.key, prunedAndDefaulted($0.value, schema: .object(additional))) }
+            } else if !preserve, schema["additionalProperties"] == nil || schema["additionalProperties"] == .bool(false) {
+                if schema["type"] == .string("object"), schema["x-kubernetes-embedded-resource"] != .bool(true) { members = [] }
+            }
+            return .object(members)
+        case .array(let items):
+            guard let itemSchema = schema["items"] else { return value }
+            return .array(items.map { prunedAndDefaulted($0, schema: itemSchema) })
+        default:
+            return value
+        }
+    }
+
+    /// The paths of members the schema does not name (what pruning drops), for warnings and
+    /// strict field validation.
+    public static func unknownFields(_ value: JSONValue, schema: JSONValue, path: String = "", root: Bool = false) -> [String] {
+        var found: [String] = []
+        switch value {
+        case .object(let members):
+            let preserve = schema["x-kubernetes-preserve-unknown-fields"] == .bool(true)
+            let properties: [JSONMember]? = { if case .object(let properties)? = schema["properties"] { return properties } else { return nil } }()
+            for member in members {
+                let memberPath = path.isEmpty ? member.key : "\(path).\(member.key)"
+                if root && (member.key == "apiVersion" || member.key == "kind" || member.key == "metadata") { continue }
+                if let properties {
+                    if let sub = properties.first(where: { $0.key == member.key })?.value {
+                        found += unknownFields(member.value, schema: sub, path: memberPath)
+                    } else if !preserve {
+                        found.append(memberPath)
+                    }
+                } else if case .object(let additional)? = schema["additionalProperties"] {
+                    found += unknownFields(member.value, schema: .object(additional), path: memberPath)
+                } else if !preserve, schema["type"] == .string("object"), schema["additionalProperties"] == nil,
+                          schema["x-kubernetes-embedded-resource"] != .bool(true) {
+                    found.append(memberPath)
+                }
+            }
+        case .array(let items):
+            if let itemSchema = schema["items"] {
+                for (i, item) in items.enumerated() { found += unknownFields(item, schema: itemSchema, path: "\(path)[\(i)]") }
+            }
+        default:
+            break
+        }
+        return found
+    }
+
+    /// An object's field errors against its schema, in Kubernetes' words: types, required
+    /// members, enums, bounds, lengths, patterns, item counts.
+    public static func validateObject(_ value: JSONValue, schema: JSONValue) -> [FieldError] {
+        var errors: [FieldError] = []
+        check(value, schema: schema, path: "", into: &errors)
+        return errors
+    }
+
+    public static func shown(_ value: JSONValue) -> String {
+        switch value {
+        case .string(let text): return text
+        default: return text(value)
+        }
+    }
+
+    static func check(_ value: JSONValue, schema: JSONValue, path: String, into errors: inout [FieldError]) {
+        let field = path.isEmpty ? "<root>" : path
+        if value == .null {
+            if schema["nullable"] == .bool(true) { return }
+            if case .string(let type)? = schema["type"], !type.isEmpty {
+                errors.append(.invalid(field, "null", "\(field) in body must be of type \(type): \"null\""))
+            }
+            return
+        }
+        let intOrString = schema["x-kubernetes-int-or-string"] == .bool(true)
+        if intOrString {
+            switch value {
+            case .int, .string: break
+            default: errors.append(.invalid(field, shown(value), "\(field) in body must be of type integer or string: \"\(value.typeName)\""))
+            }
+        }
+        if case .string(let type)? = schema["type"] {
+            let matches: Bool
+            switch (type, value) {
+            case ("object", .object), ("array", .array), ("string", .string), ("boolean", .bool), ("integer", .int), ("number", .int), ("number", .double): matches = true
+            case ("integer", .double(let number)): matches = number.rounded() == number
+            default: matches = type.isEmpty
+            }
+            guard matches else {
+                let found = value.typeName == "number" ? (type == "integer" ? "number" : "number") : value.typeName
+                errors.append(.invalid(field, json: value, "\(field) in body must be of type \(type): \"\(found)\""))
+                return
+            }
+        }
+        if case .array(let allowed)? = schema["enum"], !allowed.contains(value) {
+            errors.append(.notSupported(field, shown(value), allowed.map(shown)))
+        }
+        switch value {
+        case .object(let members):
+            if case .array(let required)? = schema["required"] {
+                for case .string(let name) in required where !members.contains(where: { $0.key == name }) {
+                    errors.append(.required(path.isEmpty ? name : "\(path).\(name)"))
+                }
+            }
+            if case .int(let most)? = schema["maxProperties"], members.count > most {
+                errors.append(FieldError(.tooMany, field, detail: "must have at most \(most) items"))
+            }
+            if case .int(let least)? = schema["minProperties"], members.count < least {
+                errors.append(.invalid(field, "\(members.count)", "\(field) in body should have at least \(least) properties"))
+            }
+            let properties: [JSONMember]? = { if case .object(let properties)? = schema["properties"] { return properties } else { return nil } }()
+            for member in members {
+                let memberPath = path.isEmpty ? member.key : "\(path).\(member.key)"
+                if let sub = properties?.first(where: { $0.key == member.key })?.value {
+                    check(member.value, schema: sub, path: memberPath, into: &errors)
+                } else if case .object(let additional)? = schema["additionalProperties"] {
+                    check(member.value, schema: .object(additional), path: memberPath, into: &errors)
+                }
+            }
+        case .array(let items):
+            if case .int(let most)? = schema["maxItems"], items.count > most {
+                errors.append(FieldError(.tooMany, field, detail: "must have at most \(most) items"))
+            }
+            if case .int(let least)? = schema["minItems"], items.count < least {
+                errors.append(.invalid(field, "\(items.count)", "\(field) in body should have at least \(least) items"))
+            }
+            if schema["x-kubernetes-list-type"] == .string("set") || schema["uniqueItems"] == .bool(true) {
+                for (i, item) in items.enumerated() where items[..<i].contains(item) {
+                    errors.append(.duplicate("\(path)[\(i)]", shown(item)))
+                }
+            }
+            if let itemSchema = schema["items"] {
+                for (i, item) in items.enumerated() { check(item, schema: itemSchema, path: "\(path)[\(i)]", into: &errors) }
+            }
+        case .string(let text):
+            if case .int(let most)? = schema["maxLength"], text.count > most {
+                errors.append(FieldError(.tooLong, field, detail: "may not be more than \(most) bytes"))
+            }
+            if case .int(let least)? = schema["minLength"], text.count < least {
+                errors.append(.invalid(field, text, "\(field) in body should be at least \(least) chars long"))
+            }
+            if case .string(let pattern)? = schema["pattern"], let expression = try? NSRegularExpression(pattern: pattern),
+               expression.firstMatch(in: text, range: NSRange(text.startIndex..., in: text)) == nil {
+                errors.append(.invalid(field, text, "\(field) in body should match '\(pattern)'"))
+            }
+        case .int, .double:
+            let number: Double = { if case .int(let n) = value { return Double(n) } else if case .double(let d) = value { return d } else { return 0 } }()
+            func bound(_ key: String) -> Double? {
+                switch schema[key] {
+                case .int(let n)?: return Double(n)
+                case .double(let d)?: return d
+                default: return nil
+                }
+            }
+            if let minimum = bound("minimum") {
+                let exclusive = schema["exclusiveMinimum"] == .bool(true)
+                if exclusive ? number <= minimum : number < minimum {
+                    errors.append(.invalid(field, json: value, "\(field) in body should be greater than \(exclusive ? "" : "or equal to ")\(shown(schema["minimum"]!))"))
+                }
+            }
+            if let maximum = bound("maximum") {
+                let exclusive = schema["exclusiveMaximum"] == .bool(true)
+                if exclusive ? number >= maximum : number > maximum {
+                    errors.append(.invalid(field, json: value, "\(field) in body should be less than \(exclusive ? "" : "or equal to ")\(shown(schema["maximum"]!))"))
+                }
+            }
+            if let factor = bound("multipleOf"), factor != 0, (number / factor).rounded() != number / factor {
+                errors.append(.invalid(field, json: value, "\(field) in body should be a multiple of \(shown(schema["multipleOf"]!))"))
+            }
+        default:
+            break
+        }
+    }
+}

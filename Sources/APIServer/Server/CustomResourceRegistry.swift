@@ -1,0 +1,70 @@
+import API
+import Logging
+import Store
+import Synchronization
+
+/// The CustomResourceDefinitions this server serves, in memory: loaded at start, noted at once
+/// when this server writes one (a definition is served from the moment its create is answered),
+/// and followed by a watch. Lookups by group and plural (URLs) and by group/version and kind.
+public final class CustomResourceRegistry: Sendable {
+    private let definitions = Mutex<[String: CustomResourceDefinition]>([:])
+
+    public init() {}
+
+    public var all: [CustomResourceDefinition] { definitions.withLock { Array($0.values) }.sorted { $0.metadata.name < $1.metadata.name } }
+
+    /// The definition served at /apis/GROUP/VERSION/RESOURCE, as that version; nil when none is.
+    public func resource(group: String, version: String, plural: String) -> CustomResource? {
+        guard let definition = definitions.withLock({ $0["\(plural).\(group)"] }), !definition.metadata.hasDeletionTimestamp else { return nil }
+        return CustomResource(definition, version: version)
+    }
+
+    /// The definition whose objects are stored under `groupResource` (plural.group).
+    public func definition(groupResource: String) -> CustomResourceDefinition? {
+        definitions.withLock { $0[groupResource] }
+    }
+
+    /// The served kind `kind` of `apiVersion` (for owner references and manifests).
+    public func resource(apiVersion: String, kind: String) -> CustomResource? {
+        let parts = apiVersion.split(separator: "/", maxSplits: 1).map(String.init)
+        guard parts.count == 2 else { return nil }
+        let found = definitions.withLock { $0.values.first { $0.spec.group == parts[0] && $0.spec.names.kind == kind } }
+        return found.flatMap { CustomResource($0, version: parts[1]) }
+    }
+
+    func note(_ definition: CustomResourceDefinition) {
+        definitions.withLock { $0[definition.metadata.name] = definition }
+    }
+
+    func forget(_ name: String) {
+        _ = definitions.withLock { $0.removeValue(forKey: name) }
+    }
+
+    public func reload(from store: any ObjectStore) async throws -> Int64 {
+        let result = try await store.list(CustomResourceDefinition.self, options: ListOptions())
+        definitions.withLock { $0 = Dictionary(result.items.map { ($0.metadata.name, $0) }, uniquingKeysWith: { _, last in last }) }
+        return result.revision
+    }
+
+    /// Follows every change until cancelled (a watch that ends is followed by a reload).
+    public func follow(_ store: any ObjectStore, from revision: Int64, logger: Logger) async {
+        var revision = revision
+        while !Task.isCancelled {
+            do {
+                let watch = try store.watch(from: revision, options: .of(CustomResourceDefinition.self))
+                defer { watch.cancel() }
+                for try await event in watch {
+                    guard let definition = event.object as? CustomResourceDefinition else { continue }
+                    if event.type == .deleted { forget(definition.metadata.name) } else { note(definition) }
+                    revision = event.revision
+                }
+            } catch {
+                if Task.isCancelled { return }
+                logger.info("custom resource definition watch ended; reloading", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: .milliseconds(200))
+            }
+            if Task.isCancelled { return }
+            if let reloaded = try? await reload(from: store) { revision = reloaded }
+        }
+    }
+}
