@@ -171,4 +171,39 @@ struct CustomResourceDefinitionTests {
                                          || gone.output.contains("the server could not find the requested resource")), "kubectl \(version) after the delete: \(gone.output)")
         }
     }
+
+    /// Custom objects are stored like every object: they outlive a restart of the server, the
+    /// definition is served again at once, and a watch from a revision before the restart sees
+    /// every change since, in order, the last one made after it.
+    @Test func customObjectsSurviveARestartAndTheirWatchResumes() async throws {
+        let dir = TemporaryDirectory()
+        let server = try await ServerHarness(dir: dir)
+        var writer = JSONWriter()
+        writer.value(try Manifests.singleDocument(Self.definition))
+        let definitionJSON = String(decoding: writer.bytes, as: UTF8.self)
+        let created = try await server.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", body: definitionJSON)
+        #expect(created.code == 201, "\(created.body)")
+        let path = "/apis/example.cox.io/v1/namespaces/default/crontasks"
+        let first = try await server.request("POST", path, body: #"{"apiVersion":"example.cox.io/v1","kind":"CronTask","metadata":{"name":"a"},"spec":{"schedule":"* * * * *"}}"#)
+        #expect(first.code == 201, "\(first.body)")
+        let since = try #require(first.json?["metadata"]?["resourceVersion"].flatMap { if case .string(let v) = $0 { return v } else { return nil } })
+        let patched = try await server.request("PATCH", path + "/a", body: #"{"spec":{"historyLimit":7}}"#, contentType: "application/merge-patch+json")
+        #expect(patched.code == 200, "\(patched.body)")
+        await server.stop()
+
+        let restarted = try await ServerHarness(dir: dir)
+        defer { Task { await restarted.stop() } }
+        let after = try await restarted.request("GET", path + "/a")
+        #expect(after.code == 200 && after.json?["spec"]?["historyLimit"] == .int(7) && after.json?["kind"] == .string("CronTask"), "\(after.body)")
+        let second = try await restarted.request("POST", path, body: #"{"apiVersion":"example.cox.io/v1","kind":"CronTask","metadata":{"name":"b"},"spec":{"schedule":"0 * * * *"}}"#)
+        #expect(second.code == 201, "\(second.body)")
+        let watched = try await restarted.request("GET", path + "?watch=true&resourceVersion=\(since)&timeoutSeconds=1")
+        let events = watched.body.split(separator: "\n").compactMap { try? JSONParser.parse(String($0)) }
+        let seen = events.map { event -> String in
+            let type = event["type"].flatMap { if case .string(let t) = $0 { return t } else { return nil } } ?? "?"
+            let name = event["object"]?["metadata"]?["name"].flatMap { if case .string(let n) = $0 { return n } else { return nil } } ?? "?"
+            return "\(type) \(name)"
+        }
+        #expect(seen == ["MODIFIED a", "ADDED b"], "the watch from before the restart: \(watched.body)")
+    }
 }

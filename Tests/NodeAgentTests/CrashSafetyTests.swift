@@ -15,6 +15,25 @@ import TestSupport
         var generation: [String: Int] = [:]   // name → last acknowledged "n" label
     }
 
+    static let definition = """
+        apiVersion: apiextensions.k8s.io/v1
+        kind: CustomResourceDefinition
+        metadata: {name: tallies.example.cox.io}
+        spec:
+          group: example.cox.io
+          scope: Namespaced
+          names: {plural: tallies, kind: Tally}
+          versions:
+          - name: v1
+            served: true
+            storage: true
+            schema:
+              openAPIV3Schema:
+                type: object
+                properties:
+                  spec: {type: object, properties: {count: {type: integer}}}
+        """
+
     @Test func everyAcknowledgedWriteSurvivesTwentyKills() async throws {
         try await AgentCluster.run(serverArguments: ["--no-scheduler", "--no-controllers"], firstAgent: false) { cluster in
             let start = try await cluster.client.list(Pod.self, namespace: "default").resourceVersion
@@ -37,7 +56,27 @@ import TestSupport
                 }
             }
             defer { watching.cancel() }
+            // Custom objects too: a definition, then creates of its objects by kubectl (acknowledged
+            // when kubectl says so) alongside the pods.
+            let kubectl = try #require(Tools.kubectlRange().last?.path)
+            func kubectlRun(_ arguments: [String], input: String? = nil) async throws -> Tools.Output {
+                try await Tools.runDetached(kubectl, ["--kubeconfig", cluster.kubeconfig, "--request-timeout=5s"] + arguments, input: input, timeout: 30)
+            }
+            let definition = try await kubectlRun(["apply", "-f", "-"], input: Self.definition)
+            #expect(definition.status == 0, "\(definition.output)")
+            let customAcknowledged = MutexBox<Set<String>>([])
             let stop = MutexBox(false)
+            let customWriting = Task {
+                var index = 0
+                while !stop.withLock({ $0 }) {
+                    let name = "c\(index)"
+                    index += 1
+                    let manifest = "apiVersion: example.cox.io/v1\nkind: Tally\nmetadata: {name: \(name)}\nspec: {count: \(index)}\n"
+                    if let created = try? await kubectlRun(["create", "-f", "-"], input: manifest), created.status == 0 {
+                        _ = customAcknowledged.withLock { $0.insert(name) }
+                    }
+                }
+            }
             let writing = Task {
                 var index = 0
                 while !stop.withLock({ $0 }) {
@@ -72,6 +111,11 @@ import TestSupport
             try await Task.sleep(for: .milliseconds(500))
             stop.withLock { $0 = true }
             await writing.value
+            await customWriting.value
+            let customStored = Set(try await kubectlRun(["get", "tallies", "-o", "jsonpath={.items[*].metadata.name}"]).output.split(separator: " ").map(String.init))
+            let customPromised = customAcknowledged.withLock { $0 }
+            #expect(customPromised.count >= 5, "kubectl got custom objects through: \(customPromised.count)")
+            #expect(customPromised.subtracting(customStored).isEmpty, "acknowledged custom objects lost: \(customPromised.subtracting(customStored).sorted())")
 
             // Every acknowledged write is there, as acknowledged or later.
             let stored = Dictionary(uniqueKeysWithValues: try await cluster.client.list(Pod.self, namespace: "default").items.map { ($0.metadata.name, $0) })
@@ -96,7 +140,7 @@ import TestSupport
             let seen = events.withLock { $0 }
             #expect(!seen.contains("RELISTED"), "the watcher never had to list again")
             #expect(seen == history, "watched \(seen.count) events, history has \(history.count); first difference at \(Array(zip(seen, history)).firstIndex { $0.0 != $0.1 } ?? min(seen.count, history.count))")
-            print("crash safety: 20 SIGKILLs; \(promised.created.count) creates and \(promised.generation.values.reduce(0, +)) update steps acknowledged; \(history.count) events watched without loss or repeat")
+            print("crash safety: 20 SIGKILLs; \(promised.created.count) creates and \(promised.generation.values.reduce(0, +)) update steps acknowledged; \(history.count) events watched without loss or repeat; \(customPromised.count) custom objects acknowledged, none lost")
         }
     }
 }
