@@ -34,9 +34,32 @@ public final class GarbageCollector: Reconciler {
         addHandlers(replicaSets, queue)
         addHandlers(deployments, queue)
         let informers = context.informers
-        return Controller(name: "garbage-collector", queue: queue, reconciler: self, workers: workers, logger: context.logger) {
+        let interval = customOwnerResync
+        return Controller(name: "garbage-collector", queue: queue, reconciler: self, workers: workers, logger: context.logger) { [weak self] in
             await informers.waitForSync()
+            // Owners of custom kinds are not watched here: objects that have one are looked at
+            // again now and then, so a deleted owner's dependents go.
+            Task { [weak self] in
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: interval)
+                    guard let self, await !queue.isShuttingDown else { return }
+                    for key in self.customOwned() { await queue.add(key) }
+                }
+            }
         }
+    }
+
+    /// How often objects with an owner of a custom kind are looked at again.
+    public let customOwnerResync: Duration = .seconds(5)
+
+    /// Keys of the cached objects that name an owner of a kind that is not built in.
+    func customOwned() -> [ObjectKey] {
+        func of<T: APIObject>(_ informer: Informer<T>) -> [ObjectKey] {
+            informer.list().filter { object in
+                object.metadata.ownerReferences.contains { Kinds.lookup(apiVersion: $0.apiVersion, kind: $0.kind) == nil }
+            }.map { ObjectKey($0, withKind: true) }
+        }
+        return of(pods) + of(replicaSets) + of(deployments)
     }
 
     func addHandlers<T: APIObject>(_ informer: Informer<T>, _ queue: WorkQueue<ObjectKey>) {
@@ -120,7 +143,7 @@ public final class GarbageCollector: Reconciler {
 
     func ownerState(_ reference: OwnerReference, namespace: String) async throws -> OwnerState {
         guard let type = Kinds.lookup(apiVersion: reference.apiVersion, kind: reference.kind) else {
-            return .present  // a kind this server does not serve: never collect on its account
+            return try await customOwnerState(reference, namespace: namespace)
         }
         let ownerNamespace = type.kindInfo.namespaced ? namespace : ""
         if let meta = cachedMeta(type, namespace: ownerNamespace, name: reference.name), meta.uid == reference.uid {
@@ -134,6 +157,37 @@ public final class GarbageCollector: Reconciler {
         } catch let error as ClientError where error.code == 404 {
             return .gone
         }
+    }
+
+    /// An owner of a custom kind, read live: its resource from the server's discovery of its
+    /// group/version, then the object. A kind the server does not serve (no such group/version,
+    /// or no such kind in it) is never collected on account of: it is taken as present.
+    func customOwnerState(_ reference: OwnerReference, namespace: String) async throws -> OwnerState {
+        guard reference.apiVersion.contains("/") else { return .present }
+        let resources: JSONValue
+        do {
+            resources = try JSONParser.parse(try await context.client.getText("/apis/\(reference.apiVersion)"))
+        } catch let error as ClientError where error.code == 404 {
+            return .present
+        }
+        guard case .array(let entries)? = resources["resources"],
+              let entry = entries.first(where: { $0["kind"] == .string(reference.kind) && ($0["name"].map { if case .string(let n) = $0 { !n.contains("/") } else { false } } ?? false) }),
+              case .string(let plural)? = entry["name"] else { return .present }
+        let namespaced = entry["namespaced"] == .bool(true)
+        let path = "/apis/\(reference.apiVersion)/" + (namespaced ? "namespaces/\(namespace)/" : "") + "\(plural)/\(reference.name)"
+        let object: JSONValue
+        do {
+            object = try JSONParser.parse(try await context.client.getText(path))
+        } catch let error as ClientError where error.code == 404 {
+            return .gone
+        }
+        guard object["metadata"]?["uid"] == .string(reference.uid) else { return .gone }
+        let deleting = object["metadata"]?["deletionTimestamp"] != nil && object["metadata"]?["deletionTimestamp"] != .null
+        let foreground: Bool = {
+            if case .array(let finalizers)? = object["metadata"]?["finalizers"] { return finalizers.contains(.string(Self.foregroundFinalizer)) }
+            return false
+        }()
+        return deleting && foreground ? .deletingInForeground : .present
     }
 
     func cachedMeta(_ type: any APIObject.Type, namespace: String, name: String) -> ObjectMeta? {

@@ -71,6 +71,9 @@ public enum BootstrapPolicy {
                 rule(read + write, [coordination], ["leases"]),
                 // The namespace controller empties a namespace being deleted.
                 rule(read + ["delete", "deletecollection"], ["rbac.authorization.k8s.io"], ["roles", "rolebindings"]),
+                // The garbage collector reads owners of any kind (custom resources' too), as
+                // Kubernetes' does.
+                rule(["get"], ["*"], ["*"]),
             ]),
             role("system:node", [
                 rule(read + ["create", "update", "patch"], [""], ["nodes", "nodes/status"]),
