@@ -54,9 +54,14 @@ public final class Informer<T: APIObject>: AnyInformer, Sendable {
     let indexers: [String: IndexFunction]
     let state = Mutex(State())
 
-    public init(client: APIClient, request: WatchRequest = WatchRequest(), indexers: [String: IndexFunction] = [:]) {
+    /// The custom resource this informer follows (objects of a kind known only at run time, as
+    /// `CustomObject`): its list and watch run with it as `CustomResources.current`.
+    let scope: CustomResource?
+
+    public init(client: APIClient, request: WatchRequest = WatchRequest(), indexers: [String: IndexFunction] = [:], scope: CustomResource? = nil) {
         self.client = client
         self.request = request
+        self.scope = scope
         var all = indexers
         all[Self.namespaceIndex] = { [$0.metadata.namespace] }
         all[Self.ownerIndex] = { $0.metadata.ownerReferences.map(\.uid) }
@@ -122,6 +127,10 @@ public final class Informer<T: APIObject>: AnyInformer, Sendable {
 
     /// Lists and watches until the task is cancelled.
     public func run() async {
+        if let scope, CustomResources.current == nil {
+            await CustomResources.$current.withValue(scope) { await run() }
+            return
+        }
         while !Task.isCancelled {
             do {
                 for try await event in client.watch(T.self, request) { apply(event) }

@@ -1,5 +1,8 @@
 import API
+import Client
+import PKI
 import Foundation
+import Synchronization
 import Testing
 import TestSupport
 
@@ -205,5 +208,80 @@ struct CustomResourceDefinitionTests {
             return "\(type) \(name)"
         }
         #expect(seen == ["MODIFIED a", "ADDED b"], "the watch from before the restart: \(watched.body)")
+    }
+
+    struct CronSpec: Codable, Sendable, Equatable {
+        var schedule: String
+        var historyLimit: Int?
+    }
+
+    struct CronStatus: Codable, Sendable, Equatable {
+        var lastScheduleTime: String?
+        var active: [String]?
+    }
+
+    /// The client library for kinds known only at run time: a dynamic client (JSON objects), an
+    /// informer over them, and a typed client for a plugin's own Codable spec and status.
+    @Test func dynamicAndTypedClientsAndAnInformerForACustomKind() async throws {
+        let server = try await ServerHarness()
+        defer { Task { await server.stop() } }
+        let client = try APIClient(kubeconfig: try Kubeconfig.load(path: server.kubeconfig), timeout: .seconds(10))
+        defer { Task { try? await client.shutdown() } }
+        let definition = try CustomResourceDefinition(json: try Manifests.singleDocument(Self.definition))
+        _ = try await client.create(definition)
+
+        let tasks = DynamicResource(client: client, group: "example.cox.io", version: "v1", kind: "CronTask", plural: "crontasks", namespaced: true)
+        let informer = tasks.informer(WatchRequest(namespace: "default"))
+        let seen = Mutex<[String]>([])
+        informer.addHandler { event in
+            let line: String
+            switch event {
+            case .added(let object): line = "added \(object.metadata.name)"
+            case .updated(_, let object):
+                let limit: String = { if case .int(let n)? = object["spec"]?["historyLimit"] { return "\(n)" } else { return "" } }()
+                line = "updated \(object.metadata.name) \(limit)"
+            case .deleted(let object): line = "deleted \(object.metadata.name)"
+            }
+            seen.withLock { $0.append(line) }
+        }
+        let running = Task { await informer.run() }
+        defer { running.cancel() }
+        await informer.waitForSync()
+
+        // Dynamic: JSON in, the server's defaults and metadata out.
+        let made = try await tasks.create(tasks.object(namespace: "default", name: "hourly", content: [
+            JSONMember("spec", .object([JSONMember("schedule", .string("0 * * * *"))])),
+        ]))
+        #expect(made.kind == "CronTask" && made.apiVersion == "example.cox.io/v1" && !made.metadata.uid.isEmpty
+                && made["spec"]?["historyLimit"] == .int(3), "\(made.jsonString())")
+        _ = try await tasks.mergePatch(namespace: "default", name: "hourly", .object([JSONMember("spec", .object([JSONMember("historyLimit", .int(9))]))]))
+        let listed = try await tasks.list(namespace: "default")
+        #expect(listed.items.map(\.metadata.name) == ["hourly"] && !listed.resourceVersion.isEmpty)
+        do {
+            _ = try await tasks.create(tasks.object(namespace: "default", name: "broken", content: [JSONMember("spec", .object([]))]))
+            Issue.record("an object without its required schedule was created")
+        } catch let error as ClientError {
+            #expect(error.code == 422 && error.message.contains("spec.schedule: Required value"), "\(error)")
+        }
+
+        // Typed: the plugin's own Codable types.
+        let typed = TypedResource<CronSpec, CronStatus>(tasks)
+        var meta = ObjectMeta()
+        meta.name = "nightly"
+        meta.namespace = "default"
+        var nightly = try await typed.create(TypedObject<CronSpec, CronStatus>(metadata: meta, spec: CronSpec(schedule: "0 3 * * *")))
+        #expect(nightly.spec == CronSpec(schedule: "0 3 * * *", historyLimit: 3) && nightly.status == nil)
+        nightly.status = CronStatus(lastScheduleTime: "2026-12-06T03:00:00Z", active: ["nightly-1"])
+        let withStatus = try await typed.updateStatus(nightly)
+        #expect(withStatus.status == CronStatus(lastScheduleTime: "2026-12-06T03:00:00Z", active: ["nightly-1"]))
+        #expect(try await typed.list(namespace: "default").map(\.metadata.name).sorted() == ["hourly", "nightly"])
+        try await tasks.delete(namespace: "default", name: "hourly")
+
+        try await waitUntil("the informer saw every change") {
+            seen.withLock { $0 }.contains("deleted hourly") && informer.count == 1
+        }
+        let events = seen.withLock { $0 }
+        #expect(events.first == "added hourly" && events.contains("updated hourly 9") && events.contains("added nightly"), "\(events)")
+        #expect(informer.get(namespace: "default", name: "nightly")?["status"]?["active"] == .array([.string("nightly-1")]))
     }
 }

@@ -12,6 +12,16 @@ public struct KindInfo: Sendable, Hashable, CustomStringConvertible {
     public let shortNames: [String]
     public let namespaced: Bool
 
+    public init(group: String, version: String, kind: String, resource: String, singular: String, shortNames: [String] = [], namespaced: Bool) {
+        self.group = group
+        self.version = version
+        self.kind = kind
+        self.resource = resource
+        self.singular = singular
+        self.shortNames = shortNames
+        self.namespaced = namespaced
+    }
+
     public var apiVersion: String { group.isEmpty ? version : "\(group)/\(version)" }
     /// `pods` or `deployments.apps`: unique across groups, used as the storage key prefix.
     public var groupResource: String { group.isEmpty ? resource : "\(resource).\(group)" }

@@ -20,6 +20,17 @@ public struct CustomResource: Sendable {
     public let scale: CustomResourceSubresourceScale?
     public let columns: [CustomResourceColumnDefinition]
 
+    /// A custom resource as a client knows it: its kind and where it is served (no schema: the
+    /// server checks the objects).
+    public init(_ info: KindInfo) {
+        self.info = info
+        definition = CustomResourceDefinition()
+        schema = .object([])
+        statusSubresource = false
+        scale = nil
+        columns = []
+    }
+
     /// The served version `version` of `definition`; nil when it does not serve that version.
     public init?(_ definition: CustomResourceDefinition, version: String) {
         guard let served = definition.spec.versions.first(where: { $0.name == version && $0.served }) else { return nil }
