@@ -239,12 +239,15 @@ struct APIResponder: HTTPResponder {
             return try await signingRequest(&request, identity: identity, format: format, audited: audited)
         }
         let resourcePath = try ResourcePath.parse(segments, registry: customResources)
-        if let custom = resourcePath?.custom, CustomResources.current == nil {
-            // Everything done for a custom resource's request sees its kind and schema.
-            return try await CustomResources.$current.withValue(custom) {
-                try await route(&request, identity: identity, format: format, audited: audited)
-            }
+        // Everything done for a custom resource's request sees its kind and schema (bound here
+        // whatever the task had: a server started inside another binding inherits it).
+        return try await CustomResources.$current.withValue(resourcePath?.custom) {
+            try await route(&request, segments: segments, resourcePath: resourcePath, identity: identity, format: format, audited: audited)
         }
+    }
+
+    func route(_ request: inout Request, segments: [String], resourcePath: ResourcePath?, identity: ClientIdentity, format: WireFormat,
+               audited: Caller) async throws -> Response {
         let attributes = Self.attributes(request, path: resourcePath, identity: identity)
         audited.attributes = attributes
         try authorize(attributes)

@@ -27,6 +27,45 @@ struct APIBench: AsyncParsableCommand {
     var watchHttp1 = false
     @Option(help: "What each client request is: create (a pod), dry-run (the same create with ?dryRun=All: checked and answered as a real one, but nothing is stored and no watcher gets an event), livez (GET /livez: the transport and the client alone), or a change of one annotation of the client's own pod (made before the clock starts) as put (the whole pod), patch (a strategic merge patch) or apply (server-side apply of the whole pod, forced). livez and dry-run are floors to compare creates with; put is the baseline of patch and apply.")
     var request: RequestShape = .create
+    @Option(help: "What is created: pods, or custom (objects of a custom resource, a CustomResourceDefinition made first whose structural schema has the pods' fields; pods are measured in the same run as the baseline). custom takes --request create and --watch all.")
+    var resource: ResourceShape = .pods
+
+    enum ResourceShape: String, ExpressibleByArgument { case pods, custom }
+
+    /// The custom resource `--resource custom` creates.
+    static let benchDefinition = """
+        apiVersion: apiextensions.k8s.io/v1
+        kind: CustomResourceDefinition
+        metadata: {name: benchitems.bench.cox.io}
+        spec:
+          group: bench.cox.io
+          scope: Namespaced
+          names: {plural: benchitems, kind: BenchItem}
+          versions:
+          - name: v1
+            served: true
+            storage: true
+            schema:
+              openAPIV3Schema:
+                type: object
+                properties:
+                  spec:
+                    type: object
+                    properties:
+                      nodeName: {type: string}
+                      containers:
+                        type: array
+                        items:
+                          type: object
+                          required: [name]
+                          properties:
+                            name: {type: string}
+                            command: {type: array, items: {type: string}}
+        """
+
+    static var benchResource: CustomResource {
+        CustomResource(KindInfo(group: "bench.cox.io", version: "v1", kind: "BenchItem", resource: "benchitems", singular: "benchitem", namespaced: true))
+    }
     @Option(help: "Load an already running server (its kubeconfig) instead of one in this process, so each side's CPU can be measured apart. Its store keeps the pods.")
     var kubeconfig: String?
 
@@ -50,6 +89,21 @@ struct APIBench: AsyncParsableCommand {
               + (watch == .all ? "them all" : "those bound to their own node (spec.nodeName=node-N)"))
         let noun = request == .livez ? "request" : isChange ? request.rawValue : "create"
         let nouns = request == .patch ? "patches" : request == .apply ? "applies" : noun + "s"
+        if resource == .custom {
+            guard request == .create, watch == .all else { throw ValidationError("--resource custom measures creates (--request create) watched whole (--watch all)") }
+            for name in format {
+                guard let wire: WireFormat = name == "json" ? .json : name == "protobuf" ? .protobuf : nil else {
+                    throw ValidationError("unknown format \(name): protobuf or json")
+                }
+                let pods = try await measure(wire)
+                let custom = try await CustomResources.$current.withValue(Self.benchResource) { try await measure(wire, custom: true) }
+                for (label, result) in [("pods", pods), ("BenchItem", custom)] {
+                    print("  \(name) \(label.padding(toLength: 9, withPad: " ", startingAt: 0)) \(fmt(result.rate, 0)) creates/s; create p50 \(fmt(result.p50, 1)) ms, p99 \(fmt(result.p99, 1)) ms; watch lag p99 \(fmt(result.lagP99, 1)) ms; \(result.delivered) events delivered; this process \(fmt(result.cpuPerCreate * 1e6, 0)) µs CPU per create")
+                }
+                print("  → \(name): custom objects are created at \(fmt(custom.rate / pods.rate, 2))× the pods' rate; watch lag p99 \(fmt(custom.lagP99 / max(pods.lagP99, 0.001), 2))× theirs")
+            }
+            return
+        }
         var rates: [String: Double] = [:]
         for name in format {
             guard let wire: WireFormat = name == "json" ? .json : name == "protobuf" ? .protobuf : nil else {
@@ -73,10 +127,36 @@ struct APIBench: AsyncParsableCommand {
         let delivered = Atomic<Int>(0)
     }
 
-    func measure(_ wire: WireFormat) async throws -> Result {
+    /// One run; with `custom`, of BenchItems (call it with `CustomResources.current` set to
+    /// `benchResource`): their definition is made first, and they carry the pods' fields.
+    func measure(_ wire: WireFormat, custom: Bool = false) async throws -> Result {
+        if custom {
+            return try await measure(wire, as: CustomObject.self) { pod in
+                var object = CustomObject()
+                object.apiVersion = "bench.cox.io/v1"
+                object.kind = "BenchItem"
+                object.metadata = pod.metadata
+                let containers: [JSONValue] = pod.spec.containers.map { container in
+                    .object([JSONMember("name", .string(container.name)), JSONMember("command", .array(container.command.map { .string($0) }))])
+                }
+                var spec = [JSONMember("containers", .array(containers))]
+                if !pod.spec.nodeName.isEmpty { spec.append(JSONMember("nodeName", .string(pod.spec.nodeName))) }
+                object.content = [JSONMember("spec", .object(spec))]
+                return object
+            }
+        }
+        return try await measure(wire, as: Pod.self) { $0 }
+    }
+
+    func measure<T: APIObject>(_ wire: WireFormat, as type: T.Type, _ shape: @escaping @Sendable (Pod) -> T) async throws -> Result {
         let server = kubeconfig == nil ? try await BenchServer.start("api-\(wire == .json ? "json" : "pb")") : nil
         defer { server?.stop() }
         let kubeconfigPath = kubeconfig ?? server!.kubeconfigPath
+        if T.self == CustomObject.self {
+            let admin = try APIClient(kubeconfig: try Kubeconfig.load(path: kubeconfigPath))
+            _ = try? await admin.create(try CustomResourceDefinition(json: try Manifests.singleDocument(Self.benchDefinition)))
+            try? await admin.shutdown()
+        }
         // Names unique per run: an external server keeps the previous runs' pods.
         let prefix = "bench-\(wire == .json ? "j" : "p")\(UInt32.random(in: 0...UInt32.max))-"
         let kubeconfig = try Kubeconfig.load(path: kubeconfigPath)
@@ -104,14 +184,14 @@ struct APIBench: AsyncParsableCommand {
             return pod
         }
         if isChange {
-            for c in 0..<clients { _ = try await writers[c % writers.count].create(ownPod("\(prefix)\(c)", node: c)) }
+            for c in 0..<clients { _ = try await writers[c % writers.count].create(shape(ownPod("\(prefix)\(c)", node: c))) }
         }
 
         // Watchers first, each from revision 0 of an empty store.
         let watchTasks = (0..<watchers).map { watcher in
             Task {
                 let want = expected(watcher)
-                let body = try await reader.watchChunks(Pod.self, namespace: "default", resourceVersion: "0", timeoutSeconds: 600,
+                let body = try await reader.watchChunks(T.self, namespace: "default", resourceVersion: "0", timeoutSeconds: 600,
                                                         fieldSelector: byNode ? "spec.nodeName=node-\(watcher)" : nil)
                 var splitter = WatchFrameSplitter(format: wire)
                 var seen = 0
@@ -121,14 +201,14 @@ struct APIBench: AsyncParsableCommand {
                     for event in splitter.frames() {
                         if byNode {
                             // Few events each: every one is timed (bookmarks, which carry no send time, are not counted).
-                            guard let sent = Self.sentAt(event, wire) else { continue }
+                            guard let sent = Self.sentAt(event, wire, as: T.self) else { continue }
                             seen += 1
                             lags.append(Double(DispatchTime.now().uptimeNanoseconds &- sent) / 1e6)
                             continue
                         }
                         if Self.isBookmark(event, wire) { continue }
                         seen += 1
-                        if seen % Self.lagSampleEvery == 0, let sent = Self.sentAt(event, wire) {
+                        if seen % Self.lagSampleEvery == 0, let sent = Self.sentAt(event, wire, as: T.self) {
                             lags.append(Double(DispatchTime.now().uptimeNanoseconds &- sent) / 1e6)
                         }
                     }
@@ -164,8 +244,8 @@ struct APIBench: AsyncParsableCommand {
                         pod.metadata.annotations["bench/sent"] = String(t0)
                         if isChange { pod.metadata.annotations["bench/n"] = String(i) }
                         switch request {
-                        case .create: _ = try await writer.create(pod)
-                        case .dryRun: _ = try await writer.create(pod, dryRun: true)
+                        case .create: _ = try await writer.create(shape(pod))
+                        case .dryRun: _ = try await writer.create(shape(pod), dryRun: true)
                         case .livez: _ = try await writer.getText("/livez")
                         case .put: _ = try await writer.update(pod)
                         case .patch:
@@ -216,14 +296,14 @@ struct APIBench: AsyncParsableCommand {
     }
 
     /// The `bench/sent` annotation of an event's pod.
-    static func sentAt(_ event: ArraySlice<UInt8>, _ wire: WireFormat) -> UInt64? {
+    static func sentAt<T: APIObject>(_ event: ArraySlice<UInt8>, _ wire: WireFormat, as type: T.Type) -> UInt64? {
         switch wire {
         case .json:
             guard let json = try? JSONParser.parse(bytes: event), case .string(let sent)? = json["object"]?["metadata"]?["annotations"]?["bench/sent"] else { return nil }
             return UInt64(sent)
         case .protobuf:
-            guard let frame = try? WatchEvent(protobuf: Array(event)), let pod = try? Pod(protobuf: Array(frame.object)) else { return nil }
-            return UInt64(pod.metadata.annotations["bench/sent"] ?? "")
+            guard let frame = try? WatchEvent(protobuf: Array(event)), let object = try? T(protobuf: Array(frame.object)) else { return nil }
+            return UInt64(object.metadata.annotations["bench/sent"] ?? "")
         }
     }
 }
