@@ -111,12 +111,7 @@ final class PortForwardHandshake: ChannelInboundHandler, RemovableChannelHandler
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        let body = String(buffer: buffered)
-        var message = body.trimmingCharacters(in: .whitespacesAndNewlines)
-        if let status = try? JSONParser.parse(bytes: Array(body.utf8)), case .string(let text)? = status["message"] { message = text }
-        upgraded.fail(ClientError(code: code ?? 0, reason: "UpgradeFailed",
-                                  message: code == nil ? "the connection closed before the server answered the upgrade"
-                                      : "unable to upgrade connection: \(message.isEmpty ? "HTTP \(code ?? 0)" : message)"))
+        upgraded.fail(ClientError.upgradeFailed(code: code, body: buffered))
         local.close(promise: nil)
         context.fireChannelInactive()
     }

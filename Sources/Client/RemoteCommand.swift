@@ -194,12 +194,7 @@ final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHa
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        let body = String(buffer: buffered)
-        let code = head?.code ?? 0
-        var message = body.trimmingCharacters(in: .whitespacesAndNewlines)
-        if let status = try? JSONParser.parse(bytes: Array(body.utf8)), case .string(let text)? = status["message"] { message = text }
-        done.fail(ClientError(code: code, reason: "UpgradeFailed",
-                              message: code == 0 ? "the connection closed before the server answered the upgrade" : "unable to upgrade connection: \(message.isEmpty ? "HTTP \(code)" : message)"))
+        done.fail(ClientError.upgradeFailed(code: head?.code, body: buffered))
         context.fireChannelInactive()
     }
 
@@ -273,5 +268,19 @@ final class RemoteCommandHandler: ChannelInboundHandler {
         let message: String
         if case .string(let text)? = status["message"] { message = text } else { message = String(buffer: payload) }
         return .failure(ClientError(code: 0, reason: "StreamError", message: message))
+    }
+}
+
+extension ClientError {
+    /// An upgrade (exec, attach, port-forward) the server did not grant: its status and the
+    /// message of the Status it sent, or that the connection closed before any answer (`code` nil).
+    static func upgradeFailed(code: Int?, body: ByteBuffer) -> ClientError {
+        let text = String(buffer: body)
+        var message = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        if let status = try? JSONParser.parse(bytes: Array(text.utf8)), case .string(let said)? = status["message"] { message = said }
+        guard let code, code != 0 else {
+            return ClientError(code: 0, reason: "UpgradeFailed", message: "the connection closed before the server answered the upgrade")
+        }
+        return ClientError(code: code, reason: "UpgradeFailed", message: "unable to upgrade connection: \(message.isEmpty ? "HTTP \(code)" : message)")
     }
 }
