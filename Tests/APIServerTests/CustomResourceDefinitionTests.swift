@@ -162,6 +162,10 @@ struct CustomResourceDefinitionTests {
             let kept = try JSONParser.parse(try await run("get", "ct", "nightly", "-o", "json").output)
             #expect(statusIgnored.status == 0 && kept["status"]?["lastScheduleTime"] == .string("2026-12-06T03:00:00Z"),
                     "a write to the object leaves a status subresource's status alone: \(kept)")
+            // kubectl explain reads the kind from the OpenAPI documents (v2 for 1.27, v3 for 1.33).
+            let explainedTask = try await run("explain", "crontask.spec")
+            #expect(explainedTask.status == 0 && explainedTask.output.contains("historyLimit") && explainedTask.output.contains("schedule"),
+                    "kubectl \(version) explain crontask.spec: \(explainedTask.output)")
             let byLabel = try await run("get", "crontasks", "-l", "team=ops", "-o", "name")
             #expect(byLabel.output == "crontask.example.cox.io/nightly\n", "kubectl \(version) get -l: \(byLabel.output)")
 

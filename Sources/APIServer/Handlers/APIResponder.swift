@@ -266,14 +266,16 @@ struct APIResponder: HTTPResponder {
             return Self.json(segments == ["api"] ? Discovery.coreVersions() : Discovery.groupList(custom: customResources.all))
         case ["openapi", "v2"]:
             let protobuf = request.headers[.accept].map { Self.has($0, "proto-openapi.spec.v2") } == true
-            return Self.document(protobuf ? OpenAPI.v2Protobuf : OpenAPI.v2JSON,
+            let custom = customResources.openAPI()
+            return Self.document(protobuf ? custom?.v2Protobuf ?? OpenAPI.v2Protobuf : custom?.v2JSON ?? OpenAPI.v2JSON,
                                  contentType: protobuf ? OpenAPI.protobufV2MediaType : WireFormat.json.rawValue, request)
         case ["openapi", "v3"]:
-            return Self.document(OpenAPI.v3Index, contentType: WireFormat.json.rawValue, request)
+            return Self.document(customResources.openAPI()?.v3Index ?? OpenAPI.v3Index, contentType: WireFormat.json.rawValue, request)
         default: break
         }
         if segments.count > 2 && segments[0] == "openapi" && segments[1] == "v3" {
-            guard let document = OpenAPI.v3Documents[segments.dropFirst(2).joined(separator: "/")] else {
+            let documents = customResources.openAPI()?.v3Documents ?? OpenAPI.v3Documents
+            guard let document = documents[segments.dropFirst(2).joined(separator: "/")] else {
                 throw APIError.notFound("the server could not find the requested resource")
             }
             return Self.document(document, contentType: WireFormat.json.rawValue, request, immutable: Self.query(request)["hash"] == document.hash)

@@ -110,6 +110,11 @@ enum OpenAPI {
     /// kind it serves (`x-kubernetes-group-version-kind`, which `kubectl explain` looks for) and
     /// its query parameters (kubectl sends `fieldValidation` only to servers that list it).
     static func paths(_ kinds: [any APIObject.Type], _ version: Version) -> [JSONMember] {
+        paths(kinds.map { kind in (kind.kindInfo, definitionName(String(describing: kind)), definitionName(String(describing: kind) + "List")) }, version)
+    }
+
+    /// The same for kinds given by their KindInfo and definition names (custom resources).
+    static func paths(_ kinds: [(info: KindInfo, object: String, list: String)], _ version: Version) -> [JSONMember] {
         func parameter(_ name: String, _ description: String, in location: String = "query") -> JSONValue {
             var members = [JSONMember("name", .string(name)), JSONMember("in", .string(location)), JSONMember("description", .string(description))]
             if location == "path" { members.append(JSONMember("required", .bool(true))) }
@@ -135,10 +140,7 @@ enum OpenAPI {
             return .object(members)
         }
         var out: [JSONMember] = []
-        for kind in kinds {
-            let info = kind.kindInfo
-            let object = definitionName(String(describing: kind))
-            let list = definitionName(String(describing: kind) + "List")
+        for (info, object, list) in kinds {
             let prefix = "/" + (info.group.isEmpty ? "api/\(info.version)" : "apis/\(info.group)/\(info.version)")
             let collection = prefix + (info.namespaced ? "/namespaces/{namespace}/" : "/") + info.resource
             let namespace = info.namespaced ? [parameter("namespace", "The object's namespace.", in: "path")] : []
@@ -267,6 +269,115 @@ enum GnosticV2 {
                 w.string(1, member.key)
                 w.message(2) { w in w.string(2, String(decoding: JSONWriter.bytes(member.value), as: UTF8.self) + "\n") }
             }
+        }
+    }
+}
+
+/// Custom resources in the OpenAPI documents: each served version of each definition as a
+/// definition named as Kubernetes names it (the group reversed, the version, the kind), its
+/// schema with apiVersion, kind and metadata added and its group-version-kind, so `kubectl
+/// explain` finds it. The documents are rebuilt when the definitions change.
+extension OpenAPI {
+    static func customDefinitionName(group: String, version: String, kind: String) -> String {
+        group.split(separator: ".").reversed().joined(separator: ".") + ".\(version).\(kind)"
+    }
+
+    static func groupVersionName(group: String, version: String) -> String { "apis/\(group)/\(version)" }
+
+    static func customDefinitions(_ definitions: [CustomResourceDefinition], _ version: Version, only groupVersion: String? = nil) -> [JSONMember] {
+        var out: [JSONMember] = []
+        for definition in definitions where !definition.metadata.hasDeletionTimestamp {
+            let group = definition.spec.group
+            for served in definition.spec.versions where served.served {
+                if let groupVersion, groupVersionName(group: group, version: served.name) != groupVersion { continue }
+                guard let resource = CustomResource(definition, version: served.name), case .object(var members) = resource.schema else { continue }
+                var properties: [JSONMember] = []
+                if case .object(let given)? = resource.schema["properties"] { properties = given }
+                let standard: [JSONMember] = [
+                    JSONMember("apiVersion", .object([JSONMember("type", .string("string")),
+                                                      JSONMember("description", .string("The versioned schema of this representation of an object."))])),
+                    JSONMember("kind", .object([JSONMember("type", .string("string")),
+                                                JSONMember("description", .string("The REST resource this object represents, in CamelCase."))])),
+                    JSONMember("metadata", .object(reference("\(metaV1).ObjectMeta", version).members!)),
+                ]
+                properties = standard.filter { member in !properties.contains { $0.key == member.key } } + properties
+                members.removeAll { $0.key == "properties" || $0.key == "x-kubernetes-group-version-kind" }
+                members.append(JSONMember("properties", .object(properties)))
+                members.append(JSONMember("x-kubernetes-group-version-kind", .array([.object([
+                    JSONMember("group", .string(group)), JSONMember("kind", .string(resource.info.kind)), JSONMember("version", .string(served.name)),
+                ])])))
+                let name = customDefinitionName(group: group, version: served.name, kind: resource.info.kind)
+                out.append(JSONMember(name, .object(members)))
+                out.append(JSONMember(name + "List", .object([
+                    JSONMember("type", .string("object")),
+                    JSONMember("required", .array([.string("items")])),
+                    JSONMember("properties", .object([
+                        standard[0], standard[1],
+                        JSONMember("metadata", .object(reference("\(metaV1).ListMeta", version).members!)),
+                        JSONMember("items", .object([JSONMember("type", .string("array")), JSONMember("items", reference(name, version))])),
+                    ])),
+                    JSONMember("x-kubernetes-group-version-kind", .array([.object([
+                        JSONMember("group", .string(group)), JSONMember("kind", .string(resource.info.kind + "List")), JSONMember("version", .string(served.name)),
+                    ])])),
+                ])))
+            }
+        }
+        return out
+    }
+
+    /// The paths of the custom resources served at `groupVersion` (all of them when nil).
+    static func customPaths(_ definitions: [CustomResourceDefinition], _ version: Version, only groupVersion: String? = nil) -> [JSONMember] {
+        var kinds: [(info: KindInfo, object: String, list: String)] = []
+        for definition in definitions where !definition.metadata.hasDeletionTimestamp {
+            for served in definition.spec.versions where served.served {
+                if let groupVersion, groupVersionName(group: definition.spec.group, version: served.name) != groupVersion { continue }
+                guard let resource = CustomResource(definition, version: served.name) else { continue }
+                let name = customDefinitionName(group: definition.spec.group, version: served.name, kind: resource.info.kind)
+                kinds.append((resource.info, name, name + "List"))
+            }
+        }
+        return paths(kinds, version)
+    }
+
+    /// The group-versions custom resources are served at, as OpenAPI v3 names them.
+    static func customGroupVersions(_ definitions: [CustomResourceDefinition]) -> [String] {
+        Array(Set(definitions.filter { !$0.metadata.hasDeletionTimestamp }.flatMap { definition in
+            definition.spec.versions.filter(\.served).map { groupVersionName(group: definition.spec.group, version: $0.name) }
+        })).sorted()
+    }
+
+    /// The documents with these definitions' resources in them.
+    struct Custom: Sendable {
+        let v2JSON: Document
+        let v2Protobuf: Document
+        let v3Index: Document
+        let v3Documents: [String: Document]
+
+        init(_ definitions: [CustomResourceDefinition]) {
+            var v2Document = OpenAPI.v2
+            if case .object(var members) = v2Document, let index = members.firstIndex(where: { $0.key == "definitions" }),
+               case .object(let existing) = members[index].value {
+                members[index].value = .object(existing + OpenAPI.customDefinitions(definitions, .v2))
+                if let pathsIndex = members.firstIndex(where: { $0.key == "paths" }), case .object(let paths) = members[pathsIndex].value {
+                    members[pathsIndex].value = .object(paths + OpenAPI.customPaths(definitions, .v2))
+                }
+                v2Document = .object(members)
+            }
+            v2JSON = Document(JSONWriter.bytes(v2Document))
+            v2Protobuf = Document(GnosticV2.document(v2Document))
+            var documents = OpenAPI.v3Documents
+            for groupVersion in OpenAPI.customGroupVersions(definitions) where documents[groupVersion] == nil {
+                let document: JSONValue = .object([
+                    JSONMember("openapi", .string("3.0.0")), JSONMember("info", OpenAPI.info),
+                    JSONMember("paths", .object(OpenAPI.customPaths(definitions, .v3, only: groupVersion))),
+                    JSONMember("components", .object([JSONMember("schemas", .object(OpenAPI.definitions(.v3) + OpenAPI.customDefinitions(definitions, .v3, only: groupVersion)))])),
+                ])
+                documents[groupVersion] = Document(JSONWriter.bytes(document))
+            }
+            v3Documents = documents
+            v3Index = Document(JSONWriter.bytes(.object([JSONMember("paths", .object(documents.keys.sorted().map { name in
+                JSONMember(name, .object([JSONMember("serverRelativeURL", .string("/openapi/v3/\(name)?hash=\(documents[name]!.hash)"))]))
+            }))])))
         }
     }
 }

@@ -8,6 +8,8 @@ import Synchronization
 /// and followed by a watch. Lookups by group and plural (URLs) and by group/version and kind.
 public final class CustomResourceRegistry: Sendable {
     private let definitions = Mutex<[String: CustomResourceDefinition]>([:])
+    /// The OpenAPI documents for the definitions as they were when built (names and revisions).
+    private let documents = Mutex<(key: String, documents: OpenAPI.Custom)?>(nil)
 
     public init() {}
 
@@ -30,6 +32,17 @@ public final class CustomResourceRegistry: Sendable {
         guard parts.count == 2 else { return nil }
         let found = definitions.withLock { $0.values.first { $0.spec.group == parts[0] && $0.spec.names.kind == kind } }
         return found.flatMap { CustomResource($0, version: parts[1]) }
+    }
+
+    /// The OpenAPI documents with the custom resources in them; nil when there are none.
+    func openAPI() -> OpenAPI.Custom? {
+        let all = self.all
+        guard !all.isEmpty else { return nil }
+        let key = all.map { "\($0.metadata.name)@\($0.metadata.resourceVersion)" }.joined(separator: ",")
+        if let cached = documents.withLock({ $0 }), cached.key == key { return cached.documents }
+        let built = OpenAPI.Custom(all)
+        documents.withLock { $0 = (key, built) }
+        return built
     }
 
     func note(_ definition: CustomResourceDefinition) {
