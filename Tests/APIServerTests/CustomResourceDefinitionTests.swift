@@ -47,8 +47,10 @@ struct CustomResourceDefinitionTests {
                 properties:
                   lastScheduleTime: {type: string, format: date-time}
                   active: {type: array, items: {type: string}, x-kubernetes-list-type: set}
+                  activeCount: {type: integer}
         subresources:
           status: {}
+          scale: {specReplicasPath: .spec.historyLimit, statusReplicasPath: .status.activeCount}
         additionalPrinterColumns:
         - {name: Schedule, type: string, jsonPath: .spec.schedule}
         - {name: Last, type: date, jsonPath: .status.lastScheduleTime}
@@ -166,6 +168,11 @@ struct CustomResourceDefinitionTests {
             let explainedTask = try await run("explain", "crontask.spec")
             #expect(explainedTask.status == 0 && explainedTask.output.contains("historyLimit") && explainedTask.output.contains("schedule"),
                     "kubectl \(version) explain crontask.spec: \(explainedTask.output)")
+            // kubectl scale through /scale, at the definition's paths.
+            let scaled = try await run("scale", "crontask", "nightly", "--replicas=4")
+            let afterScale = try JSONParser.parse(try await run("get", "ct", "nightly", "-o", "json").output)
+            #expect(scaled.status == 0 && scaled.output.contains("crontask.example.cox.io/nightly scaled") && afterScale["spec"]?["historyLimit"] == .int(4),
+                    "kubectl \(version) scale: \(scaled.output) \(afterScale)")
             let byLabel = try await run("get", "crontasks", "-l", "team=ops", "-o", "name")
             #expect(byLabel.output == "crontask.example.cox.io/nightly\n", "kubectl \(version) get -l: \(byLabel.output)")
 

@@ -80,6 +80,20 @@ public struct CustomObject: APIObject, @unchecked Sendable {
         }
     }
 
+    /// Sets the member at `path` (fields only: `.spec.replicas`), making the objects on the way.
+    public mutating func set(_ path: JSONPathLite, to value: JSONValue) {
+        func put(_ steps: ArraySlice<JSONPathLite.Step>, into container: JSONValue?) -> JSONValue {
+            guard let step = steps.first, case .field(let name) = step else { return value }
+            var members: [JSONMember] = { if case .object(let members)? = container { return members } else { return [] } }()
+            let existing = members.first { $0.key == name }?.value
+            let replaced = put(steps.dropFirst(), into: existing)
+            if let index = members.firstIndex(where: { $0.key == name }) { members[index].value = replaced } else { members.append(JSONMember(name, replaced)) }
+            return .object(members)
+        }
+        guard case .object(let members) = put(path.steps[...], into: .object(content)) else { return }
+        content = members
+    }
+
     /// The whole object as JSON.
     public var json: JSONValue {
         var members = [JSONMember("apiVersion", .string(apiVersion)), JSONMember("kind", .string(kind)), JSONMember("metadata", metadata.jsonValue())]

@@ -20,6 +20,18 @@ extension APIResponder {
             scale.spec.replicas = set.spec.replicas
             scale.status.replicas = set.status.replicas
             selector = set.spec.selector
+        case let custom as CustomObject:
+            // Where the definition's scale subresource says the counts and the selector are.
+            guard let paths = CustomResources.current?.scale else { return nil }
+            let json = custom.json
+            func number(_ path: String) -> Int32 {
+                if let steps = JSONPathLite(path), case .int(let value)? = steps.evaluate(json) { return Int32(clamping: value) }
+                return 0
+            }
+            scale.spec.replicas = number(paths.specReplicasPath)
+            scale.status.replicas = number(paths.statusReplicasPath)
+            if let steps = JSONPathLite(paths.labelSelectorPath), case .string(let text)? = steps.evaluate(json) { scale.status.selector = text }
+            selector = LabelSelector()
         default:
             return nil
         }
@@ -28,7 +40,7 @@ extension APIResponder {
         scale.metadata.uid = object.metadata.uid
         scale.metadata.resourceVersion = object.metadata.resourceVersion
         scale.metadata.creationTimestamp = object.metadata.creationTimestamp
-        scale.status.selector = Self.selectorString(selector)
+        if !(object is CustomObject) { scale.status.selector = Self.selectorString(selector) }
         return scale
     }
 
@@ -54,6 +66,9 @@ extension APIResponder {
         } else if var set = object as? ReplicaSet {
             set.spec.replicas = replicas
             object = set as! T
+        } else if var custom = object as? CustomObject, let path = CustomResources.current?.scale.flatMap({ JSONPathLite($0.specReplicasPath) }) {
+            custom.set(path, to: .int(Int64(replicas)))
+            object = custom as! T
         }
     }
 

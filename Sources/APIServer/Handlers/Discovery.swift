@@ -77,6 +77,14 @@ enum Discovery {
         if !info.shortNames.isEmpty { entry.append(JSONMember("shortNames", .array(info.shortNames.map { .string($0) }))) }
         if !names.categories.isEmpty { entry.append(JSONMember("categories", .array(names.categories.map { .string($0) }))) }
         var out: [JSONValue] = [.object(entry)]
+        if resource.scale != nil {
+            out.append(.object([
+                JSONMember("name", .string(info.resource + "/scale")), JSONMember("singularName", .string("")),
+                JSONMember("namespaced", .bool(info.namespaced)), JSONMember("group", .string("autoscaling")),
+                JSONMember("version", .string("v1")), JSONMember("kind", .string("Scale")),
+                JSONMember("verbs", .array([.string("get"), .string("patch"), .string("update")])),
+            ]))
+        }
         if resource.statusSubresource {
             out.append(.object([
                 JSONMember("name", .string(info.resource + "/status")), JSONMember("singularName", .string("")),
@@ -190,12 +198,20 @@ extension Discovery {
                 if !info.shortNames.isEmpty { members.append(JSONMember("shortNames", .array(info.shortNames.map { .string($0) }))) }
                 let categories = resource.definition.status.acceptedNames.categories
                 if !categories.isEmpty { members.append(JSONMember("categories", .array(categories.map { .string($0) }))) }
+                var subresources: [JSONValue] = []
                 if resource.statusSubresource {
-                    members.append(JSONMember("subresources", .array([.object([
+                    subresources.append(.object([
                         JSONMember("subresource", .string("status")), JSONMember("responseKind", gvk(group, version, info.kind)),
                         JSONMember("verbs", .array([.string("get"), .string("patch"), .string("update")])),
-                    ])])))
+                    ]))
                 }
+                if resource.scale != nil {
+                    subresources.append(.object([
+                        JSONMember("subresource", .string("scale")), JSONMember("responseKind", gvk("autoscaling", "v1", "Scale")),
+                        JSONMember("verbs", .array([.string("get"), .string("patch"), .string("update")])),
+                    ]))
+                }
+                if !subresources.isEmpty { members.append(JSONMember("subresources", .array(subresources))) }
                 return .object(members)
             }
         }

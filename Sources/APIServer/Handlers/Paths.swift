@@ -40,7 +40,7 @@ struct ResourcePath {
             }
             let name = rest.popFirst()
             let subresource = rest.popFirst()
-            guard rest.isEmpty, subresource == nil || subresource == "status" && custom.statusSubresource else {
+            guard rest.isEmpty, subresource == nil || subresource == "status" && custom.statusSubresource || subresource == "scale" && custom.scale != nil else {
                 throw APIError.notFound("the server could not find the requested resource (subresource \(subresource ?? ""))")
             }
             return ResourcePath(kind: CustomObject.self, namespace: namespace, name: name, subresource: subresource, custom: custom)
