@@ -188,6 +188,12 @@ struct ExecTests {
                 child.signal(SIGTERM)
                 await child.wait(killAfter: 5)
             }
+            if let (newestVersion, _) = kubectls.last, newestVersion >= "1.31" {
+                // kubectl ≥ 1.31 tunnels the SPDY of port-forward in WebSocket: served so, not refused into its fallback.
+                let logs = (try FileManager.default.contentsOfDirectory(atPath: cluster.dir.path)).filter { $0.hasSuffix(".log") }
+                    .compactMap { try? String(contentsOfFile: cluster.dir.path + "/" + $0, encoding: .utf8) }.joined()
+                #expect(logs.contains("serving a port-forward as SPDY tunnelled in WebSocket"), "kubectl \(newestVersion)'s port-forward took the WebSocket tunnel")
+            }
             if Tools.pythonKubernetesClient() {
                 let script = """
                     import sys

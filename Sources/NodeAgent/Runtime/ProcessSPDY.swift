@@ -536,3 +536,30 @@ final class SPDYPortForwardHandler: ChannelInboundHandler {
         context.fireChannelInactive()
     }
 }
+
+/// A byte stream carried in WebSocket binary messages (kubectl ≥ 1.31 tunnels port-forward's
+/// SPDY so): what comes in is the messages' bytes, what goes out one message per write.
+final class WebSocketTunnel: ChannelDuplexHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias InboundOut = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = WebSocketFrame
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        switch frame.opcode {
+        case .binary, .continuation, .text:
+            context.fireChannelRead(wrapInboundOut(frame.unmaskedData))
+        case .ping:
+            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)), promise: nil)
+        case .connectionClose:
+            ExecStreamHandler.close(context)
+        default:
+            break
+        }
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .binary, data: unwrapOutboundIn(data))), promise: promise)
+    }
+}

@@ -50,7 +50,9 @@ public final class ProcessStreamingServer: Sendable {
     static let protocols = ["v5.channel.k8s.io", "v4.channel.k8s.io"]
     /// Port-forward over WebSocket as the kubelet serves it (the official Python client's
     /// portforward): binary channel framing, two channels per port.
-    static let portForwardProtocols = ["v4.channel.k8s.io", "channel.k8s.io"]
+    static let portForwardProtocols = [tunnelledSPDY, "v4.channel.k8s.io", "channel.k8s.io"]
+    /// kubectl ≥ 1.31's port-forward over WebSocket: SPDY/3.1 carried in binary messages.
+    static let tunnelledSPDY = "SPDY/3.1+portforward.k8s.io"
 
     private let sessions = Mutex<[String: Session]>([:])
     private let listener = Mutex<(channel: (any Channel)?, starting: Task<Int, any Error>?)>((nil, nil))
@@ -149,15 +151,21 @@ public final class ProcessStreamingServer: Sendable {
                     upgradePipelineHandler: { channel, head in
                         channel.eventLoop.makeCompletedFuture {
                             let token = head.uri.split(separator: "/").last.map(String.init) ?? ""
-                            let chosen = head.headers["Sec-WebSocket-Protocol"].flatMap { $0.split(separator: ",") }
-                                .map { $0.trimmingCharacters(in: .whitespaces) }.first { Self.protocols.contains($0) } ?? Self.protocols[1]
+                            let offered = head.headers["Sec-WebSocket-Protocol"].flatMap { $0.split(separator: ",") }
+                                .map { $0.trimmingCharacters(in: .whitespaces) }
+                            let chosen = offered.first { Self.protocols.contains($0) } ?? Self.protocols[1]
                             guard let session = server.take(token) else {
                                 channel.close(promise: nil)
                                 return
                             }
                             try channel.pipeline.syncOperations.addHandler(
                                 NIOWebSocketFrameAggregator(minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 4096, maxAccumulatedFrameSize: 16 << 20))
-                            if let ports = session.ports {
+                            if session.ports != nil, offered.first(where: { Self.portForwardProtocols.contains($0) }) == Self.tunnelledSPDY {
+                                server.logger.info("serving a port-forward as SPDY tunnelled in WebSocket")
+                                try channel.pipeline.syncOperations.addHandler(WebSocketTunnel())
+                                try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(SPDYFrameDecoder()))
+                                try channel.pipeline.syncOperations.addHandler(SPDYPortForwardHandler(logger: server.logger))
+                            } else if let ports = session.ports {
                                 try channel.pipeline.syncOperations.addHandler(PortForwardStreamHandler(ports: ports, logger: server.logger))
                             } else if let target = session.attach {
                                 try channel.pipeline.syncOperations.addHandler(AttachStreamHandler(target: target, v5: chosen == Self.protocols[0], logger: server.logger))
