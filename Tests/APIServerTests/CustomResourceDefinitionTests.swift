@@ -295,4 +295,40 @@ struct CustomResourceDefinitionTests {
         #expect(events.first == "added hourly" && events.contains("updated hourly 9") && events.contains("added nightly"), "\(events)")
         #expect(informer.get(namespace: "default", name: "nightly")?["status"]?["active"] == .array([.string("nightly-1")]))
     }
+
+    /// A second definition of a kind its group already serves is stored but neither accepted nor
+    /// served (Kubernetes' KindConflict); a default that its own schema refuses is refused.
+    @Test func aTakenKindIsNotServedAndABadDefaultIsRefused() async throws {
+        let server = try await ServerHarness()
+        defer { Task { await server.stop() } }
+        let client = try APIClient(kubeconfig: try Kubeconfig.load(path: server.kubeconfig), timeout: .seconds(10))
+        defer { Task { try? await client.shutdown() } }
+        let first = try CustomResourceDefinition(json: try Manifests.singleDocument(Self.definition))
+        _ = try await client.create(first)
+        var second = first
+        second.metadata.name = "crontabs.example.cox.io"
+        second.spec.names.plural = "crontabs"
+        second.spec.names.shortNames = []
+        let stored = try await client.create(second)
+        let accepted = stored.status.conditions.first { $0.type == "NamesAccepted" }
+        #expect(accepted?.status == "False" && accepted?.reason == "KindConflict" && accepted?.message == #""CronTask" is already in use"#,
+                "\(stored.status.jsonString())")
+        #expect(stored.status.conditions.first { $0.type == "Established" }?.status == "False")
+        let served = try await server.request("GET", "/apis/example.cox.io/v1/namespaces/default/crontabs")
+        #expect(served.code == 404, "a definition that is not Established is not served: \(served.code) \(served.body)")
+
+        var badDefault = first
+        badDefault.metadata.name = "badtasks.example.cox.io"
+        badDefault.spec.names = CustomResourceDefinitionNames()
+        badDefault.spec.names.plural = "badtasks"
+        badDefault.spec.names.kind = "BadTask"
+        badDefault.spec.versions[0].schema.openApiV3Schema = #"{"type":"object","properties":{"spec":{"type":"object","properties":{"limit":{"type":"integer","minimum":0,"default":-2}}}}}"#
+        do {
+            _ = try await client.create(badDefault)
+            Issue.record("a definition whose default its schema refuses was stored")
+        } catch let error as ClientError {
+            #expect(error.code == 422 && error.message.contains("spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[limit].default: Invalid value: -2"),
+                    "\(error)")
+        }
+    }
 }

@@ -26,10 +26,22 @@ extension CustomResourceDefinition {
         if !spec.hasConversion || spec.conversion.strategy.isEmpty { spec.conversion.strategy = "None" }
         // What the server makes of the definition, at once (Kubernetes' controllers do this a
         // moment later): the names are taken as they are, and it is served from now on.
-        status.acceptedNames = spec.names
         if let storage = storageVersion, !status.storedVersions.contains(storage) { status.storedVersions.append(storage) }
+        // Names found taken (by the server, at the create) stay refused.
+        if status.conditions.contains(where: { $0.type == "NamesAccepted" && $0.status == "False" }) { return }
+        status.acceptedNames = spec.names
         setCondition("NamesAccepted", reason: "NoConflicts", message: "no conflicts found")
         setCondition("Established", reason: "InitialNamesAccepted", message: "the initial names have been accepted")
+    }
+
+    public static func condition(_ type: String, _ status: String, _ reason: String, _ message: String) -> CustomResourceDefinitionCondition {
+        var condition = CustomResourceDefinitionCondition()
+        condition.type = type
+        condition.status = status
+        condition.reason = reason
+        condition.message = message
+        condition.lastTransitionTime = .nowSeconds()
+        return condition
     }
 
     mutating func setCondition(_ type: String, reason: String, message: String) {
@@ -325,6 +337,12 @@ public enum CustomResourceSchema {
         }
         if let values = schema["enum"], case .array = values {} else if let values = schema["enum"] {
             errors.append(.invalid("\(path).enum", text(values), "must be a list"))
+        }
+        if let fallback = schema["default"] {
+            // A default must itself be valid where it goes (Kubernetes checks it so).
+            var problems: [FieldError] = []
+            check(fallback, schema: schema, path: "\(path).default", into: &problems)
+            errors += problems
         }
         if case .string(let pattern)? = schema["pattern"], (try? NSRegularExpression(pattern: pattern)) == nil {
             errors.append(.invalid("\(path).pattern", pattern, "must be a valid regular expression"))

@@ -659,6 +659,13 @@ struct APIResponder: HTTPResponder {
     /// Stores an admitted object (validated first), or with `dryRun` answers what would be stored;
     /// a new namespace gets its default service account.
     func create<T: APIObject>(_ object: T, dryRun: Bool) async throws -> T {
+        var object = object
+        if var definition = object as? CustomResourceDefinition {
+            // A kind another definition of the group already serves is not accepted (nor served),
+            // as Kubernetes marks it.
+            customResources.markConflicts(&definition)
+            object = definition as! T
+        }
         if dryRun { return try await dryRunCreate(try object.validated()) }
         let created = try await store.create(try object.validated())
         if let definition = created as? CustomResourceDefinition { customResources.note(definition) }

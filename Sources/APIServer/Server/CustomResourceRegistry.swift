@@ -15,10 +15,38 @@ public final class CustomResourceRegistry: Sendable {
 
     public var all: [CustomResourceDefinition] { definitions.withLock { Array($0.values) }.sorted { $0.metadata.name < $1.metadata.name } }
 
-    /// The definition served at /apis/GROUP/VERSION/RESOURCE, as that version; nil when none is.
+    /// The definition served at /apis/GROUP/VERSION/RESOURCE, as that version; nil when none is
+    /// (or it is not Established).
     public func resource(group: String, version: String, plural: String) -> CustomResource? {
-        guard let definition = definitions.withLock({ $0["\(plural).\(group)"] }), !definition.metadata.hasDeletionTimestamp else { return nil }
+        guard let definition = definitions.withLock({ $0["\(plural).\(group)"] }), !definition.metadata.hasDeletionTimestamp,
+              Self.established(definition) else { return nil }
         return CustomResource(definition, version: version)
+    }
+
+    static func established(_ definition: CustomResourceDefinition) -> Bool {
+        definition.status.conditions.contains { $0.type == "Established" && $0.status == "True" }
+    }
+
+    /// Marks a new definition whose kind (or list kind) another definition of its group already
+    /// serves: NamesAccepted and Established False, as Kubernetes' naming controller does.
+    func markConflicts(_ definition: inout CustomResourceDefinition) {
+        definition.applyDefaults()
+        let names = definition.spec.names
+        let taken = definitions.withLock { all in
+            all.values.first { other in
+                other.metadata.name != definition.metadata.name && other.spec.group == definition.spec.group && Self.established(other)
+                    && (other.spec.names.kind == names.kind || other.spec.names.listKind == names.listKind
+                        || !Set(other.spec.names.shortNames).isDisjoint(with: names.shortNames))
+            }
+        }
+        guard let taken else { return }
+        let reason = taken.spec.names.kind == names.kind || taken.spec.names.listKind == names.listKind ? "KindConflict" : "ShortNamesConflict"
+        let what = reason == "KindConflict" ? "\"\(names.kind)\" is already in use" : "\"\(names.shortNames.joined(separator: ","))\" is already in use"
+        definition.status.conditions = [
+            CustomResourceDefinition.condition("NamesAccepted", "False", reason, what),
+            CustomResourceDefinition.condition("Established", "False", "NotAccepted", "not all names are accepted"),
+        ]
+        definition.status.acceptedNames = CustomResourceDefinitionNames()
     }
 
     /// The definition whose objects are stored under `groupResource` (plural.group).
