@@ -54,6 +54,12 @@ public final class APIClient: Sendable {
     /// The TLS every connection to the server uses (exec opens its own with it).
     public let tlsConfiguration: TLSConfiguration
 
+    /// A client from a kubeconfig file (what a controller plugin is given), as the admin's or a
+    /// service account's.
+    public convenience init(kubeconfigPath: String, userAgent: String = "cox") throws {
+        try self.init(kubeconfig: try Kubeconfig.load(path: kubeconfigPath), userAgent: userAgent)
+    }
+
     public init(kubeconfig: Kubeconfig, format: WireFormat = .protobuf, timeout: TimeAmount = APIClient.defaultTimeout,
                 maxConnections: Int = 8, maxAttempts: Int = 6, connectTimeout: TimeAmount = .seconds(5), http2: Bool = true,
                 impersonate: (user: String, groups: [String])? = nil, retryConnecting: Bool = true, userAgent: String = "cox") throws {

@@ -121,6 +121,11 @@ public enum Tools {
     }
 }
 
+/// The repository's root (where Package.swift is).
+public var repositoryRoot: String {
+    URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+}
+
 /// Locates the `cox` binary built next to the tests (override with COX_BINARY).
 public func coxBinary() throws -> String {
     if let path = ProcessInfo.processInfo.environment["COX_BINARY"] { return path }

@@ -105,7 +105,14 @@ struct LogRotationTests {
 
             let directory = try #require(FileManager.default.enumerator(atPath: "\(cluster.dir.path)/agent-n2/pods")?.compactMap { $0 as? String }
                 .first { $0.hasSuffix("/main") && $0.contains("chatty") })
-            let files = try FileManager.default.contentsOfDirectory(atPath: "\(cluster.dir.path)/agent-n2/pods/\(directory)")
+            // Read once the agent has seen the container end: a rotation it started just before
+            // (its rename done, the runtime's reopen refused, the name given back) is a moment
+            // in which 0.log is missing (CI under load caught one).
+            var files: [String] = []
+            try await eventually("the log files settle: 0.log and the newest two rotated", timeout: 30) {
+                files = try FileManager.default.contentsOfDirectory(atPath: "\(cluster.dir.path)/agent-n2/pods/\(directory)")
+                return files.contains("0.log") && files.filter { $0.hasPrefix("0.log.") }.count == 2
+            }
             let rotated = files.filter { $0.hasPrefix("0.log.") }
             #expect(files.contains("0.log"))
             #expect(rotated.count == 2, "rotated, and only the newest two rotated files kept: \(files.sorted())")
