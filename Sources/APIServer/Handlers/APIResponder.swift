@@ -744,18 +744,8 @@ struct APIResponder: HTTPResponder {
         if T.self == CustomObject.self, let custom = CustomResources.current {
             // Fields the definition's schema does not name: warned about (then pruned by the
             // defaulting), or refused when strict, as Kubernetes does.
-            let unknown = CustomResourceSchema.unknownFields(json, schema: custom.schema, root: true)
-            if !unknown.isEmpty {
-                let named = unknown.map { "unknown field \"\($0)\"" }
-                switch validation {
-                case .strict:
-                    throw APIError.badRequest("\(custom.info.kind) in version \"\(custom.info.version)\" cannot be handled as a \(custom.info.kind): strict decoding error: \(named.joined(separator: ", "))")
-                case .warn:
-                    caller?.warnings.withLock { $0 += named }
-                case .ignore:
-                    break
-                }
-            }
+            try reportUnknown(CustomResourceSchema.unknownFields(json, schema: custom.schema, root: true), validation: validation, caller: caller,
+                              kind: custom.info.kind, version: custom.info.version)
             return try T(json: json)
         }
         return try decodeJSON(T.self, json, validation: validation, caller: caller, kind: T.kindInfo.kind, version: T.kindInfo.version)
@@ -766,6 +756,14 @@ struct APIResponder: HTTPResponder {
         let schemaType = SchemaType.message(String(describing: T.self))
         let unknown = Schema.unknownFields(json, as: schemaType)
         guard !unknown.isEmpty else { return try T(json: json) }
+        try reportUnknown(unknown, validation: validation, caller: caller, kind: kind, version: version)
+        return try T(json: Schema.pruned(json, as: schemaType))
+    }
+
+    /// Fields a kind does not have, as `validation` asks: all named in a refusal (Strict), each in
+    /// a warning (Warn), or nothing (Ignore); the caller then drops them.
+    static func reportUnknown(_ unknown: [String], validation: FieldValidation, caller: Caller?, kind: String, version: String) throws {
+        guard !unknown.isEmpty else { return }
         let named = unknown.map { "unknown field \"\($0)\"" }
         switch validation {
         case .strict:
@@ -775,7 +773,6 @@ struct APIResponder: HTTPResponder {
         case .ignore:
             break
         }
-        return try T(json: Schema.pruned(json, as: schemaType))
     }
 
     /// Whether a request in Kubernetes' protobuf is one this server reads: a create or update of
