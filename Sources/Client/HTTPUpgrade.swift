@@ -206,6 +206,7 @@ public final class UpgradeSniffer: ChannelInboundHandler, RemovableChannelHandle
 /// connection on (`takeAll`).
 public final class ResponseHeadReader: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
     public typealias InboundIn = ByteBuffer
+    public typealias InboundOut = ByteBuffer
 
     public struct Answer: Sendable {
         public var code: Int
@@ -284,6 +285,20 @@ public final class ResponseHeadReader: ChannelInboundHandler, RemovableChannelHa
         let view = buffered.readableBytesView
         let body = code == 101 ? "" : String(decoding: view.dropFirst(bodyStart).prefix(length ?? Int.max), as: UTF8.self)
         promise.succeed(Answer(code: code, body: body))
+    }
+
+    /// For a 101 whose connection this side goes on speaking: what came after the head goes to the
+    /// handlers after the reader, which leaves the pipeline. Call on the channel's event loop.
+    public func handOnAfterHead() {
+        guard let context else { return }
+        var rest = buffered
+        buffered = ByteBuffer()
+        rest.moveReaderIndex(forwardBy: min(bodyStart, rest.readableBytes))
+        if rest.readableBytes > 0 {
+            context.fireChannelRead(wrapInboundOut(rest))
+            context.fireChannelReadComplete()
+        }
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 
     /// Everything read so far (the answer's head included), and the reader leaves the pipeline.

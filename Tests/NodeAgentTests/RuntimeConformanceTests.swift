@@ -535,7 +535,8 @@ extension RuntimeConformanceTests {
 
             // exec, exec -i, cp, port-forward and attach through the API server and the agent to
             // containerd's streaming server: SPDY from the oldest kubectl; the newest offers
-            // WebSocket v5 first, which containerd 1.6 refuses, and falls back to SPDY.
+            // WebSocket v5 (and, from 1.31, port-forward's SPDY tunnelled in WebSocket), which
+            // containerd 1.6 refuses: the agent serves those and speaks SPDY to containerd.
             let web = try await kubectl("get", "pods", "-l", "app=web", "-o", "jsonpath={.items[0].metadata.name}").output
             try await Self.waitFor("ticker is Running", timeout: 60) {
                 (try? await kubectl("get", "pod", "ticker", "-o", "jsonpath={.status.phase}"))?.output == "Running"
@@ -569,6 +570,17 @@ extension RuntimeConformanceTests {
                 let run = try await run(["run", "once-\(version.replacingOccurrences(of: ".", with: "-"))", "-i", "--rm", "--restart=Never", "--image=busybox",
                                          "--image-pull-policy=IfNotPresent", "--", "sh", "-c", "cat; echo run-done"], input: "via run\n")
                 #expect(run.status == 0 && run.output.contains("via run\nrun-done\n"), "kubectl \(version) run -i --rm: \(run.status) \(run.output)")
+            }
+            if let newest = Tools.kubectlRange().last?.version {
+                let log = (try? String(contentsOfFile: "\(dir.path)/up.log", encoding: .utf8)) ?? ""
+                if newest >= "1.30" {
+                    #expect(log.contains("serving v5.channel.k8s.io for a runtime that speaks it only as SPDY"),
+                            "kubectl \(newest)'s WebSocket exec was translated, not refused into its SPDY fallback")
+                }
+                if newest >= "1.31" {
+                    #expect(log.contains("serving SPDY/3.1+portforward.k8s.io for a runtime that speaks it only as SPDY"),
+                            "kubectl \(newest)'s tunnelled port-forward was translated, not refused into its fallback")
+                }
             }
             // Volumes: every kind mounted where the pod says, with its contents and modes.
             try await Self.waitFor("the pod with volumes is Running", timeout: 60) {

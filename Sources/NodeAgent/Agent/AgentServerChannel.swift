@@ -5,6 +5,7 @@ import HummingbirdCore
 import Logging
 import NIOCore
 import NIOSSL
+import NIOWebSocket
 import ServiceLifecycle
 
 /// The agent's connections: TLS (a client certificate from the cluster CA required), then the
@@ -12,8 +13,9 @@ import ServiceLifecycle
 /// `/portForward/NS/POD` asking to upgrade (the API server proxies `pods/exec`, `pods/attach`
 /// and `pods/portforward` here) are joined to the container runtime's streaming server, at the
 /// URL its CRI Exec, Attach or PortForward answers, byte for byte: the runtime answers the
-/// upgrade, in whichever protocol the client speaks (WebSocket or SPDY) it serves. Everything
-/// else goes to the HTTP/1.1 handlers (logs).
+/// upgrade, in whichever protocol the client speaks (WebSocket or SPDY) it serves — or, when it
+/// refuses kubectl's newer WebSocket protocols, the agent serves them and speaks SPDY to the
+/// runtime (`StreamTranslation`). Everything else goes to the HTTP/1.1 handlers (logs).
 struct AgentServerChannel: ServerChildChannel {
     enum Negotiated: Sendable {
         case http1(HTTP1Channel.Value)
@@ -153,6 +155,55 @@ struct AgentServerChannel: ServerChildChannel {
             }
             request.containerID = container.id
         }
+        let (upstream, target, authority) = try await dialRuntime(request, on: channel.eventLoop)
+        var forwarded = head
+        forwarded.target = target
+        forwarded.headers.removeAll { $0.name.lowercased() == "host" }
+        forwarded.headers.insert(("Host", authority), at: 0)
+        // The runtime's answer is read before anything is joined. A refusal (a runtime that does
+        // not speak the protocol the client offers answers 403 and closes, with no length) of a
+        // WebSocket protocol the agent can translate is served by the agent (see
+        // `StreamTranslation`); any other goes back as a whole answer with a length, so the
+        // client sees a failed upgrade at once (kubectl then falls back to SPDY).
+        let reader = ResponseHeadReader(eventLoop: upstream.eventLoop)
+        try await upstream.pipeline.addHandler(reader).get()
+        try await upstream.writeAndFlush(ByteBuffer(bytes: forwarded.serialized()))
+        let answer: ResponseHeadReader.Answer
+        do {
+            answer = try await withTaskCancellationHandler {
+                try await reader.answer.get()
+            } onCancel: {
+                upstream.close(promise: nil)
+            }
+        } catch {
+            upstream.close(promise: nil)
+            throw Refusal(code: 502, reason: "BadGateway", message: "the runtime's streaming server did not answer the upgrade: \(error)")
+        }
+        guard answer.code == 101 else {
+            upstream.close(promise: nil)
+            if let translation = StreamTranslation(head, kind: kind) {
+                // Refused what the client offered over WebSocket: the agent speaks it instead,
+                // and SPDY to the runtime (a new URL: the refused one is spent).
+                try await translate(translation, head: head, request: request, sniffer: sniffer, channel: channel)
+                return
+            }
+            let text = answer.body.trimmingCharacters(in: .whitespacesAndNewlines)
+            let offered = head.header("Sec-WebSocket-Protocol").map { " (offered: \($0))" } ?? ""
+            throw Refusal(code: answer.code >= 400 && answer.code < 600 ? answer.code : 502, reason: answer.code == 403 ? "Forbidden" : "BadRequest",
+                          message: text.isEmpty ? "the container runtime refused the upgrade\(offered): HTTP \(answer.code)" : text)
+        }
+        logger.debug("stream joined", metadata: ["pod": "\(namespace)/\(podName)", "kind": "\(kind.rawValue)"])
+        try await withTaskCancellationHandler {
+            try await SpliceHandler.join(channel, upstream, sniffer: sniffer, answer: reader).get()
+        } onCancel: {
+            channel.close(promise: nil)
+            upstream.close(promise: nil)
+        }
+    }
+
+    /// A connection to the runtime's streaming server, at a URL its CRI call answered for
+    /// `request`, and the target and authority to ask it for.
+    private func dialRuntime(_ request: StreamRequest, on eventLoop: any EventLoop) async throws -> (any Channel, target: String, authority: String) {
         let address: String
         do {
             address = try await runtime.streamURL(request)
@@ -171,26 +222,23 @@ struct AgentServerChannel: ServerChildChannel {
             configuration.certificateVerification = .none
             tls = try NIOSSLContext(configuration: configuration)
         }
-        let upstream: any Channel
         do {
-            upstream = try await StreamDialer.connect(host: host, port: port, tls: tls, on: channel.eventLoop)
+            let upstream = try await StreamDialer.connect(host: host, port: port, tls: tls, on: eventLoop)
+            let path = url.path.isEmpty ? "/" : url.path
+            return (upstream, path + (url.query.map { "?" + $0 } ?? ""), "\(host):\(port)")
         } catch {
             throw Refusal(code: 502, reason: "BadGateway", message: "cannot reach the runtime's streaming server at \(host):\(port): \(error)")
         }
-        var forwarded = head
-        let path = url.path.isEmpty ? "/" : url.path
-        forwarded.target = path + (url.query.map { "?" + $0 } ?? "")
-        forwarded.headers.removeAll { $0.name.lowercased() == "host" }
-        forwarded.headers.insert(("Host", "\(host):\(port)"), at: 0)
-        // The runtime's answer is read before anything is joined: a refusal (a runtime that does
-        // not speak the protocol the client offers answers 403 and closes, with no length) goes
-        // back as a whole answer with a length, so the client (kubectl ≥ 1.30 offering WebSocket)
-        // sees a failed upgrade at once and falls back to SPDY.
+    }
+
+    /// Serves the client's WebSocket protocol and speaks SPDY to the runtime (`StreamTranslation`).
+    private func translate(_ translation: StreamTranslation, head: RawRequestHead, request: StreamRequest, sniffer: UpgradeSniffer, channel: any Channel) async throws {
+        let (upstream, target, authority) = try await dialRuntime(request, on: channel.eventLoop)
         let reader = ResponseHeadReader(eventLoop: upstream.eventLoop)
-        try await upstream.pipeline.addHandler(reader).get()
-        try await upstream.writeAndFlush(ByteBuffer(bytes: forwarded.serialized()))
         let answer: ResponseHeadReader.Answer
         do {
+            try await upstream.pipeline.addHandler(reader).get()
+            try await upstream.writeAndFlush(ByteBuffer(bytes: translation.runtimeRequest(target: target, host: authority)))
             answer = try await withTaskCancellationHandler {
                 try await reader.answer.get()
             } onCancel: {
@@ -198,18 +246,38 @@ struct AgentServerChannel: ServerChildChannel {
             }
         } catch {
             upstream.close(promise: nil)
-            throw Refusal(code: 502, reason: "BadGateway", message: "the runtime's streaming server did not answer the upgrade: \(error)")
+            throw Refusal(code: 502, reason: "BadGateway", message: "the runtime's streaming server did not answer a SPDY upgrade: \(error)")
         }
         guard answer.code == 101 else {
             upstream.close(promise: nil)
             let text = answer.body.trimmingCharacters(in: .whitespacesAndNewlines)
-            let offered = head.header("Sec-WebSocket-Protocol").map { " (offered: \($0))" } ?? ""
-            throw Refusal(code: answer.code >= 400 && answer.code < 600 ? answer.code : 502, reason: answer.code == 403 ? "Forbidden" : "BadRequest",
-                          message: text.isEmpty ? "the container runtime refused the upgrade\(offered): HTTP \(answer.code)" : text)
+            throw Refusal(code: 502, reason: "BadGateway",
+                          message: "the container runtime refused both \(translation.clientProtocol) and SPDY (\(translation.runtimeProtocol)): HTTP \(answer.code)\(text.isEmpty ? "" : ": " + text)")
         }
-        logger.debug("stream joined", metadata: ["pod": "\(namespace)/\(podName)", "kind": "\(kind.rawValue)"])
+        let response = StreamTranslation.acceptingResponse(key: head.header("sec-websocket-key") ?? "", subprotocol: translation.clientProtocol)
+        let logger = logger
+        try await channel.eventLoop.submit {
+            let bridge = TranslatingBridge(translation, logger: logger)
+            // The 101 goes out as bytes, before the frame encoder is in place.
+            channel.writeAndFlush(ByteBuffer(bytes: response), promise: nil)
+            let client = channel.pipeline.syncOperations
+            try client.addHandler(WebSocketFrameEncoder())
+            try client.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: 1 << 20)))
+            try client.addHandler(TranslatedClientEnd(bridge))
+            let runtime = upstream.pipeline.syncOperations
+            if translation == .remoteCommand {
+                try runtime.addHandler(ByteToMessageHandler(SPDYFrameDecoder()))
+                try runtime.addHandler(TranslatedRuntimeFrames(bridge, request: request))
+            } else {
+                try runtime.addHandler(TranslatedRuntimeBytes(bridge))
+            }
+            // What either side sent after its head goes through the new handlers.
+            sniffer.handOn()
+            reader.handOnAfterHead()
+        }.get()
+        logger.info("serving \(translation.clientProtocol) for a runtime that speaks it only as SPDY", metadata: ["kind": "\(request.kind.rawValue)"])
         try await withTaskCancellationHandler {
-            try await SpliceHandler.join(channel, upstream, sniffer: sniffer, answer: reader).get()
+            try await channel.closeFuture.and(upstream.closeFuture).get()
         } onCancel: {
             channel.close(promise: nil)
             upstream.close(promise: nil)
