@@ -10,6 +10,9 @@ public final class CustomResourceRegistry: Sendable {
     private let definitions = Mutex<[String: CustomResourceDefinition]>([:])
     /// The OpenAPI documents for the definitions as they were when built (names and revisions).
     private let documents = Mutex<(key: String, documents: OpenAPI.Custom)?>(nil)
+    /// What each served version was built into (its schema parsed), by `NAME/VERSION`, for the
+    /// definition at the revision it was built from: a request does not parse the schema again.
+    private let built = Mutex<[String: CustomResource]>([:])
 
     public init() {}
 
@@ -20,7 +23,18 @@ public final class CustomResourceRegistry: Sendable {
     public func resource(group: String, version: String, plural: String) -> CustomResource? {
         guard let definition = definitions.withLock({ $0["\(plural).\(group)"] }), !definition.metadata.hasDeletionTimestamp,
               Self.established(definition) else { return nil }
-        return CustomResource(definition, version: version)
+        return served(definition, version: version)
+    }
+
+    private func served(_ definition: CustomResourceDefinition, version: String) -> CustomResource? {
+        let key = "\(definition.metadata.name)/\(version)"
+        if let cached = built.withLock({ $0[key] }), cached.definition.metadata.uid == definition.metadata.uid,
+           cached.definition.metadata.resourceVersion == definition.metadata.resourceVersion, !definition.metadata.resourceVersion.isEmpty {
+            return cached
+        }
+        guard let resource = CustomResource(definition, version: version) else { return nil }
+        built.withLock { $0[key] = resource }
+        return resource
     }
 
     static func established(_ definition: CustomResourceDefinition) -> Bool {
@@ -59,7 +73,7 @@ public final class CustomResourceRegistry: Sendable {
         let parts = apiVersion.split(separator: "/", maxSplits: 1).map(String.init)
         guard parts.count == 2 else { return nil }
         let found = definitions.withLock { $0.values.first { $0.spec.group == parts[0] && $0.spec.names.kind == kind } }
-        return found.flatMap { CustomResource($0, version: parts[1]) }
+        return found.flatMap { served($0, version: parts[1]) }
     }
 
     /// The OpenAPI documents with the custom resources in them; nil when there are none.
@@ -79,6 +93,7 @@ public final class CustomResourceRegistry: Sendable {
 
     func forget(_ name: String) {
         _ = definitions.withLock { $0.removeValue(forKey: name) }
+        built.withLock { $0 = $0.filter { !$0.key.hasPrefix(name + "/") } }
     }
 
     public func reload(from store: any ObjectStore) async throws -> Int64 {
