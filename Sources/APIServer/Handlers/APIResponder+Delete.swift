@@ -35,6 +35,7 @@ extension APIResponder {
                 for precondition in preconditions {
                     switch (precondition.key, precondition.value) {
                     case ("resourceVersion", .string(let version)): query["resourceVersion"] = version
+                    case ("uid", .string(let uid)): query[Self.uidPrecondition] = uid
                     case (_, .null): break
                     default: throw APIError.badRequest("preconditions.\(precondition.key) is not supported here; nothing was deleted")
                     }
@@ -59,9 +60,13 @@ extension APIResponder {
     /// for the namespace controller to empty it.
     /// With `?dryRun=All`, everything is decided and checked the same way and the answer is the
     /// object as the deletion would leave it (or as it was, when it would go at once); nothing is written.
+    /// Where DeleteOptions' `preconditions.uid` is kept among the query's parameters.
+    static let uidPrecondition = "preconditions.uid"
+
     func deleteObject<T: APIObject>(_ type: T.Type, namespace: String, name: String, query: QueryParameters) async throws -> T {
         let dryRun = try Self.dryRun(query)
         let precondition = query["resourceVersion"].flatMap { Int64($0) }
+        let uidPrecondition = query[Self.uidPrecondition]
         let policy = query["propagationPolicy"] ?? "Background"
         guard Self.propagationPolicies.contains(policy) else {
             throw APIError(422, "Invalid", "propagationPolicy: Unsupported value: \"\(policy)\": supported values: \"Background\", \"Foreground\", \"Orphan\"")
@@ -77,6 +82,12 @@ extension APIResponder {
             if let precondition, String(precondition) != object.metadata.resourceVersion {
                 throw StoreError.modified(T.kindInfo, name)
             }
+            if let uidPrecondition, uidPrecondition != object.metadata.uid {
+                var error = APIError(409, "Conflict", "Precondition failed: UID in precondition: \(uidPrecondition), UID in object meta: \(object.metadata.uid)")
+                error.kind = T.kindInfo.resource
+                error.name = name
+                throw error
+            }
             let wasDeleting = object.metadata.hasDeletionTimestamp
             if policy == "Foreground" && !object.metadata.finalizers.contains("foregroundDeletion") { object.metadata.finalizers.append("foregroundDeletion") }
             if policy == "Orphan" && !object.metadata.finalizers.contains("orphan") { object.metadata.finalizers.append("orphan") }
@@ -85,10 +96,19 @@ extension APIResponder {
                 namespaceObject.status.phase = "Terminating"
                 object = namespaceObject as! T
             }
+            if var definition = object as? CustomResourceDefinition, !wasDeleting, try await hasCustomObjects(definition) {
+                // Its objects go first (each as its own deletion: their finalizers hold them),
+                // then it stops being served: until then it keeps a finalizer and says so.
+                if !definition.metadata.finalizers.contains(Self.customResourceCleanup) { definition.metadata.finalizers.append(Self.customResourceCleanup) }
+                definition.status.conditions.removeAll { $0.type == "Terminating" }
+                definition.status.conditions.append(CustomResourceDefinition.condition("Terminating", "True", "InstanceDeletionInProgress",
+                                                                                       "CustomResource deletion is in progress"))
+                object = definition as! T
+            }
             if Self.pendingFinalizers(object).isEmpty {
                 if dryRun { return object }
                 if let definition = object as? CustomResourceDefinition {
-                    // Its objects go first, then it stops being served.
+                    // Created since it was looked at: they go with it.
                     try await deleteCustomObjects(of: definition)
                 }
                 // Deleted as read: a write in between (a controller's status) means deciding again.
@@ -106,7 +126,9 @@ extension APIResponder {
             }
             if dryRun { return object }
             do {
-                return try await store.update(object)
+                let updated = try await store.update(object)
+                if let definition = updated as? CustomResourceDefinition { customResources.note(definition) }
+                return updated
             } catch let error as StoreError where error.code == .conflict {
                 continue
             }
@@ -116,6 +138,56 @@ extension APIResponder {
 }
 
 extension APIResponder {
+    /// The finalizer a definition keeps while its objects are being deleted (Kubernetes' name).
+    static let customResourceCleanup = "customresourcecleanup.apiextensions.k8s.io"
+
+    func hasCustomObjects(_ definition: CustomResourceDefinition) async throws -> Bool {
+        guard let version = definition.storageVersion, let resource = CustomResource(definition, version: version) else { return false }
+        return try await CustomResources.$current.withValue(resource) {
+            try await !store.list(CustomObject.self, options: ListOptions(limit: 1)).items.isEmpty
+        }
+    }
+
+    /// Finishes the deletion of definitions being deleted (until cancelled, every `interval`):
+    /// each object of theirs is deleted as a client's deletion would (finalizers and propagation
+    /// honoured, so it may stay a while), and once none is left the definition's cleanup
+    /// finalizer goes and so does the definition. Runs after a restart too: the state is stored.
+    func finishDefinitionDeletions(every interval: Duration) async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: interval)
+            for definition in customResources.all where definition.metadata.hasDeletionTimestamp
+                && definition.metadata.finalizers.contains(Self.customResourceCleanup) {
+                do {
+                    try await finishDeletion(of: definition)
+                } catch {
+                    logger.warning("cannot finish deleting a custom resource definition; trying again",
+                                   metadata: ["definition": "\(definition.metadata.name)", "error": "\(error)"])
+                }
+            }
+        }
+    }
+
+    func finishDeletion(of definition: CustomResourceDefinition) async throws {
+        guard let version = definition.storageVersion, let resource = CustomResource(definition, version: version) else { return }
+        let remaining = try await CustomResources.$current.withValue(resource) { () -> Int in
+            let all = try await store.list(CustomObject.self, options: ListOptions())
+            for object in all.items where !object.metadata.hasDeletionTimestamp {
+                do {
+                    _ = try await deleteObject(CustomObject.self, namespace: object.metadata.namespace, name: object.metadata.name, query: QueryParameters())
+                } catch let error as StoreError where error.code == .notFound {}
+            }
+            return all.items.count
+        }
+        guard remaining == 0 else { return }
+        var current = try await store.get(CustomResourceDefinition.self, namespace: "", name: definition.metadata.name)
+        guard current.metadata.uid == definition.metadata.uid else { return }
+        current.metadata.finalizers.removeAll { $0 == Self.customResourceCleanup }
+        let updated = try await store.update(current)
+        logger.info("custom resource definition's objects are gone; deleting it", metadata: ["definition": "\(definition.metadata.name)"])
+        _ = try await finishUpdate(updated)
+        if updated.metadata.finalizers.isEmpty { customResources.forget(definition.metadata.name) }
+    }
+
     /// Deletes every object of a custom resource (in every namespace), as a definition's deletion
     /// does before the definition goes.
     func deleteCustomObjects(of definition: CustomResourceDefinition) async throws {
