@@ -355,13 +355,22 @@ public final class APIClient: Sendable {
     /// unless `gracePeriodSeconds` is 0. Returns the object as the server left it.
     /// `propagationPolicy` is `Background` (the default: dependents go after the owner),
     /// `Foreground` (the owner waits for its dependents) or `Orphan` (dependents stay, unowned).
+    /// With `preconditionUID`, only that incarnation of the name is deleted (DeleteOptions'
+    /// `preconditions.uid`; another is a 409).
     public func delete<T: APIObject>(_ type: T.Type, namespace: String, name: String, gracePeriodSeconds: Int64? = nil,
-                                     propagationPolicy: String? = nil) async throws -> T {
+                                     propagationPolicy: String? = nil, preconditionUID: String? = nil) async throws -> T {
         var query: [String] = []
         if let gracePeriodSeconds { query.append("gracePeriodSeconds=\(gracePeriodSeconds)") }
         if let propagationPolicy { query.append("propagationPolicy=\(propagationPolicy)") }
         let path = Self.path(T.kindInfo, namespace: namespace, name: name) + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))
-        return try decode(T.self, try await call(.DELETE, path))
+        guard let preconditionUID else { return try decode(T.self, try await call(.DELETE, path)) }
+        var w = JSONWriter()
+        w.beginObject()
+        w.key("apiVersion"); w.string("v1")
+        w.key("kind"); w.string("DeleteOptions")
+        w.key("preconditions"); w.beginObject(); w.key("uid"); w.string(preconditionUID); w.endObject()
+        w.endObject()
+        return try decode(T.self, try await call(.DELETE, path, body: w.bytes, contentType: "application/json"))
     }
 
     /// The kubeconfig's bearer token (when it has one) and the impersonation headers.

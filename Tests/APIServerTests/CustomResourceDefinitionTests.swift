@@ -176,9 +176,26 @@ struct CustomResourceDefinitionTests {
             let byLabel = try await run("get", "crontasks", "-l", "team=ops", "-o", "name")
             #expect(byLabel.output == "crontask.example.cox.io/nightly\n", "kubectl \(version) get -l: \(byLabel.output)")
 
-            let deleted = try await run("delete", "crd", "crontasks.example.cox.io")
+            // Deleting the definition deletes its objects first, each as a deletion of its own: a
+            // finalizer holds one (and the definition, Terminating, taking no creates) until removed.
+            let held = try await run("patch", "crontask", "nightly", "--type=merge", "-p", #"{"metadata":{"finalizers":["example.cox.io/hold"]}}"#)
+            #expect(held.status == 0, "kubectl \(version) patch finalizers: \(held.output)")
+            let deleted = try await run("delete", "crd", "crontasks.example.cox.io", "--wait=false")
             #expect(deleted.status == 0 && deleted.output.contains(#"customresourcedefinition.apiextensions.k8s.io "crontasks.example.cox.io" deleted"#),
                     "kubectl \(version) delete: \(deleted.output)")
+            try await waitUntil("the held object is being deleted") {
+                try await run("get", "crontask", "nightly", "-o", "jsonpath={.metadata.deletionTimestamp}").output.isEmpty == false
+            }
+            let terminating = try await run("get", "crd", "crontasks.example.cox.io", "-o", #"jsonpath={.status.conditions[?(@.type=="Terminating")].reason}"#)
+            #expect(terminating.output == "InstanceDeletionInProgress", "kubectl \(version): \(terminating.output)")
+            let late = try await Tools.runDetached(kubectl, ["--kubeconfig", server.kubeconfig, "create", "-f", "-"],
+                                                   input: "apiVersion: example.cox.io/v1\nkind: CronTask\nmetadata: {name: late}\nspec: {schedule: '* * * * *'}\n", timeout: 60)
+            #expect(late.status != 0 && late.output.contains("create not allowed while custom resource definition is terminating"),
+                    "kubectl \(version) create while terminating: \(late.output)")
+            let released = try await run("patch", "crontask", "nightly", "--type=merge", "-p", #"{"metadata":{"finalizers":null}}"#)
+            #expect(released.status == 0, "kubectl \(version) patch: \(released.output)")
+            let waited = try await run("wait", "--for=delete", "crd/crontasks.example.cox.io", "--timeout=30s")
+            #expect(waited.status == 0, "kubectl \(version) wait --for=delete: \(waited.output)")
             let gone = try await run("get", "crontasks")
             // (kubectl may still have the resource in its discovery cache: then the server says it.)
             #expect(gone.status != 0 && (gone.output.contains("the server doesn't have a resource type \"crontasks\"")

@@ -84,4 +84,89 @@ import TestSupport
             }
         }
     }
+
+    static let widgets = """
+        apiVersion: apiextensions.k8s.io/v1
+        kind: CustomResourceDefinition
+        metadata: {name: widgets.gc.example.com}
+        spec:
+          group: gc.example.com
+          scope: Namespaced
+          names: {plural: widgets, kind: Widget}
+          versions:
+          - name: v1
+            served: true
+            storage: true
+            schema:
+              openAPIV3Schema: {type: object}
+        """
+
+    /// Owners and dependents of any kind: a custom object owning a custom object owning a
+    /// ConfigMap (background), a custom owner waiting for a Secret (foreground), a ConfigMap left
+    /// unowned (orphan).
+    @Test func ownersAndDependentsOfAnyKindAreCollected() async throws {
+        try await ControllerHarness.run(Self.controllers) { harness, _ in
+            let client = harness.client
+            _ = try await client.create(try CustomResourceDefinition(json: try Manifests.singleDocument(Self.widgets)))
+            let widgets = DynamicResource(client: client, group: "gc.example.com", version: "v1", kind: "Widget", plural: "widgets", namespaced: true)
+            try await waitUntil("widgets are served") { (try? await widgets.list(namespace: "default")) != nil }
+            func reference(_ owner: CustomObject) -> OwnerReference {
+                var reference = OwnerReference()
+                reference.apiVersion = "gc.example.com/v1"
+                reference.kind = "Widget"
+                reference.name = owner.metadata.name
+                reference.uid = owner.metadata.uid
+                reference.blockOwnerDeletion = true
+                return reference
+            }
+            func widget(_ name: String, owner: CustomObject? = nil) async throws -> CustomObject {
+                var object = widgets.object(namespace: "default", name: name)
+                if let owner { object.metadata.ownerReferences = [reference(owner)] }
+                return try await widgets.create(object)
+            }
+            func configMap(_ name: String, owner: CustomObject) async throws {
+                var map = ConfigMap()
+                map.metadata.name = name
+                map.metadata.namespace = "default"
+                map.metadata.ownerReferences = [reference(owner)]
+                _ = try await client.create(map)
+            }
+
+            // Background: the owner goes, then its Widget, then that one's ConfigMap.
+            let owner = try await widget("owner")
+            let child = try await widget("child", owner: owner)
+            try await configMap("of-child", owner: child)
+            _ = try await widgets.delete(namespace: "default", name: "owner")
+            try await waitUntil("the chain is collected") {
+                let widget = try? await widgets.get(namespace: "default", name: "child")
+                let map = try? await client.get(ConfigMap.self, namespace: "default", name: "of-child")
+                return widget == nil && map == nil
+            }
+
+            // Foreground: the owner waits for its Secret (held by a finalizer of its own).
+            let second = try await widget("second")
+            var secret = Secret()
+            secret.metadata.name = "of-second"
+            secret.metadata.namespace = "default"
+            secret.metadata.ownerReferences = [reference(second)]
+            secret.metadata.finalizers = ["example.com/hold"]
+            _ = try await client.create(secret)
+            _ = try await widgets.delete(namespace: "default", name: "second", propagationPolicy: "Foreground")
+            try await waitUntil("the Secret is being deleted") {
+                try await client.get(Secret.self, namespace: "default", name: "of-second").metadata.hasDeletionTimestamp
+            }
+            let waiting = try await widgets.get(namespace: "default", name: "second")
+            #expect(waiting.metadata.finalizers == [GarbageCollector.foregroundFinalizer], "the owner waits for its dependent")
+            try await harness.modify(Secret.self, "of-second") { $0.metadata.finalizers.removeAll { $0 == "example.com/hold" } }
+            try await waitUntil("then the owner goes") { (try? await widgets.get(namespace: "default", name: "second")) == nil }
+
+            // Orphan: the ConfigMap stays, without the reference.
+            let third = try await widget("third")
+            try await configMap("of-third", owner: third)
+            _ = try await widgets.delete(namespace: "default", name: "third", propagationPolicy: "Orphan")
+            try await waitUntil("the orphaning owner is gone") { (try? await widgets.get(namespace: "default", name: "third")) == nil }
+            let left = try await client.get(ConfigMap.self, namespace: "default", name: "of-third")
+            #expect(left.metadata.ownerReferences.isEmpty)
+        }
+    }
 }

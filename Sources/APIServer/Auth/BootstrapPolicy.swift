@@ -71,9 +71,9 @@ public enum BootstrapPolicy {
                 rule(read + write, [coordination], ["leases"]),
                 // The namespace controller empties a namespace being deleted.
                 rule(read + ["delete", "deletecollection"], ["rbac.authorization.k8s.io"], ["roles", "rolebindings"]),
-                // The garbage collector reads owners of any kind (custom resources' too), as
-                // Kubernetes' does.
-                rule(["get"], ["*"], ["*"]),
+                // The garbage collector follows owners and dependents of any kind (custom
+                // resources' too) and deletes or updates them, as Kubernetes' does.
+                rule(["get", "list", "watch", "update", "patch", "delete"], ["*"], ["*"]),
             ]),
             role("system:node", [
                 rule(read + ["create", "update", "patch"], [""], ["nodes", "nodes/status"]),

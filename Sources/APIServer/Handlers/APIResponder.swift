@@ -660,6 +660,9 @@ struct APIResponder: HTTPResponder {
     /// a new namespace gets its default service account.
     func create<T: APIObject>(_ object: T, dryRun: Bool) async throws -> T {
         var object = object
+        if T.self == CustomObject.self, CustomResources.current?.definition.metadata.hasDeletionTimestamp == true {
+            throw APIError(405, "MethodNotAllowed", "create not allowed while custom resource definition is terminating")
+        }
         if var definition = object as? CustomResourceDefinition {
             // A kind another definition of the group already serves is not accepted (nor served),
             // as Kubernetes marks it.

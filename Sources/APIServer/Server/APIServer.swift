@@ -160,6 +160,7 @@ public struct APIServer: Sendable {
         let cleaning = Task { [logger] in await TokenCleaner.run(store, every: .seconds(60), logger: logger) }
         let followingNamespaces = Task { [logger] in await namespaces.follow(store, from: namespacesRevision, logger: logger) }
         let followingDefinitions = Task { [logger] in await customResources.follow(store, from: customRevision, logger: logger) }
+        let finishingDefinitions = Task { await responder.finishDefinitionDeletions(every: .seconds(1)) }
         let eventTTL = configuration.eventTTL
         let expiring = Task { [logger] in
             await EventExpiry.run(store, ttl: eventTTL, every: Self.sweepInterval(ttl: eventTTL), logger: logger)
@@ -169,7 +170,7 @@ public struct APIServer: Sendable {
             await store.runCompactor(window: compactionInterval, tick: Self.sweepInterval(ttl: compactionInterval))
         }
         func stopBackground() async {
-            let tasks = [following, cleaning, followingNamespaces, followingDefinitions, expiring, compacting]
+            let tasks = [following, cleaning, followingNamespaces, followingDefinitions, finishingDefinitions, expiring, compacting]
             for task in tasks { task.cancel() }
             for task in tasks { await task.value }
             try? await agents.shutdown()

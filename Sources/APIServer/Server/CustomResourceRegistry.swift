@@ -19,10 +19,10 @@ public final class CustomResourceRegistry: Sendable {
     public var all: [CustomResourceDefinition] { definitions.withLock { Array($0.values) }.sorted { $0.metadata.name < $1.metadata.name } }
 
     /// The definition served at /apis/GROUP/VERSION/RESOURCE, as that version; nil when none is
-    /// (or it is not Established).
+    /// (or it is not Established). A definition being deleted is still served (its objects are
+    /// deleted and their finalizers must be removable) but takes no creates.
     public func resource(group: String, version: String, plural: String) -> CustomResource? {
-        guard let definition = definitions.withLock({ $0["\(plural).\(group)"] }), !definition.metadata.hasDeletionTimestamp,
-              Self.established(definition) else { return nil }
+        guard let definition = definitions.withLock({ $0["\(plural).\(group)"] }), Self.established(definition) else { return nil }
         return served(definition, version: version)
     }
 
