@@ -348,4 +348,44 @@ struct CustomResourceDefinitionTests {
                     "\(error)")
         }
     }
+
+    /// Server-side apply reads the schema's list types: two managers' items of a `map` list (by
+    /// its key) and of a `set` are kept side by side, an item a manager stops applying goes, and
+    /// an `atomic` list is one field (a second manager's apply conflicts with the first's).
+    @Test func serverSideApplyMergesListsByTheirSchemaTypes() async throws {
+        let server = try await ServerHarness()
+        defer { Task { await server.stop() } }
+        let definition = #"""
+            {"apiVersion":"apiextensions.k8s.io/v1","kind":"CustomResourceDefinition","metadata":{"name":"routers.example.cox.io"},
+             "spec":{"group":"example.cox.io","scope":"Namespaced","names":{"plural":"routers","kind":"Router"},
+              "versions":[{"name":"v1","served":true,"storage":true,"schema":{"openAPIV3Schema":{"type":"object","properties":{
+                "spec":{"type":"object","properties":{
+                  "routes":{"type":"array","x-kubernetes-list-type":"map","x-kubernetes-list-map-keys":["path"],
+                            "items":{"type":"object","required":["path"],"properties":{"path":{"type":"string"},"backend":{"type":"string"}}}},
+                  "tags":{"type":"array","x-kubernetes-list-type":"set","items":{"type":"string"}},
+                  "order":{"type":"array","items":{"type":"string"}}}}}}}}]}}
+            """#
+        let created = try await server.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", body: definition)
+        #expect(created.code == 201, "\(created.body)")
+        let path = "/apis/example.cox.io/v1/namespaces/default/routers/edge"
+        func apply(_ manager: String, _ spec: String, force: Bool = false) async throws -> ServerHarness.Reply {
+            try await server.request("PATCH", path + "?fieldManager=\(manager)\(force ? "&force=true" : "")",
+                                     body: #"{"apiVersion":"example.cox.io/v1","kind":"Router","metadata":{"name":"edge"},"spec":"# + spec + "}",
+                                     contentType: "application/apply-patch+yaml")
+        }
+        var reply = try await apply("a", #"{"routes":[{"path":"/a","backend":"one"}],"tags":["x"],"order":["1"]}"#)
+        #expect(reply.code == 201, "\(reply.body)")
+        reply = try await apply("b", #"{"routes":[{"path":"/b","backend":"two"}],"tags":["y"]}"#)
+        #expect(reply.code == 200, "\(reply.body)")
+        var spec = try JSONParser.parse(reply.body)["spec"]
+        #expect(spec?["routes"]?.elements?.compactMap { $0["path"] } == [.string("/a"), .string("/b")], "both managers' routes: \(String(describing: spec))")
+        #expect(spec?["tags"]?.elements == [.string("x"), .string("y")], "both managers' tags: \(String(describing: spec))")
+        // a stops applying its route: it goes, b's stays.
+        reply = try await apply("a", #"{"tags":["x"],"order":["1"]}"#)
+        spec = try JSONParser.parse(reply.body)["spec"]
+        #expect(reply.code == 200 && spec?["routes"]?.elements?.compactMap { $0["path"] } == [.string("/b")], "\(reply.body)")
+        // An atomic list is owned whole: another manager's different value conflicts.
+        reply = try await apply("b", #"{"routes":[{"path":"/b","backend":"two"}],"tags":["y"],"order":["2"]}"#)
+        #expect(reply.code == 409 && reply.body.contains(".spec.order"), "\(reply.body)")
+    }
 }

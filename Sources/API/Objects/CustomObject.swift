@@ -19,6 +19,10 @@ public struct CustomResource: Sendable {
     public let statusSubresource: Bool
     public let scale: CustomResourceSubresourceScale?
     public let columns: [CustomResourceColumnDefinition]
+    /// The schema as server-side apply reads it (`CustomResourceMessages`), the root one named
+    /// `rootMessage`; empty for a client's resource.
+    public let messages: [String: MessageSchema]
+    public var rootMessage: String { "custom:\(info.groupResource)/\(info.version)" }
 
     /// A custom resource as a client knows it: its kind and where it is served (no schema: the
     /// server checks the objects).
@@ -29,6 +33,7 @@ public struct CustomResource: Sendable {
         statusSubresource = false
         scale = nil
         columns = []
+        messages = [:]
     }
 
     /// The served version `version` of `definition`; nil when it does not serve that version.
@@ -43,6 +48,7 @@ public struct CustomResource: Sendable {
         statusSubresource = served.subresources.hasStatus
         scale = served.subresources.hasScale ? served.subresources.scale : nil
         columns = served.additionalPrinterColumns
+        messages = CustomResourceMessages.build(schema, root: "custom:\(info.groupResource)/\(version)")
     }
 }
 

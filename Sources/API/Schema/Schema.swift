@@ -77,10 +77,16 @@ public enum Schema {
     public static let messages: [String: MessageSchema] = Dictionary(
         generatedMessages.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
 
-    public static func message(_ name: String) -> MessageSchema? { messages[name] }
+    /// A message by name: one of `Protos/`, else one of the custom resource being served
+    /// (`CustomResources.current`).
+    public static func message(_ name: String) -> MessageSchema? { messages[name] ?? CustomResources.current?.messages[name] }
 
-    /// The schema of a kind's object (`Pod`, `Deployment`, ...).
-    public static func of<T: APIObject>(_ type: T.Type) -> MessageSchema? { messages[String(describing: T.self)] }
+    /// The schema of a kind's object (`Pod`, `Deployment`, ...; a custom object's from the
+    /// custom resource being served).
+    public static func of<T: APIObject>(_ type: T.Type) -> MessageSchema? {
+        if T.self == CustomObject.self { return CustomResources.current.flatMap { $0.messages[$0.rootMessage] } }
+        return messages[String(describing: T.self)]
+    }
 }
 
 extension Schema {

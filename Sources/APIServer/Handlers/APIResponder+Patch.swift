@@ -33,7 +33,7 @@ extension APIResponder {
                            + "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml")
         }
         if kind == .apply {
-            return try await serverSideApply(T.self, path, name: name, subresource: subresource, &request, dryRun: dryRun)
+            return try await serverSideApply(T.self, path, name: name, subresource: subresource, &request, dryRun: dryRun).object
         }
         let bytes = try await body(&request)
         let patch: JSONValue
@@ -112,8 +112,9 @@ extension APIResponder {
     /// On `/status` the manager applies the status alone (what else the body holds is not its
     /// to set there, as Kubernetes resets it), recorded as its own entry with `subresource: status`;
     /// the object must exist.
+    /// `created`: the apply made the object (answered 201, as Kubernetes does).
     func serverSideApply<T: APIObject>(_ type: T.Type, _ path: ResourcePath, name: String, subresource: String? = nil,
-                                       _ request: inout Request, dryRun: Bool) async throws -> T {
+                                       _ request: inout Request, dryRun: Bool) async throws -> (object: T, created: Bool) {
         let query = Self.query(request)
         guard let manager = query["fieldManager"], !manager.isEmpty else {
             throw APIError(422, "Invalid", "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch")
@@ -176,14 +177,14 @@ extension APIResponder {
             if info.namespaced { try await admitIntoNamespace(object) }
             return try await self.create(object, dryRun: dryRun)
         }
-        guard let current = try? await store.get(T.self, namespace: namespace, name: name) else { return try await create() }
-        if dryRun { return try Self.dryRunUpdate(try applying(to: current), of: current) }
+        guard let current = try? await store.get(T.self, namespace: namespace, name: name) else { return (try await create(), true) }
+        if dryRun { return (try Self.dryRunUpdate(try applying(to: current), of: current), false) }
         do {
-            return try await finishUpdate(try await store.update(T.self, namespace: namespace, name: name) { object in
+            return (try await finishUpdate(try await store.update(T.self, namespace: namespace, name: name) { object in
                 object = try applying(to: object)
-            })
+            }), false)
         } catch let error as StoreError where error.code == .notFound {
-            return try await create()  // deleted meanwhile
+            return (try await create(), true)  // deleted meanwhile
         }
     }
 }

@@ -395,6 +395,10 @@ struct APIResponder: HTTPResponder {
             if dryRun { return encode(try Self.dryRunUpdate(prepared, of: current), format) }
             return encode(try await finishUpdate(try await store.update(prepared)), format)
         case (.patch, let name?, let subresource) where subresource == nil || subresource == "status":
+            if try Self.patchType(request) == .apply {
+                let (object, created) = try await serverSideApply(T.self, path, name: name, subresource: subresource, &request, dryRun: dryRun)
+                return encode(object, format, status: created ? .created : .ok)
+            }
             return encode(try await patch(T.self, path, name: name, subresource: subresource, &request, dryRun: dryRun), format)
         case (.delete, nil, nil):
             return try await deleteCollection(T.self, path, query: query, format: format)
