@@ -388,4 +388,36 @@ struct CustomResourceDefinitionTests {
         reply = try await apply("b", #"{"routes":[{"path":"/b","backend":"two"}],"tags":["y"],"order":["2"]}"#)
         #expect(reply.code == 409 && reply.body.contains(".spec.order"), "\(reply.body)")
     }
+
+    /// Several served versions with `conversion: None` (the only strategy without a webhook): an
+    /// object written through one version reads through every other with only its apiVersion
+    /// changed — in gets, lists and watches — and is stored once, in the storage version.
+    @Test func servedVersionsDifferOnlyInTheirApiVersion() async throws {
+        let server = try await ServerHarness()
+        defer { Task { await server.stop() } }
+        let version = #"{"type":"object","properties":{"spec":{"type":"object","properties":{"size":{"type":"integer"}}}}}"#
+        let definition = #"""
+            {"apiVersion":"apiextensions.k8s.io/v1","kind":"CustomResourceDefinition","metadata":{"name":"gadgets.example.cox.io"},
+             "spec":{"group":"example.cox.io","scope":"Namespaced","names":{"plural":"gadgets","kind":"Gadget"},
+              "versions":[{"name":"v1beta1","served":true,"storage":false,"schema":{"openAPIV3Schema":VERSION}},
+                          {"name":"v1","served":true,"storage":true,"schema":{"openAPIV3Schema":VERSION}}]}}
+            """#.replacingOccurrences(of: "VERSION", with: version)
+        let created = try await server.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", body: definition)
+        #expect(created.code == 201, "\(created.body)")
+        let base = "/apis/example.cox.io/%@/namespaces/default/gadgets"
+        let watch = Task { try await server.request("GET", String(format: base, "v1") + "?watch=true&timeoutSeconds=3") }
+        try await Task.sleep(for: .milliseconds(300))
+        let old = try await server.request("POST", String(format: base, "v1beta1"),
+                                           body: #"{"apiVersion":"example.cox.io/v1beta1","kind":"Gadget","metadata":{"name":"g"},"spec":{"size":3}}"#)
+        let written = try JSONParser.parse(old.body)
+        #expect(old.code == 201 && written["apiVersion"] == .string("example.cox.io/v1beta1"), "\(old.body)")
+        for (served, expected) in [("v1", "example.cox.io/v1"), ("v1beta1", "example.cox.io/v1beta1")] {
+            let got = try JSONParser.parse(try await server.request("GET", String(format: base, served) + "/g").body)
+            #expect(got["apiVersion"] == .string(expected) && got["spec"]?["size"] == .int(3), "GET as \(served): \(got)")
+            let list = try JSONParser.parse(try await server.request("GET", String(format: base, served)).body)
+            #expect(list["apiVersion"] == .string(expected) && list["items"]?.elements?.first?["apiVersion"] == .string(expected), "LIST as \(served): \(list)")
+        }
+        let events = try await watch.value.body.split(separator: "\n").map { try JSONParser.parse(String($0)) }
+        #expect(events.first?["object"]?["apiVersion"] == .string("example.cox.io/v1"), "a v1 watch sees the object as v1: \(events)")
+    }
 }

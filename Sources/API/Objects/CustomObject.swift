@@ -157,14 +157,38 @@ public struct CustomObject: APIObject, @unchecked Sendable {
         }
     }
 
+    /// Served versions differ only in their apiVersion (`conversion: None`, the one strategy
+    /// without a webhook): within a request's scope an object is written out as the version the
+    /// request names, and stored (the protobuf form) as the definition's storage version.
     public func writeJSON(to writer: inout JSONWriter) {
-        writer.value(json)
+        writer.value(json(apiVersion: Self.served(apiVersion, storage: false)))
     }
 
-    // MARK: Protobuf: the JSON, as field 1
+    func json(apiVersion: String) -> JSONValue {
+        guard apiVersion != self.apiVersion else { return json }
+        var copy = self
+        copy.apiVersion = apiVersion
+        return copy.json
+    }
+
+    /// The apiVersion `own` becomes in the current scope: the served version's, or with
+    /// `storage` the storage version's; `own` when no scope of its group is bound.
+    static func served(_ own: String, storage: Bool) -> String {
+        guard let resource = CustomResources.current, !resource.info.group.isEmpty,
+              own.isEmpty || own.hasPrefix(resource.info.group + "/") else { return own }
+        if storage {
+            guard let version = resource.definition.storageVersion else { return own }
+            return "\(resource.info.group)/\(version)"
+        }
+        return resource.info.apiVersion
+    }
+
+    // MARK: Protobuf: the JSON (as stored: in the storage version), as field 1
 
     public func writeProto(to writer: inout ProtoWriter) {
-        writer.bytesField(1, jsonBytes())
+        var w = JSONWriter()
+        w.value(json(apiVersion: Self.served(apiVersion, storage: true)))
+        writer.bytesField(1, w.bytes)
     }
 
     public mutating func mergeProto(from reader: inout ProtoReader) throws {
@@ -190,7 +214,9 @@ public struct CustomObject: APIObject, @unchecked Sendable {
     }
 
     public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-        try visitor.visitSingularBytesField(value: Data(jsonBytes()), fieldNumber: 1)
+        var w = JSONWriter()
+        w.value(json(apiVersion: Self.served(apiVersion, storage: true)))
+        try visitor.visitSingularBytesField(value: Data(w.bytes), fieldNumber: 1)
     }
 
     public func isEqualTo(message: any SwiftProtobuf.Message) -> Bool {

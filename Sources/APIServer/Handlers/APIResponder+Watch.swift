@@ -93,6 +93,7 @@ extension APIResponder {
             // As a Table (kubectl get -w): each event's object is a one-row Table, the first with
             // the column definitions. Encoded for this watcher alone.
             var columnsSent = false
+            let encodingKey = custom.map { encodedFormat.rawValue + ";" + $0.info.apiVersion } ?? encodedFormat.rawValue
             func tableFrame(_ type: String, _ object: T, revision: Int64) -> [UInt8] {
                 var w = JSONWriter()
                 w.beginObject()
@@ -126,7 +127,8 @@ extension APIResponder {
                         if table != nil, let object = event.object as? T {
                             buffer.writeBytes(tableFrame(event.type.name, object, revision: event.revision))
                         } else {
-                            buffer.writeBytes(event.encoded(encodedFormat.rawValue) { Self.frame(event: $0, format: encodedFormat) })
+                            // (A custom object's encoding names the version watched.)
+                            buffer.writeBytes(event.encoded(encodingKey) { Self.frame(event: $0, format: encodedFormat) })
                         }
                     }
                     try await writer.write(buffer)
