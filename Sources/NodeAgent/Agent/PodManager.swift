@@ -396,7 +396,12 @@ actor PodManager {
                     // Deleted while it started: stopped now, not left running without a pod.
                     logger.info("the pod went while its container started; stopping it", metadata: ["pod": "\(pod.metadata.namespace)/\(pod.metadata.name)", "container": "\(container.name)"])
                     await runtime.stop(id: started.id, grace: .seconds(Int64(pod.spec.hasTerminationGracePeriodSeconds ? pod.spec.terminationGracePeriodSeconds : 30)))
-                    if pods[uid] == nil { await runtime.cleanup(podUID: uid) } else { pods[uid]?.tracks[container.name]?.current = await runtime.status(id: started.id) ?? started }
+                    // (Read before the assignment: `pods[uid]?.… = await …` would hold a write
+                    // access to `pods` across the suspension — the optional chain starts it before
+                    // its right side runs — and other code of this actor changes `pods` meanwhile;
+                    // AddressSanitizer caught the write landing in a freed dictionary buffer.)
+                    let final = pods[uid] == nil ? nil : await runtime.status(id: started.id)
+                    if pods[uid] == nil { await runtime.cleanup(podUID: uid) } else { pods[uid]?.tracks[container.name]?.current = final ?? started }
                     return
                 }
                 pods[uid]?.tracks[container.name]?.current = started
@@ -533,12 +538,17 @@ actor PodManager {
     // MARK: - Deletion
 
     func stopAll(_ state: PodState, grace: Duration) async {
+        // What to stop is taken out of the pod's state first: the group's body and its child
+        // tasks see only these values (AddressSanitizer caught the body reading the state's
+        // tracks after another copy of the state was freed).
+        let running = state.tracks.values.compactMap(\.current).filter(\.isRunning)
+        for container in running {
+            event(state.pod, container: container.launch.container, .normal, "Killing", "Stopping container \(container.launch.container)")
+        }
+        let ids = running.map(\.id)
+        let runtime = self.runtime
         await withTaskGroup(of: Void.self) { group in
-            for track in state.tracks.values {
-                guard let current = track.current, current.isRunning else { continue }
-                event(state.pod, container: current.launch.container, .normal, "Killing", "Stopping container \(current.launch.container)")
-                group.addTask { await self.runtime.stop(id: current.id, grace: grace) }
-            }
+            for id in ids { group.addTask { await runtime.stop(id: id, grace: grace) } }
         }
     }
 
