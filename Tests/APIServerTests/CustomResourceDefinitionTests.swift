@@ -333,6 +333,14 @@ struct CustomResourceDefinitionTests {
         #expect(stored.status.conditions.first { $0.type == "Established" }?.status == "False")
         let served = try await server.request("GET", "/apis/example.cox.io/v1/namespaces/default/crontabs")
         #expect(served.code == 404, "a definition that is not Established is not served: \(served.code) \(served.body)")
+        // Once the first is gone, the second's names are free: accepted and served.
+        _ = try await client.delete(CustomResourceDefinition.self, namespace: "", name: first.metadata.name)
+        try await waitUntil("the second definition is Established") {
+            let now = try await client.get(CustomResourceDefinition.self, namespace: "", name: "crontabs.example.cox.io")
+            return now.status.conditions.contains { $0.type == "Established" && $0.status == "True" } && now.status.acceptedNames.plural == "crontabs"
+        }
+        let servedNow = try await server.request("GET", "/apis/example.cox.io/v1/namespaces/default/crontabs")
+        #expect(servedNow.code == 200, "\(servedNow.code) \(servedNow.body)")
 
         var badDefault = first
         badDefault.metadata.name = "badtasks.example.cox.io"

@@ -152,9 +152,26 @@ extension APIResponder {
     /// each object of theirs is deleted as a client's deletion would (finalizers and propagation
     /// honoured, so it may stay a while), and once none is left the definition's cleanup
     /// finalizer goes and so does the definition. Runs after a restart too: the state is stored.
+    /// Also takes another look at definitions whose names were taken: once the other definition
+    /// is gone, their names are accepted and they are served (as Kubernetes' naming controller).
     func finishDefinitionDeletions(every interval: Duration) async {
         while !Task.isCancelled {
             try? await Task.sleep(for: interval)
+            for definition in customResources.all where definition.status.conditions.contains(where: {
+                $0.type == "NamesAccepted" && $0.status == "False" && ($0.reason == "KindConflict" || $0.reason == "ShortNamesConflict")
+            }) && !definition.metadata.hasDeletionTimestamp {
+                var candidate = definition
+                candidate.status.conditions.removeAll { $0.type == "NamesAccepted" || $0.type == "Established" }
+                customResources.markConflicts(&candidate)
+                guard candidate.status.conditions.contains(where: { $0.type == "Established" && $0.status == "True" }) else { continue }
+                do {
+                    let updated = try await store.update(candidate)
+                    customResources.note(updated)
+                    logger.info("a custom resource definition's names are free now; serving it", metadata: ["definition": "\(definition.metadata.name)"])
+                } catch {
+                    logger.debug("cannot accept a definition's names yet", metadata: ["definition": "\(definition.metadata.name)", "error": "\(error)"])
+                }
+            }
             for definition in customResources.all where definition.metadata.hasDeletionTimestamp
                 && definition.metadata.finalizers.contains(Self.customResourceCleanup) {
                 do {
