@@ -211,4 +211,32 @@ struct VolumeAPITests {
         token.serviceAccountToken.path = "token"
         #expect(try problems { $0.spec.volumes[5].projected.sources.append(token) }.first?.hasPrefix("spec.volumes[5].projected.sources[2].serviceAccountToken: Forbidden: service account token projections are not supported") == true)
     }
+
+    /// A custom resource's formats and keyed lists, in Kubernetes' words.
+    @Test func customObjectFormatsAndKeyedListsAreChecked() throws {
+        let schema = try JSONParser.parse(#"""
+            {"type":"object","properties":{"spec":{"type":"object","properties":{
+              "at":{"type":"string","format":"date-time"},"id":{"type":"string","format":"uuid"},
+              "address":{"type":"string","format":"ipv4"},"range":{"type":"string","format":"cidr"},
+              "free":{"type":"string","format":"no-such-format"},
+              "routes":{"type":"array","x-kubernetes-list-type":"map","x-kubernetes-list-map-keys":["path"],
+                        "items":{"type":"object","properties":{"path":{"type":"string"}}}}}}}}
+            """#)
+        let good = try JSONParser.parse(#"""
+            {"spec":{"at":"2026-12-06T20:00:00Z","id":"7d1c5a2e-3b4f-4c5d-8e9f-0a1b2c3d4e5f","address":"10.0.0.1","range":"fd00::/64",
+                     "free":"anything","routes":[{"path":"/a"},{"path":"/b"}]}}
+            """#)
+        #expect(CustomResourceSchema.validateObject(good, schema: schema).isEmpty)
+        let bad = try JSONParser.parse(#"""
+            {"spec":{"at":"yesterday","id":"not-a-uuid","address":"10.0.0.300","range":"10.0.0.0/40","routes":[{"path":"/a"},{"path":"/a"}]}}
+            """#)
+        let messages = CustomResourceSchema.validateObject(bad, schema: schema).map(\.description)
+        #expect(messages == [
+            #"spec.at: Invalid value: "yesterday": spec.at in body must be of type date-time: "yesterday""#,
+            #"spec.id: Invalid value: "not-a-uuid": spec.id in body must be of type uuid: "not-a-uuid""#,
+            #"spec.address: Invalid value: "10.0.0.300": spec.address in body must be of type ipv4: "10.0.0.300""#,
+            #"spec.range: Invalid value: "10.0.0.0/40": spec.range in body must be of type cidr: "10.0.0.0/40""#,
+            #"spec.routes[1]: Duplicate value: map[string]interface {}{"path":"/a"}"#,
+        ], "\(messages)")
+    }
 }

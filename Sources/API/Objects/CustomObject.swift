@@ -301,6 +301,44 @@ extension CustomResourceSchema {
         return found
     }
 
+    /// Whether a string is of an OpenAPI format Kubernetes checks (the common ones; a format it
+    /// does not know, or one not checked here, passes, as an unknown one does there).
+    static func hasFormat(_ text: String, _ format: String) -> Bool {
+        func matches(_ pattern: String) -> Bool { text.range(of: pattern, options: .regularExpression) != nil }
+        switch format {
+        case "date-time", "datetime":
+            return matches(#"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:?\d{2})$"#)
+        case "date":
+            return matches(#"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$"#)
+        case "uuid":
+            return matches(#"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"#)
+        case "ipv4":
+            let parts = text.split(separator: ".", omittingEmptySubsequences: false)
+            return parts.count == 4 && parts.allSatisfy { part in UInt8(part) != nil && (part == "0" || !part.hasPrefix("0")) }
+        case "ipv6":
+            var address = in6_addr()
+            return text.contains(":") && inet_pton(AF_INET6, text, &address) == 1
+        case "cidr":
+            let parts = text.split(separator: "/")
+            guard parts.count == 2, let bits = Int(parts[1]) else { return false }
+            let address = String(parts[0])
+            if hasFormat(address, "ipv4") { return (0...32).contains(bits) }
+            return hasFormat(address, "ipv6") && (0...128).contains(bits)
+        case "mac":
+            return matches(#"^([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}$"#)
+        case "email":
+            return matches(#"^[^@\s]+@[^@\s]+\.[^@\s]+$"#)
+        case "hostname":
+            return text.count <= 253 && matches(#"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$"#)
+        case "byte":
+            return Data(base64Encoded: text) != nil
+        case "uri":
+            return URL(string: text)?.scheme != nil
+        default:
+            return true
+        }
+    }
+
     /// An object's field errors against its schema, in Kubernetes' words: types, required
     /// members, enums, bounds, lengths, patterns, item counts.
     public static func validateObject(_ value: JSONValue, schema: JSONValue) -> [FieldError] {
@@ -382,6 +420,21 @@ extension CustomResourceSchema {
                     errors.append(.duplicate("\(path)[\(i)]", shown(item)))
                 }
             }
+            if schema["x-kubernetes-list-type"] == .string("map"), case .array(let names)? = schema["x-kubernetes-list-map-keys"] {
+                // Items are told apart by their key fields: two with the same keys are one too many.
+                let keys = names.compactMap { name -> String? in if case .string(let key) = name { return key } else { return nil } }
+                var seen: [[JSONMember]] = []
+                for (i, item) in items.enumerated() {
+                    let key = keys.compactMap { name in item[name].map { JSONMember(name, $0) } }
+                    if seen.contains(key) {
+                        var error = FieldError.duplicate("\(path)[\(i)]", "map[string]interface {}{" + key.map { "\"\($0.key)\":" + String(decoding: JSONWriter.bytes($0.value), as: UTF8.self) }.joined(separator: ", ") + "}")
+                        error.quoted = false
+                        errors.append(error)
+                    } else {
+                        seen.append(key)
+                    }
+                }
+            }
             if let itemSchema = schema["items"] {
                 for (i, item) in items.enumerated() { check(item, schema: itemSchema, path: "\(path)[\(i)]", into: &errors) }
             }
@@ -391,6 +444,9 @@ extension CustomResourceSchema {
             }
             if case .int(let least)? = schema["minLength"], text.count < least {
                 errors.append(.invalid(field, text, "\(field) in body should be at least \(least) chars long"))
+            }
+            if case .string(let format)? = schema["format"], !Self.hasFormat(text, format) {
+                errors.append(.invalid(field, text, "\(field) in body must be of type \(format): \"\(text)\""))
             }
             if case .string(let pattern)? = schema["pattern"], let expression = try? NSRegularExpression(pattern: pattern),
                expression.firstMatch(in: text, range: NSRange(text.startIndex..., in: text)) == nil {
