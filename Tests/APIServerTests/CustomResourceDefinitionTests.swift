@@ -428,4 +428,29 @@ struct CustomResourceDefinitionTests {
         let events = try await watch.value.body.split(separator: "\n").map { try JSONParser.parse(String($0)) }
         #expect(events.first?["object"]?["apiVersion"] == .string("example.cox.io/v1"), "a v1 watch sees the object as v1: \(events)")
     }
+
+    /// Defaults apply on read too: a default added to the schema shows in an object stored
+    /// before it (in gets, lists and watches), as Kubernetes defaults what it reads from storage.
+    @Test func aDefaultAddedLaterShowsWhenObjectsAreRead() async throws {
+        let server = try await ServerHarness()
+        defer { Task { await server.stop() } }
+        let client = try APIClient(kubeconfig: try Kubeconfig.load(path: server.kubeconfig), timeout: .seconds(10))
+        defer { Task { try? await client.shutdown() } }
+        var definition = try CustomResourceDefinition(json: try Manifests.singleDocument(Self.definition))
+        definition.spec.versions[0].schema.openApiV3Schema = #"{"type":"object","properties":{"spec":{"type":"object","properties":{"schedule":{"type":"string"}}}}}"#
+        _ = try await client.create(definition)
+        let path = "/apis/example.cox.io/v1/namespaces/default/crontasks"
+        let created = try await server.request("POST", path, body: #"{"apiVersion":"example.cox.io/v1","kind":"CronTask","metadata":{"name":"old"},"spec":{"schedule":"* * * * *"}}"#)
+        #expect(created.code == 201, "\(created.body)")
+        var stored = try await client.get(CustomResourceDefinition.self, namespace: "", name: definition.metadata.name)
+        stored.spec.versions[0].schema.openApiV3Schema =
+            #"{"type":"object","properties":{"spec":{"type":"object","properties":{"schedule":{"type":"string"},"historyLimit":{"type":"integer","default":3}}}}}"#
+        _ = try await client.update(stored)
+        try await waitUntil("the object reads with the new default") {
+            let got = try JSONParser.parse(try await server.request("GET", path + "/old").body)
+            return got["spec"]?["historyLimit"] == .int(3)
+        }
+        let list = try JSONParser.parse(try await server.request("GET", path).body)
+        #expect(list["items"]?.elements?.first?["spec"]?["historyLimit"] == .int(3), "\(list)")
+    }
 }

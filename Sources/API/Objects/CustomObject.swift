@@ -23,6 +23,8 @@ public struct CustomResource: Sendable {
     /// `rootMessage`; empty for a client's resource.
     public let messages: [String: MessageSchema]
     public var rootMessage: String { "custom:\(info.groupResource)/\(info.version)" }
+    /// The schema has defaults (objects are defaulted as they are read).
+    public let readDefaults: Bool
 
     /// A custom resource as a client knows it: its kind and where it is served (no schema: the
     /// server checks the objects).
@@ -34,6 +36,7 @@ public struct CustomResource: Sendable {
         scale = nil
         columns = []
         messages = [:]
+        readDefaults = false
     }
 
     /// The served version `version` of `definition`; nil when it does not serve that version.
@@ -49,6 +52,7 @@ public struct CustomResource: Sendable {
         scale = served.subresources.hasScale ? served.subresources.scale : nil
         columns = served.additionalPrinterColumns
         messages = CustomResourceMessages.build(schema, root: "custom:\(info.groupResource)/\(version)")
+        readDefaults = served.schema.openApiV3Schema.contains("\"default\"")
     }
 }
 
@@ -160,8 +164,21 @@ public struct CustomObject: APIObject, @unchecked Sendable {
     /// Served versions differ only in their apiVersion (`conversion: None`, the one strategy
     /// without a webhook): within a request's scope an object is written out as the version the
     /// request names, and stored (the protobuf form) as the definition's storage version.
+    /// Written out in a request's scope, it is also defaulted (and pruned) by the served version's
+    /// schema, as Kubernetes does on read: a default added to the schema shows in objects stored
+    /// before it.
     public func writeJSON(to writer: inout JSONWriter) {
-        writer.value(json(apiVersion: Self.served(apiVersion, storage: false)))
+        let served = Self.served(apiVersion, storage: false)
+        guard let resource = CustomResources.current, resource.readDefaults, served == resource.info.apiVersion else {
+            writer.value(json(apiVersion: served))
+            return
+        }
+        var copy = self
+        copy.apiVersion = served
+        if case .object(let members) = CustomResourceSchema.prunedAndDefaulted(.object(content), schema: resource.schema, root: true) {
+            copy.content = members
+        }
+        writer.value(copy.json)
     }
 
     func json(apiVersion: String) -> JSONValue {
