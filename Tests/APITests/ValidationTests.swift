@@ -219,16 +219,18 @@ struct VolumeAPITests {
               "at":{"type":"string","format":"date-time"},"id":{"type":"string","format":"uuid"},
               "address":{"type":"string","format":"ipv4"},"range":{"type":"string","format":"cidr"},
               "free":{"type":"string","format":"no-such-format"},
+              "template":{"type":"object","x-kubernetes-embedded-resource":true,"x-kubernetes-preserve-unknown-fields":true},
               "routes":{"type":"array","x-kubernetes-list-type":"map","x-kubernetes-list-map-keys":["path"],
                         "items":{"type":"object","properties":{"path":{"type":"string"}}}}}}}}
             """#)
         let good = try JSONParser.parse(#"""
             {"spec":{"at":"2026-12-06T20:00:00Z","id":"7d1c5a2e-3b4f-4c5d-8e9f-0a1b2c3d4e5f","address":"10.0.0.1","range":"fd00::/64",
-                     "free":"anything","routes":[{"path":"/a"},{"path":"/b"}]}}
+                     "free":"anything","routes":[{"path":"/a"},{"path":"/b"}],"template":{"apiVersion":"v1","kind":"Pod","spec":{}}}}
             """#)
         #expect(CustomResourceSchema.validateObject(good, schema: schema).isEmpty)
         let bad = try JSONParser.parse(#"""
-            {"spec":{"at":"yesterday","id":"not-a-uuid","address":"10.0.0.300","range":"10.0.0.0/40","routes":[{"path":"/a"},{"path":"/a"}]}}
+            {"spec":{"at":"yesterday","id":"not-a-uuid","address":"10.0.0.300","range":"10.0.0.0/40","routes":[{"path":"/a"},{"path":"/a"}],
+                     "template":{"kind":"Pod"}}}
             """#)
         let messages = CustomResourceSchema.validateObject(bad, schema: schema).map(\.description)
         #expect(messages == [
@@ -237,6 +239,7 @@ struct VolumeAPITests {
             #"spec.address: Invalid value: "10.0.0.300": spec.address in body must be of type ipv4: "10.0.0.300""#,
             #"spec.range: Invalid value: "10.0.0.0/40": spec.range in body must be of type cidr: "10.0.0.0/40""#,
             #"spec.routes[1]: Duplicate value: map[string]interface {}{"path":"/a"}"#,
+            "spec.template.apiVersion: Required value: must not be empty",
         ], "\(messages)")
     }
 }

@@ -410,6 +410,15 @@ extension CustomResourceSchema {
                     errors.append(.required(path.isEmpty ? name : "\(path).\(name)"))
                 }
             }
+            if schema["x-kubernetes-embedded-resource"] == .bool(true) {
+                // An object of some kind inside this one: it says which.
+                for name in ["apiVersion", "kind"] {
+                    guard case .string(let text)? = members.first(where: { $0.key == name })?.value, !text.isEmpty else {
+                        errors.append(FieldError(.required, path.isEmpty ? name : "\(path).\(name)", detail: "must not be empty"))
+                        continue
+                    }
+                }
+            }
             if case .int(let most)? = schema["maxProperties"], members.count > most {
                 errors.append(FieldError(.tooMany, field, detail: "must have at most \(most) items"))
             }
