@@ -117,6 +117,12 @@ public protocol ObjectStore: Sendable {
     /// The revision of the last committed write.
     var currentRevision: Int64 { get }
 
+    /// The revision up to which history has been compacted (a watch from before it is `compacted`).
+    var compactedRevision: Int64 { get }
+
+    /// The backend's own lines for `/metrics` (Prometheus text format: HELP, TYPE, samples).
+    func renderMetrics(into lines: inout [String])
+
     /// Creates the object; sets uid, creationTimestamp, generation 1 and resourceVersion.
     /// Fails with `alreadyExists` when a live object has the key.
     func create<T: APIObject>(_ object: T) async throws -> T

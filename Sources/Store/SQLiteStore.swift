@@ -170,6 +170,29 @@ public final class SQLiteStore: ObjectStore, Sendable {
 
     public var currentRevision: Int64 { revisions.value.withLock { $0.current } }
     public var compactedRevision: Int64 { revisions.value.withLock { $0.compacted } }
+
+    public func renderMetrics(into lines: inout [String]) {
+        lines += [
+            "# HELP cox_store_revision The store's current revision.",
+            "# TYPE cox_store_revision gauge",
+            "cox_store_revision \(currentRevision)",
+            "# HELP cox_store_compacted_revision Revision up to which history has been compacted.",
+            "# TYPE cox_store_compacted_revision gauge",
+            "cox_store_compacted_revision \(compactedRevision)",
+            "# HELP cox_store_commits_total Transactions committed (each one fsync).",
+            "# TYPE cox_store_commits_total counter",
+            "cox_store_commits_total \(stats.commits.load(ordering: .relaxed))",
+            "# HELP cox_store_writes_total Writes committed; writes/commits is the mean group-commit batch.",
+            "# TYPE cox_store_writes_total counter",
+            "cox_store_writes_total \(stats.writes.load(ordering: .relaxed))",
+            "# HELP cox_store_compacted_rows_total Rows removed from the revision log by compaction.",
+            "# TYPE cox_store_compacted_rows_total counter",
+            "cox_store_compacted_rows_total \(stats.compactedRows.load(ordering: .relaxed))",
+            "# HELP cox_store_commit_batch_size Writes per commit (group commit).",
+            "# TYPE cox_store_commit_batch_size histogram",
+        ]
+        stats.batchSizes.render("cox_store_commit_batch_size", labels: "", into: &lines)
+    }
     /// Watches currently open.
     public var activeWatchers: Int { hub.activeWatchers }
 

@@ -17,7 +17,7 @@ typealias QueryParameters = [String: String]
 struct APIResponder: HTTPResponder {
     typealias Context = APIRequestContext
 
-    let store: SQLiteStore
+    let store: any ObjectStore
     let limits: APIServer.Limits
     let inflight: InflightCounter
     let metrics: RequestMetrics
@@ -422,34 +422,17 @@ struct APIResponder: HTTPResponder {
             "# HELP cox_apiserver_request_body_bytes Bytes of request bodies held (buffered or being served).",
             "# TYPE cox_apiserver_request_body_bytes gauge",
             "cox_apiserver_request_body_bytes \(bodyBudget.current)",
-            "# HELP cox_store_revision The store's current revision.",
-            "# TYPE cox_store_revision gauge",
-            "cox_store_revision \(store.currentRevision)",
-            "# HELP cox_store_compacted_revision Revision up to which history has been compacted.",
-            "# TYPE cox_store_compacted_revision gauge",
-            "cox_store_compacted_revision \(store.compactedRevision)",
-            "# HELP cox_store_commits_total Transactions committed (each one fsync).",
-            "# TYPE cox_store_commits_total counter",
-            "cox_store_commits_total \(store.stats.commits.load(ordering: .relaxed))",
-            "# HELP cox_store_writes_total Writes committed; writes/commits is the mean group-commit batch.",
-            "# TYPE cox_store_writes_total counter",
-            "cox_store_writes_total \(store.stats.writes.load(ordering: .relaxed))",
             "# HELP cox_watch_event_encodes_total Wire encodings of watch events (one per event and format, whatever the number of watchers).",
             "# TYPE cox_watch_event_encodes_total counter",
             "cox_watch_event_encodes_total \(StoreEvent.encodeCount.load(ordering: .relaxed))",
-            "# HELP cox_store_compacted_rows_total Rows removed from the revision log by compaction.",
-            "# TYPE cox_store_compacted_rows_total counter",
-            "cox_store_compacted_rows_total \(store.stats.compactedRows.load(ordering: .relaxed))",
             "# HELP cox_audit_errors_total Audit lines that could not be written, and failed rotation steps.",
             "# TYPE cox_audit_errors_total counter",
             "cox_audit_errors_total \(audit?.errorCount ?? 0)",
             "# HELP cox_audit_failing 1 while the audit log cannot be written (changes are refused).",
             "# TYPE cox_audit_failing gauge",
             "cox_audit_failing \(audit?.isFailing == true ? 1 : 0)",
-            "# HELP cox_store_commit_batch_size Writes per commit (group commit).",
-            "# TYPE cox_store_commit_batch_size histogram",
         ]
-        store.stats.batchSizes.render("cox_store_commit_batch_size", labels: "", into: &lines)
+        store.renderMetrics(into: &lines)
         metrics.render(into: &lines)
         return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
                         body: .init(byteBuffer: ByteBuffer(string: lines.joined(separator: "\n") + "\n")))
