@@ -94,7 +94,8 @@ def main(desc_path, out_path):
                     cond, emit = "!%s.isEmpty" % v, "w.stringMap(%s)" % v
                 elif repeated:
                     cond = "!%s.isEmpty" % v
-                    emit = {"string": "w.stringArray(%s)" % v, "message": "w.array(%s)" % v}.get(kind)
+                    emit = {"string": "w.stringArray(%s)" % v, "message": "w.array(%s)" % v,
+                            "int64": "w.beginArray(); for item in %s { w.int(item) }; w.endArray()" % v}.get(kind)
                     if emit is None:
                         sys.exit("unsupported repeated %s.%s" % (msg.name, field.name))
                 else:
@@ -122,6 +123,7 @@ def main(desc_path, out_path):
                     dec = "try value.decodeMap { try $0.%s() }" % ("decodeQuantityString" if quantity else "decodeString")
                 elif repeated:
                     dec = {"string": "try value.decodeArray { try $0.decodeString() }",
+                           "int64": "try value.decodeArray { try $0.decodeInt64() }",
                            "message": "try value.decodeArray { try %s(json: $0) }" % tname}[kind]
                 else:
                     dec = {"string": "try value.decodeString()", "bool": "try value.decodeBool()",
@@ -200,6 +202,9 @@ def proto_codec(msg, maps, heap):
         elif repeated and is_msg:
             write.append("        for item in %s { w.message(%d, item) }" % (stored, n))
             read.append("            case %d: %s.append(try r.message(%s.self))" % (n, target, "Timestamp" if tname == "Timestamp" else tname))
+        elif repeated and field.type == T_INT64:
+            write.append("        for item in %s { w.int64(%d, item) }" % (stored, n))
+            read.append("            case %d: %s += try r.int64s()" % (n, target))
         elif repeated:
             if field.type != T_STRING:
                 sys.exit("unsupported repeated scalar %s.%s" % (msg.name, field.name))

@@ -89,6 +89,23 @@ struct ExecTests {
             try await eventually("a tty container is refused, named") {
                 try await cluster.get("terminal").status.containerStatuses.first?.state.waiting.message.contains("the process runtime cannot give container \"main\" a terminal") == true
             }
+            // A securityContext it cannot give is refused too, naming what; runAsNonRoot with
+            // nothing but root to run as is the kubelet's CreateContainerConfigError.
+            var hardened = cluster.pod("hardened", "sleep 60")
+            hardened.spec.containers[0].securityContext.runAsUser = 1000
+            hardened.spec.containers[0].securityContext.readOnlyRootFilesystem = true
+            _ = try await cluster.client.create(hardened)
+            var nonRoot = cluster.pod("non-root", "sleep 60")
+            nonRoot.spec.securityContext.runAsNonRoot = true
+            _ = try await cluster.client.create(nonRoot)
+            try await eventually("securityContexts the process runtime cannot give are refused, named") {
+                let refused = try await cluster.get("hardened").status.containerStatuses.first?.state.waiting
+                let rooted = try await cluster.get("non-root").status.containerStatuses.first?.state.waiting
+                return refused?.reason == "CreateContainerError"
+                    && refused?.message.contains("the process runtime cannot give container \"main\" its securityContext: runAsUser 1000, readOnlyRootFilesystem") == true
+                    && rooted?.reason == "CreateContainerConfigError"
+                    && rooted?.message.hasPrefix("container has runAsNonRoot and image will run as root (pod: \"non-root_default(") == true
+            }
 
             // RBAC: create on pods/exec, checked before anything reaches the node (jane may read
             // pods, as kubectl exec does first, but not run commands in them).

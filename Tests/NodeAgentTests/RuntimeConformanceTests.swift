@@ -455,6 +455,34 @@ extension RuntimeConformanceTests {
                     resources: {limits: {memory: 16Mi}}
                 ---
                 apiVersion: v1
+                kind: Pod
+                metadata: {name: sec}
+                spec:
+                  dnsPolicy: ClusterFirst
+                  enableServiceLinks: true
+                  terminationGracePeriodSeconds: 1
+                  securityContext: {runAsUser: 1000, runAsGroup: 3000, supplementalGroups: [4000]}
+                  containers:
+                  - name: c
+                    image: busybox
+                    imagePullPolicy: IfNotPresent
+                    command: ["sleep", "3600"]
+                    terminationMessagePath: /dev/termination-log
+                    terminationMessagePolicy: File
+                    securityContext: {readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
+                ---
+                apiVersion: v1
+                kind: Pod
+                metadata: {name: rootless}
+                spec:
+                  securityContext: {runAsNonRoot: true}
+                  containers:
+                  - name: c
+                    image: busybox
+                    imagePullPolicy: IfNotPresent
+                    command: ["sleep", "3600"]
+                ---
+                apiVersion: v1
                 kind: ConfigMap
                 metadata: {name: app-config}
                 data: {greeting: hello, nested.conf: a=1}
@@ -582,6 +610,18 @@ extension RuntimeConformanceTests {
                             "kubectl \(newest)'s tunnelled port-forward was translated, not refused into its fallback")
                 }
             }
+            // securityContext: user, group, groups, a read-only root, no new privileges, no
+            // capabilities; runAsNonRoot with an image that runs as root is refused, as the kubelet does.
+            try await Self.waitFor("the pod with a securityContext is Running", timeout: 60) {
+                (try? await kubectl("get", "pod", "sec", "-o", "jsonpath={.status.phase}"))?.output == "Running"
+            }
+            let identity = try await kubectl("exec", "sec", "--", "sh", "-c", "id; touch /x 2>&1; grep -E 'NoNewPrivs|CapEff' /proc/self/status")
+            #expect(identity.output.contains("uid=1000 gid=3000 groups=3000,4000") && identity.output.contains("Read-only file system")
+                    && identity.output.contains("NoNewPrivs:\t1") && identity.output.contains("CapEff:\t0000000000000000"), "\(identity.output)")
+            try await Self.waitFor("runAsNonRoot with a root image is refused", timeout: 60) {
+                let waiting = try? await kubectl("get", "pod", "rootless", "-o", "jsonpath={.status.containerStatuses[0].state.waiting.reason}")
+                return waiting?.output == "CreateContainerConfigError"
+            }
             // Volumes: every kind mounted where the pod says, with its contents and modes.
             try await Self.waitFor("the pod with volumes is Running", timeout: 60) {
                 (try? await kubectl("get", "pod", "vols", "-o", "jsonpath={.status.phase}"))?.output == "Running"
@@ -634,7 +674,7 @@ extension RuntimeConformanceTests {
             #expect(uids.count >= 3)
             let namespacesBefore = try await Shell.run("/usr/bin/env", ["ip", "netns", "list"])
             _ = try await kubectl("delete", "deployment", "web")
-            _ = try await kubectl("delete", "pod", "hungry", "vols", "filler")
+            _ = try await kubectl("delete", "pod", "hungry", "vols", "filler", "sec", "rootless")
             try await Self.waitFor("every pod is gone", timeout: 60) {
                 (try? await kubectl("get", "pods", "-o", "name"))?.output.isEmpty == true
             }

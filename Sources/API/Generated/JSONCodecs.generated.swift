@@ -1106,6 +1106,9 @@ extension Container: JSONCodable {
         if self.stdin { w.key("stdin"); w.bool(self.stdin) }
         if self.stdinOnce { w.key("stdinOnce"); w.bool(self.stdinOnce) }
         if self.tty { w.key("tty"); w.bool(self.tty) }
+        if !self.terminationMessagePath.isEmpty { w.key("terminationMessagePath"); w.string(self.terminationMessagePath) }
+        if !self.terminationMessagePolicy.isEmpty { w.key("terminationMessagePolicy"); w.string(self.terminationMessagePolicy) }
+        if self.hasSecurityContext { w.key("securityContext"); self.securityContext.writeJSON(to: &w) }
         w.endObject()
     }
 
@@ -1132,6 +1135,119 @@ extension Container: JSONCodable {
             case "stdin": self.stdin = try JSONDecodeError.at("stdin") { try value.decodeBool() }
             case "stdinOnce": self.stdinOnce = try JSONDecodeError.at("stdinOnce") { try value.decodeBool() }
             case "tty": self.tty = try JSONDecodeError.at("tty") { try value.decodeBool() }
+            case "terminationMessagePath": self.terminationMessagePath = try JSONDecodeError.at("terminationMessagePath") { try value.decodeString() }
+            case "terminationMessagePolicy": self.terminationMessagePolicy = try JSONDecodeError.at("terminationMessagePolicy") { try value.decodeString() }
+            case "securityContext": self.securityContext = try JSONDecodeError.at("securityContext") { try SecurityContext(json: value) }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension Capabilities: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.add.isEmpty { w.key("add"); w.stringArray(self.add) }
+        if !self.drop.isEmpty { w.key("drop"); w.stringArray(self.drop) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "add": self.add = try JSONDecodeError.at("add") { try value.decodeArray { try $0.decodeString() } }
+            case "drop": self.drop = try JSONDecodeError.at("drop") { try value.decodeArray { try $0.decodeString() } }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension SeccompProfile: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.`type`.isEmpty { w.key("type"); w.string(self.`type`) }
+        if !self.localhostProfile.isEmpty { w.key("localhostProfile"); w.string(self.localhostProfile) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "type": self.`type` = try JSONDecodeError.at("type") { try value.decodeString() }
+            case "localhostProfile": self.localhostProfile = try JSONDecodeError.at("localhostProfile") { try value.decodeString() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension SecurityContext: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if self.hasPrivileged { w.key("privileged"); w.bool(self.privileged) }
+        if self.hasRunAsUser { w.key("runAsUser"); w.int(self.runAsUser) }
+        if self.hasRunAsGroup { w.key("runAsGroup"); w.int(self.runAsGroup) }
+        if self.hasRunAsNonRoot { w.key("runAsNonRoot"); w.bool(self.runAsNonRoot) }
+        if self.hasReadOnlyRootFilesystem { w.key("readOnlyRootFilesystem"); w.bool(self.readOnlyRootFilesystem) }
+        if self.hasAllowPrivilegeEscalation { w.key("allowPrivilegeEscalation"); w.bool(self.allowPrivilegeEscalation) }
+        if self.hasCapabilities { w.key("capabilities"); self.capabilities.writeJSON(to: &w) }
+        if self.hasSeccompProfile { w.key("seccompProfile"); self.seccompProfile.writeJSON(to: &w) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "privileged": self.privileged = try JSONDecodeError.at("privileged") { try value.decodeBool() }
+            case "runAsUser": self.runAsUser = try JSONDecodeError.at("runAsUser") { try value.decodeInt64() }
+            case "runAsGroup": self.runAsGroup = try JSONDecodeError.at("runAsGroup") { try value.decodeInt64() }
+            case "runAsNonRoot": self.runAsNonRoot = try JSONDecodeError.at("runAsNonRoot") { try value.decodeBool() }
+            case "readOnlyRootFilesystem": self.readOnlyRootFilesystem = try JSONDecodeError.at("readOnlyRootFilesystem") { try value.decodeBool() }
+            case "allowPrivilegeEscalation": self.allowPrivilegeEscalation = try JSONDecodeError.at("allowPrivilegeEscalation") { try value.decodeBool() }
+            case "capabilities": self.capabilities = try JSONDecodeError.at("capabilities") { try Capabilities(json: value) }
+            case "seccompProfile": self.seccompProfile = try JSONDecodeError.at("seccompProfile") { try SeccompProfile(json: value) }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension PodSecurityContext: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if self.hasRunAsUser { w.key("runAsUser"); w.int(self.runAsUser) }
+        if self.hasRunAsGroup { w.key("runAsGroup"); w.int(self.runAsGroup) }
+        if self.hasRunAsNonRoot { w.key("runAsNonRoot"); w.bool(self.runAsNonRoot) }
+        if !self.supplementalGroups.isEmpty { w.key("supplementalGroups"); w.beginArray(); for item in self.supplementalGroups { w.int(item) }; w.endArray() }
+        if self.hasFsGroup { w.key("fsGroup"); w.int(self.fsGroup) }
+        if !self.fsGroupChangePolicy.isEmpty { w.key("fsGroupChangePolicy"); w.string(self.fsGroupChangePolicy) }
+        if self.hasSeccompProfile { w.key("seccompProfile"); self.seccompProfile.writeJSON(to: &w) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "runAsUser": self.runAsUser = try JSONDecodeError.at("runAsUser") { try value.decodeInt64() }
+            case "runAsGroup": self.runAsGroup = try JSONDecodeError.at("runAsGroup") { try value.decodeInt64() }
+            case "runAsNonRoot": self.runAsNonRoot = try JSONDecodeError.at("runAsNonRoot") { try value.decodeBool() }
+            case "supplementalGroups": self.supplementalGroups = try JSONDecodeError.at("supplementalGroups") { try value.decodeArray { try $0.decodeInt64() } }
+            case "fsGroup": self.fsGroup = try JSONDecodeError.at("fsGroup") { try value.decodeInt64() }
+            case "fsGroupChangePolicy": self.fsGroupChangePolicy = try JSONDecodeError.at("fsGroupChangePolicy") { try value.decodeString() }
+            case "seccompProfile": self.seccompProfile = try JSONDecodeError.at("seccompProfile") { try SeccompProfile(json: value) }
             default: throw JSONDecodeError(.unknownField, path: [member.key])
             }
         }
@@ -1658,6 +1774,14 @@ extension PodSpec: JSONCodable {
         if !self.runtimeClassName.isEmpty { w.key("runtimeClassName"); w.string(self.runtimeClassName) }
         if self.hostNetwork { w.key("hostNetwork"); w.bool(self.hostNetwork) }
         if !self.volumes.isEmpty { w.key("volumes"); w.array(self.volumes) }
+        if !self.dnsPolicy.isEmpty { w.key("dnsPolicy"); w.string(self.dnsPolicy) }
+        if self.hasEnableServiceLinks { w.key("enableServiceLinks"); w.bool(self.enableServiceLinks) }
+        if !self.preemptionPolicy.isEmpty { w.key("preemptionPolicy"); w.string(self.preemptionPolicy) }
+        if !self.subdomain.isEmpty { w.key("subdomain"); w.string(self.subdomain) }
+        if self.hasSecurityContext { w.key("securityContext"); self.securityContext.writeJSON(to: &w) }
+        if !self.serviceAccount.isEmpty { w.key("serviceAccount"); w.string(self.serviceAccount) }
+        if !self.imagePullSecrets.isEmpty { w.key("imagePullSecrets"); w.array(self.imagePullSecrets) }
+        if self.hasAutomountServiceAccountToken { w.key("automountServiceAccountToken"); w.bool(self.automountServiceAccountToken) }
         w.endObject()
     }
 
@@ -1682,6 +1806,14 @@ extension PodSpec: JSONCodable {
             case "runtimeClassName": self.runtimeClassName = try JSONDecodeError.at("runtimeClassName") { try value.decodeString() }
             case "hostNetwork": self.hostNetwork = try JSONDecodeError.at("hostNetwork") { try value.decodeBool() }
             case "volumes": self.volumes = try JSONDecodeError.at("volumes") { try value.decodeArray { try Volume(json: $0) } }
+            case "dnsPolicy": self.dnsPolicy = try JSONDecodeError.at("dnsPolicy") { try value.decodeString() }
+            case "enableServiceLinks": self.enableServiceLinks = try JSONDecodeError.at("enableServiceLinks") { try value.decodeBool() }
+            case "preemptionPolicy": self.preemptionPolicy = try JSONDecodeError.at("preemptionPolicy") { try value.decodeString() }
+            case "subdomain": self.subdomain = try JSONDecodeError.at("subdomain") { try value.decodeString() }
+            case "securityContext": self.securityContext = try JSONDecodeError.at("securityContext") { try PodSecurityContext(json: value) }
+            case "serviceAccount": self.serviceAccount = try JSONDecodeError.at("serviceAccount") { try value.decodeString() }
+            case "imagePullSecrets": self.imagePullSecrets = try JSONDecodeError.at("imagePullSecrets") { try value.decodeArray { try LocalObjectReference(json: $0) } }
+            case "automountServiceAccountToken": self.automountServiceAccountToken = try JSONDecodeError.at("automountServiceAccountToken") { try value.decodeBool() }
             default: throw JSONDecodeError(.unknownField, path: [member.key])
             }
         }

@@ -1010,6 +1010,9 @@ extension Container: ProtoCodable {
         if s._stdin { w.bool(15, s._stdin) }
         if s._stdinOnce { w.bool(16, s._stdinOnce) }
         if s._tty { w.bool(17, s._tty) }
+        if !s._terminationMessagePath.isEmpty { w.string(18, s._terminationMessagePath) }
+        if !s._terminationMessagePolicy.isEmpty { w.string(19, s._terminationMessagePolicy) }
+        if let value = s._securityContext { w.message(20, value) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
@@ -1047,6 +1050,107 @@ extension Container: ProtoCodable {
             case 15: s._stdin = try r.bool()
             case 16: s._stdinOnce = try r.bool()
             case 17: s._tty = try r.bool()
+            case 18: s._terminationMessagePath = try r.string()
+            case 19: s._terminationMessagePolicy = try r.string()
+            case 20:
+                if s._securityContext == nil { s._securityContext = SecurityContext() }
+                try r.merge(into: &s._securityContext!)
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension Capabilities: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        for item in self.add { w.string(1, item) }
+        for item in self.drop { w.string(2, item) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.add.append(try r.string())
+            case 2: self.drop.append(try r.string())
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension SeccompProfile: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.`type`.isEmpty { w.string(1, self.`type`) }
+        if !self.localhostProfile.isEmpty { w.string(2, self.localhostProfile) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.`type` = try r.string()
+            case 2: self.localhostProfile = try r.string()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension SecurityContext: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if let value = self._privileged { w.bool(1, value) }
+        if let value = self._runAsUser { w.int64(2, value) }
+        if let value = self._runAsGroup { w.int64(3, value) }
+        if let value = self._runAsNonRoot { w.bool(4, value) }
+        if let value = self._readOnlyRootFilesystem { w.bool(5, value) }
+        if let value = self._allowPrivilegeEscalation { w.bool(6, value) }
+        if let value = self._capabilities { w.message(7, value) }
+        if let value = self._seccompProfile { w.message(8, value) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.privileged = try r.bool()
+            case 2: self.runAsUser = try r.int64()
+            case 3: self.runAsGroup = try r.int64()
+            case 4: self.runAsNonRoot = try r.bool()
+            case 5: self.readOnlyRootFilesystem = try r.bool()
+            case 6: self.allowPrivilegeEscalation = try r.bool()
+            case 7:
+                if self._capabilities == nil { self._capabilities = Capabilities() }
+                try r.merge(into: &self._capabilities!)
+            case 8:
+                if self._seccompProfile == nil { self._seccompProfile = SeccompProfile() }
+                try r.merge(into: &self._seccompProfile!)
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension PodSecurityContext: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if let value = self._runAsUser { w.int64(1, value) }
+        if let value = self._runAsGroup { w.int64(2, value) }
+        if let value = self._runAsNonRoot { w.bool(3, value) }
+        for item in self.supplementalGroups { w.int64(4, item) }
+        if let value = self._fsGroup { w.int64(5, value) }
+        if !self.fsGroupChangePolicy.isEmpty { w.string(6, self.fsGroupChangePolicy) }
+        if let value = self._seccompProfile { w.message(7, value) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.runAsUser = try r.int64()
+            case 2: self.runAsGroup = try r.int64()
+            case 3: self.runAsNonRoot = try r.bool()
+            case 4: self.supplementalGroups += try r.int64s()
+            case 5: self.fsGroup = try r.int64()
+            case 6: self.fsGroupChangePolicy = try r.string()
+            case 7:
+                if self._seccompProfile == nil { self._seccompProfile = SeccompProfile() }
+                try r.merge(into: &self._seccompProfile!)
             default: try r.skip()
             }
         }
@@ -1488,46 +1592,72 @@ extension Affinity: ProtoCodable {
 
 extension PodSpec: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
-        for item in self.containers { w.message(1, item) }
-        if !self.restartPolicy.isEmpty { w.string(2, self.restartPolicy) }
-        if let value = self._terminationGracePeriodSeconds { w.int64(3, value) }
-        if let value = self._activeDeadlineSeconds { w.int64(4, value) }
-        for (key, value) in self.nodeSelector { w.mapEntry(5, key, value) }
-        if !self.serviceAccountName.isEmpty { w.string(6, self.serviceAccountName) }
-        if !self.nodeName.isEmpty { w.string(7, self.nodeName) }
-        if !self.hostname.isEmpty { w.string(8, self.hostname) }
-        if let value = self._affinity { w.message(9, value) }
-        if !self.schedulerName.isEmpty { w.string(10, self.schedulerName) }
-        for item in self.tolerations { w.message(11, item) }
-        if let value = self._priority { w.int32(12, value) }
-        if !self.runtimeClassName.isEmpty { w.string(13, self.runtimeClassName) }
-        if self.hostNetwork { w.bool(14, self.hostNetwork) }
-        for item in self.volumes { w.message(15, item) }
+        let s = self._storage
+        for item in s._containers { w.message(1, item) }
+        if !s._restartPolicy.isEmpty { w.string(2, s._restartPolicy) }
+        if let value = s._terminationGracePeriodSeconds { w.int64(3, value) }
+        if let value = s._activeDeadlineSeconds { w.int64(4, value) }
+        for (key, value) in s._nodeSelector { w.mapEntry(5, key, value) }
+        if !s._serviceAccountName.isEmpty { w.string(6, s._serviceAccountName) }
+        if !s._nodeName.isEmpty { w.string(7, s._nodeName) }
+        if !s._hostname.isEmpty { w.string(8, s._hostname) }
+        if let value = s._affinity { w.message(9, value) }
+        if !s._schedulerName.isEmpty { w.string(10, s._schedulerName) }
+        for item in s._tolerations { w.message(11, item) }
+        if let value = s._priority { w.int32(12, value) }
+        if !s._runtimeClassName.isEmpty { w.string(13, s._runtimeClassName) }
+        if s._hostNetwork { w.bool(14, s._hostNetwork) }
+        for item in s._volumes { w.message(15, item) }
+        if !s._dnsPolicy.isEmpty { w.string(16, s._dnsPolicy) }
+        if let value = s._enableServiceLinks { w.bool(17, value) }
+        if !s._preemptionPolicy.isEmpty { w.string(18, s._preemptionPolicy) }
+        if !s._subdomain.isEmpty { w.string(19, s._subdomain) }
+        if let value = s._securityContext { w.message(20, value) }
+        if !s._serviceAccount.isEmpty { w.string(21, s._serviceAccount) }
+        for item in s._imagePullSecrets { w.message(22, item) }
+        if let value = s._automountServiceAccountToken { w.bool(23, value) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
+        let s: _StorageClass
+        if self._storage === _StorageClass.defaultInstance {
+            s = _StorageClass()
+            self._storage = s
+        } else {
+            s = self._uniqueStorage()
+        }
         while let field = try r.nextField() {
             switch field {
-            case 1: self.containers.append(try r.message(Container.self))
-            case 2: self.restartPolicy = try r.string()
-            case 3: self.terminationGracePeriodSeconds = try r.int64()
-            case 4: self.activeDeadlineSeconds = try r.int64()
+            case 1: s._containers.append(try r.message(Container.self))
+            case 2: s._restartPolicy = try r.string()
+            case 3: s._terminationGracePeriodSeconds = try r.int64()
+            case 4: s._activeDeadlineSeconds = try r.int64()
             case 5:
                 let (key, value) = try r.mapEntry()
-                if self.nodeSelector.isEmpty { self.nodeSelector = Dictionary(minimumCapacity: 4) }
-                self.nodeSelector[key] = value
-            case 6: self.serviceAccountName = try r.string()
-            case 7: self.nodeName = try r.string()
-            case 8: self.hostname = try r.string()
+                if s._nodeSelector.isEmpty { s._nodeSelector = Dictionary(minimumCapacity: 4) }
+                s._nodeSelector[key] = value
+            case 6: s._serviceAccountName = try r.string()
+            case 7: s._nodeName = try r.string()
+            case 8: s._hostname = try r.string()
             case 9:
-                if self._affinity == nil { self._affinity = Affinity() }
-                try r.merge(into: &self._affinity!)
-            case 10: self.schedulerName = try r.string()
-            case 11: self.tolerations.append(try r.message(Toleration.self))
-            case 12: self.priority = try r.int32()
-            case 13: self.runtimeClassName = try r.string()
-            case 14: self.hostNetwork = try r.bool()
-            case 15: self.volumes.append(try r.message(Volume.self))
+                if s._affinity == nil { s._affinity = Affinity() }
+                try r.merge(into: &s._affinity!)
+            case 10: s._schedulerName = try r.string()
+            case 11: s._tolerations.append(try r.message(Toleration.self))
+            case 12: s._priority = try r.int32()
+            case 13: s._runtimeClassName = try r.string()
+            case 14: s._hostNetwork = try r.bool()
+            case 15: s._volumes.append(try r.message(Volume.self))
+            case 16: s._dnsPolicy = try r.string()
+            case 17: s._enableServiceLinks = try r.bool()
+            case 18: s._preemptionPolicy = try r.string()
+            case 19: s._subdomain = try r.string()
+            case 20:
+                if s._securityContext == nil { s._securityContext = PodSecurityContext() }
+                try r.merge(into: &s._securityContext!)
+            case 21: s._serviceAccount = try r.string()
+            case 22: s._imagePullSecrets.append(try r.message(LocalObjectReference.self))
+            case 23: s._automountServiceAccountToken = try r.bool()
             default: try r.skip()
             }
         }

@@ -739,11 +739,241 @@ public nonisolated struct Container: @unchecked Sendable {
     set {_uniqueStorage()._tty = newValue}
   }
 
+  /// Where the container may write a message about its end. Kept as given; Default /dev/termination-log.
+  public var terminationMessagePath: String {
+    get {_storage._terminationMessagePath}
+    set {_uniqueStorage()._terminationMessagePath = newValue}
+  }
+
+  /// File or FallbackToLogsOnError. Kept as given; Default File.
+  public var terminationMessagePolicy: String {
+    get {_storage._terminationMessagePolicy}
+    set {_uniqueStorage()._terminationMessagePolicy = newValue}
+  }
+
+  /// The user, group, privileges and filesystem the container runs with (over the pod's). A runtime
+  /// that cannot give what it asks refuses to start the container, saying which.
+  public var securityContext: SecurityContext {
+    get {_storage._securityContext ?? SecurityContext()}
+    set {_uniqueStorage()._securityContext = newValue}
+  }
+  /// Returns true if `securityContext` has been explicitly set.
+  public var hasSecurityContext: Bool {_storage._securityContext != nil}
+  /// Clears the value of `securityContext`. Subsequent reads from it will return its default value.
+  public mutating func clearSecurityContext() {_uniqueStorage()._securityContext = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   var _storage = _StorageClass.defaultInstance
+}
+
+/// Capabilities added to and dropped from a container's default set (names like NET_ADMIN).
+public nonisolated struct Capabilities: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Capabilities to add.
+  public var add: [String] = []
+
+  /// Capabilities to drop.
+  public var drop: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A seccomp profile: RuntimeDefault, Unconfined or Localhost (with its path).
+public nonisolated struct SeccompProfile: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// RuntimeDefault, Unconfined or Localhost.
+  public var type: String = String()
+
+  /// The profile's path under the node's seccomp directory (Localhost only).
+  public var localhostProfile: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// What a container runs as and may do.
+public nonisolated struct SecurityContext: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Run privileged (as root on the host, with every device). Default false.
+  public var privileged: Bool {
+    get {_privileged ?? false}
+    set {_privileged = newValue}
+  }
+  /// Returns true if `privileged` has been explicitly set.
+  public var hasPrivileged: Bool {self._privileged != nil}
+  /// Clears the value of `privileged`. Subsequent reads from it will return its default value.
+  public mutating func clearPrivileged() {self._privileged = nil}
+
+  /// The user id the container's process runs as. Default: the image's user.
+  public var runAsUser: Int64 {
+    get {_runAsUser ?? 0}
+    set {_runAsUser = newValue}
+  }
+  /// Returns true if `runAsUser` has been explicitly set.
+  public var hasRunAsUser: Bool {self._runAsUser != nil}
+  /// Clears the value of `runAsUser`. Subsequent reads from it will return its default value.
+  public mutating func clearRunAsUser() {self._runAsUser = nil}
+
+  /// The group id the container's process runs as. Default: the image's.
+  public var runAsGroup: Int64 {
+    get {_runAsGroup ?? 0}
+    set {_runAsGroup = newValue}
+  }
+  /// Returns true if `runAsGroup` has been explicitly set.
+  public var hasRunAsGroup: Bool {self._runAsGroup != nil}
+  /// Clears the value of `runAsGroup`. Subsequent reads from it will return its default value.
+  public mutating func clearRunAsGroup() {self._runAsGroup = nil}
+
+  /// The container must not run as user 0: it is not started if it would.
+  public var runAsNonRoot: Bool {
+    get {_runAsNonRoot ?? false}
+    set {_runAsNonRoot = newValue}
+  }
+  /// Returns true if `runAsNonRoot` has been explicitly set.
+  public var hasRunAsNonRoot: Bool {self._runAsNonRoot != nil}
+  /// Clears the value of `runAsNonRoot`. Subsequent reads from it will return its default value.
+  public mutating func clearRunAsNonRoot() {self._runAsNonRoot = nil}
+
+  /// The container's root filesystem is read-only. Default false.
+  public var readOnlyRootFilesystem: Bool {
+    get {_readOnlyRootFilesystem ?? false}
+    set {_readOnlyRootFilesystem = newValue}
+  }
+  /// Returns true if `readOnlyRootFilesystem` has been explicitly set.
+  public var hasReadOnlyRootFilesystem: Bool {self._readOnlyRootFilesystem != nil}
+  /// Clears the value of `readOnlyRootFilesystem`. Subsequent reads from it will return its default value.
+  public mutating func clearReadOnlyRootFilesystem() {self._readOnlyRootFilesystem = nil}
+
+  /// A process may gain more privileges than its parent (no_new_privs when false).
+  public var allowPrivilegeEscalation: Bool {
+    get {_allowPrivilegeEscalation ?? false}
+    set {_allowPrivilegeEscalation = newValue}
+  }
+  /// Returns true if `allowPrivilegeEscalation` has been explicitly set.
+  public var hasAllowPrivilegeEscalation: Bool {self._allowPrivilegeEscalation != nil}
+  /// Clears the value of `allowPrivilegeEscalation`. Subsequent reads from it will return its default value.
+  public mutating func clearAllowPrivilegeEscalation() {self._allowPrivilegeEscalation = nil}
+
+  /// Capabilities added and dropped.
+  public var capabilities: Capabilities {
+    get {_capabilities ?? Capabilities()}
+    set {_capabilities = newValue}
+  }
+  /// Returns true if `capabilities` has been explicitly set.
+  public var hasCapabilities: Bool {self._capabilities != nil}
+  /// Clears the value of `capabilities`. Subsequent reads from it will return its default value.
+  public mutating func clearCapabilities() {self._capabilities = nil}
+
+  /// The seccomp profile.
+  public var seccompProfile: SeccompProfile {
+    get {_seccompProfile ?? SeccompProfile()}
+    set {_seccompProfile = newValue}
+  }
+  /// Returns true if `seccompProfile` has been explicitly set.
+  public var hasSeccompProfile: Bool {self._seccompProfile != nil}
+  /// Clears the value of `seccompProfile`. Subsequent reads from it will return its default value.
+  public mutating func clearSeccompProfile() {self._seccompProfile = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  var _privileged: Bool? = nil
+  var _runAsUser: Int64? = nil
+  var _runAsGroup: Int64? = nil
+  var _runAsNonRoot: Bool? = nil
+  var _readOnlyRootFilesystem: Bool? = nil
+  var _allowPrivilegeEscalation: Bool? = nil
+  var _capabilities: Capabilities? = nil
+  var _seccompProfile: SeccompProfile? = nil
+}
+
+/// What every container of a pod runs as, unless the container says otherwise.
+public nonisolated struct PodSecurityContext: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The user id the containers run as.
+  public var runAsUser: Int64 {
+    get {_runAsUser ?? 0}
+    set {_runAsUser = newValue}
+  }
+  /// Returns true if `runAsUser` has been explicitly set.
+  public var hasRunAsUser: Bool {self._runAsUser != nil}
+  /// Clears the value of `runAsUser`. Subsequent reads from it will return its default value.
+  public mutating func clearRunAsUser() {self._runAsUser = nil}
+
+  /// The group id the containers run as.
+  public var runAsGroup: Int64 {
+    get {_runAsGroup ?? 0}
+    set {_runAsGroup = newValue}
+  }
+  /// Returns true if `runAsGroup` has been explicitly set.
+  public var hasRunAsGroup: Bool {self._runAsGroup != nil}
+  /// Clears the value of `runAsGroup`. Subsequent reads from it will return its default value.
+  public mutating func clearRunAsGroup() {self._runAsGroup = nil}
+
+  /// The containers must not run as user 0.
+  public var runAsNonRoot: Bool {
+    get {_runAsNonRoot ?? false}
+    set {_runAsNonRoot = newValue}
+  }
+  /// Returns true if `runAsNonRoot` has been explicitly set.
+  public var hasRunAsNonRoot: Bool {self._runAsNonRoot != nil}
+  /// Clears the value of `runAsNonRoot`. Subsequent reads from it will return its default value.
+  public mutating func clearRunAsNonRoot() {self._runAsNonRoot = nil}
+
+  /// Groups the containers' processes belong to besides their own.
+  public var supplementalGroups: [Int64] = []
+
+  /// The group owning the pod's volumes.
+  public var fsGroup: Int64 {
+    get {_fsGroup ?? 0}
+    set {_fsGroup = newValue}
+  }
+  /// Returns true if `fsGroup` has been explicitly set.
+  public var hasFsGroup: Bool {self._fsGroup != nil}
+  /// Clears the value of `fsGroup`. Subsequent reads from it will return its default value.
+  public mutating func clearFsGroup() {self._fsGroup = nil}
+
+  /// OnRootMismatch or Always.
+  public var fsGroupChangePolicy: String = String()
+
+  /// The seccomp profile.
+  public var seccompProfile: SeccompProfile {
+    get {_seccompProfile ?? SeccompProfile()}
+    set {_seccompProfile = newValue}
+  }
+  /// Returns true if `seccompProfile` has been explicitly set.
+  public var hasSeccompProfile: Bool {self._seccompProfile != nil}
+  /// Clears the value of `seccompProfile`. Subsequent reads from it will return its default value.
+  public mutating func clearSeccompProfile() {self._seccompProfile = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  var _runAsUser: Int64? = nil
+  var _runAsGroup: Int64? = nil
+  var _runAsNonRoot: Bool? = nil
+  var _fsGroup: Int64? = nil
+  var _seccompProfile: SeccompProfile? = nil
 }
 
 /// A volume of the pod, mounted at a path of the container.
@@ -1393,92 +1623,182 @@ public nonisolated struct Affinity: Sendable {
 }
 
 /// What a pod should run and how: its containers, restart policy, placement constraints and identity.
-public nonisolated struct PodSpec: Sendable {
+public nonisolated struct PodSpec: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// The containers of the pod. At least one. Cannot be added or removed after creation.
-  public var containers: [Container] = []
+  public var containers: [Container] {
+    get {_storage._containers}
+    set {_uniqueStorage()._containers = newValue}
+  }
 
   /// When containers are restarted: Always (default), OnFailure or Never.
-  public var restartPolicy: String = String()
+  public var restartPolicy: String {
+    get {_storage._restartPolicy}
+    set {_uniqueStorage()._restartPolicy = newValue}
+  }
 
   /// Seconds a container gets to exit after SIGTERM before SIGKILL. Default 30.
   public var terminationGracePeriodSeconds: Int64 {
-    get {_terminationGracePeriodSeconds ?? 0}
-    set {_terminationGracePeriodSeconds = newValue}
+    get {_storage._terminationGracePeriodSeconds ?? 0}
+    set {_uniqueStorage()._terminationGracePeriodSeconds = newValue}
   }
   /// Returns true if `terminationGracePeriodSeconds` has been explicitly set.
-  public var hasTerminationGracePeriodSeconds: Bool {self._terminationGracePeriodSeconds != nil}
+  public var hasTerminationGracePeriodSeconds: Bool {_storage._terminationGracePeriodSeconds != nil}
   /// Clears the value of `terminationGracePeriodSeconds`. Subsequent reads from it will return its default value.
-  public mutating func clearTerminationGracePeriodSeconds() {self._terminationGracePeriodSeconds = nil}
+  public mutating func clearTerminationGracePeriodSeconds() {_uniqueStorage()._terminationGracePeriodSeconds = nil}
 
   /// Seconds the pod may run, from its start, before it is stopped and marked Failed.
   public var activeDeadlineSeconds: Int64 {
-    get {_activeDeadlineSeconds ?? 0}
-    set {_activeDeadlineSeconds = newValue}
+    get {_storage._activeDeadlineSeconds ?? 0}
+    set {_uniqueStorage()._activeDeadlineSeconds = newValue}
   }
   /// Returns true if `activeDeadlineSeconds` has been explicitly set.
-  public var hasActiveDeadlineSeconds: Bool {self._activeDeadlineSeconds != nil}
+  public var hasActiveDeadlineSeconds: Bool {_storage._activeDeadlineSeconds != nil}
   /// Clears the value of `activeDeadlineSeconds`. Subsequent reads from it will return its default value.
-  public mutating func clearActiveDeadlineSeconds() {self._activeDeadlineSeconds = nil}
+  public mutating func clearActiveDeadlineSeconds() {_uniqueStorage()._activeDeadlineSeconds = nil}
 
   /// Labels a node must have for the pod to be placed on it.
-  public var nodeSelector: Dictionary<String,String> = [:]
+  public var nodeSelector: Dictionary<String,String> {
+    get {_storage._nodeSelector}
+    set {_uniqueStorage()._nodeSelector = newValue}
+  }
 
   /// The ServiceAccount the pod runs as. Defaults to default.
-  public var serviceAccountName: String = String()
+  public var serviceAccountName: String {
+    get {_storage._serviceAccountName}
+    set {_uniqueStorage()._serviceAccountName = newValue}
+  }
 
   /// The node the pod runs on. Set by the scheduler (or by the user to bypass it).
-  public var nodeName: String = String()
+  public var nodeName: String {
+    get {_storage._nodeName}
+    set {_uniqueStorage()._nodeName = newValue}
+  }
 
   /// The pod's host name. Defaults to the pod's name.
-  public var hostname: String = String()
+  public var hostname: String {
+    get {_storage._hostname}
+    set {_uniqueStorage()._hostname = newValue}
+  }
 
   /// Further scheduling constraints.
   public var affinity: Affinity {
-    get {_affinity ?? Affinity()}
-    set {_affinity = newValue}
+    get {_storage._affinity ?? Affinity()}
+    set {_uniqueStorage()._affinity = newValue}
   }
   /// Returns true if `affinity` has been explicitly set.
-  public var hasAffinity: Bool {self._affinity != nil}
+  public var hasAffinity: Bool {_storage._affinity != nil}
   /// Clears the value of `affinity`. Subsequent reads from it will return its default value.
-  public mutating func clearAffinity() {self._affinity = nil}
+  public mutating func clearAffinity() {_uniqueStorage()._affinity = nil}
 
   /// The scheduler that places the pod. Default default-scheduler.
-  public var schedulerName: String = String()
+  public var schedulerName: String {
+    get {_storage._schedulerName}
+    set {_uniqueStorage()._schedulerName = newValue}
+  }
 
   /// Taints the pod tolerates.
-  public var tolerations: [Toleration] = []
+  public var tolerations: [Toleration] {
+    get {_storage._tolerations}
+    set {_uniqueStorage()._tolerations = newValue}
+  }
 
   /// The pod's priority, from its priority class.
   public var priority: Int32 {
-    get {_priority ?? 0}
-    set {_priority = newValue}
+    get {_storage._priority ?? 0}
+    set {_uniqueStorage()._priority = newValue}
   }
   /// Returns true if `priority` has been explicitly set.
-  public var hasPriority: Bool {self._priority != nil}
+  public var hasPriority: Bool {_storage._priority != nil}
   /// Clears the value of `priority`. Subsequent reads from it will return its default value.
-  public mutating func clearPriority() {self._priority = nil}
+  public mutating func clearPriority() {_uniqueStorage()._priority = nil}
 
   /// The runtime class to run the pod with.
-  public var runtimeClassName: String = String()
+  public var runtimeClassName: String {
+    get {_storage._runtimeClassName}
+    set {_uniqueStorage()._runtimeClassName = newValue}
+  }
 
   /// The pod uses the node's network namespace (its address is the node's). Default false.
-  public var hostNetwork: Bool = false
+  public var hostNetwork: Bool {
+    get {_storage._hostNetwork}
+    set {_uniqueStorage()._hostNetwork = newValue}
+  }
 
   /// Volumes the pod's containers may mount.
-  public var volumes: [Volume] = []
+  public var volumes: [Volume] {
+    get {_storage._volumes}
+    set {_uniqueStorage()._volumes = newValue}
+  }
+
+  /// ClusterFirst, ClusterFirstWithHostNet, Default or None. Kept as given (there is no cluster DNS); Default ClusterFirst.
+  public var dnsPolicy: String {
+    get {_storage._dnsPolicy}
+    set {_uniqueStorage()._dnsPolicy = newValue}
+  }
+
+  /// Services' addresses as environment variables. Kept as given (there are no Services); Default true.
+  public var enableServiceLinks: Bool {
+    get {_storage._enableServiceLinks ?? false}
+    set {_uniqueStorage()._enableServiceLinks = newValue}
+  }
+  /// Returns true if `enableServiceLinks` has been explicitly set.
+  public var hasEnableServiceLinks: Bool {_storage._enableServiceLinks != nil}
+  /// Clears the value of `enableServiceLinks`. Subsequent reads from it will return its default value.
+  public mutating func clearEnableServiceLinks() {_uniqueStorage()._enableServiceLinks = nil}
+
+  /// PreemptLowerPriority or Never. Kept as given (nothing is preempted).
+  public var preemptionPolicy: String {
+    get {_storage._preemptionPolicy}
+    set {_uniqueStorage()._preemptionPolicy = newValue}
+  }
+
+  /// The pod's host name is HOSTNAME.SUBDOMAIN.NAMESPACE.svc. Kept as given.
+  public var subdomain: String {
+    get {_storage._subdomain}
+    set {_uniqueStorage()._subdomain = newValue}
+  }
+
+  /// What the pod's containers run as (each container's securityContext wins where it says).
+  public var securityContext: PodSecurityContext {
+    get {_storage._securityContext ?? PodSecurityContext()}
+    set {_uniqueStorage()._securityContext = newValue}
+  }
+  /// Returns true if `securityContext` has been explicitly set.
+  public var hasSecurityContext: Bool {_storage._securityContext != nil}
+  /// Clears the value of `securityContext`. Subsequent reads from it will return its default value.
+  public mutating func clearSecurityContext() {_uniqueStorage()._securityContext = nil}
+
+  /// The former name of serviceAccountName (deprecated); the same account.
+  public var serviceAccount: String {
+    get {_storage._serviceAccount}
+    set {_uniqueStorage()._serviceAccount = newValue}
+  }
+
+  /// Secrets to pull the pod's images with. Kept as given (images are pulled by the runtime).
+  public var imagePullSecrets: [LocalObjectReference] {
+    get {_storage._imagePullSecrets}
+    set {_uniqueStorage()._imagePullSecrets = newValue}
+  }
+
+  /// Whether the containers get the service account's token. Kept as given (no token is mounted into pods yet).
+  public var automountServiceAccountToken: Bool {
+    get {_storage._automountServiceAccountToken ?? false}
+    set {_uniqueStorage()._automountServiceAccountToken = newValue}
+  }
+  /// Returns true if `automountServiceAccountToken` has been explicitly set.
+  public var hasAutomountServiceAccountToken: Bool {_storage._automountServiceAccountToken != nil}
+  /// Clears the value of `automountServiceAccountToken`. Subsequent reads from it will return its default value.
+  public mutating func clearAutomountServiceAccountToken() {_uniqueStorage()._automountServiceAccountToken = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  var _terminationGracePeriodSeconds: Int64? = nil
-  var _activeDeadlineSeconds: Int64? = nil
-  var _affinity: Affinity? = nil
-  var _priority: Int32? = nil
+  var _storage = _StorageClass.defaultInstance
 }
 
 /// One aspect of a pod's state (PodScheduled, Initialized, ContainersReady, Ready) and when it last changed.
@@ -3698,7 +4018,7 @@ nonisolated extension Probe: SwiftProtobuf.Message, SwiftProtobuf._MessageImplem
 
 nonisolated extension Container: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Container"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}image\0\u{1}command\0\u{1}args\0\u{3}working_dir\0\u{1}ports\0\u{1}env\0\u{1}resources\0\u{3}liveness_probe\0\u{3}readiness_probe\0\u{3}startup_probe\0\u{3}image_pull_policy\0\u{3}env_from\0\u{3}volume_mounts\0\u{1}stdin\0\u{3}stdin_once\0\u{1}tty\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}image\0\u{1}command\0\u{1}args\0\u{3}working_dir\0\u{1}ports\0\u{1}env\0\u{1}resources\0\u{3}liveness_probe\0\u{3}readiness_probe\0\u{3}startup_probe\0\u{3}image_pull_policy\0\u{3}env_from\0\u{3}volume_mounts\0\u{1}stdin\0\u{3}stdin_once\0\u{1}tty\0\u{3}termination_message_path\0\u{3}termination_message_policy\0\u{3}security_context\0")
 
   final class _StorageClass {
     @exclusivity(unchecked) var _name: String = String()
@@ -3718,6 +4038,9 @@ nonisolated extension Container: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
     @exclusivity(unchecked) var _stdin: Bool = false
     @exclusivity(unchecked) var _stdinOnce: Bool = false
     @exclusivity(unchecked) var _tty: Bool = false
+    @exclusivity(unchecked) var _terminationMessagePath: String = String()
+    @exclusivity(unchecked) var _terminationMessagePolicy: String = String()
+    @exclusivity(unchecked) var _securityContext: SecurityContext? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -3745,6 +4068,9 @@ nonisolated extension Container: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
       _stdin = source._stdin
       _stdinOnce = source._stdinOnce
       _tty = source._tty
+      _terminationMessagePath = source._terminationMessagePath
+      _terminationMessagePolicy = source._terminationMessagePolicy
+      _securityContext = source._securityContext
     }
   }
 
@@ -3780,6 +4106,9 @@ nonisolated extension Container: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
         case 15: try { try decoder.decodeSingularBoolField(value: &_storage._stdin) }()
         case 16: try { try decoder.decodeSingularBoolField(value: &_storage._stdinOnce) }()
         case 17: try { try decoder.decodeSingularBoolField(value: &_storage._tty) }()
+        case 18: try { try decoder.decodeSingularStringField(value: &_storage._terminationMessagePath) }()
+        case 19: try { try decoder.decodeSingularStringField(value: &_storage._terminationMessagePolicy) }()
+        case 20: try { try decoder.decodeSingularMessageField(value: &_storage._securityContext) }()
         default: break
         }
       }
@@ -3843,6 +4172,15 @@ nonisolated extension Container: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
       if _storage._tty != false {
         try visitor.visitSingularBoolField(value: _storage._tty, fieldNumber: 17)
       }
+      if !_storage._terminationMessagePath.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._terminationMessagePath, fieldNumber: 18)
+      }
+      if !_storage._terminationMessagePolicy.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._terminationMessagePolicy, fieldNumber: 19)
+      }
+      try { if let v = _storage._securityContext {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 20)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -3869,10 +4207,216 @@ nonisolated extension Container: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
         if _storage._stdin != rhs_storage._stdin {return false}
         if _storage._stdinOnce != rhs_storage._stdinOnce {return false}
         if _storage._tty != rhs_storage._tty {return false}
+        if _storage._terminationMessagePath != rhs_storage._terminationMessagePath {return false}
+        if _storage._terminationMessagePolicy != rhs_storage._terminationMessagePolicy {return false}
+        if _storage._securityContext != rhs_storage._securityContext {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Capabilities: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Capabilities"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}add\0\u{1}drop\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedStringField(value: &self.add) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.drop) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.add.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.add, fieldNumber: 1)
+    }
+    if !self.drop.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.drop, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Capabilities, rhs: Capabilities) -> Bool {
+    if lhs.add != rhs.add {return false}
+    if lhs.drop != rhs.drop {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension SeccompProfile: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SeccompProfile"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}type\0\u{3}localhost_profile\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.type) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.localhostProfile) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.type.isEmpty {
+      try visitor.visitSingularStringField(value: self.type, fieldNumber: 1)
+    }
+    if !self.localhostProfile.isEmpty {
+      try visitor.visitSingularStringField(value: self.localhostProfile, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: SeccompProfile, rhs: SeccompProfile) -> Bool {
+    if lhs.type != rhs.type {return false}
+    if lhs.localhostProfile != rhs.localhostProfile {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension SecurityContext: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SecurityContext"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}privileged\0\u{3}run_as_user\0\u{3}run_as_group\0\u{3}run_as_non_root\0\u{3}read_only_root_filesystem\0\u{3}allow_privilege_escalation\0\u{1}capabilities\0\u{3}seccomp_profile\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBoolField(value: &self._privileged) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self._runAsUser) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self._runAsGroup) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self._runAsNonRoot) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self._readOnlyRootFilesystem) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self._allowPrivilegeEscalation) }()
+      case 7: try { try decoder.decodeSingularMessageField(value: &self._capabilities) }()
+      case 8: try { try decoder.decodeSingularMessageField(value: &self._seccompProfile) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._privileged {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._runAsUser {
+      try visitor.visitSingularInt64Field(value: v, fieldNumber: 2)
+    } }()
+    try { if let v = self._runAsGroup {
+      try visitor.visitSingularInt64Field(value: v, fieldNumber: 3)
+    } }()
+    try { if let v = self._runAsNonRoot {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 4)
+    } }()
+    try { if let v = self._readOnlyRootFilesystem {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 5)
+    } }()
+    try { if let v = self._allowPrivilegeEscalation {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 6)
+    } }()
+    try { if let v = self._capabilities {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    } }()
+    try { if let v = self._seccompProfile {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: SecurityContext, rhs: SecurityContext) -> Bool {
+    if lhs._privileged != rhs._privileged {return false}
+    if lhs._runAsUser != rhs._runAsUser {return false}
+    if lhs._runAsGroup != rhs._runAsGroup {return false}
+    if lhs._runAsNonRoot != rhs._runAsNonRoot {return false}
+    if lhs._readOnlyRootFilesystem != rhs._readOnlyRootFilesystem {return false}
+    if lhs._allowPrivilegeEscalation != rhs._allowPrivilegeEscalation {return false}
+    if lhs._capabilities != rhs._capabilities {return false}
+    if lhs._seccompProfile != rhs._seccompProfile {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension PodSecurityContext: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PodSecurityContext"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}run_as_user\0\u{3}run_as_group\0\u{3}run_as_non_root\0\u{3}supplemental_groups\0\u{3}fs_group\0\u{3}fs_group_change_policy\0\u{3}seccomp_profile\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt64Field(value: &self._runAsUser) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self._runAsGroup) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self._runAsNonRoot) }()
+      case 4: try { try decoder.decodeRepeatedInt64Field(value: &self.supplementalGroups) }()
+      case 5: try { try decoder.decodeSingularInt64Field(value: &self._fsGroup) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.fsGroupChangePolicy) }()
+      case 7: try { try decoder.decodeSingularMessageField(value: &self._seccompProfile) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._runAsUser {
+      try visitor.visitSingularInt64Field(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._runAsGroup {
+      try visitor.visitSingularInt64Field(value: v, fieldNumber: 2)
+    } }()
+    try { if let v = self._runAsNonRoot {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 3)
+    } }()
+    if !self.supplementalGroups.isEmpty {
+      try visitor.visitPackedInt64Field(value: self.supplementalGroups, fieldNumber: 4)
+    }
+    try { if let v = self._fsGroup {
+      try visitor.visitSingularInt64Field(value: v, fieldNumber: 5)
+    } }()
+    if !self.fsGroupChangePolicy.isEmpty {
+      try visitor.visitSingularStringField(value: self.fsGroupChangePolicy, fieldNumber: 6)
+    }
+    try { if let v = self._seccompProfile {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: PodSecurityContext, rhs: PodSecurityContext) -> Bool {
+    if lhs._runAsUser != rhs._runAsUser {return false}
+    if lhs._runAsGroup != rhs._runAsGroup {return false}
+    if lhs._runAsNonRoot != rhs._runAsNonRoot {return false}
+    if lhs.supplementalGroups != rhs.supplementalGroups {return false}
+    if lhs._fsGroup != rhs._fsGroup {return false}
+    if lhs.fsGroupChangePolicy != rhs.fsGroupChangePolicy {return false}
+    if lhs._seccompProfile != rhs._seccompProfile {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -4823,103 +5367,223 @@ nonisolated extension Affinity: SwiftProtobuf.Message, SwiftProtobuf._MessageImp
 
 nonisolated extension PodSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PodSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}containers\0\u{3}restart_policy\0\u{3}termination_grace_period_seconds\0\u{3}active_deadline_seconds\0\u{3}node_selector\0\u{3}service_account_name\0\u{3}node_name\0\u{1}hostname\0\u{1}affinity\0\u{3}scheduler_name\0\u{1}tolerations\0\u{1}priority\0\u{3}runtime_class_name\0\u{3}host_network\0\u{1}volumes\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}containers\0\u{3}restart_policy\0\u{3}termination_grace_period_seconds\0\u{3}active_deadline_seconds\0\u{3}node_selector\0\u{3}service_account_name\0\u{3}node_name\0\u{1}hostname\0\u{1}affinity\0\u{3}scheduler_name\0\u{1}tolerations\0\u{1}priority\0\u{3}runtime_class_name\0\u{3}host_network\0\u{1}volumes\0\u{3}dns_policy\0\u{3}enable_service_links\0\u{3}preemption_policy\0\u{1}subdomain\0\u{3}security_context\0\u{3}service_account\0\u{3}image_pull_secrets\0\u{3}automount_service_account_token\0")
+
+  final class _StorageClass {
+    @exclusivity(unchecked) var _containers: [Container] = []
+    @exclusivity(unchecked) var _restartPolicy: String = String()
+    @exclusivity(unchecked) var _terminationGracePeriodSeconds: Int64? = nil
+    @exclusivity(unchecked) var _activeDeadlineSeconds: Int64? = nil
+    @exclusivity(unchecked) var _nodeSelector: Dictionary<String,String> = [:]
+    @exclusivity(unchecked) var _serviceAccountName: String = String()
+    @exclusivity(unchecked) var _nodeName: String = String()
+    @exclusivity(unchecked) var _hostname: String = String()
+    @exclusivity(unchecked) var _affinity: Affinity? = nil
+    @exclusivity(unchecked) var _schedulerName: String = String()
+    @exclusivity(unchecked) var _tolerations: [Toleration] = []
+    @exclusivity(unchecked) var _priority: Int32? = nil
+    @exclusivity(unchecked) var _runtimeClassName: String = String()
+    @exclusivity(unchecked) var _hostNetwork: Bool = false
+    @exclusivity(unchecked) var _volumes: [Volume] = []
+    @exclusivity(unchecked) var _dnsPolicy: String = String()
+    @exclusivity(unchecked) var _enableServiceLinks: Bool? = nil
+    @exclusivity(unchecked) var _preemptionPolicy: String = String()
+    @exclusivity(unchecked) var _subdomain: String = String()
+    @exclusivity(unchecked) var _securityContext: PodSecurityContext? = nil
+    @exclusivity(unchecked) var _serviceAccount: String = String()
+    @exclusivity(unchecked) var _imagePullSecrets: [LocalObjectReference] = []
+    @exclusivity(unchecked) var _automountServiceAccountToken: Bool? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    init() {}
+
+    init(copying source: _StorageClass) {
+      _containers = source._containers
+      _restartPolicy = source._restartPolicy
+      _terminationGracePeriodSeconds = source._terminationGracePeriodSeconds
+      _activeDeadlineSeconds = source._activeDeadlineSeconds
+      _nodeSelector = source._nodeSelector
+      _serviceAccountName = source._serviceAccountName
+      _nodeName = source._nodeName
+      _hostname = source._hostname
+      _affinity = source._affinity
+      _schedulerName = source._schedulerName
+      _tolerations = source._tolerations
+      _priority = source._priority
+      _runtimeClassName = source._runtimeClassName
+      _hostNetwork = source._hostNetwork
+      _volumes = source._volumes
+      _dnsPolicy = source._dnsPolicy
+      _enableServiceLinks = source._enableServiceLinks
+      _preemptionPolicy = source._preemptionPolicy
+      _subdomain = source._subdomain
+      _securityContext = source._securityContext
+      _serviceAccount = source._serviceAccount
+      _imagePullSecrets = source._imagePullSecrets
+      _automountServiceAccountToken = source._automountServiceAccountToken
+    }
+  }
+
+  mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.containers) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.restartPolicy) }()
-      case 3: try { try decoder.decodeSingularInt64Field(value: &self._terminationGracePeriodSeconds) }()
-      case 4: try { try decoder.decodeSingularInt64Field(value: &self._activeDeadlineSeconds) }()
-      case 5: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.nodeSelector) }()
-      case 6: try { try decoder.decodeSingularStringField(value: &self.serviceAccountName) }()
-      case 7: try { try decoder.decodeSingularStringField(value: &self.nodeName) }()
-      case 8: try { try decoder.decodeSingularStringField(value: &self.hostname) }()
-      case 9: try { try decoder.decodeSingularMessageField(value: &self._affinity) }()
-      case 10: try { try decoder.decodeSingularStringField(value: &self.schedulerName) }()
-      case 11: try { try decoder.decodeRepeatedMessageField(value: &self.tolerations) }()
-      case 12: try { try decoder.decodeSingularInt32Field(value: &self._priority) }()
-      case 13: try { try decoder.decodeSingularStringField(value: &self.runtimeClassName) }()
-      case 14: try { try decoder.decodeSingularBoolField(value: &self.hostNetwork) }()
-      case 15: try { try decoder.decodeRepeatedMessageField(value: &self.volumes) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeRepeatedMessageField(value: &_storage._containers) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._restartPolicy) }()
+        case 3: try { try decoder.decodeSingularInt64Field(value: &_storage._terminationGracePeriodSeconds) }()
+        case 4: try { try decoder.decodeSingularInt64Field(value: &_storage._activeDeadlineSeconds) }()
+        case 5: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &_storage._nodeSelector) }()
+        case 6: try { try decoder.decodeSingularStringField(value: &_storage._serviceAccountName) }()
+        case 7: try { try decoder.decodeSingularStringField(value: &_storage._nodeName) }()
+        case 8: try { try decoder.decodeSingularStringField(value: &_storage._hostname) }()
+        case 9: try { try decoder.decodeSingularMessageField(value: &_storage._affinity) }()
+        case 10: try { try decoder.decodeSingularStringField(value: &_storage._schedulerName) }()
+        case 11: try { try decoder.decodeRepeatedMessageField(value: &_storage._tolerations) }()
+        case 12: try { try decoder.decodeSingularInt32Field(value: &_storage._priority) }()
+        case 13: try { try decoder.decodeSingularStringField(value: &_storage._runtimeClassName) }()
+        case 14: try { try decoder.decodeSingularBoolField(value: &_storage._hostNetwork) }()
+        case 15: try { try decoder.decodeRepeatedMessageField(value: &_storage._volumes) }()
+        case 16: try { try decoder.decodeSingularStringField(value: &_storage._dnsPolicy) }()
+        case 17: try { try decoder.decodeSingularBoolField(value: &_storage._enableServiceLinks) }()
+        case 18: try { try decoder.decodeSingularStringField(value: &_storage._preemptionPolicy) }()
+        case 19: try { try decoder.decodeSingularStringField(value: &_storage._subdomain) }()
+        case 20: try { try decoder.decodeSingularMessageField(value: &_storage._securityContext) }()
+        case 21: try { try decoder.decodeSingularStringField(value: &_storage._serviceAccount) }()
+        case 22: try { try decoder.decodeRepeatedMessageField(value: &_storage._imagePullSecrets) }()
+        case 23: try { try decoder.decodeSingularBoolField(value: &_storage._automountServiceAccountToken) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if !self.containers.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.containers, fieldNumber: 1)
-    }
-    if !self.restartPolicy.isEmpty {
-      try visitor.visitSingularStringField(value: self.restartPolicy, fieldNumber: 2)
-    }
-    try { if let v = self._terminationGracePeriodSeconds {
-      try visitor.visitSingularInt64Field(value: v, fieldNumber: 3)
-    } }()
-    try { if let v = self._activeDeadlineSeconds {
-      try visitor.visitSingularInt64Field(value: v, fieldNumber: 4)
-    } }()
-    if !self.nodeSelector.isEmpty {
-      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.nodeSelector, fieldNumber: 5)
-    }
-    if !self.serviceAccountName.isEmpty {
-      try visitor.visitSingularStringField(value: self.serviceAccountName, fieldNumber: 6)
-    }
-    if !self.nodeName.isEmpty {
-      try visitor.visitSingularStringField(value: self.nodeName, fieldNumber: 7)
-    }
-    if !self.hostname.isEmpty {
-      try visitor.visitSingularStringField(value: self.hostname, fieldNumber: 8)
-    }
-    try { if let v = self._affinity {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
-    } }()
-    if !self.schedulerName.isEmpty {
-      try visitor.visitSingularStringField(value: self.schedulerName, fieldNumber: 10)
-    }
-    if !self.tolerations.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.tolerations, fieldNumber: 11)
-    }
-    try { if let v = self._priority {
-      try visitor.visitSingularInt32Field(value: v, fieldNumber: 12)
-    } }()
-    if !self.runtimeClassName.isEmpty {
-      try visitor.visitSingularStringField(value: self.runtimeClassName, fieldNumber: 13)
-    }
-    if self.hostNetwork != false {
-      try visitor.visitSingularBoolField(value: self.hostNetwork, fieldNumber: 14)
-    }
-    if !self.volumes.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.volumes, fieldNumber: 15)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._containers.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._containers, fieldNumber: 1)
+      }
+      if !_storage._restartPolicy.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._restartPolicy, fieldNumber: 2)
+      }
+      try { if let v = _storage._terminationGracePeriodSeconds {
+        try visitor.visitSingularInt64Field(value: v, fieldNumber: 3)
+      } }()
+      try { if let v = _storage._activeDeadlineSeconds {
+        try visitor.visitSingularInt64Field(value: v, fieldNumber: 4)
+      } }()
+      if !_storage._nodeSelector.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: _storage._nodeSelector, fieldNumber: 5)
+      }
+      if !_storage._serviceAccountName.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._serviceAccountName, fieldNumber: 6)
+      }
+      if !_storage._nodeName.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._nodeName, fieldNumber: 7)
+      }
+      if !_storage._hostname.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._hostname, fieldNumber: 8)
+      }
+      try { if let v = _storage._affinity {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
+      } }()
+      if !_storage._schedulerName.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._schedulerName, fieldNumber: 10)
+      }
+      if !_storage._tolerations.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._tolerations, fieldNumber: 11)
+      }
+      try { if let v = _storage._priority {
+        try visitor.visitSingularInt32Field(value: v, fieldNumber: 12)
+      } }()
+      if !_storage._runtimeClassName.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._runtimeClassName, fieldNumber: 13)
+      }
+      if _storage._hostNetwork != false {
+        try visitor.visitSingularBoolField(value: _storage._hostNetwork, fieldNumber: 14)
+      }
+      if !_storage._volumes.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._volumes, fieldNumber: 15)
+      }
+      if !_storage._dnsPolicy.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._dnsPolicy, fieldNumber: 16)
+      }
+      try { if let v = _storage._enableServiceLinks {
+        try visitor.visitSingularBoolField(value: v, fieldNumber: 17)
+      } }()
+      if !_storage._preemptionPolicy.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._preemptionPolicy, fieldNumber: 18)
+      }
+      if !_storage._subdomain.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._subdomain, fieldNumber: 19)
+      }
+      try { if let v = _storage._securityContext {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 20)
+      } }()
+      if !_storage._serviceAccount.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._serviceAccount, fieldNumber: 21)
+      }
+      if !_storage._imagePullSecrets.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._imagePullSecrets, fieldNumber: 22)
+      }
+      try { if let v = _storage._automountServiceAccountToken {
+        try visitor.visitSingularBoolField(value: v, fieldNumber: 23)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: PodSpec, rhs: PodSpec) -> Bool {
-    if lhs.containers != rhs.containers {return false}
-    if lhs.restartPolicy != rhs.restartPolicy {return false}
-    if lhs._terminationGracePeriodSeconds != rhs._terminationGracePeriodSeconds {return false}
-    if lhs._activeDeadlineSeconds != rhs._activeDeadlineSeconds {return false}
-    if lhs.nodeSelector != rhs.nodeSelector {return false}
-    if lhs.serviceAccountName != rhs.serviceAccountName {return false}
-    if lhs.nodeName != rhs.nodeName {return false}
-    if lhs.hostname != rhs.hostname {return false}
-    if lhs._affinity != rhs._affinity {return false}
-    if lhs.schedulerName != rhs.schedulerName {return false}
-    if lhs.tolerations != rhs.tolerations {return false}
-    if lhs._priority != rhs._priority {return false}
-    if lhs.runtimeClassName != rhs.runtimeClassName {return false}
-    if lhs.hostNetwork != rhs.hostNetwork {return false}
-    if lhs.volumes != rhs.volumes {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._containers != rhs_storage._containers {return false}
+        if _storage._restartPolicy != rhs_storage._restartPolicy {return false}
+        if _storage._terminationGracePeriodSeconds != rhs_storage._terminationGracePeriodSeconds {return false}
+        if _storage._activeDeadlineSeconds != rhs_storage._activeDeadlineSeconds {return false}
+        if _storage._nodeSelector != rhs_storage._nodeSelector {return false}
+        if _storage._serviceAccountName != rhs_storage._serviceAccountName {return false}
+        if _storage._nodeName != rhs_storage._nodeName {return false}
+        if _storage._hostname != rhs_storage._hostname {return false}
+        if _storage._affinity != rhs_storage._affinity {return false}
+        if _storage._schedulerName != rhs_storage._schedulerName {return false}
+        if _storage._tolerations != rhs_storage._tolerations {return false}
+        if _storage._priority != rhs_storage._priority {return false}
+        if _storage._runtimeClassName != rhs_storage._runtimeClassName {return false}
+        if _storage._hostNetwork != rhs_storage._hostNetwork {return false}
+        if _storage._volumes != rhs_storage._volumes {return false}
+        if _storage._dnsPolicy != rhs_storage._dnsPolicy {return false}
+        if _storage._enableServiceLinks != rhs_storage._enableServiceLinks {return false}
+        if _storage._preemptionPolicy != rhs_storage._preemptionPolicy {return false}
+        if _storage._subdomain != rhs_storage._subdomain {return false}
+        if _storage._securityContext != rhs_storage._securityContext {return false}
+        if _storage._serviceAccount != rhs_storage._serviceAccount {return false}
+        if _storage._imagePullSecrets != rhs_storage._imagePullSecrets {return false}
+        if _storage._automountServiceAccountToken != rhs_storage._automountServiceAccountToken {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -86,6 +86,16 @@ public struct ProtoReader {
         return Int64(bitPattern: try varint())
     }
 
+    /// A repeated int64 field's values here: one (unpacked) or a packed run of them.
+    public mutating func int64s() throws -> [Int64] {
+        if wireType == 0 { return [Int64(bitPattern: try varint())] }
+        try expect(2)
+        var packed = ProtoReader(try lengthDelimited(), depthLeft: depthLeft)
+        var values: [Int64] = []
+        while packed.position < packed.buffer.count { values.append(Int64(bitPattern: try packed.varint())) }
+        return values
+    }
+
     public mutating func int32() throws -> Int32 {
         try expect(0)
         return Int32(truncatingIfNeeded: Int64(bitPattern: try varint()))

@@ -532,7 +532,26 @@ actor PodManager {
         if let cpu = container.resources.requests["cpu"], let cores = try? Quantity(parsing: cpu).value {
             launch.cpuRequestMillis = NSDecimalNumber(decimal: cores * 1000).int64Value
         }
+        launch.security = security(pod, container)
         return launch
+    }
+
+    /// The pod's securityContext with the container's over it, as the kubelet merges them; nil
+    /// when neither asks anything.
+    static func security(_ pod: Pod, _ container: Container) -> ContainerLaunch.Security? {
+        guard pod.spec.hasSecurityContext || container.hasSecurityContext else { return nil }
+        let podLevel = pod.spec.securityContext, own = container.securityContext
+        var security = ContainerLaunch.Security()
+        security.runAsUser = own.hasRunAsUser ? own.runAsUser : podLevel.hasRunAsUser ? podLevel.runAsUser : nil
+        security.runAsGroup = own.hasRunAsGroup ? own.runAsGroup : podLevel.hasRunAsGroup ? podLevel.runAsGroup : nil
+        security.runAsNonRoot = own.hasRunAsNonRoot ? own.runAsNonRoot : podLevel.runAsNonRoot
+        security.privileged = own.privileged
+        security.readOnlyRootFilesystem = own.readOnlyRootFilesystem
+        security.noNewPrivileges = own.hasAllowPrivilegeEscalation && !own.allowPrivilegeEscalation
+        security.addCapabilities = own.capabilities.add
+        security.dropCapabilities = own.capabilities.drop
+        security.supplementalGroups = podLevel.supplementalGroups
+        return security == ContainerLaunch.Security() ? nil : security
     }
 
     // MARK: - Deletion
@@ -723,6 +742,10 @@ actor PodManager {
                     cs.state.waiting.reason = "ErrImageNeverPull"
                 case "FailedCreatePodSandBox"?:
                     cs.state.waiting.reason = "ContainerCreating"
+                case let reason? where reason.hasPrefix("CreateContainer"):
+                    // No container ran: the kubelet shows the failure itself between tries (its
+                    // back-off, and CrashLoopBackOff, are for containers that ran and exited).
+                    cs.state.waiting.reason = reason
                 case let reason?:
                     cs.state.waiting.reason = backingOff ? "CrashLoopBackOff" : reason
                 case nil:

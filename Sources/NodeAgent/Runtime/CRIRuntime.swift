@@ -306,13 +306,53 @@ public final class CRIRuntime: ContainerRuntime, @unchecked Sendable {
         namespaces.pid = .container
         namespaces.ipc = .pod
         config.linux.securityContext.namespaceOptions = namespaces
+        if let security = launch.security {
+            var context = config.linux.securityContext
+            if let user = security.runAsUser { context.runAsUser.value = user }
+            if let group = security.runAsGroup { context.runAsGroup.value = group }
+            context.privileged = security.privileged
+            context.readonlyRootfs = security.readOnlyRootFilesystem
+            context.noNewPrivs = security.noNewPrivileges
+            context.capabilities.addCapabilities = security.addCapabilities
+            context.capabilities.dropCapabilities = security.dropCapabilities
+            context.supplementalGroups = security.supplementalGroups
+            config.linux.securityContext = context
+        }
         return config
+    }
+
+    /// runAsNonRoot, as the kubelet checks it before a start: the user asked for, else the
+    /// image's (no user in the image is root).
+    func checkNonRoot(_ launch: ContainerLaunch) async throws {
+        guard let security = launch.security, security.runAsNonRoot else { return }
+        let pod = "\(launch.podName)_\(launch.namespace)(\(launch.podUID))"
+        if let user = security.runAsUser {
+            guard user != 0 else {
+                throw RuntimeError("container's runAsUser breaks non-root policy (pod: \"\(pod)\", container: \(launch.container))", reason: "CreateContainerConfigError")
+            }
+            return
+        }
+        var request = Runtime_V1_ImageStatusRequest()
+        request.image.image = launch.image
+        let image = launch.image.isEmpty ? Runtime_V1_Image() : (try await connection.images.imageStatus(request, options: options)).image
+        if image.hasUid {
+            guard image.uid.value != 0 else {
+                throw RuntimeError("container has runAsNonRoot and image will run as root (pod: \"\(pod)\", container: \(launch.container))", reason: "CreateContainerConfigError")
+            }
+            return
+        }
+        if !image.username.isEmpty, image.username != "root" {
+            throw RuntimeError("container has runAsNonRoot and image has non-numeric user (\(image.username)), cannot verify user is non-root (pod: \"\(pod)\", container: \(launch.container))",
+                               reason: "CreateContainerConfigError")
+        }
+        throw RuntimeError("container has runAsNonRoot and image will run as root (pod: \"\(pod)\", container: \(launch.container))", reason: "CreateContainerConfigError")
     }
 
     public func start(_ launch: ContainerLaunch) async throws -> RuntimeContainer {
         let sandboxID = try await sandbox(for: launch)
         let sandboxConfig = self.sandboxConfig(launch)
         if !launch.image.isEmpty { _ = try await ensureImage(launch, sandbox: sandboxConfig) }
+        try await checkNonRoot(launch)
         // (name, attempt) is unique in a sandbox: the next attempt after every one the runtime
         // still has. The newest exited one stays (its log is `logs --previous`); older ones go.
         var filter = Runtime_V1_ListContainersRequest()

@@ -46,6 +46,24 @@ public struct ContainerLaunch: Sendable, Codable, Equatable {
         }
     }
 
+    /// What the container runs as and may do: the pod's securityContext with the container's over
+    /// it (nil: nothing asked). A runtime that cannot give something asked refuses the start.
+    public var security: Security?
+
+    public struct Security: Sendable, Codable, Equatable {
+        public var runAsUser: Int64?
+        public var runAsGroup: Int64?
+        public var runAsNonRoot = false
+        public var privileged = false
+        public var readOnlyRootFilesystem = false
+        /// allowPrivilegeEscalation: false (no_new_privs).
+        public var noNewPrivileges = false
+        public var addCapabilities: [String] = []
+        public var dropCapabilities: [String] = []
+        public var supplementalGroups: [Int64] = []
+        public init() {}
+    }
+
     /// A path of the node seen at a path of the container.
     public struct Mount: Sendable, Codable, Equatable {
         public enum Propagation: String, Sendable, Codable { case none = "None", hostToContainer = "HostToContainer" }

@@ -351,6 +351,22 @@ public struct ProcessRuntimeService: Runtime_V1_RuntimeService.SimpleServiceProt
 
     // MARK: Containers
 
+    /// What a container's security context asks that this runtime cannot do (nil: nothing): a
+    /// user or group other than its own, privileges, a read-only root, capabilities, no_new_privs,
+    /// extra groups.
+    static func unsupportedSecurity(_ context: Runtime_V1_LinuxContainerSecurityContext) -> String? {
+        var asked: [String] = []
+        if context.hasRunAsUser, context.runAsUser.value != Int64(getuid()) { asked.append("runAsUser \(context.runAsUser.value)") }
+        if context.hasRunAsGroup, context.runAsGroup.value != Int64(getgid()) { asked.append("runAsGroup \(context.runAsGroup.value)") }
+        if context.privileged { asked.append("privileged") }
+        if context.readonlyRootfs { asked.append("readOnlyRootFilesystem") }
+        if context.noNewPrivs { asked.append("allowPrivilegeEscalation: false") }
+        if !context.capabilities.addCapabilities.isEmpty { asked.append("capabilities.add \(context.capabilities.addCapabilities)") }
+        if !context.capabilities.dropCapabilities.isEmpty { asked.append("capabilities.drop \(context.capabilities.dropCapabilities)") }
+        if !context.supplementalGroups.isEmpty { asked.append("supplementalGroups \(context.supplementalGroups)") }
+        return asked.isEmpty ? nil : asked.joined(separator: ", ")
+    }
+
     public func createContainer(request: Runtime_V1_CreateContainerRequest, context: ServerContext) async throws -> Runtime_V1_CreateContainerResponse {
         guard let sandbox = state.lock.withLock({ $0.sandboxes[request.podSandboxID] }) else { throw Self.notFound("pod sandbox", request.podSandboxID) }
         guard sandbox.ready else { throw RPCError(code: .failedPrecondition, message: "pod sandbox \(sandbox.id) is not ready") }
@@ -370,6 +386,11 @@ public struct ProcessRuntimeService: Runtime_V1_RuntimeService.SimpleServiceProt
             // Its processes share the node's filesystem: a volume cannot appear at a path of
             // theirs without changing that path for the whole node. Refused, never ignored.
             throw RPCError(code: .invalidArgument, message: "the process runtime cannot mount volumes: container \"\(config.metadata.name)\" mounts \(config.mounts.map(\.containerPath).joined(separator: ", ")); its processes share the node's filesystem (run the pod on a node with an image runtime such as containerd, or drop its volumeMounts)")
+        }
+        if let refused = Self.unsupportedSecurity(config.linux.securityContext) {
+            // Its processes are the runtime's own, as the runtime's user with the runtime's
+            // privileges: what else a securityContext asks it cannot give. Refused, never ignored.
+            throw RPCError(code: .invalidArgument, message: "the process runtime cannot give container \"\(config.metadata.name)\" its securityContext: \(refused); its processes run as the runtime's own user and privileges (run the pod on a node with an image runtime such as containerd, or drop those fields)")
         }
         var launch = ContainerLaunch(podUID: sandbox.uid, namespace: sandbox.namespace, podName: sandbox.name, container: config.metadata.name,
                                      command: config.command, environment: Dictionary(config.envs.map { ($0.key, $0.value) }, uniquingKeysWith: { $1 }),
