@@ -599,6 +599,15 @@ extension RuntimeConformanceTests {
                                          "--image-pull-policy=IfNotPresent", "--", "sh", "-c", "cat; echo run-done"], input: "via run\n")
                 #expect(run.status == 0 && run.output.contains("via run\nrun-done\n"), "kubectl \(version) run -i --rm: \(run.status) \(run.output)")
             }
+            // exec -it from a terminal, for every kubectl: the container's terminal gets the size
+            // of kubectl's (a resize message, which may come just after the command starts; for the
+            // newest, through the agent's translation).
+            for (version, path) in Tools.kubectlRange() {
+                let script = "stty cols 90 rows 20; \(path) --kubeconfig \(kubeconfig) exec -it \(web) -- sh -c 'tty; for i in $(seq 100); do stty -a 2>/dev/null | grep -q rows && break; sleep 0.1; done; stty -a | head -1; exit 5'"
+                let terminal = try await Tools.runDetached("/usr/bin/script", ["-qec", script, "/dev/null"], timeout: 60)
+                #expect(terminal.status == 5 && terminal.output.contains("/dev/pts/") && terminal.output.contains("rows 20; columns 90;"),
+                        "kubectl \(version) exec -it: \(terminal.status) \(terminal.output)")
+            }
             if let newest = Tools.kubectlRange().last?.version {
                 let log = (try? String(contentsOfFile: "\(dir.path)/up.log", encoding: .utf8)) ?? ""
                 if newest >= "1.30" {
