@@ -165,20 +165,7 @@ struct AgentServerChannel: ServerChildChannel {
         // WebSocket protocol the agent can translate is served by the agent (see
         // `StreamTranslation`); any other goes back as a whole answer with a length, so the
         // client sees a failed upgrade at once (kubectl then falls back to SPDY).
-        let reader = ResponseHeadReader(eventLoop: upstream.eventLoop)
-        try await upstream.pipeline.addHandler(reader).get()
-        try await upstream.writeAndFlush(ByteBuffer(bytes: forwarded.serialized()))
-        let answer: ResponseHeadReader.Answer
-        do {
-            answer = try await withTaskCancellationHandler {
-                try await reader.answer.get()
-            } onCancel: {
-                upstream.close(promise: nil)
-            }
-        } catch {
-            upstream.close(promise: nil)
-            throw Refusal(code: 502, reason: "BadGateway", message: "the runtime's streaming server did not answer the upgrade: \(error)")
-        }
+        let (reader, answer) = try await askUpgrade(upstream, forwarded.serialized(), what: "the upgrade")
         guard answer.code == 101 else {
             upstream.close(promise: nil)
             if let translation = StreamTranslation(head, kind: kind) {
@@ -231,23 +218,29 @@ struct AgentServerChannel: ServerChildChannel {
         }
     }
 
-    /// Serves the client's WebSocket protocol and speaks SPDY to the runtime (`StreamTranslation`).
-    private func translate(_ translation: StreamTranslation, head: RawRequestHead, request: StreamRequest, sniffer: UpgradeSniffer, channel: any Channel) async throws {
-        let (upstream, target, authority) = try await dialRuntime(request, on: channel.eventLoop)
+    /// Sends an upgrade request to the runtime's streaming server and reads its answer (the
+    /// reader keeps every byte for whoever goes on with the connection). Closes it on failure.
+    private func askUpgrade(_ upstream: any Channel, _ request: [UInt8], what: String) async throws -> (ResponseHeadReader, ResponseHeadReader.Answer) {
         let reader = ResponseHeadReader(eventLoop: upstream.eventLoop)
-        let answer: ResponseHeadReader.Answer
         do {
             try await upstream.pipeline.addHandler(reader).get()
-            try await upstream.writeAndFlush(ByteBuffer(bytes: translation.runtimeRequest(target: target, host: authority)))
-            answer = try await withTaskCancellationHandler {
+            try await upstream.writeAndFlush(ByteBuffer(bytes: request))
+            let answer = try await withTaskCancellationHandler {
                 try await reader.answer.get()
             } onCancel: {
                 upstream.close(promise: nil)
             }
+            return (reader, answer)
         } catch {
             upstream.close(promise: nil)
-            throw Refusal(code: 502, reason: "BadGateway", message: "the runtime's streaming server did not answer a SPDY upgrade: \(error)")
+            throw Refusal(code: 502, reason: "BadGateway", message: "the runtime's streaming server did not answer \(what): \(error)")
         }
+    }
+
+    /// Serves the client's WebSocket protocol and speaks SPDY to the runtime (`StreamTranslation`).
+    private func translate(_ translation: StreamTranslation, head: RawRequestHead, request: StreamRequest, sniffer: UpgradeSniffer, channel: any Channel) async throws {
+        let (upstream, target, authority) = try await dialRuntime(request, on: channel.eventLoop)
+        let (reader, answer) = try await askUpgrade(upstream, translation.runtimeRequest(target: target, host: authority), what: "a SPDY upgrade")
         guard answer.code == 101 else {
             upstream.close(promise: nil)
             let text = answer.body.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -267,9 +260,9 @@ struct AgentServerChannel: ServerChildChannel {
             let runtime = upstream.pipeline.syncOperations
             if translation == .remoteCommand {
                 try runtime.addHandler(ByteToMessageHandler(SPDYFrameDecoder()))
-                try runtime.addHandler(TranslatedRuntimeFrames(bridge, request: request))
+                try runtime.addHandler(TranslatedRuntimeEnd<SPDYFrame>(bridge, request: request) { $0.fromRuntime(frame: $1) })
             } else {
-                try runtime.addHandler(TranslatedRuntimeBytes(bridge))
+                try runtime.addHandler(TranslatedRuntimeEnd<ByteBuffer>(bridge, request: request) { $0.fromRuntime(bytes: $1) })
             }
             // What either side sent after its head goes through the new handlers.
             sniffer.handOn()

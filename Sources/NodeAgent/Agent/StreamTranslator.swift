@@ -240,15 +240,20 @@ final class TranslatedClientEnd: ChannelInboundHandler {
     }
 }
 
-/// The runtime's end of a remote command (after the SPDY frame decoder).
-final class TranslatedRuntimeFrames: ChannelInboundHandler {
-    typealias InboundIn = SPDYFrame
+/// The runtime's end of a translation: SPDY frames (a remote command, after the frame decoder) or
+/// the connection's bytes as they are (a tunnelled port-forward).
+final class TranslatedRuntimeEnd<In>: ChannelInboundHandler {
+    typealias InboundIn = In
     let bridge: TranslatingBridge
     let request: StreamRequest
-    init(_ bridge: TranslatingBridge, request: StreamRequest) {
+    let deliver: (TranslatingBridge, In) -> Void
+
+    init(_ bridge: TranslatingBridge, request: StreamRequest, deliver: @escaping (TranslatingBridge, In) -> Void) {
         self.bridge = bridge
         self.request = request
+        self.deliver = deliver
     }
+
     func handlerAdded(context: ChannelHandlerContext) {
         do {
             try bridge.runtimeAdded(context, request: request)
@@ -257,7 +262,7 @@ final class TranslatedRuntimeFrames: ChannelInboundHandler {
             bridge.close()
         }
     }
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) { bridge.fromRuntime(frame: unwrapInboundIn(data)) }
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) { deliver(bridge, unwrapInboundIn(data)) }
     func channelReadComplete(context: ChannelHandlerContext) { bridge.runtimeReadComplete() }
     func channelWritabilityChanged(context: ChannelHandlerContext) { bridge.writabilityChanged(ofClient: false) }
     func channelInactive(context: ChannelHandlerContext) { bridge.close() }
@@ -265,17 +270,4 @@ final class TranslatedRuntimeFrames: ChannelInboundHandler {
         bridge.logger.debug("a translated stream's runtime end failed", metadata: ["error": "\(error)"])
         bridge.close()
     }
-}
-
-/// The runtime's end of a tunnelled port-forward (its bytes as they are).
-final class TranslatedRuntimeBytes: ChannelInboundHandler {
-    typealias InboundIn = ByteBuffer
-    let bridge: TranslatingBridge
-    init(_ bridge: TranslatingBridge) { self.bridge = bridge }
-    func handlerAdded(context: ChannelHandlerContext) { try? bridge.runtimeAdded(context, request: StreamRequest(kind: .portForward)) }
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) { bridge.fromRuntime(bytes: unwrapInboundIn(data)) }
-    func channelReadComplete(context: ChannelHandlerContext) { bridge.runtimeReadComplete() }
-    func channelWritabilityChanged(context: ChannelHandlerContext) { bridge.writabilityChanged(ofClient: false) }
-    func channelInactive(context: ChannelHandlerContext) { bridge.close() }
-    func errorCaught(context: ChannelHandlerContext, error: any Error) { bridge.close() }
 }
