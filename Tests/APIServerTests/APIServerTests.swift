@@ -175,7 +175,9 @@ struct APIServerTests {
         #expect(kept.metadata.labels["changed"] == nil && !kept.metadata.hasDeletionTimestamp && kept.status.phase != "Running" && kept.spec.nodeName.isEmpty)
         // kubectl sends its options in a DELETE's body (DeleteOptions): honoured, or refused.
         let uid = try await server.request("DELETE", "/api/v1/namespaces/default/pods/bound", body: #"{"preconditions":{"uid":"x"}}"#)
-        #expect(uid.code == 400 && uid.body.contains("preconditions.uid is not supported"), "\(uid.body)")
+        #expect(uid.code == 409 && uid.body.contains("Precondition failed: UID in precondition: x, UID in object meta: "), "\(uid.body)")
+        let unknown = try await server.request("DELETE", "/api/v1/namespaces/default/pods/bound", body: #"{"preconditions":{"owner":"x"}}"#)
+        #expect(unknown.code == 400 && unknown.body.contains("preconditions.owner is not supported"), "\(unknown.body)")
         let badDry = try await server.request("DELETE", "/api/v1/namespaces/default/pods/bound", body: #"{"kind":"DeleteOptions","apiVersion":"v1","dryRun":["Yes"]}"#)
         #expect(badDry.code == 400, "\(badDry.body)")
         let bodyDry = try await server.request("DELETE", "/api/v1/namespaces/default/pods/bound", body: #"{"kind":"DeleteOptions","apiVersion":"v1","dryRun":["All"],"propagationPolicy":"Background"}"#)

@@ -63,6 +63,15 @@ extension APIResponder {
     /// Where DeleteOptions' `preconditions.uid` is kept among the query's parameters.
     static let uidPrecondition = "preconditions.uid"
 
+    /// A deletion for one incarnation of a name finds another: 409, in Kubernetes' words.
+    static func checkUIDPrecondition<T: APIObject>(_ uid: String?, _ object: T) throws {
+        guard let uid, uid != object.metadata.uid else { return }
+        var error = APIError(409, "Conflict", "Precondition failed: UID in precondition: \(uid), UID in object meta: \(object.metadata.uid)")
+        error.kind = T.kindInfo.resource
+        error.name = object.metadata.name
+        throw error
+    }
+
     func deleteObject<T: APIObject>(_ type: T.Type, namespace: String, name: String, query: QueryParameters) async throws -> T {
         let dryRun = try Self.dryRun(query)
         let precondition = query["resourceVersion"].flatMap { Int64($0) }
@@ -82,12 +91,7 @@ extension APIResponder {
             if let precondition, String(precondition) != object.metadata.resourceVersion {
                 throw StoreError.modified(T.kindInfo, name)
             }
-            if let uidPrecondition, uidPrecondition != object.metadata.uid {
-                var error = APIError(409, "Conflict", "Precondition failed: UID in precondition: \(uidPrecondition), UID in object meta: \(object.metadata.uid)")
-                error.kind = T.kindInfo.resource
-                error.name = name
-                throw error
-            }
+            try Self.checkUIDPrecondition(uidPrecondition, object)
             let wasDeleting = object.metadata.hasDeletionTimestamp
             if policy == "Foreground" && !object.metadata.finalizers.contains("foregroundDeletion") { object.metadata.finalizers.append("foregroundDeletion") }
             if policy == "Orphan" && !object.metadata.finalizers.contains("orphan") { object.metadata.finalizers.append("orphan") }

@@ -74,6 +74,7 @@ extension APIResponder {
         }
         for _ in 0..<5 {
             var pod = try await store.get(Pod.self, namespace: namespace, name: name)
+            try Self.checkUIDPrecondition(query[Self.uidPrecondition], pod)
             let grace = requested ?? (pod.metadata.hasDeletionGracePeriodSeconds ? pod.metadata.deletionGracePeriodSeconds
                                                                                   : (pod.spec.hasTerminationGracePeriodSeconds ? pod.spec.terminationGracePeriodSeconds : 30))
             let terminal = pod.status.phase == "Succeeded" || pod.status.phase == "Failed"
@@ -82,7 +83,9 @@ extension APIResponder {
                     if let precondition, String(precondition) != pod.metadata.resourceVersion { throw StoreError.modified(Pod.kindInfo, name) }
                     return pod
                 }
-                return try await store.delete(Pod.self, namespace: namespace, name: name, resourceVersion: precondition)
+                // (With a uid precondition, only the incarnation just read.)
+                let asRead = query[Self.uidPrecondition] == nil ? precondition : precondition ?? Int64(pod.metadata.resourceVersion)
+                return try await store.delete(Pod.self, namespace: namespace, name: name, resourceVersion: asRead)
             }
             if pod.metadata.hasDeletionTimestamp && pod.metadata.deletionGracePeriodSeconds <= grace {
                 return pod  // already terminating, at least as soon
