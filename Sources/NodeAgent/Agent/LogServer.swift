@@ -1,5 +1,6 @@
 import API
 import Foundation
+import ServiceLifecycle
 import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS
@@ -149,7 +150,19 @@ public final class LogServer: Sendable {
             configuration: .init(address: .hostname(host, port: requestedPort), serverName: "cox-agent"),
             onServerRunning: { channel in continuation.yield(channel.localAddress?.port ?? 0) },
             logger: logger)
-        try await app.run()
+        // Cancelled (the agent starts over with renewed certificates, or stops), the server shuts
+        // down gracefully: connections in their handshake are closed, not cut (a cut logged
+        // "Waiting on child channel: CancellationError()" as an error), streams end, and after
+        // 5 s whatever is left is cancelled.
+        var configuration = ServiceGroupConfiguration(services: [app], logger: logger)
+        configuration.maximumGracefulShutdownDuration = .seconds(5)
+        let group = ServiceGroup(configuration: configuration)
+        let running = Task { try await group.run() }
+        try await withTaskCancellationHandler {
+            try await running.value
+        } onCancel: {
+            Task { await group.triggerGracefulShutdown() }
+        }
     }
 
     /// Whether the TLS peer's certificate names a member of `system:masters`.
