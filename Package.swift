@@ -106,6 +106,14 @@ let package = Package(
             .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
             .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
         ]),
+        // The part of etcd's v3 API the etcd store uses (generated from Protos/etcd by
+        // scripts/gen-protos.sh) and a connection to a member.
+        .target(name: "Etcd", dependencies: [
+            .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            .product(name: "GRPCCore", package: "grpc-swift-2"),
+            .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+            .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+        ]),
         // The node agent: registers its node, runs pods through CRI, serves logs; and the process
         // runtime as a CRI plugin.
         // The system's zlib (SPDY header blocks); a module map, no flags.
@@ -158,7 +166,7 @@ let package = Package(
         .testTarget(name: "ControllersTests", dependencies: ["Controllers", "ControllerRuntime", "Client", "API", "TestSupport", "APIServer", "PKI", "ctl",
                                                              .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "API", "Client", "ControllerRuntime", "TestSupport"]),
-        .testTarget(name: "StoreTests", dependencies: ["Store", "API", "TestSupport", "ctl", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "StoreTests", dependencies: ["Store", "API", "TestSupport", "ctl", "Etcd", "PKI", .product(name: "Logging", package: "swift-log")]),
     ],
     swiftLanguageModes: [.v6]
 )

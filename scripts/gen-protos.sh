@@ -2,6 +2,7 @@
 # Regenerates the Swift code for Protos/:
 #   Protos/cri/api.proto → Sources/CRI/Generated: CRI messages and gRPC clients/services
 #     (protoc-gen-swift and protoc-gen-grpc-swift-2 from grpc-swift-protobuf)
+#   Protos/etcd → Sources/Etcd/Generated: etcd v3 messages and gRPC clients
 # and Protos/cox → Sources/API/Generated:
 #   *.pb.swift               protobuf messages (protoc + protoc-gen-swift from swift-protobuf)
 #   JSONCodecs.generated.swift   Kubernetes-compatible JSON codecs (scripts/gen-codecs.py)
@@ -31,6 +32,15 @@ protoc -I Protos/cri --plugin=protoc-gen-swift="$plugin" --plugin=protoc-gen-grp
   --swift_out="$cri" --swift_opt=Visibility=Public \
   --grpc-swift-2_out="$cri" --grpc-swift-2_opt=Visibility=Public \
   Protos/cri/api.proto
+
+# Protos/etcd → Sources/Etcd/Generated: the part of etcd's v3 API the etcd store uses (clients only).
+etcd=Sources/Etcd/Generated
+mkdir -p "$etcd"
+rm -f "$etcd"/*.swift
+protoc -I Protos --plugin=protoc-gen-swift="$plugin" --plugin=protoc-gen-grpc-swift-2="$grpc_plugin" \
+  --swift_out="$etcd" --swift_opt=Visibility=Public --swift_opt=FileNaming=PathToUnderscores \
+  --grpc-swift-2_out="$etcd" --grpc-swift-2_opt=Visibility=Public,Server=false,FileNaming=PathToUnderscores \
+  Protos/etcd/mvccpb/kv.proto Protos/etcd/etcdserverpb/rpc.proto
 
 out=Sources/API/Generated
 rm -f "$out"/*.pb.swift "$out"/*.generated.swift

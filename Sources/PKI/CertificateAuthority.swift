@@ -19,6 +19,9 @@ public struct KeyPair: Sendable, Equatable {
 public enum CertificateUsage: Sendable {
     case server(dnsNames: [String], ipAddresses: [String])
     case client
+    /// Both: a member of a cluster that serves its peers and dials them (an etcd member's
+    /// certificate; etcd also dials itself with its serving certificate).
+    case peer(dnsNames: [String], ipAddresses: [String])
 }
 
 /// Why a certificate could not be made or read, in one sentence a person can act on.
@@ -113,8 +116,12 @@ public struct CertificateAuthority: Sendable {
             AuthorityKeyIdentifier(keyIdentifier: try certificate.extensions.subjectKeyIdentifier?.keyIdentifier)
         }
         switch usage {
-        case .server(let dnsNames, let ipAddresses):
-            try extensions.append(Certificate.Extension(ExtendedKeyUsage([.serverAuth]), critical: false))
+        case .server(let dnsNames, let ipAddresses), .peer(let dnsNames, let ipAddresses):
+            if case .peer = usage {
+                try extensions.append(Certificate.Extension(ExtendedKeyUsage([.serverAuth, .clientAuth]), critical: false))
+            } else {
+                try extensions.append(Certificate.Extension(ExtendedKeyUsage([.serverAuth]), critical: false))
+            }
             var names = dnsNames.map { GeneralName.dnsName($0) }
             for address in ipAddresses {
                 guard let bytes = Self.ipAddressBytes(address) else { throw PKIError(message: "\"\(address)\" is not an IPv4 or IPv6 address") }
