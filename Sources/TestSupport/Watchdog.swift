@@ -16,9 +16,58 @@ public struct Watchdog: TestTrait, SuiteTrait, TestScoping {
 
     public func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
         guard !test.isSuite else { return try await function() }
+        // At most `COX_TEST_PARALLEL` (12) tests run at once: two cores running fifty tests'
+        // servers, agents and kubectls at the same moment left event loops unscheduled for
+        // seconds and TLS handshakes timed out; twelve at a time took as long in all.
+        await TestSlots.shared.acquire()
+        defer { TestSlots.shared.release() }
         let key = WatchdogThread.shared.started(test.name, in: test.id.moduleName)
         defer { WatchdogThread.shared.ended(key) }
         try await function()
+    }
+}
+
+/// Turns for tests to run (see `Watchdog`): a counting semaphore that suspends, never blocks.
+final class TestSlots: Sendable {
+    static let shared = TestSlots(limit: Int(ProcessInfo.processInfo.environment["COX_TEST_PARALLEL"] ?? "") ?? 12)
+
+    struct State {
+        var free: Int
+        var waiting: [CheckedContinuation<Void, Never>] = []
+    }
+    let state: Mutex<State>
+
+    init(limit: Int) { state = Mutex(State(free: max(1, limit))) }
+
+    func acquire() async {
+        let granted = state.withLock { state -> Bool in
+            guard state.free > 0 else { return false }
+            state.free -= 1
+            return true
+        }
+        if granted { return }
+        await withCheckedContinuation { continuation in
+            let now = state.withLock { state -> Bool in
+                if state.free > 0 {
+                    state.free -= 1
+                    return true
+                }
+                state.waiting.append(continuation)
+                return false
+            }
+            if now { continuation.resume() }
+        }
+    }
+
+    func release() {
+        let next = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            if state.waiting.isEmpty {
+                state.free += 1
+                return nil
+            }
+            return state.waiting.removeFirst()  // the turn passes on
+        }
+        next?.resume()
     }
 }
 
