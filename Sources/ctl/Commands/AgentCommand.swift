@@ -206,7 +206,10 @@ enum LocalNode {
             while !Task.isCancelled {
                 do {
                     let client = try APIClient(kubeconfig: current, userAgent: "cox-agent")
-                    defer { Task { try? await client.shutdown() } }
+                    // Work the stopped agent had under way (a container's start and its events, a
+                    // status write) finishes with this client (its certificate is still good): it
+                    // is shut down a while after the agent starts over, not under that work.
+                    defer { Task { try? await Task.sleep(for: .seconds(30)); try? await client.shutdown() } }
                     let serving = try await credentials.requestServingCertificate(using: client, address: configuration.address)
                     let logServer = try LogServer(runtime: runtime, serving: serving, clientCAPEM: current.caPEM, address: configuration.address,
                                                   port: configuration.logPort, logger: logger)
