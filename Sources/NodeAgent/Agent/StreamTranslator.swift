@@ -216,12 +216,7 @@ final class TranslatingBridge {
         guard !closed else { return }
         closed = true
         runtime?.close(promise: nil)
-        guard let client else { return }
-        var data = client.channel.allocator.buffer(capacity: 2)
-        data.write(webSocketErrorCode: .normalClosure)
-        client.writeAndFlush(NIOAny(WebSocketFrame(fin: true, opcode: .connectionClose, data: data))).whenComplete { _ in
-            client.close(promise: nil)
-        }
+        if let client { ExecStreamHandler.close(client) }
     }
 }
 

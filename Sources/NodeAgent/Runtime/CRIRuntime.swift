@@ -238,7 +238,9 @@ public final class CRIRuntime: ContainerRuntime, @unchecked Sendable {
     // MARK: - Images
 
     /// Makes sure the image is there, by the pull policy: ErrImageNeverPull or ErrImagePull otherwise.
-    func ensureImage(_ launch: ContainerLaunch, sandbox: Runtime_V1_PodSandboxConfig) async throws -> String {
+    /// The image, pulled when the policy says so; with what the runtime said of it when it was
+    /// asked (nil: pulled, not asked).
+    func ensureImage(_ launch: ContainerLaunch, sandbox: Runtime_V1_PodSandboxConfig) async throws -> Runtime_V1_Image? {
         var spec = Runtime_V1_ImageSpec()
         spec.image = launch.image
         let policy = launch.imagePullPolicy.isEmpty ? ContainerLaunch.defaultPullPolicy(launch.image) : launch.imagePullPolicy
@@ -246,7 +248,7 @@ public final class CRIRuntime: ContainerRuntime, @unchecked Sendable {
             var status = Runtime_V1_ImageStatusRequest()
             status.image = spec
             let present = try await connection.images.imageStatus(status, options: options)
-            if present.hasImage { return present.image.id }
+            if present.hasImage { return present.image }
             if policy == "Never" {
                 throw RuntimeError("Container image \"\(launch.image)\" is not present with pull policy of Never", reason: "ErrImageNeverPull")
             }
@@ -255,7 +257,8 @@ public final class CRIRuntime: ContainerRuntime, @unchecked Sendable {
         pull.image = spec
         pull.sandboxConfig = sandbox
         do {
-            return try await connection.images.pullImage(pull, options: CRIConnection.options(timeout: .seconds(300))).imageRef
+            _ = try await connection.images.pullImage(pull, options: CRIConnection.options(timeout: .seconds(300)))
+            return nil
         } catch let error as RPCError {
             throw RuntimeError("failed to pull image \"\(launch.image)\": \(error.message)", reason: "ErrImagePull")
         }
@@ -323,7 +326,7 @@ public final class CRIRuntime: ContainerRuntime, @unchecked Sendable {
 
     /// runAsNonRoot, as the kubelet checks it before a start: the user asked for, else the
     /// image's (no user in the image is root).
-    func checkNonRoot(_ launch: ContainerLaunch) async throws {
+    func checkNonRoot(_ launch: ContainerLaunch, image known: Runtime_V1_Image?) async throws {
         guard let security = launch.security, security.runAsNonRoot else { return }
         let pod = "\(launch.podName)_\(launch.namespace)(\(launch.podUID))"
         if let user = security.runAsUser {
@@ -332,9 +335,16 @@ public final class CRIRuntime: ContainerRuntime, @unchecked Sendable {
             }
             return
         }
-        var request = Runtime_V1_ImageStatusRequest()
-        request.image.image = launch.image
-        let image = launch.image.isEmpty ? Runtime_V1_Image() : (try await connection.images.imageStatus(request, options: options)).image
+        let image: Runtime_V1_Image
+        if let known {
+            image = known
+        } else if launch.image.isEmpty {
+            image = Runtime_V1_Image()
+        } else {
+            var request = Runtime_V1_ImageStatusRequest()
+            request.image.image = launch.image
+            image = try await connection.images.imageStatus(request, options: options).image
+        }
         if image.hasUid {
             guard image.uid.value != 0 else {
                 throw RuntimeError("container has runAsNonRoot and image will run as root (pod: \"\(pod)\", container: \(launch.container))", reason: "CreateContainerConfigError")
@@ -351,8 +361,8 @@ public final class CRIRuntime: ContainerRuntime, @unchecked Sendable {
     public func start(_ launch: ContainerLaunch) async throws -> RuntimeContainer {
         let sandboxID = try await sandbox(for: launch)
         let sandboxConfig = self.sandboxConfig(launch)
-        if !launch.image.isEmpty { _ = try await ensureImage(launch, sandbox: sandboxConfig) }
-        try await checkNonRoot(launch)
+        let image = launch.image.isEmpty ? nil : try await ensureImage(launch, sandbox: sandboxConfig)
+        try await checkNonRoot(launch, image: image)
         // (name, attempt) is unique in a sandbox: the next attempt after every one the runtime
         // still has. The newest exited one stays (its log is `logs --previous`); older ones go.
         var filter = Runtime_V1_ListContainersRequest()
