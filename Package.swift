@@ -45,8 +45,9 @@ let package = Package(
         ]),
         // Revisioned object store: SQLite backend, revision log, watch hub, compaction.
         .target(name: "Store", dependencies: [
-            "API", "CSQLite",
+            "API", "CSQLite", "Etcd",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "GRPCCore", package: "grpc-swift-2"),
         ]),
         // Cluster PKI: CA, serving and client certificates, kubeconfig files.
         .target(name: "PKI", dependencies: [
@@ -137,7 +138,7 @@ let package = Package(
         ]),
         // The `cox` executable.
         .executableTarget(name: "ctl", dependencies: [
-            "API", "Store", "PKI", "Client", "APIServer", "ControllerRuntime", "Scheduler", "Controllers", "NodeAgent", "CRI",
+            "API", "Store", "PKI", "Client", "APIServer", "ControllerRuntime", "Scheduler", "Controllers", "NodeAgent", "CRI", "Etcd",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -145,7 +146,7 @@ let package = Package(
         // a tool that replays a corpus.
         .executableTarget(name: "Fuzz", dependencies: ["API"]),
         .target(name: "TestSupport", dependencies: [
-            "API", "Store", "ControllerRuntime", "APIServer", "Client", "PKI", "NodeAgent",
+            "API", "Store", "Etcd", "ControllerRuntime", "APIServer", "Client", "PKI", "NodeAgent",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),

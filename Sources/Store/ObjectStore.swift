@@ -112,7 +112,7 @@ public struct WatchOptions: Sendable {
 
 /// The revisioned object store. One global revision per committed write (as etcd does); every
 /// object's `resourceVersion` is the revision of its last write. Writes are acknowledged only once
-/// durable. Implementations: `SQLiteStore`.
+/// durable. Implementations: `SQLiteStore` (embedded), `EtcdStore` (an etcd cluster).
 public protocol ObjectStore: Sendable {
     /// The revision of the last committed write.
     var currentRevision: Int64 { get }
@@ -152,4 +152,14 @@ public protocol ObjectStore: Sendable {
     /// Every change after `revision`, in order, exactly once. Fails with `compacted` when that
     /// history is gone, and with `watcherTooSlow` when the consumer falls too far behind.
     func watch(from revision: Int64, options: WatchOptions) throws -> StoreWatch
+
+    /// Why the store cannot serve now (for `/readyz`), nil when it can.
+    func unreadyReason() async -> String?
+
+    /// Stops the store: ends every watch and lets go of its files or connections.
+    func close()
+}
+
+extension ObjectStore {
+    public func unreadyReason() async -> String? { nil }
 }

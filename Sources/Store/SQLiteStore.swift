@@ -385,7 +385,8 @@ public final class SQLiteStore: ObjectStore, Sendable {
         }
         let withPrevious = options.selectsByContent
         return StoreWatch(hub: hub, from: revision, options: options) { [self] after, limit in
-            try self.history(after: after, limit: limit, withPrevious: withPrevious)
+            let events = try self.history(after: after, limit: limit, withPrevious: withPrevious)
+            return (events, events.last?.revision ?? after)
         }
     }
 

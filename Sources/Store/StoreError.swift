@@ -16,6 +16,12 @@ public struct StoreError: Error, Sendable, Equatable, CustomStringConvertible {
         /// The disk or database failed; the write was not applied.
         public static let storage = Code(name: "Storage")
         public static let closed = Code(name: "Closed")
+        /// The backend cannot be reached or cannot commit (etcd without quorum): nothing was
+        /// applied that the caller was told of; retry, here or on another server.
+        public static let unavailable = Code(name: "Unavailable")
+        /// The backend did not answer within the call's deadline: a write may or may not have
+        /// been applied (read it back before retrying one that is not idempotent).
+        public static let timeout = Code(name: "Timeout")
     }
 
     public let code: Code

@@ -26,40 +26,40 @@ func expectStoreError(_ code: StoreError.Code, _ body: () async throws -> Void, 
 
 @Suite("Store: objects and revisions", .watchdog)
 struct StoreCRUDTests {
-    @Test func createSetsServerFieldsAndRevisionsAreGlobal() async throws {
-        let dir = TemporaryDirectory()
-        let store = try openStore(dir)
-        defer { store.close() }
+    @Test(arguments: Backend.allCases) func createSetsServerFieldsAndRevisionsAreGlobal(_ backend: Backend) async throws {
+        guard let tested = try await TestStore.open(backend) else { return }
+        let store = tested.store
+        defer { tested.close() }
         let a = try await store.create(TestObjects.pod("a"))
         let n = try await store.create(TestObjects.node("n1"))
         let b = try await store.create(TestObjects.pod("b", namespace: "other"))
-        #expect([a, b].map(\.metadata.resourceVersion) == ["1", "3"])
-        #expect(n.metadata.resourceVersion == "2")
+        #expect([a, b].map(\.metadata.resourceVersion) == [tested.rv(1), tested.rv(3)].map(String.init))
+        #expect(n.metadata.resourceVersion == String(tested.rv(2)))
         #expect(a.metadata.uid != b.metadata.uid)
         for uid in [a, b].map(\.metadata.uid) {
             #expect(uid.wholeMatch(of: /[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}/) != nil, "\(uid) is a v4 UUID")
         }
         #expect(a.metadata.generation == 1)
         #expect(a.metadata.creationTimestamp.seconds > 1_700_000_000)
-        #expect(store.currentRevision == 3)
+        #expect(tested.writes == 3)
         let fetched = try await store.get(Pod.self, namespace: "default", name: "a")
         #expect(fetched == a)
         await expectStoreError(.alreadyExists) { _ = try await store.create(TestObjects.pod("a")) }
         await expectStoreError(.notFound) { _ = try await store.get(Pod.self, namespace: "other", name: "a") }
-        #expect(store.currentRevision == 3, "failed writes use no revision")
+        #expect(tested.writes == 3, "failed writes use no revision")
     }
 
-    @Test func updatesArePreconditionedAndGenerationFollowsSpec() async throws {
-        let dir = TemporaryDirectory()
-        let store = try openStore(dir)
-        defer { store.close() }
+    @Test(arguments: Backend.allCases) func updatesArePreconditionedAndGenerationFollowsSpec(_ backend: Backend) async throws {
+        guard let tested = try await TestStore.open(backend) else { return }
+        let store = tested.store
+        defer { tested.close() }
         let created = try await store.create(TestObjects.pod("a"))
 
         var statusOnly = created
         statusOnly.status.phase = "Running"
         let afterStatus = try await store.update(statusOnly)
         #expect(afterStatus.metadata.generation == 1, "status changes do not bump generation")
-        #expect(afterStatus.metadata.resourceVersion == "2")
+        #expect(afterStatus.metadata.resourceVersion == String(tested.rv(2)))
 
         var stale = created
         stale.spec.containers[0].command = ["true"]
@@ -75,12 +75,12 @@ struct StoreCRUDTests {
 
         let unchanged = try await store.update(afterSpec)
         #expect(unchanged.metadata.resourceVersion == afterSpec.metadata.resourceVersion, "a no-op update writes nothing")
-        #expect(store.currentRevision == 3)
+        #expect(tested.writes == 3)
 
         var unconditional = afterSpec
         unconditional.metadata.resourceVersion = ""
         unconditional.metadata.labels["x"] = "y"
-        #expect(try await store.update(unconditional).metadata.resourceVersion == "4")
+        #expect(try await store.update(unconditional).metadata.resourceVersion == String(tested.rv(4)))
         await expectStoreError(.notFound) { _ = try await store.update(TestObjects.pod("ghost")) }
     }
 
@@ -126,10 +126,10 @@ struct StoreCRUDTests {
 
     /// A change made inside the writer reads and writes with nothing in between: 50 concurrent
     /// increments of one counter all count, without a conflict; a change that throws writes nothing.
-    @Test func changesMadeInsideTheWriterNeverConflictAndAThrowWritesNothing() async throws {
-        let dir = TemporaryDirectory()
-        let store = try openStore(dir)
-        defer { store.close() }
+    @Test(arguments: Backend.allCases) func changesMadeInsideTheWriterNeverConflictAndAThrowWritesNothing(_ backend: Backend) async throws {
+        guard let tested = try await TestStore.open(backend) else { return }
+        let store = tested.store
+        defer { tested.close() }
         let created = try await store.create(TestObjects.pod("counter", labels: ["n": "0"]))
         try await withThrowingTaskGroup(of: Void.self) { group in
             for _ in 0..<50 {
@@ -144,7 +144,7 @@ struct StoreCRUDTests {
         let counted = try await store.get(Pod.self, namespace: "default", name: "counter")
         #expect(counted.metadata.labels["n"] == "50")
         #expect(counted.metadata.uid == created.metadata.uid)
-        #expect(store.currentRevision == 51)
+        #expect(tested.writes == 51)
 
         struct Refused: Error {}
         await #expect(throws: Refused.self) {
@@ -154,21 +154,21 @@ struct StoreCRUDTests {
             }
         }
         let unchanged = try await store.update(Pod.self, namespace: "default", name: "counter") { _ in }
-        #expect(unchanged.metadata.resourceVersion == "51", "a change that changes nothing writes nothing")
-        #expect(store.currentRevision == 51)
+        #expect(unchanged.metadata.resourceVersion == String(tested.rv(51)), "a change that changes nothing writes nothing")
+        #expect(tested.writes == 51)
         #expect(try await store.get(Pod.self, namespace: "default", name: "counter").metadata.labels["n"] == "50")
         await expectStoreError(.notFound) { _ = try await store.update(Pod.self, namespace: "default", name: "ghost") { _ in } }
     }
 
-    @Test func deleteIsPreconditionedAndFinal() async throws {
-        let dir = TemporaryDirectory()
-        let store = try openStore(dir)
-        defer { store.close() }
+    @Test(arguments: Backend.allCases) func deleteIsPreconditionedAndFinal(_ backend: Backend) async throws {
+        guard let tested = try await TestStore.open(backend) else { return }
+        let store = tested.store
+        defer { tested.close() }
         let created = try await store.create(TestObjects.pod("a"))
         _ = try await store.update({ var p = created; p.metadata.labels["v"] = "2"; return p }())
-        await expectStoreError(.conflict) { _ = try await store.delete(Pod.self, namespace: "default", name: "a", resourceVersion: 1) }
-        let deleted = try await store.delete(Pod.self, namespace: "default", name: "a", resourceVersion: 2)
-        #expect(deleted.metadata.resourceVersion == "3")
+        await expectStoreError(.conflict) { _ = try await store.delete(Pod.self, namespace: "default", name: "a", resourceVersion: tested.rv(1)) }
+        let deleted = try await store.delete(Pod.self, namespace: "default", name: "a", resourceVersion: tested.rv(2))
+        #expect(deleted.metadata.resourceVersion == String(tested.rv(3)))
         #expect(deleted.metadata.labels["v"] == "2", "the deletion returns the last state")
         await expectStoreError(.notFound) { _ = try await store.get(Pod.self, namespace: "default", name: "a") }
         await expectStoreError(.notFound) { _ = try await store.delete(Pod.self, namespace: "default", name: "a", resourceVersion: nil) }
@@ -176,34 +176,33 @@ struct StoreCRUDTests {
         #expect(again.metadata.uid != created.metadata.uid, "a re-created object is a new object")
     }
 
-    @Test func oversizedObjectsAreRefusedAndChangeNothing() async throws {
-        let dir = TemporaryDirectory()
-        let store = try openStore(dir) { $0.maxObjectBytes = 64 * 1024 }
-        defer { store.close() }
+    @Test(arguments: Backend.allCases) func oversizedObjectsAreRefusedAndChangeNothing(_ backend: Backend) async throws {
+        guard let tested = try await TestStore.open(backend, StoreSettings(maxObjectBytes: 64 * 1024)) else { return }
+        let store = tested.store
+        defer { tested.close() }
         _ = try await store.create(TestObjects.pod("small"))
         var big = TestObjects.pod("big")
         big.metadata.annotations["blob"] = String(repeating: "x", count: 100 * 1024)
         await expectStoreError(.tooLarge) { _ = try await store.create(big) }
         await expectStoreError(.notFound) { _ = try await store.get(Pod.self, namespace: "default", name: "big") }
-        #expect(store.currentRevision == 1)
+        #expect(tested.writes == 1)
         await expectStoreError(.invalid) { _ = try await store.create(TestObjects.pod("")) }
         var badVersion = TestObjects.pod("small")
         badVersion.metadata.resourceVersion = "abc"
         await expectStoreError(.invalid) { _ = try await store.update(badVersion) }
     }
 
-    @Test func everythingSurvivesReopening() async throws {
-        let dir = TemporaryDirectory()
-        var store = try openStore(dir)
-        for i in 0..<10 { _ = try await store.create(TestObjects.pod("p\(i)")) }
-        _ = try await store.delete(Pod.self, namespace: "default", name: "p3", resourceVersion: nil)
-        store.close()
-        store = try openStore(dir)
-        defer { store.close() }
-        #expect(store.currentRevision == 11)
+    @Test(arguments: Backend.allCases) func everythingSurvivesReopening(_ backend: Backend) async throws {
+        guard var tested = try await TestStore.open(backend) else { return }
+        for i in 0..<10 { _ = try await tested.store.create(TestObjects.pod("p\(i)")) }
+        _ = try await tested.store.delete(Pod.self, namespace: "default", name: "p3", resourceVersion: nil)
+        tested = try await tested.reopen()
+        let store = tested.store
+        defer { tested.close() }
+        #expect(tested.writes == 11)
         let list = try await store.list(Pod.self, options: ListOptions())
         #expect(list.items.count == 9)
-        #expect(try await store.create(TestObjects.pod("p3")).metadata.resourceVersion == "12")
+        #expect(try await store.create(TestObjects.pod("p3")).metadata.resourceVersion == String(tested.rv(12)))
     }
 
     @Test func concurrentWritesAreGroupedIntoFewerCommits() async throws {

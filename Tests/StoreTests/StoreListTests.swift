@@ -6,17 +6,17 @@ import TestSupport
 
 @Suite("Store: lists", .watchdog)
 struct StoreListTests {
-    @Test func namespacesSelectorsAndOrder() async throws {
-        let dir = TemporaryDirectory()
-        let store = try openStore(dir)
-        defer { store.close() }
+    @Test(arguments: Backend.allCases) func namespacesSelectorsAndOrder(_ backend: Backend) async throws {
+        guard let tested = try await TestStore.open(backend) else { return }
+        let store = tested.store
+        defer { tested.close() }
         for (ns, name, tier) in [("b", "z", "web"), ("a", "y", "db"), ("a", "x", "web"), ("b", "w", "db")] {
             _ = try await store.create(TestObjects.pod(name, namespace: ns, labels: ["tier": tier]))
         }
         _ = try await store.create(TestObjects.node("n"))
         let all = try await store.list(Pod.self, options: ListOptions())
         #expect(all.items.map { "\($0.metadata.namespace)/\($0.metadata.name)" } == ["a/x", "a/y", "b/w", "b/z"])
-        #expect(all.revision == 5)
+        #expect(all.revision == tested.rv(5))
         #expect(all.continueToken == nil)
         #expect(try await store.list(Pod.self, options: ListOptions(namespace: "a")).items.map(\.metadata.name) == ["x", "y"])
         let web = try await store.list(Pod.self, options: ListOptions(labelSelector: try Selector(parsing: "tier=web")))
@@ -26,10 +26,10 @@ struct StoreListTests {
         #expect(try await store.list(Node.self, options: ListOptions(namespace: "a")).items.count == 1, "namespace is ignored for cluster-scoped kinds")
     }
 
-    @Test func pagesComeFromOneRevision() async throws {
-        let dir = TemporaryDirectory()
-        let store = try openStore(dir)
-        defer { store.close() }
+    @Test(arguments: Backend.allCases) func pagesComeFromOneRevision(_ backend: Backend) async throws {
+        guard let tested = try await TestStore.open(backend) else { return }
+        let store = tested.store
+        defer { tested.close() }
         for i in 0..<25 { _ = try await store.create(TestObjects.pod(String(format: "p%02d", i))) }
         var first = try await store.list(Pod.self, options: ListOptions(limit: 10))
         #expect(first.items.count == 10)
@@ -45,7 +45,7 @@ struct StoreListTests {
         var next: String? = token
         while let page = next {
             first = try await store.list(Pod.self, options: ListOptions(limit: 10, continueToken: page))
-            #expect(first.revision == 25)
+            #expect(first.revision == tested.rv(25))
             names += first.items.map(\.metadata.name)
             #expect(!first.items.contains { $0.metadata.labels["changed"] != nil }, "pages show the state at the first page's revision")
             next = first.continueToken
@@ -57,14 +57,14 @@ struct StoreListTests {
         #expect(filtered.continueToken == nil)
     }
 
-    @Test func continueTokensExpireWithCompaction() async throws {
-        let dir = TemporaryDirectory()
-        let store = try openStore(dir)
-        defer { store.close() }
+    @Test(arguments: Backend.allCases) func continueTokensExpireWithCompaction(_ backend: Backend) async throws {
+        guard let tested = try await TestStore.open(backend) else { return }
+        let store = tested.store
+        defer { tested.close() }
         for i in 0..<5 { _ = try await store.create(TestObjects.pod("p\(i)")) }
         let page = try await store.list(Pod.self, options: ListOptions(limit: 2))
         for i in 0..<3 { _ = try await store.update({ var p = TestObjects.pod("p\(i)"); p.metadata.labels["i"] = "\(i)"; return p }()) }
-        try await store.compact(to: store.currentRevision)
+        try await tested.compact(to: store.currentRevision)
         await expectStoreError(.compacted) { _ = try await store.list(Pod.self, options: ListOptions(limit: 2, continueToken: page.continueToken)) }
         await expectStoreError(.invalid) { _ = try await store.list(Pod.self, options: ListOptions(continueToken: "garbage")) }
         #expect(try await store.list(Pod.self, options: ListOptions()).items.count == 5)

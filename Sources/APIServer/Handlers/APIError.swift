@@ -66,6 +66,10 @@ public struct APIError: Error, Sendable, CustomStringConvertible {
             case .watcherTooSlow: mapped = APIError(410, "Expired", error.message)
             case .tooLarge: mapped = APIError(413, "RequestEntityTooLarge", error.message)
             case .invalid: mapped = APIError(422, "Invalid", error.message)
+            case .unavailable:
+                mapped = APIError(503, "ServiceUnavailable", error.message)
+                mapped.retryAfterSeconds = 1
+            case .timeout: mapped = APIError(504, "Timeout", error.message)
             default: mapped = APIError(500, "InternalError", error.message)
             }
         case let error as ValidationError:

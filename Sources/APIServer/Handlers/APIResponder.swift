@@ -88,10 +88,25 @@ struct APIResponder: HTTPResponder {
         return response
     }
 
+    /// `/readyz`: 200 "ok" when the store serves; else 500 with the failed check, as
+    /// kube-apiserver words it (the reason only to a caller with a cluster certificate: it names
+    /// the store's members).
+    func readiness(context: Context) async -> Response {
+        guard let reason = await store.unreadyReason() else {
+            return Response(status: .ok, headers: [.contentType: "text/plain"], body: .init(byteBuffer: ByteBuffer(string: "ok")))
+        }
+        let known = ((try? await ClientIdentity.of(channel: context.channel)) ?? nil) != nil
+        let body = "[+]ping ok\n[-]etcd failed: \(known ? reason : "reason withheld")\nreadyz check failed\n"
+        return Response(status: .internalServerError, headers: [.contentType: "text/plain"], body: .init(byteBuffer: ByteBuffer(string: body)))
+    }
+
     func answer(_ request: Request, context: Context, isStream: Bool, caller audited: Caller) async throws -> Response {
         let path = request.uri.path
-        if path == "/livez" || path == "/readyz" {
+        if path == "/livez" {
             return Response(status: .ok, headers: [.contentType: "text/plain"], body: .init(byteBuffer: ByteBuffer(string: "ok")))
+        }
+        if path == "/readyz" {
+            return await readiness(context: context)
         }
         let format = Self.responseFormat(request)
         guard inflight.enter(limit: limits.maxInflightRequests) else {

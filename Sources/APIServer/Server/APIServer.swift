@@ -52,6 +52,10 @@ public struct APIServer: Sendable {
         public var extraNames: [String] = []
         public var limits = Limits()
         public var store = SQLiteStore.Options()
+        /// Keep the state in an etcd cluster instead of the embedded store (several servers may
+        /// then serve the same cluster). The data directory still holds the PKI, the Secrets key
+        /// and the audit log.
+        public var etcd: EtcdStore.Options?
         /// Where the admin kubeconfig is written; nil for `DATA/admin.kubeconfig`.
         public var kubeconfigPath: String?
         /// The audit log (DATA/audit.log) is rotated when it would grow past this.
@@ -86,10 +90,23 @@ public struct APIServer: Sendable {
     /// `onRunning` gets the bound port and the kubeconfig path once the server accepts connections.
     public func run(onRunning: @escaping @Sendable (_ port: Int, _ kubeconfig: String) async -> Void = { _, _ in }) async throws {
         let pki = try ClusterPKI.bootstrap(dataDirectory: configuration.dataDirectory, extraNames: configuration.extraNames + [configuration.host])
-        var storeOptions = configuration.store
-        // Secrets are encrypted at rest with the data directory's key (made at the first start).
-        storeOptions.secretsKey = try SecretsKey.loadOrCreate(dataDirectory: configuration.dataDirectory)
-        let store = try SQLiteStore(directory: configuration.dataDirectory, options: storeOptions, logger: logger)
+        // Secrets are encrypted at rest with the data directory's key (made at the first start;
+        // every server of one cluster on etcd needs the same one).
+        let secretsKey = try SecretsKey.loadOrCreate(dataDirectory: configuration.dataDirectory)
+        let store: any ObjectStore
+        let compactor: @Sendable (Duration) async -> Void
+        if var etcdOptions = configuration.etcd {
+            etcdOptions.secretsKey = secretsKey
+            let etcd = try await EtcdStore(options: etcdOptions, logger: logger)
+            store = etcd
+            compactor = { window in await etcd.runCompactor(window: window, tick: Self.sweepInterval(ttl: window)) }
+        } else {
+            var storeOptions = configuration.store
+            storeOptions.secretsKey = secretsKey
+            let sqlite = try SQLiteStore(directory: configuration.dataDirectory, options: storeOptions, logger: logger)
+            store = sqlite
+            compactor = { window in await sqlite.runCompactor(window: window, tick: Self.sweepInterval(ttl: window)) }
+        }
         defer { store.close() }
 
         var tls = TLSConfiguration.makeServerConfiguration(
@@ -167,7 +184,7 @@ public struct APIServer: Sendable {
         }
         let compacting = Task { [compactionInterval = configuration.compactionInterval] in
             guard let compactionInterval else { return }
-            await store.runCompactor(window: compactionInterval, tick: Self.sweepInterval(ttl: compactionInterval))
+            await compactor(compactionInterval)
         }
         func stopBackground() async {
             let tasks = [following, cleaning, followingNamespaces, followingDefinitions, finishingDefinitions, expiring, compacting]

@@ -28,11 +28,14 @@ public final class StoreWatch: Sendable, AsyncSequence {
     let options: WatchOptions
     /// This watch's identity in the hub, for waiting and being woken alone.
     let waiterID: UInt64
-    let replay: @Sendable (_ after: Int64, _ limit: Int) throws -> [StoreEvent]
+    /// Events after a revision from the store's history (up to `limit`), and the revision they
+    /// cover up to (at least the last event's; more when history holds nothing of ours past it).
+    let replay: Replay
+    public typealias Replay = @Sendable (_ after: Int64, _ limit: Int) async throws -> (events: [StoreEvent], through: Int64)
     private let state: Mutex<State>
 
     init(hub: WatchHub, from revision: Int64, options: WatchOptions,
-         replay: @escaping @Sendable (_ after: Int64, _ limit: Int) throws -> [StoreEvent]) {
+         replay: @escaping Replay) {
         self.hub = hub
         self.options = options
         self.replay = replay
@@ -115,14 +118,16 @@ public final class StoreWatch: Sendable, AsyncSequence {
                     finish()
                     throw StoreError(.watcherTooSlow, "watch fell more than \(hub.capacity) events behind; resume from revision \(cursor)", revision: cursor)
                 }
+                let replayed: (events: [StoreEvent], through: Int64)
                 do {
-                    events = try replay(cursor, Self.replayBatch)
+                    replayed = try await replay(cursor, Self.replayBatch)
                 } catch {
                     finish()
                     throw error
                 }
-                if events.isEmpty { continue }
-                through = events.last!.revision
+                if replayed.through <= cursor { continue }
+                events = replayed.events
+                through = replayed.through
             }
             state.withLock { $0.cursor = through }
             let matching = events.compactMap(options.view)

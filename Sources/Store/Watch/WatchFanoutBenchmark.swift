@@ -62,7 +62,7 @@ public enum WatchFanoutBenchmark {
         let start = DispatchTime.now().uptimeNanoseconds
         let lags = await withTaskGroup(of: [UInt64].self) { group in
             for _ in 0..<watchers {
-                let watch = StoreWatch(hub: hub, from: 0, options: WatchOptions()) { _, _ in [] }
+                let watch = StoreWatch(hub: hub, from: 0, options: WatchOptions()) { _, _ in ([], 0) }
                 group.addTask {
                     var samples: [UInt64] = []
                     samples.reserveCapacity(events / lagSampleEvery + 1)

@@ -9,10 +9,16 @@ import Synchronization
 /// slow watcher never slows a writer. A watcher whose cursor the ring has overwritten has fallen
 /// too far behind: it is ended with `watcherTooSlow` and resumes from its last revision.
 ///
-/// Revisions are gap-free, so the event with revision r sits in slot r % capacity:
+/// The event with revision r sits in slot r % capacity; the ring spans the `capacity` revisions up
+/// to the head:
 ///
 ///     capacity 4, head 9:   slot0=r8  slot1=r9  slot2=r6  slot3=r7     oldest = 6
 ///     read(after: 6) -> [r7, r8, r9];  read(after: 4) -> .behind (r5 is gone)
+///
+/// SQLite's revisions are gap-free. etcd's are not (its revision counts writes under every prefix,
+/// and other clients may share the cluster): a slot whose revision had no event of ours is empty,
+/// and a reader is behind only when an event it has not read was overwritten (`evictedThrough`),
+/// not merely when the ring has moved past its cursor.
 ///
 /// Pod events are also indexed by `spec.nodeName`, as Kubernetes' watch cache does: a watch of
 /// one node's pods (every node agent keeps one) is woken only by that node's pods and reads only
@@ -37,6 +43,12 @@ final class WatchHub: Sendable {
         /// Revision of the newest published event (0 before any).
         var head: Int64
         var count: Int
+        /// The newest revision whose event is no longer in the ring (or, at the start, the head the
+        /// hub began at: nothing before it was ever held). A reader after it misses nothing.
+        var evictedThrough: Int64
+        /// The newest revision of events never indexed by node (before the hub began, or
+        /// discarded): a node's reader not past it may have missed its pods' events.
+        var unindexedThrough: Int64
         /// Waiting watchers of everything, and of one node's pods.
         var waiters: [UInt64: Waiter] = [:]
         var nodeWaiters: [String: [UInt64: Waiter]] = [:]
@@ -75,7 +87,7 @@ final class WatchHub: Sendable {
         self.capacity = capacity
         let (seconds, attoseconds) = minWakeInterval.components
         self.minWakeInterval = UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
-        self.state = Mutex(State(ring: Array(repeating: nil, count: capacity), head: head, count: 0))
+        self.state = Mutex(State(ring: Array(repeating: nil, count: capacity), head: head, count: 0, evictedThrough: head, unindexedThrough: head))
     }
 
     var head: Int64 { state.withLock { $0.head } }
@@ -100,10 +112,17 @@ final class WatchHub: Sendable {
         let (waiters, deferBy) = state.withLock { s -> ([Waiter], UInt64?) in
             var touched: Set<String> = []
             for event in events {
-                precondition(event.revision == s.head + 1, "revisions must be published in order without gaps")
+                precondition(event.revision > s.head, "revisions must be published in increasing order")
+                // The slots of the revisions skipped (none in SQLite) and of this one are reused.
+                let skipped = min(event.revision - s.head, Int64(capacity))
+                for revision in (event.revision - skipped + 1)...event.revision {
+                    let slot = Int(revision % Int64(capacity))
+                    if let old = s.ring[slot] { s.evictedThrough = max(s.evictedThrough, old.revision) }
+                    s.ring[slot] = nil
+                }
                 s.ring[Int(event.revision % Int64(capacity))] = event
+                s.count = Int(min(Int64(s.count) + (event.revision - s.head), Int64(capacity)))
                 s.head = event.revision
-                s.count = min(s.count + 1, capacity)
                 // Under its node and, when it moved (bound), its previous one: that node's
                 // watches see it leave.
                 func index(_ node: String) {
@@ -177,7 +196,26 @@ final class WatchHub: Sendable {
 
     /// Whether the ring still holds every event after `after`.
     func covers(after: Int64) -> Bool {
-        state.withLock { s in after >= s.head - Int64(s.count) }
+        state.withLock { s in after >= s.evictedThrough }
+    }
+
+    /// The newest revision whose event the ring no longer holds: a replay from the store's history
+    /// need only reach it.
+    var evictedThrough: Int64 { state.withLock { $0.evictedThrough } }
+
+    /// Forgets every event held (the history behind them is gone, as when the source of events was
+    /// compacted past them): readers not yet past `revision` are behind, and the head moves to it.
+    func discard(through revision: Int64) {
+        state.withLock { s in
+            s.evictedThrough = max(s.evictedThrough, revision, s.head)
+            for slot in s.ring.indices { s.ring[slot] = nil }
+            s.head = max(s.head, revision)
+            s.count = 0
+            s.byNode.removeAll()
+            s.indexed = 0
+            s.prunedThrough.removeAll()
+            s.unindexedThrough = s.evictedThrough
+        }
     }
 
     /// Up to `max` events after revision `after`: every event, or with `node` that node's pod
@@ -186,13 +224,15 @@ final class WatchHub: Sendable {
         state.withLock { s in
             if after >= s.head { return s.closed ? .closed : .caughtUp }
             guard let node else {
-                if after + 1 < s.oldest { return .behind(oldest: s.oldest) }
-                let end = Swift.min(s.head, after + Int64(max))
+                if after < s.evictedThrough { return .behind(oldest: s.oldest) }
+                // Revisions before the ring's span hold nothing of ours (else they were evicted).
+                let from = Swift.max(after, s.oldest - 1)
+                let end = Swift.min(s.head, from + Int64(max))
                 var events: [StoreEvent] = []
-                events.reserveCapacity(Int(end - after))
-                var revision = after + 1
+                events.reserveCapacity(Int(end - from))
+                var revision = from + 1
                 while revision <= end {
-                    events.append(s.ring[Int(revision % Int64(capacity))]!)
+                    if let event = s.ring[Int(revision % Int64(capacity))] { events.append(event) }
                     revision += 1
                 }
                 return .events(events, through: end)
@@ -200,6 +240,7 @@ final class WatchHub: Sendable {
             Self.prune(&s, node: node)
             // Behind only if one of this node's events after the cursor is gone.
             if after + 1 < s.oldest, let pruned = s.prunedThrough[node], pruned > after { return .behind(oldest: s.oldest) }
+            if after < s.unindexedThrough { return .behind(oldest: s.oldest) }
             let list = s.byNode[node] ?? []
             var low = 0, high = list.count  // first revision after `after`
             while low < high {

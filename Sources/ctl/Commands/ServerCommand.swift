@@ -3,11 +3,13 @@ import APIServer
 import ArgumentParser
 import Client
 import PKI
+import Etcd
 import Foundation
 import Logging
 import NodeAgent
 import Controllers
 import Scheduler
+import Store
 
 /// `cox server`: the API server, with the controller manager and the scheduler unless
 /// `--no-controllers` / `--no-scheduler`.
@@ -215,8 +217,31 @@ struct StorageOptions: ParsableArguments {
     @Option(help: "Compact history older than this (a watch from before it gets 410 Gone and re-lists); 0 never compacts.")
     var compactionInterval = "5m"
     @Option(help: "Delete Events this long after their last write.") var eventTtl = "1h"
+    @Option(help: "Keep the cluster's state in etcd instead of the embedded store: the members' client URLs, comma-separated (https://host:2379,…).")
+    var etcdServers: String?
+    @Option(help: "CA certificate that signed the etcd members' certificates (with --etcd-servers over https).") var etcdCafile: String?
+    @Option(help: "Client certificate for etcd.") var etcdCertfile: String?
+    @Option(help: "Client certificate's key for etcd.") var etcdKeyfile: String?
+    @Option(help: "Every key this cluster stores in etcd is under this prefix.") var etcdPrefix = "/registry"
 
     func validate() throws {
+        if etcdServers == nil, etcdCafile != nil || etcdCertfile != nil || etcdKeyfile != nil {
+            throw ValidationError("--etcd-cafile, --etcd-certfile and --etcd-keyfile go with --etcd-servers")
+        }
+        if let etcdServers {
+            let urls = etcdServers.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            if urls.isEmpty || urls.contains(where: { !$0.hasPrefix("https://") && !$0.hasPrefix("http://") }) {
+                throw ValidationError("--etcd-servers: expected https://HOST:PORT[,https://HOST:PORT…], got \"\(etcdServers)\"")
+            }
+            let files = [etcdCafile, etcdCertfile, etcdKeyfile]
+            if urls.contains(where: { $0.hasPrefix("https://") }) && files.contains(where: { $0 == nil }) {
+                throw ValidationError("--etcd-servers over https needs --etcd-cafile, --etcd-certfile and --etcd-keyfile (etcd members check client certificates)")
+            }
+            for file in files.compactMap({ $0 }) where !FileManager.default.isReadableFile(atPath: file) {
+                throw ValidationError("cannot read \(file)")
+            }
+            if !etcdPrefix.hasPrefix("/") { throw ValidationError("--etcd-prefix: must start with /") }
+        }
         _ = try TokenTTL.seconds(compactionInterval, flag: "--compaction-interval")
         if try TokenTTL.seconds(eventTtl, flag: "--event-ttl") == 0 { throw ValidationError("--event-ttl: must be more than 0") }
         if maxConnectionsPerAddress < 0 { throw ValidationError("--max-connections-per-address: 0 (no limit) or more") }
@@ -231,6 +256,16 @@ struct StorageOptions: ParsableArguments {
         configuration.limits.maxInflightRequests = maxRequestsInflight
         configuration.limits.maxBufferedBodyBytes = maxBufferedRequestBytes
         configuration.limits.maxConnectionsPerAddress = maxConnectionsPerAddress
+        if let etcdServers {
+            let urls = etcdServers.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            var tls: EtcdConnection.TLSFiles?
+            if let etcdCafile, let etcdCertfile, let etcdKeyfile {
+                tls = EtcdConnection.TLSFiles(caFile: etcdCafile, certFile: etcdCertfile, keyFile: etcdKeyfile)
+            }
+            var etcd = EtcdStore.Options(endpoints: urls, tls: tls)
+            etcd.prefix = etcdPrefix
+            configuration.etcd = etcd
+        }
     }
 }
 
