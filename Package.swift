@@ -154,7 +154,7 @@ let package = Package(
 
         .testTarget(name: "APITests", dependencies: ["API", "TestSupport"]),
         .testTarget(name: "PKITests", dependencies: ["PKI", "TestSupport"]),
-        .testTarget(name: "APIServerTests", dependencies: ["APIServer", "API", "Store", "PKI", "Client", "TestSupport", "ctl", "NodeAgent",
+        .testTarget(name: "APIServerTests", dependencies: ["APIServer", "API", "Store", "PKI", "Client", "TestSupport", "ctl", "NodeAgent", "Etcd",
                                                          .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                                                          .product(name: "NIOPosix", package: "swift-nio"),
                                                          .product(name: "NIOSSL", package: "swift-nio-ssl"),

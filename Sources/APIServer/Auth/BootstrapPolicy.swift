@@ -137,16 +137,28 @@ public enum BootstrapPolicy {
     }
 
     /// Creates `wanted`, or updates the stored one when it differs and may be updated; true when it wrote.
+    /// Several servers of one cluster (on etcd) may start at once: a write that loses to another
+    /// server's (AlreadyExists, Conflict) is tried again on what that one wrote.
     static func reconcile<T: APIObject>(_ wanted: T, _ store: any ObjectStore, differs: (T) -> Bool, adopt: (inout T) -> Void) async throws -> Bool {
-        do {
-            var current = try await store.get(T.self, namespace: "", name: wanted.metadata.name)
-            guard differs(current), current.metadata.annotations[autoupdate] != "false" else { return false }
-            adopt(&current)
-            _ = try await store.update(try current.validated())
-            return true
-        } catch let error as StoreError where error.code == .notFound {
-            _ = try await store.create(try wanted.validated())
-            return true
+        var attempt = 0
+        while true {
+            attempt += 1
+            do {
+                var current = try await store.get(T.self, namespace: "", name: wanted.metadata.name)
+                guard differs(current), current.metadata.annotations[autoupdate] != "false" else { return false }
+                adopt(&current)
+                _ = try await store.update(try current.validated())
+                return true
+            } catch let error as StoreError where error.code == .notFound {
+                do {
+                    _ = try await store.create(try wanted.validated())
+                    return true
+                } catch let error as StoreError where error.code == .alreadyExists && attempt < 5 {
+                    continue
+                }
+            } catch let error as StoreError where error.code == .conflict && attempt < 5 {
+                continue
+            }
         }
     }
 }
