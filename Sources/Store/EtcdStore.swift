@@ -669,6 +669,18 @@ public final class EtcdStore: ObjectStore, Sendable {
         }
     }
 
+    public func latestRevision() async throws -> Int64 {
+        let revision = try await call("read the revision", retry: true) { [prefix] member, options in
+            var range = Etcdserverpb_RangeRequest()
+            range.key = Data(prefix)
+            range.rangeEnd = Data(Etcdserverpb_RangeRequest.prefixEnd(prefix))
+            range.countOnly = true
+            return try await member.kv.range(range, options: options).header.revision
+        }
+        noteRevision(revision)
+        return revision
+    }
+
     /// Compacts etcd's history up to `revision` (kept: each key's value at it). Several servers may
     /// compact the same cluster: a revision compacted already is not an error.
     public func compact(to revision: Int64) async throws {
@@ -732,4 +744,54 @@ final class FeedCursor: Sendable {
 final class EtcdCounters: Sendable {
     let requests = Atomic<Int>(0)
     let failures = Atomic<Int>(0)
+}
+
+extension EtcdStore {
+    /// How many keys the prefix holds (a migration goes only into an empty one).
+    public func keyCount() async throws -> Int64 {
+        let (key, end) = (Data(prefix), Data(Etcdserverpb_RangeRequest.prefixEnd(prefix)))
+        return try await call("count the keys", retry: true) { member, options in
+            var range = Etcdserverpb_RangeRequest()
+            range.key = key
+            range.rangeEnd = end
+            range.countOnly = true
+            return try await member.kv.range(range, options: options).count
+        }
+    }
+
+    /// How many objects of `resource` the store holds.
+    public func objectCount(of resource: String) async throws -> Int64 {
+        let scope = resourcePrefix(resource, namespace: nil)
+        return try await call("count \(resource)", retry: true) { member, options in
+            var range = Etcdserverpb_RangeRequest()
+            range.key = Data(scope)
+            range.rangeEnd = Data(Etcdserverpb_RangeRequest.prefixEnd(scope))
+            range.countOnly = true
+            return try await member.kv.range(range, options: options).count
+        }
+    }
+
+    /// Writes an object's stored encoding (as another store kept it: uid, creation time and all)
+    /// at its key, only if the key is free; false when it was not. The value is encrypted as
+    /// this store encrypts it.
+    public func importObject(_ key: ObjectKey, bytes: [UInt8]) async throws -> Bool {
+        try checkSize(key, bytes)
+        let keyData = Data(keyBytes(key))
+        var absent = Etcdserverpb_Compare()
+        absent.key = keyData
+        absent.target = .create
+        absent.result = .equal
+        absent.createRevision = 0
+        var put = Etcdserverpb_PutRequest()
+        put.key = keyData
+        put.value = Data(try values.stored(key.resource, bytes))
+        var txn = Etcdserverpb_TxnRequest()
+        txn.compare = [absent]
+        txn.success = [.with { $0.requestPut = put }]
+        let response = try await call("import \(key)", retry: false) { member, options in
+            try await member.kv.txn(txn, options: options)
+        }
+        noteRevision(response.header.revision)
+        return response.succeeded
+    }
 }

@@ -156,10 +156,15 @@ public protocol ObjectStore: Sendable {
     /// Why the store cannot serve now (for `/readyz`), nil when it can.
     func unreadyReason() async -> String?
 
+    /// The revision of the last committed write as the backend has it now (with several servers
+    /// on one etcd, `currentRevision` is only what this one has seen).
+    func latestRevision() async throws -> Int64
+
     /// Stops the store: ends every watch and lets go of its files or connections.
     func close()
 }
 
 extension ObjectStore {
     public func unreadyReason() async -> String? { nil }
+    public func latestRevision() async throws -> Int64 { currentRevision }
 }

@@ -475,3 +475,34 @@ struct ContinueToken {
         self.init(revision: rv, namespace: ns, name: name)
     }
 }
+
+extension SQLiteStore {
+    /// The resources that have live objects (for `cox store migrate`).
+    public func liveResources() throws -> [String] {
+        try read { connection in
+            let statement = try connection.prepare("SELECT DISTINCT res FROM current WHERE type != 2 ORDER BY res")
+            var resources: [String] = []
+            while try statement.step() { resources.append(statement.string(0)) }
+            return resources
+        }
+    }
+
+    /// Up to `limit` live objects of `resource` after the key (`namespace`, `name`), in key order:
+    /// their keys and stored encodings (Secrets decrypted), exactly as stored, for copying to
+    /// another store.
+    public func liveObjects(of resource: String, after: (namespace: String, name: String) = ("", ""), limit: Int) throws -> [(key: ObjectKey, bytes: [UInt8])] {
+        try read { connection in
+            let statement = try connection.prepare("""
+                SELECT c.ns, c.name, k.value FROM current AS c JOIN kv AS k ON k.rev = c.rev
+                WHERE c.res = ?1 AND c.type != 2 AND (c.ns, c.name) > (?2, ?3) ORDER BY c.ns, c.name LIMIT ?4
+                """)
+            statement.bind(1, resource).bind(2, after.namespace).bind(3, after.name).bind(4, Int64(limit))
+            var objects: [(ObjectKey, [UInt8])] = []
+            while try statement.step() {
+                objects.append((ObjectKey(resource: resource, namespace: statement.string(0), name: statement.string(1)),
+                                try values.plain(resource, statement.blob(2))))
+            }
+            return objects
+        }
+    }
+}

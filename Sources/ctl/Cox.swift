@@ -8,6 +8,6 @@ struct Cox: AsyncParsableCommand {
         commandName: "cox",
         abstract: "Coxswain: a small, Kubernetes-shaped workload orchestrator.",
         version: CoxVersion.version,
-        subcommands: [UpCommand.self, ServerCommand.self, ApplyCommand.self, DiffCommand.self, PatchCommand.self, LabelCommand.self, AnnotateCommand.self, EditCommand.self, GetCommand.self, DescribeCommand.self, DeleteCommand.self, LogsCommand.self, ExecCommand.self, AttachCommand.self, CopyCommand.self, PortForwardCommand.self, RolloutCommand.self, ScaleCommand.self, AgentCommand.self, RuntimeCommand.self, ControllersCommand.self, SchedulerCommand.self, ExplainCommand.self, ImageCommand.self, AuthCommand.self, TokenCommand.self, VersionCommand.self, ValidateCommand.self, BenchCommand.self, DebugCommand.self]
+        subcommands: [UpCommand.self, ServerCommand.self, ApplyCommand.self, DiffCommand.self, PatchCommand.self, LabelCommand.self, AnnotateCommand.self, EditCommand.self, GetCommand.self, DescribeCommand.self, DeleteCommand.self, LogsCommand.self, ExecCommand.self, AttachCommand.self, CopyCommand.self, PortForwardCommand.self, RolloutCommand.self, ScaleCommand.self, AgentCommand.self, RuntimeCommand.self, ControllersCommand.self, SchedulerCommand.self, ExplainCommand.self, ImageCommand.self, AuthCommand.self, TokenCommand.self, VersionCommand.self, ValidateCommand.self, StoreCommand.self, BenchCommand.self, DebugCommand.self]
     )
 }

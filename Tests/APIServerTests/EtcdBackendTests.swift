@@ -144,4 +144,74 @@ struct EtcdBackendTests {
                 "\(names.output)")
         #expect(server.child.isRunning)
     }
+
+    /// `cox store migrate` moves a single-server cluster to etcd: every object (a custom one and a
+    /// Secret included) keeps its identity and content; the server then runs on etcd on the same
+    /// data directory. It refuses while the server runs, and refuses a prefix that holds keys.
+    @Test func migrateMovesASingleServerClusterToEtcd() async throws {
+        guard Tools.peer("etcd") != nil, let kubectl = Tools.kubectlRange().last?.path,
+              let curl = Tools.peer("curl") else { return }
+        let binary = try coxBinary()
+        let cluster = try EtcdCluster(size: 1)
+        try await cluster.waitUntilServing()
+        let dir = TemporaryDirectory()
+        let port = try TestHost.freePort()
+        let embedded = try Child(binary, ["server", "--data-dir", dir.path, "--port", "\(port)", "--no-controllers", "--no-scheduler"],
+                                 stdout: .file(dir.path + "/embedded.log"), stderr: .stdout)
+        defer { if embedded.isRunning { embedded.signal(SIGKILL) } }
+        let single = Server(child: embedded, port: port, dir: dir)
+        try await waitUntil("the embedded-store server is ready") {
+            (try? await Tools.runDetached(curl, ["-sf", "--max-time", "5"] + single.auth + ["\(single.url)/readyz"]))?.output == "ok"
+        }
+        #expect(try await Self.kubectl(kubectl, single, ["apply", "-f", "-"], input: CustomResourceDefinitionTests.definition).status == 0)
+        try await waitUntil("the CronTask kind is served") {
+            (try await Self.kubectl(kubectl, single, ["get", "crontasks"])).status == 0
+        }
+        let task = """
+        apiVersion: example.cox.io/v1
+        kind: CronTask
+        metadata: {name: nightly}
+        spec: {schedule: "0 3 * * *"}
+        """
+        #expect(try await Self.kubectl(kubectl, single, ["apply", "-f", "-"], input: task).status == 0)
+        #expect(try await Self.kubectl(kubectl, single, ["create", "secret", "generic", "db", "--from-literal=password=s3cret"]).status == 0)
+        #expect(try await Self.kubectl(kubectl, single, ["create", "namespace", "team"]).status == 0)
+        #expect(try await Self.kubectl(kubectl, single, ["create", "configmap", "settings", "-n", "team", "--from-literal=a=b"]).status == 0)
+        func uids(_ server: Server) async throws -> String {
+            var uids: [String] = []
+            for (object, namespace) in [("secret/db", "default"), ("configmap/settings", "team"), ("crontask/nightly", "default"), ("namespace/team", "")] {
+                let read = try await Self.kubectl(kubectl, server, ["get", object, "-o", "jsonpath={.metadata.uid}"] + (namespace.isEmpty ? [] : ["-n", namespace]))
+                #expect(read.status == 0, "\(object): \(read.output)")
+                uids.append(read.output)
+            }
+            return uids.joined(separator: " ")
+        }
+        let before = try await uids(single)
+
+        let hosts = cluster.endpoints.map { $0.replacingOccurrences(of: "https://", with: "") }.joined(separator: ",")
+        let etcdFlags = ["--etcd-cafile", cluster.tls.caFile, "--etcd-certfile", cluster.tls.certFile, "--etcd-keyfile", cluster.tls.keyFile]
+        let busy = try await Tools.runDetached(binary, ["store", "migrate", "--from", "sqlite:\(dir.path)", "--to", "etcd://\(hosts)"] + etcdFlags)
+        #expect(busy.status != 0 && busy.output.contains("in use"), "\(busy.output)")
+
+        embedded.signal(SIGTERM)
+        await embedded.wait(killAfter: 30)
+        let migrated = try await Tools.runDetached(binary, ["store", "migrate", "--from", "sqlite:\(dir.path)", "--to", "etcd://\(hosts)"] + etcdFlags)
+        #expect(migrated.status == 0, "\(migrated.output)")
+        #expect(migrated.output.contains("crontasks.example.cox.io: 1") && migrated.output.contains("secrets: 1"), "\(migrated.output)")
+        let again = try await Tools.runDetached(binary, ["store", "migrate", "--from", "sqlite:\(dir.path)", "--to", "etcd://\(hosts)"] + etcdFlags)
+        #expect(again.status != 0 && again.output.contains("already holds"), "\(again.output)")
+
+        let server = try await Server.start(dir, on: cluster, extra: ["--no-controllers", "--no-scheduler"])
+        defer { server.stop() }
+        try await waitUntil("the CronTask kind is served from etcd") {
+            (try await Self.kubectl(kubectl, server, ["get", "crontasks"])).status == 0
+        }
+        let after = try await uids(server)
+        #expect(after == before && after.count > 100, "uids before: \(before) after: \(after)")
+        let password = try await Self.kubectl(kubectl, server, ["get", "secret", "db", "-o", "jsonpath={.data.password}"])
+        #expect(password.output == Data("s3cret".utf8).base64EncodedString())
+        let schedule = try await Self.kubectl(kubectl, server, ["get", "crontask", "nightly", "-o", "jsonpath={.spec.schedule}"])
+        #expect(schedule.output == "0 3 * * *", "\(schedule.output)")
+        #expect(try await Self.kubectl(kubectl, server, ["create", "configmap", "new-one"]).status == 0)
+    }
 }

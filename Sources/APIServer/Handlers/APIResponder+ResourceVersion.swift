@@ -52,13 +52,16 @@ extension APIResponder {
     /// A `resourceVersion` as a revision: nil for none or "0" (any), else the number, which the
     /// store must have reached (Kubernetes answers one from the future 504 "Too large resource
     /// version"; a client retries after a second).
-    func requestedRevision(_ query: QueryParameters) throws -> Int64? {
+    /// (On etcd, a version from another server may be newer than this one has seen: the store is
+    /// asked for the cluster's before the version is called too large.)
+    func requestedRevision(_ query: QueryParameters) async throws -> Int64? {
         let text = query["resourceVersion"] ?? ""
         if text.isEmpty || text == "0" { return nil }
         guard let revision = Int64(text), revision > 0 else {
             throw APIError.badRequest("resourceVersion must be a revision number, not \"\(text)\"")
         }
-        let current = store.currentRevision
+        var current = store.currentRevision
+        if revision > current { current = try await store.latestRevision() }
         if revision > current {
             var error = APIError(504, "Timeout", "Too large resource version: \(revision), current: \(current)")
             error.retryAfterSeconds = 1

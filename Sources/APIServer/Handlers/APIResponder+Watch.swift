@@ -12,7 +12,7 @@ extension APIResponder {
                              table: IncludeObject? = nil) async throws -> Response {
         try Self.validateListOptions(query, watch: true)
         let (options, fields) = try selectors(path, query: query)
-        let requested = try requestedRevision(query)
+        let requested = try await requestedRevision(query)
         // The objects first, as ADDED: always without a resourceVersion (or with "0"), and with
         // one when asked by `sendInitialEvents=true` (the watch-list newer clients use: state not
         // older than that version, then a BOOKMARK marking the end of the initial events).

@@ -851,7 +851,7 @@ struct APIResponder: HTTPResponder {
         try Self.validateListOptions(query, watch: false)
         var options = try listOptions(path, query: query)
         // Newest data is never older than a resourceVersion given; Exact reads that revision.
-        if let revision = try requestedRevision(query), query["resourceVersionMatch"] == "Exact" { options.revision = revision }
+        if let revision = try await requestedRevision(query), query["resourceVersionMatch"] == "Exact" { options.revision = revision }
         let result = try await store.list(T.self, options: options)
         return listResponse(result.items, revision: result.revision, continueToken: result.continueToken, format: format)
     }
