@@ -26,16 +26,37 @@ public struct ClientError: Error, Sendable, CustomStringConvertible {
 public final class APIClient: Sendable {
     public static let defaultTimeout: TimeAmount = .seconds(30)
 
-    /// Unary calls, over this client's own connections: HTTP/2 (one connection, each call a
-    /// stream handled as frames), or HTTP/1.1 keep-alive with `http2: false` (up to `maxConnections`).
-    let keepAlive: KeepAlive
-    /// Long-lived streams (watches, followed logs) over HTTP/2: streams of connections of their
-    /// own (a new one for each 100 open streams), so they never hold the unary connection's
-    /// concurrent streams. Each is paced by its consumer through its flow-control window.
-    let streamKeepAlive: KeepAlive?
+    /// One API server of the cluster and this client's connections to it.
+    struct Endpoint: Sendable {
+        let url: String
+        /// Unary calls, over this client's own connections: HTTP/2 (one connection, each call a
+        /// stream handled as frames), or HTTP/1.1 keep-alive with `http2: false` (up to `maxConnections`).
+        let keepAlive: KeepAlive
+        /// Long-lived streams (watches, followed logs) over HTTP/2: streams of connections of their
+        /// own (a new one for each 100 open streams), so they never hold the unary connection's
+        /// concurrent streams. Each is paced by its consumer through its flow-control window.
+        let streamKeepAlive: KeepAlive?
+    }
+    /// The cluster's API servers (the kubeconfig's, or `--server a,b,c`): calls go to one; a
+    /// connection that fails or a 503/504 moves them to the next, and the call's retries (and a
+    /// watch's resumption from its last version) go there.
+    let endpoints: [Endpoint]
+    let currentEndpoint = Atomic<Int>(0)
     /// The same over HTTP/1.1 (with `http2: false`), one connection each.
     let streams: HTTPClient
-    public let server: String
+    /// The server calls go to now.
+    public var server: String { endpoint.index.url }
+    var endpoint: (index: Endpoint, position: Int) {
+        let position = currentEndpoint.load(ordering: .relaxed) % endpoints.count
+        return (endpoints[position], position)
+    }
+
+    /// After a failure at `position`: the next server takes the calls (unless another call moved
+    /// them already).
+    func failOver(from position: Int) {
+        guard endpoints.count > 1 else { return }
+        _ = currentEndpoint.compareExchange(expected: position, desired: (position + 1) % endpoints.count, ordering: .relaxed)
+    }
     let format: WireFormat
     let timeout: TimeAmount
     let connectTimeout: TimeAmount
@@ -97,17 +118,24 @@ public final class APIClient: Sendable {
         streaming.tlsConfiguration = streamingTLS
         streaming.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 4096
         self.streams = HTTPClient(eventLoopGroupProvider: .singleton, configuration: streaming)
-        self.server = kubeconfig.server.hasSuffix("/") ? String(kubeconfig.server.dropLast()) : kubeconfig.server
-        guard let url = URL(string: server), url.scheme == "https", let host = url.host else {
-            throw ClientError(code: 0, reason: "BadConfig", message: "the kubeconfig's server \(server) is not an https:// URL")
+        var endpoints: [Endpoint] = []
+        for given in kubeconfig.servers {
+            let server = given.hasSuffix("/") ? String(given.dropLast()) : given
+            guard let url = URL(string: server), url.scheme == "https", let host = url.host else {
+                throw ClientError(code: 0, reason: "BadConfig", message: "the kubeconfig's server \(server) is not an https:// URL")
+            }
+            let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
+            // HTTP/2: one connection multiplexes every call. HTTP/1.1 keeps up to `maxConnections`
+            // alive (for servers that do not speak HTTP/2 well; ours serves both as cheaply).
+            endpoints.append(Endpoint(
+                url: server,
+                keepAlive: try KeepAlive(http2 ? .http2 : .http1, host: bare, port: url.port ?? 443, tls: tls,
+                                         connections: http2 ? 1 : maxConnections, connectTimeout: connectTimeout),
+                streamKeepAlive: http2 ? try KeepAlive(.http2, host: bare, port: url.port ?? 443, tls: tls, connections: 1, connectTimeout: connectTimeout,
+                                                       window: Self.streamWindow, growBeyond: 100) : nil))
         }
-        let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
-        // HTTP/2: one connection multiplexes every call. HTTP/1.1 keeps up to `maxConnections`
-        // alive (for servers that do not speak HTTP/2 well; ours serves both as cheaply).
-        keepAlive = try KeepAlive(http2 ? .http2 : .http1, host: bare, port: url.port ?? 443, tls: tls,
-                                  connections: http2 ? 1 : maxConnections, connectTimeout: connectTimeout)
-        streamKeepAlive = http2 ? try KeepAlive(.http2, host: bare, port: url.port ?? 443, tls: tls, connections: 1, connectTimeout: connectTimeout,
-                                                window: Self.streamWindow, growBeyond: 100) : nil
+        guard !endpoints.isEmpty else { throw ClientError(code: 0, reason: "BadConfig", message: "the kubeconfig names no server") }
+        self.endpoints = endpoints
         self.format = format
         self.timeout = timeout
         self.connectTimeout = connectTimeout
@@ -127,8 +155,10 @@ public final class APIClient: Sendable {
 
     public func shutdown() async throws {
         guard !shutDown.exchange(true, ordering: .relaxed) else { return }
-        await keepAlive.shutdown()
-        await streamKeepAlive?.shutdown()
+        for endpoint in endpoints {
+            await endpoint.keepAlive.shutdown()
+            await endpoint.streamKeepAlive?.shutdown()
+        }
         try await streams.shutdown()
     }
 
@@ -142,10 +172,12 @@ public final class APIClient: Sendable {
     deinit {
         guard !shutDown.load(ordering: .relaxed) else { return }
         _ = streams.shutdown()
-        let (keepAlive, streamKeepAlive) = (self.keepAlive, self.streamKeepAlive)
+        let endpoints = self.endpoints
         Task {
-            await keepAlive.shutdown()
-            await streamKeepAlive?.shutdown()
+            for endpoint in endpoints {
+                await endpoint.keepAlive.shutdown()
+                await endpoint.streamKeepAlive?.shutdown()
+            }
         }
     }
 
@@ -198,7 +230,10 @@ public final class APIClient: Sendable {
 
     /// One attempt over the client's own connections: a refused connection (nothing sent) and a
     /// broken one (maybe sent) are transient, as are 429, 503 and 504; a TLS failure is not.
+    /// With several servers, a connection failure or 503/504 moves the calls to the next one.
     func attemptCall(_ method: HTTPMethod, _ path: String, body: [UInt8]?, contentType: String? = nil, deadline: NIODeadline) async throws -> [UInt8] {
+        let (endpoint, position) = self.endpoint
+        let (keepAlive, server) = (endpoint.keepAlive, endpoint.url)
         var headers = HTTPHeaders()
         headers.add(name: "Host", value: keepAlive.hostHeader)
         headers.add(name: "Accept", value: format.rawValue)
@@ -218,6 +253,7 @@ public final class APIClient: Sendable {
                 throw ClientError(code: 0, reason: "Timeout", message: "\(method) \(server)\(path): no answer within the deadline of \(Self.seconds(timeout))")
             }
             let unreachable = ClientError(code: 0, reason: "Unreachable", message: "cannot reach the API server at \(server): \(Self.explain(failure))")
+            if case .shutDown = failure {} else { failOver(from: position) }
             switch failure {
             case .notSent(let error):
                 // A certificate the other side refuses stays refused: say so at once. (A connection
@@ -235,6 +271,7 @@ public final class APIClient: Sendable {
         guard (200..<300).contains(response.status) else {
             let failure = Self.failure(status: response.status, contentType: response.headers.first(name: "Content-Type"), bytes: bytes,
                                        method: method.rawValue, path: path)
+            if response.status == 503 || response.status == 504 { failOver(from: position) }
             if response.status == 429 || response.status == 503 || response.status == 504 {
                 let retryAfter = response.headers.first(name: "Retry-After").flatMap(Int.init).map { Duration.seconds(min($0, 30)) }
                 throw Transient(error: failure, sent: true, retryAfter: retryAfter)
@@ -467,7 +504,9 @@ public final class APIClient: Sendable {
     /// a stream of this client's stream connections over HTTP/2, else an HTTP/1.1 connection of
     /// its own that may last `lasting`. The head must come within the client's timeout.
     func stream(_ path: String, lasting: TimeAmount) async throws -> ResponseBody {
-        guard let streamKeepAlive else {
+        let (endpoint, position) = self.endpoint
+        let server = endpoint.url
+        guard let streamKeepAlive = endpoint.streamKeepAlive else {
             var request = HTTPClientRequest(url: server + path)
             request.headers.add(name: "Accept", value: format.rawValue)
             addCredentials(&request)
@@ -475,6 +514,7 @@ public final class APIClient: Sendable {
             do {
                 response = try await streams.execute(request, timeout: lasting)
             } catch {
+                failOver(from: position)
                 throw ClientError(code: 0, reason: "Unreachable", message: "cannot reach the API server at \(server): \(Self.explain(error))")
             }
             guard response.status.code == 200 else { throw try await Self.failure(response, method: "GET", path: path) }
@@ -491,12 +531,14 @@ public final class APIClient: Sendable {
                                                                 deadline: .now() + timeout)
         } catch {
             if Task.isCancelled { throw CancellationError() }
+            failOver(from: position)
             if error is CancellationError {
                 throw ClientError(code: 0, reason: "Timeout", message: "GET \(server)\(path): no answer within the deadline of \(Self.seconds(timeout))")
             }
             throw ClientError(code: 0, reason: "Unreachable", message: "cannot reach the API server at \(server): \(Self.explain(error))")
         }
         guard response.status == 200 else {
+            if response.status == 503 || response.status == 504 { failOver(from: position) }
             var buffer = response.body
             throw Self.failure(status: response.status, contentType: response.headers.first(name: "Content-Type"),
                                bytes: buffer.readBytes(length: buffer.readableBytes) ?? [], method: "GET", path: path)

@@ -5,7 +5,14 @@ import Yams
 /// (client certificate and key, or a bearer token), chosen by the current context. Reads and
 /// writes the format kubectl uses.
 public struct Kubeconfig: Sendable, Equatable {
-    public var server: String
+    /// The API server (the first of `servers`).
+    public var server: String {
+        get { servers[0] }
+        set { servers = Self.serverList(newValue) }
+    }
+    /// Every API server of the cluster, for clients that fail over between them (Coxswain's own,
+    /// from the cluster's `cox.io/servers` extension; kubectl reads `server` alone).
+    public var servers: [String]
     public var caPEM: String
     public var user: String
     public var clientCertificatePEM: String?
@@ -13,7 +20,7 @@ public struct Kubeconfig: Sendable, Equatable {
     public var token: String?
 
     public init(server: String, caPEM: String, user: String, clientCertificatePEM: String? = nil, clientKeyPEM: String? = nil, token: String? = nil) {
-        self.server = server
+        self.servers = Self.serverList(server)
         self.caPEM = caPEM
         self.user = user
         self.clientCertificatePEM = clientCertificatePEM
@@ -27,6 +34,11 @@ public struct Kubeconfig: Sendable, Equatable {
         if let clientCertificatePEM { userLines += "    client-certificate-data: \(b64(clientCertificatePEM))\n" }
         if let clientKeyPEM { userLines += "    client-key-data: \(b64(clientKeyPEM))\n" }
         if let token { userLines += "    token: \(token)\n" }
+        var extensionLines = ""
+        if servers.count > 1 {
+            extensionLines = "    extensions:\n    - name: \(Self.serversExtension)\n      extension:\n        servers:\n"
+                + servers.map { "        - \($0)\n" }.joined()
+        }
         return """
             apiVersion: v1
             kind: Config
@@ -35,7 +47,7 @@ public struct Kubeconfig: Sendable, Equatable {
               cluster:
                 server: \(server)
                 certificate-authority-data: \(b64(caPEM))
-            users:
+            \(extensionLines)users:
             - name: \(user)
               user:
             \(userLines)contexts:
@@ -97,9 +109,27 @@ public struct Kubeconfig: Sendable, Equatable {
         guard let ca = try material(cluster, data: "certificate-authority-data", file: "certificate-authority") else {
             throw PKIError(message: "kubeconfig \(path): cluster \"\(clusterName)\" has no certificate authority; Coxswain only talks TLS with a known CA")
         }
-        return Kubeconfig(server: server, caPEM: ca, user: userName,
-                          clientCertificatePEM: try material(user, data: "client-certificate-data", file: "client-certificate"),
-                          clientKeyPEM: try material(user, data: "client-key-data", file: "client-key"),
-                          token: user["token"] as? String)
+        var config = Kubeconfig(server: server, caPEM: ca, user: userName,
+                                clientCertificatePEM: try material(user, data: "client-certificate-data", file: "client-certificate"),
+                                clientKeyPEM: try material(user, data: "client-key-data", file: "client-key"),
+                                token: user["token"] as? String)
+        config.servers = [server]
+        // Coxswain's extension: the cluster's other servers, after `server`.
+        for entry in cluster["extensions"] as? [[String: Any]] ?? [] where entry["name"] as? String == serversExtension {
+            guard let listed = (entry["extension"] as? [String: Any])?["servers"] as? [String] else {
+                throw PKIError(message: "kubeconfig \(path): extension \(serversExtension) must hold `servers`, a list of https:// URLs")
+            }
+            for other in listed where !config.servers.contains(other) { config.servers.append(other) }
+        }
+        return config
     }
+
+    /// `https://a:6443,https://b:6443` as its URLs.
+    public static func serverList(_ text: String) -> [String] {
+        let list = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        return list.isEmpty ? [text] : list
+    }
+
+    /// The name of the cluster extension that lists every API server.
+    public static let serversExtension = "cox.io/servers"
 }

@@ -48,7 +48,19 @@ public struct NodeCredentials: Sendable {
         guard TokenFormat.parse(token) != nil else {
             throw JoinError(description: "--token: \"\(token.prefix(7))…\" is not a token (ID.SECRET, 6 and 16 characters of a-z and 0-9); make one with `cox token create`")
         }
-        let caPEM = try await Self.pinCA(server: server, expectedHash: caCertHash)
+        // With several servers (`--server a,b`), the first that answers is pinned.
+        var pinned: String?
+        var failure: (any Error)?
+        for candidate in Kubeconfig.serverList(server) where pinned == nil {
+            do {
+                pinned = try await Self.pinCA(server: candidate, expectedHash: caCertHash)
+            } catch let error as JoinError where error.description.contains("--ca-cert-hash") {
+                throw error
+            } catch {
+                failure = error
+            }
+        }
+        guard let caPEM = pinned else { throw failure ?? JoinError(description: "--server: no server given") }
         logger.info("the server's CA matches --ca-cert-hash; requesting a node certificate", metadata: ["server": "\(server)", "node": "\(nodeName)"])
         let bootstrap = try APIClient(kubeconfig: Kubeconfig(server: server, caPEM: caPEM, user: "bootstrap", token: token), timeout: .seconds(20))
         defer { Task { try? await bootstrap.shutdown() } }

@@ -8,6 +8,8 @@ import PKI
 /// then ~/.cox/config.
 struct ClientOptions: ParsableArguments {
     @Option(help: "Path to a kubeconfig file.") var kubeconfig: String?
+    @Option(help: "API server URL(s) instead of the kubeconfig's: https://a:6443,https://b:6443 (calls fail over to the next on connection errors and 503/504).")
+    var server: String?
     @Flag(help: "Talk JSON to the server instead of protobuf.") var json = false
     @Option(name: .customLong("as"), help: "Act as this user (the server must allow you to impersonate it).") var asUser: String?
     @Option(name: .customLong("as-group"), help: "Act with this group too (repeatable; needs --as).") var asGroup: [String] = []
@@ -32,7 +34,12 @@ struct ClientOptions: ParsableArguments {
         if asUser == nil && !asGroup.isEmpty { throw ValidationError("--as-group needs --as (a user to act as)") }
         let timeout = try TokenTTL.seconds(requestTimeout, flag: "--request-timeout")
         guard timeout > 0 else { throw ValidationError("--request-timeout must be more than 0") }
-        return try APIClient(kubeconfig: try Kubeconfig.load(path: try resolveKubeconfig()), format: json ? .json : .protobuf,
+        var config = try Kubeconfig.load(path: try resolveKubeconfig())
+        if let server {
+            config.server = server
+            if let bad = config.servers.first(where: { !$0.hasPrefix("https://") }) { throw ValidationError("--server: \(bad) is not an https:// URL") }
+        }
+        return try APIClient(kubeconfig: config, format: json ? .json : .protobuf,
                              timeout: .seconds(timeout), maxAttempts: 3, connectTimeout: .seconds(min(10, timeout)),
                              impersonate: asUser.map { ($0, asGroup) }, retryConnecting: false)
     }
