@@ -200,15 +200,22 @@ public final class APIClient: Sendable {
         let idempotent = method != .POST && !(method == .PATCH && contentType == "application/json-patch+json")
         var backoff = Backoff(base: .milliseconds(100), cap: .seconds(5))
         var attempt = 0
+        var previous: ClientError?
         while true {
             attempt += 1
             let failure: ClientError
             var wait: Duration?
             do {
                 return try await attemptCall(method, path, body: body, contentType: contentType, deadline: deadline)
+            } catch let error as ClientError where error.reason == "Timeout" && error.code == 0 && previous != nil {
+                // The deadline passed on a retry: what the server said before is the news.
+                let said = previous!
+                throw ClientError(code: said.code, reason: said.reason,
+                                  message: said.message + " (gave up after \(attempt) attempts: the deadline of \(Self.seconds(timeout)) passed)")
             } catch let error as Transient {
                 failures.add(1, ordering: .relaxed)
                 failure = error.error
+                if failure.code != 0 { previous = failure }
                 wait = error.retryAfter
                 guard error.sent == false || idempotent else { throw failure }
             }

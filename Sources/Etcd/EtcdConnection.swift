@@ -41,6 +41,9 @@ public final class EtcdConnection: Sendable {
         let port = url.port ?? 2379
         var config = Transport.Config.defaults
         config.backoff = .init(initial: .milliseconds(100), max: .seconds(3), multiplier: 1.6, jitter: 0.2)
+        // A member behind a partition answers nothing and closes nothing: pings find out (a
+        // watch stream would otherwise wait on it forever). etcd accepts a ping every 5 s.
+        config.connection.keepalive = .init(time: .seconds(10), timeout: .seconds(5), allowWithoutCalls: true)
         let security: Transport.TransportSecurity
         if scheme == "https", let tls {
             security = .mTLS(certificateChain: [.file(path: tls.certFile, format: .pem)], privateKey: .file(path: tls.keyFile, format: .pem)) {

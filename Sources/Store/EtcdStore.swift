@@ -54,7 +54,36 @@ public final class EtcdStore: ObjectStore, Sendable {
 
     let options: Options
     let logger: Logger
-    let members: [EtcdConnection]
+    /// One connection per member; a member that keeps failing gets a new one (a connection
+    /// stuck in its TLS handshake behind a partition never finishes by itself).
+    let connections: Mutex<[EtcdConnection]>
+    /// Calls that failed in a row, per member.
+    let failuresInARow: Mutex<[Int]>
+    var members: [EtcdConnection] { connections.withLock { $0 } }
+    func member(_ index: Int) -> EtcdConnection { connections.withLock { $0[index % $0.count] } }
+
+    /// After this many failed calls in a row, a member's connection is replaced.
+    static let reconnectAfter = 2
+
+    /// Counts a failure (or, with `failed: false`, a success) of member `index`; replaces its
+    /// connection when the failures pile up.
+    func record(_ index: Int, failed: Bool) {
+        let replace = failuresInARow.withLock { counts -> Bool in
+            counts[index] = failed ? counts[index] + 1 : 0
+            if counts[index] >= Self.reconnectAfter {
+                counts[index] = 0
+                return true
+            }
+            return false
+        }
+        guard replace, let fresh = try? EtcdConnection(endpoint: options.endpoints[index], tls: options.tls) else { return }
+        let old = connections.withLock { list -> EtcdConnection in
+            defer { list[index] = fresh }
+            return list[index]
+        }
+        old.close()
+        logger.info("replaced the connection to an etcd member after repeated failures", metadata: ["member": "\(options.endpoints[index])"])
+    }
     /// The member calls go to first.
     let preferred = Atomic<Int>(0)
     let hub: WatchHub
@@ -72,7 +101,9 @@ public final class EtcdStore: ObjectStore, Sendable {
         guard !options.endpoints.isEmpty else { throw StoreError(.invalid, "--etcd-servers: at least one URL is needed") }
         self.options = options
         self.logger = logger
-        self.members = try options.endpoints.map { try EtcdConnection(endpoint: $0, tls: options.tls) }
+        let members = try options.endpoints.map { try EtcdConnection(endpoint: $0, tls: options.tls) }
+        self.connections = Mutex(members)
+        self.failuresInARow = Mutex(Array(repeating: 0, count: members.count))
         self.values = ValueCodec(secrets: options.secretsKey)
         var prefix = options.prefix
         while prefix.hasSuffix("/") { prefix.removeLast() }
@@ -186,14 +217,22 @@ public final class EtcdStore: ObjectStore, Sendable {
                            _ body: (EtcdConnection, CallOptions) async throws -> R) async throws -> R {
         let first = preferred.load(ordering: .relaxed)
         var failure: (any Error)?
-        for attempt in 0..<members.count {
+        let count = options.endpoints.count
+        // One store call, tries on other members included, ends within half again the timeout
+        // of one: an honest 504 soon beats every member's full timeout in a row.
+        let deadline = ContinuousClock.now + options.callTimeout * 3 / 2
+        for attempt in 0..<count {
+            let remaining = deadline - ContinuousClock.now
+            if attempt > 0 && remaining < .milliseconds(200) { break }
             // A write goes to another member only when the last could not be reached (etcd's own
             // client does the same); one that may have been applied is not sent twice.
             if attempt > 0, !retry, let last = failure as? RPCError, last.code != .unavailable { break }
-            let index = (first + attempt) % members.count
+            let index = (first + attempt) % count
+            let member = self.member(index)
             do {
-                let result = try await body(members[index], EtcdConnection.options(timeout: options.callTimeout))
+                let result = try await body(member, EtcdConnection.options(timeout: min(options.callTimeout, remaining)))
                 counters.requests.add(1, ordering: .relaxed)
+                record(index, failed: false)
                 if failure != nil || lastFailure.withLock({ $0 != nil }) {
                     lastFailure.withLock { $0 = nil }
                 }
@@ -201,11 +240,12 @@ public final class EtcdStore: ObjectStore, Sendable {
             } catch let error as RPCError where Self.isMemberFailure(error) {
                 counters.failures.add(1, ordering: .relaxed)
                 failure = error
-                let message = "etcd member \(members[index].endpoint): \(Self.describe(error))"
+                let message = "etcd member \(member.endpoint): \(Self.describe(error))"
+                record(index, failed: true)
                 lastFailure.withLock { $0 = message }
                 // Prefer the next member from now on (unless another call moved on already).
-                _ = preferred.compareExchange(expected: index, desired: (index + 1) % members.count, ordering: .relaxed)
-                logger.warning("etcd call failed", metadata: ["operation": "\(operation)", "member": "\(members[index].endpoint)", "error": "\(Self.describe(error))"])
+                _ = preferred.compareExchange(expected: index, desired: (index + 1) % count, ordering: .relaxed)
+                logger.warning("etcd call failed", metadata: ["operation": "\(operation)", "member": "\(member.endpoint)", "error": "\(Self.describe(error))"])
             } catch let error as RPCError {
                 throw Self.storeError(error, operation: operation)
             }
@@ -536,7 +576,7 @@ public final class EtcdStore: ObjectStore, Sendable {
             }
             noteRevision(marked.header.revision)
         }
-        let member = members[preferred.load(ordering: .relaxed) % members.count]
+        let member = self.member(preferred.load(ordering: .relaxed))
         do {
             return try await member.watch.watch(metadata: Self.requireLeader, options: EtcdConnection.options(timeout: options.callTimeout * 6)) { writer in
                 var create = Etcdserverpb_WatchCreateRequest()
@@ -582,10 +622,23 @@ public final class EtcdStore: ObjectStore, Sendable {
         let cursor = FeedCursor(start + 1)
         let (key, end) = (Data(prefix), Data(Etcdserverpb_RangeRequest.prefixEnd(prefix)))
         while !Task.isCancelled {
-            let index = preferred.load(ordering: .relaxed) % members.count
-            let member = members[index]
+            let index = preferred.load(ordering: .relaxed) % options.endpoints.count
+            let member = self.member(index)
             let resumeFrom = cursor.next.load(ordering: .relaxed)
+            cursor.created.store(false, ordering: .relaxed)
+            let callTimeout = options.callTimeout
             do {
+              // The member must start the watch in time (one behind a partition never answers,
+              // and its connection never fails before it is up); once started, keepalive pings
+              // watch the connection.
+              try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    try await Task.sleep(for: callTimeout)
+                    if !cursor.created.load(ordering: .relaxed) {
+                        throw StoreError(.timeout, "the member did not start the watch within \(callTimeout)")
+                    }
+                }
+                group.addTask { [self] in
                 try await member.watch.watch(metadata: Self.requireLeader, options: .defaults) { writer in
                     var create = Etcdserverpb_WatchCreateRequest()
                     create.key = key
@@ -612,6 +665,7 @@ public final class EtcdStore: ObjectStore, Sendable {
                         if message.canceled {
                             throw StoreError(.unavailable, "etcd cancelled the watch: \(message.cancelReason)")
                         }
+                        if message.created { cursor.created.store(true, ordering: .relaxed) }
                         noteRevision(message.header.revision)
                         var batch: [StoreEvent] = []
                         var head = next - 1
@@ -642,6 +696,9 @@ public final class EtcdStore: ObjectStore, Sendable {
                     }
                     throw StoreError(.unavailable, "etcd ended the watch")
                 }
+                }
+                for try await _ in group {}
+              }
             } catch {
                 if Task.isCancelled { return }
                 let failures = cursor.failures.add(1, ordering: .relaxed).newValue
@@ -649,7 +706,8 @@ public final class EtcdStore: ObjectStore, Sendable {
                 lastFailure.withLock { $0 = message }
                 logger.warning("etcd watch broke; resuming on the next member", metadata: [
                     "member": "\(member.endpoint)", "from": "\(cursor.next.load(ordering: .relaxed))", "error": "\(Self.describe(error))"])
-                _ = preferred.compareExchange(expected: index, desired: (index + 1) % members.count, ordering: .relaxed)
+                record(index, failed: true)
+                _ = preferred.compareExchange(expected: index, desired: (index + 1) % options.endpoints.count, ordering: .relaxed)
                 try? await Task.sleep(for: .milliseconds(min(2_000, 100 * (1 << min(failures, 5)))))
             }
         }
@@ -657,15 +715,13 @@ public final class EtcdStore: ObjectStore, Sendable {
 
     // MARK: - Health, compaction, metrics
 
-    /// nil when a linearizable read succeeds within the call timeout; otherwise why not.
+    /// nil when a linearizable read succeeds (within one store call's bounds); otherwise why not.
     public func unreadyReason() async -> String? {
         do {
-            let revision = try await Self.readRevision([members[preferred.load(ordering: .relaxed) % members.count]] + members,
-                                                       prefix: prefix, timeout: options.callTimeout)
-            noteRevision(revision)
+            _ = try await latestRevision()
             return nil
         } catch {
-            return "etcd: \(lastFailure.withLock { $0 } ?? Self.describe(error))"
+            return "\(error)"
         }
     }
 
@@ -738,6 +794,8 @@ final class FeedCursor: Sendable {
     let next: Atomic<Int64>
     /// Breaks of the watch since it last delivered.
     let failures = Atomic<Int>(0)
+    /// Whether the member has answered the current watch's create.
+    let created = Atomic<Bool>(false)
     init(_ next: Int64) { self.next = Atomic(next) }
 }
 

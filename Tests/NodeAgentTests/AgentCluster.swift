@@ -17,14 +17,34 @@ final class AgentCluster: @unchecked Sendable {
     /// Agents besides n1, by node name.
     var agents: [String: Child] = [:]
     let serverArguments: [String]
+    /// With `etcdMembers`: the etcd cluster the server keeps its state in, and a fault proxy in
+    /// front of each member's client port (the server reaches the members through them only).
+    let etcd: EtcdCluster?
+    let etcdProxies: [FaultProxy]
     var client: APIClient!
     /// Every command line of a test's containers carries this, so leaks can be found.
     let marker = "cox-test-\(UInt32.random(in: 0..<UInt32.max))"
 
     var kubeconfig: String { (dir.path as NSString).appendingPathComponent("admin.kubeconfig") }
 
-    init(serverArguments: [String] = [], firstAgent: Bool = true) async throws {
-        self.serverArguments = serverArguments
+    init(serverArguments: [String] = [], firstAgent: Bool = true, etcdMembers: Int = 0) async throws {
+        if etcdMembers > 0 {
+            let etcd = try EtcdCluster(size: etcdMembers)
+            try await etcd.waitUntilServing()
+            var proxies: [FaultProxy] = []
+            for endpoint in etcd.endpoints {
+                proxies.append(try await FaultProxy(port: Int(endpoint.split(separator: ":").last!)!, seed: UInt64(proxies.count + 11)))
+            }
+            let urls = proxies.map { "https://127.0.0.1:\($0.port)" }.joined(separator: ",")
+            self.serverArguments = serverArguments + ["--etcd-servers", urls, "--etcd-cafile", etcd.tls.caFile,
+                                                      "--etcd-certfile", etcd.tls.certFile, "--etcd-keyfile", etcd.tls.keyFile]
+            self.etcd = etcd
+            self.etcdProxies = proxies
+        } else {
+            self.serverArguments = serverArguments
+            self.etcd = nil
+            self.etcdProxies = []
+        }
         binary = try coxBinary()
         port = try freeLoopbackPort()
         try await startServer()
@@ -39,8 +59,9 @@ final class AgentCluster: @unchecked Sendable {
 
     /// Runs `body` against a fresh cluster and always tears it down (and checks for leaks), also
     /// when the body fails.
-    static func run(serverArguments: [String] = [], firstAgent: Bool = true, _ body: (AgentCluster) async throws -> Void) async throws {
-        let cluster = try await AgentCluster(serverArguments: serverArguments, firstAgent: firstAgent)
+    static func run(serverArguments: [String] = [], firstAgent: Bool = true, etcdMembers: Int = 0,
+                    _ body: (AgentCluster) async throws -> Void) async throws {
+        let cluster = try await AgentCluster(serverArguments: serverArguments, firstAgent: firstAgent, etcdMembers: etcdMembers)
         do {
             try await body(cluster)
         } catch {
@@ -118,6 +139,7 @@ final class AgentCluster: @unchecked Sendable {
         agents = [:]
         await stopServer()
         try? await client.shutdown()
+        for proxy in etcdProxies { await proxy.close() }
         // Whatever is left of the tests' containers is a leak: report it, then kill it.
         let leaked = processes(matching: marker)
         #expect(leaked.isEmpty, "container processes left running: \(leaked)")

@@ -63,6 +63,22 @@ struct PKITests {
         #expect(Data(base64Encoded: raw.output).map { String(decoding: $0, as: UTF8.self) } == pki.admin.certificatePEM)
     }
 
+    /// Several API servers: the first is `server` (what kubectl uses), all of them are in the
+    /// `cox.io/servers` extension (what our clients fail over between); kubectl reads the file.
+    @Test func aKubeconfigListsSeveralServersInAnExtensionKubectlAccepts() throws {
+        let dir = TemporaryDirectory()
+        let pki = try ClusterPKI.bootstrap(dataDirectory: dir.path)
+        let path = (dir.path as NSString).appendingPathComponent("ha.kubeconfig")
+        var config = try pki.writeAdminKubeconfig(to: path, serverURL: "https://10.0.0.1:6443")
+        config.server = "https://10.0.0.1:6443, https://10.0.0.2:6443"
+        #expect(config.servers == ["https://10.0.0.1:6443", "https://10.0.0.2:6443"] && config.server == "https://10.0.0.1:6443")
+        try config.yaml().write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(try Kubeconfig.load(path: path) == config)
+        guard let kubectl = Tools.peer("kubectl") else { return }
+        let read = try Tools.run(kubectl, ["--kubeconfig", path, "config", "view", "-o", "jsonpath={.clusters[0].cluster.server} {.clusters[0].cluster.extensions[0].name}"])
+        #expect(read.status == 0 && read.output == "https://10.0.0.1:6443 cox.io/servers", "\(read.output)")
+    }
+
     @Test func kubeconfigErrorsSayWhatIsMissing() throws {
         let dir = TemporaryDirectory()
         let path = (dir.path as NSString).appendingPathComponent("k")

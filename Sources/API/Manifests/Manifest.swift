@@ -24,6 +24,9 @@ public struct ManifestError: Error, Sendable, CustomStringConvertible {
 }
 
 public enum Manifests {
+    /// Where a namespaced object without `metadata.namespace` goes.
+    public static let defaultNamespace = "default"
+
     /// Reads YAML (multi-document) or JSON text into objects, defaulted and validated.
     public static func decode(_ text: String, source: String) throws -> [ManifestObject] {
         var out: [ManifestObject] = []
@@ -91,6 +94,8 @@ public enum Manifests {
 
     static func decodeTyped<T: APIObject>(_ type: T.Type, _ json: JSONValue) throws -> T {
         var object = try T(json: json)
+        // A namespaced object that names no namespace goes to "default", as kubectl sends it.
+        if T.kindInfo.namespaced && object.metadata.namespace.isEmpty { object.metadata.namespace = defaultNamespace }
         object.applyDefaults()
         return try object.validated()
     }
