@@ -6,6 +6,7 @@ import Dispatch
 import Foundation
 import Logging
 import PKI
+import Store
 import Synchronization
 
 /// `cox bench api`: C clients create pods over TLS while W watchers stream them, against a server
@@ -68,6 +69,8 @@ struct APIBench: AsyncParsableCommand {
     }
     @Option(help: "Load an already running server (its kubeconfig) instead of one in this process, so each side's CPU can be measured apart. Its store keeps the pods.")
     var kubeconfig: String?
+    @Flag(help: "Compare stores in one run: creates on cox with the embedded store, cox on etcd (a member this bench starts, mutual TLS, etcd on PATH), and raw etcd puts of the same bytes over TLS (protobuf only).")
+    var etcd = false
 
     enum WatchShape: String, ExpressibleByArgument { case all, node }
     enum RequestShape: String, ExpressibleByArgument { case create, dryRun = "dry-run", livez, put, patch, apply }
@@ -79,6 +82,7 @@ struct APIBench: AsyncParsableCommand {
 
     func run() async throws {
         print("machine: \(machineDescription())")
+        if etcd { return try await compareStores() }
         let what = switch request {
         case .create: "creating \(creates) pods"
         case .dryRun: "dry-run creating \(creates) pods (nothing stored: the watchers get no events)"
@@ -129,7 +133,7 @@ struct APIBench: AsyncParsableCommand {
 
     /// One run; with `custom`, of BenchItems (call it with `CustomResources.current` set to
     /// `benchResource`): their definition is made first, and they carry the pods' fields.
-    func measure(_ wire: WireFormat, custom: Bool = false) async throws -> Result {
+    func measure(_ wire: WireFormat, custom: Bool = false, etcdStore: EtcdStore.Options? = nil) async throws -> Result {
         if custom {
             return try await measure(wire, as: CustomObject.self) { pod in
                 var object = CustomObject()
@@ -145,11 +149,12 @@ struct APIBench: AsyncParsableCommand {
                 return object
             }
         }
-        return try await measure(wire, as: Pod.self) { $0 }
+        return try await measure(wire, as: Pod.self, etcdStore: etcdStore) { $0 }
     }
 
-    func measure<T: APIObject>(_ wire: WireFormat, as type: T.Type, _ shape: @escaping @Sendable (Pod) -> T) async throws -> Result {
-        let server = kubeconfig == nil ? try await BenchServer.start("api-\(wire == .json ? "json" : "pb")") : nil
+    func measure<T: APIObject>(_ wire: WireFormat, as type: T.Type, etcdStore: EtcdStore.Options? = nil,
+                               _ shape: @escaping @Sendable (Pod) -> T) async throws -> Result {
+        let server = kubeconfig == nil ? try await BenchServer.start("api-\(wire == .json ? "json" : "pb")\(etcdStore == nil ? "" : "-etcd")", etcd: etcdStore) : nil
         defer { server?.stop() }
         let kubeconfigPath = kubeconfig ?? server!.kubeconfigPath
         if T.self == CustomObject.self {

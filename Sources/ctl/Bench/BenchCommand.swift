@@ -2,6 +2,7 @@ import APIServer
 import ArgumentParser
 import Logging
 import Foundation
+import Store
 
 /// Load generators and micro-benchmarks. Not tests: they print figures for BENCHMARKS.md.
 /// Build with `-c release` before quoting numbers.
@@ -19,9 +20,11 @@ struct BenchServer {
     let kubeconfigPath: String
     let task: Task<Void, any Error>
 
-    static func start(_ name: String) async throws -> BenchServer {
+    /// A server in this process on a data directory of its own; with `etcd`, its state in etcd.
+    static func start(_ name: String, etcd: EtcdStore.Options? = nil) async throws -> BenchServer {
         let dir = (NSTemporaryDirectory() as NSString).appendingPathComponent("cox-bench-\(name)-\(getpid())")
         var configuration = APIServer.Configuration(dataDirectory: dir)
+        configuration.etcd = etcd
         configuration.port = 0
         configuration.limits.maxInflightRequests = 10_000
         // Every bench client comes from 127.0.0.1.
