@@ -620,7 +620,6 @@ public final class EtcdStore: ObjectStore, Sendable {
         // The next revision to read: kept outside the stream, which may end by throwing after
         // some events were published (they must not be published twice).
         let cursor = FeedCursor(start + 1)
-        let (key, end) = (Data(prefix), Data(Etcdserverpb_RangeRequest.prefixEnd(prefix)))
         while !Task.isCancelled {
             let index = preferred.load(ordering: .relaxed) % options.endpoints.count
             let member = self.member(index)
@@ -628,77 +627,19 @@ public final class EtcdStore: ObjectStore, Sendable {
             cursor.created.store(false, ordering: .relaxed)
             let callTimeout = options.callTimeout
             do {
-              // The member must start the watch in time (one behind a partition never answers,
-              // and its connection never fails before it is up); once started, keepalive pings
-              // watch the connection.
-              try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask {
-                    try await Task.sleep(for: callTimeout)
-                    if !cursor.created.load(ordering: .relaxed) {
-                        throw StoreError(.timeout, "the member did not start the watch within \(callTimeout)")
-                    }
-                }
-                group.addTask { [self] in
-                try await member.watch.watch(metadata: Self.requireLeader, options: .defaults) { writer in
-                    var create = Etcdserverpb_WatchCreateRequest()
-                    create.key = key
-                    create.rangeEnd = end
-                    create.startRevision = resumeFrom
-                    create.prevKv = true
-                    create.progressNotify = true
-                    try await writer.write(.with { $0.createRequest = create })
-                    // The request side stays open as long as the watch.
-                    while !Task.isCancelled { try await Task.sleep(for: .seconds(3600)) }
-                } onResponse: { [self] response in
-                    for try await message in response.messages {
-                        let next = cursor.next.load(ordering: .relaxed)
-                        if message.compactRevision > 0 {
-                            // What came between was compacted before this store read it: watches
-                            // behind it must start again from a list (410 to their clients).
-                            noteCompacted(message.compactRevision)
-                            logger.warning("etcd history was compacted past this server's watch; watches behind it end with 410",
-                                           metadata: ["from": "\(next)", "compacted": "\(message.compactRevision)"])
-                            hub.discard(through: message.compactRevision)
-                            cursor.next.store(message.compactRevision + 1, ordering: .relaxed)
-                            return
-                        }
-                        if message.canceled {
-                            throw StoreError(.unavailable, "etcd cancelled the watch: \(message.cancelReason)")
-                        }
-                        if message.created { cursor.created.store(true, ordering: .relaxed) }
-                        noteRevision(message.header.revision)
-                        var batch: [StoreEvent] = []
-                        var head = next - 1
-                        for raw in message.events {
-                            let revision = raw.kv.modRevision
-                            guard revision > head else {
-                                // A transaction of several keys (not one of ours) under the prefix.
-                                logger.warning("skipping a second change at one revision under the prefix", metadata: [
-                                    "key": "\(String(decoding: raw.kv.key, as: UTF8.self))", "revision": "\(revision)"])
-                                continue
-                            }
-                            do {
-                                if let converted = try event(raw) {
-                                    batch.append(converted)
-                                    head = revision
-                                }
-                            } catch {
-                                logger.error("cannot decode a change from etcd; skipped", metadata: [
-                                    "key": "\(String(decoding: raw.kv.key, as: UTF8.self))", "revision": "\(revision)", "error": "\(error)"])
-                            }
-                        }
-                        if let last = message.events.last { cursor.next.store(max(next, last.kv.modRevision + 1), ordering: .relaxed) }
-                        hub.publish(batch)
-                        if cursor.failures.exchange(0, ordering: .relaxed) > 0 {
-                            lastFailure.withLock { $0 = nil }
-                            logger.info("following etcd again", metadata: ["member": "\(member.endpoint)", "revision": "\(cursor.next.load(ordering: .relaxed) - 1)"])
+                // The member must start the watch in time (one behind a partition never answers,
+                // and its connection never fails before it is up); once started, keepalive pings
+                // watch the connection.
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        try await Task.sleep(for: callTimeout)
+                        if !cursor.created.load(ordering: .relaxed) {
+                            throw StoreError(.timeout, "the member did not start the watch within \(callTimeout)")
                         }
                     }
-                    throw StoreError(.unavailable, "etcd ended the watch")
+                    group.addTask { try await self.stream(from: member, resumeFrom: resumeFrom, cursor: cursor) }
+                    for try await _ in group {}
                 }
-                }
-                for try await _ in group {}
-              }
             } catch {
                 if Task.isCancelled { return }
                 let failures = cursor.failures.add(1, ordering: .relaxed).newValue
@@ -710,6 +651,69 @@ public final class EtcdStore: ObjectStore, Sendable {
                 _ = preferred.compareExchange(expected: index, desired: (index + 1) % options.endpoints.count, ordering: .relaxed)
                 try? await Task.sleep(for: .milliseconds(min(2_000, 100 * (1 << min(failures, 5)))))
             }
+        }
+    }
+
+    /// One watch of the prefix on `member` from `resumeFrom`, publishing to the hub until it
+    /// breaks (it throws then; `cursor` says where to resume).
+    func stream(from member: EtcdConnection, resumeFrom: Int64, cursor: FeedCursor) async throws {
+        let (key, end) = (Data(prefix), Data(Etcdserverpb_RangeRequest.prefixEnd(prefix)))
+        try await member.watch.watch(metadata: Self.requireLeader, options: .defaults) { writer in
+            var create = Etcdserverpb_WatchCreateRequest()
+            create.key = key
+            create.rangeEnd = end
+            create.startRevision = resumeFrom
+            create.prevKv = true
+            create.progressNotify = true
+            try await writer.write(.with { $0.createRequest = create })
+            // The request side stays open as long as the watch.
+            while !Task.isCancelled { try await Task.sleep(for: .seconds(3600)) }
+        } onResponse: { [self] response in
+            for try await message in response.messages {
+                let next = cursor.next.load(ordering: .relaxed)
+                if message.compactRevision > 0 {
+                    // What came between was compacted before this store read it: watches
+                    // behind it must start again from a list (410 to their clients).
+                    noteCompacted(message.compactRevision)
+                    logger.warning("etcd history was compacted past this server's watch; watches behind it end with 410",
+                                   metadata: ["from": "\(next)", "compacted": "\(message.compactRevision)"])
+                    hub.discard(through: message.compactRevision)
+                    cursor.next.store(message.compactRevision + 1, ordering: .relaxed)
+                    return
+                }
+                if message.canceled {
+                    throw StoreError(.unavailable, "etcd cancelled the watch: \(message.cancelReason)")
+                }
+                if message.created { cursor.created.store(true, ordering: .relaxed) }
+                noteRevision(message.header.revision)
+                var batch: [StoreEvent] = []
+                var head = next - 1
+                for raw in message.events {
+                    let revision = raw.kv.modRevision
+                    guard revision > head else {
+                        // A transaction of several keys (not one of ours) under the prefix.
+                        logger.warning("skipping a second change at one revision under the prefix", metadata: [
+                            "key": "\(String(decoding: raw.kv.key, as: UTF8.self))", "revision": "\(revision)"])
+                        continue
+                    }
+                    do {
+                        if let converted = try event(raw) {
+                            batch.append(converted)
+                            head = revision
+                        }
+                    } catch {
+                        logger.error("cannot decode a change from etcd; skipped", metadata: [
+                            "key": "\(String(decoding: raw.kv.key, as: UTF8.self))", "revision": "\(revision)", "error": "\(error)"])
+                    }
+                }
+                if let last = message.events.last { cursor.next.store(max(next, last.kv.modRevision + 1), ordering: .relaxed) }
+                hub.publish(batch)
+                if cursor.failures.exchange(0, ordering: .relaxed) > 0 {
+                    lastFailure.withLock { $0 = nil }
+                    logger.info("following etcd again", metadata: ["member": "\(member.endpoint)", "revision": "\(cursor.next.load(ordering: .relaxed) - 1)"])
+                }
+            }
+            throw StoreError(.unavailable, "etcd ended the watch")
         }
     }
 
