@@ -306,7 +306,16 @@ public final class EtcdStore: ObjectStore, Sendable {
         try checkKey(object)
         var stored = object.asCreated()
         let key = ObjectKey(of: stored)
-        let bytes = stored.protobufBytes()
+        guard let revision = try await putIfAbsent(key, stored.protobufBytes(), operation: "create") else {
+            throw StoreError(.alreadyExists, "\(key.resourceName) \"\(key.name)\" already exists")
+        }
+        stored.metadata.resourceVersion = String(revision)
+        return stored
+    }
+
+    /// Writes `bytes` (encrypted as stored) at `key` only if no live object has it: the
+    /// revision of the write, nil when the key was taken.
+    func putIfAbsent(_ key: ObjectKey, _ bytes: [UInt8], operation: String) async throws -> Int64? {
         try checkSize(key, bytes)
         let keyData = Data(keyBytes(key))
         var absent = Etcdserverpb_Compare()
@@ -320,15 +329,11 @@ public final class EtcdStore: ObjectStore, Sendable {
         var txn = Etcdserverpb_TxnRequest()
         txn.compare = [absent]
         txn.success = [.with { $0.requestPut = put }]
-        let response = try await call("create \(key)", retry: false) { member, options in
+        let response = try await call("\(operation) \(key)", retry: false) { member, options in
             try await member.kv.txn(txn, options: options)
         }
         noteRevision(response.header.revision)
-        guard response.succeeded else {
-            throw StoreError(.alreadyExists, "\(key.resourceName) \"\(key.name)\" already exists")
-        }
-        stored.metadata.resourceVersion = String(response.header.revision)
-        return stored
+        return response.succeeded ? response.header.revision : nil
     }
 
     /// The live object at `key` with its revision, nil when there is none.
@@ -757,33 +762,15 @@ public final class EtcdStore: ObjectStore, Sendable {
 
     /// Compacts history older than `window` for as long as the task runs (as the SQLite store does).
     public func runCompactor(window: Duration, tick: Duration, clock: some Clock<Duration> = ContinuousClock()) async {
-        var schedule = CompactionSchedule(window: window)
-        let start = clock.now
-        while !Task.isCancelled {
-            do {
-                try await clock.sleep(for: tick)
-            } catch {
-                return
-            }
-            guard let target = schedule.record(at: start.duration(to: clock.now), revision: currentRevision),
-                  target > compactedRevision else { continue }
-            do {
-                try await compact(to: target)
-                logger.info("compacted etcd", metadata: ["revision": "\(target)"])
-            } catch {
-                logger.warning("compaction failed; will retry", metadata: ["error": "\(error)", "revision": "\(target)"])
-            }
+        await CompactionSchedule.run(window: window, tick: tick, clock: clock, current: { self.currentRevision },
+                                     compacted: { self.compactedRevision }, logger: logger) { target in
+            try await self.compact(to: target)
+            self.logger.info("compacted etcd", metadata: ["revision": "\(target)"])
         }
     }
 
     public func renderMetrics(into lines: inout [String]) {
-        lines += [
-            "# HELP cox_store_revision The store's current revision.",
-            "# TYPE cox_store_revision gauge",
-            "cox_store_revision \(currentRevision)",
-            "# HELP cox_store_compacted_revision Revision up to which history has been compacted.",
-            "# TYPE cox_store_compacted_revision gauge",
-            "cox_store_compacted_revision \(compactedRevision)",
+        lines += StoreStats.revisionLines(current: currentRevision, compacted: compactedRevision) + [
             "# HELP cox_etcd_requests_total Calls to etcd that were answered.",
             "# TYPE cox_etcd_requests_total counter",
             "cox_etcd_requests_total \(counters.requests.load(ordering: .relaxed))",
@@ -837,23 +824,6 @@ extension EtcdStore {
     /// at its key, only if the key is free; false when it was not. The value is encrypted as
     /// this store encrypts it.
     public func importObject(_ key: ObjectKey, bytes: [UInt8]) async throws -> Bool {
-        try checkSize(key, bytes)
-        let keyData = Data(keyBytes(key))
-        var absent = Etcdserverpb_Compare()
-        absent.key = keyData
-        absent.target = .create
-        absent.result = .equal
-        absent.createRevision = 0
-        var put = Etcdserverpb_PutRequest()
-        put.key = keyData
-        put.value = Data(try values.stored(key.resource, bytes))
-        var txn = Etcdserverpb_TxnRequest()
-        txn.compare = [absent]
-        txn.success = [.with { $0.requestPut = put }]
-        let response = try await call("import \(key)", retry: false) { member, options in
-            try await member.kv.txn(txn, options: options)
-        }
-        noteRevision(response.header.revision)
-        return response.succeeded
+        try await putIfAbsent(key, bytes, operation: "import") != nil
     }
 }

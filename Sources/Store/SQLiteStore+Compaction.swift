@@ -42,25 +42,13 @@ extension SQLiteStore {
     /// (as kube-apiserver compacts etcd every 5 minutes), then returns the freed pages to the file
     /// system. History therefore spans between `window` and `window + tick`. Returns when cancelled.
     public func runCompactor(window: Duration, tick: Duration, clock: some Clock<Duration> = ContinuousClock()) async {
-        var schedule = CompactionSchedule(window: window)
-        let start = clock.now
-        while !Task.isCancelled {
-            do {
-                try await clock.sleep(for: tick)
-            } catch {
-                return
-            }
-            guard let target = schedule.record(at: start.duration(to: clock.now), revision: currentRevision),
-                  target > compactedRevision else { continue }
-            do {
-                let before = stats.compactedRows.load(ordering: .relaxed)
-                try await compact(to: target)
-                let free = try await reclaimSpace()
-                logger.info("compacted the store", metadata: [
-                    "revision": "\(target)", "rows": "\(stats.compactedRows.load(ordering: .relaxed) - before)", "freePages": "\(free)"])
-            } catch {
-                logger.warning("compaction failed; will retry", metadata: ["error": "\(error)", "revision": "\(target)"])
-            }
+        await CompactionSchedule.run(window: window, tick: tick, clock: clock, current: { self.currentRevision },
+                                     compacted: { self.compactedRevision }, logger: logger) { target in
+            let before = self.stats.compactedRows.load(ordering: .relaxed)
+            try await self.compact(to: target)
+            let free = try await self.reclaimSpace()
+            self.logger.info("compacted the store", metadata: [
+                "revision": "\(target)", "rows": "\(self.stats.compactedRows.load(ordering: .relaxed) - before)", "freePages": "\(free)"])
         }
     }
 }
@@ -74,6 +62,28 @@ public struct CompactionSchedule: Sendable {
     private var notes: [(at: Duration, revision: Int64)] = []
 
     public init(window: Duration) { self.window = window }
+
+    /// Every `tick`, notes the current revision and, once one noted `window` ago is newer than
+    /// the compacted revision, compacts to it; until cancelled. A failed compaction is logged and
+    /// tried again at the next tick.
+    static func run(window: Duration, tick: Duration, clock: some Clock<Duration>, current: () -> Int64, compacted: () -> Int64,
+                    logger: Logger, compact: (Int64) async throws -> Void) async {
+        var schedule = CompactionSchedule(window: window)
+        let start = clock.now
+        while !Task.isCancelled {
+            do {
+                try await clock.sleep(for: tick)
+            } catch {
+                return
+            }
+            guard let target = schedule.record(at: start.duration(to: clock.now), revision: current()), target > compacted() else { continue }
+            do {
+                try await compact(target)
+            } catch {
+                logger.warning("compaction failed; will retry", metadata: ["error": "\(error)", "revision": "\(target)"])
+            }
+        }
+    }
 
     /// Notes `revision` as current at time `now`, and returns the revision that was current
     /// `window` ago (the newest noted at or before `now - window`), if any.

@@ -172,13 +172,7 @@ public final class SQLiteStore: ObjectStore, Sendable {
     public var compactedRevision: Int64 { revisions.value.withLock { $0.compacted } }
 
     public func renderMetrics(into lines: inout [String]) {
-        lines += [
-            "# HELP cox_store_revision The store's current revision.",
-            "# TYPE cox_store_revision gauge",
-            "cox_store_revision \(currentRevision)",
-            "# HELP cox_store_compacted_revision Revision up to which history has been compacted.",
-            "# TYPE cox_store_compacted_revision gauge",
-            "cox_store_compacted_revision \(compactedRevision)",
+        lines += StoreStats.revisionLines(current: currentRevision, compacted: compactedRevision) + [
             "# HELP cox_store_commits_total Transactions committed (each one fsync).",
             "# TYPE cox_store_commits_total counter",
             "cox_store_commits_total \(stats.commits.load(ordering: .relaxed))",

@@ -30,3 +30,17 @@ public final class StoreStats: Sendable {
         }
     }
 }
+
+extension StoreStats {
+    /// The `/metrics` lines every backend has: its current and compacted revisions.
+    static func revisionLines(current: Int64, compacted: Int64) -> [String] {
+        [
+            "# HELP cox_store_revision The store's current revision.",
+            "# TYPE cox_store_revision gauge",
+            "cox_store_revision \(current)",
+            "# HELP cox_store_compacted_revision Revision up to which history has been compacted.",
+            "# TYPE cox_store_compacted_revision gauge",
+            "cox_store_compacted_revision \(compacted)",
+        ]
+    }
+}

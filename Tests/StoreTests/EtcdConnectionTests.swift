@@ -10,48 +10,10 @@ import TestSupport
 /// the names and numbers of etcd's own API.
 @Suite("etcd client", .watchdog)
 struct EtcdConnectionTests {
-    /// One member on loopback with mutual TLS (a certificate from a test CA, client certificates
-    /// required), in a temporary directory.
-    final class Member: Sendable {
-        let dir: TemporaryDirectory
-        let child: Child
-        let endpoint: String
-        let tls: EtcdConnection.TLSFiles
-
-        init() throws {
-            guard let etcd = Tools.peer("etcd") else { throw EtcdError("etcd is not installed") }
-            let dir = TemporaryDirectory("cox-etcd")
-            self.dir = dir
-            let authority = try CertificateAuthority.create(commonName: "etcd-ca")
-            let server = try authority.issue(commonName: "etcd", usage: .peer(dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"]))
-            let client = try authority.issue(commonName: "cox-apiserver", usage: .client)
-            func write(_ name: String, _ text: String) throws -> String {
-                let path = dir.path + "/" + name
-                try text.write(toFile: path, atomically: true, encoding: .utf8)
-                return path
-            }
-            let ca = try write("ca.crt", authority.certificatePEM)
-            let (certFile, keyFile) = (try write("client.crt", client.certificatePEM), try write("client.key", client.privateKeyPEM))
-            tls = EtcdConnection.TLSFiles(caFile: ca, certFile: certFile, keyFile: keyFile)
-            let (serverCert, serverKey) = (try write("server.crt", server.certificatePEM), try write("server.key", server.privateKeyPEM))
-            let (clientPort, peerPort) = (try TestHost.freePort(), try TestHost.freePort())
-            let endpoint = "https://127.0.0.1:\(clientPort)"
-            self.endpoint = endpoint
-            child = try Child(etcd, ["--name", "m0", "--data-dir", dir.path + "/data",
-                                     "--listen-client-urls", endpoint, "--advertise-client-urls", endpoint,
-                                     "--listen-peer-urls", "http://127.0.0.1:\(peerPort)", "--initial-advertise-peer-urls", "http://127.0.0.1:\(peerPort)",
-                                     "--initial-cluster", "m0=http://127.0.0.1:\(peerPort)",
-                                     "--cert-file", serverCert, "--key-file", serverKey,
-                                     "--trusted-ca-file", ca, "--client-cert-auth"],
-                          stdout: .file(dir.path + "/etcd.log"), stderr: .stdout)
-        }
-    }
-
     @Test func rangePutTxnWatchAndStatusOverMutualTLS() async throws {
         guard Tools.peer("etcd") != nil else { return }
-        let member = try Member()
-        defer { member.child.signal(SIGKILL) }
-        let connection = try EtcdConnection(endpoint: member.endpoint, tls: member.tls)
+        let member = try EtcdCluster(size: 1)
+        let connection = try EtcdConnection(endpoint: member.endpoints[0], tls: member.tls)
         defer { connection.close() }
         let options = EtcdConnection.options(timeout: .seconds(10))
 
@@ -66,7 +28,7 @@ struct EtcdConnectionTests {
                 try await Task.sleep(for: .milliseconds(100))
             }
         }
-        let log = (try? String(contentsOfFile: member.dir.path + "/etcd.log", encoding: .utf8)) ?? ""
+        let log = (try? String(contentsOfFile: member.logPath(0), encoding: .utf8)) ?? ""
         let up = try #require(status, "etcd did not answer Status: \(String(describing: failure)); its log ends: \(log.suffix(1500))")
         #expect(up.version.hasPrefix("3.4") && up.leader != 0, "\(up)")
 
@@ -123,7 +85,7 @@ struct EtcdConnectionTests {
         #expect(seen == ["first", "second"])
 
         // Without a client certificate the member does not let a client in.
-        let anonymous = try EtcdConnection(endpoint: member.endpoint.replacingOccurrences(of: "https", with: "http"))
+        let anonymous = try EtcdConnection(endpoint: member.endpoints[0].replacingOccurrences(of: "https", with: "http"))
         defer { anonymous.close() }
         await #expect(throws: (any Error).self) {
             _ = try await anonymous.kv.range(range, options: EtcdConnection.options(timeout: .seconds(3)))
