@@ -146,7 +146,7 @@ struct StoreWatchTests {
     /// MODIFIED, and one that takes it out DELETED with the object as it was selected, at the
     /// change's revision (Kubernetes' watch cache does the same) — live and replayed from the log.
     /// Before, a watcher never learnt that an object had left its selection.
-    @Test(.timeLimit(.minutes(1)), arguments: Backend.allCases) func objectsEnterAndLeaveASelectorsWatchAsAddedAndDeleted(_ backend: Backend) async throws {
+    @Test(.timeLimit(.minutes(5)), arguments: Backend.allCases) func objectsEnterAndLeaveASelectorsWatchAsAddedAndDeleted(_ backend: Backend) async throws {
         // A ring of 2 events: a watch started afterwards from revision 0 replays from the log.
         guard let tested = try await TestStore.open(backend, StoreSettings(watchRingCapacity: 2)) else { return }
         let store = tested.store
@@ -233,7 +233,7 @@ struct StoreWatchTests {
 
     /// A bookmark tick or a cancel that lands between a watch's read and its wait is kept for
     /// that wait (a node's watch may otherwise sleep until its node's next pod, bookmarks and all).
-    @Test(.timeLimit(.minutes(1))) func aWakeBeforeTheWaitIsNotLost() async {
+    @Test(.timeLimit(.minutes(5))) func aWakeBeforeTheWaitIsNotLost() async {
         let hub = WatchHub(capacity: 8, head: 0)
         let id = hub.newWaiterID()
         hub.wake(id)
