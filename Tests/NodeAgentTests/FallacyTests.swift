@@ -8,7 +8,18 @@ import TestSupport
 
 /// The eight fallacies of distributed computing, each a scenario against real `cox` processes on
 /// loopback with a `FaultProxy` between the parties. Each test would fail if the rule it names
-/// were broken; the README's fallacy table points here.
+/// were broken; the README's fallacy table points here. Each runs twice: on a server with the
+/// embedded store, and on one that keeps its state in etcd (`EtcdFallacyTests` puts the faults
+/// between that server and etcd).
+/// Where the cluster's server keeps its state.
+enum ClusterStore: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    case sqlite
+    case etcd
+    var testDescription: String { rawValue }
+    /// etcd members to start (behind fault proxies) for `AgentCluster`.
+    var etcdMembers: Int { self == .etcd ? 1 : 0 }
+}
+
 @Suite(.serialized, .watchdog) struct FallacyTests {
     /// The admin's kubeconfig, pointed at the proxy instead of the server.
     static func throughProxy(_ cluster: AgentCluster, _ proxy: FaultProxy) throws -> Kubeconfig {
@@ -28,8 +39,8 @@ import TestSupport
     /// each apply takes effect exactly once (one object per name, its uid never replaced, the
     /// change present), and an informer that followed it all through the same faults ends equal
     /// to the server's list.
-    @Test func theNetworkIsReliable() async throws {
-        try await AgentCluster.run(serverArguments: ["--no-scheduler"], firstAgent: false) { cluster in
+    @Test(arguments: ClusterStore.allCases) func theNetworkIsReliable(_ store: ClusterStore) async throws {
+        try await AgentCluster.run(serverArguments: ["--no-scheduler"], firstAgent: false, etcdMembers: store.etcdMembers) { cluster in
             let proxy = try await FaultProxy(port: cluster.port, seed: 1)
             defer { Task { await proxy.close() } }
             proxy.set(.init(resetEveryNthConnection: 3))
@@ -82,15 +93,15 @@ import TestSupport
                 return Dictionary(uniqueKeysWithValues: server.map { ($0.metadata.name, $0.metadata.resourceVersion) })
                     == Dictionary(uniqueKeysWithValues: cached.map { ($0.metadata.name, $0.metadata.resourceVersion) })
             }
-            print("fallacy 1: \(counters.connections) connections, \(counters.resets) reset, \(counters.drops) cut; \(failures) applies reported failure and were repeated")
+            print("fallacy 1 (\(store)): \(counters.connections) connections, \(counters.resets) reset, \(counters.drops) cut; \(failures) applies reported failure and were repeated")
         }
     }
 
     /// 2. Latency is zero. With 300 ms added each way, `cox get` and `cox apply` still finish
     /// inside their deadlines; with more latency than a call's deadline, the error names the
     /// deadline; a `cox get -w` that is interrupted frees its server-side watch within a second.
-    @Test func latencyIsZero() async throws {
-        try await AgentCluster.run(serverArguments: ["--no-scheduler"], firstAgent: false) { cluster in
+    @Test(arguments: ClusterStore.allCases) func latencyIsZero(_ store: ClusterStore) async throws {
+        try await AgentCluster.run(serverArguments: ["--no-scheduler"], firstAgent: false, etcdMembers: store.etcdMembers) { cluster in
             let proxy = try await FaultProxy(port: cluster.port, seed: 2)
             defer { Task { await proxy.close() } }
             proxy.set(.init(latency: .milliseconds(300), jitter: .milliseconds(50)))
@@ -118,7 +129,7 @@ import TestSupport
             try await eventually("the server-side watch is freed", timeout: 5) { try await Self.watchers(cluster) == before }
             let freed = Date().timeIntervalSince(stopped)
             #expect(freed < 1, "freed \(freed) s after Ctrl-C")
-            print("fallacy 2: the watch was freed \(String(format: "%.2f", freed)) s after Ctrl-C (polling included)")
+            print("fallacy 2 (\(store)): the watch was freed \(String(format: "%.2f", freed)) s after Ctrl-C (polling included)")
         }
     }
 
@@ -146,8 +157,8 @@ import TestSupport
     /// 6. There is one administrator. Two users change the same Deployment from the same
     /// revision: one write wins, the other gets 409 Conflict, re-reads and applies its change on
     /// top — both changes survive, and the audit log shows each user's writes.
-    @Test func thereIsOneAdministrator() async throws {
-        try await AgentCluster.run(serverArguments: ["--no-scheduler", "--no-controllers"], firstAgent: false) { cluster in
+    @Test(arguments: ClusterStore.allCases) func thereIsOneAdministrator(_ store: ClusterStore) async throws {
+        try await AgentCluster.run(serverArguments: ["--no-scheduler", "--no-controllers"], firstAgent: false, etcdMembers: store.etcdMembers) { cluster in
             _ = try await cluster.client.create(TestObjects.deployment("shared"))
             let authority = try ClusterPKI.loadAuthority(directory: "\(cluster.dir.path)/pki")
             let admin = try Kubeconfig.load(path: cluster.kubeconfig)
@@ -185,8 +196,8 @@ import TestSupport
     /// 8. The network is homogeneous. Clients that speak only JSON (curl; the Python `kubernetes`
     /// client from PyPI) and one that speaks only protobuf (`cox`'s client) see the same objects
     /// and the same watch events.
-    @Test func theNetworkIsHomogeneous() async throws {
-        try await AgentCluster.run(serverArguments: ["--no-scheduler", "--no-controllers"], firstAgent: false) { cluster in
+    @Test(arguments: ClusterStore.allCases) func theNetworkIsHomogeneous(_ store: ClusterStore) async throws {
+        try await AgentCluster.run(serverArguments: ["--no-scheduler", "--no-controllers"], firstAgent: false, etcdMembers: store.etcdMembers) { cluster in
             let start = try await cluster.client.list(Pod.self, namespace: "default").resourceVersion
             for index in 0..<5 { _ = try await cluster.client.create(TestObjects.pod("h\(index)", labels: ["i": "\(index)"])) }
             try await cluster.client.modify(Pod.self, namespace: "default", name: "h1", attempts: 3) { $0.metadata.labels["changed"] = "yes" }
@@ -235,8 +246,8 @@ import TestSupport
     /// 7. Transport cost is zero. Twenty watchers (ten protobuf, ten JSON) follow 100 pod
     /// changes: the server encodes each event once per format, not once per watcher
     /// (`cox_watch_event_encodes_total` in /metrics).
-    @Test func transportCostIsZero() async throws {
-        try await AgentCluster.run(serverArguments: ["--no-scheduler", "--no-controllers"], firstAgent: false) { cluster in
+    @Test(arguments: ClusterStore.allCases) func transportCostIsZero(_ store: ClusterStore) async throws {
+        try await AgentCluster.run(serverArguments: ["--no-scheduler", "--no-controllers"], firstAgent: false, etcdMembers: store.etcdMembers) { cluster in
             let start = try await cluster.client.list(Pod.self, namespace: "default").resourceVersion
             let clients = try [WireFormat.protobuf, .json].map { try APIClient(kubeconfig: try Kubeconfig.load(path: cluster.kubeconfig), format: $0, timeout: .seconds(10)) }
             defer { Task { for client in clients { try? await client.shutdown() } } }
@@ -267,7 +278,7 @@ import TestSupport
             #expect(received.withLock { $0 } == 20 * changes, "every watcher saw every event")
             let encodes = try await Self.metric(cluster, "cox_watch_event_encodes_total") - before
             #expect(encodes == 2 * changes, "\(encodes) encodings for \(changes) events to 20 watchers in 2 formats")
-            print("fallacy 7: \(changes) events to 20 watchers (2 formats): \(encodes) encodings, \(Double(encodes) / Double(changes)) per event")
+            print("fallacy 7 (\(store)): \(changes) events to 20 watchers (2 formats): \(encodes) encodings, \(Double(encodes) / Double(changes)) per event")
         }
     }
 
@@ -275,9 +286,9 @@ import TestSupport
     /// proxy, TLS included) in protobuf and in JSON; and an informer that loses its connection
     /// resumes from its revision (a few bytes) instead of listing everything again.
     /// N is 2,000 here; `COX_FALLACY_EVENTS=10000` gives the figure in BENCHMARKS.md.
-    @Test func bandwidthIsInfinite() async throws {
+    @Test(arguments: ClusterStore.allCases) func bandwidthIsInfinite(_ store: ClusterStore) async throws {
         let changes = Int(ProcessInfo.processInfo.environment["COX_FALLACY_EVENTS"] ?? "") ?? 2_000
-        try await AgentCluster.run(serverArguments: ["--no-scheduler", "--no-controllers"], firstAgent: false) { cluster in
+        try await AgentCluster.run(serverArguments: ["--no-scheduler", "--no-controllers"], firstAgent: false, etcdMembers: store.etcdMembers) { cluster in
             let start = try await cluster.client.list(Pod.self, namespace: "default").resourceVersion
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for worker in 0..<8 {
@@ -305,7 +316,7 @@ import TestSupport
             }
             let protobuf = bytes[.protobuf] ?? 0, json = bytes[.json] ?? 0
             #expect(protobuf > 0 && protobuf < json, "protobuf \(protobuf) B, JSON \(json) B")
-            print("fallacy 3: a watch of \(changes) pod creations: protobuf \(protobuf) B (\(protobuf / changes) B/event), JSON \(json) B (\(json / changes) B/event), JSON/protobuf \(String(format: "%.2f", Double(json) / Double(protobuf)))")
+            print("fallacy 3 (\(store)): a watch of \(changes) pod creations: protobuf \(protobuf) B (\(protobuf / changes) B/event), JSON \(json) B (\(json / changes) B/event), JSON/protobuf \(String(format: "%.2f", Double(json) / Double(protobuf)))")
 
             // An informer cut off mid-stream resumes from its revision: the bytes after the cut
             // are a small fraction of the list it started with.
@@ -324,7 +335,7 @@ import TestSupport
             let resumed = proxy.counters.bytesToClient - listed
             #expect(proxy.counters.connections >= 2, "the informer reconnected")
             #expect(resumed * 20 < listed, "after the cut \(resumed) B; the first list was \(listed) B")
-            print("fallacy 3: informer list \(listed) B; resuming after a cut \(resumed) B")
+            print("fallacy 3 (\(store)): informer list \(listed) B; resuming after a cut \(resumed) B")
         }
     }
 
@@ -333,9 +344,9 @@ import TestSupport
     /// kubeconfig, a joining agent (its CA hash does not match), the scheduler and the
     /// controllers. (The RBAC/authentication matrix through a proxy is
     /// `SecurityMatrixTests.everyRowOfTheNegativeMatrixIsRefused(throughProxy: true)`.)
-    @Test func theNetworkIsSecure() async throws {
+    @Test(arguments: ClusterStore.allCases) func theNetworkIsSecure(_ store: ClusterStore) async throws {
         let openssl = try #require(Tools.find("openssl"))
-        try await AgentCluster.run(serverArguments: ["--no-scheduler", "--no-controllers"], firstAgent: false) { cluster in
+        try await AgentCluster.run(serverArguments: ["--no-scheduler", "--no-controllers"], firstAgent: false, etcdMembers: store.etcdMembers) { cluster in
             let other = TemporaryDirectory()
             _ = try ClusterPKI.bootstrap(dataDirectory: other.path)
             let mitmPort = try TestHost.freePort()
@@ -388,8 +399,8 @@ import TestSupport
     /// hear. When the partition heals, n2's agent notices its dead connections (no bookmark for
     /// the watch's idle timeout), learns the pod was evicted, and stops it. An agent restarted
     /// with a new address re-registers it.
-    @Test func topologyDoesNotChange() async throws {
-        try await AgentCluster.run(serverArguments: ["--node-monitor-grace-period", "3", "--pod-eviction-timeout", "1"]) { cluster in
+    @Test(arguments: ClusterStore.allCases) func topologyDoesNotChange(_ store: ClusterStore) async throws {
+        try await AgentCluster.run(serverArguments: ["--node-monitor-grace-period", "3", "--pod-eviction-timeout", "1"], etcdMembers: store.etcdMembers) { cluster in
             let proxy = try await FaultProxy(port: cluster.port, seed: 6)
             defer { Task { await proxy.close() } }
             cluster.agents["n2"] = try cluster.launchAgent("n2", ["--server", "https://127.0.0.1:\(proxy.port)"])
@@ -432,7 +443,7 @@ import TestSupport
                 (try? await cluster.client.get(Pod.self, namespace: "default", name: stale.metadata.name)) == nil
             }
             #expect(try await running().count == 2)
-            print("fallacy 5: the evicted pod stopped \(String(format: "%.1f", stopped)) s after the partition healed")
+            print("fallacy 5 (\(store)): the evicted pod stopped \(String(format: "%.1f", stopped)) s after the partition healed")
 
             // A new address: n1's agent restarts on 127.0.0.2 and the node says so.
             await cluster.killAgent()
@@ -448,8 +459,8 @@ import TestSupport
 
     /// A watch whose connection goes silent (a partition that drops packets without a word) is
     /// abandoned after its idle timeout and resumed on a new connection from its revision.
-    @Test func aSilentWatchConnectionIsReplaced() async throws {
-        try await AgentCluster.run(serverArguments: ["--no-scheduler", "--no-controllers"], firstAgent: false) { cluster in
+    @Test(arguments: ClusterStore.allCases) func aSilentWatchConnectionIsReplaced(_ store: ClusterStore) async throws {
+        try await AgentCluster.run(serverArguments: ["--no-scheduler", "--no-controllers"], firstAgent: false, etcdMembers: store.etcdMembers) { cluster in
             let proxy = try await FaultProxy(port: cluster.port, seed: 8)
             defer { Task { await proxy.close() } }
             let client = try APIClient(kubeconfig: try Self.throughProxy(cluster, proxy), timeout: .seconds(10), connectTimeout: .seconds(2))
