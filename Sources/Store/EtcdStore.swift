@@ -224,9 +224,10 @@ public final class EtcdStore: ObjectStore, Sendable {
         for attempt in 0..<count {
             let remaining = deadline - ContinuousClock.now
             if attempt > 0 && remaining < .milliseconds(200) { break }
-            // A write goes to another member only when the last could not be reached (etcd's own
-            // client does the same); one that may have been applied is not sent twice.
-            if attempt > 0, !retry, let last = failure as? RPCError, last.code != .unavailable { break }
+            // A write goes to another member only when no connection to the last could be made
+            // (etcd's own client retries writes the same way): one that may have been applied
+            // is not sent twice.
+            if attempt > 0, !retry, let last = failure as? RPCError, !Self.neverSent(last) { break }
             let index = (first + attempt) % count
             let member = self.member(index)
             do {
@@ -251,6 +252,12 @@ public final class EtcdStore: ObjectStore, Sendable {
             }
         }
         throw Self.storeError(failure as! RPCError, operation: operation)
+    }
+
+    /// Whether the call failed before it could be sent: no connection to the member could be
+    /// made (grpc's words for a channel that is not up and a call that does not wait for it).
+    static func neverSent(_ error: RPCError) -> Bool {
+        error.code == .unavailable && (error.message.contains("transient failure") || error.message.contains("Could not establish a connection"))
     }
 
     /// Whether the error says the member could not serve (another member may).
