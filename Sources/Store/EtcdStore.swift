@@ -136,16 +136,30 @@ public final class EtcdStore: ObjectStore, Sendable {
         var failure: (any Error)?
         for member in members {
             do {
-                var range = Etcdserverpb_RangeRequest()
-                range.key = Data(prefix)
-                range.rangeEnd = Data(Etcdserverpb_RangeRequest.prefixEnd(prefix))
-                range.countOnly = true
-                return try await member.kv.range(range, options: EtcdConnection.options(timeout: timeout)).header.revision
+                return try await member.kv.range(counting(prefix), options: EtcdConnection.options(timeout: timeout)).header.revision
             } catch {
                 failure = error
             }
         }
         throw failure ?? StoreError(.unavailable, "no etcd member")
+    }
+
+    /// A linearizable count of the keys under `prefix` (its answer's header is the cluster's revision).
+    static func counting(_ prefix: [UInt8]) -> Etcdserverpb_RangeRequest {
+        var range = Etcdserverpb_RangeRequest()
+        range.key = Data(prefix)
+        range.rangeEnd = Data(Etcdserverpb_RangeRequest.prefixEnd(prefix))
+        range.countOnly = true
+        return range
+    }
+
+    /// Counts the keys under `prefix` through the store's members; notes the revision.
+    func count(_ prefix: [UInt8], operation: String) async throws -> Etcdserverpb_RangeResponse {
+        let response = try await call(operation, retry: true) { member, options in
+            try await member.kv.range(Self.counting(prefix), options: options)
+        }
+        noteRevision(response.header.revision)
+        return response
     }
 
     /// Stops following the cluster, ends every watch, and closes the connections.
@@ -296,11 +310,6 @@ public final class EtcdStore: ObjectStore, Sendable {
         return "\(error)"
     }
 
-    func checkKey<T: APIObject>(_ object: T) throws {
-        if object.metadata.name.isEmpty { throw StoreError(.invalid, "metadata.name: Required value") }
-        if T.kindInfo.namespaced && object.metadata.namespace.isEmpty { throw StoreError(.invalid, "metadata.namespace: Required value") }
-    }
-
     func checkSize(_ key: ObjectKey, _ bytes: [UInt8]) throws {
         if bytes.count > options.maxObjectBytes {
             throw StoreError(.tooLarge, "\(key) is \(bytes.count) bytes encoded, more than the limit of \(options.maxObjectBytes)")
@@ -310,7 +319,7 @@ public final class EtcdStore: ObjectStore, Sendable {
     // MARK: - Writes
 
     public func create<T: APIObject>(_ object: T) async throws -> T {
-        try checkKey(object)
+        try object.checkStoreKey()
         var stored = object.asCreated()
         let key = ObjectKey(of: stored)
         guard let revision = try await putIfAbsent(key, stored.protobufBytes(), operation: "create") else {
@@ -323,19 +332,35 @@ public final class EtcdStore: ObjectStore, Sendable {
     /// Writes `bytes` (encrypted as stored) at `key` only if no live object has it: the
     /// revision of the write, nil when the key was taken.
     func putIfAbsent(_ key: ObjectKey, _ bytes: [UInt8], operation: String) async throws -> Int64? {
-        try checkSize(key, bytes)
+        try await write(key, bytes, operation: operation, if: .create, is: 0)
+    }
+
+    /// One conditional write of `key`: `bytes` put (encrypted as stored), or with nil the key
+    /// deleted, if the key's `target` revision (create: 0 for a free key; mod: the last write's)
+    /// is `revision`. The revision of the write, nil when the condition did not hold.
+    func write(_ key: ObjectKey, _ bytes: [UInt8]?, operation: String,
+               if target: Etcdserverpb_Compare.CompareTarget, is revision: Int64) async throws -> Int64? {
         let keyData = Data(keyBytes(key))
-        var absent = Etcdserverpb_Compare()
-        absent.key = keyData
-        absent.target = .create
-        absent.result = .equal
-        absent.createRevision = 0
-        var put = Etcdserverpb_PutRequest()
-        put.key = keyData
-        put.value = Data(try values.stored(key.resource, bytes))
+        var condition = Etcdserverpb_Compare()
+        condition.key = keyData
+        condition.target = target
+        condition.result = .equal
+        if target == .create { condition.createRevision = revision } else { condition.modRevision = revision }
+        var change = Etcdserverpb_RequestOp()
+        if let bytes {
+            try checkSize(key, bytes)
+            var put = Etcdserverpb_PutRequest()
+            put.key = keyData
+            put.value = Data(try values.stored(key.resource, bytes))
+            change.requestPut = put
+        } else {
+            var deletion = Etcdserverpb_DeleteRangeRequest()
+            deletion.key = keyData
+            change.requestDeleteRange = deletion
+        }
         var txn = Etcdserverpb_TxnRequest()
-        txn.compare = [absent]
-        txn.success = [.with { $0.requestPut = put }]
+        txn.compare = [condition]
+        txn.success = [change]
         let response = try await call("\(operation) \(key)", retry: false) { member, options in
             try await member.kv.txn(txn, options: options)
         }
@@ -365,29 +390,6 @@ public final class EtcdStore: ObjectStore, Sendable {
         return object
     }
 
-    /// Writes `value` at `key` if the key is still at `revision`; the new revision, or nil when
-    /// another write came first.
-    func put(_ key: ObjectKey, _ bytes: [UInt8], ifAt revision: Int64) async throws -> Int64? {
-        try checkSize(key, bytes)
-        let keyData = Data(keyBytes(key))
-        var unchanged = Etcdserverpb_Compare()
-        unchanged.key = keyData
-        unchanged.target = .mod
-        unchanged.result = .equal
-        unchanged.modRevision = revision
-        var put = Etcdserverpb_PutRequest()
-        put.key = keyData
-        put.value = Data(try values.stored(key.resource, bytes))
-        var txn = Etcdserverpb_TxnRequest()
-        txn.compare = [unchanged]
-        txn.success = [.with { $0.requestPut = put }]
-        let response = try await call("update \(key)", retry: false) { member, options in
-            try await member.kv.txn(txn, options: options)
-        }
-        noteRevision(response.header.revision)
-        return response.succeeded ? response.header.revision : nil
-    }
-
     /// The update loop: read, let `change` make the new object from the current one, write if
     /// nothing came between; when something did, `conflictIfRaced` fails with Conflict (the caller
     /// named a version) or the loop reads again.
@@ -400,7 +402,7 @@ public final class EtcdStore: ObjectStore, Sendable {
             var stored = try change(existing, revision).asUpdate(of: existing)
             if stored.isEqualTo(message: existing) { return existing }
             stored.metadata.resourceVersion = ""
-            if let written = try await put(key, stored.protobufBytes(), ifAt: revision) {
+            if let written = try await write(key, stored.protobufBytes(), operation: "update", if: .mod, is: revision) {
                 stored.metadata.resourceVersion = String(written)
                 return stored
             }
@@ -409,7 +411,7 @@ public final class EtcdStore: ObjectStore, Sendable {
     }
 
     public func update<T: APIObject>(_ object: T) async throws -> T {
-        try checkKey(object)
+        try object.checkStoreKey()
         let expected = try object.expectedRevision()
         return try await guardedUpdate(ObjectKey(of: object), T.self, conflictIfRaced: expected != nil) { _, revision in
             if let expected, expected != revision {
@@ -434,7 +436,6 @@ public final class EtcdStore: ObjectStore, Sendable {
 
     public func delete<T: APIObject>(_ type: T.Type, namespace: String, name: String, resourceVersion: Int64?) async throws -> T {
         let key = ObjectKey(type, namespace: namespace, name: name)
-        let keyData = Data(keyBytes(key))
         while true {
             guard let (revision, existing) = try await current(key, as: T.self) else {
                 throw StoreError(.notFound, "\(key.resourceName) \"\(key.name)\" not found")
@@ -442,23 +443,9 @@ public final class EtcdStore: ObjectStore, Sendable {
             if let resourceVersion, resourceVersion != revision {
                 throw StoreError.modified(groupResource: key.resource, key.name, current: revision)
             }
-            var unchanged = Etcdserverpb_Compare()
-            unchanged.key = keyData
-            unchanged.target = .mod
-            unchanged.result = .equal
-            unchanged.modRevision = revision
-            var deletion = Etcdserverpb_DeleteRangeRequest()
-            deletion.key = keyData
-            var txn = Etcdserverpb_TxnRequest()
-            txn.compare = [unchanged]
-            txn.success = [.with { $0.requestDeleteRange = deletion }]
-            let response = try await call("delete \(key)", retry: false) { member, options in
-                try await member.kv.txn(txn, options: options)
-            }
-            noteRevision(response.header.revision)
-            if response.succeeded {
+            if let deleted = try await write(key, nil, operation: "delete", if: .mod, is: revision) {
                 var last = existing
-                last.metadata.resourceVersion = String(response.header.revision)
+                last.metadata.resourceVersion = String(deleted)
                 return last
             }
             if resourceVersion != nil { throw StoreError.modified(groupResource: key.resource, key.name) }
@@ -742,15 +729,7 @@ public final class EtcdStore: ObjectStore, Sendable {
     }
 
     public func latestRevision() async throws -> Int64 {
-        let revision = try await call("read the revision", retry: true) { [prefix] member, options in
-            var range = Etcdserverpb_RangeRequest()
-            range.key = Data(prefix)
-            range.rangeEnd = Data(Etcdserverpb_RangeRequest.prefixEnd(prefix))
-            range.countOnly = true
-            return try await member.kv.range(range, options: options).header.revision
-        }
-        noteRevision(revision)
-        return revision
+        try await count(prefix, operation: "read the revision").header.revision
     }
 
     /// Compacts etcd's history up to `revision` (kept: each key's value at it). Several servers may
@@ -805,26 +784,12 @@ final class EtcdCounters: Sendable {
 extension EtcdStore {
     /// How many keys the prefix holds (a migration goes only into an empty one).
     public func keyCount() async throws -> Int64 {
-        let (key, end) = (Data(prefix), Data(Etcdserverpb_RangeRequest.prefixEnd(prefix)))
-        return try await call("count the keys", retry: true) { member, options in
-            var range = Etcdserverpb_RangeRequest()
-            range.key = key
-            range.rangeEnd = end
-            range.countOnly = true
-            return try await member.kv.range(range, options: options).count
-        }
+        try await count(prefix, operation: "count the keys").count
     }
 
     /// How many objects of `resource` the store holds.
     public func objectCount(of resource: String) async throws -> Int64 {
-        let scope = resourcePrefix(resource, namespace: nil)
-        return try await call("count \(resource)", retry: true) { member, options in
-            var range = Etcdserverpb_RangeRequest()
-            range.key = Data(scope)
-            range.rangeEnd = Data(Etcdserverpb_RangeRequest.prefixEnd(scope))
-            range.countOnly = true
-            return try await member.kv.range(range, options: options).count
-        }
+        try await count(resourcePrefix(resource, namespace: nil), operation: "count \(resource)").count
     }
 
     /// Writes an object's stored encoding (as another store kept it: uid, creation time and all)

@@ -199,7 +199,7 @@ public final class SQLiteStore: ObjectStore, Sendable {
     }
 
     public func create<T: APIObject>(_ object: T) async throws -> T {
-        try checkKey(object)
+        try object.checkStoreKey()
         let stored = object.asCreated()
         let bytes = stored.protobufBytes()
         guard let event = try await submit(.create(ObjectKey(of: stored), stored, bytes: bytes)) else { throw StoreError(.storage, "create returned nothing") }
@@ -207,7 +207,7 @@ public final class SQLiteStore: ObjectStore, Sendable {
     }
 
     public func update<T: APIObject>(_ object: T) async throws -> T {
-        try checkKey(object)
+        try object.checkStoreKey()
         let expected = try object.expectedRevision()
         guard let event = try await submit(.update(ObjectKey(of: object), object, expected: expected)) else {
             // Nothing changed: the stored object is already what was asked for.
@@ -241,10 +241,6 @@ public final class SQLiteStore: ObjectStore, Sendable {
         return event.object as! T
     }
 
-    func checkKey<T: APIObject>(_ object: T) throws {
-        if object.metadata.name.isEmpty { throw StoreError(.invalid, "metadata.name: Required value") }
-        if T.kindInfo.namespaced && object.metadata.namespace.isEmpty { throw StoreError(.invalid, "metadata.namespace: Required value") }
-    }
 
     // MARK: - Reads
 

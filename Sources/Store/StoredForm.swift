@@ -29,6 +29,13 @@ extension APIObject {
         return stored
     }
 
+    /// What every store needs of an object to write it: a name, and a namespace when its kind
+    /// is namespaced.
+    public func checkStoreKey() throws {
+        if metadata.name.isEmpty { throw StoreError(.invalid, "metadata.name: Required value") }
+        if Self.kindInfo.namespaced && metadata.namespace.isEmpty { throw StoreError(.invalid, "metadata.namespace: Required value") }
+    }
+
     /// The revision an update expects to replace: none when `resourceVersion` is empty.
     public func expectedRevision() throws -> Int64? {
         let text = metadata.resourceVersion

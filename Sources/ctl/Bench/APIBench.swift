@@ -236,42 +236,29 @@ struct APIBench: AsyncParsableCommand {
         let encodesBefore = (try? await writer.metric("cox_watch_event_encodes_total")) ?? 0
         let start = DispatchTime.now().uptimeNanoseconds
         let cpuStart = ControllersBench.cpuSeconds(getpid())
-        let latencies = try await withThrowingTaskGroup(of: [Double].self) { group in
-            for c in 0..<clients {
-                let writer = writers[c % writers.count]
-                group.addTask {
-                    var out: [Double] = []
-                    var i = c
-                    while i < total {
-                        // A new pod, or (changes) the client's own with its annotation changed.
-                        var pod = isChange ? ownPod("\(prefix)\(c)", node: c) : ownPod("\(prefix)\(i)", node: i)
-                        let t0 = DispatchTime.now().uptimeNanoseconds
-                        pod.metadata.annotations["bench/sent"] = String(t0)
-                        if isChange { pod.metadata.annotations["bench/n"] = String(i) }
-                        switch request {
-                        case .create: _ = try await writer.create(shape(pod))
-                        case .dryRun: _ = try await writer.create(shape(pod), dryRun: true)
-                        case .livez: _ = try await writer.getText("/livez")
-                        case .put: _ = try await writer.update(pod)
-                        case .patch:
-                            _ = try await writer.patch(Pod.self, namespace: "default", name: pod.metadata.name,
-                                                       body: Array(#"{"metadata":{"annotations":{"bench/n":"\#(i)"}}}"#.utf8),
-                                                       contentType: "application/strategic-merge-patch+json")
-                        case .apply:
-                            pod.apiVersion = "v1"
-                            pod.kind = "Pod"
-                            _ = try await writer.patch(Pod.self, namespace: "default", name: pod.metadata.name, body: pod.jsonBytes(),
-                                                       contentType: "application/apply-patch+yaml", query: "fieldManager=bench&force=true")
-                        }
-                        out.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
-                        i += clients
-                    }
-                    return out
-                }
+        let latencies = try await timedOperations(clients: clients, total: total) { c, i in
+            let writer = writers[c % writers.count]
+            // A new pod, or (changes) the client's own with its annotation changed.
+            var pod = isChange ? ownPod("\(prefix)\(c)", node: c) : ownPod("\(prefix)\(i)", node: i)
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            pod.metadata.annotations["bench/sent"] = String(t0)
+            if isChange { pod.metadata.annotations["bench/n"] = String(i) }
+            switch request {
+            case .create: _ = try await writer.create(shape(pod))
+            case .dryRun: _ = try await writer.create(shape(pod), dryRun: true)
+            case .livez: _ = try await writer.getText("/livez")
+            case .put: _ = try await writer.update(pod)
+            case .patch:
+                _ = try await writer.patch(Pod.self, namespace: "default", name: pod.metadata.name,
+                                           body: Array(#"{"metadata":{"annotations":{"bench/n":"\#(i)"}}}"#.utf8),
+                                           contentType: "application/strategic-merge-patch+json")
+            case .apply:
+                pod.apiVersion = "v1"
+                pod.kind = "Pod"
+                _ = try await writer.patch(Pod.self, namespace: "default", name: pod.metadata.name, body: pod.jsonBytes(),
+                                           contentType: "application/apply-patch+yaml", query: "fieldManager=bench&force=true")
             }
-            var all: [Double] = []
-            for try await part in group { all += part }
-            return all
+            return t0
         }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         let cpu = ControllersBench.cpuSeconds(getpid()) - cpuStart

@@ -1,6 +1,7 @@
 import APIServer
 import ArgumentParser
 import Logging
+import Dispatch
 import Foundation
 import Store
 
@@ -72,6 +73,29 @@ func median(_ values: [Double]) -> Double {
     let sorted = values.sorted()
     guard !sorted.isEmpty else { return 0 }
     return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+}
+
+/// Runs operations 0..<total on `clients` concurrent tasks (client c runs c, c + clients, …); each
+/// returns when it started (uptime ns), and its latency (ms) runs from then to its return.
+func timedOperations(clients: Int, total: Int,
+                     _ operation: @escaping @Sendable (_ client: Int, _ index: Int) async throws -> UInt64) async throws -> [Double] {
+    try await withThrowingTaskGroup(of: [Double].self) { group in
+        for c in 0..<clients {
+            group.addTask {
+                var out: [Double] = []
+                var i = c
+                while i < total {
+                    let t0 = try await operation(c, i)
+                    out.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
+                    i += clients
+                }
+                return out
+            }
+        }
+        var all: [Double] = []
+        for try await part in group { all += part }
+        return all
+    }
 }
 
 func percentile(_ sorted: [Double], _ p: Double) -> Double {

@@ -121,27 +121,13 @@ extension APIBench {
         defer { for link in links { link.close() } }
         let total = creates
         let start = DispatchTime.now().uptimeNanoseconds
-        let latencies = try await withThrowingTaskGroup(of: [Double].self) { group in
-            for c in 0..<clients {
-                let link = links[c % links.count]
-                group.addTask {
-                    var out: [Double] = []
-                    var i = c
-                    while i < total {
-                        var put = Etcdserverpb_PutRequest()
-                        put.key = Data("/bench-raw/pods/default/p\(i)".utf8)
-                        put.value = value
-                        let t0 = DispatchTime.now().uptimeNanoseconds
-                        _ = try await link.kv.put(put, options: EtcdConnection.options(timeout: .seconds(30)))
-                        out.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
-                        i += clients
-                    }
-                    return out
-                }
-            }
-            var all: [Double] = []
-            for try await part in group { all += part }
-            return all
+        let latencies = try await timedOperations(clients: clients, total: total) { c, i in
+            var put = Etcdserverpb_PutRequest()
+            put.key = Data("/bench-raw/pods/default/p\(i)".utf8)
+            put.value = value
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            _ = try await links[c % links.count].kv.put(put, options: EtcdConnection.options(timeout: .seconds(30)))
+            return t0
         }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         let sorted = latencies.sorted()
