@@ -140,8 +140,9 @@ struct EtcdBackendTests {
         let after = try await Self.kubectl(kubectl, server, ["create", "configmap", "after"])
         #expect(after.status == 0, "\(after.output)")
         let names = try await Self.kubectl(kubectl, server, ["get", "configmaps", "-o", "name"])
-        #expect(names.output.contains("configmap/before") && names.output.contains("configmap/after") && !names.output.contains("configmap/during"),
-                "\(names.output)")
+        // "during" was answered 504, an unknown outcome: the surviving member may commit it once
+        // quorum returns (etcd and kube-apiserver alike), so it may or may not be there.
+        #expect(names.output.contains("configmap/before") && names.output.contains("configmap/after"), "\(names.output)")
         #expect(server.child.isRunning)
     }
 
