@@ -121,20 +121,39 @@ public struct Resources: Sendable, Equatable, CustomStringConvertible {
         Resources(milliCPU: a.milliCPU + b.milliCPU, memory: a.memory + b.memory, pods: a.pods + b.pods)
     }
 
+    /// The larger of each amount.
+    public func max(_ other: Resources) -> Resources {
+        Resources(milliCPU: Swift.max(milliCPU, other.milliCPU), memory: Swift.max(memory, other.memory), pods: Swift.max(pods, other.pods))
+    }
+
     public static func - (a: Resources, b: Resources) -> Resources {
         Resources(milliCPU: a.milliCPU - b.milliCPU, memory: a.memory - b.memory, pods: a.pods - b.pods)
     }
 
     public var description: String { "cpu \(milliCPU)m, memory \(memory), pods \(pods)" }
 
-    /// A pod's requests: the sum over its containers (one pod slot).
+    /// A pod's requests (one pod slot), as Kubernetes counts them: its containers' and sidecars'
+    /// sum, or more when an init container asks more while it runs (beside the sidecars started
+    /// before it).
     public static func requests(of pod: Pod) -> Resources {
-        var total = Resources(pods: 1)
-        for container in pod.spec.containers {
-            total.milliCPU += quantity(container.resources.requests["cpu"], milli: true)
-            total.memory += quantity(container.resources.requests["memory"], milli: false)
+        func own(_ container: Container) -> Resources {
+            Resources(milliCPU: quantity(container.resources.requests["cpu"], milli: true),
+                      memory: quantity(container.resources.requests["memory"], milli: false), pods: 0)
         }
-        return total
+        var total = Resources(pods: 1)
+        var sidecars = Resources(pods: 0)
+        var initPeak = Resources(pods: 0)
+        for container in pod.spec.initContainers {
+            if container.isSidecar {
+                sidecars = sidecars + own(container)
+                initPeak = initPeak.max(sidecars)
+            } else {
+                initPeak = initPeak.max(sidecars + own(container))
+            }
+        }
+        for container in pod.spec.containers { total = total + own(container) }
+        total = total + sidecars
+        return total.max(initPeak + Resources(pods: 1))
     }
 
     static func quantity(_ text: String?, milli: Bool) -> Int64 {

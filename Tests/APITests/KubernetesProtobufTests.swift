@@ -46,4 +46,36 @@ struct KubernetesProtobufTests {
         #expect(throws: KubernetesProtobuf.Unsupported.self) { try KubernetesProtobuf.json(Self.envelope(), kind: "Secret") }
         #expect(throws: KubernetesProtobuf.Unsupported.self) { try KubernetesProtobuf.json(Array("{}".utf8), kind: "ConfigMap") }
     }
+
+    /// A Deployment whose pods have an init container and a sidecar (PodSpec field 20, Container
+    /// field 24), as a Go client writes it.
+    @Test func initContainersAndSidecarsAreRead() throws {
+        func container(_ name: String, restartPolicy: String? = nil) -> [UInt8] {
+            var c = ProtoWriter()
+            c.string(1, name)
+            c.string(3, "run")
+            if let restartPolicy { c.string(24, restartPolicy) }
+            return c.bytes
+        }
+        var podSpec = ProtoWriter()
+        podSpec.bytesField(2, container("app"))
+        podSpec.bytesField(20, container("setup"))
+        podSpec.bytesField(20, container("proxy", restartPolicy: "Always"))
+        var template = ProtoWriter()
+        template.message(1) { w in w.message(11) { m in m.string(1, "app"); m.string(2, "web") } }
+        template.bytesField(2, podSpec.bytes)
+        var spec = ProtoWriter()
+        spec.message(2) { w in w.message(1) { m in m.string(1, "app"); m.string(2, "web") } }
+        spec.bytesField(3, template.bytes)
+        var object = ProtoWriter()
+        object.message(1) { w in w.string(1, "web") }
+        object.bytesField(2, spec.bytes)
+        var unknown = ProtoWriter()
+        unknown.message(1) { w in w.string(1, "apps/v1"); w.string(2, "Deployment") }
+        unknown.bytesField(2, object.bytes)
+        let deployment = try Deployment(json: try KubernetesProtobuf.json([0x6B, 0x38, 0x73, 0x00] + unknown.bytes, kind: "Deployment"))
+        let pod = deployment.spec.template.spec
+        #expect(pod.initContainers.map(\.name) == ["setup", "proxy"] && pod.initContainers.map(\.restartPolicy) == ["", "Always"])
+        #expect(pod.containers.map(\.name) == ["app"])
+    }
 }

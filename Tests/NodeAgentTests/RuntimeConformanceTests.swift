@@ -547,6 +547,28 @@ extension RuntimeConformanceTests {
                     command: ["sh", "-c", "head -c 4000000 /dev/urandom > /small/big; sleep 3600"]
                     volumeMounts:
                     - {name: small, mountPath: /small}
+                ---
+                apiVersion: v1
+                kind: Pod
+                metadata: {name: staged}
+                spec:
+                  terminationGracePeriodSeconds: 1
+                  volumes:
+                  - {name: work, emptyDir: {}}
+                  initContainers:
+                  - name: prepare
+                    image: busybox
+                    imagePullPolicy: IfNotPresent
+                    command: ["sh", "-c", "echo prepared-by-init > /work/ready; echo init-done"]
+                    volumeMounts:
+                    - {name: work, mountPath: /work}
+                  containers:
+                  - name: main
+                    image: busybox
+                    imagePullPolicy: IfNotPresent
+                    command: ["sh", "-c", "cat /work/ready; exec sleep 3600"]
+                    volumeMounts:
+                    - {name: work, mountPath: /work}
                 """
             let applied = try await Tools.runDetached(kubectlPath, ["--kubeconfig", kubeconfig, "apply", "-f", "-"], input: manifest, timeout: 60)
             #expect(applied.status == 0, "\(applied.output)")
@@ -560,6 +582,15 @@ extension RuntimeConformanceTests {
             }
             let logs = try await kubectl("logs", "deployment/web")
             #expect(logs.output.contains("serving from web-"), "\(logs.output)")
+
+            // An init container in the pod's sandbox, before its container: what it left in the
+            // emptyDir is there when the container starts; its own log stays readable.
+            try await Self.waitFor("staged is Running", timeout: 60) {
+                (try? await kubectl("get", "pod", "staged", "-o", "jsonpath={.status.phase}"))?.output == "Running"
+            }
+            let staged = try await kubectl("logs", "staged", "-c", "main")
+            let prepared = try await kubectl("logs", "staged", "-c", "prepare")
+            #expect(staged.output == "prepared-by-init\n" && prepared.output == "init-done\n", "\(staged.output) \(prepared.output)")
 
             // exec, exec -i, cp, port-forward and attach through the API server and the agent to
             // containerd's streaming server: SPDY from the oldest kubectl; the newest offers
@@ -683,7 +714,7 @@ extension RuntimeConformanceTests {
             #expect(uids.count >= 3)
             let namespacesBefore = try await Shell.run("/usr/bin/env", ["ip", "netns", "list"])
             _ = try await kubectl("delete", "deployment", "web")
-            _ = try await kubectl("delete", "pod", "hungry", "vols", "filler", "sec", "rootless")
+            _ = try await kubectl("delete", "pod", "hungry", "vols", "filler", "sec", "rootless", "staged")
             try await Self.waitFor("every pod is gone", timeout: 60) {
                 (try? await kubectl("get", "pods", "-o", "name"))?.output.isEmpty == true
             }

@@ -70,6 +70,27 @@ import TestSupport
         #expect(filter.filter(Self.pod("third"), node)?.reason == "Too many pods")
     }
 
+    /// Kubernetes' effective requests: the containers' and sidecars' sum, or the largest an init
+    /// container needs while it runs (beside the sidecars started before it).
+    @Test func initContainersCountWhileTheyRun() {
+        func container(_ name: String, cpu: String, memory: String, sidecar: Bool = false) -> Container {
+            var container = Container()
+            container.name = name
+            container.command = ["x"]
+            container.resources.requests = ["cpu": cpu, "memory": memory]
+            if sidecar { container.restartPolicy = "Always" }
+            return container
+        }
+        var pod = Self.pod("p", cpu: "200m", memory: "100Mi")
+        pod.spec.initContainers = [container("setup", cpu: "1", memory: "50Mi")]
+        #expect(Resources.requests(of: pod) == Resources(milliCPU: 1000, memory: 100 * 1024 * 1024, pods: 1))
+        // A sidecar before the init container runs beside it, and beside the containers after.
+        pod.spec.initContainers = [container("proxy", cpu: "100m", memory: "10Mi", sidecar: true), container("setup", cpu: "1", memory: "50Mi")]
+        #expect(Resources.requests(of: pod) == Resources(milliCPU: 1100, memory: 110 * 1024 * 1024, pods: 1))
+        let node = Self.node("a", cpu: "1", memory: "4Gi")
+        #expect(ResourcesFitFilter().filter(pod, node)?.reason == "Insufficient cpu", "the init container's 1 CPU and the sidecar's do not fit on 1 CPU")
+    }
+
     @Test func nodeSelectorAndRequiredAffinity() {
         let filter = NodeSelectorFilter()
         let ssd = Self.node("ssd", labels: ["disk": "ssd", "zone": "a", "cores": "16"])

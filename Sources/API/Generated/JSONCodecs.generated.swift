@@ -1109,6 +1109,7 @@ extension Container: JSONCodable {
         if !self.terminationMessagePath.isEmpty { w.key("terminationMessagePath"); w.string(self.terminationMessagePath) }
         if !self.terminationMessagePolicy.isEmpty { w.key("terminationMessagePolicy"); w.string(self.terminationMessagePolicy) }
         if self.hasSecurityContext { w.key("securityContext"); self.securityContext.writeJSON(to: &w) }
+        if !self.restartPolicy.isEmpty { w.key("restartPolicy"); w.string(self.restartPolicy) }
         w.endObject()
     }
 
@@ -1138,6 +1139,7 @@ extension Container: JSONCodable {
             case "terminationMessagePath": self.terminationMessagePath = try JSONDecodeError.at("terminationMessagePath") { try value.decodeString() }
             case "terminationMessagePolicy": self.terminationMessagePolicy = try JSONDecodeError.at("terminationMessagePolicy") { try value.decodeString() }
             case "securityContext": self.securityContext = try JSONDecodeError.at("securityContext") { try SecurityContext(json: value) }
+            case "restartPolicy": self.restartPolicy = try JSONDecodeError.at("restartPolicy") { try value.decodeString() }
             default: throw JSONDecodeError(.unknownField, path: [member.key])
             }
         }
@@ -1782,6 +1784,7 @@ extension PodSpec: JSONCodable {
         if !self.serviceAccount.isEmpty { w.key("serviceAccount"); w.string(self.serviceAccount) }
         if !self.imagePullSecrets.isEmpty { w.key("imagePullSecrets"); w.array(self.imagePullSecrets) }
         if self.hasAutomountServiceAccountToken { w.key("automountServiceAccountToken"); w.bool(self.automountServiceAccountToken) }
+        if !self.initContainers.isEmpty { w.key("initContainers"); w.array(self.initContainers) }
         w.endObject()
     }
 
@@ -1814,6 +1817,7 @@ extension PodSpec: JSONCodable {
             case "serviceAccount": self.serviceAccount = try JSONDecodeError.at("serviceAccount") { try value.decodeString() }
             case "imagePullSecrets": self.imagePullSecrets = try JSONDecodeError.at("imagePullSecrets") { try value.decodeArray { try LocalObjectReference(json: $0) } }
             case "automountServiceAccountToken": self.automountServiceAccountToken = try JSONDecodeError.at("automountServiceAccountToken") { try value.decodeBool() }
+            case "initContainers": self.initContainers = try JSONDecodeError.at("initContainers") { try value.decodeArray { try Container(json: $0) } }
             default: throw JSONDecodeError(.unknownField, path: [member.key])
             }
         }
@@ -2016,6 +2020,7 @@ extension PodStatus: JSONCodable {
         if !self.podIps.isEmpty { w.key("podIPs"); w.array(self.podIps) }
         if self.hasStartTime { w.key("startTime"); w.timestamp(self.startTime, microseconds: false) }
         if !self.containerStatuses.isEmpty { w.key("containerStatuses"); w.array(self.containerStatuses) }
+        if !self.initContainerStatuses.isEmpty { w.key("initContainerStatuses"); w.array(self.initContainerStatuses) }
         w.endObject()
     }
 
@@ -2034,6 +2039,7 @@ extension PodStatus: JSONCodable {
             case "podIPs": self.podIps = try JSONDecodeError.at("podIPs") { try value.decodeArray { try PodIP(json: $0) } }
             case "startTime": self.startTime = try JSONDecodeError.at("startTime") { try value.decodeTimestamp() }
             case "containerStatuses": self.containerStatuses = try JSONDecodeError.at("containerStatuses") { try value.decodeArray { try ContainerStatus(json: $0) } }
+            case "initContainerStatuses": self.initContainerStatuses = try JSONDecodeError.at("initContainerStatuses") { try value.decodeArray { try ContainerStatus(json: $0) } }
             default: throw JSONDecodeError(.unknownField, path: [member.key])
             }
         }

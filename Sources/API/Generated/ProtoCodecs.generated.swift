@@ -1013,6 +1013,7 @@ extension Container: ProtoCodable {
         if !s._terminationMessagePath.isEmpty { w.string(18, s._terminationMessagePath) }
         if !s._terminationMessagePolicy.isEmpty { w.string(19, s._terminationMessagePolicy) }
         if let value = s._securityContext { w.message(20, value) }
+        if !s._restartPolicy.isEmpty { w.string(21, s._restartPolicy) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
@@ -1055,6 +1056,7 @@ extension Container: ProtoCodable {
             case 20:
                 if s._securityContext == nil { s._securityContext = SecurityContext() }
                 try r.merge(into: &s._securityContext!)
+            case 21: s._restartPolicy = try r.string()
             default: try r.skip()
             }
         }
@@ -1616,6 +1618,7 @@ extension PodSpec: ProtoCodable {
         if !s._serviceAccount.isEmpty { w.string(21, s._serviceAccount) }
         for item in s._imagePullSecrets { w.message(22, item) }
         if let value = s._automountServiceAccountToken { w.bool(23, value) }
+        for item in s._initContainers { w.message(24, item) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
@@ -1658,6 +1661,7 @@ extension PodSpec: ProtoCodable {
             case 21: s._serviceAccount = try r.string()
             case 22: s._imagePullSecrets.append(try r.message(LocalObjectReference.self))
             case 23: s._automountServiceAccountToken = try r.bool()
+            case 24: s._initContainers.append(try r.message(Container.self))
             default: try r.skip()
             }
         }
@@ -1852,6 +1856,7 @@ extension PodStatus: ProtoCodable {
         for item in self.podIps { w.message(7, item) }
         if let value = self._startTime { w.message(8, value) }
         for item in self.containerStatuses { w.message(9, item) }
+        for item in self.initContainerStatuses { w.message(10, item) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
@@ -1868,6 +1873,7 @@ extension PodStatus: ProtoCodable {
                 if self._startTime == nil { self._startTime = Timestamp() }
                 try r.merge(into: &self._startTime!)
             case 9: self.containerStatuses.append(try r.message(ContainerStatus.self))
+            case 10: self.initContainerStatuses.append(try r.message(ContainerStatus.self))
             default: try r.skip()
             }
         }

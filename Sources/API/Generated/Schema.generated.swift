@@ -273,6 +273,7 @@ extension Schema {
             FieldSchema("terminationMessagePath", .string, description: "Where the container may write a message about its end. Kept as given; Default /dev/termination-log."),
             FieldSchema("terminationMessagePolicy", .string, description: "File or FallbackToLogsOnError. Kept as given; Default File."),
             FieldSchema("securityContext", .message("SecurityContext"), description: "The user, group, privileges and filesystem the container runs with (over the pod's). A runtime that cannot give what it asks refuses to start the container, saying which."),
+            FieldSchema("restartPolicy", .string, description: "Init containers only: Always makes it a sidecar, started in order with the other init containers, kept running (restarted whenever it exits) beside the pod's containers and stopped after them. No other value is allowed; containers may not set it."),
         ]),
         MessageSchema("Capabilities", definition: "io.k8s.api.core.v1.Capabilities", description: "Capabilities added to and dropped from a container's default set (names like NET_ADMIN).", fields: [
             FieldSchema("add", .array(.string), description: "Capabilities to add.", listType: .atomic),
@@ -429,6 +430,7 @@ extension Schema {
             FieldSchema("serviceAccount", .string, description: "The former name of serviceAccountName (deprecated); the same account."),
             FieldSchema("imagePullSecrets", .array(.message("LocalObjectReference")), description: "Secrets to pull the pod's images with. Kept as given (images are pulled by the runtime).", listType: .map, listMapKeys: ["name"], patchStrategy: "merge", patchMergeKey: "name"),
             FieldSchema("automountServiceAccountToken", .bool, description: "Whether the containers get the service account's token. Kept as given (no token is mounted into pods yet)."),
+            FieldSchema("initContainers", .array(.message("Container")), description: "Containers run to completion, one after another in order, before the pod's containers start (sidecars, restartPolicy Always, start in that order and keep running). A failed one is restarted unless the pod's restartPolicy is Never (the pod then fails).", listType: .map, listMapKeys: ["name"], patchStrategy: "merge", patchMergeKey: "name"),
         ]),
         MessageSchema("PodCondition", definition: "io.k8s.api.core.v1.PodCondition", description: "One aspect of a pod's state (PodScheduled, Initialized, ContainersReady, Ready) and when it last changed.", fields: [
             FieldSchema("type", .string, description: "PodScheduled, Initialized, ContainersReady or Ready.", required: true),
@@ -483,6 +485,7 @@ extension Schema {
             FieldSchema("podIPs", .array(.message("PodIP")), description: "The pod's IP addresses.", listType: .map, listMapKeys: ["ip"], patchStrategy: "merge", patchMergeKey: "ip"),
             FieldSchema("startTime", .time, description: "When the node agent accepted the pod."),
             FieldSchema("containerStatuses", .array(.message("ContainerStatus")), description: "The state of each container.", listType: .atomic),
+            FieldSchema("initContainerStatuses", .array(.message("ContainerStatus")), description: "The state of each init container.", listType: .atomic),
         ]),
         MessageSchema("Pod", definition: "io.k8s.api.core.v1.Pod", description: "A group of containers that run together on one node, sharing the pod's network and lifecycle. The smallest unit the scheduler places.", fields: [
             FieldSchema("apiVersion", .string, description: "The versioned schema of this representation of an object (group/version). Servers convert to their preferred version."),

@@ -762,6 +762,14 @@ public nonisolated struct Container: @unchecked Sendable {
   /// Clears the value of `securityContext`. Subsequent reads from it will return its default value.
   public mutating func clearSecurityContext() {_uniqueStorage()._securityContext = nil}
 
+  /// Init containers only: Always makes it a sidecar, started in order with the other init
+  /// containers, kept running (restarted whenever it exits) beside the pod's containers and stopped
+  /// after them. No other value is allowed; containers may not set it.
+  public var restartPolicy: String {
+    get {_storage._restartPolicy}
+    set {_uniqueStorage()._restartPolicy = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1794,6 +1802,14 @@ public nonisolated struct PodSpec: @unchecked Sendable {
   /// Clears the value of `automountServiceAccountToken`. Subsequent reads from it will return its default value.
   public mutating func clearAutomountServiceAccountToken() {_uniqueStorage()._automountServiceAccountToken = nil}
 
+  /// Containers run to completion, one after another in order, before the pod's containers start
+  /// (sidecars, restartPolicy Always, start in that order and keep running). A failed one is
+  /// restarted unless the pod's restartPolicy is Never (the pod then fails).
+  public var initContainers: [Container] {
+    get {_storage._initContainers}
+    set {_uniqueStorage()._initContainers = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2113,6 +2129,9 @@ public nonisolated struct PodStatus: Sendable {
 
   /// The state of each container.
   public var containerStatuses: [ContainerStatus] = []
+
+  /// The state of each init container.
+  public var initContainerStatuses: [ContainerStatus] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -4018,7 +4037,7 @@ nonisolated extension Probe: SwiftProtobuf.Message, SwiftProtobuf._MessageImplem
 
 nonisolated extension Container: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Container"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}image\0\u{1}command\0\u{1}args\0\u{3}working_dir\0\u{1}ports\0\u{1}env\0\u{1}resources\0\u{3}liveness_probe\0\u{3}readiness_probe\0\u{3}startup_probe\0\u{3}image_pull_policy\0\u{3}env_from\0\u{3}volume_mounts\0\u{1}stdin\0\u{3}stdin_once\0\u{1}tty\0\u{3}termination_message_path\0\u{3}termination_message_policy\0\u{3}security_context\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}image\0\u{1}command\0\u{1}args\0\u{3}working_dir\0\u{1}ports\0\u{1}env\0\u{1}resources\0\u{3}liveness_probe\0\u{3}readiness_probe\0\u{3}startup_probe\0\u{3}image_pull_policy\0\u{3}env_from\0\u{3}volume_mounts\0\u{1}stdin\0\u{3}stdin_once\0\u{1}tty\0\u{3}termination_message_path\0\u{3}termination_message_policy\0\u{3}security_context\0\u{3}restart_policy\0")
 
   final class _StorageClass {
     @exclusivity(unchecked) var _name: String = String()
@@ -4041,6 +4060,7 @@ nonisolated extension Container: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
     @exclusivity(unchecked) var _terminationMessagePath: String = String()
     @exclusivity(unchecked) var _terminationMessagePolicy: String = String()
     @exclusivity(unchecked) var _securityContext: SecurityContext? = nil
+    @exclusivity(unchecked) var _restartPolicy: String = String()
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -4071,6 +4091,7 @@ nonisolated extension Container: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
       _terminationMessagePath = source._terminationMessagePath
       _terminationMessagePolicy = source._terminationMessagePolicy
       _securityContext = source._securityContext
+      _restartPolicy = source._restartPolicy
     }
   }
 
@@ -4109,6 +4130,7 @@ nonisolated extension Container: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
         case 18: try { try decoder.decodeSingularStringField(value: &_storage._terminationMessagePath) }()
         case 19: try { try decoder.decodeSingularStringField(value: &_storage._terminationMessagePolicy) }()
         case 20: try { try decoder.decodeSingularMessageField(value: &_storage._securityContext) }()
+        case 21: try { try decoder.decodeSingularStringField(value: &_storage._restartPolicy) }()
         default: break
         }
       }
@@ -4181,6 +4203,9 @@ nonisolated extension Container: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
       try { if let v = _storage._securityContext {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 20)
       } }()
+      if !_storage._restartPolicy.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._restartPolicy, fieldNumber: 21)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -4210,6 +4235,7 @@ nonisolated extension Container: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
         if _storage._terminationMessagePath != rhs_storage._terminationMessagePath {return false}
         if _storage._terminationMessagePolicy != rhs_storage._terminationMessagePolicy {return false}
         if _storage._securityContext != rhs_storage._securityContext {return false}
+        if _storage._restartPolicy != rhs_storage._restartPolicy {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -5367,7 +5393,7 @@ nonisolated extension Affinity: SwiftProtobuf.Message, SwiftProtobuf._MessageImp
 
 nonisolated extension PodSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PodSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}containers\0\u{3}restart_policy\0\u{3}termination_grace_period_seconds\0\u{3}active_deadline_seconds\0\u{3}node_selector\0\u{3}service_account_name\0\u{3}node_name\0\u{1}hostname\0\u{1}affinity\0\u{3}scheduler_name\0\u{1}tolerations\0\u{1}priority\0\u{3}runtime_class_name\0\u{3}host_network\0\u{1}volumes\0\u{3}dns_policy\0\u{3}enable_service_links\0\u{3}preemption_policy\0\u{1}subdomain\0\u{3}security_context\0\u{3}service_account\0\u{3}image_pull_secrets\0\u{3}automount_service_account_token\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}containers\0\u{3}restart_policy\0\u{3}termination_grace_period_seconds\0\u{3}active_deadline_seconds\0\u{3}node_selector\0\u{3}service_account_name\0\u{3}node_name\0\u{1}hostname\0\u{1}affinity\0\u{3}scheduler_name\0\u{1}tolerations\0\u{1}priority\0\u{3}runtime_class_name\0\u{3}host_network\0\u{1}volumes\0\u{3}dns_policy\0\u{3}enable_service_links\0\u{3}preemption_policy\0\u{1}subdomain\0\u{3}security_context\0\u{3}service_account\0\u{3}image_pull_secrets\0\u{3}automount_service_account_token\0\u{3}init_containers\0")
 
   final class _StorageClass {
     @exclusivity(unchecked) var _containers: [Container] = []
@@ -5393,6 +5419,7 @@ nonisolated extension PodSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImpl
     @exclusivity(unchecked) var _serviceAccount: String = String()
     @exclusivity(unchecked) var _imagePullSecrets: [LocalObjectReference] = []
     @exclusivity(unchecked) var _automountServiceAccountToken: Bool? = nil
+    @exclusivity(unchecked) var _initContainers: [Container] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -5426,6 +5453,7 @@ nonisolated extension PodSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImpl
       _serviceAccount = source._serviceAccount
       _imagePullSecrets = source._imagePullSecrets
       _automountServiceAccountToken = source._automountServiceAccountToken
+      _initContainers = source._initContainers
     }
   }
 
@@ -5467,6 +5495,7 @@ nonisolated extension PodSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImpl
         case 21: try { try decoder.decodeSingularStringField(value: &_storage._serviceAccount) }()
         case 22: try { try decoder.decodeRepeatedMessageField(value: &_storage._imagePullSecrets) }()
         case 23: try { try decoder.decodeSingularBoolField(value: &_storage._automountServiceAccountToken) }()
+        case 24: try { try decoder.decodeRepeatedMessageField(value: &_storage._initContainers) }()
         default: break
         }
       }
@@ -5548,6 +5577,9 @@ nonisolated extension PodSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImpl
       try { if let v = _storage._automountServiceAccountToken {
         try visitor.visitSingularBoolField(value: v, fieldNumber: 23)
       } }()
+      if !_storage._initContainers.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._initContainers, fieldNumber: 24)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -5580,6 +5612,7 @@ nonisolated extension PodSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImpl
         if _storage._serviceAccount != rhs_storage._serviceAccount {return false}
         if _storage._imagePullSecrets != rhs_storage._imagePullSecrets {return false}
         if _storage._automountServiceAccountToken != rhs_storage._automountServiceAccountToken {return false}
+        if _storage._initContainers != rhs_storage._initContainers {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -5983,7 +6016,7 @@ nonisolated extension PodIP: SwiftProtobuf.Message, SwiftProtobuf._MessageImplem
 
 nonisolated extension PodStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PodStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}phase\0\u{1}conditions\0\u{1}message\0\u{1}reason\0\u{5}host_ip\0hostIP\0\u{5}pod_ip\0podIP\0\u{5}pod_ips\0podIPs\0\u{3}start_time\0\u{3}container_statuses\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}phase\0\u{1}conditions\0\u{1}message\0\u{1}reason\0\u{5}host_ip\0hostIP\0\u{5}pod_ip\0podIP\0\u{5}pod_ips\0podIPs\0\u{3}start_time\0\u{3}container_statuses\0\u{3}init_container_statuses\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -6000,6 +6033,7 @@ nonisolated extension PodStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
       case 7: try { try decoder.decodeRepeatedMessageField(value: &self.podIps) }()
       case 8: try { try decoder.decodeSingularMessageField(value: &self._startTime) }()
       case 9: try { try decoder.decodeRepeatedMessageField(value: &self.containerStatuses) }()
+      case 10: try { try decoder.decodeRepeatedMessageField(value: &self.initContainerStatuses) }()
       default: break
       }
     }
@@ -6037,6 +6071,9 @@ nonisolated extension PodStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
     if !self.containerStatuses.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.containerStatuses, fieldNumber: 9)
     }
+    if !self.initContainerStatuses.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.initContainerStatuses, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -6050,6 +6087,7 @@ nonisolated extension PodStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
     if lhs.podIps != rhs.podIps {return false}
     if lhs._startTime != rhs._startTime {return false}
     if lhs.containerStatuses != rhs.containerStatuses {return false}
+    if lhs.initContainerStatuses != rhs.initContainerStatuses {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -14,9 +14,8 @@ public enum Table {
             // readiness gates here: their cells say so, as kubectl's do).
             header = ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED NODE", "READINESS GATES"]
             rows = pods.map { pod in
-                let ready = pod.status.containerStatuses.filter(\.ready).count
-                let restarts = pod.status.containerStatuses.map(\.restartCount).reduce(0, +)
-                return [pod.metadata.name, "\(ready)/\(pod.spec.containers.count)", podStatus(pod), "\(restarts)", age(pod.metadata)]
+                let summary = podSummary(pod)
+                return [pod.metadata.name, "\(summary.ready)/\(summary.total)", summary.status, "\(summary.restarts)", age(pod.metadata)]
                     + [pod.status.podIp.isEmpty ? "<none>" : pod.status.podIp, pod.spec.nodeName.isEmpty ? "<none>" : pod.spec.nodeName,
                        "<none>", "<none>"]
             }
@@ -111,13 +110,66 @@ public enum Table {
     }
 
     /// What kubectl shows in STATUS: a waiting reason such as CrashLoopBackOff wins over the phase.
-    public static func podStatus(_ pod: Pod) -> String {
-        if pod.metadata.hasDeletionTimestamp { return "Terminating" }
-        for status in pod.status.containerStatuses {
-            if status.state.hasWaiting, !status.state.waiting.reason.isEmpty { return status.state.waiting.reason }
-            if status.state.hasTerminated, !status.state.terminated.reason.isEmpty, pod.status.phase != "Running" { return status.state.terminated.reason }
+    public static func podStatus(_ pod: Pod) -> String { podSummary(pod).status }
+
+    /// A pod's READY (ready/total), STATUS and RESTARTS cells, by kubectl's rules: while init
+    /// containers run, `Init:N/M` (or `Init:` and the failing one's reason); then the first
+    /// container with a waiting or terminated reason; `Completed` beside a running container is
+    /// `Running` (or `NotReady`); sidecars count among the containers once started.
+    public static func podSummary(_ pod: Pod) -> (ready: Int, total: Int, status: String, restarts: Int32) {
+        var reason = pod.status.reason.isEmpty ? (pod.status.phase.isEmpty ? "Pending" : pod.status.phase) : pod.status.reason
+        let sidecars = Set(pod.spec.initContainers.filter(\.isSidecar).map(\.name))
+        let total = pod.spec.containers.count + sidecars.count
+        var ready = 0
+        var restarts: Int32 = 0, sidecarRestarts: Int32 = 0
+        var initializing = false
+        for (index, status) in pod.status.initContainerStatuses.enumerated() {
+            restarts += status.restartCount
+            if sidecars.contains(status.name) {
+                sidecarRestarts += status.restartCount
+                if status.started {
+                    if status.ready { ready += 1 }
+                    continue
+                }
+            }
+            let state = status.state
+            if state.hasTerminated && state.terminated.exitCode == 0 { continue }
+            if state.hasTerminated {
+                let terminated = state.terminated
+                reason = !terminated.reason.isEmpty ? "Init:\(terminated.reason)"
+                    : terminated.signal != 0 ? "Init:Signal:\(terminated.signal)" : "Init:ExitCode:\(terminated.exitCode)"
+            } else if state.hasWaiting && !state.waiting.reason.isEmpty && state.waiting.reason != "PodInitializing" {
+                reason = "Init:\(state.waiting.reason)"
+            } else {
+                reason = "Init:\(index)/\(pod.spec.initContainers.count)"
+            }
+            initializing = true
+            break
         }
-        return pod.status.phase.isEmpty ? "Pending" : pod.status.phase
+        let initialized = pod.status.conditions.contains { $0.type == "Initialized" && $0.status == "True" }
+        if !initializing || initialized {
+            restarts = sidecarRestarts
+            var running = false
+            for status in pod.status.containerStatuses.reversed() {
+                restarts += status.restartCount
+                let state = status.state
+                if state.hasWaiting && !state.waiting.reason.isEmpty {
+                    reason = state.waiting.reason
+                } else if state.hasTerminated && !state.terminated.reason.isEmpty {
+                    reason = state.terminated.reason
+                } else if state.hasTerminated {
+                    reason = state.terminated.signal != 0 ? "Signal:\(state.terminated.signal)" : "ExitCode:\(state.terminated.exitCode)"
+                } else if status.ready && state.hasRunning {
+                    running = true
+                    ready += 1
+                }
+            }
+            if reason == "Completed" && running {
+                reason = pod.status.conditions.contains { $0.type == "Ready" && $0.status == "True" } ? "Running" : "NotReady"
+            }
+        }
+        if pod.metadata.hasDeletionTimestamp && pod.status.phase != "Succeeded" && pod.status.phase != "Failed" { reason = "Terminating" }
+        return (ready, total, reason, restarts)
     }
 
     /// A printer column's cell: the value at its JSON path, a date as an age.

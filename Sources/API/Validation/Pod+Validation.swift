@@ -38,22 +38,15 @@ extension Pod {
 }
 
 extension PodSpec {
+    /// The init containers, then the pod's own: every container a name may refer to.
+    public var allContainers: [Container] { initContainers + containers }
+
     public mutating func applyDefaults() {
         if restartPolicy.isEmpty { restartPolicy = PodDefaults.restartPolicy }
         if !hasTerminationGracePeriodSeconds { terminationGracePeriodSeconds = PodDefaults.terminationGracePeriodSeconds }
         if schedulerName.isEmpty { schedulerName = PodDefaults.schedulerName }
-        for i in containers.indices {
-            // Kubernetes' default: Always for :latest or no tag, IfNotPresent for any other tag or a digest.
-            if containers[i].imagePullPolicy.isEmpty && !containers[i].image.isEmpty {
-                containers[i].imagePullPolicy = PodDefaults.pullPolicy(image: containers[i].image)
-            }
-            for p in containers[i].ports.indices where containers[i].ports[p].protocol.isEmpty {
-                containers[i].ports[p].protocol = "TCP"
-            }
-            if containers[i].hasLivenessProbe { containers[i].livenessProbe.applyDefaults() }
-            if containers[i].hasReadinessProbe { containers[i].readinessProbe.applyDefaults() }
-            if containers[i].hasStartupProbe { containers[i].startupProbe.applyDefaults() }
-        }
+        for i in initContainers.indices { initContainers[i].applyDefaults() }
+        for i in containers.indices { containers[i].applyDefaults() }
         for i in tolerations.indices where tolerations[i].operator.isEmpty {
             tolerations[i].operator = "Equal"
         }
@@ -64,74 +57,26 @@ extension PodSpec {
         var errors: [FieldError] = []
         if containers.isEmpty { errors.append(.required("\(path).containers")) }
         var names = Set<String>()
+        for (i, container) in initContainers.enumerated() {
+            let cpath = "\(path).initContainers[\(i)]"
+            errors += container.validate(path: cpath, names: &names) + validateVolumeMounts(container, path: cpath)
+            let sidecar = container.restartPolicy == ContainerValues.sidecarRestartPolicy
+            if !container.restartPolicy.isEmpty && !sidecar {
+                errors.append(.notSupported("\(cpath).restartPolicy", container.restartPolicy, [ContainerValues.sidecarRestartPolicy]))
+            }
+            if !sidecar {
+                for (field, set) in [("livenessProbe", container.hasLivenessProbe), ("readinessProbe", container.hasReadinessProbe),
+                                     ("startupProbe", container.hasStartupProbe)] where set {
+                    errors.append(.init(.forbidden, "\(cpath).\(field)", detail: "may not be set for init containers without restartPolicy=Always"))
+                }
+            }
+        }
         for (i, container) in containers.enumerated() {
             let cpath = "\(path).containers[\(i)]"
-            if container.name.isEmpty {
-                errors.append(.required("\(cpath).name"))
-            } else if let problem = NameSyntax.labelProblem(container.name) {
-                errors.append(.invalid("\(cpath).name", container.name, problem))
-            } else if !names.insert(container.name).inserted {
-                errors.append(.duplicate("\(cpath).name", container.name))
+            errors += container.validate(path: cpath, names: &names) + validateVolumeMounts(container, path: cpath)
+            if !container.restartPolicy.isEmpty {
+                errors.append(.init(.forbidden, "\(cpath).restartPolicy", detail: "may not be set for non-init containers"))
             }
-            if !container.imagePullPolicy.isEmpty && !["Always", "IfNotPresent", "Never"].contains(container.imagePullPolicy) {
-                errors.append(.notSupported("\(cpath).imagePullPolicy", container.imagePullPolicy, ["Always", "IfNotPresent", "Never"]))
-            }
-            if container.command.isEmpty && container.image.isEmpty {
-                errors.append(.required("\(cpath).command", "a container needs a command (or an image for image runtimes)"))
-            }
-            var envNames = Set<String>()
-            for (e, env) in container.env.enumerated() {
-                if env.name.isEmpty { errors.append(.required("\(cpath).env[\(e)].name")) }
-                else if env.name.contains("=") { errors.append(.invalid("\(cpath).env[\(e)].name", env.name, "must not contain '='")) }
-                else if !envNames.insert(env.name).inserted { errors.append(.duplicate("\(cpath).env[\(e)].name", env.name)) }
-                if env.hasValueFrom {
-                    let source = env.valueFrom
-                    let epath = "\(cpath).env[\(e)].valueFrom"
-                    let count = [source.hasFieldRef, source.hasResourceFieldRef, source.hasConfigMapKeyRef, source.hasSecretKeyRef].filter { $0 }.count
-                    if !env.value.isEmpty { errors.append(.invalid(epath, "", "may not be specified when `value` is not empty")) }
-                    if count != 1 { errors.append(.invalid(epath, "", "may not have more than one field specified at a time")) }
-                    if source.hasFieldRef && !EnvSources.fieldPathSupported(source.fieldRef.fieldPath) {
-                        errors.append(.notSupported("\(epath).fieldRef.fieldPath", source.fieldRef.fieldPath, EnvSources.fieldPaths))
-                    }
-                    if source.hasResourceFieldRef && !EnvSources.resources.contains(source.resourceFieldRef.resource) {
-                        errors.append(.notSupported("\(epath).resourceFieldRef.resource", source.resourceFieldRef.resource, EnvSources.resources))
-                    }
-                    if source.hasConfigMapKeyRef && source.configMapKeyRef.key.isEmpty { errors.append(.required("\(epath).configMapKeyRef.key")) }
-                    if source.hasSecretKeyRef && source.secretKeyRef.key.isEmpty { errors.append(.required("\(epath).secretKeyRef.key")) }
-                }
-            }
-            for (e, source) in container.envFrom.enumerated() where source.hasConfigMapRef == source.hasSecretRef {
-                errors.append(.invalid("\(cpath).envFrom[\(e)]", "", "must specify one of: `configMapRef` or `secretRef`"))
-            }
-            var portNames = Set<String>()
-            for (p, port) in container.ports.enumerated() {
-                let ppath = "\(cpath).ports[\(p)]"
-                if !(1...65535).contains(port.containerPort) {
-                    errors.append(.invalid("\(ppath).containerPort", String(port.containerPort), "must be between 1 and 65535, inclusive"))
-                }
-                if port.hostPort != 0 && !(1...65535).contains(port.hostPort) {
-                    errors.append(.invalid("\(ppath).hostPort", String(port.hostPort), "must be between 1 and 65535, inclusive"))
-                }
-                if !port.name.isEmpty && !portNames.insert(port.name).inserted { errors.append(.duplicate("\(ppath).name", port.name)) }
-                if !port.protocol.isEmpty && !PodValues.protocols.contains(port.protocol) {
-                    errors.append(.notSupported("\(ppath).protocol", port.protocol, PodValues.protocols))
-                }
-            }
-            if container.hasResources {
-                errors += validateQuantities(container.resources.limits, path: "\(cpath).resources.limits")
-                errors += validateQuantities(container.resources.requests, path: "\(cpath).resources.requests")
-                for key in container.resources.requests.keys.sorted() {
-                    guard let limitText = container.resources.limits[key], let requestText = container.resources.requests[key],
-                          let limit = try? Quantity(parsing: limitText), let request = try? Quantity(parsing: requestText) else { continue }
-                    if request.value > limit.value {
-                        errors.append(.invalid("\(cpath).resources.requests[\(key)]", requestText, "must be less than or equal to \(key) limit of \(limitText)"))
-                    }
-                }
-            }
-            if container.hasLivenessProbe { errors += container.livenessProbe.validate(path: "\(cpath).livenessProbe", isLiveness: true) }
-            if container.hasReadinessProbe { errors += container.readinessProbe.validate(path: "\(cpath).readinessProbe", isLiveness: false) }
-            if container.hasStartupProbe { errors += container.startupProbe.validate(path: "\(cpath).startupProbe", isLiveness: true) }
-            errors += validateVolumeMounts(container, path: cpath)
         }
         errors += validateVolumes(path: path)
         if !PodValues.restartPolicies.contains(restartPolicy) {
@@ -186,6 +131,102 @@ extension PodSpec {
                 }
             }
         }
+        return errors
+    }
+}
+
+public enum ContainerValues {
+    /// The one restartPolicy an init container may have: it makes the container a sidecar.
+    public static let sidecarRestartPolicy = "Always"
+}
+
+extension Container {
+    /// An init container that keeps running beside the pod's containers.
+    public var isSidecar: Bool { restartPolicy == ContainerValues.sidecarRestartPolicy }
+
+    public mutating func applyDefaults() {
+        // Kubernetes' default: Always for :latest or no tag, IfNotPresent for any other tag or a digest.
+        if imagePullPolicy.isEmpty && !image.isEmpty {
+            imagePullPolicy = PodDefaults.pullPolicy(image: image)
+        }
+        for p in ports.indices where ports[p].protocol.isEmpty {
+            ports[p].protocol = "TCP"
+        }
+        if hasLivenessProbe { livenessProbe.applyDefaults() }
+        if hasReadinessProbe { readinessProbe.applyDefaults() }
+        if hasStartupProbe { startupProbe.applyDefaults() }
+    }
+
+    /// The rules every container of a pod follows (init containers and the pod's own); `names`:
+    /// the names taken so far in the pod (one name space for both lists).
+    func validate(path cpath: String, names: inout Set<String>) -> [FieldError] {
+        var errors: [FieldError] = []
+        let container = self
+        if container.name.isEmpty {
+            errors.append(.required("\(cpath).name"))
+        } else if let problem = NameSyntax.labelProblem(container.name) {
+            errors.append(.invalid("\(cpath).name", container.name, problem))
+        } else if !names.insert(container.name).inserted {
+            errors.append(.duplicate("\(cpath).name", container.name))
+        }
+        if !container.imagePullPolicy.isEmpty && !["Always", "IfNotPresent", "Never"].contains(container.imagePullPolicy) {
+            errors.append(.notSupported("\(cpath).imagePullPolicy", container.imagePullPolicy, ["Always", "IfNotPresent", "Never"]))
+        }
+        if container.command.isEmpty && container.image.isEmpty {
+            errors.append(.required("\(cpath).command", "a container needs a command (or an image for image runtimes)"))
+        }
+        var envNames = Set<String>()
+        for (e, env) in container.env.enumerated() {
+            if env.name.isEmpty { errors.append(.required("\(cpath).env[\(e)].name")) }
+            else if env.name.contains("=") { errors.append(.invalid("\(cpath).env[\(e)].name", env.name, "must not contain '='")) }
+            else if !envNames.insert(env.name).inserted { errors.append(.duplicate("\(cpath).env[\(e)].name", env.name)) }
+            if env.hasValueFrom {
+                let source = env.valueFrom
+                let epath = "\(cpath).env[\(e)].valueFrom"
+                let count = [source.hasFieldRef, source.hasResourceFieldRef, source.hasConfigMapKeyRef, source.hasSecretKeyRef].filter { $0 }.count
+                if !env.value.isEmpty { errors.append(.invalid(epath, "", "may not be specified when `value` is not empty")) }
+                if count != 1 { errors.append(.invalid(epath, "", "may not have more than one field specified at a time")) }
+                if source.hasFieldRef && !EnvSources.fieldPathSupported(source.fieldRef.fieldPath) {
+                    errors.append(.notSupported("\(epath).fieldRef.fieldPath", source.fieldRef.fieldPath, EnvSources.fieldPaths))
+                }
+                if source.hasResourceFieldRef && !EnvSources.resources.contains(source.resourceFieldRef.resource) {
+                    errors.append(.notSupported("\(epath).resourceFieldRef.resource", source.resourceFieldRef.resource, EnvSources.resources))
+                }
+                if source.hasConfigMapKeyRef && source.configMapKeyRef.key.isEmpty { errors.append(.required("\(epath).configMapKeyRef.key")) }
+                if source.hasSecretKeyRef && source.secretKeyRef.key.isEmpty { errors.append(.required("\(epath).secretKeyRef.key")) }
+            }
+        }
+        for (e, source) in container.envFrom.enumerated() where source.hasConfigMapRef == source.hasSecretRef {
+            errors.append(.invalid("\(cpath).envFrom[\(e)]", "", "must specify one of: `configMapRef` or `secretRef`"))
+        }
+        var portNames = Set<String>()
+        for (p, port) in container.ports.enumerated() {
+            let ppath = "\(cpath).ports[\(p)]"
+            if !(1...65535).contains(port.containerPort) {
+                errors.append(.invalid("\(ppath).containerPort", String(port.containerPort), "must be between 1 and 65535, inclusive"))
+            }
+            if port.hostPort != 0 && !(1...65535).contains(port.hostPort) {
+                errors.append(.invalid("\(ppath).hostPort", String(port.hostPort), "must be between 1 and 65535, inclusive"))
+            }
+            if !port.name.isEmpty && !portNames.insert(port.name).inserted { errors.append(.duplicate("\(ppath).name", port.name)) }
+            if !port.protocol.isEmpty && !PodValues.protocols.contains(port.protocol) {
+                errors.append(.notSupported("\(ppath).protocol", port.protocol, PodValues.protocols))
+            }
+        }
+        if container.hasResources {
+            errors += validateQuantities(container.resources.limits, path: "\(cpath).resources.limits")
+            errors += validateQuantities(container.resources.requests, path: "\(cpath).resources.requests")
+            for key in container.resources.requests.keys.sorted() {
+                guard let limitText = container.resources.limits[key], let requestText = container.resources.requests[key],
+                      let limit = try? Quantity(parsing: limitText), let request = try? Quantity(parsing: requestText) else { continue }
+                if request.value > limit.value {
+                    errors.append(.invalid("\(cpath).resources.requests[\(key)]", requestText, "must be less than or equal to \(key) limit of \(limitText)"))
+                }
+            }
+        }
+        if container.hasLivenessProbe { errors += container.livenessProbe.validate(path: "\(cpath).livenessProbe", isLiveness: true) }
+        if container.hasReadinessProbe { errors += container.readinessProbe.validate(path: "\(cpath).readinessProbe", isLiveness: false) }
+        if container.hasStartupProbe { errors += container.startupProbe.validate(path: "\(cpath).startupProbe", isLiveness: true) }
         return errors
     }
 }

@@ -203,8 +203,8 @@ extension PodSpec {
             if item.hasResourceFieldRef {
                 let rpath = "\(ipath).resourceFieldRef"
                 if item.resourceFieldRef.containerName.isEmpty { errors.append(.required("\(rpath).containerName")) }
-                else if !containers.contains(where: { $0.name == item.resourceFieldRef.containerName }) {
-                    errors.append(.notSupported("\(rpath).containerName", item.resourceFieldRef.containerName, containers.map(\.name)))
+                else if !allContainers.contains(where: { $0.name == item.resourceFieldRef.containerName }) {
+                    errors.append(.notSupported("\(rpath).containerName", item.resourceFieldRef.containerName, allContainers.map(\.name)))
                 }
                 if !EnvSources.resources.contains(item.resourceFieldRef.resource) {
                     errors.append(.notSupported("\(rpath).resource", item.resourceFieldRef.resource, EnvSources.resources))
@@ -258,7 +258,7 @@ extension Pod {
     /// node may read, as Kubernetes' node authorizer allows it.
     public func referencedNames(secrets: Bool) -> Set<String> {
         var names = Set<String>()
-        for container in spec.containers {
+        for container in spec.allContainers {
             for source in container.envFrom {
                 if secrets, source.hasSecretRef { names.insert(source.secretRef.name) }
                 if !secrets, source.hasConfigMapRef { names.insert(source.configMapRef.name) }

@@ -133,11 +133,12 @@ extension APIResponder {
         let name = pod.metadata.name
         guard let requested, !requested.isEmpty else {
             guard pod.spec.containers.count == 1 else {
-                throw APIError.badRequest("a container name must be specified for pod \(name), choose one of: [\(pod.spec.containers.map(\.name).joined(separator: " "))]")
+                let initNames = pod.spec.initContainers.isEmpty ? "" : " or one of the init containers: [\(pod.spec.initContainers.map(\.name).joined(separator: " "))]"
+                throw APIError.badRequest("a container name must be specified for pod \(name), choose one of: [\(pod.spec.containers.map(\.name).joined(separator: " "))]\(initNames)")
             }
             return pod.spec.containers[0].name
         }
-        guard pod.spec.containers.contains(where: { $0.name == requested }) else {
+        guard pod.spec.allContainers.contains(where: { $0.name == requested }) else {
             throw APIError.badRequest("container \(requested) is not valid for pod \(name)")
         }
         return requested

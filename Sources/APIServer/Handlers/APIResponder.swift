@@ -453,7 +453,8 @@ struct APIResponder: HTTPResponder {
                         body: .init(byteBuffer: ByteBuffer(string: lines.joined(separator: "\n") + "\n")))
     }
 
-    /// A pod's spec is fixed once created, as in Kubernetes: only container images and tolerations
+    /// A pod's spec is fixed once created, as in Kubernetes: only container images (init containers'
+    /// too) and tolerations
     /// may change (its agent would not apply anything else), and its node is set by a binding.
     static func checkPodUpdate(_ new: Pod, _ current: Pod) throws {
         if !current.spec.nodeName.isEmpty && new.spec.nodeName != current.spec.nodeName {
@@ -465,11 +466,14 @@ struct APIResponder: HTTPResponder {
         for index in comparable.spec.containers.indices where index < current.spec.containers.count {
             comparable.spec.containers[index].image = current.spec.containers[index].image
         }
+        for index in comparable.spec.initContainers.indices where index < current.spec.initContainers.count {
+            comparable.spec.initContainers[index].image = current.spec.initContainers[index].image
+        }
         comparable.applyDefaults()
         var baseline = current
         baseline.applyDefaults()
         if comparable.spec.jsonBytes() != baseline.spec.jsonBytes() {
-            throw APIError(422, "Invalid", "Pod \"\(new.metadata.name)\" is invalid: spec: Forbidden: pod updates may not change fields other than spec.containers[*].image and spec.tolerations; delete and re-create the pod (or use a Deployment)")
+            throw APIError(422, "Invalid", "Pod \"\(new.metadata.name)\" is invalid: spec: Forbidden: pod updates may not change fields other than spec.containers[*].image, spec.initContainers[*].image and spec.tolerations; delete and re-create the pod (or use a Deployment)")
         }
     }
 

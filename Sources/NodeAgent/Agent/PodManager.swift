@@ -29,6 +29,21 @@ actor PodManager {
         var done = false
         /// Probe results for the current instance (reset when a new one starts).
         var probes = ProbeState()
+        /// An init container that succeeded before this agent started: its status as the last
+        /// agent reported it (the runtime may no longer have the container).
+        var restored: ContainerStatus?
+
+        /// Exited with 0 and, by the restart policy, stays so: an init container that did its part.
+        var succeeded: Bool {
+            guard done else { return false }
+            if let current, case .exited(let code, _, _, _) = current.state { return code == 0 }
+            return restored.map { $0.state.hasTerminated && $0.state.terminated.exitCode == 0 } ?? false
+        }
+
+        /// Running, and its startup probe (if any) passed: a sidecar the next init container may follow.
+        func started(_ container: Container) -> Bool {
+            (current?.isRunning ?? false) && (!container.hasStartupProbe || probes.startupPassed)
+        }
     }
 
     struct ProbeState {
@@ -60,6 +75,9 @@ actor PodManager {
         var emptyDirCheckedAt: ContinuousClock.Instant?
         /// Why the pod was evicted (an emptyDir over its sizeLimit): it stays Failed.
         var evicted: String?
+        /// Every init container succeeded (sidecars: started): the pod's containers may run. Once
+        /// true it stays so (a sidecar that exits later is restarted beside them).
+        var initialized = false
     }
 
     let configuration: NodeAgent.Configuration
@@ -108,7 +126,10 @@ actor PodManager {
             var state = PodState(pod: pod, startTime: startTime)
             state.lastReported = pod.status
             // Counts survive an agent restart through the status the last agent reported.
-            for status in pod.status.containerStatuses { state.tracks[status.name, default: Track()].restartCount = status.restartCount }
+            for status in pod.status.containerStatuses + pod.status.initContainerStatuses {
+                state.tracks[status.name, default: Track()].restartCount = status.restartCount
+            }
+            Self.restoreInitialization(&state)
             pods[uid] = state
             await adoptRunning(uid)
         } else {
@@ -205,7 +226,7 @@ actor PodManager {
     func startDueProbes(_ uid: String) {
         guard let state = pods[uid], !state.terminating else { return }
         let now = Date()
-        for container in state.pod.spec.containers {
+        for container in state.pod.spec.containers + state.pod.spec.initContainers.filter(\.isSidecar) {
             guard let track = state.tracks[container.name], let current = track.current, current.isRunning else { continue }
             let startupPassed = !container.hasStartupProbe || track.probes.startupPassed
             let probes: [(Prober.Kind, Probe)] = (container.hasStartupProbe && !track.probes.startupPassed ? [(.startup, container.startupProbe)] : [])
@@ -243,6 +264,12 @@ actor PodManager {
         switch kind {
         case .startup:
             if success { track.probes.startupPassed = true } else if failures >= failureThreshold { kill = true }
+            // A sidecar's start lets the next init container run: at once, not at the next tick.
+            if success, pods[uid]?.initialized == false {
+                pods[uid]?.tracks[name] = track
+                await sync(uid)
+                return
+            }
         case .liveness:
             if failures >= failureThreshold { kill = true }
         case .readiness:
@@ -273,7 +300,10 @@ actor PodManager {
         reference.name = pod.metadata.name
         reference.uid = pod.metadata.uid
         reference.resourceVersion = pod.metadata.resourceVersion
-        if let container { reference.fieldPath = "spec.containers{\(container)}" }
+        if let container {
+            let list = pod.spec.initContainers.contains { $0.name == container } ? "initContainers" : "containers"
+            reference.fieldPath = "spec.\(list){\(container)}"
+        }
         recorder.record(reference, type, reason: reason, message: message)
     }
 
@@ -318,132 +348,221 @@ actor PodManager {
                 return
             }
         }
-        let now = ContinuousClock.now
+        let restarts: (Int32) -> Bool = switch pod.spec.restartPolicy {
+        case "Never": { _ in false }
+        case "OnFailure": { $0 != 0 }
+        default: { _ in true }
+        }
+        guard await initialize(uid) else {
+            report(uid)
+            return
+        }
         for container in pod.spec.containers {
-            var track = pods[uid]!.tracks[container.name] ?? Track()
-            if track.starting || track.done { continue }
-            if let current = track.current {
-                guard case .exited(let code, _, _, let finishedAt) = current.state else {
-                    // Running: ten minutes without a crash forgives earlier ones.
-                    if track.crashes > 0, Date().timeIntervalSince(current.startedAt) > 600 { track.crashes = 0 }
-                    pods[uid]!.tracks[container.name] = track
-                    continue
-                }
-                let restart = switch pod.spec.restartPolicy {
-                case "Never": false
-                case "OnFailure": code != 0
-                default: true
-                }
-                if !restart {
-                    track.done = true
-                    pods[uid]!.tracks[container.name] = track
-                    continue
-                }
-                if track.backoffUntil == nil {
-                    // Crashes close together back off (ten minutes of running forgives).
-                    let ranFor = finishedAt.timeIntervalSince(current.startedAt)
-                    track.crashes = ranFor > 600 ? 1 : track.crashes + 1
-                    track.backoffDelay = crashDelay(after: track.crashes)
-                    track.backoffUntil = now + track.backoffDelay
-                }
-                if let until = track.backoffUntil, until > now {
-                    if !track.backoffReported {
-                        track.backoffReported = true
-                        event(pod, container: container.name, .warning, "BackOff",
-                              "Back-off restarting failed container \(container.name) in pod \(pod.metadata.name)_\(pod.metadata.namespace)(\(pod.metadata.uid))")
-                    }
-                    pods[uid]!.tracks[container.name] = track
-                    continue
-                }
-                track.backoffReported = false
-                track.previous = current
-                track.current = nil
-                track.backoffUntil = nil
-                track.restartCount += 1
-            } else if let until = track.backoffUntil, until > now {
-                pods[uid]!.tracks[container.name] = track
-                continue  // a start that failed waits too
+            guard await advance(uid, container, restarts: restarts) else { return }
+        }
+        // Sidecars run as long as the pod's containers do: restarted whenever they exit, and
+        // stopped once every container is done for good (a Job's pod completes).
+        let finished = pod.spec.containers.allSatisfy { pods[uid]?.tracks[$0.name]?.done == true }
+        for sidecar in pod.spec.initContainers where sidecar.isSidecar {
+            if finished {
+                finishSidecar(uid, sidecar)
+            } else {
+                guard await advance(uid, sidecar, restarts: { _ in true }) else { return }
             }
-            track.starting = true
-            pods[uid]!.tracks[container.name] = track
-            var launch = Self.launch(pod, container)
-            do {
-                launch.environment = try await environment(pod, container)
-                if !container.volumeMounts.isEmpty {
-                    launch.mounts = try PodVolumes.mounts(for: container, volumes: pods[uid]?.volumePaths ?? [:], environment: launch.environment)
-                }
-                pods[uid]?.tracks[container.name]?.configError = false
-            } catch {
-                // A missing ConfigMap, Secret or key: tried again after a back-off, as the kubelet does.
-                logger.warning("container environment cannot be resolved", metadata: ["pod": "\(pod.metadata.namespace)/\(pod.metadata.name)", "container": "\(container.name)", "error": "\(error)"])
-                pods[uid]?.tracks[container.name]?.startError = "\(error)"
-                pods[uid]?.tracks[container.name]?.configError = true
-                pods[uid]?.tracks[container.name]?.backoffUntil = ContinuousClock.now + configuration.crashLoopBase
-                pods[uid]?.tracks[container.name]?.starting = false
-                continue
-            }
-            do {
-                await takeStartTurn()
-                let started: RuntimeContainer
-                do {
-                    started = try await runtime.start(launch)
-                    releaseStartTurn()
-                } catch {
-                    releaseStartTurn()
-                    throw error
-                }
-                guard let now = pods[uid], !now.terminating else {
-                    // Deleted while it started: stopped now, not left running without a pod.
-                    logger.info("the pod went while its container started; stopping it", metadata: ["pod": "\(pod.metadata.namespace)/\(pod.metadata.name)", "container": "\(container.name)"])
-                    await runtime.stop(id: started.id, grace: .seconds(Int64(pod.spec.hasTerminationGracePeriodSeconds ? pod.spec.terminationGracePeriodSeconds : 30)))
-                    // (Read before the assignment: `pods[uid]?.… = await …` would hold a write
-                    // access to `pods` across the suspension — the optional chain starts it before
-                    // its right side runs — and other code of this actor changes `pods` meanwhile;
-                    // AddressSanitizer caught the write landing in a freed dictionary buffer.)
-                    let final = pods[uid] == nil ? nil : await runtime.status(id: started.id)
-                    if pods[uid] == nil { await runtime.cleanup(podUID: uid) } else { pods[uid]?.tracks[container.name]?.current = final ?? started }
-                    return
-                }
-                pods[uid]?.tracks[container.name]?.current = started
-                event(pod, container: container.name, .normal, "Created", "Created container \(container.name)")
-                event(pod, container: container.name, .normal, "Started", "Started container \(container.name)")
-                pods[uid]?.tracks[container.name]?.probes = ProbeState()
-                pods[uid]?.tracks[container.name]?.startError = nil
-                pods[uid]?.tracks[container.name]?.startReason = nil
-                // The sandbox's address (a new sandbox has a new one); "" on the node's network.
-                if let ip = await runtime.podIP(podUID: uid) { pods[uid]?.podIP = ip }
-                // A container that exits at once may have done so before this start returned: its
-                // exit then came when no track named it as current, and was dropped. Ask once
-                // more now that one does (later exits find it).
-                if let now = await runtime.status(id: started.id), !now.isRunning,
-                   pods[uid]?.tracks[container.name]?.current?.id == started.id {
-                    pods[uid]?.tracks[container.name]?.current = now
-                }
-            } catch {
-                logger.warning("container failed to start", metadata: ["pod": "\(pod.metadata.namespace)/\(pod.metadata.name)", "container": "\(container.name)", "error": "\(error)"])
-                pods[uid]?.tracks[container.name]?.startError = "\(error)"
-                pods[uid]?.tracks[container.name]?.startReason = (error as? RuntimeError)?.reason
-                let reason = (error as? RuntimeError)?.reason ?? "Failed"
-                let message = (error as? RuntimeError)?.message ?? "\(error)"
-                switch reason {
-                case "ErrImagePull":
-                    event(pod, container: container.name, .warning, "Failed", "Failed to pull image \"\(container.image)\": \(message)")
-                    event(pod, container: container.name, .warning, "Failed", "Error: ErrImagePull")
-                    event(pod, container: container.name, .normal, "BackOff", "Back-off pulling image \"\(container.image)\"")
-                case "ErrImageNeverPull":
-                    event(pod, container: container.name, .warning, "ErrImageNeverPull", message)
-                case "FailedCreatePodSandBox":
-                    event(pod, container: nil, .warning, "FailedCreatePodSandBox", "Failed to create pod sandbox: \(message)")
-                default:
-                    event(pod, container: container.name, .warning, "Failed", "Error: \(message)")
-                }
-                pods[uid]?.tracks[container.name]?.crashes += 1
-                let crashes = pods[uid]?.tracks[container.name]?.crashes ?? 1
-                pods[uid]?.tracks[container.name]?.backoffUntil = ContinuousClock.now + crashDelay(after: crashes)
-            }
-            pods[uid]?.tracks[container.name]?.starting = false
         }
         report(uid)
+    }
+
+    /// Runs the init containers in order, each once it is the first not done: true once every one
+    /// succeeded (sidecars: started). A failed one restarts after its back-off unless the pod's
+    /// restartPolicy is Never (the pod then fails).
+    func initialize(_ uid: String) async -> Bool {
+        guard let state = pods[uid] else { return false }
+        if state.initialized { return true }
+        let pod = state.pod
+        let restarts: (Int32) -> Bool = pod.spec.restartPolicy == "Never" ? { _ in false } : { $0 != 0 }
+        func done(_ container: Container) -> Bool {
+            guard let track = pods[uid]?.tracks[container.name] else { return false }
+            return container.isSidecar ? track.started(container) : track.succeeded
+        }
+        for container in pod.spec.initContainers where !done(container) {
+            // Twice: one that exited at once is seen exited by its start, and taken as done (or
+            // backed off) by the second look rather than a tick later.
+            for _ in 0..<2 where !done(container) {
+                guard await advance(uid, container, restarts: container.isSidecar ? { _ in true } : restarts) else { return false }
+            }
+            if !done(container) { return false }
+        }
+        pods[uid]?.initialized = true
+        return true
+    }
+
+    /// Stops a sidecar for good once the pod's containers are done.
+    func finishSidecar(_ uid: String, _ sidecar: Container) {
+        guard let state = pods[uid], var track = state.tracks[sidecar.name], !track.done, !track.starting else { return }
+        track.done = true
+        pods[uid]?.tracks[sidecar.name] = track
+        guard let current = track.current, current.isRunning else { return }
+        event(state.pod, container: sidecar.name, .normal, "Killing", "Stopping container \(sidecar.name)")
+        let grace = Duration.seconds(state.pod.spec.hasTerminationGracePeriodSeconds ? state.pod.spec.terminationGracePeriodSeconds : 30)
+        let runtime = self.runtime
+        Task { await runtime.stop(id: current.id, grace: grace) }
+    }
+
+    /// After an agent restart, init containers the last agent saw succeed are not run again: all
+    /// of them once it reported the pod Initialized (or a container of the pod's own), else those
+    /// whose status says they exited with 0.
+    static func restoreInitialization(_ state: inout PodState) {
+        let pod = state.pod
+        guard !pod.spec.initContainers.isEmpty else {
+            state.initialized = true
+            return
+        }
+        let initialized = pod.status.conditions.contains { $0.type == "Initialized" && $0.status == "True" }
+            || pod.status.containerStatuses.contains { !$0.containerID.isEmpty }
+        for container in pod.spec.initContainers where !container.isSidecar {
+            let status = pod.status.initContainerStatuses.first { $0.name == container.name }
+            let succeeded = status.map { $0.state.hasTerminated && $0.state.terminated.exitCode == 0 } ?? false
+            guard initialized || succeeded else { continue }
+            var restored = status ?? ContainerStatus()
+            if !succeeded {
+                restored.name = container.name
+                restored.image = container.image
+                restored.state = ContainerState()
+                restored.state.terminated.exitCode = 0
+                restored.state.terminated.reason = "Completed"
+            }
+            state.tracks[container.name, default: Track()].done = true
+            state.tracks[container.name]!.restored = restored
+        }
+        state.initialized = initialized
+    }
+
+    /// One container's next step: after an exit, a restart (once its back-off is over) when
+    /// `restarts(exitCode)` says so, else done; without an instance, a start. False: the pod went
+    /// meanwhile.
+    func advance(_ uid: String, _ container: Container, restarts: (Int32) -> Bool) async -> Bool {
+        guard let pod = pods[uid]?.pod else { return false }
+        let now = ContinuousClock.now
+        var track = pods[uid]!.tracks[container.name] ?? Track()
+        if track.starting || track.done { return true }
+        if let current = track.current {
+            guard case .exited(let code, _, _, let finishedAt) = current.state else {
+                // Running: ten minutes without a crash forgives earlier ones.
+                if track.crashes > 0, Date().timeIntervalSince(current.startedAt) > 600 { track.crashes = 0 }
+                pods[uid]!.tracks[container.name] = track
+                return true
+            }
+            let restart = restarts(code)
+            if !restart {
+                track.done = true
+                pods[uid]!.tracks[container.name] = track
+                return true
+            }
+            if track.backoffUntil == nil {
+                // Crashes close together back off (ten minutes of running forgives).
+                let ranFor = finishedAt.timeIntervalSince(current.startedAt)
+                track.crashes = ranFor > 600 ? 1 : track.crashes + 1
+                track.backoffDelay = crashDelay(after: track.crashes)
+                track.backoffUntil = now + track.backoffDelay
+            }
+            if let until = track.backoffUntil, until > now {
+                if !track.backoffReported {
+                    track.backoffReported = true
+                    event(pod, container: container.name, .warning, "BackOff",
+                          "Back-off restarting failed container \(container.name) in pod \(pod.metadata.name)_\(pod.metadata.namespace)(\(pod.metadata.uid))")
+                }
+                pods[uid]!.tracks[container.name] = track
+                return true
+            }
+            track.backoffReported = false
+            track.previous = current
+            track.current = nil
+            track.backoffUntil = nil
+            track.restartCount += 1
+        } else if let until = track.backoffUntil, until > now {
+            pods[uid]!.tracks[container.name] = track
+            return true  // a start that failed waits too
+        }
+        track.starting = true
+        pods[uid]!.tracks[container.name] = track
+        var launch = Self.launch(pod, container)
+        do {
+            launch.environment = try await environment(pod, container)
+            if !container.volumeMounts.isEmpty {
+                launch.mounts = try PodVolumes.mounts(for: container, volumes: pods[uid]?.volumePaths ?? [:], environment: launch.environment)
+            }
+            pods[uid]?.tracks[container.name]?.configError = false
+        } catch {
+            // A missing ConfigMap, Secret or key: tried again after a back-off, as the kubelet does.
+            logger.warning("container environment cannot be resolved", metadata: ["pod": "\(pod.metadata.namespace)/\(pod.metadata.name)", "container": "\(container.name)", "error": "\(error)"])
+            pods[uid]?.tracks[container.name]?.startError = "\(error)"
+            pods[uid]?.tracks[container.name]?.configError = true
+            pods[uid]?.tracks[container.name]?.backoffUntil = ContinuousClock.now + configuration.crashLoopBase
+            pods[uid]?.tracks[container.name]?.starting = false
+            return true
+        }
+        do {
+            await takeStartTurn()
+            let started: RuntimeContainer
+            do {
+                started = try await runtime.start(launch)
+                releaseStartTurn()
+            } catch {
+                releaseStartTurn()
+                throw error
+            }
+            guard let now = pods[uid], !now.terminating else {
+                // Deleted while it started: stopped now, not left running without a pod.
+                logger.info("the pod went while its container started; stopping it", metadata: ["pod": "\(pod.metadata.namespace)/\(pod.metadata.name)", "container": "\(container.name)"])
+                await runtime.stop(id: started.id, grace: .seconds(Int64(pod.spec.hasTerminationGracePeriodSeconds ? pod.spec.terminationGracePeriodSeconds : 30)))
+                // (Read before the assignment: `pods[uid]?.… = await …` would hold a write
+                // access to `pods` across the suspension — the optional chain starts it before
+                // its right side runs — and other code of this actor changes `pods` meanwhile;
+                // AddressSanitizer caught the write landing in a freed dictionary buffer.)
+                let final = pods[uid] == nil ? nil : await runtime.status(id: started.id)
+                if pods[uid] == nil { await runtime.cleanup(podUID: uid) } else { pods[uid]?.tracks[container.name]?.current = final ?? started }
+                return false
+            }
+            pods[uid]?.tracks[container.name]?.current = started
+            event(pod, container: container.name, .normal, "Created", "Created container \(container.name)")
+            event(pod, container: container.name, .normal, "Started", "Started container \(container.name)")
+            pods[uid]?.tracks[container.name]?.probes = ProbeState()
+            pods[uid]?.tracks[container.name]?.startError = nil
+            pods[uid]?.tracks[container.name]?.startReason = nil
+            // The sandbox's address (a new sandbox has a new one); "" on the node's network.
+            if let ip = await runtime.podIP(podUID: uid) { pods[uid]?.podIP = ip }
+            // A container that exits at once may have done so before this start returned: its
+            // exit then came when no track named it as current, and was dropped. Ask once
+            // more now that one does (later exits find it).
+            if let now = await runtime.status(id: started.id), !now.isRunning,
+               pods[uid]?.tracks[container.name]?.current?.id == started.id {
+                pods[uid]?.tracks[container.name]?.current = now
+            }
+        } catch {
+            logger.warning("container failed to start", metadata: ["pod": "\(pod.metadata.namespace)/\(pod.metadata.name)", "container": "\(container.name)", "error": "\(error)"])
+            pods[uid]?.tracks[container.name]?.startError = "\(error)"
+            pods[uid]?.tracks[container.name]?.startReason = (error as? RuntimeError)?.reason
+            let reason = (error as? RuntimeError)?.reason ?? "Failed"
+            let message = (error as? RuntimeError)?.message ?? "\(error)"
+            switch reason {
+            case "ErrImagePull":
+                event(pod, container: container.name, .warning, "Failed", "Failed to pull image \"\(container.image)\": \(message)")
+                event(pod, container: container.name, .warning, "Failed", "Error: ErrImagePull")
+                event(pod, container: container.name, .normal, "BackOff", "Back-off pulling image \"\(container.image)\"")
+            case "ErrImageNeverPull":
+                event(pod, container: container.name, .warning, "ErrImageNeverPull", message)
+            case "FailedCreatePodSandBox":
+                event(pod, container: nil, .warning, "FailedCreatePodSandBox", "Failed to create pod sandbox: \(message)")
+            default:
+                event(pod, container: container.name, .warning, "Failed", "Error: \(message)")
+            }
+            pods[uid]?.tracks[container.name]?.crashes += 1
+            let crashes = pods[uid]?.tracks[container.name]?.crashes ?? 1
+            pods[uid]?.tracks[container.name]?.backoffUntil = ContinuousClock.now + crashDelay(after: crashes)
+        }
+        pods[uid]?.tracks[container.name]?.starting = false
+        return true
     }
 
     /// The wait before restarting after `crashes` crashes in a row: base · 2^(n-1), capped.
@@ -484,7 +603,7 @@ actor PodManager {
                 environment[variable.name] = try EnvSources.field(from.fieldRef.fieldPath, of: pod)
             } else if from.hasResourceFieldRef {
                 let named = from.resourceFieldRef.containerName
-                let target = named.isEmpty ? container : pod.spec.containers.first { $0.name == named } ?? container
+                let target = named.isEmpty ? container : pod.spec.allContainers.first { $0.name == named } ?? container
                 environment[variable.name] = try EnvSources.resource(from.resourceFieldRef, of: target)
             } else if from.hasConfigMapKeyRef || from.hasSecretKeyRef {
                 let secret = from.hasSecretKeyRef
@@ -564,10 +683,18 @@ actor PodManager {
         for container in running {
             event(state.pod, container: container.launch.container, .normal, "Killing", "Stopping container \(container.launch.container)")
         }
-        let ids = running.map(\.id)
+        // Sidecars last, as the kubelet stops them: with what is left of the grace period once
+        // the others have stopped (at least 2 s, or the whole of a shorter one).
+        let sidecarNames = Set(state.pod.spec.initContainers.filter(\.isSidecar).map(\.name))
+        let sidecars = running.filter { sidecarNames.contains($0.launch.container) }.map(\.id)
+        let others = running.filter { !sidecarNames.contains($0.launch.container) }.map(\.id)
         let runtime = self.runtime
-        await withTaskGroup(of: Void.self) { group in
-            for id in ids { group.addTask { await runtime.stop(id: id, grace: grace) } }
+        let began = ContinuousClock.now
+        for (ids, budget) in [(others, grace), (sidecars, nil)] where !ids.isEmpty {
+            let wait = budget ?? max(grace - (ContinuousClock.now - began), min(grace, .seconds(2)))
+            await withTaskGroup(of: Void.self) { group in
+                for id in ids { group.addTask { await runtime.stop(id: id, grace: wait) } }
+            }
         }
     }
 
@@ -607,15 +734,19 @@ actor PodManager {
         // Container IDs as Kubernetes shows them: RUNTIME://ID (containerd://…, cox-process://…).
         let runtimeName = runtime.name
         func qualified(_ id: String) -> String { id.isEmpty || id.contains("://") ? id : "\(runtimeName)://\(id)" }
-        for index in status.containerStatuses.indices {
-            status.containerStatuses[index].containerID = qualified(status.containerStatuses[index].containerID)
-            if status.containerStatuses[index].state.hasTerminated {
-                status.containerStatuses[index].state.terminated.containerID = qualified(status.containerStatuses[index].state.terminated.containerID)
-            }
-            if status.containerStatuses[index].lastState.hasTerminated {
-                status.containerStatuses[index].lastState.terminated.containerID = qualified(status.containerStatuses[index].lastState.terminated.containerID)
+        func qualify(_ statuses: inout [ContainerStatus]) {
+            for index in statuses.indices {
+                statuses[index].containerID = qualified(statuses[index].containerID)
+                if statuses[index].state.hasTerminated {
+                    statuses[index].state.terminated.containerID = qualified(statuses[index].state.terminated.containerID)
+                }
+                if statuses[index].lastState.hasTerminated {
+                    statuses[index].lastState.terminated.containerID = qualified(statuses[index].lastState.terminated.containerID)
+                }
             }
         }
+        qualify(&status.containerStatuses)
+        qualify(&status.initContainerStatuses)
         if let last = state.lastReported, Self.sameStatus(last, status) { return }
         pods[uid]!.lastReported = status
         pendingStatus[uid] = (state.pod.metadata.namespace, state.pod.metadata.name, status)
@@ -693,69 +824,42 @@ actor PodManager {
             status.podIps = [ip]
         }
         status.startTime = state.startTime
-        var allStarted = true, anyRunning = false, allDone = true, anyFailed = false, allReady = true
+        // Init containers: not yet run, they wait PodInitializing; one that succeeded is ready.
+        var initFailed = false, sidecarsReady = true
+        var incomplete: [String] = []
+        for container in pod.spec.initContainers {
+            let track = state.tracks[container.name] ?? Track()
+            var cs = containerStatus(container, track, pod: pod, now: now, notStarted: "PodInitializing")
+            if container.isSidecar {
+                if !cs.ready { sidecarsReady = false }
+                if !track.started(container) && !state.initialized { incomplete.append(container.name) }
+            } else {
+                cs.ready = track.succeeded
+                if !track.succeeded { incomplete.append(container.name) }
+                if track.done && !track.succeeded { initFailed = true }
+            }
+            status.initContainerStatuses.append(cs)
+        }
+        var allStarted = true, anyRunning = false, allDone = true, anyFailed = false, allReady = sidecarsReady
         for container in pod.spec.containers {
             let track = state.tracks[container.name] ?? Track()
-            var cs = ContainerStatus()
-            cs.name = container.name
-            cs.image = container.image
-            cs.restartCount = track.restartCount
-            if let previous = track.previous { cs.lastState = terminatedState(previous) }
+            let cs = containerStatus(container, track, pod: pod, now: now, notStarted: state.initialized ? "ContainerCreating" : "PodInitializing")
             if let current = track.current {
-                cs.containerID = current.id
-                switch current.state {
-                case .running:
-                    cs.state.running.startedAt = Timestamp(wholeSecondsOf: current.startedAt)
-                    let started = !container.hasStartupProbe || track.probes.startupPassed
-                    cs.started = started
-                    cs.ready = started && (!container.hasReadinessProbe || track.probes.ready)
-                    anyRunning = true
-                    allDone = false
-                case .exited(let code, _, _, _):
-                    cs.started = false
-                    if let until = track.backoffUntil, until > now, !track.done {
-                        cs.state.waiting.reason = "CrashLoopBackOff"
-                        cs.state.waiting.message = "back-off \(seconds(track.backoffDelay)) restarting failed container=\(container.name) pod=\(pod.metadata.name)"
-                        cs.lastState = terminatedState(current)
-                        allDone = false
-                    } else {
-                        cs.state = terminatedState(current)
-                        if !track.done { allDone = false }
-                    }
-                    if code != 0 { anyFailed = true }
-                }
+                if current.isRunning { anyRunning = true }
+                if !track.done { allDone = false }
+                if case .exited(let code, _, _, _) = current.state, code != 0 { anyFailed = true }
             } else {
                 allStarted = false
                 allDone = false
-                let backingOff = track.backoffUntil.map { $0 > now } ?? false
-                if let error = track.startError { cs.state.waiting.message = error }
-                switch track.startReason {
-                case _ where track.startError == nil:
-                    cs.state.waiting.reason = "ContainerCreating"
-                case _ where track.configError:
-                    cs.state.waiting.reason = "CreateContainerConfigError"
-                case "ErrImagePull"?:
-                    // As the kubelet: the failed pull, then the wait before the next one.
-                    cs.state.waiting.reason = backingOff ? "ImagePullBackOff" : "ErrImagePull"
-                    if backingOff { cs.state.waiting.message = "Back-off pulling image \"\(container.image)\"" }
-                case "ErrImageNeverPull"?:
-                    cs.state.waiting.reason = "ErrImageNeverPull"
-                case "FailedCreatePodSandBox"?:
-                    cs.state.waiting.reason = "ContainerCreating"
-                case let reason? where reason.hasPrefix("CreateContainer"):
-                    // No container ran: the kubelet shows the failure itself between tries (its
-                    // back-off, and CrashLoopBackOff, are for containers that ran and exited).
-                    cs.state.waiting.reason = reason
-                case let reason?:
-                    cs.state.waiting.reason = backingOff ? "CrashLoopBackOff" : reason
-                case nil:
-                    cs.state.waiting.reason = backingOff ? "CrashLoopBackOff" : "RunContainerError"
-                }
             }
             if !cs.ready { allReady = false }
             status.containerStatuses.append(cs)
         }
-        if allDone && !pod.spec.containers.isEmpty {
+        if initFailed {
+            status.phase = "Failed"
+        } else if !state.initialized {
+            status.phase = "Pending"
+        } else if allDone && !pod.spec.containers.isEmpty {
             status.phase = anyFailed ? "Failed" : "Succeeded"
         } else if allStarted && (anyRunning || !allDone) {
             status.phase = "Running"
@@ -768,24 +872,88 @@ actor PodManager {
             status.message = evicted
         }
         let previous = state.lastReported?.conditions ?? []
-        func condition(_ type: String, _ value: Bool, reason: String = "") -> PodCondition {
+        func condition(_ type: String, _ value: Bool, reason: String = "", message: String = "") -> PodCondition {
             var c = PodCondition()
             c.type = type
             c.status = value ? "True" : "False"
-            if !value { c.reason = reason }
+            if !value {
+                c.reason = reason
+                c.message = message
+            }
             let before = previous.first { $0.type == type }
             c.lastTransitionTime = before?.status == c.status && before!.hasLastTransitionTime ? before!.lastTransitionTime : Timestamp(seconds: Int64(Date().timeIntervalSince1970), nanos: 0)
             return c
         }
         let ready = allReady && status.phase == "Running"
         let doneReason = status.phase == "Succeeded" || status.phase == "Failed" ? "PodCompleted" : "ContainersNotReady"
+        let initialized = state.initialized || incomplete.isEmpty
         status.conditions = [
-            condition("Initialized", true),
+            condition("Initialized", initialized, reason: "ContainersNotInitialized",
+                      message: "containers with incomplete status: [\(incomplete.joined(separator: " "))]"),
             condition("Ready", ready, reason: doneReason),
             condition("ContainersReady", ready, reason: doneReason),
             condition("PodScheduled", true),
         ]
         return status
+    }
+
+    /// One container's status from what this agent knows of it: running (started and ready by its
+    /// probes), exited (or backing off before a restart), or waiting with the reason it is not
+    /// running (`notStarted` when nothing went wrong yet).
+    static func containerStatus(_ container: Container, _ track: Track, pod: Pod, now: ContinuousClock.Instant, notStarted: String) -> ContainerStatus {
+        var cs = ContainerStatus()
+        cs.name = container.name
+        cs.image = container.image
+        cs.restartCount = track.restartCount
+        if let previous = track.previous { cs.lastState = terminatedState(previous) }
+        if let current = track.current {
+            cs.containerID = current.id
+            switch current.state {
+            case .running:
+                cs.state.running.startedAt = Timestamp(wholeSecondsOf: current.startedAt)
+                let started = !container.hasStartupProbe || track.probes.startupPassed
+                cs.started = started
+                cs.ready = started && (!container.hasReadinessProbe || track.probes.ready)
+            case .exited:
+                cs.started = false
+                if let until = track.backoffUntil, until > now, !track.done {
+                    cs.state.waiting.reason = "CrashLoopBackOff"
+                    cs.state.waiting.message = "back-off \(seconds(track.backoffDelay)) restarting failed container=\(container.name) pod=\(pod.metadata.name)"
+                    cs.lastState = terminatedState(current)
+                } else {
+                    cs.state = terminatedState(current)
+                }
+            }
+        } else if let restored = track.restored {
+            cs = restored
+            cs.restartCount = track.restartCount
+        } else {
+            let backingOff = track.backoffUntil.map { $0 > now } ?? false
+            if let error = track.startError { cs.state.waiting.message = error }
+            switch track.startReason {
+            case _ where track.startError == nil:
+                cs.state.waiting.reason = notStarted
+            case _ where track.configError:
+                cs.state.waiting.reason = "CreateContainerConfigError"
+            case "ErrImagePull"?:
+                // As the kubelet: the failed pull, then the wait before the next one.
+                cs.state.waiting.reason = backingOff ? "ImagePullBackOff" : "ErrImagePull"
+                if backingOff { cs.state.waiting.message = "Back-off pulling image \"\(container.image)\"" }
+            case "ErrImageNeverPull"?:
+                cs.state.waiting.reason = "ErrImageNeverPull"
+            case "FailedCreatePodSandBox"?:
+                cs.state.waiting.reason = "ContainerCreating"
+            case let reason? where reason.hasPrefix("CreateContainer"):
+                // No container ran: the kubelet shows the failure itself between tries (its
+                // back-off, and CrashLoopBackOff, are for containers that ran and exited).
+                cs.state.waiting.reason = reason
+            case let reason?:
+                cs.state.waiting.reason = backingOff ? "CrashLoopBackOff" : reason
+            case nil:
+                cs.state.waiting.reason = backingOff ? "CrashLoopBackOff" : "RunContainerError"
+            }
+        }
+        return cs
     }
 
     static func terminatedState(_ container: RuntimeContainer) -> ContainerState {

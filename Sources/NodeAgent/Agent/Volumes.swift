@@ -146,7 +146,7 @@ struct PodVolumes: Sendable {
                 }
             } else {
                 let named = item.resourceFieldRef.containerName
-                guard let container = pod.spec.containers.first(where: { $0.name == named }) else {
+                guard let container = pod.spec.allContainers.first(where: { $0.name == named }) else {
                     throw SetUpError.plain("container \"\(named)\" not found in the pod")
                 }
                 text = try EnvSources.resource(item.resourceFieldRef, of: container)

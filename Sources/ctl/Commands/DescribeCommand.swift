@@ -88,26 +88,15 @@ struct Describer {
         if !pod.status.reason.isEmpty { field("Reason", pod.status.reason) }
         if !pod.status.message.isEmpty { field("Message", pod.status.message) }
         field("IP", pod.status.podIp)
+        if !pod.spec.initContainers.isEmpty {
+            line("Init Containers:")
+            for container in pod.spec.initContainers {
+                self.container(container, pod.status.initContainerStatuses.first { $0.name == container.name })
+            }
+        }
         line("Containers:")
         for container in pod.spec.containers {
-            line(container.name + ":", indent: 2)
-            if !container.image.isEmpty { field("Image", container.image, indent: 4) }
-            if !container.command.isEmpty { field("Command", (container.command + container.args).joined(separator: " "), indent: 4) }
-            let status = pod.status.containerStatuses.first { $0.name == container.name }
-            if let status {
-                state("State", status.state)
-                if status.lastState.hasTerminated { state("Last State", status.lastState) }
-                field("Ready", status.ready ? "True" : "False", indent: 4)
-                field("Restart Count", "\(status.restartCount)", indent: 4)
-            } else {
-                field("State", "Waiting (not started)", indent: 4)
-            }
-            if !container.resources.limits.isEmpty { map("Limits", container.resources.limits, indent: 4) }
-            if !container.resources.requests.isEmpty { map("Requests", container.resources.requests, indent: 4) }
-            if container.hasLivenessProbe { field("Liveness", probe(container.livenessProbe), indent: 4) }
-            if container.hasReadinessProbe { field("Readiness", probe(container.readinessProbe), indent: 4) }
-            if container.hasStartupProbe { field("Startup", probe(container.startupProbe), indent: 4) }
-            if !container.env.isEmpty { map("Environment", Dictionary(container.env.map { ($0.name, $0.value) }, uniquingKeysWith: { a, _ in a }), indent: 4) }
+            self.container(container, pod.status.containerStatuses.first { $0.name == container.name })
         }
         conditions(pod.status.conditions.map { ($0.type, $0.status, $0.reason) })
         field("Restart Policy", pod.spec.restartPolicy)
@@ -115,6 +104,26 @@ struct Describer {
         if !pod.spec.tolerations.isEmpty {
             field("Tolerations", pod.spec.tolerations.map { "\($0.key)\($0.value.isEmpty ? "" : "=" + $0.value):\($0.effect)" }.joined(separator: ", "))
         }
+    }
+
+    mutating func container(_ container: Container, _ status: ContainerStatus?) {
+        line(container.name + ":", indent: 2)
+        if !container.image.isEmpty { field("Image", container.image, indent: 4) }
+        if !container.command.isEmpty { field("Command", (container.command + container.args).joined(separator: " "), indent: 4) }
+        if let status {
+            state("State", status.state)
+            if status.lastState.hasTerminated { state("Last State", status.lastState) }
+            field("Ready", status.ready ? "True" : "False", indent: 4)
+            field("Restart Count", "\(status.restartCount)", indent: 4)
+        } else {
+            field("State", "Waiting (not started)", indent: 4)
+        }
+        if !container.resources.limits.isEmpty { map("Limits", container.resources.limits, indent: 4) }
+        if !container.resources.requests.isEmpty { map("Requests", container.resources.requests, indent: 4) }
+        if container.hasLivenessProbe { field("Liveness", probe(container.livenessProbe), indent: 4) }
+        if container.hasReadinessProbe { field("Readiness", probe(container.readinessProbe), indent: 4) }
+        if container.hasStartupProbe { field("Startup", probe(container.startupProbe), indent: 4) }
+        if !container.env.isEmpty { map("Environment", Dictionary(container.env.map { ($0.name, $0.value) }, uniquingKeysWith: { a, _ in a }), indent: 4) }
     }
 
     mutating func state(_ label: String, _ state: ContainerState) {
