@@ -290,6 +290,7 @@ DEFINITION_PREFIX = {
     "meta.proto": "io.k8s.apimachinery.pkg.apis.meta.v1",
     "core.proto": "io.k8s.api.core.v1",
     "apps.proto": "io.k8s.api.apps.v1",
+    "batch.proto": "io.k8s.api.batch.v1",
     "coordination.proto": "io.k8s.api.coordination.v1",
     "rbac.proto": "io.k8s.api.rbac.v1",
     "autoscaling.proto": "io.k8s.api.autoscaling.v1",

@@ -4,7 +4,7 @@ import ControllerRuntime
 import Foundation
 import Logging
 
-/// Runs the built-in controllers (ReplicaSet, Deployment, node lifecycle, garbage collector,
+/// Runs the built-in controllers (ReplicaSet, Deployment, Job, node lifecycle, garbage collector,
 /// namespace, node IPAM) under leader election on the Lease `kube-system/cox-controller-manager`: of several
 /// managers against one API server, exactly one set is active. Each term of leadership starts with
 /// fresh informers and queues; losing the lease stops every controller before anyone else may lead.
@@ -12,6 +12,7 @@ public final class ControllerManager: Sendable {
     public struct Options: Sendable {
         public var identity: String
         public var nodeLifecycle = NodeLifecycleController.Options()
+        public var job = JobController.Options()
         /// Pod ranges for nodes (nil: nodes get none, as `--allocate-node-cidrs=false`).
         public var nodeIPAM: NodeIPAMController.Options? = NodeIPAMController.Options(clusterCIDR: CIDR("10.244.0.0/16")!)
         public var leaseDuration: Duration = .seconds(15)
@@ -59,6 +60,7 @@ public final class ControllerManager: Sendable {
         let controllers = [
             ReplicaSetController(context: context).controller(workers: workers),
             DeploymentController(context: context).controller(workers: workers),
+            JobController(context: context, options: options.job).controller(workers: workers),
             NodeLifecycleController(context: context, options: options.nodeLifecycle).controller(),
             GarbageCollector(context: context).controller(workers: workers),
             NamespaceController(context: context).controller(),

@@ -35,6 +35,7 @@ public final class NamespaceController: Reconciler {
         var remaining = 0
         remaining += try await deleteAll(Deployment.self, in: key.name)
         remaining += try await deleteAll(ReplicaSet.self, in: key.name)
+        remaining += try await deleteAll(Job.self, in: key.name)
         remaining += try await deleteAll(Pod.self, in: key.name)
         remaining += try await deleteAll(Lease.self, in: key.name)
         remaining += try await deleteAll(Event.self, in: key.name)

@@ -10,6 +10,7 @@ extension APIObject {
         var created = self
         created.setTypeMeta()
         created.metadata.uid = UID.random()
+        created.uidAssigned()
         created.metadata.creationTimestamp = Timestamp.nowSeconds()
         created.metadata.generation = 1
         created.metadata.resourceVersion = ""

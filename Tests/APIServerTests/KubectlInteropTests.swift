@@ -82,7 +82,7 @@ struct KubectlInteropTests {
             #expect(try Deployment(jsonString: try await run("get", "deployment", "web", "-o", "json").output).spec.replicas == 2)
             expect(try await run("get", "all"), contains: "deployment.apps/web", "get all")
             // get -w prints rows (the server's Table), and ends with its request timeout.
-            expect(try await run("get", "deployments", "-w", "--request-timeout=1s"), contains: "NAME   READY   UP-TO-DATE", "get -w")
+            expect(try await run("get", "deployments", "-w", "--request-timeout=3s"), contains: "NAME   READY   UP-TO-DATE", "get -w")
             expect(try await run("api-resources"), contains: "deployments                  deploy       apps/v1", "api-resources")
             expect(try await run("explain", "deployment.spec.replicas"), contains: "FIELD: replicas <integer>", "explain")
             let containers = try await run("explain", "pods.spec.containers")

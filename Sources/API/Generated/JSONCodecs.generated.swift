@@ -3330,6 +3330,160 @@ extension Scale: JSONCodable {
     }
 }
 
+extension JobSpec: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if self.hasParallelism { w.key("parallelism"); w.int(self.parallelism) }
+        if self.hasCompletions { w.key("completions"); w.int(self.completions) }
+        if self.hasActiveDeadlineSeconds { w.key("activeDeadlineSeconds"); w.int(self.activeDeadlineSeconds) }
+        if self.hasSelector { w.key("selector"); self.selector.writeJSON(to: &w) }
+        if self.hasManualSelector { w.key("manualSelector"); w.bool(self.manualSelector) }
+        if self.hasTemplate { w.key("template"); self.template.writeJSON(to: &w) }
+        if self.hasBackoffLimit { w.key("backoffLimit"); w.int(self.backoffLimit) }
+        if self.hasTtlSecondsAfterFinished { w.key("ttlSecondsAfterFinished"); w.int(self.ttlSecondsAfterFinished) }
+        if !self.completionMode.isEmpty { w.key("completionMode"); w.string(self.completionMode) }
+        if self.hasSuspend { w.key("suspend"); w.bool(self.suspend) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "parallelism": self.parallelism = try JSONDecodeError.at("parallelism") { try value.decodeInt32() }
+            case "completions": self.completions = try JSONDecodeError.at("completions") { try value.decodeInt32() }
+            case "activeDeadlineSeconds": self.activeDeadlineSeconds = try JSONDecodeError.at("activeDeadlineSeconds") { try value.decodeInt64() }
+            case "selector": self.selector = try JSONDecodeError.at("selector") { try LabelSelector(json: value) }
+            case "manualSelector": self.manualSelector = try JSONDecodeError.at("manualSelector") { try value.decodeBool() }
+            case "template": self.template = try JSONDecodeError.at("template") { try PodTemplateSpec(json: value) }
+            case "backoffLimit": self.backoffLimit = try JSONDecodeError.at("backoffLimit") { try value.decodeInt32() }
+            case "ttlSecondsAfterFinished": self.ttlSecondsAfterFinished = try JSONDecodeError.at("ttlSecondsAfterFinished") { try value.decodeInt32() }
+            case "completionMode": self.completionMode = try JSONDecodeError.at("completionMode") { try value.decodeString() }
+            case "suspend": self.suspend = try JSONDecodeError.at("suspend") { try value.decodeBool() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension JobCondition: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        w.key("type"); w.string(self.`type`)
+        w.key("status"); w.string(self.status)
+        if self.hasLastProbeTime { w.key("lastProbeTime"); w.timestamp(self.lastProbeTime, microseconds: false) }
+        if self.hasLastTransitionTime { w.key("lastTransitionTime"); w.timestamp(self.lastTransitionTime, microseconds: false) }
+        if !self.reason.isEmpty { w.key("reason"); w.string(self.reason) }
+        if !self.message.isEmpty { w.key("message"); w.string(self.message) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "type": self.`type` = try JSONDecodeError.at("type") { try value.decodeString() }
+            case "status": self.status = try JSONDecodeError.at("status") { try value.decodeString() }
+            case "lastProbeTime": self.lastProbeTime = try JSONDecodeError.at("lastProbeTime") { try value.decodeTimestamp() }
+            case "lastTransitionTime": self.lastTransitionTime = try JSONDecodeError.at("lastTransitionTime") { try value.decodeTimestamp() }
+            case "reason": self.reason = try JSONDecodeError.at("reason") { try value.decodeString() }
+            case "message": self.message = try JSONDecodeError.at("message") { try value.decodeString() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension JobStatus: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.conditions.isEmpty { w.key("conditions"); w.array(self.conditions) }
+        if self.hasStartTime { w.key("startTime"); w.timestamp(self.startTime, microseconds: false) }
+        if self.hasCompletionTime { w.key("completionTime"); w.timestamp(self.completionTime, microseconds: false) }
+        if self.active != 0 { w.key("active"); w.int(self.active) }
+        if self.succeeded != 0 { w.key("succeeded"); w.int(self.succeeded) }
+        if self.failed != 0 { w.key("failed"); w.int(self.failed) }
+        if self.hasReady { w.key("ready"); w.int(self.ready) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "conditions": self.conditions = try JSONDecodeError.at("conditions") { try value.decodeArray { try JobCondition(json: $0) } }
+            case "startTime": self.startTime = try JSONDecodeError.at("startTime") { try value.decodeTimestamp() }
+            case "completionTime": self.completionTime = try JSONDecodeError.at("completionTime") { try value.decodeTimestamp() }
+            case "active": self.active = try JSONDecodeError.at("active") { try value.decodeInt32() }
+            case "succeeded": self.succeeded = try JSONDecodeError.at("succeeded") { try value.decodeInt32() }
+            case "failed": self.failed = try JSONDecodeError.at("failed") { try value.decodeInt32() }
+            case "ready": self.ready = try JSONDecodeError.at("ready") { try value.decodeInt32() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension Job: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.apiVersion.isEmpty { w.key("apiVersion"); w.string(self.apiVersion) }
+        if !self.kind.isEmpty { w.key("kind"); w.string(self.kind) }
+        if self.hasMetadata { w.key("metadata"); self.metadata.writeJSON(to: &w) }
+        w.key("spec"); self.spec.writeJSON(to: &w)
+        w.key("status"); self.status.writeJSON(to: &w)
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "apiVersion": self.apiVersion = try JSONDecodeError.at("apiVersion") { try value.decodeString() }
+            case "kind": self.kind = try JSONDecodeError.at("kind") { try value.decodeString() }
+            case "metadata": self.metadata = try JSONDecodeError.at("metadata") { try ObjectMeta(json: value) }
+            case "spec": self.spec = try JSONDecodeError.at("spec") { try JobSpec(json: value) }
+            case "status": self.status = try JSONDecodeError.at("status") { try JobStatus(json: value) }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension JobList: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.apiVersion.isEmpty { w.key("apiVersion"); w.string(self.apiVersion) }
+        if !self.kind.isEmpty { w.key("kind"); w.string(self.kind) }
+        if self.hasMetadata { w.key("metadata"); self.metadata.writeJSON(to: &w) }
+        if !self.items.isEmpty { w.key("items"); w.array(self.items) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "apiVersion": self.apiVersion = try JSONDecodeError.at("apiVersion") { try value.decodeString() }
+            case "kind": self.kind = try JSONDecodeError.at("kind") { try value.decodeString() }
+            case "metadata": self.metadata = try JSONDecodeError.at("metadata") { try ListMeta(json: value) }
+            case "items": self.items = try JSONDecodeError.at("items") { try value.decodeArray { try Job(json: $0) } }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
 extension LeaseSpec: JSONCodable {
     public func writeJSON(to w: inout JSONWriter) {
         w.beginObject()

@@ -3173,6 +3173,163 @@ extension Scale: ProtoCodable {
     }
 }
 
+extension JobSpec: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if let value = self._parallelism { w.int32(1, value) }
+        if let value = self._completions { w.int32(2, value) }
+        if let value = self._activeDeadlineSeconds { w.int64(3, value) }
+        if let value = self._selector { w.message(4, value) }
+        if let value = self._manualSelector { w.bool(5, value) }
+        if let value = self._template { w.message(6, value) }
+        if let value = self._backoffLimit { w.int32(7, value) }
+        if let value = self._ttlSecondsAfterFinished { w.int32(8, value) }
+        if !self.completionMode.isEmpty { w.string(9, self.completionMode) }
+        if let value = self._suspend { w.bool(10, value) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.parallelism = try r.int32()
+            case 2: self.completions = try r.int32()
+            case 3: self.activeDeadlineSeconds = try r.int64()
+            case 4:
+                if self._selector == nil { self._selector = LabelSelector() }
+                try r.merge(into: &self._selector!)
+            case 5: self.manualSelector = try r.bool()
+            case 6:
+                if self._template == nil { self._template = PodTemplateSpec() }
+                try r.merge(into: &self._template!)
+            case 7: self.backoffLimit = try r.int32()
+            case 8: self.ttlSecondsAfterFinished = try r.int32()
+            case 9: self.completionMode = try r.string()
+            case 10: self.suspend = try r.bool()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension JobCondition: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.`type`.isEmpty { w.string(1, self.`type`) }
+        if !self.status.isEmpty { w.string(2, self.status) }
+        if let value = self._lastProbeTime { w.message(3, value) }
+        if let value = self._lastTransitionTime { w.message(4, value) }
+        if !self.reason.isEmpty { w.string(5, self.reason) }
+        if !self.message.isEmpty { w.string(6, self.message) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.`type` = try r.string()
+            case 2: self.status = try r.string()
+            case 3:
+                if self._lastProbeTime == nil { self._lastProbeTime = Timestamp() }
+                try r.merge(into: &self._lastProbeTime!)
+            case 4:
+                if self._lastTransitionTime == nil { self._lastTransitionTime = Timestamp() }
+                try r.merge(into: &self._lastTransitionTime!)
+            case 5: self.reason = try r.string()
+            case 6: self.message = try r.string()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension JobStatus: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        for item in self.conditions { w.message(1, item) }
+        if let value = self._startTime { w.message(2, value) }
+        if let value = self._completionTime { w.message(3, value) }
+        if self.active != 0 { w.int32(4, self.active) }
+        if self.succeeded != 0 { w.int32(5, self.succeeded) }
+        if self.failed != 0 { w.int32(6, self.failed) }
+        if let value = self._ready { w.int32(7, value) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.conditions.append(try r.message(JobCondition.self))
+            case 2:
+                if self._startTime == nil { self._startTime = Timestamp() }
+                try r.merge(into: &self._startTime!)
+            case 3:
+                if self._completionTime == nil { self._completionTime = Timestamp() }
+                try r.merge(into: &self._completionTime!)
+            case 4: self.active = try r.int32()
+            case 5: self.succeeded = try r.int32()
+            case 6: self.failed = try r.int32()
+            case 7: self.ready = try r.int32()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension Job: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        let s = self._storage
+        if !s._apiVersion.isEmpty { w.string(1, s._apiVersion) }
+        if !s._kind.isEmpty { w.string(2, s._kind) }
+        if let value = s._metadata { w.message(3, value) }
+        if let value = s._spec { w.message(4, value) }
+        if let value = s._status { w.message(5, value) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        let s: _StorageClass
+        if self._storage === _StorageClass.defaultInstance {
+            s = _StorageClass()
+            self._storage = s
+        } else {
+            s = self._uniqueStorage()
+        }
+        while let field = try r.nextField() {
+            switch field {
+            case 1: s._apiVersion = try r.string()
+            case 2: s._kind = try r.string()
+            case 3:
+                if s._metadata == nil { s._metadata = ObjectMeta() }
+                try r.merge(into: &s._metadata!)
+            case 4:
+                if s._spec == nil { s._spec = JobSpec() }
+                try r.merge(into: &s._spec!)
+            case 5:
+                if s._status == nil { s._status = JobStatus() }
+                try r.merge(into: &s._status!)
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension JobList: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
+        if !self.kind.isEmpty { w.string(2, self.kind) }
+        if let value = self._metadata { w.message(3, value) }
+        for item in self.items { w.message(4, item) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.apiVersion = try r.string()
+            case 2: self.kind = try r.string()
+            case 3:
+                if self._metadata == nil { self._metadata = ListMeta() }
+                try r.merge(into: &self._metadata!)
+            case 4: self.items.append(try r.message(Job.self))
+            default: try r.skip()
+            }
+        }
+    }
+}
+
 extension LeaseSpec: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
         if !self.holderIdentity.isEmpty { w.string(1, self.holderIdentity) }

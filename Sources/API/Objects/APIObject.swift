@@ -44,9 +44,14 @@ public protocol APIObject: SwiftProtobuf.Message, JSONCodable, ProtoCodable, Sen
     mutating func applyDefaults()
     /// Field errors; empty when valid.
     func validate() -> [FieldError]
+    /// Sets what a create derives from the object's new uid (a Job's generated selector and pod
+    /// labels), once the store has given it one. Most kinds derive nothing.
+    mutating func uidAssigned()
 }
 
 extension APIObject {
+    public mutating func uidAssigned() {}
+
     /// Whether two specs differ as a user sees them: by value first (cheap, and the usual
     /// answer), then, only when that says they differ, by their JSON — an always-written field
     /// (`resources: {}`) is the same set or not, as in Kubernetes, where it is a plain struct.
@@ -81,7 +86,7 @@ public protocol APIObjectList: SwiftProtobuf.Message, JSONCodable, ProtoCodable,
 /// Every kind the API serves, for lookups by any of the names a user may type.
 public enum Kinds {
     public static let all: [any APIObject.Type] = [
-        Namespace.self, Pod.self, Node.self, Event.self, Lease.self, ReplicaSet.self, Deployment.self,
+        Namespace.self, Pod.self, Node.self, Event.self, Lease.self, ReplicaSet.self, Deployment.self, Job.self,
         Role.self, ClusterRole.self, RoleBinding.self, ClusterRoleBinding.self, Token.self,
         ConfigMap.self, Secret.self, ServiceAccount.self, CustomResourceDefinition.self,
     ]

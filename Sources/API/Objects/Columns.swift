@@ -35,6 +35,15 @@ public enum Table {
         case let sets as [ReplicaSet]:
             header = ["NAME", "DESIRED", "CURRENT", "READY", "AGE"]
             rows = sets.map { rs in [rs.metadata.name, "\(rs.spec.replicas)", "\(rs.status.replicas)", "\(rs.status.readyReplicas)", age(rs.metadata)] }
+        case let jobs as [Job]:
+            // kubectl's columns; CONTAINERS, IMAGES and SELECTOR only with -o wide.
+            header = ["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE", "CONTAINERS", "IMAGES", "SELECTOR"]
+            rows = jobs.map { job in
+                let containers = job.spec.template.spec.containers
+                return [job.metadata.name, jobStatus(job), jobCompletions(job), jobDuration(job), age(job.metadata),
+                        containers.map(\.name).joined(separator: ","), containers.map(\.image).joined(separator: ","),
+                        (try? Selector(job.spec.selector).description) ?? "<none>"]
+            }
         case let events as [Event]:
             header = ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
             rows = events.sorted { $0.lastTimestamp.seconds < $1.lastTimestamp.seconds }.map { event in
@@ -82,7 +91,7 @@ public enum Table {
             header = ["NAME", "AGE"]
             rows = objects.map { [$0.metadata.name, age($0.metadata)] }
         }
-        return (header, rows, objects is [Pod] ? 5 : header.count)
+        return (header, rows, objects is [Pod] || objects is [Job] ? 5 : header.count)
     }
 
     /// The text table `cox get` prints.
@@ -107,6 +116,48 @@ public enum Table {
             cells.enumerated().map { i, cell in i == cells.count - 1 ? cell : cell.padding(toLength: widths[i] + 3, withPad: " ", startingAt: 0) }.joined() + "\n"
         }
         return line(header) + rows.map(line).joined()
+    }
+
+    /// A Job's STATUS cell, by kubectl's rules: its final condition, else Terminating, Suspended or
+    /// the target it reached, else Running.
+    public static func jobStatus(_ job: Job) -> String {
+        func has(_ type: String) -> Bool { job.status.conditions.contains { $0.type == type && $0.status == "True" } }
+        if has("Complete") { return "Complete" }
+        if has("Failed") { return "Failed" }
+        if job.metadata.hasDeletionTimestamp { return "Terminating" }
+        if has("Suspended") { return "Suspended" }
+        if has("FailureTarget") { return "FailureTarget" }
+        if has("SuccessCriteriaMet") { return "SuccessCriteriaMet" }
+        return "Running"
+    }
+
+    /// COMPLETIONS: succeeded/completions, or for a work queue succeeded/1 (of its parallelism).
+    public static func jobCompletions(_ job: Job) -> String {
+        if job.spec.hasCompletions { return "\(job.status.succeeded)/\(job.spec.completions)" }
+        if job.spec.hasParallelism && job.spec.parallelism > 1 { return "\(job.status.succeeded)/1 of \(job.spec.parallelism)" }
+        return "\(job.status.succeeded)/1"
+    }
+
+    /// DURATION: from the start to the completion (or to now), in kubectl's human form.
+    static func jobDuration(_ job: Job) -> String {
+        guard job.status.hasStartTime else { return "" }
+        let end = job.status.hasCompletionTime ? Int(job.status.completionTime.seconds) : Int(Date().timeIntervalSince1970)
+        return humanDuration(max(0, end - Int(job.status.startTime.seconds)))
+    }
+
+    /// apimachinery's HumanDuration: 45s, 2m3s, 15m, 3h20m, 30h, 5d3h, 20d, 2y30d.
+    static func humanDuration(_ seconds: Int) -> String {
+        let minutes = seconds / 60, hours = seconds / 3600, days = hours / 24
+        switch seconds {
+        case ..<120: return "\(seconds)s"
+        case ..<600: return seconds % 60 == 0 ? "\(minutes)m" : "\(minutes)m\(seconds % 60)s"
+        case ..<10_800: return "\(minutes)m"
+        case ..<28_800: return minutes % 60 == 0 ? "\(hours)h" : "\(hours)h\(minutes % 60)m"
+        case ..<172_800: return "\(hours)h"
+        case ..<691_200: return hours % 24 == 0 ? "\(days)d" : "\(days)d\(hours % 24)h"
+        case ..<(365 * 86_400 * 2): return "\(days)d"
+        default: return "\(days / 365)y\(days % 365 == 0 ? "" : "\(days % 365)d")"
+        }
     }
 
     /// What kubectl shows in STATUS: a waiting reason such as CrashLoopBackOff wins over the phase.

@@ -50,6 +50,13 @@ extension Deployment: APIObject {
     public mutating func copyStatus(from other: Deployment) { if other.hasStatus { status = other.status } else { clearStatus() } }
 }
 
+extension Job: APIObject {
+    public static let kindInfo = KindInfo(group: "batch", version: "v1", kind: "Job", resource: "jobs",
+                                          singular: "job", shortNames: [], namespaced: true)
+    public func specDiffers(from other: Job) -> Bool { Self.differs(spec, other.spec) }
+    public mutating func copyStatus(from other: Job) { if other.hasStatus { status = other.status } else { clearStatus() } }
+}
+
 extension Role: APIObject {
     public static let kindInfo = KindInfo(group: "rbac.authorization.k8s.io", version: "v1", kind: "Role", resource: "roles",
                                           singular: "role", shortNames: [], namespaced: true)
@@ -113,6 +120,7 @@ extension EventList: APIObjectList {}
 extension LeaseList: APIObjectList {}
 extension ReplicaSetList: APIObjectList {}
 extension DeploymentList: APIObjectList {}
+extension JobList: APIObjectList {}
 
 extension Token: APIObject {
     public static let kindInfo = KindInfo(group: "auth.cox.io", version: "v1", kind: "Token", resource: "tokens",

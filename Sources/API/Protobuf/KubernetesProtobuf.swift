@@ -2,7 +2,7 @@ import Foundation
 
 /// Kubernetes' own protobuf (`application/vnd.kubernetes.protobuf`): the `k8s\0` envelope around a
 /// `runtime.Unknown`, whose `raw` is the object in Kubernetes' generated.proto field numbers.
-/// kubectl ≥ 1.32 sends its `create configmap|secret|deployment|…` objects so. This reads the
+/// kubectl ≥ 1.32 sends its `create configmap|secret|deployment|job|…` objects so. This reads the
 /// fields those commands send, for the kinds they make, into the object's JSON (the same
 /// decoding, defaulting and validation as a JSON body follows); a field it does not know fails
 /// the request with its number and message unless it holds its zero value (Go writes those too).
@@ -64,6 +64,10 @@ public enum KubernetesProtobuf {
                            4: ("strategy", .message("DeploymentStrategy")), 5: ("minReadySeconds", .int32), 6: ("revisionHistoryLimit", .int32),
                            7: ("paused", .bool), 9: ("progressDeadlineSeconds", .int32)],
         "DeploymentStrategy": [1: ("type", .string)],
+        "Job": [1: ("metadata", .message("ObjectMeta")), 2: ("spec", .message("JobSpec")), 3: ("status", .message("Empty"))],
+        "JobSpec": [1: ("parallelism", .int32), 2: ("completions", .int32), 3: ("activeDeadlineSeconds", .int64), 4: ("selector", .message("LabelSelector")),
+                    5: ("manualSelector", .bool), 6: ("template", .message("PodTemplateSpec")), 7: ("backoffLimit", .int32),
+                    8: ("ttlSecondsAfterFinished", .int32), 9: ("completionMode", .string), 10: ("suspend", .bool)],
         "LabelSelector": [1: ("matchLabels", .stringMap), 2: ("matchExpressions", .repeatedMessage("LabelSelectorRequirement"))],
         "LabelSelectorRequirement": [1: ("key", .string), 2: ("operator", .string), 3: ("values", .repeatedString)],
         "PodTemplateSpec": [1: ("metadata", .message("ObjectMeta")), 2: ("spec", .message("PodSpec"))],

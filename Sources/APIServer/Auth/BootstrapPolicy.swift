@@ -33,6 +33,7 @@ public enum BootstrapPolicy {
         let viewRules = [
             rule(read, [""], ["pods", "pods/log", "pods/status", "events", "namespaces", "namespaces/status"]),
             rule(read, ["apps"], ["deployments", "deployments/status", "replicasets", "replicasets/status"]),
+            rule(read, ["batch"], ["jobs", "jobs/status"]),
         ]
         let editRules = viewRules + [
             rule(write, [""], ["pods"]),
@@ -40,6 +41,7 @@ public enum BootstrapPolicy {
             // edit role allows: `create`, and `get` for the older clients that asked with GET).
             rule(["get", "create"], [""], ["pods/exec", "pods/attach", "pods/portforward"]),
             rule(write, ["apps"], ["deployments", "replicasets"]),
+            rule(write, ["batch"], ["jobs"]),
         ]
         let adminRules = editRules + [
             rule(read + write, ["rbac.authorization.k8s.io"], ["roles", "rolebindings"]),
@@ -68,6 +70,7 @@ public enum BootstrapPolicy {
                 // What its pods' environments name (node restriction narrows it to those).
                 rule(["get"], [""], ["configmaps", "secrets"]),
                 rule(read + write, ["apps"], ["deployments", "deployments/status", "replicasets", "replicasets/status"]),
+                rule(read + write, ["batch"], ["jobs", "jobs/status"]),
                 rule(read + write, [coordination], ["leases"]),
                 // The namespace controller empties a namespace being deleted.
                 rule(read + ["delete", "deletecollection"], ["rbac.authorization.k8s.io"], ["roles", "rolebindings"]),

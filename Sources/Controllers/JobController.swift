@@ -1,0 +1,296 @@
+import API
+import Client
+import ControllerRuntime
+import Foundation
+import Logging
+import SwiftProtobuf
+
+/// Runs each Job's pods to completion, as Kubernetes' job controller does for NonIndexed Jobs:
+/// up to `parallelism` pods at once until `completions` have succeeded (a work queue without
+/// completions: until one has and none runs); failed pods are replaced after an exponential
+/// back-off (10 s, 20 s, … 6 min) until more than `backoffLimit` failures (restarts under
+/// OnFailure count) fail the Job, as does running longer than `activeDeadlineSeconds`; a
+/// suspended Job runs nothing; a finished one is deleted `ttlSecondsAfterFinished` later.
+/// Conditions, counts and events in Kubernetes' words.
+public final class JobController: Reconciler {
+    public struct Options: Sendable {
+        /// The wait before replacing a failed pod, doubled per failure up to `maxBackoff`.
+        public var backoff: Duration = .seconds(10)
+        public var maxBackoff: Duration = .seconds(360)
+        public init() {}
+    }
+
+    let context: ControllerContext
+    let options: Options
+    let jobs: Informer<Job>
+    let pods: Informer<Pod>
+    public let expectations: Expectations
+    /// Pods created or deleted at most this many at a time per Job.
+    static let burst = 100
+
+    public init(context: ControllerContext, options: Options = Options()) {
+        self.context = context
+        self.options = options
+        self.jobs = context.informers.informer(Job.self)
+        self.pods = context.informers.informer(Pod.self)
+        self.expectations = Expectations(clock: context.clock)
+    }
+
+    public func controller(workers: Int = 2) -> Controller {
+        let queue = context.queue()
+        jobs.addHandler { event in
+            Task { await queue.add(ObjectKey(event.object)) }
+        }
+        pods.addHandler { [expectations] event in
+            func owner(_ pod: Pod) -> ObjectKey? {
+                guard let reference = pod.metadata.controllerReference, reference.kind == "Job" else { return nil }
+                return ObjectKey(namespace: pod.metadata.namespace, name: reference.name)
+            }
+            let podKey = "\(event.object.metadata.namespace)/\(event.object.metadata.name)"
+            var keys: [ObjectKey] = []
+            switch event {
+            case .added(let pod):
+                if let key = owner(pod) {
+                    expectations.creationObserved(key)
+                    keys = [key]
+                }
+            case .updated(let old, let new):
+                if new.metadata.hasDeletionTimestamp && !old.metadata.hasDeletionTimestamp, let key = owner(new) {
+                    expectations.deletionObserved(key, pod: podKey)
+                }
+                keys = [owner(old), owner(new)].compactMap { $0 }
+            case .deleted(let pod):
+                if let key = owner(pod) {
+                    expectations.deletionObserved(key, pod: podKey)
+                    keys = [key]
+                }
+            }
+            if keys.isEmpty { return }
+            Task { for key in Set(keys) { await queue.add(key) } }
+        }
+        let informers = context.informers
+        return Controller(name: "job", queue: queue, reconciler: self, workers: workers, logger: context.logger) {
+            await informers.waitForSync()
+        }
+    }
+
+    public func reconcile(_ key: ObjectKey) async throws -> ReconcileResult {
+        guard let job = jobs.get(namespace: key.namespace, name: key.name) else {
+            expectations.forget(key)
+            return .done
+        }
+        if job.metadata.hasDeletionTimestamp { return .done }
+        let now = context.clock.now
+        let owned = pods.byIndex(Informer<Pod>.ownerIndex, job.metadata.uid).filter { $0.metadata.namespace == key.namespace }
+        let active = owned.filter(\.isActive)
+        if Self.finished(job) {
+            try await deletePods(active, of: job, key: key)
+            return try await expireIfDue(job, now: now)
+        }
+        var status = job.status
+        status.succeeded = max(status.succeeded, Int32(owned.filter { $0.status.phase == "Succeeded" }.count))
+        status.failed = max(status.failed, Int32(owned.filter { $0.status.phase == "Failed" }.count))
+        // Under OnFailure the agent restarts failed containers in place: those count as failures.
+        let restarts = active.reduce(Int32(0)) { sum, pod in
+            sum + (pod.status.containerStatuses + pod.status.initContainerStatuses).reduce(0) { $0 + $1.restartCount }
+        }
+        let suspended = job.spec.suspend
+        if !status.hasStartTime && !suspended { status.startTime = Self.stamp(now) }
+
+        var ending: (type: String, target: String, reason: String, message: String)?
+        if status.failed + restarts > job.spec.backoffLimit {
+            ending = ("Failed", "FailureTarget", "BackoffLimitExceeded", "Job has reached the specified backoff limit")
+        } else if job.spec.hasActiveDeadlineSeconds, status.hasStartTime, !suspended,
+                  now.timeIntervalSince(status.startTime.date) >= Double(job.spec.activeDeadlineSeconds) {
+            ending = ("Failed", "FailureTarget", "DeadlineExceeded", "Job was active longer than specified deadline")
+        } else if job.spec.hasCompletions ? status.succeeded >= job.spec.completions : status.succeeded > 0 && active.isEmpty {
+            ending = ("Complete", "SuccessCriteriaMet", "CompletionsReached", "Reached expected number of succeeded pods")
+        }
+
+        var result = ReconcileResult.done
+        if let ending {
+            try await deletePods(active, of: job, key: key)
+            Self.set(&status, ending.target, true, reason: ending.reason, message: ending.message, now: now)
+            Self.set(&status, ending.type, true, reason: ending.reason, message: ending.message, now: now)
+            if ending.type == "Complete" {
+                status.completionTime = Self.stamp(now)
+                context.recorder.record(job, .normal, reason: "Completed", message: "Job completed")
+            } else {
+                context.recorder.record(job, .warning, reason: ending.reason, message: ending.message)
+            }
+            status.active = 0
+            status.ready = 0
+        } else if suspended {
+            try await deletePods(active, of: job, key: key)
+            if !Self.isTrue(job.status, "Suspended") {
+                Self.set(&status, "Suspended", true, reason: "JobSuspended", message: "Job suspended", now: now)
+                context.recorder.record(job, .normal, reason: "Suspended", message: "Job suspended")
+            }
+            status.active = 0
+            status.ready = 0
+        } else {
+            if Self.isTrue(job.status, "Suspended") {
+                Self.set(&status, "Suspended", false, reason: "JobResumed", message: "Job resumed", now: now)
+                status.startTime = Self.stamp(now)
+                context.recorder.record(job, .normal, reason: "Resumed", message: "Job resumed")
+            }
+            let remaining = job.spec.hasCompletions ? job.spec.completions - status.succeeded : (status.succeeded > 0 ? 0 : job.spec.parallelism)
+            let want = Int(max(0, min(job.spec.parallelism, remaining)))
+            var running = active.count
+            if want > running, expectations.satisfied(key) {
+                // After failures, a replacement waits: 10 s, 20 s, 40 s … from the newest failure.
+                let wait = Self.backoff(failures: Int(status.failed + restarts), since: Self.lastFailure(owned), now: now, options: options)
+                if wait > .zero {
+                    result = .requeue(after: wait)
+                } else {
+                    running += try await createPods(min(want - running, Self.burst), for: job, key: key)
+                }
+            } else if want < running, expectations.satisfied(key) {
+                let surplus = Array(ReplicaSetController.deletionOrder(active).prefix(min(running - want, Self.burst)))
+                try await deletePods(surplus, of: job, key: key)
+                running -= surplus.count
+            }
+            status.active = Int32(running)
+            status.ready = Int32(active.filter(\.isReady).count)
+            if job.spec.hasActiveDeadlineSeconds, status.hasStartTime {
+                // Looked at again when the deadline passes.
+                let left = max(0, Double(job.spec.activeDeadlineSeconds) - now.timeIntervalSince(status.startTime.date))
+                let wait = Duration.milliseconds(Int64(left * 1000) + 100)
+                if case .requeue(let sooner) = result { result = .requeue(after: min(sooner, wait)) } else { result = .requeue(after: wait) }
+            }
+        }
+        if status != job.status {
+            var updated = job
+            updated.status = status
+            do { _ = try await context.client.updateStatus(updated) } catch let error as ClientError where error.code == 404 {}
+        }
+        if Self.finished(updated: status), job.spec.hasTtlSecondsAfterFinished {
+            return .requeue(after: .seconds(Int64(job.spec.ttlSecondsAfterFinished)))
+        }
+        return result
+    }
+
+    /// A time as Kubernetes keeps it: whole seconds.
+    static func stamp(_ date: Date) -> Timestamp { Timestamp(seconds: Int64(date.timeIntervalSince1970), nanos: 0) }
+
+    static func isTrue(_ status: JobStatus, _ type: String) -> Bool {
+        status.conditions.contains { $0.type == type && $0.status == "True" }
+    }
+
+    static func finished(_ job: Job) -> Bool { finished(updated: job.status) }
+
+    static func finished(updated status: JobStatus) -> Bool { isTrue(status, "Complete") || isTrue(status, "Failed") }
+
+    /// Sets a condition, keeping its transition time when its status stays.
+    static func set(_ status: inout JobStatus, _ type: String, _ value: Bool, reason: String, message: String, now: Date) {
+        var condition = JobCondition()
+        condition.type = type
+        condition.status = value ? "True" : "False"
+        condition.reason = reason
+        condition.message = message
+        condition.lastProbeTime = Self.stamp(now)
+        if let index = status.conditions.firstIndex(where: { $0.type == type }) {
+            let before = status.conditions[index]
+            condition.lastTransitionTime = before.status == condition.status ? before.lastTransitionTime : Self.stamp(now)
+            status.conditions[index] = condition
+        } else {
+            condition.lastTransitionTime = Self.stamp(now)
+            status.conditions.append(condition)
+        }
+    }
+
+    /// When the newest failed pod (or failed container) of the Job ended.
+    static func lastFailure(_ pods: [Pod]) -> Date? {
+        var last: Date?
+        for pod in pods {
+            for status in pod.status.containerStatuses + pod.status.initContainerStatuses {
+                for state in [status.state, status.lastState] where state.hasTerminated && state.terminated.exitCode != 0 {
+                    let finished = state.terminated.finishedAt.date
+                    if last.map({ finished > $0 }) ?? true { last = finished }
+                }
+            }
+        }
+        return last
+    }
+
+    /// How long a replacement still waits after `failures` failures, the newest at `since`.
+    static func backoff(failures: Int, since: Date?, now: Date, options: Options) -> Duration {
+        guard failures > 0, let since else { return .zero }
+        var delay = options.backoff
+        for _ in 1..<failures where delay < options.maxBackoff { delay *= 2 }
+        delay = min(delay, options.maxBackoff)
+        let elapsed = now.timeIntervalSince(since)
+        let left = Double(delay.components.seconds) - elapsed
+        return left > 0 ? .milliseconds(Int64(left * 1000)) : .zero
+    }
+
+    func createPods(_ count: Int, for job: Job, key: ObjectKey) async throws -> Int {
+        expectations.expect(key, adds: count)
+        var created: [String] = []
+        var failures: [any Error] = []
+        await withTaskGroup(of: Result<String, any Error>.self) { group in
+            for _ in 0..<count {
+                group.addTask {
+                    do { return .success(try await self.context.client.create(Self.pod(for: job)).metadata.name) } catch { return .failure(error) }
+                }
+            }
+            for await outcome in group {
+                switch outcome {
+                case .success(let name): created.append(name)
+                case .failure(let error):
+                    expectations.creationObserved(key)  // it will never be seen
+                    failures.append(error)
+                }
+            }
+        }
+        for name in created.sorted() { context.recorder.record(job, .normal, reason: "SuccessfulCreate", message: "Created pod: \(name)") }
+        if let first = failures.first {
+            context.recorder.record(job, .warning, reason: "FailedCreate", message: "Error creating: \(first)")
+            throw first
+        }
+        return created.count
+    }
+
+    func deletePods(_ victims: [Pod], of job: Job, key: ObjectKey) async throws {
+        guard !victims.isEmpty else { return }
+        expectations.expect(key, deletes: Set(victims.map { "\($0.metadata.namespace)/\($0.metadata.name)" }))
+        var failures: [any Error] = []
+        for pod in victims {
+            do {
+                _ = try await context.client.delete(Pod.self, namespace: pod.metadata.namespace, name: pod.metadata.name)
+                context.recorder.record(job, .normal, reason: "SuccessfulDelete", message: "Deleted pod: \(pod.metadata.name)")
+            } catch let error as ClientError where error.code == 404 {
+                expectations.deletionObserved(key, pod: "\(pod.metadata.namespace)/\(pod.metadata.name)")
+            } catch {
+                expectations.deletionObserved(key, pod: "\(pod.metadata.namespace)/\(pod.metadata.name)")
+                failures.append(error)
+            }
+        }
+        if let first = failures.first { throw first }
+    }
+
+    /// A finished Job with `ttlSecondsAfterFinished` is deleted (its pods with it) once due.
+    func expireIfDue(_ job: Job, now: Date) async throws -> ReconcileResult {
+        guard job.spec.hasTtlSecondsAfterFinished,
+              let finishedAt = job.status.conditions.first(where: { ($0.type == "Complete" || $0.type == "Failed") && $0.status == "True" })?.lastTransitionTime.date
+        else { return .done }
+        let left = finishedAt.addingTimeInterval(Double(job.spec.ttlSecondsAfterFinished)).timeIntervalSince(now)
+        if left > 0 { return .requeue(after: .milliseconds(Int64(left * 1000) + 100)) }
+        do {
+            _ = try await context.client.delete(Job.self, namespace: job.metadata.namespace, name: job.metadata.name, propagationPolicy: "Background")
+        } catch let error as ClientError where error.code == 404 {}
+        return .done
+    }
+
+    static func pod(for job: Job) -> Pod {
+        var pod = Pod()
+        pod.setTypeMeta()
+        pod.metadata.namespace = job.metadata.namespace
+        pod.metadata.generateName = job.metadata.name + "-"
+        pod.metadata.labels = job.spec.template.metadata.labels
+        pod.metadata.annotations = job.spec.template.metadata.annotations
+        pod.metadata.ownerReferences = [job.controllerReference()]
+        pod.spec = job.spec.template.spec
+        return pod
+    }
+}
