@@ -42,29 +42,7 @@ public final class JobController: Reconciler {
             Task { await queue.add(ObjectKey(event.object)) }
         }
         pods.addHandler { [expectations] event in
-            func owner(_ pod: Pod) -> ObjectKey? {
-                guard let reference = pod.metadata.controllerReference, reference.kind == "Job" else { return nil }
-                return ObjectKey(namespace: pod.metadata.namespace, name: reference.name)
-            }
-            let podKey = "\(event.object.metadata.namespace)/\(event.object.metadata.name)"
-            var keys: [ObjectKey] = []
-            switch event {
-            case .added(let pod):
-                if let key = owner(pod) {
-                    expectations.creationObserved(key)
-                    keys = [key]
-                }
-            case .updated(let old, let new):
-                if new.metadata.hasDeletionTimestamp && !old.metadata.hasDeletionTimestamp, let key = owner(new) {
-                    expectations.deletionObserved(key, pod: podKey)
-                }
-                keys = [owner(old), owner(new)].compactMap { $0 }
-            case .deleted(let pod):
-                if let key = owner(pod) {
-                    expectations.deletionObserved(key, pod: podKey)
-                    keys = [key]
-                }
-            }
+            let keys = expectations.observe(event, ownerKind: "Job")
             if keys.isEmpty { return }
             Task { for key in Set(keys) { await queue.add(key) } }
         }

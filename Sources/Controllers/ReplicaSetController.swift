@@ -30,36 +30,20 @@ public final class ReplicaSetController: Reconciler {
             Task { await queue.add(ObjectKey(event.object)) }
         }
         pods.addHandler { [expectations, replicaSets] event in
-            var keys: [ObjectKey] = []
-            func owner(_ pod: Pod) -> ObjectKey? {
-                guard let reference = pod.metadata.controllerReference, reference.kind == "ReplicaSet" else { return nil }
-                return ObjectKey(namespace: pod.metadata.namespace, name: reference.name)
-            }
             func matching(_ pod: Pod) -> [ObjectKey] {
                 replicaSets.list(namespace: pod.metadata.namespace).filter { set in
                     (try? Selector(set.spec.selector))?.matches(pod.metadata.labels) == true
                 }.map { ObjectKey($0) }
             }
-            let podKey = "\(event.object.metadata.namespace)/\(event.object.metadata.name)"
+            var keys = expectations.observe(event, ownerKind: "ReplicaSet")
+            // An orphan (or a pod whose labels changed) may concern any ReplicaSet that selects it.
             switch event {
-            case .added(let pod):
-                if let key = owner(pod) {
-                    expectations.creationObserved(key)
-                    keys = [key]
-                } else {
-                    keys = matching(pod)
-                }
-            case .updated(let old, let new):
-                if new.metadata.hasDeletionTimestamp && !old.metadata.hasDeletionTimestamp, let key = owner(new) {
-                    expectations.deletionObserved(key, pod: podKey)
-                }
-                keys = [owner(old), owner(new)].compactMap { $0 }
-                if owner(new) == nil || old.metadata.labels != new.metadata.labels { keys += matching(new) }
-            case .deleted(let pod):
-                if let key = owner(pod) {
-                    expectations.deletionObserved(key, pod: podKey)
-                    keys = [key]
-                }
+            case .added(let pod) where keys.isEmpty:
+                keys = matching(pod)
+            case .updated(let old, let new) where new.metadata.controllerReference?.kind != "ReplicaSet" || old.metadata.labels != new.metadata.labels:
+                keys += matching(new)
+            default:
+                break
             }
             if keys.isEmpty { return }
             Task { for key in Set(keys) { await queue.add(key) } }

@@ -98,4 +98,30 @@ public final class Expectations: Sendable {
     }
 
     public func forget(_ key: ObjectKey) { records.withLock { $0[key] = nil } }
+
+    /// A pod event as the controllers of `kind` see it: a create or deletion one of them waited
+    /// for is observed, and the keys of the pod's controlling owners of that kind (before and
+    /// after the change) come back, to be reconciled.
+    public func observe(_ event: InformerEvent<Pod>, ownerKind kind: String) -> [ObjectKey] {
+        func owner(_ pod: Pod) -> ObjectKey? {
+            guard let reference = pod.metadata.controllerReference, reference.kind == kind else { return nil }
+            return ObjectKey(namespace: pod.metadata.namespace, name: reference.name)
+        }
+        let podKey = "\(event.object.metadata.namespace)/\(event.object.metadata.name)"
+        switch event {
+        case .added(let pod):
+            guard let key = owner(pod) else { return [] }
+            creationObserved(key)
+            return [key]
+        case .updated(let old, let new):
+            if new.metadata.hasDeletionTimestamp && !old.metadata.hasDeletionTimestamp, let key = owner(new) {
+                deletionObserved(key, pod: podKey)
+            }
+            return [owner(old), owner(new)].compactMap { $0 }
+        case .deleted(let pod):
+            guard let key = owner(pod) else { return [] }
+            deletionObserved(key, pod: podKey)
+            return [key]
+        }
+    }
 }
