@@ -63,20 +63,22 @@ struct ProcessRuntimeTests {
 
 @Suite("Probes", .watchdog)
 struct ProbeTests {
-    /// An exec probe runs in the container's environment and directory; one that times out is
-    /// killed with everything it started (its process group), not only its first process.
+    /// An exec probe runs through the runtime's ExecSync: the process runtime runs it in the
+    /// container's environment and directory; one that times out is killed with everything it
+    /// started (its process group), not only its first process.
     @Test func anExecProbeThatTimesOutTakesItsChildrenWithIt() async throws {
         let dir = TemporaryDirectory()
-        let launch = ContainerLaunch(podUID: "u", namespace: "default", podName: "p", container: "c", command: ["true"],
-                                     environment: ["PROBE_MARK": "ok"], workingDirectory: dir.path)
-        #expect(Prober.exec(["sh", "-c", "test \"$PROBE_MARK\" = ok && test \"$(pwd)\" = \"\(dir.path)\""], launch: launch, timeout: 5))
-        #expect(!Prober.exec(["sh", "-c", "exit 3"], launch: launch, timeout: 5))
-        #expect(!Prober.exec(["no-such-probe-program"], launch: launch, timeout: 5))
+        func run(_ command: [String], timeout: Double = 5) async throws -> HostExec.Outcome {
+            try await HostExec.run(command, environment: ["PROBE_MARK": "ok"], directory: dir.path, timeout: timeout)
+        }
+        #expect(try await run(["sh", "-c", "test \"$PROBE_MARK\" = ok && test \"$(pwd)\" = \"\(dir.path)\""]).exitCode == 0)
+        #expect(try await run(["sh", "-c", "exit 3"]).exitCode == 3)
+        #expect(try await run(["no-such-probe-program"]).exitCode == 127)
 
         // The child would outlive any test: a probe that waited for it would hang this test
         // until the watchdog ends the run (no clock is read here).
         let pidFile = dir.path + "/child.pid"
-        #expect(!Prober.exec(["sh", "-c", "sleep 100000 & echo $! > \(pidFile); wait"], launch: launch, timeout: 1))
+        #expect(try await run(["sh", "-c", "sleep 100000 & echo $! > \(pidFile); wait"], timeout: 1).timedOut)
         let child = try #require(Int32(try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
         // Gone, or a zombie waiting for init to reap it: either way no longer running.
         try await waitUntil("the probe's background child is gone") {
@@ -87,6 +89,9 @@ struct ProbeTests {
 }
 
 extension ProbeTests {
+    /// HTTP probes run no command.
+    static let noExec: @Sendable ([String], Duration) async -> Bool = { _, _ in false }
+
     /// HTTPS probes succeed against a certificate nobody can verify (as the kubelet's do), send
     /// the probe's headers, and read the status line whole; HTTP probes go on working.
     @Test func httpAndHTTPSProbesSendTheirHeaders() async throws {
@@ -120,7 +125,6 @@ extension ProbeTests {
         let ports = try await Tools.read(server.output!, timeout: 30) { $0.split(separator: "\n").count >= 2 }
             .split(separator: "\n").compactMap { Int($0) }
         try #require(ports.count == 2, "the test servers did not start")
-        let launch = ContainerLaunch(podUID: "u", namespace: "default", podName: "p", container: "c", command: ["true"])
         func probe(scheme: String, port: Int, header: Bool) -> Probe {
             var probe = Probe()
             probe.httpGet.scheme = scheme
@@ -141,13 +145,13 @@ extension ProbeTests {
         // A success may take up to three attempts, as a probe with the default failureThreshold
         // does (a CI run under load once saw one attempt fail here).
         func succeeds(_ probe: Probe) async -> Bool {
-            for _ in 0..<3 where await Prober.run(probe, container: container, launch: launch, host: "127.0.0.1") { return true }
+            for _ in 0..<3 where await Prober.run(probe, container: container, host: "127.0.0.1", exec: Self.noExec) { return true }
             return false
         }
         #expect(await succeeds(probe(scheme: "HTTPS", port: ports[0], header: true)))
-        #expect(!(await Prober.run(probe(scheme: "HTTPS", port: ports[0], header: false), container: container, launch: launch, host: "127.0.0.1")))
+        #expect(!(await Prober.run(probe(scheme: "HTTPS", port: ports[0], header: false), container: container, host: "127.0.0.1", exec: Self.noExec)))
         #expect(await succeeds(probe(scheme: "HTTP", port: ports[1], header: true)))
-        #expect(!(await Prober.run(probe(scheme: "HTTP", port: ports[0], header: true), container: container, launch: launch, host: "127.0.0.1")),
+        #expect(!(await Prober.run(probe(scheme: "HTTP", port: ports[0], header: true), container: container, host: "127.0.0.1", exec: Self.noExec)),
                 "plain HTTP to a TLS port fails")
     }
 }

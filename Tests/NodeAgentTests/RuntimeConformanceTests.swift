@@ -430,6 +430,7 @@ extension RuntimeConformanceTests {
                         imagePullPolicy: IfNotPresent
                         command: ["sh", "-c", "echo serving from $(hostname); echo page-from-busybox > /tmp/index.html; exec httpd -f -p 8080 -h /tmp"]
                         resources: {limits: {memory: 32Mi, cpu: 200m}}
+                        readinessProbe: {httpGet: {path: /index.html, port: 8080}, periodSeconds: 1}
                 ---
                 apiVersion: v1
                 kind: Pod
@@ -440,7 +441,8 @@ extension RuntimeConformanceTests {
                   - name: tick
                     image: busybox
                     imagePullPolicy: IfNotPresent
-                    command: ["sh", "-c", "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.3; done"]
+                    command: ["sh", "-c", "touch /tmp/ticking-in-the-container; i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.3; done"]
+                    readinessProbe: {exec: {command: ["test", "-f", "/tmp/ticking-in-the-container"]}, periodSeconds: 1}
                 ---
                 apiVersion: v1
                 kind: Pod
@@ -597,9 +599,13 @@ extension RuntimeConformanceTests {
             // WebSocket v5 (and, from 1.31, port-forward's SPDY tunnelled in WebSocket), which
             // containerd 1.6 refuses: the agent serves those and speaks SPDY to containerd.
             let web = try await kubectl("get", "pods", "-l", "app=web", "-o", "jsonpath={.items[0].metadata.name}").output
-            try await Self.waitFor("ticker is Running", timeout: 60) {
-                (try? await kubectl("get", "pod", "ticker", "-o", "jsonpath={.status.phase}"))?.output == "Running"
+            // Probes as the kubelet runs them: the web pods' HTTP readiness probe reached their own
+            // address (the rollout above waited for it), the ticker's exec probe ran inside its
+            // container (the file it tests is not on the host).
+            try await Self.waitFor("ticker is Ready (its exec probe ran in the container)", timeout: 60) {
+                (try? await kubectl("get", "pod", "ticker", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"))?.output == "True"
             }
+            #expect(!FileManager.default.fileExists(atPath: "/tmp/ticking-in-the-container"))
             for (version, path) in Tools.kubectlRange() {
                 func run(_ arguments: [String], input: String? = nil) async throws -> Tools.Output {
                     try await Tools.runDetached(path, ["--kubeconfig", kubeconfig] + arguments, input: input, timeout: 60)

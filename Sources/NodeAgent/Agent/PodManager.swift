@@ -238,9 +238,16 @@ actor PodManager {
                 if let last = track.probes.lastRun[kind], now.timeIntervalSince(last) < Double(max(probe.periodSeconds, 1)) - 0.05 { continue }
                 pods[uid]!.tracks[container.name]!.probes.inFlight.insert(kind)
                 pods[uid]!.tracks[container.name]!.probes.lastRun[kind] = now
-                let host = configuration.address
+                // HTTP and TCP probes go to the pod's own address (its sandbox's), or to the node's
+                // for pods on the node's network; exec probes run in the container, through the
+                // runtime (CRI's ExecSync), as the kubelet runs them.
+                let host = !state.pod.spec.hostNetwork ? state.podIP.flatMap { $0.isEmpty ? nil : $0 } ?? configuration.address : configuration.address
+                let runtime = self.runtime, id = current.id
                 Task {
-                    let success = await Prober.run(probe, container: container, launch: current.launch, host: host)
+                    let success = await Prober.run(probe, container: container, host: host) { command, timeout in
+                        guard let result = try? await runtime.execSync(id: id, command: command, timeout: timeout) else { return false }
+                        return result.exitCode == 0
+                    }
                     await self.probed(uid, container: container.name, id: current.id, kind: kind, probe: probe, success: success)
                 }
             }

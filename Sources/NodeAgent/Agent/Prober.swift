@@ -5,31 +5,33 @@ import NIOCore
 import NIOHTTP1
 import NIOSSL
 
-/// Runs one probe attempt (exec, httpGet or tcpSocket) within its timeout. Each attempt runs on a
-/// thread of its own: probes block on sockets and processes, never on the agent's async threads.
+/// Runs one probe attempt (exec, httpGet or tcpSocket) within its timeout. A TCP attempt runs on a
+/// thread of its own (it blocks on a socket), never on the agent's async threads.
 enum Prober {
     enum Kind: String, Sendable { case startup, liveness, readiness }
 
-    static func run(_ probe: Probe, container: Container, launch: ContainerLaunch, host: String) async -> Bool {
+    /// One attempt: `exec` runs a command in the container (through the runtime) and says whether
+    /// it exited with 0 in time; HTTP and TCP probes go to `host` (the pod's address, or the
+    /// node's for pods on its network).
+    static func run(_ probe: Probe, container: Container, host: String, exec: @Sendable ([String], Duration) async -> Bool) async -> Bool {
         let timeout = Double(max(probe.timeoutSeconds, 1))
+        if probe.hasExec {
+            return await exec(probe.exec.command, .seconds(Int64(max(probe.timeoutSeconds, 1))))
+        }
         if probe.hasHTTPGet {
             let action = probe.httpGet
             guard let port = port(action.port, container) else { return false }
             return await httpGet(scheme: action.scheme, host: action.host.isEmpty ? host : action.host, port: port, path: action.path,
                                  headers: action.httpHeaders, timeout: timeout)
         }
+        guard probe.hasTcpSocket else { return true }
+        let target = probe.tcpSocket.host.isEmpty ? host : probe.tcpSocket.host
+        guard let port = port(probe.tcpSocket.port, container) else { return false }
         return await withCheckedContinuation { continuation in
             Thread.detachNewThread {
-                let result: Bool
-                if probe.hasExec {
-                    result = exec(probe.exec.command, launch: launch, timeout: timeout)
-                } else if probe.hasTcpSocket {
-                    let target = probe.tcpSocket.host.isEmpty ? host : probe.tcpSocket.host
-                    result = port(probe.tcpSocket.port, container).map { connect(host: target, port: $0, timeout: timeout) >= 0 ? true : false } ?? false
-                } else {
-                    result = true
-                }
-                continuation.resume(returning: result)
+                let fd = connect(host: target, port: port, timeout: timeout)
+                if fd >= 0 { close(fd) }
+                continuation.resume(returning: fd >= 0)
             }
         }
     }
@@ -41,49 +43,6 @@ enum Prober {
         case .strVal(let name)?: return container.ports.first { $0.name == name }.map { Int($0.containerPort) } ?? Int(name)
         case nil: return nil
         }
-    }
-
-    /// The command in the container's environment and directory; success is exit status 0. It
-    /// runs in a process group of its own: on timeout the whole group is killed, so a probe that
-    /// started children (a shell pipeline, a background job) leaves none behind.
-    static func exec(_ command: [String], launch: ContainerLaunch, timeout: Double) -> Bool {
-        guard let first = command.first else { return false }
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        posix_spawnattr_setpgroup(&attributes, 0)
-        spawnStartClean(&attributes, flags: Int32(POSIX_SPAWN_SETPGROUP))
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        for fd in [Int32(0), 1, 2] { posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0) }
-        _ = spawnAddCloseFrom(&actions, 3)
-        if let directory = launch.workingDirectory { _ = directory.withCString { spawnAddChdir(&actions, $0) } }
-        var environment = ProcessInfo.processInfo.environment
-        for (key, value) in launch.environment { environment[key] = value }
-        let argv = command.map { strdup($0) } + [nil]
-        let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer {
-            argv.forEach { free($0) }
-            envp.forEach { free($0) }
-        }
-        var pid: pid_t = 0
-        guard posix_spawnp(&pid, first, &actions, &attributes, argv, envp) == 0 else { return false }
-        let deadline = Date().addingTimeInterval(timeout)
-        var status: Int32 = 0
-        while true {
-            let reaped = waitpid(pid, &status, WNOHANG)
-            if reaped == pid { break }
-            if reaped < 0 && errno != EINTR { return false }
-            if Date() >= deadline {
-                kill(-pid, SIGKILL)  // the group: the command and whatever it started
-                while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-                return false
-            }
-            usleep(10_000)
-        }
-        // Exited normally with status 0 (WIFEXITED && WEXITSTATUS == 0).
-        return status & 0x7f == 0 && (status >> 8) & 0xff == 0
     }
 
     /// A connected socket (caller closes) or -1, within `timeout`.

@@ -155,6 +155,9 @@ public protocol ContainerRuntime: Sendable {
     /// Where the runtime's streaming server serves this exec, attach or port-forward (CRI's Exec,
     /// Attach and PortForward answer a URL; the agent joins the caller's connection to it).
     func streamURL(_ request: StreamRequest) async throws -> String
+    /// Runs `command` in the running container and returns its exit code and output (CRI's
+    /// ExecSync): exec probes run so, inside the container as the kubelet runs them.
+    func execSync(id: String, command: [String], timeout: Duration) async throws -> (exitCode: Int32, stdout: Data, stderr: Data)
 }
 
 /// An exec, attach or port-forward, as the agent asks its runtime for it.
@@ -196,6 +199,9 @@ extension ContainerRuntime {
     public func podIP(podUID: String) async -> String? { "" }
     public func health() async -> RuntimeHealth { RuntimeHealth() }
     public func configureNetwork(podCIDR: String) async throws -> String? { nil }
+    public func execSync(id: String, command: [String], timeout: Duration) async throws -> (exitCode: Int32, stdout: Data, stderr: Data) {
+        throw RuntimeError("the \(name) runtime cannot run commands in containers")
+    }
     public func streamURL(_ request: StreamRequest) async throws -> String {
         throw RuntimeError("the \(name) runtime does not serve \(request.kind.rawValue)")
     }

@@ -39,5 +39,9 @@ public final class FakeRuntime: ContainerRuntime {
         containers.withLock { containers in containers = containers.filter { $0.value.launch.podUID != podUID } }
     }
     public func logPath(podUID: String, container: String, previous: Bool) -> String { "/dev/null" }
+    /// Nothing runs: every command succeeds, silently (exec probes pass).
+    public func execSync(id: String, command: [String], timeout: Duration) async throws -> (exitCode: Int32, stdout: Data, stderr: Data) {
+        (0, Data(), Data())
+    }
     public func shutdown() { exitFeed.finish() }
 }

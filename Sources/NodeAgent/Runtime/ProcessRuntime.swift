@@ -251,6 +251,17 @@ public final class ProcessRuntime: ContainerRuntime, @unchecked Sendable {
         entries.withLock { $0.values.map(\.container) }
     }
 
+    /// The command on the host, in the container's environment and directory (its group killed
+    /// at the timeout).
+    public func execSync(id: String, command: [String], timeout: Duration) async throws -> (exitCode: Int32, stdout: Data, stderr: Data) {
+        guard let container = await status(id: id), container.isRunning else { throw RuntimeError("container \(id) is not running") }
+        guard !command.isEmpty else { throw RuntimeError("exec needs a command") }
+        let result = try await HostExec.run(command, environment: container.launch.environment, directory: container.launch.workingDirectory,
+                                            timeout: Double(max(1, timeout.components.seconds)))
+        if result.timedOut { throw RuntimeError("command \(command) timed out after \(timeout)") }
+        return (result.exitCode, result.stdout, result.stderr)
+    }
+
     public func remove(id: String) async {
         guard let entry = entries.withLock({ $0.removeValue(forKey: id) }) else { return }
         if entry.container.isRunning { entries.withLock { $0[id] = entry }; return }
