@@ -43,6 +43,23 @@ struct InitContainerTests {
         #expect(messages.count == 6, "\(messages)")
     }
 
+    /// Hooks: one action each, a sleep within the grace period, none on a plain init container.
+    @Test func lifecycleHooksAreChecked() throws {
+        let pod = try pod(#"""
+        {"metadata":{"name":"p"},"spec":{"terminationGracePeriodSeconds":10,
+          "initContainers":[{"name":"i","command":["a"],"lifecycle":{"preStop":{"sleep":{"seconds":1}}}},
+                            {"name":"s","command":["a"],"restartPolicy":"Always","lifecycle":{"preStop":{"sleep":{"seconds":10}}}}],
+          "containers":[{"name":"app","command":["app"],"lifecycle":{"postStart":{},"preStop":{"httpGet":{"port":0}}}},
+                        {"name":"ok","command":["app"],"lifecycle":{"postStart":{"exec":{"command":["true"]}},"preStop":{"httpGet":{"port":"http"}}}}]}}
+        """#)
+        #expect(pod.spec.containers[1].lifecycle.preStop.httpGet.path == "/" && pod.spec.containers[1].lifecycle.preStop.httpGet.scheme == "HTTP")
+        let messages = pod.validate().map(\.description)
+        #expect(messages.contains("spec.initContainers[0].lifecycle: Forbidden: may not be set for init containers without restartPolicy=Always"), "\(messages)")
+        #expect(messages.contains("spec.containers[0].lifecycle.postStart: Required value: must specify a handler type"), "\(messages)")
+        #expect(messages.contains(#"spec.containers[0].lifecycle.preStop.httpGet.port: Invalid value: "0": must be between 1 and 65535, inclusive"#), "\(messages)")
+        #expect(messages.count == 3, "\(messages)")
+    }
+
     @Test func theNodeMayReadWhatInitContainersReferTo() throws {
         let pod = try pod(#"""
         {"metadata":{"name":"p"},"spec":{

@@ -38,9 +38,9 @@ struct JobValidationTests {
         let messages = bad.validate().map(\.description)
         #expect(messages.contains(#"spec.template.spec.restartPolicy: Unsupported value: "Always": supported values: "OnFailure", "Never""#), "\(messages)")
         #expect(messages.contains(#"spec.selector: Invalid value: "app=x": `selector` not auto-generated"#), "\(messages)")
-        #expect(messages.contains(#"spec.completions: Invalid value: "-1": must be greater than or equal to 0"#), "\(messages)")
-        #expect(messages.contains(#"spec.backoffLimit: Invalid value: "-2": must be greater than or equal to 0"#), "\(messages)")
-        #expect(messages.contains(#"spec.activeDeadlineSeconds: Invalid value: "0": must be greater than 0"#), "\(messages)")
+        #expect(messages.contains(#"spec.completions: Invalid value: -1: must be greater than or equal to 0"#), "\(messages)")
+        #expect(messages.contains(#"spec.backoffLimit: Invalid value: -2: must be greater than or equal to 0"#), "\(messages)")
+        #expect(messages.contains(#"spec.activeDeadlineSeconds: Invalid value: 0: must be greater than 0"#), "\(messages)")
         #expect(messages.contains(#"spec.completionMode: Unsupported value: "Indexed": supported values: "NonIndexed""#), "\(messages)")
         #expect(messages.count == 6, "\(messages)")
 
@@ -60,6 +60,6 @@ struct JobValidationTests {
         changed.spec.completions = 2
         changed.spec.parallelism = 5
         let immutable = changed.immutabilityErrors(updating: stored).map(\.description)
-        #expect(immutable == [#"spec.template: Invalid value: "": field is immutable"#, #"spec.completions: Invalid value: "2": field is immutable"#], "\(immutable)")
+        #expect(immutable == [#"spec.template: Invalid value: "": field is immutable"#, "spec.completions: Invalid value: 2: field is immutable"], "\(immutable)")
     }
 }

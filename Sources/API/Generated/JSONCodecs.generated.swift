@@ -1086,6 +1086,72 @@ extension Probe: JSONCodable {
     }
 }
 
+extension SleepAction: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        w.key("seconds"); w.int(self.seconds)
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "seconds": self.seconds = try JSONDecodeError.at("seconds") { try value.decodeInt64() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension LifecycleHandler: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if self.hasExec { w.key("exec"); self.exec.writeJSON(to: &w) }
+        if self.hasHTTPGet { w.key("httpGet"); self.httpGet.writeJSON(to: &w) }
+        if self.hasSleep { w.key("sleep"); self.sleep.writeJSON(to: &w) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "exec": self.exec = try JSONDecodeError.at("exec") { try ExecAction(json: value) }
+            case "httpGet": self.httpGet = try JSONDecodeError.at("httpGet") { try HTTPGetAction(json: value) }
+            case "sleep": self.sleep = try JSONDecodeError.at("sleep") { try SleepAction(json: value) }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension Lifecycle: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if self.hasPostStart { w.key("postStart"); self.postStart.writeJSON(to: &w) }
+        if self.hasPreStop { w.key("preStop"); self.preStop.writeJSON(to: &w) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "postStart": self.postStart = try JSONDecodeError.at("postStart") { try LifecycleHandler(json: value) }
+            case "preStop": self.preStop = try JSONDecodeError.at("preStop") { try LifecycleHandler(json: value) }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
 extension Container: JSONCodable {
     public func writeJSON(to w: inout JSONWriter) {
         w.beginObject()
@@ -1110,6 +1176,7 @@ extension Container: JSONCodable {
         if !self.terminationMessagePolicy.isEmpty { w.key("terminationMessagePolicy"); w.string(self.terminationMessagePolicy) }
         if self.hasSecurityContext { w.key("securityContext"); self.securityContext.writeJSON(to: &w) }
         if !self.restartPolicy.isEmpty { w.key("restartPolicy"); w.string(self.restartPolicy) }
+        if self.hasLifecycle { w.key("lifecycle"); self.lifecycle.writeJSON(to: &w) }
         w.endObject()
     }
 
@@ -1140,6 +1207,7 @@ extension Container: JSONCodable {
             case "terminationMessagePolicy": self.terminationMessagePolicy = try JSONDecodeError.at("terminationMessagePolicy") { try value.decodeString() }
             case "securityContext": self.securityContext = try JSONDecodeError.at("securityContext") { try SecurityContext(json: value) }
             case "restartPolicy": self.restartPolicy = try JSONDecodeError.at("restartPolicy") { try value.decodeString() }
+            case "lifecycle": self.lifecycle = try JSONDecodeError.at("lifecycle") { try Lifecycle(json: value) }
             default: throw JSONDecodeError(.unknownField, path: [member.key])
             }
         }

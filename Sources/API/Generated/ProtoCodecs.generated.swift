@@ -990,6 +990,67 @@ extension Probe: ProtoCodable {
     }
 }
 
+extension SleepAction: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if self.seconds != 0 { w.int64(1, self.seconds) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.seconds = try r.int64()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension LifecycleHandler: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if let value = self._exec { w.message(1, value) }
+        if let value = self._httpGet { w.message(2, value) }
+        if let value = self._sleep { w.message(3, value) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1:
+                if self._exec == nil { self._exec = ExecAction() }
+                try r.merge(into: &self._exec!)
+            case 2:
+                if self._httpGet == nil { self._httpGet = HTTPGetAction() }
+                try r.merge(into: &self._httpGet!)
+            case 3:
+                if self._sleep == nil { self._sleep = SleepAction() }
+                try r.merge(into: &self._sleep!)
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension Lifecycle: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if let value = self._postStart { w.message(1, value) }
+        if let value = self._preStop { w.message(2, value) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1:
+                if self._postStart == nil { self._postStart = LifecycleHandler() }
+                try r.merge(into: &self._postStart!)
+            case 2:
+                if self._preStop == nil { self._preStop = LifecycleHandler() }
+                try r.merge(into: &self._preStop!)
+            default: try r.skip()
+            }
+        }
+    }
+}
+
 extension Container: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
         let s = self._storage
@@ -1014,6 +1075,7 @@ extension Container: ProtoCodable {
         if !s._terminationMessagePolicy.isEmpty { w.string(19, s._terminationMessagePolicy) }
         if let value = s._securityContext { w.message(20, value) }
         if !s._restartPolicy.isEmpty { w.string(21, s._restartPolicy) }
+        if let value = s._lifecycle { w.message(22, value) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
@@ -1057,6 +1119,9 @@ extension Container: ProtoCodable {
                 if s._securityContext == nil { s._securityContext = SecurityContext() }
                 try r.merge(into: &s._securityContext!)
             case 21: s._restartPolicy = try r.string()
+            case 22:
+                if s._lifecycle == nil { s._lifecycle = Lifecycle() }
+                try r.merge(into: &s._lifecycle!)
             default: try r.skip()
             }
         }

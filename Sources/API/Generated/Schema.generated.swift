@@ -252,6 +252,18 @@ extension Schema {
             FieldSchema("failureThreshold", .int32, description: "Consecutive failures to count as unhealthy. Default 3."),
             FieldSchema("terminationGracePeriodSeconds", .int64, description: "Grace period for a container stopped because this probe failed; overrides the pod's."),
         ]),
+        MessageSchema("SleepAction", definition: "io.k8s.api.core.v1.SleepAction", description: "A pause of some seconds (a preStop hook that lets load balancers notice the pod is going).", fields: [
+            FieldSchema("seconds", .int64, description: "Seconds to sleep.", required: true),
+        ]),
+        MessageSchema("LifecycleHandler", definition: "io.k8s.api.core.v1.LifecycleHandler", description: "What a lifecycle hook does: run a command in the container, send an HTTP GET, or sleep. Exactly one.", fields: [
+            FieldSchema("exec", .message("ExecAction"), description: "Run a command in the container."),
+            FieldSchema("httpGet", .message("HTTPGetAction"), description: "Send an HTTP GET to the pod."),
+            FieldSchema("sleep", .message("SleepAction"), description: "Sleep."),
+        ]),
+        MessageSchema("Lifecycle", definition: "io.k8s.api.core.v1.Lifecycle", description: "Actions the node agent takes at points of a container's life.", fields: [
+            FieldSchema("postStart", .message("LifecycleHandler"), description: "Right after the container started; a failure stops it (restarted by the restart policy)."),
+            FieldSchema("preStop", .message("LifecycleHandler"), description: "Before the container is stopped (deleted, failed a liveness probe, ...), within its grace period; SIGTERM follows."),
+        ]),
         MessageSchema("Container", definition: "io.k8s.api.core.v1.Container", description: "One program to run in a pod: its image and command, environment, ports, resources and health checks.", fields: [
             FieldSchema("name", .string, description: "Unique within the pod. Used to refer to the container (logs, exec, patches).", required: true),
             FieldSchema("image", .string, description: "The container image to run."),
@@ -274,6 +286,7 @@ extension Schema {
             FieldSchema("terminationMessagePolicy", .string, description: "File or FallbackToLogsOnError. Kept as given; Default File."),
             FieldSchema("securityContext", .message("SecurityContext"), description: "The user, group, privileges and filesystem the container runs with (over the pod's). A runtime that cannot give what it asks refuses to start the container, saying which."),
             FieldSchema("restartPolicy", .string, description: "Init containers only: Always makes it a sidecar, started in order with the other init containers, kept running (restarted whenever it exits) beside the pod's containers and stopped after them. No other value is allowed; containers may not set it."),
+            FieldSchema("lifecycle", .message("Lifecycle"), description: "Hooks run after the container starts and before it stops."),
         ]),
         MessageSchema("Capabilities", definition: "io.k8s.api.core.v1.Capabilities", description: "Capabilities added to and dropped from a container's default set (names like NET_ADMIN).", fields: [
             FieldSchema("add", .array(.string), description: "Capabilities to add.", listType: .atomic),

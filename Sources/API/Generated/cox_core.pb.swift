@@ -615,6 +615,99 @@ public nonisolated struct Probe: Sendable {
   var _terminationGracePeriodSeconds: Int64? = nil
 }
 
+/// A pause of some seconds (a preStop hook that lets load balancers notice the pod is going).
+public nonisolated struct SleepAction: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Seconds to sleep.
+  public var seconds: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// What a lifecycle hook does: run a command in the container, send an HTTP GET, or sleep. Exactly one.
+public nonisolated struct LifecycleHandler: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Run a command in the container.
+  public var exec: ExecAction {
+    get {_exec ?? ExecAction()}
+    set {_exec = newValue}
+  }
+  /// Returns true if `exec` has been explicitly set.
+  public var hasExec: Bool {self._exec != nil}
+  /// Clears the value of `exec`. Subsequent reads from it will return its default value.
+  public mutating func clearExec() {self._exec = nil}
+
+  /// Send an HTTP GET to the pod.
+  public var httpGet: HTTPGetAction {
+    get {_httpGet ?? HTTPGetAction()}
+    set {_httpGet = newValue}
+  }
+  /// Returns true if `httpGet` has been explicitly set.
+  public var hasHTTPGet: Bool {self._httpGet != nil}
+  /// Clears the value of `httpGet`. Subsequent reads from it will return its default value.
+  public mutating func clearHTTPGet() {self._httpGet = nil}
+
+  /// Sleep.
+  public var sleep: SleepAction {
+    get {_sleep ?? SleepAction()}
+    set {_sleep = newValue}
+  }
+  /// Returns true if `sleep` has been explicitly set.
+  public var hasSleep: Bool {self._sleep != nil}
+  /// Clears the value of `sleep`. Subsequent reads from it will return its default value.
+  public mutating func clearSleep() {self._sleep = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  var _exec: ExecAction? = nil
+  var _httpGet: HTTPGetAction? = nil
+  var _sleep: SleepAction? = nil
+}
+
+/// Actions the node agent takes at points of a container's life.
+public nonisolated struct Lifecycle: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Right after the container started; a failure stops it (restarted by the restart policy).
+  public var postStart: LifecycleHandler {
+    get {_postStart ?? LifecycleHandler()}
+    set {_postStart = newValue}
+  }
+  /// Returns true if `postStart` has been explicitly set.
+  public var hasPostStart: Bool {self._postStart != nil}
+  /// Clears the value of `postStart`. Subsequent reads from it will return its default value.
+  public mutating func clearPostStart() {self._postStart = nil}
+
+  /// Before the container is stopped (deleted, failed a liveness probe, ...), within its grace period; SIGTERM follows.
+  public var preStop: LifecycleHandler {
+    get {_preStop ?? LifecycleHandler()}
+    set {_preStop = newValue}
+  }
+  /// Returns true if `preStop` has been explicitly set.
+  public var hasPreStop: Bool {self._preStop != nil}
+  /// Clears the value of `preStop`. Subsequent reads from it will return its default value.
+  public mutating func clearPreStop() {self._preStop = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  var _postStart: LifecycleHandler? = nil
+  var _preStop: LifecycleHandler? = nil
+}
+
 /// One program to run in a pod: its image and command, environment, ports, resources and health checks.
 public nonisolated struct Container: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -769,6 +862,16 @@ public nonisolated struct Container: @unchecked Sendable {
     get {_storage._restartPolicy}
     set {_uniqueStorage()._restartPolicy = newValue}
   }
+
+  /// Hooks run after the container starts and before it stops.
+  public var lifecycle: Lifecycle {
+    get {_storage._lifecycle ?? Lifecycle()}
+    set {_uniqueStorage()._lifecycle = newValue}
+  }
+  /// Returns true if `lifecycle` has been explicitly set.
+  public var hasLifecycle: Bool {_storage._lifecycle != nil}
+  /// Clears the value of `lifecycle`. Subsequent reads from it will return its default value.
+  public mutating func clearLifecycle() {_uniqueStorage()._lifecycle = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -4035,9 +4138,122 @@ nonisolated extension Probe: SwiftProtobuf.Message, SwiftProtobuf._MessageImplem
   }
 }
 
+nonisolated extension SleepAction: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SleepAction"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}seconds\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt64Field(value: &self.seconds) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.seconds != 0 {
+      try visitor.visitSingularInt64Field(value: self.seconds, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: SleepAction, rhs: SleepAction) -> Bool {
+    if lhs.seconds != rhs.seconds {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension LifecycleHandler: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".LifecycleHandler"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}exec\0\u{3}http_get\0\u{1}sleep\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._exec) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._httpGet) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._sleep) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._exec {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._httpGet {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    try { if let v = self._sleep {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: LifecycleHandler, rhs: LifecycleHandler) -> Bool {
+    if lhs._exec != rhs._exec {return false}
+    if lhs._httpGet != rhs._httpGet {return false}
+    if lhs._sleep != rhs._sleep {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lifecycle: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Lifecycle"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}post_start\0\u{3}pre_stop\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._postStart) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._preStop) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._postStart {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._preStop {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lifecycle, rhs: Lifecycle) -> Bool {
+    if lhs._postStart != rhs._postStart {return false}
+    if lhs._preStop != rhs._preStop {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Container: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Container"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}image\0\u{1}command\0\u{1}args\0\u{3}working_dir\0\u{1}ports\0\u{1}env\0\u{1}resources\0\u{3}liveness_probe\0\u{3}readiness_probe\0\u{3}startup_probe\0\u{3}image_pull_policy\0\u{3}env_from\0\u{3}volume_mounts\0\u{1}stdin\0\u{3}stdin_once\0\u{1}tty\0\u{3}termination_message_path\0\u{3}termination_message_policy\0\u{3}security_context\0\u{3}restart_policy\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}image\0\u{1}command\0\u{1}args\0\u{3}working_dir\0\u{1}ports\0\u{1}env\0\u{1}resources\0\u{3}liveness_probe\0\u{3}readiness_probe\0\u{3}startup_probe\0\u{3}image_pull_policy\0\u{3}env_from\0\u{3}volume_mounts\0\u{1}stdin\0\u{3}stdin_once\0\u{1}tty\0\u{3}termination_message_path\0\u{3}termination_message_policy\0\u{3}security_context\0\u{3}restart_policy\0\u{1}lifecycle\0")
 
   final class _StorageClass {
     @exclusivity(unchecked) var _name: String = String()
@@ -4061,6 +4277,7 @@ nonisolated extension Container: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
     @exclusivity(unchecked) var _terminationMessagePolicy: String = String()
     @exclusivity(unchecked) var _securityContext: SecurityContext? = nil
     @exclusivity(unchecked) var _restartPolicy: String = String()
+    @exclusivity(unchecked) var _lifecycle: Lifecycle? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -4092,6 +4309,7 @@ nonisolated extension Container: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
       _terminationMessagePolicy = source._terminationMessagePolicy
       _securityContext = source._securityContext
       _restartPolicy = source._restartPolicy
+      _lifecycle = source._lifecycle
     }
   }
 
@@ -4131,6 +4349,7 @@ nonisolated extension Container: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
         case 19: try { try decoder.decodeSingularStringField(value: &_storage._terminationMessagePolicy) }()
         case 20: try { try decoder.decodeSingularMessageField(value: &_storage._securityContext) }()
         case 21: try { try decoder.decodeSingularStringField(value: &_storage._restartPolicy) }()
+        case 22: try { try decoder.decodeSingularMessageField(value: &_storage._lifecycle) }()
         default: break
         }
       }
@@ -4206,6 +4425,9 @@ nonisolated extension Container: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
       if !_storage._restartPolicy.isEmpty {
         try visitor.visitSingularStringField(value: _storage._restartPolicy, fieldNumber: 21)
       }
+      try { if let v = _storage._lifecycle {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 22)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -4236,6 +4458,7 @@ nonisolated extension Container: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
         if _storage._terminationMessagePolicy != rhs_storage._terminationMessagePolicy {return false}
         if _storage._securityContext != rhs_storage._securityContext {return false}
         if _storage._restartPolicy != rhs_storage._restartPolicy {return false}
+        if _storage._lifecycle != rhs_storage._lifecycle {return false}
         return true
       }
       if !storagesAreEqual {return false}

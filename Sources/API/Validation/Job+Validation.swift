@@ -68,10 +68,10 @@ extension Job {
                                     ("backoffLimit", Int64(spec.backoffLimit), spec.hasBackoffLimit),
                                     ("activeDeadlineSeconds", spec.activeDeadlineSeconds, spec.hasActiveDeadlineSeconds),
                                     ("ttlSecondsAfterFinished", Int64(spec.ttlSecondsAfterFinished), spec.hasTtlSecondsAfterFinished)] where set && value < 0 {
-            errors.append(.invalid("spec.\(field)", String(value), "must be greater than or equal to 0"))
+            errors.append(.invalid("spec.\(field)", json: .int(value), "must be greater than or equal to 0"))
         }
         if spec.hasActiveDeadlineSeconds && spec.activeDeadlineSeconds == 0 {
-            errors.append(.invalid("spec.activeDeadlineSeconds", "0", "must be greater than 0"))
+            errors.append(.invalid("spec.activeDeadlineSeconds", json: .int(0), "must be greater than 0"))
         }
         if spec.completionMode != JobDefaults.completionMode {
             errors.append(.notSupported("spec.completionMode", spec.completionMode, [JobDefaults.completionMode]))
@@ -89,7 +89,7 @@ extension Job {
         currentTemplate.spec.applyDefaults()
         if template.jsonBytes() != currentTemplate.jsonBytes() { errors.append(.invalid("spec.template", "", "field is immutable")) }
         if spec.hasCompletions != current.spec.hasCompletions || spec.completions != current.spec.completions {
-            errors.append(.invalid("spec.completions", spec.hasCompletions ? String(spec.completions) : "null", "field is immutable"))
+            errors.append(.invalid("spec.completions", json: spec.hasCompletions ? .int(Int64(spec.completions)) : .null, "field is immutable"))
         }
         if spec.completionMode != current.spec.completionMode { errors.append(.invalid("spec.completionMode", spec.completionMode, "field is immutable")) }
         return errors

@@ -60,13 +60,14 @@ extension PodSpec {
         for (i, container) in initContainers.enumerated() {
             let cpath = "\(path).initContainers[\(i)]"
             errors += container.validate(path: cpath, names: &names) + validateVolumeMounts(container, path: cpath)
+                + validateLifecycle(container, path: cpath)
             let sidecar = container.restartPolicy == ContainerValues.sidecarRestartPolicy
             if !container.restartPolicy.isEmpty && !sidecar {
                 errors.append(.notSupported("\(cpath).restartPolicy", container.restartPolicy, [ContainerValues.sidecarRestartPolicy]))
             }
             if !sidecar {
-                for (field, set) in [("livenessProbe", container.hasLivenessProbe), ("readinessProbe", container.hasReadinessProbe),
-                                     ("startupProbe", container.hasStartupProbe)] where set {
+                for (field, set) in [("lifecycle", container.hasLifecycle), ("livenessProbe", container.hasLivenessProbe),
+                                     ("readinessProbe", container.hasReadinessProbe), ("startupProbe", container.hasStartupProbe)] where set {
                     errors.append(.init(.forbidden, "\(cpath).\(field)", detail: "may not be set for init containers without restartPolicy=Always"))
                 }
             }
@@ -74,6 +75,7 @@ extension PodSpec {
         for (i, container) in containers.enumerated() {
             let cpath = "\(path).containers[\(i)]"
             errors += container.validate(path: cpath, names: &names) + validateVolumeMounts(container, path: cpath)
+                + validateLifecycle(container, path: cpath)
             if !container.restartPolicy.isEmpty {
                 errors.append(.init(.forbidden, "\(cpath).restartPolicy", detail: "may not be set for non-init containers"))
             }
@@ -135,6 +137,34 @@ extension PodSpec {
     }
 }
 
+extension PodSpec {
+    /// A container's hooks: one action each; a sleep within the pod's grace period.
+    func validateLifecycle(_ container: Container, path cpath: String) -> [FieldError] {
+        guard container.hasLifecycle else { return [] }
+        var errors: [FieldError] = []
+        for (name, set, handler) in [("postStart", container.lifecycle.hasPostStart, container.lifecycle.postStart),
+                                     ("preStop", container.lifecycle.hasPreStop, container.lifecycle.preStop)] where set {
+            let hpath = "\(cpath).lifecycle.\(name)"
+            let handlers = [handler.hasExec, handler.hasHTTPGet, handler.hasSleep].filter { $0 }.count
+            if handlers == 0 { errors.append(.required(hpath, "must specify a handler type")) }
+            if handlers > 1 { errors.append(.init(.forbidden, hpath, detail: "may not specify more than 1 handler type")) }
+            if handler.hasExec && handler.exec.command.isEmpty { errors.append(.required("\(hpath).exec.command")) }
+            if handler.hasHTTPGet {
+                errors += Probe().validatePort(handler.httpGet.port, path: "\(hpath).httpGet.port")
+                if !handler.httpGet.scheme.isEmpty && !["HTTP", "HTTPS"].contains(handler.httpGet.scheme) {
+                    errors.append(.notSupported("\(hpath).httpGet.scheme", handler.httpGet.scheme, ["HTTP", "HTTPS"]))
+                }
+            }
+            let grace = hasTerminationGracePeriodSeconds ? terminationGracePeriodSeconds : PodDefaults.terminationGracePeriodSeconds
+            if handler.hasSleep && (handler.sleep.seconds < 0 || handler.sleep.seconds > grace) {
+                errors.append(.invalid("\(hpath).sleep.seconds", json: .int(handler.sleep.seconds),
+                                       "must be non-negative and less than terminationGracePeriodSeconds (\(grace))"))
+            }
+        }
+        return errors
+    }
+}
+
 public enum ContainerValues {
     /// The one restartPolicy an init container may have: it makes the container a sidecar.
     public static let sidecarRestartPolicy = "Always"
@@ -155,6 +185,10 @@ extension Container {
         if hasLivenessProbe { livenessProbe.applyDefaults() }
         if hasReadinessProbe { readinessProbe.applyDefaults() }
         if hasStartupProbe { startupProbe.applyDefaults() }
+        for keyPath in [\Lifecycle.postStart, \Lifecycle.preStop] where hasLifecycle && lifecycle[keyPath: keyPath].hasHTTPGet {
+            if lifecycle[keyPath: keyPath].httpGet.path.isEmpty { lifecycle[keyPath: keyPath].httpGet.path = "/" }
+            if lifecycle[keyPath: keyPath].httpGet.scheme.isEmpty { lifecycle[keyPath: keyPath].httpGet.scheme = "HTTP" }
+        }
     }
 
     /// The rules every container of a pod follows (init containers and the pod's own); `names`:

@@ -241,7 +241,7 @@ actor PodManager {
                 // HTTP and TCP probes go to the pod's own address (its sandbox's), or to the node's
                 // for pods on the node's network; exec probes run in the container, through the
                 // runtime (CRI's ExecSync), as the kubelet runs them.
-                let host = !state.pod.spec.hostNetwork ? state.podIP.flatMap { $0.isEmpty ? nil : $0 } ?? configuration.address : configuration.address
+                let host = address(of: state)
                 let runtime = self.runtime, id = current.id
                 Task {
                     let success = await Prober.run(probe, container: container, host: host) { command, timeout in
@@ -252,6 +252,13 @@ actor PodManager {
                 }
             }
         }
+    }
+
+    /// Where HTTP and TCP probes and hooks reach the pod: its sandbox's own address, or the node's
+    /// for pods on the node's network.
+    func address(of state: PodState) -> String {
+        guard !state.pod.spec.hostNetwork, let ip = state.podIP, !ip.isEmpty else { return configuration.address }
+        return ip
     }
 
     func probed(_ uid: String, container name: String, id: String, kind: Prober.Kind, probe: Probe, success: Bool) async {
@@ -291,8 +298,11 @@ actor PodManager {
             logger.info("\(kind.rawValue) probe failed \(failures) times: restarting the container", metadata: ["pod": "\(pod.metadata.namespace)/\(pod.metadata.name)", "container": "\(name)"])
             event(pod, container: name, .normal, "Killing", "Container \(name) failed \(kind.rawValue) probe, will be restarted")
             pods[uid]?.tracks[name]?.probes = ProbeState()
-            let grace = Duration.seconds(pod.spec.hasTerminationGracePeriodSeconds ? pod.spec.terminationGracePeriodSeconds : 30)
-            Task { await self.runtime.stop(id: id, grace: grace) }
+            // The probe's own grace period, when it has one, over the pod's (as Kubernetes does).
+            let grace = Duration.seconds(probe.hasTerminationGracePeriodSeconds ? probe.terminationGracePeriodSeconds
+                                         : pod.spec.hasTerminationGracePeriodSeconds ? pod.spec.terminationGracePeriodSeconds : 30)
+            let spec = pod.spec.allContainers.first { $0.name == name }
+            Task { await self.stopContainer(id, spec: spec, pod: pod, grace: grace) }
         }
         report(uid)
     }
@@ -412,8 +422,7 @@ actor PodManager {
         guard let current = track.current, current.isRunning else { return }
         event(state.pod, container: sidecar.name, .normal, "Killing", "Stopping container \(sidecar.name)")
         let grace = Duration.seconds(state.pod.spec.hasTerminationGracePeriodSeconds ? state.pod.spec.terminationGracePeriodSeconds : 30)
-        let runtime = self.runtime
-        Task { await runtime.stop(id: current.id, grace: grace) }
+        Task { await self.stopContainer(current.id, spec: sidecar, pod: state.pod, grace: grace) }
     }
 
     /// After an agent restart, init containers the last agent saw succeed are not run again: all
@@ -546,6 +555,15 @@ actor PodManager {
                pods[uid]?.tracks[container.name]?.current?.id == started.id {
                 pods[uid]?.tracks[container.name]?.current = now
             }
+            // postStart: the container counts as started once its hook is done; a failed hook
+            // stops it (the restart policy then decides), as the kubelet does.
+            if container.hasLifecycle && container.lifecycle.hasPostStart,
+               let failure = await runHook(container.lifecycle.postStart, container: container, id: started.id, pod: pod, timeout: Self.postStartTimeout) {
+                logger.warning("postStart hook failed", metadata: ["pod": "\(pod.metadata.namespace)/\(pod.metadata.name)", "container": "\(container.name)", "error": "\(failure)"])
+                event(pod, container: container.name, .warning, "FailedPostStartHook", failure)
+                let grace = Duration.seconds(pod.spec.hasTerminationGracePeriodSeconds ? pod.spec.terminationGracePeriodSeconds : 30)
+                await stopContainer(started.id, spec: container, pod: pod, grace: grace)
+            }
         } catch {
             logger.warning("container failed to start", metadata: ["pod": "\(pod.metadata.namespace)/\(pod.metadata.name)", "container": "\(container.name)", "error": "\(error)"])
             pods[uid]?.tracks[container.name]?.startError = "\(error)"
@@ -571,6 +589,10 @@ actor PodManager {
         pods[uid]?.tracks[container.name]?.starting = false
         return true
     }
+
+    /// How long a postStart hook may run before it counts as failed (Kubernetes sets no bound: a
+    /// hook that never ends holds the container back for ever).
+    static let postStartTimeout: Duration = .seconds(120)
 
     /// The wait before restarting after `crashes` crashes in a row: base · 2^(n-1), capped.
     func crashDelay(after crashes: Int) -> Duration {
@@ -695,14 +717,67 @@ actor PodManager {
         let sidecarNames = Set(state.pod.spec.initContainers.filter(\.isSidecar).map(\.name))
         let sidecars = running.filter { sidecarNames.contains($0.launch.container) }.map(\.id)
         let others = running.filter { !sidecarNames.contains($0.launch.container) }.map(\.id)
-        let runtime = self.runtime
+        let pod = state.pod
+        let specs = Dictionary(pod.spec.allContainers.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        let names = Dictionary(running.map { ($0.id, $0.launch.container) }, uniquingKeysWith: { first, _ in first })
         let began = ContinuousClock.now
         for (ids, budget) in [(others, grace), (sidecars, nil)] where !ids.isEmpty {
             let wait = budget ?? max(grace - (ContinuousClock.now - began), min(grace, .seconds(2)))
             await withTaskGroup(of: Void.self) { group in
-                for id in ids { group.addTask { await runtime.stop(id: id, grace: wait) } }
+                for id in ids {
+                    let spec = names[id].flatMap { specs[$0] }
+                    group.addTask { await self.stopContainer(id, spec: spec, pod: pod, grace: wait) }
+                }
             }
         }
+    }
+
+    /// Stops one container as the kubelet does: its preStop hook first, within the grace period,
+    /// then SIGTERM with what is left of it (at least 2 s), SIGKILL after that.
+    func stopContainer(_ id: String, spec: Container?, pod: Pod, grace: Duration) async {
+        var left = grace
+        if let spec, spec.hasLifecycle, spec.lifecycle.hasPreStop, grace > .zero {
+            let began = ContinuousClock.now
+            if let failure = await runHook(spec.lifecycle.preStop, container: spec, id: id, pod: pod, timeout: grace) {
+                logger.warning("preStop hook failed", metadata: ["pod": "\(pod.metadata.namespace)/\(pod.metadata.name)", "container": "\(spec.name)", "error": "\(failure)"])
+                event(pod, container: spec.name, .warning, "FailedPreStopHook", failure)
+            }
+            left = max(grace - (ContinuousClock.now - began), .seconds(2))
+        }
+        await runtime.stop(id: id, grace: left)
+    }
+
+    /// Runs one of a container's hooks within `timeout`: a command in the container (through the
+    /// runtime), an HTTP GET to the pod, or a sleep. Nil when it succeeded; else what failed, in
+    /// the kubelet's words.
+    func runHook(_ handler: LifecycleHandler, container: Container, id: String, pod: Pod, timeout: Duration) async -> String? {
+        let subject = "for Container \"\(container.name)\" in Pod \"\(pod.metadata.name)_\(pod.metadata.namespace)(\(pod.metadata.uid))\""
+        if handler.hasExec {
+            let command = handler.exec.command
+            let shown = "[\(command.joined(separator: " "))]"
+            do {
+                let result = try await runtime.execSync(id: id, command: command, timeout: timeout)
+                if result.exitCode == 0 { return nil }
+                let output = String(decoding: result.stdout + result.stderr, as: UTF8.self)
+                return "Exec lifecycle hook (\(shown)) \(subject) failed - error: command '\(command.joined(separator: " "))' exited with \(result.exitCode): , message: \"\(output)\""
+            } catch {
+                return "Exec lifecycle hook (\(shown)) \(subject) failed - error: \(error)"
+            }
+        }
+        if handler.hasHTTPGet {
+            let action = handler.httpGet
+            guard let port = Prober.port(action.port, container) else {
+                return "HTTP lifecycle hook (\(action.path)) \(subject) failed - error: no port \(action.port.displayString) in the container"
+            }
+            let host = action.host.isEmpty ? pods[pod.metadata.uid].map(address(of:)) ?? configuration.address : action.host
+            let ok = await Prober.httpGet(scheme: action.scheme, host: host, port: port, path: action.path, headers: action.httpHeaders,
+                                          timeout: Double(timeout.components.seconds))
+            return ok ? nil : "HTTP lifecycle hook (\(action.path)) \(subject) failed - error: no success from http://\(host):\(port)\(action.path)"
+        }
+        if handler.hasSleep {
+            try? await Task.sleep(for: min(.seconds(handler.sleep.seconds), timeout))
+        }
+        return nil
     }
 
     /// Stops every container within the grace period, reports them terminated, then deletes the pod
