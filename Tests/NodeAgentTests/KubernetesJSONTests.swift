@@ -17,6 +17,7 @@ struct KubernetesJSONTests {
         config.load_kube_config(config_file=sys.argv[1])
         core, apps = client.CoreV1Api(), client.AppsV1Api()
         coordination, rbac = client.CoordinationV1Api(), client.RbacAuthorizationV1Api()
+        batch = client.BatchV1Api()
         kinds = [
             ("pods", core.list_pod_for_all_namespaces, lambda o: core.read_namespaced_pod(o.metadata.name, o.metadata.namespace)),
             ("nodes", core.list_node, lambda o: core.read_node(o.metadata.name)),
@@ -24,6 +25,7 @@ struct KubernetesJSONTests {
             ("events", core.list_event_for_all_namespaces, lambda o: core.read_namespaced_event(o.metadata.name, o.metadata.namespace)),
             ("deployments", apps.list_deployment_for_all_namespaces, lambda o: apps.read_namespaced_deployment(o.metadata.name, o.metadata.namespace)),
             ("replicasets", apps.list_replica_set_for_all_namespaces, lambda o: apps.read_namespaced_replica_set(o.metadata.name, o.metadata.namespace)),
+            ("jobs", batch.list_job_for_all_namespaces, lambda o: batch.read_namespaced_job(o.metadata.name, o.metadata.namespace)),
             ("leases", coordination.list_lease_for_all_namespaces, lambda o: coordination.read_namespaced_lease(o.metadata.name, o.metadata.namespace)),
             ("clusterroles", rbac.list_cluster_role, lambda o: rbac.read_cluster_role(o.metadata.name)),
             ("clusterrolebindings", rbac.list_cluster_role_binding, lambda o: rbac.read_cluster_role_binding(o.metadata.name)),
@@ -54,7 +56,7 @@ struct KubernetesJSONTests {
             os.environ.pop(variable, None)
         from kubernetes import client, config
         config.load_kube_config(config_file=sys.argv[1])
-        core, apps = client.CoreV1Api(), client.AppsV1Api()
+        core, apps, batch = client.CoreV1Api(), client.AppsV1Api(), client.BatchV1Api()
         def check(name, condition):
             print(("OK " if condition else "FAIL ") + name, flush=True)
         core.create_namespaced_config_map("default", client.V1ConfigMap(metadata=client.V1ObjectMeta(name="settings"), data={"mode": "fast"}))
@@ -106,6 +108,7 @@ struct KubernetesJSONTests {
             (core, "service_account", True, "v1", "ServiceAccount", {}),
             (apps, "deployment", True, "apps/v1", "Deployment", {"spec": workload}),
             (apps, "replica_set", True, "apps/v1", "ReplicaSet", {"spec": workload}),
+            (batch, "job", True, "batch/v1", "Job", {"spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox", "command": ["true"]}]}}}}),
             (coordination, "lease", True, "coordination.k8s.io/v1", "Lease", {"spec": {"holderIdentity": "python"}}),
             (rbac, "cluster_role", False, "rbac.authorization.k8s.io/v1", "ClusterRole", {"rules": rules}),
             (rbac, "cluster_role_binding", False, "rbac.authorization.k8s.io/v1", "ClusterRoleBinding", binding),
@@ -141,7 +144,7 @@ struct KubernetesJSONTests {
         try await AgentCluster.run { cluster in
             let python = try await Tools.runDetached(try #require(Tools.find("python3")), ["-c", Self.writes, cluster.kubeconfig], timeout: 120)
             let lines = python.output.split(separator: "\n").map(String.init)
-            #expect(python.status == 0 && !lines.contains { $0.hasPrefix("FAIL") } && lines.filter { $0.hasPrefix("OK") }.count == 24, "\(python.output)")
+            #expect(python.status == 0 && !lines.contains { $0.hasPrefix("FAIL") } && lines.filter { $0.hasPrefix("OK") }.count == 25, "\(python.output)")
             _ = try await cluster.client.delete(Deployment.self, namespace: "default", name: "web")
         }
     }
@@ -153,6 +156,16 @@ struct KubernetesJSONTests {
             _ = try await cluster.client.create(TestObjects.deployment("web"))
             // One the controllers have not seen yet: read back as Kubernetes writes it, status {}.
             _ = try await cluster.client.create(TestObjects.deployment("fresh", replicas: 0))
+            // A Job run to its end: conditions, times and counts read strictly too.
+            var job = Job()
+            job.metadata.name = "once"
+            job.metadata.namespace = "default"
+            var container = Container()
+            container.name = "c"
+            container.command = ["true"]
+            job.spec.template.spec.containers = [container]
+            job.spec.template.spec.restartPolicy = "Never"
+            _ = try await cluster.client.create(job)
             var role = Role()
             role.metadata.name = "reader"
             role.metadata.namespace = "default"
@@ -183,12 +196,14 @@ struct KubernetesJSONTests {
             secret.metadata.namespace = "default"
             secret.stringData = ["password": "hunter2"]
             _ = try await cluster.client.create(secret)
-            try await waitUntil("the Deployment's pod runs", timeout: 60) {
-                try await cluster.client.list(Pod.self, namespace: "default").items.contains { $0.status.phase == "Running" }
+            try await waitUntil("the Deployment's pod runs and the Job completed", timeout: 60) {
+                let running = try await cluster.client.list(Pod.self, namespace: "default").items.contains { $0.status.phase == "Running" }
+                let job = try await cluster.client.get(Job.self, namespace: "default", name: "once")
+                return running && job.status.conditions.contains { $0.type == "Complete" }
             }
             let python = try await Tools.runDetached(try #require(Tools.find("python3")), ["-c", Self.script, cluster.kubeconfig], timeout: 120)
             let lines = python.output.split(separator: "\n").map(String.init)
-            #expect(python.status == 0 && !lines.contains { $0.hasPrefix("FAIL") } && lines.filter { $0.hasPrefix("OK") }.count == 15,
+            #expect(python.status == 0 && !lines.contains { $0.hasPrefix("FAIL") } && lines.filter { $0.hasPrefix("OK") }.count == 16,
                     "\(python.output)")
             // Without their Deployments, the pods can go (the cluster's teardown waits for that).
             for name in ["web", "fresh"] { _ = try await cluster.client.delete(Deployment.self, namespace: "default", name: name) }

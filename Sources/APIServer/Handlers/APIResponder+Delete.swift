@@ -76,7 +76,15 @@ extension APIResponder {
         let dryRun = try Self.dryRun(query)
         let precondition = query["resourceVersion"].flatMap { Int64($0) }
         let uidPrecondition = query[Self.uidPrecondition]
-        let policy = query["propagationPolicy"] ?? "Background"
+        // batch/v1 Jobs keep their pods unless told otherwise, as in Kubernetes (kubectl asks for
+        // Background itself), with Kubernetes' warning.
+        var policy = query["propagationPolicy"] ?? "Background"
+        if T.self == Job.self && query["propagationPolicy"] == nil {
+            policy = "Orphan"
+            Self.caller?.warnings.withLock {
+                $0.append("child pods are preserved by default when jobs are deleted; set propagationPolicy=Background to remove them or set propagationPolicy=Orphan to suppress this warning")
+            }
+        }
         guard Self.propagationPolicies.contains(policy) else {
             throw APIError(422, "Invalid", "propagationPolicy: Unsupported value: \"\(policy)\": supported values: \"Background\", \"Foreground\", \"Orphan\"")
         }
