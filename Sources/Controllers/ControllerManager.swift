@@ -4,7 +4,7 @@ import ControllerRuntime
 import Foundation
 import Logging
 
-/// Runs the built-in controllers (ReplicaSet, Deployment, Job, node lifecycle, garbage collector,
+/// Runs the built-in controllers (ReplicaSet, Deployment, Job, DaemonSet, node lifecycle, garbage collector,
 /// namespace, node IPAM) under leader election on the Lease `kube-system/cox-controller-manager`: of several
 /// managers against one API server, exactly one set is active. Each term of leadership starts with
 /// fresh informers and queues; losing the lease stops every controller before anyone else may lead.
@@ -61,6 +61,7 @@ public final class ControllerManager: Sendable {
             ReplicaSetController(context: context).controller(workers: workers),
             DeploymentController(context: context).controller(workers: workers),
             JobController(context: context, options: options.job).controller(workers: workers),
+            DaemonSetController(context: context).controller(workers: workers),
             NodeLifecycleController(context: context, options: options.nodeLifecycle).controller(),
             GarbageCollector(context: context).controller(workers: workers),
             NamespaceController(context: context).controller(),

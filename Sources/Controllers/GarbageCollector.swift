@@ -41,6 +41,7 @@ public final class GarbageCollector: Reconciler {
         follow(context.informers.informer(ReplicaSet.self))
         follow(context.informers.informer(Deployment.self))
         follow(context.informers.informer(Job.self))
+        follow(context.informers.informer(DaemonSet.self))
         follow(context.informers.informer(ConfigMap.self))
         follow(context.informers.informer(Secret.self))
         follow(context.informers.informer(ServiceAccount.self))

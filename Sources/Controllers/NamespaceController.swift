@@ -36,6 +36,7 @@ public final class NamespaceController: Reconciler {
         remaining += try await deleteAll(Deployment.self, in: key.name)
         remaining += try await deleteAll(ReplicaSet.self, in: key.name)
         remaining += try await deleteAll(Job.self, in: key.name)
+        remaining += try await deleteAll(DaemonSet.self, in: key.name)
         remaining += try await deleteAll(Pod.self, in: key.name)
         remaining += try await deleteAll(Lease.self, in: key.name)
         remaining += try await deleteAll(Event.self, in: key.name)

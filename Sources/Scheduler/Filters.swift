@@ -6,9 +6,18 @@ public struct NodeReadyFilter: FilterPlugin {
     public init() {}
     public var name: String { "NodeReady" }
     public func filter(_ pod: PodInfo, _ node: NodeInfo) -> Unfit? {
-        if node.unschedulable { return Unfit("node(s) were unschedulable") }
+        // A cordoned node takes pods that tolerate its taint (a DaemonSet's do).
+        if node.unschedulable && !TaintTolerationFilter.tolerates(pod.tolerations, Self.unschedulableTaint) { return Unfit("node(s) were unschedulable") }
         return node.ready ? nil : Unfit("node(s) were not ready")
     }
+
+    /// The taint Kubernetes puts on a cordoned node.
+    public static let unschedulableTaint: Taint = {
+        var taint = Taint()
+        taint.key = "node.kubernetes.io/unschedulable"
+        taint.effect = "NoSchedule"
+        return taint
+    }()
 }
 
 /// The pod's requests fit in what the node offers minus what is already placed there.
@@ -27,7 +36,8 @@ public struct ResourcesFitFilter: FilterPlugin {
 }
 
 /// Every `spec.nodeSelector` label is on the node, and the required node affinity holds (any one
-/// term, all of its expressions: In, NotIn, Exists, DoesNotExist, Gt, Lt).
+/// term, all of its expressions: In, NotIn, Exists, DoesNotExist, Gt, Lt; and its fields: the
+/// node's name, In or NotIn).
 public struct NodeSelectorFilter: FilterPlugin {
     public init() {}
     public var name: String { "NodeAffinity" }
@@ -39,22 +49,8 @@ public struct NodeSelectorFilter: FilterPlugin {
             return Unfit("node(s) didn't match Pod's node affinity/selector")
         }
         guard !pod.requiredTerms.isEmpty else { return nil }
-        let fits = pod.requiredTerms.contains { term in term.matchExpressions.allSatisfy { Self.matches($0, labels) } }
+        let fits = pod.requiredTerms.contains { $0.matches(labels: labels, nodeName: node.name) }
         return fits ? nil : Unfit("node(s) didn't match Pod's node affinity/selector")
-    }
-
-    static func matches(_ requirement: NodeSelectorRequirement, _ labels: [String: String]) -> Bool {
-        let value = labels[requirement.key]
-        switch requirement.operator {
-        case "In": return value.map { requirement.values.contains($0) } ?? false
-        case "NotIn": return value.map { !requirement.values.contains($0) } ?? true
-        case "Exists": return value != nil
-        case "DoesNotExist": return value == nil
-        case "Gt", "Lt":
-            guard let value, let number = Int64(value), let bound = requirement.values.first.flatMap({ Int64($0) }) else { return false }
-            return requirement.operator == "Gt" ? number > bound : number < bound
-        default: return false
-        }
     }
 }
 
@@ -76,12 +72,6 @@ public struct TaintTolerationFilter: FilterPlugin {
     public static func tolerates(_ pod: Pod, _ taint: Taint) -> Bool { tolerates(pod.spec.tolerations, taint) }
 
     public static func tolerates(_ tolerations: [Toleration], _ taint: Taint) -> Bool {
-        tolerations.contains { toleration in
-            let effectMatches = toleration.effect.isEmpty || toleration.effect == taint.effect
-            guard effectMatches else { return false }
-            if toleration.key.isEmpty { return toleration.operator == "Exists" }
-            guard toleration.key == taint.key else { return false }
-            return toleration.operator == "Exists" || toleration.value == taint.value
-        }
+        tolerations.contains { $0.tolerates(taint) }
     }
 }

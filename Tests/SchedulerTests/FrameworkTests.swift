@@ -194,3 +194,32 @@ import TestSupport
         #expect(decision.node == "n0000")
     }
 }
+
+extension FrameworkTests {
+    /// A DaemonSet's pod: pinned to a node by name (matchFields), and placed on it even cordoned
+    /// when it tolerates the unschedulable taint.
+    @Test func nodeNamesInAffinityAndCordonedNodes() {
+        var pod = Self.pod("daemon")
+        var requirement = NodeSelectorRequirement()
+        requirement.key = "metadata.name"
+        requirement.operator = "In"
+        requirement.values = ["b"]
+        var term = NodeSelectorTerm()
+        term.matchFields = [requirement]
+        pod.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms = [term]
+        #expect(NodeSelectorFilter().filter(PodInfo(pod), Self.node("a")) != nil)
+        #expect(NodeSelectorFilter().filter(PodInfo(pod), Self.node("b")) == nil)
+
+        let cordoned = Self.node("b")
+        var node = cordoned.node
+        node.spec.unschedulable = true
+        let info = NodeInfo(node: node)
+        #expect(NodeReadyFilter().filter(PodInfo(pod), info)?.reason == "node(s) were unschedulable")
+        var toleration = Toleration()
+        toleration.key = "node.kubernetes.io/unschedulable"
+        toleration.operator = "Exists"
+        toleration.effect = "NoSchedule"
+        pod.spec.tolerations = [toleration]
+        #expect(NodeReadyFilter().filter(PodInfo(pod), info) == nil)
+    }
+}

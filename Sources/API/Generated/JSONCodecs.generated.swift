@@ -1750,6 +1750,7 @@ extension NodeSelectorTerm: JSONCodable {
     public func writeJSON(to w: inout JSONWriter) {
         w.beginObject()
         if !self.matchExpressions.isEmpty { w.key("matchExpressions"); w.array(self.matchExpressions) }
+        if !self.matchFields.isEmpty { w.key("matchFields"); w.array(self.matchFields) }
         w.endObject()
     }
 
@@ -1760,6 +1761,7 @@ extension NodeSelectorTerm: JSONCodable {
             if value.isNull { continue }
             switch member.key {
             case "matchExpressions": self.matchExpressions = try JSONDecodeError.at("matchExpressions") { try value.decodeArray { try NodeSelectorRequirement(json: $0) } }
+            case "matchFields": self.matchFields = try JSONDecodeError.at("matchFields") { try value.decodeArray { try NodeSelectorRequirement(json: $0) } }
             default: throw JSONDecodeError(.unknownField, path: [member.key])
             }
         }
@@ -3132,6 +3134,198 @@ extension DeploymentList: JSONCodable {
             case "kind": self.kind = try JSONDecodeError.at("kind") { try value.decodeString() }
             case "metadata": self.metadata = try JSONDecodeError.at("metadata") { try ListMeta(json: value) }
             case "items": self.items = try JSONDecodeError.at("items") { try value.decodeArray { try Deployment(json: $0) } }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension RollingUpdateDaemonSet: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if self.hasMaxUnavailable { w.key("maxUnavailable"); self.maxUnavailable.writeJSON(to: &w) }
+        if self.hasMaxSurge { w.key("maxSurge"); self.maxSurge.writeJSON(to: &w) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "maxUnavailable": self.maxUnavailable = try JSONDecodeError.at("maxUnavailable") { try IntOrString(json: value) }
+            case "maxSurge": self.maxSurge = try JSONDecodeError.at("maxSurge") { try IntOrString(json: value) }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension DaemonSetUpdateStrategy: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.`type`.isEmpty { w.key("type"); w.string(self.`type`) }
+        if self.hasRollingUpdate { w.key("rollingUpdate"); self.rollingUpdate.writeJSON(to: &w) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "type": self.`type` = try JSONDecodeError.at("type") { try value.decodeString() }
+            case "rollingUpdate": self.rollingUpdate = try JSONDecodeError.at("rollingUpdate") { try RollingUpdateDaemonSet(json: value) }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension DaemonSetSpec: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if self.hasSelector { w.key("selector"); self.selector.writeJSON(to: &w) }
+        if self.hasTemplate { w.key("template"); self.template.writeJSON(to: &w) }
+        if self.hasUpdateStrategy { w.key("updateStrategy"); self.updateStrategy.writeJSON(to: &w) }
+        if self.minReadySeconds != 0 { w.key("minReadySeconds"); w.int(self.minReadySeconds) }
+        if self.hasRevisionHistoryLimit { w.key("revisionHistoryLimit"); w.int(self.revisionHistoryLimit) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "selector": self.selector = try JSONDecodeError.at("selector") { try LabelSelector(json: value) }
+            case "template": self.template = try JSONDecodeError.at("template") { try PodTemplateSpec(json: value) }
+            case "updateStrategy": self.updateStrategy = try JSONDecodeError.at("updateStrategy") { try DaemonSetUpdateStrategy(json: value) }
+            case "minReadySeconds": self.minReadySeconds = try JSONDecodeError.at("minReadySeconds") { try value.decodeInt32() }
+            case "revisionHistoryLimit": self.revisionHistoryLimit = try JSONDecodeError.at("revisionHistoryLimit") { try value.decodeInt32() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension DaemonSetCondition: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        w.key("type"); w.string(self.`type`)
+        w.key("status"); w.string(self.status)
+        if self.hasLastTransitionTime { w.key("lastTransitionTime"); w.timestamp(self.lastTransitionTime, microseconds: false) }
+        if !self.reason.isEmpty { w.key("reason"); w.string(self.reason) }
+        if !self.message.isEmpty { w.key("message"); w.string(self.message) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "type": self.`type` = try JSONDecodeError.at("type") { try value.decodeString() }
+            case "status": self.status = try JSONDecodeError.at("status") { try value.decodeString() }
+            case "lastTransitionTime": self.lastTransitionTime = try JSONDecodeError.at("lastTransitionTime") { try value.decodeTimestamp() }
+            case "reason": self.reason = try JSONDecodeError.at("reason") { try value.decodeString() }
+            case "message": self.message = try JSONDecodeError.at("message") { try value.decodeString() }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension DaemonSetStatus: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        w.key("currentNumberScheduled"); w.int(self.currentNumberScheduled)
+        w.key("numberMisscheduled"); w.int(self.numberMisscheduled)
+        w.key("desiredNumberScheduled"); w.int(self.desiredNumberScheduled)
+        w.key("numberReady"); w.int(self.numberReady)
+        if self.observedGeneration != 0 { w.key("observedGeneration"); w.int(self.observedGeneration) }
+        if self.updatedNumberScheduled != 0 { w.key("updatedNumberScheduled"); w.int(self.updatedNumberScheduled) }
+        if self.numberAvailable != 0 { w.key("numberAvailable"); w.int(self.numberAvailable) }
+        if self.numberUnavailable != 0 { w.key("numberUnavailable"); w.int(self.numberUnavailable) }
+        if self.hasCollisionCount { w.key("collisionCount"); w.int(self.collisionCount) }
+        if !self.conditions.isEmpty { w.key("conditions"); w.array(self.conditions) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "currentNumberScheduled": self.currentNumberScheduled = try JSONDecodeError.at("currentNumberScheduled") { try value.decodeInt32() }
+            case "numberMisscheduled": self.numberMisscheduled = try JSONDecodeError.at("numberMisscheduled") { try value.decodeInt32() }
+            case "desiredNumberScheduled": self.desiredNumberScheduled = try JSONDecodeError.at("desiredNumberScheduled") { try value.decodeInt32() }
+            case "numberReady": self.numberReady = try JSONDecodeError.at("numberReady") { try value.decodeInt32() }
+            case "observedGeneration": self.observedGeneration = try JSONDecodeError.at("observedGeneration") { try value.decodeInt64() }
+            case "updatedNumberScheduled": self.updatedNumberScheduled = try JSONDecodeError.at("updatedNumberScheduled") { try value.decodeInt32() }
+            case "numberAvailable": self.numberAvailable = try JSONDecodeError.at("numberAvailable") { try value.decodeInt32() }
+            case "numberUnavailable": self.numberUnavailable = try JSONDecodeError.at("numberUnavailable") { try value.decodeInt32() }
+            case "collisionCount": self.collisionCount = try JSONDecodeError.at("collisionCount") { try value.decodeInt32() }
+            case "conditions": self.conditions = try JSONDecodeError.at("conditions") { try value.decodeArray { try DaemonSetCondition(json: $0) } }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension DaemonSet: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.apiVersion.isEmpty { w.key("apiVersion"); w.string(self.apiVersion) }
+        if !self.kind.isEmpty { w.key("kind"); w.string(self.kind) }
+        if self.hasMetadata { w.key("metadata"); self.metadata.writeJSON(to: &w) }
+        w.key("spec"); self.spec.writeJSON(to: &w)
+        w.key("status"); self.status.writeJSON(to: &w)
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "apiVersion": self.apiVersion = try JSONDecodeError.at("apiVersion") { try value.decodeString() }
+            case "kind": self.kind = try JSONDecodeError.at("kind") { try value.decodeString() }
+            case "metadata": self.metadata = try JSONDecodeError.at("metadata") { try ObjectMeta(json: value) }
+            case "spec": self.spec = try JSONDecodeError.at("spec") { try DaemonSetSpec(json: value) }
+            case "status": self.status = try JSONDecodeError.at("status") { try DaemonSetStatus(json: value) }
+            default: throw JSONDecodeError(.unknownField, path: [member.key])
+            }
+        }
+    }
+}
+
+extension DaemonSetList: JSONCodable {
+    public func writeJSON(to w: inout JSONWriter) {
+        w.beginObject()
+        if !self.apiVersion.isEmpty { w.key("apiVersion"); w.string(self.apiVersion) }
+        if !self.kind.isEmpty { w.key("kind"); w.string(self.kind) }
+        if self.hasMetadata { w.key("metadata"); self.metadata.writeJSON(to: &w) }
+        if !self.items.isEmpty { w.key("items"); w.array(self.items) }
+        w.endObject()
+    }
+
+    public init(json: JSONValue) throws {
+        self.init()
+        for member in try json.objectMembers() {
+            let value = member.value
+            if value.isNull { continue }
+            switch member.key {
+            case "apiVersion": self.apiVersion = try JSONDecodeError.at("apiVersion") { try value.decodeString() }
+            case "kind": self.kind = try JSONDecodeError.at("kind") { try value.decodeString() }
+            case "metadata": self.metadata = try JSONDecodeError.at("metadata") { try ListMeta(json: value) }
+            case "items": self.items = try JSONDecodeError.at("items") { try value.decodeArray { try DaemonSet(json: $0) } }
             default: throw JSONDecodeError(.unknownField, path: [member.key])
             }
         }

@@ -1596,12 +1596,14 @@ extension NodeSelectorRequirement: ProtoCodable {
 extension NodeSelectorTerm: ProtoCodable {
     public func writeProto(to w: inout ProtoWriter) {
         for item in self.matchExpressions { w.message(1, item) }
+        for item in self.matchFields { w.message(2, item) }
     }
 
     public mutating func mergeProto(from r: inout ProtoReader) throws {
         while let field = try r.nextField() {
             switch field {
             case 1: self.matchExpressions.append(try r.message(NodeSelectorRequirement.self))
+            case 2: self.matchFields.append(try r.message(NodeSelectorRequirement.self))
             default: try r.skip()
             }
         }
@@ -2976,6 +2978,193 @@ extension DeploymentList: ProtoCodable {
                 if self._metadata == nil { self._metadata = ListMeta() }
                 try r.merge(into: &self._metadata!)
             case 4: self.items.append(try r.message(Deployment.self))
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension RollingUpdateDaemonSet: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if let value = self._maxUnavailable { w.message(1, value) }
+        if let value = self._maxSurge { w.message(2, value) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1:
+                if self._maxUnavailable == nil { self._maxUnavailable = IntOrString() }
+                try r.merge(into: &self._maxUnavailable!)
+            case 2:
+                if self._maxSurge == nil { self._maxSurge = IntOrString() }
+                try r.merge(into: &self._maxSurge!)
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension DaemonSetUpdateStrategy: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.`type`.isEmpty { w.string(1, self.`type`) }
+        if let value = self._rollingUpdate { w.message(2, value) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.`type` = try r.string()
+            case 2:
+                if self._rollingUpdate == nil { self._rollingUpdate = RollingUpdateDaemonSet() }
+                try r.merge(into: &self._rollingUpdate!)
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension DaemonSetSpec: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if let value = self._selector { w.message(1, value) }
+        if let value = self._template { w.message(2, value) }
+        if let value = self._updateStrategy { w.message(3, value) }
+        if self.minReadySeconds != 0 { w.int32(4, self.minReadySeconds) }
+        if let value = self._revisionHistoryLimit { w.int32(5, value) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1:
+                if self._selector == nil { self._selector = LabelSelector() }
+                try r.merge(into: &self._selector!)
+            case 2:
+                if self._template == nil { self._template = PodTemplateSpec() }
+                try r.merge(into: &self._template!)
+            case 3:
+                if self._updateStrategy == nil { self._updateStrategy = DaemonSetUpdateStrategy() }
+                try r.merge(into: &self._updateStrategy!)
+            case 4: self.minReadySeconds = try r.int32()
+            case 5: self.revisionHistoryLimit = try r.int32()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension DaemonSetCondition: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.`type`.isEmpty { w.string(1, self.`type`) }
+        if !self.status.isEmpty { w.string(2, self.status) }
+        if let value = self._lastTransitionTime { w.message(3, value) }
+        if !self.reason.isEmpty { w.string(4, self.reason) }
+        if !self.message.isEmpty { w.string(5, self.message) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.`type` = try r.string()
+            case 2: self.status = try r.string()
+            case 3:
+                if self._lastTransitionTime == nil { self._lastTransitionTime = Timestamp() }
+                try r.merge(into: &self._lastTransitionTime!)
+            case 4: self.reason = try r.string()
+            case 5: self.message = try r.string()
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension DaemonSetStatus: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if self.currentNumberScheduled != 0 { w.int32(1, self.currentNumberScheduled) }
+        if self.numberMisscheduled != 0 { w.int32(2, self.numberMisscheduled) }
+        if self.desiredNumberScheduled != 0 { w.int32(3, self.desiredNumberScheduled) }
+        if self.numberReady != 0 { w.int32(4, self.numberReady) }
+        if self.observedGeneration != 0 { w.int64(5, self.observedGeneration) }
+        if self.updatedNumberScheduled != 0 { w.int32(6, self.updatedNumberScheduled) }
+        if self.numberAvailable != 0 { w.int32(7, self.numberAvailable) }
+        if self.numberUnavailable != 0 { w.int32(8, self.numberUnavailable) }
+        if let value = self._collisionCount { w.int32(9, value) }
+        for item in self.conditions { w.message(10, item) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.currentNumberScheduled = try r.int32()
+            case 2: self.numberMisscheduled = try r.int32()
+            case 3: self.desiredNumberScheduled = try r.int32()
+            case 4: self.numberReady = try r.int32()
+            case 5: self.observedGeneration = try r.int64()
+            case 6: self.updatedNumberScheduled = try r.int32()
+            case 7: self.numberAvailable = try r.int32()
+            case 8: self.numberUnavailable = try r.int32()
+            case 9: self.collisionCount = try r.int32()
+            case 10: self.conditions.append(try r.message(DaemonSetCondition.self))
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension DaemonSet: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        let s = self._storage
+        if !s._apiVersion.isEmpty { w.string(1, s._apiVersion) }
+        if !s._kind.isEmpty { w.string(2, s._kind) }
+        if let value = s._metadata { w.message(3, value) }
+        if let value = s._spec { w.message(4, value) }
+        if let value = s._status { w.message(5, value) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        let s: _StorageClass
+        if self._storage === _StorageClass.defaultInstance {
+            s = _StorageClass()
+            self._storage = s
+        } else {
+            s = self._uniqueStorage()
+        }
+        while let field = try r.nextField() {
+            switch field {
+            case 1: s._apiVersion = try r.string()
+            case 2: s._kind = try r.string()
+            case 3:
+                if s._metadata == nil { s._metadata = ObjectMeta() }
+                try r.merge(into: &s._metadata!)
+            case 4:
+                if s._spec == nil { s._spec = DaemonSetSpec() }
+                try r.merge(into: &s._spec!)
+            case 5:
+                if s._status == nil { s._status = DaemonSetStatus() }
+                try r.merge(into: &s._status!)
+            default: try r.skip()
+            }
+        }
+    }
+}
+
+extension DaemonSetList: ProtoCodable {
+    public func writeProto(to w: inout ProtoWriter) {
+        if !self.apiVersion.isEmpty { w.string(1, self.apiVersion) }
+        if !self.kind.isEmpty { w.string(2, self.kind) }
+        if let value = self._metadata { w.message(3, value) }
+        for item in self.items { w.message(4, item) }
+    }
+
+    public mutating func mergeProto(from r: inout ProtoReader) throws {
+        while let field = try r.nextField() {
+            switch field {
+            case 1: self.apiVersion = try r.string()
+            case 2: self.kind = try r.string()
+            case 3:
+                if self._metadata == nil { self._metadata = ListMeta() }
+                try r.merge(into: &self._metadata!)
+            case 4: self.items.append(try r.message(DaemonSet.self))
             default: try r.skip()
             }
         }

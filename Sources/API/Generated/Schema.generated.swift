@@ -409,6 +409,7 @@ extension Schema {
         ]),
         MessageSchema("NodeSelectorTerm", definition: "io.k8s.api.core.v1.NodeSelectorTerm", description: "Requirements on node labels that must all hold.", fields: [
             FieldSchema("matchExpressions", .array(.message("NodeSelectorRequirement")), description: "Requirements on node labels.", listType: .atomic),
+            FieldSchema("matchFields", .array(.message("NodeSelectorRequirement")), description: "Requirements on node fields: metadata.name only (In or NotIn, one value), as DaemonSets pin their pods.", listType: .atomic),
         ]),
         MessageSchema("NodeSelector", definition: "io.k8s.api.core.v1.NodeSelector", description: "A set of node selector terms; a node matches if any term matches.", fields: [
             FieldSchema("nodeSelectorTerms", .array(.message("NodeSelectorTerm")), description: "Terms of which at least one must match.", required: true, listType: .atomic),
@@ -752,6 +753,53 @@ extension Schema {
             FieldSchema("kind", .string, description: "The REST resource this object represents, in CamelCase. Clients may set it; servers infer it from the endpoint."),
             FieldSchema("metadata", .message("ListMeta"), description: "Standard list metadata: the revision the list was read at, and a continue token when there are more pages."),
             FieldSchema("items", .array(.message("Deployment")), description: "The objects of the list."),
+        ]),
+        MessageSchema("RollingUpdateDaemonSet", definition: "io.k8s.api.apps.v1.RollingUpdateDaemonSet", description: "Bounds of a DaemonSet's rolling update.", fields: [
+            FieldSchema("maxUnavailable", .intOrString, description: "How many nodes' pods may be unavailable during the update (a number or a percentage of the nodes). Default 1."),
+            FieldSchema("maxSurge", .intOrString, description: "How many nodes may run an old and a new pod at once. Only 0 is served here. Default 0."),
+        ]),
+        MessageSchema("DaemonSetUpdateStrategy", definition: "io.k8s.api.apps.v1.DaemonSetUpdateStrategy", description: "How a DaemonSet replaces its pods when its template changes.", fields: [
+            FieldSchema("type", .string, description: "RollingUpdate (default: old pods replaced node by node) or OnDelete (replaced when deleted)."),
+            FieldSchema("rollingUpdate", .message("RollingUpdateDaemonSet"), description: "Bounds of a rolling update."),
+        ]),
+        MessageSchema("DaemonSetSpec", definition: "io.k8s.api.apps.v1.DaemonSetSpec", description: "The desired state of a DaemonSet.", fields: [
+            FieldSchema("selector", .message("LabelSelector"), description: "Which pods belong to the DaemonSet. Must match the template's labels; cannot change.", required: true),
+            FieldSchema("template", .message("PodTemplateSpec"), description: "The pod to run on each eligible node (its nodeSelector, node affinity and tolerations choose them).", required: true),
+            FieldSchema("updateStrategy", .message("DaemonSetUpdateStrategy"), description: "How pods are replaced when the template changes."),
+            FieldSchema("minReadySeconds", .int32, description: "Seconds a new pod must be ready before it counts as available."),
+            FieldSchema("revisionHistoryLimit", .int32, description: "How many old revisions to keep. Default 10."),
+        ]),
+        MessageSchema("DaemonSetCondition", definition: "io.k8s.api.apps.v1.DaemonSetCondition", description: "One aspect of a DaemonSet's state and why.", fields: [
+            FieldSchema("type", .string, description: "The condition's type.", required: true),
+            FieldSchema("status", .string, description: "True, False or Unknown.", required: true),
+            FieldSchema("lastTransitionTime", .time, description: "When the status last changed."),
+            FieldSchema("reason", .string, description: "Why, in one CamelCase word."),
+            FieldSchema("message", .string, description: "Why, for humans."),
+        ]),
+        MessageSchema("DaemonSetStatus", definition: "io.k8s.api.apps.v1.DaemonSetStatus", description: "The most recently observed state of a DaemonSet.", fields: [
+            FieldSchema("currentNumberScheduled", .int32, description: "Eligible nodes running at least one of its pods.", required: true),
+            FieldSchema("numberMisscheduled", .int32, description: "Nodes running one of its pods that should not.", required: true),
+            FieldSchema("desiredNumberScheduled", .int32, description: "Nodes that should run one of its pods.", required: true),
+            FieldSchema("numberReady", .int32, description: "Eligible nodes whose pod is ready.", required: true),
+            FieldSchema("observedGeneration", .int64, description: "The generation the controller last acted on."),
+            FieldSchema("updatedNumberScheduled", .int32, description: "Eligible nodes running a pod of the current template."),
+            FieldSchema("numberAvailable", .int32, description: "Eligible nodes whose pod has been ready for minReadySeconds."),
+            FieldSchema("numberUnavailable", .int32, description: "Eligible nodes without an available pod."),
+            FieldSchema("collisionCount", .int32, description: "Counts template hash collisions."),
+            FieldSchema("conditions", .array(.message("DaemonSetCondition")), description: "The DaemonSet's conditions.", listType: .map, listMapKeys: ["type"], patchStrategy: "merge", patchMergeKey: "type"),
+        ]),
+        MessageSchema("DaemonSet", definition: "io.k8s.api.apps.v1.DaemonSet", description: "Runs one copy of a pod on every eligible node (as nodes join, they get one; as they leave, it goes).", fields: [
+            FieldSchema("apiVersion", .string, description: "The versioned schema of this representation of an object (group/version). Servers convert to their preferred version."),
+            FieldSchema("kind", .string, description: "The REST resource this object represents, in CamelCase. Clients may set it; servers infer it from the endpoint."),
+            FieldSchema("metadata", .message("ObjectMeta"), description: "Standard object metadata: name, namespace, labels, annotations, owners and the server's bookkeeping."),
+            FieldSchema("spec", .message("DaemonSetSpec"), description: "The desired state."),
+            FieldSchema("status", .message("DaemonSetStatus"), description: "The observed state. Read-only."),
+        ]),
+        MessageSchema("DaemonSetList", definition: "io.k8s.api.apps.v1.DaemonSetList", fields: [
+            FieldSchema("apiVersion", .string, description: "The versioned schema of this representation of an object (group/version). Servers convert to their preferred version."),
+            FieldSchema("kind", .string, description: "The REST resource this object represents, in CamelCase. Clients may set it; servers infer it from the endpoint."),
+            FieldSchema("metadata", .message("ListMeta"), description: "Standard list metadata: the revision the list was read at, and a continue token when there are more pages."),
+            FieldSchema("items", .array(.message("DaemonSet")), description: "The objects of the list."),
         ]),
         MessageSchema("TokenSpec", definition: "io.cox.auth.v1.TokenSpec", fields: [
             FieldSchema("usage", .string, description: "\"Bootstrap\" (joins a node: acts as system:bootstrap:ID in system:bootstrappers, which may only request a node certificate) or \"Authentication\" (acts as user and groups below)."),

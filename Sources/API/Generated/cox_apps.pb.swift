@@ -8,7 +8,7 @@
 // For information on using the generated types, please see the documentation:
 //   https://github.com/apple/swift-protobuf/
 
-/// apps/v1 kinds: ReplicaSet, Deployment.
+/// apps/v1 kinds: ReplicaSet, Deployment, DaemonSet.
 
 import SwiftProtobuf
 
@@ -532,6 +532,296 @@ public nonisolated struct DeploymentList: Sendable {
 
   /// The objects of the list.
   public var items: [Deployment] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  var _metadata: ListMeta? = nil
+}
+
+/// Bounds of a DaemonSet's rolling update.
+public nonisolated struct RollingUpdateDaemonSet: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// How many nodes' pods may be unavailable during the update (a number or a percentage of the nodes). Default 1.
+  public var maxUnavailable: IntOrString {
+    get {_maxUnavailable ?? IntOrString()}
+    set {_maxUnavailable = newValue}
+  }
+  /// Returns true if `maxUnavailable` has been explicitly set.
+  public var hasMaxUnavailable: Bool {self._maxUnavailable != nil}
+  /// Clears the value of `maxUnavailable`. Subsequent reads from it will return its default value.
+  public mutating func clearMaxUnavailable() {self._maxUnavailable = nil}
+
+  /// How many nodes may run an old and a new pod at once. Only 0 is served here. Default 0.
+  public var maxSurge: IntOrString {
+    get {_maxSurge ?? IntOrString()}
+    set {_maxSurge = newValue}
+  }
+  /// Returns true if `maxSurge` has been explicitly set.
+  public var hasMaxSurge: Bool {self._maxSurge != nil}
+  /// Clears the value of `maxSurge`. Subsequent reads from it will return its default value.
+  public mutating func clearMaxSurge() {self._maxSurge = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  var _maxUnavailable: IntOrString? = nil
+  var _maxSurge: IntOrString? = nil
+}
+
+/// How a DaemonSet replaces its pods when its template changes.
+public nonisolated struct DaemonSetUpdateStrategy: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// RollingUpdate (default: old pods replaced node by node) or OnDelete (replaced when deleted).
+  public var type: String = String()
+
+  /// Bounds of a rolling update.
+  public var rollingUpdate: RollingUpdateDaemonSet {
+    get {_rollingUpdate ?? RollingUpdateDaemonSet()}
+    set {_rollingUpdate = newValue}
+  }
+  /// Returns true if `rollingUpdate` has been explicitly set.
+  public var hasRollingUpdate: Bool {self._rollingUpdate != nil}
+  /// Clears the value of `rollingUpdate`. Subsequent reads from it will return its default value.
+  public mutating func clearRollingUpdate() {self._rollingUpdate = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  var _rollingUpdate: RollingUpdateDaemonSet? = nil
+}
+
+/// The desired state of a DaemonSet.
+public nonisolated struct DaemonSetSpec: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Which pods belong to the DaemonSet. Must match the template's labels; cannot change.
+  public var selector: LabelSelector {
+    get {_selector ?? LabelSelector()}
+    set {_selector = newValue}
+  }
+  /// Returns true if `selector` has been explicitly set.
+  public var hasSelector: Bool {self._selector != nil}
+  /// Clears the value of `selector`. Subsequent reads from it will return its default value.
+  public mutating func clearSelector() {self._selector = nil}
+
+  /// The pod to run on each eligible node (its nodeSelector, node affinity and tolerations choose them).
+  public var template: PodTemplateSpec {
+    get {_template ?? PodTemplateSpec()}
+    set {_template = newValue}
+  }
+  /// Returns true if `template` has been explicitly set.
+  public var hasTemplate: Bool {self._template != nil}
+  /// Clears the value of `template`. Subsequent reads from it will return its default value.
+  public mutating func clearTemplate() {self._template = nil}
+
+  /// How pods are replaced when the template changes.
+  public var updateStrategy: DaemonSetUpdateStrategy {
+    get {_updateStrategy ?? DaemonSetUpdateStrategy()}
+    set {_updateStrategy = newValue}
+  }
+  /// Returns true if `updateStrategy` has been explicitly set.
+  public var hasUpdateStrategy: Bool {self._updateStrategy != nil}
+  /// Clears the value of `updateStrategy`. Subsequent reads from it will return its default value.
+  public mutating func clearUpdateStrategy() {self._updateStrategy = nil}
+
+  /// Seconds a new pod must be ready before it counts as available.
+  public var minReadySeconds: Int32 = 0
+
+  /// How many old revisions to keep. Default 10.
+  public var revisionHistoryLimit: Int32 {
+    get {_revisionHistoryLimit ?? 0}
+    set {_revisionHistoryLimit = newValue}
+  }
+  /// Returns true if `revisionHistoryLimit` has been explicitly set.
+  public var hasRevisionHistoryLimit: Bool {self._revisionHistoryLimit != nil}
+  /// Clears the value of `revisionHistoryLimit`. Subsequent reads from it will return its default value.
+  public mutating func clearRevisionHistoryLimit() {self._revisionHistoryLimit = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  var _selector: LabelSelector? = nil
+  var _template: PodTemplateSpec? = nil
+  var _updateStrategy: DaemonSetUpdateStrategy? = nil
+  var _revisionHistoryLimit: Int32? = nil
+}
+
+/// One aspect of a DaemonSet's state and why.
+public nonisolated struct DaemonSetCondition: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The condition's type.
+  public var type: String = String()
+
+  /// True, False or Unknown.
+  public var status: String = String()
+
+  /// When the status last changed.
+  public var lastTransitionTime: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_lastTransitionTime ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_lastTransitionTime = newValue}
+  }
+  /// Returns true if `lastTransitionTime` has been explicitly set.
+  public var hasLastTransitionTime: Bool {self._lastTransitionTime != nil}
+  /// Clears the value of `lastTransitionTime`. Subsequent reads from it will return its default value.
+  public mutating func clearLastTransitionTime() {self._lastTransitionTime = nil}
+
+  /// Why, in one CamelCase word.
+  public var reason: String = String()
+
+  /// Why, for humans.
+  public var message: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  var _lastTransitionTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+}
+
+/// The most recently observed state of a DaemonSet.
+public nonisolated struct DaemonSetStatus: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Eligible nodes running at least one of its pods.
+  public var currentNumberScheduled: Int32 = 0
+
+  /// Nodes running one of its pods that should not.
+  public var numberMisscheduled: Int32 = 0
+
+  /// Nodes that should run one of its pods.
+  public var desiredNumberScheduled: Int32 = 0
+
+  /// Eligible nodes whose pod is ready.
+  public var numberReady: Int32 = 0
+
+  /// The generation the controller last acted on.
+  public var observedGeneration: Int64 = 0
+
+  /// Eligible nodes running a pod of the current template.
+  public var updatedNumberScheduled: Int32 = 0
+
+  /// Eligible nodes whose pod has been ready for minReadySeconds.
+  public var numberAvailable: Int32 = 0
+
+  /// Eligible nodes without an available pod.
+  public var numberUnavailable: Int32 = 0
+
+  /// Counts template hash collisions.
+  public var collisionCount: Int32 {
+    get {_collisionCount ?? 0}
+    set {_collisionCount = newValue}
+  }
+  /// Returns true if `collisionCount` has been explicitly set.
+  public var hasCollisionCount: Bool {self._collisionCount != nil}
+  /// Clears the value of `collisionCount`. Subsequent reads from it will return its default value.
+  public mutating func clearCollisionCount() {self._collisionCount = nil}
+
+  /// The DaemonSet's conditions.
+  public var conditions: [DaemonSetCondition] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  var _collisionCount: Int32? = nil
+}
+
+/// Runs one copy of a pod on every eligible node (as nodes join, they get one; as they leave, it goes).
+public nonisolated struct DaemonSet: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The versioned schema of this representation of an object (group/version). Servers convert to their preferred version.
+  public var apiVersion: String {
+    get {_storage._apiVersion}
+    set {_uniqueStorage()._apiVersion = newValue}
+  }
+
+  /// The REST resource this object represents, in CamelCase. Clients may set it; servers infer it from the endpoint.
+  public var kind: String {
+    get {_storage._kind}
+    set {_uniqueStorage()._kind = newValue}
+  }
+
+  /// Standard object metadata: name, namespace, labels, annotations, owners and the server's bookkeeping.
+  public var metadata: ObjectMeta {
+    get {_storage._metadata ?? ObjectMeta()}
+    set {_uniqueStorage()._metadata = newValue}
+  }
+  /// Returns true if `metadata` has been explicitly set.
+  public var hasMetadata: Bool {_storage._metadata != nil}
+  /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
+  public mutating func clearMetadata() {_uniqueStorage()._metadata = nil}
+
+  /// The desired state.
+  public var spec: DaemonSetSpec {
+    get {_storage._spec ?? DaemonSetSpec()}
+    set {_uniqueStorage()._spec = newValue}
+  }
+  /// Returns true if `spec` has been explicitly set.
+  public var hasSpec: Bool {_storage._spec != nil}
+  /// Clears the value of `spec`. Subsequent reads from it will return its default value.
+  public mutating func clearSpec() {_uniqueStorage()._spec = nil}
+
+  /// The observed state. Read-only.
+  public var status: DaemonSetStatus {
+    get {_storage._status ?? DaemonSetStatus()}
+    set {_uniqueStorage()._status = newValue}
+  }
+  /// Returns true if `status` has been explicitly set.
+  public var hasStatus: Bool {_storage._status != nil}
+  /// Clears the value of `status`. Subsequent reads from it will return its default value.
+  public mutating func clearStatus() {_uniqueStorage()._status = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  var _storage = _StorageClass.defaultInstance
+}
+
+public nonisolated struct DaemonSetList: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The versioned schema of this representation of an object (group/version). Servers convert to their preferred version.
+  public var apiVersion: String = String()
+
+  /// The REST resource this object represents, in CamelCase. Clients may set it; servers infer it from the endpoint.
+  public var kind: String = String()
+
+  /// Standard list metadata: the revision the list was read at, and a continue token when there are more pages.
+  public var metadata: ListMeta {
+    get {_metadata ?? ListMeta()}
+    set {_metadata = newValue}
+  }
+  /// Returns true if `metadata` has been explicitly set.
+  public var hasMetadata: Bool {self._metadata != nil}
+  /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
+  public mutating func clearMetadata() {self._metadata = nil}
+
+  /// The objects of the list.
+  public var items: [DaemonSet] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1262,6 +1552,418 @@ nonisolated extension DeploymentList: SwiftProtobuf.Message, SwiftProtobuf._Mess
   }
 
   public static func ==(lhs: DeploymentList, rhs: DeploymentList) -> Bool {
+    if lhs.apiVersion != rhs.apiVersion {return false}
+    if lhs.kind != rhs.kind {return false}
+    if lhs._metadata != rhs._metadata {return false}
+    if lhs.items != rhs.items {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension RollingUpdateDaemonSet: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RollingUpdateDaemonSet"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}max_unavailable\0\u{3}max_surge\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._maxUnavailable) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._maxSurge) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._maxUnavailable {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._maxSurge {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: RollingUpdateDaemonSet, rhs: RollingUpdateDaemonSet) -> Bool {
+    if lhs._maxUnavailable != rhs._maxUnavailable {return false}
+    if lhs._maxSurge != rhs._maxSurge {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension DaemonSetUpdateStrategy: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DaemonSetUpdateStrategy"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}type\0\u{3}rolling_update\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.type) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._rollingUpdate) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.type.isEmpty {
+      try visitor.visitSingularStringField(value: self.type, fieldNumber: 1)
+    }
+    try { if let v = self._rollingUpdate {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: DaemonSetUpdateStrategy, rhs: DaemonSetUpdateStrategy) -> Bool {
+    if lhs.type != rhs.type {return false}
+    if lhs._rollingUpdate != rhs._rollingUpdate {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension DaemonSetSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DaemonSetSpec"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}selector\0\u{1}template\0\u{3}update_strategy\0\u{3}min_ready_seconds\0\u{3}revision_history_limit\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._selector) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._template) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._updateStrategy) }()
+      case 4: try { try decoder.decodeSingularInt32Field(value: &self.minReadySeconds) }()
+      case 5: try { try decoder.decodeSingularInt32Field(value: &self._revisionHistoryLimit) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._selector {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._template {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    try { if let v = self._updateStrategy {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    if self.minReadySeconds != 0 {
+      try visitor.visitSingularInt32Field(value: self.minReadySeconds, fieldNumber: 4)
+    }
+    try { if let v = self._revisionHistoryLimit {
+      try visitor.visitSingularInt32Field(value: v, fieldNumber: 5)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: DaemonSetSpec, rhs: DaemonSetSpec) -> Bool {
+    if lhs._selector != rhs._selector {return false}
+    if lhs._template != rhs._template {return false}
+    if lhs._updateStrategy != rhs._updateStrategy {return false}
+    if lhs.minReadySeconds != rhs.minReadySeconds {return false}
+    if lhs._revisionHistoryLimit != rhs._revisionHistoryLimit {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension DaemonSetCondition: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DaemonSetCondition"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}type\0\u{1}status\0\u{3}last_transition_time\0\u{1}reason\0\u{1}message\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.type) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.status) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._lastTransitionTime) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.message) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.type.isEmpty {
+      try visitor.visitSingularStringField(value: self.type, fieldNumber: 1)
+    }
+    if !self.status.isEmpty {
+      try visitor.visitSingularStringField(value: self.status, fieldNumber: 2)
+    }
+    try { if let v = self._lastTransitionTime {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 4)
+    }
+    if !self.message.isEmpty {
+      try visitor.visitSingularStringField(value: self.message, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: DaemonSetCondition, rhs: DaemonSetCondition) -> Bool {
+    if lhs.type != rhs.type {return false}
+    if lhs.status != rhs.status {return false}
+    if lhs._lastTransitionTime != rhs._lastTransitionTime {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs.message != rhs.message {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension DaemonSetStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DaemonSetStatus"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}current_number_scheduled\0\u{3}number_misscheduled\0\u{3}desired_number_scheduled\0\u{3}number_ready\0\u{3}observed_generation\0\u{3}updated_number_scheduled\0\u{3}number_available\0\u{3}number_unavailable\0\u{3}collision_count\0\u{1}conditions\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt32Field(value: &self.currentNumberScheduled) }()
+      case 2: try { try decoder.decodeSingularInt32Field(value: &self.numberMisscheduled) }()
+      case 3: try { try decoder.decodeSingularInt32Field(value: &self.desiredNumberScheduled) }()
+      case 4: try { try decoder.decodeSingularInt32Field(value: &self.numberReady) }()
+      case 5: try { try decoder.decodeSingularInt64Field(value: &self.observedGeneration) }()
+      case 6: try { try decoder.decodeSingularInt32Field(value: &self.updatedNumberScheduled) }()
+      case 7: try { try decoder.decodeSingularInt32Field(value: &self.numberAvailable) }()
+      case 8: try { try decoder.decodeSingularInt32Field(value: &self.numberUnavailable) }()
+      case 9: try { try decoder.decodeSingularInt32Field(value: &self._collisionCount) }()
+      case 10: try { try decoder.decodeRepeatedMessageField(value: &self.conditions) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.currentNumberScheduled != 0 {
+      try visitor.visitSingularInt32Field(value: self.currentNumberScheduled, fieldNumber: 1)
+    }
+    if self.numberMisscheduled != 0 {
+      try visitor.visitSingularInt32Field(value: self.numberMisscheduled, fieldNumber: 2)
+    }
+    if self.desiredNumberScheduled != 0 {
+      try visitor.visitSingularInt32Field(value: self.desiredNumberScheduled, fieldNumber: 3)
+    }
+    if self.numberReady != 0 {
+      try visitor.visitSingularInt32Field(value: self.numberReady, fieldNumber: 4)
+    }
+    if self.observedGeneration != 0 {
+      try visitor.visitSingularInt64Field(value: self.observedGeneration, fieldNumber: 5)
+    }
+    if self.updatedNumberScheduled != 0 {
+      try visitor.visitSingularInt32Field(value: self.updatedNumberScheduled, fieldNumber: 6)
+    }
+    if self.numberAvailable != 0 {
+      try visitor.visitSingularInt32Field(value: self.numberAvailable, fieldNumber: 7)
+    }
+    if self.numberUnavailable != 0 {
+      try visitor.visitSingularInt32Field(value: self.numberUnavailable, fieldNumber: 8)
+    }
+    try { if let v = self._collisionCount {
+      try visitor.visitSingularInt32Field(value: v, fieldNumber: 9)
+    } }()
+    if !self.conditions.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.conditions, fieldNumber: 10)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: DaemonSetStatus, rhs: DaemonSetStatus) -> Bool {
+    if lhs.currentNumberScheduled != rhs.currentNumberScheduled {return false}
+    if lhs.numberMisscheduled != rhs.numberMisscheduled {return false}
+    if lhs.desiredNumberScheduled != rhs.desiredNumberScheduled {return false}
+    if lhs.numberReady != rhs.numberReady {return false}
+    if lhs.observedGeneration != rhs.observedGeneration {return false}
+    if lhs.updatedNumberScheduled != rhs.updatedNumberScheduled {return false}
+    if lhs.numberAvailable != rhs.numberAvailable {return false}
+    if lhs.numberUnavailable != rhs.numberUnavailable {return false}
+    if lhs._collisionCount != rhs._collisionCount {return false}
+    if lhs.conditions != rhs.conditions {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension DaemonSet: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DaemonSet"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}api_version\0\u{1}kind\0\u{1}metadata\0\u{1}spec\0\u{1}status\0")
+
+  final class _StorageClass {
+    @exclusivity(unchecked) var _apiVersion: String = String()
+    @exclusivity(unchecked) var _kind: String = String()
+    @exclusivity(unchecked) var _metadata: ObjectMeta? = nil
+    @exclusivity(unchecked) var _spec: DaemonSetSpec? = nil
+    @exclusivity(unchecked) var _status: DaemonSetStatus? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    init() {}
+
+    init(copying source: _StorageClass) {
+      _apiVersion = source._apiVersion
+      _kind = source._kind
+      _metadata = source._metadata
+      _spec = source._spec
+      _status = source._status
+    }
+  }
+
+  mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._apiVersion) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._kind) }()
+        case 3: try { try decoder.decodeSingularMessageField(value: &_storage._metadata) }()
+        case 4: try { try decoder.decodeSingularMessageField(value: &_storage._spec) }()
+        case 5: try { try decoder.decodeSingularMessageField(value: &_storage._status) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._apiVersion.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._apiVersion, fieldNumber: 1)
+      }
+      if !_storage._kind.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._kind, fieldNumber: 2)
+      }
+      try { if let v = _storage._metadata {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+      } }()
+      try { if let v = _storage._spec {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+      } }()
+      try { if let v = _storage._status {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+      } }()
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: DaemonSet, rhs: DaemonSet) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._apiVersion != rhs_storage._apiVersion {return false}
+        if _storage._kind != rhs_storage._kind {return false}
+        if _storage._metadata != rhs_storage._metadata {return false}
+        if _storage._spec != rhs_storage._spec {return false}
+        if _storage._status != rhs_storage._status {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension DaemonSetList: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DaemonSetList"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}api_version\0\u{1}kind\0\u{1}metadata\0\u{1}items\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.apiVersion) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.kind) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._metadata) }()
+      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.items) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.apiVersion.isEmpty {
+      try visitor.visitSingularStringField(value: self.apiVersion, fieldNumber: 1)
+    }
+    if !self.kind.isEmpty {
+      try visitor.visitSingularStringField(value: self.kind, fieldNumber: 2)
+    }
+    try { if let v = self._metadata {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    if !self.items.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.items, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: DaemonSetList, rhs: DaemonSetList) -> Bool {
     if lhs.apiVersion != rhs.apiVersion {return false}
     if lhs.kind != rhs.kind {return false}
     if lhs._metadata != rhs._metadata {return false}

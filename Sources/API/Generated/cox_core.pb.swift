@@ -1668,6 +1668,9 @@ public nonisolated struct NodeSelectorTerm: Sendable {
   /// Requirements on node labels.
   public var matchExpressions: [NodeSelectorRequirement] = []
 
+  /// Requirements on node fields: metadata.name only (In or NotIn, one value), as DaemonSets pin their pods.
+  public var matchFields: [NodeSelectorRequirement] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -5488,7 +5491,7 @@ nonisolated extension NodeSelectorRequirement: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension NodeSelectorTerm: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeSelectorTerm"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}match_expressions\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}match_expressions\0\u{3}match_fields\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -5497,6 +5500,7 @@ nonisolated extension NodeSelectorTerm: SwiftProtobuf.Message, SwiftProtobuf._Me
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.matchExpressions) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.matchFields) }()
       default: break
       }
     }
@@ -5506,11 +5510,15 @@ nonisolated extension NodeSelectorTerm: SwiftProtobuf.Message, SwiftProtobuf._Me
     if !self.matchExpressions.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.matchExpressions, fieldNumber: 1)
     }
+    if !self.matchFields.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.matchFields, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: NodeSelectorTerm, rhs: NodeSelectorTerm) -> Bool {
     if lhs.matchExpressions != rhs.matchExpressions {return false}
+    if lhs.matchFields != rhs.matchFields {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -86,7 +86,7 @@ public protocol APIObjectList: SwiftProtobuf.Message, JSONCodable, ProtoCodable,
 /// Every kind the API serves, for lookups by any of the names a user may type.
 public enum Kinds {
     public static let all: [any APIObject.Type] = [
-        Namespace.self, Pod.self, Node.self, Event.self, Lease.self, ReplicaSet.self, Deployment.self, Job.self,
+        Namespace.self, Pod.self, Node.self, Event.self, Lease.self, ReplicaSet.self, Deployment.self, DaemonSet.self, Job.self,
         Role.self, ClusterRole.self, RoleBinding.self, ClusterRoleBinding.self, Token.self,
         ConfigMap.self, Secret.self, ServiceAccount.self, CustomResourceDefinition.self,
     ]

@@ -35,6 +35,17 @@ public enum Table {
         case let sets as [ReplicaSet]:
             header = ["NAME", "DESIRED", "CURRENT", "READY", "AGE"]
             rows = sets.map { rs in [rs.metadata.name, "\(rs.spec.replicas)", "\(rs.status.replicas)", "\(rs.status.readyReplicas)", age(rs.metadata)] }
+        case let sets as [DaemonSet]:
+            // kubectl's columns; CONTAINERS, IMAGES and SELECTOR only with -o wide.
+            header = ["NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE", "NODE SELECTOR", "AGE", "CONTAINERS", "IMAGES", "SELECTOR"]
+            rows = sets.map { set in
+                let s = set.status, containers = set.spec.template.spec.containers
+                let nodeSelector = set.spec.template.spec.nodeSelector.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
+                return [set.metadata.name, "\(s.desiredNumberScheduled)", "\(s.currentNumberScheduled)", "\(s.numberReady)", "\(s.updatedNumberScheduled)",
+                        "\(s.numberAvailable)", nodeSelector.isEmpty ? "<none>" : nodeSelector, age(set.metadata),
+                        containers.map(\.name).joined(separator: ","), containers.map(\.image).joined(separator: ","),
+                        (try? Selector(set.spec.selector).description) ?? "<none>"]
+            }
         case let jobs as [Job]:
             // kubectl's columns; CONTAINERS, IMAGES and SELECTOR only with -o wide.
             header = ["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE", "CONTAINERS", "IMAGES", "SELECTOR"]
@@ -91,7 +102,7 @@ public enum Table {
             header = ["NAME", "AGE"]
             rows = objects.map { [$0.metadata.name, age($0.metadata)] }
         }
-        return (header, rows, objects is [Pod] || objects is [Job] ? 5 : header.count)
+        return (header, rows, objects is [Pod] || objects is [Job] ? 5 : objects is [DaemonSet] ? 8 : header.count)
     }
 
     /// The text table `cox get` prints.

@@ -50,6 +50,13 @@ extension Deployment: APIObject {
     public mutating func copyStatus(from other: Deployment) { if other.hasStatus { status = other.status } else { clearStatus() } }
 }
 
+extension DaemonSet: APIObject {
+    public static let kindInfo = KindInfo(group: "apps", version: "v1", kind: "DaemonSet", resource: "daemonsets",
+                                          singular: "daemonset", shortNames: ["ds"], namespaced: true)
+    public func specDiffers(from other: DaemonSet) -> Bool { Self.differs(spec, other.spec) }
+    public mutating func copyStatus(from other: DaemonSet) { if other.hasStatus { status = other.status } else { clearStatus() } }
+}
+
 extension Job: APIObject {
     public static let kindInfo = KindInfo(group: "batch", version: "v1", kind: "Job", resource: "jobs",
                                           singular: "job", shortNames: [], namespaced: true)
@@ -121,6 +128,7 @@ extension LeaseList: APIObjectList {}
 extension ReplicaSetList: APIObjectList {}
 extension DeploymentList: APIObjectList {}
 extension JobList: APIObjectList {}
+extension DaemonSetList: APIObjectList {}
 
 extension Token: APIObject {
     public static let kindInfo = KindInfo(group: "auth.cox.io", version: "v1", kind: "Token", resource: "tokens",

@@ -202,25 +202,27 @@ extension Deployment {
         }
         return errors
     }
+}
 
-    func isZero(_ v: IntOrString) -> Bool {
-        switch v.value {
-        case .intVal(0), .strVal("0%"): true
-        default: false
-        }
+/// Whether an int-or-percent is zero (0 or 0%).
+func isZero(_ v: IntOrString) -> Bool {
+    switch v.value {
+    case .intVal(0), .strVal("0%"): true
+    default: false
     }
+}
 
-    func validateIntOrPercent(_ v: IntOrString, path: String) -> [FieldError] {
-        switch v.value {
-        case .intVal(let i) where i < 0:
-            return [.invalid(path, String(i), "must be greater than or equal to 0")]
-        case .strVal(let s):
-            guard s.hasSuffix("%"), let percent = Int(s.dropLast()), percent >= 0 else {
-                return [.invalid(path, s, "must be an integer or percentage (e.g '5%')")]
-            }
-            return percent > 100 && path.hasSuffix("maxUnavailable") ? [.invalid(path, s, "must not be greater than 100%")] : []
-        default:
-            return []
+/// A count or a percentage, neither negative (a maxUnavailable at most 100%).
+func validateIntOrPercent(_ v: IntOrString, path: String) -> [FieldError] {
+    switch v.value {
+    case .intVal(let i) where i < 0:
+        return [.invalid(path, String(i), "must be greater than or equal to 0")]
+    case .strVal(let s):
+        guard s.hasSuffix("%"), let percent = Int(s.dropLast()), percent >= 0 else {
+            return [.invalid(path, s, "must be an integer or percentage (e.g '5%')")]
         }
+        return percent > 100 && path.hasSuffix("maxUnavailable") ? [.invalid(path, s, "must not be greater than 100%")] : []
+    default:
+        return []
     }
 }

@@ -131,6 +131,17 @@ extension PodSpec {
                     }
                     if let problem = LabelSyntax.keyProblem(expr.key) { errors.append(.invalid("\(epath).key", expr.key, problem)) }
                 }
+                for (f, field) in term.matchFields.enumerated() {
+                    let fpath = "\(apath)[\(t)].matchFields[\(f)]"
+                    if !["In", "NotIn"].contains(field.operator) {
+                        errors.append(.notSupported("\(fpath).operator", field.operator, ["In", "NotIn"]))
+                    } else if field.values.count != 1 {
+                        errors.append(.required("\(fpath).values", "must be only one value when `operator` is 'In' or 'NotIn' for node field selector"))
+                    }
+                    if field.key != DaemonSetDefaults.nodeNameField {
+                        errors.append(.notSupported("\(fpath).key", field.key, [DaemonSetDefaults.nodeNameField]))
+                    }
+                }
             }
         }
         return errors

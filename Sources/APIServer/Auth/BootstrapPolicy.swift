@@ -32,7 +32,7 @@ public enum BootstrapPolicy {
         }
         let viewRules = [
             rule(read, [""], ["pods", "pods/log", "pods/status", "events", "namespaces", "namespaces/status"]),
-            rule(read, ["apps"], ["deployments", "deployments/status", "replicasets", "replicasets/status"]),
+            rule(read, ["apps"], ["deployments", "deployments/status", "replicasets", "replicasets/status", "daemonsets", "daemonsets/status"]),
             rule(read, ["batch"], ["jobs", "jobs/status"]),
         ]
         let editRules = viewRules + [
@@ -40,7 +40,7 @@ public enum BootstrapPolicy {
             // Running commands in a pod, attaching to it and forwarding its ports (as Kubernetes'
             // edit role allows: `create`, and `get` for the older clients that asked with GET).
             rule(["get", "create"], [""], ["pods/exec", "pods/attach", "pods/portforward"]),
-            rule(write, ["apps"], ["deployments", "replicasets"]),
+            rule(write, ["apps"], ["deployments", "replicasets", "daemonsets"]),
             rule(write, ["batch"], ["jobs"]),
         ]
         let adminRules = editRules + [
@@ -69,7 +69,7 @@ public enum BootstrapPolicy {
                 rule(["update", "patch"], [""], ["pods/status"]),
                 // What its pods' environments name (node restriction narrows it to those).
                 rule(["get"], [""], ["configmaps", "secrets"]),
-                rule(read + write, ["apps"], ["deployments", "deployments/status", "replicasets", "replicasets/status"]),
+                rule(read + write, ["apps"], ["deployments", "deployments/status", "replicasets", "replicasets/status", "daemonsets", "daemonsets/status"]),
                 rule(read + write, ["batch"], ["jobs", "jobs/status"]),
                 rule(read + write, [coordination], ["leases"]),
                 // The namespace controller empties a namespace being deleted.

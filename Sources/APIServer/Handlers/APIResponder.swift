@@ -651,6 +651,7 @@ struct APIResponder: HTTPResponder {
         if let secret = object as? Secret, let old = current as? Secret { immutable = secret.immutabilityErrors(updating: old) }
         if let node = object as? Node, let old = current as? Node { immutable = node.immutabilityErrors(updating: old) }
         if let job = object as? Job, let old = current as? Job { immutable = job.immutabilityErrors(updating: old) }
+        if let set = object as? DaemonSet, let old = current as? DaemonSet { immutable = set.immutabilityErrors(updating: old) }
         if !immutable.isEmpty { throw ValidationError(kind: T.kindInfo.kind, group: T.kindInfo.group, name: object.metadata.name, errors: immutable) }
         return try object.validated()
     }

@@ -26,7 +26,7 @@ enum Discovery {
     }
 
     /// Categories by kind, as Kubernetes lists them (`kubectl get all` asks for `all`).
-    static let categories: [String: [String]] = ["Pod": ["all"], "ReplicaSet": ["all"], "Deployment": ["all"], "Job": ["all"]]
+    static let categories: [String: [String]] = ["Pod": ["all"], "ReplicaSet": ["all"], "Deployment": ["all"], "DaemonSet": ["all"], "Job": ["all"]]
 
     /// Groups (v1) whose one resource can only be created: group → (resource, kind).
     static let createOnly = [
@@ -148,7 +148,7 @@ enum Discovery {
                     JSONMember("verbs", .array([.string("get"), .string("patch"), .string("update")])),
                 ]))
             }
-            if ["Pod", "Node", "Namespace", "ReplicaSet", "Deployment", "Job"].contains(info.kind) {
+            if ["Pod", "Node", "Namespace", "ReplicaSet", "Deployment", "DaemonSet", "Job"].contains(info.kind) {
                 resources.append(.object([
                     JSONMember("name", .string(info.resource + "/status")), JSONMember("singularName", .string("")),
                     JSONMember("namespaced", .bool(info.namespaced)), JSONMember("kind", .string(info.kind)),
@@ -225,7 +225,7 @@ extension Discovery {
         return Kinds.all.filter { $0.kindInfo.group == group && $0.kindInfo.version == version }.map { kind in
             let info = kind.kindInfo
             var subresources: [JSONValue] = []
-            if ["Pod", "Node", "Namespace", "ReplicaSet", "Deployment", "Job"].contains(info.kind) {
+            if ["Pod", "Node", "Namespace", "ReplicaSet", "Deployment", "DaemonSet", "Job"].contains(info.kind) {
                 subresources.append(.object([JSONMember("subresource", .string("status")), JSONMember("responseKind", gvk(group, version, info.kind)),
                                              JSONMember("verbs", .array([.string("get"), .string("patch"), .string("update")]))]))
             }
