@@ -3,8 +3,9 @@ import Testing
 import TestSupport
 @testable import API
 
-/// Jobs in the API: Kubernetes' defaults, the selector a create generates, and its rules and words.
-@Suite("Jobs in the API", .watchdog)
+/// Jobs and DaemonSets in the API: Kubernetes' defaults, the selector a Job's create generates,
+/// and their rules and words.
+@Suite("Jobs and DaemonSets in the API", .watchdog)
 struct JobValidationTests {
     func job(_ json: String) throws -> Job {
         var job = try Job(jsonString: json)
@@ -61,5 +62,30 @@ struct JobValidationTests {
         changed.spec.parallelism = 5
         let immutable = changed.immutabilityErrors(updating: stored).map(\.description)
         #expect(immutable == [#"spec.template: Invalid value: "": field is immutable"#, "spec.completions: Invalid value: 2: field is immutable"], "\(immutable)")
+    }
+
+    @Test func daemonSetsAreDefaultedAndCheckedInKubernetesWords() throws {
+        var good = try DaemonSet(jsonString: #"{"metadata":{"name":"d"},"spec":{"selector":{"matchLabels":{"a":"b"}},"template":{"metadata":{"labels":{"a":"b"}},"spec":{"containers":[{"name":"c","command":["x"]}]}}}}"#)
+        good.applyDefaults()
+        #expect(good.spec.updateStrategy.type == "RollingUpdate" && good.spec.updateStrategy.rollingUpdate.maxUnavailable.displayString == "1")
+        #expect(good.spec.revisionHistoryLimit == 10 && good.spec.template.spec.restartPolicy == "Always")
+        #expect(good.validate().isEmpty, "\(good.validate())")
+
+        var bad = try DaemonSet(jsonString: #"""
+        {"metadata":{"name":"d"},"spec":{"selector":{"matchLabels":{"a":"b"}},
+          "updateStrategy":{"type":"RollingUpdate","rollingUpdate":{"maxSurge":1}},
+          "template":{"metadata":{"labels":{"a":"c"}},"spec":{"restartPolicy":"Never","containers":[{"name":"c","command":["x"]}],
+            "affinity":{"nodeAffinity":{"requiredDuringSchedulingIgnoredDuringExecution":{"nodeSelectorTerms":[
+              {"matchFields":[{"key":"metadata.labels","operator":"Exists"},{"key":"metadata.name","operator":"In","values":["a","b"]}]}]}}}}}}}
+        """#)
+        bad.applyDefaults()
+        let messages = bad.validate().map(\.description)
+        #expect(messages.contains { $0.hasPrefix("spec.template.metadata.labels: Invalid value") && $0.hasSuffix("`selector` does not match template `labels`") }, "\(messages)")
+        #expect(messages.contains(#"spec.template.spec.restartPolicy: Unsupported value: "Never": supported values: "Always""#), "\(messages)")
+        #expect(messages.contains { $0.hasPrefix("spec.updateStrategy.rollingUpdate.maxSurge: Invalid value") }, "\(messages)")
+        let terms = "spec.template.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0]"
+        #expect(messages.contains(#"\#(terms).matchFields[0].operator: Unsupported value: "Exists": supported values: "In", "NotIn""#), "\(messages)")
+        #expect(messages.contains(#"\#(terms).matchFields[0].key: Unsupported value: "metadata.labels": supported values: "metadata.name""#), "\(messages)")
+        #expect(messages.contains("\(terms).matchFields[1].values: Required value: must be only one value when `operator` is 'In' or 'NotIn' for node field selector"), "\(messages)")
     }
 }
