@@ -58,6 +58,8 @@ struct DaemonSetEndToEndTests {
             #expect(try await kubectl(["apply", "-f", "-"], input: manifest("v2")).status == 0)
             let second = try await kubectl(["rollout", "status", "daemonset/node-logger", "--timeout=60s"])
             #expect(second.status == 0, "\(second.output)")
+            let coxStatus = try await cluster.cox("rollout", "status", "daemonset/node-logger", "--timeout", "60")
+            #expect(coxStatus.status == 0 && coxStatus.output.hasSuffix("daemon set \"node-logger\" successfully rolled out\n"), "\(coxStatus.output)")
             try await eventually("v2 on both nodes, the v1 pods gone") {
                 let now = try await pods()
                 return now.count == 2 && Set(now.map(\.metadata.name)).isDisjoint(with: first.map(\.metadata.name))

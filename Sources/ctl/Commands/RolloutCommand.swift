@@ -6,24 +6,30 @@ import Foundation
 
 /// `deployment/web`, `deploy web` or `web` (a Deployment) → the name.
 func deploymentName(_ arguments: [String]) throws -> String {
+    try rolloutTarget(arguments, kinds: [Deployment.self]).name
+}
+
+/// `KIND/NAME`, `KIND NAME` or `NAME` (a Deployment) → the kind, one of `kinds`, and the name.
+func rolloutTarget(_ arguments: [String], kinds: [any APIObject.Type]) throws -> (kind: any APIObject.Type, name: String) {
     var words = arguments
     if words.count == 1, let slash = words[0].firstIndex(of: "/") {
         words = [String(words[0][..<slash]), String(words[0][words[0].index(after: slash)...])]
     }
+    let served = kinds.map { $0.kindInfo.resource }.joined(separator: " and ")
     if words.count == 2 {
-        guard Kinds.lookup(words[0]) == Deployment.self else {
-            throw ValidationError("rollouts are of deployments; \"\(words[0])\" is not one (try `deployment/NAME`)")
+        guard let kind = Kinds.lookup(words[0]), kinds.contains(where: { $0 == kind }) else {
+            throw ValidationError("this rollout verb serves \(served); \"\(words[0])\" is not one of them (try `deployment/NAME`)")
         }
-        return words[1]
+        return (kind, words[1])
     }
-    guard words.count == 1, !words[0].isEmpty else { throw ValidationError("name one deployment, e.g. `deployment/web`") }
-    return words[0]
+    guard words.count == 1, !words[0].isEmpty else { throw ValidationError("name one of the \(served), e.g. `deployment/web`") }
+    return (Deployment.self, words[0])
 }
 
 /// `cox rollout status|history|undo deployment/NAME`.
 struct RolloutCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "rollout", abstract: "Follow, list or undo a Deployment's rollouts.",
+        commandName: "rollout", abstract: "Follow a Deployment's or DaemonSet's rollout; list or undo a Deployment's.",
         subcommands: [RolloutStatus.self, RolloutHistory.self, RolloutUndo.self])
 }
 
@@ -38,22 +44,23 @@ func revision(_ set: ReplicaSet) -> Int { Int(set.metadata.annotations[Deploymen
 
 struct RolloutStatus: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "status", abstract: "Wait until the rollout is complete, printing its progress.")
-    @Argument(help: "deployment/NAME") var target: [String]
+    @Argument(help: "deployment/NAME or daemonset/NAME") var target: [String]
     @Option(name: .shortAndLong, help: "Namespace.") var namespace = "default"
     @Option(help: "Give up after this many seconds (0: wait as long as it takes).") var timeout = 0
     @OptionGroup var client: ClientOptions
 
     func run() async throws {
-        let name = try deploymentName(target)
+        let (kind, name) = try rolloutTarget(target, kinds: [Deployment.self, DaemonSet.self])
         let deadline = timeout > 0 ? Date().addingTimeInterval(Double(timeout)) : Date.distantFuture
         try await withClient(client) { client in
             var last = ""
             while true {
-                let d = try await client.get(Deployment.self, namespace: namespace, name: name)
-                let (done, message) = Self.progress(d)
+                let (done, message) = kind == DaemonSet.self
+                    ? try Self.progress(try await client.get(DaemonSet.self, namespace: namespace, name: name))
+                    : Self.progress(try await client.get(Deployment.self, namespace: namespace, name: name))
                 if message != last { print(message); fflush(nil); last = message }
                 if done { return }
-                if Date() > deadline { throw ValidationError("timed out after \(timeout) s waiting for the rollout of deployment \"\(name)\"") }
+                if Date() > deadline { throw ValidationError("timed out after \(timeout) s waiting for the rollout of \(kind.kindInfo.singular) \"\(name)\"") }
                 try await Task.sleep(for: .milliseconds(500))
             }
         }
@@ -75,6 +82,22 @@ struct RolloutStatus: AsyncParsableCommand {
             return (false, "Waiting for deployment \"\(name)\" rollout to finish: \(s.availableReplicas) of \(s.updatedReplicas) updated replicas are available...")
         }
         return (true, "deployment \"\(name)\" successfully rolled out")
+    }
+
+    /// kubectl's wording for a DaemonSet's rollout (RollingUpdate only, as kubectl says).
+    static func progress(_ set: DaemonSet) throws -> (done: Bool, message: String) {
+        let name = set.metadata.name, s = set.status
+        guard set.spec.updateStrategy.type == "RollingUpdate" else {
+            throw ValidationError("rollout status is only available for RollingUpdate strategy type")
+        }
+        if s.observedGeneration < set.metadata.generation { return (false, "Waiting for daemon set spec update to be observed...") }
+        if s.updatedNumberScheduled < s.desiredNumberScheduled {
+            return (false, "Waiting for daemon set \"\(name)\" rollout to finish: \(s.updatedNumberScheduled) out of \(s.desiredNumberScheduled) new pods have been updated...")
+        }
+        if s.numberAvailable < s.desiredNumberScheduled {
+            return (false, "Waiting for daemon set \"\(name)\" rollout to finish: \(s.numberAvailable) of \(s.desiredNumberScheduled) updated pods are available...")
+        }
+        return (true, "daemon set \"\(name)\" successfully rolled out")
     }
 }
 
