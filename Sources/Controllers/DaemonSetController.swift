@@ -17,6 +17,8 @@ public final class DaemonSetController: Reconciler {
     let pods: Informer<Pod>
     let nodes: Informer<Node>
     public let expectations: Expectations
+    var podControl: PodControl { PodControl(context: context, expectations: expectations) }
+    /// Pods created or deleted at most this many at a time per DaemonSet.
     static let burst = 100
 
     public init(context: ControllerContext) {
@@ -160,8 +162,8 @@ public final class DaemonSetController: Reconciler {
         }
 
         if expectations.satisfied(key) {
-            try await createPods(Array(create.prefix(Self.burst)), for: set, hash: hash, key: key)
-            try await deletePods(Array(delete.prefix(Self.burst)), of: set, key: key)
+            try await podControl.create(create.prefix(Self.burst).map { Self.pod(for: set, node: $0, hash: hash) }, for: set, key: key)
+            try await podControl.delete(Array(delete.prefix(Self.burst)), of: set, key: key)
         }
 
         var status = set.status
@@ -192,51 +194,6 @@ public final class DaemonSetController: Reconciler {
             return (percent * total + 99) / 100
         case nil: return 1
         }
-    }
-
-    func createPods(_ nodes: [String], for set: DaemonSet, hash: String, key: ObjectKey) async throws {
-        guard !nodes.isEmpty else { return }
-        expectations.expect(key, adds: nodes.count)
-        var failures: [any Error] = []
-        var created: [String] = []
-        await withTaskGroup(of: Result<String, any Error>.self) { group in
-            for node in nodes {
-                group.addTask {
-                    do { return .success(try await self.context.client.create(Self.pod(for: set, node: node, hash: hash)).metadata.name) } catch { return .failure(error) }
-                }
-            }
-            for await outcome in group {
-                switch outcome {
-                case .success(let name): created.append(name)
-                case .failure(let error):
-                    expectations.creationObserved(key)
-                    failures.append(error)
-                }
-            }
-        }
-        for name in created.sorted() { context.recorder.record(set, .normal, reason: "SuccessfulCreate", message: "Created pod: \(name)") }
-        if let first = failures.first {
-            context.recorder.record(set, .warning, reason: "FailedCreate", message: "Error creating: \(first)")
-            throw first
-        }
-    }
-
-    func deletePods(_ victims: [Pod], of set: DaemonSet, key: ObjectKey) async throws {
-        guard !victims.isEmpty else { return }
-        expectations.expect(key, deletes: Set(victims.map { "\($0.metadata.namespace)/\($0.metadata.name)" }))
-        var failures: [any Error] = []
-        for pod in victims {
-            do {
-                _ = try await context.client.delete(Pod.self, namespace: pod.metadata.namespace, name: pod.metadata.name)
-                context.recorder.record(set, .normal, reason: "SuccessfulDelete", message: "Deleted pod: \(pod.metadata.name)")
-            } catch let error as ClientError where error.code == 404 {
-                expectations.deletionObserved(key, pod: "\(pod.metadata.namespace)/\(pod.metadata.name)")
-            } catch {
-                expectations.deletionObserved(key, pod: "\(pod.metadata.namespace)/\(pod.metadata.name)")
-                failures.append(error)
-            }
-        }
-        if let first = failures.first { throw first }
     }
 
     /// A daemon pod for `node`: the template with the revision labels, the automatic

@@ -25,6 +25,7 @@ public final class JobController: Reconciler {
     let jobs: Informer<Job>
     let pods: Informer<Pod>
     public let expectations: Expectations
+    var podControl: PodControl { PodControl(context: context, expectations: expectations) }
     /// Pods created or deleted at most this many at a time per Job.
     static let burst = 100
 
@@ -62,7 +63,7 @@ public final class JobController: Reconciler {
         let owned = pods.byIndex(Informer<Pod>.ownerIndex, job.metadata.uid).filter { $0.metadata.namespace == key.namespace }
         let active = owned.filter(\.isActive)
         if Self.finished(job) {
-            try await deletePods(active, of: job, key: key)
+            try await podControl.delete(active, of: job, key: key)
             return try await expireIfDue(job, now: now)
         }
         var status = job.status
@@ -87,7 +88,7 @@ public final class JobController: Reconciler {
 
         var result = ReconcileResult.done
         if let ending {
-            try await deletePods(active, of: job, key: key)
+            try await podControl.delete(active, of: job, key: key)
             Self.set(&status, ending.target, true, reason: ending.reason, message: ending.message, now: now)
             Self.set(&status, ending.type, true, reason: ending.reason, message: ending.message, now: now)
             if ending.type == "Complete" {
@@ -99,7 +100,7 @@ public final class JobController: Reconciler {
             status.active = 0
             status.ready = 0
         } else if suspended {
-            try await deletePods(active, of: job, key: key)
+            try await podControl.delete(active, of: job, key: key)
             if !Self.isTrue(job.status, "Suspended") {
                 Self.set(&status, "Suspended", true, reason: "JobSuspended", message: "Job suspended", now: now)
                 context.recorder.record(job, .normal, reason: "Suspended", message: "Job suspended")
@@ -121,11 +122,12 @@ public final class JobController: Reconciler {
                 if wait > .zero {
                     result = .requeue(after: wait)
                 } else {
-                    running += try await createPods(min(want - running, Self.burst), for: job, key: key)
+                    let pods = (0..<min(want - running, Self.burst)).map { _ in Self.pod(for: job) }
+                    running += try await podControl.create(pods, for: job, key: key)
                 }
             } else if want < running, expectations.satisfied(key) {
                 let surplus = Array(ReplicaSetController.deletionOrder(active).prefix(min(running - want, Self.burst)))
-                try await deletePods(surplus, of: job, key: key)
+                try await podControl.delete(surplus, of: job, key: key)
                 running -= surplus.count
             }
             status.active = Int32(running)
@@ -200,51 +202,6 @@ public final class JobController: Reconciler {
         let elapsed = now.timeIntervalSince(since)
         let left = Double(delay.components.seconds) - elapsed
         return left > 0 ? .milliseconds(Int64(left * 1000)) : .zero
-    }
-
-    func createPods(_ count: Int, for job: Job, key: ObjectKey) async throws -> Int {
-        expectations.expect(key, adds: count)
-        var created: [String] = []
-        var failures: [any Error] = []
-        await withTaskGroup(of: Result<String, any Error>.self) { group in
-            for _ in 0..<count {
-                group.addTask {
-                    do { return .success(try await self.context.client.create(Self.pod(for: job)).metadata.name) } catch { return .failure(error) }
-                }
-            }
-            for await outcome in group {
-                switch outcome {
-                case .success(let name): created.append(name)
-                case .failure(let error):
-                    expectations.creationObserved(key)  // it will never be seen
-                    failures.append(error)
-                }
-            }
-        }
-        for name in created.sorted() { context.recorder.record(job, .normal, reason: "SuccessfulCreate", message: "Created pod: \(name)") }
-        if let first = failures.first {
-            context.recorder.record(job, .warning, reason: "FailedCreate", message: "Error creating: \(first)")
-            throw first
-        }
-        return created.count
-    }
-
-    func deletePods(_ victims: [Pod], of job: Job, key: ObjectKey) async throws {
-        guard !victims.isEmpty else { return }
-        expectations.expect(key, deletes: Set(victims.map { "\($0.metadata.namespace)/\($0.metadata.name)" }))
-        var failures: [any Error] = []
-        for pod in victims {
-            do {
-                _ = try await context.client.delete(Pod.self, namespace: pod.metadata.namespace, name: pod.metadata.name)
-                context.recorder.record(job, .normal, reason: "SuccessfulDelete", message: "Deleted pod: \(pod.metadata.name)")
-            } catch let error as ClientError where error.code == 404 {
-                expectations.deletionObserved(key, pod: "\(pod.metadata.namespace)/\(pod.metadata.name)")
-            } catch {
-                expectations.deletionObserved(key, pod: "\(pod.metadata.namespace)/\(pod.metadata.name)")
-                failures.append(error)
-            }
-        }
-        if let first = failures.first { throw first }
     }
 
     /// A finished Job with `ttlSecondsAfterFinished` is deleted (its pods with it) once due.

@@ -125,3 +125,63 @@ public final class Expectations: Sendable {
         }
     }
 }
+
+/// Pods a controller creates and deletes for one owner, as Kubernetes' controllers do: its
+/// expectations set first (so a slow watch never makes it act twice), one event per pod
+/// (`SuccessfulCreate` "Created pod: NAME", `SuccessfulDelete`), a failed create recorded
+/// (`FailedCreate`) and thrown once the others ran.
+struct PodControl {
+    let context: ControllerContext
+    let expectations: Expectations
+
+    /// Creates the pods at once; answers how many were created.
+    @discardableResult
+    func create<Owner: APIObject>(_ pods: [Pod], for owner: Owner, key: ObjectKey) async throws -> Int {
+        guard !pods.isEmpty else { return 0 }
+        expectations.expect(key, adds: pods.count)
+        var created: [String] = []
+        var failures: [any Error] = []
+        let client = context.client
+        await withTaskGroup(of: Result<String, any Error>.self) { group in
+            for pod in pods {
+                group.addTask {
+                    do { return .success(try await client.create(pod).metadata.name) } catch { return .failure(error) }
+                }
+            }
+            for await outcome in group {
+                switch outcome {
+                case .success(let name): created.append(name)
+                case .failure(let error):
+                    expectations.creationObserved(key)  // it will never be seen
+                    failures.append(error)
+                }
+            }
+        }
+        for name in created.sorted() { context.recorder.record(owner, .normal, reason: "SuccessfulCreate", message: "Created pod: \(name)") }
+        if let first = failures.first {
+            context.recorder.record(owner, .warning, reason: "FailedCreate", message: "Error creating: \(first)")
+            throw first
+        }
+        return created.count
+    }
+
+    /// Deletes the pods (one already gone is fine).
+    func delete<Owner: APIObject>(_ victims: [Pod], of owner: Owner, key: ObjectKey) async throws {
+        guard !victims.isEmpty else { return }
+        expectations.expect(key, deletes: Set(victims.map { "\($0.metadata.namespace)/\($0.metadata.name)" }))
+        var failures: [any Error] = []
+        for pod in victims {
+            let podKey = "\(pod.metadata.namespace)/\(pod.metadata.name)"
+            do {
+                _ = try await context.client.delete(Pod.self, namespace: pod.metadata.namespace, name: pod.metadata.name)
+                context.recorder.record(owner, .normal, reason: "SuccessfulDelete", message: "Deleted pod: \(pod.metadata.name)")
+            } catch let error as ClientError where error.code == 404 {
+                expectations.deletionObserved(key, pod: podKey)
+            } catch {
+                expectations.deletionObserved(key, pod: podKey)
+                failures.append(error)
+            }
+        }
+        if let first = failures.first { throw first }
+    }
+}
