@@ -69,15 +69,17 @@ public final class JobController: Reconciler {
         var status = job.status
         status.succeeded = max(status.succeeded, Int32(owned.filter { $0.status.phase == "Succeeded" }.count))
         status.failed = max(status.failed, Int32(owned.filter { $0.status.phase == "Failed" }.count))
-        // Under OnFailure the agent restarts failed containers in place: those count as failures.
-        let restarts = active.reduce(Int32(0)) { sum, pod in
+        // Under OnFailure the agent restarts failed containers in place: their restarts (init
+        // containers' and sidecars' included) count, and reaching the limit fails the Job.
+        let restarts = job.spec.template.spec.restartPolicy != "OnFailure" ? 0 : active.reduce(Int32(0)) { sum, pod in
             sum + (pod.status.containerStatuses + pod.status.initContainerStatuses).reduce(0) { $0 + $1.restartCount }
         }
+        let restartsExceed = job.spec.backoffLimit == 0 ? restarts > 0 : restarts >= job.spec.backoffLimit
         let suspended = job.spec.suspend
         if !status.hasStartTime && !suspended { status.startTime = Self.stamp(now) }
 
         var ending: (type: String, target: String, reason: String, message: String)?
-        if status.failed + restarts > job.spec.backoffLimit {
+        if status.failed > job.spec.backoffLimit || restartsExceed {
             ending = ("Failed", "FailureTarget", "BackoffLimitExceeded", "Job has reached the specified backoff limit")
         } else if job.spec.hasActiveDeadlineSeconds, status.hasStartTime, !suspended,
                   now.timeIntervalSince(status.startTime.date) >= Double(job.spec.activeDeadlineSeconds) {
@@ -118,7 +120,7 @@ public final class JobController: Reconciler {
             var running = active.count
             if want > running, expectations.satisfied(key) {
                 // After failures, a replacement waits: 10 s, 20 s, 40 s … from the newest failure.
-                let wait = Self.backoff(failures: Int(status.failed + restarts), since: Self.lastFailure(owned), now: now, options: options)
+                let wait = Self.backoff(failures: Int(status.failed), since: Self.lastFailure(owned), now: now, options: options)
                 if wait > .zero {
                     result = .requeue(after: wait)
                 } else {

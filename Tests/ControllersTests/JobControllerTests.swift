@@ -106,6 +106,36 @@ import TestSupport
         }
     }
 
+    /// Under OnFailure the pod's containers restart in place: reaching backoffLimit restarts fails the Job.
+    @Test func containerRestartsCountUnderOnFailure() async throws {
+        let clock = FakeClock()
+        try await ControllerHarness.run(clock: clock, { [JobController(context: $0).controller()] }) { harness, _ in
+            _ = try await harness.client.create(Self.job("retrying", backoffLimit: 2, policy: "OnFailure"))
+            try await waitUntil("a pod runs") { try await active(harness, "retrying").count == 1 }
+            for restarts in [1, 2] {
+                var pod = try await active(harness, "retrying")[0]
+                pod.status.phase = "Running"
+                var status = ContainerStatus()
+                status.name = "work"
+                status.restartCount = Int32(restarts)
+                status.state.running.startedAt = Timestamp(seconds: Int64(clock.now.timeIntervalSince1970), nanos: 0)
+                pod.status.containerStatuses = [status]
+                _ = try await harness.client.updateStatus(pod)
+                if restarts == 1 {
+                    try await waitUntil("one restart is within the limit") {
+                        try await harness.client.get(Job.self, namespace: "default", name: "retrying").status.active == 1
+                    }
+                    #expect(try await harness.client.get(Job.self, namespace: "default", name: "retrying").status.conditions.isEmpty)
+                }
+            }
+            try await waitUntil("two restarts reach backoffLimit 2: Failed, the pod deleted") {
+                let job = try await harness.client.get(Job.self, namespace: "default", name: "retrying")
+                let running = try await active(harness, "retrying")
+                return job.status.conditions.contains { $0.type == "Failed" && $0.reason == "BackoffLimitExceeded" } && running.isEmpty
+            }
+        }
+    }
+
     @Test func aDeadlineFailsTheJobAndSuspendingStopsItsPods() async throws {
         let clock = FakeClock()
         try await ControllerHarness.run(clock: clock, { [JobController(context: $0).controller()] }) { harness, controllers in

@@ -26,6 +26,7 @@ struct KubernetesJSONTests {
             ("deployments", apps.list_deployment_for_all_namespaces, lambda o: apps.read_namespaced_deployment(o.metadata.name, o.metadata.namespace)),
             ("replicasets", apps.list_replica_set_for_all_namespaces, lambda o: apps.read_namespaced_replica_set(o.metadata.name, o.metadata.namespace)),
             ("jobs", batch.list_job_for_all_namespaces, lambda o: batch.read_namespaced_job(o.metadata.name, o.metadata.namespace)),
+            ("daemonsets", apps.list_daemon_set_for_all_namespaces, lambda o: apps.read_namespaced_daemon_set(o.metadata.name, o.metadata.namespace)),
             ("leases", coordination.list_lease_for_all_namespaces, lambda o: coordination.read_namespaced_lease(o.metadata.name, o.metadata.namespace)),
             ("clusterroles", rbac.list_cluster_role, lambda o: rbac.read_cluster_role(o.metadata.name)),
             ("clusterrolebindings", rbac.list_cluster_role_binding, lambda o: rbac.read_cluster_role_binding(o.metadata.name)),
@@ -108,6 +109,7 @@ struct KubernetesJSONTests {
             (core, "service_account", True, "v1", "ServiceAccount", {}),
             (apps, "deployment", True, "apps/v1", "Deployment", {"spec": workload}),
             (apps, "replica_set", True, "apps/v1", "ReplicaSet", {"spec": workload}),
+            (apps, "daemon_set", True, "apps/v1", "DaemonSet", {"spec": {k: v for k, v in workload.items() if k != "replicas"}}),
             (batch, "job", True, "batch/v1", "Job", {"spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox", "command": ["true"]}]}}}}),
             (coordination, "lease", True, "coordination.k8s.io/v1", "Lease", {"spec": {"holderIdentity": "python"}}),
             (rbac, "cluster_role", False, "rbac.authorization.k8s.io/v1", "ClusterRole", {"rules": rules}),
@@ -144,7 +146,7 @@ struct KubernetesJSONTests {
         try await AgentCluster.run { cluster in
             let python = try await Tools.runDetached(try #require(Tools.find("python3")), ["-c", Self.writes, cluster.kubeconfig], timeout: 120)
             let lines = python.output.split(separator: "\n").map(String.init)
-            #expect(python.status == 0 && !lines.contains { $0.hasPrefix("FAIL") } && lines.filter { $0.hasPrefix("OK") }.count == 25, "\(python.output)")
+            #expect(python.status == 0 && !lines.contains { $0.hasPrefix("FAIL") } && lines.filter { $0.hasPrefix("OK") }.count == 26, "\(python.output)")
             _ = try await cluster.client.delete(Deployment.self, namespace: "default", name: "web")
         }
     }
@@ -166,6 +168,17 @@ struct KubernetesJSONTests {
             job.spec.template.spec.containers = [container]
             job.spec.template.spec.restartPolicy = "Never"
             _ = try await cluster.client.create(job)
+            // A DaemonSet with its pod on the node.
+            var daemons = DaemonSet()
+            daemons.metadata.name = "daemons"
+            daemons.metadata.namespace = "default"
+            daemons.spec.selector.matchLabels = ["app": "daemons"]
+            daemons.spec.template.metadata.labels = ["app": "daemons"]
+            var daemon = Container()
+            daemon.name = "d"
+            daemon.command = ["sh", "-c", "exec sleep 3600", cluster.marker]
+            daemons.spec.template.spec.containers = [daemon]
+            _ = try await cluster.client.create(daemons)
             var role = Role()
             role.metadata.name = "reader"
             role.metadata.namespace = "default"
@@ -199,14 +212,16 @@ struct KubernetesJSONTests {
             try await waitUntil("the Deployment's pod runs and the Job completed", timeout: 60) {
                 let running = try await cluster.client.list(Pod.self, namespace: "default").items.contains { $0.status.phase == "Running" }
                 let job = try await cluster.client.get(Job.self, namespace: "default", name: "once")
-                return running && job.status.conditions.contains { $0.type == "Complete" }
+                let daemons = try await cluster.client.get(DaemonSet.self, namespace: "default", name: "daemons")
+                return running && job.status.conditions.contains { $0.type == "Complete" } && daemons.status.numberReady == 1
             }
             let python = try await Tools.runDetached(try #require(Tools.find("python3")), ["-c", Self.script, cluster.kubeconfig], timeout: 120)
             let lines = python.output.split(separator: "\n").map(String.init)
-            #expect(python.status == 0 && !lines.contains { $0.hasPrefix("FAIL") } && lines.filter { $0.hasPrefix("OK") }.count == 16,
+            #expect(python.status == 0 && !lines.contains { $0.hasPrefix("FAIL") } && lines.filter { $0.hasPrefix("OK") }.count == 17,
                     "\(python.output)")
             // Without their Deployments, the pods can go (the cluster's teardown waits for that).
             for name in ["web", "fresh"] { _ = try await cluster.client.delete(Deployment.self, namespace: "default", name: name) }
+            _ = try await cluster.client.delete(DaemonSet.self, namespace: "default", name: "daemons")
         }
     }
 }
