@@ -61,6 +61,29 @@ struct ProcessRuntimeTests {
     }
 }
 
+extension ProcessRuntimeTests {
+    /// A container's record written by two at once (its exit seen by the reaper and by a stop)
+    /// is written by both, each through a temporary of its own; none is left behind.
+    @Test func aRecordWrittenByTwoAtOnceIsWrittenByBoth() async throws {
+        let dir = TemporaryDirectory()
+        let path = dir.path + "/1.json"
+        let failures = await withTaskGroup(of: Int.self) { group in
+            for writer in 0..<4 {
+                group.addTask {
+                    var failed = 0
+                    for round in 0..<40 {
+                        do { try ProcessRuntime.writeDurably(Data("\(writer)-\(round)".utf8), to: path) } catch { failed += 1 }
+                    }
+                    return failed
+                }
+            }
+            return await group.reduce(0, +)
+        }
+        #expect(failures == 0)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path) == ["1.json"])
+    }
+}
+
 @Suite("Probes", .watchdog)
 struct ProbeTests {
     /// An exec probe runs through the runtime's ExecSync: the process runtime runs it in the

@@ -363,7 +363,9 @@ public final class ProcessRuntime: ContainerRuntime, @unchecked Sendable {
 
     static func writeDurably(_ data: Data, to path: String) throws {
         func failure(_ what: String) -> RuntimeError { RuntimeError("\(what) \(path): \(String(cString: strerror(errno)))") }
-        let temporary = path + ".tmp"
+        // A temporary of its own: two writers of one record (a container's exit seen by the
+        // reaper and by a stop at once) each rename theirs; a shared name made one fail.
+        let temporary = "\(path).\(UInt64.random(in: 0...UInt64.max)).tmp"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw failure("cannot create") }
         let written = data.withUnsafeBytes { bytes -> Bool in
