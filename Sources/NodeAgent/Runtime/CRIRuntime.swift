@@ -419,10 +419,19 @@ public final class CRIRuntime: ContainerRuntime, @unchecked Sendable {
         var request = Runtime_V1_StopContainerRequest()
         request.containerID = id
         request.timeout = Int64((Double(grace.components.seconds) + Double(grace.components.attoseconds) / 1e18).rounded(.up))
-        do {
-            _ = try await connection.runtime.stopContainer(request, options: CRIConnection.options(timeout: grace + callTimeout))
-        } catch {
-            logger.warning("cannot stop container", metadata: ["id": "\(id.prefix(12))", "error": "\(error)"])
+        // StopContainer may be asked again (a stopped container stays stopped): a call the
+        // connection dropped (containerd 1.6 under load ends calls with "Stream unexpectedly
+        // closed") is asked once more rather than leaving the container running.
+        for attempt in 1...2 {
+            do {
+                _ = try await connection.runtime.stopContainer(request, options: CRIConnection.options(timeout: grace + callTimeout))
+                break
+            } catch let error as RPCError where error.code == .unavailable && attempt == 1 {
+                logger.info("stopping a container again: the runtime dropped the call", metadata: ["id": "\(id.prefix(12))", "error": "\(error)"])
+            } catch {
+                logger.warning("cannot stop container", metadata: ["id": "\(id.prefix(12))", "error": "\(error)"])
+                break
+            }
         }
         await noteExit(id)
     }
