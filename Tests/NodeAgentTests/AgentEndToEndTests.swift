@@ -91,6 +91,23 @@ struct AgentEndToEndTests {
         }
     }
 
+    /// activeDeadlineSeconds: past it, the agent stops the pod and leaves it Failed, DeadlineExceeded.
+    @Test func aPodPastItsActiveDeadlineIsStoppedAndFailed() async throws {
+        try await AgentCluster.run { cluster in
+            var pod = cluster.pod("bounded", "exec sleep 300", grace: 1)
+            pod.spec.activeDeadlineSeconds = 2
+            _ = try await cluster.client.create(pod)
+            try await eventually("bounded Failed: DeadlineExceeded", timeout: 30) {
+                let status = try await cluster.get("bounded").status
+                return status.phase == "Failed" && status.reason == "DeadlineExceeded"
+            }
+            let failed = try await cluster.get("bounded")
+            #expect(failed.status.message == "Pod was active on the node longer than the specified deadline")
+            #expect(failed.status.containerStatuses.first?.state.hasTerminated == true)
+            #expect(cluster.processes(matching: cluster.marker).isEmpty, "its process was stopped")
+        }
+    }
+
     @Test func agentCrashKeepsPodsRunningAndTheNextAgentReadoptsThem() async throws {
         try await AgentCluster.run { cluster in
             _ = try await cluster.client.create(cluster.pod("steady", "sleep 300; true"))

@@ -74,21 +74,22 @@ extension PodManager {
             guard let limit = try? Quantity(parsing: volume.emptyDir.sizeLimit).value else { continue }
             let used = PodVolumes.usage(volumes.directory(uid, volume))
             if Decimal(used) > limit {
-                await evict(uid, message: "Usage of EmptyDir volume \"\(volume.name)\" exceeds the limit \"\(volume.emptyDir.sizeLimit)\".")
+                await evict(uid, reason: "Evicted", message: "Usage of EmptyDir volume \"\(volume.name)\" exceeds the limit \"\(volume.emptyDir.sizeLimit)\".")
                 return
             }
         }
     }
 
-    /// Stops the pod's containers at once and leaves it Failed with reason Evicted (its
-    /// controller, if any, makes a replacement).
-    func evict(_ uid: String, message: String) async {
+    /// Stops the pod's containers (at once unless given a grace period) and leaves it Failed with
+    /// `reason` (Evicted, DeadlineExceeded); its controller, if any, makes a replacement.
+    func evict(_ uid: String, reason: String, message: String, grace: Duration = .zero) async {
         guard let state = pods[uid], state.evicted == nil else { return }
         let pod = state.pod
         pods[uid]!.evicted = message
-        logger.warning("evicting the pod", metadata: ["pod": "\(pod.metadata.namespace)/\(pod.metadata.name)", "reason": "\(message)"])
-        event(pod, container: nil, .warning, "Evicted", message)
-        await stopAll(state, grace: .zero)
+        pods[uid]!.failedReason = reason
+        logger.warning("stopping the pod for good", metadata: ["pod": "\(pod.metadata.namespace)/\(pod.metadata.name)", "reason": "\(reason)", "message": "\(message)"])
+        event(pod, container: nil, .warning, reason, message)
+        await stopAll(state, grace: grace)
         for (name, track) in state.tracks {
             pods[uid]?.tracks[name]?.done = true
             if let id = track.current?.id, let final = await runtime.status(id: id) { pods[uid]?.tracks[name]?.current = final }

@@ -73,8 +73,10 @@ actor PodManager {
         var volumesRetryAt: ContinuousClock.Instant?
         var volumeFailures = 0
         var emptyDirCheckedAt: ContinuousClock.Instant?
-        /// Why the pod was evicted (an emptyDir over its sizeLimit): it stays Failed.
+        /// Why the pod was stopped for good (an emptyDir over its sizeLimit, its activeDeadlineSeconds
+        /// passed): it stays Failed, with `failedReason`.
         var evicted: String?
+        var failedReason = "Evicted"
         /// Every init container succeeded (sidecars: started): the pod's containers may run. Once
         /// true it stays so (a sidecar that exits later is restarted beside them).
         var initialized = false
@@ -357,6 +359,13 @@ actor PodManager {
             return
         }
         if state.evicted != nil { return }
+        // activeDeadlineSeconds, counted from the pod's start on the node, as the kubelet counts it.
+        if pod.spec.hasActiveDeadlineSeconds,
+           Date().timeIntervalSince(state.startTime.date) >= Double(pod.spec.activeDeadlineSeconds) {
+            let grace = Duration.seconds(pod.spec.hasTerminationGracePeriodSeconds ? pod.spec.terminationGracePeriodSeconds : 30)
+            await evict(uid, reason: "DeadlineExceeded", message: "Pod was active on the node longer than the specified deadline", grace: grace)
+            return
+        }
         if !pod.spec.volumes.isEmpty {
             await syncVolumes(uid)
             guard let state = pods[uid], !state.terminating, state.evicted == nil else { return }
@@ -950,7 +959,7 @@ actor PodManager {
         }
         if let evicted = state.evicted {
             status.phase = "Failed"
-            status.reason = "Evicted"
+            status.reason = state.failedReason
             status.message = evicted
         }
         let previous = state.lastReported?.conditions ?? []
