@@ -148,7 +148,7 @@ public final class DaemonSetController: Reconciler {
         let minReady = set.spec.minReadySeconds
         func available(_ pod: Pod?) -> Bool { pod.map { $0.status.phase == "Running" && $0.isAvailable(minReadySeconds: minReady, now: now) } ?? false }
         if set.spec.updateStrategy.type == "RollingUpdate" {
-            let maxUnavailable = max(1, Self.scaled(set.spec.updateStrategy.rollingUpdate.maxUnavailable, of: eligible.count))
+            let maxUnavailable = max(1, set.spec.updateStrategy.rollingUpdate.maxUnavailable.scaled(of: eligible.count, roundUp: true) ?? 1)
             var unavailable = eligible.filter { !available($0.pod) }.count
             for (_, pod) in eligible {
                 guard let pod, pod.metadata.labels[DaemonSetDefaults.revisionLabel] != hash, !delete.contains(where: { $0.metadata.uid == pod.metadata.uid }) else { continue }
@@ -183,17 +183,6 @@ public final class DaemonSetController: Reconciler {
         // Ready but not yet available: look again when they become available.
         if minReady > 0 && status.numberReady > status.numberAvailable { return .requeue(after: .seconds(Int64(minReady))) }
         return .done
-    }
-
-    /// A count, or a percentage of `total` rounded up (Kubernetes' rule for maxUnavailable).
-    static func scaled(_ value: IntOrString, of total: Int) -> Int {
-        switch value.value {
-        case .intVal(let count)?: return Int(count)
-        case .strVal(let text)?:
-            guard text.hasSuffix("%"), let percent = Int(text.dropLast()) else { return 1 }
-            return (percent * total + 99) / 100
-        case nil: return 1
-        }
     }
 
     /// A daemon pod for `node`: the template with the revision labels, the automatic

@@ -92,15 +92,10 @@ public final class DeploymentController: Reconciler {
         let replicas = desired(deployment)
         let rolling = deployment.spec.strategy.rollingUpdate
         func resolve(_ value: IntOrString?, default: String, roundUp: Bool) -> Int32 {
-            let text: String
-            switch value?.value {
-            case .intVal(let number)?: return number
-            case .strVal(let string)?: text = string
-            case nil: text = `default`
-            }
-            guard text.hasSuffix("%"), let percent = Double(text.dropLast()) else { return Int32(text) ?? 0 }
-            let exact = Double(replicas) * percent / 100
-            return Int32(roundUp ? exact.rounded(.up) : exact.rounded(.down))
+            let given = value ?? IntOrString(string: `default`)
+            if let count = given.scaled(of: Int(replicas), roundUp: roundUp) { return Int32(count) }
+            if case .strVal(let text)? = given.value { return Int32(text) ?? 0 }
+            return 0
         }
         let surge = resolve(deployment.spec.strategy.hasRollingUpdate && rolling.hasMaxSurge ? rolling.maxSurge : nil, default: "25%", roundUp: true)
         var unavailable = resolve(deployment.spec.strategy.hasRollingUpdate && rolling.hasMaxUnavailable ? rolling.maxUnavailable : nil, default: "25%", roundUp: false)

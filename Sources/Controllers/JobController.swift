@@ -76,7 +76,7 @@ public final class JobController: Reconciler {
         }
         let restartsExceed = job.spec.backoffLimit == 0 ? restarts > 0 : restarts >= job.spec.backoffLimit
         let suspended = job.spec.suspend
-        if !status.hasStartTime && !suspended { status.startTime = Self.stamp(now) }
+        if !status.hasStartTime && !suspended { status.startTime = Timestamp(wholeSecondsOf: now) }
 
         var ending: (type: String, target: String, reason: String, message: String)?
         if status.failed > job.spec.backoffLimit || restartsExceed {
@@ -94,7 +94,7 @@ public final class JobController: Reconciler {
             Self.set(&status, ending.target, true, reason: ending.reason, message: ending.message, now: now)
             Self.set(&status, ending.type, true, reason: ending.reason, message: ending.message, now: now)
             if ending.type == "Complete" {
-                status.completionTime = Self.stamp(now)
+                status.completionTime = Timestamp(wholeSecondsOf: now)
                 context.recorder.record(job, .normal, reason: "Completed", message: "Job completed")
             } else {
                 context.recorder.record(job, .warning, reason: ending.reason, message: ending.message)
@@ -112,7 +112,7 @@ public final class JobController: Reconciler {
         } else {
             if Self.isTrue(job.status, "Suspended") {
                 Self.set(&status, "Suspended", false, reason: "JobResumed", message: "Job resumed", now: now)
-                status.startTime = Self.stamp(now)
+                status.startTime = Timestamp(wholeSecondsOf: now)
                 context.recorder.record(job, .normal, reason: "Resumed", message: "Job resumed")
             }
             let remaining = job.spec.hasCompletions ? job.spec.completions - status.succeeded : (status.succeeded > 0 ? 0 : job.spec.parallelism)
@@ -152,9 +152,6 @@ public final class JobController: Reconciler {
         return result
     }
 
-    /// A time as Kubernetes keeps it: whole seconds.
-    static func stamp(_ date: Date) -> Timestamp { Timestamp(seconds: Int64(date.timeIntervalSince1970), nanos: 0) }
-
     static func isTrue(_ status: JobStatus, _ type: String) -> Bool {
         status.conditions.contains { $0.type == type && $0.status == "True" }
     }
@@ -170,13 +167,13 @@ public final class JobController: Reconciler {
         condition.status = value ? "True" : "False"
         condition.reason = reason
         condition.message = message
-        condition.lastProbeTime = Self.stamp(now)
+        condition.lastProbeTime = Timestamp(wholeSecondsOf: now)
         if let index = status.conditions.firstIndex(where: { $0.type == type }) {
             let before = status.conditions[index]
-            condition.lastTransitionTime = before.status == condition.status ? before.lastTransitionTime : Self.stamp(now)
+            condition.lastTransitionTime = before.status == condition.status ? before.lastTransitionTime : Timestamp(wholeSecondsOf: now)
             status.conditions[index] = condition
         } else {
-            condition.lastTransitionTime = Self.stamp(now)
+            condition.lastTransitionTime = Timestamp(wholeSecondsOf: now)
             status.conditions.append(condition)
         }
     }

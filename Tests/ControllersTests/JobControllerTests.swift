@@ -32,7 +32,7 @@ import TestSupport
         status.name = "work"
         status.state.terminated.exitCode = exitCode
         status.state.terminated.reason = exitCode == 0 ? "Completed" : "Error"
-        status.state.terminated.finishedAt = Timestamp(seconds: Int64(at.timeIntervalSince1970), nanos: 0)
+        status.state.terminated.finishedAt = Timestamp(wholeSecondsOf: at)
         pod.status.containerStatuses = [status]
         _ = try await client.updateStatus(pod)
     }
@@ -118,7 +118,7 @@ import TestSupport
                 var status = ContainerStatus()
                 status.name = "work"
                 status.restartCount = Int32(restarts)
-                status.state.running.startedAt = Timestamp(seconds: Int64(clock.now.timeIntervalSince1970), nanos: 0)
+                status.state.running.startedAt = Timestamp(wholeSecondsOf: clock.now)
                 pod.status.containerStatuses = [status]
                 _ = try await harness.client.updateStatus(pod)
                 if restarts == 1 {

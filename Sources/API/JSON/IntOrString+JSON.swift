@@ -36,3 +36,18 @@ extension IntOrString: JSONCodable {
         }
     }
 }
+
+extension IntOrString {
+    /// As a count of `total` things (maxSurge, maxUnavailable): the number, or the percentage of
+    /// `total` rounded up or down; nil when it is neither.
+    public func scaled(of total: Int, roundUp: Bool) -> Int? {
+        switch value {
+        case .intVal(let number)?: return Int(number)
+        case .strVal(let text)?:
+            guard text.hasSuffix("%"), let percent = Double(text.dropLast()) else { return nil }
+            let exact = Double(total) * percent / 100
+            return Int(roundUp ? exact.rounded(.up) : exact.rounded(.down))
+        case nil: return nil
+        }
+    }
+}

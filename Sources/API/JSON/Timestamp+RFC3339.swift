@@ -11,6 +11,11 @@ extension Timestamp {
         Timestamp(seconds: Int64(Date().timeIntervalSince1970), nanos: 0)
     }
 
+    /// `metav1.Time` precision (status and condition times): the date's whole seconds.
+    public init(wholeSecondsOf date: Date) {
+        self.init(seconds: Int64(date.timeIntervalSince1970.rounded(.down)), nanos: 0)
+    }
+
     public var rfc3339: String { format(microseconds: false) }
 
     public func format(microseconds: Bool) -> String {

@@ -41,6 +41,11 @@ extension PodSpec {
     /// The init containers, then the pod's own: every container a name may refer to.
     public var allContainers: [Container] { initContainers + containers }
 
+    /// The time a stop gives the pod's containers: terminationGracePeriodSeconds, else 30 s.
+    public var terminationGrace: Duration {
+        .seconds(hasTerminationGracePeriodSeconds ? terminationGracePeriodSeconds : PodDefaults.terminationGracePeriodSeconds)
+    }
+
     public mutating func applyDefaults() {
         if restartPolicy.isEmpty { restartPolicy = PodDefaults.restartPolicy }
         if !hasTerminationGracePeriodSeconds { terminationGracePeriodSeconds = PodDefaults.terminationGracePeriodSeconds }

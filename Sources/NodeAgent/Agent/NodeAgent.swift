@@ -258,11 +258,6 @@ public final class NodeAgent: Sendable {
 }
 
 extension Timestamp {
-    /// `metav1.Time` precision (status times).
-    init(wholeSecondsOf date: Date) {
-        self.init(seconds: Int64(date.timeIntervalSince1970.rounded(.down)), nanos: 0)
-    }
-
     /// `metav1.MicroTime` and finer (lease renewals).
     init(date: Date) {
         let seconds = date.timeIntervalSince1970

@@ -301,8 +301,7 @@ actor PodManager {
             event(pod, container: name, .normal, "Killing", "Container \(name) failed \(kind.rawValue) probe, will be restarted")
             pods[uid]?.tracks[name]?.probes = ProbeState()
             // The probe's own grace period, when it has one, over the pod's (as Kubernetes does).
-            let grace = Duration.seconds(probe.hasTerminationGracePeriodSeconds ? probe.terminationGracePeriodSeconds
-                                         : pod.spec.hasTerminationGracePeriodSeconds ? pod.spec.terminationGracePeriodSeconds : 30)
+            let grace = probe.hasTerminationGracePeriodSeconds ? .seconds(probe.terminationGracePeriodSeconds) : pod.spec.terminationGrace
             let spec = pod.spec.allContainers.first { $0.name == name }
             Task { await self.stopContainer(id, spec: spec, pod: pod, grace: grace) }
         }
@@ -362,7 +361,7 @@ actor PodManager {
         // activeDeadlineSeconds, counted from the pod's start on the node, as the kubelet counts it.
         if pod.spec.hasActiveDeadlineSeconds,
            Date().timeIntervalSince(state.startTime.date) >= Double(pod.spec.activeDeadlineSeconds) {
-            let grace = Duration.seconds(pod.spec.hasTerminationGracePeriodSeconds ? pod.spec.terminationGracePeriodSeconds : 30)
+            let grace = pod.spec.terminationGrace
             await evict(uid, reason: "DeadlineExceeded", message: "Pod was active on the node longer than the specified deadline", grace: grace)
             return
         }
@@ -430,7 +429,7 @@ actor PodManager {
         pods[uid]?.tracks[sidecar.name] = track
         guard let current = track.current, current.isRunning else { return }
         event(state.pod, container: sidecar.name, .normal, "Killing", "Stopping container \(sidecar.name)")
-        let grace = Duration.seconds(state.pod.spec.hasTerminationGracePeriodSeconds ? state.pod.spec.terminationGracePeriodSeconds : 30)
+        let grace = state.pod.spec.terminationGrace
         Task { await self.stopContainer(current.id, spec: sidecar, pod: state.pod, grace: grace) }
     }
 
@@ -540,7 +539,7 @@ actor PodManager {
             guard let now = pods[uid], !now.terminating else {
                 // Deleted while it started: stopped now, not left running without a pod.
                 logger.info("the pod went while its container started; stopping it", metadata: ["pod": "\(pod.metadata.namespace)/\(pod.metadata.name)", "container": "\(container.name)"])
-                await runtime.stop(id: started.id, grace: .seconds(Int64(pod.spec.hasTerminationGracePeriodSeconds ? pod.spec.terminationGracePeriodSeconds : 30)))
+                await runtime.stop(id: started.id, grace: pod.spec.terminationGrace)
                 // (Read before the assignment: `pods[uid]?.… = await …` would hold a write
                 // access to `pods` across the suspension — the optional chain starts it before
                 // its right side runs — and other code of this actor changes `pods` meanwhile;
@@ -570,7 +569,7 @@ actor PodManager {
                let failure = await runHook(container.lifecycle.postStart, container: container, id: started.id, pod: pod, timeout: Self.postStartTimeout) {
                 logger.warning("postStart hook failed", metadata: ["pod": "\(pod.metadata.namespace)/\(pod.metadata.name)", "container": "\(container.name)", "error": "\(failure)"])
                 event(pod, container: container.name, .warning, "FailedPostStartHook", failure)
-                let grace = Duration.seconds(pod.spec.hasTerminationGracePeriodSeconds ? pod.spec.terminationGracePeriodSeconds : 30)
+                let grace = pod.spec.terminationGrace
                 await stopContainer(started.id, spec: container, pod: pod, grace: grace)
             }
         } catch {
